@@ -1,0 +1,54 @@
+"""Envelope addresses: the cheap checks every recipient passes on the delivery path.
+
+Full RFC 5322 validation (email-validator) is for alias and forward targets
+and the admin commands; a recipient only needs to be an address lda can look
+up safely, because it is never turned into a path.
+"""
+
+from .errors import BadAddress
+
+MAX_ADDRESS = 320  # RFC 5321: 64-octet local part, "@", 255-octet domain
+FOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def normalize(address):
+    """Strip <>, lower-case; refuse what no mail system would deliver to."""
+    value = address.strip()
+    if value.startswith("<") and value.endswith(">"):
+        value = value[1:-1].strip()
+    if not value or value.startswith("@") or value.endswith("@"):
+        raise BadAddress(f"invalid recipient address {address[:80]!r}")
+    if len(value) > MAX_ADDRESS:
+        raise BadAddress(f"recipient address longer than {MAX_ADDRESS} characters")
+    if any(ord(c) < 33 or ord(c) == 127 for c in value):
+        raise BadAddress(f"control character or space in recipient {value[:80]!r}")
+    return value.lower()
+
+
+def split_extension(address, delimiter):
+    """("alice@example.org", "lists") from "alice+lists@example.org"."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if not delimiter or delimiter not in local:
+        return address, None
+    base, _, extension = local.partition(delimiter)
+    if not base:
+        return address, None
+    return (f"{base}@{domain}" if at else base), extension
+
+
+def folder_for_extension(extension):
+    """The Maildir++ folder an extension may select: ".lists", or None.
+
+    Only plain names qualify (no "/", no leading dot, no ".."), so an
+    extension can never name a path outside the Maildir."""
+    if not extension or len(extension) > 100 or not set(extension) <= FOLDER_CHARS:
+        return None
+    if extension.startswith(".") or extension.endswith(".") or ".." in extension:
+        return None
+    return "." + extension
+
+
+def domain_of(address):
+    return address.rpartition("@")[2] if "@" in address else ""

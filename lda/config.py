@@ -1,0 +1,146 @@
+"""lda.toml: where the configuration comes from, its keys and their defaults.
+
+With no configuration file lda runs in per-user mode (the invoking user's
+~/Maildir, like procmail's default), so `mailbox_command = lda deliver` and
+`|lda deliver` in ~/.forward need nothing else.
+"""
+
+import os
+
+from .errors import ConfigError
+
+SYSTEM_CONFIG = "/etc/lda/lda.toml"
+MAX_EXPIRATION_HOURS = 100 * 366 * 24
+
+# key: (default, type check, description) -- the man page lists the same keys.
+KEYS = {
+    "mode": ("managed", str, "managed (virtual mailboxes) or user (~/Maildir)"),
+    "state_dir": ("", str, "directory, locks and the default database"),
+    "maildir": ("~/Maildir", str, "the Maildir of per-user mode"),
+    "aliases": ("", str, "aliases(5)-style file; empty for none"),
+    "expiration_hours": (168, int, "how long DeliveredTo remembers a message"),
+    "cleanup_interval_seconds": (3600, int, "how often deliveries prune expired rows"),
+    "quota_full": ("tempfail", str, "tempfail (exit 75) or reject (exit 77)"),
+    "quota_storage": (0, (int, str), "default storage quota in bytes (0: none)"),
+    "quota_messages": (0, int, "default message-count quota (0: none)"),
+    "recipient_delimiter": ("+", str, "separates a local part from its extension"),
+    "sendmail": (["/usr/sbin/sendmail", "-i"], list, "command that re-injects forwards"),
+    "log": ("stderr", str, "stderr or syslog"),
+    "syslog_facility": ("mail", str, "facility for log = syslog"),
+    "hostname": ("", str, "host name in Maildir file names (default: uname)"),
+    "lock_timeout_seconds": (60, int, "wait for a busy mailbox before a tempfail"),
+}
+CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
+           "log": ("stderr", "syslog")}
+SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+class Config:
+    """Validated settings; attribute names are the lda.toml keys."""
+
+    def __init__(self, values=None, path=None, environ=os.environ):
+        self.path = path
+        self.home = environ.get("HOME") or _passwd_home()
+        for key, (default, _, _) in KEYS.items():
+            setattr(self, key, default)
+        for key, value in (values or {}).items():
+            self._set(key, value)
+        self.quota_storage = parse_size(self.quota_storage, "quota_storage")
+        self.state_dir = self.expand(self.state_dir or self._default_state_dir(environ))
+        self.maildir = self.expand(self.maildir)
+        self.aliases = self.expand(self.aliases) if self.aliases else ""
+        self.hostname = self.hostname or os.uname().nodename
+        self._check_ranges()
+
+    @property
+    def per_user(self):
+        return self.mode == "user"
+
+    @property
+    def directory_path(self):
+        return os.path.join(self.state_dir, "directory.sqlite")
+
+    def expand(self, path):
+        """`~/x` is relative to the recipient's HOME, as Postfix sets it."""
+        if path == "~" or path.startswith("~/"):
+            path = self.home + path[1:]
+        return os.path.abspath(path)
+
+    def _set(self, key, value):
+        if key not in KEYS:
+            raise ConfigError(f"{self.path}: unknown key {key!r}")
+        kind = KEYS[key][1]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"{self.path}: {key} has the wrong type ({value!r})")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{self.path}: {key} must be one of "
+                              f"{', '.join(CHOICES[key])}, not {value!r}")
+        setattr(self, key, value)
+
+    def _check_ranges(self):
+        if not 1 <= self.expiration_hours <= MAX_EXPIRATION_HOURS:
+            raise ConfigError(f"{self.path}: expiration_hours must be between 1 "
+                              f"and {MAX_EXPIRATION_HOURS} (100 years)")
+        if self.cleanup_interval_seconds < 1:
+            raise ConfigError(f"{self.path}: cleanup_interval_seconds must be >= 1")
+        if self.quota_messages < 0 or self.lock_timeout_seconds < 1:
+            raise ConfigError(f"{self.path}: quota_messages must be >= 0 and "
+                              "lock_timeout_seconds >= 1")
+        if not self.sendmail or not all(isinstance(a, str) for a in self.sendmail):
+            raise ConfigError(f"{self.path}: sendmail must be a list of strings")
+        if len(self.recipient_delimiter) > 1:
+            raise ConfigError(f"{self.path}: recipient_delimiter must be one character")
+
+    def _default_state_dir(self, environ):
+        if self.per_user:
+            base = environ.get("XDG_STATE_HOME") or os.path.join(self.home, ".local", "state")
+            return os.path.join(base, "lda")
+        return "/var/lib/lda"
+
+
+def parse_size(value, key="size"):
+    """Bytes from 1048576, "1M" or "2G" (binary multiples, as Dovecot reads them)."""
+    if isinstance(value, int):
+        number = value
+    else:
+        text = value.strip().upper().removesuffix("B")
+        suffix = text[-1:] if text[-1:] in SIZE_SUFFIXES else ""
+        digits = text[: len(text) - len(suffix)].strip()
+        if not digits.isdigit():
+            raise ConfigError(f"{key}: {value!r} is not a size like 1048576, 500M or 2G")
+        number = int(digits) * SIZE_SUFFIXES[suffix]
+    if number < 0:
+        raise ConfigError(f"{key} must not be negative")
+    return number
+
+
+def _passwd_home():
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_dir
+
+
+def find_config_path(option=None, environ=os.environ):
+    """-c, then LDA_CONFIG, then /etc/lda/lda.toml; None means per-user mode."""
+    path = option or environ.get("LDA_CONFIG")
+    if path:
+        return path
+    return SYSTEM_CONFIG if os.path.exists(SYSTEM_CONFIG) else None
+
+
+def load_config(option=None, environ=os.environ):
+    path = find_config_path(option, environ)
+    if path is None:
+        return Config({"mode": "user"}, path="(per-user defaults)", environ=environ)
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    return Config(values, path=path, environ=environ)

@@ -1,0 +1,119 @@
+"""`lda deliver`: the per-message command, kept free of click and other
+heavy imports (Python starts in ~10 ms; click alone would add ~25).
+
+Exit statuses are sysexits only.  Anything unexpected is logged with its
+traceback and exits 75, so the MTA keeps the message and retries.
+"""
+
+import getopt
+import os
+import sys
+
+from .errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError
+
+USAGE = """\
+usage: lda deliver [-f SENDER] [-a ORIGINAL_RECIPIENT] [-c CONFIG] [-e] [RECIPIENT...]
+
+Deliver the message on standard input.  With no RECIPIENT, Postfix's
+RECIPIENT environment variable (mailbox_command) or the invoking user.
+  -f SENDER   envelope sender (default: $SENDER)
+  -a ADDRESS  original recipient (default: $ORIGINAL_RECIPIENT)
+  -c CONFIG   configuration file (default: $LDA_CONFIG, /etc/lda/lda.toml,
+              else per-user mode: ~/Maildir)
+  -e          over-quota primary recipient is rejected (exit 77), as with
+              quota_full = "reject"
+"""
+
+
+def parse_args(argv, environ):
+    try:
+        opts, recipients = getopt.gnu_getopt(argv, "f:a:c:eh", ["help"])
+    except getopt.GetoptError as e:
+        raise UsageError(f"{e}; try 'lda deliver --help'") from None
+    options = dict(opts)
+    if "-h" in options or "--help" in options:
+        return None
+    if not recipients and environ.get("RECIPIENT"):
+        recipients = [environ["RECIPIENT"]]
+    sender = options.get("-f", environ.get("SENDER"))
+    if sender is not None:
+        sender = sender.strip().removeprefix("<").removesuffix(">")
+    return {"sender": sender, "recipients": recipients,
+            "original": options.get("-a", environ.get("ORIGINAL_RECIPIENT")),
+            "config": options.get("-c"), "reject": "-e" in options}
+
+
+def exit_status(results):
+    """One status for all recipients: a temporary failure wins (the MTA then
+    retries, and DeliveredTo discards what already arrived), then the first
+    permanent one, then success."""
+    errors = [r.error for r in results if r.error is not None]
+    if not errors:
+        return EX_OK, None
+    temporary = [e for e in errors if e.exit_code == EX_TEMPFAIL or not e.permanent]
+    chosen = temporary[0] if temporary else errors[0]
+    return chosen.exit_code, chosen
+
+
+def deliver(argv, stdin=None, environ=os.environ, clock=None):
+    """Run one delivery; returns the exit status."""
+    stdin = stdin or sys.stdin.buffer
+    log = None
+    try:
+        args = parse_args(argv, environ)
+        if args is None:
+            sys.stdout.write(USAGE)
+            return EX_OK
+        from .config import load_config
+        from .log import Log
+
+        config = load_config(args["config"], environ)
+        if args["reject"]:
+            config.quota_full = "reject"
+        log = Log(config.log, config.syslog_facility)
+        resolver = make_resolver(config, environ)
+        from .delivery import Delivery
+
+        kwargs = {"clock": clock} if clock else {}
+        delivery = Delivery(config, resolver, log, sender=args["sender"],
+                            original_recipient=args["original"], **kwargs)
+        recipients = args["recipients"] or ([None] if config.per_user else [])
+        if not recipients:
+            raise UsageError("no recipient given and RECIPIENT is not set")
+        status, error = exit_status(delivery.run(recipients, stdin))
+        if error is not None:
+            sys.stderr.write(error.reason() + "\n")
+        return status
+    except LdaError as e:
+        sys.stderr.write(e.reason() + "\n")
+        return e.exit_code
+    except BaseException as e:  # noqa: BLE001 - the MTA must get 75, never 1
+        return unexpected(e, log)
+
+
+def make_resolver(config, environ):
+    from .resolve import ManagedResolver, UserResolver, current_user
+
+    if config.per_user:
+        return UserResolver(config, current_user(environ), environ.get("EXTENSION"))
+    from .directory import Directory
+
+    return ManagedResolver(config, Directory(config.directory_path))
+
+
+def unexpected(error, log):
+    """Log the traceback, print one line, exit 75: never lose the message."""
+    import traceback
+
+    if isinstance(error, KeyboardInterrupt):
+        sys.stderr.write("4.3.0 lda: interrupted\n")
+        return EX_TEMPFAIL
+    lines = traceback.format_exception(error)
+    if log is not None and log.syslog:
+        for line in "".join(lines).splitlines():
+            log.error(line)
+    else:
+        sys.stderr.write("".join(lines))
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    sys.stderr.write(f"4.3.0 lda: unexpected error, will retry: {reason}\n")
+    return EX_TEMPFAIL

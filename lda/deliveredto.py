@@ -1,0 +1,205 @@
+"""The DeliveredTo table: what each mailbox of one database has received.
+
+Key: (mailbox, Message-ID or content digest, client submit time in UTC).  A
+row is written "pending" (with the file name it will get) before the file is
+linked into new/, and marked "delivered" after new/ is fsynced, all while the
+mailbox lock is held.  A pending row found later by the next lock holder is a
+delivery that died midway: the file name in it says whether the link happened.
+
+The schema is versioned with PRAGMA user_version rather than sqlite-utils
+migrations because the delivery path creates it and must not pay for
+importing sqlite-utils (~80 ms).
+"""
+
+import os
+import sqlite3
+import time
+
+from .errors import TemporaryFailure
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS delivered_to (
+    mailbox TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    submit_time TEXT NOT NULL,
+    delivered_at REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered')),
+    location TEXT,
+    PRIMARY KEY (mailbox, message_id, submit_time)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_to_age ON delivered_to (delivered_at);
+CREATE TABLE IF NOT EXISTS partial_deliveries (
+    id INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    sender TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    target TEXT NOT NULL,
+    mailbox TEXT,
+    message_id TEXT NOT NULL,
+    submit_time TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    spool_file TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    last_attempt REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+DB_FILE = "lda.sqlite"
+BUSY_TIMEOUT_MS = 30_000
+CLEANUP_BATCH = 500
+CLEANUP_BUDGET_SECONDS = 0.05
+
+
+def connect(path, timeout_ms=BUSY_TIMEOUT_MS):
+    """A connection in autocommit mode; transactions are explicit."""
+    try:
+        conn = sqlite3.connect(path, timeout=timeout_ms / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+        return conn
+    except sqlite3.Error as e:
+        raise TemporaryFailure(f"{path}: cannot open database: {e}") from None
+
+
+class DeliveredTo:
+    """One mailbox database's DeliveredTo table (and partial records)."""
+
+    def __init__(self, db_root, expiration_hours=168, cleanup_interval=3600,
+                 clock=time.time):
+        self.db_root = db_root
+        self.path = os.path.join(db_root, DB_FILE)
+        self.expiration = expiration_hours * 3600
+        self.cleanup_interval = cleanup_interval
+        self.clock = clock
+        os.makedirs(db_root, mode=0o700, exist_ok=True)
+        self.conn = connect(self.path)
+        self._ensure_schema()
+
+    def _ensure_schema(self):
+        if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        # WAL: readers never block the writer, and a commit needs no fsync of
+        # the main file; a process crash loses nothing committed.
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        with self.transaction():
+            # executescript() would COMMIT on its own; run each statement.
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def transaction(self):
+        return _Transaction(self.conn)
+
+    def close(self):
+        self.conn.close()
+
+    def cutoff(self):
+        return self.clock() - self.expiration
+
+    def lookup(self, keys):
+        """{key: (state, location)} for the unexpired rows among keys.
+
+        Call inside a transaction while holding the mailbox locks."""
+        found = {}
+        cutoff = self.cutoff()
+        for key in keys:
+            row = self.conn.execute(
+                "SELECT state, location, delivered_at FROM delivered_to "
+                "WHERE mailbox = ? AND message_id = ? AND submit_time = ?", key).fetchone()
+            if row and row[2] >= cutoff:
+                found[key] = (row[0], row[1])
+        return found
+
+    def mark_pending(self, entries):
+        """entries: [(key, location)]; replaces expired or dead rows."""
+        now = self.clock()
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO delivered_to VALUES (?, ?, ?, ?, 'pending', ?)",
+            [(*key, now, location) for key, location in entries])
+
+    def mark_delivered(self, keys):
+        self.conn.executemany(
+            "UPDATE delivered_to SET state = 'delivered' WHERE mailbox = ? "
+            "AND message_id = ? AND submit_time = ?", keys)
+
+    def forget(self, keys):
+        self.conn.executemany(
+            "DELETE FROM delivered_to WHERE mailbox = ? AND message_id = ? "
+            "AND submit_time = ? AND state = 'pending'", keys)
+
+    def record_partial(self, sender, recipient, target, mailbox, key, reason, spool_file):
+        now = self.clock()
+        self.conn.execute(
+            "INSERT INTO partial_deliveries (created, sender, recipient, target, mailbox, "
+            "message_id, submit_time, reason, spool_file, last_attempt) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, sender, recipient, target, mailbox, key[1], key[2], reason, spool_file, now))
+
+    def cleanup(self, batch=CLEANUP_BATCH, max_seconds=None, older_than=None):
+        """Delete expired rows in short transactions; returns the count.
+
+        Each batch holds the write lock for one small DELETE, so deliveries
+        waiting on it are delayed by milliseconds, never stalled."""
+        cutoff = self.clock() - older_than if older_than is not None else self.cutoff()
+        start, deleted = time.monotonic(), 0
+        while True:
+            with self.transaction():
+                n = self.conn.execute(
+                    "DELETE FROM delivered_to WHERE (mailbox, message_id, submit_time) IN "
+                    "(SELECT mailbox, message_id, submit_time FROM delivered_to "
+                    " WHERE delivered_at < ? LIMIT ?)", (cutoff, batch)).rowcount
+            deleted += n
+            if n < batch:
+                return deleted, True
+            if max_seconds is not None and time.monotonic() - start > max_seconds:
+                return deleted, False
+
+    def cleanup_if_due(self):
+        """Opportunistic cleanup during a delivery, bounded to ~50 ms.
+
+        The first delivery after the interval claims the run with a
+        compare-and-set on meta.last_cleanup, so concurrent deliveries do not
+        all start one; unfinished work leaves the claim open for the next."""
+        now = self.clock()
+        with self.transaction():
+            row = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'last_cleanup'").fetchone()
+            last = float(row[0]) if row else 0.0
+            if now - last < self.cleanup_interval:
+                return None
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_cleanup', ?)",
+                              (repr(now),))
+        deleted, finished = self.cleanup(max_seconds=CLEANUP_BUDGET_SECONDS)
+        if not finished:
+            with self.transaction():
+                self.conn.execute("UPDATE meta SET value = '0' WHERE key = 'last_cleanup'")
+        return deleted
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+    IMMEDIATE takes the write lock up front, so two deliveries never both
+    read "absent" and then both insert; busy_timeout makes the second wait."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise TemporaryFailure(f"DeliveredTo database busy: {e}") from None
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.conn.execute("COMMIT")
+                return False
+            except sqlite3.Error:
+                self.conn.execute("ROLLBACK")
+                raise
+        self.conn.execute("ROLLBACK")
+        return False

@@ -1,0 +1,376 @@
+"""One message to its recipients, each target at most once.
+
+For every envelope recipient: write the message once (tmp/, fsync), then,
+holding the targets' mailbox locks, look up DeliveredTo, write "pending"
+rows, link the file into each new/ (hard links on one filesystem), fsync
+each new/, and mark the rows delivered.  A forward target that cannot take
+the message becomes a partial delivery when any other target got it.
+"""
+
+import errno
+import os
+import time
+
+from . import maildir as md
+from .errors import (CannotCreate, ForwardFailed, LdaError, MailLoop, QuotaExceeded,
+                     TemporaryFailure)
+from .locks import MailboxLocks
+
+DELIVERED, DUPLICATE = "delivered", "duplicate"
+
+
+class Result:
+    """What happened to one envelope recipient."""
+
+    def __init__(self, recipient, error=None):
+        self.recipient = recipient
+        self.error = error
+        self.outcomes = {}  # Target -> DELIVERED, DUPLICATE or an LdaError
+        self.partial = []
+
+    @property
+    def ok(self):
+        return self.error is None
+
+
+class Staged:
+    """The message as written once for one recipient, with its prefix."""
+
+    def __init__(self, dir_fd, name, size, prefix_len):
+        self.dir_fd, self.name, self.size, self.prefix_len = dir_fd, name, size, prefix_len
+
+    def open(self):
+        return os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=self.dir_fd)
+
+    def unlink(self):
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            pass
+
+
+def prefix_for(recipient, sender, lead):
+    """Return-Path and Delivered-To, unless the MTA prepended them already."""
+    from .message import bare_address
+
+    names = {name for name, _ in lead}
+    mta_delivered_to = {bare_address(v) for n, v in lead if n == b"delivered-to"}
+    prefix = b""
+    if sender is not None and b"return-path" not in names:
+        prefix += b"Return-Path: <" + sender.encode("utf-8", "surrogateescape") + b">\n"
+    if recipient.lower() not in mta_delivered_to:
+        prefix += b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"
+    return prefix
+
+
+class Delivery:
+    """Delivers one message; side effects (clock, sendmail, log) are parameters."""
+
+    def __init__(self, config, resolver, log, sender=None, original_recipient=None,
+                 clock=time.time, sendmail=None):
+        self.config = config
+        self.resolver = resolver
+        self.log = log
+        self.sender = sender
+        self.original_recipient = original_recipient
+        self.clock = clock
+        self.sendmail = sendmail or config.sendmail
+        self.databases = {}
+        self.lock_dir = os.path.join(config.state_dir, "locks")
+
+    def run(self, recipients, stream):
+        results, plans = [], []
+        for recipient in recipients:
+            try:
+                plans.append(self.resolver.resolve(recipient))
+            except LdaError as e:
+                results.append(Result(recipient, e))
+                self.log.info(f"to=<{recipient}>, status=bounced ({e.reason()})")
+        if plans:
+            results.extend(self._deliver_plans(plans, stream))
+        self._cleanup_databases()
+        return results
+
+    def _deliver_plans(self, plans, stream):
+        from .message import Reader
+
+        reader = Reader(stream)
+        staging_dir = self._staging_dir(plans[0])
+        first = self._stage(plans[0], reader, staging_dir)
+        info = reader.info()
+        staged = {0: first}
+        results = []
+        try:
+            for i, plan in enumerate(plans):
+                try:
+                    if info.is_loop(plan.canonical):
+                        raise MailLoop(f"mail forwarding loop for {plan.canonical}")
+                    if i not in staged:
+                        staged[i] = self._restage(plan, first, staging_dir, info)
+                    results.append(self._deliver_plan(plan, staged[i], info))
+                except LdaError as e:
+                    results.append(Result(plan.recipient, e))
+                    self.log.info(f"{info.log_id}: to=<{plan.canonical}>, "
+                                  f"status=failed ({e.reason()})")
+        finally:
+            for item in staged.values():
+                item.unlink()
+            os.close(staging_dir)
+        return results
+
+    def _staging_dir(self, plan):
+        """tmp/ of the first local target (so hard links work), else the db's."""
+        for target in plan.targets:
+            if target.local:
+                box = self._open(target)
+                try:
+                    return os.dup(box.tmp_fd)
+                finally:
+                    box.close()
+        return md.open_path(os.path.join(plan.home_db, "tmp"), create=True)
+
+    def _stage(self, plan, reader, dir_fd):
+        from .message import Headers, write_all
+
+        chunks = reader.chunks()
+        head = next(chunks, b"")
+        lead = Headers(head[:65536].split(b"\n\n", 1)[0]).leading_prepended()
+        prefix = prefix_for(plan.canonical, self.sender, lead)
+        tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
+        try:
+            write_all(tmp.fd, prefix)
+            write_all(tmp.fd, head)
+            for chunk in chunks:
+                write_all(tmp.fd, chunk)
+            tmp.finish()
+        except OSError as e:
+            tmp.discard()
+            raise CannotCreate(f"cannot write message: {e.strerror}") from None
+        except BaseException:
+            tmp.discard()
+            raise
+        self._lead = lead
+        return Staged(dir_fd, tmp.name, len(prefix) + reader.size, len(prefix))
+
+    def _restage(self, plan, first, dir_fd, info):
+        """Another recipient of the same message: same bytes, its own prefix."""
+        prefix = prefix_for(plan.canonical, self.sender, self._lead)
+        tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
+        try:
+            md.copy_file(dir_fd, first.name, first.prefix_len, prefix, tmp)
+            tmp.finish()
+        except OSError as e:
+            tmp.discard()
+            raise CannotCreate(f"cannot write message: {e.strerror}") from None
+        return Staged(dir_fd, tmp.name, first.size - first.prefix_len + len(prefix),
+                      len(prefix))
+
+    def _database(self, db_root):
+        from .deliveredto import DeliveredTo
+
+        if db_root not in self.databases:
+            self.databases[db_root] = DeliveredTo(
+                db_root, self.config.expiration_hours,
+                self.config.cleanup_interval_seconds, self.clock)
+        return self.databases[db_root]
+
+    def _open(self, target, create=True):
+        return md.open_mailbox(target.maildir_root, target.maildir_relative,
+                               target.folder, create)
+
+    def _deliver_plan(self, plan, staged, info):
+        result = Result(plan.recipient)
+        keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in plan.targets}
+        with MailboxLocks(self.lock_dir, [k[0] for k in keys.values()],
+                          self.config.lock_timeout_seconds):
+            groups = {}
+            for target in plan.targets:
+                groups.setdefault(target.db_root, []).append(target)
+            for db_root, targets in groups.items():
+                self._deliver_group(self._database(db_root), targets, keys, staged,
+                                    result)
+            self._conclude(plan, staged, info, keys, result)
+        self._log_outcomes(plan, info, staged, result)
+        return result
+
+    def _deliver_group(self, db, targets, keys, staged, result):
+        """Claim, link and record the targets that live in one database."""
+        pending = []
+        with db.transaction():
+            found = db.lookup([keys[t] for t in targets])
+            for target in targets:
+                row = found.get(keys[target])
+                if row and self._already_there(target, row):
+                    result.outcomes[target] = DUPLICATE
+                    continue
+                failure = self._quota_failure(target, staged.size)
+                if failure:
+                    result.outcomes[target] = failure
+                    continue
+                name = md.unique_name(self.config.hostname) + f",S={staged.size}"
+                pending.append((target, name if target.local else None))
+            db.mark_pending([(keys[t], name) for t, name in pending])
+            db.mark_delivered([keys[t] for t in targets
+                               if result.outcomes.get(t) == DUPLICATE])
+        done, failed = [], []
+        for target, name in pending:
+            try:
+                if target.local:
+                    self._link(target, staged, name)
+                else:
+                    self._forward(target, staged)
+                result.outcomes[target] = DELIVERED
+                done.append(keys[target])
+            except LdaError as e:
+                result.outcomes[target] = e
+                failed.append(keys[target])
+        with db.transaction():
+            db.mark_delivered(done)
+            db.forget(failed)
+
+    def _already_there(self, target, row):
+        state, location = row
+        if state == "delivered":
+            return True
+        # A pending row: its writer died holding the lock we now hold.  The
+        # file name in it tells whether the link into new/ happened.
+        if not (target.local and location):
+            return False  # a forward cannot be checked: a duplicate beats a loss
+        box = self._open(target, create=False)
+        try:
+            return box.contains(location)
+        finally:
+            box.close()
+
+    def _quota_failure(self, target, size):
+        if not target.local or target.quota is None or target.quota.unlimited():
+            return None
+        from .maildirsize import read_usage, would_exceed
+
+        usage = read_usage(self._mailbox_root(target), target.quota, self.clock)
+        if not would_exceed(usage, target.quota, size):
+            return None
+        return QuotaExceeded(
+            f"mailbox full: {target.address} uses {usage.storage}/{target.quota.storage} "
+            f"bytes, {usage.messages}/{target.quota.messages} messages",
+            reject=target.primary and self.config.quota_full == "reject")
+
+    def _mailbox_root(self, target):
+        if target.maildir_relative:
+            return os.path.join(target.maildir_root, target.maildir_relative)
+        return target.maildir_root
+
+    def _link(self, target, staged, name):
+        box = self._open(target)
+        try:
+            try:
+                os.link(staged.name, name, src_dir_fd=staged.dir_fd,
+                        dst_dir_fd=box.new_fd, follow_symlinks=False)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                self._copy_in(box, staged, name)
+            os.fsync(box.new_fd)
+        except OSError as e:
+            raise CannotCreate(f"{box.path}/new: {e.strerror}") from None
+        finally:
+            box.close()
+        if target.quota is not None and not target.quota.unlimited():
+            from .maildirsize import add_usage
+
+            add_usage(self._mailbox_root(target), staged.size)
+
+    def _copy_in(self, box, staged, name):
+        """Another filesystem: copy into its tmp/, fsync, link into new/."""
+        tmp = md.TmpFile(box.tmp_fd, self.config.hostname, f"{box.path}/tmp")
+        try:
+            md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
+            tmp.finish()
+            os.link(tmp.name, name, src_dir_fd=box.tmp_fd, dst_dir_fd=box.new_fd,
+                    follow_symlinks=False)
+        finally:
+            tmp.discard()
+
+    def _forward(self, target, staged):
+        from .forward import sendmail
+
+        fd = staged.open()
+        try:
+            sendmail(self.sendmail, self.sender, target.address, fd)
+        finally:
+            os.close(fd)
+
+    def _conclude(self, plan, staged, info, keys, result):
+        """Primary failure: the recipient fails.  Forward failure: partial,
+        unless no target at all took the message."""
+        failures = {t: o for t, o in result.outcomes.items() if isinstance(o, LdaError)}
+        primary = [o for t, o in failures.items() if t.primary]
+        if primary:
+            result.error = primary[0]
+            return
+        if not failures:
+            return
+        if len(failures) == len(plan.targets):
+            errors = list(failures.values())
+            permanent = all(e.permanent for e in errors)
+            result.error = errors[0] if permanent else TemporaryFailure(
+                f"no target of {plan.canonical} could take the message: "
+                + "; ".join(f"{t.address}: {e}" for t, e in failures.items()))
+            return
+        for target, error in failures.items():
+            self._record_partial(plan, target, error, staged, info, keys[target])
+            result.partial.append(target)
+
+    def _record_partial(self, plan, target, error, staged, info, key):
+        db = self._database(target.db_root if target.local else plan.home_db)
+        spool = _spool(db.db_root, staged, self.config.hostname)
+        with db.transaction():
+            db.record_partial(self.sender or "", plan.canonical, target.address,
+                              target.mailbox, key, " ".join(str(error).split()), spool)
+
+    def _log_outcomes(self, plan, info, staged, result):
+        for target, outcome in result.outcomes.items():
+            if outcome == DELIVERED:
+                status, dsn, detail = "sent", "2.0.0", (
+                    f"delivered to maildir {self._mailbox_root(target)}"
+                    if target.local else f"forwarded with {self.sendmail[0]}")
+            elif outcome == DUPLICATE:
+                status, dsn, detail = "duplicate", "2.0.0", (
+                    "already delivered within expiration_hours; discarded")
+            elif target in result.partial:
+                status, dsn, detail = "partial", outcome.status, (
+                    f"{outcome}; message kept for retry")
+            else:
+                status, dsn, detail = "failed", outcome.status, str(outcome)
+            self.log.target(info.log_id, target.address, plan.canonical, status, dsn,
+                            " ".join(detail.split()))
+
+    def _cleanup_databases(self):
+        for db in self.databases.values():
+            try:
+                db.cleanup_if_due()
+            except Exception as e:  # cleanup must never fail a delivery
+                self.log.warning(f"{db.path}: cleanup skipped: {e}")
+            db.close()
+
+
+def _spool(db_root, staged, hostname):
+    """Keep a copy of the message for a partial-delivery retry."""
+    spool_fd = md.open_path(os.path.join(db_root, "partial"), create=True)
+    try:
+        name = md.unique_name(hostname)
+        try:
+            os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=spool_fd,
+                    follow_symlinks=False)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            tmp = md.TmpFile(spool_fd, hostname, f"{db_root}/partial")
+            md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
+            tmp.finish()
+            name = tmp.name
+        os.fsync(spool_fd)
+        return os.path.join(db_root, "partial", name)
+    finally:
+        os.close(spool_fd)

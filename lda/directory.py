@@ -1,0 +1,66 @@
+"""The managed directory: which mailboxes exist, where, and their quotas.
+
+A SQLite file under state_dir, written by the admin commands (see
+directory_admin.py, through sqlite-utils) and read here, on the delivery
+path, with the standard library only.  A mailbox's Maildir path is chosen by
+the admin tooling when the mailbox is created and stored relative to its
+database root: a recipient string never becomes a path.
+"""
+
+import os
+import sqlite3
+from typing import NamedTuple
+
+from .errors import ConfigError
+
+
+class Mailbox(NamedTuple):
+    address: str
+    database: str
+    db_root: str
+    maildir: str            # relative to db_root
+    quota_storage: int | None
+    quota_messages: int | None
+    forward: tuple
+    keep_copy: bool
+
+
+class Directory:
+    """Read-only view used by deliveries."""
+
+    def __init__(self, path):
+        self.path = path
+        if not os.path.exists(path):
+            raise ConfigError(f"{path}: no mailbox directory; create mailboxes with "
+                              "'lda mailbox create' (or set mode = \"user\")")
+        try:
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                                        isolation_level=None)
+        except sqlite3.Error as e:
+            raise ConfigError(f"{path}: cannot open mailbox directory: {e}") from None
+
+    def mailbox(self, address):
+        try:
+            row = self.conn.execute(
+                "SELECT m.address, m.database, d.path, m.maildir, m.quota_storage, "
+                "m.quota_messages, m.forward, m.keep_copy FROM mailboxes m "
+                "JOIN databases d ON d.name = m.database WHERE m.address = ?",
+                (address,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{self.path}: unreadable mailbox directory: {e}") from None
+        if row is None:
+            return None
+        forward = tuple(a for a in (row[6] or "").split("\n") if a)
+        return Mailbox(*row[:6], forward, bool(row[7]))
+
+    def default_database(self):
+        """(name, path) of the database that holds records for aliases."""
+        row = self.conn.execute(
+            "SELECT name, path FROM databases ORDER BY name = 'default' DESC, name "
+            "LIMIT 1").fetchone()
+        if row is None:
+            raise ConfigError(f"{self.path}: no mailbox database defined")
+        return row
+
+    def close(self):
+        self.conn.close()

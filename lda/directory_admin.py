@@ -1,0 +1,105 @@
+"""Writing the managed directory (admin commands only; never on the delivery
+path, which reads it through directory.py with the standard library)."""
+
+import os
+import time
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from .errors import BadAddress, ConfigError, UnknownRecipient
+
+migrations = Migrations("lda.directory")
+SAFE_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-+=")
+
+
+@migrations()
+def m001_databases_and_mailboxes(db):
+    db["databases"].create({"name": str, "path": str, "created": float}, pk="name")
+    db["mailboxes"].create(
+        {"address": str, "database": str, "maildir": str, "quota_storage": int,
+         "quota_messages": int, "forward": str, "keep_copy": int, "created": float},
+        pk="address", not_null={"database", "maildir"},
+        foreign_keys=[("database", "databases", "name")])
+
+
+def open_directory(config):
+    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
+    db = Database(config.directory_path)
+    db.execute("PRAGMA journal_mode = WAL")
+    migrations.apply(db)
+    return db
+
+
+def validate_address(address):
+    """An address as RFC 5321/5322 allow it (email-validator, no DNS)."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        valid = validate_email(address, check_deliverability=False,
+                               allow_smtputf8=True)
+    except EmailNotValidError as e:
+        raise BadAddress(f"{address!r}: {e}") from None
+    return valid.normalized.lower()
+
+
+def maildir_path_for(address):
+    """domain/local, each component made safe: a mailbox path is chosen here,
+    once, by the admin tooling; characters outside a small set are %XX-escaped
+    so no address can produce "..", "/" or a dot file."""
+    local, _, domain = address.rpartition("@")
+
+    def safe(part):
+        escaped = "".join(c if c in SAFE_PATH_CHARS else
+                          "".join(f"%{b:02X}" for b in c.encode()) for c in part)
+        return "%2E" + escaped[1:] if escaped.startswith(".") else escaped
+
+    return f"{safe(domain)}/{safe(local)}"
+
+
+def ensure_database(db, config, name):
+    if not db["databases"].count_where("name = ?", [name]):
+        if name != "default":
+            raise ConfigError(f"no mailbox database named {name!r}")
+        path = os.path.join(config.state_dir, "databases", name)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        db["databases"].insert({"name": name, "path": path, "created": time.time()})
+    return db["databases"].get(name)["path"]
+
+
+def create_mailbox(db, config, address, database="default", quota_storage=None,
+                   quota_messages=None, forward=(), keep_copy=True):
+    from .maildir import open_mailbox
+
+    address = validate_address(address)
+    if db["mailboxes"].count_where("address = ?", [address]):
+        raise ConfigError(f"mailbox {address} exists already")
+    forward = [validate_address(a) for a in forward]
+    root = ensure_database(db, config, database)
+    relative = maildir_path_for(address)
+    open_mailbox(root, relative).close()  # create the Maildir now, mode 0700
+    row = {"address": address, "database": database, "maildir": relative,
+           "quota_storage": quota_storage, "quota_messages": quota_messages,
+           "forward": "\n".join(forward), "keep_copy": int(keep_copy),
+           "created": time.time()}
+    db["mailboxes"].insert(row)
+    return row
+
+
+def get_mailbox(db, address):
+    rows = list(db["mailboxes"].rows_where("address = ?", [address.lower()]))
+    if not rows:
+        raise UnknownRecipient(f"no mailbox {address}")
+    return rows[0]
+
+
+def list_mailboxes(db, database=None):
+    where, args = ("database = ?", [database]) if database else (None, None)
+    return list(db["mailboxes"].rows_where(where, args, order_by="address"))
+
+
+def delete_mailbox(db, address):
+    """Remove the directory entry; the Maildir stays on disk for the admin."""
+    row = get_mailbox(db, address)
+    db["mailboxes"].delete(row["address"])
+    return row

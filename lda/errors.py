@@ -1,0 +1,112 @@
+"""The exception tree: every failure lda expects carries its sysexits code.
+
+Postfix reads the exit status of a delivery command through sysexits.h; any
+unknown code, Python's 1 included, is a permanent bounce.  Library code raises
+these, and only the command-line layer turns them into exit statuses (or LMTP
+replies).  The enhanced status code of each reply (RFC 3463) is what Postfix
+uses when the command output begins with one.
+"""
+
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOUSER = 67
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class LdaError(Exception):
+    """A failure lda understands; the default is a temporary one."""
+
+    exit_code = EX_TEMPFAIL
+    smtp_reply = "451 4.3.0"
+
+    @property
+    def status(self):
+        """The RFC 3463 enhanced status code, such as "4.2.2"."""
+        return self.smtp_reply.split()[1]
+
+    @property
+    def permanent(self):
+        return self.smtp_reply.startswith("5")
+
+    def reason(self):
+        """One line for stderr, led by the enhanced status code."""
+        text = " ".join(str(self).split()) or type(self).__doc__
+        return f"{self.status} {text}"
+
+
+class TemporaryFailure(LdaError):
+    """Delivery failed for a reason that a later retry may not meet."""
+
+
+class UsageError(LdaError):
+    """The command line is wrong."""
+
+    exit_code = EX_USAGE
+    smtp_reply = "501 5.5.4"
+
+
+class ConfigError(LdaError):
+    """The configuration is wrong; Postfix defers, so mail waits for the fix."""
+
+    exit_code = EX_CONFIG
+    smtp_reply = "451 4.3.5"
+
+
+class BadMessage(LdaError):
+    """The message cannot be delivered as it is."""
+
+    exit_code = EX_DATAERR
+    smtp_reply = "554 5.6.0"
+
+
+class MailLoop(BadMessage):
+    """The message already passed through this recipient."""
+
+    smtp_reply = "554 5.4.6"
+
+
+class UnknownRecipient(LdaError):
+    """No mailbox, alias or forward answers to this address."""
+
+    exit_code = EX_NOUSER
+    smtp_reply = "550 5.1.1"
+
+
+class BadAddress(UnknownRecipient):
+    """The address is not one lda will deliver to."""
+
+    smtp_reply = "553 5.1.3"
+
+
+class QuotaExceeded(LdaError):
+    """The mailbox is over its storage or message quota."""
+
+    smtp_reply = "452 4.2.2"
+
+    def __init__(self, message, reject=False):
+        super().__init__(message)
+        if reject:
+            # quota_full = "reject": a permanent answer, as dovecot-lda -e gives.
+            self.exit_code = EX_NOPERM
+            self.smtp_reply = "552 5.2.2"
+
+
+class CannotCreate(LdaError):
+    """A mailbox file or directory cannot be created (and retrying may help)."""
+
+    smtp_reply = "451 4.3.0"
+
+
+class UnsafePath(LdaError):
+    """A path would leave its mailbox root or pass through a symlink."""
+
+    exit_code = EX_CONFIG
+    smtp_reply = "451 4.3.5"
+
+
+class ForwardFailed(LdaError):
+    """The sendmail command did not accept a forwarded copy."""

@@ -1,0 +1,27 @@
+"""Re-injecting a copy for an address outside the store, as Postfix local(8)
+does for a forward: `sendmail -i -f SENDER -- RECIPIENT` with the message on
+stdin.  The copy carries this hop's Delivered-To, so a loop back is seen."""
+
+import subprocess
+
+from .errors import ForwardFailed
+
+TIMEOUT_SECONDS = 300
+EX_TEMPFAIL = 75
+
+
+def sendmail(command, sender, recipient, message_fd, timeout=TIMEOUT_SECONDS):
+    """Run the configured sendmail command; raise ForwardFailed on failure."""
+    argv = [*command, "-f", sender or "<>", "--", recipient]
+    try:
+        done = subprocess.run(argv, stdin=message_fd, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
+    except OSError as e:
+        raise ForwardFailed(f"cannot run {command[0]}: {e.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise ForwardFailed(f"{command[0]} timed out after {timeout}s") from None
+    if done.returncode != 0:
+        output = done.stdout.decode("utf-8", "replace").strip().splitlines()
+        detail = output[-1][:200] if output else ""
+        raise ForwardFailed(f"{command[0]} exited {done.returncode} for {recipient}"
+                            + (f": {detail}" if detail else ""))

@@ -1,0 +1,225 @@
+"""Maildir writing as the Maildir spec (cr.yp.to/proto/maildir.html) asks.
+
+A file is created O_EXCL with mode 0600 in tmp/, written, fsynced, then
+linked into new/ under a unique name, and new/ itself is fsynced so the name
+survives a crash; only then does the delivery count.  Every directory below
+the mailbox root is opened relative to its parent with O_NOFOLLOW, so a
+symlink planted inside a Maildir is never followed for a write.
+"""
+
+import errno
+import os
+
+from .errors import CannotCreate, UnsafePath
+
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+SUBDIRS = ("tmp", "new", "cur")
+_counter = 0
+
+
+def escape_hostname(hostname):
+    # Maildir spec: "/" and ":" would break the name; write them as octal.
+    return hostname.replace("/", "\\057").replace(":", "\\072")
+
+
+def unique_name(hostname, clock_ns=None):
+    """time.M<usec>P<pid>Q<count>R<random>.<host>, unique without a lock."""
+    import time
+
+    global _counter
+    _counter += 1
+    ns = clock_ns if clock_ns is not None else time.time_ns()
+    sec, usec = divmod(ns // 1000, 1_000_000)
+    return (f"{sec}.M{usec}P{os.getpid()}Q{_counter}R{os.urandom(8).hex()}"
+            f".{escape_hostname(hostname)}")
+
+
+def open_path(path, create=False):
+    """Open an absolute directory path given by the configuration."""
+    if create:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    return os.open(path, DIR_FLAGS)
+
+
+def open_dir(name, dir_fd=None, create=False, follow=False):
+    """Open (creating if asked) one directory level, never through a symlink."""
+    flags = DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    return os.open(name, flags, dir_fd=dir_fd)
+
+
+def walk_confined(root, relative, create=True):
+    """Open root/relative one component at a time, refusing '..' and symlinks."""
+    parts = relative.split("/")
+    if any(p in ("", ".", "..") or "\0" in p for p in parts):
+        raise UnsafePath(f"unsafe mailbox path {relative!r}")
+    fd = open_dir(root, create=create, follow=True)
+    try:
+        for part in parts:
+            next_fd = open_dir(part, fd, create=create)
+            os.close(fd)
+            fd = next_fd
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath(f"{root}/{relative}: symlink or non-directory in path") from None
+        raise
+    return fd
+
+
+class Maildir:
+    """An open Maildir (or Maildir++ folder) with fds for tmp/ and new/."""
+
+    def __init__(self, path, root_fd, folder=None, create=True):
+        self.root_path = path        # the mailbox root: maildirsize lives here
+        self.folder = folder         # ".Name" or None for INBOX
+        self.path = os.path.join(path, folder) if folder else path
+        self._fds = []
+        try:
+            dir_fd = root_fd
+            if folder:
+                dir_fd = self._keep(open_dir(folder, root_fd, create=create))
+                if create:
+                    _touch(dir_fd, "maildirfolder")
+            self.tmp_fd, self.new_fd, self.cur_fd = (
+                self._keep(open_dir(sub, dir_fd, create=create)) for sub in SUBDIRS)
+        except OSError as e:
+            self.close()
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafePath(f"{self.path}: symlink or non-directory in Maildir") from None
+            raise CannotCreate(f"{self.path}: cannot open Maildir: {e.strerror}") from None
+
+    def _keep(self, fd):
+        self._fds.append(fd)
+        return fd
+
+    def close(self):
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+
+    def contains(self, name):
+        """Whether new/NAME, or NAME moved to cur/ by a reader, exists."""
+        if _exists(name, self.new_fd):
+            return True
+        base = name.split(":", 1)[0]
+        return any(entry.split(":", 1)[0] == base for entry in os.listdir(self.cur_fd))
+
+
+def _exists(name, dir_fd):
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _touch(dir_fd, name):
+    try:
+        os.close(os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd))
+    except FileExistsError:
+        pass
+
+
+def open_mailbox(root_path, relative=None, folder=None, create=True):
+    """Open a mailbox: root_path itself (per-user mode, which may be a symlink
+    the user made) or root_path/relative confined below a database root."""
+    try:
+        if relative:
+            root_fd = walk_confined(root_path, relative, create)
+            path = os.path.join(root_path, relative)
+        else:
+            root_fd = open_dir(root_path, create=create, follow=True)
+            path = root_path
+    except FileNotFoundError:
+        raise CannotCreate(f"{root_path}: mailbox directory does not exist") from None
+    except OSError as e:
+        raise CannotCreate(f"{root_path}: cannot open mailbox: {e.strerror}") from None
+    try:
+        inbox = Maildir(path, root_fd, create=create)
+        # An address extension names a folder only if the user made it.
+        if not folder or not _folder_exists(root_fd, folder):
+            return inbox
+        inbox.close()
+        return Maildir(path, root_fd, folder, create=False)
+    finally:
+        os.close(root_fd)
+
+
+def _folder_exists(root_fd, folder):
+    try:
+        fd = os.open(folder, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root_fd)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+class TmpFile:
+    """A new file in a tmp/ directory (given by fd): O_EXCL, 0600, no symlinks."""
+
+    def __init__(self, dir_fd, hostname, label="tmp"):
+        self.dir_fd = dir_fd
+        for _ in range(100):
+            self.name = unique_name(hostname)
+            try:
+                self.fd = os.open(self.name, FILE_FLAGS, 0o600, dir_fd=self.dir_fd)
+                return
+            except FileExistsError:
+                continue  # another writer had this name: pick a new one
+            except OSError as e:
+                raise CannotCreate(f"{label}: {e.strerror}") from None
+        raise CannotCreate(f"{label}: no unique file name after 100 tries")
+
+    def finish(self):
+        """fsync and close; the file is then safe to link into new/."""
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
+
+    def discard(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        except FileNotFoundError:
+            pass
+
+
+def link_into_new(src_dir_fd, src_name, maildir, size, hostname):
+    """Link a finished file into new/ under a fresh unique name; returns it.
+
+    The caller fsyncs new/ (once per directory when fanning out)."""
+    for _ in range(100):
+        name = f"{unique_name(hostname)},S={size}"
+        try:
+            os.link(src_name, name, src_dir_fd=src_dir_fd, dst_dir_fd=maildir.new_fd,
+                    follow_symlinks=False)
+            return name
+        except FileExistsError:
+            continue
+    raise CannotCreate(f"{maildir.path}/new: no unique file name after 100 tries")
+
+
+def copy_file(src_dir_fd, src_name, skip, prefix, dst):
+    """Copy src (from byte `skip` on) after `prefix` into the open TmpFile dst."""
+    from .message import write_all
+
+    src = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
+    try:
+        write_all(dst.fd, prefix)
+        os.lseek(src, skip, os.SEEK_SET)
+        while chunk := os.read(src, 1 << 20):
+            write_all(dst.fd, chunk)
+    finally:
+        os.close(src)

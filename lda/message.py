@@ -1,0 +1,238 @@
+"""Reading a message from the MTA: stream it to disk once, learn its headers.
+
+The bytes pass through unchanged except that CRLF line ends become LF (a
+Maildir file uses the local convention) and an mbox "From " envelope line,
+which Postfix local(8) puts before the message for a command, is dropped.
+Only the header block is kept in memory (up to MAX_HEADER_BYTES), so a
+100 MB body streams through a fixed buffer.
+"""
+
+import os
+
+CHUNK = 1 << 20
+MAX_HEADER_BYTES = 8 << 20
+# Fields an MTA prepends just before handing a message to a delivery agent
+# (Postfix local(8) and pipe(8) flags D, O, R): the leading run of these is
+# the MTA's own trace for this delivery, not an earlier hop.
+PREPENDED_FIELDS = {b"return-path", b"delivered-to", b"x-original-to"}
+DIGEST_FIELDS = (b"from", b"to", b"cc", b"subject", b"date")
+MAX_KEY_LENGTH = 900
+
+
+class Headers:
+    """The unfolded header fields of a message, in order, as bytes."""
+
+    def __init__(self, block):
+        self.fields = []  # (lower-case name, raw value)
+        self.other_lines = []  # lines that are not fields: kept for the digest
+        for line in block.split(b"\n"):
+            if line[:1] in (b" ", b"\t") and self.fields:
+                name, value = self.fields[-1]
+                self.fields[-1] = (name, value + b" " + line.strip())
+            elif b":" in line:
+                name, _, value = line.partition(b":")
+                self.fields.append((name.strip().lower(), value.strip()))
+            elif line:
+                self.other_lines.append(line)
+
+    def first(self, name):
+        for field, value in self.fields:
+            if field == name:
+                return value
+        return None
+
+    def leading_prepended(self):
+        """The MTA's own trace fields at the very top of the message."""
+        run = []
+        for name, value in self.fields:
+            if name not in PREPENDED_FIELDS:
+                break
+            run.append((name, value))
+        return run
+
+
+def text(value):
+    """Header bytes as text that SQLite and a log line can hold."""
+    return value.decode("utf-8", "backslashreplace")
+
+
+def bare_address(value):
+    value = text(value).strip()
+    if value.startswith("<") and ">" in value:
+        value = value[1:value.index(">")]
+    return value.strip().lower()
+
+
+class MessageInfo:
+    """What delivery needs to know about one message."""
+
+    def __init__(self, headers, body_digest=None):
+        self.headers = headers
+        raw_id = headers.first(b"message-id")
+        self.message_id = self._message_id(raw_id) if raw_id is not None else None
+        self.submit_time = submit_time(headers.first(b"date"))
+        self.body_digest = body_digest
+        lead = headers.leading_prepended()
+        self.mta_delivered_to = {bare_address(v) for n, v in lead if n == b"delivered-to"}
+        self.has_return_path = any(n == b"return-path" for n, _ in lead)
+        self.delivered_to = [bare_address(v) for n, v in headers.fields[len(lead):]
+                             if n == b"delivered-to"]
+
+    @staticmethod
+    def _message_id(raw):
+        value = text(raw).strip()
+        if "<" in value and ">" in value.split("<", 1)[1]:
+            value = value.split("<", 1)[1].split(">", 1)[0]
+        value = value.strip()
+        if not value:
+            return None
+        if len(value) > MAX_KEY_LENGTH:
+            import hashlib
+
+            return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+        return value
+
+    @property
+    def key_id(self):
+        """Message-ID, or a content digest for a message that has none."""
+        return self.message_id or "digest:" + self.body_digest
+
+    @property
+    def log_id(self):
+        return f"<{self.message_id}>" if self.message_id else self.key_id[:23]
+
+    def is_loop(self, address):
+        """A Delivered-To for this address below the MTA's own prepended run."""
+        return address.lower() in self.delivered_to
+
+
+def submit_time(raw):
+    """The Date: header normalised to UTC, or "" when absent or unparseable."""
+    if raw is None:
+        return ""
+    import time
+    from email._parseaddr import mktime_tz, parsedate_tz
+
+    try:
+        parsed = parsedate_tz(text(raw))
+        if parsed is None:
+            return ""
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mktime_tz(parsed)))
+    except (ValueError, OverflowError, OSError, TypeError, IndexError):
+        return ""
+
+
+class LineEnds:
+    """CRLF to LF across chunk boundaries; a bare CR passes through."""
+
+    def __init__(self):
+        self.held_cr = False
+
+    def convert(self, data):
+        if self.held_cr:
+            data = b"\r" + data
+        self.held_cr = data.endswith(b"\r")
+        if self.held_cr:
+            data = data[:-1]
+        return data.replace(b"\r\n", b"\n")
+
+    def finish(self):
+        tail, self.held_cr = (b"\r" if self.held_cr else b""), False
+        return tail
+
+
+def write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class Reader:
+    """Pulls converted message bytes from a stream, watching the header block."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.line_ends = LineEnds()
+        self.header = bytearray()
+        self.in_header = True
+        self.headers = None
+        self.body_hash = None
+        self.size = 0
+        self._first_line = bytearray()
+        self._started = False
+
+    def chunks(self):
+        """Yield the message bytes (converted), header block first."""
+        while True:
+            data = self.stream.read(CHUNK)
+            if not data:
+                data = self.line_ends.finish()
+                if not self._started:
+                    data, self._started = self._drop_envelope_line(data, True), True
+                if data:
+                    yield self._observe(data)
+                return
+            data = self.line_ends.convert(data)
+            if not self._started:
+                data = self._drop_envelope_line(data, False)
+                if data is None:
+                    continue
+                self._started = True
+            if data:
+                yield self._observe(data)
+
+    def _drop_envelope_line(self, data, at_end):
+        # Hold bytes until the first line is complete, to see whether it is an
+        # mbox "From " line (dovecot-lda drops it too).
+        self._first_line += data
+        if b"\n" not in self._first_line and len(self._first_line) < CHUNK and not at_end:
+            return None
+        data = bytes(self._first_line)
+        self._first_line = bytearray()
+        if data.startswith(b"From "):
+            data = data[data.find(b"\n") + 1:] if b"\n" in data else b""
+        return data
+
+    def _observe(self, data):
+        self.size += len(data)
+        if self.in_header:
+            self._watch_header(data)
+        elif self.body_hash is not None:
+            self.body_hash.update(data)
+        return data
+
+    def _watch_header(self, data):
+        search_from = max(0, len(self.header) - 1)
+        self.header += data
+        if self.header[:1] == b"\n":  # an empty header block
+            body, self.header = bytes(self.header[1:]), bytearray()
+        else:
+            end = self.header.find(b"\n\n", search_from)
+            if end == -1 and len(self.header) <= MAX_HEADER_BYTES:
+                return
+            body = b"" if end == -1 else bytes(self.header[end + 2:])
+            if end != -1:
+                del self.header[end + 1:]
+        self.in_header = False
+        self._start_body(body)
+
+    def _start_body(self, body):
+        self.headers = Headers(bytes(self.header))
+        self.header = bytearray()
+        if self.headers.first(b"message-id") is None:
+            # Only a message without Message-ID needs the content digest.
+            import hashlib
+
+            self.body_hash = hashlib.sha256()
+            for name in DIGEST_FIELDS:
+                self.body_hash.update(name + b":" + (self.headers.first(name) or b"") + b"\n")
+            self.body_hash.update(b"\n".join(self.headers.other_lines) + b"\n\n")
+            self.body_hash.update(body)
+
+    def info(self):
+        """MessageInfo once the stream is exhausted."""
+        if self.in_header:  # no blank line: the whole message is header
+            self.in_header = False
+            self._start_body(b"")
+        digest = self.body_hash.hexdigest() if self.body_hash else None
+        return MessageInfo(self.headers, digest)

@@ -1,0 +1,165 @@
+"""From an envelope recipient to delivery targets.
+
+Managed mode looks the recipient up in the alias file, then in the mailbox
+directory (with its forwards), trying the address without its extension
+when the full one is unknown, as Postfix local(8) does.  Per-user mode has
+one mailbox, the invoking user's Maildir, for every recipient.
+"""
+
+import os
+
+from .addresses import domain_of, folder_for_extension, normalize, split_extension
+from .errors import ConfigError, UnknownRecipient
+
+
+class Target:
+    """One place a copy goes: a local mailbox or an address outside the store."""
+
+    def __init__(self, address, db_root, mailbox=None, maildir_root=None,
+                 maildir_relative=None, folder=None, quota=None, primary=False, via=()):
+        self.address = address
+        self.db_root = db_root
+        self.mailbox = mailbox                 # DeliveredTo key, None if external
+        self.maildir_root = maildir_root
+        self.maildir_relative = maildir_relative
+        self.folder = folder
+        self.quota = quota                     # maildirsize.Quota or None
+        self.primary = primary
+        self.via = via
+
+    @property
+    def local(self):
+        return self.mailbox is not None
+
+    @property
+    def key_mailbox(self):
+        return self.mailbox if self.local else "forward:" + self.address
+
+
+class Plan:
+    """The targets of one envelope recipient."""
+
+    def __init__(self, recipient, canonical, targets, home_db):
+        self.recipient = recipient
+        self.canonical = canonical
+        self.targets = targets
+        self.home_db = home_db
+
+
+class UserResolver:
+    """Per-user mode: every recipient is the invoking user's own Maildir."""
+
+    def __init__(self, config, user, extension=None):
+        self.config = config
+        self.user = user
+        self.extension = extension
+
+    def resolve(self, recipient):
+        from .maildirsize import existing_quota
+
+        canonical = normalize(recipient) if recipient else self.user
+        _, extension = split_extension(canonical, self.config.recipient_delimiter)
+        folder = folder_for_extension(self.extension or extension)
+        maildir = self.config.maildir
+        quota = existing_quota(maildir)  # honour a quota Dovecot or Courier set
+        target = Target(canonical, self.config.state_dir, mailbox=self.user,
+                        maildir_root=maildir, folder=folder, quota=quota, primary=True)
+        return Plan(recipient or self.user, canonical, [target], self.config.state_dir)
+
+
+class ManagedResolver:
+    """Managed mode: alias file, then the mailbox directory."""
+
+    def __init__(self, config, directory):
+        self.config = config
+        self.directory = directory
+        self.aliases = None
+        if config.aliases:
+            from .aliases import load_aliases
+
+            self.aliases = load_aliases(config.aliases)
+
+    def _mailbox(self, address):
+        """(Mailbox, extension) for an address, trying it without extension."""
+        mailbox = self.directory.mailbox(address)
+        if mailbox:
+            return mailbox, None
+        base, extension = split_extension(address, self.config.recipient_delimiter)
+        if extension is not None:
+            mailbox = self.directory.mailbox(base)
+            if mailbox:
+                return mailbox, extension
+        return None, None
+
+    def _members(self, address):
+        """Alias members, or a mailbox's forwards; None for a plain address."""
+        if self.aliases is not None:
+            members = self.aliases.lookup(address)
+            if members is None:
+                base, extension = split_extension(address, self.config.recipient_delimiter)
+                if extension is not None and not self.directory.mailbox(address):
+                    members = self.aliases.lookup(base)
+            if members is not None:
+                return members
+        mailbox, _ = self._mailbox(address)
+        if mailbox and mailbox.forward:
+            return list(mailbox.forward) + ([mailbox.address] if mailbox.keep_copy else [])
+        return None
+
+    def resolve(self, recipient):
+        from .aliases import expand
+
+        canonical = normalize(recipient)
+        own, _ = self._mailbox(canonical)
+        expansion = expand(canonical, self._members)
+        targets = []
+        for leaf in expansion.leaves:
+            target = self._target(leaf, canonical, own, expansion)
+            if target is not None:
+                targets.append(target)
+        if not targets:
+            raise UnknownRecipient(f"unknown recipient {canonical}")
+        home = own.db_root if own else self.directory.default_database()[1]
+        return Plan(recipient, canonical, targets, home)
+
+    def _target(self, leaf, canonical, own, expansion):
+        via = tuple(expansion.via.get(leaf, ()))
+        if "@" not in leaf and domain_of(canonical):
+            leaf = f"{leaf}@{domain_of(canonical)}"  # a bare alias member is local
+        mailbox, extension = self._mailbox(leaf)
+        in_cycle = any(path and path[-1] == leaf for path in expansion.cycles)
+        if mailbox is None:
+            if in_cycle:
+                chain = next(p for p in expansion.cycles if p[-1] == leaf)
+                raise ConfigError(f"alias loop: {' -> '.join(chain)}")
+            if leaf == canonical or not domain_of(leaf):
+                if leaf == canonical:
+                    return None
+                raise ConfigError(f"alias target {leaf!r} has no domain and no mailbox")
+            return Target(leaf, self._home_root(own), via=via)
+        quota = self._quota(mailbox)
+        return Target(leaf, mailbox.db_root, mailbox=mailbox.address,
+                      maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
+                      folder=folder_for_extension(extension), quota=quota,
+                      primary=own is not None and mailbox.address == own.address, via=via)
+
+    def _home_root(self, own):
+        return own.db_root if own else self.directory.default_database()[1]
+
+    def _quota(self, mailbox):
+        from .maildirsize import Quota
+
+        storage = mailbox.quota_storage
+        messages = mailbox.quota_messages
+        return Quota(self.config.quota_storage if storage is None else storage,
+                     self.config.quota_messages if messages is None else messages)
+
+
+def current_user(environ=os.environ):
+    """USER as Postfix sets it for mailbox_command, else the passwd entry."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return environ.get("USER") or str(os.getuid())
