@@ -128,6 +128,18 @@ class DeliveredTo:
             "DELETE FROM delivered_to WHERE mailbox = ? AND message_id = ? "
             "AND submit_time = ? AND state = 'pending'", keys)
 
+    def pending_partial(self, target, key):
+        """The id of an unresolved partial record for this target and message."""
+        row = self.conn.execute(
+            "SELECT id FROM partial_deliveries WHERE target = ? AND message_id = ? "
+            "AND submit_time = ?", (target, key[1], key[2])).fetchone()
+        return row[0] if row else None
+
+    def count_attempt(self, partial_id, reason):
+        self.conn.execute(
+            "UPDATE partial_deliveries SET attempts = attempts + 1, last_attempt = ?, "
+            "reason = ? WHERE id = ?", (self.clock(), reason, partial_id))
+
     def record_partial(self, sender, recipient, target, mailbox, key, reason, spool_file):
         now = self.clock()
         self.conn.execute(

@@ -251,9 +251,11 @@ class Delivery:
         usage = read_usage(self._mailbox_root(target), target.quota, self.clock)
         if not would_exceed(usage, target.quota, size):
             return None
+        limit = target.quota
         return QuotaExceeded(
-            f"mailbox full: {target.address} uses {usage.storage}/{target.quota.storage} "
-            f"bytes, {usage.messages}/{target.quota.messages} messages",
+            f"mailbox full: {target.address} uses {usage.storage} of "
+            f"{limit.storage or 'unlimited'} bytes, {usage.messages} of "
+            f"{limit.messages or 'unlimited'} messages",
             reject=target.primary and self.config.quota_full == "reject")
 
     def _mailbox_root(self, target):
@@ -323,11 +325,19 @@ class Delivery:
             result.partial.append(target)
 
     def _record_partial(self, plan, target, error, staged, info, key):
+        """Spool a copy for `lda partial retry`; a resend of a message that is
+        already spooled for this target only counts another attempt."""
         db = self._database(target.db_root if target.local else plan.home_db)
+        reason = " ".join(str(error).split())
+        with db.transaction():
+            existing = db.pending_partial(target.address, key)
+            if existing is not None:
+                db.count_attempt(existing, reason)
+                return
         spool = _spool(db.db_root, staged, self.config.hostname)
         with db.transaction():
             db.record_partial(self.sender or "", plan.canonical, target.address,
-                              target.mailbox, key, " ".join(str(error).split()), spool)
+                              target.mailbox, key, reason, spool)
 
     def _log_outcomes(self, plan, info, staged, result):
         for target, outcome in result.outcomes.items():

@@ -1,0 +1,206 @@
+"""lda deliver in per-user mode: Maildir writing, exit statuses, Postfix's
+conventions for mailbox_command.  Every case runs the installed command."""
+
+import os
+import re
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import LDA, maildir_files, message
+
+NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
+
+
+def test_delivers_bytes_unchanged_after_the_prepended_fields(user):
+    body = b"caf\xc3\xa9 \xff\xfe 8-bit\x00nul\rbare-cr\n" + b"x" * 5000 + b"\n"
+    msg = message(body=body)
+    done = user.deliver(msg, "alice@example.org", check=0)
+    [path] = maildir_files(user.maildir)
+    assert path.read_bytes() == (b"Return-Path: <sender@example.org>\n"
+                                 b"Delivered-To: alice@example.org\n" + msg)
+    assert b"status=sent" in done.stderr
+
+
+def test_crlf_becomes_lf_and_nothing_else_changes(user):
+    msg = message(body=b"line one\r\nline\rtwo\r\n")
+    user.deliver(msg.replace(b"\n", b"\r\n").replace(b"\r\r\n", b"\r\n"), "a@example.org",
+                 check=0)
+    [path] = maildir_files(user.maildir)
+    assert path.read_bytes().endswith(b"\n\nline one\nline\rtwo\n")
+    assert b"\r\n" not in path.read_bytes()
+
+
+def test_file_name_mode_and_size_follow_the_maildir_spec(user):
+    user.deliver(message(), "alice@example.org", check=0)
+    [path] = maildir_files(user.maildir)
+    match = NAME.match(path.name)
+    assert match, path.name
+    assert int(match.group(1)) == path.stat().st_size
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for sub in ("tmp", "new", "cur"):
+        assert stat.S_IMODE((user.maildir / sub).stat().st_mode) == 0o700
+    assert list((user.maildir / "tmp").iterdir()) == []
+
+
+def test_same_message_twice_gives_one_file(user):
+    user.deliver(message(), "alice@example.org", check=0)
+    second = user.deliver(message(), "alice@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert b"status=duplicate" in second.stderr
+
+
+def test_same_instant_in_another_zone_is_the_same_submission(user):
+    user.deliver(message(date="Tue, 24 Nov 2026 10:00:00 +0000"), "a@example.org", check=0)
+    user.deliver(message(date="Tue, 24 Nov 2026 11:00:00 +0100"), "a@example.org", check=0)
+    user.deliver(message(date="Tue, 24 Nov 2026 10:00:01 +0000"), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 2  # the third is a new submission
+
+
+def test_twenty_concurrent_processes_same_message_one_file(user):
+    msg = message(body=b"race\n" * 2000)
+    procs = [subprocess.Popen([LDA, "deliver", "-f", "s@example.org", "alice@example.org"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=user.env) for _ in range(20)]
+    outputs = [proc.communicate(msg, timeout=120) for proc in procs]
+    assert [p.returncode for p in procs] == [0] * 20, outputs
+    assert len(maildir_files(user.maildir)) == 1
+
+
+def test_unique_names_under_1000_rapid_deliveries(user):
+    # One process, 1000 different messages through the library's delivery
+    # path (the subprocess start would make this minutes long), then 20
+    # processes at once: every name must differ.
+    script = f"""
+import io, sys
+sys.argv = ["lda"]
+from lda.deliver_cmd import deliver
+for i in range(1000):
+    msg = b"Message-ID: <rapid%d@x>\\nSubject: n\\n\\nbody\\n" % i
+    assert deliver(["-f", "s@x.org", "alice@example.org"], stdin=io.BytesIO(msg)) == 0
+"""
+    subprocess.run([sys.executable, "-c", script], env=user.env, check=True,
+                   capture_output=True)
+    names = [p.name for p in maildir_files(user.maildir)]
+    assert len(names) == len(set(names)) == 1000
+    assert all(NAME.match(n) for n in names)
+
+
+def test_missing_message_id_is_deduplicated_by_content(user):
+    user.deliver(message(message_id=None), "alice@example.org", check=0)
+    user.deliver(message(message_id=None), "alice@example.org", check=0)
+    user.deliver(message(message_id=None, body=b"other\n"), "alice@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 2
+
+
+def test_postfix_mailbox_command_environment_and_prepended_fields(user):
+    # What Postfix local(8) pipes to mailbox_command: a "From " envelope
+    # line, then its own Return-Path and Delivered-To.
+    msg = (b"From sender@example.org  Tue Nov 24 10:00:00 2026\n"
+           b"Return-Path: <sender@example.org>\n"
+           b"X-Original-To: alice@example.org\n"
+           b"Delivered-To: alice@example.org\n") + message()
+    env = {"SENDER": "sender@example.org", "RECIPIENT": "alice@example.org",
+           "ORIGINAL_RECIPIENT": "alice@example.org", "USER": "alice",
+           "HOME": str(user.home)}
+    done = user.run("deliver", input=msg, env=env, check=0)
+    [path] = maildir_files(user.maildir)
+    content = path.read_bytes()
+    assert content == msg.split(b"\n", 1)[1]  # only the "From " line is gone
+    assert content.count(b"Delivered-To:") == 1 and content.count(b"Return-Path:") == 1
+    assert b"status=sent" in done.stderr
+
+
+def test_extension_selects_an_existing_folder_only(user):
+    user.deliver(message(message_id="<f1@x>"), "alice+lists@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1  # no folder yet: INBOX
+    for sub in ("tmp", "new", "cur"):
+        (user.maildir / ".lists" / sub).mkdir(parents=True)
+    (user.maildir / ".lists" / "maildirfolder").touch()
+    user.deliver(message(message_id="<f2@x>"), "alice+lists@example.org", check=0)
+    user.run("deliver", input=message(message_id="<f3@x>"),
+             env={"RECIPIENT": "alice+lists@example.org", "EXTENSION": "lists"}, check=0)
+    assert len(maildir_files(user.maildir / ".lists")) == 2
+    user.deliver(message(message_id="<f4@x>"), "alice+..@example.org", check=0)
+    user.deliver(message(message_id="<f5@x>"), "alice+../../etc@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 3
+
+
+def test_delivered_to_further_down_is_a_loop(user):
+    looped = message(extra=b"Delivered-To: alice@example.org\n")
+    done = user.deliver(b"Received: from a by b; Tue, 24 Nov 2026\n" + looped,
+                        "alice@example.org", check=65)
+    assert b"5.4.6" in done.stderr and b"loop" in done.stderr
+    assert maildir_files(user.maildir) == []
+
+
+def test_symlinked_new_directory_is_not_followed(user, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for sub in ("tmp", "cur"):
+        (user.maildir / sub).mkdir(parents=True)
+    (user.maildir / "new").symlink_to(outside)
+    done = user.deliver(message(), "alice@example.org")
+    assert done.returncode in (75, 78), done.stderr
+    assert list(outside.iterdir()) == []
+    assert len(done.stderr.decode().strip().splitlines()[-1]) < 300
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["deliver", "-x"], 64),
+    (["deliver", "-c", "/nonexistent/lda.toml", "a@example.org"], 78),
+], ids=["unknown-option", "missing-config"])
+def test_usage_and_config_errors(user, argv, code):
+    done = user.run(*argv, input=message(), check=code)
+    assert len(done.stderr.decode().strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("expiration_hours = 0\n", "expiration_hours"),
+    ("expiration_hours = 1000000\n", "expiration_hours"),
+    ("quota_full = \"bounce\"\n", "quota_full"),
+    ("nonsense_key = 1\n", "nonsense_key"),
+    ("state_dir = [\n", "invalid TOML"),
+], ids=["expiry-zero", "expiry-over-100-years", "bad-choice", "unknown-key", "bad-toml"])
+def test_bad_configuration_exits_78_with_the_reason(user, tmp_path, text, fragment):
+    config = tmp_path / "lda.toml"
+    config.write_text(text)
+    done = user.run("deliver", "-c", str(config), "a@example.org", input=message(),
+                    check=78)
+    assert fragment in done.stderr.decode()
+    assert done.stderr.decode().startswith("4.3.5 ")
+
+
+def test_unexpected_error_exits_75_with_a_one_line_reason(user, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    config = tmp_path / "lda.toml"
+    config.write_text(f'mode = "user"\nstate_dir = "{blocker}/state"\n')
+    done = user.run("deliver", "-c", str(config), "a@example.org", input=message(),
+                    check=75)
+    last = done.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("4.") and "Traceback" not in last
+
+
+def test_help_is_available_without_a_message(user):
+    done = user.run("deliver", "--help", check=0)
+    assert b"usage: lda deliver" in done.stdout
+
+
+def test_deliver_path_does_not_import_admin_dependencies(user):
+    script = """
+import io, sys
+from lda.deliver_cmd import deliver
+rc = deliver(["-f", "s@x.org", "alice@example.org"],
+             stdin=io.BytesIO(b"Message-ID: <i@x>\\n\\nbody\\n"))
+print(rc, " ".join(sorted(sys.modules)))
+"""
+    out = subprocess.run([sys.executable, "-c", script], env=user.env, check=True,
+                         capture_output=True).stdout.decode().split()
+    assert out[0] == "0"
+    loaded = set(out[1:])
+    for heavy in ("click", "sqlite_utils", "email_validator", "filelock", "logging",
+                  "aiosmtpd", "asyncio", "subprocess", "json", "email.message"):
+        assert heavy not in loaded, heavy
