@@ -248,7 +248,8 @@ class Delivery:
             return None
         from .maildirsize import read_usage, would_exceed
 
-        usage = read_usage(self._mailbox_root(target), target.quota, self.clock)
+        usage = read_usage(self._mailbox_root(target), target.quota, self.clock,
+                           size=size, count=1)
         if not would_exceed(usage, target.quota, size):
             return None
         limit = target.quota
@@ -281,7 +282,10 @@ class Delivery:
         if target.quota is not None and not target.quota.unlimited():
             from .maildirsize import add_usage
 
-            add_usage(self._mailbox_root(target), staged.size)
+            try:
+                add_usage(self._mailbox_root(target), staged.size)
+            except LdaError as e:  # delivered already; the next read recalculates
+                self.log.warning(f"{target.address}: maildirsize not updated: {e}")
 
     def _copy_in(self, box, staged, name):
         """Another filesystem: copy into its tmp/, fsync, link into new/."""

@@ -9,20 +9,14 @@ database root: a recipient string never becomes a path.
 
 import os
 import sqlite3
-from typing import NamedTuple
+from collections import namedtuple
 
 from .errors import ConfigError
 
 
-class Mailbox(NamedTuple):
-    address: str
-    database: str
-    db_root: str
-    maildir: str            # relative to db_root
-    quota_storage: int | None
-    quota_messages: int | None
-    forward: tuple
-    keep_copy: bool
+# maildir is relative to db_root; a quota of None means the lda.toml default.
+Mailbox = namedtuple("Mailbox", "address database db_root maildir quota_storage "
+                     "quota_messages forward keep_copy")
 
 
 class Directory:

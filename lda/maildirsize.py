@@ -1,0 +1,461 @@
+"""Maildir++ quota accounting: the ``maildirsize`` file.
+
+Follows Courier's Maildir++ specification (README.maildirquota, "the spec"
+below) as Courier's maildirquota.c and Dovecot's quota-maildir.c read it, so
+lda, Courier and Dovecot agree on a mailbox's usage.  The file holds a quota
+line such as ``10000000S,1000C`` and then ``<bytes> <count>`` lines, which may
+be negative; the usage is their sum.  Writers append one line per change and
+the file is rebuilt from a scan of the Maildir when the spec says so.
+
+This is on the per-message path: it imports only cheap modules (not typing,
+~3-10 ms), never reads a message file, and never follows a symlink inside the
+Maildir.
+"""
+
+import errno
+import os
+import stat
+import time
+from collections import namedtuple
+
+from .errors import CannotCreate
+
+FILENAME = "maildirsize"
+# The spec: a maildirsize of at least 5120 bytes is rebuilt; this bounds both
+# the read and the drift that racing writers or older clients leave behind.
+MAX_SIZE = 5120
+# The spec: an over-quota figure this old is not trusted.
+STALE_SECONDS = 15 * 60
+# The spec: the one folder whose messages do not count (unless Courier is
+# built --with-trashquota, which count_trash=True matches).
+TRASH = ".Trash"
+# Scans to try when the Maildir keeps changing under a recalculation.
+RECALCULATION_PASSES = 3
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# O_NONBLOCK so that a FIFO planted as maildirsize cannot hang a delivery.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# What open() says about a symlink under O_NOFOLLOW (ELOOP; EMLINK on
+# FreeBSD), a FIFO without reader (ENXIO) or a directory (EISDIR).
+_NOT_A_PLAIN_FILE = frozenset({errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EISDIR})
+_NOT_A_REAL_DIR = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EMLINK})
+
+
+class Quota(namedtuple("Quota", "storage messages", defaults=(0, 0))):
+    """A mailbox's limits in bytes and in messages; 0 means unlimited."""
+
+    __slots__ = ()
+
+    def unlimited(self) -> bool:
+        """True when neither storage nor the message count is limited."""
+        return self.storage <= 0 and self.messages <= 0
+
+
+Usage = namedtuple("Usage", "storage messages")
+Usage.__doc__ = "What a mailbox holds: bytes and messages, as the spec counts them."
+# data: at most MAX_SIZE bytes of the file; mtime: its modification time.
+_File = namedtuple("_File", "data mtime")
+# usage is None when the file cannot be trusted; lines: usage lines after the
+# quota line.
+_Contents = namedtuple("_Contents", "quota usage lines")
+
+
+def format_quota(quota: Quota) -> str:
+    """The spec's quota definition: "1000000S,100C", "1000000S", "100C", or
+    "" when nothing is limited."""
+    if quota.storage < 0 or quota.messages < 0:
+        raise ValueError(f"negative quota {tuple(quota)}")
+    parts = []
+    if quota.storage:
+        parts.append(f"{quota.storage}S")
+    if quota.messages:
+        parts.append(f"{quota.messages}C")
+    return ",".join(parts)
+
+
+def parse_quota(line: str) -> Quota:
+    """Read a quota definition; parts that are not <digits>S or <digits>C are
+    skipped, as Courier and Dovecot skip them, and an absent part (or 0) is
+    unlimited."""
+    storage = messages = 0
+    for part in line.strip().split(","):
+        part = part.strip()
+        number, kind = part[:-1], part[-1:]
+        if not _is_digits(number):
+            continue
+        if kind == "S":
+            storage = int(number)
+        elif kind == "C":
+            messages = int(number)
+    return Quota(storage, messages)
+
+
+def would_exceed(usage: Usage, quota: Quota, size: int, count: int = 1) -> bool:
+    """True when adding size bytes and count messages goes past a limit.
+
+    Reaching a limit exactly is allowed: Courier and Dovecot refuse only when
+    the total is greater than the limit."""
+    if quota.storage > 0 and usage.storage + size > quota.storage:
+        return True
+    return quota.messages > 0 and usage.messages + count > quota.messages
+
+
+def counts_towards_quota(folder: str | None, count_trash: bool = False) -> bool:
+    """Whether messages in a folder (".Name"; None or "" for INBOX) count.
+
+    The spec leaves Trash out, so a delivery into it calls no add_usage()."""
+    return count_trash or (folder or "").rstrip("/") != TRASH
+
+
+def read_usage(maildir: str, quota: Quota, clock=time.time, *,
+               size: int = 0, count: int = 0, count_trash: bool = False) -> Usage:
+    """The usage of the Maildir rooted at maildir, from maildirsize when the
+    spec trusts it, else from a recalculation that rewrites the file.
+
+    Recalculates when maildirsize is missing (or a symlink, or not a plain
+    file), at least MAX_SIZE bytes, unreadable as numbers, negative, written
+    for a quota other than this one, or over quota while it has more than one
+    usage line or is STALE_SECONDS old (the spec, "Calculating the quota").
+    Pass the incoming message as size/count to judge "over quota" with it
+    included, as Courier's maildir_checkquota() does; otherwise a mailbox just
+    under its limit, with deletions the file missed, refuses big messages
+    until something else rebuilds the file.  A quota of Quota() is written too:
+    in per-user mode pass existing_quota() so a limit set by Dovecot or Courier
+    is kept."""
+    found = _load(maildir)
+    if found is not None:
+        usage = _trusted_usage(found, quota, clock(), size, count)
+        if usage is not None:
+            return usage
+    return recalculate(maildir, quota, count_trash=count_trash)
+
+
+def _trusted_usage(found, quota, now, size, count):
+    """The usage a maildirsize records, or None when the spec says recount."""
+    if len(found.data) >= MAX_SIZE:
+        return None
+    contents = _parse(found.data)
+    if contents.usage is None or contents.quota != quota:
+        return None
+    if not would_exceed(contents.usage, quota, size, count):
+        return contents.usage
+    # Over quota: racing writers and clients that do not keep maildirsize
+    # make appended figures drift, so only a fresh one-line file is believed.
+    if contents.lines > 1 or now - found.mtime >= STALE_SECONDS:
+        return None
+    return contents.usage
+
+
+def existing_quota(maildir: str) -> Quota | None:
+    """The quota line of an existing maildirsize, so per-user mode can honour
+    a limit that Dovecot or Courier set; None if there is no plain file or it
+    is empty.  Read even from an oversized file, as Courier does."""
+    found = _load(maildir)
+    if found is None or not found.data:
+        return None
+    return parse_quota(found.data.split(b"\n", 1)[0].decode("ascii", "replace"))
+
+
+def add_usage(maildir: str, size: int, count: int = 1) -> None:
+    """Append "size count" to maildirsize after a message was stored (or, with
+    negative numbers, removed).
+
+    One write() on an O_APPEND descriptor, so lines from concurrent writers
+    never interleave.  Without a maildirsize (or with a symlink in its place)
+    this does nothing: the spec appends only when the quota check found a
+    file, and the next read_usage() recount includes the message anyway.
+    Raises CannotCreate on an I/O error; the message is already delivered by
+    then, so callers should log it and carry on (the file is rebuilt later)."""
+    path = os.path.join(maildir, FILENAME)
+    line = f"{int(size)} {int(count)}\n".encode()
+    try:
+        fd = os.open(path, _APPEND_FLAGS)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        if err.errno in _NOT_A_PLAIN_FILE:
+            return
+        raise _cannot(f"cannot update {path}", err) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return
+        if os.write(fd, line) != len(line):
+            # A torn line makes the next reader recount (see _parse).
+            raise CannotCreate(f"cannot update {path}: short write")
+    except OSError as err:
+        raise _cannot(f"cannot update {path}", err) from None
+    finally:
+        os.close(fd)
+
+
+def recalculate(maildir: str, quota: Quota, *, count_trash: bool = False) -> Usage:
+    """Count the Maildir and its folders afresh, replace maildirsize with the
+    quota line and one usage line, and return the usage.
+
+    The spec, "Calculating maildirsize": if a new/ or cur/ directory changed
+    while we counted, a delivery may have appended to the file we replaced,
+    so count again; after RECALCULATION_PASSES the file stays as written and a
+    later recount corrects it, as Courier does."""
+    try:
+        for _ in range(RECALCULATION_PASSES):
+            usage, stamp = _count(maildir, count_trash)
+            _replace(maildir, quota, usage)
+            if _latest_change(maildir, count_trash) <= stamp:
+                break
+    except OSError as err:
+        raise _cannot(f"cannot recalculate the quota of {maildir}", err) from None
+    return usage
+
+
+def _load(maildir):
+    """The first MAX_SIZE bytes of maildirsize and its mtime, or None when
+    there is no plain file there (a symlink is never followed)."""
+    path = os.path.join(maildir, FILENAME)
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        if err.errno in _NOT_A_PLAIN_FILE:
+            return None
+        raise _cannot(f"cannot read {path}", err) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return _File(_read_at_most(fd, MAX_SIZE), st.st_mtime)
+    except OSError as err:
+        raise _cannot(f"cannot read {path}", err) from None
+    finally:
+        os.close(fd)
+
+
+def _read_at_most(fd, limit):
+    # Loop: the spec warns that some NFS clients return short reads.
+    chunks, got = [], 0
+    while got < limit:
+        chunk = os.read(fd, limit - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _parse(data):
+    """The quota line, the summed usage lines, and how many there are.
+
+    Dovecot calls a file with NUL bytes or a line that is not two integers
+    broken, and both refuse a negative total; so do we (usage None), and the
+    caller recounts.  So is a last line without its newline: a torn append
+    that the next append would otherwise glue into a wrong number."""
+    lines = data.decode("ascii", "replace").split("\n")
+    quota = parse_quota(lines[0])
+    body = lines[1:-1]
+    if lines[-1] or not body or b"\0" in data:
+        return _Contents(quota, None, len(body))
+    storage = messages = 0
+    for line in body:
+        fields = line.split()
+        if len(fields) != 2 or not all(_is_integer(f) for f in fields):
+            return _Contents(quota, None, len(body))
+        storage += int(fields[0])
+        messages += int(fields[1])
+    if storage < 0 or messages < 0:
+        return _Contents(quota, None, len(body))
+    return _Contents(quota, Usage(storage, messages), len(body))
+
+
+def _count(maildir, count_trash):
+    """Sum the messages in new/ and cur/ of the Maildir and of each folder;
+    also return the latest mtime of those directories, taken before reading
+    each one (the spec, "Calculating maildirsize", steps 2 and 3)."""
+    storage = messages = stamp = 0
+    dirs = _mail_dirs(maildir, count_trash)
+    try:
+        for fd in dirs:
+            stamp = max(stamp, os.fstat(fd).st_mtime_ns)
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    size = _message_size(entry, count_trash)
+                    if size is not None:
+                        storage += size
+                        messages += 1
+    finally:
+        dirs.close()
+    return Usage(storage, messages), stamp
+
+
+def _latest_change(maildir, count_trash):
+    dirs = _mail_dirs(maildir, count_trash)
+    try:
+        return max((os.fstat(fd).st_mtime_ns for fd in dirs), default=0)
+    finally:
+        dirs.close()
+
+
+def _mail_dirs(maildir, count_trash):
+    """Yield an open fd for each new/ and cur/ that counts: the Maildir's own
+    and those of each Maildir++ folder but Trash.  One pair is open at a
+    time, so a mailbox with thousands of folders stays within the fd limit."""
+    root = os.open(maildir, _DIR_FLAGS)   # the root may be a symlink the admin made
+    try:
+        for name in [".", *_folder_names(root, count_trash)]:
+            folder = _open_real_dir(name, root)
+            if folder is None:
+                continue
+            try:
+                # The spec: a folder is marked by the maildirfolder file in it.
+                if name == "." or _exists("maildirfolder", folder):
+                    yield from _new_and_cur(folder)
+            finally:
+                os.close(folder)
+    finally:
+        os.close(root)
+
+
+def _new_and_cur(folder):
+    for sub in ("new", "cur"):
+        fd = _open_real_dir(sub, folder)
+        if fd is None:
+            continue
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+
+def _folder_names(root, count_trash):
+    """Entries that may be Maildir++ folders: ".Name" directories that are
+    not symlinks.  The spec forbids names starting with two periods."""
+    with os.scandir(root) as entries:
+        return [entry.name for entry in entries
+                if entry.name.startswith(".") and not entry.name.startswith("..")
+                and (count_trash or entry.name != TRASH)
+                and entry.is_dir(follow_symlinks=False)]
+
+
+def _message_size(entry, count_trash):
+    """A message's size as the spec counts it, or None if it does not count."""
+    name = entry.name
+    if name.startswith("."):
+        return None     # not a message; Courier skips these too
+    base, _, info = name.partition(":")
+    if not count_trash and _flagged_trashed(info):
+        return None
+    size = _size_in_name(base)
+    if size is not None:
+        return size
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return None     # the spec: stat() failing means it was just removed
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+def _size_in_name(base):
+    """nnnnn from a ",S=nnnnn" field (the spec, step 3), or None, in which
+    case the file is stat()ed.  Dovecot writes ",S=n,W=m", so a comma may
+    follow the digits."""
+    start = base.rfind(",S=")
+    if start < 0:
+        return None
+    digits = base[start + 3:].split(",", 1)[0]
+    return int(digits) if _is_digits(digits) else None
+
+
+def _flagged_trashed(info):
+    """True when the info part ("2,FLAGS") carries T.  Courier does not count
+    messages marked deleted; the spec lists this with Trash ("Quotas and
+    deleted messages").  Flags are upper case and come first; lower-case
+    letters after them are Dovecot keywords."""
+    if not info.startswith("2,"):
+        return False
+    for flag in info[2:]:
+        if flag == "T":
+            return True
+        if not "A" <= flag <= "Z":
+            return False
+    return False
+
+
+def _replace(maildir, quota, usage):
+    """Write maildirsize anew: a unique file in tmp/, then rename() over the
+    old one, so a reader sees the old file or the new, never a part (the
+    spec, step 4).  No fsync: a file lost in a crash is simply rebuilt."""
+    # Dovecot writes "0S" rather than an empty quota line; both mean unlimited.
+    data = f"{format_quota(quota) or '0S'}\n{usage.storage} {usage.messages}\n".encode()
+    root = os.open(maildir, _DIR_FLAGS)
+    try:
+        tmp = _open_real_dir("tmp", root)
+        if tmp is None:
+            raise FileNotFoundError(errno.ENOENT, "no tmp/ directory", "tmp")
+        try:
+            name = _write_unique(tmp, data)
+            try:
+                os.rename(name, FILENAME, src_dir_fd=tmp, dst_dir_fd=root)
+            except OSError:
+                os.unlink(name, dir_fd=tmp)
+                raise
+        finally:
+            os.close(tmp)
+    finally:
+        os.close(root)
+
+
+def _write_unique(tmp, data):
+    """Create a new file in tmp/ (O_EXCL, mode 0600), write data, return its name."""
+    for _ in range(10):
+        name = f"{time.time_ns()}.P{os.getpid()}R{os.urandom(8).hex()}_maildirsize"
+        try:
+            fd = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=tmp)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no unique name in tmp/", name)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        os.unlink(name, dir_fd=tmp)
+        raise
+    finally:
+        os.close(fd)
+    return name
+
+
+def _open_real_dir(name, dir_fd):
+    """An fd for directory name under dir_fd; None if it is absent, not a
+    directory, or a symlink, which is never followed."""
+    try:
+        return os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as err:
+        if err.errno in _NOT_A_REAL_DIR:
+            return None
+        raise
+
+
+def _exists(name, dir_fd):
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _is_digits(text):
+    # str.isdigit() alone accepts "²" and other non-ASCII digits.
+    return text.isascii() and text.isdigit()
+
+
+def _is_integer(text):
+    return _is_digits(text[1:] if text.startswith("-") else text)
+
+
+def _cannot(what, err):
+    where = f" ({err.filename})" if err.filename else ""
+    return CannotCreate(f"{what}: {err.strerror or err}{where}")

@@ -1,0 +1,347 @@
+"""Maildir++ quota accounting against real files (Courier README.maildirquota)."""
+
+import multiprocessing
+import os
+import stat
+import time
+
+import pytest
+
+from lda.errors import CannotCreate
+from lda.maildirsize import (
+    MAX_SIZE,
+    STALE_SECONDS,
+    Quota,
+    Usage,
+    add_usage,
+    counts_towards_quota,
+    existing_quota,
+    format_quota,
+    parse_quota,
+    read_usage,
+    recalculate,
+    would_exceed,
+)
+
+MTIME = 1_700_000_000
+
+
+def make_maildir(path, folder_marker=False):
+    for sub in ("tmp", "new", "cur"):
+        os.makedirs(path / sub, exist_ok=True)
+    if folder_marker:
+        (path / "maildirfolder").write_bytes(b"")
+    return path
+
+
+def put(path, sub, name, size):
+    (path / sub / name).write_bytes(b"x" * size)
+
+
+def write_maildirsize(maildir, data, mtime=MTIME):
+    path = maildir / "maildirsize"
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def at(seconds_after_mtime):
+    return lambda: MTIME + seconds_after_mtime
+
+
+@pytest.fixture
+def maildir(tmp_path):
+    return make_maildir(tmp_path / "Maildir")
+
+
+# --- quota definitions ------------------------------------------------------
+
+@pytest.mark.parametrize("quota, text", [
+    (Quota(1000000, 100), "1000000S,100C"),
+    (Quota(1000000, 0), "1000000S"),
+    (Quota(0, 100), "100C"),
+    (Quota(), ""),
+], ids=["both", "storage-only", "messages-only", "unlimited"])
+def test_format_and_parse_round_trip(quota, text):
+    assert format_quota(quota) == text
+    assert parse_quota(text) == quota
+
+
+@pytest.mark.parametrize("text, quota", [
+    ("100C,5000S", Quota(5000, 100)),
+    (" 5000S , 100C \n", Quota(5000, 100)),
+    ("0S", Quota()),
+    ("abc,5X,10S", Quota(10, 0)),
+    ("-5S", Quota()),
+    ("\u00b2S", Quota()),
+    ("1_000S", Quota()),
+], ids=["reordered", "spaces", "zero", "unknown-parts", "negative", "non-ascii-digit",
+        "underscore"])
+def test_parse_quota_skips_what_it_cannot_read(text, quota):
+    assert parse_quota(text) == quota
+
+
+def test_format_quota_refuses_negative_limits():
+    with pytest.raises(ValueError):
+        format_quota(Quota(-1, 0))
+
+
+def test_unlimited():
+    assert Quota().unlimited()
+    assert not Quota(1, 0).unlimited()
+    assert not Quota(0, 1).unlimited()
+
+
+@pytest.mark.parametrize("usage, quota, size, count, exceeds", [
+    (Usage(900, 5), Quota(1000, 0), 100, 1, False),
+    (Usage(900, 5), Quota(1000, 0), 101, 1, True),
+    (Usage(0, 9), Quota(0, 10), 10**9, 1, False),
+    (Usage(0, 10), Quota(0, 10), 1, 1, True),
+    (Usage(10**12, 10**6), Quota(), 10**9, 1, False),
+    (Usage(1000, 0), Quota(1000, 0), 0, 0, False),
+    (Usage(500, 9), Quota(1000, 10), 100, 2, True),
+], ids=["exactly-at-limit", "one-byte-over", "messages-unlimited", "message-limit",
+        "unlimited", "nothing-added", "count-over-storage-fine"])
+def test_would_exceed(usage, quota, size, count, exceeds):
+    assert would_exceed(usage, quota, size, count) is exceeds
+
+
+def test_trash_does_not_count_unless_asked():
+    assert counts_towards_quota(None)
+    assert counts_towards_quota(".Work")
+    assert not counts_towards_quota(".Trash")
+    assert counts_towards_quota(".Trash", count_trash=True)
+
+
+# --- reading maildirsize ----------------------------------------------------
+
+def test_sums_all_lines_including_negative_ones(maildir):
+    write_maildirsize(maildir, b"1000000S,100C\n5000 5\n-1200 -2\n300 1\n")
+    assert read_usage(maildir, Quota(1000000, 100), clock=at(0)) == Usage(4100, 4)
+
+
+def test_reads_courier_padded_lines(maildir):
+    padded = b"%12d %12d\n"
+    write_maildirsize(maildir, b"1000S\n" + padded % (300, 2) + padded % (-100, -1))
+    assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(200, 1)
+
+
+def test_missing_file_is_recalculated_and_created(maildir):
+    put(maildir, "new", "1.M1P1.host,S=300", 1)
+    put(maildir, "cur", "2.M2P2.host:2,S", 20)
+    assert read_usage(maildir, Quota(5000, 10)) == Usage(320, 2)
+    path = maildir / "maildirsize"
+    assert path.read_bytes() == b"5000S,10C\n320 2\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert os.listdir(maildir / "tmp") == []
+
+
+def test_unlimited_quota_is_written_as_0S(maildir):
+    assert read_usage(maildir, Quota()) == Usage(0, 0)
+    assert (maildir / "maildirsize").read_bytes() == b"0S\n0 0\n"
+    assert existing_quota(maildir) == Quota()
+
+
+def sized_file(total):
+    # Claims 7 bytes in 1 message; padded with zero lines to exactly total bytes.
+    data = b"1000000S\n7 1\n"
+    while total - len(data) > 8:
+        data += b"0 0\n"
+    return data + b"0" + b" " * (total - len(data) - 3) + b"0\n"
+
+
+@pytest.mark.parametrize("size, usage", [
+    (MAX_SIZE - 1, Usage(7, 1)),
+    (MAX_SIZE, Usage(100, 1)),
+    (MAX_SIZE + 1000, Usage(100, 1)),
+], ids=["5119-trusted", "5120-recalculated", "larger-recalculated"])
+def test_file_of_5120_bytes_or_more_is_recalculated(maildir, size, usage):
+    put(maildir, "new", "1.M1P1.host,S=100", 1)
+    data = sized_file(size)
+    assert len(data) == size
+    write_maildirsize(maildir, data)
+    assert read_usage(maildir, Quota(1000000), clock=at(0)) == usage
+
+
+def test_changed_quota_line_is_recalculated_and_rewritten(maildir):
+    put(maildir, "new", "1.M1P1.host,S=100", 1)
+    write_maildirsize(maildir, b"500S\n7 1\n")
+    assert read_usage(maildir, Quota(2000, 5), clock=at(0)) == Usage(100, 1)
+    assert (maildir / "maildirsize").read_bytes() == b"2000S,5C\n100 1\n"
+
+
+@pytest.mark.parametrize("data, clock, usage", [
+    (b"100S\n150 1\n", at(STALE_SECONDS - 1), Usage(150, 1)),
+    (b"100S\n150 1\n", at(STALE_SECONDS), Usage(0, 0)),
+    (b"100S\n100 1\n50 1\n", at(0), Usage(0, 0)),
+    (b"0S,1C\n0 2\n", at(STALE_SECONDS - 1), Usage(0, 2)),
+    (b"0S,1C\n0 2\n", at(STALE_SECONDS + 3600), Usage(0, 0)),
+], ids=["over-fresh-one-line-trusted", "over-15-minutes-old", "over-several-lines",
+        "over-count-fresh", "over-count-old"])
+def test_over_quota_figures_are_rechecked(maildir, data, clock, usage):
+    write_maildirsize(maildir, data)
+    assert read_usage(maildir, parse_quota(data.split(b"\n")[0].decode()), clock=clock) == usage
+
+
+def test_old_file_under_quota_is_trusted(maildir):
+    write_maildirsize(maildir, b"1000S\n900 1\n50 1\n")
+    assert read_usage(maildir, Quota(1000), clock=at(10 * STALE_SECONDS)) == Usage(950, 2)
+
+
+def test_incoming_message_counts_when_judging_over_quota(maildir):
+    # As Courier's maildir_checkquota: a mailbox the message would push over
+    # its limit is recounted, so deletions the file missed are noticed.
+    write_maildirsize(maildir, b"1000S\n900 1\n50 1\n")
+    assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(950, 2)
+    assert read_usage(maildir, Quota(1000), clock=at(0), size=100, count=1) == Usage(0, 0)
+
+
+def test_stale_mtime_set_with_utime(maildir):
+    path = write_maildirsize(maildir, b"100S\n150 1\n", mtime=time.time())
+    assert read_usage(maildir, Quota(100)) == Usage(150, 1)
+    old = path.stat().st_mtime - STALE_SECONDS - 1
+    os.utime(path, (old, old))
+    assert read_usage(maildir, Quota(100)) == Usage(0, 0)
+
+
+@pytest.mark.parametrize("data", [
+    b"",
+    b"1000S\n",
+    b"1000S\nhello world\n",
+    b"1000S\n1 2 3\n",
+    b"1000S\n1_000 1\n",
+    b"1000S\n10 1\n5 1",
+    b"1000S\n10 1\n\n",
+    b"1000S\n10\x00 1\n",
+    b"1000S\n\xff\xfe 1\n",
+    b"1000S\n5 1\n-10 -2\n",
+    b"\x00\x01\x02",
+], ids=["empty", "header-only", "words", "three-fields", "underscore", "torn-last-line",
+        "blank-line", "nul", "binary", "negative-total", "binary-header"])
+def test_garbage_is_recalculated_not_a_crash(maildir, data):
+    put(maildir, "cur", "1.M1P1.host,S=42:2,S", 1)
+    write_maildirsize(maildir, data)
+    assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(42, 1)
+    assert (maildir / "maildirsize").read_bytes() == b"1000S\n42 1\n"
+
+
+# --- recalculation ----------------------------------------------------------
+
+def test_size_from_name_when_present_else_stat(maildir):
+    put(maildir, "new", "1.M1P1.host,S=5000", 10)            # name wins
+    put(maildir, "new", "2.M2P2.host", 10)                   # no field: stat
+    put(maildir, "new", "3.M3P3.host,S=12x", 7)              # malformed: stat
+    put(maildir, "cur", "4.M4P4.host,S=300,W=310:2,S", 1)    # Dovecot's S= then W=
+    put(maildir, "cur", "5.M5P5.host,S=:2,S", 3)             # no digits: stat
+    put(maildir, "cur", "6.M6P6.host,S=20:2,RS", 9)
+    assert recalculate(maildir, Quota()) == Usage(5000 + 10 + 7 + 300 + 3 + 20, 6)
+
+
+def test_folders_count_and_non_folders_do_not(maildir):
+    put(maildir, "new", "a", 10)
+    put(maildir, "new", ".hidden", 10000)                    # dot files are not messages
+    put(maildir, "cur", "g:2,ST", 640)                       # flagged deleted (T)
+    put(make_maildir(maildir / ".Work", folder_marker=True), "cur", "b:2,S", 20)
+    put(make_maildir(maildir / ".NoMarker"), "new", "c", 40)
+    put(make_maildir(maildir / "Other", folder_marker=True), "new", "d", 80)
+    put(make_maildir(maildir / "..Bad", folder_marker=True), "new", "e", 160)
+    put(make_maildir(maildir / ".Trash", folder_marker=True), "new", "f", 320)
+    (maildir / ".file").write_bytes(b"x" * 5000)
+    assert recalculate(maildir, Quota()) == Usage(30, 2)
+    assert recalculate(maildir, Quota(), count_trash=True) == Usage(990, 4)
+
+
+def test_symlinks_inside_the_maildir_are_not_followed(maildir, tmp_path):
+    outside = make_maildir(tmp_path / "outside", folder_marker=True)
+    put(outside, "new", "big", 1000)
+    os.symlink(outside, maildir / ".Link")
+    work = make_maildir(maildir / ".Work", folder_marker=True)
+    os.rmdir(work / "new")
+    os.symlink(outside / "new", work / "new")
+    os.symlink(outside / "new" / "big", maildir / "cur" / "linked:2,S")
+    put(maildir, "new", "real", 5)
+    assert recalculate(maildir, Quota()) == Usage(5, 1)
+
+
+def test_symlinked_maildirsize_is_replaced_not_followed(maildir, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"1000S\n999 9\n")
+    os.symlink(target, maildir / "maildirsize")
+    put(maildir, "new", "1,S=10", 1)
+    assert existing_quota(maildir) is None
+    add_usage(maildir, 5000)
+    assert target.read_bytes() == b"1000S\n999 9\n"
+    assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(10, 1)
+    assert target.read_bytes() == b"1000S\n999 9\n"
+    assert not os.path.islink(maildir / "maildirsize")
+    assert (maildir / "maildirsize").read_bytes() == b"1000S\n10 1\n"
+
+
+def test_fifo_as_maildirsize_does_not_hang(maildir):
+    os.mkfifo(maildir / "maildirsize")
+    assert existing_quota(maildir) is None
+    add_usage(maildir, 10)
+    assert read_usage(maildir, Quota(1000)) == Usage(0, 0)
+
+
+def test_missing_tmp_is_cannot_create(maildir):
+    os.rmdir(maildir / "tmp")
+    with pytest.raises(CannotCreate, match="cannot recalculate the quota of"):
+        read_usage(maildir, Quota(1000))
+
+
+def test_missing_maildir_is_cannot_create(tmp_path):
+    with pytest.raises(CannotCreate):
+        recalculate(tmp_path / "nowhere", Quota())
+
+
+# --- appending ---------------------------------------------------------------
+
+def test_add_usage_appends_a_line(maildir):
+    write_maildirsize(maildir, b"1000S\n10 1\n")
+    add_usage(maildir, 250)
+    add_usage(maildir, -10, -1)
+    assert (maildir / "maildirsize").read_bytes() == b"1000S\n10 1\n250 1\n-10 -1\n"
+    assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(250, 1)
+
+
+def test_add_usage_without_maildirsize_does_nothing(maildir):
+    add_usage(maildir, 250)
+    assert not (maildir / "maildirsize").exists()
+
+
+def _append_many(maildir, worker, times):
+    for i in range(times):
+        add_usage(maildir, worker * 1000 + i)
+
+
+def test_concurrent_appends_from_several_processes_sum_correctly(maildir):
+    recalculate(maildir, Quota(10**9))
+    workers, times = 4, 150
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=_append_many, args=(str(maildir), w, times))
+                 for w in range(1, workers + 1)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    lines = (maildir / "maildirsize").read_bytes().split(b"\n")
+    assert len(lines) == 2 + workers * times + 1 and lines[-1] == b""
+    assert all(len(line.split()) == 2 for line in lines[1:-1])
+    expected = sum(w * 1000 + i for w in range(1, workers + 1) for i in range(times))
+    assert read_usage(maildir, Quota(10**9)) == Usage(expected, workers * times)
+
+
+# --- existing quota -----------------------------------------------------------
+
+def test_existing_quota(maildir):
+    assert existing_quota(maildir) is None
+    write_maildirsize(maildir, b"")
+    assert existing_quota(maildir) is None
+    write_maildirsize(maildir, b"5000S,10C\n12 1\n")
+    assert existing_quota(maildir) == Quota(5000, 10)
+    write_maildirsize(maildir, sized_file(MAX_SIZE + 100))
+    assert existing_quota(maildir) == Quota(1000000, 0)
+    write_maildirsize(maildir, b"\n12 1\n")      # Courier's line when unlimited
+    assert existing_quota(maildir) == Quota()
