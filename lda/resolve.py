@@ -74,6 +74,7 @@ class ManagedResolver:
         self.config = config
         self.directory = directory
         self.aliases = None
+        self._domain = ""
         if config.aliases:
             from .aliases import load_aliases
 
@@ -92,13 +93,24 @@ class ManagedResolver:
         return None, None
 
     def _members(self, address):
-        """Alias members, or a mailbox's forwards; None for a plain address."""
+        """Alias members (a bare name in the alias's own domain, as local(8)
+        reads it), or a mailbox's forwards; None for a plain address."""
+        members = self._unqualified_members(address)
+        domain = domain_of(address)
+        if members is None or not domain:
+            return members
+        return [m if "@" in m else f"{m}@{domain}" for m in members]
+
+    def _unqualified_members(self, address):
         if self.aliases is not None:
-            members = self.aliases.lookup(address)
+            # A bare key (postmaster) answers for the recipient's own domain,
+            # never for a forward to someone else's postmaster@.
+            local = domain_of(address) in ("", self._domain)
+            members = self.aliases.lookup(address, local)
             if members is None:
                 base, extension = split_extension(address, self.config.recipient_delimiter)
                 if extension is not None and not self.directory.mailbox(address):
-                    members = self.aliases.lookup(base)
+                    members = self.aliases.lookup(base, local)
             if members is not None:
                 return members
         mailbox, _ = self._mailbox(address)
@@ -110,6 +122,7 @@ class ManagedResolver:
         from .aliases import expand
 
         canonical = normalize(recipient)
+        self._domain = domain_of(canonical)
         own, _ = self._mailbox(canonical)
         expansion = expand(canonical, self._members)
         targets = []
@@ -124,8 +137,6 @@ class ManagedResolver:
 
     def _target(self, leaf, canonical, own, expansion):
         via = tuple(expansion.via.get(leaf, ()))
-        if "@" not in leaf and domain_of(canonical):
-            leaf = f"{leaf}@{domain_of(canonical)}"  # a bare alias member is local
         mailbox, extension = self._mailbox(leaf)
         in_cycle = any(path and path[-1] == leaf for path in expansion.cycles)
         if mailbox is None:

@@ -1,0 +1,502 @@
+"""Alias files in the /etc/aliases format, and recursive alias expansion.
+
+The format is the one Postfix aliases(5) and sendmail read:
+
+    # comment
+    postmaster: root
+    root:       alice, bob@example.com,
+                "carol@example.net"
+    staff:      :include:staff.list
+    bob@example.org: robert
+
+A key without "@" answers to that local part in every domain lda delivers
+for; a key with "@" answers to that one address.  Keys and addresses are
+folded to lower case.  lda only delivers to mailboxes and re-sends to
+addresses, so the `|command`, `/file` and `\\name` targets other agents accept
+are configuration errors here, reported with file and line, rather than mail
+quietly going somewhere the admin did not mean.
+
+This module is on the per-message path: it imports only cheap standard
+modules, and email-validator only once an address needs checking.
+"""
+
+import os
+import stat
+from collections import namedtuple
+
+from .errors import ConfigError
+
+MAX_NAME = 254  # RFC 5321 section 4.5.3.1.3: no path (address) is longer
+MAX_PATH = 4096  # PATH_MAX on Linux: file names in messages are shown whole up to this
+MAX_INCLUDE_DEPTH = 20
+INCLUDE = ":include:"
+# "/" and "\\" make paths, ":" a misspelt :include:, '"' a quote that did not close cleanly.
+_FORBIDDEN_IN_NAMES = '/\\:"'
+# Target kinds other agents accept and lda refuses: it runs no commands and
+# writes no files except Maildir messages.
+_UNSUPPORTED = {"|": "command", "/": "file", "\\": "backslash (no further aliasing)"}
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"}
+
+
+class Problem(namedtuple("Problem", "path line message")):
+    """One thing wrong in an alias file; line 0 means the file as a whole."""
+
+    __slots__ = ()
+
+    def __str__(self):
+        if self.line:
+            return f"{self.path}:{self.line}: {self.message}"
+        return f"{self.path}: {self.message}"
+
+
+class Expansion(namedtuple("Expansion", "leaves cycles via")):
+    """What an address expands to.
+
+    leaves: the addresses to deliver to, lowercased, in first-seen order.
+    cycles: each chain that met an address already on it, root first,
+            such as ["a", "b", "a"]; that address became a leaf.
+    via:    for each leaf, the chain from the root that first reached it.
+    """
+
+    __slots__ = ()
+
+
+class Aliases:
+    """A parsed alias file: lowercased key -> member addresses."""
+
+    def __init__(self, path, entries, lines):
+        self.path = path
+        self._entries = entries  # key -> tuple of lowercased members
+        self._lines = lines  # key -> line number in path
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __iter__(self):
+        """The keys, in file order."""
+        return iter(self._entries)
+
+    def key_for(self, address, local_part=True):
+        """The key lookup() would use for address, or None.
+
+        local_part=False matches full-address keys only, for addresses
+        in a domain lda does not deliver for.
+        """
+        address = address.lower()
+        if address in self._entries:
+            return address
+        if local_part:
+            local, at, _ = address.rpartition("@")
+            if at and local in self._entries:
+                return local
+        return None
+
+    def lookup(self, address, local_part=True):
+        """The members of address: full-address key first, then local part
+        (unless local_part is False); None if no alias."""
+        key = self.key_for(address, local_part)
+        return None if key is None else list(self._entries[key])
+
+    def line_of(self, key):
+        """The line of the file that defines key."""
+        return self._lines[key]
+
+
+def load_aliases(path):
+    """Parse the alias file at path; raise ConfigError at the first problem."""
+
+    def fail(problem):
+        raise ConfigError(str(problem))
+
+    return _Parser(fail).parse(path)
+
+
+def check_aliases(path, local_domains=None):
+    """Every problem in the alias file at path, alias loops included.
+
+    local_domains: the domains whose addresses bare keys answer to while
+    looking for loops.  Without them a bare key matches bare names only, so
+    `bob: bob@gmail.com` is not mistaken for a loop.
+    """
+    problems = []
+    aliases = _Parser(problems.append).parse(path)
+    problems.extend(_loop_problems(aliases, local_domains or ()))
+    return problems
+
+
+def expand(address, lookup, max_depth=20):
+    """Expand address recursively through lookup(addr) -> members or None.
+
+    As sendmail and Postfix do, an address met again on its own chain is a
+    leaf (so `alice: alice, bob` reaches alice's mailbox and bob) and the
+    chain goes to Expansion.cycles.  An alias met again elsewhere is not
+    expanded twice: its leaves are already in, and this bounds the work on
+    any graph.  A chain through more than max_depth aliases is a ConfigError.
+    """
+    leaves, cycles, via = [], [], {}
+    done = set()  # addresses fully handled: meeting one again adds nothing
+    path = []  # aliases being expanded, root first
+    stack = [iter([address])]  # stack[i + 1] walks the members of path[i]
+    while stack:
+        member = next(stack[-1], None)
+        if member is None:
+            stack.pop()
+            if path:
+                done.add(path.pop())
+            continue
+        member = member.lower()
+        if member in path:
+            cycles.append(path + [member])
+            if member not in via:
+                leaves.append(member)
+                via[member] = path + [member]
+            continue
+        if member in done:
+            continue
+        members = lookup(member)
+        if members is None:
+            done.add(member)
+            if member not in via:
+                leaves.append(member)
+                via[member] = path + [member]
+            continue
+        if len(path) >= max_depth:
+            error = ConfigError(
+                f"alias expansion deeper than {max_depth} levels: {' -> '.join(path + [member])}"
+            )
+            error.chain = path + [member]
+            raise error
+        path.append(member)
+        stack.append(iter(members))
+    return Expansion(leaves, cycles, via)
+
+
+class _Parser:
+    """Reads one alias file and its includes, handing each problem to report.
+
+    report raises for load_aliases and collects for check_aliases; after a
+    problem that returns, parsing goes on without the bad part.
+    """
+
+    def __init__(self, report):
+        self.report = report
+        self.checked = {}  # target text -> (address, reason): lists repeat addresses
+
+    def problem(self, path, line, message):
+        self.report(Problem(path, line, message))
+
+    def parse(self, path):
+        entries, lines = {}, {}
+        text = self.read(path, None)
+        if text is not None:
+            stack = [os.path.realpath(path)]
+            for parts in _entries(self, path, text):
+                key, members = self.entry(path, parts, stack)
+                if key is None:
+                    continue
+                number = parts[0][0]
+                if key in entries:
+                    first = f"first at line {lines[key]}"
+                    self.problem(path, number, f"duplicate alias {_show(key)} ({first})")
+                    continue
+                entries[key], lines[key] = tuple(members), number
+        return Aliases(path, entries, lines)
+
+    def read(self, path, at):
+        """The lines of path, or None once the reason is reported.
+
+        at: (file, line) of the :include: that names path, None for the
+        alias file itself.
+        """
+        where, name = (at, _show(path, MAX_PATH)) if at else ((path, 0), "")
+        try:
+            # O_NONBLOCK: a FIFO named by mistake must not hang a delivery.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                if regular:
+                    with open(fd, "rb", closefd=False) as f:
+                        data = f.read()
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as e:  # ValueError: NUL in the path
+            reason = getattr(e, "strerror", None) or e
+            what = f" {name}" if name else ""
+            self.problem(*where, f"cannot read{what}: {reason}")
+            return None
+        if not regular:
+            self.problem(*where, f"{name or 'it'} is not a regular file")
+            return None
+        try:
+            text = data.decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError as e:
+            self.problem(path, data.count(b"\n", 0, e.start) + 1, "not valid UTF-8")
+            return None
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+        return text.split("\n")  # not splitlines(): it also splits at \f, \x1c and more
+
+    def entry(self, path, parts, stack):
+        """(key, members) of one entry; key None when it is unusable."""
+        number, first = parts[0]
+        colon = _unquoted(first, ":")
+        if colon is None:
+            self.problem(path, number, "unterminated quote")
+            return None, []
+        if not colon:
+            self.problem(path, number, f'missing ":" after the alias name {_show(first)}')
+            return None, []
+        key = self.key(path, number, first[: colon[0]].strip(" \t"))
+        members, ok = [], True
+        for line, text in [(number, first[colon[0] + 1 :])] + parts[1:]:
+            ok &= self.targets(path, line, text, members, stack)
+        if ok and not members and key is not None:
+            self.problem(path, number, f"alias {_show(key)} has no targets")
+        return key, members
+
+    def key(self, path, number, text):
+        """The lowercased alias name, or None once the problem is reported."""
+        name = _unquote(text)
+        if not name:
+            self.problem(path, number, "missing alias name before the colon")
+            return None
+        key, reason = self.address(name)
+        if reason:
+            self.problem(path, number, f"alias name {_show(name)} {reason}")
+        return key
+
+    def targets(self, path, number, text, members, stack):
+        """Append the members one line lists; False if any was bad."""
+        if '"' not in text:
+            pieces = text.split(",")
+        else:
+            cuts = _unquoted(text, ",")
+            if cuts is None:
+                self.problem(path, number, "unterminated quote")
+                return False
+            pieces = [text[i + 1 : j] for i, j in zip([-1] + cuts, cuts + [len(text)])]
+        ok = True
+        for piece in pieces:
+            piece = piece.strip(" \t")
+            if piece:  # "a, , b" and a trailing comma are harmless, as in sendmail
+                ok &= self.target(path, number, piece, members, stack)
+        return ok
+
+    def target(self, path, number, token, members, stack):
+        value = _unquote(token)
+        kind = _UNSUPPORTED.get(value[:1])
+        if kind:
+            self.problem(path, number, f"{_show(value)} {kind} targets are not supported")
+            return False
+        if value[: len(INCLUDE)].lower() == INCLUDE:
+            name = value[len(INCLUDE) :].strip(" \t")
+            return self.include(path, number, name, members, stack)
+        address, reason = self.address(value)
+        if reason:
+            self.problem(path, number, f"{_show(value)} {reason}")
+            return False
+        members.append(address)
+        return True
+
+    def include(self, path, number, name, members, stack):
+        """Append the addresses of an :include: file, nested includes too.
+
+        stack holds the real paths being read, so a file that includes
+        itself, directly or not, is caught instead of recursing forever.
+        """
+        if not name or not name.isprintable():
+            self.problem(path, number, f"bad :include: file name {_show(name, MAX_PATH)}")
+            return False
+        full = os.path.join(os.path.dirname(path), name)  # relative to the including file
+        real = os.path.realpath(full)
+        if real in stack:
+            chain = " -> ".join(stack[stack.index(real) :] + [real])
+            self.problem(path, number, f"include cycle: {chain}")
+            return False
+        if len(stack) > MAX_INCLUDE_DEPTH:
+            self.problem(path, number, f"includes nested deeper than {MAX_INCLUDE_DEPTH}")
+            return False
+        lines = self.read(full, (path, number))
+        if lines is None:
+            return False
+        ok = True
+        for line, text in enumerate(lines, 1):
+            body = text.strip(" \t")
+            if body and body[0] != "#":
+                ok &= self.targets(full, line, body, members, stack + [real])
+        return ok
+
+    def address(self, value):
+        """(lowercased address, None) or (None, reason it is refused)."""
+        if "@" not in value:
+            reason = _name_problem(value)
+            if reason:
+                return None, f"is not a valid local name: {reason}"
+            return value.lower(), None
+        if value not in self.checked:
+            self.checked[value] = _check_address(value)
+        return self.checked[value]
+
+
+def _entries(parser, path, lines):
+    """Each entry as [(line number, text), ...], continuation lines after the first.
+
+    As in aliases(5), comments and blank lines do not end an entry, and a
+    line that starts with whitespace continues the one before.  Lines are
+    kept apart, not joined, so a problem is reported at its own line.
+    """
+    parts = []
+    for number, line in enumerate(lines, 1):
+        body = line.strip(" \t")
+        if not body or body[0] == "#":
+            continue
+        if line[0] in " \t":
+            if parts:
+                parts.append((number, body))
+            else:
+                parser.problem(path, number, "continuation line without an alias before it")
+            continue
+        if parts:
+            yield parts
+        parts = [(number, body)]
+    if parts:
+        yield parts
+
+
+def _check_address(value):
+    """(lowercased normal form, None) or (None, why email-validator refuses it)."""
+    # Imported here: it costs ~35 ms, and most deliveries never parse a file.
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        # globally_deliverable=False: a LAN host without a dot (bob@mailhost)
+        # is a normal alias target; no DNS is asked either way.
+        valid = validate_email(
+            value, check_deliverability=False, allow_smtputf8=True, globally_deliverable=False
+        )
+    except EmailNotValidError as e:
+        return None, f"is not a valid address: {e}"
+    return valid.normalized.lower(), None
+
+
+def _name_problem(name):
+    """Why name cannot be a local name, or None.
+
+    Local names end up as mailbox names, so anything that could act as a
+    path or hide in a log line is refused.
+    """
+    if not name:
+        return "empty"
+    if len(name) > MAX_NAME:
+        return f"longer than {MAX_NAME} characters"
+    if "\0" in name:
+        return "contains NUL"
+    if " " in name or "\t" in name:
+        return "contains whitespace (targets are separated by commas)"
+    if not name.isprintable():  # also false for format characters and odd spaces
+        return "contains a control character"
+    for char in _FORBIDDEN_IN_NAMES:
+        if char in name:
+            return f"contains {_show(char)}"
+    if name[0] == "." or name[-1] == "." or ".." in name:
+        return 'starts or ends with "." or contains ".."'
+    return None
+
+
+def _unquoted(text, char):
+    """Indexes of char in text outside "..." quoted strings; None if a quote is left open."""
+    if '"' not in text:  # the common case, kept off the per-character loop
+        found, i = [], text.find(char)
+        while i >= 0:
+            found.append(i)
+            i = text.find(char, i + 1)
+        return found
+    found, quoted, escaped = [], False, False
+    for i, c in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted:
+            escaped, quoted = c == "\\", c != '"'
+        elif c == '"':
+            quoted = True
+        elif c == char:
+            found.append(i)
+    return None if quoted else found
+
+
+def _unquote(token):
+    """The inside of a token that is one quoted string, escapes undone; other tokens unchanged."""
+    if len(token) < 2 or token[0] != '"' or token[-1] != '"':
+        return token
+    out, escaped = [], False
+    for c in token[1:-1]:
+        if escaped:
+            out.append(c)
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            return token  # "a"@"b" is two quoted strings, not one
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _loop_problems(aliases, local_domains):
+    """Expand every alias; report each loop and each over-deep chain once."""
+    domains = {d.lower() for d in local_domains}
+
+    def key_for(address):
+        local, at, domain = address.rpartition("@")
+        return aliases.key_for(address, local_part=not at or domain in domains)
+
+    def lookup(address):
+        key = key_for(address)
+        return None if key is None else aliases._entries[key]
+
+    problems, seen, too_deep = [], set(), set()
+    for key in aliases:
+        if key in too_deep:
+            continue
+        try:
+            found = expand(key, lookup)
+        except ConfigError as e:
+            too_deep.update(e.chain)  # each alias on it would report the same chain again
+            problems.append(Problem(aliases.path, aliases.line_of(key), str(e)))
+            continue
+        for chain in found.cycles:
+            loop = chain[chain.index(chain[-1]) :]
+            if len(loop) == 2:
+                continue  # alice: alice, ... is the idiom for "keep a copy in my mailbox"
+            start = loop.index(min(loop[:-1]))
+            # The same loop, whichever of its aliases the walk entered it by.
+            canonical = tuple(loop[start:-1] + loop[:start])
+            if canonical in seen:
+                continue
+            seen.add(canonical)
+            line = aliases.line_of(key_for(chain[-2]))  # the alias whose member closes it
+            problems.append(
+                Problem(
+                    aliases.path,
+                    line,
+                    f"alias loop {' -> '.join(loop)}: {_show(loop[-1])} is delivered "
+                    "as a mailbox, not expanded again",
+                )
+            )
+    return problems
+
+
+def _show(text, limit=64):
+    """text in double quotes for a message: control characters visible, long text cut."""
+    shown = "".join(_escape(c) for c in text[:limit])
+    more = f"... ({len(text)} characters)" if len(text) > limit else ""
+    return f'"{shown}"{more}'
+
+
+def _escape(char):
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if char.isprintable():
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
