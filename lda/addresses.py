@@ -13,9 +13,9 @@ FOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 
 def normalize(address):
     """Strip <>, lower-case; refuse what no mail system would deliver to."""
-    value = address.strip()
+    value = address
     if value.startswith("<") and value.endswith(">"):
-        value = value[1:-1].strip()
+        value = value[1:-1]
     if not value or value.startswith("@") or value.endswith("@"):
         raise BadAddress(f"invalid recipient address {address[:80]!r}")
     if len(value) > MAX_ADDRESS:

@@ -80,6 +80,7 @@ class Delivery:
         self.lock_dir = os.path.join(config.state_dir, "locks")
 
     def run(self, recipients, stream):
+        self.resolver_recipients = recipients
         results, plans = [], []
         for recipient in recipients:
             try:
@@ -357,7 +358,9 @@ class Delivery:
                     f"{outcome}; message kept for retry")
             else:
                 status, dsn, detail = "failed", outcome.status, str(outcome)
-            self.log.target(info.log_id, target.address, plan.canonical, status, dsn,
+            original = (self.original_recipient if self.original_recipient
+                        and len(self.resolver_recipients) == 1 else plan.canonical)
+            self.log.target(info.log_id, target.address, original, status, dsn,
                             " ".join(detail.split()))
 
     def _cleanup_databases(self):

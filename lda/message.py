@@ -110,16 +110,9 @@ def submit_time(raw):
     """The Date: header normalised to UTC, or "" when absent or unparseable."""
     if raw is None:
         return ""
-    import time
-    from email._parseaddr import mktime_tz, parsedate_tz
+    from .datefield import parse_date
 
-    try:
-        parsed = parsedate_tz(text(raw))
-        if parsed is None:
-            return ""
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mktime_tz(parsed)))
-    except (ValueError, OverflowError, OSError, TypeError, IndexError):
-        return ""
+    return parse_date(text(raw))
 
 
 class LineEnds:
@@ -158,39 +151,38 @@ class Reader:
         self.headers = None
         self.body_hash = None
         self.size = 0
-        self._first_line = bytearray()
-        self._started = False
+        self._envelope = bytearray()  # None once past the first line
+        self._envelope_decided = None
 
     def chunks(self):
         """Yield the message bytes (converted), header block first."""
         while True:
             data = self.stream.read(CHUNK)
-            if not data:
-                data = self.line_ends.finish()
-                if not self._started:
-                    data, self._started = self._drop_envelope_line(data, True), True
-                if data:
-                    yield self._observe(data)
-                return
-            data = self.line_ends.convert(data)
-            if not self._started:
-                data = self._drop_envelope_line(data, False)
-                if data is None:
-                    continue
-                self._started = True
+            at_end = not data
+            data = self.line_ends.finish() if at_end else self.line_ends.convert(data)
+            if self._envelope is not None:
+                data = self._drop_envelope_line(data, at_end)
             if data:
                 yield self._observe(data)
+            if at_end:
+                return
 
     def _drop_envelope_line(self, data, at_end):
-        # Hold bytes until the first line is complete, to see whether it is an
-        # mbox "From " line (dovecot-lda drops it too).
-        self._first_line += data
-        if b"\n" not in self._first_line and len(self._first_line) < CHUNK and not at_end:
-            return None
-        data = bytes(self._first_line)
-        self._first_line = bytearray()
-        if data.startswith(b"From "):
-            data = data[data.find(b"\n") + 1:] if b"\n" in data else b""
+        """Drop a leading mbox "From " line (dovecot-lda does too), however
+        long; return the bytes after it, or b"" while still inside it."""
+        self._envelope += data
+        if self._envelope_decided is None:
+            if len(self._envelope) < 5 and not at_end and b"\n" not in self._envelope:
+                return b""
+            self._envelope_decided = self._envelope.startswith(b"From ")
+        if not self._envelope_decided:
+            data, self._envelope = bytes(self._envelope), None
+            return data
+        newline = self._envelope.find(b"\n")
+        if newline == -1:
+            self._envelope = bytearray() if not at_end else None
+            return b""
+        data, self._envelope = bytes(self._envelope[newline + 1:]), None
         return data
 
     def _observe(self, data):
@@ -219,7 +211,8 @@ class Reader:
     def _start_body(self, body):
         self.headers = Headers(bytes(self.header))
         self.header = bytearray()
-        if self.headers.first(b"message-id") is None:
+        raw_id = self.headers.first(b"message-id")
+        if raw_id is None or MessageInfo._message_id(raw_id) is None:
             # Only a message without Message-ID needs the content digest.
             import hashlib
 
