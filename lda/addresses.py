@@ -5,7 +5,7 @@ and the admin commands; a recipient only needs to be an address lda can look
 up safely, because it is never turned into a path.
 """
 
-from .errors import BadAddress
+from .errors import BadAddress, BadSender
 
 MAX_ADDRESS = 320  # RFC 5321: 64-octet local part, "@", 255-octet domain
 FOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -22,7 +22,23 @@ def normalize(address):
         raise BadAddress(f"recipient address longer than {MAX_ADDRESS} characters")
     if any(ord(c) < 33 or ord(c) == 127 for c in value):
         raise BadAddress(f"control character or space in recipient {value[:80]!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8 in argv
+        raise BadAddress(f"recipient is not valid UTF-8: {value[:80]!r}") from None
     return value.lower()
+
+
+def check_sender(sender):
+    """The envelope sender goes into Return-Path: a line break in it would
+    forge header fields, so it is refused (Postfix never passes one)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in sender):
+        raise BadSender(f"control character in sender {sender[:80]!r}")
+    try:
+        sender.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadSender(f"sender is not valid UTF-8: {sender[:80]!r}") from None
+    return sender
 
 
 def split_extension(address, delimiter):

@@ -57,7 +57,9 @@ def parse_args(argv, environ):
         recipients = [environ["RECIPIENT"]]
     sender = options.get("-f", environ.get("SENDER"))
     if sender is not None:
-        sender = sender.strip().removeprefix("<").removesuffix(">")
+        from .addresses import check_sender
+
+        sender = check_sender(sender.strip(" ").removeprefix("<").removesuffix(">"))
     return {"sender": sender, "recipients": recipients,
             "original": options.get("-a", environ.get("ORIGINAL_RECIPIENT")),
             "config": options.get("-c"), "reject": "-e" in options}

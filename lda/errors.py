@@ -69,6 +69,13 @@ class MailLoop(BadMessage):
     smtp_reply = "554 5.4.6"
 
 
+class BadSender(LdaError):
+    """The envelope sender cannot be written into Return-Path."""
+
+    exit_code = EX_DATAERR
+    smtp_reply = "553 5.1.7"
+
+
 class UnknownRecipient(LdaError):
     """No mailbox, alias or forward answers to this address."""
 
