@@ -204,3 +204,11 @@ print(rc, " ".join(sorted(sys.modules)))
     for heavy in ("click", "sqlite_utils", "email_validator", "filelock", "logging",
                   "aiosmtpd", "asyncio", "subprocess", "json", "email.message"):
         assert heavy not in loaded, heavy
+
+
+def test_syslog_logging_keeps_stderr_quiet(user, tmp_path):
+    config = tmp_path / "lda.toml"
+    config.write_text('mode = "user"\nlog = "syslog"\nsyslog_facility = "mail"\n')
+    done = user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
+    assert done.stderr == b""
+    assert len(maildir_files(user.maildir)) == 1
