@@ -29,6 +29,8 @@ KEYS = {
     "syslog_facility": ("mail", str, "facility for log = syslog"),
     "hostname": ("", str, "host name in Maildir file names (default: uname)"),
     "lock_timeout_seconds": (60, int, "wait for a busy mailbox before a tempfail"),
+    "partial_expiration": ("5d", (int, str), "retry a partial delivery this long, then DSN"),
+    "postmaster": ("", str, "From: of DSNs (default MAILER-DAEMON@hostname)"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "log": ("stderr", "syslog")}
@@ -46,10 +48,13 @@ class Config:
         for key, value in (values or {}).items():
             self._set(key, value)
         self.quota_storage = parse_size(self.quota_storage, "quota_storage")
+        self.partial_expiration = parse_duration(self.partial_expiration,
+                                                 "partial_expiration")
         self.state_dir = self.expand(self.state_dir or self._default_state_dir(environ))
         self.maildir = self.expand(self.maildir)
         self.aliases = self.expand(self.aliases) if self.aliases else ""
         self.hostname = self.hostname or os.uname().nodename
+        self.postmaster = self.postmaster or f"MAILER-DAEMON@{self.hostname}"
         self._check_ranges()
 
     @property
@@ -112,6 +117,25 @@ def parse_size(value, key="size"):
     if number < 0:
         raise ConfigError(f"{key} must not be negative")
     return number
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value, key="duration"):
+    """Seconds from 3600, "90m", "36h", "5d" or "2w"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in DURATION_UNITS else "s"
+        digits = text[:-1] if text[-1:] in DURATION_UNITS else text
+        if not digits.isdigit():
+            raise ConfigError(f"{key}: {value!r} is not a duration like 3600, 36h or 5d")
+        seconds = int(digits) * DURATION_UNITS[unit]
+    if seconds <= 0:
+        raise ConfigError(f"{key} must be positive")
+    return seconds
 
 
 def _passwd_home():

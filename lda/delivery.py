@@ -167,6 +167,25 @@ class Delivery:
         return Staged(dir_fd, tmp.name, first.size - first.prefix_len + len(prefix),
                       len(prefix))
 
+    def redeliver(self, plan, path):
+        """Deliver a spooled copy, bytes as they are (prefix included), to the
+        plan's targets; DeliveredTo still decides what is a duplicate."""
+        from .message import Reader
+
+        with open(path, "rb") as spooled:
+            reader = Reader(spooled)
+            size = sum(len(chunk) for chunk in reader.chunks())
+        dir_fd = md.open_path(os.path.dirname(path))
+        try:
+            staged = Staged(dir_fd, os.path.basename(path), size, 0)
+            result = self._deliver_plan(plan, staged, reader.info())
+        except LdaError as e:
+            result = Result(plan.recipient, e)
+        finally:
+            os.close(dir_fd)
+        self._cleanup_databases()
+        return result
+
     def _database(self, db_root):
         from .deliveredto import DeliveredTo
 
@@ -185,6 +204,7 @@ class Delivery:
         keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in plan.targets}
         with MailboxLocks(self.lock_dir, [k[0] for k in keys.values()],
                           self.config.lock_timeout_seconds):
+            self.resolver.check_current(plan.targets)
             groups = {}
             for target in plan.targets:
                 groups.setdefault(target.db_root, []).append(target)
@@ -370,6 +390,7 @@ class Delivery:
             except Exception as e:  # cleanup must never fail a delivery
                 self.log.warning(f"{db.path}: cleanup skipped: {e}")
             db.close()
+        self.databases = {}
 
 
 def _spool(db_root, staged, hostname):

@@ -47,6 +47,14 @@ class Directory:
         forward = tuple(a for a in (row[6] or "").split("\n") if a)
         return Mailbox(*row[:6], forward, bool(row[7]))
 
+    def moving(self, address):
+        """Whether `lda mailbox move` is working on this mailbox right now."""
+        try:
+            return self.conn.execute("SELECT 1 FROM moves WHERE address = ?",
+                                     (address,)).fetchone() is not None
+        except sqlite3.OperationalError:  # a directory from before moves existed
+            return False
+
     def default_database(self):
         """(name, path) of the database that holds records for aliases."""
         row = self.conn.execute(

@@ -23,6 +23,15 @@ def m001_databases_and_mailboxes(db):
         foreign_keys=[("database", "databases", "name")])
 
 
+@migrations()
+def m002_moves(db):
+    # One row per mailbox move in progress: deliveries to that mailbox
+    # tempfail while it exists, and `lda mailbox move` resumes from `step`.
+    db["moves"].create(
+        {"address": str, "source_db": str, "target_db": str, "source_maildir": str,
+         "target_maildir": str, "step": str, "started": float}, pk="address")
+
+
 def open_directory(config):
     os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
     db = Database(config.directory_path)
@@ -57,13 +66,24 @@ def maildir_path_for(address):
     return f"{safe(domain)}/{safe(local)}"
 
 
+def create_database(db, config, name, path=None):
+    """Register a mailbox database: a directory for Maildirs and lda.sqlite."""
+    if not name or not set(name) <= SAFE_PATH_CHARS - {"+", "="} or name.startswith("."):
+        raise ConfigError(f"invalid database name {name!r} (use a-z, 0-9, . _ -)")
+    if db["databases"].count_where("name = ?", [name]):
+        raise ConfigError(f"mailbox database {name!r} exists already")
+    path = os.path.abspath(path or os.path.join(config.state_dir, "databases", name))
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    row = {"name": name, "path": path, "created": time.time()}
+    db["databases"].insert(row)
+    return row
+
+
 def ensure_database(db, config, name):
     if not db["databases"].count_where("name = ?", [name]):
         if name != "default":
             raise ConfigError(f"no mailbox database named {name!r}")
-        path = os.path.join(config.state_dir, "databases", name)
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        db["databases"].insert({"name": name, "path": path, "created": time.time()})
+        create_database(db, config, name)
     return db["databases"].get(name)["path"]
 
 

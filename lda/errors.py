@@ -102,6 +102,12 @@ class QuotaExceeded(LdaError):
             self.smtp_reply = "552 5.2.2"
 
 
+class MailboxMoving(LdaError):
+    """The mailbox is being moved to another database; retry shortly."""
+
+    smtp_reply = "450 4.2.1"
+
+
 class CannotCreate(LdaError):
     """A mailbox file or directory cannot be created (and retrying may help)."""
 

@@ -9,7 +9,7 @@ one mailbox, the invoking user's Maildir, for every recipient.
 import os
 
 from .addresses import domain_of, folder_for_extension, normalize, split_extension
-from .errors import ConfigError, UnknownRecipient
+from .errors import ConfigError, MailboxMoving, UnknownRecipient
 
 
 class Target:
@@ -66,6 +66,9 @@ class UserResolver:
                         maildir_root=maildir, folder=folder, quota=quota, primary=True)
         return Plan(recipient or self.user, canonical, [target], self.config.state_dir)
 
+    def check_current(self, targets):
+        """Per-user mode has no moves."""
+
 
 class ManagedResolver:
     """Managed mode: alias file, then the mailbox directory."""
@@ -79,6 +82,30 @@ class ManagedResolver:
             from .aliases import load_aliases
 
             self.aliases = load_aliases(config.aliases)
+
+    def check_current(self, targets):
+        """Under the mailbox locks: each local target still lives where it was
+        resolved and no move is running, or the delivery is retried later.
+        A move takes the same locks, so this cannot change until release."""
+        for target in targets:
+            if not target.local:
+                continue
+            mailbox = self.directory.mailbox(target.mailbox)
+            if (mailbox is None or self.directory.moving(target.mailbox)
+                    or (mailbox.db_root, mailbox.maildir)
+                    != (target.maildir_root, target.maildir_relative)):
+                raise MailboxMoving(f"mailbox {target.mailbox} is being moved; "
+                                    "deliver again later")
+
+    def direct_target(self, address, home_db):
+        """A target for exactly this address, without alias expansion (for
+        retrying a partial delivery): its mailbox, else an external one."""
+        mailbox = self.directory.mailbox(address)
+        if mailbox is None:
+            return Target(address, home_db)
+        return Target(address, mailbox.db_root, mailbox=mailbox.address,
+                      maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
+                      quota=self._quota(mailbox))
 
     def _mailbox(self, address):
         """(Mailbox, extension) for an address, trying it without extension."""
@@ -138,6 +165,9 @@ class ManagedResolver:
     def _target(self, leaf, canonical, own, expansion):
         via = tuple(expansion.via.get(leaf, ()))
         mailbox, extension = self._mailbox(leaf)
+        if mailbox is not None and self.directory.moving(mailbox.address):
+            raise MailboxMoving(f"mailbox {mailbox.address} is being moved; "
+                                "deliver again later")
         in_cycle = any(path and path[-1] == leaf for path in expansion.cycles)
         if mailbox is None:
             if in_cycle:
