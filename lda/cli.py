@@ -159,6 +159,70 @@ def mailbox_delete(ctx, address):
     click.echo(f"deleted {row['address']}; Maildir left in place: {row['maildir']}")
 
 
+@mailbox.command("move")
+@click.argument("address")
+@click.option("--to", "target", help="Target mailbox database.")
+@click.option("--rollback", is_flag=True, help="Undo an unfinished move instead.")
+@output_options
+@click.pass_context
+def mailbox_move(ctx, address, target, rollback, as_json):
+    """Move a mailbox and its DeliveredTo rows to another database.
+
+    Deliveries to the mailbox are deferred (4.2.1) until the move is done.
+    An interrupted move is resumed by running the same command again, or
+    undone with --rollback until the directory entry has switched.
+
+    \b
+    Example:
+        lda mailbox move alice@example.org --to db2
+    """
+    from .directory_admin import open_directory
+    from .move import Move
+
+    if not target and not rollback:
+        raise click.UsageError("--to DATABASE (or --rollback) is required")
+    with Progress(enabled=not as_json) as progress:
+        report = Move(load(ctx), open_directory(load(ctx)), address,
+                      progress=progress.update).run(target, rollback)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(f"{report['address']}: {report['result']} {report['source']} -> "
+                   f"{report['target']} ({report['method'] or 'resumed'}; "
+                   f"{report['messages']} messages, {report['rows']} DeliveredTo rows, "
+                   f"{report['partials']} partial records) in {report['seconds']}s")
+
+
+class Progress:
+    """A click progress bar per phase, shown only on a terminal."""
+
+    def __init__(self, enabled=True):
+        self.enabled = enabled and sys.stdout.isatty()
+        self.bar = self.phase = None
+        self.done = 0
+
+    def update(self, phase, done, total):
+        if not self.enabled:
+            return
+        if phase != self.phase:
+            self.close()
+            self.phase, self.done = phase, 0
+            self.bar = click.progressbar(length=total, label=phase).__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 @cli.group()
 def aliases():
     """The aliases file."""

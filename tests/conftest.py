@@ -109,10 +109,16 @@ class Site(Lda):
         return self.maildir(address)
 
     def maildir(self, address):
-        import json
+        import sqlite3
 
-        row = json.loads(self.run("mailbox", "show", address, "--json", check=0).stdout)[0]
-        return self.state / "databases" / row["database"] / row["maildir"]
+        conn = sqlite3.connect(self.state / "directory.sqlite")
+        try:
+            root, relative = conn.execute(
+                "SELECT d.path, m.maildir FROM mailboxes m JOIN databases d "
+                "ON d.name = m.database WHERE m.address = ?", (address,)).fetchone()
+        finally:
+            conn.close()
+        return Path(root) / relative
 
     def db(self, name="default"):
         return self.state / "databases" / name / "lda.sqlite"
