@@ -80,16 +80,23 @@ class Delivery:
         self.lock_dir = os.path.join(config.state_dir, "locks")
 
     def run(self, recipients, stream):
+        """One Result per recipient, in the order given (LMTP replies in
+        RCPT order, RFC 2033 section 4.2)."""
         self.resolver_recipients = recipients
-        results, plans = [], []
-        for recipient in recipients:
+        results, plans = [None] * len(recipients), []
+        for index, recipient in enumerate(recipients):
             try:
-                plans.append(self.resolver.resolve(recipient))
+                plans.append((index, self.resolver.resolve(recipient)))
             except LdaError as e:
-                results.append(Result(recipient, e))
+                results[index] = Result(recipient, e)
                 self.log.info(f"to=<{recipient}>, status=bounced ({e.reason()})")
         if plans:
-            results.extend(self._deliver_plans(plans, stream))
+            try:
+                delivered = self._deliver_plans([plan for _, plan in plans], stream)
+            except LdaError as e:  # the message could not even be written once
+                delivered = [Result(plan.recipient, e) for _, plan in plans]
+            for (index, _), result in zip(plans, delivered):
+                results[index] = result
         self._cleanup_databases()
         return results
 
