@@ -31,6 +31,10 @@ KEYS = {
     "lock_timeout_seconds": (60, int, "wait for a busy mailbox before a tempfail"),
     "partial_expiration": ("5d", (int, str), "retry a partial delivery this long, then DSN"),
     "postmaster": ("", str, "From: of DSNs (default MAILER-DAEMON@hostname)"),
+    "lmtp_listen": ("", str, "lda lmtp socket: unix:PATH or HOST:PORT"),
+    "lmtp_workers": (4, int, "deliveries the LMTP server runs at once"),
+    "lmtp_rcpt_check_quota": (False, bool, "refuse an over-quota RCPT (452/552)"),
+    "lmtp_max_message_size": ("50M", (int, str), "largest message LMTP accepts"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "log": ("stderr", "syslog")}
@@ -55,6 +59,10 @@ class Config:
         self.aliases = self.expand(self.aliases) if self.aliases else ""
         self.hostname = self.hostname or os.uname().nodename
         self.postmaster = self.postmaster or f"MAILER-DAEMON@{self.hostname}"
+        self.lmtp_listen = self.lmtp_listen or "unix:" + os.path.join(self.state_dir,
+                                                                       "lmtp.sock")
+        self.lmtp_max_message_size = parse_size(self.lmtp_max_message_size,
+                                                "lmtp_max_message_size")
         self._check_ranges()
 
     @property
@@ -75,7 +83,7 @@ class Config:
         if key not in KEYS:
             raise ConfigError(f"{self.path}: unknown key {key!r}")
         kind = KEYS[key][1]
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise ConfigError(f"{self.path}: {key} has the wrong type ({value!r})")
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"{self.path}: {key} must be one of "
@@ -88,6 +96,8 @@ class Config:
                               f"and {MAX_EXPIRATION_HOURS} (100 years)")
         if self.cleanup_interval_seconds < 1:
             raise ConfigError(f"{self.path}: cleanup_interval_seconds must be >= 1")
+        if self.lmtp_workers < 1:
+            raise ConfigError(f"{self.path}: lmtp_workers must be >= 1")
         if self.quota_messages < 0 or self.lock_timeout_seconds < 1:
             raise ConfigError(f"{self.path}: quota_messages must be >= 0 and "
                               "lock_timeout_seconds >= 1")

@@ -50,6 +50,24 @@ class Staged:
             pass
 
 
+def quota_failure(config, target, size, clock=time.time):
+    """QuotaExceeded if `size` more bytes would put a local target over its
+    Maildir++ quota, else None."""
+    if not target.local or target.quota is None or target.quota.unlimited():
+        return None
+    from .maildirsize import read_usage, would_exceed
+
+    usage = read_usage(target.maildir_path, target.quota, clock, size=size, count=1)
+    if not would_exceed(usage, target.quota, size):
+        return None
+    limit = target.quota
+    return QuotaExceeded(
+        f"mailbox full: {target.address} uses {usage.storage} of "
+        f"{limit.storage or 'unlimited'} bytes, {usage.messages} of "
+        f"{limit.messages or 'unlimited'} messages",
+        reject=target.primary and config.quota_full == "reject")
+
+
 def prefix_for(recipient, sender, lead):
     """Return-Path and Delivered-To, unless the MTA prepended them already."""
     from .message import bare_address
@@ -272,25 +290,7 @@ class Delivery:
             box.close()
 
     def _quota_failure(self, target, size):
-        if not target.local or target.quota is None or target.quota.unlimited():
-            return None
-        from .maildirsize import read_usage, would_exceed
-
-        usage = read_usage(self._mailbox_root(target), target.quota, self.clock,
-                           size=size, count=1)
-        if not would_exceed(usage, target.quota, size):
-            return None
-        limit = target.quota
-        return QuotaExceeded(
-            f"mailbox full: {target.address} uses {usage.storage} of "
-            f"{limit.storage or 'unlimited'} bytes, {usage.messages} of "
-            f"{limit.messages or 'unlimited'} messages",
-            reject=target.primary and self.config.quota_full == "reject")
-
-    def _mailbox_root(self, target):
-        if target.maildir_relative:
-            return os.path.join(target.maildir_root, target.maildir_relative)
-        return target.maildir_root
+        return quota_failure(self.config, target, size, self.clock)
 
     def _link(self, target, staged, name):
         box = self._open(target)
@@ -311,7 +311,7 @@ class Delivery:
             from .maildirsize import add_usage
 
             try:
-                add_usage(self._mailbox_root(target), staged.size)
+                add_usage(target.maildir_path, staged.size)
             except LdaError as e:  # delivered already; the next read recalculates
                 self.log.warning(f"{target.address}: maildirsize not updated: {e}")
 
@@ -375,7 +375,7 @@ class Delivery:
         for target, outcome in result.outcomes.items():
             if outcome == DELIVERED:
                 status, dsn, detail = "sent", "2.0.0", (
-                    f"delivered to maildir {self._mailbox_root(target)}"
+                    f"delivered to maildir {target.maildir_path}"
                     if target.local else f"forwarded with {self.sendmail[0]}")
             elif outcome == DUPLICATE:
                 status, dsn, detail = "duplicate", "2.0.0", (

@@ -32,6 +32,13 @@ class Target:
         return self.mailbox is not None
 
     @property
+    def maildir_path(self):
+        """The mailbox root, where maildirsize lives."""
+        if self.maildir_relative:
+            return os.path.join(self.maildir_root, self.maildir_relative)
+        return self.maildir_root
+
+    @property
     def key_mailbox(self):
         return self.mailbox if self.local else "forward:" + self.address
 

@@ -1,0 +1,118 @@
+"""What `lda lmtp` does with each command: the delivery core, in threads.
+
+RCPT resolves the address at once (550 5.1.1 for an unknown user, and with
+lmtp_rcpt_check_quota a 452 for a full mailbox, as Dovecot's
+lmtp_rcpt_check_quota does); DATA runs the same Delivery as `lda deliver`
+and answers each recipient.  Disk and SQLite work runs in a thread pool,
+never on the event loop.
+"""
+
+import asyncio
+import io
+import os
+import threading
+
+from .errors import LdaError
+from .lmtp import data_replies
+
+
+class DeliveryHandler:
+    def __init__(self, config, executor, log, clock=None):
+        self.config = config
+        self.executor = executor
+        self.log = log
+        self.clock = clock
+        self.local = threading.local()
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def _resolver(self):
+        """One resolver per worker thread (SQLite connections stay in their
+        thread), rebuilt when the aliases file changes."""
+        from .deliver_cmd import make_resolver
+
+        stamp = _mtime(self.config.aliases)
+        if not hasattr(self.local, "resolver") or self.local.stamp != stamp:
+            self.local.resolver = make_resolver(self.config, os.environ)
+            self.local.stamp = stamp
+        return self.local.resolver
+
+    async def _in_thread(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        try:
+            await self._in_thread(self._check_recipient, address, envelope.mail_options)
+        except LdaError as e:
+            return f"{e.smtp_reply} <{address}>: {_text(e)}"
+        except Exception as e:  # noqa: BLE001 - answer 451, never drop the session
+            self.log.error(f"RCPT {address}: {type(e).__name__}: {e}")
+            return f"451 4.3.0 <{address}>: internal error, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    def _check_recipient(self, address, mail_options):
+        plan = self._resolver().resolve(address)
+        if self.config.lmtp_rcpt_check_quota:
+            from .delivery import quota_failure
+
+            size = _declared_size(mail_options)
+            for target in plan.targets:
+                failure = target.primary and quota_failure(self.config, target, size)
+                if failure:
+                    raise failure
+
+    async def handle_DATA(self, server, session, envelope):
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            results = await self._in_thread(self._deliver, envelope)
+            replies = [_reply(r) for r in results]
+        except Exception as e:  # noqa: BLE001 - 451 for all: the MTA retries
+            import traceback
+
+            self.log.error("".join(traceback.format_exception(e)).rstrip())
+            replies = [f"451 4.3.0 <{r}>: internal error, try again later"
+                       for r in envelope.rcpt_tos]
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+        return data_replies(replies)
+
+    def _deliver(self, envelope):
+        from .delivery import Delivery
+
+        kwargs = {"clock": self.clock} if self.clock else {}
+        delivery = Delivery(self.config, self._resolver(), self.log,
+                            sender=envelope.mail_from or "", **kwargs)
+        return delivery.run(list(envelope.rcpt_tos), io.BytesIO(envelope.original_content))
+
+
+def _reply(result):
+    if result.ok:
+        duplicate = result.outcomes and all(o == "duplicate"
+                                            for o in result.outcomes.values())
+        detail = "already delivered, duplicate discarded" if duplicate else "delivered"
+        return f"250 2.0.0 <{result.recipient}> {detail}"
+    return f"{result.error.smtp_reply} <{result.recipient}> {_text(result.error)}"
+
+
+def _text(error):
+    return " ".join(str(error).split())[:300] or type(error).__doc__
+
+
+def _declared_size(mail_options):
+    for option in mail_options or ():
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
