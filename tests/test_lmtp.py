@@ -1,0 +1,215 @@
+"""`lda lmtp` over a raw socket: one reply per recipient after DATA (RFC
+2033 4.2), 550 at RCPT time, concurrency, and a graceful SIGTERM."""
+
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import LDA, maildir_files, message
+
+S250_DELIVERED = "250 2.0.0"
+S250_RCPT = "250 2.1.5"
+S452_FULL = "452 4.2.2"
+S552_FULL = "552 5.2.2"
+S550_UNKNOWN = "550 5.1.1"
+
+
+class Client:
+    """Just enough LMTP to see every reply line."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(60)
+        self.sock.connect(str(path))
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.reply()
+
+    def reply(self):
+        lines = []
+        while True:
+            line = self.file.readline().decode().rstrip("\r\n")
+            lines.append(line)
+            if line[3:4] != "-":
+                return lines if len(lines) > 1 else lines[0]
+
+    def cmd(self, line):
+        self.sock.sendall(line.encode() + b"\r\n")
+        return self.reply()
+
+    def send(self, sender, recipients, data):
+        assert self.cmd("LHLO test")[-1].startswith("250")
+        assert self.cmd(f"MAIL FROM:<{sender}>").startswith("250")
+        accepted = []
+        rcpt_replies = {}
+        for rcpt in recipients:
+            rcpt_replies[rcpt] = self.cmd(f"RCPT TO:<{rcpt}>")
+            if rcpt_replies[rcpt].startswith("250"):
+                accepted.append(rcpt)
+        if not accepted:
+            self.cmd("RSET")
+            return rcpt_replies, []
+        assert self.cmd("DATA").startswith("354")
+        body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
+        self.sock.sendall(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        return rcpt_replies, [self.reply() for _ in accepted]
+
+    def close(self):
+        try:
+            self.cmd("QUIT")
+        finally:
+            self.drop()
+
+    def drop(self):
+        self.file.close()
+        self.sock.close()
+
+
+class Server:
+    def __init__(self, site, *args):
+        self.path = site.root / "lmtp.sock"
+        self.proc = subprocess.Popen([LDA, "lmtp", "--listen", f"unix:{self.path}", *args],
+                                     env=site.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not self.path.exists():
+            assert self.proc.poll() is None, self.proc.communicate()
+            assert time.monotonic() < deadline, "lda lmtp did not start"
+            time.sleep(0.05)
+
+    def client(self):
+        return Client(self.path)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, err.decode()
+
+
+@pytest.fixture
+def lmtp(make_site):
+    servers = []
+
+    def start(*args, **settings):
+        site = make_site(**settings)
+        for name in ("a", "b", "c", "d"):
+            site.create(f"{name}@example.org")
+        site.create("full@example.org", "--quota-storage", "10")
+        server = Server(site, *args)
+        server.site = site
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        code, err = server.stop()
+        assert code == 0, err
+
+
+def test_helo_is_not_lmtp(lmtp):
+    client = lmtp().client()
+    assert client.cmd("HELO x").startswith("500")
+    client.close()
+
+
+def test_one_reply_per_recipient_in_rcpt_order(lmtp):
+    server = lmtp()
+    client = server.client()
+    rcpts = ["a@example.org", "b@example.org", "nobody@example.org", "c@example.org",
+             "full@example.org", "d@example.org"]
+    rcpt_replies, data_replies = client.send("s@example.org", rcpts, message())
+    client.close()
+    assert rcpt_replies["nobody@example.org"].startswith(S550_UNKNOWN)
+    assert [r.split()[0] + " " + r.split()[1] for r in data_replies] == [
+        S250_DELIVERED, S250_DELIVERED, S250_DELIVERED, S452_FULL, S250_DELIVERED]
+    assert "<full@example.org>" in data_replies[3]
+    for name in "abcd":
+        assert len(maildir_files(server.site.maildir(f"{name}@example.org"))) == 1
+
+
+def test_resent_message_is_answered_250_and_not_stored_twice(lmtp):
+    server = lmtp()
+    for _ in range(2):
+        client = server.client()
+        _, replies = client.send("s@example.org", ["a@example.org", "b@example.org"],
+                                 message())
+        client.close()
+        assert all(r.startswith(S250_DELIVERED) for r in replies)
+    assert "duplicate" in replies[0]
+    assert len(maildir_files(server.site.maildir("a@example.org"))) == 1
+
+
+def test_quota_full_reject_gives_552(lmtp):
+    server = lmtp(quota_full="reject")
+    client = server.client()
+    _, replies = client.send("s@example.org", ["full@example.org"], message())
+    client.close()
+    assert replies[0].startswith(S552_FULL)
+
+
+def test_rcpt_time_quota_check_uses_declared_size(lmtp):
+    server = lmtp(lmtp_rcpt_check_quota=True)
+    client = server.client()
+    assert client.cmd("LHLO test")[-1].startswith("250")
+    assert client.cmd("MAIL FROM:<s@example.org> SIZE=5000").startswith("250")
+    assert client.cmd("RCPT TO:<full@example.org>").startswith(S452_FULL)
+    assert client.cmd("RCPT TO:<a@example.org>").startswith(S250_RCPT)
+    client.close()
+
+
+def test_twenty_concurrent_sessions_with_overlapping_messages(lmtp):
+    server = lmtp("--workers", "4")
+    rcpts = ["a@example.org", "b@example.org", "c@example.org", "d@example.org"]
+    failures = []
+
+    def session(n):
+        try:
+            client = server.client()
+            for i in range(5):  # messages 0..9 overlap between sessions
+                _, replies = client.send("s@example.org", rcpts,
+                                         message(message_id=f"<m{(n + i) % 10}@x>"))
+                assert all(r.startswith(S250_DELIVERED) for r in replies), replies
+                client.cmd("RSET")
+            client.close()
+        except Exception as e:  # reported below, in the test's thread
+            failures.append(repr(e))
+
+    threads = [threading.Thread(target=session, args=(n,)) for n in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert failures == []
+    for rcpt in rcpts:
+        assert len(maildir_files(server.site.maildir(rcpt))) == 10
+
+
+def test_sigterm_finishes_the_delivery_under_way(lmtp, tmp_path):
+    slow = tmp_path / "slow-sendmail"
+    slow.write_text("#!/bin/sh\nsleep 2\ncat > /dev/null\n")
+    slow.chmod(0o755)
+    server = lmtp(sendmail=[str(slow)])
+    server.site.run("mailbox", "create", "fwd@example.org", "--forward",
+                    "far@elsewhere.example.net", check=0)
+    client = server.client()
+    replies = {}
+
+    def send():
+        replies["data"] = client.send("s@example.org", ["fwd@example.org"], message())[1]
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(1.0)  # DATA is being delivered: the sendmail stand-in sleeps
+    server.proc.send_signal(signal.SIGTERM)
+    sender.join(timeout=60)
+    assert replies["data"][0].startswith(S250_DELIVERED)
+    code, err = server.stop()
+    client.drop()
+    assert code == 0 and "stopped" in err
+    assert not server.path.exists()
+    assert len(maildir_files(server.site.maildir("fwd@example.org"))) == 1
