@@ -360,7 +360,7 @@ class Delivery:
         """Spool a copy for `lda partial retry`; a resend of a message that is
         already spooled for this target only counts another attempt."""
         db = self._database(target.db_root if target.local else plan.home_db)
-        reason = " ".join(str(error).split())
+        reason = error.reason()  # led by the RFC 3463 code the DSN will carry
         with db.transaction():
             existing = db.pending_partial(target.address, key)
             if existing is not None:

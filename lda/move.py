@@ -203,10 +203,21 @@ class Move:
                     copied += len(batch)
                     self.progress("rows", copied, total)
             self.report["rows"] = copied
-            self.report["partials"] = self._copy_partials(source_db, target_db)
+            with self._partial_lock():
+                self.report["partials"] = self._copy_partials(source_db, target_db)
         finally:
             source_db.close()
             target_db.close()
+
+    def _partial_lock(self):
+        """The lock `lda partial retry` holds, so no retry unlinks a spooled
+        copy while the move copies it."""
+        from filelock import FileLock
+
+        from .partial import RUN_LOCK
+
+        return FileLock(os.path.join(self.config.state_dir, "locks", RUN_LOCK),
+                        timeout=self.config.lock_timeout_seconds)
 
     def _forwards(self):
         from .directory_admin import get_mailbox
@@ -243,14 +254,7 @@ class Move:
         source_db, _ = self._open_dbs(journal)
         try:
             _delete_rows(source_db, self.address)
-            spools = [r[0] for r in source_db.conn.execute(
-                "SELECT spool_file FROM partial_deliveries WHERE mailbox = ?",
-                (self.address,))]
-            with source_db.transaction():
-                source_db.conn.execute("DELETE FROM partial_deliveries WHERE mailbox = ?",
-                                       (self.address,))
-            for spool in spools:
-                _unlink(spool)
+            self._drop_partials(source_db)
         finally:
             source_db.close()
         _, target = self._paths(journal)
@@ -259,19 +263,25 @@ class Move:
         self.directory["moves"].delete(self.address)
         self.after_step("done")
 
+    def _drop_partials(self, db):
+        """Remove the mailbox's partial records and their spooled copies from
+        the side of the move that no longer holds them."""
+        with self._partial_lock():
+            spools = [r[0] for r in db.conn.execute(
+                "SELECT spool_file FROM partial_deliveries WHERE mailbox = ?",
+                (self.address,))]
+            with db.transaction():
+                db.conn.execute("DELETE FROM partial_deliveries WHERE mailbox = ?",
+                                (self.address,))
+            for spool in spools:
+                _unlink(spool)
+
     def _rollback(self, journal):
         source, target = self._paths(journal)
         _, target_db = self._open_dbs(journal)
         try:
             _delete_rows(target_db, self.address)
-            spools = [r[0] for r in target_db.conn.execute(
-                "SELECT spool_file FROM partial_deliveries WHERE mailbox = ?",
-                (self.address,))]
-            with target_db.transaction():
-                target_db.conn.execute("DELETE FROM partial_deliveries WHERE mailbox = ?",
-                                       (self.address,))
-            for spool in spools:
-                _unlink(spool)
+            self._drop_partials(target_db)
         finally:
             target_db.close()
         if os.path.lexists(target + COPY_SUFFIX):

@@ -107,12 +107,12 @@ class ManagedResolver:
     def direct_target(self, address, home_db):
         """A target for exactly this address, without alias expansion (for
         retrying a partial delivery): its mailbox, else an external one."""
-        mailbox = self.directory.mailbox(address)
+        mailbox, extension = self._mailbox(address)
         if mailbox is None:
             return Target(address, home_db)
         return Target(address, mailbox.db_root, mailbox=mailbox.address,
                       maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
-                      quota=self._quota(mailbox))
+                      folder=folder_for_extension(extension), quota=self._quota(mailbox))
 
     def _mailbox(self, address):
         """(Mailbox, extension) for an address, trying it without extension."""
