@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .errors import EX_CONFIG, LdaError
+from .errors import EX_CONFIG, EX_USAGE, LdaError
 
 
 def output_options(fn):
@@ -33,6 +33,59 @@ def emit(rows, as_json, columns):
                              .ljust(widths[c]) for c in columns))
 
 
+def emit_record(row, as_json):
+    """One object ("show", a summary): a JSON object, or key/value lines."""
+    if as_json:
+        click.echo(json.dumps(row, indent=2, default=str))
+        return
+    width = max(map(len, row), default=0)
+    for key, value in row.items():
+        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+
+
+DEFAULT = "default"
+
+
+class Parsed(click.ParamType):
+    """A value the library parses (a size, a duration, a count); its
+    ConfigError becomes a usage error.  With keep_default, the word
+    "default" passes through as DEFAULT (back to the lda.toml value)."""
+
+    def __init__(self, name, parse, keep_default=False):
+        self.name, self.parse, self.keep_default = name, parse, keep_default
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        if self.keep_default and value.strip().lower() == DEFAULT:
+            return DEFAULT
+        try:
+            return self.parse(value, self.name)
+        except LdaError as e:
+            # click names the option itself: drop the library's "key: ".
+            self.fail(str(e).removeprefix(f"{self.name}: "), param, ctx)
+
+
+def parse_count(value, key="count"):
+    from .errors import UsageError
+
+    if not (value.strip().isascii() and value.strip().isdigit()):
+        raise UsageError(f"{key}: {value!r} is not a number of messages")
+    return int(value)
+
+
+def _size(value, key):
+    from .config import parse_size
+
+    return parse_size(value, key)
+
+
+def _duration(value, key):
+    from .config import parse_duration
+
+    return parse_duration(value, key)
+
+
 class LdaGroup(click.Group):
     """Turns library errors into one line on stderr and their sysexits code."""
 
@@ -42,6 +95,11 @@ class LdaGroup(click.Group):
         except LdaError as e:
             click.echo(f"lda: {e}", err=True)
             sys.exit(e.exit_code)
+        except click.UsageError as e:
+            # EX_USAGE, not click's 2 (no sysexits code), and one line.
+            where = e.ctx.command_path if e.ctx else "lda"
+            click.echo(f"lda: {e.format_message()} (try '{where} --help')", err=True)
+            sys.exit(EX_USAGE)
 
 
 def load(ctx):
@@ -223,9 +281,424 @@ class Progress:
         self.close()
 
 
+@cli.command()
+@click.option("--listen", help="unix:PATH or HOST:PORT (default: lmtp_listen).")
+@click.option("--workers", type=int, help="Deliveries at once (default: lmtp_workers).")
+@click.option("--grace", default=300, show_default=True,
+              help="Seconds to finish deliveries after SIGTERM.")
+@click.pass_context
+def lmtp(ctx, listen, workers, grace):
+    """Serve LMTP (RFC 2033): one reply per recipient after DATA.
+
+    \b
+    Example:
+        lda lmtp --listen unix:/var/spool/postfix/private/lda
+        lda lmtp --listen 127.0.0.1:24
+    """
+    from .lmtp_server import run
+    from .log import Log
+
+    config = load(ctx)
+    if workers:
+        config.lmtp_workers = workers
+    run(config, Log(config.log, config.syslog_facility), listen, grace)
+
+
+@mailbox.command("set-quota")
+@click.argument("address")
+@click.option("--storage", type=Parsed("size", _size, keep_default=True),
+              help="Bytes, e.g. 500M or 2G; 0 = unlimited; 'default' = lda.toml's.")
+@click.option("--messages", type=Parsed("count", parse_count, keep_default=True),
+              help="Messages; 0 = unlimited; 'default' = lda.toml's.")
+@output_options
+@click.pass_context
+def mailbox_set_quota(ctx, address, storage, messages, as_json):
+    """Change a mailbox's quota; maildirsize gets the new limit at once.
+
+    \b
+    Example:
+        lda mailbox set-quota alice@example.org --storage 2G --messages default
+    """
+    from .directory_admin import open_directory
+    from .quota_admin import set_quota
+
+    given = {"quota_storage": storage, "quota_messages": messages}
+    limits = {k: None if v == DEFAULT else v for k, v in given.items() if v is not None}
+    if not limits:
+        raise click.UsageError("give --storage and/or --messages")
+    config = load(ctx)
+    emit_record(set_quota(open_directory(config), config, address, limits), as_json)
+
+
+DB_COLUMNS = ["name", "path", "mailboxes", "deliveredto_rows", "pending_partial",
+              "disk_bytes"]
+
+
+@cli.group("db")
+def database_group():
+    """Mailbox databases: where Maildirs and DeliveredTo tables live."""
+
+
+@database_group.command("list")
+@output_options
+@click.pass_context
+def db_list(ctx, as_json):
+    """List mailbox databases: mailboxes, DeliveredTo rows, disk use.
+
+    \b
+    Example:
+        lda db list --json
+    """
+    from .databases import list_databases
+    from .directory_admin import open_directory
+
+    config = load(ctx)
+    emit(list_databases(open_directory(config), config), as_json, DB_COLUMNS)
+
+
+@database_group.command("create")
+@click.argument("name")
+@click.option("--path", type=click.Path(file_okay=False),
+              help="Its directory (default: STATE_DIR/databases/NAME).")
+@output_options
+@click.pass_context
+def db_create(ctx, name, path, as_json):
+    """Register a mailbox database and create its directory.
+
+    \b
+    Example:
+        lda db create db2 --path /srv/mail2
+    """
+    from .databases import show_database
+    from .directory_admin import create_database, open_directory
+
+    config = load(ctx)
+    directory = open_directory(config)
+    create_database(directory, config, name, path)
+    emit_record(show_database(directory, config, name), as_json)
+
+
+@database_group.command("show")
+@click.argument("name")
+@output_options
+@click.pass_context
+def db_show(ctx, name, as_json):
+    """Show one mailbox database.
+
+    \b
+    Example:
+        lda db show default
+    """
+    from .databases import show_database
+    from .directory_admin import open_directory
+
+    config = load(ctx)
+    emit_record(show_database(open_directory(config), config, name), as_json)
+
+
+@cli.group()
+def dedup():
+    """The DeliveredTo tables that stop a message arriving twice."""
+
+
+@dedup.command("lookup")
+@click.option("--message-id", required=True, help="With or without <>.")
+@click.option("--mailbox", help="Only this mailbox (and its database).")
+@output_options
+@click.pass_context
+def dedup_lookup(ctx, message_id, mailbox, as_json):
+    """Find the DeliveredTo rows of a message: who has it, since when.
+
+    \b
+    Example:
+        lda dedup lookup --message-id '<abc@example.org>' --mailbox alice@example.org
+    """
+    from .dedup_admin import LOOKUP_COLUMNS, lookup
+    from .directory_admin import open_directory
+
+    config = load(ctx)
+    rows = lookup(open_directory(config), config, message_id, mailbox)
+    emit(rows, as_json, [*LOOKUP_COLUMNS, "expired", "database"])
+
+
+@dedup.command("cleanup")
+@click.option("--db", "database", help="Only this database (default: all).")
+@click.option("--older-than", type=Parsed("duration", _duration),
+              help="e.g. 36h or 7d (default: expiration_hours).")
+@output_options
+@click.pass_context
+def dedup_cleanup(ctx, database, older_than, as_json):
+    """Delete expired DeliveredTo rows now, in short transactions.
+
+    \b
+    Example:
+        lda dedup cleanup --db default --older-than 7d
+    """
+    from .dedup_admin import cleanup
+    from .directory_admin import open_directory
+
+    config = load(ctx)
+    with Progress(enabled=not as_json) as progress:
+        summary = cleanup(open_directory(config), config, database, older_than,
+                          progress=lambda done, total: progress.update(
+                              "deleting", done, total))
+    if as_json:
+        emit_record(summary, True)
+    else:
+        click.echo(f"deleted {summary['deleted']} rows from {summary['databases']} "
+                   f"database(s) in {summary['seconds']}s ({summary['batches']} "
+                   f"batches, longest {summary['longest_batch_ms']} ms)")
+
+
+@dedup.command("stats")
+@click.option("--db", "database", help="Only this database (default: all).")
+@output_options
+@click.pass_context
+def dedup_stats(ctx, database, as_json):
+    """Rows, pending and expired rows, age range and last cleanup.
+
+    \b
+    Example:
+        lda dedup stats --db default
+    """
+    from .dedup_admin import stats
+    from .directory_admin import open_directory
+
+    config = load(ctx)
+    rows = stats(open_directory(config), config, database)
+    if database:
+        emit_record(rows[0], as_json)
+    else:
+        emit(rows, as_json, ["database", "rows", "pending", "expired", "oldest",
+                             "newest", "last_cleanup"])
+
+
+@cli.group()
+def quota():
+    """Quota limits and maildirsize usage."""
+
+
+@quota.command("show")
+@click.argument("address")
+@output_options
+@click.pass_context
+def quota_show(ctx, address, as_json):
+    """A mailbox's limits (0 = unlimited), where they come from, and usage.
+
+    \b
+    Example:
+        lda quota show alice@example.org
+    """
+    from .directory_admin import open_directory
+    from .quota_admin import show
+
+    config = load(ctx)
+    emit_record(show(open_directory(config), config, address), as_json)
+
+
+@quota.command("recalc")
+@click.argument("address", required=False)
+@click.option("--all", "every", is_flag=True, help="Every mailbox.")
+@output_options
+@click.pass_context
+def quota_recalc(ctx, address, every, as_json):
+    """Recount a Maildir (or all) and rewrite maildirsize.
+
+    \b
+    Example:
+        lda quota recalc --all
+    """
+    from .directory_admin import open_directory
+    from .quota_admin import recalc, recalc_all
+
+    if bool(address) == every:
+        raise click.UsageError("give an ADDRESS or --all")
+    config = load(ctx)
+    if address:
+        return emit_record(recalc(open_directory(config), config, address), as_json)
+    with Progress(enabled=not as_json) as progress:
+        summary = recalc_all(open_directory(config), config, lambda done, total:
+                             progress.update("recounting", done, total))
+    for failure in summary["failed"]:
+        click.echo(f"lda: {failure['address']}: {failure['error']}", err=True)
+    if as_json:
+        emit_record(summary, True)
+    else:
+        click.echo(f"recounted {summary['mailboxes']} mailboxes: {summary['storage']} "
+                   f"bytes, {summary['messages']} messages in {summary['seconds']}s"
+                   + (f"; {len(summary['failed'])} failed" if summary["failed"] else ""))
+    sys.exit(summary["failed"][0]["exit_code"] if summary["failed"] else 0)
+
+
+@cli.group()
+def partial():
+    """Partial deliveries: forward targets that have not taken a message yet."""
+
+
+PARTIAL_REPORT_COLUMNS = ["database", "id", "target", "outcome", "reason"]
+PROGRESS_MIN_RECORDS = 5
+
+
+def exits_75_when_unexpected(fn):
+    """Anything but a library or usage error: traceback, exit 75 (EX_TEMPFAIL),
+    so a timer or the admin tries again instead of reading exit 1."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (LdaError, click.ClickException, click.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001
+            from .deliver_cmd import unexpected
+
+            sys.exit(unexpected(e, None))
+    return wrapper
+
+
+def partial_summary(reports, as_json):
+    """The per-record reports and a count line; exit 75 when a record needs
+    the admin (spooled copy missing, unexpected error)."""
+    from collections import Counter
+
+    from .errors import EX_TEMPFAIL
+
+    emit(reports, as_json, PARTIAL_REPORT_COLUMNS)
+    count = Counter(r["outcome"] for r in reports)
+    if not as_json:
+        done = count["delivered"] + count["duplicate"]
+        extra = "".join(f", {count[o]} {o}" for o in ("lost-spool", "error") if count[o])
+        click.echo(f"{done} delivered"
+                   + (f" ({count['duplicate']} already there)" if count["duplicate"] else "")
+                   + f", {count['deferred']} deferred, {count['bounced']} bounced{extra}")
+    if count["lost-spool"] or count["error"]:
+        sys.exit(EX_TEMPFAIL)
+
+
+@partial.command("list")
+@click.option("--db", "database", help="Only this database.")
+@output_options
+@click.pass_context
+@exits_75_when_unexpected
+def partial_list(ctx, database, as_json):
+    """List partial deliveries waiting for a retry.
+
+    \b
+    Example:
+        lda partial list --db default --json
+    """
+    from .partial import list_partials
+
+    rows = list_partials(load(ctx), database)
+    emit(rows, as_json, ["database", "id", "target", "recipient", "sender", "attempts",
+                         "age_seconds", "reason"])
+
+
+@partial.command("retry")
+@click.option("--id", "ids", multiple=True, metavar="[DB:]ID",
+              help="Only this record (repeatable); default: all.")
+@output_options
+@click.pass_context
+@exits_75_when_unexpected
+def partial_retry(ctx, ids, as_json):
+    """Redeliver partial deliveries; bounce those older than partial_expiration.
+
+    A target that has the message already counts as done (DeliveredTo
+    decides), so a retry never makes a second copy.  Exits 0 when records
+    are merely deferred.
+
+    \b
+    Example:
+        lda partial retry
+        lda partial retry --id 3 --id db2:7 --json
+    """
+    from .log import Log
+    from .partial import retry_partials
+
+    import io
+
+    config = load(ctx)
+    with Progress(enabled=not as_json) as bar:
+        # Behind a progress bar, the log lines wait until it is done.
+        held = io.StringIO() if bar.enabled and config.log == "stderr" else None
+
+        def progress(done, total):
+            if total > PROGRESS_MIN_RECORDS:
+                bar.update("retrying", done, total)
+
+        reports = retry_partials(config, Log(config.log, config.syslog_facility, held),
+                                 ids=ids or None, progress=progress)
+    if held is not None:
+        click.echo(held.getvalue(), err=True, nl=False)
+    partial_summary(reports, as_json)
+
+
+@partial.command("bounce")
+@click.option("--id", "ids", multiple=True, metavar="[DB:]ID",
+              help="This record (repeatable).")
+@click.option("--older-than", type=Parsed("duration", _duration),
+              help="Records older than this, e.g. 5d or 36h.")
+@click.option("--all", "everything", is_flag=True, help="Every record.")
+@output_options
+@click.pass_context
+@exits_75_when_unexpected
+def partial_bounce(ctx, ids, older_than, everything, as_json):
+    """Give up on partial deliveries: DSN to the sender, record removed.
+
+    No DSN goes to the null sender (a bounce is never bounced).
+
+    \b
+    Example:
+        lda partial bounce --older-than 5d
+        lda partial bounce --id 3
+    """
+    from .log import Log
+    from .partial import bounce_partials
+
+    if not (ids or older_than or everything):
+        raise click.UsageError("give --id, --older-than or --all")
+    config = load(ctx)
+    reports = bounce_partials(config, Log(config.log, config.syslog_facility),
+                              ids=ids or None, older_than=older_than)
+    partial_summary(reports, as_json)
+
+
 @cli.group()
 def aliases():
     """The aliases file."""
+
+
+@aliases.command("compile")
+@click.argument("path", required=False)
+@output_options
+@click.pass_context
+def aliases_compile(ctx, path, as_json):
+    """Check the aliases file, then write the index lda can load instead.
+
+    \b
+    Example:
+        lda aliases compile /etc/lda/aliases
+    """
+    from .directory_admin import AliasFileInvalid, compile_aliases
+
+    config = load(ctx)
+    if not (path or config.aliases):
+        raise click.UsageError("no aliases file given or configured")
+    try:
+        summary = compile_aliases(config, path or config.aliases)
+    except AliasFileInvalid as e:
+        problems = [p._asdict() for p in e.problems]
+        if as_json:
+            click.echo(json.dumps({"source": path or config.aliases,
+                                   "problems": problems}, indent=2))
+        for problem in e.problems:
+            click.echo(f"lda: {problem}", err=True)
+        raise
+    if as_json:
+        return emit_record(summary, True)
+    click.echo(f"compiled {summary['entries']} aliases from {summary['source']} "
+               f"into {summary['index']}")
 
 
 @aliases.command("check")

@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 DB_FILE = "lda.sqlite"
 BUSY_TIMEOUT_MS = 30_000
-CLEANUP_BATCH = 500
+CLEANUP_BATCH = 100
 CLEANUP_BUDGET_SECONDS = 0.05
 
 
@@ -148,20 +148,26 @@ class DeliveredTo:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (now, sender, recipient, target, mailbox, key[1], key[2], reason, spool_file, now))
 
-    def cleanup(self, batch=CLEANUP_BATCH, max_seconds=None, older_than=None):
+    def cleanup(self, batch=CLEANUP_BATCH, max_seconds=None, older_than=None,
+                on_batch=None):
         """Delete expired rows in short transactions; returns the count.
 
         Each batch holds the write lock for one small DELETE, so deliveries
-        waiting on it are delayed by milliseconds, never stalled."""
+        waiting on it are delayed by milliseconds, never stalled.  on_batch,
+        if given, is called after each commit with (deleted so far, seconds
+        the write lock was held), for the admin's progress and figures."""
         cutoff = self.clock() - older_than if older_than is not None else self.cutoff()
         start, deleted = time.monotonic(), 0
         while True:
             with self.transaction():
+                locked = time.monotonic()
                 n = self.conn.execute(
                     "DELETE FROM delivered_to WHERE (mailbox, message_id, submit_time) IN "
                     "(SELECT mailbox, message_id, submit_time FROM delivered_to "
                     " WHERE delivered_at < ? LIMIT ?)", (cutoff, batch)).rowcount
             deleted += n
+            if on_batch is not None:
+                on_batch(deleted, time.monotonic() - locked)
             if n < batch:
                 return deleted, True
             if max_seconds is not None and time.monotonic() - start > max_seconds:

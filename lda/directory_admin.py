@@ -123,3 +123,83 @@ def delete_mailbox(db, address):
     row = get_mailbox(db, address)
     db["mailboxes"].delete(row["address"])
     return row
+
+
+QUOTA_COLUMNS = ("quota_storage", "quota_messages")
+
+
+def mailbox_path(db, row):
+    """The absolute path of a mailbox's Maildir: its database root + maildir."""
+    return os.path.join(db["databases"].get(row["database"])["path"], row["maildir"])
+
+
+def set_mailbox_quota(db, address, limits):
+    """Change a mailbox's limits.  limits: {column: bytes or messages, 0 for
+    unlimited, None for the lda.toml default}; columns left out stay as
+    they are.  Returns the updated row."""
+    if set(limits) - set(QUOTA_COLUMNS):
+        raise ValueError(f"not quota columns: {sorted(set(limits) - set(QUOTA_COLUMNS))}")
+    row = get_mailbox(db, address)
+    if limits:
+        db["mailboxes"].update(row["address"], dict(limits))
+    return {**row, **limits}
+
+
+ALIASES_INDEX = "aliases.index.json"
+
+
+class AliasFileInvalid(ConfigError):
+    """The aliases file has problems; no index was written."""
+
+    def __init__(self, path, problems):
+        super().__init__(f"{path}: {len(problems)} problem(s); index not written")
+        self.problems = problems
+
+
+def compile_aliases(config, path):
+    """Check the aliases file and write <state_dir>/aliases.index.json:
+    {"source", "mtime_ns", "size", "entries": {key: [members]}}, :include:
+    files expanded.  Raises AliasFileInvalid with the problems instead.
+
+    The file is stat()ed before it is read: if it changes meanwhile, the
+    index carries the older stamp, so a reader comparing stamps re-parses
+    rather than trusting an index of a file it never saw."""
+    import json
+
+    from .aliases import check_aliases, load_aliases
+
+    path = os.path.abspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read aliases: {e.strerror}") from None
+    problems = check_aliases(path)
+    if problems:
+        raise AliasFileInvalid(path, problems)
+    aliases = load_aliases(path)
+    entries = {key: aliases.lookup(key) for key in aliases}
+    index = {"source": path, "mtime_ns": st.st_mtime_ns, "size": st.st_size,
+             "entries": entries}
+    target = os.path.join(config.state_dir, ALIASES_INDEX)
+    _write_atomically(target, json.dumps(index, separators=(",", ":")).encode())
+    return {"source": path, "index": target, "entries": len(entries)}
+
+
+def _write_atomically(target, data):
+    """A unique file beside target, fsynced, renamed over it: a reader sees
+    the old index or the new one, never a part.  Mode 0644 less the umask,
+    like directory.sqlite, so a delivery user other than the admin reads it."""
+    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+    tmp = f"{target}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(data)
+            f.flush()
+            os.fsync(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)

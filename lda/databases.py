@@ -1,0 +1,107 @@
+"""Mailbox databases as the admin sees them: a row in the directory's
+`databases` table (name, path) and, under that path, the Maildirs and the
+lda.sqlite file with the DeliveredTo table and the partial records.
+
+Admin commands only; the delivery path opens databases through
+deliveredto.py.  Nothing here creates an lda.sqlite that does not exist yet:
+a database nobody has delivered to simply has no rows.
+"""
+
+import os
+import sqlite3
+import time
+from datetime import datetime, timezone
+
+from .deliveredto import DB_FILE, DeliveredTo
+from .errors import ConfigError, TemporaryFailure
+
+
+def iso_utc(timestamp):
+    """A Unix time as ISO 8601 UTC ("2026-11-24T10:00:00Z"); None stays None."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(float(timestamp), timezone.utc)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def database_row(db, name):
+    """The directory row of database name; ConfigError (78) if there is none."""
+    rows = list(db["databases"].rows_where("name = ?", [name]))
+    if not rows:
+        raise ConfigError(f"no mailbox database named {name!r}")
+    return rows[0]
+
+
+def database_rows(db, name=None):
+    """One database's row (name given) or all of them, by name."""
+    if name is not None:
+        return [database_row(db, name)]
+    return list(db["databases"].rows_where(order_by="name"))
+
+
+def open_deliveredto(config, path, clock=time.time):
+    """The DeliveredTo table of the database at path, or None while its
+    lda.sqlite does not exist (listing must not create it)."""
+    if not os.path.isfile(os.path.join(path, DB_FILE)):
+        return None
+    try:
+        return DeliveredTo(path, config.expiration_hours,
+                           config.cleanup_interval_seconds, clock)
+    except sqlite3.DatabaseError as e:
+        raise TemporaryFailure(f"{path}/{DB_FILE}: unreadable: {e}") from None
+
+
+def disk_bytes(path):
+    """Bytes in the regular files below path (Maildirs and SQLite files),
+    or None if path is missing.  Iterative, so deep folder trees cannot hit
+    the recursion limit, and symlinks are neither followed nor counted: a
+    link out of the database must not make it look bigger."""
+    if not os.path.isdir(path):
+        return None
+    total, pending = 0, [path]
+    while pending:
+        try:
+            entries = os.scandir(pending.pop())
+        except (FileNotFoundError, NotADirectoryError):
+            continue    # removed while we walked (a message expunged)
+        with entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+    return total
+
+
+def _table_counts(config, path):
+    """(DeliveredTo rows, partial records) of the database at path."""
+    store = open_deliveredto(config, path)
+    if store is None:
+        return 0, 0
+    try:
+        rows = store.conn.execute("SELECT COUNT(*) FROM delivered_to").fetchone()[0]
+        partial = store.conn.execute(
+            "SELECT COUNT(*) FROM partial_deliveries").fetchone()[0]
+        return rows, partial
+    finally:
+        store.close()
+
+
+def describe(db, config, row):
+    """Everything `lda db list` and `lda db show` print about one database."""
+    mailboxes = db["mailboxes"].count_where("database = ?", [row["name"]])
+    rows, partial = _table_counts(config, row["path"])
+    return {"name": row["name"], "path": row["path"], "mailboxes": mailboxes,
+            "deliveredto_rows": rows, "pending_partial": partial,
+            "disk_bytes": disk_bytes(row["path"]), "created": iso_utc(row["created"])}
+
+
+def list_databases(db, config):
+    return [describe(db, config, row) for row in database_rows(db)]
+
+
+def show_database(db, config, name):
+    return describe(db, config, database_row(db, name))

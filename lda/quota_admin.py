@@ -1,0 +1,89 @@
+"""Quota for the admin: a mailbox's limits and usage, changing the limits,
+and recounting maildirsize.
+
+Admin commands only.  A mailbox's limits are its directory columns, or the
+lda.toml defaults where a column is NULL, exactly as resolve.py reads them
+for a delivery; usage is Maildir++ maildirsize, which Dovecot and Courier
+read too, so every change rewrites that file's quota line at once.
+"""
+
+import time
+
+from . import maildirsize
+from .directory_admin import (QUOTA_COLUMNS, get_mailbox, list_mailboxes, mailbox_path,
+                              set_mailbox_quota)
+from .errors import LdaError
+from .maildirsize import Quota
+
+
+def effective_quota(config, row):
+    """The limits a delivery applies: the mailbox's, else lda.toml's."""
+    storage, messages = row["quota_storage"], row["quota_messages"]
+    return Quota(config.quota_storage if storage is None else storage,
+                 config.quota_messages if messages is None else messages)
+
+
+def _percent(used, limit):
+    return round(100 * used / limit, 1) if limit else None
+
+
+def describe(config, row, usage):
+    """What `lda quota show` prints: each limit, where it comes from, usage."""
+    quota = effective_quota(config, row)
+    result = {"address": row["address"]}
+    for kind, column in zip(("storage", "messages"), QUOTA_COLUMNS):
+        limit, used = getattr(quota, kind), getattr(usage, kind)
+        result[f"{kind}_limit"] = limit   # 0: unlimited, as in lda.toml
+        result[f"{kind}_limit_from"] = "lda.toml" if row[column] is None else "mailbox"
+        result[f"{kind}_used"] = used
+        result[f"{kind}_percent"] = _percent(used, limit)
+    return result
+
+
+def show(db, config, address, clock=time.time):
+    """Limits and usage of one mailbox.  read_usage() trusts maildirsize only
+    as the spec allows, and rewrites it otherwise, as a delivery would."""
+    row = get_mailbox(db, address)
+    usage = maildirsize.read_usage(mailbox_path(db, row), effective_quota(config, row),
+                                   clock)
+    return describe(config, row, usage)
+
+
+def set_quota(db, config, address, limits):
+    """Change the limits in the directory, then rewrite maildirsize with the
+    new quota line, so Dovecot enforces the new limit before the next
+    delivery does.  limits as for directory_admin.set_mailbox_quota()."""
+    row = set_mailbox_quota(db, address, limits)
+    usage = maildirsize.recalculate(mailbox_path(db, row), effective_quota(config, row))
+    return describe(config, row, usage)
+
+
+def recalc(db, config, address):
+    """Recount one mailbox and rewrite its maildirsize."""
+    row = get_mailbox(db, address)
+    usage = maildirsize.recalculate(mailbox_path(db, row), effective_quota(config, row))
+    return describe(config, row, usage)
+
+
+def recalc_all(db, config, progress=None):
+    """Recount every mailbox.  One that fails (its Maildir gone, say) does
+    not stop the rest: it is listed under "failed" with the error.
+    progress(done, total) is called after each mailbox."""
+    summary = {"mailboxes": 0, "storage": 0, "messages": 0, "failed": []}
+    start = time.monotonic()
+    rows = list_mailboxes(db)
+    for done, row in enumerate(rows, 1):
+        try:
+            usage = maildirsize.recalculate(mailbox_path(db, row),
+                                            effective_quota(config, row))
+        except LdaError as e:
+            summary["failed"].append({"address": row["address"], "error": str(e),
+                                      "exit_code": e.exit_code})
+        else:
+            summary["mailboxes"] += 1
+            summary["storage"] += usage.storage
+            summary["messages"] += usage.messages
+        if progress is not None:
+            progress(done, len(rows))
+    summary["seconds"] = round(time.monotonic() - start, 3)
+    return summary
