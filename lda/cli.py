@@ -87,7 +87,9 @@ def _duration(value, key):
 
 
 class LdaGroup(click.Group):
-    """Turns library errors into one line on stderr and their sysexits code."""
+    """Turns library errors into one line on stderr and their sysexits code,
+    and anything unexpected into a logged traceback and 75 (EX_TEMPFAIL), so
+    a timer or a script retries instead of reading Python's 1."""
 
     def invoke(self, ctx):
         try:
@@ -100,6 +102,12 @@ class LdaGroup(click.Group):
             where = e.ctx.command_path if e.ctx else "lda"
             click.echo(f"lda: {e.format_message()} (try '{where} --help')", err=True)
             sys.exit(EX_USAGE)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001
+            from .deliver_cmd import unexpected
+
+            sys.exit(unexpected(e, None))
 
 
 def load(ctx):
@@ -539,24 +547,6 @@ PARTIAL_REPORT_COLUMNS = ["database", "id", "target", "outcome", "reason"]
 PROGRESS_MIN_RECORDS = 5
 
 
-def exits_75_when_unexpected(fn):
-    """Anything but a library or usage error: traceback, exit 75 (EX_TEMPFAIL),
-    so a timer or the admin tries again instead of reading exit 1."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (LdaError, click.ClickException, click.Abort):
-            raise
-        except Exception as e:  # noqa: BLE001
-            from .deliver_cmd import unexpected
-
-            sys.exit(unexpected(e, None))
-    return wrapper
-
-
 def partial_summary(reports, as_json):
     """The per-record reports and a count line; exit 75 when a record needs
     the admin (spooled copy missing, unexpected error)."""
@@ -580,7 +570,6 @@ def partial_summary(reports, as_json):
 @click.option("--db", "database", help="Only this database.")
 @output_options
 @click.pass_context
-@exits_75_when_unexpected
 def partial_list(ctx, database, as_json):
     """List partial deliveries waiting for a retry.
 
@@ -600,7 +589,6 @@ def partial_list(ctx, database, as_json):
               help="Only this record (repeatable); default: all.")
 @output_options
 @click.pass_context
-@exits_75_when_unexpected
 def partial_retry(ctx, ids, as_json):
     """Redeliver partial deliveries; bounce those older than partial_expiration.
 
@@ -642,7 +630,6 @@ def partial_retry(ctx, ids, as_json):
 @click.option("--all", "everything", is_flag=True, help="Every record.")
 @output_options
 @click.pass_context
-@exits_75_when_unexpected
 def partial_bounce(ctx, ids, older_than, everything, as_json):
     """Give up on partial deliveries: DSN to the sender, record removed.
 
