@@ -95,6 +95,7 @@ class Delivery:
         self.clock = clock
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
+        self.touched = set()  # Maildir (or folder) paths written to
         self.lock_dir = os.path.join(config.state_dir, "locks")
 
     def run(self, recipients, stream):
@@ -294,6 +295,7 @@ class Delivery:
 
     def _link(self, target, staged, name):
         box = self._open(target)
+        self.touched.add(box.path)
         try:
             try:
                 os.link(staged.name, name, src_dir_fd=staged.dir_fd,
@@ -391,13 +393,20 @@ class Delivery:
                             " ".join(detail.split()))
 
     def _cleanup_databases(self):
+        """Prune expired rows when due, and then (as rarely) the tmp/ files
+        that killed deliveries left in the Maildirs just written."""
+        swept = False
         for db in self.databases.values():
             try:
-                db.cleanup_if_due()
+                swept |= db.cleanup_if_due() is not None
             except Exception as e:  # cleanup must never fail a delivery
                 self.log.warning(f"{db.path}: cleanup skipped: {e}")
             db.close()
         self.databases = {}
+        for path in self.touched if swept else ():
+            for name in md.sweep_tmp(path, self.clock()):
+                self.log.info(f"removed stale {path}/tmp/{name}")
+        self.touched = set()
 
 
 def _spool(db_root, staged, hostname):

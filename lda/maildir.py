@@ -223,3 +223,36 @@ def copy_file(src_dir_fd, src_name, skip, prefix, dst):
             write_all(dst.fd, chunk)
     finally:
         os.close(src)
+
+
+TMP_MAX_AGE = 36 * 3600
+
+
+def sweep_tmp(path, now, max_age=TMP_MAX_AGE):
+    """Remove files older than 36 hours from path/tmp/, as the Maildir spec
+    says a reader may: what a killed writer left behind.  Returns the names."""
+    import stat
+
+    try:
+        root_fd = open_dir(path, follow=True)
+    except OSError:
+        return []
+    try:
+        tmp_fd = open_dir("tmp", root_fd)
+    except OSError:
+        return []
+    finally:
+        os.close(root_fd)
+    removed = []
+    try:
+        for name in os.listdir(tmp_fd):
+            try:
+                st = os.stat(name, dir_fd=tmp_fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < now - max_age:
+                    os.unlink(name, dir_fd=tmp_fd)
+                    removed.append(name)
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove
+    finally:
+        os.close(tmp_fd)
+    return removed

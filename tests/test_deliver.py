@@ -3,9 +3,11 @@ conventions for mailbox_command.  Every case runs the installed command."""
 
 import os
 import re
+import sqlite3
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -212,3 +214,22 @@ def test_syslog_logging_keeps_stderr_quiet(user, tmp_path):
     done = user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
     assert done.stderr == b""
     assert len(maildir_files(user.maildir)) == 1
+
+
+def test_stale_tmp_files_are_swept_after_36_hours(user):
+    """What a killed delivery leaves in tmp/ goes when the hourly cleanup
+    runs; younger files (a delivery under way) stay."""
+    user.deliver(message(message_id="<first@x>"), "a@example.org", check=0)
+    tmp = user.maildir / "tmp"
+    old, young = tmp / "1.killed", tmp / "2.writing"
+    old.write_bytes(b"partial")
+    young.write_bytes(b"partial")
+    long_ago = time.time() - 37 * 3600
+    os.utime(old, (long_ago, long_ago))
+    conn = sqlite3.connect(user.state / "lda.sqlite")
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'last_cleanup'")
+    conn.commit()
+    conn.close()
+    done = user.deliver(message(message_id="<second@x>"), "a@example.org", check=0)
+    assert sorted(p.name for p in tmp.iterdir()) == ["2.writing"]
+    assert b"removed stale" in done.stderr
