@@ -27,7 +27,7 @@ import time
 
 from lda.config import Config
 from lda.dedup_admin import cleanup
-from lda.deliveredto import DB_FILE, DeliveredTo, connect
+from lda.deliveredto import DB_FILE, ROW_COLUMNS, DeliveredTo, connect
 from lda.directory_admin import create_database, open_directory
 
 ROWS_PER_TRANSACTION = 100_000
@@ -57,7 +57,8 @@ def populate(db_root, expired, live, now):
                                (expired, live, lambda i: now - i % 3600)):
         for offset in range(0, count, ROWS_PER_TRANSACTION):
             conn.execute("BEGIN")
-            conn.executemany("INSERT INTO delivered_to VALUES (?, ?, ?, ?, ?, ?)",
+            conn.executemany(f"INSERT INTO delivered_to {ROW_COLUMNS} "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
                              rows(start + offset, min(ROWS_PER_TRANSACTION, count - offset),
                                   when))
             conn.execute("COMMIT")
@@ -91,7 +92,8 @@ def timed_inserts(db_root, count, spacing, child=None):
         start = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
         locked = time.perf_counter()
-        conn.execute("INSERT INTO delivered_to VALUES (?, ?, ?, ?, 'delivered', ?)",
+        conn.execute(f"INSERT INTO delivered_to {ROW_COLUMNS} "
+                             "VALUES (?, ?, ?, ?, 'delivered', ?)",
                      ("probe@example.org", f"probe{i}.{time.time_ns()}@x", "",
                       time.time(), "probe"))
         conn.execute("COMMIT")

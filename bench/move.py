@@ -22,7 +22,7 @@ def lda(env, *args):
 
 def populate(env, maildir, db_root, messages, rows):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from lda.deliveredto import DeliveredTo
+    from lda.deliveredto import ROW_COLUMNS, DeliveredTo
 
     now, entries = time.time(), []
     for i in range(messages):
@@ -35,7 +35,8 @@ def populate(env, maildir, db_root, messages, rows):
                 for i in range(rows - messages)]
     db = DeliveredTo(db_root)
     with db.transaction():
-        db.conn.executemany("INSERT INTO delivered_to VALUES (?, ?, ?, ?, ?, ?)", entries)
+        db.conn.executemany(f"INSERT INTO delivered_to {ROW_COLUMNS} "
+                             "VALUES (?, ?, ?, ?, ?, ?)", entries)
     db.close()
 
 

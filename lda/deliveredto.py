@@ -17,7 +17,8 @@ import time
 
 from .errors import TemporaryFailure
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ROW_COLUMNS = "(mailbox, message_id, submit_time, delivered_at, state, location)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivered_to (
     mailbox TEXT NOT NULL,
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS delivered_to (
     delivered_at REAL NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('pending', 'delivered')),
     location TEXT,
+    body_digest TEXT,
     PRIMARY KEY (mailbox, message_id, submit_time)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_to_age ON delivered_to (delivered_at);
@@ -45,6 +47,21 @@ CREATE TABLE IF NOT EXISTS partial_deliveries (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# UPGRADES[n] takes a version n database to n+1; version 0 is a new file,
+# which SCHEMA creates whole.
+
+
+def _add_body_digest(conn):
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(delivered_to)")]
+    if "body_digest" not in columns:
+        conn.execute("ALTER TABLE delivered_to ADD COLUMN body_digest TEXT")
+
+
+def _created_by_schema(conn):
+    pass
+
+
+UPGRADES = [_created_by_schema, _add_body_digest]
 DB_FILE = "lda.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 CLEANUP_BATCH = 100
@@ -82,10 +99,15 @@ class DeliveredTo:
         # the main file; a process crash loses nothing committed.
         self.conn.execute("PRAGMA journal_mode = WAL")
         with self.transaction():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
+                return  # another process upgraded it while we waited
             # executescript() would COMMIT on its own; run each statement.
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     self.conn.execute(statement)
+            for upgrade in UPGRADES[version:]:
+                upgrade(self.conn)
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def transaction(self):
@@ -98,25 +120,25 @@ class DeliveredTo:
         return self.clock() - self.expiration
 
     def lookup(self, keys):
-        """{key: (state, location)} for the unexpired rows among keys.
+        """{key: (state, location, body_digest)} for the unexpired rows.
 
         Call inside a transaction while holding the mailbox locks."""
         found = {}
         cutoff = self.cutoff()
         for key in keys:
             row = self.conn.execute(
-                "SELECT state, location, delivered_at FROM delivered_to "
+                "SELECT state, location, body_digest, delivered_at FROM delivered_to "
                 "WHERE mailbox = ? AND message_id = ? AND submit_time = ?", key).fetchone()
-            if row and row[2] >= cutoff:
-                found[key] = (row[0], row[1])
+            if row and row[3] >= cutoff:
+                found[key] = row[:3]
         return found
 
-    def mark_pending(self, entries):
+    def mark_pending(self, entries, body_digest=None):
         """entries: [(key, location)]; replaces expired or dead rows."""
         now = self.clock()
         self.conn.executemany(
-            "INSERT OR REPLACE INTO delivered_to VALUES (?, ?, ?, ?, 'pending', ?)",
-            [(*key, now, location) for key, location in entries])
+            "INSERT OR REPLACE INTO delivered_to VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+            [(*key, now, location, body_digest) for key, location in entries])
 
     def mark_delivered(self, keys):
         self.conn.executemany(

@@ -122,7 +122,7 @@ class Delivery:
     def _deliver_plans(self, plans, stream):
         from .message import Reader
 
-        reader = Reader(stream)
+        reader = Reader(stream, self.config.verify_body)
         staging_dir = self._staging_dir(plans[0])
         first = self._stage(plans[0], reader, staging_dir)
         info = reader.info()
@@ -199,7 +199,7 @@ class Delivery:
         from .message import Reader
 
         with open(path, "rb") as spooled:
-            reader = Reader(spooled)
+            reader = Reader(spooled, self.config.verify_body)
             size = sum(len(chunk) for chunk in reader.chunks())
         dir_fd = md.open_path(os.path.dirname(path))
         try:
@@ -236,18 +236,20 @@ class Delivery:
                 groups.setdefault(target.db_root, []).append(target)
             for db_root, targets in groups.items():
                 self._deliver_group(self._database(db_root), targets, keys, staged,
-                                    result)
+                                    info, result)
             self._conclude(plan, staged, info, keys, result)
         self._log_outcomes(plan, info, staged, result)
         return result
 
-    def _deliver_group(self, db, targets, keys, staged, result):
+    def _deliver_group(self, db, targets, keys, staged, info, result):
         """Claim, link and record the targets that live in one database."""
         pending = []
         with db.transaction():
             found = db.lookup([keys[t] for t in targets])
             for target in targets:
                 row = found.get(keys[target])
+                if row and self._other_body(row, info):
+                    row = self._rekey_other_body(db, target, keys, info)
                 if row and self._already_there(target, row):
                     result.outcomes[target] = DUPLICATE
                     continue
@@ -257,7 +259,7 @@ class Delivery:
                     continue
                 name = md.unique_name(self.config.hostname) + f",S={staged.size}"
                 pending.append((target, name if target.local else None))
-            db.mark_pending([(keys[t], name) for t, name in pending])
+            db.mark_pending([(keys[t], name) for t, name in pending], info.body_digest)
             db.mark_delivered([keys[t] for t in targets
                                if result.outcomes.get(t) == DUPLICATE])
         done, failed = [], []
@@ -276,8 +278,23 @@ class Delivery:
             db.mark_delivered(done)
             db.forget(failed)
 
+    def _other_body(self, row, info):
+        """verify_body: a known key whose recorded body differs is not the
+        same message (a reused or forged Message-ID)."""
+        return (self.config.verify_body and row[2] is not None
+                and info.body_digest is not None and row[2] != info.body_digest)
+
+    def _rekey_other_body(self, db, target, keys, info):
+        """Record the other message under (Message-ID + its digest), so it is
+        delivered once and its own resends are still caught."""
+        mailbox, message_id, submit_time = keys[target]
+        keys[target] = (mailbox, f"{message_id}#body:{info.body_digest}", submit_time)
+        self.log.warning(f"{info.log_id}: {target.address}: same Message-ID, different "
+                         "body: delivered as a different message (verify_body)")
+        return db.lookup([keys[target]]).get(keys[target])
+
     def _already_there(self, target, row):
-        state, location = row
+        state, location, _ = row
         if state == "delivered":
             return True
         # A pending row: its writer died holding the lock we now hold.  The

@@ -143,8 +143,9 @@ def write_all(fd, data):
 class Reader:
     """Pulls converted message bytes from a stream, watching the header block."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, digest_always=False):
         self.stream = stream
+        self.digest_always = digest_always
         self.line_ends = LineEnds()
         self.header = bytearray()
         self.in_header = True
@@ -212,8 +213,8 @@ class Reader:
         self.headers = Headers(bytes(self.header))
         self.header = bytearray()
         raw_id = self.headers.first(b"message-id")
-        if raw_id is None or MessageInfo._message_id(raw_id) is None:
-            # Only a message without Message-ID needs the content digest.
+        if self.digest_always or raw_id is None or MessageInfo._message_id(raw_id) is None:
+            # Only a message without Message-ID (or verify_body) needs the digest.
             import hashlib
 
             self.body_hash = hashlib.sha256()

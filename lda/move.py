@@ -25,6 +25,8 @@ from .errors import ConfigError, LdaError, TemporaryFailure
 from .locks import lock_path, stripe_of
 
 ROW_BATCH = 5000
+COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
+           "body_digest")
 STEPS = ("maildir", "rows", "cleanup")
 COPY_SUFFIX = ".lda-move"
 
@@ -195,11 +197,11 @@ class Move:
                 # forward target are shared with others, so existing ones stay.
                 verb = "REPLACE" if key == self.address else "IGNORE"
                 for batch in _batches(source_db.conn.execute(
-                        "SELECT * FROM delivered_to WHERE mailbox = ?", (key,))):
+                        f"SELECT {COLUMNS} FROM delivered_to WHERE mailbox = ?", (key,))):
                     with target_db.transaction():
                         target_db.conn.executemany(
-                            f"INSERT OR {verb} INTO delivered_to VALUES (?, ?, ?, ?, ?, ?)",
-                            batch)
+                            f"INSERT OR {verb} INTO delivered_to ({COLUMNS}) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
                     copied += len(batch)
                     self.progress("rows", copied, total)
             self.report["rows"] = copied

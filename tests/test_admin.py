@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import maildir_files, message
+from lda.deliveredto import ROW_COLUMNS
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 HOUR = 3600
@@ -58,7 +59,8 @@ def insert_rows(site, rows, name="default"):
     if delivered long ago; the database must exist (deliver once first)."""
     conn = sqlite3.connect(db_file(site, name))
     with conn:
-        conn.executemany("INSERT INTO delivered_to VALUES (?, ?, '', ?, ?, NULL)", rows)
+        conn.executemany(f"INSERT INTO delivered_to {ROW_COLUMNS} "
+                         "VALUES (?, ?, '', ?, ?, NULL)", rows)
     conn.close()
 
 
@@ -348,7 +350,8 @@ def test_deliveredto_cleanup_reports_each_batch(tmp_path):
 
     store = DeliveredTo(str(tmp_path), expiration_hours=1, clock=lambda: 10_000.0)
     with store.transaction() as conn:
-        conn.executemany("INSERT INTO delivered_to VALUES (?, ?, '', ?, 'delivered', NULL)",
+        conn.executemany(f"INSERT INTO delivered_to {ROW_COLUMNS} "
+                             "VALUES (?, ?, '', ?, 'delivered', NULL)",
                          [("a@x", f"m{i}", float(i)) for i in range(7)])
     batches = []
     assert store.cleanup(batch=3, on_batch=lambda n, held: batches.append(

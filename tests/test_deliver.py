@@ -233,3 +233,35 @@ def test_stale_tmp_files_are_swept_after_36_hours(user):
     done = user.deliver(message(message_id="<second@x>"), "a@example.org", check=0)
     assert sorted(p.name for p in tmp.iterdir()) == ["2.writing"]
     assert b"removed stale" in done.stderr
+
+
+def test_verify_body_delivers_a_reused_message_id_with_another_body(user, tmp_path):
+    config = tmp_path / "lda.toml"
+    config.write_text('mode = "user"\nverify_body = true\n')
+    for body in (b"first\n", b"second\n", b"first\n", b"second\n"):
+        user.run("deliver", "-c", str(config), "a@example.org",
+                 input=message(body=body), check=0)
+    bodies = sorted(p.read_bytes().split(b"\n\n", 1)[1] for p in maildir_files(user.maildir))
+    assert bodies == [b"first\n", b"second\n"]
+
+
+def test_without_verify_body_a_reused_message_id_is_a_duplicate(user):
+    user.deliver(message(body=b"first\n"), "a@example.org", check=0)
+    user.deliver(message(body=b"second\n"), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1
+
+
+def test_a_version_1_database_is_upgraded_in_place(user):
+    import sqlite3 as sql
+
+    user.state.mkdir(parents=True)
+    conn = sql.connect(user.state / "lda.sqlite")
+    conn.executescript("""
+        CREATE TABLE delivered_to (mailbox TEXT NOT NULL, message_id TEXT NOT NULL,
+          submit_time TEXT NOT NULL, delivered_at REAL NOT NULL, state TEXT NOT NULL,
+          location TEXT, PRIMARY KEY (mailbox, message_id, submit_time)) WITHOUT ROWID;
+        PRAGMA user_version = 1;""")
+    conn.close()
+    user.deliver(message(), "a@example.org", check=0)
+    user.deliver(message(), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1

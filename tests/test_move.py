@@ -20,7 +20,7 @@ def populate(site, address, messages, extra_rows):
     """A mailbox with `messages` files and matching DeliveredTo rows, plus
     `extra_rows` rows of messages no longer in it (built directly: 10,000
     deliveries through the command would take minutes)."""
-    from lda.deliveredto import DeliveredTo
+    from lda.deliveredto import ROW_COLUMNS, DeliveredTo
 
     box = site.maildir(address)
     now = time.time()
@@ -33,7 +33,8 @@ def populate(site, address, messages, extra_rows):
     rows += [(address, f"gone{i}@x", "", now, "delivered", None) for i in range(extra_rows)]
     db = DeliveredTo(str(site.db().parent))
     with db.transaction():
-        db.conn.executemany("INSERT INTO delivered_to VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.conn.executemany(f"INSERT INTO delivered_to {ROW_COLUMNS} "
+                             "VALUES (?, ?, ?, ?, ?, ?)", rows)
     db.close()
     return box
 
