@@ -29,6 +29,7 @@ KEYS = {
     "syslog_facility": ("mail", str, "facility for log = syslog"),
     "hostname": ("", str, "host name in Maildir file names (default: uname)"),
     "lock_timeout_seconds": (60, int, "wait for a busy mailbox before a tempfail"),
+    "allow_root_delivery": (False, bool, "as root, write into Maildirs of other users"),
     "verify_body": (False, bool, "a known Message-ID with another body is delivered"),
     "partial_expiration": ("5d", (int, str), "retry a partial delivery this long, then DSN"),
     "postmaster": ("", str, "From: of DSNs (default MAILER-DAEMON@hostname)"),

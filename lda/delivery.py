@@ -12,7 +12,7 @@ import os
 import time
 
 from . import maildir as md
-from .errors import (CannotCreate, ForwardFailed, LdaError, MailLoop, QuotaExceeded,
+from .errors import (CannotCreate, LdaError, MailLoop, NotOwner, QuotaExceeded,
                      TemporaryFailure)
 from .locks import MailboxLocks
 
@@ -222,8 +222,18 @@ class Delivery:
         return self.databases[db_root]
 
     def _open(self, target, create=True):
-        return md.open_mailbox(target.maildir_root, target.maildir_relative,
-                               target.folder, create)
+        box = md.open_mailbox(target.maildir_root, target.maildir_relative,
+                              target.folder, create)
+        if os.geteuid() == 0 and not self.config.allow_root_delivery:
+            owner = os.fstat(box.tmp_fd).st_uid
+            if owner != 0:
+                box.close()
+                # Files root writes there would be unreadable to the owner's
+                # IMAP server; Postfix should run lda as that user instead.
+                raise NotOwner(f"refusing to deliver as root into {box.path}, owned by "
+                               f"uid {owner}: run lda as that user (Postfix: user= in "
+                               "master.cf) or set allow_root_delivery = true")
+        return box
 
     def _deliver_plan(self, plan, staged, info):
         result = Result(plan.recipient)

@@ -121,5 +121,12 @@ class UnsafePath(LdaError):
     smtp_reply = "451 4.3.5"
 
 
+class NotOwner(LdaError):
+    """Running as root, lda does not write into another user's Maildir."""
+
+    exit_code = EX_CONFIG
+    smtp_reply = "451 4.3.5"
+
+
 class ForwardFailed(LdaError):
     """The sendmail command did not accept a forwarded copy."""

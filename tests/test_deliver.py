@@ -265,3 +265,18 @@ def test_a_version_1_database_is_upgraded_in_place(user):
     user.deliver(message(), "a@example.org", check=0)
     user.deliver(message(), "a@example.org", check=0)
     assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
+def test_root_does_not_write_into_another_users_maildir(user, tmp_path):
+    for sub in ("tmp", "new", "cur"):
+        (user.maildir / sub).mkdir(parents=True)
+    for path in [user.maildir, *user.maildir.iterdir()]:
+        os.chown(path, 65534, 65534)
+    done = user.deliver(message(), "a@example.org", check=78)
+    assert b"refusing to deliver as root" in done.stderr
+    assert maildir_files(user.maildir) == []
+    config = tmp_path / "lda.toml"
+    config.write_text('mode = "user"\nallow_root_delivery = true\n')
+    user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
+    assert len(maildir_files(user.maildir)) == 1
