@@ -128,7 +128,8 @@ def cli(ctx, config):
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def deliver(args):
+@click.pass_context
+def deliver(ctx, args):
     """Deliver the message on stdin (see `lda deliver --help`).
 
     \b
@@ -137,7 +138,8 @@ def deliver(args):
     """
     from .deliver_cmd import deliver as run
 
-    sys.exit(run(list(args)))
+    config = ctx.obj.get("config")  # `lda -c FILE deliver ...`
+    sys.exit(run((["-c", config] if config else []) + list(args)))
 
 
 @cli.group()
@@ -291,8 +293,9 @@ class Progress:
 
 @cli.command()
 @click.option("--listen", help="unix:PATH or HOST:PORT (default: lmtp_listen).")
-@click.option("--workers", type=int, help="Deliveries at once (default: lmtp_workers).")
-@click.option("--grace", default=300, show_default=True,
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Deliveries at once (default: lmtp_workers).")
+@click.option("--grace", default=300, show_default=True, type=click.IntRange(min=0),
               help="Seconds to finish deliveries after SIGTERM.")
 @click.pass_context
 def lmtp(ctx, listen, workers, grace):

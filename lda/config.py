@@ -39,7 +39,8 @@ KEYS = {
     "lmtp_max_message_size": ("50M", (int, str), "largest message LMTP accepts"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
-           "log": ("stderr", "syslog")}
+           "log": ("stderr", "syslog"),
+           "syslog_facility": ("mail", "user", "daemon", *(f"local{i}" for i in range(8)))}
 SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 

@@ -108,7 +108,8 @@ class Delivery:
                 plans.append((index, self.resolver.resolve(recipient)))
             except LdaError as e:
                 results[index] = Result(recipient, e)
-                self.log.info(f"to=<{recipient}>, status=bounced ({e.reason()})")
+                status = "bounced" if e.permanent else "deferred"
+                self.log.info(f"to=<{recipient}>, status={status} ({e.reason()})")
         if plans:
             try:
                 delivered = self._deliver_plans([plan for _, plan in plans], stream)

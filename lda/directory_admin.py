@@ -92,6 +92,8 @@ def create_mailbox(db, config, address, database="default", quota_storage=None,
     from .maildir import open_mailbox
 
     address = validate_address(address)
+    if any(q is not None and q < 0 for q in (quota_storage, quota_messages)):
+        raise ConfigError("a quota must be 0 (unlimited) or more")
     if db["mailboxes"].count_where("address = ?", [address]):
         raise ConfigError(f"mailbox {address} exists already")
     forward = [validate_address(a) for a in forward]

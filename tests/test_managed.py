@@ -5,10 +5,11 @@ except where the clock must be injected."""
 import io
 import json
 import sqlite3
+import subprocess
 
 import pytest
 
-from conftest import maildir_files, message
+from conftest import LDA, maildir_files, message
 
 
 def partials(site, name="default"):
@@ -225,3 +226,17 @@ def test_bare_alias_key_does_not_capture_a_remote_forward(site):
     site.deliver(message(), "alice@example.org", check=0)
     assert [args[-1] for args, _ in site.sent()] == ["root@elsewhere.example.net"]
     assert maildir_files(site.maildir("admin@example.org")) == []
+
+
+def test_group_config_option_reaches_deliver(site):
+    box = site.create("alice@example.org")
+    env = {k: v for k, v in site.env.items() if k != "LDA_CONFIG"}
+    done = subprocess.run([LDA, "-c", str(site.config), "deliver", "alice@example.org"],
+                          input=message(), env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert len(maildir_files(box)) == 1
+
+
+def test_negative_quota_is_refused_at_create(site):
+    done = site.run("mailbox", "create", "neg@example.org", "--quota-messages", "-5")
+    assert done.returncode == 78 and b"quota" in done.stderr
