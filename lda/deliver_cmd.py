@@ -5,6 +5,7 @@ Exit statuses are sysexits only.  Anything unexpected is logged with its
 traceback and exits 75, so the MTA keeps the message and retries.
 """
 
+import io
 import os
 import sys
 
@@ -78,39 +79,52 @@ def exit_status(results):
 
 
 def deliver(argv, stdin=None, environ=os.environ, clock=None):
-    """Run one delivery; returns the exit status."""
-    stdin = stdin or sys.stdin.buffer
+    """Run one delivery; returns the exit status.
+
+    Postfix takes the enhanced status code from the start of a command's
+    output (local(8), pipe(8)), so the one-line reason is written first and
+    the per-target log lines are held back until after it."""
+    held = io.StringIO()
     log = None
+    reason = None
     try:
-        args = parse_args(argv, environ)
-        if args is None:
-            sys.stdout.write(USAGE)
-            return EX_OK
-        from .config import load_config
-        from .log import Log
-
-        config = load_config(args["config"], environ)
-        if args["reject"]:
-            config.quota_full = "reject"
-        log = Log(config.log, config.syslog_facility)
-        resolver = make_resolver(config, environ)
-        from .delivery import Delivery
-
-        kwargs = {"clock": clock} if clock else {}
-        delivery = Delivery(config, resolver, log, sender=args["sender"],
-                            original_recipient=args["original"], **kwargs)
-        recipients = args["recipients"] or ([None] if config.per_user else [])
-        if not recipients:
-            raise UsageError("no recipient given and RECIPIENT is not set")
-        status, error = exit_status(delivery.run(recipients, stdin))
-        if error is not None:
-            sys.stderr.write(error.reason() + "\n")
+        status, error, log = _deliver(argv, stdin or sys.stdin.buffer, environ, clock, held)
+        reason = error.reason() if error is not None else None
         return status
     except LdaError as e:
-        sys.stderr.write(e.reason() + "\n")
+        reason = e.reason()
         return e.exit_code
     except BaseException as e:  # noqa: BLE001 - the MTA must get 75, never 1
-        return unexpected(e, log)
+        return unexpected(e, log, held)
+    finally:
+        if reason:
+            sys.stderr.write(reason + "\n")
+        sys.stderr.write(held.getvalue())
+        sys.stderr.flush()
+
+
+def _deliver(argv, stdin, environ, clock, held):
+    args = parse_args(argv, environ)
+    if args is None:
+        sys.stdout.write(USAGE)
+        return EX_OK, None, None
+    from .config import load_config
+    from .delivery import Delivery
+    from .log import Log
+
+    config = load_config(args["config"], environ)
+    if args["reject"]:
+        config.quota_full = "reject"
+    log = Log(config.log, config.syslog_facility, stream=held)
+    kwargs = {"clock": clock} if clock else {}
+    delivery = Delivery(config, make_resolver(config, environ), log,
+                        sender=args["sender"], original_recipient=args["original"],
+                        **kwargs)
+    recipients = args["recipients"] or ([None] if config.per_user else [])
+    if not recipients:
+        raise UsageError("no recipient given and RECIPIENT is not set")
+    status, error = exit_status(delivery.run(recipients, stdin))
+    return status, error, log
 
 
 def make_resolver(config, environ):
@@ -123,19 +137,20 @@ def make_resolver(config, environ):
     return ManagedResolver(config, Directory(config.directory_path))
 
 
-def unexpected(error, log):
-    """Log the traceback, print one line, exit 75: never lose the message."""
+def unexpected(error, log=None, held=None):
+    """One line first (Postfix reads the status from it), then the traceback
+    to the log: exit 75, so the message is retried, never lost."""
     import traceback
 
     if isinstance(error, KeyboardInterrupt):
         sys.stderr.write("4.3.0 lda: interrupted\n")
         return EX_TEMPFAIL
-    lines = traceback.format_exception(error)
-    if log is not None and log.syslog:
-        for line in "".join(lines).splitlines():
-            log.error(line)
-    else:
-        sys.stderr.write("".join(lines))
     reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
     sys.stderr.write(f"4.3.0 lda: unexpected error, will retry: {reason}\n")
+    trace = "".join(traceback.format_exception(error))
+    if log is not None and log.syslog:
+        for line in trace.splitlines():
+            log.error(line)
+    else:
+        (held if held is not None else sys.stderr).write(trace)
     return EX_TEMPFAIL

@@ -24,7 +24,7 @@ def partials(site, name="default"):
 def test_unknown_recipient_exits_67(site):
     site.create("alice@example.org")
     done = site.deliver(message(), "nobody@example.org", check=67)
-    assert done.stderr.decode().strip().splitlines()[-1].startswith("5.1.1 ")
+    assert done.stderr.decode().strip().splitlines()[0].startswith("5.1.1 ")
 
 
 def test_mailbox_delivery_and_extension(site):
@@ -95,7 +95,7 @@ def test_every_target_over_quota_is_a_temporary_failure(site):
     site.aliases.write_text("team: bob, carol\n")
     done = site.deliver(message(body=b"y" * 500 + b"\n"), "team@example.org", check=75)
     assert partials(site) == []
-    assert done.stderr.decode().strip().splitlines()[-1].startswith("4.")
+    assert done.stderr.decode().strip().splitlines()[0].startswith("4.")
 
 
 @pytest.mark.parametrize("settings, argv, code, status", [
@@ -109,7 +109,7 @@ def test_primary_over_quota(make_site, settings, argv, code, status):
     site.deliver(message(message_id="<small@x>"), "alice@example.org", check=0)
     done = site.run("deliver", *argv, "-f", "s@example.org", "alice@example.org",
                     input=message(body=b"z" * 2000 + b"\n"), check=code)
-    assert done.stderr.decode().strip().splitlines()[-1].startswith(status + " ")
+    assert done.stderr.decode().strip().splitlines()[0].startswith(status + " ")
     assert len(maildir_files(box)) == 1
     first_line = (box / "maildirsize").read_text().splitlines()[0]
     assert first_line == "1024S"

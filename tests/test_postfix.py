@@ -1,0 +1,266 @@
+"""lda behind a real Postfix on loopback: mailbox_command for unix users,
+a pipe(8) transport and LMTP for virtual mailboxes, resends, per-recipient
+deferral, partial deliveries and forwards re-injected through Postfix.
+
+Every test starts its own Postfix instance (tests/postfix.py) and runs the
+installed lda; messages go in by SMTP and the assertions read the Maildirs,
+lda's SQLite files, Postfix's queue and its mail log.
+"""
+
+import email
+import sqlite3
+
+import pytest
+
+pytest.register_assert_rewrite("postfix")  # before the import: it is a plugin too
+
+from conftest import Site, maildir_files, message  # noqa: E402
+from postfix import (  # noqa: E402
+    BOUNCED, DEFERRED, LDA, LOCAL_DOMAIN, OUTSIDE_DOMAIN, SENDER, SENDMAIL, SENT, VIRTUAL_DOMAIN,
+    wait_until)
+
+pytest_plugins = ["postfix"]  # its fixtures: mail_root, make_user, lda_lmtp, make_postfix
+
+TRANSPORTS = ["pipe", "lmtp-unix", "lmtp-tcp"]
+
+
+def address(local):
+    return f"{local}@{VIRTUAL_DOMAIN}"
+
+
+def fields(path):
+    return email.message_from_bytes(path.read_bytes())
+
+
+def one_file(maildir):
+    files = maildir_files(maildir)
+    assert len(files) == 1, files
+    return files[0]
+
+
+class Stack:
+    """A managed lda site behind a Postfix instance, through one transport.
+    With the pipe transport lda runs as `owner`, who must own the state."""
+
+    def __init__(self, site, postfix, owner=None, outside=None):
+        self.site = site
+        self.postfix = postfix
+        self.owner = owner
+        self.outside = outside  # the catch-all Maildir of OUTSIDE_DOMAIN
+
+    def admin(self, *args):
+        done = self.site.run(*args, check=0)
+        if self.owner:
+            self.owner.chown_tree(self.site.state)
+        return done
+
+    def create(self, local, *options):
+        self.admin("mailbox", "create", address(local), *options)
+        return self.site.maildir(address(local))
+
+    def partials(self):
+        conn = sqlite3.connect(self.site.db())
+        try:
+            return conn.execute("SELECT recipient, target FROM partial_deliveries").fetchall()
+        finally:
+            conn.close()
+
+
+def pipe_service(user, site):
+    """master.cf: lda as a pipe(8) transport, as README.md gives it."""
+    return (f"lda unix - n n - - pipe\n  flags=DRhu user={user.name} argv={LDA} deliver "
+            f"-c {site.config} -f ${{sender}} -a ${{original_recipient}} ${{recipient}}\n")
+
+
+def route_outside_to(keeper, postfix):
+    """OUTSIDE_DOMAIN goes to a catch-all Maildir that Postfix's own
+    virtual(8) writes as `keeper`: another host, as far as lda can tell."""
+    postfix.main.update({
+        "transport_maps": f"inline:{{{OUTSIDE_DOMAIN}=virtual:}}",
+        "virtual_mailbox_base": str(keeper.home),
+        "virtual_mailbox_maps": f"inline:{{@{OUTSIDE_DOMAIN}=elsewhere/}}",
+        "virtual_uid_maps": f"static:{keeper.uid}",
+        "virtual_gid_maps": f"static:{keeper.gid}",
+        "virtual_minimum_uid": "1"})
+    return keeper.home / "elsewhere"
+
+
+@pytest.fixture
+def make_stack(mail_root, make_postfix, make_user, lda_lmtp):
+    """make_stack(transport, outside=False, **lda_settings) -> a started Stack.
+
+    "pipe": `lda deliver` as a pipe(8) transport, run as a throwaway user
+    who owns the site; "lmtp-unix", "lmtp-tcp": `lda lmtp` (run as root).
+    outside=True also routes OUTSIDE_DOMAIN (route_outside_to) and makes lda
+    re-inject forwards with this instance's sendmail.  That needs an LMTP
+    transport: Postfix's set-gid postdrop takes a private config directory
+    (sendmail -C) from root only, unless /etc/postfix/main.cf lists it in
+    alternate_config_directories."""
+
+    def make(transport, outside=False, **settings):
+        postfix = make_postfix(start=False)
+        if outside:
+            settings["sendmail"] = [SENDMAIL, "-C", str(postfix.config_dir), "-i"]
+        (mail_root / f"site-{transport}").mkdir(mode=0o755)
+        site = Site(mail_root / f"site-{transport}", **settings)
+        owner = make_user("ldavm") if transport == "pipe" else None
+        if owner:
+            postfix.main.update({"virtual_transport": "lda",
+                                 "lda_destination_recipient_limit": "1"})
+            postfix.services += pipe_service(owner, site)
+        else:
+            server = lda_lmtp(site, transport.removeprefix("lmtp-"))
+            postfix.main["virtual_transport"] = server.transport
+        catch_all = route_outside_to(make_user("ldaout", runs_lda=False),
+                                     postfix) if outside else None
+        return Stack(site, postfix.start(), owner, catch_all)
+
+    return make
+
+
+def test_mailbox_command_delivers_once_to_a_unix_user(make_postfix, make_user):
+    user = make_user()
+    postfix = make_postfix(main={"mailbox_command": f"{LDA} deliver"})
+    recipient = f"{user.name}@{LOCAL_DOMAIN}"
+    msg = message(message_id="<unix-user@example.org>")
+
+    first = postfix.send(msg, [recipient])
+    sent = postfix.wait_for_delivery(first, recipient)
+    assert (sent.status, sent.relay, sent.dsn) == (SENT, "local", "2.0.0")
+    path = one_file(user.home / "Maildir")
+    assert path.stat().st_uid == user.uid
+    # local(8) prepends both; lda must not add its own
+    assert fields(path).get_all("Delivered-To") == [recipient]
+    assert fields(path).get_all("Return-Path") == [f"<{SENDER}>"]
+    assert (user.home / ".local" / "state" / "lda" / "lda.sqlite").is_file()
+
+    second = postfix.send(msg, [recipient])  # the same Message-ID and Date
+    assert postfix.wait_for_delivery(second, recipient).status == SENT
+    assert maildir_files(user.home / "Maildir") == [path]
+    postfix.wait_for_queue_empty()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_virtual_mailboxes_get_one_copy_even_when_resent(make_stack, transport):
+    stack = make_stack(transport)
+    boxes = {address(n): stack.create(n) for n in ("alice", "bob")}
+    postfix = stack.postfix
+    msg = message(message_id=f"<resent-{transport}@example.org>")
+
+    first = postfix.send(msg, list(boxes))
+    for recipient, box in boxes.items():
+        assert postfix.wait_for_delivery(first, recipient).status == SENT
+        path = one_file(box)
+        assert fields(path).get_all("Delivered-To") == [recipient]
+        assert fields(path).get_all("Return-Path") == [f"<{SENDER}>"]
+
+    second = postfix.send(msg, list(boxes))  # the same Message-ID and Date
+    for recipient, box in boxes.items():
+        again = postfix.wait_for_delivery(second, recipient)
+        assert again.status == SENT
+        if transport != "pipe":  # pipe(8) logs no output on success
+            assert "already delivered, duplicate discarded" in again.detail
+        assert len(maildir_files(box)) == 1
+    postfix.wait_for_queue_empty()
+
+
+def exit_case(transport, local, settings, status, dsn, reason, marks=()):
+    return pytest.param(transport, local, settings, status, dsn, reason, marks=marks,
+                        id=f"{transport}-{local}-{status}"
+                        + ("-quota_full=reject" if settings else ""))
+
+
+EXIT_CASES = [
+    exit_case("pipe", "nobody", {}, BOUNCED, "5.1.1", "unknown recipient"),
+    exit_case("pipe", "full", {}, DEFERRED, "4.2.2", "mailbox full"),
+    exit_case("pipe", "full", {"quota_full": "reject"}, BOUNCED, "5.2.2", "mailbox full"),
+    exit_case("lmtp-unix", "nobody", {}, BOUNCED, "5.1.1", "unknown recipient"),
+    exit_case("lmtp-unix", "full", {}, DEFERRED, "4.2.2", "mailbox full"),
+    exit_case("lmtp-unix", "full", {"quota_full": "reject"}, BOUNCED, "5.2.2",
+              "mailbox full"),
+]
+
+
+@pytest.mark.parametrize("transport, local, settings, status, dsn, reason", EXIT_CASES)
+def test_lda_answer_becomes_the_postfix_status(make_stack, transport, local, settings,
+                                               status, dsn, reason):
+    stack = make_stack(transport, **settings)
+    stack.create("full", "--quota-storage", "1")
+    queue_id = stack.postfix.send(message(message_id="<status@example.org>"),
+                                  [address(local)])
+    logged = stack.postfix.wait_for_delivery(queue_id, address(local))
+    assert reason in logged.detail  # lda's one-line reason reaches the mail log
+    assert (logged.status, logged.dsn) == (status, dsn)
+
+
+def test_lmtp_defers_only_the_recipient_over_quota(make_stack):
+    stack = make_stack("lmtp-unix")
+    postfix = stack.postfix
+    boxes = {address(n): stack.create(n) for n in ("a", "b", "c", "d")}
+    full = address("full")
+    boxes[full] = stack.create("full", "--quota-storage", "1")
+    msg = message(message_id="<five@example.org>")
+
+    queue_id = postfix.send(msg, list(boxes))
+    deferred = postfix.wait_for_delivery(queue_id, full)
+    assert (deferred.status, deferred.dsn) == (DEFERRED, "4.2.2")
+    for recipient in list(boxes)[:4]:
+        assert postfix.wait_for_delivery(queue_id, recipient).status == SENT
+    wait_until(lambda: postfix.queued_recipients() == [full], 10, "only <full> queued",
+               lambda: f"queued: {postfix.queued_recipients()}")
+    assert [len(maildir_files(box)) for box in boxes.values()] == [1, 1, 1, 1, 0]
+
+    stack.admin("mailbox", "set-quota", full, "--storage", "0")
+    postfix.flush()
+    assert postfix.wait_for_delivery(queue_id, full, SENT).dsn == "2.0.0"
+    postfix.wait_for_queue_empty()
+    assert [len(maildir_files(box)) for box in boxes.values()] == [1, 1, 1, 1, 1]
+    for recipient in boxes:
+        assert len(postfix.deliveries(recipient, SENT, queue_id)) == 1
+
+
+@pytest.mark.parametrize("transport", ["pipe", "lmtp-unix"])
+def test_alias_with_a_full_member_is_sent_and_recorded_as_partial(make_stack, transport):
+    stack = make_stack(transport)
+    alice, bob = stack.create("alice"), stack.create("bob")
+    full = stack.create("full", "--quota-storage", "1")
+    stack.site.aliases.write_text("team: alice, bob, full\n")
+    postfix = stack.postfix
+
+    queue_id = postfix.send(message(message_id="<team@example.org>"), [address("team")])
+    logged = postfix.wait_for_delivery(queue_id, address("team"))
+    assert (logged.status, logged.dsn) == (SENT, "2.0.0")
+    postfix.wait_for_removal(queue_id)
+    assert postfix.deliveries(status=DEFERRED) == []
+    assert postfix.queue() == []
+    assert [len(maildir_files(b)) for b in (alice, bob, full)] == [1, 1, 0]
+    assert stack.partials() == [(address("team"), address("full"))]
+
+
+def test_external_forward_is_reinjected_through_postfix_once(make_stack):
+    stack = make_stack("lmtp-unix", outside=True)
+    postfix = stack.postfix
+    bob = f"bob@{OUTSIDE_DOMAIN}"
+    carol = stack.create("carol", "--forward", bob, "--keep-copy")
+    msg = message(message_id="<forward@example.org>")
+
+    first = postfix.send(msg, [address("carol")])
+    assert postfix.wait_for_delivery(first, address("carol")).status == SENT
+    forwarded = postfix.wait_for_delivery(None, bob)
+    assert (forwarded.status, forwarded.relay) == (SENT, "virtual")
+    # a new message that Postfix's sendmail handed to pickup(8)
+    assert f"{forwarded.queue_id}: uid=0 from=<{SENDER}>" in postfix.log_text()
+    postfix.wait_for_queue_empty()
+    assert len(maildir_files(carol)) == 1
+    copy = fields(one_file(stack.outside))
+    # virtual(8)'s own, then the one lda put on the forwarded copy
+    assert copy.get_all("Delivered-To") == [bob, address("carol")]
+    assert copy.get_all("Return-Path") == [f"<{SENDER}>"]
+
+    second = postfix.send(msg, [address("carol")])  # the same Message-ID and Date
+    again = postfix.wait_for_delivery(second, address("carol"))
+    assert "duplicate discarded" in again.detail
+    postfix.wait_for_queue_empty()  # a re-injected copy would show in maildrop
+    assert len(postfix.deliveries(bob)) == 1
+    assert len(maildir_files(stack.outside)) == 1
+    assert len(maildir_files(carol)) == 1
