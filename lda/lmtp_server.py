@@ -45,10 +45,11 @@ async def serve(config, log, listen=None, grace=300, ready=None, clock=None):
     listen = listen or config.lmtp_listen
     with ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver") as pool:
         handler = DeliveryHandler(config, pool, log, clock=clock)
-        server = await _listen(loop, lambda: LdaLMTP(handler, config), listen)
         stop = asyncio.Event()
+        # Before the socket exists: a SIGTERM right after start is graceful too.
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        server = await _listen(loop, lambda: LdaLMTP(handler, config), listen)
         log.info(f"lmtp: listening on {listen}, {config.lmtp_workers} workers")
         if ready:
             ready()
