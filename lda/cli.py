@@ -710,3 +710,72 @@ def aliases_check(ctx, path, as_json):
     problems = [p._asdict() for p in check_aliases(path)]
     emit(problems, as_json, ["path", "line", "message"])
     sys.exit(EX_CONFIG if problems else 0)
+
+
+@cli.group()
+def sieve():
+    """Sieve filters (RFC 5228): check a script, or try it on a message."""
+
+
+@sieve.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def sieve_check(path):
+    """Compile a script; print FILE:LINE:COL: message per error (exit 65).
+
+    \b
+    Example:
+        lda sieve check ~/.dovecot.sieve
+    """
+    from .errors import EX_DATAERR
+    from .sieve.dryrun import check
+
+    errors = check(path)
+    for line in errors:
+        click.echo(line, err=True)
+    sys.exit(EX_DATAERR if errors else 0)
+
+
+@sieve.command("test")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-f", "sender", help="Envelope sender (default: Return-Path, else From).")
+@click.option("-r", "recipient", help="Envelope recipient (default: Delivered-To, else To).")
+def sieve_test(path, sender, recipient):
+    """Dry run: print the actions the script takes on the message on stdin.
+
+    Nothing is delivered, sent or recorded.
+
+    \b
+    Example:
+        lda sieve test ~/.dovecot.sieve -f bob@example.org < message.eml
+    """
+    from .sieve.dryrun import dry_run
+
+    actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
+                                     recipient)
+    for line in notes:
+        click.echo(line, err=True)
+    for line in actions:
+        click.echo(line)
+    sys.exit(status)
+
+
+@cli.command("procmail-convert")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def procmail_convert(path):
+    """Print a .procmailrc's recipes as a Sieve script.
+
+    Recipes with no Sieve equivalent (pipes, body conditions, complex
+    regular expressions) are listed on stderr with their line numbers and
+    left in the script as comments.
+
+    \b
+    Example:
+        lda procmail-convert ~/.procmailrc > ~/.dovecot.sieve
+    """
+    from .sieve.procmail import convert
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        script, problems = convert(f.read(), path)
+    click.echo(script, nl=False)
+    for line, reason in problems:
+        click.echo(f"{path}:{line}: not translated: {reason}", err=True)

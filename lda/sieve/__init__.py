@@ -1,0 +1,111 @@
+"""Sieve filtering (RFC 5228) for lda: per-mailbox scripts instead of procmail.
+
+A pure library: it reads the script (and its compiled cache), decides, and
+returns what to do; the delivery code does it.  No click, no sending, no
+database, and on the per-message path no parser, json, re or email imports.
+
+Supported: RFC 5228 (require, if/elsif/else, stop, keep, discard, redirect;
+header, address, envelope, exists, size, allof, anyof, not, true, false;
+comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
+extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
+(RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
+7352), vacation (RFC 5230) and subaddress (RFC 5233, separator "+").
+
+The API
+-------
+compile_script(source) -> Script
+    `source` is a path (os.PathLike, e.g. pathlib.Path) or the script text
+    (str or UTF-8 bytes).  Raises SieveError(line, column, message), whose
+    .errors lists every (line, column, message) and .lines(name) formats
+    them as "NAME:LINE:COL: message".  Compiled text is memoised in-process.
+
+load_script(path, cache_dir=None) -> Script | None
+    None when `path` does not exist.  With `cache_dir`, the AST is stored
+    there as JSON keyed by (path, mtime_ns, size, inode), and an unchanged
+    script is read back without importing the parser.  Raises SieveError
+    (compile errors, unreadable file); an unwritable cache is not an error
+    (see Script.cache_status).
+
+run(script, message, envelope, state=None) -> Outcome
+    message: .headers (lda.message.Headers: .fields is [(lower-case name
+      bytes, value bytes)]) and .size (int); lda.message.Reader after
+      info() has both.  Body tests are not supported.
+    envelope: Envelope(from_, to, original_recipient); from_ "" is the
+      null sender.
+    state: the callbacks documented on MemoryState (now, duplicate_seen,
+      duplicate_record, vacation_recently, vacation_record); None means a
+      fresh MemoryState.  run() only reads state.
+    Never raises for a script problem: a runtime error gives an Outcome
+    with implicit_keep=True, no actions and the error in .errors.
+
+evaluate(path, cache_dir, message, envelope, state) -> Outcome | None
+    load_script + run for the delivery path: None when the user has no
+    script; a script that does not compile gives implicit keep with the
+    compile errors in .errors.
+
+Outcome
+    .actions          explicit actions in order: Keep(flags),
+                      FileInto(folder, flags, create, copy),
+                      Redirect(address, copy), Discard(),
+                      Vacation(to, reply_bytes, handle, days)
+    .implicit_keep    True unless keep, fileinto, redirect (without :copy)
+                      or discard ran (RFC 5228 section 2.10.2)
+    .implicit_flags   flags for the implicit keep (imap4flags)
+    .all_actions()    .actions plus Keep(implicit=True) when it applies
+    .errors, .log     lines for the delivery log ("line N: ...")
+    .commit(state)    records duplicate IDs and vacation replies; call it
+                      once the message is stored and any reply handed over
+                      (RFC 7352 section 3: a failed delivery records nothing)
+
+Keep and FileInto carry .maildir_folder (None for INBOX, ".Lists.Python"
+for "Lists.Python", modified UTF-7 for non-ASCII) and .maildir_info ("FS"
+for \\Seen \\Flagged: the Maildir info letters, in ASCII order; keywords
+have no letter and are only logged).  A message with info letters belongs
+in cur/ as NAME:2,FS (the Maildir spec), not in new/.
+
+Decisions
+---------
+- fileinto without :create into a folder that does not exist: deliver to
+  the inbox instead and log an error, as Dovecot does with
+  lda_mailbox_autocreate=no.  The caller implements it (it owns the disk).
+- :create needs require "mailbox" (RFC 5490), as in Dovecot.
+- Folder names: "INBOX" (any case) is the inbox; a leading "INBOX." is
+  dropped; "/", a leading, trailing or double ".", and control characters
+  are refused: at compile time for a constant, else as a runtime error.
+- A runtime error drops every collected action: implicit keep only.
+- Storing twice into one folder stores once, with the union of the flags.
+- duplicate without :seconds tracks for 7 days; the tracking ID is
+  '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.
+- vacation: :days below 1 means 1; no reply to the null sender, to
+  Auto-Submitted (other than "no"), Precedence bulk/list/junk, List-*
+  messages, owner-*/*-request/MAILER-DAEMON/LISTSERV/majordomo senders, to
+  the user's own address, or when none of the user's addresses (recipient,
+  original recipient, :from, :addresses; +detail ignored) is in
+  To/Cc/Bcc/Resent-*.  Send the reply with the null envelope sender.
+"""
+
+from .actions import (Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect,
+                      Vacation)
+from .script import SieveError, Script, compile_script, load_script
+
+__all__ = ["compile_script", "load_script", "run", "evaluate", "SieveError", "Script",
+           "Outcome", "Envelope", "MemoryState", "Keep", "FileInto", "Redirect", "Discard",
+           "Vacation"]
+
+
+def run(script, message, envelope, state=None):
+    from .interpreter import run as interpret
+
+    return interpret(script, message, envelope, state)
+
+
+def evaluate(path, cache_dir, message, envelope, state):
+    """The delivery path's one call: None without a script; a broken script
+    is an implicit keep with its errors in Outcome.errors."""
+    try:
+        script = load_script(path, cache_dir)
+    except SieveError as e:
+        return Outcome(errors=e.lines(str(path)))
+    if script is None:
+        return None
+    return run(script, message, envelope, state)

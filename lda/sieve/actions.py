@@ -1,0 +1,296 @@
+"""What a Sieve run decides: the actions, the Outcome, and the state protocol.
+
+These classes are what the delivery code reads, so they stay small and
+import nothing beyond the standard library's cheapest modules.  Folder names
+are checked and mapped to Maildir++ directory names here, because a folder
+name is the one piece of script output that becomes a path.
+"""
+
+import time
+
+# RFC 5232 section 3 flags that Maildir can store, as info letters
+# (cr.yp.to/proto/maildir.html; Dovecot and Courier read the same letters).
+MAILDIR_FLAGS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S",
+                 "\\deleted": "T"}
+INBOX = "INBOX"
+MAX_FOLDER_LENGTH = 255
+
+
+class UnsafeFolder(ValueError):
+    """A fileinto folder name that could leave the Maildir or is not a name."""
+
+
+def check_folder(name):
+    """The folder as the script named it, normalised: "INBOX" for the inbox,
+    else the name without a leading "INBOX." (the namespace prefix Courier
+    and Dovecot clients show).  Raises UnsafeFolder."""
+    if name.upper() == INBOX:
+        return INBOX
+    if name[:6].upper() == "INBOX.":
+        name = name[6:]
+    if not name:
+        raise UnsafeFolder("empty folder name")
+    if "/" in name:
+        raise UnsafeFolder(f'"/" in folder name "{name}" (the hierarchy separator is ".")')
+    if name.startswith(".") or name.endswith(".") or ".." in name:
+        raise UnsafeFolder(f'folder name "{name}" has a leading, trailing or double "."')
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UnsafeFolder(f"control character in folder name {name!r}")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_FOLDER_LENGTH:
+        raise UnsafeFolder(f"folder name longer than {MAX_FOLDER_LENGTH} bytes")
+    return name
+
+
+def maildir_folder(name):
+    """The Maildir++ directory for a checked folder name: None for INBOX,
+    ".Lists.Python" for "Lists.Python" (non-ASCII in IMAP's modified UTF-7,
+    RFC 3501 section 5.1.3, as Dovecot and Courier name them on disk)."""
+    if name == INBOX:
+        return None
+    return "." + modified_utf7(name)
+
+
+def modified_utf7(text):
+    out, run = [], []
+
+    def flush():
+        if run:
+            from binascii import b2a_base64
+
+            raw = "".join(run).encode("utf-16-be")
+            out.append("&" + b2a_base64(raw, newline=False).decode().rstrip("=")
+                       .replace("/", ",") + "-")
+            run.clear()
+
+    for char in text:
+        if 0x20 <= ord(char) <= 0x7E:
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            run.append(char)
+    flush()
+    return "".join(out)
+
+
+def maildir_info(flags):
+    """Maildir info letters for the system flags among `flags`, in ASCII
+    order as the Maildir spec asks ("FS" for \\Seen \\Flagged)."""
+    return "".join(sorted({MAILDIR_FLAGS[f.lower()] for f in flags
+                           if f.lower() in MAILDIR_FLAGS}))
+
+
+def keywords(flags):
+    """The flags Maildir has no letter for (IMAP keywords such as $Junk)."""
+    return [f for f in flags if f.lower() not in MAILDIR_FLAGS]
+
+
+class Action:
+    """Base: value equality and a readable repr, for tests and logs."""
+
+    __slots__ = ()
+
+    def _key(self):
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash((type(self).__name__, self._key()))
+
+    def __repr__(self):
+        args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({args})"
+
+
+def _flags_text(flags):
+    return f' :flags "{" ".join(flags)}"' if flags else ""
+
+
+class Keep(Action):
+    """Store into the mailbox the message was addressed to (its inbox, or
+    the folder the address extension selects), with these IMAP flags."""
+
+    __slots__ = ("flags", "implicit")
+    folder = INBOX
+    maildir_folder = None
+    create = False
+    copy = False
+
+    def __init__(self, flags=(), implicit=False):
+        self.flags = tuple(flags)
+        self.implicit = implicit
+
+    @property
+    def maildir_info(self):
+        return maildir_info(self.flags)
+
+    def describe(self):
+        return ("keep (implicit)" if self.implicit else "keep") + _flags_text(self.flags)
+
+
+class FileInto(Action):
+    """Store into a folder of the same Maildir.  Without `create`, a folder
+    that does not exist means the inbox instead, and an error in the log."""
+
+    __slots__ = ("folder", "flags", "create", "copy")
+
+    def __init__(self, folder, flags=(), create=False, copy=False):
+        self.folder = folder
+        self.flags = tuple(flags)
+        self.create = create
+        self.copy = copy
+
+    @property
+    def maildir_folder(self):
+        return maildir_folder(self.folder)
+
+    @property
+    def maildir_info(self):
+        return maildir_info(self.flags)
+
+    def describe(self):
+        return (f'fileinto "{self.folder}"' + (" :copy" if self.copy else "")
+                + (" :create" if self.create else "") + _flags_text(self.flags))
+
+
+class Redirect(Action):
+    """Forward the message, unchanged, to another address."""
+
+    __slots__ = ("address", "copy")
+
+    def __init__(self, address, copy=False):
+        self.address = address
+        self.copy = copy
+
+    def describe(self):
+        return f'redirect "{self.address}"' + (" :copy" if self.copy else "")
+
+
+class Discard(Action):
+    """The script threw the message away (it only cancels the implicit keep)."""
+
+    __slots__ = ()
+
+    def describe(self):
+        return "discard"
+
+
+class Vacation(Action):
+    """An auto-reply (RFC 5230) to send to `to` with the null envelope sender
+    (RFC 3834 section 3.3); `reply_bytes` is the whole message, LF line ends."""
+
+    __slots__ = ("to", "reply_bytes", "handle", "days", "subject", "from_")
+
+    def __init__(self, to, reply_bytes, handle, days, subject="", from_=""):
+        self.to = to
+        self.reply_bytes = reply_bytes
+        self.handle = handle
+        self.days = days
+        self.subject = subject
+        self.from_ = from_
+
+    def describe(self):
+        return f'vacation to {self.to} (subject "{self.subject}")'
+
+
+STORES = (Keep, FileInto)
+
+
+class Outcome:
+    """The result of one run.
+
+    actions: explicit actions, in script order, duplicates merged.
+    implicit_keep: True when no action cancelled the implicit keep (RFC 5228
+      section 2.10.2); implicit_flags are the flags it carries (RFC 5232).
+    errors: one line each ("line 7: ..."); an error means implicit keep.
+    log: what the script did that the delivery log should show.
+    records: state writes to make once the message is safely delivered
+      (commit()); empty after an error, as RFC 7352 section 3 asks.
+    """
+
+    def __init__(self, actions=(), implicit_keep=True, implicit_flags=(), errors=(),
+                 log=(), records=()):
+        self.actions = list(actions)
+        self.implicit_keep = implicit_keep
+        self.implicit_flags = tuple(implicit_flags)
+        self.errors = list(errors)
+        self.log = list(log)
+        self.records = list(records)
+
+    def all_actions(self):
+        """The explicit actions plus, when it applies, Keep(implicit=True):
+        everything the delivery has to carry out, in order."""
+        if not self.implicit_keep:
+            return list(self.actions)
+        return self.actions + [Keep(self.implicit_flags, implicit=True)]
+
+    def describe(self):
+        return [action.describe() for action in self.all_actions()]
+
+    def commit(self, state):
+        """Record duplicate IDs and vacation replies in the caller's state.
+        Call it after the message is stored (and the reply handed over), so
+        that a delivery retried after a failure sees the same answers."""
+        for kind, *args in self.records:
+            if kind == "duplicate":
+                state.duplicate_record(*args)
+            elif kind == "vacation":
+                state.vacation_record(*args)
+        self.records = []
+
+    def __repr__(self):
+        return (f"Outcome(actions={self.actions!r}, implicit_keep={self.implicit_keep}, "
+                f"errors={self.errors!r})")
+
+
+class Envelope:
+    """The SMTP envelope of the delivery: from_ is "" for the null sender."""
+
+    __slots__ = ("from_", "to", "original_recipient")
+
+    def __init__(self, from_="", to="", original_recipient=None):
+        self.from_ = _bare(from_ or "")
+        self.to = _bare(to or "")
+        self.original_recipient = _bare(original_recipient) if original_recipient else None
+
+
+def _bare(address):
+    address = address.strip()
+    if address.startswith("<") and address.endswith(">"):
+        address = address[1:-1]
+    return address
+
+
+class MemoryState:
+    """The state protocol, kept in memory: for `lda sieve test` and tests.
+
+    A caller's own state object needs the same five members:
+      now() -> seconds since the epoch
+      duplicate_seen(key, seconds, last) -> bool: key recorded and not expired
+      duplicate_record(key, seconds, last): remember key for `seconds`;
+        without `last` an entry that has not expired keeps its time (RFC 7352
+        section 3.3: :last measures from the most recent occurrence)
+      vacation_recently(sender, handle, days) -> bool
+      vacation_record(sender, handle, days)
+    """
+
+    def __init__(self, now=time.time):
+        self.now = now
+        self.duplicates = {}  # key -> expiry time
+        self.vacations = {}   # (sender, handle) -> time of the reply
+
+    def duplicate_seen(self, key, seconds, last):
+        expiry = self.duplicates.get(key)
+        return expiry is not None and expiry > self.now()
+
+    def duplicate_record(self, key, seconds, last):
+        if last or not self.duplicate_seen(key, seconds, last):
+            self.duplicates[key] = self.now() + seconds
+
+    def vacation_recently(self, sender, handle, days):
+        when = self.vacations.get((sender.lower(), handle))
+        return when is not None and self.now() - when < days * 86400
+
+    def vacation_record(self, sender, handle, days):
+        self.vacations[(sender.lower(), handle)] = self.now()

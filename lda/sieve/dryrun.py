@@ -1,0 +1,75 @@
+"""`lda sieve check` and `lda sieve test`: the library side (no click).
+
+A dry run reads the message, runs the script against in-memory state and
+reports the actions; it delivers nothing and records nothing.
+"""
+
+from pathlib import Path
+
+from . import Envelope, MemoryState, SieveError, compile_script, run
+
+
+def check(path):
+    """"PATH:LINE:COL: message" for every compile error; [] if it compiles."""
+    try:
+        compile_script(Path(path))
+    except SieveError as e:
+        return e.lines(path)
+    return []
+
+
+def dry_run(path, stream, sender=None, recipient=None):
+    """(action lines for stdout, lines for stderr, exit status 0 or 65)."""
+    try:
+        script = compile_script(Path(path))
+    except SieveError as e:
+        return [], e.lines(path), 65
+    message = read_message(stream)
+    envelope = Envelope(default_sender(message.headers) if sender is None else sender,
+                        default_recipient(message.headers) if recipient is None else recipient)
+    notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
+             f"message size {message.size}"]
+    outcome = run(script, message, envelope, MemoryState())
+    notes += [f"{path}: {line}" for line in outcome.log]
+    notes += [f"{path}: runtime error: {error} (implicit keep)" for error in outcome.errors]
+    return outcome.describe(), notes, 0
+
+
+class Message:
+    def __init__(self, headers, size):
+        self.headers, self.size = headers, size
+
+
+def read_message(stream):
+    from ..message import Reader
+
+    reader = Reader(stream)
+    for _ in reader.chunks():
+        pass
+    reader.info()
+    return Message(reader.headers, reader.size)
+
+
+def default_sender(headers):
+    """Return-Path, else the From address, as sieve-test(1) guesses."""
+    from .fields import addresses
+
+    for name in (b"return-path", b"from"):
+        value = headers.first(name)
+        if value is not None:
+            found = addresses(value.decode("utf-8", "replace"))
+            if found:
+                return found[0]
+    return ""
+
+
+def default_recipient(headers):
+    from .fields import addresses
+
+    for name in (b"delivered-to", b"x-original-to", b"to"):
+        value = headers.first(name)
+        if value is not None:
+            found = addresses(value.decode("utf-8", "replace"))
+            if found:
+                return found[0]
+    return ""

@@ -1,0 +1,173 @@
+"""Header field values as Sieve tests see them, without the email package.
+
+email.header and email.utils would cost ~10 ms of imports (re, calendar,
+datetime parsing) on every delivery.  Header tests compare the RFC 2047
+decoded value (RFC 5228 section 2.7.2); address tests take the addr-specs
+out of an address list (RFC 5322 section 3.4): display names, comments,
+groups and source routes are dropped.
+"""
+
+
+def text(raw):
+    """Header bytes as text: UTF-8 (RFC 6532), else with U+FFFD, then
+    encoded-words decoded."""
+    value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return decode_words(value) if "=?" in value else value
+
+
+def decode_words(value):
+    """RFC 2047: "=?charset?B|Q?text?=" decoded; the white space between two
+    adjacent encoded-words goes (section 6.2); a malformed or unknown one
+    stays as written."""
+    out, i, last_was_word = [], 0, False
+    while True:
+        start = value.find("=?", i)
+        if start < 0:
+            out.append(value[i:])
+            return "".join(out)
+        decoded, end = _encoded_word(value, start)
+        if decoded is None:
+            out.append(value[i:start + 2])
+            i, last_was_word = start + 2, False
+            continue
+        between = value[i:start]
+        if not (last_was_word and between.strip(" \t") == ""):
+            out.append(between)
+        out.append(decoded)
+        i, last_was_word = end, True
+
+
+def _encoded_word(value, start):
+    parts = value[start + 2:].split("?", 3)
+    if len(parts) < 4 or not parts[3].startswith("="):
+        return None, start
+    charset, encoding, payload = parts[0].split("*", 1)[0], parts[1].upper(), parts[2]
+    if " " in payload or encoding not in ("B", "Q") or not charset:
+        return None, start
+    end = start + 2 + len(parts[0]) + len(parts[1]) + len(payload) + 4
+    import binascii
+
+    try:
+        if encoding == "B":
+            data = binascii.a2b_base64(payload + "=" * (-len(payload) % 4))
+        else:
+            data = binascii.a2b_qp(payload.replace("_", " ").encode("ascii"))
+        return data.decode(charset, "replace"), end
+    except (LookupError, ValueError, binascii.Error, UnicodeEncodeError):
+        return None, start
+
+
+def addresses(value):
+    """The addr-specs of an address-list header value, in order: "" for a
+    null address ("<>"), nothing for an empty group."""
+    result = []
+    for mailbox in _mailboxes(value):
+        address = _addr_spec(mailbox)
+        if address is not None:
+            result.append(address)
+    return result
+
+
+def _mailboxes(value):
+    """Split at "," and group punctuation outside quotes, comments and <>;
+    comments are dropped here."""
+    parts, current, angle, i = [], [], False, 0
+    while i < len(value):
+        c = value[i]
+        if c == '"':
+            end = _quoted_end(value, i)
+            current.append(value[i:end])
+            i = end
+            continue
+        if c == "(":
+            i = _comment_end(value, i)
+            current.append(" ")
+            continue
+        i += 1
+        if c == "<":
+            angle = True
+        elif c == ">":
+            angle = False
+        elif not angle and c in ",;":
+            parts.append("".join(current))
+            current = []
+            continue
+        elif not angle and c == ":":
+            current = []  # what came before was a group's display name
+            continue
+        current.append(c)
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _quoted_end(value, i):
+    i += 1
+    while i < len(value):
+        if value[i] == "\\":
+            i += 2
+        elif value[i] == '"':
+            return i + 1
+        else:
+            i += 1
+    return len(value)
+
+
+def _comment_end(value, i):
+    depth = 0
+    while i < len(value):
+        c = value[i]
+        if c == "\\":
+            i += 2
+            continue
+        depth += (c == "(") - (c == ")")
+        i += 1
+        if depth == 0:
+            break
+    return i
+
+
+def _addr_spec(mailbox):
+    if "<" in mailbox:
+        inner = mailbox[mailbox.rfind("<") + 1:]
+        inner = inner.split(">", 1)[0].strip()
+        if ":" in inner and inner.startswith("@"):  # obsolete source route
+            inner = inner.split(":", 1)[1].strip()
+        return inner
+    spec = "".join(mailbox.split())
+    return spec or None
+
+
+def valid_address(address):
+    """A plain addr-spec (local@domain) fit for a redirect or a reply: no
+    white space, control characters or list punctuation."""
+    local, at, domain = address.rpartition("@")
+    return (bool(at) and bool(local) and bool(domain) and len(address) <= 320
+            and not any(ord(c) <= 32 or ord(c) == 127 or c in ",;<>()" for c in address))
+
+
+def split(address):
+    """(local part, domain) of an addr-spec; domain None without "@"."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return address, None
+    return local, domain
+
+
+def address_part(address, part, separator="+"):
+    """The :all/:localpart/:domain/:user/:detail of an address (RFC 5228
+    section 2.7.4, RFC 5233 section 4), or None when it has no such part:
+    a null address has none but :all, an address without "@" no :domain,
+    one without the separator no :detail."""
+    if part == "all":
+        return address
+    if not address:
+        return None
+    local, domain = split(address)
+    if part == "domain":
+        return domain
+    if part == "localpart":
+        return local
+    user, sep, detail = local.partition(separator)
+    if part == "user":
+        return user
+    return detail if sep else None

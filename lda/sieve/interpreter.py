@@ -1,0 +1,351 @@
+"""Running a compiled script against one message (RFC 5228 section 2.10).
+
+The script only decides: actions are collected into an Outcome for the
+caller to carry out, and state (duplicate IDs, vacation replies) is read
+through the caller's callbacks and written only by Outcome.commit().  A
+runtime error (an unsafe folder name, too many redirects, a second
+vacation) discards every collected action and leaves the implicit keep, so
+the message is never lost.
+"""
+
+from .actions import (STORES, Discard, FileInto, Keep, MemoryState, Outcome, Redirect,
+                      UnsafeFolder, check_folder, keywords)
+from .fields import address_part, addresses, text, valid_address
+from .match import compare, quote_wildcards
+
+MAX_ACTIONS = 32
+MAX_REDIRECTS = 4  # Dovecot's sieve_max_redirects default
+MAX_VARIABLE_LENGTH = 4096  # longer values are cut (RFC 5229 section 6 allows it)
+DEFAULT_DUPLICATE_SECONDS = 7 * 86400  # lda's expiration_hours default
+SUBADDRESS_SEPARATOR = "+"
+MODIFIERS = {
+    "lower": str.lower, "upper": str.upper,
+    "lowerfirst": lambda v: v[:1].lower() + v[1:],
+    "upperfirst": lambda v: v[:1].upper() + v[1:],
+    "quotewildcard": quote_wildcards, "length": lambda v: str(len(v)),
+}
+NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+
+
+class RuntimeFailure(Exception):
+    def __init__(self, line, message):
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class Stop(Exception):
+    """The stop command: end the script, keep what was decided."""
+
+
+def run(script, message, envelope, state=None):
+    """Outcome of `script` for one message; never raises for script problems."""
+    execution = Execution(script, message, envelope, state or MemoryState())
+    try:
+        execution.block(script.commands)
+    except Stop:
+        pass
+    except RuntimeFailure as e:
+        return execution.failed(f"line {e.line}: {e.message}")
+    except Exception as e:  # noqa: BLE001 - a bug here must not lose the message
+        return execution.failed(f"line {execution.line}: internal error "
+                                f"({type(e).__name__}: {e})")
+    return execution.outcome()
+
+
+class Execution:
+    def __init__(self, script, message, envelope, state):
+        self.script, self.message, self.envelope, self.state = script, message, envelope, state
+        self.use_variables = "variables" in script.requires
+        self.variables = {}
+        self.match_values = []
+        self.flags = ""  # RFC 5232 internal variable, a space-separated flag list
+        self.actions = []
+        self.keep_cancelled = False
+        self.redirects = 0
+        self.vacation_done = False
+        self.log = []
+        self.records = []
+        self.line = 0
+        self._fields = None
+
+    def outcome(self):
+        implicit = not self.keep_cancelled
+        flags = flag_list(self.flags) if implicit else []
+        for action in self.actions + ([Keep(flags)] if implicit else []):
+            for keyword in keywords(getattr(action, "flags", ())):
+                self.log.append(f"flag {keyword} not stored: Maildir has no keywords")
+        return Outcome(self.actions, implicit, flags, [], self.log, self.records)
+
+    def failed(self, error):
+        return Outcome([], True, [], [error], self.log, [])
+
+    def fail(self, message):
+        raise RuntimeFailure(self.line, message)
+
+    # --- values --------------------------------------------------------------
+
+    def string(self, value):
+        """A string argument with its ${...} references replaced (RFC 5229
+        section 3): unknown variables are empty, anything that is not a
+        valid reference stays as written."""
+        if not self.use_variables or "${" not in value:
+            return value
+        out, i = [], 0
+        while True:
+            start = value.find("${", i)
+            if start < 0:
+                out.append(value[i:])
+                return "".join(out)
+            out.append(value[i:start])
+            end = value.find("}", start + 2)
+            name = value[start + 2:end] if end >= 0 else ""
+            if name.isdigit() and name.isascii():
+                index = int(name)
+                out.append(self.match_values[index] if index < len(self.match_values) else "")
+                i = end + 1
+            elif name and name[0] in NAME_START and name.replace("_", "a").isalnum() \
+                    and name.isascii():
+                out.append(self.variables.get(name.lower(), ""))
+                i = end + 1
+            else:
+                out.append("$")
+                i = start + 1
+
+    def strings(self, values):
+        return [self.string(value) for value in values]
+
+    def fields(self, name):
+        """The raw values of every field called `name`, in order."""
+        if self._fields is None:
+            self._fields = {}
+            for field, value in self.message.headers.fields:
+                self._fields.setdefault(field, []).append(value)
+        return self._fields.get(name.lower().encode("utf-8", "surrogateescape"), [])
+
+    # --- commands ------------------------------------------------------------
+
+    def block(self, commands):
+        for node in commands:
+            self.line = node["line"]
+            getattr(self, "cmd_" + node["cmd"])(node)
+
+    def cmd_if(self, node):
+        for test, block in node["branches"]:
+            if self.test(test):
+                return self.block(block)
+        if node["else"] is not None:
+            self.block(node["else"])
+
+    def cmd_stop(self, node):
+        raise Stop
+
+    def cmd_keep(self, node):
+        self.store(Keep(self.flags_for(node)))
+
+    def cmd_discard(self, node):
+        self.keep_cancelled = True
+        if Discard() not in self.actions:
+            self.add(Discard())
+
+    def cmd_fileinto(self, node):
+        try:
+            folder = check_folder(self.string(node["folder"]))
+        except UnsafeFolder as e:
+            self.fail(f"fileinto: {e}")
+        self.store(FileInto(folder, self.flags_for(node), node["create"], node["copy"]),
+                   node["copy"])
+
+    def cmd_redirect(self, node):
+        address = self.string(node["address"]).strip()
+        if not valid_address(address):
+            self.fail(f'redirect: invalid address "{address}"')
+        if not node["copy"]:
+            self.keep_cancelled = True
+        if any(isinstance(a, Redirect) and a.address.lower() == address.lower()
+               for a in self.actions):
+            return self.log.append(f"redirect to {address} given twice: sent once")
+        self.redirects += 1
+        if self.redirects > MAX_REDIRECTS:
+            self.fail(f"more than {MAX_REDIRECTS} redirects")
+        self.add(Redirect(address, node["copy"]))
+
+    def cmd_vacation(self, node):
+        if self.vacation_done:
+            self.fail("vacation used more than once (RFC 5230 section 4.7)")
+        self.vacation_done = True
+        from .vacation import respond
+
+        action, note = respond(self, node)
+        self.log.append(note)
+        if action is not None:
+            self.add(action)
+            self.records.append(("vacation", action.to, action.handle, action.days))
+
+    def cmd_set(self, node):
+        value = self.string(node["value"])
+        for modifier in node["modifiers"]:
+            value = MODIFIERS[modifier](value)
+        self.variables[node["name"]] = value[:MAX_VARIABLE_LENGTH]
+
+    def cmd_setflag(self, node):
+        self.set_flags(node["variable"], flag_list(" ".join(self.strings(node["flags"]))))
+
+    def cmd_addflag(self, node):
+        flags = self.get_flags(node["variable"]) + self.strings(node["flags"])
+        self.set_flags(node["variable"], flag_list(" ".join(flags)))
+
+    def cmd_removeflag(self, node):
+        gone = {f.lower() for f in flag_list(" ".join(self.strings(node["flags"])))}
+        self.set_flags(node["variable"],
+                       [f for f in self.get_flags(node["variable"]) if f.lower() not in gone])
+
+    def get_flags(self, variable):
+        return flag_list(self.flags if variable is None
+                         else self.variables.get(variable.lower(), ""))
+
+    def set_flags(self, variable, flags):
+        if variable is None:
+            self.flags = " ".join(flags)
+        else:
+            self.variables[variable.lower()] = " ".join(flags)[:MAX_VARIABLE_LENGTH]
+
+    def flags_for(self, node):
+        """:flags given: those; else the internal variable (RFC 5232 section 5)."""
+        if node.get("flags") is None:
+            return flag_list(self.flags)
+        return flag_list(" ".join(self.strings(node["flags"])))
+
+    def store(self, action, copy=False):
+        """A second store into the same folder merges into the first one
+        (RFC 5228 section 2.10.3: the message lands there once)."""
+        if not copy:
+            self.keep_cancelled = True
+        for index, earlier in enumerate(self.actions):
+            if isinstance(earlier, STORES) and earlier.folder == action.folder:
+                flags = flag_list(" ".join(earlier.flags + action.flags))
+                self.actions[index] = (Keep(flags) if isinstance(earlier, Keep) else
+                                       FileInto(earlier.folder, flags,
+                                                earlier.create or action.create,
+                                                earlier.copy and copy))
+                return self.log.append(f"{action.folder} named twice: stored once")
+        self.add(action)
+
+    def add(self, action):
+        if len(self.actions) >= MAX_ACTIONS:
+            self.fail(f"more than {MAX_ACTIONS} actions")
+        self.actions.append(action)
+
+    # --- tests ---------------------------------------------------------------
+
+    def test(self, node):
+        return getattr(self, "test_" + node["test"])(node)
+
+    def test_true(self, node):
+        return True
+
+    def test_false(self, node):
+        return False
+
+    def test_not(self, node):
+        return not self.test(node["tests"][0])
+
+    def test_allof(self, node):
+        return all(self.test(t) for t in node["tests"])
+
+    def test_anyof(self, node):
+        return any(self.test(t) for t in node["tests"])
+
+    def test_exists(self, node):
+        return all(self.fields(name) for name in self.strings(node["headers"]))
+
+    def test_size(self, node):
+        if node["compare"] == "over":
+            return self.message.size > node["limit"]
+        return self.message.size < node["limit"]
+
+    def test_header(self, node):
+        values = [text(v) for name in self.strings(node["headers"]) for v in self.fields(name)]
+        return self.matches(node, values, self.strings(node["keys"]))
+
+    def test_address(self, node):
+        values = []
+        for name in self.strings(node["headers"]):
+            for raw in self.fields(name):
+                for address in addresses(raw.decode("utf-8", "replace")):
+                    values.append(address_part(address, node["part"], SUBADDRESS_SEPARATOR))
+        return self.matches(node, [v for v in values if v is not None],
+                            self.strings(node["keys"]))
+
+    def test_envelope(self, node):
+        values = []
+        for part in self.strings(node["parts"]):
+            address = {"from": self.envelope.from_, "to": self.envelope.to}.get(part.lower())
+            if address is not None:
+                values.append(address_part(address, node["part"], SUBADDRESS_SEPARATOR))
+        return self.matches(node, [v for v in values if v is not None],
+                            self.strings(node["keys"]))
+
+    def test_string(self, node):
+        return self.matches(node, self.strings(node["source"]), self.strings(node["keys"]))
+
+    def test_hasflag(self, node):
+        if node["variables"] is None:
+            flags = flag_list(self.flags)
+        else:
+            flags = [f for name in node["variables"]
+                     for f in flag_list(self.variables.get(name.lower(), ""))]
+        keys = flag_list(" ".join(self.strings(node["flags"])))
+        return self.matches(node, flags, keys)
+
+    def test_duplicate(self, node):
+        """RFC 7352: the ID is only recorded by Outcome.commit(), so a second
+        test of one ID in the same run answers as the first did."""
+        if node["uniqueid"] is not None:
+            unique = self.string(node["uniqueid"])
+        else:
+            name = self.string(node["header"]) if node["header"] else "message-id"
+            values = self.fields(name)
+            if not values or not values[0].strip():
+                self.log.append(f"duplicate: no {name} field, so not a duplicate")
+                return False
+            unique = text(values[0]).strip()
+        seconds = node["seconds"] if node["seconds"] is not None else DEFAULT_DUPLICATE_SECONDS
+        key = duplicate_key(self.string(node["handle"]), unique)
+        seen = self.state.duplicate_seen(key, seconds, node["last"])
+        record = ("duplicate", key, seconds, node["last"])
+        if record not in self.records:
+            self.records.append(record)
+        if seen:
+            self.log.append(f"duplicate: {key} seen before")
+        return seen
+
+    def matches(self, node, values, keys):
+        match, comparator = node["match"], node["comparator"]
+        for value in values:
+            for key in keys:
+                result = compare(match, comparator, value, key)
+                if match != "matches":
+                    if result:
+                        return True
+                elif result is not None:
+                    # RFC 5229 section 3.2: ${0} is the whole value, ${1}... the wildcards.
+                    self.match_values = [value, *result]
+                    return True
+        return False
+
+
+def flag_list(flags):
+    """Space-separated flags as a list, duplicates (any case) dropped."""
+    result, seen = [], set()
+    for flag in flags.split():
+        if flag.lower() not in seen:
+            seen.add(flag.lower())
+            result.append(flag)
+    return result
+
+
+def duplicate_key(handle, unique_id):
+    """The tracking ID of RFC 7352 section 3.1: handle and unique ID, kept
+    apart by quoting the handle, readable in a database row."""
+    quoted = handle.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{quoted}" {unique_id}'

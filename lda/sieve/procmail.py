@@ -1,0 +1,343 @@
+"""`lda procmail-convert`: the common recipes of a .procmailrc as Sieve.
+
+What is translated (procmailrc(5), procmailex(5)):
+- `:0` / `:0:` recipes, flags c (copy), D (case-sensitive: i;octet), H, W/w;
+- conditions `^Header:.*text` (:contains), `^Header: text` (:matches
+  "text*"), `^Header: text$` (:is), `.` and `.*` inside (? and *), `^TO_x`
+  and `^TO` (the destination fields), `!` (not), `< N` / `> N` (size);
+- actions: a folder inside the Maildir (`Lists/`, `.Lists/`,
+  `$MAILDIR/.Lists/`) -> fileinto :create "Lists"; $DEFAULT -> keep;
+  /dev/null -> discard; `! address` -> redirect; `{ ... }` nested recipes;
+  `:0 Wh: msgid.lock` + `| formail -D N msgid.cache` -> duplicate;
+- assignments (MAILDIR=$HOME/Maildir/, DEFAULT=...) for resolving paths.
+Everything else (pipes, body conditions, regular expressions with classes,
+alternation or groups, A/a/E/e chaining, scoring, INCLUDERC) is listed with
+its line number and reason, and left out of the script as a comment.
+"""
+
+import os
+import re
+
+from .actions import UnsafeFolder, check_folder
+from .fields import valid_address
+
+TO_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc", "original-to",
+             "x-envelope-to", "apparently-to")
+IGNORED_FLAGS = set("HWwfir")  # defaults, or meaningful only for pipes
+RECIPE = re.compile(r"^:(\d*)\s*([A-Za-z\s]*?)\s*(?::\s*(\S*))?\s*$")
+ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+HEADER_REGEX = re.compile(r"^\^([A-Za-z0-9_-]+):(.*)$")
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+FORMAIL_DEDUP = re.compile(r"^formail\s+-D\s+\d+\s+\S+\s*$")
+INDENT = "    "
+
+
+class Untranslated(Exception):
+    """A recipe (or line) with no faithful Sieve equivalent; args[0] says why."""
+
+
+class Line:
+    __slots__ = ("number", "text")
+
+    def __init__(self, number, text):
+        self.number, self.text = number, text
+
+
+def logical_lines(text):
+    """Lines with backslash-newline continuations joined, with the number
+    of the line each one starts on."""
+    result, pending, start = [], None, 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        if pending is None:
+            pending, start = "", number
+        if raw.endswith("\\"):
+            pending += raw[:-1]
+            continue
+        result.append(Line(start, pending + raw))
+        pending = None
+    if pending is not None:
+        result.append(Line(start, pending))
+    return result
+
+
+class Converter:
+    def __init__(self, name, home):
+        self.name = name
+        self.variables = {"HOME": home, "MAILDIR": home, "DEFAULT": None}
+        self.requires = set()
+        self.problems = []  # (line number, reason)
+
+    def convert(self, text):
+        lines = []
+        for line in logical_lines(text):
+            stripped = line.text.strip()
+            if stripped.startswith("{") and stripped[1:].strip() not in ("", "}"):
+                # "{ :0 ..." starts a block and its first line at once
+                lines += [Line(line.number, "{"), Line(line.number, stripped[1:].strip())]
+            else:
+                lines.append(line)
+        body = self.items(lines, 0, top=True)[0]
+        head = [f"# Sieve script converted from {self.name} by lda procmail-convert.",
+                "# Check it with `lda sieve check`; try it with `lda sieve test`."]
+        if self.requires:
+            names = ", ".join(f'"{r}"' for r in sorted(self.requires))
+            head.append(f"require [{names}];")
+        return "\n".join(head + body) + "\n"
+
+    def items(self, lines, i, top=False):
+        """Sieve lines for the recipes from lines[i] up to a closing "}"
+        (or the end); returns (output, index after it)."""
+        out = []
+        while i < len(lines):
+            line = lines[i]
+            stripped = line.text.strip()
+            if not stripped or stripped.startswith("#"):
+                i += 1
+            elif stripped == "}":
+                if top:
+                    self.note(out, [line], 'a "}" without its "{"')
+                    i += 1
+                    continue
+                return out, i + 1
+            elif stripped.startswith(":"):
+                i = self.recipe(lines, i, out)
+            elif ASSIGNMENT.match(stripped):
+                self.assign(line, stripped, out)
+                i += 1
+            else:
+                self.note(out, [line], "neither a recipe nor an assignment")
+                i += 1
+        return out, i
+
+    def note(self, out, lines, reason):
+        self.problems.append((lines[0].number, reason))
+        out.append("")
+        out.append(f"# NOT TRANSLATED ({self.name} line {lines[0].number}): {reason}")
+        out.extend("#   " + line.text.strip() for line in lines)
+
+    def assign(self, line, text, out):
+        name, value = ASSIGNMENT.match(text).groups()
+        if name in ("INCLUDERC", "SWITCHRC"):
+            self.note(out, [line], f"{name} reads another rc file: convert it and "
+                      "paste it in")
+            return
+        self.variables[name] = self.value(value)
+
+    def value(self, value):
+        """An assigned value with quotes removed and $VARs expanded; None when
+        it cannot be known here (a backquoted command, an unknown variable)."""
+        value = value.strip()
+        if "`" in value:
+            return None
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            if value[0] == "'":
+                return value[1:-1]
+            value = value[1:-1]
+        try:
+            return self.expand(value)
+        except Untranslated:
+            return None
+
+    def expand(self, text):
+        def substitute(match):
+            name = match.group(1) or match.group(2)
+            value = self.variables.get(name)
+            if value is None:
+                raise Untranslated(f"${name} is not known here")
+            return value
+
+        return VARIABLE.sub(substitute, text)
+
+    def recipe(self, lines, i, out):
+        """One recipe: header, conditions, then an action line or a block."""
+        header = lines[i]
+        conditions, j = [], i + 1
+        while j < len(lines) and (lines[j].text.strip().startswith(("*", "#"))
+                                  or not lines[j].text.strip()):
+            if lines[j].text.strip().startswith("*"):
+                conditions.append(lines[j])
+            j += 1
+        if j >= len(lines):
+            self.note(out, [header, *conditions], "recipe without an action")
+            return j
+        action = lines[j]
+        block = action.text.strip().startswith("{")
+        inner, after = [], j + 1
+        if block and action.text.strip()[1:].strip() != "}":
+            inner, after = self.items(lines, j + 1)
+        source = [header, *conditions, action]
+        try:
+            translated = self.translate(header, conditions, action, block, inner)
+        except Untranslated as e:
+            self.note(out, source, str(e))
+            return after
+        out.append("")
+        out.append(f"# {self.name} line {header.number}: {header.text.strip()}")
+        out.extend(translated)
+        return after
+
+    def translate(self, header, conditions, action, block, inner):
+        match = RECIPE.match(header.text.strip())
+        if not match or match.group(1) not in ("", "0"):
+            raise Untranslated("not a :0 recipe header")
+        flags = set(match.group(2).replace(" ", "").replace("\t", ""))
+        unsupported = flags - IGNORED_FLAGS - set("cDhb")
+        if unsupported:
+            raise Untranslated(f"flag{'s' if len(unsupported) > 1 else ''} "
+                               f"{''.join(sorted(unsupported))} (chaining, body or "
+                               "scoring) not translatable")
+        tests = [self.condition(c.text.strip()[1:].strip(), "D" in flags)
+                 for c in conditions]
+        copy = "c" in flags
+        if block:
+            if copy:
+                raise Untranslated("a cloned block (:0c {...}) is not translatable")
+            body = inner[1:] if inner[:1] == [""] else inner
+        else:
+            body = self.action(action.text.strip(), flags, copy)
+        if not tests:
+            return body
+        test = tests[0] if len(tests) == 1 else "allof(" + ", ".join(tests) + ")"
+        return [f"if {test} {{", *(INDENT + line if line else line for line in body), "}"]
+
+    def condition(self, text, case_sensitive):
+        negate = text.startswith("!")
+        if negate:
+            text = text[1:].strip()
+        if text[:1] in ("<", ">"):
+            size = text[1:].strip()
+            if not size.isdigit():
+                raise Untranslated(f"size condition {text!r}")
+            test = f"size :{'under' if text[0] == '<' else 'over'} {size}"
+        else:
+            test = self.regex_condition(text, case_sensitive)
+        return f"not {test}" if negate else test
+
+    def regex_condition(self, text, case_sensitive):
+        if text[:1] in ("$", "?") or re.match(r"^-?\d+\s*\^", text) or "??" in text:
+            raise Untranslated(f"condition {text!r} (variables, programs, scoring)")
+        comparator = ' :comparator "i;octet"' if case_sensitive else ""
+        for prefix in ("^TO_", "^TO"):
+            if text.startswith(prefix):
+                match, key = pattern(text[len(prefix):], start_anchored=False)
+                names = ", ".join(f'"{name}"' for name in TO_FIELDS)
+                return f"header :{match}{comparator} [{names}] {quote(key)}"
+        found = HEADER_REGEX.match(text)
+        if not found:
+            raise Untranslated(f"condition {text!r} is not ^Header:... or ^TO_...")
+        name, rest = found.groups()
+        match, key = pattern(rest.lstrip(" "), start_anchored=True)
+        if match == "exists":
+            return f"exists {quote(name.lower())}"
+        return f"header :{match}{comparator} {quote(name.lower())} {quote(key)}"
+
+    def action(self, text, flags, copy):
+        copy_tag = " :copy" if copy else ""
+        stop = [] if copy else ["stop;"]
+        if text.startswith("|"):
+            command = text[1:].strip()
+            if FORMAIL_DEDUP.match(command):
+                self.requires.add("duplicate")
+                return ["if duplicate {", INDENT + "discard;", INDENT + "stop;", "}"]
+            raise Untranslated("a pipe to a program")
+        if text.startswith("!"):
+            targets = self.expand(text[1:]).split()
+            if not targets or not all(valid_address(t) for t in targets):
+                raise Untranslated("forward to something that is not a full address")
+            if copy:
+                self.requires.add("copy")
+            return [f"redirect{copy_tag} {quote(t)};" for t in targets] + stop
+        if "h" in flags and "b" not in flags:
+            raise Untranslated("only the header would be stored (flag h)")
+        target = self.folder(text)
+        if target is None:
+            if copy:
+                raise Untranslated("a copy to /dev/null does nothing")
+            return ["discard;", *stop]
+        if target == "INBOX":
+            return ["keep;", *stop]
+        self.requires.update(("fileinto", "mailbox"))
+        if copy:
+            self.requires.add("copy")
+        return [f"fileinto{copy_tag} :create {quote(target)};", *stop]
+
+    def folder(self, text):
+        """"INBOX", a folder name, or None for /dev/null."""
+        if len(text.split()) != 1:
+            raise Untranslated("more than one folder on the action line")
+        path = self.expand(text)
+        if path == "/dev/null":
+            return None
+        default = self.variables.get("DEFAULT")
+        home = self.variables["HOME"]
+        if not path.startswith("/"):
+            path = os.path.join(self.variables.get("MAILDIR") or home, path)
+        path = os.path.normpath(path)
+        roots = [os.path.normpath(r) for r in (default, os.path.join(home, "Maildir"),
+                                               self.variables.get("MAILDIR")) if r]
+        for root in sorted(set(roots), key=len, reverse=True):
+            if path == root:
+                return "INBOX"
+            if path.startswith(root + "/"):
+                return self.folder_name(path[len(root) + 1:])
+        raise Untranslated(f"{path} is outside the Maildir")
+
+    def folder_name(self, relative):
+        name = ".".join(part.lstrip(".") for part in relative.split("/") if part)
+        try:
+            return check_folder(name)
+        except UnsafeFolder as e:
+            raise Untranslated(f"folder {relative!r}: {e}") from None
+
+
+def pattern(regex, start_anchored):
+    """(match type, key) for a procmail regex made of literals, "." and
+    ".*", with an optional final "$"; raises Untranslated for anything else."""
+    end_anchored = regex.endswith("$") and not regex.endswith("\\$")
+    if end_anchored:
+        regex = regex[:-1].rstrip(" ")
+    tokens, i = [], 0
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\" and regex[i + 1:i + 2] in ("<", ">"):
+            raise Untranslated(f"word boundary in {regex!r}")
+        if c == "\\" and i + 1 < len(regex) and not regex[i + 1].isalnum():
+            tokens.append(("lit", regex[i + 1]))
+            i += 2
+        elif c == "." and regex[i + 1:i + 2] == "*":
+            tokens.append("*")
+            i += 2
+        elif c == ".":
+            tokens.append("?")
+            i += 1
+        elif c in "[]()|+?*^$\\{}":
+            raise Untranslated(f"regular expression {regex!r} has more than literals "
+                               "and .*")
+        else:
+            tokens.append(("lit", c))
+            i += 1
+    if not start_anchored and tokens[:1] != ["*"]:
+        tokens.insert(0, "*")
+    if not end_anchored and tokens[-1:] != ["*"]:
+        tokens.append("*")
+    wildcard = [t for t in tokens if not isinstance(t, tuple)]
+    literal = "".join(t[1] for t in tokens if isinstance(t, tuple))
+    if tokens == ["*"]:
+        return "exists", None
+    if not wildcard:
+        return "is", literal
+    if (tokens[0] == tokens[-1] == "*" and len(wildcard) == 2 and len(tokens) > 2):
+        return "contains", literal
+    return "matches", "".join(t[1].replace("\\", "\\\\").replace("*", "\\*")
+                              .replace("?", "\\?") if isinstance(t, tuple) else t
+                              for t in tokens)
+
+
+def quote(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def convert(text, name=".procmailrc", home=None):
+    """(Sieve script text, [(line, reason)] for what was not translated)."""
+    converter = Converter(name, home or os.environ.get("HOME", "/home/user"))
+    return converter.convert(text), converter.problems

@@ -1,0 +1,177 @@
+"""A compiled Sieve script, compiling it, and the per-script cache.
+
+load_script() is on the delivery path: when the script's (path, mtime_ns,
+size, inode) match the cache file, the AST is read back from JSON with
+astjson (no json, no re) and neither parser.py nor grammar.py is imported.
+A long-running process (the LMTP server) also keeps compiled scripts in
+memory under the same key.
+"""
+
+import os
+
+from ..errors import LdaError
+
+FORMAT = 1  # bump when the AST changes shape: older cache files are ignored
+MAX_SCRIPT_BYTES = 1 << 20
+MEMO_LIMIT = 256
+_memo = {}  # in-process: text or file stamp -> Script
+
+
+class SieveError(LdaError):
+    """A Sieve script that cannot be compiled (or read).
+
+    line and column (1-based) place the first problem; `errors` lists every
+    (line, column, message), the first included.  Like any LdaError left
+    uncaught it means a temporary failure, never a bounce: the delivery
+    code is expected to catch it and keep the message (lda.sieve.evaluate
+    does)."""
+
+    def __init__(self, line, column, message, more=()):
+        self.line, self.column, self.message = line, column, message
+        self.errors = [(line, column, message), *more]
+        extra = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        super().__init__(f"line {line}, column {column}: {message}{extra}")
+
+    def lines(self, name):
+        """One "NAME:LINE:COL: message" per error, as compilers print them."""
+        return [f"{name}:{line}:{col}: {message}" for line, col, message in self.errors]
+
+
+class Script:
+    """A compiled script: its AST (plain lists and dicts) and the
+    extensions it requires.  `cache_status` says where it came from:
+    "compiled", "memory", "cache", "cache written" or "cache not written: ..."."""
+
+    __slots__ = ("commands", "requires", "name", "cache_status")
+
+    def __init__(self, commands, requires, name="<script>", cache_status="compiled"):
+        self.commands = commands
+        self.requires = frozenset(requires)
+        self.name = name
+        self.cache_status = cache_status
+
+    def __repr__(self):
+        return f"Script({self.name!r}, requires={sorted(self.requires)})"
+
+
+def compile_script(source, name=None):
+    """A Script from a path (an os.PathLike such as pathlib.Path) or from
+    the script text itself (str, or UTF-8 bytes).  Raises SieveError."""
+    if isinstance(source, os.PathLike):
+        name = name or os.fspath(source)
+        source = _read(os.fspath(source))
+    text = _decode(source) if isinstance(source, bytes) else source
+    memo = _memo.get(("text", text))
+    if memo is None:
+        from .parser import parse
+
+        memo = parse(text)
+        _remember(("text", text), memo)
+    commands, requires = memo
+    return Script(commands, requires, name or "<script>")
+
+
+def load_script(path, cache_dir=None):
+    """The compiled script at `path`, or None when there is no such file.
+
+    With `cache_dir`, the AST is kept there as JSON keyed by (path,
+    mtime_ns, size, inode), so an unchanged script is not parsed again.
+    Raises SieveError for a script that does not compile or cannot be read;
+    an unwritable cache only shows in `cache_status`."""
+    path = os.path.abspath(os.fspath(path))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SieveError(0, 0, f"cannot read {path}: {e.strerror}") from None
+    stamp = [path, st.st_mtime_ns, st.st_size, st.st_ino]
+    memo = _memo.get(("file", *stamp))
+    if memo is not None:
+        return Script(*memo, name=path, cache_status="memory")
+    cache_file = _cache_file(cache_dir, path) if cache_dir else None
+    cached = _read_cache(cache_file, stamp) if cache_file else None
+    if cached is not None:
+        _remember(("file", *stamp), cached)
+        return Script(*cached, name=path, cache_status="cache")
+    script = compile_script(_read(path), name=path)
+    _remember(("file", *stamp), (script.commands, sorted(script.requires)))
+    if cache_file:
+        script.cache_status = _write_cache(cache_dir, cache_file, stamp, script)
+    return script
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SCRIPT_BYTES + 1)
+    except OSError as e:
+        raise SieveError(0, 0, f"cannot read {path}: {e.strerror}") from None
+    if len(data) > MAX_SCRIPT_BYTES:
+        raise SieveError(1, 1, f"script larger than {MAX_SCRIPT_BYTES >> 20} MiB")
+    return data
+
+
+def _decode(data):
+    """RFC 5228 section 2.2: a script is UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = data[:e.start]
+        line = before.count(b"\n") + 1
+        column = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
+        raise SieveError(line, column, "the script is not valid UTF-8") from None
+
+
+def _remember(key, value):
+    if len(_memo) >= MEMO_LIMIT:
+        _memo.clear()
+    _memo[key] = value
+
+
+def _cache_file(cache_dir, path):
+    import zlib
+
+    base = "".join(c if c.isascii() and (c.isalnum() or c in "._-") else "_"
+                   for c in os.path.basename(path))[:64]
+    digest = zlib.crc32(path.encode("utf-8", "surrogateescape"))
+    return os.path.join(cache_dir, f"{base}-{digest:08x}.json")
+
+
+def _read_cache(cache_file, stamp):
+    from .astjson import loads
+
+    try:
+        with open(cache_file, encoding="utf-8") as f:
+            data = loads(f.read())
+        if data["format"] != FORMAT or data["source"] != stamp:
+            return None
+        return data["commands"], data["requires"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing, stale or damaged: compile again
+
+
+def _write_cache(cache_dir, cache_file, stamp, script):
+    """Write-then-rename, so a reader sees the old file or the whole new one."""
+    from .astjson import dumps
+
+    text = dumps({"format": FORMAT, "source": stamp, "requires": sorted(script.requires),
+                  "commands": script.commands})
+    tmp = f"{cache_file}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(text.encode("utf-8"))
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, cache_file)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return f"cache not written: {e.strerror}"
+    return "cache written"

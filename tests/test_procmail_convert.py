@@ -1,0 +1,211 @@
+"""lda.sieve.procmail and `lda procmail-convert`: procmail recipes as Sieve."""
+
+import pytest
+
+from lda.sieve import compile_script
+from lda.sieve.procmail import TO_FIELDS, convert
+
+HOME = "/home/u"
+TO = "[" + ", ".join(f'"{f}"' for f in TO_FIELDS) + "]"
+
+
+def translate(rc):
+    """(Sieve lines after the heading, requires line or None, problems)."""
+    script, problems = convert(rc, "rc", home=HOME)
+    compile_script(script)  # whatever is produced must compile
+    lines = script.splitlines()
+    assert lines[0] == "# Sieve script converted from rc by lda procmail-convert."
+    requires = lines[2] if lines[2:3] and lines[2].startswith("require") else None
+    body = [line for line in lines[3 if requires else 2:]
+            if line and not line.strip().startswith("# rc line")]
+    return body, requires, problems
+
+
+def stored(test, folder, stop=True):
+    inner = [f'    fileinto :create "{folder}";'] + (["    stop;"] if stop else [])
+    return [f"if {test} {{", *inner, "}"]
+
+
+FILEINTO = 'require ["fileinto", "mailbox"];'
+
+TRANSLATED = [
+    ("subject-contains", ":0:\n* ^Subject:.*foo\nLists/\n",
+     stored('header :contains "subject" "foo"', "Lists"), FILEINTO),
+    ("from-escaped-dot", ":0\n* ^From:.*bar@example\\.com\n.Bar/\n",
+     stored('header :contains "from" "bar@example.com"', "Bar"), FILEINTO),
+    ("list-id", ":0:\n* ^List-Id:.*python-dev\n$MAILDIR/.Lists.python-dev/\n",
+     stored('header :contains "list-id" "python-dev"', "Lists.python-dev"), FILEINTO),
+    ("to-macro", ":0\n* ^TO_lda-users@example\\.org\nLists/lda/\n",
+     stored(f'header :contains {TO} "lda-users@example.org"', "Lists.lda"), FILEINTO),
+    ("old-to-macro", ":0\n* ^TOcoyote\nCoyote/\n",
+     stored(f'header :contains {TO} "coyote"', "Coyote"), FILEINTO),
+    ("anchored-prefix", ":0\n* ^Subject: \\[ADV\\]\nAds/\n",
+     stored('header :matches "subject" "[ADV]*"', "Ads"), FILEINTO),
+    ("anchored-exact", ":0\n* ^X-Spam-Flag: YES$\n.Junk/\n",
+     stored('header :is "x-spam-flag" "YES"', "Junk"), FILEINTO),
+    ("anchored-suffix", ":0\n* ^Subject:.*urgent$\nUrgent/\n",
+     stored('header :matches "subject" "*urgent"', "Urgent"), FILEINTO),
+    ("dot-is-one-character", ":0\n* ^Subject:.*a.c\nX/\n",
+     stored('header :matches "subject" "*a?c*"', "X"), FILEINTO),
+    ("wildcard-characters-escaped", ":0\n* ^Subject: why\\?\nWhy/\n",
+     stored('header :matches "subject" "why\\\\?*"', "Why"), FILEINTO),
+    ("header-present", ":0\n* ^X-Loop:\nLoops/\n", stored('exists "x-loop"', "Loops"),
+     FILEINTO),
+    ("negation", ":0\n* !^From:.*friend\nStrangers/\n",
+     stored('not header :contains "from" "friend"', "Strangers"), FILEINTO),
+    ("size-over", ":0\n* > 1000000\nBig/\n", stored("size :over 1000000", "Big"), FILEINTO),
+    ("size-under", ":0\n* < 100\nSmall/\n", stored("size :under 100", "Small"), FILEINTO),
+    ("two-conditions", ":0\n* ^From:.*boss\n* ^Subject:.*urgent\nBoss/\n",
+     stored('allof(header :contains "from" "boss", header :contains "subject" "urgent")',
+            "Boss"), FILEINTO),
+    ("case-sensitive-flag-D", ":0 D\n* ^Subject:.*FOO\nFoo/\n",
+     stored('header :contains :comparator "i;octet" "subject" "FOO"', "Foo"), FILEINTO),
+    ("unconditional", ":0:\nArchive/\n", ['fileinto :create "Archive";', "stop;"], FILEINTO),
+    ("absolute-path-in-maildir", ":0\n* ^Subject:.*spam\n/home/u/Maildir/.Spam/\n",
+     stored('header :contains "subject" "spam"', "Spam"), FILEINTO),
+    ("mbox-file-becomes-folder", "MAILDIR=$HOME/mail\n:0:\n* ^Subject:.*x\nlists\n",
+     stored('header :contains "subject" "x"', "lists"), FILEINTO),
+    ("maildir-assignment-trailing-slash",
+     "MAILDIR=$HOME/Maildir/\n:0\n* ^Subject:.*x\n${MAILDIR}.Lists.sub/\n",
+     stored('header :contains "subject" "x"', "Lists.sub"), FILEINTO),
+    ("default-is-keep", "DEFAULT=$HOME/Maildir/\n:0\n* ^Subject:.*x\n$DEFAULT\n",
+     ["if header :contains \"subject\" \"x\" {", "    keep;", "    stop;", "}"], None),
+    ("dev-null-is-discard", ":0\n* ^Subject:.*\\[spam\\]\n/dev/null\n",
+     ['if header :contains "subject" "[spam]" {', "    discard;", "    stop;", "}"], None),
+    ("forward-is-redirect", ":0\n* ^From:.*mom\n! me@elsewhere.example\n",
+     ['if header :contains "from" "mom" {', '    redirect "me@elsewhere.example";',
+      "    stop;", "}"], None),
+    ("forward-several-with-continuation",
+     ":0\n! a@example.org \\\n   b@example.org\n",
+     ['redirect "a@example.org";', 'redirect "b@example.org";', "stop;"], None),
+    ("copy-forward", ":0c\n* ^From:.*boss\n! me@elsewhere.example\n",
+     ['if header :contains "from" "boss" {', '    redirect :copy "me@elsewhere.example";',
+      "}"], 'require ["copy"];'),
+    ("copy-folder", ":0c:\nBackup/\n", ['fileinto :copy :create "Backup";'],
+     'require ["copy", "fileinto", "mailbox"];'),
+    ("formail-dedup", ":0 Wh: msgid.lock\n| formail -D 8192 msgid.cache\n",
+     ["if duplicate {", "    discard;", "    stop;", "}"], 'require ["duplicate"];'),
+    ("nested-block", ":0\n* ^From:.*friends\n{\n  :0c\n  ! archive@example.org\n\n"
+     "  :0\n  .Friends/\n}\n",
+     ['if header :contains "from" "friends" {', '    redirect :copy "archive@example.org";',
+      '    fileinto :create "Friends";', "    stop;", "}"],
+     'require ["copy", "fileinto", "mailbox"];'),
+    ("block-on-one-line", ":0\n* ^From:.*x\n{ :0\n  /dev/null\n}\n",
+     ['if header :contains "from" "x" {', "    discard;", "    stop;", "}"], None),
+    ("comments-and-assignments-ignored", "# hello\nLOGFILE=$HOME/log\nVERBOSE=off\n\n"
+     ":0\n# a comment between\n* ^Subject:.*x\nX/\n",
+     stored('header :contains "subject" "x"', "X"), FILEINTO),
+]
+
+
+@pytest.mark.parametrize("rc, expected, requires", [pytest.param(rc, e, r, id=i)
+                                                    for i, rc, e, r in TRANSLATED])
+def test_translated_recipes(rc, expected, requires):
+    body, found_requires, problems = translate(rc)
+    assert problems == []
+    assert body == expected
+    assert found_requires == requires
+
+
+UNTRANSLATED = [
+    ("pipe", ":0\n| /usr/bin/vacation me\n", 1, "a pipe to a program"),
+    ("body-condition", ":0 B\n* viagra\n/dev/null\n", 1, "flag B"),
+    ("chaining", ":0 A\n* ^Subject:.*x\nX/\n", 1, "flag A"),
+    ("alternation", ":0\n* ^Subject: (urgent|important)\nU/\n", 1, "more than literals"),
+    ("character-class", ":0\n* ^Subject:.*[0-9]+\nU/\n", 1, "more than literals"),
+    ("word-boundary", ":0\n* ^Subject:.*\\<x\\>\nU/\n", 1, "word boundary"),
+    ("variable-condition", ":0\n* $ ^From:.*${ME}\nU/\n", 1, "variables, programs"),
+    ("program-condition", ":0\n* ? test -f /tmp/x\nU/\n", 1, "variables, programs"),
+    ("scoring", ":0\n* 100^0 ^Subject:.*x\nU/\n", 1, "scoring"),
+    ("envelope-from-line", ":0\n* ^From .*daemon\nU/\n", 1, "not ^Header:... or ^TO_"),
+    ("outside-the-maildir", ":0:\n* ^Subject:.*x\n/var/mail/u\n", 1, "/var/mail/u is outside"),
+    ("unknown-variable", ":0\n$LISTS/x/\n", 1, "$LISTS is not known"),
+    ("backquoted-variable", "DIR=`pwd`\n:0\n$DIR/x/\n", 2, "$DIR is not known"),
+    ("local-user-forward", ":0\n! bob\n", 1, "not a full address"),
+    ("header-only", ":0 h\nHeaders/\n", 1, "only the header"),
+    ("cloned-block", ":0 c\n{\n  :0\n  X/\n}\n", 1, "a cloned block"),
+    ("includerc", "INCLUDERC=$HOME/.procmail/lists.rc\n", 1, "INCLUDERC reads another"),
+    ("no-action", ":0\n* ^Subject:.*x\n", 1, "recipe without an action"),
+    ("not-a-recipe", "garbage here\n", 1, "neither a recipe nor an assignment"),
+    ("stray-brace", "}\n", 1, 'a "}" without its "{"'),
+    ("two-folders", ":0\nA/ B/\n", 1, "more than one folder"),
+    ("unsafe-folder", ":0\nA..B/\n", 1, "leading, trailing or double"),
+]
+
+
+@pytest.mark.parametrize("rc, line, reason", [pytest.param(rc, n, r, id=i)
+                                               for i, rc, n, r in UNTRANSLATED])
+def test_untranslated_recipes_are_listed_with_their_line(rc, line, reason):
+    body, _, problems = translate(rc)
+    assert len(problems) == 1
+    assert problems[0][0] == line
+    assert reason in problems[0][1]
+    assert body[0].startswith(f"# NOT TRANSLATED (rc line {line}): ")
+    assert all(text.startswith("#") for text in body)
+
+
+def test_translated_and_untranslated_keep_their_order():
+    rc = ":0\n* ^Subject:.*a\nA/\n\n:0\n| prog\n\n:0\n* ^Subject:.*b\nB/\n"
+    script, problems = convert(rc, "rc", home=HOME)
+    assert problems == [(5, "a pipe to a program")]
+    assert script.index('"a"') < script.index("# NOT TRANSLATED (rc line 5)") \
+        < script.index('"b"')
+    assert "#   | prog" in script
+
+
+RC = """\
+# Ann's procmailrc
+MAILDIR=$HOME/Maildir/
+DEFAULT=$MAILDIR
+LOGFILE=$HOME/.procmail.log
+
+:0 Wh: msgid.lock
+| formail -D 8192 msgid.cache
+
+:0:
+* ^List-Id:.*python-dev
+.Lists.Python/
+
+:0c
+* ^From:.*boss@example\\.com
+! ann@phone.example
+
+:0
+* ^Subject:.*\\[SPAM\\]
+/dev/null
+
+:0 B
+* viagra
+/dev/null
+"""
+MESSAGE = b"""\
+From: Guido <guido@python.example.org>
+To: python-dev@python.example.org
+Subject: PEP 999
+List-Id: Python development <python-dev.python.example.org>
+Message-ID: <pep999@python.example.org>
+
+Yay.
+"""
+
+
+def test_cli_converts_and_lists_what_it_could_not(user, tmp_path):
+    rc = tmp_path / "procmailrc"
+    rc.write_text(RC)
+    done = user.run("procmail-convert", str(rc), check=0)
+    script = done.stdout.decode()
+    assert done.stderr.decode() == f"{rc}:21: not translated: flag B (chaining, body or " \
+                                   "scoring) not translatable\n"
+    assert script.splitlines()[2] == 'require ["copy", "duplicate", "fileinto", "mailbox"];'
+    assert f"# NOT TRANSLATED ({rc} line 21): flag B" in script
+    assert 'fileinto :create "Lists.Python";' in script
+    sieve = tmp_path / "converted.sieve"
+    sieve.write_text(script)
+    user.run("sieve", "check", str(sieve), check=0)
+    tried = user.run("sieve", "test", str(sieve), input=MESSAGE, check=0)
+    assert tried.stdout.decode().splitlines() == ['fileinto "Lists.Python" :create']
+
+
+def test_cli_missing_file_is_a_usage_error(user, tmp_path):
+    done = user.run("procmail-convert", str(tmp_path / "none"), check=64)
+    assert b"does not exist" in done.stderr
