@@ -17,6 +17,8 @@ KEYS = {
     "mode": ("managed", str, "managed (virtual mailboxes) or user (~/Maildir)"),
     "state_dir": ("", str, "directory, locks and the default database"),
     "maildir": ("~/Maildir", str, "the Maildir of per-user mode"),
+    "sieve_script": ("~/.lda.sieve", str, "per-user mode's Sieve script (managed: "
+                     "lda.sieve in the mailbox)"),
     "aliases": ("", str, "aliases(5)-style file; empty for none"),
     "expiration_hours": (168, int, "how long DeliveredTo remembers a message"),
     "cleanup_interval_seconds": (3600, int, "how often deliveries prune expired rows"),
@@ -59,6 +61,7 @@ class Config:
                                                  "partial_expiration")
         self.state_dir = self.expand(self.state_dir or self._default_state_dir(environ))
         self.maildir = self.expand(self.maildir)
+        self.sieve_script = self.expand(self.sieve_script)
         self.aliases = self.expand(self.aliases) if self.aliases else ""
         self.hostname = self.hostname or os.uname().nodename
         self.postmaster = self.postmaster or f"MAILER-DAEMON@{self.hostname}"

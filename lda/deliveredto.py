@@ -17,7 +17,7 @@ import time
 
 from .errors import TemporaryFailure
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROW_COLUMNS = "(mailbox, message_id, submit_time, delivered_at, state, location)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivered_to (
@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS partial_deliveries (
     last_attempt REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sieve_duplicates (
+    mailbox TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (mailbox, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sieve_vacations (
+    mailbox TEXT NOT NULL, sender TEXT NOT NULL, handle TEXT NOT NULL,
+    sent_at REAL NOT NULL, PRIMARY KEY (mailbox, sender, handle)
+) WITHOUT ROWID;
 """
 # UPGRADES[n] takes a version n database to n+1; version 0 is a new file,
 # which SCHEMA creates whole.
@@ -61,7 +69,8 @@ def _created_by_schema(conn):
     pass
 
 
-UPGRADES = [_created_by_schema, _add_body_digest]
+# Version 3 added the Sieve tables, which SCHEMA creates IF NOT EXISTS.
+UPGRADES = [_created_by_schema, _add_body_digest, _created_by_schema]
 DB_FILE = "lda.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 CLEANUP_BATCH = 100
@@ -88,9 +97,16 @@ class DeliveredTo:
         self.expiration = expiration_hours * 3600
         self.cleanup_interval = cleanup_interval
         self.clock = clock
-        os.makedirs(db_root, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(db_root, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise TemporaryFailure(f"{db_root}: cannot create: {e.strerror}") from None
         self.conn = connect(self.path)
-        self._ensure_schema()
+        try:
+            self._ensure_schema()
+        except sqlite3.Error as e:
+            self.conn.close()
+            raise database_failure(e) from None
 
     def _ensure_schema(self):
         if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -229,8 +245,8 @@ class _Transaction:
     def __enter__(self):
         try:
             self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as e:
-            raise TemporaryFailure(f"DeliveredTo database busy: {e}") from None
+        except sqlite3.Error as e:
+            raise database_failure(e) from None
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
@@ -238,8 +254,26 @@ class _Transaction:
             try:
                 self.conn.execute("COMMIT")
                 return False
-            except sqlite3.Error:
-                self.conn.execute("ROLLBACK")
-                raise
-        self.conn.execute("ROLLBACK")
+            except sqlite3.Error as e:
+                self._rollback()
+                raise database_failure(e) from None
+        self._rollback()
+        if issubclass(exc_type, sqlite3.Error):
+            raise database_failure(exc) from None
         return False
+
+    def _rollback(self):
+        # A failed COMMIT (disk full, I/O error) may have rolled back already.
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+
+def database_failure(error):
+    """A one-line temporary failure for an SQLite error: busy, full, read-only
+    or corrupt, the message stays with the MTA and is retried."""
+    text = str(error)
+    what = "busy" if "locked" in text or "busy" in text else "unusable"
+    return TemporaryFailure(f"DeliveredTo database {what}: {text}")

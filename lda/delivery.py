@@ -12,8 +12,8 @@ import os
 import time
 
 from . import maildir as md
-from .errors import (CannotCreate, LdaError, MailLoop, NotOwner, QuotaExceeded,
-                     TemporaryFailure)
+from .errors import (CannotCreate, LdaError, MailLoop, MessageTooBig, NotOwner,
+                     QuotaExceeded, TemporaryFailure)
 from .locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
@@ -46,8 +46,8 @@ class Staged:
     def unlink(self):
         try:
             os.unlink(self.name, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # left in tmp/: swept after 36 hours; the outcome stands
 
 
 def quota_failure(config, target, size, clock=time.time):
@@ -174,6 +174,8 @@ class Delivery:
             tmp.finish()
         except OSError as e:
             tmp.discard()
+            if e.errno == errno.EFBIG:  # a file size limit: Postfix's mailbox_size_limit
+                raise MessageTooBig("message exceeds the file size limit") from None
             raise CannotCreate(f"cannot write message: {e.strerror}") from None
         except BaseException:
             tmp.discard()
@@ -224,7 +226,11 @@ class Delivery:
 
     def _open(self, target, create=True):
         box = md.open_mailbox(target.maildir_root, target.maildir_relative,
-                              target.folder, create)
+                              target.folder, create, target.create_folder)
+        if target.filtered and target.folder and box.folder != target.folder:
+            # fileinto without :create, as Dovecot's lda_mailbox_autocreate=no
+            self.log.warning(f"{target.address}: folder {target.folder[1:]} does not "
+                             "exist; delivered to INBOX instead")
         if os.geteuid() == 0 and not self.config.allow_root_delivery:
             owner = os.fstat(box.tmp_fd).st_uid
             if owner != 0:
@@ -238,19 +244,73 @@ class Delivery:
 
     def _deliver_plan(self, plan, staged, info):
         result = Result(plan.recipient)
-        keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in plan.targets}
-        with MailboxLocks(self.lock_dir, [k[0] for k in keys.values()],
+        with MailboxLocks(self.lock_dir, [t.lock_key for t in plan.targets],
                           self.config.lock_timeout_seconds):
             self.resolver.check_current(plan.targets)
+            targets, filtered = self._filter(plan, info, staged)
+            keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in targets}
             groups = {}
-            for target in plan.targets:
+            for target in targets:
                 groups.setdefault(target.db_root, []).append(target)
-            for db_root, targets in groups.items():
-                self._deliver_group(self._database(db_root), targets, keys, staged,
+            for db_root, group in groups.items():
+                self._deliver_group(self._database(db_root), group, keys, staged,
                                     info, result)
-            self._conclude(plan, staged, info, keys, result)
+            self._conclude(plan, targets, staged, info, keys, result)
+            self._commit_filters(filtered, result)
         self._log_outcomes(plan, info, staged, result)
         return result
+
+    def _filter(self, plan, info, staged):
+        """Run each local target's Sieve script (once the message is known to
+        be new for that mailbox); returns the resulting targets and
+        [(mailbox target, outcome, state)] to commit after delivery."""
+        from .sieve_delivery import script_path
+
+        targets, filtered = [], []
+        for target in plan.targets:
+            path = script_path(self.config, target) if target.local else None
+            if path is None or target.filtered or not os.path.exists(path):
+                targets.append(target)
+                continue
+            outcome, state = self._run_script(path, plan, target, info, staged)
+            if outcome is None:
+                targets.append(target)
+                continue
+            from .sieve_delivery import targets_for
+
+            targets.extend(targets_for(outcome, target, self.log, info.log_id))
+            filtered.append((target, outcome, state))
+        return targets, filtered
+
+    def _run_script(self, path, plan, target, info, staged):
+        from .sieve import Envelope, evaluate
+        from .sieve_delivery import Message, SieveState
+
+        db = self._database(target.db_root)
+        key = (target.key_mailbox, info.key_id, info.submit_time)
+        row = db.lookup([key]).get(key)
+        if row and row[0] == "delivered":
+            return None, None  # a resend: a duplicate, not filtered again
+        state = SieveState(db, target.mailbox, self.clock)
+        envelope = Envelope(self.sender or "", plan.canonical,
+                            self.original_recipient or plan.canonical)
+        outcome = evaluate(path, os.path.join(self.config.state_dir, "sieve-cache"),
+                           Message(info.headers, staged.size), envelope, state)
+        for line in (outcome.errors if outcome else ()):
+            self.log.warning(f"{info.log_id}: sieve: {line}")
+        for line in (outcome.log if outcome else ()):
+            self.log.info(f"{info.log_id}: {path}: {line}")
+        return outcome, state
+
+    def _commit_filters(self, filtered, result):
+        """Record duplicate IDs and vacation replies only for a mailbox whose
+        copies all landed (RFC 7352 section 3)."""
+        for target, outcome, state in filtered:
+            mine = [o for t, o in result.outcomes.items() if t.lock_key == target.mailbox]
+            if any(isinstance(o, LdaError) for o in mine):
+                continue
+            with state.db.transaction():
+                outcome.commit(state)
 
     def _deliver_group(self, db, targets, keys, staged, info, result):
         """Claim, link and record the targets that live in one database."""
@@ -324,17 +384,21 @@ class Delivery:
     def _link(self, target, staged, name):
         box = self._open(target)
         self.touched.add(box.path)
+        # Flags from Sieve imap4flags: the Maildir spec puts a message with
+        # info in cur/ as NAME:2,FLAGS.
+        sub, dst_fd, final = (("cur", box.cur_fd, f"{name}:2,{target.info}") if target.info
+                              else ("new", box.new_fd, name))
         try:
             try:
-                os.link(staged.name, name, src_dir_fd=staged.dir_fd,
-                        dst_dir_fd=box.new_fd, follow_symlinks=False)
+                os.link(staged.name, final, src_dir_fd=staged.dir_fd,
+                        dst_dir_fd=dst_fd, follow_symlinks=False)
             except OSError as e:
                 if e.errno != errno.EXDEV:
                     raise
-                self._copy_in(box, staged, name)
-            os.fsync(box.new_fd)
+                self._copy_in(box, staged, final, dst_fd)
+            os.fsync(dst_fd)
         except OSError as e:
-            raise CannotCreate(f"{box.path}/new: {e.strerror}") from None
+            raise CannotCreate(f"{box.path}/{sub}: {e.strerror}") from None
         finally:
             box.close()
         if target.quota is not None and not target.quota.unlimited():
@@ -345,13 +409,13 @@ class Delivery:
             except LdaError as e:  # delivered already; the next read recalculates
                 self.log.warning(f"{target.address}: maildirsize not updated: {e}")
 
-    def _copy_in(self, box, staged, name):
+    def _copy_in(self, box, staged, name, dst_fd):
         """Another filesystem: copy into its tmp/, fsync, link into new/."""
         tmp = md.TmpFile(box.tmp_fd, self.config.hostname, f"{box.path}/tmp")
         try:
             md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
             tmp.finish()
-            os.link(tmp.name, name, src_dir_fd=box.tmp_fd, dst_dir_fd=box.new_fd,
+            os.link(tmp.name, name, src_dir_fd=box.tmp_fd, dst_dir_fd=dst_fd,
                     follow_symlinks=False)
         finally:
             tmp.discard()
@@ -359,23 +423,28 @@ class Delivery:
     def _forward(self, target, staged):
         from .forward import sendmail
 
+        if target.reply is not None:  # RFC 5230 5.1: a vacation reply goes from <>
+            sendmail(self.sendmail, "", target.address, target.reply)
+            return
         fd = staged.open()
         try:
             sendmail(self.sendmail, self.sender, target.address, fd)
         finally:
             os.close(fd)
 
-    def _conclude(self, plan, staged, info, keys, result):
+    def _conclude(self, plan, targets, staged, info, keys, result):
         """Primary failure: the recipient fails.  Forward failure: partial,
-        unless no target at all took the message."""
-        failures = {t: o for t, o in result.outcomes.items() if isinstance(o, LdaError)}
+        unless no target at all took the message.  A vacation reply that
+        could not be sent is only logged: its retry is the next message."""
+        failures = {t: o for t, o in result.outcomes.items()
+                    if isinstance(o, LdaError) and t.reply is None}
         primary = [o for t, o in failures.items() if t.primary]
         if primary:
             result.error = primary[0]
             return
         if not failures:
             return
-        if len(failures) == len(plan.targets):
+        if len(failures) == len([t for t in targets if t.reply is None]):
             errors = list(failures.values())
             permanent = all(e.permanent for e in errors)
             result.error = errors[0] if permanent else TemporaryFailure(

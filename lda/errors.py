@@ -108,6 +108,13 @@ class MailboxMoving(LdaError):
     smtp_reply = "450 4.2.1"
 
 
+class MessageTooBig(LdaError):
+    """The message is larger than this system stores (a file size limit)."""
+
+    exit_code = EX_CANTCREAT
+    smtp_reply = "552 5.3.4"
+
+
 class CannotCreate(LdaError):
     """A mailbox file or directory cannot be created (and retrying may help)."""
 

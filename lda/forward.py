@@ -10,12 +10,14 @@ TIMEOUT_SECONDS = 300
 EX_TEMPFAIL = 75
 
 
-def sendmail(command, sender, recipient, message_fd, timeout=TIMEOUT_SECONDS):
-    """Run the configured sendmail command; raise ForwardFailed on failure."""
+def sendmail(command, sender, recipient, message, timeout=TIMEOUT_SECONDS):
+    """Run the configured sendmail command with `message` (an open fd, or
+    bytes such as a vacation reply); raise ForwardFailed on failure."""
     argv = [*command, "-f", sender or "<>", "--", recipient]
+    source = {"input": message} if isinstance(message, bytes) else {"stdin": message}
     try:
-        done = subprocess.run(argv, stdin=message_fd, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False, **source)
     except OSError as e:
         raise ForwardFailed(f"cannot run {command[0]}: {e.strerror}") from None
     except subprocess.TimeoutExpired:

@@ -36,11 +36,14 @@ class MailboxLocks:
         self.fds = []
 
     def __enter__(self):
-        os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
         deadline = self.clock() + self.timeout
         try:
+            os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
             for stripe in self.stripes:
                 self.fds.append(self._acquire(lock_path(self.lock_dir, stripe), deadline))
+        except OSError as e:
+            self.release()
+            raise TemporaryFailure(f"{self.lock_dir}: cannot lock: {e.strerror}") from None
         except BaseException:
             self.release()
             raise

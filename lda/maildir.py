@@ -130,7 +130,8 @@ def _touch(dir_fd, name):
         pass
 
 
-def open_mailbox(root_path, relative=None, folder=None, create=True):
+def open_mailbox(root_path, relative=None, folder=None, create=True,
+                 create_folder=False):
     """Open a mailbox: root_path itself (per-user mode, which may be a symlink
     the user made) or root_path/relative confined below a database root."""
     try:
@@ -146,11 +147,12 @@ def open_mailbox(root_path, relative=None, folder=None, create=True):
         raise CannotCreate(f"{root_path}: cannot open mailbox: {e.strerror}") from None
     try:
         inbox = Maildir(path, root_fd, create=create)
-        # An address extension names a folder only if the user made it.
-        if not folder or not _folder_exists(root_fd, folder):
+        # An address extension names a folder only if the user made it;
+        # Sieve's fileinto :create makes one.
+        if not folder or not (create_folder or _folder_exists(root_fd, folder)):
             return inbox
         inbox.close()
-        return Maildir(path, root_fd, folder, create=False)
+        return Maildir(path, root_fd, folder, create=create_folder)
     finally:
         os.close(root_fd)
 
@@ -192,8 +194,8 @@ class TmpFile:
             self.fd = None
         try:
             os.unlink(self.name, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # left in tmp/: swept after 36 hours
 
 
 def link_into_new(src_dir_fd, src_name, maildir, size, hostname):

@@ -7,6 +7,7 @@ for a delivery; usage is Maildir++ maildirsize, which Dovecot and Courier
 read too, so every change rewrites that file's quota line at once.
 """
 
+import os
 import time
 
 from . import maildirsize
@@ -54,15 +55,24 @@ def set_quota(db, config, address, limits):
     new quota line, so Dovecot enforces the new limit before the next
     delivery does.  limits as for directory_admin.set_mailbox_quota()."""
     row = set_mailbox_quota(db, address, limits)
-    usage = maildirsize.recalculate(mailbox_path(db, row), effective_quota(config, row))
-    return describe(config, row, usage)
+    return describe(config, row, recount(db, config, row))
+
+
+def recount(db, config, row):
+    """Rewrite a mailbox's maildirsize from its Maildir under the mailbox
+    lock: a delivery between its link into new/ and its maildirsize line
+    would otherwise be counted twice."""
+    from .locks import MailboxLocks
+
+    with MailboxLocks(os.path.join(config.state_dir, "locks"), [row["address"]],
+                      config.lock_timeout_seconds):
+        return maildirsize.recalculate(mailbox_path(db, row), effective_quota(config, row))
 
 
 def recalc(db, config, address):
     """Recount one mailbox and rewrite its maildirsize."""
     row = get_mailbox(db, address)
-    usage = maildirsize.recalculate(mailbox_path(db, row), effective_quota(config, row))
-    return describe(config, row, usage)
+    return describe(config, row, recount(db, config, row))
 
 
 def recalc_all(db, config, progress=None):
@@ -74,8 +84,7 @@ def recalc_all(db, config, progress=None):
     rows = list_mailboxes(db)
     for done, row in enumerate(rows, 1):
         try:
-            usage = maildirsize.recalculate(mailbox_path(db, row),
-                                            effective_quota(config, row))
+            usage = recount(db, config, row)
         except LdaError as e:
             summary["failed"].append({"address": row["address"], "error": str(e),
                                       "exit_code": e.exit_code})

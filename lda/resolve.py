@@ -13,10 +13,15 @@ from .errors import ConfigError, MailboxMoving, UnknownRecipient
 
 
 class Target:
-    """One place a copy goes: a local mailbox or an address outside the store."""
+    """One place a copy goes: a local mailbox or an address outside the store.
+
+    A Sieve script can turn a mailbox target into several (derive()): extra
+    stores and redirects are keyed apart from the mailbox (`key`) but locked
+    with it (`lock_key`), and a vacation target carries its own reply."""
 
     def __init__(self, address, db_root, mailbox=None, maildir_root=None,
-                 maildir_relative=None, folder=None, quota=None, primary=False, via=()):
+                 maildir_relative=None, folder=None, quota=None, primary=False, via=(),
+                 info=None, create_folder=False, key=None, lock_key=None, reply=None):
         self.address = address
         self.db_root = db_root
         self.mailbox = mailbox                 # DeliveredTo key, None if external
@@ -26,6 +31,21 @@ class Target:
         self.quota = quota                     # maildirsize.Quota or None
         self.primary = primary
         self.via = via
+        self.info = info                       # Maildir info flags ("FS"): into cur/
+        self.create_folder = create_folder
+        self.key = key
+        self.lock_key = lock_key or self.key_mailbox
+        self.reply = reply                     # bytes to send instead of the message
+        self.filtered = False                  # a Sieve script has run for it
+
+    def derive(self, folder, info, create_folder, suffix):
+        """The same mailbox, another folder or flags (a Sieve store)."""
+        derived = Target(self.address, self.db_root, self.mailbox, self.maildir_root,
+                         self.maildir_relative, folder, self.quota, self.primary, self.via,
+                         info, create_folder, key=self.mailbox + suffix if suffix else None,
+                         lock_key=self.mailbox)
+        derived.filtered = True
+        return derived
 
     @property
     def local(self):
@@ -40,6 +60,8 @@ class Target:
 
     @property
     def key_mailbox(self):
+        if self.key:
+            return self.key
         return self.mailbox if self.local else "forward:" + self.address
 
 

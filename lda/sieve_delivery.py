@@ -1,0 +1,85 @@
+"""Running a mailbox's Sieve script inside a delivery.
+
+The script runs under the mailbox lock, after DeliveredTo has said the
+message is new for this mailbox (a resend is a duplicate before any script
+runs, so it is neither redirected nor answered again).  Its actions become
+delivery targets: keep and fileinto store into the mailbox (each extra store
+keyed by its folder), redirect is a forward target keyed per mailbox, and
+discard stores nothing.  Duplicate and vacation state lives in the
+mailbox's database and is written only once the message is stored (RFC 7352
+section 3).
+"""
+
+import os
+
+SCRIPT_IN_MAILBOX = "lda.sieve"
+
+
+def script_path(config, target):
+    """~/.lda.sieve (sieve_script) in per-user mode; lda.sieve in the root of
+    a managed mailbox, so a mailbox move carries it along."""
+    if config.per_user:
+        return config.sieve_script
+    return os.path.join(target.maildir_path, SCRIPT_IN_MAILBOX)
+
+
+class SieveState:
+    """RFC 7352 duplicate and RFC 5230 vacation memory in SQLite."""
+
+    def __init__(self, db, mailbox, clock):
+        self.db, self.mailbox, self.now = db, mailbox, clock
+
+    def duplicate_seen(self, key, seconds, last):
+        row = self.db.conn.execute(
+            "SELECT expires FROM sieve_duplicates WHERE mailbox = ? AND key = ?",
+            (self.mailbox, key)).fetchone()
+        return row is not None and row[0] > self.now()
+
+    def duplicate_record(self, key, seconds, last):
+        if last or not self.duplicate_seen(key, seconds, last):
+            self.db.conn.execute("INSERT OR REPLACE INTO sieve_duplicates VALUES (?, ?, ?)",
+                                 (self.mailbox, key, self.now() + seconds))
+
+    def vacation_recently(self, sender, handle, days):
+        row = self.db.conn.execute(
+            "SELECT sent_at FROM sieve_vacations WHERE mailbox = ? AND sender = ? "
+            "AND handle = ?", (self.mailbox, sender.lower(), handle)).fetchone()
+        return row is not None and self.now() - row[0] < days * 86400
+
+    def vacation_record(self, sender, handle, days):
+        self.db.conn.execute("INSERT OR REPLACE INTO sieve_vacations VALUES (?, ?, ?, ?)",
+                             (self.mailbox, sender.lower(), handle, self.now()))
+
+
+class Message:
+    """What a script may look at: the header fields and the size."""
+
+    def __init__(self, headers, size):
+        self.headers, self.size = headers, size
+
+
+def targets_for(outcome, target, log, log_id):
+    """The delivery targets a script's outcome makes of one mailbox target."""
+    from .resolve import Target
+
+    derived, stores = [], 0
+    for action in outcome.all_actions():
+        kind = type(action).__name__
+        if kind in ("Keep", "FileInto"):
+            folder = action.maildir_folder if kind == "FileInto" else target.folder
+            store = target.derive(folder=folder, info=action.maildir_info or None,
+                                  create_folder=kind == "FileInto" and action.create,
+                                  suffix=None if stores == 0 else f"#{folder or 'INBOX'}")
+            derived.append(store)
+            stores += 1
+        elif kind == "Redirect":
+            derived.append(Target(action.address, target.db_root, primary=False,
+                                  lock_key=target.mailbox,
+                                  key=f"redirect:{target.mailbox}:{action.address}"))
+        elif kind == "Vacation":
+            derived.append(Target(action.to, target.db_root, primary=False,
+                                  lock_key=target.mailbox, reply=action.reply_bytes,
+                                  key=f"vacation:{target.mailbox}:{action.to}"))
+    if not derived:
+        log.info(f"{log_id}: to=<{target.address}>, status=discarded (by Sieve script)")
+    return derived

@@ -1,0 +1,461 @@
+"""Crash consistency: `lda deliver` killed with SIGKILL at random instants,
+then run again as an MTA runs a deferred delivery, until it exits 0.
+
+The kill delays are drawn uniformly from [0, 1.2 x] a normal delivery's
+measured duration, so they land anywhere from interpreter start-up to after
+the exit; 1-5 MB messages stretch the write so that kills land mid-write.
+After every message: each target mailbox holds it exactly once, byte for
+byte (a re-run after a kill must find the pending row and the file, never
+write a second copy); no file in new/ or cur/ is partial; every SQLite file
+passes integrity_check and foreign_key_check.  Files left in tmp/ are
+allowed (the 36-hour sweep removes them, see test_deliver.py) and counted.
+
+Each kill is classified by what it left behind, to show that the windows
+that matter were hit: before anything was written, while staging in tmp/,
+with pending rows and no file in new/, with the file linked but the rows
+still pending, after the commit, or after the process had exited already.
+
+bench/soak.py runs the same driver with thousands of kills.  The seed is
+random and printed; LDA_CRASH_SEED=N replays a run.
+"""
+
+import base64
+import hashlib
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import LDA, Lda, Site, clean_env, message
+
+SENDER = "sender@example.org"
+MB = 1 << 20
+BASELINE_RUNS = 5
+DELAY_SPREAD = 1.2
+MAX_KILLS_PER_MESSAGE = 2
+MAX_RERUNS = 5
+
+# What a kill left behind, in the order a delivery goes through them.
+WINDOWS = ("nothing-yet", "staging-in-tmp", "pending-before-link", "linking",
+           "linked-rows-pending", "committed", "exited-before-kill")
+AFTER_NEW = {"linking", "linked-rows-pending", "committed", "exited-before-kill"}
+
+
+# -- the environments ------------------------------------------------------
+
+class Setup:
+    """Where one crash case delivers: the command, the target Maildirs, the
+    staging tmp/, the SQLite files, and the prefix lda writes."""
+
+    def __init__(self, runner, recipient, targets, dbs, delivered_to):
+        self.runner = runner
+        self.argv = [LDA, "deliver", "-f", SENDER, recipient]
+        self.targets = [Path(t) for t in targets]
+        self.staging = self.targets[0] / "tmp"
+        self.dbs = [Path(d) for d in dbs]
+        self.prefix = (f"Return-Path: <{SENDER}>\nDelivered-To: {delivered_to}\n"
+                       .encode())
+
+    @property
+    def env(self):
+        return self.runner.env
+
+
+def user_setup(lda):
+    """Per-user mode: the invoking user's ~/Maildir, state under ~/.local."""
+    return Setup(lda, "alice@example.org", [lda.maildir], [lda.state / "lda.sqlite"],
+                 "alice@example.org")
+
+
+def site_setup(site):
+    """Managed mode: an alias fanning out to three mailboxes of one database."""
+    boxes = [site.create(f"{name}@example.org") for name in ("alice", "bob", "carol")]
+    site.aliases.write_text("team: alice, bob, carol\n")
+    return Setup(site, "team@example.org", boxes,
+                 [site.db(), site.state / "directory.sqlite"], "team@example.org")
+
+
+def scratch_setup(mode, root):
+    """A second environment of the same mode, for the timing runs, so the
+    real one starts empty and the first kills hit a fresh state."""
+    root.mkdir()
+    if mode == "site":
+        return site_setup(Site(root))
+    home = root / "home"
+    home.mkdir()
+    lda = Lda(clean_env(home))
+    lda.home, lda.maildir = home, home / "Maildir"
+    lda.state = home / ".local" / "state" / "lda"
+    return user_setup(lda)
+
+
+# -- messages --------------------------------------------------------------
+
+class Corpus:
+    """Messages with unique headers; big bodies are slices of one random
+    base64 blob, so a 5 MB message costs a slice, not 5 MB of randomness."""
+
+    def __init__(self, rng, big, tag):
+        self.rng, self.big, self.tag = rng, big, tag
+        self.blob = base64.encodebytes(rng.randbytes(4 * MB + MB // 2)) if big else None
+
+    def make(self, i):
+        rng = self.rng
+        if self.big:
+            size = rng.randint(1 * MB, 5 * MB)
+            start = rng.randrange(len(self.blob) - size)
+            body = self.blob[start:start + size].rstrip(b"\n") + b"\n"
+        else:
+            body = b"%d %s\n" % (i, rng.randbytes(8).hex().encode()) * rng.randint(1, 400)
+        # One in six has no Message-ID: DeliveredTo keys it by a digest.
+        message_id = None if i % 6 == 5 else f"<crash-{self.tag}-{i}@example.org>"
+        date = None if i % 7 == 3 else "Tue, 24 Nov 2026 10:00:00 +0000"
+        return message(message_id=message_id, date=date,
+                       subject=f"crash {self.tag} {i}", body=body)
+
+
+def digest(data):
+    return hashlib.blake2b(data, digest_size=20).digest()
+
+
+def file_digest(path):
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        while chunk := f.read(MB):
+            h.update(chunk)
+    return h.digest()
+
+
+# -- looking at the store --------------------------------------------------
+
+class Store:
+    """Reads the target Maildirs and SQLite files; a file's digest is kept by
+    inode (lda hard-links one copy into every mailbox of a fan-out)."""
+
+    def __init__(self, setup, scratch):
+        self.setup = setup
+        self.scratch = scratch  # where the SQLite files are copied to be read
+        self.expected = {}  # digest of prefix+message -> message number
+        self.digests = {}   # (dev, ino, size) -> digest
+
+    def expect(self, number, msg):
+        self.expected[digest(self.setup.prefix + msg)] = number
+
+    def scan(self):
+        """[(Counter of message numbers, [unknown files])] per target."""
+        result = []
+        for box in self.setup.targets:
+            counts, unknown = Counter(), []
+            for sub in ("new", "cur"):
+                folder = box / sub
+                if not folder.is_dir():
+                    continue
+                for entry in os.scandir(folder):
+                    st = entry.stat(follow_symlinks=False)
+                    key = (st.st_dev, st.st_ino, st.st_size)
+                    if key not in self.digests:
+                        self.digests[key] = file_digest(entry.path)
+                    number = self.expected.get(self.digests[key])
+                    if number is None:
+                        unknown.append(f"{sub}/{entry.name} ({st.st_size} bytes)")
+                    else:
+                        counts[number] += 1
+            result.append((counts, unknown))
+        return result
+
+    def tmp_names(self):
+        return {(box, name) for box in self.setup.targets
+                for name in _listdir(box / "tmp")}
+
+    def copy(self, path):
+        """A copy of a SQLite file and its WAL, so that reading it leaves the
+        original as the kill left it: opening it here would recover the WAL
+        and, on close, checkpoint it, and lda would never meet that state."""
+        self.scratch.mkdir(exist_ok=True)
+        for old in self.scratch.iterdir():
+            old.unlink()
+        for suffix in ("", "-wal"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, self.scratch / (path.name + suffix))
+        return self.scratch / path.name
+
+    def rows(self):
+        """Every DeliveredTo row, as a set of tuples (empty before the first)."""
+        path = self.setup.dbs[0]
+        if not path.exists():
+            return set()
+        conn = sqlite3.connect(self.copy(path), timeout=30)
+        try:
+            return set(conn.execute(
+                "SELECT mailbox, message_id, submit_time, state, location "
+                "FROM delivered_to"))
+        except sqlite3.OperationalError:  # killed before the schema was made
+            return set()
+        finally:
+            conn.close()
+
+    def sqlite_problems(self):
+        problems = []
+        for path in self.setup.dbs:
+            if path.exists():
+                problems += [p.replace(str(self.scratch), str(path.parent))
+                             for p in sqlite_check(self.copy(path))]
+        return problems
+
+
+def sqlite_check(path):
+    """integrity_check and foreign_key_check findings for one SQLite file."""
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        integrity = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+        foreign = list(conn.execute("PRAGMA foreign_key_check"))
+    except sqlite3.DatabaseError as e:
+        return [f"{path}: {e}"]
+    finally:
+        conn.close()
+    problems = [] if integrity == ["ok"] else [f"{path}: integrity_check {integrity[:5]}"]
+    return problems + ([f"{path}: foreign_key_check {foreign[:5]}"] if foreign else [])
+
+
+def _listdir(path):
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+# -- the driver ------------------------------------------------------------
+
+class CrashStats:
+    """Figures for one or more crash runs."""
+
+    def __init__(self):
+        self.messages = self.attempts = self.kills = self.reruns = self.tempfails = 0
+        self.windows = Counter()
+        self.tmp_left = 0
+        self.baseline = []
+        self.findings = []
+
+    def add(self, other):
+        self.messages += other.messages
+        self.attempts += other.attempts
+        self.kills += other.kills
+        self.reruns += other.reruns
+        self.tempfails += other.tempfails
+        self.windows.update(other.windows)
+        self.tmp_left += other.tmp_left
+        self.baseline += other.baseline
+        self.findings += other.findings
+
+    def before_after_new(self):
+        """Kills that landed before the file was in new/, and after."""
+        after = sum(n for w, n in self.windows.items()
+                    if w in AFTER_NEW and w != "exited-before-kill")
+        return self.kills - after, after
+
+    def summary(self):
+        before, after = self.before_after_new()
+        windows = ", ".join(f"{w}={self.windows[w]}" for w in WINDOWS if self.windows[w])
+        base = (f"{statistics.median(self.baseline) * 1000:.0f} ms"
+                if self.baseline else "-")
+        return (f"{self.messages} messages, {self.attempts} attempts, {self.kills} "
+                f"SIGKILLs ({before} before the file reached new/, {after} after; "
+                f"{windows}), {self.reruns} re-runs, "
+                f"{self.tempfails} of them 75, {self.tmp_left} files left in tmp/, "
+                f"normal delivery {base}, {len(self.findings)} findings")
+
+
+def timed_run(argv, stdin_path, env):
+    start = time.monotonic()
+    with open(stdin_path, "rb") as stdin:
+        done = subprocess.run(argv, stdin=stdin, env=env, capture_output=True, timeout=120)
+    return done, time.monotonic() - start
+
+
+def measure(setup, corpus, workdir, runs=BASELINE_RUNS):
+    """Median wall time of a delivery that nobody kills, Popen to exit,
+    after one that creates the Maildir and the database (and warms caches)."""
+    times = []
+    for i in range(-1, runs):
+        path = workdir / f"baseline-{i}.eml"
+        path.write_bytes(corpus.make(10_000 + i))
+        done, seconds = timed_run(setup.argv, path, setup.env)
+        assert done.returncode == 0, done.stderr.decode()
+        if i >= 0:
+            times.append(seconds)
+        path.unlink()
+    return statistics.median(times)
+
+
+def attempt_with_kill(setup, path, delay):
+    """Start a delivery and SIGKILL it after `delay` seconds; returns the
+    exit status if it finished first, else None."""
+    with open(path, "rb") as stdin:
+        proc = subprocess.Popen(setup.argv, stdin=stdin, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, env=setup.env)
+        try:
+            proc.wait(timeout=delay)
+            return proc.returncode
+        except subprocess.TimeoutExpired:
+            pass
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # A race: it may have exited between the timeout and the signal.
+        if proc.returncode != -signal.SIGKILL:
+            return proc.returncode
+        return None
+
+
+def classify(number, before, after, exited):
+    """The window a kill landed in, from what changed in the store."""
+    if exited is not None:
+        return "exited-before-kill"
+    linked = [counts[number] for counts, _ in after["scan"]]
+    new_rows = after["rows"] - before["rows"]
+    if new_rows and all(row[3] == "delivered" for row in new_rows):
+        return "committed"
+    if any(row[3] == "pending" for row in new_rows):
+        if all(linked):
+            return "linked-rows-pending"
+        return "linking" if any(linked) else "pending-before-link"
+    if after["tmp"] - before["tmp"]:
+        return "staging-in-tmp"
+    return "nothing-yet"
+
+
+def snapshot(store):
+    return {"scan": store.scan(), "rows": store.rows(), "tmp": store.tmp_names()}
+
+
+def crash_run(setup, scratch, workdir, kills, big, seed, tag):
+    """Deliver messages through `setup`, killing attempts until `kills`
+    kills have been made; returns CrashStats with any findings."""
+    rng = random.Random(seed)
+    stats = CrashStats()
+    corpus = Corpus(rng, big, tag)
+    duration = measure(scratch, corpus, workdir)
+    stats.baseline.append(duration)
+    store = Store(setup, workdir / "db-copy")
+    number = 0
+    while stats.kills < kills:
+        msg = corpus.make(number)
+        path = workdir / "message.eml"
+        path.write_bytes(msg)
+        store.expect(number, msg)
+        stats.messages += 1
+        delivered = False
+        for _ in range(rng.randint(1, MAX_KILLS_PER_MESSAGE)):
+            before = snapshot(store)
+            exited = attempt_with_kill(setup, path, rng.uniform(0, DELAY_SPREAD * duration))
+            after = snapshot(store)
+            stats.attempts += 1
+            stats.kills += exited is None
+            stats.windows[classify(number, before, after, exited)] += 1
+            if exited is not None:
+                if exited not in (0, 75):
+                    stats.findings.append(f"seed {seed} message {number}: an attempt "
+                                          f"exited {exited} before the kill")
+                delivered = exited == 0
+                break
+        if not delivered:
+            rerun_until_delivered(setup, path, stats, seed, number)
+        check_store(store, number, stats, seed)
+        number += 1
+    stats.tmp_left = len(store.tmp_names())
+    return stats
+
+
+def rerun_until_delivered(setup, path, stats, seed, number):
+    """What the MTA does after a deferral: deliver again until 0."""
+    for _ in range(MAX_RERUNS):
+        done, _ = timed_run(setup.argv, path, setup.env)
+        stats.reruns += 1
+        if done.returncode == 0:
+            return
+        reason = (done.stderr.decode(errors="replace").strip().splitlines() or [""])[0]
+        if done.returncode != 75:
+            stats.findings.append(f"seed {seed} message {number}: re-run after a kill "
+                                  f"exited {done.returncode}: {reason}")
+            return
+        stats.tempfails += 1
+        time.sleep(0.05)
+    stats.findings.append(f"seed {seed} message {number}: still 75 after "
+                          f"{MAX_RERUNS} re-runs")
+
+
+def check_store(store, number, stats, seed):
+    """Messages 0..number are each in every target exactly once, whole."""
+    for box, (counts, unknown) in zip(store.setup.targets, store.scan()):
+        for bad in unknown:
+            stats.findings.append(f"seed {seed} after message {number}: {box}/{bad} "
+                                  "is not a whole message (partial or foreign)")
+        for n in range(number + 1):
+            if counts[n] != 1:
+                stats.findings.append(f"seed {seed}: message {n} is in {box} "
+                                      f"{counts[n]} times after message {number}")
+    for problem in store.sqlite_problems():
+        stats.findings.append(f"seed {seed} after message {number}: {problem}")
+
+
+def run_case(mode, big, kills, root, setup=None, seed=None):
+    """One crash case in a fresh directory: the same driver for the tests
+    (with the fixtures' setup) and for bench/soak.py."""
+    if seed is None:
+        seed = int(os.environ.get("LDA_CRASH_SEED") or random.randrange(1 << 32))
+    if setup is None:
+        setup = scratch_setup(mode, root / "store")
+    scratch = scratch_setup(mode, root / "timing")
+    workdir = root / "work"
+    workdir.mkdir()
+    tag = f"{mode}-{'big' if big else 'small'}-{seed}"
+    return crash_run(setup, scratch, workdir, kills, big, seed, tag)
+
+
+# -- the tests -------------------------------------------------------------
+
+CASES = [("user", False, 60), ("user", True, 60), ("site", False, 60), ("site", True, 60)]
+
+
+@pytest.mark.parametrize("mode, big, kills", CASES,
+                         ids=["per-user-small", "per-user-1-5MB", "alias-to-3-small",
+                              "alias-to-3-1-5MB"])
+def test_sigkill_anywhere_then_retry_loses_nothing_and_doubles_nothing(
+        request, tmp_path, capsys, mode, big, kills):
+    fixture = request.getfixturevalue(mode)
+    setup = user_setup(fixture) if mode == "user" else site_setup(fixture)
+    stats = run_case(mode, big, kills, tmp_path, setup=setup)
+    with capsys.disabled():
+        print(f"\n  crash {request.node.callspec.id}: {stats.summary()}")
+    assert stats.findings == [], "\n".join(stats.findings[:20])
+    assert stats.kills >= kills
+    # The kills spread over the whole delivery: some before anything was
+    # written, some after the process had finished.
+    assert stats.windows["nothing-yet"] > 0
+
+
+def test_classify_names_each_window():
+    """The classification the figures rest on, on hand-made snapshots."""
+    empty = {"scan": [(Counter(), [])], "rows": set(), "tmp": set()}
+    pending = {("a", "m", "", "pending", "x")}
+    delivered = {("a", "m", "", "delivered", "x")}
+    linked = [(Counter({0: 1}), [])]
+    assert classify(0, empty, empty, None) == "nothing-yet"
+    assert classify(0, empty, dict(empty, tmp={"t"}), None) == "staging-in-tmp"
+    assert classify(0, empty, dict(empty, rows=pending), None) == "pending-before-link"
+    assert classify(0, empty, dict(empty, rows=pending, scan=linked),
+                    None) == "linked-rows-pending"
+    assert classify(0, empty, dict(empty, rows=delivered, scan=linked),
+                    None) == "committed"
+    assert classify(0, empty, empty, 0) == "exited-before-kill"
+    two = [(Counter({0: 1}), []), (Counter(), [])]
+    assert classify(0, dict(empty, scan=two), dict(empty, rows=pending, scan=two),
+                    None) == "linking"

@@ -1,0 +1,78 @@
+"""Sieve scripts in real deliveries: folders, flags, redirect, discard,
+vacation and duplicate, with DeliveredTo still deciding what is a resend."""
+
+import email
+
+import pytest
+
+from conftest import maildir_files, message
+
+
+def sieve(user, text):
+    (user.home / ".lda.sieve").write_text(text)
+
+
+def test_fileinto_create_with_flags_goes_to_cur(user):
+    sieve(user, 'require ["fileinto", "mailbox", "imap4flags"];\n'
+                'if header :contains "subject" "test" {\n'
+                '  fileinto :create :flags "\\\\Seen" "Lists.Python";\n}\n')
+    user.deliver(message(), "a@example.org", check=0)
+    user.deliver(message(), "a@example.org", check=0)  # a resend
+    folder = user.maildir / ".Lists.Python"
+    assert (folder / "maildirfolder").exists()
+    [stored] = maildir_files(folder, "cur")
+    assert stored.name.endswith(":2,S")
+    assert maildir_files(user.maildir) == [] and maildir_files(folder) == []
+
+
+def test_fileinto_missing_folder_without_create_keeps_in_inbox(user):
+    sieve(user, 'require "fileinto";\nfileinto "Nowhere";\n')
+    done = user.deliver(message(), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert b"does not exist" in done.stderr
+
+
+def test_discard_stores_nothing(user):
+    sieve(user, 'if header :is "subject" "test" { discard; }\n')
+    done = user.deliver(message(), "a@example.org", check=0)
+    assert maildir_files(user.maildir) == [] and b"discarded" in done.stderr
+
+
+def test_syntax_error_keeps_the_message_and_logs_the_line(user):
+    sieve(user, 'if header :contains "subject" {\n  discard\n')
+    done = user.deliver(message(), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert b".lda.sieve:3:" in done.stderr  # FILE:LINE:COLUMN
+
+
+def test_redirect_goes_through_sendmail_once(site):
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require "copy";\n'
+                                   'redirect :copy "bob@elsewhere.example.net";\n')
+    site.deliver(message(), "alice@example.org", check=0)
+    site.deliver(message(), "alice@example.org", check=0)
+    assert [args[-1] for args, _ in site.sent()] == ["bob@elsewhere.example.net"]
+    assert len(maildir_files(box)) == 1
+
+
+def test_vacation_answers_once_from_the_null_sender(site):
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require "vacation";\n'
+                                   'vacation :days 7 "I am away.";\n')
+    for i in range(2):
+        site.deliver(message(message_id=f"<v{i}@x>"), "alice@example.org",
+                     sender="sender@example.org", check=0)
+    [(args, reply)] = site.sent()
+    assert args[args.index("-f") + 1] == "<>" and args[-1] == "sender@example.org"
+    parsed = email.message_from_bytes(reply)
+    assert parsed["Auto-Submitted"].startswith("auto-replied")  # RFC 5230 5.1
+    assert len(maildir_files(box)) == 2
+
+
+def test_duplicate_extension_is_backed_by_the_database(user):
+    sieve(user, 'require "duplicate";\n'
+                'if duplicate :header "subject" { discard; stop; }\n')
+    user.deliver(message(message_id="<d1@x>", subject="same"), "a@example.org", check=0)
+    user.deliver(message(message_id="<d2@x>", subject="same"), "a@example.org", check=0)
+    user.deliver(message(message_id="<d3@x>", subject="other"), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 2
