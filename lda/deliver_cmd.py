@@ -112,9 +112,6 @@ def _deliver(argv, stdin, environ, clock, held):
     from .delivery import Delivery
     from .log import Log
 
-    # Mail is private: 0600 files and 0700 directories, the SQLite database
-    # and the directories makedirs creates on the way included.
-    os.umask(0o077)
     config = load_config(args["config"], environ)
     if args["reject"]:
         config.quota_full = "reject"

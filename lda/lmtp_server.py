@@ -54,6 +54,11 @@ async def serve(config, log, listen=None, grace=300, ready=None, clock=None):
         if ready:
             ready()
         await stop.wait()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # Once stopping, a second SIGTERM must not kill the process while
+            # asyncio.run() restores the default handlers on its way out.
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
         server.close()
         log.info(f"lmtp: stopping; {handler.in_flight} deliveries under way")
         try:

@@ -4,11 +4,16 @@
 (and everything the admin commands need) is imported.
 """
 
+import os
 import sys
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    # Mail is private: 0600 files and 0700 directories, the SQLite database
+    # and the directories created on the way included.  Set here, for the
+    # process, not in the library (tests call it in-process).
+    os.umask(0o077)
     if argv and argv[0] == "deliver":
         from .deliver_cmd import deliver
 

@@ -591,17 +591,24 @@ def shutdown_cycle(image, home, ledger, env, rng, cycle, deliveries=12):
     """Deliver in a thread, shut the filesystem down at a random instant,
     remount, and check that everything acknowledged survived whole."""
     with ext4_image(image, home):
-        done = threading.Event()
+        # Cut while delivery number `cut_at` runs (the worker never pauses
+        # between deliveries, so some delivery is under way whatever the
+        # machine's speed), at a random instant within its first 60 ms.
+        cut_at = rng.randrange(2, deliveries - 2)
+        reached = threading.Event()
+        sizes = [rng.choice([KB, 200 * KB]) for _ in range(deliveries)]
 
         def deliver_all():
-            for _ in range(deliveries):
-                ledger.deliver(ledger.new_message(f"c{cycle}", rng.choice([KB, 200 * KB])),
-                               env=env)
-            done.set()
+            for n, size in enumerate(sizes):
+                if n == cut_at:
+                    reached.set()
+                ledger.deliver(ledger.new_message(f"c{cycle}", size), env=env)
+            reached.set()
 
         worker = threading.Thread(target=deliver_all)
         worker.start()
-        time.sleep(rng.uniform(0.1, deliveries * 0.06))
+        reached.wait(timeout=120)
+        time.sleep(rng.uniform(0, 0.06))
         shut_down(home)
         worker.join()
     with ext4_image(image, home):
@@ -623,7 +630,7 @@ def test_filesystem_shutdown_mid_delivery_is_a_power_cut(user, tmp_path, capsys)
     once after the remount.  Tracebacks are reported, not asserted: the one
     seen here (EIO from the clean-up unlink of the staging file) depends on
     where the cut lands, and bench/soak.py counts them over many cuts."""
-    rng = random.Random(os.getpid())
+    rng = random.Random(20261125)  # the same cuts on every run
     image = tmp_path / "ext4.img"
     ledger = Ledger(user.maildir, tmp_path / "msgs")
     deferred = []
