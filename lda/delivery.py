@@ -269,7 +269,7 @@ class Delivery:
         targets, filtered = [], []
         for target in plan.targets:
             path = script_path(self.config, target) if target.local else None
-            if path is None or target.filtered or not os.path.exists(path):
+            if path is None or target.filtered or not self._trusted_script(path, info):
                 targets.append(target)
                 continue
             outcome, state = self._run_script(path, plan, target, info, staged)
@@ -281,6 +281,19 @@ class Delivery:
             targets.extend(targets_for(outcome, target, self.log, info.log_id))
             filtered.append((target, outcome, state))
         return targets, filtered
+
+    def _trusted_script(self, path, info):
+        """An existing script that only its owner can change; one writable by
+        group or others is ignored, as Postfix ignores such a .forward."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return False
+        if st.st_mode & 0o022:
+            self.log.warning(f"{info.log_id}: {path} is writable by group or others: "
+                             "ignored, message kept in INBOX")
+            return False
+        return True
 
     def _run_script(self, path, plan, target, info, staged):
         from .sieve import Envelope, evaluate

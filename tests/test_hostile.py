@@ -380,3 +380,40 @@ def test_arbitrary_bytes_are_delivered_byte_exact(parts, step):
         assert path.read_bytes() == PREFIX + converted(data)
         assert list((maildir / "tmp").iterdir()) == []
         assert outside_mailbox(home) == set()
+
+
+# -- property: any recipient string is refused or stays inside the store ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+RECIPIENT_PARTS = st.sampled_from(["../", "/", "\x00", ".", "..", "@", "+", "alice",
+                                   "example.org", "\u0430", "%2e", " ", "\n", "A" * 300])
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.text(max_size=400),
+                 st.lists(RECIPIENT_PARTS, max_size=12).map("".join)))
+def test_any_recipient_is_refused_or_resolved_inside_the_store(site, recipient):
+    """Through the resolver every delivery uses: an LdaError (67 for a bad
+    or unknown address), or local targets whose Maildir lies under their
+    database root with no '..' in the stored path."""
+    from lda.config import load_config
+    from lda.deliver_cmd import make_resolver
+    from lda.errors import LdaError
+
+    if not hasattr(site, "_made"):
+        site.create("alice@example.org")
+        site._made = True
+    config = load_config(str(site.config))
+    try:
+        plan = make_resolver(config, site.env).resolve(recipient)
+    except LdaError as e:
+        assert e.exit_code in (64, 65, 67, 78), (recipient, e)
+        return
+    for target in plan.targets:
+        if target.local:
+            assert ".." not in target.maildir_relative.split("/")
+            root = os.path.realpath(target.maildir_root)
+            assert os.path.realpath(target.maildir_path).startswith(root + os.sep)

@@ -76,3 +76,11 @@ def test_duplicate_extension_is_backed_by_the_database(user):
     user.deliver(message(message_id="<d2@x>", subject="same"), "a@example.org", check=0)
     user.deliver(message(message_id="<d3@x>", subject="other"), "a@example.org", check=0)
     assert len(maildir_files(user.maildir)) == 2
+
+
+def test_script_writable_by_others_is_ignored(user):
+    sieve(user, 'discard;\n')
+    (user.home / ".lda.sieve").chmod(0o666)
+    done = user.deliver(message(), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert b"writable by group or others" in done.stderr
