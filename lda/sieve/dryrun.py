@@ -50,26 +50,22 @@ def read_message(stream):
     return Message(reader.headers, reader.size)
 
 
-def default_sender(headers):
-    """Return-Path, else the From address, as sieve-test(1) guesses."""
+def _first_address(headers, names):
     from .fields import addresses
 
-    for name in (b"return-path", b"from"):
+    for name in names:
         value = headers.first(name)
         if value is not None:
             found = addresses(value.decode("utf-8", "replace"))
             if found:
                 return found[0]
     return ""
+
+
+def default_sender(headers):
+    """Return-Path, else the From address, as sieve-test(1) guesses."""
+    return _first_address(headers, (b"return-path", b"from"))
 
 
 def default_recipient(headers):
-    from .fields import addresses
-
-    for name in (b"delivered-to", b"x-original-to", b"to"):
-        value = headers.first(name)
-        if value is not None:
-            found = addresses(value.decode("utf-8", "replace"))
-            if found:
-                return found[0]
-    return ""
+    return _first_address(headers, (b"delivered-to", b"x-original-to", b"to"))
