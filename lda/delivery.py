@@ -36,8 +36,9 @@ class Result:
 class Staged:
     """The message as written once for one recipient, with its prefix."""
 
-    def __init__(self, dir_fd, name, size, prefix_len):
+    def __init__(self, dir_fd, name, size, prefix_len, lead=()):
         self.dir_fd, self.name, self.size, self.prefix_len = dir_fd, name, size, prefix_len
+        self.lead = lead  # the MTA's own prepended fields, for other prefixes
 
     def open(self):
         return os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -92,6 +93,7 @@ class Delivery:
         self.log = log
         self.sender = sender
         self.original_recipient = original_recipient
+        self._log_original = original_recipient
         self.clock = clock
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
@@ -101,7 +103,8 @@ class Delivery:
     def run(self, recipients, stream):
         """One Result per recipient, in the order given (LMTP replies in
         RCPT order, RFC 2033 section 4.2)."""
-        self.resolver_recipients = recipients
+        # -a names the original of one recipient; with several it is unknown.
+        self._log_original = self.original_recipient if len(recipients) == 1 else None
         results, plans = [None] * len(recipients), []
         for index, recipient in enumerate(recipients):
             try:
@@ -180,12 +183,11 @@ class Delivery:
         except BaseException:
             tmp.discard()
             raise
-        self._lead = lead
-        return Staged(dir_fd, tmp.name, len(prefix) + reader.size, len(prefix))
+        return Staged(dir_fd, tmp.name, len(prefix) + reader.size, len(prefix), lead)
 
     def _restage(self, plan, first, dir_fd, info):
         """Another recipient of the same message: same bytes, its own prefix."""
-        prefix = prefix_for(plan.canonical, self.sender, self._lead)
+        prefix = prefix_for(plan.canonical, self.sender, first.lead)
         tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
         try:
             md.copy_file(dir_fd, first.name, first.prefix_len, prefix, tmp)
@@ -337,7 +339,7 @@ class Delivery:
                 if row and self._already_there(target, row):
                     result.outcomes[target] = DUPLICATE
                     continue
-                failure = self._quota_failure(target, staged.size)
+                failure = quota_failure(self.config, target, staged.size, self.clock)
                 if failure:
                     result.outcomes[target] = failure
                     continue
@@ -391,9 +393,6 @@ class Delivery:
         finally:
             box.close()
 
-    def _quota_failure(self, target, size):
-        return quota_failure(self.config, target, size, self.clock)
-
     def _link(self, target, staged, name):
         box = self._open(target)
         self.touched.add(box.path)
@@ -423,7 +422,8 @@ class Delivery:
                 self.log.warning(f"{target.address}: maildirsize not updated: {e}")
 
     def _copy_in(self, box, staged, name, dst_fd):
-        """Another filesystem: copy into its tmp/, fsync, link into new/."""
+        """Another filesystem: copy into its tmp/, fsync, link into dst_fd
+        (new/, or cur/ for a message with flags)."""
         tmp = md.TmpFile(box.tmp_fd, self.config.hostname, f"{box.path}/tmp")
         try:
             md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
@@ -497,9 +497,8 @@ class Delivery:
                     f"{outcome}; message kept for retry")
             else:
                 status, dsn, detail = "failed", outcome.status, str(outcome)
-            original = (self.original_recipient if self.original_recipient
-                        and len(self.resolver_recipients) == 1 else plan.canonical)
-            self.log.target(info.log_id, target.address, original, status, dsn,
+            self.log.target(info.log_id, target.address,
+                            self._log_original or plan.canonical, status, dsn,
                             " ".join(detail.split()))
 
     def _cleanup_databases(self):

@@ -151,12 +151,9 @@ class Move:
             raise
         self.after_step("cleanup")
 
-    def _open_dbs(self, journal):
-        def open_db(name):
-            return DeliveredTo(self._db_path(name), self.config.expiration_hours,
-                               self.config.cleanup_interval_seconds, self.clock)
-
-        return open_db(journal["source_db"]), open_db(journal["target_db"])
+    def _open_db(self, name):
+        return DeliveredTo(self._db_path(name), self.config.expiration_hours,
+                           self.config.cleanup_interval_seconds, self.clock)
 
     # -- the Maildir -------------------------------------------------------
 
@@ -185,7 +182,8 @@ class Move:
     # -- DeliveredTo rows and partial deliveries ---------------------------
 
     def _copy_rows(self, journal):
-        source_db, target_db = self._open_dbs(journal)
+        source_db = self._open_db(journal["source_db"])
+        target_db = self._open_db(journal["target_db"])
         try:
             keys = [self.address] + [f"forward:{a}" for a in self._forwards()]
             total = sum(source_db.conn.execute(
@@ -253,21 +251,24 @@ class Move:
     # -- finishing and undoing ---------------------------------------------
 
     def _clean_source(self, journal, source):
-        source_db, _ = self._open_dbs(journal)
-        try:
-            _delete_rows(source_db, self.address)
-            self._drop_partials(source_db)
-        finally:
-            source_db.close()
+        self._forget_mailbox(journal["source_db"])
         _, target = self._paths(journal)
         if os.path.isdir(source) and not os.path.islink(source):
             retire_source(source, target)
         self.directory["moves"].delete(self.address)
         self.after_step("done")
 
+    def _forget_mailbox(self, name):
+        """Remove the mailbox's DeliveredTo rows, partial records and spooled
+        copies from the database that no longer holds it."""
+        db = self._open_db(name)
+        try:
+            _delete_rows(db, self.address)
+            self._drop_partials(db)
+        finally:
+            db.close()
+
     def _drop_partials(self, db):
-        """Remove the mailbox's partial records and their spooled copies from
-        the side of the move that no longer holds them."""
         with self._partial_lock():
             spools = [r[0] for r in db.conn.execute(
                 "SELECT spool_file FROM partial_deliveries WHERE mailbox = ?",
@@ -280,12 +281,7 @@ class Move:
 
     def _rollback(self, journal):
         source, target = self._paths(journal)
-        _, target_db = self._open_dbs(journal)
-        try:
-            _delete_rows(target_db, self.address)
-            self._drop_partials(target_db)
-        finally:
-            target_db.close()
+        self._forget_mailbox(journal["target_db"])
         if os.path.lexists(target + COPY_SUFFIX):
             shutil.rmtree(target + COPY_SUFFIX)
         if os.path.isdir(target) and not os.path.lexists(source):
