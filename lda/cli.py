@@ -659,6 +659,13 @@ def aliases():
     """The aliases file."""
 
 
+def aliases_path(config, path):
+    """The file given on the command line, else the configured one."""
+    if not (path or config.aliases):
+        raise click.UsageError("no aliases file given or configured")
+    return path or config.aliases
+
+
 @aliases.command("compile")
 @click.argument("path", required=False)
 @output_options
@@ -673,15 +680,13 @@ def aliases_compile(ctx, path, as_json):
     from .directory_admin import AliasFileInvalid, compile_aliases
 
     config = load(ctx)
-    if not (path or config.aliases):
-        raise click.UsageError("no aliases file given or configured")
+    path = aliases_path(config, path)
     try:
-        summary = compile_aliases(config, path or config.aliases)
+        summary = compile_aliases(config, path)
     except AliasFileInvalid as e:
         problems = [p._asdict() for p in e.problems]
         if as_json:
-            click.echo(json.dumps({"source": path or config.aliases,
-                                   "problems": problems}, indent=2))
+            click.echo(json.dumps({"source": path, "problems": problems}, indent=2))
         for problem in e.problems:
             click.echo(f"lda: {problem}", err=True)
         raise
@@ -704,9 +709,7 @@ def aliases_check(ctx, path, as_json):
     """
     from .aliases import check_aliases
 
-    path = path or load(ctx).aliases
-    if not path:
-        raise click.UsageError("no aliases file given or configured")
+    path = aliases_path(load(ctx), path)
     problems = [p._asdict() for p in check_aliases(path)]
     emit(problems, as_json, ["path", "line", "message"])
     sys.exit(EX_CONFIG if problems else 0)
