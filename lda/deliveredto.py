@@ -12,10 +12,10 @@ importing sqlite-utils (~80 ms).
 """
 
 import os
-import sqlite3
 import time
 
 from .errors import TemporaryFailure
+from .sqlite import sqlite3
 
 SCHEMA_VERSION = 3
 ROW_COLUMNS = "(mailbox, message_id, submit_time, delivered_at, state, location)"

@@ -8,10 +8,10 @@ database root: a recipient string never becomes a path.
 """
 
 import os
-import sqlite3
 from collections import namedtuple
 
 from .errors import ConfigError
+from .sqlite import sqlite3
 
 
 # maildir is relative to db_root; a quota of None means the lda.toml default.
