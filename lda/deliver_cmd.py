@@ -78,6 +78,22 @@ def exit_status(results):
     return chosen.exit_code, chosen
 
 
+def run(argv):
+    """The `lda deliver` process: deliver, then exit without closing the
+    DeliveredTo connections (see deliveredto.leave_open_until_exit), which
+    spares the checkpoint and the WAL's deletion and re-creation."""
+    from .deliveredto import leave_open_until_exit
+
+    leave_open_until_exit()
+    status = deliver(argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: the status still counts
+            pass
+    os._exit(status)
+
+
 def deliver(argv, stdin=None, environ=os.environ, clock=None):
     """Run one delivery; returns the exit status.
 

@@ -15,9 +15,9 @@ def main(argv=None):
     # process, not in the library (tests call it in-process).
     os.umask(0o077)
     if argv and argv[0] == "deliver":
-        from .deliver_cmd import deliver
+        from .deliver_cmd import run
 
-        sys.exit(deliver(argv[1:]))
+        run(argv[1:])  # never returns
     from .cli import cli
 
     cli.main(args=argv, prog_name="lda")

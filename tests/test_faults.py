@@ -430,7 +430,9 @@ def test_unwritable_directories_as_an_unprivileged_user(nobody, tmp_path, capsys
     report(capsys, f"unprivileged, {case}",
            f"{len(deferred)} deferred, {len(ledger.tracebacks)} stderr with a traceback, "
            f"{len(ledger.findings)} findings")
-    assert len(deferred) == 2
+    # The WAL and its index stay beside lda.sqlite between deliveries, so a
+    # state directory that only lost its write bit no longer stops one.
+    assert len(deferred) == (0 if case == "state-dir-not-writable" else 2)
     assert ledger.findings == [], "\n".join(ledger.findings)
     assert_no_traceback(ledger)
 
