@@ -16,8 +16,15 @@ addresses, so the `|command`, `/file` and `\\name` targets other agents accept
 are configuration errors here, reported with file and line, rather than mail
 quietly going somewhere the admin did not mean.
 
+`lda aliases compile` writes what a file expands to into a table (an
+SQLite file, see write_table()); open_aliases() answers from that table,
+one indexed query per key, while it still matches every file it was built
+from, and parses the source otherwise, as postalias(1) and Postfix do with
+aliases.db.
+
 This module is on the per-message path: it imports only cheap standard
-modules, and email-validator only once an address needs checking.
+modules (SQLite through lda.sqlite, already loaded for DeliveredTo), and
+email-validator only once an address needs checking.
 """
 
 import os
@@ -64,10 +71,13 @@ class Expansion(namedtuple("Expansion", "leaves cycles via")):
 class Aliases:
     """A parsed alias file: lowercased key -> member addresses."""
 
-    def __init__(self, path, entries, lines):
+    def __init__(self, path, entries, lines, sources=None):
         self.path = path
         self._entries = entries  # key -> tuple of lowercased members
         self._lines = lines  # key -> line number in path
+        # absolute path -> (st_mtime_ns, st_size, st_ino) of each file read,
+        # the alias file first, taken before reading (see _Parser.read)
+        self.sources = sources or {}
 
     def __len__(self):
         return len(self._entries)
@@ -118,10 +128,176 @@ def check_aliases(path, local_domains=None):
     looking for loops.  Without them a bare key matches bare names only, so
     `bob: bob@gmail.com` is not mistaken for a loop.
     """
+    return checked_aliases(path, local_domains)[0]
+
+
+def checked_aliases(path, local_domains=None):
+    """(problems as check_aliases() finds them, the Aliases parsed), from one
+    reading of the files: what `lda aliases compile` writes is what it checked."""
     problems = []
     aliases = _Parser(problems.append).parse(path)
     problems.extend(_loop_problems(aliases, local_domains or ()))
-    return problems
+    return problems, aliases
+
+
+# --- the compiled table --------------------------------------------------------
+#
+# One SQLite file, written whole beside its final name and renamed over it,
+# never changed in place (so readers open it immutable, without locks):
+#   aliases(key PRIMARY KEY, members)  members joined by "\n", which no
+#                                      address or name can hold (lines are
+#                                      split at it before parsing)
+#   sources(position, path, mtime_ns, size, ino)  each file read, the alias
+#                                      file at position 0, its includes after
+#   PRAGMA user_version = TABLE_FORMAT
+
+TABLE_NAME = "aliases.sqlite"
+TABLE_FORMAT = 1
+_RECOMPILE = "run 'lda aliases compile'"
+
+
+def table_path(state_dir):
+    """Where `lda aliases compile` writes the table and deliveries look."""
+    return os.path.join(state_dir, TABLE_NAME)
+
+
+def open_aliases(path, table, warn):
+    """What the alias file at path holds: its compiled table at table, if
+    that was built from exactly the files there now, else the file parsed by
+    load_aliases().  warn(line) says why a table that exists is not used;
+    no table at all means no warning (compiling is optional)."""
+    from .sqlite import sqlite3
+
+    if not os.path.exists(table):
+        return load_aliases(path)
+    conn = None
+    try:
+        conn = sqlite3.connect(_readonly_uri(table), uri=True)
+        why = _table_problem(conn, os.path.abspath(path))
+    except sqlite3.Error as e:
+        why = f"is unreadable ({e})"
+    if why is None:
+        return AliasTable(path, table, conn, warn)
+    if conn is not None:
+        conn.close()
+    warn(f"aliases table {table} {why}; reading {path} instead; {_RECOMPILE}")
+    return load_aliases(path)
+
+
+def _readonly_uri(path):
+    # RFC 8089 file URI as SQLite reads it: only %, ? and # need escaping.
+    quoted = os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file://{quoted}?mode=ro&immutable=1"
+
+
+def _table_problem(conn, source):
+    """Why the table open on conn does not answer for source now, or None."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != TABLE_FORMAT:
+        return f"has format {version}, not {TABLE_FORMAT}"
+    rows = conn.execute("SELECT path, mtime_ns, size, ino FROM sources ORDER BY position")
+    rows = rows.fetchall()
+    if not rows or rows[0][0] != source:
+        return f"was compiled from {rows[0][0] if rows else 'nothing'}, not {source}"
+    for name, *stamp in rows:
+        try:
+            st = os.stat(name)
+        except (OSError, ValueError, TypeError):
+            return f"is older than its source {name} (gone)"
+        if [st.st_mtime_ns, st.st_size, st.st_ino] != stamp:
+            return f"is older than its source {name}"
+    return None
+
+
+class AliasTable:
+    """A compiled table: Aliases.lookup() as one indexed query, nothing loaded
+    up front.  Should the file fail under a lookup (damaged after it was
+    opened), the source is parsed instead and answers from then on."""
+
+    def __init__(self, path, table, conn, warn):
+        self.path = path
+        self.table = table
+        self._conn = conn
+        self._warn = warn
+        self._parsed = None
+
+    def lookup(self, address, local_part=True):
+        """As Aliases.lookup()."""
+        if self._parsed is None:
+            from .sqlite import sqlite3
+
+            try:
+                return self._query(address.lower(), local_part)
+            except (sqlite3.Error, AttributeError, TypeError) as e:
+                self._warn(f"aliases table {self.table} is unreadable ({e}); "
+                           f"reading {self.path} instead; {_RECOMPILE}")
+                self._parsed = load_aliases(self.path)
+        return self._parsed.lookup(address, local_part)
+
+    def _query(self, address, local_part):
+        local, at, _ = address.rpartition("@")
+        if local_part and at:
+            # Both keys in one query; the full address wins, as in key_for().
+            found = dict(self._conn.execute(
+                "SELECT key, members FROM aliases WHERE key IN (?, ?)", (address, local)))
+            members = found.get(address, found.get(local))
+        else:
+            row = self._conn.execute(
+                "SELECT members FROM aliases WHERE key = ?", (address,)).fetchone()
+            members = row and row[0]
+        return None if members is None else members.split("\n")
+
+
+def write_table(aliases, target):
+    """Write aliases (as checked_aliases() parsed them) to the table at
+    target: built in a unique file beside it, fsynced and renamed over it, so
+    a delivery sees the old table or the new one, never a part.  Mode 0644
+    less the umask, like directory.sqlite, for a delivery user other than
+    the admin."""
+    from .sqlite import sqlite3
+
+    directory = os.path.dirname(target) or "."
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    tmp = f"{target}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            # A private new file: no journal to roll back to, fsync below.
+            conn.execute("PRAGMA journal_mode = OFF")
+            conn.execute("PRAGMA synchronous = OFF")
+            conn.execute("BEGIN")
+            conn.execute("CREATE TABLE sources (position INTEGER PRIMARY KEY, path TEXT NOT "
+                         "NULL, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, ino "
+                         "INTEGER NOT NULL)")
+            conn.execute("CREATE TABLE aliases (key TEXT PRIMARY KEY, members TEXT NOT NULL) "
+                         "WITHOUT ROWID")
+            conn.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?)",
+                             ((i, name, *stamp)
+                              for i, (name, stamp) in enumerate(aliases.sources.items())))
+            conn.executemany("INSERT INTO aliases VALUES (?, ?)",
+                             ((key, "\n".join(aliases.lookup(key, False))) for key in aliases))
+            conn.execute(f"PRAGMA user_version = {TABLE_FORMAT}")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)  # the rename itself survives a crash
+    finally:
+        os.close(fd)
 
 
 def expand(address, lookup, max_depth=20):
@@ -181,6 +357,7 @@ class _Parser:
     def __init__(self, report):
         self.report = report
         self.checked = {}  # target text -> (address, reason): lists repeat addresses
+        self.sources = {}  # see Aliases.sources
 
     def problem(self, path, line, message):
         self.report(Problem(path, line, message))
@@ -200,7 +377,7 @@ class _Parser:
                     self.problem(path, number, f"duplicate alias {_show(key)} ({first})")
                     continue
                 entries[key], lines[key] = tuple(members), number
-        return Aliases(path, entries, lines)
+        return Aliases(path, entries, lines, self.sources)
 
     def read(self, path, at):
         """The lines of path, or None once the reason is reported.
@@ -213,8 +390,13 @@ class _Parser:
             # O_NONBLOCK: a FIFO named by mistake must not hang a delivery.
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             try:
-                regular = stat.S_ISREG(os.fstat(fd).st_mode)
+                st = os.fstat(fd)
+                regular = stat.S_ISREG(st.st_mode)
                 if regular:
+                    # Stamped before reading: a file changed meanwhile keeps
+                    # its older stamp, so a compiled table of it reads stale.
+                    self.sources.setdefault(
+                        os.path.abspath(path), (st.st_mtime_ns, st.st_size, st.st_ino))
                     with open(fd, "rb", closefd=False) as f:
                         data = f.read()
             finally:

@@ -671,7 +671,10 @@ def aliases_path(config, path):
 @output_options
 @click.pass_context
 def aliases_compile(ctx, path, as_json):
-    """Check the aliases file, then write the index lda can load instead.
+    """Check the aliases file, then write the table deliveries look up.
+
+    The table is state_dir/aliases.sqlite; while the file or one it
+    includes is newer, deliveries read the file instead and log a warning.
 
     \b
     Example:

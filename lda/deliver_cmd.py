@@ -133,7 +133,7 @@ def _deliver(argv, stdin, environ, clock, held):
         config.quota_full = "reject"
     log = Log(config.log, config.syslog_facility, stream=held)
     kwargs = {"clock": clock} if clock else {}
-    delivery = Delivery(config, make_resolver(config, environ), log,
+    delivery = Delivery(config, make_resolver(config, environ, log), log,
                         sender=args["sender"], original_recipient=args["original"],
                         **kwargs)
     recipients = args["recipients"] or ([None] if config.per_user else [])
@@ -143,14 +143,14 @@ def _deliver(argv, stdin, environ, clock, held):
     return status, error, log
 
 
-def make_resolver(config, environ):
+def make_resolver(config, environ, log=None):
     from .resolve import ManagedResolver, UserResolver, current_user
 
     if config.per_user:
         return UserResolver(config, current_user(environ), environ.get("EXTENSION"))
     from .directory import Directory
 
-    return ManagedResolver(config, Directory(config.directory_path))
+    return ManagedResolver(config, Directory(config.directory_path), log)
 
 
 def unexpected(error, log=None, held=None):

@@ -147,11 +147,8 @@ def set_mailbox_quota(db, address, limits):
     return {**row, **limits}
 
 
-ALIASES_INDEX = "aliases.index.json"
-
-
 class AliasFileInvalid(ConfigError):
-    """The aliases file has problems; no index was written."""
+    """The aliases file has problems; no table was written."""
 
     def __init__(self, path, problems):
         super().__init__(f"{path}: {len(problems)} problem(s); index not written")
@@ -159,49 +156,21 @@ class AliasFileInvalid(ConfigError):
 
 
 def compile_aliases(config, path):
-    """Check the aliases file and write <state_dir>/aliases.index.json:
-    {"source", "mtime_ns", "size", "entries": {key: [members]}}, :include:
-    files expanded.  Raises AliasFileInvalid with the problems instead.
-
-    The file is stat()ed before it is read: if it changes meanwhile, the
-    index carries the older stamp, so a reader comparing stamps re-parses
-    rather than trusting an index of a file it never saw."""
-    import json
-
-    from .aliases import check_aliases, load_aliases
+    """Check the aliases file and write its compiled table (aliases.table_path
+    under state_dir): each key with its members, :include: files expanded,
+    and every file read with its stamp, so deliveries look keys up instead
+    of parsing, and parse again once any of those files changes.  Raises
+    AliasFileInvalid with the problems instead; the old table then stays."""
+    from .aliases import checked_aliases, table_path, write_table
 
     path = os.path.abspath(path)
     try:
-        st = os.stat(path)
+        os.stat(path)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read aliases: {e.strerror}") from None
-    problems = check_aliases(path)
+    problems, aliases = checked_aliases(path)
     if problems:
         raise AliasFileInvalid(path, problems)
-    aliases = load_aliases(path)
-    entries = {key: aliases.lookup(key) for key in aliases}
-    index = {"source": path, "mtime_ns": st.st_mtime_ns, "size": st.st_size,
-             "entries": entries}
-    target = os.path.join(config.state_dir, ALIASES_INDEX)
-    _write_atomically(target, json.dumps(index, separators=(",", ":")).encode())
-    return {"source": path, "index": target, "entries": len(entries)}
-
-
-def _write_atomically(target, data):
-    """A unique file beside target, fsynced, renamed over it: a reader sees
-    the old index or the new one, never a part.  Mode 0644 less the umask,
-    like directory.sqlite, so a delivery user other than the admin reads it."""
-    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-    tmp = f"{target}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        with open(fd, "wb", closefd=False) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(fd)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    finally:
-        os.close(fd)
+    target = table_path(config.state_dir)
+    write_table(aliases, target)
+    return {"source": path, "index": target, "entries": len(aliases)}

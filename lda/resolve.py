@@ -102,15 +102,26 @@ class UserResolver:
 class ManagedResolver:
     """Managed mode: alias file, then the mailbox directory."""
 
-    def __init__(self, config, directory):
+    def __init__(self, config, directory, log=None):
         self.config = config
         self.directory = directory
+        self.log = log
         self.aliases = None
         self._domain = ""
         if config.aliases:
-            from .aliases import load_aliases
+            from .aliases import open_aliases, table_path
 
-            self.aliases = load_aliases(config.aliases)
+            # The compiled table if it is current, else the file parsed.
+            self.aliases = open_aliases(config.aliases, table_path(config.state_dir),
+                                        self._warn)
+
+    def _warn(self, line):
+        """To the delivery's log; without one (lmtp, partial), lda.toml's."""
+        if self.log is None:
+            from .log import Log
+
+            self.log = Log(self.config.log, self.config.syslog_facility)
+        self.log.warning(line)
 
     def check_current(self, targets):
         """Under the mailbox locks: each local target still lives where it was

@@ -8,6 +8,7 @@ import os
 import re
 import sqlite3
 import time
+from contextlib import closing
 
 import pytest
 
@@ -403,32 +404,33 @@ def test_aliases_compile(site, tmp_path):
     site.aliases.write_text(f"team: alice, Bob@Example.org,\n  :include:{members}\n"
                             "postmaster: alice\n")
     done = site.run("aliases", "compile", check=0)
-    index_path = site.state / "aliases.index.json"
+    table_path = site.state / "aliases.sqlite"
     assert done.stdout.decode() == (f"compiled 2 aliases from {site.aliases} "
-                                    f"into {index_path}\n")
-    index = json.loads(index_path.read_text())
-    st = os.stat(site.aliases)
-    assert index == {"source": str(site.aliases), "mtime_ns": st.st_mtime_ns,
-                     "size": st.st_size, "entries": {
-                         "team": ["alice", "bob@example.org", "carol@example.org"],
-                         "postmaster": ["alice"]}}
+                                    f"into {table_path}\n")
+    with closing(sqlite3.connect(table_path)) as table:
+        entries = dict(table.execute("SELECT key, members FROM aliases"))
+        sources = [row[0] for row in table.execute("SELECT path FROM sources "
+                                                    "ORDER BY position")]
+    assert entries == {"team": "alice\nbob@example.org\ncarol@example.org",
+                       "postmaster": "alice"}
+    assert sources == [str(site.aliases), str(members)]
     summary = as_json(site, "aliases", "compile", str(site.aliases))
-    assert summary == {"source": str(site.aliases), "index": str(index_path),
+    assert summary == {"source": str(site.aliases), "index": str(table_path),
                        "entries": 2}
 
 
 def test_aliases_compile_refuses_a_bad_file(site):
     site.aliases.write_text("ok: alice\n")
     site.run("aliases", "compile", check=0)
-    index_path = site.state / "aliases.index.json"
-    good = index_path.read_bytes()
+    table_path = site.state / "aliases.sqlite"
+    good = table_path.read_bytes()
     site.aliases.write_text("ok: alice\nbad: |/bin/true\nloop1: loop2\nloop2: loop1\n")
     done = site.run("aliases", "compile")
     assert done.returncode == 78
     lines = done.stderr.decode().splitlines()
     assert lines[0].startswith(f"lda: {site.aliases}:2: ")
     assert lines[-1] == f"lda: {site.aliases}: {len(lines) - 1} problem(s); index not written"
-    assert index_path.read_bytes() == good
+    assert table_path.read_bytes() == good
     problems = as_json(site, "aliases", "compile", check=78)["problems"]
     assert [p["line"] for p in problems][0] == 2
 

@@ -1,0 +1,330 @@
+"""The compiled aliases table: `lda aliases compile` writes it, deliveries
+look keys up in it while it matches its source files, and parse the source
+(with one warning line) when it does not.  Either way a delivery must come
+out the same."""
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import maildir_files, message
+from lda.aliases import (AliasTable, Aliases, expand, load_aliases, open_aliases, table_path,
+                         write_table)
+from lda.errors import ConfigError
+
+WARNING = "warning: aliases table "
+
+
+def compile_table(path, state_dir):
+    """The table as `lda aliases compile` writes it, without its checks, so
+    files it would refuse (loops, deep chains) can be compared too."""
+    write_table(load_aliases(str(path)), table_path(str(state_dir)))
+
+
+def warnings(done):
+    return [line for line in done.stderr.decode().splitlines() if WARNING in line]
+
+
+# --- lookups, in process -------------------------------------------------------
+
+
+def generated(tmp_path):
+    """An alias file with every kind of key and member, and includes."""
+    (tmp_path / "staff.list").write_text("# staff\nAlice, bob@Example.ORG\n\n:include:more\n")
+    (tmp_path / "more").write_text("carol@example.net\n")
+    lines = ['"quoted": alice', "postmaster: root", "root: alice, root",
+             "Info: alice", "info@example.org: bob", "info@other.example: carol",
+             "staff: :include:staff.list, dave", "multi: a,", "  b, c", "# comment", "  d",
+             "ping: pong", "pong: ping", "team: alice, bob@example.org"]
+    lines += [f"list{i}: user{i}, user{i + 1}@example.com" for i in range(200)]
+    lines += [f"deep{i}: deep{i + 1}" for i in range(25)]
+    path = tmp_path / "aliases"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def opened(path, state_dir):
+    found = []
+    aliases = open_aliases(path, table_path(str(state_dir)), found.append)
+    return aliases, found
+
+
+ADDRESSES = ["quoted", "QUOTED@example.org", "postmaster", "postmaster@example.org",
+             "root@elsewhere.example", "info", "info@example.org", "INFO@Example.Org",
+             "info@other.example", "info@third.example", "staff", "staff@example.org",
+             "multi", "ping", "pong@example.org", "list7", "list199@example.org",
+             "list200", "deep0", "deep24", "nobody", "nobody@example.org", "", "@",
+             "a@b@example.org", "team+tag@example.org", "team"]
+
+
+def test_compiled_lookup_equals_source_lookup(tmp_path):
+    path = generated(tmp_path)
+    source = load_aliases(path)
+    compile_table(path, tmp_path / "state")
+    table, found = opened(path, tmp_path / "state")
+    assert isinstance(table, AliasTable) and found == []
+    keys = list(source) + [k.upper() for k in source] + [f"{k}@example.org" for k in source]
+    for address in keys + ADDRESSES:
+        for local_part in (True, False):
+            assert table.lookup(address, local_part) == source.lookup(address, local_part), \
+                (address, local_part)
+
+
+def outcome(lookup, address):
+    try:
+        return expand(address, lookup)
+    except ConfigError as e:
+        return ("ConfigError", str(e), e.chain)
+
+
+def test_compiled_expansion_equals_source_expansion(tmp_path):
+    path = generated(tmp_path)
+    source = load_aliases(path)
+    compile_table(path, tmp_path / "state")
+    table, _ = opened(path, tmp_path / "state")
+    for address in list(source) + ADDRESSES:
+        assert outcome(table.lookup, address) == outcome(source.lookup, address), address
+
+
+def test_missing_table_parses_the_source_silently(tmp_path):
+    path = generated(tmp_path)
+    aliases, found = opened(path, tmp_path / "state")
+    assert isinstance(aliases, Aliases) and found == []
+
+
+def test_table_damaged_after_opening_falls_back_to_the_source(tmp_path):
+    path = generated(tmp_path)
+    compile_table(path, tmp_path / "state")
+    table, found = opened(path, tmp_path / "state")
+    table._conn.close()  # the next query fails as on a damaged file
+    assert table.lookup("team") == ["alice", "bob@example.org"]
+    assert table.lookup("staff") == load_aliases(path).lookup("staff")
+    assert len(found) == 1 and "is unreadable" in found[0]
+
+
+def test_table_records_every_file_read(tmp_path):
+    path = generated(tmp_path)
+    compile_table(path, tmp_path / "state")
+    conn = sqlite3.connect(table_path(str(tmp_path / "state")))
+    rows = conn.execute("SELECT path, mtime_ns, size, ino FROM sources ORDER BY position")
+    names = []
+    for name, mtime_ns, size, ino in rows:
+        st = os.stat(name)
+        assert (st.st_mtime_ns, st.st_size, st.st_ino) == (mtime_ns, size, ino)
+        names.append(os.path.basename(name))
+    conn.close()
+    assert names == ["aliases", "staff.list", "more"]
+
+
+# --- deliveries: the same with the table as with the source ------------------
+
+CASES = {
+    "alias": ("team: alice, bob@example.org\n", "team@example.org"),
+    "external member": ("ext: someone@elsewhere.example.net, alice\n", "ext@example.org"),
+    "full key wins": ("info: alice\ninfo@example.org: bob\n", "info@example.org"),
+    "extension": ("team: alice, bob\n", "team+tag@example.org"),
+    "self reference": ("alice: alice, bob\n", "alice@example.org"),
+    "upper case": ("Team: Alice\n", "TEAM@Example.org"),
+    "nested": ("a: b\nb: alice, c\nc: bob\n", "a@example.org"),
+    "include": ("staff: :include:staff.list\n", "staff@example.org"),
+    "bare member gets the domain": ("x: carol\n", "x@example.org"),
+    "loop without mailbox": ("ping: pong\npong: ping\n", "ping@example.org"),
+    "too deep": ("".join(f"d{i}: d{i + 1}\n" for i in range(25)), "d0@example.org"),
+    "unknown": ("team: alice\n", "nobody@example.org"),
+    "mailbox, no alias": ("team: alice\n", "bob@example.org"),
+}
+
+
+def normalized(done, message_id):
+    """Exit status, the reason line and the log lines, without pids and ids."""
+    lines = [re.sub(r"^lda\[\d+\]: ", "", line).replace(message_id, "ID")
+             for line in done.stderr.decode().splitlines()]
+    return done.returncode, lines
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    from conftest import Site
+
+    site = Site(tmp_path_factory.mktemp("site"))
+    site.create("alice@example.org")
+    site.create("bob@example.org")
+    (site.root / "staff.list").write_text("alice\nbob@example.org\n")
+    return site
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_delivery_is_the_same_with_table_and_source(shared, name):
+    text, recipient = CASES[name]
+    shared.aliases.write_text(text)
+    table = table_path(str(shared.state))
+    results = {}
+    for mode in ("source", "table"):
+        if mode == "table":
+            compile_table(shared.aliases, shared.state)
+        elif os.path.exists(table):
+            os.unlink(table)
+        message_id = f"<{name.replace(' ', '-')}-{mode}@example.org>"
+        sent_before = len(shared.sent())
+        done = shared.deliver(message(message_id=message_id), recipient)
+        assert b"Traceback" not in done.stderr
+        sent = [args[-1] for args, _ in shared.sent()[sent_before:]]
+        results[mode] = normalized(done, message_id), sent
+    assert results["table"] == results["source"]
+    assert results["source"][0][0] in {0, 67, 78}
+
+
+def test_compile_then_deliver_uses_the_table(site):
+    alice = site.create("alice@example.org")
+    site.aliases.write_text("team: alice, bob@example.org\n")
+    site.run("aliases", "compile", check=0)
+    # The source must not be parsed: no email-validator (for bob@example.org).
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lda", "deliver", "-f",
+                           "s@example.org", "team@example.org"], input=message(),
+                          env=site.env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"email_validator" not in done.stderr and WARNING.encode() not in done.stderr
+    assert len(maildir_files(alice)) == 1
+    assert [args[-1] for args, _ in site.sent()] == ["bob@example.org"]
+
+
+# --- stale or damaged tables: the source, one warning, never a traceback ----
+
+
+def test_stale_table_falls_back_with_a_warning(site):
+    alice, bob = site.create("alice@example.org"), site.create("bob@example.org")
+    site.aliases.write_text("team: alice\n")
+    site.run("aliases", "compile", check=0)
+    site.aliases.write_text("team: alice, bob\n")  # edited, not compiled
+    done = site.deliver(message(), "team@example.org", check=0)
+    assert (len(maildir_files(alice)), len(maildir_files(bob))) == (1, 1)
+    assert [re.sub(r"^lda\[\d+\]: ", "", line) for line in warnings(done)] == [
+        f"{WARNING}{site.state}/aliases.sqlite is older than its source {site.aliases}; "
+        f"reading {site.aliases} instead; run 'lda aliases compile'"]
+    site.run("aliases", "compile", check=0)
+    done = site.deliver(message("<m2@example.org>"), "team@example.org", check=0)
+    assert warnings(done) == [] and len(maildir_files(bob)) == 2
+
+
+def test_changed_include_file_falls_back(site):
+    alice, bob = site.create("alice@example.org"), site.create("bob@example.org")
+    members = site.root / "members"
+    members.write_text("alice\n")
+    site.aliases.write_text("team: :include:members\n")
+    site.run("aliases", "compile", check=0)
+    with members.open("a") as f:
+        f.write("bob\n")
+    done = site.deliver(message(), "team@example.org", check=0)
+    assert (len(maildir_files(alice)), len(maildir_files(bob))) == (1, 1)
+    [line] = warnings(done)
+    assert f"is older than its source {members};" in line
+
+
+def test_removed_include_file_gives_what_the_source_gives(site):
+    site.create("alice@example.org")
+    members = site.root / "members"
+    members.write_text("alice\n")
+    site.aliases.write_text("team: :include:members\n")
+    site.run("aliases", "compile", check=0)
+    members.unlink()
+    done = site.deliver(message(), "team@example.org", check=78)
+    assert done.stderr.decode().splitlines()[0].endswith(
+        f"{site.aliases}:1: cannot read \"{members}\": No such file or directory")
+    assert len(warnings(done)) == 1
+
+
+def damage(site, how):
+    table = site.state / "aliases.sqlite"
+    if how == "garbage":
+        table.write_bytes(b"not a database at all\n" * 100)
+    elif how == "empty file":
+        table.write_bytes(b"")
+    elif how == "truncated":
+        data = table.read_bytes()
+        table.write_bytes(data[: len(data) // 2])
+    elif how == "older format":
+        conn = sqlite3.connect(table)
+        conn.execute("PRAGMA user_version = 0")
+        conn.close()
+    elif how == "another schema":
+        table.unlink()
+        conn = sqlite3.connect(table)
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("PRAGMA user_version = 1")
+        conn.close()
+    elif how == "a directory":
+        table.unlink()
+        table.mkdir()
+    elif how == "another source":
+        other = site.root / "other"
+        other.write_text("team: bob\n")
+        compile_table(other, site.state)
+
+
+DAMAGE = ["garbage", "empty file", "truncated", "older format", "another schema",
+          "a directory", "another source"]
+
+
+@pytest.mark.parametrize("how", DAMAGE)
+@pytest.mark.parametrize("source", ["team: alice, bob\n", "team: alice\nbad: |/bin/true\n"],
+                         ids=["good source", "bad source"])
+def test_damaged_table_gives_what_the_source_gives(site, how, source):
+    site.create("alice@example.org")
+    site.create("bob@example.org")
+    site.aliases.write_text(source)
+    before = site.deliver(message("<source@example.org>"), "team@example.org")
+    if "bad" in source:  # it cannot be compiled: a table of another file
+        other = site.root / "compiled-from"
+        other.write_text("team: alice, bob\n")
+        compile_table(other, site.state)
+    else:
+        compile_table(site.aliases, site.state)
+    damage(site, how)
+    done = site.deliver(message("<table@example.org>"), "team@example.org")
+    assert b"Traceback" not in done.stderr
+    assert len(warnings(done)) == 1, done.stderr.decode()
+    code, lines = normalized(done, "<table@example.org>")
+    assert (code, [line for line in lines if WARNING not in line]) == \
+        normalized(before, "<source@example.org>")
+    assert code == (78 if "bad" in source else 0)
+
+
+# --- lda aliases compile --------------------------------------------------------
+
+
+def test_compile_writes_the_table_atomically(site):
+    (site.root / "members").write_text("carol@example.org\n")
+    site.aliases.write_text("team: alice, Bob@Example.org,\n  :include:members\n"
+                            "postmaster: alice\n")
+    done = site.run("aliases", "compile", check=0)
+    table = site.state / "aliases.sqlite"
+    assert done.stdout.decode() == f"compiled 2 aliases from {site.aliases} into {table}\n"
+    assert sorted(p.name for p in site.state.iterdir() if "aliases" in p.name) == \
+        ["aliases.sqlite"]  # no temporary file left, no aliases.index.json
+    assert table.stat().st_mode & 0o777 == 0o600  # 0644 less lda's umask, 077
+    conn = sqlite3.connect(table)
+    assert dict(conn.execute("SELECT key, members FROM aliases")) == {
+        "team": "alice\nbob@example.org\ncarol@example.org", "postmaster": "alice"}
+    assert [row[0] for row in conn.execute("SELECT path FROM sources ORDER BY position")] \
+        == [str(site.aliases), str(site.root / "members")]
+    conn.close()
+    summary = json.loads(site.run("aliases", "compile", "--json", check=0).stdout)
+    assert summary == {"source": str(site.aliases), "index": str(table), "entries": 2}
+
+
+def test_compile_of_a_bad_file_keeps_the_old_table(site):
+    site.aliases.write_text("ok: alice\n")
+    site.run("aliases", "compile", check=0)
+    table = site.state / "aliases.sqlite"
+    good = table.read_bytes()
+    site.aliases.write_text("ok: alice\nbad: |/bin/true\n")
+    done = site.run("aliases", "compile")
+    assert done.returncode == 78
+    assert done.stderr.decode().splitlines()[-1] == \
+        f"lda: {site.aliases}: 1 problem(s); index not written"
+    assert table.read_bytes() == good
