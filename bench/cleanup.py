@@ -2,12 +2,13 @@
 long it makes a concurrent delivery wait for the write lock.
 
     python bench/cleanup.py [--expired 1000000] [--live 100000]
-                            [--batch 500 [2000 ...]] [--inserts 200] [--dir DIR]
+                            [--batch 600 [2000 ...]] [--inserts 200] [--dir DIR]
 
 For each batch size: a fresh copy of a database holding --expired expired
 and --live live rows; the cleanup alone, through the library
 (dedup_admin.cleanup, as the command runs it), printing seconds, rows/s,
-batches and the longest batch transaction (the longest write-lock hold);
+batches and the longest batch transaction (the longest write-lock hold:
+from BEGIN IMMEDIATE to the end of COMMIT, which runs no checkpoint);
 then the same cleanup in a child process while this one runs --inserts
 `BEGIN IMMEDIATE; INSERT; COMMIT` transactions spread over its run, as
 deliveries would, printing the wait for the lock and the whole transaction
@@ -27,7 +28,7 @@ import time
 
 from lda.config import Config
 from lda.dedup_admin import cleanup
-from lda.deliveredto import DB_FILE, ROW_COLUMNS, DeliveredTo, connect
+from lda.deliveredto import CLEANUP_BATCH, DB_FILE, ROW_COLUMNS, DeliveredTo, connect
 from lda.directory_admin import create_database, open_directory
 
 ROWS_PER_TRANSACTION = 100_000
@@ -139,7 +140,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--expired", type=int, default=1_000_000)
     parser.add_argument("--live", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, nargs="+", default=[500])
+    parser.add_argument("--batch", type=int, nargs="+", default=[CLEANUP_BATCH],
+                        help="Most rows per transaction (default: the command's).")
     parser.add_argument("--inserts", type=int, default=200)
     parser.add_argument("--dir", help="Where to build the databases (default: a tmp dir).")
     parser.add_argument("--child", help=argparse.SUPPRESS)
