@@ -293,12 +293,14 @@ class Progress:
 
 @cli.command()
 @click.option("--listen", help="unix:PATH or HOST:PORT (default: lmtp_listen).")
+@click.option("--processes", type=click.IntRange(min=0),
+              help="Server processes; 0: one per CPU (default: lmtp_processes).")
 @click.option("--workers", type=click.IntRange(min=1),
-              help="Deliveries at once (default: lmtp_workers).")
+              help="Deliveries at once in each process (default: lmtp_workers).")
 @click.option("--grace", default=300, show_default=True, type=click.IntRange(min=0),
               help="Seconds to finish deliveries after SIGTERM.")
 @click.pass_context
-def lmtp(ctx, listen, workers, grace):
+def lmtp(ctx, listen, processes, workers, grace):
     """Serve LMTP (RFC 2033): one reply per recipient after DATA.
 
     \b
@@ -310,6 +312,8 @@ def lmtp(ctx, listen, workers, grace):
     from .log import Log
 
     config = load(ctx)
+    if processes is not None:
+        config.lmtp_processes = processes
     if workers:
         config.lmtp_workers = workers
     run(config, Log(config.log, config.syslog_facility), listen, grace)

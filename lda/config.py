@@ -36,7 +36,8 @@ KEYS = {
     "partial_expiration": ("5d", (int, str), "retry a partial delivery this long, then DSN"),
     "postmaster": ("", str, "From: of DSNs (default MAILER-DAEMON@hostname)"),
     "lmtp_listen": ("", str, "lda lmtp socket: unix:PATH or HOST:PORT"),
-    "lmtp_workers": (4, int, "deliveries the LMTP server runs at once"),
+    "lmtp_processes": (0, int, "LMTP server processes (0: one per CPU)"),
+    "lmtp_workers": (4, int, "deliveries each LMTP server process runs at once"),
     "lmtp_rcpt_check_quota": (False, bool, "refuse an over-quota RCPT (452/552)"),
     "lmtp_max_message_size": ("50M", (int, str), "largest message LMTP accepts"),
 }
@@ -104,6 +105,8 @@ class Config:
             raise ConfigError(f"{self.path}: cleanup_interval_seconds must be >= 1")
         if self.lmtp_workers < 1:
             raise ConfigError(f"{self.path}: lmtp_workers must be >= 1")
+        if self.lmtp_processes < 0:
+            raise ConfigError(f"{self.path}: lmtp_processes must be >= 0 (0: one per CPU)")
         if self.quota_messages < 0 or self.lock_timeout_seconds < 1:
             raise ConfigError(f"{self.path}: quota_messages must be >= 0 and "
                               "lock_timeout_seconds >= 1")

@@ -15,9 +15,16 @@ def data_replies(replies):
 
 
 class LdaLMTP(LMTP):
-    """LMTP that names itself and never decodes message bytes."""
+    """LMTP that names itself, never decodes message bytes, and tells
+    `on_close` when its session ends."""
 
-    def __init__(self, handler, config, **kwargs):
+    def __init__(self, handler, config, on_close=None, **kwargs):
         super().__init__(handler, hostname=config.hostname, ident="lda LMTP",
                          data_size_limit=config.lmtp_max_message_size,
                          enable_SMTPUTF8=True, decode_data=False, **kwargs)
+        self.on_close = on_close
+
+    def connection_lost(self, error):
+        super().connection_lost(error)
+        if self.on_close is not None:
+            self.on_close()

@@ -1,17 +1,38 @@
-"""`lda lmtp`: listening, concurrency and a graceful stop.
+"""`lda lmtp`: listening, worker processes and a graceful stop.
 
-SIGTERM or SIGINT closes the listening socket at once, lets every delivery
-that is under way finish and answer (up to `grace` seconds), then exits; a
-session cut before its DATA was answered is retried by the MTA, and
-DeliveredTo makes that retry harmless.
+The parent binds the socket, then forks `lmtp_processes` children, each with
+its own asyncio loop and `lmtp_workers` delivery threads on that one socket
+(pre-fork, as Postfix's and Dovecot's services run): Python code in threads
+shares one core, processes do not.  A child accepts one connection per
+wake-up, so whichever child is free takes the next session.  The parent only
+supervises: it restarts a child that dies and passes a stop on to all.
+
+SIGTERM or SIGINT closes the listening socket at once; each process lets
+every delivery under way finish and answer (up to `grace` seconds), then
+exits; a session cut before its DATA was answered is retried by the MTA, and
+DeliveredTo makes that retry harmless.  The unix socket is removed last.
 """
 
 import asyncio
+import errno
 import os
 import signal
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .errors import ConfigError
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+BACKLOG = 128
+# A child that dies sooner than this after its start is restarted after a
+# growing delay, so a crash at start-up cannot turn into a fork loop.
+STABLE_SECONDS = 5
+MAX_RESTART_DELAY = 30
+# A process with sessions open waits this long per session (at most
+# MAX_ACCEPT_DELAY) before it accepts, so that a less busy one gets there first.
+ACCEPT_DELAY_PER_SESSION = 0.0005
+MAX_ACCEPT_DELAY = 0.005
 
 
 def parse_listen(listen):
@@ -25,52 +46,254 @@ def parse_listen(listen):
     return "tcp", (host.strip("[]"), int(port))
 
 
-async def _listen(loop, factory, listen):
+def process_count(config):
+    """lmtp_processes, where 0 means one per CPU this process may run on."""
+    if config.lmtp_processes:
+        return config.lmtp_processes
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def bind(listen):
+    """The listening socket, bound before any fork so every child shares it."""
     kind, where = parse_listen(listen)
     if kind == "tcp":
-        return await loop.create_server(factory, *where, reuse_address=True)
-    os.makedirs(os.path.dirname(where) or ".", mode=0o755, exist_ok=True)
-    if os.path.exists(where):
-        os.unlink(where)  # a socket left by a previous, killed server
-    server = await loop.create_unix_server(factory, where)
-    os.chmod(where, 0o660)  # the MTA's group connects; nobody else
-    return server
+        host, port = where
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.create_server(address, family=family, backlog=BACKLOG)
+    else:
+        os.makedirs(os.path.dirname(where) or ".", mode=0o755, exist_ok=True)
+        if os.path.exists(where):
+            os.unlink(where)  # a socket left by a previous, killed server
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(where)
+        os.chmod(where, 0o660)  # the MTA's group connects; nobody else
+        sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
 
 
-async def serve(config, log, listen=None, grace=300, ready=None, clock=None):
+class Acceptor:
+    """Sessions shared out between processes waiting on one socket: one
+    accept() per readiness event (asyncio's own server takes the whole
+    backlog at once), and a process that has sessions open already lets the
+    others try first.  Every process is woken; one gets each connection."""
+
+    def __init__(self, loop, sock, factory, log, shared=True):
+        self.loop, self.sock, self.factory, self.log = loop, sock, factory, log
+        self.shared = shared
+        self.sessions = 0
+        self.waited = False
+        self.tasks = set()
+        loop.add_reader(sock, self._accept)
+
+    def protocol(self):
+        self.sessions += 1
+        return self.factory(self._closed)
+
+    def _closed(self):
+        self.sessions -= 1
+
+    def _accept(self):
+        if self.shared and self.sessions and not self.waited:
+            self.loop.remove_reader(self.sock)
+            self.loop.call_later(min(self.sessions * ACCEPT_DELAY_PER_SESSION,
+                                     MAX_ACCEPT_DELAY), self._resume, True)
+            return
+        self.waited = False
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another process took it
+        except OSError as e:
+            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            # Out of descriptors: pause, as asyncio's server does, rather than spin.
+            self.log.warning(f"lmtp: cannot accept: {e.strerror}; pausing 1s")
+            self.loop.remove_reader(self.sock)
+            self.loop.call_later(1, self._resume)
+            return
+        conn.setblocking(False)
+        if conn.family != socket.AF_UNIX:
+            # asyncio sets this only for sockets whose proto says TCP, which
+            # accept() on a socket.create_server() socket does not: without
+            # it each session's first replies wait for a delayed ACK (40 ms).
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = self.loop.create_task(self.loop.connect_accepted_socket(self.protocol, conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _resume(self, waited=False):
+        if self.sock.fileno() >= 0:
+            self.waited = waited
+            self.loop.add_reader(self.sock, self._accept)
+
+    def close(self):
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock)
+            self.sock.close()
+
+
+async def serve(config, log, sock, grace=300, clock=None, shared=False):
+    """One process's server on a bound socket, until SIGTERM or SIGINT."""
     from .lmtp import LdaLMTP
     from .lmtp_handler import DeliveryHandler
 
     loop = asyncio.get_running_loop()
-    listen = listen or config.lmtp_listen
     with ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver") as pool:
         handler = DeliveryHandler(config, pool, log, clock=clock)
         stop = asyncio.Event()
-        # Before the socket exists: a SIGTERM right after start is graceful too.
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, stop.set)
-        server = await _listen(loop, lambda: LdaLMTP(handler, config), listen)
-        log.info(f"lmtp: listening on {listen}, {config.lmtp_workers} workers")
-        if ready:
-            ready()
+        # A child starts with these blocked (see _supervise): a stop that came
+        # before the handlers existed is delivered now, and is graceful too.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, (*STOP_SIGNALS, signal.SIGCHLD))
+        acceptor = Acceptor(loop, sock, lambda on_close: LdaLMTP(handler, config, on_close),
+                            log, shared)
+        if shared:
+            _stop_when_orphaned(loop, os.getppid(), stop)
         await stop.wait()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             # Once stopping, a second SIGTERM must not kill the process while
             # asyncio.run() restores the default handlers on its way out.
             loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
-        server.close()
+        acceptor.close()
         log.info(f"lmtp: stopping; {handler.in_flight} deliveries under way")
         try:
             await asyncio.wait_for(handler.idle.wait(), grace)
         except asyncio.TimeoutError:
             log.warning(f"lmtp: {handler.in_flight} deliveries still running after "
                         f"{grace}s; their sessions will be retried")
-    kind, where = parse_listen(listen)
-    if kind == "unix" and os.path.exists(where):
-        os.unlink(where)
-    log.info("lmtp: stopped")
+        handler.wal_keeper.close()
+
+
+def _stop_when_orphaned(loop, parent, stop):
+    """A parent killed outright (SIGKILL) cannot pass the stop on: its
+    children notice and stop gracefully themselves rather than serve on."""
+    if os.getppid() != parent:
+        stop.set()
+    else:
+        loop.call_later(1, _stop_when_orphaned, loop, parent, stop)
 
 
 def run(config, log, listen=None, grace=300):
-    asyncio.run(serve(config, log, listen, grace))
+    """Serve until stopped; the socket is gone when this returns."""
+    from .lmtp_handler import preload
+
+    listen = listen or config.lmtp_listen
+    processes = process_count(config)
+    preload()  # once, before the fork: the children share the pages
+    # Blocked from before the socket exists: a SIGTERM right after the start
+    # is graceful too, in the parent (sigtimedwait) as in each child.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGCHLD))
+    sock = bind(listen)
+    try:
+        log.info(f"lmtp: listening on {listen}, {processes} processes of "
+                 f"{config.lmtp_workers} workers")
+        if processes == 1:
+            asyncio.run(serve(config, log, sock, grace))
+        else:
+            _supervise(config, log, sock, processes, grace)
+    finally:
+        sock.close()
+        for signum in STOP_SIGNALS:
+            # Stopping: a second SIGTERM, blocked until now, must not kill
+            # the process on its way out.
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        kind, where = parse_listen(listen)
+        if kind == "unix" and os.path.exists(where):
+            os.unlink(where)
+    log.info("lmtp: stopped")
+
+
+def _supervise(config, log, sock, processes, grace):
+    """Keep `processes` children serving; on a stop signal, pass it on and
+    wait for every child to finish its deliveries."""
+    children = {}  # pid -> start time (monotonic)
+    try:
+        _keep_serving(config, log, sock, processes, grace, children)
+    finally:
+        for pid in children:  # only left on an unexpected error: no orphans
+            _kill(pid, signal.SIGTERM)
+
+
+def _keep_serving(config, log, sock, processes, grace, children):
+    restarts = []  # monotonic times at which to start a replacement
+    delay = 0.0
+    for _ in range(processes):
+        _spawn(config, log, sock, grace, children)
+    stopping = False
+    while children or (restarts and not stopping):
+        timeout = max(0.0, min(restarts) - time.monotonic()) if restarts else None
+        info = (signal.sigtimedwait((*STOP_SIGNALS, signal.SIGCHLD), timeout)
+                if timeout is not None else
+                signal.sigwaitinfo((*STOP_SIGNALS, signal.SIGCHLD)))
+        if info is not None and info.si_signo in STOP_SIGNALS and not stopping:
+            stopping = True
+            restarts.clear()
+            for pid in children:
+                _kill(pid, signal.SIGTERM)
+            sock.close()  # new connections are refused at once
+        for pid, status, lived in _reap(children):
+            if stopping:
+                if status:
+                    log.warning(f"lmtp: process {pid} {_describe(status)} while stopping")
+                continue
+            delay = 0.0 if lived >= STABLE_SECONDS else min(max(delay * 2, 0.5),
+                                                            MAX_RESTART_DELAY)
+            log.warning(f"lmtp: process {pid} {_describe(status)}; "
+                        f"starting another in {delay:.1f}s")
+            restarts.append(time.monotonic() + delay)
+        now = time.monotonic()
+        for due in [t for t in restarts if t <= now and not stopping]:
+            restarts.remove(due)
+            _spawn(config, log, sock, grace, children)
+
+
+def _spawn(config, log, sock, grace, children):
+    pid = os.fork()
+    if pid:
+        children[pid] = time.monotonic()
+        return
+    status = 75
+    try:
+        asyncio.run(serve(config, log, sock, grace, shared=True))
+        status = 0
+    except BaseException as e:  # noqa: BLE001 - logged; the parent starts another
+        import traceback
+
+        log.error("".join(traceback.format_exception(e)).rstrip())
+    finally:
+        os._exit(status)  # never back into the parent's code (click, finally:)
+
+
+def _reap(children):
+    """(pid, wait status, seconds it lived) for each child that has exited."""
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if not pid:
+            return
+        started = children.pop(pid, None)
+        if started is not None:  # not a sendmail's child or the like
+            yield pid, status, time.monotonic() - started
+
+
+def _kill(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass  # already gone; reaped on its SIGCHLD
+
+
+def _describe(status):
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"

@@ -1,11 +1,14 @@
 """`lda lmtp` over a raw socket: one reply per recipient after DATA (RFC
 2033 4.2), 550 at RCPT time, concurrency, and a graceful SIGTERM."""
 
+import os
 import signal
+import smtplib
 import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,19 +73,35 @@ class Client:
 
 
 class Server:
-    def __init__(self, site, *args):
+    def __init__(self, site, *args, listen=None):
         self.path = site.root / "lmtp.sock"
-        self.proc = subprocess.Popen([LDA, "lmtp", "--listen", f"unix:{self.path}", *args],
+        self.listen = listen or f"unix:{self.path}"
+        self.proc = subprocess.Popen([LDA, "lmtp", "--listen", self.listen, *args],
                                      env=site.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
-        while not self.path.exists():
+        while not self.listening():
             assert self.proc.poll() is None, self.proc.communicate()
             assert time.monotonic() < deadline, "lda lmtp did not start"
             time.sleep(0.05)
 
+    def listening(self):
+        if self.listen.startswith("unix:"):
+            return self.path.exists()
+        host, _, port = self.listen.rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
     def client(self):
         return Client(self.path)
+
+    def children(self):
+        """The worker processes' pids (none with --processes 1)."""
+        tasks = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return {int(pid) for pid in tasks.read_text().split()}
 
     def stop(self):
         if self.proc.poll() is None:
@@ -95,12 +114,12 @@ class Server:
 def lmtp(make_site):
     servers = []
 
-    def start(*args, **settings):
+    def start(*args, listen=None, **settings):
         site = make_site(**settings)
         for name in ("a", "b", "c", "d"):
             site.create(f"{name}@example.org")
         site.create("full@example.org", "--quota-storage", "10")
-        server = Server(site, *args)
+        server = Server(site, *args, listen=listen)
         server.site = site
         servers.append(server)
         return server
@@ -162,8 +181,9 @@ def test_rcpt_time_quota_check_uses_declared_size(lmtp):
     client.close()
 
 
-def test_twenty_concurrent_sessions_with_overlapping_messages(lmtp):
-    server = lmtp("--workers", "4")
+@pytest.mark.parametrize("processes", ["1", "3"], ids=["one-process", "three-processes"])
+def test_twenty_concurrent_sessions_with_overlapping_messages(lmtp, processes):
+    server = lmtp("--workers", "4", "--processes", processes)
     rcpts = ["a@example.org", "b@example.org", "c@example.org", "d@example.org"]
     failures = []
 
@@ -189,11 +209,12 @@ def test_twenty_concurrent_sessions_with_overlapping_messages(lmtp):
         assert len(maildir_files(server.site.maildir(rcpt))) == 10
 
 
-def test_sigterm_finishes_the_delivery_under_way(lmtp, tmp_path):
+@pytest.mark.parametrize("processes", ["1", "2"], ids=["one-process", "two-processes"])
+def test_sigterm_finishes_the_delivery_under_way(lmtp, tmp_path, processes):
     slow = tmp_path / "slow-sendmail"
     slow.write_text("#!/bin/sh\nsleep 2\ncat > /dev/null\n")
     slow.chmod(0o755)
-    server = lmtp(sendmail=[str(slow)])
+    server = lmtp("--processes", processes, sendmail=[str(slow)])
     server.site.run("mailbox", "create", "fwd@example.org", "--forward",
                     "far@elsewhere.example.net", check=0)
     client = server.client()
@@ -213,3 +234,65 @@ def test_sigterm_finishes_the_delivery_under_way(lmtp, tmp_path):
     assert code == 0 and "stopped" in err
     assert not server.path.exists()
     assert len(maildir_files(server.site.maildir("fwd@example.org"))) == 1
+
+
+def test_tcp_listen(lmtp):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = lmtp("--processes", "2", listen=f"127.0.0.1:{port}")
+    with smtplib.LMTP("127.0.0.1", port, timeout=60) as client:
+        client.ehlo_or_helo_if_needed()
+        assert client.mail("s@example.org")[0] == 250
+        assert client.rcpt("a@example.org")[0] == 250
+        assert client.data(message())[0] == 250
+    assert len(maildir_files(server.site.maildir("a@example.org"))) == 1
+
+
+def test_a_process_that_dies_is_replaced(lmtp):
+    server = lmtp("--processes", "2")
+    first = server.children()
+    assert len(first) == 2
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while len(server.children() - {victim}) < 2:
+        assert time.monotonic() < deadline, "no replacement process"
+        time.sleep(0.05)
+    for n in range(4):  # sessions land on the survivor and the newcomer alike
+        client = server.client()
+        _, replies = client.send("s@example.org", ["a@example.org"],
+                                 message(message_id=f"<r{n}@x>"))
+        client.close()
+        assert replies[0].startswith(S250_DELIVERED)
+    code, err = server.stop()
+    assert code == 0 and f"process {victim} killed by signal 9" in err
+    assert not server.path.exists()
+
+
+def test_sigterm_right_after_start_is_graceful(lmtp):
+    server = lmtp("--processes", "2")
+    server.proc.send_signal(signal.SIGTERM)
+    code, err = server.stop()
+    assert code == 0 and "stopped" in err and "Traceback" not in err
+
+
+def test_processes_stop_when_the_parent_is_killed(make_site):
+    site = make_site()
+    site.create("a@example.org")
+    server = Server(site, "--processes", "2")  # not the fixture's: it exits 0
+    children = server.children()
+    server.proc.kill()
+    server.proc.communicate(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(running(pid) for pid in children):
+        assert time.monotonic() < deadline, "worker processes outlived their parent"
+        time.sleep(0.1)
+
+
+def running(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped
