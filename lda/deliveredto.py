@@ -11,6 +11,7 @@ migrations because the delivery path creates it and must not pay for
 importing sqlite-utils (~80 ms).
 """
 
+import _thread
 import os
 import time
 
@@ -94,9 +95,9 @@ def connect(path, timeout_ms=BUSY_TIMEOUT_MS):
         conn = sqlite3.connect(path, timeout=timeout_ms / 1000, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
-        # Every commit is synced unless a transaction says otherwise: after a
-        # power cut a lost DeliveredTo row means a duplicate when Postfix
-        # retries a delivery it had not yet marked done.
+        # Every commit is synced: after a power cut a lost DeliveredTo row
+        # means a duplicate when Postfix retries a delivery it had not yet
+        # marked done.  DeliveredTo syncs after COMMIT instead (sync_wal).
         conn.execute("PRAGMA synchronous = FULL")
         return conn
     except sqlite3.Error as e:
@@ -105,6 +106,8 @@ def connect(path, timeout_ms=BUSY_TIMEOUT_MS):
 
 # Connections that close() leaves to the end of the process, or None.
 _left_open = None
+# database path -> the lock this process's threads queue on before writing.
+_writer_locks = {}
 
 
 def leave_open_until_exit():
@@ -140,7 +143,11 @@ class DeliveredTo:
         except OSError as e:
             raise TemporaryFailure(f"{db_root}: cannot create: {e.strerror}") from None
         self.conn = connect(self.path)
+        self._wal = None  # (fd, (st_dev, st_ino)) of the WAL sync_wal() syncs
         try:
+            # No sync inside COMMIT, under the write lock: a durable
+            # transaction syncs the WAL once the lock is free (sync_wal).
+            self.conn.execute("PRAGMA synchronous = NORMAL")
             self._ensure_schema()
         except sqlite3.Error as e:
             self.conn.close()
@@ -165,13 +172,42 @@ class DeliveredTo:
             self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def transaction(self, durable=True):
-        """BEGIN IMMEDIATE ... COMMIT.  durable=False skips the WAL sync at
-        COMMIT: the commit survives the process dying, and a power cut may
+        """BEGIN IMMEDIATE ... COMMIT, then (durable) sync_wal().  Without
+        the sync the commit survives the process dying, and a power cut may
         take it back (never corrupting the file); the next durable commit
         syncs it along with its own."""
-        return _Transaction(self.conn, durable)
+        return _Transaction(self, durable)
+
+    def sync_wal(self):
+        """Make every commit so far durable, after the write lock is gone.
+
+        WAL frames are only ever appended, so one fdatasync of the WAL covers
+        this commit and every one before it, and deliveries committing at the
+        same moment share it (group commit): what synchronous = FULL would do
+        inside COMMIT, with the lock held.  A WAL that a closing connection
+        deleted had been checkpointed into the database file, and synced
+        there, first.  The first sync of a WAL file also syncs its directory
+        entry, as SQLite does after creating one."""
+        wal = self.path + "-wal"
+        try:
+            if self._wal is None or self._wal[1] != _identity(os.stat(wal)):
+                self._close_wal()
+                fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+                self._wal = (fd, _identity(os.fstat(fd)))
+                _sync_directory(self.db_root)
+            os.fdatasync(self._wal[0])
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise TemporaryFailure(f"{wal}: cannot sync: {e.strerror}") from None
+
+    def _close_wal(self):
+        if self._wal is not None:
+            os.close(self._wal[0])
+            self._wal = None
 
     def close(self):
+        self._close_wal()
         if _left_open is not None:
             _left_open.append(self.conn)
         else:
@@ -312,11 +348,12 @@ class DeliveredTo:
         compare-and-set on meta.last_cleanup, so concurrent deliveries do not
         all start one; unfinished work leaves the claim open for the next."""
         now = self.clock()
+        # A plain read first (no lock in WAL mode): nearly every delivery
+        # stops here rather than queueing for the write lock.
+        if now - self._last_cleanup() < self.cleanup_interval:
+            return None
         with self.transaction():
-            row = self.conn.execute(
-                "SELECT value FROM meta WHERE key = 'last_cleanup'").fetchone()
-            last = float(row[0]) if row else 0.0
-            if now - last < self.cleanup_interval:
+            if now - self._last_cleanup() < self.cleanup_interval:
                 return None
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('last_cleanup', ?)",
                               (repr(now),))
@@ -325,6 +362,11 @@ class DeliveredTo:
             with self.transaction():
                 self.conn.execute("UPDATE meta SET value = '0' WHERE key = 'last_cleanup'")
         return deleted
+
+
+    def _last_cleanup(self):
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'last_cleanup'").fetchone()
+        return float(row[0]) if row else 0.0
 
 
 class _CleanupPragmas:
@@ -361,34 +403,37 @@ class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
 
     IMMEDIATE takes the write lock up front, so two deliveries never both
-    read "absent" and then both insert; busy_timeout makes the second wait."""
+    read "absent" and then both insert; busy_timeout makes another process
+    wait.  Threads of one process (lda lmtp) queue on a lock of their own
+    first: SQLite's busy handler sleeps 1, 2, 5, 10 ms ... between tries,
+    where the lock wakes the next writer as soon as it is free."""
 
-    def __init__(self, conn, durable=True):
-        self.conn = conn
+    def __init__(self, db, durable=True):
+        self.db = db
+        self.conn = db.conn
         self.durable = durable
+        self.lock = _writer_locks.get(db.path) or _writer_locks.setdefault(
+            db.path, _thread.allocate_lock())
 
     def __enter__(self):
+        if not self.lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise TemporaryFailure(f"DeliveredTo database busy: {self.db.path}: "
+                                   f"no write lock within {BUSY_TIMEOUT_MS // 1000}s")
         try:
-            if not self.durable:
-                self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
-            self._restore()
+            self.lock.release()
             raise database_failure(e) from None
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
         try:
-            return self._end(exc_type, exc)
+            self._end(exc_type, exc)
         finally:
-            self._restore()
-
-    def _restore(self):
-        if not self.durable:
-            try:
-                self.conn.execute("PRAGMA synchronous = FULL")
-            except sqlite3.Error:
-                pass  # the next transaction reports what is wrong
+            self.lock.release()
+        if exc_type is None and self.durable:
+            self.db.sync_wal()
+        return False
 
     def _end(self, exc_type, exc):
         if exc_type is None:
@@ -410,6 +455,18 @@ class _Transaction:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+
+
+def _identity(st):
+    return st.st_dev, st.st_ino
+
+
+def _sync_directory(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def database_failure(error):
