@@ -901,8 +901,11 @@ def profile_lmtp(bench, directory, kind):
     if not os.path.exists(spy):
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    out = os.path.join(directory, f"lda-lmtp-{kind}.svg")
-    recorder = subprocess.Popen([spy, "record", "--threads", "--rate", "500",
+    # Collapsed stacks (flamegraph.pl or speedscope draw them; grep reads
+    # them), of the supervisor and every server process it forked.
+    out = os.path.join(directory, f"lda-lmtp-{kind}.collapsed.txt")
+    recorder = subprocess.Popen([spy, "record", "--threads", "--subprocesses",
+                                 "--rate", "500", "--format", "raw",
                                  "--pid", str(bench.site.server.pid),
                                  "--output", out], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)

@@ -108,6 +108,8 @@ def connect(path, timeout_ms=BUSY_TIMEOUT_MS):
 _left_open = None
 # database path -> the lock this process's threads queue on before writing.
 _writer_locks = {}
+# (st_dev, st_ino) of the WAL files whose directory entry this process synced.
+_wals_synced = set()
 
 
 def leave_open_until_exit():
@@ -186,15 +188,17 @@ class DeliveredTo:
         same moment share it (group commit): what synchronous = FULL would do
         inside COMMIT, with the lock held.  A WAL that a closing connection
         deleted had been checkpointed into the database file, and synced
-        there, first.  The first sync of a WAL file also syncs its directory
-        entry, as SQLite does after creating one."""
+        there, first.  The first sync of a WAL file in a process also syncs
+        its directory entry, as SQLite does after creating one."""
         wal = self.path + "-wal"
         try:
             if self._wal is None or self._wal[1] != _identity(os.stat(wal)):
                 self._close_wal()
                 fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
                 self._wal = (fd, _identity(os.fstat(fd)))
-                _sync_directory(self.db_root)
+                if self._wal[1] not in _wals_synced:
+                    _sync_directory(self.db_root)
+                    _wals_synced.add(self._wal[1])
             os.fdatasync(self._wal[0])
         except FileNotFoundError:
             return
