@@ -24,7 +24,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from deliver_latency import import_total_ms, timed  # bench/ is on sys.path
 
 DOMAIN = "example.org"
 
@@ -59,30 +60,6 @@ def write_config(root, aliases):
     with open(path, "w") as f:
         f.write(f'state_dir = "{root}/state"\naliases = "{aliases}"\n')
     return path
-
-
-def timed(argv, data, env):
-    start = time.perf_counter()
-    subprocess.run(argv, input=data, env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
-
-def import_total_ms(argv, data, env):
-    """Cumulative milliseconds of every top-level import after site."""
-    done = subprocess.run([sys.executable, "-X", "importtime", *argv], input=data, env=env,
-                          capture_output=True, check=True)
-    total, after_site = 0, False
-    for line in done.stderr.decode().splitlines():
-        if not line.startswith("import time:") or "|" not in line:
-            continue
-        _, cumulative, name = line.split("|")
-        if name.strip() == "site":
-            after_site = True
-            continue
-        if after_site and not name.startswith("  ") and cumulative.strip().isdigit():
-            total += int(cumulative)
-    return total / 1000
 
 
 def summary(times):

@@ -31,10 +31,10 @@ def timed(argv, data, env):
     return time.perf_counter() - start
 
 
-def import_total_ms(lda, env):
-    """Cumulative microseconds of every top-level import after site."""
-    done = subprocess.run([sys.executable, "-X", "importtime", lda, "deliver", "-f",
-                           "a@example.org", "b@example.org"], input=message(-1), env=env,
+def import_total_ms(argv, data, env):
+    """Cumulative milliseconds of every top-level import after site, when
+    the Python script argv[0] runs with argv[1:] and data on stdin."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *argv], input=data, env=env,
                           capture_output=True, check=True)
     total, after_site = 0, False
     for line in done.stderr.decode().splitlines():
@@ -66,7 +66,8 @@ def main():
             lda_times.append(timed([lda, "deliver", "-f", "a@example.org",
                                     "b@example.org"], message(i), env))
             py_times.append(timed([sys.executable, "-c", "pass"], b"", env))
-        imports = import_total_ms(lda, env)
+        imports = import_total_ms([lda, "deliver", "-f", "a@example.org", "b@example.org"],
+                                  message(-1), env)
     for name, times in (("lda deliver (3 KB)", lda_times), ("python -c pass", py_times)):
         times.sort()
         print(f"{name:22} median {statistics.median(times) * 1000:6.1f} ms   "
