@@ -872,6 +872,18 @@ def ensure_module(module, package):
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+PROFILED_DELIVER = """\
+# What lda.main does for `lda deliver`, but returning instead of os._exit.
+import gc, os, sys
+from lda.deliveredto import leave_open_until_exit
+from lda.deliver_cmd import deliver
+os.umask(0o077)
+gc.disable()
+leave_open_until_exit()
+sys.exit(deliver(sys.argv[1:]))
+"""
+
+
 def profile_deliver(bench, directory, kind):
     ensure_module("pyinstrument", "pyinstrument")
     if kind == "fanout":
@@ -886,11 +898,19 @@ def profile_deliver(bench, directory, kind):
         data, body = message(tag(), 3 * KB), None
     else:
         agent, data, body = bench.lda_user(), message(tag(), 3 * KB), None
+    # `lda deliver` ends with os._exit, which would leave pyinstrument no
+    # moment to write its report: this script runs the same path and returns.
+    wrapper = os.path.join(directory, "lda-deliver-profiled.py")
+    with open(wrapper, "w") as f:
+        f.write(PROFILED_DELIVER)
     paths = []
     for renderer, ext in (("html", "html"), ("text", "txt")):
         out = os.path.join(directory, f"lda-deliver-{kind}.{ext}")
+        # Sampled every 0.1 ms: one delivery lasts ~10 ms past start-up.
         profiled = Agent(f"pyinstrument {kind}", [sys.executable, "-m", "pyinstrument",
-                         "-r", renderer, "-o", out, *agent.argv], agent.env, agent.maildirs)
+                         "-i", "0.0001", "--show-all", "-r", renderer, "-o", out,
+                         wrapper, *agent.argv[2:]],
+                         agent.env, agent.maildirs)
         bench.runner.run(profiled, data if body is None else message(tag(), 0), body)
         paths.append(out)
     return " ".join(paths)
