@@ -30,10 +30,13 @@ class DeliveryHandler:
 
     def _resolver(self):
         """One resolver per worker thread (SQLite connections stay in their
-        thread), rebuilt when the aliases file changes."""
+        thread), rebuilt when the aliases file or its compiled table changes
+        (`lda aliases compile` after an edit of an :include: file alone)."""
+        from .aliases import table_path
         from .deliver_cmd import make_resolver
 
-        stamp = _mtime(self.config.aliases)
+        stamp = (_mtime(self.config.aliases),
+                 _mtime(table_path(self.config.state_dir)) if self.config.aliases else None)
         if not hasattr(self.local, "resolver") or self.local.stamp != stamp:
             self.local.resolver = make_resolver(self.config, os.environ)
             self.local.stamp = stamp

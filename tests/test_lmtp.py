@@ -296,3 +296,28 @@ def running(pid):
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped
+
+
+def test_a_recompiled_alias_table_is_used_without_a_restart(lmtp):
+    """An edit of an :include: file alone leaves the aliases file's mtime as
+    it was; `lda aliases compile` is what the running server must notice."""
+    server = lmtp("--processes", "1", "--workers", "1")
+    site = server.site
+    members = site.root / "team.members"
+    members.write_text("a@example.org\n")
+    site.aliases.write_text(f"team: :include:{members}\n")
+    site.run("aliases", "compile", check=0)
+
+    def deliver(message_id):
+        client = server.client()
+        _, replies = client.send("s@example.org", ["team@example.org"],
+                                 message(message_id=message_id))
+        client.close()
+        assert replies[0].startswith(S250_DELIVERED), replies
+
+    deliver("<before@example.org>")
+    members.write_text("b@example.org\n")
+    site.run("aliases", "compile", check=0)
+    deliver("<after@example.org>")
+    assert len(maildir_files(site.maildir("a@example.org"))) == 1
+    assert len(maildir_files(site.maildir("b@example.org"))) == 1
