@@ -151,7 +151,7 @@ class AliasFileInvalid(ConfigError):
     """The aliases file has problems; no table was written."""
 
     def __init__(self, path, problems):
-        super().__init__(f"{path}: {len(problems)} problem(s); index not written")
+        super().__init__(f"{path}: {len(problems)} problem(s); table not written")
         self.problems = problems
 
 

@@ -429,7 +429,7 @@ def test_aliases_compile_refuses_a_bad_file(site):
     assert done.returncode == 78
     lines = done.stderr.decode().splitlines()
     assert lines[0].startswith(f"lda: {site.aliases}:2: ")
-    assert lines[-1] == f"lda: {site.aliases}: {len(lines) - 1} problem(s); index not written"
+    assert lines[-1] == f"lda: {site.aliases}: {len(lines) - 1} problem(s); table not written"
     assert table_path.read_bytes() == good
     problems = as_json(site, "aliases", "compile", check=78)["problems"]
     assert [p["line"] for p in problems][0] == 2

@@ -326,5 +326,5 @@ def test_compile_of_a_bad_file_keeps_the_old_table(site):
     done = site.run("aliases", "compile")
     assert done.returncode == 78
     assert done.stderr.decode().splitlines()[-1] == \
-        f"lda: {site.aliases}: 1 problem(s); index not written"
+        f"lda: {site.aliases}: 1 problem(s); table not written"
     assert table.read_bytes() == good
