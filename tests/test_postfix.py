@@ -24,6 +24,11 @@ pytest_plugins = ["postfix"]  # its fixtures: mail_root, make_user, lda_lmtp, ma
 TRANSPORTS = ["pipe", "lmtp-unix", "lmtp-tcp"]
 
 
+def assert_sent(delivery):
+    """The whole log line on failure: Postfix's reason says why."""
+    assert delivery.status == SENT, delivery
+
+
 def address(local):
     return f"{local}@{VIRTUAL_DOMAIN}"
 
@@ -135,7 +140,7 @@ def test_mailbox_command_delivers_once_to_a_unix_user(make_postfix, make_user):
     assert (user.home / ".local" / "state" / "lda" / "lda.sqlite").is_file()
 
     second = postfix.send(msg, [recipient])  # the same Message-ID and Date
-    assert postfix.wait_for_delivery(second, recipient).status == SENT
+    assert_sent(postfix.wait_for_delivery(second, recipient))
     assert maildir_files(user.home / "Maildir") == [path]
     postfix.wait_for_queue_empty()
 
@@ -149,7 +154,7 @@ def test_virtual_mailboxes_get_one_copy_even_when_resent(make_stack, transport):
 
     first = postfix.send(msg, list(boxes))
     for recipient, box in boxes.items():
-        assert postfix.wait_for_delivery(first, recipient).status == SENT
+        assert_sent(postfix.wait_for_delivery(first, recipient))
         path = one_file(box)
         assert fields(path).get_all("Delivered-To") == [recipient]
         assert fields(path).get_all("Return-Path") == [f"<{SENDER}>"]
@@ -157,7 +162,7 @@ def test_virtual_mailboxes_get_one_copy_even_when_resent(make_stack, transport):
     second = postfix.send(msg, list(boxes))  # the same Message-ID and Date
     for recipient, box in boxes.items():
         again = postfix.wait_for_delivery(second, recipient)
-        assert again.status == SENT
+        assert_sent(again)
         if transport != "pipe":  # pipe(8) logs no output on success
             assert "already delivered, duplicate discarded" in again.detail
         assert len(maildir_files(box)) == 1
@@ -205,7 +210,7 @@ def test_lmtp_defers_only_the_recipient_over_quota(make_stack):
     deferred = postfix.wait_for_delivery(queue_id, full)
     assert (deferred.status, deferred.dsn) == (DEFERRED, "4.2.2")
     for recipient in list(boxes)[:4]:
-        assert postfix.wait_for_delivery(queue_id, recipient).status == SENT
+        assert_sent(postfix.wait_for_delivery(queue_id, recipient))
     wait_until(lambda: postfix.queued_recipients() == [full], 10, "only <full> queued",
                lambda: f"queued: {postfix.queued_recipients()}")
     assert [len(maildir_files(box)) for box in boxes.values()] == [1, 1, 1, 1, 0]
