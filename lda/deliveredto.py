@@ -147,13 +147,29 @@ class DeliveredTo:
         self.conn = connect(self.path)
         self._wal = None  # (fd, (st_dev, st_ino)) of the WAL sync_wal() syncs
         try:
-            # No sync inside COMMIT, under the write lock: a durable
-            # transaction syncs the WAL once the lock is free (sync_wal).
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self._ensure_schema()
+            self._prepare()
         except sqlite3.Error as e:
             self.conn.close()
             raise database_failure(e) from None
+
+    def _prepare(self):
+        """Settings and schema.  A database that another process is creating
+        at this instant can answer "locked" at once, without waiting on
+        busy_timeout (PRAGMA journal_mode does not): wait here instead, as
+        long as busy_timeout would."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        delay = 0.001
+        while True:
+            try:
+                # No sync inside COMMIT, under the write lock: a durable
+                # transaction syncs the WAL once the lock is free (sync_wal).
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                return self._ensure_schema()
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.05)
 
     def _ensure_schema(self):
         if self.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:

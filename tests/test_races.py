@@ -592,3 +592,28 @@ def test_deliveries_racing_with_mailbox_moves(site, tmp_path, capsys, processes,
     with capsys.disabled():
         print(f"\n  race {race.summary()}")
     assert race.findings == [], "\n".join(race.findings[:20])
+
+
+def test_a_database_being_created_elsewhere_is_waited_for(tmp_path):
+    """Another process has just made lda.sqlite and holds a lock on it
+    before it switches it to WAL: PRAGMA journal_mode answers "locked" at
+    once, without busy_timeout, and lda must wait rather than defer (seen
+    as a 4.3.0 from Postfix's pipe transport, two recipients at once)."""
+    import sqlite3
+    import threading
+
+    from lda.deliveredto import DB_FILE, DeliveredTo
+
+    creator = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None,
+                              check_same_thread=False)
+    creator.execute("BEGIN IMMEDIATE")  # still in rollback mode, as a new file is
+    creator.execute("CREATE TABLE placeholder (x)")
+    release = threading.Timer(0.3, creator.execute, ["ROLLBACK"])
+    release.start()
+    try:
+        db = DeliveredTo(str(tmp_path))
+    finally:
+        release.join()
+        creator.close()
+    assert db.conn.execute("PRAGMA user_version").fetchone()[0] > 0
+    db.close()
