@@ -254,6 +254,7 @@ def write_table(aliases, target):
     a delivery sees the old table or the new one, never a part.  Mode 0644
     less the umask, like directory.sqlite, for a delivery user other than
     the admin."""
+    from .maildir import fsync_dir
     from .sqlite import sqlite3
 
     directory = os.path.dirname(target) or "."
@@ -293,11 +294,7 @@ def write_table(aliases, target):
         except FileNotFoundError:
             pass
         raise
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)  # the rename itself survives a crash
-    finally:
-        os.close(fd)
+    fsync_dir(directory)  # the rename itself survives a crash
 
 
 def expand(address, lookup, max_depth=20):

@@ -16,6 +16,7 @@ import os
 import time
 
 from .errors import TemporaryFailure
+from .maildir import fsync_dir
 from .sqlite import sqlite3
 
 SCHEMA_VERSION = 3
@@ -213,7 +214,7 @@ class DeliveredTo:
                 fd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
                 self._wal = (fd, _identity(os.fstat(fd)))
                 if self._wal[1] not in _wals_synced:
-                    _sync_directory(self.db_root)
+                    fsync_dir(self.db_root)
                     _wals_synced.add(self._wal[1])
             os.fdatasync(self._wal[0])
         except FileNotFoundError:
@@ -479,14 +480,6 @@ class _Transaction:
 
 def _identity(st):
     return st.st_dev, st.st_ino
-
-
-def _sync_directory(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def database_failure(error):

@@ -42,6 +42,15 @@ def open_path(path, create=False):
     return os.open(path, DIR_FLAGS)
 
 
+def fsync_dir(path):
+    """Make the names created, renamed or removed in a directory durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def open_dir(name, dir_fd=None, create=False, follow=False):
     """Open (creating if asked) one directory level, never through a symlink."""
     flags = DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)

@@ -23,6 +23,7 @@ import time
 from .deliveredto import DeliveredTo
 from .errors import ConfigError, LdaError, TemporaryFailure
 from .locks import lock_path, stripe_of
+from .maildir import fsync_dir
 
 ROW_BATCH = 5000
 COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
@@ -315,14 +316,6 @@ def _unlink(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def count_messages(root):
