@@ -96,10 +96,6 @@ def connect(path, timeout_ms=BUSY_TIMEOUT_MS):
         conn = sqlite3.connect(path, timeout=timeout_ms / 1000, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
-        # Every commit is synced: after a power cut a lost DeliveredTo row
-        # means a duplicate when Postfix retries a delivery it had not yet
-        # marked done.  DeliveredTo syncs after COMMIT instead (sync_wal).
-        conn.execute("PRAGMA synchronous = FULL")
         return conn
     except sqlite3.Error as e:
         raise TemporaryFailure(f"{path}: cannot open database: {e}") from None
@@ -300,23 +296,32 @@ class DeliveredTo:
         is called after each commit with (deleted so far, seconds the write
         lock was held), for the admin's progress and figures."""
         cutoff = self.clock() - older_than if older_than is not None else self.cutoff()
+        # No automatic checkpoint meanwhile: it would run inside COMMIT, after
+        # the write lock is released, yet count in the hold the admin sees;
+        # _checkpoint() runs between the transactions instead.
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+        try:
+            return self._delete_expired(cutoff, batch, max_seconds, on_batch, hold_seconds)
+        finally:
+            self.conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+
+    def _delete_expired(self, cutoff, batch, max_seconds, on_batch, hold_seconds):
         start, deleted, commit = time.monotonic(), 0, 0.0
-        with _CleanupPragmas(self.conn):
-            while True:
-                keys = self._expired_keys(cutoff, 2 * batch)
-                done = 0
-                while done < len(keys):
-                    n, count, held, commit = self._delete_some(
-                        keys[done:done + batch], cutoff, hold_seconds, commit)
-                    done += n
-                    deleted += count
-                    if on_batch is not None:
-                        on_batch(deleted, held)
-                    self._checkpoint()
-                    if max_seconds is not None and time.monotonic() - start > max_seconds:
-                        return deleted, done == len(keys) < 2 * batch
-                if len(keys) < 2 * batch:
-                    return deleted, True
+        while True:
+            keys = self._expired_keys(cutoff, 2 * batch)
+            done = 0
+            while done < len(keys):
+                n, count, held, commit = self._delete_some(
+                    keys[done:done + batch], cutoff, hold_seconds, commit)
+                done += n
+                deleted += count
+                if on_batch is not None:
+                    on_batch(deleted, held)
+                self._checkpoint()
+                if max_seconds is not None and time.monotonic() - start > max_seconds:
+                    return deleted, done == len(keys) < 2 * batch
+            if len(keys) < 2 * batch:
+                return deleted, True
 
     def _expired_keys(self, cutoff, limit):
         """The oldest expired keys, in age order, so that a bounded run still
@@ -388,36 +393,6 @@ class DeliveredTo:
     def _last_cleanup(self):
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'last_cleanup'").fetchone()
         return float(row[0]) if row else 0.0
-
-
-class _CleanupPragmas:
-    """The cleanup connection's settings while it deletes, put back after.
-
-    No automatic checkpoint: it would run inside COMMIT, after the write
-    lock is released, yet count in the hold the admin sees; cleanup()
-    checkpoints between transactions instead."""
-
-    SETTINGS = {"wal_autocheckpoint": 0}
-
-    def __init__(self, conn):
-        self.conn = conn
-
-    def __enter__(self):
-        try:
-            self.saved = {name: self.conn.execute(f"PRAGMA {name}").fetchone()[0]
-                          for name in self.SETTINGS}
-            for name, value in self.SETTINGS.items():
-                self.conn.execute(f"PRAGMA {name} = {value}")
-        except sqlite3.Error as e:
-            raise database_failure(e) from None
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            for name, value in self.saved.items():
-                self.conn.execute(f"PRAGMA {name} = {int(value)}")
-        except sqlite3.Error:
-            pass  # the connection is unusable; the caller's error says why
-        return False
 
 
 class _Transaction:
