@@ -154,13 +154,13 @@ class DeliveredTo:
         at this instant can answer "locked" at once, without waiting on
         busy_timeout (PRAGMA journal_mode does not): wait here instead, as
         long as busy_timeout would."""
+        # No sync inside COMMIT, under the write lock: a durable transaction
+        # syncs the WAL once the lock is free (sync_wal).
+        self.conn.execute("PRAGMA synchronous = NORMAL")
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         delay = 0.001
         while True:
             try:
-                # No sync inside COMMIT, under the write lock: a durable
-                # transaction syncs the WAL once the lock is free (sync_wal).
-                self.conn.execute("PRAGMA synchronous = NORMAL")
                 return self._ensure_schema()
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) or time.monotonic() >= deadline:
