@@ -330,12 +330,10 @@ class Delivery:
     def _deliver_group(self, db, targets, keys, staged, info, result):
         """Claim, link and record the targets that live in one database."""
         pending = []
-        # Not synced (one fsync less per delivery): a process that dies still
-        # leaves the pending rows for the next lock holder.  A power cut can
-        # take them back; a cut between the link and the commit below, which
-        # syncs both, then leaves a file the MTA's retry duplicates: never a
-        # loss, since the message was not yet acknowledged.
-        with db.transaction(durable=False):
+        # Synced before any link: a power cut that keeps the link into new/
+        # must keep this row too, or the MTA's retry would find no row and
+        # deliver a second copy (test_faults' ext4 shutdown caught that).
+        with db.transaction():
             found = db.lookup([keys[t] for t in targets])
             for target in targets:
                 row = found.get(keys[target])
