@@ -137,8 +137,9 @@ class Acceptor:
             self.sock.close()
 
 
-async def serve(config, log, sock, grace=300, clock=None, shared=False):
-    """One process's server on a bound socket, until SIGTERM or SIGINT."""
+async def serve(config, log, sock, grace=300, clock=None, parent=None):
+    """One process's server on a bound socket, until SIGTERM or SIGINT;
+    `parent` is the supervisor's pid, in a child that shares the socket."""
     from .lmtp import LdaLMTP
     from .lmtp_handler import DeliveryHandler
 
@@ -152,9 +153,9 @@ async def serve(config, log, sock, grace=300, clock=None, shared=False):
         # before the handlers existed is delivered now, and is graceful too.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, (*STOP_SIGNALS, signal.SIGCHLD))
         acceptor = Acceptor(loop, sock, lambda on_close: LdaLMTP(handler, config, on_close),
-                            log, shared)
-        if shared:
-            _stop_when_orphaned(loop, os.getppid(), stop)
+                            log, shared=parent is not None)
+        if parent is not None:
+            _stop_when_orphaned(loop, parent, stop)
         await stop.wait()
         for signum in STOP_SIGNALS:
             # Once stopping, a second SIGTERM must not kill the process while
@@ -256,13 +257,16 @@ def _keep_serving(config, log, sock, processes, grace, children):
 
 
 def _spawn(config, log, sock, grace, children):
+    # Taken before the fork: a parent killed before the child has set up
+    # would otherwise leave it comparing against init's pid forever.
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         children[pid] = time.monotonic()
         return
     status = 75
     try:
-        asyncio.run(serve(config, log, sock, grace, shared=True))
+        asyncio.run(serve(config, log, sock, grace, parent=parent))
         status = 0
     except BaseException as e:  # noqa: BLE001 - logged; the parent starts another
         import traceback

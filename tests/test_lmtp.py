@@ -282,12 +282,19 @@ def test_processes_stop_when_the_parent_is_killed(make_site):
     site.create("a@example.org")
     server = Server(site, "--processes", "2")  # not the fixture's: it exits 0
     children = server.children()
+    # At once, so some runs kill it before a child has set up: the child
+    # must still know whose orphan it is (once, it compared with init's pid).
     server.proc.kill()
-    server.proc.communicate(timeout=60)
-    deadline = time.monotonic() + 30
-    while any(running(pid) for pid in children):
-        assert time.monotonic() < deadline, "worker processes outlived their parent"
-        time.sleep(0.1)
+    try:
+        deadline = time.monotonic() + 30
+        while any(running(pid) for pid in children):
+            assert time.monotonic() < deadline, "worker processes outlived their parent"
+            time.sleep(0.1)
+    finally:
+        for pid in children:  # a failure here must not leave them serving
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        server.proc.communicate(timeout=60)
 
 
 def running(pid):
