@@ -1,0 +1,69 @@
+"""lda lmtp's fast MAIL/RCPT address parser against aiosmtpd's own.
+
+LdaLMTP._getaddr takes plain <local@domain> itself and leaves everything
+else to aiosmtpd's parser (the email package's).  For any argument the two
+must give the same (address, rest): the fast path is a shortcut, never a
+different reading of an address.
+"""
+
+from aiosmtpd.lmtp import LMTP
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from lda.lmtp import _PLAIN_ADDRESS, LdaLMTP
+
+
+def parsers(limit=0):
+    server = LdaLMTP.__new__(LdaLMTP)  # _getaddr reads nothing but the limit
+    server.local_part_limit = limit
+    return (lambda arg: outcome(LdaLMTP._getaddr, server, arg),
+            lambda arg: outcome(LMTP._getaddr, server, arg))
+
+
+def outcome(parse, server, arg):
+    """What parsing gives, an exception included: aiosmtpd's parser raises
+    IndexError on some input ('"'), and the fast path must not hide that."""
+    try:
+        return parse(server, arg)
+    except Exception as e:  # noqa: BLE001 - compared, not handled
+        return type(e)
+
+
+ODD = " \t()<>@,:;.\"[]\\é\x00"
+ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+atoms = st.text(ATEXT + ".", min_size=0, max_size=12)
+labels = st.text("abz09-_." + "é", min_size=0, max_size=12)
+rests = st.sampled_from(["", " SIZE=100", "  BODY=8BITMIME", "\tX", " (comment) SIZE=1",
+                         "(c)", " ", "> x", "SIZE=1"])
+
+
+@settings(max_examples=3000, deadline=None)
+@given(local=atoms, domain=labels, rest=rests, limit=st.sampled_from([0, 3, 64]))
+@example(local="a", domain="b.c", rest=" SIZE=100", limit=0)
+@example(local="first.last", domain="example.org", rest="", limit=0)
+def test_address_like_arguments_parse_as_aiosmtpd_parses_them(local, domain, rest, limit):
+    fast, reference = parsers(limit)
+    arg = f"<{local}@{domain}>{rest}"
+    assert fast(arg) == reference(arg)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(arg=st.text(ATEXT + ODD + "abc", max_size=30))
+@example(arg="<>")
+@example(arg="<a@b> (x)")
+@example(arg='<"a b"@c>')
+@example(arg="<@relay:a@b>")
+@example(arg="a@b")
+def test_any_argument_parses_as_aiosmtpd_parses_it(arg):
+    fast, reference = parsers()
+    assert fast(arg) == reference(arg)
+
+
+def test_what_mtas_send_takes_the_fast_path():
+    """The shortcut must actually be taken for ordinary addresses, or the
+    tests above would pass with it never used."""
+    for arg in ("<user@example.org>", "<first.last+tag@mail.example.org> SIZE=3072",
+                "<bounce-123=x@lists.example.org> BODY=8BITMIME"):
+        assert _PLAIN_ADDRESS.match(arg), arg
+    for arg in ("<>", '<"a b"@c>', "<a@b> (comment)", "<üser@example.org>"):
+        assert not _PLAIN_ADDRESS.match(arg), arg
