@@ -148,6 +148,13 @@ class DeliveredTo:
         except sqlite3.Error as e:
             self.conn.close()
             raise database_failure(e) from None
+        self._identity = file_identity(self.path)
+
+    def is_current(self):
+        """Whether the path still names the file this connection has open:
+        one kept between deliveries (lda lmtp) must not go on writing to a
+        database that was deleted or replaced (a restore from backup)."""
+        return self._identity is not None and file_identity(self.path) == self._identity
 
     def _prepare(self):
         """Settings and schema.  A database that another process is creating
@@ -455,6 +462,13 @@ class _Transaction:
 
 def _identity(st):
     return st.st_dev, st.st_ino
+
+
+def file_identity(path):
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
 
 
 def database_failure(error):

@@ -17,6 +17,8 @@ from .errors import (CannotCreate, LdaError, MailLoop, MessageTooBig, NotOwner,
 from .locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
+# Databases a caller's `kept` holds open at most (3 descriptors each).
+KEPT_DATABASES = 8
 
 
 class Result:
@@ -87,7 +89,7 @@ class Delivery:
     """Delivers one message; side effects (clock, sendmail, log) are parameters."""
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
-                 clock=time.time, sendmail=None):
+                 clock=time.time, sendmail=None, kept=None):
         self.config = config
         self.resolver = resolver
         self.log = log
@@ -97,6 +99,9 @@ class Delivery:
         self.clock = clock
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
+        # {db_root: DeliveredTo} the caller keeps open between deliveries
+        # (lda lmtp, one per worker thread); None: each delivery closes its own.
+        self.kept = kept
         self.touched = set()  # Maildir (or folder) paths written to
         self.lock_dir = os.path.join(config.state_dir, "locks")
 
@@ -221,7 +226,15 @@ class Delivery:
         from .deliveredto import DeliveredTo
 
         if db_root not in self.databases:
-            self.databases[db_root] = DeliveredTo(
+            db = self.kept.pop(db_root, None) if self.kept is not None else None
+            if db is not None and not db.is_current():
+                # SQLite itself neither checkpoints into a moved file nor
+                # deletes the new one's WAL when this closes (databaseIsUnmoved).
+                self.log.warning(f"{db.path}: the database file was deleted or replaced "
+                                 "since the last delivery; opened again")
+                db.close()
+                db = None
+            self.databases[db_root] = db or DeliveredTo(
                 db_root, self.config.expiration_hours,
                 self.config.cleanup_interval_seconds, self.clock)
         return self.databases[db_root]
@@ -508,12 +521,17 @@ class Delivery:
         """Prune expired rows when due, and then (as rarely) the tmp/ files
         that killed deliveries left in the Maildirs just written."""
         swept = False
-        for db in self.databases.values():
+        for db_root, db in self.databases.items():
             try:
                 swept |= db.cleanup_if_due() is not None
             except Exception as e:  # cleanup must never fail a delivery
                 self.log.warning(f"{db.path}: cleanup skipped: {e}")
-            db.close()
+            if self.kept is not None:
+                self.kept[db_root] = db  # last, as the most recently used
+            else:
+                db.close()
+        while self.kept and len(self.kept) > KEPT_DATABASES:
+            self.kept.pop(next(iter(self.kept))).close()  # least recently used
         self.databases = {}
         for path in self.touched if swept else ():
             for name in md.sweep_tmp(path, self.clock()):

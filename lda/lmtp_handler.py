@@ -90,9 +90,19 @@ class DeliveryHandler:
         from .delivery import Delivery
 
         kwargs = {"clock": self.clock} if self.clock else {}
+        if not hasattr(self.local, "databases"):
+            # Kept per thread (a connection stays in its thread): no connect,
+            # settings and schema check, nor close, per message.
+            self.local.databases = {}
         delivery = Delivery(self.config, self._resolver(), self.log,
-                            sender=envelope.mail_from or "", **kwargs)
+                            sender=envelope.mail_from or "", kept=self.local.databases,
+                            **kwargs)
         return delivery.run(list(envelope.rcpt_tos), io.BytesIO(envelope.original_content))
+
+
+# Idle connections a process keeps at most (3 descriptors each): a site with
+# hundreds of databases must not run lda lmtp out of file descriptors.
+WAL_KEEPER_MAX = 64
 
 
 class WalKeeper:
@@ -118,6 +128,8 @@ class WalKeeper:
                         conn = _open_idle(db_root)
                         if conn is not None:  # else the first delivery creates it
                             self.conns[db_root] = conn
+                        while len(self.conns) > WAL_KEEPER_MAX:  # the oldest goes
+                            self.conns.pop(next(iter(self.conns))).close()
 
     def close(self):
         with self.lock:

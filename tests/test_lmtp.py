@@ -5,6 +5,7 @@ import os
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -328,3 +329,41 @@ def test_a_recompiled_alias_table_is_used_without_a_restart(lmtp):
     deliver("<after@example.org>")
     assert len(maildir_files(site.maildir("a@example.org"))) == 1
     assert len(maildir_files(site.maildir("b@example.org"))) == 1
+
+
+def test_a_database_replaced_while_serving_is_written_at_its_path(lmtp):
+    """Each worker keeps its DeliveredTo connection between messages.  When
+    the file is moved away (a restore puts another in its place), the next
+    delivery must record into the file the path names, not the old one."""
+    server = lmtp("--processes", "1", "--workers", "1")
+    site = server.site
+
+    def deliver(message_id):
+        client = server.client()
+        _, replies = client.send("s@example.org", ["a@example.org"],
+                                 message(message_id=message_id))
+        client.close()
+        assert replies[0].startswith(S250_DELIVERED), replies
+        return replies[0]
+
+    deliver("<first@example.org>")  # the worker now holds a connection
+    db = site.db()
+    aside = db.parent / "replaced"
+    aside.mkdir()
+    for suffix in ("", "-wal", "-shm"):
+        os.rename(f"{db}{suffix}", aside / f"lda.sqlite{suffix}")
+    deliver("<second@example.org>")
+    assert "duplicate" in deliver("<second@example.org>")
+
+    code, err = server.stop()
+    assert code == 0, err
+    assert "deleted or replaced since the last delivery" in err
+    conn = sqlite3.connect(db)
+    try:
+        ids = {row[0] for row in conn.execute("SELECT message_id FROM delivered_to")}
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    assert any("second@example.org" in i for i in ids) and not any("first" in i for i in ids)
+    assert len(maildir_files(site.maildir("a@example.org"))) == 2
+
