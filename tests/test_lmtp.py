@@ -298,6 +298,15 @@ def test_processes_stop_when_the_parent_is_killed(make_site):
         server.proc.communicate(timeout=60)
 
 
+def deliver_one(server, recipient, message_id):
+    """One message in a session of its own; its 250 reply after DATA."""
+    client = server.client()
+    _, replies = client.send("s@example.org", [recipient], message(message_id=message_id))
+    client.close()
+    assert replies[0].startswith(S250_DELIVERED), replies
+    return replies[0]
+
+
 def running(pid):
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -316,17 +325,10 @@ def test_a_recompiled_alias_table_is_used_without_a_restart(lmtp):
     site.aliases.write_text(f"team: :include:{members}\n")
     site.run("aliases", "compile", check=0)
 
-    def deliver(message_id):
-        client = server.client()
-        _, replies = client.send("s@example.org", ["team@example.org"],
-                                 message(message_id=message_id))
-        client.close()
-        assert replies[0].startswith(S250_DELIVERED), replies
-
-    deliver("<before@example.org>")
+    deliver_one(server, "team@example.org", "<before@example.org>")
     members.write_text("b@example.org\n")
     site.run("aliases", "compile", check=0)
-    deliver("<after@example.org>")
+    deliver_one(server, "team@example.org", "<after@example.org>")
     assert len(maildir_files(site.maildir("a@example.org"))) == 1
     assert len(maildir_files(site.maildir("b@example.org"))) == 1
 
@@ -338,22 +340,14 @@ def test_a_database_replaced_while_serving_is_written_at_its_path(lmtp):
     server = lmtp("--processes", "1", "--workers", "1")
     site = server.site
 
-    def deliver(message_id):
-        client = server.client()
-        _, replies = client.send("s@example.org", ["a@example.org"],
-                                 message(message_id=message_id))
-        client.close()
-        assert replies[0].startswith(S250_DELIVERED), replies
-        return replies[0]
-
-    deliver("<first@example.org>")  # the worker now holds a connection
+    deliver_one(server, "a@example.org", "<first@example.org>")  # now held by the worker
     db = site.db()
     aside = db.parent / "replaced"
     aside.mkdir()
     for suffix in ("", "-wal", "-shm"):
         os.rename(f"{db}{suffix}", aside / f"lda.sqlite{suffix}")
-    deliver("<second@example.org>")
-    assert "duplicate" in deliver("<second@example.org>")
+    deliver_one(server, "a@example.org", "<second@example.org>")
+    assert "duplicate" in deliver_one(server, "a@example.org", "<second@example.org>")
 
     code, err = server.stop()
     assert code == 0, err
