@@ -10,7 +10,7 @@ import asyncio
 import re
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import MISSING, syntax
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 # <local@domain> with a dot-atom local part and domain, ASCII, then spaces
 # and nothing that starts a comment: what MTAs send in MAIL and RCPT.
@@ -35,6 +35,12 @@ class LdaLMTP(LMTP):
     """LMTP that names itself, never decodes message bytes, and tells
     `on_close` when its session ends."""
 
+    # aiosmtpd sizes its StreamReader by this: at 1,001 bytes the transport
+    # paused and resumed every 2 KB of a message.  Message lines are still
+    # held to aiosmtpd's 1,001 (smtp_DATA) and command lines to its
+    # command_size_limit, with the same replies.
+    line_length_limit = 65536
+
     def __init__(self, handler, config, on_close=None, **kwargs):
         super().__init__(handler, hostname=config.hostname, ident="lda LMTP",
                          data_size_limit=config.lmtp_max_message_size,
@@ -52,9 +58,10 @@ class LdaLMTP(LMTP):
 
     @syntax("DATA")
     async def smtp_DATA(self, arg):
-        """aiosmtpd's DATA, reading the message in runs of up to a kilobyte
-        rather than a line at a time (a fifth of the event loop's time went
-        to its per-line loop); what it accepts and answers is unchanged."""
+        """aiosmtpd's DATA, reading the message in runs up to the next
+        ".\r\n" rather than a line at a time (a fifth of the event loop's
+        time went to its per-line loop); what it accepts and answers is
+        unchanged."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not self.envelope.rcpt_tos:
@@ -66,7 +73,7 @@ class LdaLMTP(LMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             content, error = await read_data(self._reader, self.data_size_limit,
-                                             self.line_length_limit)
+                                             SMTP.line_length_limit)
         except asyncio.CancelledError:
             self._writer.close()  # the connection was lost during DATA
             raise

@@ -64,7 +64,9 @@ class Pair:
         ready.set()
         self.loop.run_forever()
 
-    def transcript(self, name, data, piece=None):
+    def transcript(self, name, data, piece=None,
+                   start=b"LHLO client.example.org\r\nMAIL FROM:<a@example.org>\r\n"
+                         b"RCPT TO:<b@example.org>\r\nDATA\r\n"):
         """Every byte the server sends for one session with `data` after
         354, then QUIT, and the messages its handler received.  With
         `piece`, the data goes in pieces of that size, a moment apart, so
@@ -73,8 +75,7 @@ class Pair:
         capture.messages = []
         with socket.create_connection(("127.0.0.1", self.ports[name]), timeout=10) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(b"LHLO client.example.org\r\nMAIL FROM:<a@example.org>\r\n"
-                         b"RCPT TO:<b@example.org>\r\nDATA\r\n")
+            sock.sendall(start)
             stream = data + b"QUIT\r\n"
             step = piece or len(stream)
             for start in range(0, len(stream), step):
@@ -102,9 +103,9 @@ def pair():
     servers.close()
 
 
-def same(pair, data, piece=None):
-    reference = pair.transcript("aiosmtpd", data, piece)
-    ours = pair.transcript("lda", data, piece)
+def same(pair, data, piece=None, **start):
+    reference = pair.transcript("aiosmtpd", data, piece, **start)
+    ours = pair.transcript("lda", data, piece, **start)
     assert ours == reference
     return ours
 
@@ -122,6 +123,17 @@ def test_the_limits_are_aiosmtpds(pair):
     assert messages == [] and b"500 Line too long" in replies
     _, messages = same(pair, b"z" * 999 + b"\r\n.\r\n")  # 1,001: taken
     assert messages == [b"z" * 999 + b"\r\n"]
+
+
+@pytest.mark.parametrize("length", [500, 1001, 1002, 5000, 70_000])
+def test_long_command_lines_get_aiosmtpds_replies(pair, length):
+    """lda's reader has a larger limit than aiosmtpd's (fewer pauses while a
+    message arrives); a command line over the limits must still be
+    answered as aiosmtpd answers it."""
+    for command in (b"NOOP ", b"MAIL FROM:<", b"XYZZY "):
+        replies, _ = same(pair, command + b"x" * length + b"\r\nNOOP\r\n",
+                          start=b"LHLO client.example.org\r\n")
+        assert replies.count(b"\r\n") >= 4  # greeting, LHLO lines, two replies, QUIT
 
 
 line = st.one_of(
