@@ -17,6 +17,8 @@ from .errors import (CannotCreate, LdaError, MailLoop, MessageTooBig, NotOwner,
 from .locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
+# The header bytes read before choosing the prefix (see _stage).
+LEAD_BYTES = 65536
 # Databases a caller's `kept` holds open at most (3 descriptors each).
 KEPT_DATABASES = 8
 
@@ -170,8 +172,15 @@ class Delivery:
         from .message import Headers, write_all
 
         chunks = reader.chunks()
-        head = next(chunks, b"")
-        lead = Headers(head[:65536].split(b"\n\n", 1)[0]).leading_prepended()
+        # The MTA's own fields at the top decide the prefix, so read on until
+        # the header ends (or 64 KB): a pipe may hand over "Retur" first, and
+        # what is stored must not depend on how the input was chunked.
+        head = b""
+        for chunk in chunks:
+            head += chunk
+            if b"\n\n" in head or len(head) >= LEAD_BYTES:
+                break
+        lead = Headers(head[:LEAD_BYTES].split(b"\n\n", 1)[0]).leading_prepended()
         prefix = prefix_for(plan.canonical, self.sender, lead)
         tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
         try:
