@@ -37,7 +37,7 @@ rests = st.sampled_from(["", " SIZE=100", "  BODY=8BITMIME", "\tX", " (comment) 
                          "(c)", " ", "> x", "SIZE=1"])
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=3000, deadline=None, derandomize=True, database=None)
 @given(local=atoms, domain=labels, rest=rests, limit=st.sampled_from([0, 3, 64]))
 @example(local="a", domain="b.c", rest=" SIZE=100", limit=0)
 @example(local="first.last", domain="example.org", rest="", limit=0)
@@ -47,7 +47,7 @@ def test_address_like_arguments_parse_as_aiosmtpd_parses_them(local, domain, res
     assert fast(arg) == reference(arg)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=3000, deadline=None, derandomize=True, database=None)
 @given(arg=st.text(ATEXT + ODD + "abc", max_size=30))
 @example(arg="<>")
 @example(arg="<a@b> (x)")

@@ -144,7 +144,7 @@ line = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None,
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(line, max_size=30), tail=st.sampled_from([b".\r\n", b"\r\n.\r\n"]),
        piece=st.sampled_from([None, None, 97, 256, 1000, 1003, 1500]))
