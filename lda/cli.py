@@ -258,6 +258,7 @@ def mailbox_move(ctx, address, target, rollback, as_json):
         click.echo(f"{report['address']}: {report['result']} {report['source']} -> "
                    f"{report['target']} ({report['method'] or 'resumed'}; "
                    f"{report['messages']} messages, {report['rows']} DeliveredTo rows, "
+                   f"{report['sieve_rows']} Sieve state rows, "
                    f"{report['partials']} partial records) in {report['seconds']}s")
 
 

@@ -28,6 +28,8 @@ from .maildir import fsync_dir
 ROW_BATCH = 5000
 COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
            "body_digest")
+# Sieve's memory per mailbox (deliveredto.SCHEMA), moved with the rows.
+SIEVE_TABLES = ("sieve_duplicates", "sieve_vacations")
 STEPS = ("maildir", "rows", "cleanup")
 COPY_SUFFIX = ".lda-move"
 
@@ -52,7 +54,7 @@ class Move:
         self.after_step = after_step or (lambda step: None)
         self.clock = clock
         self.report = {"address": self.address, "messages": 0, "rows": 0,
-                       "partials": 0, "method": None}
+                       "sieve_rows": 0, "partials": 0, "method": None}
 
     def run(self, target_db, rollback=False):
         from filelock import FileLock, Timeout
@@ -204,11 +206,27 @@ class Move:
                     copied += len(batch)
                     self.progress("rows", copied, total)
             self.report["rows"] = copied
+            self.report["sieve_rows"] = self._copy_sieve_state(source_db, target_db)
             with self._partial_lock():
                 self.report["partials"] = self._copy_partials(source_db, target_db)
         finally:
             source_db.close()
             target_db.close()
+
+    def _copy_sieve_state(self, source_db, target_db):
+        """What the mailbox's Sieve script remembers (duplicate, vacation):
+        left behind, the moved mailbox would answer a sender again within
+        vacation's :days."""
+        copied = 0
+        for table in SIEVE_TABLES:
+            for batch in _batches(source_db.conn.execute(
+                    f"SELECT * FROM {table} WHERE mailbox = ?", (self.address,))):
+                with target_db.transaction():
+                    target_db.conn.executemany(
+                        f"INSERT OR REPLACE INTO {table} "
+                        f"VALUES ({', '.join('?' * len(batch[0]))})", batch)
+                copied += len(batch)
+        return copied
 
     def _partial_lock(self):
         """The lock `lda partial retry` holds, so no retry unlinks a spooled
@@ -260,11 +278,14 @@ class Move:
         self.after_step("done")
 
     def _forget_mailbox(self, name):
-        """Remove the mailbox's DeliveredTo rows, partial records and spooled
-        copies from the database that no longer holds it."""
+        """Remove the mailbox's DeliveredTo rows, Sieve state, partial records
+        and spooled copies from the database that no longer holds it."""
         db = self._open_db(name)
         try:
             _delete_rows(db, self.address)
+            with db.transaction():
+                for table in SIEVE_TABLES:
+                    db.conn.execute(f"DELETE FROM {table} WHERE mailbox = ?", (self.address,))
             self._drop_partials(db)
         finally:
             db.close()

@@ -1,7 +1,9 @@
-"""`lda mailbox move`: the Maildir, its DeliveredTo rows and its partial
-deliveries move together; a kill -9 at any step leaves a state that the
-same command resumes (or --rollback undoes) with nothing lost or doubled."""
+"""`lda mailbox move`: the Maildir, its DeliveredTo rows, its Sieve state
+and its partial deliveries move together; a kill -9 at any step leaves a
+state that the same command resumes (or --rollback undoes) with nothing
+lost or doubled."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -218,3 +220,25 @@ def test_concurrent_deliveries_during_moves_lose_and_double_nothing(two_dbs):
     names = all_messages(site.maildir(address))
     assert len(names) == len(set(names)) == 2000 + 120
     assert not (site.state / "databases" / "default" / "example.org" / "alice").exists()
+
+
+def test_sieve_vacation_memory_moves_with_the_mailbox(two_dbs):
+    """A sender answered before the move is not answered again after it,
+    within vacation's :days, and the old database keeps no Sieve rows."""
+    site = two_dbs
+    box = site.maildir("alice@example.org")
+    (box / "lda.sieve").write_text('require "vacation";\nvacation :days 7 "I am away.";\n')
+    site.deliver(message(message_id="<before@x>"), "alice@example.org",
+                 sender="sender@example.org", check=0)
+    assert len(site.sent()) == 1
+    done = site.run("mailbox", "move", "alice@example.org", "--to", "db2", "--json", check=0)
+    assert json.loads(done.stdout)["sieve_rows"] == 1
+    site.deliver(message(message_id="<after@x>"), "alice@example.org",
+                 sender="sender@example.org", check=0)
+    assert len(site.sent()) == 1
+    for name, expected in (("default", 0), ("db2", 1)):
+        conn = sqlite3.connect(site.db(name))
+        try:
+            assert conn.execute("SELECT count(*) FROM sieve_vacations").fetchone()[0] == expected
+        finally:
+            conn.close()
