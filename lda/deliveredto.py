@@ -131,7 +131,7 @@ class DeliveredTo:
     """One mailbox database's DeliveredTo table (and partial records)."""
 
     def __init__(self, db_root, expiration_hours=168, cleanup_interval=3600,
-                 clock=time.time):
+                 clock=time.time, kept=False):
         self.db_root = db_root
         self.path = os.path.join(db_root, DB_FILE)
         self.expiration = expiration_hours * 3600
@@ -148,12 +148,14 @@ class DeliveredTo:
         except sqlite3.Error as e:
             self.conn.close()
             raise database_failure(e) from None
-        self._identity = file_identity(self.path)
+        # Only a connection kept between deliveries needs it (one stat):
+        # `lda deliver` opens once and exits.
+        self._identity = file_identity(self.path) if kept else None
 
     def is_current(self):
         """Whether the path still names the file this connection has open:
-        one kept between deliveries (lda lmtp) must not go on writing to a
-        database that was deleted or replaced (a restore from backup)."""
+        one kept between deliveries (lda lmtp, kept=True) must not go on
+        writing to a database that was deleted or replaced (a restore)."""
         return self._identity is not None and file_identity(self.path) == self._identity
 
     def _prepare(self):
@@ -395,7 +397,6 @@ class DeliveredTo:
             with self.transaction():
                 self.conn.execute("UPDATE meta SET value = '0' WHERE key = 'last_cleanup'")
         return deleted
-
 
     def _last_cleanup(self):
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'last_cleanup'").fetchone()

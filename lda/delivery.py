@@ -245,7 +245,7 @@ class Delivery:
                 db = None
             self.databases[db_root] = db or DeliveredTo(
                 db_root, self.config.expiration_hours,
-                self.config.cleanup_interval_seconds, self.clock)
+                self.config.cleanup_interval_seconds, self.clock, kept=self.kept is not None)
         return self.databases[db_root]
 
     def _open(self, target, create=True):
