@@ -23,7 +23,6 @@ class DeliveryHandler:
         self.log = log
         self.clock = clock
         self.local = threading.local()
-        self.wal_keeper = WalKeeper()
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -58,7 +57,6 @@ class DeliveryHandler:
 
     def _check_recipient(self, address, mail_options):
         plan = self._resolver().resolve(address)
-        self.wal_keeper.hold({plan.home_db} | {t.db_root for t in plan.targets})
         if self.config.lmtp_rcpt_check_quota:
             from .delivery import quota_failure
 
@@ -92,72 +90,14 @@ class DeliveryHandler:
         kwargs = {"clock": self.clock} if self.clock else {}
         if not hasattr(self.local, "databases"):
             # Kept per thread (a connection stays in its thread): no connect,
-            # settings and schema check, nor close, per message.
+            # settings and schema check, nor close, per message.  Nor does
+            # SQLite checkpoint and delete the WAL, as it does when the last
+            # connection to a database closes, for the next one to re-create.
             self.local.databases = {}
         delivery = Delivery(self.config, self._resolver(), self.log,
                             sender=envelope.mail_from or "", kept=self.local.databases,
                             **kwargs)
         return delivery.run(list(envelope.rcpt_tos), io.BytesIO(envelope.original_content))
-
-
-# Idle connections a process keeps at most (3 descriptors each): a site with
-# hundreds of databases must not run lda lmtp out of file descriptors.
-WAL_KEEPER_MAX = 64
-
-
-class WalKeeper:
-    """One idle connection to each mailbox database, for the process's life.
-
-    Every delivery opens and closes its own DeliveredTo connection.  When the
-    last connection to a WAL database closes, SQLite checkpoints it, syncs
-    the database file and deletes the WAL, which the next delivery creates
-    again: a quarter of a one-recipient delivery's time in `lda lmtp`.  With
-    one more connection open that close is just a close.  The idle one holds
-    no snapshot, so commits still checkpoint the WAL as they go
-    (wal_autocheckpoint), and closing it at exit tidies up as before."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.conns = {}
-
-    def hold(self, db_roots):
-        for db_root in db_roots:
-            if db_root not in self.conns:
-                with self.lock:
-                    if db_root not in self.conns:
-                        conn = _open_idle(db_root)
-                        if conn is not None:  # else the first delivery creates it
-                            self.conns[db_root] = conn
-                        while len(self.conns) > WAL_KEEPER_MAX:  # the oldest goes
-                            self.conns.pop(next(iter(self.conns))).close()
-
-    def close(self):
-        with self.lock:
-            for conn in self.conns.values():
-                conn.close()
-            self.conns = {}
-
-
-def _open_idle(db_root):
-    import pathlib
-    import sqlite3
-
-    from .deliveredto import DB_FILE
-
-    uri = pathlib.Path(db_root, DB_FILE).as_uri() + "?mode=rw"  # never create it
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5, isolation_level=None,
-                               check_same_thread=False)
-    except sqlite3.Error:
-        return None
-    try:
-        # Opening is lazy: a read makes it join the WAL; fetchall ends the
-        # read, so no snapshot stays open.
-        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-    except sqlite3.Error:
-        conn.close()
-        return None
-    return conn
 
 
 def preload():

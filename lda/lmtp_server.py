@@ -169,7 +169,6 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None):
         except asyncio.TimeoutError:
             log.warning(f"lmtp: {handler.in_flight} deliveries still running after "
                         f"{grace}s; their sessions will be retried")
-        handler.wal_keeper.close()
 
 
 def _stop_when_orphaned(loop, parent, stop):
