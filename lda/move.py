@@ -197,36 +197,22 @@ class Move:
                 # The mailbox's own rows replace any stale ones; rows of a
                 # forward target are shared with others, so existing ones stay.
                 verb = "REPLACE" if key == self.address else "IGNORE"
-                for batch in _batches(source_db.conn.execute(
-                        f"SELECT {COLUMNS} FROM delivered_to WHERE mailbox = ?", (key,))):
-                    with target_db.transaction():
-                        target_db.conn.executemany(
-                            f"INSERT OR {verb} INTO delivered_to ({COLUMNS}) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)", batch)
-                    copied += len(batch)
+                for n in _copy_mailbox_rows(source_db, target_db, "delivered_to", key,
+                                            verb, COLUMNS):
+                    copied += n
                     self.progress("rows", copied, total)
             self.report["rows"] = copied
-            self.report["sieve_rows"] = self._copy_sieve_state(source_db, target_db)
+            # What the mailbox's Sieve script remembers (duplicate, vacation):
+            # left behind, the moved mailbox would answer a sender again
+            # within vacation's :days.
+            self.report["sieve_rows"] = sum(
+                n for table in SIEVE_TABLES
+                for n in _copy_mailbox_rows(source_db, target_db, table, self.address))
             with self._partial_lock():
                 self.report["partials"] = self._copy_partials(source_db, target_db)
         finally:
             source_db.close()
             target_db.close()
-
-    def _copy_sieve_state(self, source_db, target_db):
-        """What the mailbox's Sieve script remembers (duplicate, vacation):
-        left behind, the moved mailbox would answer a sender again within
-        vacation's :days."""
-        copied = 0
-        for table in SIEVE_TABLES:
-            for batch in _batches(source_db.conn.execute(
-                    f"SELECT * FROM {table} WHERE mailbox = ?", (self.address,))):
-                with target_db.transaction():
-                    target_db.conn.executemany(
-                        f"INSERT OR REPLACE INTO {table} "
-                        f"VALUES ({', '.join('?' * len(batch[0]))})", batch)
-                copied += len(batch)
-        return copied
 
     def _partial_lock(self):
         """The lock `lda partial retry` holds, so no retry unlinks a spooled
@@ -317,6 +303,20 @@ class Move:
 def _batches(cursor, size=ROW_BATCH):
     while batch := cursor.fetchmany(size):
         yield batch
+
+
+def _copy_mailbox_rows(source_db, target_db, table, mailbox, verb="REPLACE", columns="*"):
+    """Copy one mailbox's rows of `table`, a transaction per batch (other
+    mailboxes' deliveries wait milliseconds); yields each batch's size."""
+    cursor = source_db.conn.execute(f"SELECT {columns} FROM {table} WHERE mailbox = ?",
+                                    (mailbox,))
+    names = "" if columns == "*" else f" ({columns})"
+    for batch in _batches(cursor):
+        with target_db.transaction():
+            target_db.conn.executemany(
+                f"INSERT OR {verb} INTO {table}{names} "
+                f"VALUES ({', '.join('?' * len(batch[0]))})", batch)
+        yield len(batch)
 
 
 def _delete_rows(db, mailbox):
