@@ -397,16 +397,22 @@ def test_dedup_cleanup_bad_duration_is_a_usage_error(site):
 
 # lda aliases compile
 
-def test_aliases_compile(site, tmp_path):
+def test_aliases_compile(site):
+    """The table is written atomically (no temporary file left), 0644 less
+    lda's umask, with each key's members and every file read, the relative
+    :include: as an absolute path."""
     site.create("alice@example.org")
-    members = tmp_path / "members"
+    members = site.root / "members"
     members.write_text("carol@example.org\n")
-    site.aliases.write_text(f"team: alice, Bob@Example.org,\n  :include:{members}\n"
+    site.aliases.write_text("team: alice, Bob@Example.org,\n  :include:members\n"
                             "postmaster: alice\n")
     done = site.run("aliases", "compile", check=0)
     table_path = site.state / "aliases.sqlite"
     assert done.stdout.decode() == (f"compiled 2 aliases from {site.aliases} "
                                     f"into {table_path}\n")
+    assert sorted(p.name for p in site.state.iterdir() if "aliases" in p.name) == \
+        ["aliases.sqlite"]  # no temporary file left, no aliases.index.json
+    assert table_path.stat().st_mode & 0o777 == 0o600  # 0644 less lda's umask, 077
     with closing(sqlite3.connect(table_path)) as table:
         entries = dict(table.execute("SELECT key, members FROM aliases"))
         sources = [row[0] for row in table.execute("SELECT path FROM sources "

@@ -3,7 +3,6 @@ look keys up in it while it matches its source files, and parse the source
 (with one warning line) when it does not.  Either way a delivery must come
 out the same."""
 
-import json
 import os
 import re
 import sqlite3
@@ -292,39 +291,3 @@ def test_damaged_table_gives_what_the_source_gives(site, how, source):
     assert (code, [line for line in lines if WARNING not in line]) == \
         normalized(before, "<source@example.org>")
     assert code == (78 if "bad" in source else 0)
-
-
-# --- lda aliases compile --------------------------------------------------------
-
-
-def test_compile_writes_the_table_atomically(site):
-    (site.root / "members").write_text("carol@example.org\n")
-    site.aliases.write_text("team: alice, Bob@Example.org,\n  :include:members\n"
-                            "postmaster: alice\n")
-    done = site.run("aliases", "compile", check=0)
-    table = site.state / "aliases.sqlite"
-    assert done.stdout.decode() == f"compiled 2 aliases from {site.aliases} into {table}\n"
-    assert sorted(p.name for p in site.state.iterdir() if "aliases" in p.name) == \
-        ["aliases.sqlite"]  # no temporary file left, no aliases.index.json
-    assert table.stat().st_mode & 0o777 == 0o600  # 0644 less lda's umask, 077
-    conn = sqlite3.connect(table)
-    assert dict(conn.execute("SELECT key, members FROM aliases")) == {
-        "team": "alice\nbob@example.org\ncarol@example.org", "postmaster": "alice"}
-    assert [row[0] for row in conn.execute("SELECT path FROM sources ORDER BY position")] \
-        == [str(site.aliases), str(site.root / "members")]
-    conn.close()
-    summary = json.loads(site.run("aliases", "compile", "--json", check=0).stdout)
-    assert summary == {"source": str(site.aliases), "index": str(table), "entries": 2}
-
-
-def test_compile_of_a_bad_file_keeps_the_old_table(site):
-    site.aliases.write_text("ok: alice\n")
-    site.run("aliases", "compile", check=0)
-    table = site.state / "aliases.sqlite"
-    good = table.read_bytes()
-    site.aliases.write_text("ok: alice\nbad: |/bin/true\n")
-    done = site.run("aliases", "compile")
-    assert done.returncode == 78
-    assert done.stderr.decode().splitlines()[-1] == \
-        f"lda: {site.aliases}: 1 problem(s); table not written"
-    assert table.read_bytes() == good
