@@ -19,13 +19,11 @@ compiled table: every delivery parses the file) and "table" (after
 
 import argparse
 import os
-import shutil
-import statistics
 import subprocess
-import sys
 import tempfile
 
-from deliver_latency import import_total_ms, timed  # bench/ is on sys.path
+# bench/ is on sys.path
+from deliver_latency import import_total_ms, installed_lda, summary, timed
 
 DOMAIN = "example.org"
 
@@ -62,19 +60,12 @@ def write_config(root, aliases):
     return path
 
 
-def summary(times):
-    times = sorted(times)
-    return (f"median {statistics.median(times) * 1000:6.1f} ms   "
-            f"p90 {times[int(len(times) * 0.9)] * 1000:6.1f} ms")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--lines", type=int, default=10_000)
     args = parser.parse_args()
-    beside = os.path.join(os.path.dirname(sys.executable), "lda")
-    lda = beside if os.path.exists(beside) else shutil.which("lda")
+    lda = installed_lda()
     with tempfile.TemporaryDirectory() as root:
         aliases, count = write_aliases(root, args.lines)
         env = {"HOME": root, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

@@ -24,6 +24,20 @@ def message(i, size=3072):
     return head + b"x" * (size - len(head) - 1) + b"\n"
 
 
+def installed_lda():
+    """The `lda` script beside this interpreter, not a shim (pyenv's adds
+    ~70 ms), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "lda")
+    return beside if os.path.exists(beside) else shutil.which("lda")
+
+
+def summary(times):
+    """Median and 90th percentile of seconds, in ms."""
+    times = sorted(times)
+    return (f"median {statistics.median(times) * 1000:6.1f} ms   "
+            f"p90 {times[int(len(times) * 0.9)] * 1000:6.1f} ms")
+
+
 def timed(argv, data, env):
     start = time.perf_counter()
     subprocess.run(argv, input=data, env=env, check=True, stdout=subprocess.DEVNULL,
@@ -53,9 +67,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=50)
     args = parser.parse_args()
-    # The script beside this interpreter, not a shim (pyenv's adds ~70 ms).
-    beside = os.path.join(os.path.dirname(sys.executable), "lda")
-    lda = beside if os.path.exists(beside) else shutil.which("lda")
+    lda = installed_lda()
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items()
                if k not in ("LDA_CONFIG", "SENDER", "RECIPIENT", "EXTENSION")}
@@ -69,9 +81,7 @@ def main():
         imports = import_total_ms([lda, "deliver", "-f", "a@example.org", "b@example.org"],
                                   message(-1), env)
     for name, times in (("lda deliver (3 KB)", lda_times), ("python -c pass", py_times)):
-        times.sort()
-        print(f"{name:22} median {statistics.median(times) * 1000:6.1f} ms   "
-              f"p90 {times[int(len(times) * 0.9)] * 1000:6.1f} ms   n={len(times)}")
+        print(f"{name:22} {summary(times)}   n={len(times)}")
     print(f"{'imports after site':22} {imports:6.1f} ms (python -X importtime)")
     ratio = statistics.median(lda_times) / statistics.median(py_times)
     print(f"lda / bare interpreter: {ratio:.2f}x")
