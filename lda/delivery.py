@@ -158,10 +158,19 @@ class Delivery:
         return results
 
     def _staging_dir(self, plan):
-        """tmp/ of the first local target (so hard links work), else the db's."""
+        """tmp/ of the first local target (so hard links work), else the db's.
+
+        The Maildir is not created here, outside the mailbox locks: one that
+        `lda mailbox move` took away since the recipient was resolved would
+        come back, empty, at its old path (and the next move back fails).
+        _link creates a missing one, under the locks, once check_current()
+        has said it still belongs there."""
         for target in plan.targets:
             if target.local:
-                box = self._open(target)
+                try:
+                    box = self._open(target, create=False)
+                except CannotCreate:
+                    break  # not there (yet): stage in the database's tmp/
                 try:
                     return os.dup(box.tmp_fd)
                 finally:

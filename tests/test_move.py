@@ -242,3 +242,32 @@ def test_sieve_vacation_memory_moves_with_the_mailbox(two_dbs):
             assert conn.execute("SELECT count(*) FROM sieve_vacations").fetchone()[0] == expected
         finally:
             conn.close()
+
+
+def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(two_dbs):
+    """The race CI once hit with 50 deliveries against 6 moves, made
+    deterministic: a delivery resolves alice to default, the move takes her
+    Maildir to db2, then the delivery goes on.  It must be deferred (4.2.1)
+    without re-creating an empty Maildir at the old path, which made the
+    next move back fail with "exists already"."""
+    import io
+
+    from lda.config import load_config
+    from lda.deliver_cmd import make_resolver
+    from lda.delivery import Delivery
+    from lda.log import Log
+
+    site = two_dbs
+    config = load_config(str(site.config), environ=site.env)
+    plan = make_resolver(config, site.env).resolve("alice@example.org")
+    old = site.maildir("alice@example.org")
+    site.run("mailbox", "move", "alice@example.org", "--to", "db2", check=0)
+    assert not old.exists()
+    log = io.StringIO()
+    delivery = Delivery(config, make_resolver(config, site.env), Log(stream=log))
+    [result] = delivery._deliver_plans([plan], io.BytesIO(message()))
+    assert result.error is not None and result.error.reason().startswith("4.2.1"), log.getvalue()
+    assert not old.exists()
+    site.run("mailbox", "move", "alice@example.org", "--to", "default", check=0)
+    site.deliver(message(), "alice@example.org", check=0)
+    assert len(maildir_files(site.maildir("alice@example.org"))) == 1
