@@ -175,7 +175,11 @@ class Delivery:
                     return os.dup(box.tmp_fd)
                 finally:
                     box.close()
-        return md.open_path(os.path.join(plan.home_db, "tmp"), create=True)
+        staging = os.path.join(plan.home_db, "tmp")
+        try:
+            return md.open_path(staging, create=True)
+        except OSError as e:  # a state directory that cannot exist: say so, retry
+            raise CannotCreate(f"{staging}: cannot create: {e.strerror}") from None
 
     def _stage(self, plan, reader, dir_fd):
         from .message import Headers, write_all
