@@ -295,9 +295,11 @@ class Progress:
 @cli.command()
 @click.option("--listen", help="unix:PATH or HOST:PORT (default: lmtp_listen).")
 @click.option("--processes", type=click.IntRange(min=0),
-              help="Server processes; 0: one per CPU (default: lmtp_processes).")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Deliveries at once in each process (default: lmtp_workers).")
+              help="Server processes; 0: 4 per CPU, or 1 per CPU with --workers "
+                   "(default: lmtp_processes).")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Delivery threads in each process; 0: none, deliver in the "
+                   "process's own thread (default: lmtp_workers).")
 @click.option("--grace", default=300, show_default=True, type=click.IntRange(min=0),
               help="Seconds to finish deliveries after SIGTERM.")
 @click.pass_context
@@ -315,7 +317,7 @@ def lmtp(ctx, listen, processes, workers, grace):
     config = load(ctx)
     if processes is not None:
         config.lmtp_processes = processes
-    if workers:
+    if workers is not None:
         config.lmtp_workers = workers
     run(config, Log(config.log, config.syslog_facility), listen, grace)
 

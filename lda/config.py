@@ -36,8 +36,9 @@ KEYS = {
     "partial_expiration": ("5d", (int, str), "retry a partial delivery this long, then DSN"),
     "postmaster": ("", str, "From: of DSNs (default MAILER-DAEMON@hostname)"),
     "lmtp_listen": ("", str, "lda lmtp socket: unix:PATH or HOST:PORT"),
-    "lmtp_processes": (0, int, "LMTP server processes (0: one per CPU)"),
-    "lmtp_workers": (4, int, "deliveries each LMTP server process runs at once"),
+    "lmtp_processes": (0, int, "LMTP server processes (0: 4 per CPU, or 1 with lmtp_workers)"),
+    "lmtp_workers": (0, int, "delivery threads per LMTP server process (0: none, deliver "
+                             "in the process's own thread)"),
     "lmtp_rcpt_check_quota": (False, bool, "refuse an over-quota RCPT (452/552)"),
     "lmtp_max_message_size": ("50M", (int, str), "largest message LMTP accepts"),
 }
@@ -103,10 +104,10 @@ class Config:
                               f"and {MAX_EXPIRATION_HOURS} (100 years)")
         if self.cleanup_interval_seconds < 1:
             raise ConfigError(f"{self.path}: cleanup_interval_seconds must be >= 1")
-        if self.lmtp_workers < 1:
-            raise ConfigError(f"{self.path}: lmtp_workers must be >= 1")
+        if self.lmtp_workers < 0:
+            raise ConfigError(f"{self.path}: lmtp_workers must be >= 0 (0: no threads)")
         if self.lmtp_processes < 0:
-            raise ConfigError(f"{self.path}: lmtp_processes must be >= 0 (0: one per CPU)")
+            raise ConfigError(f"{self.path}: lmtp_processes must be >= 0 (0: automatic)")
         if self.quota_messages < 0 or self.lock_timeout_seconds < 1:
             raise ConfigError(f"{self.path}: quota_messages must be >= 0 and "
                               "lock_timeout_seconds >= 1")

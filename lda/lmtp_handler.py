@@ -3,8 +3,10 @@
 RCPT resolves the address at once (550 5.1.1 for an unknown user, and with
 lmtp_rcpt_check_quota a 452 for a full mailbox, as Dovecot's
 lmtp_rcpt_check_quota does); DATA runs the same Delivery as `lda deliver`
-and answers each recipient.  Disk and SQLite work runs in a thread pool,
-never on the event loop.
+and answers each recipient.  Disk and SQLite work runs in the process's own
+thread, holding up its other sessions meanwhile, as a Dovecot lmtp process
+does (other processes take the sessions that come in meanwhile), or with
+lmtp_workers in a pool of threads.
 """
 
 import asyncio
@@ -28,8 +30,8 @@ class DeliveryHandler:
         self.idle.set()
 
     def _resolver(self):
-        """One resolver per worker thread (SQLite connections stay in their
-        thread), rebuilt when the aliases file or its compiled table changes
+        """One resolver per delivering thread (SQLite connections stay in
+        their thread), rebuilt when the aliases file or its compiled table changes
         (`lda aliases compile` after an edit of an :include: file alone)."""
         from .aliases import table_path
         from .deliver_cmd import make_resolver
@@ -42,6 +44,8 @@ class DeliveryHandler:
         return self.local.resolver
 
     async def _in_thread(self, fn, *args):
+        if self.executor is None:
+            return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):

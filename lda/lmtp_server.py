@@ -1,9 +1,12 @@
 """`lda lmtp`: listening, worker processes and a graceful stop.
 
 The parent binds the socket, then forks `lmtp_processes` children, each with
-its own asyncio loop and `lmtp_workers` delivery threads on that one socket
-(pre-fork, as Postfix's and Dovecot's services run): Python code in threads
-shares one core, processes do not.  A child accepts one connection per
+its own asyncio loop on that one socket (pre-fork, as Postfix's and Dovecot's
+services run).  By default a child delivers in its own thread, one message
+at a time, and there are 4 children per CPU, so that some deliver while
+others wait for fsync.  With `lmtp_workers` a child delivers in that many
+threads instead: they share one core and its GIL, and in 16 sessions the
+handing over of the GIL cost more CPU per message than the threads saved.  A child accepts one connection per
 wake-up, so whichever child is free takes the next session.  The parent only
 supervises: it restarts a child that dies and passes a stop on to all.
 
@@ -14,6 +17,7 @@ DeliveredTo makes that retry harmless.  The unix socket is removed last.
 """
 
 import asyncio
+import contextlib
 import errno
 import os
 import signal
@@ -33,6 +37,10 @@ MAX_RESTART_DELAY = 30
 # MAX_ACCEPT_DELAY) before it accepts, so that a less busy one gets there first.
 ACCEPT_DELAY_PER_SESSION = 0.0005
 MAX_ACCEPT_DELAY = 0.005
+# Processes per CPU when they deliver in their own thread: a process idles
+# while it waits for fsync.  At 16 sessions on 2 CPUs, 3 processes kept 1.4
+# CPUs busy, 8 kept 1.8 (bench/compare.py case 6).
+PROCESSES_PER_CPU = 4
 
 
 def parse_listen(listen):
@@ -47,13 +55,15 @@ def parse_listen(listen):
 
 
 def process_count(config):
-    """lmtp_processes, where 0 means one per CPU this process may run on."""
+    """lmtp_processes, where 0 means PROCESSES_PER_CPU per CPU this process
+    may run on, or one per CPU when each process has worker threads."""
     if config.lmtp_processes:
         return config.lmtp_processes
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return cpus if config.lmtp_workers else cpus * PROCESSES_PER_CPU
 
 
 def bind(listen):
@@ -144,7 +154,9 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None):
     from .lmtp_handler import DeliveryHandler
 
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver") as pool:
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(
+            config.lmtp_workers, thread_name_prefix="deliver")) if config.lmtp_workers else None
         handler = DeliveryHandler(config, pool, log, clock=clock)
         stop = asyncio.Event()
         for signum in STOP_SIGNALS:
@@ -192,8 +204,9 @@ def run(config, log, listen=None, grace=300):
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGCHLD))
     sock = bind(listen)
     try:
-        log.info(f"lmtp: listening on {listen}, {processes} processes of "
-                 f"{config.lmtp_workers} workers")
+        threads = (f"{config.lmtp_workers} delivery threads" if config.lmtp_workers
+                   else "delivering in its own thread")
+        log.info(f"lmtp: listening on {listen}, {processes} processes, each {threads}")
         if processes == 1:
             asyncio.run(serve(config, log, sock, grace))
         else:

@@ -182,9 +182,10 @@ def test_rcpt_time_quota_check_uses_declared_size(lmtp):
     client.close()
 
 
+@pytest.mark.parametrize("workers", ["0", "4"], ids=["own-thread", "four-threads"])
 @pytest.mark.parametrize("processes", ["1", "3"], ids=["one-process", "three-processes"])
-def test_twenty_concurrent_sessions_with_overlapping_messages(lmtp, processes):
-    server = lmtp("--workers", "4", "--processes", processes)
+def test_twenty_concurrent_sessions_with_overlapping_messages(lmtp, processes, workers):
+    server = lmtp("--workers", workers, "--processes", processes)
     rcpts = ["a@example.org", "b@example.org", "c@example.org", "d@example.org"]
     failures = []
 
@@ -333,11 +334,12 @@ def test_a_recompiled_alias_table_is_used_without_a_restart(lmtp):
     assert len(maildir_files(site.maildir("b@example.org"))) == 1
 
 
-def test_a_database_replaced_while_serving_is_written_at_its_path(lmtp):
+@pytest.mark.parametrize("workers", ["0", "1"], ids=["own-thread", "one-thread"])
+def test_a_database_replaced_while_serving_is_written_at_its_path(lmtp, workers):
     """Each worker keeps its DeliveredTo connection between messages.  When
     the file is moved away (a restore puts another in its place), the next
     delivery must record into the file the path names, not the old one."""
-    server = lmtp("--processes", "1", "--workers", "1")
+    server = lmtp("--processes", "1", "--workers", workers)
     site = server.site
 
     deliver_one(server, "a@example.org", "<first@example.org>")  # now held by the worker
