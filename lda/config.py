@@ -36,7 +36,8 @@ KEYS = {
     "partial_expiration": ("5d", (int, str), "retry a partial delivery this long, then DSN"),
     "postmaster": ("", str, "From: of DSNs (default MAILER-DAEMON@hostname)"),
     "lmtp_listen": ("", str, "lda lmtp socket: unix:PATH or HOST:PORT"),
-    "lmtp_processes": (0, int, "LMTP server processes (0: 4 per CPU, or 1 with lmtp_workers)"),
+    "lmtp_processes": (0, int, "LMTP server processes (0: 4 per CPU up to 32, "
+                               "or 1 per CPU with lmtp_workers)"),
     "lmtp_workers": (0, int, "delivery threads per LMTP server process (0: none, deliver "
                              "in the process's own thread)"),
     "lmtp_rcpt_check_quota": (False, bool, "refuse an over-quota RCPT (452/552)"),

@@ -41,6 +41,10 @@ MAX_ACCEPT_DELAY = 0.005
 # while it waits for fsync.  At 16 sessions on 2 CPUs, 3 processes kept 1.4
 # CPUs busy, 8 kept 1.8 (bench/compare.py case 6).
 PROCESSES_PER_CPU = 4
+# ...but no more than this many: Postfix opens 20 sessions to one LMTP
+# server by default (default_destination_concurrency_limit), and each
+# process holds about 16 MB of its own.
+MAX_AUTO_PROCESSES = 32
 
 
 def parse_listen(listen):
@@ -56,14 +60,15 @@ def parse_listen(listen):
 
 def process_count(config):
     """lmtp_processes, where 0 means PROCESSES_PER_CPU per CPU this process
-    may run on, or one per CPU when each process has worker threads."""
+    may run on (at most MAX_AUTO_PROCESSES), or one per CPU when each process
+    has delivery threads."""
     if config.lmtp_processes:
         return config.lmtp_processes
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return cpus if config.lmtp_workers else cpus * PROCESSES_PER_CPU
+    return cpus if config.lmtp_workers else min(cpus * PROCESSES_PER_CPU, MAX_AUTO_PROCESSES)
 
 
 def bind(listen):

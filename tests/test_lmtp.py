@@ -74,12 +74,13 @@ class Client:
 
 
 class Server:
-    def __init__(self, site, *args, listen=None):
+    def __init__(self, site, *args, listen=None, cpus=None):
         self.path = site.root / "lmtp.sock"
         self.listen = listen or f"unix:{self.path}"
         self.proc = subprocess.Popen([LDA, "lmtp", "--listen", self.listen, *args],
                                      env=site.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE,
+                                     preexec_fn=cpus and (lambda: os.sched_setaffinity(0, cpus)))
         deadline = time.monotonic() + 30
         while not self.listening():
             assert self.proc.poll() is None, self.proc.communicate()
@@ -115,12 +116,12 @@ class Server:
 def lmtp(make_site):
     servers = []
 
-    def start(*args, listen=None, **settings):
+    def start(*args, listen=None, cpus=None, **settings):
         site = make_site(**settings)
         for name in ("a", "b", "c", "d"):
             site.create(f"{name}@example.org")
         site.create("full@example.org", "--quota-storage", "10")
-        server = Server(site, *args, listen=listen)
+        server = Server(site, *args, listen=listen, cpus=cpus)
         server.site = site
         servers.append(server)
         return server
@@ -180,6 +181,23 @@ def test_rcpt_time_quota_check_uses_declared_size(lmtp):
     assert client.cmd("RCPT TO:<full@example.org>").startswith(S452_FULL)
     assert client.cmd("RCPT TO:<a@example.org>").startswith(S250_RCPT)
     client.close()
+
+
+@pytest.mark.parametrize(("args", "processes"), [((), 4), (("--workers", "2"), 1)],
+                         ids=["own-thread", "with-threads"])
+def test_the_default_process_count_follows_the_cpus(lmtp, args, processes):
+    """On one CPU: four processes that deliver in their own thread, or one
+    (the supervisor itself serving, no children) with delivery threads."""
+    server = lmtp(*args, cpus={0})
+    assert "a@example.org" in deliver_one(server, "a@example.org", "<cpus@example.org>")
+    deadline = time.monotonic() + 30
+    while len(server.children()) < (processes if processes > 1 else 0):
+        assert time.monotonic() < deadline, server.children()
+        time.sleep(0.05)
+    assert len(server.children()) == (processes if processes > 1 else 0)
+    code, err = server.stop()
+    assert code == 0, err
+    assert f"{processes} processes, each" in err
 
 
 @pytest.mark.parametrize("workers", ["0", "4"], ids=["own-thread", "four-threads"])
