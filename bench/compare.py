@@ -349,6 +349,12 @@ class ManagedSite:
             stdout=subprocess.DEVNULL, stderr=self.log)
         peers.wait_for_port(self.port, self.server, "lda lmtp")
 
+    def deliver_agent(self, user="u0"):
+        """`lda deliver` to one of the site's mailboxes: managed mode, as
+        Postfix's virtual or pipe(8) transport runs it (lda.toml read)."""
+        return Agent("lda deliver, managed", [self.lda, "deliver", "-f", SENDER,
+                                              f"{user}@{DOMAIN}"], self.env, [self.maildirs[user]])
+
     def fanout_agent(self):
         return Agent("lda deliver (alias)", [self.lda, "deliver", "-f", SENDER, f"all@{DOMAIN}"],
                      self.env, list(self.maildirs.values()))
@@ -378,8 +384,9 @@ class ManagedSite:
 # --- cases ---------------------------------------------------------------------------
 
 def case_single(bench):
-    """Case 1: one 3 KB message, one recipient, a process per message."""
-    agents = bench.single_agents()
+    """Case 1: one 3 KB message, one recipient, a process per message; lda
+    in per-user mode (the target's row) and in managed mode."""
+    agents = bench.single_agents() + [bench.site.deliver_agent()]
     floor = Agent("(python -c pass)", [sys.executable, "-c", "pass"], {"PATH": "/usr/bin:/bin"},
                   [])
     bench.warm(agents)
