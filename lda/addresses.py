@@ -41,17 +41,27 @@ def check_sender(sender):
     return sender
 
 
-def split_extension(address, delimiter):
+def split_extension(address, delimiters):
     """("alice@example.org", "lists") from "alice+lists@example.org"."""
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
-    if not delimiter or delimiter not in local:
-        return address, None
-    base, _, extension = local.partition(delimiter)
-    if not base:
+    base, extension = split_local(local, delimiters)
+    if extension is None or not base:
         return address, None
     return (f"{base}@{domain}" if at else base), extension
+
+
+def split_local(local, delimiters):
+    """(user, extension) of a local part, or (local, None) without one.
+
+    As Postfix's recipient_delimiter, every character of `delimiters` is a
+    delimiter and the first one in the local part splits it ("+-": both
+    alice+lists and alice-lists are alice's)."""
+    cut = min((i for i in map(local.find, delimiters) if i >= 0), default=-1)
+    if cut < 0:
+        return local, None
+    return local[:cut], local[cut + 1:]
 
 
 def folder_for_extension(extension):

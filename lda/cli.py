@@ -752,10 +752,12 @@ def sieve_check(path):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("-f", "sender", help="Envelope sender (default: Return-Path, else From).")
 @click.option("-r", "recipient", help="Envelope recipient (default: Delivered-To, else To).")
-def sieve_test(path, sender, recipient):
+@click.pass_context
+def sieve_test(ctx, path, sender, recipient):
     """Dry run: print the actions the script takes on the message on stdin.
 
-    Nothing is delivered, sent or recorded.
+    Nothing is delivered, sent or recorded; :user and :detail split at the
+    configuration's recipient_delimiter, as a delivery would.
 
     \b
     Example:
@@ -764,7 +766,7 @@ def sieve_test(path, sender, recipient):
     from .sieve.dryrun import dry_run
 
     actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
-                                     recipient)
+                                     recipient, load(ctx).recipient_delimiter)
     for line in notes:
         click.echo(line, err=True)
     for line in actions:

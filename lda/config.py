@@ -25,7 +25,8 @@ KEYS = {
     "quota_full": ("tempfail", str, "tempfail (exit 75) or reject (exit 77)"),
     "quota_storage": (0, (int, str), "default storage quota in bytes (0: none)"),
     "quota_messages": (0, int, "default message-count quota (0: none)"),
-    "recipient_delimiter": ("+", str, "separates a local part from its extension"),
+    "recipient_delimiter": ("+", str, "characters that separate a local part from its "
+                                      "extension"),
     "sendmail": (["/usr/sbin/sendmail", "-i"], list, "command that re-injects forwards"),
     "log": ("stderr", str, "stderr or syslog"),
     "syslog_facility": ("mail", str, "facility for log = syslog"),
@@ -114,8 +115,9 @@ class Config:
                               "lock_timeout_seconds >= 1")
         if not self.sendmail or not all(isinstance(a, str) for a in self.sendmail):
             raise ConfigError(f"{self.path}: sendmail must be a list of strings")
-        if len(self.recipient_delimiter) > 1:
-            raise ConfigError(f"{self.path}: recipient_delimiter must be one character")
+        if any(c == "@" or not c.isprintable() or c.isspace() for c in self.recipient_delimiter):
+            raise ConfigError(f"{self.path}: recipient_delimiter must not contain '@', "
+                              "spaces or control characters")
 
     def _default_state_dir(self, environ):
         if self.per_user:

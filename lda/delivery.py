@@ -343,7 +343,8 @@ class Delivery:
             return None, None  # a resend: a duplicate, not filtered again
         state = SieveState(db, target.mailbox, self.clock)
         envelope = Envelope(self.sender or "", plan.canonical,
-                            self.original_recipient or plan.canonical)
+                            self.original_recipient or plan.canonical,
+                            self.config.recipient_delimiter)
         outcome = evaluate(path, os.path.join(self.config.state_dir, "sieve-cache"),
                            Message(info.headers, staged.size), envelope, state)
         for line in (outcome.errors if outcome else ()):

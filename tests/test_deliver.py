@@ -130,6 +130,38 @@ def test_extension_selects_an_existing_folder_only(user):
     assert len(maildir_files(user.maildir)) == 3
 
 
+def test_every_recipient_delimiter_character_splits_as_in_postfix(make_site):
+    """recipient_delimiter = "+-" (Postfix 2.11): the first of either splits
+    the local part, for the mailbox and folder as for Sieve's :detail."""
+    site = make_site(recipient_delimiter="+-")
+    alice = site.create("alice@example.org")
+    for sub in ("tmp", "new", "cur"):
+        (alice / ".lists" / sub).mkdir(parents=True)
+    (alice / ".lists" / "maildirfolder").touch()
+    (alice / "lda.sieve").write_text(
+        'require ["envelope", "subaddress", "fileinto"];\n'
+        'if envelope :detail "to" "lists" { fileinto "lists"; }\n'
+        'elsif envelope :user "to" "alice" { fileinto "INBOX"; }\n')
+    site.deliver(message(message_id="<d1@x>"), "alice-lists@example.org", check=0)
+    site.deliver(message(message_id="<d2@x>"), "alice+lists@example.org", check=0)
+    # split at the first delimiter: extension "x+lists", not a folder name
+    site.deliver(message(message_id="<d3@x>"), "alice-x+lists@example.org", check=0)
+    assert len(maildir_files(alice / ".lists")) == 2
+    assert len(maildir_files(alice)) == 1
+    site.deliver(message(message_id="<d4@x>"), "bob-lists@example.org", check=67)
+
+    dry = site.run("sieve", "test", str(alice / "lda.sieve"), "-r", "alice-lists@example.org",
+                   input=message(message_id="<d5@x>"), check=0)
+    assert dry.stdout.decode().split("\n")[0] == 'fileinto "lists"'
+
+
+@pytest.mark.parametrize("delimiter", ["@", "+ ", "\t", "-\x00"])
+def test_a_recipient_delimiter_that_could_split_an_address_is_refused(make_site, delimiter):
+    site = make_site(recipient_delimiter=delimiter)
+    done = site.deliver(message(), "alice@example.org", check=78)
+    assert b"recipient_delimiter must not contain" in done.stderr
+
+
 def test_delivered_to_further_down_is_a_loop(user):
     looped = message(extra=b"Delivered-To: alice@example.org\n")
     done = user.deliver(b"Received: from a by b; Tue, 24 Nov 2026\n" + looped,

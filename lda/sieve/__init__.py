@@ -9,7 +9,8 @@ header, address, envelope, exists, size, allof, anyof, not, true, false;
 comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
 extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
-7352), vacation (RFC 5230) and subaddress (RFC 5233, separator "+").
+7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
+recipient_delimiter).
 
 The API
 -------

@@ -245,14 +245,16 @@ class Outcome:
 
 
 class Envelope:
-    """The SMTP envelope of the delivery: from_ is "" for the null sender."""
+    """The SMTP envelope of the delivery: from_ is "" for the null sender;
+    delimiters (lda's recipient_delimiter) split :user from :detail."""
 
-    __slots__ = ("from_", "to", "original_recipient")
+    __slots__ = ("from_", "to", "original_recipient", "delimiters")
 
-    def __init__(self, from_="", to="", original_recipient=None):
+    def __init__(self, from_="", to="", original_recipient=None, delimiters="+"):
         self.from_ = _bare(from_ or "")
         self.to = _bare(to or "")
         self.original_recipient = _bare(original_recipient) if original_recipient else None
+        self.delimiters = delimiters
 
 
 def _bare(address):

@@ -18,7 +18,7 @@ def check(path):
     return []
 
 
-def dry_run(path, stream, sender=None, recipient=None):
+def dry_run(path, stream, sender=None, recipient=None, delimiters="+"):
     """(action lines for stdout, lines for stderr, exit status 0 or 65)."""
     try:
         script = compile_script(Path(path))
@@ -26,7 +26,8 @@ def dry_run(path, stream, sender=None, recipient=None):
         return [], e.lines(path), 65
     message = read_message(stream)
     envelope = Envelope(default_sender(message.headers) if sender is None else sender,
-                        default_recipient(message.headers) if recipient is None else recipient)
+                        default_recipient(message.headers) if recipient is None else recipient,
+                        delimiters=delimiters)
     notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
              f"message size {message.size}"]
     outcome = run(script, message, envelope, MemoryState())

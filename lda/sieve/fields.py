@@ -7,6 +7,8 @@ out of an address list (RFC 5322 section 3.4): display names, comments,
 groups and source routes are dropped.
 """
 
+from ..addresses import split_local
+
 
 def text(raw):
     """Header bytes as text: UTF-8 (RFC 6532), else with U+FFFD, then
@@ -153,11 +155,11 @@ def split(address):
     return local, domain
 
 
-def address_part(address, part, separator="+"):
+def address_part(address, part, delimiters="+"):
     """The :all/:localpart/:domain/:user/:detail of an address (RFC 5228
     section 2.7.4, RFC 5233 section 4), or None when it has no such part:
     a null address has none but :all, an address without "@" no :domain,
-    one without the separator no :detail."""
+    one without a delimiter (lda's recipient_delimiter) no :detail."""
     if part == "all":
         return address
     if not address:
@@ -167,7 +169,5 @@ def address_part(address, part, separator="+"):
         return domain
     if part == "localpart":
         return local
-    user, sep, detail = local.partition(separator)
-    if part == "user":
-        return user
-    return detail if sep else None
+    user, detail = split_local(local, delimiters)
+    return user if part == "user" else detail

@@ -17,7 +17,6 @@ MAX_ACTIONS = 32
 MAX_REDIRECTS = 4  # Dovecot's sieve_max_redirects default
 MAX_VARIABLE_LENGTH = 4096  # longer values are cut (RFC 5229 section 6 allows it)
 DEFAULT_DUPLICATE_SECONDS = 7 * 86400  # lda's expiration_hours default
-SUBADDRESS_SEPARATOR = "+"
 MODIFIERS = {
     "lower": str.lower, "upper": str.upper,
     "lowerfirst": lambda v: v[:1].lower() + v[1:],
@@ -272,7 +271,7 @@ class Execution:
         for name in self.strings(node["headers"]):
             for raw in self.fields(name):
                 for address in addresses(raw.decode("utf-8", "replace")):
-                    values.append(address_part(address, node["part"], SUBADDRESS_SEPARATOR))
+                    values.append(address_part(address, node["part"], self.envelope.delimiters))
         return self.matches(node, [v for v in values if v is not None],
                             self.strings(node["keys"]))
 
@@ -281,7 +280,7 @@ class Execution:
         for part in self.strings(node["parts"]):
             address = {"from": self.envelope.from_, "to": self.envelope.to}.get(part.lower())
             if address is not None:
-                values.append(address_part(address, node["part"], SUBADDRESS_SEPARATOR))
+                values.append(address_part(address, node["part"], self.envelope.delimiters))
         return self.matches(node, [v for v in values if v is not None],
                             self.strings(node["keys"]))
 
