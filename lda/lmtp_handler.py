@@ -3,10 +3,10 @@
 RCPT resolves the address at once (550 5.1.1 for an unknown user, and with
 lmtp_rcpt_check_quota a 452 for a full mailbox, as Dovecot's
 lmtp_rcpt_check_quota does); DATA runs the same Delivery as `lda deliver`
-and answers each recipient.  Disk and SQLite work runs in the process's own
-thread, holding up its other sessions meanwhile, as a Dovecot lmtp process
-does (other processes take the sessions that come in meanwhile), or with
-lmtp_workers in a pool of threads.
+and answers each recipient.  Disk and SQLite work runs on the event loop,
+holding up the process's other sessions while it lasts, as a Dovecot lmtp
+process does (other processes take the new sessions), or with lmtp_workers
+in a pool of threads.
 """
 
 import asyncio
@@ -31,8 +31,9 @@ class DeliveryHandler:
 
     def _resolver(self):
         """One resolver per delivering thread (SQLite connections stay in
-        their thread), rebuilt when the aliases file or its compiled table changes
-        (`lda aliases compile` after an edit of an :include: file alone)."""
+        their thread), rebuilt when the aliases file or its compiled table
+        changes (`lda aliases compile` after an edit of an :include: file
+        alone)."""
         from .aliases import table_path
         from .deliver_cmd import make_resolver
 
@@ -43,14 +44,16 @@ class DeliveryHandler:
             self.local.stamp = stamp
         return self.local.resolver
 
-    async def _in_thread(self, fn, *args):
+    async def _work(self, fn, *args):
+        """fn(*args) in a delivery thread, or here on the event loop when the
+        process has none (lmtp_workers = 0)."""
         if self.executor is None:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         try:
-            await self._in_thread(self._check_recipient, address, envelope.mail_options)
+            await self._work(self._check_recipient, address, envelope.mail_options)
         except LdaError as e:
             return f"{e.smtp_reply} <{address}>: {_text(e)}"
         except Exception as e:  # noqa: BLE001 - answer 451, never drop the session
@@ -74,7 +77,7 @@ class DeliveryHandler:
         self.in_flight += 1
         self.idle.clear()
         try:
-            results = await self._in_thread(self._deliver, envelope)
+            results = await self._work(self._deliver, envelope)
             replies = [_reply(r) for r in results]
         except Exception as e:  # noqa: BLE001 - 451 for all: the MTA retries
             import traceback

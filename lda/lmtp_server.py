@@ -5,9 +5,10 @@ its own asyncio loop on that one socket (pre-fork, as Postfix's and Dovecot's
 services run).  By default a child delivers in its own thread, one message
 at a time, and there are 4 children per CPU, so that some deliver while
 others wait for fsync.  With `lmtp_workers` a child delivers in that many
-threads instead: they share one core and its GIL, and in 16 sessions the
-handing over of the GIL cost more CPU per message than the threads saved.  A child accepts one connection per
-wake-up, so whichever child is free takes the next session.  The parent only
+threads instead: they share one core and its GIL, and at 16 sessions the
+GIL's hand-overs cost more CPU per message than the threads saved.  A
+child accepts one connection per wake-up, so whichever child is free takes
+the next session.  The parent only
 supervises: it restarts a child that dies and passes a stop on to all.
 
 SIGTERM or SIGINT closes the listening socket at once; each process lets
