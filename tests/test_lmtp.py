@@ -326,6 +326,30 @@ def deliver_one(server, recipient, message_id):
     return replies[0]
 
 
+def test_a_session_arriving_during_a_delivery_goes_to_another_process(lmtp):
+    """Without delivery threads a process serves nothing else while it
+    delivers (here: waits for a mailbox lock that an admin command holds);
+    a session that comes in meanwhile is another process's."""
+    from lda.locks import MailboxLocks
+
+    server = lmtp("--processes", "2", "--workers", "0", lock_timeout_seconds=10)
+    site = server.site
+    staged = [site.maildir("a@example.org") / "tmp", site.db().parent / "tmp"]
+    held = threading.Thread(target=deliver_one,
+                            args=(server, "a@example.org", "<held@example.org>"))
+    with MailboxLocks(str(site.state / "locks"), ["a@example.org"]):
+        held.start()
+        deadline = time.monotonic() + 30
+        while not any(d.is_dir() and any(d.iterdir()) for d in staged):
+            assert time.monotonic() < deadline, "the first delivery never started"
+            time.sleep(0.01)
+        deliver_one(server, "b@example.org", "<meanwhile@example.org>")
+        assert len(maildir_files(site.maildir("b@example.org"))) == 1
+        assert held.is_alive() and not maildir_files(site.maildir("a@example.org"))
+    held.join(60)
+    assert len(maildir_files(site.maildir("a@example.org"))) == 1
+
+
 def running(pid):
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
