@@ -40,7 +40,7 @@ def emit_record(row, as_json):
         return
     width = max(map(len, row), default=0)
     for key, value in row.items():
-        click.echo(f"{key.ljust(width)}  {'-' if value is None else value}")
+        click.echo(f"{key.ljust(width)}  {'-' if value is None or value == '' else value}")
 
 
 DEFAULT = "default"
@@ -207,8 +207,7 @@ def mailbox_show(ctx, address, as_json):
     """
     from .directory_admin import get_mailbox, open_directory
 
-    row = get_mailbox(open_directory(load(ctx)), address)
-    emit([row], as_json, list(row))
+    emit_record(get_mailbox(open_directory(load(ctx)), address), as_json)
 
 
 @mailbox.command("delete")

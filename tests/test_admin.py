@@ -206,6 +206,19 @@ def test_quota_show(make_site):
     one_line_error(site.run("quota", "show", "nobody@example.org"), 67)
 
 
+def test_mailbox_show_prints_one_record(site):
+    """One mailbox is one JSON object, as db show and quota show print."""
+    site.create("alice@example.org", "--quota-storage", "1M")
+    shown = as_json(site, "mailbox", "show", "Alice@Example.org")
+    assert (shown["address"], shown["database"], shown["quota_storage"]) == (
+        "alice@example.org", "default", 1024**2)
+    listed = [m for m in as_json(site, "mailbox", "list") if m["address"] == shown["address"]]
+    assert listed == [shown]
+    lines = record(site, "mailbox", "show", "alice@example.org")
+    assert (lines["address"], lines["quota_storage"]) == ("alice@example.org", "1048576")
+    one_line_error(site.run("mailbox", "show", "nobody@example.org"), 67)
+
+
 def test_quota_recalc_after_a_message_is_removed(site):
     box = site.create("alice@example.org", "--quota-storage", "1M")
     for i in range(3):
