@@ -2,7 +2,7 @@
 per message and recipient (as mailbox_command or a pipe(8) transport with
 a recipient limit of 1 would run it).
 
-    python bench/lmtp_throughput.py [--sessions 16] [--messages 5] [--workers 4]
+    python bench/lmtp_throughput.py [--sessions 16] [--messages 5] [--workers N]
                                     [--processes N]
 
 A managed site in a temporary directory (real fsyncs, real SQLite), ten
@@ -68,13 +68,13 @@ class Site:
                            capture_output=True)
         self.server = None
 
-    def start_lmtp(self, workers, processes=None):
+    def start_lmtp(self, workers=None, processes=None):
         self.port = free_port()
         extra = ["--processes", str(processes)] if processes is not None else []
+        extra += ["--workers", str(workers)] if workers is not None else []
         self.server = subprocess.Popen(
-            [self.lda, "lmtp", "--listen", f"127.0.0.1:{self.port}", "--workers",
-             str(workers), *extra], env=self.env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [self.lda, "lmtp", "--listen", f"127.0.0.1:{self.port}", *extra], env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -133,9 +133,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=16)
     parser.add_argument("--messages", type=int, default=5, help="per session")
-    parser.add_argument("--workers", type=int, default=4, help="lda lmtp --workers")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="lda lmtp --workers (default: lmtp_workers, none)")
     parser.add_argument("--processes", type=int, default=None,
-                        help="lda lmtp --processes (default: lmtp_processes, one per CPU)")
+                        help="lda lmtp --processes (default: lmtp_processes, four per CPU)")
     args = parser.parse_args()
     if args.sessions < max(CONCURRENCY):
         parser.error(f"--sessions must be at least {max(CONCURRENCY)}, the most concurrent")
@@ -143,9 +144,10 @@ def main():
     if lda is None:
         raise SystemExit("the lda command is not installed (pip install .)")
     messages = args.sessions * args.messages
+    given = {"--workers": args.workers, "--processes": args.processes}
+    options = " ".join(f"{k} {'default' if v is None else v}" for k, v in given.items())
     print(f"3 KB messages, {args.sessions} sessions x {args.messages} messages = {messages} "
-          f"per row; lda lmtp --workers {args.workers} --processes "
-          f"{'default' if args.processes is None else args.processes}; {os.cpu_count()} CPUs")
+          f"per row; lda lmtp {options}; {os.cpu_count()} CPUs")
     print(f"{'path':8} {'rcpts':>5} {'concurrent':>10} {'messages':>8} {'deliveries':>10} "
           f"{'seconds':>8} {'msg/s':>8} {'deliv/s':>8}")
     with tempfile.TemporaryDirectory(prefix="lda-bench-lmtp-") as tmp:
