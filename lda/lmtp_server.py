@@ -3,8 +3,8 @@
 The parent binds the socket, then forks `lmtp_processes` children, each with
 its own asyncio loop on that one socket (pre-fork, as Postfix's and Dovecot's
 services run).  By default a child delivers in its own thread, one message
-at a time, and there are 4 children per CPU, so that some deliver while
-others wait for fsync.  With `lmtp_workers` a child delivers in that many
+at a time, and there are 4 children per CPU, so that a delivery that waits
+holds up few sessions.  With `lmtp_workers` a child delivers in that many
 threads instead: they share one core and its GIL, and at 16 sessions the
 GIL's hand-overs cost more CPU per message than the threads saved.  A
 child accepts one connection per wake-up, so whichever child is free takes
@@ -38,9 +38,10 @@ MAX_RESTART_DELAY = 30
 # MAX_ACCEPT_DELAY) before it accepts, so that a less busy one gets there first.
 ACCEPT_DELAY_PER_SESSION = 0.0005
 MAX_ACCEPT_DELAY = 0.005
-# Processes per CPU when they deliver in their own thread: a process idles
-# while it waits for fsync.  At 16 sessions on 2 CPUs, 3 processes kept 1.4
-# CPUs busy, 8 kept 1.8 (bench/compare.py case 6).
+# Processes per CPU when they deliver in their own thread.  At 16 sessions
+# on 2 CPUs, 3 to 8 processes gave the same throughput within the noise
+# (790-810 msg/s); with more, a delivery that waits (a 100 MB message, a
+# mailbox lock an admin command holds) holds up a smaller share of them.
 PROCESSES_PER_CPU = 4
 # ...but no more than this many: Postfix opens 20 sessions to one LMTP
 # server by default (default_destination_concurrency_limit), and each
