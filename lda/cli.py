@@ -294,8 +294,8 @@ class Progress:
 @cli.command()
 @click.option("--listen", help="unix:PATH or HOST:PORT (default: lmtp_listen).")
 @click.option("--processes", type=click.IntRange(min=0),
-              help="Server processes; 0: 4 per CPU, or 1 per CPU with --workers "
-                   "(default: lmtp_processes).")
+              help="Server processes; 0: 4 per CPU (at most 32), or 1 per CPU with "
+                   "--workers (default: lmtp_processes).")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Delivery threads in each process; 0: none, deliver in the "
                    "process's own thread (default: lmtp_workers).")
