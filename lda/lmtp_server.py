@@ -40,8 +40,8 @@ ACCEPT_DELAY_PER_SESSION = 0.0005
 MAX_ACCEPT_DELAY = 0.005
 # Processes per CPU when they deliver in their own thread.  At 16 sessions
 # on 2 CPUs, 3 to 8 processes gave the same throughput within the noise
-# (790-810 msg/s); with more, a delivery that waits (a 100 MB message, a
-# mailbox lock an admin command holds) holds up a smaller share of them.
+# (3: 791-794 msg/s, 8: 735-809); with more, a delivery that waits (a 100 MB
+# message, a mailbox lock an admin command holds) holds up fewer sessions.
 PROCESSES_PER_CPU = 4
 # ...but no more than this many: Postfix opens 20 sessions to one LMTP
 # server by default (default_destination_concurrency_limit), and each
