@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,27 @@ def message(message_id="<m1@example.org>", date="Tue, 24 Nov 2026 10:00:00 +0000
         lines.append(b"Date: " + date.encode())
     lines.append(b"Subject: " + subject.encode())
     return b"\n".join(lines) + b"\n" + extra + b"\n" + body
+
+
+POLL_SECONDS = 0.1
+
+
+def poll(predicate, timeout):
+    """predicate()'s first true value within timeout seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value or None
+        time.sleep(POLL_SECONDS)
+
+
+def wait_until(predicate, timeout, what, details=lambda: ""):
+    """Poll predicate() until it returns something true; fail after timeout."""
+    value = poll(predicate, timeout)
+    if value is None:
+        pytest.fail(f"timed out after {timeout}s waiting for {what}\n{details()}")
+    return value
 
 
 def maildir_files(maildir, sub="new"):

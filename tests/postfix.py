@@ -46,6 +46,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import poll, wait_until
+
 SBIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 POSTFIX = shutil.which("postfix", path=SBIN_PATH)
 POSTCONF = shutil.which("postconf", path=SBIN_PATH)
@@ -64,7 +66,6 @@ S354_START_INPUT = 354
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 
 WAIT_SECONDS = 60
-POLL_SECONDS = 0.1
 
 # One line of the mail log per delivery attempt of one recipient, e.g.
 # postfix/lmtp[12]: 3F2A1: to=<a@x>, orig_to=<b@x>, relay=..., delay=0.1,
@@ -119,24 +120,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def poll(predicate, timeout):
-    """predicate()'s first true value within timeout seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value or None
-        time.sleep(POLL_SECONDS)
-
-
-def wait_until(predicate, timeout, what, details=lambda: ""):
-    """Poll predicate() until it returns something true; fail after timeout."""
-    value = poll(predicate, timeout)
-    if value is None:
-        pytest.fail(f"timed out after {timeout}s waiting for {what}\n{details()}")
-    return value
 
 
 # --- search permission for throwaway users (POSIX ACLs, no setfacl needed) ---

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LDA, maildir_files, message
+from conftest import LDA, maildir_files, message, poll, wait_until
 
 S250_DELIVERED = "250 2.0.0"
 S250_RCPT = "250 2.1.5"
@@ -183,18 +183,16 @@ def test_rcpt_time_quota_check_uses_declared_size(lmtp):
     client.close()
 
 
-@pytest.mark.parametrize(("args", "processes"), [((), 4), (("--workers", "2"), 1)],
+@pytest.mark.parametrize(("args", "processes", "children"),
+                         [((), 4, 4), (("--workers", "2"), 1, 0)],
                          ids=["own-thread", "with-threads"])
-def test_the_default_process_count_follows_the_cpus(lmtp, args, processes):
+def test_the_default_process_count_follows_the_cpus(lmtp, args, processes, children):
     """On one CPU: four processes that deliver in their own thread, or one
     (the supervisor itself serving, no children) with delivery threads."""
     server = lmtp(*args, cpus={0})
     assert "a@example.org" in deliver_one(server, "a@example.org", "<cpus@example.org>")
-    deadline = time.monotonic() + 30
-    while len(server.children()) < (processes if processes > 1 else 0):
-        assert time.monotonic() < deadline, server.children()
-        time.sleep(0.05)
-    assert len(server.children()) == (processes if processes > 1 else 0)
+    poll(lambda: len(server.children()) >= children, 30)
+    assert len(server.children()) == children
     code, err = server.stop()
     assert code == 0, err
     assert f"{processes} processes, each" in err
@@ -339,10 +337,8 @@ def test_a_session_arriving_during_a_delivery_goes_to_another_process(lmtp):
                             args=(server, "a@example.org", "<held@example.org>"))
     with MailboxLocks(str(site.state / "locks"), ["a@example.org"]):
         held.start()
-        deadline = time.monotonic() + 30
-        while not any(d.is_dir() and any(d.iterdir()) for d in staged):
-            assert time.monotonic() < deadline, "the first delivery never started"
-            time.sleep(0.01)
+        wait_until(lambda: any(d.is_dir() and any(d.iterdir()) for d in staged), 30,
+                   "the first delivery to stage its copy")
         deliver_one(server, "b@example.org", "<meanwhile@example.org>")
         assert len(maildir_files(site.maildir("b@example.org"))) == 1
         assert held.is_alive() and not maildir_files(site.maildir("a@example.org"))

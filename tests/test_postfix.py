@@ -14,10 +14,9 @@ import pytest
 
 pytest.register_assert_rewrite("postfix")  # before the import: it is a plugin too
 
-from conftest import Site, maildir_files, message  # noqa: E402
+from conftest import Site, maildir_files, message, wait_until  # noqa: E402
 from postfix import (  # noqa: E402
-    BOUNCED, DEFERRED, LDA, LOCAL_DOMAIN, OUTSIDE_DOMAIN, SENDER, SENDMAIL, SENT, VIRTUAL_DOMAIN,
-    wait_until)
+    BOUNCED, DEFERRED, LDA, LOCAL_DOMAIN, OUTSIDE_DOMAIN, SENDER, SENDMAIL, SENT, VIRTUAL_DOMAIN)
 
 pytest_plugins = ["postfix"]  # its fixtures: mail_root, make_user, lda_lmtp, make_postfix
 
