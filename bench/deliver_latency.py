@@ -14,6 +14,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 
@@ -25,10 +26,10 @@ def message(i, size=3072):
 
 
 def installed_lda():
-    """The `lda` script beside this interpreter, not a shim (pyenv's adds
-    ~70 ms), else the one on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "lda")
-    return beside if os.path.exists(beside) else shutil.which("lda")
+    """The `lda` script pip installed for this interpreter (its scripts
+    directory: not a shim, pyenv's adds ~70 ms), else the one on PATH."""
+    script = os.path.join(sysconfig.get_path("scripts"), "lda")
+    return script if os.path.isfile(script) else shutil.which("lda")
 
 
 def summary(times):

@@ -16,26 +16,21 @@ Message-ID, so nothing is discarded as a duplicate.
 
 import argparse
 import os
-import shutil
 import signal
 import smtplib
 import socket
 import subprocess
-import sysconfig
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from deliver_latency import installed_lda  # bench/ is on sys.path
+
 DOMAIN = "bench.example.org"
 SENDER = "sender@example.org"
 CONCURRENCY = (1, 4, 16)
 RECIPIENTS = (1, 10)
-
-
-def installed_lda():
-    script = Path(sysconfig.get_path("scripts")) / "lda"
-    return str(script) if script.is_file() else shutil.which("lda")
 
 
 def message(tag, size=3072):
