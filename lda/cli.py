@@ -40,7 +40,7 @@ def emit_record(row, as_json):
         return
     width = max(map(len, row), default=0)
     for key, value in row.items():
-        click.echo(f"{key.ljust(width)}  {'-' if value is None or value == '' else value}")
+        click.echo(f"{key.ljust(width)}  {'-' if value in (None, '') else value}")
 
 
 DEFAULT = "default"

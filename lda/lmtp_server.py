@@ -8,8 +8,8 @@ holds up few sessions.  With `lmtp_workers` a child delivers in that many
 threads instead: they share one core and its GIL, and at 16 sessions the
 GIL's hand-overs cost more CPU per message than the threads saved.  A
 child accepts one connection per wake-up, so whichever child is free takes
-the next session.  The parent only
-supervises: it restarts a child that dies and passes a stop on to all.
+the next session.  The parent only supervises: it restarts a child that
+dies and passes a stop on to all.
 
 SIGTERM or SIGINT closes the listening socket at once; each process lets
 every delivery under way finish and answer (up to `grace` seconds), then
@@ -161,9 +161,9 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None):
     from .lmtp_handler import DeliveryHandler
 
     loop = asyncio.get_running_loop()
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(ThreadPoolExecutor(
-            config.lmtp_workers, thread_name_prefix="deliver")) if config.lmtp_workers else None
+    threads = (ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver")
+               if config.lmtp_workers else contextlib.nullcontext())
+    with threads as pool:  # None without threads: the handler delivers on the loop
         handler = DeliveryHandler(config, pool, log, clock=clock)
         stop = asyncio.Event()
         for signum in STOP_SIGNALS:
