@@ -29,9 +29,9 @@ email-validator only once an address needs checking.
 
 import os
 import stat
-from collections import namedtuple
 
 from .errors import ConfigError
+from .records import record
 
 MAX_NAME = 254  # RFC 5321 section 4.5.3.1.3: no path (address) is longer
 MAX_PATH = 4096  # PATH_MAX on Linux: file names in messages are shown whole up to this
@@ -45,7 +45,7 @@ _UNSUPPORTED = {"|": "command", "/": "file", "\\": "backslash (no further aliasi
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"}
 
 
-class Problem(namedtuple("Problem", "path line message")):
+class Problem(record("Problem", "path line message")):
     """One thing wrong in an alias file; line 0 means the file as a whole."""
 
     __slots__ = ()
@@ -56,7 +56,7 @@ class Problem(namedtuple("Problem", "path line message")):
         return f"{self.path}: {self.message}"
 
 
-class Expansion(namedtuple("Expansion", "leaves cycles via")):
+class Expansion(record("Expansion", "leaves cycles via")):
     """What an address expands to.
 
     leaves: the addresses to deliver to, lowercased, in first-seen order.

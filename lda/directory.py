@@ -8,15 +8,15 @@ database root: a recipient string never becomes a path.
 """
 
 import os
-from collections import namedtuple
 
 from .errors import ConfigError
+from .records import record
 from .sqlite import sqlite3
 
 
 # maildir is relative to db_root; a quota of None means the lda.toml default.
-Mailbox = namedtuple("Mailbox", "address database db_root maildir quota_storage "
-                     "quota_messages forward keep_copy")
+Mailbox = record("Mailbox", "address database db_root maildir quota_storage "
+                 "quota_messages forward keep_copy")
 
 
 class Directory:

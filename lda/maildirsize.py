@@ -16,9 +16,9 @@ import errno
 import os
 import stat
 import time
-from collections import namedtuple
 
 from .errors import CannotCreate
+from .records import record
 
 FILENAME = "maildirsize"
 # The spec: a maildirsize of at least 5120 bytes is rebuilt; this bounds both
@@ -43,7 +43,7 @@ _NOT_A_PLAIN_FILE = frozenset({errno.ELOOP, errno.EMLINK, errno.ENXIO, errno.EIS
 _NOT_A_REAL_DIR = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EMLINK})
 
 
-class Quota(namedtuple("Quota", "storage messages", defaults=(0, 0))):
+class Quota(record("Quota", "storage messages", defaults=(0, 0))):
     """A mailbox's limits in bytes and in messages; 0 means unlimited."""
 
     __slots__ = ()
@@ -53,13 +53,13 @@ class Quota(namedtuple("Quota", "storage messages", defaults=(0, 0))):
         return self.storage <= 0 and self.messages <= 0
 
 
-Usage = namedtuple("Usage", "storage messages")
-Usage.__doc__ = "What a mailbox holds: bytes and messages, as the spec counts them."
+Usage = record("Usage", "storage messages",
+               doc="What a mailbox holds: bytes and messages, as the spec counts them.")
 # data: at most MAX_SIZE bytes of the file; mtime: its modification time.
-_File = namedtuple("_File", "data mtime")
+_File = record("_File", "data mtime")
 # usage is None when the file cannot be trusted; lines: usage lines after the
 # quota line.
-_Contents = namedtuple("_Contents", "quota usage lines")
+_Contents = record("_Contents", "quota usage lines")
 
 
 def format_quota(quota: Quota) -> str:
