@@ -201,8 +201,9 @@ def flat_toml(data):
     """What tomllib would read from an lda.toml of plain lines, or None for
     tomllib to read (and judge) it.  Importing tomllib costs ~10 ms, a third
     of a delivery, and lda.toml is nearly always `key = value` lines: a bare
-    key, then a string without escapes, a decimal integer or a boolean, each
-    line perhaps with a comment.  Anything else, a repeated key included,
+    key, then a string without escapes, a decimal integer, a boolean or a
+    one-line array of such strings (sendmail), each line perhaps with a
+    comment.  Anything else, a repeated key included,
     goes to tomllib."""
     try:
         text = data.decode("utf-8")
@@ -232,7 +233,10 @@ _BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234
 
 def _flat_value(text):
     """(value, what follows it) for a string without escapes, a decimal
-    integer or a boolean at the start of text; (None, "") for anything else."""
+    integer, a boolean or an array of strings at the start of text; (None, "")
+    for anything else."""
+    if text[:1] == "[":
+        return _flat_strings(text[1:])
     if text[:1] in ("'", '"'):
         end = text.find(text[0], 1)
         value = text[1:end]
@@ -251,3 +255,20 @@ def _flat_value(text):
     if digits.isascii() and digits.isdigit() and (digits == "0" or digits[0] != "0"):
         return int(word), rest
     return None, ""
+
+
+def _flat_strings(text):
+    """(list, what follows the "]") for the rest of a one-line array of
+    strings without escapes, a trailing comma allowed; (None, "") otherwise."""
+    items, rest = [], text.lstrip(" \t")
+    while rest[:1] != "]":
+        item, rest = _flat_value(rest) if rest[:1] in ("'", '"') else (None, "")
+        if item is None:
+            return None, ""
+        items.append(item)
+        rest = rest.lstrip(" \t")
+        if rest[:1] == ",":
+            rest = rest[1:].lstrip(" \t")
+        elif rest[:1] != "]":
+            return None, ""
+    return items, rest[1:]
