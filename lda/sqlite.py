@@ -4,10 +4,46 @@
 date adapters that lda never uses: ~2 ms on every delivery.  dbapi2 re-exports
 `_sqlite3` whole (`from _sqlite3 import *`), so connections, exceptions and
 constants are the very same objects either way.
+
+`_sqlite3` itself (3.11 and later) imports functools at load, for the one
+name it keeps: `lru_cache`, which builds each connection's statement cache.
+functools brings collections, keyword, operator, reprlib and heapq: ~2.5 ms
+of a delivery's ~17.  When nothing has imported functools yet, the load is
+handed a stand-in module whose `lru_cache` builds the same C cache that
+functools.lru_cache wraps (`_functools._lru_cache_wrapper`), and the stand-in
+is removed again at once, so a later `import functools` gets the real one.
 """
 
+import sys
+
+
+def _load_sqlite():
+    if "functools" in sys.modules:
+        import _sqlite3
+        return _sqlite3
+    try:
+        from _functools import _lru_cache_wrapper
+    except ImportError:  # a Python without the C cache: the plain import
+        import _sqlite3
+        return _sqlite3
+
+    def lru_cache(maxsize):
+        # typed=False; cache_info_type only serves cache_info(), never called.
+        return lambda function: _lru_cache_wrapper(function, maxsize, False, None)
+
+    stand_in = type(sys)("functools")
+    stand_in.lru_cache = lru_cache
+    sys.modules["functools"] = stand_in
+    try:
+        import _sqlite3
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+    return _sqlite3
+
+
 try:
-    import _sqlite3 as sqlite3
+    sqlite3 = _load_sqlite()
 except ImportError:  # a Python whose sqlite3 is not built on _sqlite3
     import sqlite3
 
