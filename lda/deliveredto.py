@@ -4,7 +4,9 @@ Key: (mailbox, Message-ID or content digest, client submit time in UTC).  A
 row is written "pending" (with the file name it will get) before the file is
 linked into new/, and marked "delivered" after new/ is fsynced, all while the
 mailbox lock is held.  A pending row found later by the next lock holder is a
-delivery that died midway: the file name in it says whether the link happened.
+delivery that died midway, or one whose "delivered" commit a power cut took
+back (that commit is not synced): the file name in it says whether the link
+happened.
 
 The schema is versioned with PRAGMA user_version rather than sqlite-utils
 migrations because the delivery path creates it and must not pay for

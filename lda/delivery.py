@@ -399,7 +399,11 @@ class Delivery:
             except LdaError as e:
                 result.outcomes[target] = e
                 failed.append(keys[target])
-        with db.transaction():
+        # Not synced when every target is a local Maildir: its synced pending
+        # row names the file, and new/ was synced after the link, so a power
+        # cut that takes this commit back leaves a row that _already_there
+        # resolves by finding the file.  A forward leaves nothing to find.
+        with db.transaction(durable=any(not t.local for t, _ in pending)):
             db.mark_delivered(done)
             db.forget(failed)
 
@@ -422,8 +426,9 @@ class Delivery:
         state, location, _ = row
         if state == "delivered":
             return True
-        # A pending row: its writer died holding the lock we now hold.  The
-        # file name in it tells whether the link into new/ happened.
+        # A pending row: its writer died holding the lock we now hold, or a
+        # power cut took back its unsynced "delivered" commit.  The file name
+        # in it tells whether the link into new/ happened.
         if not (target.local and location):
             return False  # a forward cannot be checked: a duplicate beats a loss
         box = self._open(target, create=False)

@@ -54,6 +54,26 @@ def test_same_message_twice_gives_one_file(user):
     assert b"status=duplicate" in second.stderr
 
 
+@pytest.mark.parametrize("reader", ["left in new", "moved to cur"])
+def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
+    """The commit that marks a local delivery "delivered" is not synced: a
+    power cut may take it back and leave the synced pending row.  That row
+    names the file, so a resend finds the file (also once a reader moved it
+    to cur/ with flags) and is a duplicate, not a second copy."""
+    user.deliver(message(), "alice@example.org", check=0)
+    [path] = maildir_files(user.maildir)
+    if reader == "moved to cur":
+        path.rename(user.maildir / "cur" / f"{path.name}:2,S")
+    conn = sqlite3.connect(user.state / "lda.sqlite")
+    with conn:
+        undone = conn.execute("UPDATE delivered_to SET state = 'pending'").rowcount
+    conn.close()
+    assert undone == 1
+    second = user.deliver(message(), "alice@example.org", check=0)
+    assert b"status=duplicate" in second.stderr
+    assert len(maildir_files(user.maildir) + maildir_files(user.maildir, "cur")) == 1
+
+
 def test_same_instant_in_another_zone_is_the_same_submission(user):
     user.deliver(message(date="Tue, 24 Nov 2026 10:00:00 +0000"), "a@example.org", check=0)
     user.deliver(message(date="Tue, 24 Nov 2026 11:00:00 +0100"), "a@example.org", check=0)
