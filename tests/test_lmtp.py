@@ -81,11 +81,9 @@ class Server:
                                      env=site.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE,
                                      preexec_fn=cpus and (lambda: os.sched_setaffinity(0, cpus)))
-        deadline = time.monotonic() + 30
-        while not self.listening():
-            assert self.proc.poll() is None, self.proc.communicate()
-            assert time.monotonic() < deadline, "lda lmtp did not start"
-            time.sleep(0.05)
+        wait_until(lambda: self.listening() or self.proc.poll() is not None, 30,
+                   "lda lmtp to start")
+        assert self.proc.poll() is None, self.proc.communicate()
 
     def listening(self):
         if self.listen.startswith("unix:"):
@@ -273,10 +271,7 @@ def test_a_process_that_dies_is_replaced(lmtp):
     assert len(first) == 2
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while len(server.children() - {victim}) < 2:
-        assert time.monotonic() < deadline, "no replacement process"
-        time.sleep(0.05)
+    wait_until(lambda: len(server.children() - {victim}) == 2, 30, "a replacement process")
     for n in range(4):  # sessions land on the survivor and the newcomer alike
         client = server.client()
         _, replies = client.send("s@example.org", ["a@example.org"],
@@ -304,10 +299,8 @@ def test_processes_stop_when_the_parent_is_killed(make_site):
     # must still know whose orphan it is (once, it compared with init's pid).
     server.proc.kill()
     try:
-        deadline = time.monotonic() + 30
-        while any(running(pid) for pid in children):
-            assert time.monotonic() < deadline, "worker processes outlived their parent"
-            time.sleep(0.1)
+        wait_until(lambda: not any(running(pid) for pid in children), 30,
+                   "the worker processes to stop with their parent")
     finally:
         for pid in children:  # a failure here must not leave them serving
             if running(pid):
