@@ -12,8 +12,8 @@ import os
 import time
 
 from . import maildir as md
-from .errors import (CannotCreate, LdaError, MailLoop, MessageTooBig, NotOwner,
-                     QuotaExceeded, TemporaryFailure)
+from .errors import (CannotCreate, LdaError, MaildirMissing, MailLoop, MessageTooBig,
+                     NotOwner, QuotaExceeded, TemporaryFailure)
 from .locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
@@ -431,7 +431,12 @@ class Delivery:
         # in it tells whether the link into new/ happened.
         if not (target.local and location):
             return False  # a forward cannot be checked: a duplicate beats a loss
-        box = self._open(target, create=False)
+        try:
+            box = self._open(target, create=False)
+        except MaildirMissing:
+            # Killed while _link created the Maildir: without its new/ and
+            # cur/ the file cannot be there, and _link finishes creating it.
+            return False
         try:
             return box.contains(location)
         finally:

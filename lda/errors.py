@@ -121,6 +121,11 @@ class CannotCreate(LdaError):
     smtp_reply = "451 4.3.0"
 
 
+class MaildirMissing(CannotCreate):
+    """A Maildir, or its tmp/, new/ or cur/, does not exist and was not to be
+    created (a delivery killed while creating it leaves one half made)."""
+
+
 class UnsafePath(LdaError):
     """A path would leave its mailbox root or pass through a symlink."""
 

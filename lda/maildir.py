@@ -10,7 +10,7 @@ symlink planted inside a Maildir is never followed for a write.
 import errno
 import os
 
-from .errors import CannotCreate, UnsafePath
+from .errors import CannotCreate, MaildirMissing, UnsafePath
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -105,7 +105,8 @@ class Maildir:
             self.close()
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafePath(f"{self.path}: symlink or non-directory in Maildir") from None
-            raise CannotCreate(f"{self.path}: cannot open Maildir: {e.strerror}") from None
+            failure = MaildirMissing if e.errno == errno.ENOENT else CannotCreate
+            raise failure(f"{self.path}: cannot open Maildir: {e.strerror}") from None
 
     def _keep(self, fd):
         self._fds.append(fd)
@@ -151,7 +152,7 @@ def open_mailbox(root_path, relative=None, folder=None, create=True,
             root_fd = open_dir(root_path, create=create, follow=True)
             path = root_path
     except FileNotFoundError:
-        raise CannotCreate(f"{root_path}: mailbox directory does not exist") from None
+        raise MaildirMissing(f"{root_path}: mailbox directory does not exist") from None
     except OSError as e:
         raise CannotCreate(f"{root_path}: cannot open mailbox: {e.strerror}") from None
     try:

@@ -3,6 +3,7 @@ conventions for mailbox_command.  Every case runs the installed command."""
 
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -72,6 +73,29 @@ def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
     second = user.deliver(message(), "alice@example.org", check=0)
     assert b"status=duplicate" in second.stderr
     assert len(maildir_files(user.maildir) + maildir_files(user.maildir, "cur")) == 1
+
+
+@pytest.mark.parametrize("left", [["tmp"], []], ids=["tmp-only", "empty"])
+def test_a_delivery_killed_while_creating_the_maildir_is_retried(user, left):
+    """The first delivery to a new Maildir stages in the database's tmp/,
+    writes its pending row, then creates the Maildir under the locks.  A
+    kill in the middle leaves the row and a Maildir without new/ (the crash
+    test found it: every retry exited 75, so the MTA would in the end have
+    bounced the message).  The retry sees that the file cannot be there,
+    and finishes the Maildir."""
+    user.deliver(message(), "alice@example.org", check=0)
+    shutil.rmtree(user.maildir)
+    user.maildir.mkdir()
+    for sub in left:
+        (user.maildir / sub).mkdir()
+    conn = sqlite3.connect(user.state / "lda.sqlite")
+    with conn:
+        conn.execute("UPDATE delivered_to SET state = 'pending'")
+    conn.close()
+    done = user.deliver(message(), "alice@example.org", check=0)
+    assert b"status=sent" in done.stderr
+    assert len(maildir_files(user.maildir)) == 1
+    assert sorted(p.name for p in user.maildir.iterdir()) == ["cur", "new", "tmp"]
 
 
 def test_same_instant_in_another_zone_is_the_same_submission(user):
