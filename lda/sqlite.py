@@ -17,27 +17,30 @@ is removed again at once, so a later `import functools` gets the real one.
 import sys
 
 
-def _load_sqlite():
+def _functools_stand_in():
+    """A module with functools.lru_cache's C cache alone, or None when
+    functools is loaded already or this Python has no such cache."""
     if "functools" in sys.modules:
-        import _sqlite3
-        return _sqlite3
+        return None
     try:
         from _functools import _lru_cache_wrapper
-    except ImportError:  # a Python without the C cache: the plain import
-        import _sqlite3
-        return _sqlite3
-
-    def lru_cache(maxsize):
-        # typed=False; cache_info_type only serves cache_info(), never called.
-        return lambda function: _lru_cache_wrapper(function, maxsize, False, None)
-
+    except ImportError:
+        return None
     stand_in = type(sys)("functools")
-    stand_in.lru_cache = lru_cache
-    sys.modules["functools"] = stand_in
+    # typed=False; cache_info_type only serves cache_info(), never called.
+    stand_in.lru_cache = lambda maxsize: lambda function: _lru_cache_wrapper(
+        function, maxsize, False, None)
+    return stand_in
+
+
+def _load_sqlite():
+    stand_in = _functools_stand_in()
+    if stand_in is not None:
+        sys.modules["functools"] = stand_in
     try:
         import _sqlite3
     finally:
-        if sys.modules.get("functools") is stand_in:
+        if stand_in is not None and sys.modules.get("functools") is stand_in:
             del sys.modules["functools"]
     return _sqlite3
 
