@@ -81,25 +81,6 @@ def clean_env(home):
     return env
 
 
-def modules_after_delivery(env, recipient):
-    """(exit status, names in sys.modules, stderr) after one delivery to recipient in
-    a fresh interpreter started with -S, so that what the environment's .pth
-    files import (an editable install's finder brings functools) does not
-    count: only lda's own imports do."""
-    import lda
-
-    script = ("import io, sys\n"
-              "from lda.deliver_cmd import deliver\n"
-              f"rc = deliver(['-f', 's@x.org', {recipient!r}],\n"
-              "             stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nbody\\n'))\n"
-              "print(rc, ' '.join(sorted(sys.modules)))\n")
-    package_root = os.path.dirname(os.path.dirname(lda.__file__))
-    done = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True,
-                          env=dict(env, PYTHONPATH=package_root), check=True)
-    rc, *loaded = done.stdout.decode().split()
-    return int(rc), set(loaded), done.stderr.decode()
-
-
 @pytest.fixture
 def user(tmp_path):
     """Per-user mode: no configuration file, HOME under tmp_path."""

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import LDA, maildir_files, message, modules_after_delivery
+from conftest import LDA, maildir_files, message
 
 NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
 
@@ -55,6 +55,16 @@ def test_same_message_twice_gives_one_file(user):
     assert b"status=duplicate" in second.stderr
 
 
+def mark_pending_again(user):
+    """Turn every "delivered" row back into the synced pending row it was
+    (what a power cut or a kill before the second commit leaves); the count."""
+    conn = sqlite3.connect(user.state / "lda.sqlite")
+    with conn:
+        undone = conn.execute("UPDATE delivered_to SET state = 'pending'").rowcount
+    conn.close()
+    return undone
+
+
 @pytest.mark.parametrize("reader", ["left in new", "moved to cur"])
 def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
     """The commit that marks a local delivery "delivered" is not synced: a
@@ -65,11 +75,7 @@ def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
     [path] = maildir_files(user.maildir)
     if reader == "moved to cur":
         path.rename(user.maildir / "cur" / f"{path.name}:2,S")
-    conn = sqlite3.connect(user.state / "lda.sqlite")
-    with conn:
-        undone = conn.execute("UPDATE delivered_to SET state = 'pending'").rowcount
-    conn.close()
-    assert undone == 1
+    assert mark_pending_again(user) == 1
     second = user.deliver(message(), "alice@example.org", check=0)
     assert b"status=duplicate" in second.stderr
     assert len(maildir_files(user.maildir) + maildir_files(user.maildir, "cur")) == 1
@@ -88,10 +94,7 @@ def test_a_delivery_killed_while_creating_the_maildir_is_retried(user, left):
     user.maildir.mkdir()
     for sub in left:
         (user.maildir / sub).mkdir()
-    conn = sqlite3.connect(user.state / "lda.sqlite")
-    with conn:
-        conn.execute("UPDATE delivered_to SET state = 'pending'")
-    conn.close()
+    assert mark_pending_again(user) == 1
     done = user.deliver(message(), "alice@example.org", check=0)
     assert b"status=sent" in done.stderr
     assert len(maildir_files(user.maildir)) == 1
@@ -265,6 +268,25 @@ def test_unexpected_error_exits_75_with_a_one_line_reason(user, tmp_path):
 def test_help_is_available_without_a_message(user):
     done = user.run("deliver", "--help", check=0)
     assert b"usage: lda deliver" in done.stdout
+
+
+def modules_after_delivery(env, recipient):
+    """(exit status, names in sys.modules, stderr) after one delivery to recipient in
+    a fresh interpreter started with -S, so that what the environment's .pth
+    files import (an editable install's finder brings functools) does not
+    count: only lda's own imports do."""
+    import lda
+
+    script = ("import io, sys\n"
+              "from lda.deliver_cmd import deliver\n"
+              f"rc = deliver(['-f', 's@x.org', {recipient!r}],\n"
+              "             stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nbody\\n'))\n"
+              "print(rc, ' '.join(sorted(sys.modules)))\n")
+    package_root = os.path.dirname(os.path.dirname(lda.__file__))
+    done = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True,
+                          env=dict(env, PYTHONPATH=package_root), check=True)
+    rc, *loaded = done.stdout.decode().split()
+    return int(rc), set(loaded), done.stderr.decode()
 
 
 # What a delivery must not import: the admin side's dependencies, and what

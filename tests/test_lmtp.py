@@ -107,8 +107,11 @@ class Server:
         """The worker processes' pids once there are count of them: the
         socket exists before the supervisor forks them, so a test that
         starts reading at once can see fewer (CI saw 1 of 2)."""
-        return wait_until(lambda: len(self.children()) == count and self.children(), 30,
-                          f"{count} worker processes")
+        def all_forked():
+            pids = self.children()
+            return pids if len(pids) == count else None
+
+        return wait_until(all_forked, 30, f"{count} worker processes")
 
     def stop(self):
         if self.proc.poll() is None:
