@@ -84,13 +84,17 @@ class UserResolver:
         self.extension = extension
 
     def resolve(self, recipient):
-        from .maildirsize import existing_quota
-
         canonical = normalize(recipient) if recipient else self.user
         _, extension = split_extension(canonical, self.config.recipient_delimiter)
         folder = folder_for_extension(self.extension or extension)
         maildir = self.config.maildir
-        quota = existing_quota(maildir)  # honour a quota Dovecot or Courier set
+        quota = None
+        # Honour a quota Dovecot or Courier set.  Most Maildirs have no
+        # maildirsize: one lstat spares them the module (~0.7 ms to import).
+        if os.path.lexists(os.path.join(maildir, "maildirsize")):
+            from .maildirsize import existing_quota
+
+            quota = existing_quota(maildir)
         target = Target(canonical, self.config.state_dir, mailbox=self.user,
                         maildir_root=maildir, folder=folder, quota=quota, primary=True)
         return Plan(recipient or self.user, canonical, [target], self.config.state_dir)

@@ -295,13 +295,37 @@ def modules_after_delivery(env, recipient):
 NOT_ON_THE_DELIVERY_PATH = (
     "click", "sqlite_utils", "email_validator", "filelock", "logging", "aiosmtpd",
     "asyncio", "subprocess", "json", "email.message", "functools", "collections",
-    "re", "typing", "datetime", "tomllib")
+    "re", "typing", "datetime", "tomllib", "zlib")
 
 
 def test_deliver_path_imports_only_what_a_delivery_uses(user):
     rc, loaded, stderr = modules_after_delivery(user.env, "alice@example.org")
     assert rc == 0, stderr
-    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH)) == []
+    # No maildirsize in this Maildir, so no quota to read.
+    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.maildirsize",))) == []
+
+
+def write_maildirsize(maildir, text):
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    (maildir / "maildirsize").write_text(text)
+
+
+def test_a_quota_that_dovecot_set_is_honoured(user):
+    write_maildirsize(user.maildir, "10000S\n9000 3\n")
+    full = user.deliver(message(body=b"x" * 2000 + b"\n"), "alice@example.org", check=75)
+    assert b"mailbox full" in full.stderr
+    assert maildir_files(user.maildir) == []
+    user.deliver(message("<small@example.org>"), "alice@example.org", check=0)
+    [path] = maildir_files(user.maildir)
+    lines = (user.maildir / "maildirsize").read_text().splitlines()
+    assert lines == ["10000S", "9000 3", f"{path.stat().st_size} 1"]
+
+
+def test_a_maildirsize_without_a_limit_adds_no_quota(user):
+    write_maildirsize(user.maildir, "")
+    user.deliver(message(body=b"x" * 20000 + b"\n"), "alice@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1
 
 
 def test_managed_deliver_path_imports_only_what_a_delivery_uses(site):
