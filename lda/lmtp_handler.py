@@ -110,6 +110,8 @@ class DeliveryHandler:
 def preload():
     """Import the delivery path now rather than in the first delivery of
     each process (and under the import lock, in every worker at once)."""
+    import zlib  # noqa: F401  (lock stripes: see lda.locks.FEW_KEYS)
+
     from . import deliver_cmd, delivery, deliveredto, directory, maildirsize  # noqa: F401
     from . import message, resolve  # noqa: F401
 

@@ -9,6 +9,7 @@ takes the same flock, so admin commands built on it exclude deliveries.
 
 import fcntl
 import os
+import sys
 import time
 
 from .errors import TemporaryFailure
@@ -16,9 +17,9 @@ from .errors import TemporaryFailure
 STRIPES = 256
 # A key's stripe is zlib.crc32 of its UTF-8 % STRIPES, and must stay so: an
 # older and a newer lda may run side by side.  zlib is a shared module on
-# most Pythons (here ~0.8 ms to load, a twentieth of a delivery), so up to
-# FEW_KEYS keys are hashed bit by bit instead (~25 us for a 24-byte key);
-# a fan-out's many keys load zlib.
+# most Pythons (here ~0.8 ms to load, a twentieth of a delivery), so a
+# process that has not loaded it hashes up to FEW_KEYS keys bit by bit
+# (~25 us for a 24-byte key); a fan-out's many keys load it.
 FEW_KEYS = 8
 
 
@@ -35,7 +36,7 @@ def _crc32(data):
 def stripes_of(keys):
     """The sorted, distinct stripes of mailbox keys."""
     data = [key.encode("utf-8", "surrogatepass") for key in keys]
-    if len(data) > FEW_KEYS:
+    if len(data) > FEW_KEYS or "zlib" in sys.modules:
         from zlib import crc32
     else:
         crc32 = _crc32
