@@ -112,6 +112,9 @@ class ManagedResolver:
         self.log = log
         self.aliases = None
         self._domain = ""
+        # address -> Mailbox or None, for one resolve() or direct_target():
+        # expansion asks for the same address three times over.
+        self._found = {}
         if config.aliases:
             from .aliases import open_aliases, table_path
 
@@ -144,6 +147,7 @@ class ManagedResolver:
     def direct_target(self, address, home_db):
         """A target for exactly this address, without alias expansion (for
         retrying a partial delivery): its mailbox, else an external one."""
+        self._found = {}
         mailbox, extension = self._mailbox(address)
         if mailbox is None:
             return Target(address, home_db)
@@ -151,14 +155,20 @@ class ManagedResolver:
                       maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
                       folder=folder_for_extension(extension), quota=self._quota(mailbox))
 
+    def _lookup(self, address):
+        """directory.mailbox(address), once per resolution."""
+        if address not in self._found:
+            self._found[address] = self.directory.mailbox(address)
+        return self._found[address]
+
     def _mailbox(self, address):
         """(Mailbox, extension) for an address, trying it without extension."""
-        mailbox = self.directory.mailbox(address)
+        mailbox = self._lookup(address)
         if mailbox:
             return mailbox, None
         base, extension = split_extension(address, self.config.recipient_delimiter)
         if extension is not None:
-            mailbox = self.directory.mailbox(base)
+            mailbox = self._lookup(base)
             if mailbox:
                 return mailbox, extension
         return None, None
@@ -180,7 +190,7 @@ class ManagedResolver:
             members = self.aliases.lookup(address, local)
             if members is None:
                 base, extension = split_extension(address, self.config.recipient_delimiter)
-                if extension is not None and not self.directory.mailbox(address):
+                if extension is not None and not self._lookup(address):
                     members = self.aliases.lookup(base, local)
             if members is not None:
                 return members
@@ -194,6 +204,7 @@ class ManagedResolver:
 
         canonical = normalize(recipient)
         self._domain = domain_of(canonical)
+        self._found = {}
         own, _ = self._mailbox(canonical)
         expansion = expand(canonical, self._members)
         targets = []
