@@ -47,6 +47,14 @@ class Directory:
         forward = tuple(a for a in (row[6] or "").split("\n") if a)
         return Mailbox(*row[:6], forward, bool(row[7]))
 
+    def version(self):
+        """A number that changes whenever another connection commits to the
+        directory (a mailbox created, deleted or moved)."""
+        try:
+            return self.conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise ConfigError(f"{self.path}: unreadable mailbox directory: {e}") from None
+
     def moving(self, address):
         """Whether `lda mailbox move` is working on this mailbox right now."""
         try:

@@ -102,6 +102,10 @@ class UserResolver:
     def check_current(self, targets):
         """Per-user mode has no moves."""
 
+    def state(self):
+        """None: a per-user Plan is not kept (its quota is read anew)."""
+        return None
+
 
 class ManagedResolver:
     """Managed mode: alias file, then the mailbox directory."""
@@ -129,6 +133,11 @@ class ManagedResolver:
 
             self.log = Log(self.config.log, self.config.syslog_facility)
         self.log.warning(line)
+
+    def state(self):
+        """What a Plan resolved now was resolved from: this resolver (its
+        aliases) and the directory's version.  Equal later, the Plan holds."""
+        return self, self.directory.version()
 
     def check_current(self, targets):
         """Under the mailbox locks: each local target still lives where it was

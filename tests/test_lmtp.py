@@ -325,6 +325,30 @@ def deliver_one(server, recipient, message_id):
     return replies[0]
 
 
+def test_a_mailbox_moved_between_rcpt_and_data_is_delivered_where_it_is_now(lmtp):
+    """DATA delivers by the plan RCPT resolved only while the directory is
+    as it was: after a move in between, at the new place."""
+    server = lmtp("--processes", "1")
+    site = server.site
+    site.run("db", "create", "db2", check=0)
+    client = server.client()
+    assert client.cmd("LHLO test")[-1].startswith("250")
+    assert client.cmd("MAIL FROM:<s@example.org>").startswith("250")
+    for name in "ab":
+        assert client.cmd(f"RCPT TO:<{name}@example.org>").startswith(S250_RCPT)
+    old = site.maildir("a@example.org")
+    site.run("mailbox", "move", "a@example.org", "--to", "db2", check=0)
+    new = site.maildir("a@example.org")
+    assert new != old
+    assert client.cmd("DATA").startswith("354")
+    client.sock.sendall(message().replace(b"\n", b"\r\n") + b".\r\n")
+    replies = [client.reply(), client.reply()]
+    client.close()
+    assert all(r.startswith(S250_DELIVERED) for r in replies), replies
+    assert len(maildir_files(new)) == 1 and not old.exists()
+    assert len(maildir_files(site.maildir("b@example.org"))) == 1
+
+
 def test_a_session_arriving_during_a_delivery_goes_to_another_process(lmtp):
     """Without delivery threads a process serves nothing else while it
     delivers (here: waits for a mailbox lock that an admin command holds);
