@@ -64,7 +64,6 @@ class MailboxLocks:
     def __enter__(self):
         deadline = self.clock() + self.timeout
         try:
-            os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
             for stripe in self.stripes:
                 self.fds.append(self._acquire(lock_path(self.lock_dir, stripe), deadline))
         except OSError as e:
@@ -75,8 +74,16 @@ class MailboxLocks:
             raise
         return self
 
+    def _open(self, path):
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o600)
+        except FileNotFoundError:  # no lock directory yet: made once, not checked each time
+            os.makedirs(self.lock_dir, mode=0o700, exist_ok=True)
+            return os.open(path, flags, 0o600)
+
     def _acquire(self, path, deadline):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = self._open(path)
         delay = 0.002
         while True:
             try:
