@@ -349,6 +349,30 @@ def test_a_mailbox_moved_between_rcpt_and_data_is_delivered_where_it_is_now(lmtp
     assert len(maildir_files(site.maildir("b@example.org"))) == 1
 
 
+def test_aliases_recompiled_between_rcpt_and_data_are_used_at_data(lmtp):
+    """The plan RCPT resolved is kept with the resolver it came from; an
+    alias table compiled in between makes DATA resolve again."""
+    server = lmtp("--processes", "1")
+    site = server.site
+    site.aliases.write_text("team: a@example.org\n")
+    site.run("aliases", "compile", check=0)
+    deliver_one(server, "team@example.org", "<before@example.org>")
+    client = server.client()
+    assert client.cmd("LHLO test")[-1].startswith("250")
+    assert client.cmd("MAIL FROM:<s@example.org>").startswith("250")
+    assert client.cmd("RCPT TO:<team@example.org>").startswith(S250_RCPT)
+    site.aliases.write_text("team: b@example.org\n")
+    site.run("aliases", "compile", check=0)
+    assert client.cmd("DATA").startswith("354")
+    client.sock.sendall(message(message_id="<after@example.org>").replace(b"\n", b"\r\n")
+                        + b".\r\n")
+    reply = client.reply()
+    client.close()
+    assert reply.startswith(S250_DELIVERED), reply
+    assert len(maildir_files(site.maildir("a@example.org"))) == 1
+    assert len(maildir_files(site.maildir("b@example.org"))) == 1
+
+
 def test_a_session_arriving_during_a_delivery_goes_to_another_process(lmtp):
     """Without delivery threads a process serves nothing else while it
     delivers (here: waits for a mailbox lock that an admin command holds);
