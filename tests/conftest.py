@@ -49,6 +49,18 @@ def wait_until(predicate, timeout, what, details=lambda: ""):
     return value
 
 
+def without_site(script, env):
+    """Run script in a fresh interpreter started with -S, lda importable
+    through PYTHONPATH: what the environment's .pth files import (an
+    editable install's finder brings functools) does not count, so
+    sys.modules shows lda's own imports alone."""
+    import lda
+
+    package_root = os.path.dirname(os.path.dirname(lda.__file__))
+    return subprocess.run([sys.executable, "-S", "-c", script], capture_output=True,
+                          text=True, env=dict(env, PYTHONPATH=package_root), check=True)
+
+
 def maildir_files(maildir, sub="new"):
     path = Path(maildir) / sub
     return sorted(path.iterdir()) if path.is_dir() else []

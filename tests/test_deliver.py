@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import LDA, maildir_files, message
+from conftest import LDA, maildir_files, message, without_site
 
 NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
 
@@ -271,22 +271,16 @@ def test_help_is_available_without_a_message(user):
 
 
 def modules_after_delivery(env, recipient):
-    """(exit status, names in sys.modules, stderr) after one delivery to recipient in
-    a fresh interpreter started with -S, so that what the environment's .pth
-    files import (an editable install's finder brings functools) does not
-    count: only lda's own imports do."""
-    import lda
-
+    """(exit status, names in sys.modules, stderr) after one delivery to
+    recipient, lda's own imports alone (conftest.without_site)."""
     script = ("import io, sys\n"
               "from lda.deliver_cmd import deliver\n"
               f"rc = deliver(['-f', 's@x.org', {recipient!r}],\n"
               "             stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nbody\\n'))\n"
               "print(rc, ' '.join(sorted(sys.modules)))\n")
-    package_root = os.path.dirname(os.path.dirname(lda.__file__))
-    done = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True,
-                          env=dict(env, PYTHONPATH=package_root), check=True)
-    rc, *loaded = done.stdout.decode().split()
-    return int(rc), set(loaded), done.stderr.decode()
+    done = without_site(script, env)
+    rc, *loaded = done.stdout.split()
+    return int(rc), set(loaded), done.stderr
 
 
 # What a delivery must not import: the admin side's dependencies, and what

@@ -2,14 +2,12 @@
 version that may run at the same time, so it must stay crc32 % 256."""
 
 import os
-import subprocess
-import sys
 import zlib
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-import lda
+from conftest import without_site
 from lda.locks import STRIPES, _crc32, lock_path, stripe_of, stripes_of
 
 KNOWN = {"": 0, "alice@example.org": 0x4F, "\udcff": 0x87, "box15@bench.example.org": 0x84}
@@ -38,9 +36,7 @@ def test_a_process_without_zlib_picks_the_same_stripes():
               "loaded = 'zlib' in sys.modules\n"
               f"many = stripes_of({list(KNOWN)!r} * 3)\n"
               "print(few, loaded, many, 'zlib' in sys.modules)\n")
-    package_root = os.path.dirname(os.path.dirname(lda.__file__))
-    done = subprocess.run([sys.executable, "-S", "-c", script], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=package_root), check=True)
+    done = without_site(script, os.environ)
     known = list(KNOWN.values())
     assert done.stdout.split("\n")[0] == f"{known} False {sorted(set(known))} True"
     assert known == [crc_stripe(k) for k in KNOWN]
