@@ -44,7 +44,9 @@ class Client:
         self.sock.sendall(line.encode() + b"\r\n")
         return self.reply()
 
-    def send(self, sender, recipients, data):
+    def send(self, sender, recipients, data, before_data=None):
+        """({recipient: RCPT reply}, [reply after DATA per accepted one]);
+        before_data() runs between the last RCPT and DATA."""
         assert self.cmd("LHLO test")[-1].startswith("250")
         assert self.cmd(f"MAIL FROM:<{sender}>").startswith("250")
         accepted = []
@@ -56,6 +58,8 @@ class Client:
         if not accepted:
             self.cmd("RSET")
             return rcpt_replies, []
+        if before_data is not None:
+            before_data()
         assert self.cmd("DATA").startswith("354")
         body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
@@ -331,19 +335,16 @@ def test_a_mailbox_moved_between_rcpt_and_data_is_delivered_where_it_is_now(lmtp
     server = lmtp("--processes", "1")
     site = server.site
     site.run("db", "create", "db2", check=0)
-    client = server.client()
-    assert client.cmd("LHLO test")[-1].startswith("250")
-    assert client.cmd("MAIL FROM:<s@example.org>").startswith("250")
-    for name in "ab":
-        assert client.cmd(f"RCPT TO:<{name}@example.org>").startswith(S250_RCPT)
     old = site.maildir("a@example.org")
-    site.run("mailbox", "move", "a@example.org", "--to", "db2", check=0)
+    client = server.client()
+    rcpt_replies, replies = client.send(
+        "s@example.org", ["a@example.org", "b@example.org"], message(),
+        before_data=lambda: site.run("mailbox", "move", "a@example.org", "--to", "db2",
+                                     check=0))
+    client.close()
+    assert all(r.startswith(S250_RCPT) for r in rcpt_replies.values()), rcpt_replies
     new = site.maildir("a@example.org")
     assert new != old
-    assert client.cmd("DATA").startswith("354")
-    client.sock.sendall(message().replace(b"\n", b"\r\n") + b".\r\n")
-    replies = [client.reply(), client.reply()]
-    client.close()
     assert all(r.startswith(S250_DELIVERED) for r in replies), replies
     assert len(maildir_files(new)) == 1 and not old.exists()
     assert len(maildir_files(site.maildir("b@example.org"))) == 1
@@ -354,20 +355,19 @@ def test_aliases_recompiled_between_rcpt_and_data_are_used_at_data(lmtp):
     alias table compiled in between makes DATA resolve again."""
     server = lmtp("--processes", "1")
     site = server.site
-    site.aliases.write_text("team: a@example.org\n")
-    site.run("aliases", "compile", check=0)
+
+    def aliases(member):
+        site.aliases.write_text(f"team: {member}\n")
+        site.run("aliases", "compile", check=0)
+
+    aliases("a@example.org")
     deliver_one(server, "team@example.org", "<before@example.org>")
     client = server.client()
-    assert client.cmd("LHLO test")[-1].startswith("250")
-    assert client.cmd("MAIL FROM:<s@example.org>").startswith("250")
-    assert client.cmd("RCPT TO:<team@example.org>").startswith(S250_RCPT)
-    site.aliases.write_text("team: b@example.org\n")
-    site.run("aliases", "compile", check=0)
-    assert client.cmd("DATA").startswith("354")
-    client.sock.sendall(message(message_id="<after@example.org>").replace(b"\n", b"\r\n")
-                        + b".\r\n")
-    reply = client.reply()
+    rcpt_replies, [reply] = client.send(
+        "s@example.org", ["team@example.org"], message(message_id="<after@example.org>"),
+        before_data=lambda: aliases("b@example.org"))
     client.close()
+    assert rcpt_replies["team@example.org"].startswith(S250_RCPT)
     assert reply.startswith(S250_DELIVERED), reply
     assert len(maildir_files(site.maildir("a@example.org"))) == 1
     assert len(maildir_files(site.maildir("b@example.org"))) == 1
