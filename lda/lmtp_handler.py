@@ -63,9 +63,7 @@ class DeliveryHandler:
         envelope.rcpt_tos.append(address)
         # DATA delivers by this plan, if nothing it came from has changed by
         # then; aiosmtpd gives each transaction a new envelope.
-        if not hasattr(envelope, "lda_plans"):
-            envelope.lda_plans = {}
-        envelope.lda_plans[address] = resolved
+        vars(envelope).setdefault("lda_plans", {})[address] = resolved
         return "250 2.1.5 OK"
 
     def _check_recipient(self, address, mail_options):
