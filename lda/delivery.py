@@ -286,7 +286,7 @@ class Delivery:
         result = Result(plan.recipient)
         with MailboxLocks(self.lock_dir, [t.lock_key for t in plan.targets],
                           self.config.lock_timeout_seconds):
-            self.resolver.check_current(plan.targets)
+            self.resolver.check_current(plan)
             targets, filtered = self._filter(plan, info, staged)
             keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in targets}
             groups = {}

@@ -53,8 +53,7 @@ class DeliveryHandler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         try:
-            resolved = await self._work(self._check_recipient, address,
-                                        envelope.mail_options)
+            plan = await self._work(self._check_recipient, address, envelope.mail_options)
         except LdaError as e:
             return f"{e.smtp_reply} <{address}>: {_text(e)}"
         except Exception as e:  # noqa: BLE001 - answer 451, never drop the session
@@ -63,15 +62,12 @@ class DeliveryHandler:
         envelope.rcpt_tos.append(address)
         # DATA delivers by this plan, if nothing it came from has changed by
         # then; aiosmtpd gives each transaction a new envelope.
-        vars(envelope).setdefault("lda_plans", {})[address] = resolved
+        vars(envelope).setdefault("lda_plans", {})[address] = plan
         return "250 2.1.5 OK"
 
     def _check_recipient(self, address, mail_options):
-        """(the recipient's Plan, the resolver's state()), or the LdaError
-        that refuses it."""
-        resolver = self._resolver()
-        state = resolver.state()  # before: a change during resolve() shows
-        plan = resolver.resolve(address)
+        """The recipient's Plan, or the LdaError that refuses it."""
+        plan = self._resolver().resolve(address)
         if self.config.lmtp_rcpt_check_quota:
             from .delivery import quota_failure
 
@@ -80,7 +76,7 @@ class DeliveryHandler:
                 failure = target.primary and quota_failure(self.config, target, size)
                 if failure:
                     raise failure
-        return plan, state
+        return plan
 
     async def handle_DATA(self, server, session, envelope):
         self.in_flight += 1
@@ -114,9 +110,9 @@ class DeliveryHandler:
         # RCPT's plans, unless the aliases or the directory changed since
         # (a mailbox moved or deleted): a fifth of a message's Python time.
         state = resolver.state()
-        resolved = {address: plan for address, (plan, then)
+        resolved = {address: plan for address, plan
                     in getattr(envelope, "lda_plans", {}).items()
-                    if state is not None and then == state}
+                    if plan.state is not None and plan.state == state}
         delivery = Delivery(self.config, resolver, self.log,
                             sender=envelope.mail_from or "", kept=self.local.databases,
                             **kwargs)

@@ -66,13 +66,15 @@ class Target:
 
 
 class Plan:
-    """The targets of one envelope recipient."""
+    """The targets of one envelope recipient, and the resolver's state()
+    they were resolved under (None: unknown, check everything)."""
 
-    def __init__(self, recipient, canonical, targets, home_db):
+    def __init__(self, recipient, canonical, targets, home_db, state=None):
         self.recipient = recipient
         self.canonical = canonical
         self.targets = targets
         self.home_db = home_db
+        self.state = state
 
 
 class UserResolver:
@@ -100,7 +102,7 @@ class UserResolver:
                         maildir_root=maildir, folder=folder, quota=quota, primary=True)
         return Plan(recipient or self.user, canonical, [target], self.config.state_dir)
 
-    def check_current(self, targets):
+    def check_current(self, plan):
         """Per-user mode has no moves."""
 
     def state(self):
@@ -140,11 +142,19 @@ class ManagedResolver:
         aliases) and the directory's version.  Equal later, the Plan holds."""
         return self, self.directory.version()
 
-    def check_current(self, targets):
+    def check_current(self, plan):
         """Under the mailbox locks: each local target still lives where it was
         resolved and no move is running, or the delivery is retried later.
-        A move takes the same locks, so this cannot change until release."""
-        for target in targets:
+        A move takes the same locks, so this cannot change until release.
+
+        A plan resolved by this resolver at the directory version it still
+        has stands whole: nothing was committed to the directory since (a
+        move writes its `moves` row and the new location), so the two
+        queries per target, 2,000 for an alias of 1,000, would read what
+        resolve() read."""
+        if plan.state is not None and plan.state == self.state():
+            return
+        for target in plan.targets:
             if not target.local:
                 continue
             mailbox = self.directory.mailbox(target.mailbox)
@@ -215,6 +225,7 @@ class ManagedResolver:
         canonical = normalize(recipient)
         self._domain = domain_of(canonical)
         self._found = {}
+        state = self.state()  # before the lookups: a change during them shows
         own, _ = self._mailbox(canonical)
         expansion = expand(canonical, self._members)
         targets = []
@@ -225,7 +236,7 @@ class ManagedResolver:
         if not targets:
             raise UnknownRecipient(f"unknown recipient {canonical}")
         home = own.db_root if own else self.directory.default_database()[1]
-        return Plan(recipient, canonical, targets, home)
+        return Plan(recipient, canonical, targets, home, state)
 
     def _target(self, leaf, canonical, own, expansion):
         via = tuple(expansion.via.get(leaf, ()))

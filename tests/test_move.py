@@ -244,12 +244,16 @@ def test_sieve_vacation_memory_moves_with_the_mailbox(two_dbs):
             conn.close()
 
 
-def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(two_dbs):
+@pytest.mark.parametrize("same_resolver", [False, True],
+                         ids=["another-resolver", "the-resolving-one"])
+def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(two_dbs, same_resolver):
     """The race CI once hit with 50 deliveries against 6 moves, made
     deterministic: a delivery resolves alice to default, the move takes her
     Maildir to db2, then the delivery goes on.  It must be deferred (4.2.1)
     without re-creating an empty Maildir at the old path, which made the
-    next move back fail with "exists already"."""
+    next move back fail with "exists already".  The resolver that made the
+    plan (as in lda deliver and lda lmtp) skips the directory queries under
+    the locks only while nothing was committed to the directory since."""
     import io
 
     from lda.config import load_config
@@ -259,12 +263,14 @@ def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(two_dbs):
 
     site = two_dbs
     config = load_config(str(site.config), environ=site.env)
-    plan = make_resolver(config, site.env).resolve("alice@example.org")
+    resolver = make_resolver(config, site.env)
+    plan = resolver.resolve("alice@example.org")
     old = site.maildir("alice@example.org")
     site.run("mailbox", "move", "alice@example.org", "--to", "db2", check=0)
     assert not old.exists()
     log = io.StringIO()
-    delivery = Delivery(config, make_resolver(config, site.env), Log(stream=log))
+    delivery = Delivery(config, resolver if same_resolver else make_resolver(config, site.env),
+                        Log(stream=log))
     [result] = delivery._deliver_plans([plan], io.BytesIO(message()))
     assert result.error is not None and result.error.reason().startswith("4.2.1"), log.getvalue()
     assert not old.exists()
