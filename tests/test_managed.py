@@ -6,6 +6,7 @@ import io
 import json
 import sqlite3
 import subprocess
+import sys
 
 import pytest
 
@@ -53,6 +54,41 @@ def test_fan_out_and_direct_copy_give_one_copy(site):
     site.deliver(message(), "alice@example.org", check=0)
     site.deliver(message(), "list@example.org", check=0)
     assert len(maildir_files(alice)) == 1
+
+
+def create_many(site, addresses):
+    """Mailboxes made by the library in one process: `lda mailbox create`
+    once per address would start Python 150 times."""
+    script = ("import sys; from lda.config import load_config; "
+              "from lda.directory_admin import create_mailbox, open_directory; "
+              "c = load_config(None); d = open_directory(c); "
+              "[create_mailbox(d, c, a) for a in sys.argv[1:]]; d.close()")
+    subprocess.run([sys.executable, "-c", script, *addresses], env=site.env, check=True)
+
+
+def test_more_recipients_than_one_sync_run_get_one_copy_each(site):
+    """Envelope recipients past SYNC_BATCH (their copies are written, then
+    fsynced, a run at a time) and an alias of as many members (their links
+    synced a run at a time): each mailbox gets the message once, the
+    recipients' copies each with their own Delivered-To, and no copy is
+    left in a tmp/."""
+    from lda.delivery import SYNC_BATCH
+
+    addresses = [f"u{i}@example.org" for i in range(2 * SYNC_BATCH + 22)]
+    create_many(site, addresses)
+    done = site.deliver(message(message_id="<each@x>"), *addresses, check=0)
+    assert done.stderr.count(b"status=sent") == len(addresses)
+    boxes = [site.maildir(a) for a in addresses]
+    for address, box in zip(addresses, boxes):
+        [path] = maildir_files(box)
+        head = path.read_bytes().split(b"\n\n", 1)[0]
+        assert head.count(b"Delivered-To:") == 1, address
+        assert f"Delivered-To: {address}\n".encode() in head + b"\n", address
+    site.aliases.write_text("all: " + ",\n  ".join(addresses) + "\n")
+    site.deliver(message(message_id="<alias@x>"), "all@example.org", check=0)
+    site.deliver(message(message_id="<each@x>"), *addresses, check=0)  # a resend
+    assert [len(maildir_files(b)) for b in boxes] == [2] * len(addresses)
+    assert [p for b in boxes for p in (b / "tmp").iterdir()] == []
 
 
 def test_alias_cycle_without_mailbox_is_a_configuration_error(site):
