@@ -1,10 +1,13 @@
 """One message to its recipients, each target at most once.
 
-For every envelope recipient: write the message once (tmp/, fsync), then,
-holding the targets' mailbox locks, look up DeliveredTo, write "pending"
-rows, link the file into each new/ (hard links on one filesystem), fsync
-each new/, and mark the rows delivered.  A forward target that cannot take
-the message becomes a partial delivery when any other target got it.
+Write the message into tmp/ once for every envelope recipient, with its own
+prefix (fsynced a run at a time).  Then, for up to PLAN_BATCH recipients
+with no mailbox in common, holding their targets' mailbox locks: look up
+DeliveredTo and write "pending" rows (one transaction and WAL sync per
+database), link each file into its new/ (hard links on one filesystem),
+fsync those new/ a run at a time, and mark the rows delivered.  A forward
+target that cannot take the message becomes a partial delivery when any
+other target got it.
 """
 
 import errno
@@ -24,6 +27,11 @@ KEPT_DATABASES = 8
 # Links into new/ awaiting their directory's fsync, at most: each holds a
 # descriptor (RLIMIT_NOFILE is often 1,024).
 SYNC_BATCH = 64
+# Envelope recipients delivered under one set of mailbox locks, at most
+# (Postfix gives an LMTP server up to 50 at a time,
+# lmtp_destination_recipient_limit): the locks are held until the last of
+# them is synced.
+PLAN_BATCH = 64
 
 
 class Result:
@@ -144,25 +152,48 @@ class Delivery:
         first = self._stage(plans[0], reader, staging_dir)
         info = reader.info()
         staged, unwritten = {0: first}, {}
-        results = []
+        results = [None] * len(plans)
         try:
             self._copies(plans, first, staging_dir, info, staged, unwritten)
+            batch, mailboxes = [], set()
             for i, plan in enumerate(plans):
-                try:
-                    if info.is_loop(plan.canonical):
-                        raise MailLoop(f"mail forwarding loop for {plan.canonical}")
-                    if i in unwritten:
-                        raise unwritten[i]
-                    results.append(self._deliver_plan(plan, staged[i], info))
-                except LdaError as e:
-                    results.append(Result(plan.recipient, e))
-                    self.log.info(f"{info.log_id}: to=<{plan.canonical}>, "
-                                  f"status=failed ({e.reason()})")
+                if info.is_loop(plan.canonical):
+                    unwritten[i] = MailLoop(f"mail forwarding loop for {plan.canonical}")
+                if i in unwritten:
+                    results[i] = Result(plan.recipient, unwritten[i])
+                    self._log_failed(plan, unwritten[i], info)
+                    continue
+                locked = {t.lock_key for t in plan.targets}
+                # A mailbox two recipients share waits for the next batch, so
+                # the second finds the first's row, as one after the other.
+                if len(batch) == PLAN_BATCH or not mailboxes.isdisjoint(locked):
+                    self._deliver_batch(plans, staged, batch, info, results)
+                    batch, mailboxes = [], set()
+                batch.append(i)
+                mailboxes |= locked
+            if batch:
+                self._deliver_batch(plans, staged, batch, info, results)
         finally:
             for item in staged.values():
                 item.unlink()
             os.close(staging_dir)
         return results
+
+    def _deliver_batch(self, plans, staged, batch, info, results):
+        """results[i] for each plans[i] of the batch (recipients with no
+        mailbox in common), delivered together: see _deliver_together."""
+        try:
+            delivered = self._deliver_together([(plans[i], staged[i]) for i in batch], info)
+        except LdaError as e:  # the locks, or a database, failed them all
+            delivered = [Result(plans[i].recipient, e) for i in batch]
+        for i, result in zip(batch, delivered):
+            results[i] = result
+            if result.error is not None and not result.outcomes:
+                self._log_failed(plans[i], result.error, info)
+
+    def _log_failed(self, plan, error, info):
+        """For a recipient that failed before any target was tried."""
+        self.log.info(f"{info.log_id}: to=<{plan.canonical}>, status=failed ({error.reason()})")
 
     def _staging_dir(self, plan):
         """tmp/ of the first local target (so hard links work), else the db's.
@@ -262,7 +293,7 @@ class Delivery:
         dir_fd = md.open_path(os.path.dirname(path))
         try:
             staged = Staged(dir_fd, os.path.basename(path), size, 0)
-            result = self._deliver_plan(plan, staged, reader.info())
+            [result] = self._deliver_together([(plan, staged)], reader.info())
         except LdaError as e:
             result = Result(plan.recipient, e)
         finally:
@@ -305,23 +336,41 @@ class Delivery:
                                "master.cf) or set allow_root_delivery = true")
         return box
 
-    def _deliver_plan(self, plan, staged, info):
-        result = Result(plan.recipient)
-        with MailboxLocks(self.lock_dir, [t.lock_key for t in plan.targets],
+    def _deliver_together(self, entries, info):
+        """A Result for each (plan, its staged copy), all under one set of
+        mailbox locks: for each database, one transaction (and one WAL
+        sync) for every recipient's pending rows, then the links, synced a
+        run at a time, then one for the delivered rows.  A recipient whose
+        mailbox moved gets its own 4.2.1; the others go on."""
+        results = [Result(plan.recipient) for plan, _ in entries]
+        with MailboxLocks(self.lock_dir,
+                          [t.lock_key for plan, _ in entries for t in plan.targets],
                           self.config.lock_timeout_seconds):
-            self.resolver.check_current(plan)
-            targets, filtered = self._filter(plan, info, staged)
-            keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in targets}
-            groups = {}
-            for target in targets:
-                groups.setdefault(target.db_root, []).append(target)
+            live = []  # (plan, staged, result, targets, filtered, keys)
+            for (plan, copy), result in zip(entries, results):
+                try:
+                    self.resolver.check_current(plan)
+                except LdaError as e:
+                    result.error = e
+                    continue
+                targets, filtered = self._filter(plan, info, copy)
+                keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in targets}
+                live.append((plan, copy, result, targets, filtered, keys))
+            groups, copy_of, result_of, key_of = {}, {}, {}, {}
+            for plan, copy, result, targets, _, keys in live:
+                for target in targets:
+                    groups.setdefault(target.db_root, []).append(target)
+                    copy_of[target], result_of[target] = copy, result
+                key_of.update(keys)
             for db_root, group in groups.items():
-                self._deliver_group(self._database(db_root), group, keys, staged,
-                                    info, result)
-            self._conclude(plan, targets, staged, info, keys, result)
-            self._commit_filters(filtered, result)
-        self._log_outcomes(plan, info, staged, result)
-        return result
+                self._deliver_group(self._database(db_root), group, key_of, copy_of,
+                                    info, result_of)
+            for plan, copy, result, targets, filtered, keys in live:
+                self._conclude(plan, targets, copy, info, keys, result)
+                self._commit_filters(filtered, result)
+        for plan, copy, result, *_ in live:
+            self._log_outcomes(plan, info, copy, result)
+        return results
 
     def _filter(self, plan, info, staged):
         """Run each local target's Sieve script (once the message is known to
@@ -389,8 +438,9 @@ class Delivery:
             with state.db.transaction():
                 outcome.commit(state)
 
-    def _deliver_group(self, db, targets, keys, staged, info, result):
-        """Claim, link and record the targets that live in one database."""
+    def _deliver_group(self, db, targets, keys, staged, info, results):
+        """Claim, link and record the targets that live in one database;
+        staged[target] is its recipient's copy, results[target] its Result."""
         pending = []
         # Synced before any link: a power cut that keeps the link into new/
         # must keep this row too, or the MTA's retry would find no row and
@@ -402,34 +452,35 @@ class Delivery:
                 if row and self._other_body(row, info):
                     row = self._rekey_other_body(db, target, keys, info)
                 if row and self._already_there(target, row):
-                    result.outcomes[target] = DUPLICATE
+                    results[target].outcomes[target] = DUPLICATE
                     continue
-                failure = quota_failure(self.config, target, staged.size, self.clock)
+                size = staged[target].size
+                failure = quota_failure(self.config, target, size, self.clock)
                 if failure:
-                    result.outcomes[target] = failure
+                    results[target].outcomes[target] = failure
                     continue
-                name = md.unique_name(self.config.hostname) + f",S={staged.size}"
+                name = md.unique_name(self.config.hostname) + f",S={size}"
                 pending.append((target, name if target.local else None))
             db.mark_pending([(keys[t], name) for t, name in pending], info.body_digest)
             db.mark_delivered([keys[t] for t in targets
-                               if result.outcomes.get(t) == DUPLICATE])
+                               if results[t].outcomes.get(t) == DUPLICATE])
         done, failed = [], []
         linked = []  # (target, new/ descriptor, its path): linked, not yet synced
         try:
             for target, name in pending:
                 try:
                     if target.local:
-                        linked.append((target, *self._link(target, staged, name)))
+                        linked.append((target, *self._link(target, staged[target], name)))
                     else:
-                        self._forward(target, staged)
-                        result.outcomes[target] = DELIVERED
+                        self._forward(target, staged[target])
+                        results[target].outcomes[target] = DELIVERED
                         done.append(keys[target])
                 except LdaError as e:
-                    result.outcomes[target] = e
+                    results[target].outcomes[target] = e
                     failed.append(keys[target])
                 if len(linked) >= SYNC_BATCH:
-                    self._sync_linked(linked, keys, result, done, failed)
-            self._sync_linked(linked, keys, result, done, failed)
+                    self._sync_linked(linked, keys, results, done, failed)
+            self._sync_linked(linked, keys, results, done, failed)
         finally:
             for _, fd, _ in linked:  # only when something unexpected was raised
                 os.close(fd)
@@ -441,7 +492,7 @@ class Delivery:
             db.mark_delivered(done)
             db.forget(failed)
 
-    def _sync_linked(self, linked, keys, result, done, failed):
+    def _sync_linked(self, linked, keys, results, done, failed):
         """fsync the new/ (or cur/) of each target linked since the last
         call; only then does its delivery count.  Linking them all first
         lets the first fsync commit the filesystem's journal with every
@@ -451,10 +502,10 @@ class Delivery:
             target, fd, path = linked.pop(0)
             try:
                 os.fsync(fd)
-                result.outcomes[target] = DELIVERED
+                results[target].outcomes[target] = DELIVERED
                 done.append(keys[target])
             except OSError as e:
-                result.outcomes[target] = CannotCreate(f"{path}: {e.strerror}")
+                results[target].outcomes[target] = CannotCreate(f"{path}: {e.strerror}")
                 failed.append(keys[target])
             finally:
                 os.close(fd)

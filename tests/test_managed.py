@@ -91,6 +91,19 @@ def test_more_recipients_than_one_sync_run_get_one_copy_each(site):
     assert [p for b in boxes for p in (b / "tmp").iterdir()] == []
 
 
+def test_two_recipients_of_one_message_sharing_a_mailbox_give_one_copy(site):
+    """alice directly and through a list, in one envelope: the recipients
+    are delivered together unless they share a mailbox, so the list's turn
+    finds alice's row as if it came second."""
+    alice = site.create("alice@example.org")
+    bob = site.create("bob@example.org")
+    site.aliases.write_text("list: alice@example.org, bob@example.org\n")
+    done = site.deliver(message(), "alice@example.org", "list@example.org", check=0)
+    assert [len(maildir_files(alice)), len(maildir_files(bob))] == [1, 1]
+    assert done.stderr.count(b"status=sent") == 2, done.stderr
+    assert done.stderr.count(b"status=duplicate") == 1, done.stderr
+
+
 def test_alias_cycle_without_mailbox_is_a_configuration_error(site):
     site.create("alice@example.org")
     site.aliases.write_text("ping: pong\npong: ping\n")

@@ -244,6 +244,31 @@ def test_sieve_vacation_memory_moves_with_the_mailbox(two_dbs):
             conn.close()
 
 
+def test_a_moved_mailbox_defers_only_its_own_recipient_of_a_batch(two_dbs):
+    """Recipients are delivered together under one set of locks: alice's
+    mailbox moved after both were resolved, so she gets 4.2.1 and bob, in
+    the same batch, still gets the message."""
+    import io
+
+    from lda.config import load_config
+    from lda.deliver_cmd import make_resolver
+    from lda.delivery import Delivery
+    from lda.log import Log
+
+    site = two_dbs
+    site.create("bob@example.org")
+    config = load_config(str(site.config), environ=site.env)
+    resolver = make_resolver(config, site.env)
+    plans = [resolver.resolve(a) for a in ("alice@example.org", "bob@example.org")]
+    site.run("mailbox", "move", "alice@example.org", "--to", "db2", check=0)
+    log = io.StringIO()
+    delivery = Delivery(config, resolver, Log(stream=log))
+    alice, bob = delivery._deliver_plans(plans, io.BytesIO(message()))
+    assert alice.error is not None and alice.error.reason().startswith("4.2.1"), log.getvalue()
+    assert bob.ok and len(maildir_files(site.maildir("bob@example.org"))) == 1, log.getvalue()
+    assert maildir_files(site.maildir("alice@example.org")) == []
+
+
 @pytest.mark.parametrize("same_resolver", [False, True],
                          ids=["another-resolver", "the-resolving-one"])
 def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(two_dbs, same_resolver):
