@@ -53,16 +53,17 @@ AFTER_NEW = {"linking", "linked-rows-pending", "committed", "exited-before-kill"
 
 class Setup:
     """Where one crash case delivers: the command, the target Maildirs, the
-    staging tmp/, the SQLite files, and the prefix lda writes."""
+    staging tmp/, the SQLite files, and the prefix lda writes into each
+    target (its recipient's Delivered-To)."""
 
-    def __init__(self, runner, recipient, targets, dbs, delivered_to):
+    def __init__(self, runner, recipients, targets, dbs, delivered_to):
         self.runner = runner
-        self.argv = [LDA, "deliver", "-f", SENDER, recipient]
+        self.argv = [LDA, "deliver", "-f", SENDER, *recipients]
         self.targets = [Path(t) for t in targets]
         self.staging = self.targets[0] / "tmp"
         self.dbs = [Path(d) for d in dbs]
-        self.prefix = (f"Return-Path: <{SENDER}>\nDelivered-To: {delivered_to}\n"
-                       .encode())
+        self.prefixes = [f"Return-Path: <{SENDER}>\nDelivered-To: {to}\n".encode()
+                         for to in delivered_to]
 
     @property
     def env(self):
@@ -71,24 +72,37 @@ class Setup:
 
 def user_setup(lda):
     """Per-user mode: the invoking user's ~/Maildir, state under ~/.local."""
-    return Setup(lda, "alice@example.org", [lda.maildir], [lda.state / "lda.sqlite"],
-                 "alice@example.org")
+    return Setup(lda, ["alice@example.org"], [lda.maildir], [lda.state / "lda.sqlite"],
+                 ["alice@example.org"])
+
+
+TEAM = [f"{name}@example.org" for name in ("alice", "bob", "carol")]
 
 
 def site_setup(site):
     """Managed mode: an alias fanning out to three mailboxes of one database."""
-    boxes = [site.create(f"{name}@example.org") for name in ("alice", "bob", "carol")]
+    boxes = [site.create(address) for address in TEAM]
     site.aliases.write_text("team: alice, bob, carol\n")
-    return Setup(site, "team@example.org", boxes,
-                 [site.db(), site.state / "directory.sqlite"], "team@example.org")
+    return Setup(site, ["team@example.org"], boxes,
+                 [site.db(), site.state / "directory.sqlite"], ["team@example.org"] * 3)
+
+
+def recipients_setup(site):
+    """Managed mode: the three as envelope recipients, a copy each with its
+    own Delivered-To, delivered together (one batch)."""
+    boxes = [site.create(address) for address in TEAM]
+    return Setup(site, TEAM, boxes, [site.db(), site.state / "directory.sqlite"], TEAM)
+
+
+SETUPS = {"user": user_setup, "site": site_setup, "recipients": recipients_setup}
 
 
 def scratch_setup(mode, root):
     """A second environment of the same mode, for the timing runs, so the
     real one starts empty and the first kills hit a fresh state."""
     root.mkdir()
-    if mode == "site":
-        return site_setup(Site(root))
+    if mode != "user":
+        return SETUPS[mode](Site(root))
     home = root / "home"
     home.mkdir()
     lda = Lda(clean_env(home))
@@ -143,16 +157,18 @@ class Store:
     def __init__(self, setup, scratch):
         self.setup = setup
         self.scratch = scratch  # where the SQLite files are copied to be read
-        self.expected = {}  # digest of prefix+message -> message number
+        self.expected = {}  # digest of prefix+message -> (message number, prefix)
         self.digests = {}   # (dev, ino, size) -> digest
 
     def expect(self, number, msg):
-        self.expected[digest(self.setup.prefix + msg)] = number
+        for prefix in self.setup.prefixes:
+            self.expected[digest(prefix + msg)] = number, prefix
 
     def scan(self):
-        """[(Counter of message numbers, [unknown files])] per target."""
+        """[(Counter of message numbers, [unknown files])] per target; a
+        copy with another target's prefix is unknown."""
         result = []
-        for box in self.setup.targets:
+        for box, prefix in zip(self.setup.targets, self.setup.prefixes):
             counts, unknown = Counter(), []
             for sub in ("new", "cur"):
                 folder = box / sub
@@ -163,8 +179,8 @@ class Store:
                     key = (st.st_dev, st.st_ino, st.st_size)
                     if key not in self.digests:
                         self.digests[key] = file_digest(entry.path)
-                    number = self.expected.get(self.digests[key])
-                    if number is None:
+                    number, its_prefix = self.expected.get(self.digests[key], (None, None))
+                    if number is None or its_prefix != prefix:
                         unknown.append(f"{sub}/{entry.name} ({st.st_size} bytes)")
                     else:
                         counts[number] += 1
@@ -422,16 +438,17 @@ def run_case(mode, big, kills, root, setup=None, seed=None):
 
 # -- the tests -------------------------------------------------------------
 
-CASES = [("user", False, 60), ("user", True, 60), ("site", False, 60), ("site", True, 60)]
+CASES = [("user", False, 60), ("user", True, 60), ("site", False, 60), ("site", True, 60),
+         ("recipients", False, 60)]
 
 
 @pytest.mark.parametrize("mode, big, kills", CASES,
                          ids=["per-user-small", "per-user-1-5MB", "alias-to-3-small",
-                              "alias-to-3-1-5MB"])
+                              "alias-to-3-1-5MB", "3-recipients-small"])
 def test_sigkill_anywhere_then_retry_loses_nothing_and_doubles_nothing(
         request, tmp_path, capsys, mode, big, kills):
-    fixture = request.getfixturevalue(mode)
-    setup = user_setup(fixture) if mode == "user" else site_setup(fixture)
+    fixture = request.getfixturevalue("user" if mode == "user" else "site")
+    setup = SETUPS[mode](fixture)
     stats = run_case(mode, big, kills, tmp_path, setup=setup)
     with capsys.disabled():
         print(f"\n  crash {request.node.callspec.id}: {stats.summary()}")
