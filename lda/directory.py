@@ -9,7 +9,7 @@ database root: a recipient string never becomes a path.
 
 import os
 
-from .errors import ConfigError
+from .errors import ConfigError, TemporaryFailure
 from .records import record
 from .sqlite import sqlite3
 
@@ -27,11 +27,14 @@ class Directory:
         if not os.path.exists(path):
             raise ConfigError(f"{path}: no mailbox directory; create mailboxes with "
                               "'lda mailbox create' (or set mode = \"user\")")
+        # A directory that is there but cannot be read (an I/O error, a disk
+        # going away) is a temporary failure, not a configuration error: 75
+        # is what every MTA retries (Exim's pipe, for one, bounces on 78).
         try:
             self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
                                         isolation_level=None)
         except sqlite3.Error as e:
-            raise ConfigError(f"{path}: cannot open mailbox directory: {e}") from None
+            raise TemporaryFailure(f"{path}: cannot open mailbox directory: {e}") from None
 
     def mailbox(self, address):
         try:
@@ -41,7 +44,7 @@ class Directory:
                 "JOIN databases d ON d.name = m.database WHERE m.address = ?",
                 (address,)).fetchone()
         except sqlite3.DatabaseError as e:
-            raise ConfigError(f"{self.path}: unreadable mailbox directory: {e}") from None
+            raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
         if row is None:
             return None
         forward = tuple(a for a in (row[6] or "").split("\n") if a)
@@ -53,7 +56,7 @@ class Directory:
         try:
             return self.conn.execute("PRAGMA data_version").fetchone()[0]
         except sqlite3.DatabaseError as e:
-            raise ConfigError(f"{self.path}: unreadable mailbox directory: {e}") from None
+            raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
 
     def moving(self, address):
         """Whether `lda mailbox move` is working on this mailbox right now."""
