@@ -157,12 +157,21 @@ def faults(soak, power_cuts):
     def power_cut():
         user = soak.user("power-cut")
         ledger = test_faults.Ledger(user.maildir, soak.fresh("power-cut-msgs"))
-        image = soak.root / "ext4.img"
+        return cuts(soak.root / "ext4.img", user.home, ledger, user.env,
+                    test_faults.USER_DATABASES)
+
+    def power_cut_team():
+        image, mount = soak.root / "ext4-team.img", soak.root / "team-mnt"
+        site, boxes = test_faults.team_on_image(soak.root / "team-site", image, mount)
+        ledger = test_faults.TeamLedger(boxes, soak.fresh("power-cut-team-msgs"))
+        return cuts(image, mount, ledger, site.env, test_faults.SITE_DATABASES)
+
+    def cuts(image, home, ledger, env, databases):
         deferred = []
         for cycle in range(power_cuts):
-            deferred += test_faults.shutdown_cycle(image, user.home, ledger, user.env,
-                                                   soak.rng, cycle)
-        figures["power cuts"] = power_cuts
+            deferred += test_faults.shutdown_cycle(image, home, ledger, env, soak.rng,
+                                                   cycle, databases)
+        figures["power cuts"] = figures.get("power cuts", 0) + power_cuts
         acknowledged = len(ledger.messages) - len(deferred)
         return (f"{power_cuts} shutdowns, {len(ledger.messages)} messages, "
                 f"{acknowledged} acknowledged before a cut and intact after it, "
@@ -173,6 +182,7 @@ def faults(soak, power_cuts):
     soak.part("fault disk full", disk_full)
     if power_cuts:
         soak.part("fault ext4 shutdown", power_cut)
+        soak.part("fault ext4 shutdown, three recipients", power_cut_team)
 
 
 def main():
