@@ -561,7 +561,10 @@ def test_file_size_limit(user, tmp_path, capsys, limit, size, sigxfsz, expected)
 # -- I/O errors: the filesystem shuts down mid-delivery ---------------------
 
 @contextmanager
-def ext4_image(image, target, size_mb=64):
+def ext4_image(image, target, size_mb=256):
+    # Sparse: only what is written takes disk space.  bench/soak.py's 15
+    # cuts of three-recipient deliveries (a copy each, up to 200 KB) filled
+    # 64 MB, and every retry then deferred with ENOSPC.
     require_root()
     if shutil.which("mkfs.ext4") is None:
         pytest.skip("mkfs.ext4 is not installed")
