@@ -1,9 +1,12 @@
 """Crash consistency: `lda deliver` killed with SIGKILL at random instants,
 then run again as an MTA runs a deferred delivery, until it exits 0.
 
-The kill delays are drawn uniformly from [0, 1.2 x] a normal delivery's
-measured duration, so they land anywhere from interpreter start-up to after
-the exit; 1-5 MB messages stretch the write so that kills land mid-write.
+Half the kill delays are drawn uniformly from [0, 1.2 x] a normal
+delivery's measured duration, so they land anywhere from interpreter
+start-up to after the exit; the other half count from the moment the
+staging file appears, up to 6 ms, so that they land among the writes,
+rows and links; 1-5 MB messages stretch the write so that kills land
+mid-write.
 After every message: each target mailbox holds it exactly once, byte for
 byte (a re-run after a kill must find the pending row and the file, never
 write a second copy); no file in new/ or cur/ is partial; every SQLite file
@@ -40,6 +43,12 @@ SENDER = "sender@example.org"
 MB = 1 << 20
 BASELINE_RUNS = 5
 DELAY_SPREAD = 1.2
+# Half the kills wait for the staging file, then come within STAGED_SPREAD
+# seconds: the writes take a few ms of a delivery that, spawned from here,
+# measures 50-100 ms, and delays drawn over all of it landed 9 in 10 before
+# anything was written.
+AFTER_STAGING = 0.5
+STAGED_SPREAD = 0.006
 MAX_KILLS_PER_MESSAGE = 2
 MAX_RERUNS = 5
 
@@ -312,13 +321,19 @@ def measure(setup, corpus, workdir, runs=BASELINE_RUNS):
     return statistics.median(times)
 
 
-def attempt_with_kill(setup, path, delay):
-    """Start a delivery and SIGKILL it after `delay` seconds; returns the
-    exit status if it finished first, else None."""
+def attempt_with_kill(setup, path, delay, after_staging=False):
+    """Start a delivery and SIGKILL it after `delay` seconds, counted with
+    after_staging from the moment a new file shows in the staging tmp/;
+    returns the exit status if it finished first, else None."""
+    staged_before = set(_listdir(setup.staging))
     with open(path, "rb") as stdin:
         proc = subprocess.Popen(setup.argv, stdin=stdin, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, env=setup.env)
         try:
+            while after_staging and proc.poll() is None:
+                if set(_listdir(setup.staging)) - staged_before:
+                    break
+                time.sleep(0.0002)
             proc.wait(timeout=delay)
             return proc.returncode
         except subprocess.TimeoutExpired:
@@ -371,7 +386,11 @@ def crash_run(setup, scratch, workdir, kills, big, seed, tag):
         delivered = False
         for _ in range(rng.randint(1, MAX_KILLS_PER_MESSAGE)):
             before = snapshot(store)
-            exited = attempt_with_kill(setup, path, rng.uniform(0, DELAY_SPREAD * duration))
+            if rng.random() < AFTER_STAGING:
+                exited = attempt_with_kill(setup, path, rng.uniform(0, STAGED_SPREAD), True)
+            else:
+                exited = attempt_with_kill(setup, path,
+                                           rng.uniform(0, DELAY_SPREAD * duration))
             after = snapshot(store)
             stats.attempts += 1
             stats.kills += exited is None
