@@ -208,21 +208,6 @@ class TmpFile:
             pass  # left in tmp/: swept after 36 hours
 
 
-def link_into_new(src_dir_fd, src_name, maildir, size, hostname):
-    """Link a finished file into new/ under a fresh unique name; returns it.
-
-    The caller fsyncs new/ (once per directory when fanning out)."""
-    for _ in range(100):
-        name = f"{unique_name(hostname)},S={size}"
-        try:
-            os.link(src_name, name, src_dir_fd=src_dir_fd, dst_dir_fd=maildir.new_fd,
-                    follow_symlinks=False)
-            return name
-        except FileExistsError:
-            continue
-    raise CannotCreate(f"{maildir.path}/new: no unique file name after 100 tries")
-
-
 def copy_file(src_dir_fd, src_name, skip, prefix, dst):
     """Copy src (from byte `skip` on) after `prefix` into the open TmpFile dst."""
     from .message import write_all
