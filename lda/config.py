@@ -7,7 +7,7 @@ With no configuration file lda runs in per-user mode (the invoking user's
 
 import os
 
-from .errors import ConfigError
+from .errors import ConfigError, TemporaryFailure
 
 SYSTEM_CONFIG = "/etc/lda/lda.toml"
 MAX_EXPIRATION_HOURS = 100 * 366 * 24
@@ -184,8 +184,10 @@ def load_config(option=None, environ=os.environ):
             data = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
-    except OSError as e:
+    except (PermissionError, IsADirectoryError) as e:
         raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
+    except OSError as e:  # an I/O error: the disk, not the configuration (75, not 78)
+        raise TemporaryFailure(f"{path}: cannot read configuration: {e.strerror}") from None
     values = flat_toml(data)
     if values is None:
         import tomllib

@@ -692,12 +692,15 @@ SITE_DATABASES = ["state/databases/default/lda.sqlite", "state/directory.sqlite"
 
 
 def team_on_image(root, image, mount):
-    """A managed site whose state (directory, database, Maildirs) lives on
-    the ext4 image, with three mailboxes: (site, {address: Maildir})."""
+    """A managed site whose lda.toml and state (directory, database,
+    Maildirs) live on the ext4 image, with three mailboxes:
+    (site, {address: Maildir})."""
     root.mkdir()
     site = Site(root, state_dir=str(mount / "state"))
     site.state = mount / "state"
     with ext4_image(image, mount):
+        shutil.copyfile(site.config, mount / "lda.toml")
+        site.env["LDA_CONFIG"] = str(mount / "lda.toml")
         boxes = {a: site.create(a) for a in ("alice@example.org", "bob@example.org",
                                              "carol@example.org")}
     return site, boxes
