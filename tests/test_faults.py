@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LDA, Site, message
+from conftest import LDA, Site, maildir_files, message
 from test_crash import sqlite_check
 from test_races import SENDER, mailbox_counts, prefix
 
@@ -715,3 +715,25 @@ def test_filesystem_shutdown_while_delivering_to_three_recipients(tmp_path, caps
     power_cuts(capsys, "ext4 shut down while delivering to three recipients", image, mount,
                TeamLedger(boxes, tmp_path / "msgs"), site.env, random.Random(20261126),
                SITE_DATABASES)
+
+
+def test_an_aliases_file_on_a_failed_disk_is_a_temporary_failure(site, tmp_path):
+    """The aliases file alone on a filesystem that has shut down (EIO): the
+    delivery defers (75, 4.x), as for any disk error, rather than calling
+    the file a bad configuration (78, which Exim's pipe bounces)."""
+    box = site.create("alice@example.org")
+    image, mount = tmp_path / "ext4.img", tmp_path / "mnt"
+    with ext4_image(image, mount):
+        aliases = mount / "aliases"
+        aliases.write_text("team: alice\n")
+        site.config.write_text(site.config.read_text().replace(str(site.aliases),
+                                                               str(aliases)))
+        shut_down(mount)
+        done = site.deliver(message(), "team@example.org")
+    reason = done.stderr.decode().strip().splitlines()[0]
+    assert done.returncode == 75 and reason.startswith("4."), done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
+    site.config.write_text(site.config.read_text().replace(str(aliases), str(site.aliases)))
+    site.aliases.write_text("team: alice\n")
+    site.deliver(message(), "team@example.org", check=0)  # the MTA's retry
+    assert len(maildir_files(box)) == 1
