@@ -346,7 +346,10 @@ class Delivery:
         with MailboxLocks(self.lock_dir,
                           [t.lock_key for plan, _ in entries for t in plan.targets],
                           self.config.lock_timeout_seconds):
-            live = []  # (plan, staged, result, targets, filtered, keys)
+            live = []  # (plan, staged, result, targets, filtered)
+            # Per target of every recipient: its DeliveredTo key (one dict:
+            # _rekey_other_body's change must reach _conclude), copy, Result.
+            keys, copy_of, result_of, groups = {}, {}, {}, {}
             for (plan, copy), result in zip(entries, results):
                 try:
                     self.resolver.check_current(plan)
@@ -354,18 +357,15 @@ class Delivery:
                     result.error = e
                     continue
                 targets, filtered = self._filter(plan, info, copy)
-                keys = {t: (t.key_mailbox, info.key_id, info.submit_time) for t in targets}
-                live.append((plan, copy, result, targets, filtered, keys))
-            groups, copy_of, result_of, key_of = {}, {}, {}, {}
-            for plan, copy, result, targets, _, keys in live:
+                live.append((plan, copy, result, targets, filtered))
                 for target in targets:
-                    groups.setdefault(target.db_root, []).append(target)
+                    keys[target] = (target.key_mailbox, info.key_id, info.submit_time)
                     copy_of[target], result_of[target] = copy, result
-                key_of.update(keys)
+                    groups.setdefault(target.db_root, []).append(target)
             for db_root, group in groups.items():
-                self._deliver_group(self._database(db_root), group, key_of, copy_of,
+                self._deliver_group(self._database(db_root), group, keys, copy_of,
                                     info, result_of)
-            for plan, copy, result, targets, filtered, keys in live:
+            for plan, copy, result, targets, filtered in live:
                 self._conclude(plan, targets, copy, info, keys, result)
                 self._commit_filters(filtered, result)
         for plan, copy, result, *_ in live:

@@ -137,6 +137,24 @@ def test_forward_target_over_quota_is_a_partial_delivery(site):
     assert len(maildir_files(alice)) == 1
 
 
+def test_reused_message_ids_kept_for_a_full_forward_target_are_each_retried(make_site):
+    """verify_body: messages reusing one Message-ID with other bodies are
+    each recorded under their own key (Message-ID + digest).  When bob is
+    full for two of them, each partial record must carry its own key: under
+    the bare Message-ID the third would count as another attempt of the
+    second, never be spooled, and never reach bob."""
+    site = make_site(verify_body=True)
+    alice = site.create("alice@example.org")
+    bob = site.create("bob@example.org", "--quota-messages", "1")
+    site.aliases.write_text("team: alice, bob\n")
+    for body in (b"first\n", b"second\n", b"third\n"):
+        site.deliver(message(body=body), "team@example.org", check=0)
+    assert [p[4] for p in partials(site)] == [1, 1]
+    site.run("mailbox", "set-quota", "bob@example.org", "--messages", "0", check=0)
+    site.run("partial", "retry", check=0)
+    assert [len(maildir_files(alice)), len(maildir_files(bob))] == [3, 3]
+
+
 def test_every_target_over_quota_is_a_temporary_failure(site):
     site.create("bob@example.org", "--quota-storage", "100")
     site.create("carol@example.org", "--quota-messages", "1")
