@@ -157,8 +157,6 @@ class Delivery:
             self._copies(plans, first, staging_dir, info, staged, unwritten)
             batch, mailboxes = [], set()
             for i, plan in enumerate(plans):
-                if info.is_loop(plan.canonical):
-                    unwritten[i] = MailLoop(f"mail forwarding loop for {plan.canonical}")
                 if i in unwritten:
                     results[i] = Result(plan.recipient, unwritten[i])
                     self._log_failed(plan, unwritten[i], info)
@@ -252,14 +250,18 @@ class Delivery:
 
     def _copies(self, plans, first, dir_fd, info, staged, unwritten):
         """Every other recipient's copy (same bytes, its own prefix) into
-        staged[i], or the LdaError that stopped it into unwritten[i]; none
-        for a loop.  Written SYNC_BATCH at a time before any is fsynced: the
-        first fsync commits the filesystem's journal with the whole run."""
+        staged[i], or the LdaError that keeps recipient i from any into
+        unwritten[i] (a mail loop, the first recipient's too).  Written
+        SYNC_BATCH at a time before any is fsynced: the first fsync commits
+        the filesystem's journal with the whole run."""
         run = []  # (index, TmpFile written but not synced, its Staged)
         try:
-            for i, plan in enumerate(plans[1:], 1):
+            for i, plan in enumerate(plans):
                 if info.is_loop(plan.canonical):
+                    unwritten[i] = MailLoop(f"mail forwarding loop for {plan.canonical}")
                     continue
+                if i == 0:
+                    continue  # staged already, by _stage
                 prefix = prefix_for(plan.canonical, self.sender, first.lead)
                 try:
                     tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
