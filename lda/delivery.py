@@ -121,15 +121,18 @@ class Delivery:
     def run(self, recipients, stream, resolved=None):
         """One Result per recipient, in the order given (LMTP replies in
         RCPT order, RFC 2033 section 4.2).  resolved: {recipient: Plan}
-        that the caller resolved already (LMTP, at RCPT); check_current()
-        still checks each target under its locks."""
+        that the caller resolved already (LMTP, at RCPT), used while it
+        holds (a mailbox moved or the aliases changed since: resolved
+        again); check_current() still checks each target under its locks."""
         # -a names the original of one recipient; with several it is unknown.
         self._log_original = self.original_recipient if len(recipients) == 1 else None
         results, plans = [None] * len(recipients), []
         for index, recipient in enumerate(recipients):
             try:
                 plan = resolved.get(recipient) if resolved else None
-                plans.append((index, plan or self.resolver.resolve(recipient)))
+                if plan is None or not plan.holds(self.resolver):
+                    plan = self.resolver.resolve(recipient)
+                plans.append((index, plan))
             except LdaError as e:
                 results[index] = Result(recipient, e)
                 status = "bounced" if e.permanent else "deferred"

@@ -106,18 +106,14 @@ class DeliveryHandler:
             # SQLite checkpoint and delete the WAL, as it does when the last
             # connection to a database closes, for the next one to re-create.
             self.local.databases = {}
-        resolver = self._resolver()
-        # RCPT's plans, unless the aliases or the directory changed since
-        # (a mailbox moved or deleted): a fifth of a message's Python time.
-        state = resolver.state()
-        resolved = {address: plan for address, plan
-                    in getattr(envelope, "lda_plans", {}).items()
-                    if plan.state is not None and plan.state == state}
-        delivery = Delivery(self.config, resolver, self.log,
+        delivery = Delivery(self.config, self._resolver(), self.log,
                             sender=envelope.mail_from or "", kept=self.local.databases,
                             **kwargs)
+        # RCPT's plans, which Delivery resolves again if the aliases or the
+        # directory changed since: resolving is a fifth of a message's
+        # Python time.
         return delivery.run(list(envelope.rcpt_tos), io.BytesIO(envelope.original_content),
-                            resolved)
+                            getattr(envelope, "lda_plans", None))
 
 
 def preload():

@@ -76,6 +76,11 @@ class Plan:
         self.home_db = home_db
         self.state = state
 
+    def holds(self, resolver):
+        """Whether nothing this plan was resolved from has changed since:
+        the same resolver (its aliases) at the same directory version."""
+        return self.state is not None and self.state == resolver.state()
+
 
 class UserResolver:
     """Per-user mode: every recipient is the invoking user's own Maildir."""
@@ -152,7 +157,7 @@ class ManagedResolver:
         move writes its `moves` row and the new location), so the two
         queries per target, 2,000 for an alias of 1,000, would read what
         resolve() read."""
-        if plan.state is not None and plan.state == self.state():
+        if plan.holds(self):
             return
         for target in plan.targets:
             if not target.local:
