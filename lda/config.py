@@ -10,6 +10,8 @@ import os
 from .errors import ConfigError, TemporaryFailure
 
 SYSTEM_CONFIG = "/etc/lda/lda.toml"
+# A managed mailbox's Sieve script, in its root, so that a move carries it.
+SCRIPT_IN_MAILBOX = "lda.sieve"
 MAX_EXPIRATION_HOURS = 100 * 366 * 24
 
 # key: (default, type check, description) -- the man page lists the same keys.
@@ -82,6 +84,14 @@ class Config:
     @property
     def directory_path(self):
         return os.path.join(self.state_dir, "directory.sqlite")
+
+    def sieve_script_for(self, maildir_path):
+        """~/.lda.sieve (sieve_script) in per-user mode; lda.sieve in the root
+        of a managed mailbox.  Here rather than in sieve_delivery, which a
+        delivery loads only once a script exists."""
+        if self.per_user:
+            return self.sieve_script
+        return os.path.join(maildir_path, SCRIPT_IN_MAILBOX)
 
     def expand(self, path):
         """`~/x` is relative to the recipient's HOME, as Postfix sets it."""

@@ -381,11 +381,9 @@ class Delivery:
         """Run each local target's Sieve script (once the message is known to
         be new for that mailbox); returns the resulting targets and
         [(mailbox target, outcome, state)] to commit after delivery."""
-        from .sieve_delivery import script_path
-
         targets, filtered = [], []
         for target in plan.targets:
-            path = script_path(self.config, target) if target.local else None
+            path = self.config.sieve_script_for(target.maildir_path) if target.local else None
             if path is None or target.filtered or not self._trusted_script(path, info):
                 targets.append(target)
                 continue

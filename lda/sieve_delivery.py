@@ -10,19 +10,6 @@ mailbox's database and is written only once the message is stored (RFC 7352
 section 3).
 """
 
-import os
-
-SCRIPT_IN_MAILBOX = "lda.sieve"
-
-
-def script_path(config, target):
-    """~/.lda.sieve (sieve_script) in per-user mode; lda.sieve in the root of
-    a managed mailbox, so a mailbox move carries it along."""
-    if config.per_user:
-        return config.sieve_script
-    return os.path.join(target.maildir_path, SCRIPT_IN_MAILBOX)
-
-
 class SieveState:
     """RFC 7352 duplicate and RFC 5230 vacation memory in SQLite."""
 

@@ -295,8 +295,10 @@ NOT_ON_THE_DELIVERY_PATH = (
 def test_deliver_path_imports_only_what_a_delivery_uses(user):
     rc, loaded, stderr = modules_after_delivery(user.env, "alice@example.org")
     assert rc == 0, stderr
-    # No maildirsize in this Maildir, so no quota to read.
-    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.maildirsize",))) == []
+    # No maildirsize in this Maildir, so no quota to read; no ~/.lda.sieve,
+    # so no Sieve code.
+    not_here = NOT_ON_THE_DELIVERY_PATH + ("lda.maildirsize", "lda.sieve_delivery", "lda.sieve")
+    assert sorted(loaded.intersection(not_here)) == []
 
 
 def write_maildirsize(maildir, text):
@@ -331,7 +333,7 @@ def test_managed_deliver_path_imports_only_what_a_delivery_uses(site):
     rc, loaded, stderr = modules_after_delivery(site.env, "team@example.org")
     assert rc == 0, stderr
     assert len(maildir_files(alice)) == 1
-    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH)) == []
+    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.sieve_delivery",))) == []
 
 
 def test_syslog_logging_keeps_stderr_quiet(user, tmp_path):
