@@ -1020,6 +1020,7 @@ def machine(root):
             "python": platform.python_version(), "loadavg_start": os.getloadavg(),
             "filesystem": df[-1].split()[1] if len(df) > 1 else "?",
             "site_import_ms": site_import_ms(), "lda_editable": lda_editable(),
+            "start_hooks_ms": start_hooks_ms(),
             "peers": peers.versions()}
 
 
@@ -1032,6 +1033,32 @@ def site_import_ms():
         if len(parts) == 3 and parts[2].strip() == "site":
             return int(parts[1]) / 1000
     return None
+
+
+def start_hooks_ms():
+    """{module: ms} for the site-packages modules that every start of this
+    Python imports, each with its cumulative import time: what a `.pth`
+    file's `import` line costs each delivery.  setuptools' own
+    distutils-precedence.pth, which a Python 3.11 venv comes with, loads
+    _distutils_hack."""
+    import importlib.util
+    import sysconfig
+
+    purelib = sysconfig.get_path("purelib")
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
+                          capture_output=True, text=True)
+    hooks = {}
+    for line in done.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].strip()
+        if "." in name or name in hooks:
+            continue
+        spec = importlib.util.find_spec(name)
+        if spec is not None and (spec.origin or "").startswith(purelib):
+            hooks[name] = int(parts[1]) / 1000
+    return hooks
 
 
 def lda_editable():
@@ -1090,6 +1117,10 @@ def main(argv=None):
     if info["lda_editable"]:
         print("   WARNING: lda is an editable install (pip install -e); its import hook "
               "slows every delivery: use `pip install .` for figures to publish")
+    if info["start_hooks_ms"]:
+        print("   WARNING: site-packages code runs at every Python start, every delivery's: "
+              + ", ".join(f"{name} {ms:.2f} ms" for name, ms in info["start_hooks_ms"].items())
+              + " (_distutils_hack: setuptools' .pth; lda needs no setuptools to run)")
     if info["loadavg_start"][0] > 0.25 * info["cpus"]:
         print("   WARNING: the machine is busy; figures will be noisy")
     bench = Bench(root, args.quick)
