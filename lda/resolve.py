@@ -278,7 +278,9 @@ class ManagedResolver:
 
 
 def current_user(environ=os.environ):
-    """USER as Postfix sets it for mailbox_command, else the passwd entry."""
+    """The invoking user's login name from the passwd entry of the uid, else
+    USER.  Not USER first, as dovecot-lda takes it: the name keys the user's
+    DeliveredTo rows, and a USER that su(1) left behind would change it."""
     import pwd
 
     try:
