@@ -95,8 +95,8 @@ CLEANUP_BUDGET_SECONDS = 0.05
 def connect(path, timeout_ms=BUSY_TIMEOUT_MS):
     """A connection in autocommit mode; transactions are explicit."""
     try:
+        # timeout= is sqlite3_busy_timeout(): PRAGMA busy_timeout would set it again.
         conn = sqlite3.connect(path, timeout=timeout_ms / 1000, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
         return conn
     except sqlite3.Error as e:
@@ -260,17 +260,25 @@ class DeliveredTo:
 
     def mark_pending(self, entries, body_digest=None):
         """entries: [(key, location)]; replaces expired or dead rows."""
+        if not entries:
+            return
         now = self.clock()
         self.conn.executemany(
             "INSERT OR REPLACE INTO delivered_to VALUES (?, ?, ?, ?, 'pending', ?, ?)",
             [(*key, now, location, body_digest) for key, location in entries])
 
+    # Nothing to mark or forget is the usual case, and a statement costs its
+    # preparation (~20 us in a fresh process) even with no rows to run on.
     def mark_delivered(self, keys):
+        if not keys:
+            return
         self.conn.executemany(
             "UPDATE delivered_to SET state = 'delivered' WHERE mailbox = ? "
             "AND message_id = ? AND submit_time = ?", keys)
 
     def forget(self, keys):
+        if not keys:
+            return
         self.conn.executemany(
             "DELETE FROM delivered_to WHERE mailbox = ? AND message_id = ? "
             "AND submit_time = ? AND state = 'pending'", keys)
