@@ -72,7 +72,7 @@ class Soak:
 def crash(soak, kills):
     total = test_crash.CrashStats()
     cases = [("user", False), ("user", True), ("site", False), ("site", True),
-             ("recipients", False)]
+             ("recipients", False), ("lmtp", False)]
     for n, (mode, big) in enumerate(cases):
         share = kills // len(cases) + (n < kills % len(cases))
 

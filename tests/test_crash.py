@@ -1,5 +1,11 @@
 """Crash consistency: `lda deliver` killed with SIGKILL at random instants,
-then run again as an MTA runs a deferred delivery, until it exits 0.
+then run again as an MTA runs a deferred delivery, until it exits 0.  The
+same for `lda lmtp`: the whole server (supervisor and workers) is killed
+during a transaction of three RCPTs, and the transaction is sent again to
+a restarted server until every RCPT has its 250, as Postfix's lmtp(8)
+does after a lost connection.  A kill after the commit, before the client
+read its replies, is the resend that must be answered 250 and not stored
+again.
 
 Half the kill delays are drawn uniformly from [0, 1.2 x] a normal
 delivery's measured duration, so they land anywhere from interpreter
@@ -31,13 +37,15 @@ import signal
 import sqlite3
 import statistics
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import LDA, Lda, Site, clean_env, message
+from conftest import LDA, Lda, Site, clean_env, message, wait_until
+from lmtp_session import Server
 
 SENDER = "sender@example.org"
 MB = 1 << 20
@@ -78,6 +86,139 @@ class Setup:
     def env(self):
         return self.runner.env
 
+    def run(self, path):
+        """One delivery of the message in `path`, to its end, as the MTA runs
+        it: (exit status, first line of stderr, seconds)."""
+        start = time.monotonic()
+        with open(path, "rb") as stdin:
+            done = subprocess.run(self.argv, stdin=stdin, env=self.env, capture_output=True,
+                                  timeout=120)
+        reason = (done.stderr.decode(errors="replace").strip().splitlines() or [""])[0]
+        return done.returncode, reason, time.monotonic() - start
+
+    def start(self, path):
+        """The same delivery under way, to be killed."""
+        with open(path, "rb") as stdin:
+            return Process(subprocess.Popen(self.argv, stdin=stdin, env=self.env,
+                                            stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))
+
+    def close(self):
+        """Problems found in stopping what the setup runs (none here)."""
+        return []
+
+
+class Process:
+    """An `lda deliver` under way."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def poll(self):
+        return self.proc.poll()
+
+    def wait(self, timeout):
+        """The exit status; subprocess.TimeoutExpired if still running."""
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        """SIGKILL; None, or the exit status when it had exited first."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        return None if self.proc.returncode == -signal.SIGKILL else self.proc.returncode
+
+
+class LmtpSetup(Setup):
+    """The three as RCPTs of one LMTP transaction to `lda lmtp`.  A kill
+    ends the whole server, supervisor and workers (a crash, the OOM killer);
+    the MTA sees the connection lost and sends the transaction again to the
+    restarted server, as Postfix's lmtp(8) does after a deferral."""
+
+    def __init__(self, site, boxes):
+        super().__init__(site, TEAM, boxes, [site.db(), site.state / "directory.sqlite"], TEAM)
+        self.site = site
+        self.server = None
+        self.restarts = 0
+        self._ensure_server()
+
+    def _ensure_server(self):
+        if self.server is not None and self.server.proc.poll() is None:
+            return self.server
+        self.restarts += self.server is not None
+        # Processes 2: one session at a time, and a second process idle.
+        self.server = Server(self.site, "--processes", "2", session=True)
+        # A killed server leaves its socket file, which the new one replaces.
+        wait_until(self._greets, 30, "lda lmtp to accept sessions")
+        return self.server
+
+    def _greets(self):
+        try:
+            self.server.client().drop()
+            return True
+        except OSError:
+            return None
+
+    def run(self, path):
+        start = time.monotonic()
+        session = self.start(path)
+        status = session.wait(120)
+        return status, session.reason, time.monotonic() - start
+
+    def start(self, path):
+        return Session(self._ensure_server(), path.read_bytes())
+
+    def close(self):
+        if self.server is None or self.server.proc.poll() is not None:
+            return []
+        code, err = self.server.stop()
+        return [] if code == 0 else [f"lda lmtp stopped with {code}: {err[-2000:]}"]
+
+
+class Session:
+    """One LMTP transaction in a thread.  Its status, as an exit status would
+    say it: 0 when every RCPT got its 250 after DATA, 75 on a 4xx reply or a
+    lost connection, 1 on anything else."""
+
+    def __init__(self, server, msg):
+        self.server = server
+        self.status, self.reason, self.lost = None, "", False
+        self.thread = threading.Thread(target=self._send, args=(msg,), daemon=True)
+        self.thread.start()
+
+    def _send(self, msg):
+        try:
+            client = self.server.client()
+        except OSError as e:
+            self.status, self.reason, self.lost = 75, f"connect: {e}", True
+            return
+        try:
+            rcpt, data = client.send(SENDER, TEAM, msg)
+            replies = list(rcpt.values()) + data
+        except OSError as e:  # the connection went away mid-dialogue
+            replies = [f"lost: {e}"]
+        finally:
+            client.drop()
+        bad = [r for r in replies if not r.startswith("250")]
+        self.lost = any(r.startswith("lost") for r in bad)
+        self.status = 0 if not bad else 75 if self.lost or bad[0].startswith("4") else 1
+        self.reason = bad[0] if bad else ""
+
+    def poll(self):
+        return None if self.thread.is_alive() else self.status
+
+    def wait(self, timeout):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise subprocess.TimeoutExpired("lda lmtp session", timeout)
+        return self.status
+
+    def kill(self):
+        """Kill the server; None, or the status when the transaction had
+        been answered first."""
+        self.server.kill()
+        self.thread.join(60)
+        return None if self.lost else self.status
+
 
 def user_setup(lda):
     """Per-user mode: the invoking user's ~/Maildir, state under ~/.local."""
@@ -103,7 +244,13 @@ def recipients_setup(site):
     return Setup(site, TEAM, boxes, [site.db(), site.state / "directory.sqlite"], TEAM)
 
 
-SETUPS = {"user": user_setup, "site": site_setup, "recipients": recipients_setup}
+def lmtp_setup(site):
+    """Managed mode through `lda lmtp`: the three as RCPTs of one transaction."""
+    return LmtpSetup(site, [site.create(address) for address in TEAM])
+
+
+SETUPS = {"user": user_setup, "site": site_setup, "recipients": recipients_setup,
+          "lmtp": lmtp_setup}
 
 
 def scratch_setup(mode, root):
@@ -299,22 +446,15 @@ class CrashStats:
                 f"normal delivery {base}, {len(self.findings)} findings")
 
 
-def timed_run(argv, stdin_path, env):
-    start = time.monotonic()
-    with open(stdin_path, "rb") as stdin:
-        done = subprocess.run(argv, stdin=stdin, env=env, capture_output=True, timeout=120)
-    return done, time.monotonic() - start
-
-
 def measure(setup, corpus, workdir, runs=BASELINE_RUNS):
-    """Median wall time of a delivery that nobody kills, Popen to exit,
+    """Median wall time of a delivery that nobody kills, start to end,
     after one that creates the Maildir and the database (and warms caches)."""
     times = []
     for i in range(-1, runs):
         path = workdir / f"baseline-{i}.eml"
         path.write_bytes(corpus.make(10_000 + i))
-        done, seconds = timed_run(setup.argv, path, setup.env)
-        assert done.returncode == 0, done.stderr.decode()
+        status, reason, seconds = setup.run(path)
+        assert status == 0, reason
         if i >= 0:
             times.append(seconds)
         path.unlink()
@@ -326,24 +466,17 @@ def attempt_with_kill(setup, path, delay, after_staging=False):
     after_staging from the moment a new file shows in the staging tmp/;
     returns the exit status if it finished first, else None."""
     staged_before = set(_listdir(setup.staging))
-    with open(path, "rb") as stdin:
-        proc = subprocess.Popen(setup.argv, stdin=stdin, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, env=setup.env)
-        try:
-            while after_staging and proc.poll() is None:
-                if set(_listdir(setup.staging)) - staged_before:
-                    break
-                time.sleep(0.0002)
-            proc.wait(timeout=delay)
-            return proc.returncode
-        except subprocess.TimeoutExpired:
-            pass
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        # A race: it may have exited between the timeout and the signal.
-        if proc.returncode != -signal.SIGKILL:
-            return proc.returncode
-        return None
+    attempt = setup.start(path)
+    try:
+        while after_staging and attempt.poll() is None:
+            if set(_listdir(setup.staging)) - staged_before:
+                break
+            time.sleep(0.0002)
+        return attempt.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        pass
+    # It may have ended between the timeout and the signal: kill() says.
+    return attempt.kill()
 
 
 def classify(number, before, after, exited):
@@ -412,14 +545,13 @@ def crash_run(setup, scratch, workdir, kills, big, seed, tag):
 def rerun_until_delivered(setup, path, stats, seed, number):
     """What the MTA does after a deferral: deliver again until 0."""
     for _ in range(MAX_RERUNS):
-        done, _ = timed_run(setup.argv, path, setup.env)
+        status, reason, _ = setup.run(path)
         stats.reruns += 1
-        if done.returncode == 0:
+        if status == 0:
             return
-        reason = (done.stderr.decode(errors="replace").strip().splitlines() or [""])[0]
-        if done.returncode != 75:
+        if status != 75:
             stats.findings.append(f"seed {seed} message {number}: re-run after a kill "
-                                  f"exited {done.returncode}: {reason}")
+                                  f"exited {status}: {reason}")
             return
         stats.tempfails += 1
         time.sleep(0.05)
@@ -452,18 +584,24 @@ def run_case(mode, big, kills, root, setup=None, seed=None):
     workdir = root / "work"
     workdir.mkdir()
     tag = f"{mode}-{'big' if big else 'small'}-{seed}"
-    return crash_run(setup, scratch, workdir, kills, big, seed, tag)
+    try:
+        stats = crash_run(setup, scratch, workdir, kills, big, seed, tag)
+    finally:
+        problems = scratch.close() + setup.close()
+    stats.findings += problems
+    return stats
 
 
 # -- the tests -------------------------------------------------------------
 
+# A kill of `lda lmtp` costs a server start (~0.5 s): fewer of them.
 CASES = [("user", False, 60), ("user", True, 60), ("site", False, 60), ("site", True, 60),
-         ("recipients", False, 60)]
+         ("recipients", False, 60), ("lmtp", False, 30)]
 
 
 @pytest.mark.parametrize("mode, big, kills", CASES,
                          ids=["per-user-small", "per-user-1-5MB", "alias-to-3-small",
-                              "alias-to-3-1-5MB", "3-recipients-small"])
+                              "alias-to-3-1-5MB", "3-recipients-small", "lmtp-3-rcpts-small"])
 def test_sigkill_anywhere_then_retry_loses_nothing_and_doubles_nothing(
         request, tmp_path, capsys, mode, big, kills):
     fixture = request.getfixturevalue("user" if mode == "user" else "site")

@@ -6,122 +6,20 @@ import signal
 import smtplib
 import socket
 import sqlite3
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import LDA, maildir_files, message, wait_until
+from conftest import maildir_files, message, wait_until
+from lmtp_session import Server
 
 S250_DELIVERED = "250 2.0.0"
 S250_RCPT = "250 2.1.5"
 S452_FULL = "452 4.2.2"
 S552_FULL = "552 5.2.2"
 S550_UNKNOWN = "550 5.1.1"
-
-
-class Client:
-    """Just enough LMTP to see every reply line."""
-
-    def __init__(self, path):
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(60)
-        self.sock.connect(str(path))
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.reply()
-
-    def reply(self):
-        lines = []
-        while True:
-            line = self.file.readline().decode().rstrip("\r\n")
-            lines.append(line)
-            if line[3:4] != "-":
-                return lines if len(lines) > 1 else lines[0]
-
-    def cmd(self, line):
-        self.sock.sendall(line.encode() + b"\r\n")
-        return self.reply()
-
-    def send(self, sender, recipients, data, before_data=None):
-        """({recipient: RCPT reply}, [reply after DATA per accepted one]);
-        before_data() runs between the last RCPT and DATA."""
-        assert self.cmd("LHLO test")[-1].startswith("250")
-        assert self.cmd(f"MAIL FROM:<{sender}>").startswith("250")
-        accepted = []
-        rcpt_replies = {}
-        for rcpt in recipients:
-            rcpt_replies[rcpt] = self.cmd(f"RCPT TO:<{rcpt}>")
-            if rcpt_replies[rcpt].startswith("250"):
-                accepted.append(rcpt)
-        if not accepted:
-            self.cmd("RSET")
-            return rcpt_replies, []
-        if before_data is not None:
-            before_data()
-        assert self.cmd("DATA").startswith("354")
-        body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
-        self.sock.sendall(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
-        return rcpt_replies, [self.reply() for _ in accepted]
-
-    def close(self):
-        try:
-            self.cmd("QUIT")
-        finally:
-            self.drop()
-
-    def drop(self):
-        self.file.close()
-        self.sock.close()
-
-
-class Server:
-    def __init__(self, site, *args, listen=None, cpus=None):
-        self.path = site.root / "lmtp.sock"
-        self.listen = listen or f"unix:{self.path}"
-        self.proc = subprocess.Popen([LDA, "lmtp", "--listen", self.listen, *args],
-                                     env=site.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE,
-                                     preexec_fn=cpus and (lambda: os.sched_setaffinity(0, cpus)))
-        wait_until(lambda: self.listening() or self.proc.poll() is not None, 30,
-                   "lda lmtp to start")
-        assert self.proc.poll() is None, self.proc.communicate()
-
-    def listening(self):
-        if self.listen.startswith("unix:"):
-            return self.path.exists()
-        host, _, port = self.listen.rpartition(":")
-        try:
-            socket.create_connection((host, int(port)), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def client(self):
-        return Client(self.path)
-
-    def children(self):
-        """The worker processes' pids (none with --processes 1)."""
-        tasks = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return {int(pid) for pid in tasks.read_text().split()}
-
-    def forked(self, count):
-        """The worker processes' pids once there are count of them: the
-        socket exists before the supervisor forks them, so a test that
-        starts reading at once can see fewer (CI saw 1 of 2)."""
-        def all_forked():
-            pids = self.children()
-            return pids if len(pids) == count else None
-
-        return wait_until(all_forked, 30, f"{count} worker processes")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=60)
-        return self.proc.returncode, err.decode()
 
 
 @pytest.fixture
