@@ -27,20 +27,15 @@ modules (SQLite through lda.sqlite, already loaded for DeliveredTo), and
 email-validator only once an address needs checking.
 """
 
-import errno
 import os
 import stat
 
-from .errors import ConfigError, TemporaryFailure
+from .errors import ConfigError, TemporaryFailure, is_file_problem
 from .records import record
 
 MAX_NAME = 254  # RFC 5321 section 4.5.3.1.3: no path (address) is longer
 MAX_PATH = 4096  # PATH_MAX on Linux: file names in messages are shown whole up to this
 MAX_INCLUDE_DEPTH = 20
-# Reasons a file cannot be read that are the file's (a problem to report);
-# any other (EIO, a full file table) is the machine's, and temporary.
-_FILE_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
-                errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO, errno.ENODEV}
 INCLUDE = ":include:"
 # "/" and "\\" make paths, ":" a misspelt :include:, '"' a quote that did not close cleanly.
 _FORBIDDEN_IN_NAMES = '/\\:"'
@@ -404,7 +399,7 @@ class _Parser:
             finally:
                 os.close(fd)
         except (OSError, ValueError) as e:  # ValueError: NUL in the path
-            if isinstance(e, OSError) and e.errno not in _FILE_ERRNOS:
+            if isinstance(e, OSError) and not is_file_problem(e):
                 raise TemporaryFailure(f"{path}: cannot read: {e.strerror}") from None
             reason = getattr(e, "strerror", None) or e
             what = f" {name}" if name else ""

@@ -7,7 +7,7 @@ With no configuration file lda runs in per-user mode (the invoking user's
 
 import os
 
-from .errors import ConfigError, TemporaryFailure
+from .errors import ConfigError, TemporaryFailure, is_file_problem
 
 SYSTEM_CONFIG = "/etc/lda/lda.toml"
 # A managed mailbox's Sieve script, in its root, so that a move carries it.
@@ -194,10 +194,9 @@ def load_config(option=None, environ=os.environ):
             data = f.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
-    except (PermissionError, IsADirectoryError) as e:
-        raise ConfigError(f"{path}: cannot read configuration: {e.strerror}") from None
-    except OSError as e:  # an I/O error: the disk, not the configuration (75, not 78)
-        raise TemporaryFailure(f"{path}: cannot read configuration: {e.strerror}") from None
+    except OSError as e:  # an I/O error is the disk's, not the configuration's (75)
+        kind = ConfigError if is_file_problem(e) else TemporaryFailure
+        raise kind(f"{path}: cannot read configuration: {e.strerror}") from None
     values = flat_toml(data)
     if values is None:
         import tomllib

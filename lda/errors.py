@@ -7,6 +7,8 @@ replies).  The enhanced status code of each reply (RFC 3463) is what Postfix
 uses when the command output begins with one.
 """
 
+import errno
+
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
@@ -15,6 +17,20 @@ EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
+
+# Why a file cannot be read that is the file's own doing (its path, its
+# permissions, its kind): the administrator's to fix, a configuration error.
+# Any other reason (EIO from a failing disk, a full file table) is the
+# machine's, and temporary.
+_FILE_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR,
+                          errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.ENXIO,
+                          errno.ENODEV})
+
+
+def is_file_problem(error):
+    """Whether the OSError that kept a configuration file from being read is
+    the file's problem (exit 78) rather than the machine's (exit 75)."""
+    return error.errno in _FILE_ERRNOS
 
 
 class LdaError(Exception):

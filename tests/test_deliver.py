@@ -336,6 +336,37 @@ def test_managed_deliver_path_imports_only_what_a_delivery_uses(site):
     assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.sieve_delivery",))) == []
 
 
+def _missing(path):
+    return path
+
+
+def _a_directory(path):
+    path.mkdir()
+    return path
+
+
+def _under_a_file(path):
+    path.write_text("")
+    return path / "lda.toml"
+
+
+def _a_symlink_loop(path):
+    path.symlink_to(path)
+    return path
+
+
+@pytest.mark.parametrize("make", [_missing, _a_directory, _under_a_file, _a_symlink_loop],
+                         ids=["missing", "a-directory", "under-a-file", "a-symlink-loop"])
+def test_a_configuration_file_that_is_not_there_to_read_is_a_configuration_error(
+        user, tmp_path, make):
+    """The file's own problem: 78, as for the aliases file (errors.is_file_problem);
+    test_faults has the I/O error that is 75.  Nothing is delivered."""
+    config = make(tmp_path / "lda.toml")
+    done = user.run("deliver", "-c", str(config), "a@example.org", input=message())
+    assert done.returncode == 78, done.stderr
+    assert maildir_files(user.maildir) == []
+
+
 def test_syslog_logging_keeps_stderr_quiet(user, tmp_path):
     config = tmp_path / "lda.toml"
     config.write_text('mode = "user"\nlog = "syslog"\nsyslog_facility = "mail"\n')
