@@ -1019,49 +1019,50 @@ CASES = {1: case_single, 2: case_in_a_row, 3: case_fanout, 4: case_large, 5: cas
 
 
 def machine(root):
+    imports = start_imports()
     df = subprocess.run(["df", "-T", root], capture_output=True, text=True).stdout.splitlines()
     return {"cpus": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "loadavg_start": os.getloadavg(),
             "filesystem": df[-1].split()[1] if len(df) > 1 else "?",
-            "site_import_ms": site_import_ms(), "lda_editable": lda_editable(),
-            "start_hooks_ms": start_hooks_ms(),
+            "site_import_ms": site_import_ms(imports), "lda_editable": lda_editable(),
+            "start_hooks_ms": start_hooks_ms(imports),
             "peers": peers.versions()}
 
 
-def site_import_ms():
-    """What `import site` (its .pth files) costs every Python start, lda's too."""
+def start_imports():
+    """[(module, cumulative ms)] of what every start of this Python imports
+    (`python -X importtime -c pass`), in its order."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
                           capture_output=True, text=True)
+    rows = []
     for line in done.stderr.splitlines():
         parts = line.split("|")
-        if len(parts) == 3 and parts[2].strip() == "site":
-            return int(parts[1]) / 1000
-    return None
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            rows.append((parts[2].strip(), int(parts[1]) / 1000))
+    return rows
 
 
-def start_hooks_ms():
-    """{module: ms} for the site-packages modules that every start of this
-    Python imports, each with its cumulative import time: what a `.pth`
-    file's `import` line costs each delivery.  setuptools' own
+def site_import_ms(imports):
+    """What `import site` (its .pth files) costs every Python start, lda's too."""
+    return next((ms for name, ms in imports if name == "site"), None)
+
+
+def start_hooks_ms(imports):
+    """{module: ms} for the site-packages modules among `imports`: what a
+    `.pth` file's `import` line costs each delivery.  setuptools' own
     distutils-precedence.pth, which a Python 3.11 venv comes with, loads
     _distutils_hack."""
     import importlib.util
     import sysconfig
 
     purelib = sysconfig.get_path("purelib")
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "pass"],
-                          capture_output=True, text=True)
     hooks = {}
-    for line in done.stderr.splitlines():
-        parts = line.split("|")
-        if len(parts) != 3 or not parts[1].strip().isdigit():
-            continue
-        name = parts[2].strip()
+    for name, ms in imports:
         if "." in name or name in hooks:
             continue
         spec = importlib.util.find_spec(name)
         if spec is not None and (spec.origin or "").startswith(purelib):
-            hooks[name] = int(parts[1]) / 1000
+            hooks[name] = ms
     return hooks
 
 
@@ -1124,7 +1125,8 @@ def main(argv=None):
     if info["start_hooks_ms"]:
         print("   WARNING: site-packages code runs at every Python start, every delivery's: "
               + ", ".join(f"{name} {ms:.2f} ms" for name, ms in info["start_hooks_ms"].items())
-              + " (_distutils_hack: setuptools' .pth; lda needs no setuptools to run)")
+              + (" (_distutils_hack: setuptools' .pth; lda needs no setuptools to run)"
+                 if "_distutils_hack" in info["start_hooks_ms"] else ""))
     if info["loadavg_start"][0] > 0.25 * info["cpus"]:
         print("   WARNING: the machine is busy; figures will be noisy")
     bench = Bench(root, args.quick)
