@@ -135,18 +135,15 @@ class LmtpSetup(Setup):
     restarted server, as Postfix's lmtp(8) does after a deferral."""
 
     def __init__(self, site, boxes):
-        super().__init__(site, TEAM, boxes, [site.db(), site.state / "directory.sqlite"], TEAM)
-        self.site = site
+        super().__init__(site, TEAM, boxes, site_databases(site), TEAM)
         self.server = None
-        self.restarts = 0
         self._ensure_server()
 
     def _ensure_server(self):
         if self.server is not None and self.server.proc.poll() is None:
             return self.server
-        self.restarts += self.server is not None
         # Processes 2: one session at a time, and a second process idle.
-        self.server = Server(self.site, "--processes", "2", session=True)
+        self.server = Server(self.runner, "--processes", "2", session=True)
         # A killed server leaves its socket file, which the new one replaces.
         wait_until(self._greets, 30, "lda lmtp to accept sessions")
         return self.server
@@ -229,19 +226,24 @@ def user_setup(lda):
 TEAM = [f"{name}@example.org" for name in ("alice", "bob", "carol")]
 
 
+def site_databases(site):
+    """A managed site's SQLite files: its one mailbox database, the directory."""
+    return [site.db(), site.state / "directory.sqlite"]
+
+
 def site_setup(site):
     """Managed mode: an alias fanning out to three mailboxes of one database."""
     boxes = [site.create(address) for address in TEAM]
     site.aliases.write_text("team: alice, bob, carol\n")
-    return Setup(site, ["team@example.org"], boxes,
-                 [site.db(), site.state / "directory.sqlite"], ["team@example.org"] * 3)
+    return Setup(site, ["team@example.org"], boxes, site_databases(site),
+                 ["team@example.org"] * 3)
 
 
 def recipients_setup(site):
     """Managed mode: the three as envelope recipients, a copy each with its
     own Delivered-To, delivered together (one batch)."""
     boxes = [site.create(address) for address in TEAM]
-    return Setup(site, TEAM, boxes, [site.db(), site.state / "directory.sqlite"], TEAM)
+    return Setup(site, TEAM, boxes, site_databases(site), TEAM)
 
 
 def lmtp_setup(site):
