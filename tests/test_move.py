@@ -60,21 +60,8 @@ def all_messages(root):
 @pytest.fixture
 def two_dbs(site):
     site.create("alice@example.org")
-    site.run("db", "create", "db2", check=0) if _has_db_command(site) else _create_db(site)
+    site.run("db", "create", "db2", check=0)
     return site
-
-
-def _has_db_command(site):
-    return site.run("db", "--help").returncode == 0
-
-
-def _create_db(site, name="db2", path=None):
-    script = ("import sys; from lda.config import load_config; "
-              "from lda.directory_admin import open_directory, create_database; "
-              "c = load_config(None); create_database(open_directory(c), c, sys.argv[1], "
-              "sys.argv[2] or None)")
-    subprocess.run([sys.executable, "-c", script, name, path or ""], env=site.env,
-                   check=True)
 
 
 def test_move_10000_messages_100000_rows_then_resend_is_a_duplicate(two_dbs):
@@ -100,7 +87,7 @@ def test_move_across_filesystems_copies_and_verifies(site, tmp_path):
     site.create("alice@example.org")
     other = os.path.join(shm, f"lda-test-{os.getpid()}-{time.time_ns()}")
     try:
-        _create_db(site, "shm", other)
+        site.run("db", "create", "shm", "--path", other, check=0)
         populate(site, "alice@example.org", 300, 700)
         source = site.maildir("alice@example.org")
         mtimes = {p.name: p.stat().st_mtime_ns for p in maildir_files(source)}
