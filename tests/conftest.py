@@ -177,6 +177,28 @@ def make_site(tmp_path):
     return make
 
 
+@pytest.fixture
+def two_dbs(site, tmp_path):
+    """alice in default, bob in db2 (at a path of its own), one delivery each
+    way: the alias team reaches both."""
+    site.create("alice@example.org")
+    site.run("db", "create", "db2", "--path", str(tmp_path / "disk2"), check=0)
+    site.create("bob@example.org", "--db", "db2")
+    site.aliases.write_text("team: alice, bob\n")
+    site.deliver(message(message_id="<m1@example.org>"), "team@example.org", check=0)
+    site.deliver(message(message_id="<m2@example.org>"), "alice@example.org", check=0)
+    return site
+
+
+@pytest.fixture
+def alice_and_empty_db2(site):
+    """alice in default with nothing delivered, and db2 empty: a mailbox
+    with somewhere to move to."""
+    site.create("alice@example.org")
+    site.run("db", "create", "db2", check=0)
+    return site
+
+
 def python_peak_rss_kib(argv, stdin_path, env):
     """Run argv as the only child of a fresh Python and return (rc, peak RSS)."""
     probe = ("import resource,subprocess,sys;"
