@@ -87,6 +87,19 @@ class Lda:
         return self.run(*args, input=msg, env=env, check=check)
 
 
+def write_maildirsize(maildir, data, mtime=None):
+    """maildir/maildirsize holding `data` (bytes), in a Maildir whose tmp,
+    new and cur exist; the path.  `mtime` backdates the file (the quota
+    code recalculates one 15 minutes old); None leaves it just written."""
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    path = maildir / "maildirsize"
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
 def clean_env(home):
     env = {k: v for k, v in os.environ.items() if k not in POSTFIX_ENV}
     env["HOME"] = str(home)

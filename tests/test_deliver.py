@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import LDA, maildir_files, message, without_site
+from conftest import LDA, maildir_files, message, without_site, write_maildirsize
 
 NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
 
@@ -301,14 +301,8 @@ def test_deliver_path_imports_only_what_a_delivery_uses(user):
     assert sorted(loaded.intersection(not_here)) == []
 
 
-def write_maildirsize(maildir, text):
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    (maildir / "maildirsize").write_text(text)
-
-
 def test_a_quota_that_dovecot_set_is_honoured(user):
-    write_maildirsize(user.maildir, "10000S\n9000 3\n")
+    write_maildirsize(user.maildir, b"10000S\n9000 3\n")
     full = user.deliver(message(body=b"x" * 2000 + b"\n"), "alice@example.org", check=75)
     assert b"mailbox full" in full.stderr
     assert maildir_files(user.maildir) == []
@@ -319,7 +313,7 @@ def test_a_quota_that_dovecot_set_is_honoured(user):
 
 
 def test_a_maildirsize_without_a_limit_adds_no_quota(user):
-    write_maildirsize(user.maildir, "")
+    write_maildirsize(user.maildir, b"")
     user.deliver(message(body=b"x" * 20000 + b"\n"), "alice@example.org", check=0)
     assert len(maildir_files(user.maildir)) == 1
 
