@@ -100,6 +100,18 @@ def write_maildirsize(maildir, data, mtime=None):
     return path
 
 
+def assert_no_traceback(*runs):
+    """No run of lda (a CompletedProcess, stderr as bytes) ended in a
+    traceback: neither "Traceback" on stderr nor exit status 1, Python's
+    for an uncaught exception (lda's own are sysexits).  A fault lda can
+    name deserves an LdaError and its one line: a traceback lands in
+    Postfix's log and in the DSN text."""
+    bad = [run for run in runs if run.returncode == 1 or b"Traceback" in run.stderr]
+    assert not bad, "a traceback instead of a one-line reason:\n" + "\n".join(
+        f"exit {run.returncode}: {run.stderr.decode(errors='replace')[-2000:]}"
+        for run in bad[:5])
+
+
 def clean_env(home):
     env = {k: v for k, v in os.environ.items() if k not in POSTFIX_ENV}
     env["HOME"] = str(home)
