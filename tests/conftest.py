@@ -87,6 +87,17 @@ class Lda:
         return self.run(*args, input=msg, env=env, check=check)
 
 
+def write_lda_toml(path, values):
+    """An lda.toml at path with {key: value}; the path."""
+    import json
+
+    def toml(value):  # JSON strings and arrays are valid TOML
+        return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+    Path(path).write_text("".join(f"{k} = {toml(v)}\n" for k, v in values.items()))
+    return path
+
+
 def write_maildirsize(maildir, data, mtime=None):
     """maildir/maildirsize holding `data` (bytes), in a Maildir whose tmp,
     new and cur exist; the path.  `mtime` backdates the file (the quota
@@ -156,12 +167,7 @@ class Site(Lda):
         super().__init__(dict(clean_env(root), LDA_CONFIG=str(self.config)))
 
     def write_config(self, values):
-        import json
-
-        def toml(value):  # JSON strings and arrays are valid TOML
-            return str(value).lower() if isinstance(value, bool) else json.dumps(value)
-
-        self.config.write_text("".join(f"{k} = {toml(v)}\n" for k, v in values.items()))
+        write_lda_toml(self.config, values)
 
     def create(self, address, *options):
         self.run("mailbox", "create", address, *options, check=0)

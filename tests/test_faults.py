@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LDA, Site, assert_no_traceback, maildir_files, message
+from conftest import LDA, Site, assert_no_traceback, maildir_files, message, write_lda_toml
 from test_crash import sqlite_check
 from test_races import SENDER, mailbox_counts, prefix
 
@@ -205,14 +205,6 @@ class Ledger:
         return sorted(os.listdir(tmp)) if tmp.is_dir() else []
 
 
-def per_user_config(path, state_dir, maildir=None):
-    text = f'mode = "user"\nstate_dir = "{state_dir}"\n'
-    if maildir is not None:
-        text += f'maildir = "{maildir}"\n'
-    Path(path).write_text(text)
-    return path
-
-
 def report(capsys, name, text):
     with capsys.disabled():
         print(f"\n  fault {name}: {text}")
@@ -260,7 +252,7 @@ def test_database_on_a_full_disk_with_the_maildir_elsewhere(user, tmp_path, caps
     cannot be written, so the delivery must not count (75, nothing in new/
     or, if the file got there, a retry that sees it)."""
     state = tmp_path / "state"
-    config = per_user_config(tmp_path / "lda.toml", state)
+    config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user", "state_dir": str(state)})
     argv = [LDA, "deliver", "-c", str(config), "-f", SENDER, ADDRESS]
     ledger = Ledger(user.maildir, tmp_path / "msgs")
     with tmpfs(state, "1m"):
@@ -443,7 +435,8 @@ def test_state_directory_that_cannot_exist(user, tmp_path, capsys, case):
         parent.symlink_to(tmp_path / "nowhere")
     else:
         parent.symlink_to(parent)
-    config = per_user_config(tmp_path / "lda.toml", parent / "state")
+    config = write_lda_toml(tmp_path / "lda.toml",
+                            {"mode": "user", "state_dir": str(parent / "state")})
     argv = [LDA, "deliver", "-c", str(config), "-f", SENDER, ADDRESS]
     ledger = Ledger(user.maildir, tmp_path / "msgs")
     ledger.deliver(ledger.new_message(case, KB), argv=argv, env=user.env)
