@@ -87,6 +87,42 @@ class Lda:
         return self.run(*args, input=msg, env=env, check=check)
 
 
+def write_lda_toml(path, values):
+    """An lda.toml at path with {key: value}; the path."""
+    import json
+
+    def toml(value):  # JSON strings and arrays are valid TOML
+        return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+    Path(path).write_text("".join(f"{k} = {toml(v)}\n" for k, v in values.items()))
+    return path
+
+
+def write_maildirsize(maildir, data, mtime=None):
+    """maildir/maildirsize holding `data` (bytes), in a Maildir whose tmp,
+    new and cur exist; the path.  `mtime` backdates the file (the quota
+    code recalculates one 15 minutes old); None leaves it just written."""
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    path = maildir / "maildirsize"
+    path.write_bytes(data)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def assert_no_traceback(*runs):
+    """No run of lda (a CompletedProcess, stderr as bytes) ended in a
+    traceback: neither "Traceback" on stderr nor exit status 1, Python's
+    for an uncaught exception (lda's own are sysexits).  A fault lda can
+    name deserves an LdaError and its one line: a traceback lands in
+    Postfix's log and in the DSN text."""
+    bad = [run for run in runs if run.returncode == 1 or b"Traceback" in run.stderr]
+    assert not bad, "a traceback instead of a one-line reason:\n" + "\n".join(
+        f"exit {run.returncode}: {run.stderr.decode(errors='replace')[-2000:]}"
+        for run in bad[:5])
+
+
 def clean_env(home):
     env = {k: v for k, v in os.environ.items() if k not in POSTFIX_ENV}
     env["HOME"] = str(home)
@@ -131,12 +167,7 @@ class Site(Lda):
         super().__init__(dict(clean_env(root), LDA_CONFIG=str(self.config)))
 
     def write_config(self, values):
-        import json
-
-        def toml(value):  # JSON strings and arrays are valid TOML
-            return str(value).lower() if isinstance(value, bool) else json.dumps(value)
-
-        self.config.write_text("".join(f"{k} = {toml(v)}\n" for k, v in values.items()))
+        write_lda_toml(self.config, values)
 
     def create(self, address, *options):
         self.run("mailbox", "create", address, *options, check=0)
@@ -175,6 +206,28 @@ def make_site(tmp_path):
         root.mkdir()
         return Site(root, **settings)
     return make
+
+
+@pytest.fixture
+def two_dbs(site, tmp_path):
+    """alice in default, bob in db2 (at a path of its own), one delivery each
+    way: the alias team reaches both."""
+    site.create("alice@example.org")
+    site.run("db", "create", "db2", "--path", str(tmp_path / "disk2"), check=0)
+    site.create("bob@example.org", "--db", "db2")
+    site.aliases.write_text("team: alice, bob\n")
+    site.deliver(message(message_id="<m1@example.org>"), "team@example.org", check=0)
+    site.deliver(message(message_id="<m2@example.org>"), "alice@example.org", check=0)
+    return site
+
+
+@pytest.fixture
+def alice_and_empty_db2(site):
+    """alice in default with nothing delivered, and db2 empty: a mailbox
+    with somewhere to move to."""
+    site.create("alice@example.org")
+    site.run("db", "create", "db2", check=0)
+    return site
 
 
 def python_peak_rss_kib(argv, stdin_path, env):

@@ -78,19 +78,6 @@ def walk_bytes(path):
     return total
 
 
-@pytest.fixture
-def two_dbs(site, tmp_path):
-    """alice in default, bob in db2 (at a path of its own), one delivery each
-    way: the alias team reaches both."""
-    site.create("alice@example.org")
-    site.run("db", "create", "db2", "--path", str(tmp_path / "disk2"), check=0)
-    site.create("bob@example.org", "--db", "db2")
-    site.aliases.write_text("team: alice, bob\n")
-    site.deliver(message(message_id="<m1@example.org>"), "team@example.org", check=0)
-    site.deliver(message(message_id="<m2@example.org>"), "alice@example.org", check=0)
-    return site
-
-
 # lda db
 
 def test_db_list_and_show_with_two_databases(two_dbs, tmp_path):

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import LDA, maildir_files, message, without_site
+from conftest import (LDA, maildir_files, message, without_site, write_lda_toml,
+                      write_maildirsize)
 
 NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
 
@@ -257,8 +258,8 @@ def test_bad_configuration_exits_78_with_the_reason(user, tmp_path, text, fragme
 def test_unexpected_error_exits_75_with_a_one_line_reason(user, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
-    config = tmp_path / "lda.toml"
-    config.write_text(f'mode = "user"\nstate_dir = "{blocker}/state"\n')
+    config = write_lda_toml(tmp_path / "lda.toml",
+                            {"mode": "user", "state_dir": f"{blocker}/state"})
     done = user.run("deliver", "-c", str(config), "a@example.org", input=message(),
                     check=75)
     last = done.stderr.decode().strip().splitlines()[0]
@@ -301,14 +302,8 @@ def test_deliver_path_imports_only_what_a_delivery_uses(user):
     assert sorted(loaded.intersection(not_here)) == []
 
 
-def write_maildirsize(maildir, text):
-    for sub in ("tmp", "new", "cur"):
-        (maildir / sub).mkdir(parents=True, exist_ok=True)
-    (maildir / "maildirsize").write_text(text)
-
-
 def test_a_quota_that_dovecot_set_is_honoured(user):
-    write_maildirsize(user.maildir, "10000S\n9000 3\n")
+    write_maildirsize(user.maildir, b"10000S\n9000 3\n")
     full = user.deliver(message(body=b"x" * 2000 + b"\n"), "alice@example.org", check=75)
     assert b"mailbox full" in full.stderr
     assert maildir_files(user.maildir) == []
@@ -319,7 +314,7 @@ def test_a_quota_that_dovecot_set_is_honoured(user):
 
 
 def test_a_maildirsize_without_a_limit_adds_no_quota(user):
-    write_maildirsize(user.maildir, "")
+    write_maildirsize(user.maildir, b"")
     user.deliver(message(body=b"x" * 20000 + b"\n"), "alice@example.org", check=0)
     assert len(maildir_files(user.maildir)) == 1
 
@@ -368,8 +363,8 @@ def test_a_configuration_file_that_is_not_there_to_read_is_a_configuration_error
 
 
 def test_syslog_logging_keeps_stderr_quiet(user, tmp_path):
-    config = tmp_path / "lda.toml"
-    config.write_text('mode = "user"\nlog = "syslog"\nsyslog_facility = "mail"\n')
+    config = write_lda_toml(tmp_path / "lda.toml",
+                            {"mode": "user", "log": "syslog", "syslog_facility": "mail"})
     done = user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
     assert done.stderr == b""
     assert len(maildir_files(user.maildir)) == 1
@@ -395,8 +390,7 @@ def test_stale_tmp_files_are_swept_after_36_hours(user):
 
 
 def test_verify_body_delivers_a_reused_message_id_with_another_body(user, tmp_path):
-    config = tmp_path / "lda.toml"
-    config.write_text('mode = "user"\nverify_body = true\n')
+    config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user", "verify_body": True})
     for body in (b"first\n", b"second\n", b"first\n", b"second\n"):
         user.run("deliver", "-c", str(config), "a@example.org",
                  input=message(body=body), check=0)
@@ -435,7 +429,7 @@ def test_root_does_not_write_into_another_users_maildir(user, tmp_path):
     done = user.deliver(message(), "a@example.org", check=78)
     assert b"refusing to deliver as root" in done.stderr
     assert maildir_files(user.maildir) == []
-    config = tmp_path / "lda.toml"
-    config.write_text('mode = "user"\nallow_root_delivery = true\n')
+    config = write_lda_toml(tmp_path / "lda.toml",
+                            {"mode": "user", "allow_root_delivery": True})
     user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1

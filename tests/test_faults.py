@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LDA, Site, maildir_files, message
+from conftest import LDA, Site, assert_no_traceback, maildir_files, message, write_lda_toml
 from test_crash import sqlite_check
 from test_races import SENDER, mailbox_counts, prefix
 
@@ -116,7 +116,8 @@ class Ledger:
         self.messages = {}   # id -> (path, bytes)
         self.outcome = {}    # id -> last exit status
         self.findings = []
-        self.tracebacks = []   # failures whose stderr carries a traceback
+        self.runs = []         # every CompletedProcess, for assert_no_traceback
+        self.tracebacks = []   # failures whose stderr carries a traceback, for reports
         self.reasons = set()   # last stderr lines of failures
 
     def new_message(self, tag, size):
@@ -134,6 +135,7 @@ class Ledger:
         with open(self.messages[mid][0], "rb") as stdin:
             done = subprocess.run(argv, stdin=stdin, capture_output=True, env=env,
                                   preexec_fn=preexec_fn, timeout=120)
+        self.runs.append(done)
         self.outcome[mid] = done.returncode
         if done.returncode != 0:
             self.judge_failure(mid, done, allowed)
@@ -203,22 +205,6 @@ class Ledger:
         return sorted(os.listdir(tmp)) if tmp.is_dir() else []
 
 
-def assert_no_traceback(ledger):
-    """A fault of the environment that lda can name deserves an LdaError and
-    its one line: a traceback after the reason lands in Postfix's log and in
-    the DSN text."""
-    assert ledger.tracebacks == [], ("traceback on stderr for an expected fault:\n"
-                                     + "\n".join(ledger.tracebacks[:5]))
-
-
-def per_user_config(path, state_dir, maildir=None):
-    text = f'mode = "user"\nstate_dir = "{state_dir}"\n'
-    if maildir is not None:
-        text += f'maildir = "{maildir}"\n'
-    Path(path).write_text(text)
-    return path
-
-
 def report(capsys, name, text):
     with capsys.disabled():
         print(f"\n  fault {name}: {text}")
@@ -258,7 +244,7 @@ def test_maildir_and_database_on_a_full_disk(user, tmp_path, capsys):
            f"{len(tmp_left)} files left in tmp/, {len(ledger.findings)} findings")
     assert deferred, "the filesystem never filled up"
     assert ledger.findings == [], "\n".join(ledger.findings[:20])
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
 
 
 def test_database_on_a_full_disk_with_the_maildir_elsewhere(user, tmp_path, capsys):
@@ -266,7 +252,7 @@ def test_database_on_a_full_disk_with_the_maildir_elsewhere(user, tmp_path, caps
     cannot be written, so the delivery must not count (75, nothing in new/
     or, if the file got there, a retry that sees it)."""
     state = tmp_path / "state"
-    config = per_user_config(tmp_path / "lda.toml", state)
+    config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user", "state_dir": str(state)})
     argv = [LDA, "deliver", "-c", str(config), "-f", SENDER, ADDRESS]
     ledger = Ledger(user.maildir, tmp_path / "msgs")
     with tmpfs(state, "1m"):
@@ -291,7 +277,7 @@ def test_database_on_a_full_disk_with_the_maildir_elsewhere(user, tmp_path, caps
            f"{len(ledger.findings)} findings")
     assert deferred, "the database did not run out of room"
     assert ledger.findings + problems == [], "\n".join(ledger.findings + problems)
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
 
 
 # -- read-only and unwritable directories ----------------------------------
@@ -309,7 +295,7 @@ def test_read_only_maildir_defers_then_delivers_once(user, tmp_path, capsys):
            f"{len(ledger.findings)} findings")
     assert len(deferred) >= 3
     assert ledger.findings == [], "\n".join(ledger.findings)
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
 
 
 def test_read_only_state_directory_defers_then_delivers_once(user, tmp_path, capsys):
@@ -326,7 +312,7 @@ def test_read_only_state_directory_defers_then_delivers_once(user, tmp_path, cap
            f"{len(ledger.tracebacks)} stderr with a traceback, {len(ledger.findings)} findings")
     assert len(deferred) == 3
     assert ledger.findings == [], "\n".join(ledger.findings)
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
 
 
 def test_read_only_mailbox_in_a_fan_out_is_a_partial_then_retried(site, tmp_path, capsys):
@@ -434,7 +420,7 @@ def test_unwritable_directories_as_an_unprivileged_user(nobody, tmp_path, capsys
     # state directory that only lost its write bit no longer stops one.
     assert len(deferred) == (0 if case == "state-dir-not-writable" else 2)
     assert ledger.findings == [], "\n".join(ledger.findings)
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
 
 
 # -- the database: missing directory, corrupt file --------------------------
@@ -449,7 +435,8 @@ def test_state_directory_that_cannot_exist(user, tmp_path, capsys, case):
         parent.symlink_to(tmp_path / "nowhere")
     else:
         parent.symlink_to(parent)
-    config = per_user_config(tmp_path / "lda.toml", parent / "state")
+    config = write_lda_toml(tmp_path / "lda.toml",
+                            {"mode": "user", "state_dir": str(parent / "state")})
     argv = [LDA, "deliver", "-c", str(config), "-f", SENDER, ADDRESS]
     ledger = Ledger(user.maildir, tmp_path / "msgs")
     ledger.deliver(ledger.new_message(case, KB), argv=argv, env=user.env)
@@ -462,7 +449,7 @@ def test_state_directory_that_cannot_exist(user, tmp_path, capsys, case):
            f"{len(ledger.findings)} findings")
     assert len(deferred) == 1
     assert ledger.findings == [], "\n".join(ledger.findings)
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
 
 
 def corrupt(path, how, rng):
@@ -512,7 +499,7 @@ def test_corrupt_database(user, tmp_path, capsys, how):
            f"repair {[counts[m] for m in mids]} copies, {len(ledger.tracebacks)} stderr "
            f"with a traceback, {len(ledger.findings)} findings")
     assert ledger.findings == [], "\n".join(ledger.findings)
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
     for mid in mids[:2]:
         assert outcome[mid][0] == 75, outcome  # before the repair
 
@@ -555,7 +542,7 @@ def test_file_size_limit(user, tmp_path, capsys, limit, size, sigxfsz, expected)
     assert done.returncode == expected, (done.returncode, reason)
     assert reason.startswith("5.3.4 " if expected == 73 else "4."), reason
     assert ledger.findings == [], "\n".join(ledger.findings)
-    assert_no_traceback(ledger)
+    assert_no_traceback(*ledger.runs)
 
 
 # -- I/O errors: the filesystem shuts down mid-delivery ---------------------

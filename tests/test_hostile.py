@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import maildir_files, message
+from conftest import assert_no_traceback, maildir_files, message
 
 SENDER = "sender@example.org"
 PREFIX = b"Return-Path: <sender@example.org>\nDelivered-To: alice@example.org\n"
@@ -48,11 +48,6 @@ def outside_mailbox(home):
         return any(path == top or path.startswith(top + "/") or top.startswith(path + "/")
                    for top in ALLOWED_IN_HOME)
     return {p for p in tree(home) if not allowed(p)}
-
-
-def assert_no_traceback(done):
-    assert done.returncode != 1, done.stderr.decode(errors="replace")[-2000:]
-    assert b"Traceback" not in done.stderr, done.stderr.decode(errors="replace")[-2000:]
 
 
 def assert_delivered_exactly(user, raw, done):

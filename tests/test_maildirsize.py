@@ -3,10 +3,10 @@
 import multiprocessing
 import os
 import stat
-import time
 
 import pytest
 
+from conftest import write_maildirsize
 from lda.errors import CannotCreate
 from lda.maildirsize import (
     MAX_SIZE,
@@ -36,13 +36,6 @@ def make_maildir(path, folder_marker=False):
 
 def put(path, sub, name, size):
     (path / sub / name).write_bytes(b"x" * size)
-
-
-def write_maildirsize(maildir, data, mtime=MTIME):
-    path = maildir / "maildirsize"
-    path.write_bytes(data)
-    os.utime(path, (mtime, mtime))
-    return path
 
 
 def at(seconds_after_mtime):
@@ -116,13 +109,13 @@ def test_trash_does_not_count_unless_asked():
 # --- reading maildirsize ----------------------------------------------------
 
 def test_sums_all_lines_including_negative_ones(maildir):
-    write_maildirsize(maildir, b"1000000S,100C\n5000 5\n-1200 -2\n300 1\n")
+    write_maildirsize(maildir, b"1000000S,100C\n5000 5\n-1200 -2\n300 1\n", MTIME)
     assert read_usage(maildir, Quota(1000000, 100), clock=at(0)) == Usage(4100, 4)
 
 
 def test_reads_courier_padded_lines(maildir):
     padded = b"%12d %12d\n"
-    write_maildirsize(maildir, b"1000S\n" + padded % (300, 2) + padded % (-100, -1))
+    write_maildirsize(maildir, b"1000S\n" + padded % (300, 2) + padded % (-100, -1), MTIME)
     assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(200, 1)
 
 
@@ -159,13 +152,13 @@ def test_file_of_5120_bytes_or_more_is_recalculated(maildir, size, usage):
     put(maildir, "new", "1.M1P1.host,S=100", 1)
     data = sized_file(size)
     assert len(data) == size
-    write_maildirsize(maildir, data)
+    write_maildirsize(maildir, data, MTIME)
     assert read_usage(maildir, Quota(1000000), clock=at(0)) == usage
 
 
 def test_changed_quota_line_is_recalculated_and_rewritten(maildir):
     put(maildir, "new", "1.M1P1.host,S=100", 1)
-    write_maildirsize(maildir, b"500S\n7 1\n")
+    write_maildirsize(maildir, b"500S\n7 1\n", MTIME)
     assert read_usage(maildir, Quota(2000, 5), clock=at(0)) == Usage(100, 1)
     assert (maildir / "maildirsize").read_bytes() == b"2000S,5C\n100 1\n"
 
@@ -179,25 +172,25 @@ def test_changed_quota_line_is_recalculated_and_rewritten(maildir):
 ], ids=["over-fresh-one-line-trusted", "over-15-minutes-old", "over-several-lines",
         "over-count-fresh", "over-count-old"])
 def test_over_quota_figures_are_rechecked(maildir, data, clock, usage):
-    write_maildirsize(maildir, data)
+    write_maildirsize(maildir, data, MTIME)
     assert read_usage(maildir, parse_quota(data.split(b"\n")[0].decode()), clock=clock) == usage
 
 
 def test_old_file_under_quota_is_trusted(maildir):
-    write_maildirsize(maildir, b"1000S\n900 1\n50 1\n")
+    write_maildirsize(maildir, b"1000S\n900 1\n50 1\n", MTIME)
     assert read_usage(maildir, Quota(1000), clock=at(10 * STALE_SECONDS)) == Usage(950, 2)
 
 
 def test_incoming_message_counts_when_judging_over_quota(maildir):
     # As Courier's maildir_checkquota: a mailbox the message would push over
     # its limit is recounted, so deletions the file missed are noticed.
-    write_maildirsize(maildir, b"1000S\n900 1\n50 1\n")
+    write_maildirsize(maildir, b"1000S\n900 1\n50 1\n", MTIME)
     assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(950, 2)
     assert read_usage(maildir, Quota(1000), clock=at(0), size=100, count=1) == Usage(0, 0)
 
 
 def test_stale_mtime_set_with_utime(maildir):
-    path = write_maildirsize(maildir, b"100S\n150 1\n", mtime=time.time())
+    path = write_maildirsize(maildir, b"100S\n150 1\n")
     assert read_usage(maildir, Quota(100)) == Usage(150, 1)
     old = path.stat().st_mtime - STALE_SECONDS - 1
     os.utime(path, (old, old))
@@ -220,7 +213,7 @@ def test_stale_mtime_set_with_utime(maildir):
         "blank-line", "nul", "binary", "negative-total", "binary-header"])
 def test_garbage_is_recalculated_not_a_crash(maildir, data):
     put(maildir, "cur", "1.M1P1.host,S=42:2,S", 1)
-    write_maildirsize(maildir, data)
+    write_maildirsize(maildir, data, MTIME)
     assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(42, 1)
     assert (maildir / "maildirsize").read_bytes() == b"1000S\n42 1\n"
 

@@ -57,28 +57,8 @@ def all_messages(root):
                   if p.parent.name in ("new", "cur") and p.is_file())
 
 
-@pytest.fixture
-def two_dbs(site):
-    site.create("alice@example.org")
-    site.run("db", "create", "db2", check=0) if _has_db_command(site) else _create_db(site)
-    return site
-
-
-def _has_db_command(site):
-    return site.run("db", "--help").returncode == 0
-
-
-def _create_db(site, name="db2", path=None):
-    script = ("import sys; from lda.config import load_config; "
-              "from lda.directory_admin import open_directory, create_database; "
-              "c = load_config(None); create_database(open_directory(c), c, sys.argv[1], "
-              "sys.argv[2] or None)")
-    subprocess.run([sys.executable, "-c", script, name, path or ""], env=site.env,
-                   check=True)
-
-
-def test_move_10000_messages_100000_rows_then_resend_is_a_duplicate(two_dbs):
-    site = two_dbs
+def test_move_10000_messages_100000_rows_then_resend_is_a_duplicate(alice_and_empty_db2):
+    site = alice_and_empty_db2
     populate(site, "alice@example.org", 10_000, 90_000)
     before = all_messages(site.maildir("alice@example.org"))
     done = site.run("mailbox", "move", "alice@example.org", "--to", "db2", "--json", check=0)
@@ -100,7 +80,7 @@ def test_move_across_filesystems_copies_and_verifies(site, tmp_path):
     site.create("alice@example.org")
     other = os.path.join(shm, f"lda-test-{os.getpid()}-{time.time_ns()}")
     try:
-        _create_db(site, "shm", other)
+        site.run("db", "create", "shm", "--path", other, check=0)
         populate(site, "alice@example.org", 300, 700)
         source = site.maildir("alice@example.org")
         mtimes = {p.name: p.stat().st_mtime_ns for p in maildir_files(source)}
@@ -136,8 +116,8 @@ POINTS = ["begin", "rows", "mid-rows", "cleanup"]
 
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("finish", ["resume", "rollback"])
-def test_kill_9_at_each_step_then_resume_or_roll_back(two_dbs, point, finish):
-    site = two_dbs
+def test_kill_9_at_each_step_then_resume_or_roll_back(alice_and_empty_db2, point, finish):
+    site = alice_and_empty_db2
     address = "alice@example.org"
     populate(site, address, 200, 11_800)  # three row batches: a kill mid-rows
     before = all_messages(site.maildir(address))
@@ -167,8 +147,8 @@ def test_kill_9_at_each_step_then_resume_or_roll_back(two_dbs, point, finish):
     assert len(all_messages(box)) == len(before) + 1
 
 
-def test_partial_records_move_with_the_mailbox(two_dbs):
-    site = two_dbs
+def test_partial_records_move_with_the_mailbox(alice_and_empty_db2):
+    site = alice_and_empty_db2
     site.run("mailbox", "delete", "alice@example.org", check=0)
     site.create("carol@example.org")
     site.create("alice@example.org", "--quota-storage", "100")
@@ -202,8 +182,8 @@ for i in range(first, first + count):
 """
 
 
-def test_concurrent_deliveries_during_moves_lose_and_double_nothing(two_dbs):
-    site = two_dbs
+def test_concurrent_deliveries_during_moves_lose_and_double_nothing(alice_and_empty_db2):
+    site = alice_and_empty_db2
     address = "alice@example.org"
     populate(site, address, 2000, 20_000)
     workers = [subprocess.Popen([sys.executable, "-c", DELIVERER, LDA, address,
@@ -222,10 +202,10 @@ def test_concurrent_deliveries_during_moves_lose_and_double_nothing(two_dbs):
     assert not (site.state / "databases" / "default" / "example.org" / "alice").exists()
 
 
-def test_sieve_vacation_memory_moves_with_the_mailbox(two_dbs):
+def test_sieve_vacation_memory_moves_with_the_mailbox(alice_and_empty_db2):
     """A sender answered before the move is not answered again after it,
     within vacation's :days, and the old database keeps no Sieve rows."""
-    site = two_dbs
+    site = alice_and_empty_db2
     box = site.maildir("alice@example.org")
     (box / "lda.sieve").write_text('require "vacation";\nvacation :days 7 "I am away.";\n')
     site.deliver(message(message_id="<before@x>"), "alice@example.org",
@@ -244,7 +224,7 @@ def test_sieve_vacation_memory_moves_with_the_mailbox(two_dbs):
             conn.close()
 
 
-def test_a_moved_mailbox_defers_only_its_own_recipient_of_a_batch(two_dbs):
+def test_a_moved_mailbox_defers_only_its_own_recipient_of_a_batch(alice_and_empty_db2):
     """Recipients are delivered together under one set of locks: alice's
     mailbox moved after both were resolved, so she gets 4.2.1 and bob, in
     the same batch, still gets the message."""
@@ -255,7 +235,7 @@ def test_a_moved_mailbox_defers_only_its_own_recipient_of_a_batch(two_dbs):
     from lda.delivery import Delivery
     from lda.log import Log
 
-    site = two_dbs
+    site = alice_and_empty_db2
     site.create("bob@example.org")
     config = load_config(str(site.config), environ=site.env)
     resolver = make_resolver(config, site.env)
@@ -271,7 +251,8 @@ def test_a_moved_mailbox_defers_only_its_own_recipient_of_a_batch(two_dbs):
 
 @pytest.mark.parametrize("same_resolver", [False, True],
                          ids=["another-resolver", "the-resolving-one"])
-def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(two_dbs, same_resolver):
+def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(
+        alice_and_empty_db2, same_resolver):
     """The race CI once hit with 50 deliveries against 6 moves, made
     deterministic: a delivery resolves alice to default, the move takes her
     Maildir to db2, then the delivery goes on.  It must be deferred (4.2.1)
@@ -286,7 +267,7 @@ def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(two_dbs, sam
     from lda.delivery import Delivery
     from lda.log import Log
 
-    site = two_dbs
+    site = alice_and_empty_db2
     config = load_config(str(site.config), environ=site.env)
     resolver = make_resolver(config, site.env)
     plan = resolver.resolve("alice@example.org")

@@ -87,7 +87,8 @@ Decisions
 
 from .actions import (Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect,
                       Vacation)
-from .script import SieveError, Script, compile_script, load_script
+from .errors import SieveError
+from .script import Script, compile_script, load_script
 
 __all__ = ["compile_script", "load_script", "run", "evaluate", "SieveError", "Script",
            "Outcome", "Envelope", "MemoryState", "Keep", "FileInto", "Redirect", "Discard",

@@ -9,7 +9,7 @@ is raised, so `lda sieve check` can list every problem at once.
 
 from .actions import UnsafeFolder, check_folder
 from .fields import valid_address
-from .script import SieveError
+from .errors import SieveError
 
 CAPABILITIES = frozenset({
     "fileinto", "envelope", "copy", "imap4flags", "variables", "duplicate", "vacation",

@@ -9,7 +9,8 @@ Only compiling a script imports this module; a delivery whose script is
 cached never does.
 """
 
-from .script import SieveError
+from .errors import SieveError
+from .grammar import validate
 
 IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 IDENT_CHARS = IDENT_START | frozenset("0123456789")
@@ -289,6 +290,4 @@ class Parser:
 
 def parse(text):
     """Source text to (commands AST, requires): raises SieveError."""
-    from .grammar import validate
-
     return validate(Parser(text).script())

@@ -9,32 +9,12 @@ memory under the same key.
 
 import os
 
-from ..errors import LdaError
+from .errors import SieveError
 
 FORMAT = 1  # bump when the AST changes shape: older cache files are ignored
 MAX_SCRIPT_BYTES = 1 << 20
 MEMO_LIMIT = 256
 _memo = {}  # in-process: text or file stamp -> Script
-
-
-class SieveError(LdaError):
-    """A Sieve script that cannot be compiled (or read).
-
-    line and column (1-based) place the first problem; `errors` lists every
-    (line, column, message), the first included.  Like any LdaError left
-    uncaught it means a temporary failure, never a bounce: the delivery
-    code is expected to catch it and keep the message (lda.sieve.evaluate
-    does)."""
-
-    def __init__(self, line, column, message, more=()):
-        self.line, self.column, self.message = line, column, message
-        self.errors = [(line, column, message), *more]
-        extra = f" (and {len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
-        super().__init__(f"line {line}, column {column}: {message}{extra}")
-
-    def lines(self, name):
-        """One "NAME:LINE:COL: message" per error, as compilers print them."""
-        return [f"{name}:{line}:{col}: {message}" for line, col, message in self.errors]
 
 
 class Script:
