@@ -15,8 +15,8 @@ import os
 import time
 
 from . import maildir as md
-from .errors import (CannotCreate, LdaError, MaildirMissing, MailLoop, MessageTooBig,
-                     NotOwner, QuotaExceeded, TemporaryFailure)
+from .errors import (CannotCreate, ForwardFailed, LdaError, MaildirMissing, MailLoop,
+                     MessageTooBig, NotOwner, QuotaExceeded, TemporaryFailure)
 from .locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
@@ -606,7 +606,10 @@ class Delivery:
         if target.reply is not None:  # RFC 5230 5.1: a vacation reply goes from <>
             sendmail(self.sendmail, "", target.address, target.reply)
             return
-        fd = staged.open()
+        try:
+            fd = staged.open()
+        except OSError as e:  # as a sendmail that cannot run: this target fails alone
+            raise ForwardFailed(f"cannot read the copy to forward: {e.strerror}") from None
         try:
             sendmail(self.sendmail, self.sender, target.address, fd)
         finally:

@@ -1,12 +1,15 @@
 """The envelope at the borders: one check (lda.addresses) refuses a hostile
 sender or recipient for `lda deliver` (argv and Postfix's environment) as
-for LMTP."""
+for LMTP, and a forward that cannot be handed to sendmail fails that
+target alone, never the other recipients of the message."""
 
 import io
+import json
 
 import pytest
 
 from conftest import maildir_files, message
+from lmtp_session import Server
 
 # What each border must refuse, sender and recipient alike: header and log
 # injection (CR, LF), what no argv can carry (NUL), other control and
@@ -133,3 +136,112 @@ def test_a_fine_original_recipient_is_logged(user):
                     "alice@example.org", input=message(), check=0)
     assert b"orig_to=<info@example.org>" in done.stderr
     assert b"ignored" not in done.stderr
+
+
+# --- a forward that cannot be sent -----------------------------------------------
+
+VACATION = ('require "vacation";\n'
+            'vacation :addresses ["alice@example.org"] "I am away.";\n')
+REDIRECT = 'require "copy";\nredirect :copy "redirected@elsewhere.example.net";\n'
+
+
+def forwarding_site(site):
+    """A plain mailbox and three that hand a copy to sendmail: a forward
+    (keeping a copy), a Sieve redirect :copy and a Sieve vacation."""
+    boxes = {"plain@example.org": site.create("plain@example.org"),
+             "fwd@example.org": site.create("fwd@example.org", "--forward",
+                                            "forwarded@elsewhere.example.net"),
+             "redirect@example.org": site.create("redirect@example.org"),
+             "vacation@example.org": site.create("vacation@example.org")}
+    (boxes["redirect@example.org"] / "lda.sieve").write_text(REDIRECT)
+    (boxes["vacation@example.org"] / "lda.sieve").write_text(VACATION)
+    return boxes
+
+
+def lmtp_transaction(server, sender, recipients):
+    """(MAIL reply, [DATA reply per recipient]); none after a refused MAIL."""
+    client = server.client()
+    try:
+        assert client.cmd("LHLO test")[-1].startswith("250")
+        mail = client.cmd(f"MAIL FROM:<{sender}>")
+        if not mail.startswith("250"):
+            return mail, []
+        for rcpt in recipients:
+            assert client.cmd(f"RCPT TO:<{rcpt}>").startswith("250")
+        assert client.cmd("DATA").startswith("354")
+        client.sock.sendall(message().replace(b"\n", b"\r\n") + b".\r\n")
+        return mail, [client.reply() for _ in recipients]
+    finally:
+        client.close()
+
+
+def partial_targets(site):
+    done = site.run("partial", "list", "--json", check=0)
+    return sorted(row["target"] for row in json.loads(done.stdout))
+
+
+def assert_only_the_sending_targets_failed(site, boxes, replies, log):
+    """Every recipient 250 and its copy; the forward and the redirect
+    kept as partial deliveries; the vacation reply only logged."""
+    assert [r.split()[:2] for r in replies] == [["250", "2.0.0"]] * len(boxes), replies
+    for address, box in boxes.items():
+        assert len(maildir_files(box)) == 1, address
+    assert partial_targets(site) == ["forwarded@elsewhere.example.net",
+                                     "redirected@elsewhere.example.net"]
+    assert "Traceback" not in log
+
+
+def test_nul_sender_over_lmtp_fails_only_what_is_sent_on(site):
+    """On 1957307 the NUL reached sendmail's argv: ValueError, and every
+    recipient, the plain mailbox too, got 451 on every retry.  Refused at
+    MAIL once LMTP checks the sender there; either way nobody gets 451."""
+    boxes = forwarding_site(site)
+    server = Server(site, "--processes", "1")
+    try:
+        mail, replies = lmtp_transaction(server, "a\x00b@example.net", list(boxes))
+    finally:
+        code, log = server.stop()
+    assert code == 0, log
+    if not mail.startswith("250"):
+        assert mail.split()[1] == "5.1.7", mail  # the one check, at the border
+        return
+    assert_only_the_sending_targets_failed(site, boxes, replies, log)
+    assert site.sent() == []
+
+
+@pytest.mark.parametrize("sendmail", ["nul-in-argv", "missing-command", "exits-75"])
+def test_sendmail_that_cannot_take_a_copy_fails_only_that_target(make_site, tmp_path,
+                                                                   sendmail):
+    """A sender every border accepts, and a sendmail that cannot be run
+    (subprocess raises ValueError for the configured NUL, OSError for a
+    missing file) or refuses: each forward fails alone, over LMTP."""
+    failing = tmp_path / "failing-sendmail"
+    failing.write_text("#!/bin/sh\necho 'queue file write error'\nexit 75\n")
+    failing.chmod(0o755)
+    command = {"nul-in-argv": ["/usr/sbin/sendmail\x00", "-i"],
+               "missing-command": [str(tmp_path / "no-such-sendmail"), "-i"],
+               "exits-75": [str(failing), "-i"]}[sendmail]
+    site = make_site(sendmail=command)
+    boxes = forwarding_site(site)
+    server = Server(site, "--processes", "1")
+    try:
+        _, replies = lmtp_transaction(server, "sender@example.org", list(boxes))
+    finally:
+        code, log = server.stop()
+    assert code == 0, log
+    assert_only_the_sending_targets_failed(site, boxes, replies, log)
+    [vacation] = [line for line in log.splitlines()
+                  if "to=<sender@example.org>, orig_to=<vacation@example.org>" in line]
+    assert "status=failed" in vacation  # not sent, logged; the message is delivered
+
+
+def test_deliver_with_an_unrunnable_sendmail_is_a_partial_delivery(make_site):
+    """`lda deliver` with several recipients: the same isolation, exit 0."""
+    site = make_site(sendmail=["/usr/sbin/sendmail\x00", "-i"])
+    boxes = forwarding_site(site)
+    done = site.deliver(message(), *boxes)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    for box in boxes.values():
+        assert len(maildir_files(box)) == 1
+    assert partial_targets(site) == ["forwarded@elsewhere.example.net",
+                                     "redirected@elsewhere.example.net"]
