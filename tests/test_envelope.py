@@ -245,3 +245,20 @@ def test_deliver_with_an_unrunnable_sendmail_is_a_partial_delivery(make_site):
         assert len(maildir_files(box)) == 1
     assert partial_targets(site) == ["forwarded@elsewhere.example.net",
                                      "redirected@elsewhere.example.net"]
+
+
+@pytest.mark.parametrize("where", ["recipient", "-a"])
+def test_bytes_that_are_not_utf8_are_refused_under_syslog_too(make_site, where):
+    """syslog(3) takes UTF-8 only: logging the refused recipient raised
+    UnicodeEncodeError, and a bad address became 75 (retried for days)."""
+    site = make_site(log="syslog")
+    alice = site.create("alice@example.org")
+    if where == "recipient":
+        done = site.deliver(message(), HOSTILE["8bit-not-utf8"])
+        assert done.returncode == 67, done.stderr.decode(errors="replace")
+        assert first_line(done).startswith("5.1.3 ")
+    else:
+        done = site.run("deliver", "-a", HOSTILE["8bit-not-utf8"], "alice@example.org",
+                        input=message())
+        assert done.returncode == 0, done.stderr.decode(errors="replace")
+        assert len(maildir_files(alice)) == 1
