@@ -262,3 +262,28 @@ def test_bytes_that_are_not_utf8_are_refused_under_syslog_too(make_site, where):
                         input=message())
         assert done.returncode == 0, done.stderr.decode(errors="replace")
         assert len(maildir_files(alice)) == 1
+
+
+def test_a_forward_that_cannot_be_kept_for_retry_defers_its_recipient_alone(make_site,
+                                                                              tmp_path):
+    """Neither forwarded nor spooled (the spool directory cannot be made):
+    that recipient is retried (its own copy is then a duplicate), the
+    others keep their 250."""
+    failing = tmp_path / "failing-sendmail"
+    failing.write_text("#!/bin/sh\nexit 75\n")
+    failing.chmod(0o755)
+    site = make_site(sendmail=[str(failing)])
+    plain = site.create("plain@example.org")
+    fwd = site.create("fwd@example.org", "--forward", "forwarded@elsewhere.example.net")
+    (site.state / "databases" / "default" / "partial").write_text("not a directory\n")
+    server = Server(site, "--processes", "1")
+    try:
+        _, replies = lmtp_transaction(server, "sender@example.org",
+                                      ["plain@example.org", "fwd@example.org"])
+    finally:
+        code, log = server.stop()
+    assert code == 0, log
+    assert replies[0].startswith("250 2.0.0 <plain@example.org>"), replies
+    assert replies[1].startswith("451 4.3.0 <fwd@example.org>"), replies
+    assert "internal error" not in replies[1] and "cannot keep" in replies[1]
+    assert len(maildir_files(plain)) == 1 and len(maildir_files(fwd)) == 1
