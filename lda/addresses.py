@@ -1,4 +1,6 @@
-"""Envelope addresses: the cheap checks every recipient passes on the delivery path.
+"""Envelope addresses: the one check of the sender and the recipients at
+every border (`lda deliver`'s argv and environment, LMTP's MAIL and RCPT),
+cheap enough for the delivery path.
 
 Full RFC 5322 validation (email-validator) is for alias and forward targets
 and the admin commands; a recipient only needs to be an address lda can look
@@ -7,38 +9,73 @@ up safely, because it is never turned into a path.
 
 from .errors import BadAddress, BadSender
 
-MAX_ADDRESS = 320  # RFC 5321: 64-octet local part, "@", 255-octet domain
+# RFC 5321 section 4.5.3.1: a 64-octet local part, "@", a 255-octet domain.
+# Octets, not characters: an SMTPUTF8 address counts its UTF-8 bytes.
+MAX_ADDRESS = 320
 FOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
 def normalize(address):
-    """Strip <>, lower-case; refuse what no mail system would deliver to."""
-    value = address
-    if value.startswith("<") and value.endswith(">"):
-        value = value[1:-1]
+    """Strip <>, lower-case; refuse what no mail system would deliver to.
+
+    The one recipient check of every border: `lda deliver` (argv, RECIPIENT),
+    LMTP at RCPT, and -a / ORIGINAL_RECIPIENT (see original_recipient)."""
+    value = _unbracket(address)
     if not value or value.startswith("@") or value.endswith("@"):
         raise BadAddress(f"invalid recipient address {address[:80]!r}")
-    if len(value) > MAX_ADDRESS:
-        raise BadAddress(f"recipient address longer than {MAX_ADDRESS} characters")
-    if any(ord(c) < 33 or ord(c) == 127 for c in value):
-        raise BadAddress(f"control character or space in recipient {value[:80]!r}")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # bytes that were not UTF-8 in argv
-        raise BadAddress(f"recipient is not valid UTF-8: {value[:80]!r}") from None
+    problem = _problem(value, allow_space=False)
+    if problem:
+        raise BadAddress(f"{problem} in recipient {value[:80]!r}")
     return value.lower()
 
 
 def check_sender(sender):
-    """The envelope sender goes into Return-Path: a line break in it would
-    forge header fields, so it is refused (Postfix never passes one)."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in sender):
-        raise BadSender(f"control character in sender {sender[:80]!r}")
+    """The envelope sender as Return-Path and sendmail's -f will carry it
+    ("" for the null sender), or BadSender: a line break would forge header
+    fields, a NUL cannot be passed to sendmail (Postfix never sends either).
+
+    The one sender check of every border: -f and SENDER for `lda deliver`,
+    MAIL FROM for LMTP."""
+    value = _unbracket(sender.strip(" "))
+    problem = _problem(value, allow_space=True)
+    if problem:
+        raise BadSender(f"{problem} in sender {value[:80]!r}")
+    return value
+
+
+def original_recipient(address):
+    """(-a or ORIGINAL_RECIPIENT without <>, None) when the recipient check
+    takes it, else (None, why not).  It only names the recipient in the log
+    and to Sieve, so one that is refused is dropped, never the message."""
+    if not address:
+        return None, None
     try:
-        sender.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadSender(f"sender is not valid UTF-8: {sender[:80]!r}") from None
-    return sender
+        normalize(address)
+    except BadAddress as e:
+        return None, str(e)
+    return _unbracket(address), None
+
+
+def _unbracket(address):
+    return address[1:-1] if address.startswith("<") and address.endswith(">") else address
+
+
+def _problem(value, allow_space):
+    """What keeps `value` out of an envelope, or None.  Not printable, as
+    for an alias name: C0 and C1 controls, DEL, the line and paragraph
+    separators str.splitlines() (and a log reader) breaks lines at, and
+    format characters that hide in a log (U+200B, U+202E)."""
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes that were not UTF-8 (argv, LMTP's surrogateescape)
+        return "bytes that are not UTF-8"
+    if not value.isprintable():
+        return "control character"
+    if not allow_space and " " in value:
+        return "space"
+    if size > MAX_ADDRESS:
+        return f"more than {MAX_ADDRESS} octets"
+    return None
 
 
 def split_extension(address, delimiters):

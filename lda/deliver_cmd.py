@@ -9,6 +9,7 @@ import io
 import os
 import sys
 
+from .addresses import check_sender, original_recipient
 from .errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError
 
 USAGE = """\
@@ -58,12 +59,12 @@ def parse_args(argv, environ):
         recipients = [environ["RECIPIENT"]]
     sender = options.get("-f", environ.get("SENDER"))
     if sender is not None:
-        from .addresses import check_sender
-
-        sender = check_sender(sender.strip(" ").removeprefix("<").removesuffix(">"))
-    return {"sender": sender, "recipients": recipients,
-            "original": options.get("-a", environ.get("ORIGINAL_RECIPIENT")),
-            "config": options.get("-c"), "reject": "-e" in options}
+        sender = check_sender(sender)
+    original, ignored = original_recipient(options.get("-a",
+                                                       environ.get("ORIGINAL_RECIPIENT")))
+    return {"sender": sender, "recipients": recipients, "original": original,
+            "original_ignored": ignored, "config": options.get("-c"),
+            "reject": "-e" in options}
 
 
 def exit_status(results):
@@ -132,6 +133,8 @@ def _deliver(argv, stdin, environ, clock, held):
     if args["reject"]:
         config.quota_full = "reject"
     log = Log(config.log, config.syslog_facility, stream=held)
+    if args["original_ignored"]:
+        log.warning(f"original recipient ignored: {args['original_ignored']}")
     kwargs = {"clock": clock} if clock else {}
     delivery = Delivery(config, make_resolver(config, environ, log), log,
                         sender=args["sender"], original_recipient=args["original"],

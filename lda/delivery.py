@@ -15,8 +15,8 @@ import os
 import time
 
 from . import maildir as md
-from .errors import (CannotCreate, LdaError, MaildirMissing, MailLoop, MessageTooBig,
-                     NotOwner, QuotaExceeded, TemporaryFailure)
+from .errors import (CannotCreate, ForwardFailed, LdaError, MaildirMissing, MailLoop,
+                     MessageTooBig, NotOwner, QuotaExceeded, TemporaryFailure)
 from .locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
@@ -606,7 +606,10 @@ class Delivery:
         if target.reply is not None:  # RFC 5230 5.1: a vacation reply goes from <>
             sendmail(self.sendmail, "", target.address, target.reply)
             return
-        fd = staged.open()
+        try:
+            fd = staged.open()
+        except OSError as e:  # as a sendmail that cannot run: this target fails alone
+            raise ForwardFailed(f"cannot read the copy to forward: {e.strerror}") from None
         try:
             sendmail(self.sendmail, self.sender, target.address, fd)
         finally:
@@ -614,8 +617,9 @@ class Delivery:
 
     def _conclude(self, plan, targets, staged, info, keys, result):
         """Primary failure: the recipient fails.  Forward failure: partial,
-        unless no target at all took the message.  A vacation reply that
-        could not be sent is only logged: its retry is the next message."""
+        unless no target at all took the message or the copy cannot be kept
+        for retry.  A vacation reply that could not be sent is only logged:
+        its retry is the next message."""
         failures = {t: o for t, o in result.outcomes.items()
                     if isinstance(o, LdaError) and t.reply is None}
         primary = [o for t, o in failures.items() if t.primary]
@@ -632,7 +636,14 @@ class Delivery:
                 + "; ".join(f"{t.address}: {e}" for t, e in failures.items()))
             return
         for target, error in failures.items():
-            self._record_partial(plan, target, error, staged, info, keys[target])
+            try:
+                self._record_partial(plan, target, error, staged, info, keys[target])
+            except LdaError as e:
+                # Neither forwarded nor kept: only a retry of this recipient
+                # keeps the copy from being lost (its delivered targets are
+                # then duplicates); the other recipients stand.
+                result.error = TemporaryFailure(f"{target.address}: {error}; {e}")
+                return
             result.partial.append(target)
 
     def _record_partial(self, plan, target, error, staged, info, key):
@@ -645,7 +656,11 @@ class Delivery:
             if existing is not None:
                 db.count_attempt(existing, reason)
                 return
-        spool = _spool(db.db_root, staged, self.config.hostname)
+        try:
+            spool = _spool(db.db_root, staged, self.config.hostname)
+        except OSError as e:
+            raise CannotCreate(f"cannot keep a copy for retry in {db.db_root}/partial: "
+                               f"{e.strerror}") from None
         with db.transaction():
             db.record_partial(self.sender or "", plan.canonical, target.address,
                               target.mailbox, key, reason, spool)

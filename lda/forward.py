@@ -18,10 +18,14 @@ def sendmail(command, sender, recipient, message, timeout=TIMEOUT_SECONDS):
     try:
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               timeout=timeout, check=False, **source)
-    except OSError as e:
-        raise ForwardFailed(f"cannot run {command[0]}: {e.strerror}") from None
     except subprocess.TimeoutExpired:
         raise ForwardFailed(f"{command[0]} timed out after {timeout}s") from None
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        # The copy was not handed over, whatever the reason (a missing
+        # command, a NUL in an argument that execve cannot take): that
+        # concerns this target alone, never the message's other recipients.
+        raise ForwardFailed(f"cannot run {command[0]!r}: "
+                            f"{getattr(e, 'strerror', None) or e}") from None
     if done.returncode != 0:
         output = done.stdout.decode("utf-8", "replace").strip().splitlines()
         detail = output[-1][:200] if output else ""

@@ -23,7 +23,11 @@ class Log:
 
     def _write(self, level, line):
         if self.syslog:
-            self.syslog.syslog(level, line)
+            # Python's syslog takes UTF-8 only: a field holding bytes of
+            # argv that were not UTF-8 (surrogateescape) raised, and a
+            # refused address became a retried one.  Logged escaped instead
+            # (the byte 0xff as \udcff).
+            self.syslog.syslog(level, line.encode("utf-8", "backslashreplace").decode())
         else:
             self.stream.write(f"lda[{os.getpid()}]: {line}\n")
             self.stream.flush()
