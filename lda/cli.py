@@ -89,7 +89,9 @@ def _duration(value, key):
 class LdaGroup(click.Group):
     """Turns library errors into one line on stderr and their sysexits code,
     and anything unexpected into a logged traceback and 75 (EX_TEMPFAIL), so
-    a timer or a script retries instead of reading Python's 1."""
+    a timer or a script retries instead of reading Python's 1.  An SQLite
+    or OS error that the library met past the point where it names the file
+    (admin_sqlite) is still one line, with the same exit status rule."""
 
     def invoke(self, ctx):
         try:
@@ -105,6 +107,12 @@ class LdaGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:  # noqa: BLE001
+            from .admin_sqlite import failure
+
+            known = failure(e)
+            if known is not None:
+                click.echo(f"lda: {known}", err=True)
+                sys.exit(known.exit_code)
             from .deliver_cmd import unexpected
 
             sys.exit(unexpected(e, None))
