@@ -421,6 +421,36 @@ def db_show(ctx, name, as_json):
     emit_record(show_database(open_directory(config), config, name), as_json)
 
 
+@database_group.command("check")
+@click.argument("name", required=False)
+@output_options
+@click.pass_context
+def db_check(ctx, name, as_json):
+    """Check the directory, databases and Maildirs; say how to repair each problem.
+
+    Reads only.  Exits 0 when all is well, 78 when there are problems to
+    repair, 75 when a file was only busy or unreadable for now.
+
+    \b
+    Example:
+        lda db check
+        lda db check default --json
+    """
+    from .db_check import check
+
+    with Progress(enabled=not as_json) as progress:
+        summary = check(load(ctx), name, progress=lambda done, total: progress.update(
+            "checking", done, total))
+    if as_json:
+        emit_record(summary, True)
+    else:
+        for problem in summary["problems"]:
+            click.echo(f"{problem['file']}: {problem['problem']}; {problem['repair']}")
+        click.echo(f"checked {summary['databases']} database(s), {summary['mailboxes']} "
+                   f"mailbox(es): {len(summary['problems']) or 'no'} problem(s)")
+    sys.exit(summary["exit_code"])
+
+
 @cli.group()
 def dedup():
     """The DeliveredTo tables that stop a message arriving twice."""
