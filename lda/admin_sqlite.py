@@ -44,8 +44,13 @@ class DamagedDatabase(ConfigError):
 
 
 def sqlite_failure(path, error):
-    """The LdaError for an sqlite3.DatabaseError met on the file at path."""
+    """The LdaError for an sqlite3.DatabaseError met on the file at path
+    (None: met past the open, on a file the library no longer names)."""
     code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+    if path is None:
+        # Which file it is, is `lda db check`'s to say.
+        text = f"an SQLite database of lda's is unusable ({error}); see `lda db check`"
+        return (ConfigError if code in DAMAGED | UNOPENABLE else TemporaryFailure)(text)
     if code in DAMAGED:
         return DamagedDatabase(path, error)
     if code in UNOPENABLE:
@@ -65,10 +70,6 @@ def failure(error, path=None):
     """The LdaError an admin command reports for error, or None when error
     is neither an SQLite nor an OS one (a bug: a traceback is logged)."""
     if isinstance(error, sqlite3.DatabaseError):
-        if path is None:
-            # Met after the file was opened: which one is `lda db check`'s job.
-            return ConfigError(f"an SQLite database is unusable ({error}); "
-                               "`lda db check` names it")
         return sqlite_failure(path, error)
     if isinstance(error, OSError):
         return file_failure(error, path)
@@ -77,11 +78,17 @@ def failure(error, path=None):
 
 @contextmanager
 def guarded(path):
-    """SQLite and OS errors raised inside become the LdaError naming path."""
+    """SQLite and OS errors raised inside become the LdaError naming path;
+    so does the temporary failure a DeliveredTo method makes of an SQLite
+    error (deliveredto.database_failure), which a damaged file makes 78."""
     try:
         yield
     except (sqlite3.DatabaseError, OSError) as e:
         raise failure(e, path) from None
+    except TemporaryFailure as e:
+        if getattr(e, "sqlite_error", None) is None:
+            raise
+        raise sqlite_failure(path, e.sqlite_error) from None
 
 
 def state_dir(config, *parts):

@@ -9,6 +9,7 @@ a database nobody has delivered to simply has no rows.
 
 import os
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from .admin_sqlite import guarded, probe
@@ -53,6 +54,20 @@ def open_deliveredto(config, path, clock=time.time, create=False):
                            config.cleanup_interval_seconds, clock)
 
 
+@contextmanager
+def deliveredto(config, path, clock=time.time):
+    """open_deliveredto() for a with block: the store, or None while there
+    is none; closed at the end.  A page found damaged in the block (the
+    open reads only the schema) is an LdaError naming the file too."""
+    store = open_deliveredto(config, path, clock)
+    try:
+        with guarded(os.path.join(path, DB_FILE)):
+            yield store
+    finally:
+        if store is not None:
+            store.close()
+
+
 def disk_bytes(path):
     """Bytes in the regular files below path (Maildirs and SQLite files),
     or None if path is missing.  Iterative, so deep folder trees cannot hit
@@ -80,16 +95,13 @@ def disk_bytes(path):
 
 def _table_counts(config, path):
     """(DeliveredTo rows, partial records) of the database at path."""
-    store = open_deliveredto(config, path)
-    if store is None:
-        return 0, 0
-    try:
+    with deliveredto(config, path) as store:
+        if store is None:
+            return 0, 0
         rows = store.conn.execute("SELECT COUNT(*) FROM delivered_to").fetchone()[0]
         partial = store.conn.execute(
             "SELECT COUNT(*) FROM partial_deliveries").fetchone()[0]
         return rows, partial
-    finally:
-        store.close()
 
 
 def describe(db, config, row):
