@@ -91,17 +91,22 @@ def guarded(path):
         raise sqlite_failure(path, e.sqlite_error) from None
 
 
+def check_state_dir(config):
+    """ConfigError naming state_dir when it is there and no directory; for
+    the commands that read state and must not create it."""
+    if os.path.lexists(config.state_dir) and not os.path.isdir(config.state_dir):
+        raise ConfigError(f"{config.state_dir}: state_dir is not a directory")
+
+
 def state_dir(config, *parts):
     """state_dir (or a directory under it, such as "locks"), created if
     missing; ConfigError naming it when it is a file, or under one."""
+    check_state_dir(config)
     path = os.path.join(config.state_dir, *parts)
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        bad = next((p for p in (config.state_dir, path)
-                    if os.path.exists(p) and not os.path.isdir(p)), path)
-        what = "state_dir" if bad == config.state_dir else "under state_dir"
-        raise ConfigError(f"{bad}: {what} is not a directory") from None
+        raise ConfigError(f"{path}: not a directory (under state_dir)") from None
     except OSError as e:
         raise file_failure(e, path) from None
     return path

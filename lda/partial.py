@@ -271,9 +271,10 @@ def _databases(config, only=None):
     single target is always the primary one and so never partial."""
     if config.per_user:
         return []
-    from .admin_sqlite import guarded, probe
+    from .admin_sqlite import check_state_dir, guarded, probe
     from .directory import Directory
 
+    check_state_dir(config)
     if os.path.lexists(config.directory_path):
         probe(config.directory_path)
     directory = Directory(config.directory_path)

@@ -194,8 +194,8 @@ def test_corrupt_directory_is_a_configuration_error_naming_it(damaged, name):
     assert error_lines(done)[0].startswith(f"lda: {path}: not an SQLite database")
 
 
-@pytest.mark.parametrize("name", ["mailbox list", "partial retry", "aliases compile",
-                                  "db list", "dedup cleanup"])
+@pytest.mark.parametrize("name", ["mailbox list", "partial list", "partial retry",
+                                  "aliases compile", "db list", "dedup cleanup"])
 def test_state_dir_that_is_a_file_is_a_configuration_error(damaged, name):
     site, path = damaged("state_dir-is-a-file")
     done = run(site, name)
