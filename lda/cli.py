@@ -89,7 +89,9 @@ def _duration(value, key):
 class LdaGroup(click.Group):
     """Turns library errors into one line on stderr and their sysexits code,
     and anything unexpected into a logged traceback and 75 (EX_TEMPFAIL), so
-    a timer or a script retries instead of reading Python's 1."""
+    a timer or a script retries instead of reading Python's 1.  An SQLite
+    or OS error that the library met past the point where it names the file
+    (admin_sqlite) is still one line, with the same exit status rule."""
 
     def invoke(self, ctx):
         try:
@@ -105,6 +107,12 @@ class LdaGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:  # noqa: BLE001
+            from .admin_sqlite import failure
+
+            known = failure(e)
+            if known is not None:
+                click.echo(f"lda: {known}", err=True)
+                sys.exit(known.exit_code)
             from .deliver_cmd import unexpected
 
             sys.exit(unexpected(e, None))
@@ -411,6 +419,36 @@ def db_show(ctx, name, as_json):
 
     config = load(ctx)
     emit_record(show_database(open_directory(config), config, name), as_json)
+
+
+@database_group.command("check")
+@click.argument("name", required=False)
+@output_options
+@click.pass_context
+def db_check(ctx, name, as_json):
+    """Check the directory, databases and Maildirs; say how to repair each problem.
+
+    Reads only.  Exits 0 when all is well, 78 when there are problems to
+    repair, 75 when a file was only busy or unreadable for now.
+
+    \b
+    Example:
+        lda db check
+        lda db check default --json
+    """
+    from .db_check import check
+
+    with Progress(enabled=not as_json) as progress:
+        summary = check(load(ctx), name, progress=lambda done, total: progress.update(
+            "checking", done, total))
+    if as_json:
+        emit_record(summary, True)
+    else:
+        for problem in summary["problems"]:
+            click.echo(f"{problem['file']}: {problem['problem']}; {problem['repair']}")
+        click.echo(f"checked {summary['databases']} database(s), {summary['mailboxes']} "
+                   f"mailbox(es): {len(summary['problems']) or 'no'} problem(s)")
+    sys.exit(summary["exit_code"])
 
 
 @cli.group()

@@ -8,12 +8,13 @@ a database nobody has delivered to simply has no rows.
 """
 
 import os
-import sqlite3
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
+from .admin_sqlite import guarded, probe
 from .deliveredto import DB_FILE, DeliveredTo
-from .errors import ConfigError, TemporaryFailure
+from .errors import ConfigError
 
 
 def iso_utc(timestamp):
@@ -39,16 +40,32 @@ def database_rows(db, name=None):
     return list(db["databases"].rows_where(order_by="name"))
 
 
-def open_deliveredto(config, path, clock=time.time):
-    """The DeliveredTo table of the database at path, or None while its
-    lda.sqlite does not exist (listing must not create it)."""
-    if not os.path.isfile(os.path.join(path, DB_FILE)):
+def open_deliveredto(config, path, clock=time.time, create=False):
+    """The DeliveredTo table of the database at path; None while its
+    lda.sqlite does not exist, unless create (listing must not create it).
+    A file that is damaged or cannot be opened is an LdaError naming it."""
+    file = os.path.join(path, DB_FILE)
+    if os.path.lexists(file):
+        probe(file)  # before DeliveredTo, whose errors name no file
+    elif not create:
         return None
-    try:
+    with guarded(file):
         return DeliveredTo(path, config.expiration_hours,
                            config.cleanup_interval_seconds, clock)
-    except sqlite3.DatabaseError as e:
-        raise TemporaryFailure(f"{path}/{DB_FILE}: unreadable: {e}") from None
+
+
+@contextmanager
+def deliveredto(config, path, clock=time.time):
+    """open_deliveredto() for a with block: the store, or None while there
+    is none; closed at the end.  A page found damaged in the block (the
+    open reads only the schema) is an LdaError naming the file too."""
+    store = open_deliveredto(config, path, clock)
+    try:
+        with guarded(os.path.join(path, DB_FILE)):
+            yield store
+    finally:
+        if store is not None:
+            store.close()
 
 
 def disk_bytes(path):
@@ -78,16 +95,13 @@ def disk_bytes(path):
 
 def _table_counts(config, path):
     """(DeliveredTo rows, partial records) of the database at path."""
-    store = open_deliveredto(config, path)
-    if store is None:
-        return 0, 0
-    try:
+    with deliveredto(config, path) as store:
+        if store is None:
+            return 0, 0
         rows = store.conn.execute("SELECT COUNT(*) FROM delivered_to").fetchone()[0]
         partial = store.conn.execute(
             "SELECT COUNT(*) FROM partial_deliveries").fetchone()[0]
         return rows, partial
-    finally:
-        store.close()
 
 
 def describe(db, config, row):

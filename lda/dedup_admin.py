@@ -7,7 +7,7 @@ DeliveredTo.cleanup_if_due() and never imports this module.
 
 import time
 
-from .databases import database_rows, iso_utc, open_deliveredto
+from .databases import database_rows, deliveredto, iso_utc
 from .deliveredto import CLEANUP_BATCH
 from .directory_admin import get_mailbox
 from .message import MessageInfo
@@ -37,15 +37,12 @@ def lookup(db, config, message_id, mailbox=None, clock=time.time):
     cutoff = clock() - config.expiration_hours * 3600
     found = []
     for database in database_rows(db, only):
-        store = open_deliveredto(config, database["path"])
-        if store is None:
-            continue
-        try:
+        with deliveredto(config, database["path"]) as store:
+            if store is None:
+                continue
             rows = store.conn.execute(
                 f"SELECT {', '.join(LOOKUP_COLUMNS)} FROM delivered_to WHERE {where} "
                 "ORDER BY delivered_at", args).fetchall()
-        finally:
-            store.close()
         for values in rows:
             item = dict(zip(LOOKUP_COLUMNS, values))
             # An expired row no longer stops a resend: say so, it is the
@@ -63,14 +60,11 @@ def count_expired(db, config, name=None, older_than=None, clock=time.time):
                         else config.expiration_hours * 3600)
     total = 0
     for database in database_rows(db, name):
-        store = open_deliveredto(config, database["path"])
-        if store is not None:
-            try:
+        with deliveredto(config, database["path"]) as store:
+            if store is not None:
                 total += store.conn.execute(
                     "SELECT COUNT(*) FROM delivered_to WHERE delivered_at < ?",
                     (cutoff,)).fetchone()[0]
-            finally:
-                store.close()
     return total
 
 
@@ -92,13 +86,10 @@ def cleanup(db, config, name=None, older_than=None, batch=CLEANUP_BATCH,
             progress(summary["deleted"], expected)
     start = time.monotonic()
     for database in database_rows(db, name):
-        store = open_deliveredto(config, database["path"], clock)
-        if store is None:
-            continue
-        try:
+        with deliveredto(config, database["path"], clock) as store:
+            if store is None:
+                continue
             _cleanup_one(store, older_than, batch, summary, on_batch, clock)
-        finally:
-            store.close()
         summary["databases"] += 1
     summary["seconds"] = round(time.monotonic() - start, 3)
     summary["longest_batch_ms"] = round(summary["longest_batch_ms"], 2)
@@ -135,12 +126,9 @@ def stats(db, config, name=None, clock=time.time):
     for database in database_rows(db, name):
         item = {"database": database["name"], "rows": 0, "pending": 0, "expired": 0,
                 "oldest": None, "newest": None, "last_cleanup": None}
-        store = open_deliveredto(config, database["path"])
-        if store is not None:
-            try:
+        with deliveredto(config, database["path"]) as store:
+            if store is not None:
                 item.update(_table_stats(store.conn, cutoff))
-            finally:
-                store.close()
         item["expiration_hours"] = config.expiration_hours
         item["cleanup_interval_seconds"] = config.cleanup_interval_seconds
         result.append(item)

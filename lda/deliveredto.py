@@ -149,7 +149,7 @@ class DeliveredTo:
             self._prepare()
         except sqlite3.Error as e:
             self.conn.close()
-            raise database_failure(e) from None
+            raise database_failure(e, self.path) from None
         # Only a connection kept between deliveries needs it (one stat):
         # `lda deliver` opens once and exits.
         self._identity = file_identity(self.path) if kept else None
@@ -347,7 +347,7 @@ class DeliveredTo:
                 "SELECT mailbox, message_id, submit_time, location FROM delivered_to "
                 "WHERE delivered_at < ? ORDER BY delivered_at LIMIT ?", (cutoff, limit))]
         except sqlite3.Error as e:
-            raise database_failure(e) from None
+            raise database_failure(e, self.path) from None
 
     def _delete_some(self, keys, cutoff, hold_seconds, commit):
         """One transaction: delete keys from the front until about
@@ -380,7 +380,7 @@ class DeliveredTo:
         try:
             self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as e:
-            raise database_failure(e) from None
+            raise database_failure(e, self.path) from None
 
     def cleanup_if_due(self):
         """Opportunistic cleanup during a delivery, bounded to ~50 ms.
@@ -433,7 +433,7 @@ class _Transaction:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             self.lock.release()
-            raise database_failure(e) from None
+            raise database_failure(e, self.db.path) from None
         return self.conn
 
     def __exit__(self, exc_type, exc, tb):
@@ -452,10 +452,10 @@ class _Transaction:
                 return False
             except sqlite3.Error as e:
                 self._rollback()
-                raise database_failure(e) from None
+                raise database_failure(e, self.db.path) from None
         self._rollback()
         if issubclass(exc_type, sqlite3.Error):
-            raise database_failure(exc) from None
+            raise database_failure(exc, self.db.path) from None
         return False
 
     def _rollback(self):
@@ -478,9 +478,13 @@ def file_identity(path):
         return None
 
 
-def database_failure(error):
+def database_failure(error, path):
     """A one-line temporary failure for an SQLite error: busy, full, read-only
-    or corrupt, the message stays with the MTA and is retried."""
+    or corrupt, the message stays with the MTA and is retried.  The error
+    goes along (sqlite_error), for an admin command to tell a damaged file
+    from a busy one (admin_sqlite)."""
     text = str(error)
     what = "busy" if "locked" in text or "busy" in text else "unusable"
-    return TemporaryFailure(f"DeliveredTo database {what}: {text}")
+    failure = TemporaryFailure(f"DeliveredTo database {what}: {path}: {text}")
+    failure.sqlite_error = error
+    return failure

@@ -7,6 +7,7 @@ import time
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from .admin_sqlite import connect, guarded, state_dir
 from .errors import BadAddress, ConfigError, UnknownRecipient
 
 migrations = Migrations("lda.directory")
@@ -33,10 +34,14 @@ def m002_moves(db):
 
 
 def open_directory(config):
-    os.makedirs(config.state_dir, mode=0o700, exist_ok=True)
-    db = Database(config.directory_path)
-    db.execute("PRAGMA journal_mode = WAL")
-    migrations.apply(db)
+    """The directory for writing, created on first use; a damaged or
+    unopenable file is an LdaError naming it (admin_sqlite)."""
+    path = config.directory_path
+    state_dir(config)
+    with guarded(path):
+        db = Database(connect(path))
+        db.execute("PRAGMA journal_mode = WAL")
+        migrations.apply(db)
     return db
 
 
@@ -171,6 +176,6 @@ def compile_aliases(config, path):
     problems, aliases = checked_aliases(path)
     if problems:
         raise AliasFileInvalid(path, problems)
-    target = table_path(config.state_dir)
+    target = table_path(state_dir(config))
     write_table(aliases, target)
     return {"source": path, "index": target, "entries": len(aliases)}

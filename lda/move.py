@@ -20,7 +20,8 @@ import os
 import shutil
 import time
 
-from .deliveredto import DeliveredTo
+from .admin_sqlite import state_dir
+from .databases import open_deliveredto
 from .errors import ConfigError, LdaError, TemporaryFailure
 from .locks import lock_path, stripe_of
 from .maildir import fsync_dir
@@ -59,8 +60,7 @@ class Move:
     def run(self, target_db, rollback=False):
         from filelock import FileLock, Timeout
 
-        lock_dir = os.path.join(self.config.state_dir, "locks")
-        os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+        lock_dir = state_dir(self.config, "locks")
         lock = FileLock(lock_path(lock_dir, stripe_of(self.address)),
                         timeout=self.config.lock_timeout_seconds)
         try:
@@ -111,6 +111,9 @@ class Move:
         if os.path.lexists(destination):
             raise MoveError(f"{destination} exists already; remove it or pick "
                             "another database")
+        for name in (mailbox["database"], target_db):
+            # A damaged DeliveredTo file stops the move before it starts.
+            self._open_db(name).close()
         journal = {"address": self.address, "source_db": mailbox["database"],
                    "target_db": target_db, "source_maildir": mailbox["maildir"],
                    "target_maildir": mailbox["maildir"], "step": "maildir",
@@ -155,8 +158,7 @@ class Move:
         self.after_step("cleanup")
 
     def _open_db(self, name):
-        return DeliveredTo(self._db_path(name), self.config.expiration_hours,
-                           self.config.cleanup_interval_seconds, self.clock)
+        return open_deliveredto(self.config, self._db_path(name), self.clock, create=True)
 
     # -- the Maildir -------------------------------------------------------
 

@@ -36,18 +36,20 @@ RUN_LOCK = "partial.lock"
 def list_partials(config, database=None, clock=time.time):
     """Every partial-delivery record, across the mailbox databases (or one),
     with its `database` name, `db_root` and `age_seconds`."""
-    from .deliveredto import DB_FILE, connect
+    from .admin_sqlite import connect, guarded
+    from .deliveredto import DB_FILE
 
     now = clock()
     records = []
     for name, db_root in _databases(config, database):
         path = os.path.join(db_root, DB_FILE)
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             continue  # no delivery has touched this database yet
-        conn = connect(path)
+        conn = connect(path, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM partial_deliveries ORDER BY id").fetchall()
+            with guarded(path):
+                rows = conn.execute("SELECT * FROM partial_deliveries ORDER BY id").fetchall()
         finally:
             conn.close()
         records.extend({**dict(row), "database": name, "db_root": db_root,
@@ -269,12 +271,17 @@ def _databases(config, only=None):
     single target is always the primary one and so never partial."""
     if config.per_user:
         return []
+    from .admin_sqlite import check_state_dir, guarded, probe
     from .directory import Directory
 
+    check_state_dir(config)
+    if os.path.lexists(config.directory_path):
+        probe(config.directory_path)
     directory = Directory(config.directory_path)
     try:
-        rows = directory.conn.execute(
-            "SELECT name, path FROM databases ORDER BY name").fetchall()
+        with guarded(config.directory_path):
+            rows = directory.conn.execute(
+                "SELECT name, path FROM databases ORDER BY name").fetchall()
     finally:
         directory.close()
     if only is not None:
@@ -295,9 +302,9 @@ def _resolver(config):
 def _run_lock(config):
     from filelock import FileLock, Timeout
 
-    lock_dir = os.path.join(config.state_dir, "locks")
-    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-    lock = FileLock(os.path.join(lock_dir, RUN_LOCK), timeout=config.lock_timeout_seconds)
+    from .admin_sqlite import state_dir
+
+    lock = FileLock(os.path.join(state_dir(config, "locks"), RUN_LOCK), timeout=config.lock_timeout_seconds)
     try:
         lock.acquire()
     except Timeout:
