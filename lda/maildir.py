@@ -71,11 +71,17 @@ def check_owner(fd, path, owner):
 
 
 def _check_parent(path, owner):
-    """Before mkdir of an absolute path: its parent must be owner's."""
+    """Before creating an absolute path: the nearest directory above it that
+    exists must be owner's."""
     if owner is None:
         return
     parent = os.path.dirname(path)
-    uid = os.stat(parent).st_uid  # FileNotFoundError: mkdir would fail alike
+    while True:
+        try:
+            uid = os.stat(parent).st_uid
+            break
+        except FileNotFoundError:
+            parent = os.path.dirname(parent)
     if uid != owner:
         raise NotOwner(f"refusing to create {path} as root in {parent}, owned by uid "
                        f"{uid}: run lda as that user (Postfix: user= in master.cf) or "
@@ -138,6 +144,9 @@ def open_state(path, base, create=True, owner=None):
     directory checked for owner.  Root uses it, so that a symlink a user
     planted in ~/.local/state/lda cannot lead root's writes elsewhere."""
     try:
+        if create and not os.path.isdir(base):  # made with its parents, as open_path
+            _check_parent(base, owner)
+            os.makedirs(base, mode=0o700, exist_ok=True)
         if path == base:
             return open_dir(path, create=create, follow=True, owner=owner)
         if not path.startswith(base + "/"):
