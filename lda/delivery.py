@@ -426,6 +426,15 @@ class Delivery:
             return False
         return True
 
+    def _sieve_cache(self):
+        """Where compiled scripts are kept.  The cache writes by path: as
+        root, the way there is first checked as any state directory's
+        (_open_state), so that a symlink planted in it is refused."""
+        cache = os.path.join(self.config.state_dir, "sieve-cache")
+        if self.as_root:
+            os.close(self._open_state(self.config.state_dir, "sieve-cache"))
+        return cache
+
     def _run_script(self, path, plan, target, info, staged):
         from .sieve import Envelope, evaluate
         from .sieve_delivery import Message, SieveState
@@ -439,8 +448,8 @@ class Delivery:
         envelope = Envelope(self.sender or "", plan.canonical,
                             self.original_recipient or plan.canonical,
                             self.config.recipient_delimiter)
-        outcome = evaluate(path, os.path.join(self.config.state_dir, "sieve-cache"),
-                           Message(info.headers, staged.size), envelope, state)
+        outcome = evaluate(path, self._sieve_cache(), Message(info.headers, staged.size),
+                           envelope, state)
         for line in (outcome.errors if outcome else ()):
             self.log.warning(f"{info.log_id}: sieve: {line}")
         for line in (outcome.log if outcome else ()):

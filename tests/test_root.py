@@ -135,6 +135,7 @@ PLANTED = {
     "wal": (STATE / "lda.sqlite-wal", False),
     "staging-tmp": (STATE / "tmp", True),
     "partial-spool": (STATE / "partial", True),
+    "sieve-cache": (STATE / "sieve-cache", True),
     "state-dir": (STATE, True),
     "state-parent": (Path(".local/state"), True),
     "local": (Path(".local"), True),
@@ -153,8 +154,10 @@ def test_allow_root_delivery_follows_no_symlink_of_the_user(base, home, case):
         for sub in ("tmp", "new", "cur"):
             (home / "Maildir" / sub).mkdir(parents=True)
     if case == "partial-spool":  # a redirect that fails: a partial delivery
-        script = home / ".lda.sieve"
-        script.write_text('require "copy";\nredirect :copy "other@example.net";\n')
+        (home / ".lda.sieve").write_text('require "copy";\n'
+                                         'redirect :copy "other@example.net";\n')
+    if case == "sieve-cache":  # a script: its compiled form is cached
+        (home / ".lda.sieve").write_text("keep;\n")
     plant(home / relative, destination if is_dir else destination / "file")
     give_to_nobody(home)
     done = as_root(home, config=config)
