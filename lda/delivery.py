@@ -228,9 +228,11 @@ class Delivery:
         path = os.path.join(db_root, sub) if sub else db_root
         if self.as_root:
             base = self.config.state_base
-            if db_root != base and not db_root.startswith(base + "/"):
+            if db_root != base and not md.is_below(db_root, base):
                 base = db_root  # a database of its own path (lda db create --path)
-            return md.open_state(path, base, owner=self.owner)
+            # A HOME is not lda's to make (useradd -m would find root's).
+            home = self.config.expand("~")
+            return md.open_state(path, base, self.owner, make_base=base != home)
         try:
             return md.open_path(path, create=True)
         except OSError as e:  # a state directory that cannot exist: say so, retry

@@ -138,20 +138,29 @@ def walk_confined(root, relative, create=True, owner=None):
     return fd
 
 
-def open_state(path, base, create=True, owner=None):
-    """A state directory (path: base or below it): base as the configuration
-    or HOME names it, the rest of the way without following a symlink, each
-    directory checked for owner.  Root uses it, so that a symlink a user
-    planted in ~/.local/state/lda cannot lead root's writes elsewhere."""
+def is_below(path, base):
+    """Whether the absolute, normalised path lies below base."""
+    return path != base and path.startswith(os.path.join(base, ""))
+
+
+def open_state(path, base, owner=None, make_base=True):
+    """A state directory (path: base or below it), created if need be: base
+    as the configuration or HOME names it (made with its parents when
+    make_base says so, as open_path makes it), the rest of the way without
+    following a symlink, each directory checked for owner.  Root uses it, so
+    that a symlink a user planted in ~/.local/state/lda cannot lead root's
+    writes elsewhere."""
     try:
-        if create and not os.path.isdir(base):  # made with its parents, as open_path
+        if not os.path.isdir(base):
+            if not make_base:
+                raise CannotCreate(f"{base}: no such directory")
             _check_parent(base, owner)
             os.makedirs(base, mode=0o700, exist_ok=True)
         if path == base:
-            return open_dir(path, create=create, follow=True, owner=owner)
-        if not path.startswith(base + "/"):
+            return open_dir(path, follow=True, owner=owner)
+        if not is_below(path, base):
             raise UnsafePath(f"{path}: state directory outside {base}")
-        return walk_confined(base, path[len(base) + 1:], create, owner)
+        return walk_confined(base, path[len(os.path.join(base, "")):], True, owner)
     except OSError as e:  # base itself (the configuration's): retry, as before
         raise CannotCreate(f"{path}: cannot create: {e.strerror}") from None
 

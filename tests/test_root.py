@@ -113,6 +113,15 @@ def test_root_delivers_into_its_own_maildir(base):
     assert owners_under(own) == {0}
 
 
+def test_root_creates_no_home(base):
+    """A HOME that does not exist is not lda's to make: useradd -m would then
+    find it there, owned by root."""
+    done = as_root(base / "missing")
+    assert done.returncode == 75, done.stderr.decode()
+    assert "Traceback" not in done.stderr.decode()
+    assert everything_under(base) == []
+
+
 # -- allow_root_delivery = true: the user's symlinks are not followed --------
 
 def plant(link, destination):
