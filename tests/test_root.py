@@ -6,8 +6,9 @@ wrong.  Without allow_root_delivery it must refuse before it creates anything
 there (else the user's own deliveries then fail on root's files); with it, no
 symlink the user planted among lda's state may lead root's writes elsewhere.
 
-The throwaway user is `nobody`, with a HOME made for the test; lda runs as it
-from the source tree through setpriv, as test_faults runs it.  Root only; skipped otherwise.
+The throwaway user is `nobody`, with a HOME made for the test; lda runs as
+it from the source tree through setpriv, as test_faults runs it.  Root only;
+skipped otherwise.
 """
 
 import os
@@ -43,9 +44,9 @@ def home(base):
     return path
 
 
-def as_root(home, *args, config=None, msg=None):
+def as_root(home, config=None, msg=None):
     argv = [LDA, "deliver", *(["-c", str(config)] if config else []), "-f",
-            "sender@example.org", *args, "nobody@example.org"]
+            "sender@example.org", "nobody@example.org"]
     return subprocess.run(argv, input=msg or message(), env=clean_env(home),
                           capture_output=True, timeout=60)
 
@@ -172,3 +173,17 @@ def test_allow_root_delivery_follows_no_symlink_of_the_user(base, home, case):
     done = as_root(home, config=config)
     assert everything_under(destination) == []
     assert_refused(done, 78, "symlink")
+
+
+def test_allow_root_delivery_without_symlinks_delivers(base, home):
+    """The refusals above are the symlinks' doing, not the option's."""
+    config = base / "lda.toml"
+    config.write_text('mode = "user"\nallow_root_delivery = true\n')
+    for sub in ("tmp", "new", "cur"):
+        (home / "Maildir" / sub).mkdir(parents=True)
+    (home / ".lda.sieve").write_text("keep;\n")
+    (home / STATE).mkdir(parents=True)
+    give_to_nobody(home)
+    done = as_root(home, config=config)
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(maildir_files(home / "Maildir")) == 1
