@@ -65,7 +65,16 @@ class Config:
         self.quota_storage = parse_size(self.quota_storage, "quota_storage")
         self.partial_expiration = parse_duration(self.partial_expiration,
                                                  "partial_expiration")
-        self.state_dir = self.expand(self.state_dir or self._default_state_dir(environ))
+        # state_base: the part of state_dir that the configuration or the
+        # environment names, which lda follows; below it (.local/state/lda
+        # of a per-user HOME) lda opens its own directories as it opens a
+        # Maildir's, never through a symlink, when it runs as root.
+        if self.state_dir:
+            self.state_base = self.state_dir = self.expand(self.state_dir)
+        else:
+            base, below = self._default_state_dir(environ)
+            self.state_base = self.expand(base)
+            self.state_dir = os.path.join(self.state_base, *below)
         self.maildir = self.expand(self.maildir)
         self.sieve_script = self.expand(self.sieve_script)
         self.aliases = self.expand(self.aliases) if self.aliases else ""
@@ -130,10 +139,12 @@ class Config:
                               "spaces or control characters")
 
     def _default_state_dir(self, environ):
-        if self.per_user:
-            base = environ.get("XDG_STATE_HOME") or os.path.join(self.home, ".local", "state")
-            return os.path.join(base, "lda")
-        return "/var/lib/lda"
+        """(state_base, the directories below it) when lda.toml names none."""
+        if not self.per_user:
+            return "/var/lib/lda", ()
+        if environ.get("XDG_STATE_HOME"):
+            return environ["XDG_STATE_HOME"], ("lda",)
+        return self.home, (".local", "state", "lda")
 
 
 def parse_size(value, key="size"):

@@ -17,7 +17,7 @@ import _thread
 import os
 import time
 
-from .errors import TemporaryFailure
+from .errors import TemporaryFailure, UnsafePath
 from .maildir import fsync_dir
 from .sqlite import sqlite3
 
@@ -133,16 +133,22 @@ class DeliveredTo:
     """One mailbox database's DeliveredTo table (and partial records)."""
 
     def __init__(self, db_root, expiration_hours=168, cleanup_interval=3600,
-                 clock=time.time, kept=False):
+                 clock=time.time, kept=False, open_root=None):
+        """open_root(): a descriptor of db_root that the caller checked (lda
+        as root, see Delivery._open_state), whose SQLite files are then
+        checked too; None: db_root by its path."""
         self.db_root = db_root
         self.path = os.path.join(db_root, DB_FILE)
         self.expiration = expiration_hours * 3600
         self.cleanup_interval = cleanup_interval
         self.clock = clock
-        try:
-            os.makedirs(db_root, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise TemporaryFailure(f"{db_root}: cannot create: {e.strerror}") from None
+        if open_root is not None:
+            check_files(open_root(), self.path)
+        else:
+            try:
+                os.makedirs(db_root, mode=0o700, exist_ok=True)
+            except OSError as e:
+                raise TemporaryFailure(f"{db_root}: cannot create: {e.strerror}") from None
         self.conn = connect(self.path)
         self._wal = None  # (fd, (st_dev, st_ino)) of the WAL sync_wal() syncs
         try:
@@ -465,6 +471,33 @@ class _Transaction:
                 self.conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+
+
+def check_files(dir_fd, path):
+    """Close dir_fd, the directory of the database at path, after making
+    sure that SQLite, which opens its files by path and follows symlinks,
+    finds no file there but its own: each that exists is a regular file,
+    the database linked once (a hard link to another file would be written
+    through).  As root without allow_root_delivery the directory is root's,
+    so nobody else can change them after the check; with it, its owner still
+    could in the instant before SQLite opens them (it opens by path only)."""
+    import stat
+
+    try:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            name = DB_FILE + suffix
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise TemporaryFailure(f"{path}{suffix}: {e.strerror}") from None
+            if not stat.S_ISREG(st.st_mode) or (not suffix and st.st_nlink != 1):
+                kind = "symlink" if stat.S_ISLNK(st.st_mode) else (
+                    "hard link" if stat.S_ISREG(st.st_mode) else "not a regular file")
+                raise UnsafePath(f"{path}{suffix}: {kind}: refused")
+    finally:
+        os.close(dir_fd)
 
 
 def _identity(st):

@@ -16,7 +16,7 @@ import time
 
 from . import maildir as md
 from .errors import (CannotCreate, ForwardFailed, LdaError, MaildirMissing, MailLoop,
-                     MessageTooBig, NotOwner, QuotaExceeded, TemporaryFailure)
+                     MessageTooBig, QuotaExceeded, TemporaryFailure)
 from .locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
@@ -117,6 +117,11 @@ class Delivery:
         self.kept = kept
         self.touched = set()  # Maildir (or folder) paths written to
         self.lock_dir = os.path.join(config.state_dir, "locks")
+        # As root, state directories are opened as Maildirs are (see
+        # maildir.open_state); without allow_root_delivery every directory
+        # written to must be root's (owner), checked before anything is made.
+        self.as_root = os.geteuid() == 0
+        self.owner = 0 if self.as_root and not config.allow_root_delivery else None
 
     def run(self, recipients, stream, resolved=None):
         """One Result per recipient, in the order given (LMTP replies in
@@ -214,11 +219,31 @@ class Delivery:
                     return os.dup(box.tmp_fd)
                 finally:
                     box.close()
-        staging = os.path.join(plan.home_db, "tmp")
+        return self._open_state(plan.home_db, "tmp")
+
+    def _open_state(self, db_root, sub=None):
+        """A descriptor of a state directory, db_root or its sub (created if
+        need be): as root, below config.state_base (or a database root
+        outside it) never through a symlink, owner checked."""
+        path = os.path.join(db_root, sub) if sub else db_root
+        if self.as_root:
+            base = self.config.state_base
+            if db_root != base and not md.is_below(db_root, base):
+                base = db_root  # a database of its own path (lda db create --path)
+            # A HOME is not lda's to make (useradd -m would find root's).
+            home = self.config.expand("~")
+            return md.open_state(path, base, self.owner, make_base=base != home)
         try:
-            return md.open_path(staging, create=True)
+            return md.open_path(path, create=True)
         except OSError as e:  # a state directory that cannot exist: say so, retry
-            raise CannotCreate(f"{staging}: cannot create: {e.strerror}") from None
+            raise CannotCreate(f"{path}: cannot create: {e.strerror}") from None
+
+    def _state_opener(self, db_root, sub=None):
+        """For DeliveredTo and MailboxLocks: as root, how to open their
+        directory (_open_state); None: by path, as the configuration says."""
+        if not self.as_root:
+            return None
+        return lambda: self._open_state(db_root, sub)
 
     def _stage(self, plan, reader, dir_fd):
         from .message import Headers, write_all
@@ -320,25 +345,17 @@ class Delivery:
                 db = None
             self.databases[db_root] = db or DeliveredTo(
                 db_root, self.config.expiration_hours,
-                self.config.cleanup_interval_seconds, self.clock, kept=self.kept is not None)
+                self.config.cleanup_interval_seconds, self.clock, kept=self.kept is not None,
+                open_root=self._state_opener(db_root))
         return self.databases[db_root]
 
     def _open(self, target, create=True):
         box = md.open_mailbox(target.maildir_root, target.maildir_relative,
-                              target.folder, create, target.create_folder)
+                              target.folder, create, target.create_folder, self.owner)
         if target.filtered and target.folder and box.folder != target.folder:
             # fileinto without :create, as Dovecot's lda_mailbox_autocreate=no
             self.log.warning(f"{target.address}: folder {target.folder[1:]} does not "
                              "exist; delivered to INBOX instead")
-        if os.geteuid() == 0 and not self.config.allow_root_delivery:
-            owner = os.fstat(box.tmp_fd).st_uid
-            if owner != 0:
-                box.close()
-                # Files root writes there would be unreadable to the owner's
-                # IMAP server; Postfix should run lda as that user instead.
-                raise NotOwner(f"refusing to deliver as root into {box.path}, owned by "
-                               f"uid {owner}: run lda as that user (Postfix: user= in "
-                               "master.cf) or set allow_root_delivery = true")
         return box
 
     def _deliver_together(self, entries, info):
@@ -350,7 +367,8 @@ class Delivery:
         results = [Result(plan.recipient) for plan, _ in entries]
         with MailboxLocks(self.lock_dir,
                           [t.lock_key for plan, _ in entries for t in plan.targets],
-                          self.config.lock_timeout_seconds):
+                          self.config.lock_timeout_seconds,
+                          open_dir=self._state_opener(self.config.state_dir, "locks")):
             live = []  # (plan, staged, result, targets, filtered)
             # Per target of every recipient: its DeliveredTo key (one dict:
             # _rekey_other_body's change must reach _conclude), copy, Result.
@@ -410,6 +428,15 @@ class Delivery:
             return False
         return True
 
+    def _sieve_cache(self):
+        """Where compiled scripts are kept.  The cache writes by path: as
+        root, the way there is first checked as any state directory's
+        (_open_state), so that a symlink planted in it is refused."""
+        cache = os.path.join(self.config.state_dir, "sieve-cache")
+        if self.as_root:
+            os.close(self._open_state(self.config.state_dir, "sieve-cache"))
+        return cache
+
     def _run_script(self, path, plan, target, info, staged):
         from .sieve import Envelope, evaluate
         from .sieve_delivery import Message, SieveState
@@ -423,8 +450,8 @@ class Delivery:
         envelope = Envelope(self.sender or "", plan.canonical,
                             self.original_recipient or plan.canonical,
                             self.config.recipient_delimiter)
-        outcome = evaluate(path, os.path.join(self.config.state_dir, "sieve-cache"),
-                           Message(info.headers, staged.size), envelope, state)
+        outcome = evaluate(path, self._sieve_cache(), Message(info.headers, staged.size),
+                           envelope, state)
         for line in (outcome.errors if outcome else ()):
             self.log.warning(f"{info.log_id}: sieve: {line}")
         for line in (outcome.log if outcome else ()):
@@ -656,11 +683,14 @@ class Delivery:
             if existing is not None:
                 db.count_attempt(existing, reason)
                 return
+        spool_fd = self._open_state(db.db_root, "partial")
         try:
-            spool = _spool(db.db_root, staged, self.config.hostname)
+            spool = _spool(spool_fd, db.db_root, staged, self.config.hostname)
         except OSError as e:
             raise CannotCreate(f"cannot keep a copy for retry in {db.db_root}/partial: "
                                f"{e.strerror}") from None
+        finally:
+            os.close(spool_fd)
         with db.transaction():
             db.record_partial(self.sender or "", plan.canonical, target.address,
                               target.mailbox, key, reason, spool)
@@ -717,22 +747,19 @@ def _finish_copies(run, staged, unwritten):
             unwritten[i] = CannotCreate(f"cannot write message: {e.strerror}")
 
 
-def _spool(db_root, staged, hostname):
-    """Keep a copy of the message for a partial-delivery retry."""
-    spool_fd = md.open_path(os.path.join(db_root, "partial"), create=True)
+def _spool(spool_fd, db_root, staged, hostname):
+    """Keep a copy of the message for a partial-delivery retry in
+    db_root/partial, open as spool_fd."""
+    name = md.unique_name(hostname)
     try:
-        name = md.unique_name(hostname)
-        try:
-            os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=spool_fd,
-                    follow_symlinks=False)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
-            tmp = md.TmpFile(spool_fd, hostname, f"{db_root}/partial")
-            md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
-            tmp.finish()
-            name = tmp.name
-        os.fsync(spool_fd)
-        return os.path.join(db_root, "partial", name)
-    finally:
-        os.close(spool_fd)
+        os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=spool_fd,
+                follow_symlinks=False)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = md.TmpFile(spool_fd, hostname, f"{db_root}/partial")
+        md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
+        tmp.finish()
+        name = tmp.name
+    os.fsync(spool_fd)
+    return os.path.join(db_root, "partial", name)

@@ -7,12 +7,13 @@ in ascending order, so two fan-outs cannot deadlock.  filelock's UnixFileLock
 takes the same flock, so admin commands built on it exclude deliveries.
 """
 
+import errno
 import fcntl
 import os
 import sys
 import time
 
-from .errors import TemporaryFailure
+from .errors import TemporaryFailure, UnsafePath
 
 STRIPES = 256
 # A key's stripe is zlib.crc32 of its UTF-8 % STRIPES, and must stay so: an
@@ -54,8 +55,12 @@ def lock_path(lock_dir, stripe):
 class MailboxLocks:
     """Holds the stripe locks for a set of mailbox keys (context manager)."""
 
-    def __init__(self, lock_dir, keys, timeout=60, clock=time.monotonic):
+    def __init__(self, lock_dir, keys, timeout=60, clock=time.monotonic, open_dir=None):
         self.lock_dir = lock_dir
+        # open_dir(): a descriptor of lock_dir, checked by the caller (lda as
+        # root, see Delivery._open_state); None: lock_dir by its path.
+        self.open_dir = open_dir
+        self.dir_fd = None
         self.stripes = stripes_of(keys)
         self.timeout = timeout
         self.clock = clock
@@ -64,10 +69,14 @@ class MailboxLocks:
     def __enter__(self):
         deadline = self.clock() + self.timeout
         try:
+            if self.open_dir is not None:
+                self.dir_fd = self.open_dir()
             for stripe in self.stripes:
                 self.fds.append(self._acquire(lock_path(self.lock_dir, stripe), deadline))
         except OSError as e:
             self.release()
+            if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink someone planted
+                raise UnsafePath(f"{self.lock_dir}: a lock file is a symlink") from None
             raise TemporaryFailure(f"{self.lock_dir}: cannot lock: {e.strerror}") from None
         except BaseException:
             self.release()
@@ -76,6 +85,8 @@ class MailboxLocks:
 
     def _open(self, path):
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        if self.dir_fd is not None:
+            return os.open(os.path.basename(path), flags, 0o600, dir_fd=self.dir_fd)
         try:
             return os.open(path, flags, 0o600)
         except FileNotFoundError:  # no lock directory yet: made once, not checked each time
@@ -101,6 +112,9 @@ class MailboxLocks:
         for fd in self.fds:
             os.close(fd)  # closing drops the flock
         self.fds = []
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None
 
     def __exit__(self, *exc):
         self.release()

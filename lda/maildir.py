@@ -4,13 +4,19 @@ A file is created O_EXCL with mode 0600 in tmp/, written, fsynced, then
 linked into new/ under a unique name, and new/ itself is fsynced so the name
 survives a crash; only then does the delivery count.  Every directory below
 the mailbox root is opened relative to its parent with O_NOFOLLOW, so a
-symlink planted inside a Maildir is never followed for a write.
+symlink planted inside a Maildir is never followed for a write.  lda's
+state directories below a user's HOME are opened the same way when it runs
+as root (open_state).  As root without allow_root_delivery, lda writes only
+into directories root owns, and creates one only inside such a directory
+(`owner`, checked before anything is made): Postfix's local(8) runs
+mailbox_command as the recipient, and what root made in a user's HOME would
+fail every later delivery as that user.
 """
 
 import errno
 import os
 
-from .errors import CannotCreate, MaildirMissing, UnsafePath
+from .errors import CannotCreate, MaildirMissing, NotOwner, UnsafePath
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -51,38 +57,112 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def open_dir(name, dir_fd=None, create=False, follow=False):
-    """Open (creating if asked) one directory level, never through a symlink."""
+def check_owner(fd, path, owner):
+    """NotOwner unless the directory open as fd belongs to owner (None: any)."""
+    if owner is None:
+        return
+    uid = os.fstat(fd).st_uid
+    if uid != owner:
+        # Files root writes there would be unreadable to the owner's IMAP
+        # server; Postfix should run lda as that user instead.
+        raise NotOwner(f"refusing to deliver as root into {path}, owned by uid {uid}: "
+                       "run lda as that user (Postfix: user= in master.cf) or set "
+                       "allow_root_delivery = true")
+
+
+def _check_parent(path, owner):
+    """Before creating an absolute path: the nearest directory above it that
+    exists must be owner's."""
+    if owner is None:
+        return
+    parent = os.path.dirname(path)
+    while True:
+        try:
+            uid = os.stat(parent).st_uid
+            break
+        except FileNotFoundError:
+            parent = os.path.dirname(parent)
+    if uid != owner:
+        raise NotOwner(f"refusing to create {path} as root in {parent}, owned by uid "
+                       f"{uid}: run lda as that user (Postfix: user= in master.cf) or "
+                       "set allow_root_delivery = true")
+
+
+def open_dir(name, dir_fd=None, create=False, follow=False, owner=None, path=None):
+    """Open (creating if asked) one directory level, never through a symlink.
+
+    owner: the uid it must belong to (None: any); a directory given by
+    dir_fd was checked by the caller, so one made in it needs no check."""
     flags = DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)
     try:
-        return os.open(name, flags, dir_fd=dir_fd)
+        fd = os.open(name, flags, dir_fd=dir_fd)
     except FileNotFoundError:
         if not create:
             raise
+        if dir_fd is None:
+            _check_parent(name, owner)
+        try:
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+        fd = os.open(name, flags, dir_fd=dir_fd)
     try:
-        os.mkdir(name, 0o700, dir_fd=dir_fd)
-    except FileExistsError:
-        pass
-    return os.open(name, flags, dir_fd=dir_fd)
+        check_owner(fd, path or name, owner)
+    except NotOwner:
+        os.close(fd)
+        raise
+    return fd
 
 
-def walk_confined(root, relative, create=True):
+def walk_confined(root, relative, create=True, owner=None):
     """Open root/relative one component at a time, refusing '..' and symlinks."""
     parts = relative.split("/")
     if any(p in ("", ".", "..") or "\0" in p for p in parts):
         raise UnsafePath(f"unsafe mailbox path {relative!r}")
-    fd = open_dir(root, create=create, follow=True)
+    fd = open_dir(root, create=create, follow=True, owner=owner)
+    path = root
     try:
         for part in parts:
-            next_fd = open_dir(part, fd, create=create)
+            path = os.path.join(path, part)
+            next_fd = open_dir(part, fd, create=create, owner=owner, path=path)
             os.close(fd)
             fd = next_fd
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafePath(f"{root}/{relative}: symlink or non-directory in path") from None
+            raise UnsafePath(f"{path}: symlink or non-directory in path") from None
+        raise
+    except BaseException:
+        os.close(fd)
         raise
     return fd
+
+
+def is_below(path, base):
+    """Whether the absolute, normalised path lies below base."""
+    return path != base and path.startswith(os.path.join(base, ""))
+
+
+def open_state(path, base, owner=None, make_base=True):
+    """A state directory (path: base or below it), created if need be: base
+    as the configuration or HOME names it (made with its parents when
+    make_base says so, as open_path makes it), the rest of the way without
+    following a symlink, each directory checked for owner.  Root uses it, so
+    that a symlink a user planted in ~/.local/state/lda cannot lead root's
+    writes elsewhere."""
+    try:
+        if not os.path.isdir(base):
+            if not make_base:
+                raise CannotCreate(f"{base}: no such directory")
+            _check_parent(base, owner)
+            os.makedirs(base, mode=0o700, exist_ok=True)
+        if path == base:
+            return open_dir(path, follow=True, owner=owner)
+        if not is_below(path, base):
+            raise UnsafePath(f"{path}: state directory outside {base}")
+        return walk_confined(base, path[len(os.path.join(base, "")):], True, owner)
+    except OSError as e:  # base itself (the configuration's): retry, as before
+        raise CannotCreate(f"{path}: cannot create: {e.strerror}") from None
 
 
 class Maildir:
@@ -141,15 +221,17 @@ def _touch(dir_fd, name):
 
 
 def open_mailbox(root_path, relative=None, folder=None, create=True,
-                 create_folder=False):
+                 create_folder=False, owner=None):
     """Open a mailbox: root_path itself (per-user mode, which may be a symlink
-    the user made) or root_path/relative confined below a database root."""
+    the user made) or root_path/relative confined below a database root.
+    owner: the uid the mailbox root must belong to, checked before anything
+    is created in it (None: any)."""
     try:
         if relative:
-            root_fd = walk_confined(root_path, relative, create)
+            root_fd = walk_confined(root_path, relative, create, owner)
             path = os.path.join(root_path, relative)
         else:
-            root_fd = open_dir(root_path, create=create, follow=True)
+            root_fd = open_dir(root_path, create=create, follow=True, owner=owner)
             path = root_path
     except FileNotFoundError:
         raise MaildirMissing(f"{root_path}: mailbox directory does not exist") from None
