@@ -683,7 +683,10 @@ class Delivery:
             if existing is not None:
                 db.count_attempt(existing, reason)
                 return
-        spool_fd = self._open_state(db.db_root, "partial")
+        try:
+            spool_fd = self._open_state(db.db_root, "partial")
+        except LdaError as e:
+            raise CannotCreate(f"cannot keep a copy for retry: {e}") from None
         try:
             spool = _spool(spool_fd, db.db_root, staged, self.config.hostname)
         except OSError as e:

@@ -74,7 +74,7 @@ def assert_refused(done, code, words):
     stderr = done.stderr.decode()
     assert done.returncode == code, stderr
     first = stderr.splitlines()[0]
-    assert first.startswith("4.3.5 ") and words in first, stderr
+    assert first.startswith("4.3.5 " if code == 78 else "4.3.0 ") and words in first, stderr
     assert "Traceback" not in stderr
 
 
@@ -172,7 +172,9 @@ def test_allow_root_delivery_follows_no_symlink_of_the_user(base, home, case):
     give_to_nobody(home)
     done = as_root(home, config=config)
     assert everything_under(destination) == []
-    assert_refused(done, 78, "symlink")
+    # A copy that can be neither forwarded nor kept for retry defers that
+    # recipient (its Maildir copy is then a duplicate on the retry).
+    assert_refused(done, 75 if case == "partial-spool" else 78, "symlink")
 
 
 def test_allow_root_delivery_without_symlinks_delivers(base, home):
