@@ -169,10 +169,12 @@ class Log:
             self.error(prefix + line)
 
     def target(self, message_log_id, to, orig_to, status, dsn, detail):
-        """Postfix style: id: to=<a>, orig_to=<b>, dsn=2.0.0, status=sent (...)."""
+        """Postfix style: id: to=<a>, orig_to=<b>, dsn=2.0.0, status=sent (...).
+        No id when the message was not read yet (a recipient refused first)."""
         orig = f", orig_to=<{orig_to}>" if orig_to and orig_to != to else ""
-        self.info(f"{message_log_id}: to=<{to}>{orig}, relay=lda, dsn={dsn}, "
-                  f"status={status} ({detail})")
+        lead = f"{message_log_id}: " if message_log_id else ""
+        self.info(f"{lead}to=<{to}>{orig}, relay=lda, dsn={dsn}, "
+                  f"status={status} ({' '.join(detail.split())})")
 
 
 def _isatty(stream):
@@ -181,3 +183,8 @@ def _isatty(stream):
     except (AttributeError, ValueError):  # no such method, or closed
         return False
 
+
+def failure_status(error):
+    """Postfix's status word for a failed target: a temporary failure is
+    retried ("deferred"), a permanent one returned ("bounced")."""
+    return "bounced" if error.permanent else "deferred"

@@ -76,8 +76,9 @@ def test_under_an_mta_stderr_carries_only_the_reason(user, tmp_path, syslog):
     assert stderr_lines(done) == [QUOTA_REASON + ", 0 of unlimited messages"]
     [(priority, line)] = syslog.records()
     assert priority == 2 << 3 | 6  # mail.info
-    assert PID.sub("", line).startswith(
-        "<m1@example.org>: to=<alice@example.org>, relay=lda, dsn=4.2.2, status=")
+    assert PID.sub("", line) == (
+        "<m1@example.org>: to=<alice@example.org>, relay=lda, dsn=4.2.2, status=deferred "
+        "(mailbox full: alice@example.org uses 0 of 10 bytes, 0 of unlimited messages)")
 
 
 def test_without_any_configuration_no_log_line_reaches_the_reason(user):
@@ -163,3 +164,50 @@ def test_a_stream_syslog_socket_gets_nul_separated_records(user, tmp_path):
     [record, tail] = b"".join(received).split(b"\0")
     assert tail == b"" and re.fullmatch(rb"<22>lda\[\d+\]: <m1@example.org>: to=<alice@"
                                         rb"example.org>, .*status=sent \(.*\)", record)
+
+
+# --- Postfix's status words ---
+
+def test_over_quota_is_deferred_and_rejected_over_quota_is_bounced(user_log_on_stderr):
+    user = user_log_on_stderr
+    over_quota(user)
+    detail = "(mailbox full: alice@example.org uses 0 of 10 bytes, 0 of unlimited messages)"
+    deferred = user.deliver(message(), "alice@example.org", check=75)
+    assert log_lines(deferred) == [
+        f"<m1@example.org>: to=<alice@example.org>, relay=lda, dsn=4.2.2, "
+        f"status=deferred {detail}"]
+    rejected = user.run("deliver", "-e", "alice@example.org", input=message(), check=77)
+    assert log_lines(rejected) == [
+        f"<m1@example.org>: to=<alice@example.org>, relay=lda, dsn=5.2.2, "
+        f"status=bounced {detail}"]
+
+
+def test_refused_recipients_are_bounced(site):
+    site.create("alice@example.org")
+    done = site.deliver(message(), "nobody@example.org", check=67)
+    assert log_lines(done) == ["to=<nobody@example.org>, relay=lda, dsn=5.1.1, "
+                               "status=bounced (unknown recipient nobody@example.org)"]
+
+
+def test_a_mail_loop_is_bounced(user_log_on_stderr):
+    looped = message(extra=b"Delivered-To: alice@example.org\n")  # not the MTA's own
+    done = user_log_on_stderr.deliver(looped, "alice@example.org", check=65)
+    assert log_lines(done) == ["<m1@example.org>: to=<alice@example.org>, relay=lda, "
+                               "dsn=5.4.6, status=bounced (mail forwarding loop for "
+                               "alice@example.org)"]
+
+
+def test_fileinto_names_the_folder_and_a_vacation_reply_is_not_a_forward(site):
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require ["fileinto", "mailbox", "vacation"];\n'
+                                   'fileinto :create "Lists";\n'
+                                   'vacation :days 7 "I am away.";\n')
+    done = site.deliver(message(), "alice@example.org", check=0)
+    sendmail = site.root / "sendmail"
+    statuses = [line for line in log_lines(done) if "status=" in line]
+    assert sorted(statuses) == sorted([
+        "<m1@example.org>: to=<alice@example.org>, relay=lda, dsn=2.0.0, "
+        f"status=sent (delivered to maildir {box}/.Lists)",
+        "<m1@example.org>: to=<sender@example.org>, orig_to=<alice@example.org>, "
+        f"relay=lda, dsn=2.0.0, status=sent (vacation reply sent with {sendmail})"])
+    assert len(maildir_files(box / ".Lists")) == 1

@@ -173,7 +173,8 @@ def test_mailbox_command_over_quota_defers_with_the_reason_alone(make_postfix, m
     if configured:
         assert logged.detail == reason + " ", logged  # nothing more
         [(_, line)] = wait_until(sink.records, 10, "lda's line in syslog")
-        assert f"<full@example.org>: to=<{recipient}>, relay=lda, dsn=4.2.2, " in line
+        assert (f"<full@example.org>: to=<{recipient}>, relay=lda, dsn=4.2.2, "
+                "status=deferred (mailbox full") in line
         sink.close()
 
 
