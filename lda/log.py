@@ -51,26 +51,26 @@ class Syslog:
         self.path = path
         self.facility = FACILITIES.get(facility, FACILITIES["mail"])
         self.sock = None
-        self.stream = False
 
     def send(self, severity, line):
-        """Raises OSError when the line could not be handed over."""
+        """Raises OSError when the line could not be handed over.  Local
+        references throughout: the LMTP server's threads share this."""
         data = f"<{self.facility | severity}>lda[{os.getpid()}]: {line}".encode(
             "utf-8", "replace")
-        if self.sock is None:
-            self._connect()
+        sock = self.sock or self._connect()
         try:
-            self._send(data)
-        except OSError:  # syslogd restarted: its socket is a new one
+            self._send(sock, data)
+        except ConnectionError:  # syslogd restarted: its socket is a new one
             self.close()
-            self._connect()
-            self._send(data)
+            self._send(self._connect(), data)
 
-    def _send(self, data):
-        if self.stream:
-            self.sock.sendall(data + b"\0")  # glibc's record separator on a stream
+    def _send(self, sock, data):
+        import _socket  # imported by _connect already (see there)
+
+        if sock.type == _socket.SOCK_STREAM:
+            sock.sendall(data + b"\0")  # glibc's record separator on a stream
         else:
-            self.sock.send(data)
+            sock.send(data)
 
     def _connect(self):
         # _socket, not socket: socket.py imports selectors and collections,
@@ -88,13 +88,13 @@ class Syslog:
                 if e.errno == errno.EPROTOTYPE and kind == _socket.SOCK_DGRAM:
                     continue
                 raise
-            self.sock, self.stream = sock, kind == _socket.SOCK_STREAM
-            return
+            self.sock = sock
+            return sock
 
     def close(self):
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
 
 
 class Log:
