@@ -65,6 +65,26 @@ def test_a_field_with_control_characters_cannot_forge_a_log_line(user_log_on_std
         assert any(escaped in line for line in log_lines(done)), lines
 
 
+def test_the_lmtp_server_escapes_its_lines_too(site):
+    """Its lines go through the same Log: a Message-ID that would clear an
+    admin's terminal (ESC [2J) is logged escaped."""
+    from lmtp_session import Server
+
+    site.create("alice@example.org")
+    server = Server(site, "--processes", "1")
+    try:
+        client = server.client()
+        _, replies = client.send("s@example.org", ["alice@example.org"],
+                                 message(message_id="<a\x1b[2Jb@example.org>"))
+        client.close()
+    finally:
+        code, err = server.stop()
+    assert code == 0 and replies[0].startswith("250"), (replies, err)
+    assert "\x1b" not in err
+    assert "<a\\x1b[2Jb@example.org>: to=<alice@example.org>, relay=lda, dsn=2.0.0, " \
+           "status=sent" in err, err
+
+
 # --- under an MTA: the reason alone on stderr, the log in syslog ---
 
 def test_under_an_mta_stderr_carries_only_the_reason(user, tmp_path, syslog):
