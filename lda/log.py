@@ -145,9 +145,10 @@ class Log:
         except OSError as e:
             self.syslog.close()
             if not self.lost:
-                self.stream.write(f"lda: cannot log to syslog at {self.syslog.path}: "
-                                  f"{e.strerror or e}; log lines are dropped (set log = "
-                                  "\"stderr\" in lda.toml to keep them on stderr)\n")
+                path = printable(self.syslog.path)
+                self.stream.write(f"lda: cannot log to syslog at {path}: {e.strerror or e}; "
+                                  "log lines are dropped (set log = \"stderr\" in lda.toml "
+                                  "to keep them on stderr)\n")
                 self.stream.flush()
             self.lost += 1
             self._retry_at = time.monotonic() + SYSLOG_RETRY_SECONDS
