@@ -65,6 +65,14 @@ def test_a_field_with_control_characters_cannot_forge_a_log_line(user_log_on_std
         assert any(escaped in line for line in log_lines(done)), lines
 
 
+def test_the_reason_an_mta_copies_into_its_bounce_is_escaped(site):
+    """A bidi override in the address would reorder the bounce text a
+    sender reads."""
+    site.create("alice@example.org")
+    done = site.deliver(message(), "nobody\u202e@example.org", check=67)
+    assert stderr_lines(done)[0] == "5.1.1 unknown recipient nobody\\u202e@example.org"
+
+
 def test_the_lmtp_server_escapes_its_lines_too(site):
     """Its lines go through the same Log: a Message-ID that would clear an
     admin's terminal (ESC [2J) is logged escaped."""
