@@ -326,7 +326,7 @@ def lmtp(ctx, listen, processes, workers, grace):
         config.lmtp_processes = processes
     if workers is not None:
         config.lmtp_workers = workers
-    run(config, Log(config.log, config.syslog_facility), listen, grace)
+    run(config, Log.configured(config), listen, grace)
 
 
 @mailbox.command("set-quota")
@@ -656,13 +656,13 @@ def partial_retry(ctx, ids, as_json):
     config = load(ctx)
     with Progress(enabled=not as_json) as bar:
         # Behind a progress bar, the log lines wait until it is done.
-        held = io.StringIO() if bar.enabled and config.log == "stderr" else None
+        held = io.StringIO() if bar.enabled and Log.configured(config).to_stderr else None
 
         def progress(done, total):
             if total > PROGRESS_MIN_RECORDS:
                 bar.update("retrying", done, total)
 
-        reports = retry_partials(config, Log(config.log, config.syslog_facility, held),
+        reports = retry_partials(config, Log.configured(config, held),
                                  ids=ids or None, progress=progress)
     if held is not None:
         click.echo(held.getvalue(), err=True, nl=False)
@@ -693,7 +693,7 @@ def partial_bounce(ctx, ids, older_than, everything, as_json):
     if not (ids or older_than or everything):
         raise click.UsageError("give --id, --older-than or --all")
     config = load(ctx)
-    reports = bounce_partials(config, Log(config.log, config.syslog_facility),
+    reports = bounce_partials(config, Log.configured(config),
                               ids=ids or None, older_than=older_than)
     partial_summary(reports, as_json)
 

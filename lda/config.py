@@ -30,7 +30,8 @@ KEYS = {
     "recipient_delimiter": ("+", str, "characters that separate a local part from its "
                                       "extension"),
     "sendmail": (["/usr/sbin/sendmail", "-i"], list, "command that re-injects forwards"),
-    "log": ("stderr", str, "stderr or syslog"),
+    "log": ("auto", str, "stderr, syslog, or auto: syslog for lda deliver unless its "
+                         "stderr is a terminal, stderr for the other commands"),
     "syslog_facility": ("mail", str, "facility for log = syslog"),
     "hostname": ("", str, "host name in Maildir file names (default: uname)"),
     "lock_timeout_seconds": (60, int, "wait for a busy mailbox before a tempfail"),
@@ -45,9 +46,10 @@ KEYS = {
                              "in the process's own thread)"),
     "lmtp_rcpt_check_quota": (False, bool, "refuse an over-quota RCPT (452/552)"),
     "lmtp_max_message_size": ("50M", (int, str), "largest message LMTP accepts"),
+    "syslog_socket": ("/dev/log", str, "the local syslog socket that log = syslog writes to"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
-           "log": ("stderr", "syslog"),
+           "log": ("auto", "stderr", "syslog"),
            "syslog_facility": ("mail", "user", "daemon", *(f"local{i}" for i in range(8)))}
 SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 

@@ -132,7 +132,9 @@ def _deliver(argv, stdin, environ, clock, held):
     config = load_config(args["config"], environ)
     if args["reject"]:
         config.quota_full = "reject"
-    log = Log(config.log, config.syslog_facility, stream=held)
+    # The log's own lines, or its one note that syslog is missing, follow
+    # the reason in `held`; under an MTA (log = "auto") they go to syslog.
+    log = Log.configured(config, stream=held, mta_stderr=sys.stderr)
     if args["original_ignored"]:
         log.warning(f"original recipient ignored: {args['original_ignored']}")
     kwargs = {"clock": clock} if clock else {}
@@ -159,17 +161,16 @@ def make_resolver(config, environ, log=None):
 def unexpected(error, log=None, held=None):
     """One line first (Postfix reads the status from it), then the traceback
     to the log: exit 75, so the message is retried, never lost."""
-    import traceback
-
     if isinstance(error, KeyboardInterrupt):
         sys.stderr.write("4.3.0 lda: interrupted\n")
         return EX_TEMPFAIL
     reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
     sys.stderr.write(f"4.3.0 lda: unexpected error, will retry: {reason}\n")
-    trace = "".join(traceback.format_exception(error))
-    if log is not None and log.syslog:
-        for line in trace.splitlines():
-            log.error(line)
-    else:
-        (held if held is not None else sys.stderr).write(trace)
+    if log is not None:
+        log.exception(error)
+    else:  # before the configuration was read: no log to write it to
+        import traceback
+
+        (held if held is not None else sys.stderr).write(
+            "".join(traceback.format_exception(error)))
     return EX_TEMPFAIL

@@ -18,6 +18,7 @@ from . import maildir as md
 from .errors import (CannotCreate, ForwardFailed, LdaError, MaildirMissing, MailLoop,
                      MessageTooBig, QuotaExceeded, TemporaryFailure)
 from .locks import MailboxLocks
+from .log import failure_status
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
 # The header bytes read before choosing the prefix (see _stage).
@@ -41,6 +42,7 @@ class Result:
         self.recipient = recipient
         self.error = error
         self.outcomes = {}  # Target -> DELIVERED, DUPLICATE or an LdaError
+        self.stored_in = {}  # local Target -> the Maildir (or folder) it went to
         self.partial = []
 
     @property
@@ -140,8 +142,9 @@ class Delivery:
                 plans.append((index, plan))
             except LdaError as e:
                 results[index] = Result(recipient, e)
-                status = "bounced" if e.permanent else "deferred"
-                self.log.info(f"to=<{recipient}>, status={status} ({e.reason()})")
+                # Refused before the message was read: no Message-ID yet.
+                self.log.target(None, recipient, self._log_original,
+                                failure_status(e), e.status, str(e))
         if plans:
             try:
                 delivered = self._deliver_plans([plan for _, plan in plans], stream)
@@ -199,7 +202,8 @@ class Delivery:
 
     def _log_failed(self, plan, error, info):
         """For a recipient that failed before any target was tried."""
-        self.log.info(f"{info.log_id}: to=<{plan.canonical}>, status=failed ({error.reason()})")
+        self.log.target(info.log_id, plan.canonical, self._log_original,
+                        failure_status(error), error.status, str(error))
 
     def _staging_dir(self, plan):
         """tmp/ of the first local target (so hard links work), else the db's.
@@ -533,6 +537,7 @@ class Delivery:
             try:
                 os.fsync(fd)
                 results[target].outcomes[target] = DELIVERED
+                results[target].stored_in[target] = os.path.dirname(path)
                 done.append(keys[target])
             except OSError as e:
                 results[target].outcomes[target] = CannotCreate(f"{path}: {e.strerror}")
@@ -699,22 +704,34 @@ class Delivery:
                               target.mailbox, key, reason, spool)
 
     def _log_outcomes(self, plan, info, staged, result):
+        """Statuses as Postfix logs them (sent, deferred, bounced), so that
+        a log reader counts lda's targets as it counts Postfix's; lda's own
+        "duplicate" says what no Postfix status does."""
         for target, outcome in result.outcomes.items():
             if outcome == DELIVERED:
-                status, dsn, detail = "sent", "2.0.0", (
-                    f"delivered to maildir {target.maildir_path}"
-                    if target.local else f"forwarded with {self.sendmail[0]}")
+                status, dsn, detail = "sent", "2.0.0", self._sent_detail(target, result)
             elif outcome == DUPLICATE:
                 status, dsn, detail = "duplicate", "2.0.0", (
                     "already delivered within expiration_hours; discarded")
-            elif target in result.partial:
-                status, dsn, detail = "partial", outcome.status, (
-                    f"{outcome}; message kept for retry")
+            elif target in result.partial:  # `lda partial retry` tries again
+                status, dsn, detail = "deferred", outcome.status, (
+                    f"{outcome}; partial delivery, message kept for retry")
+            elif target.reply is not None:  # never retried: see _conclude
+                status, dsn, detail = "bounced", outcome.status, (
+                    f"vacation reply not sent: {outcome}")
             else:
-                status, dsn, detail = "failed", outcome.status, str(outcome)
+                status, dsn, detail = failure_status(outcome), outcome.status, str(outcome)
             self.log.target(info.log_id, target.address,
-                            self._log_original or plan.canonical, status, dsn,
-                            " ".join(detail.split()))
+                            self._log_original or plan.canonical, status, dsn, detail)
+
+    def _sent_detail(self, target, result):
+        """Where a copy went: the Maildir or the folder (an address
+        extension's, a Sieve fileinto's) it was stored in, or how it left."""
+        if target.local:
+            return f"delivered to maildir {result.stored_in.get(target, target.maildir_path)}"
+        if target.reply is not None:
+            return f"vacation reply sent with {self.sendmail[0]}"
+        return f"forwarded with {self.sendmail[0]}"
 
     def _cleanup_databases(self):
         """Prune expired rows when due, and then (as rarely) the tmp/ files

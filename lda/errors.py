@@ -9,6 +9,8 @@ uses when the command output begins with one.
 
 import errno
 
+from .log import printable
+
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
@@ -49,8 +51,10 @@ class LdaError(Exception):
         return self.smtp_reply.startswith("5")
 
     def reason(self):
-        """One line for stderr, led by the enhanced status code."""
-        text = " ".join(str(self).split()) or type(self).__doc__
+        """One line for stderr, led by the enhanced status code; an MTA
+        copies it into its log and bounces, so what is not printable (an
+        address's bidi override, a control character) is escaped."""
+        text = printable(" ".join(str(self).split())) or type(self).__doc__
         return f"{self.status} {text}"
 
 

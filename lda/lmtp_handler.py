@@ -85,9 +85,7 @@ class DeliveryHandler:
             results = await self._work(self._deliver, envelope)
             replies = [_reply(r) for r in results]
         except Exception as e:  # noqa: BLE001 - 451 for all: the MTA retries
-            import traceback
-
-            self.log.error("".join(traceback.format_exception(e)).rstrip())
+            self.log.exception(e)
             replies = [f"451 4.3.0 <{r}>: internal error, try again later"
                        for r in envelope.rcpt_tos]
         finally:

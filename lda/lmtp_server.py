@@ -288,9 +288,7 @@ def _spawn(config, log, sock, grace, children):
         asyncio.run(serve(config, log, sock, grace, parent=parent))
         status = 0
     except BaseException as e:  # noqa: BLE001 - logged; the parent starts another
-        import traceback
-
-        log.error("".join(traceback.format_exception(e)).rstrip())
+        log.exception(e)
     finally:
         os._exit(status)  # never back into the parent's code (click, finally:)
 

@@ -249,10 +249,7 @@ def _guarded(step, config, log, record, *args):
         log.warning(f"partial {_name(record)}: {e}")
         return _report(record, DEFERRED, " ".join(str(e).split()))
     except Exception as e:  # noqa: BLE001 - report it, go on with the others
-        import traceback
-
-        for line in "".join(traceback.format_exception(e)).splitlines():
-            log.error(f"partial {_name(record)}: {line}")
+        log.exception(e, prefix=f"partial {_name(record)}: ")
         return _report(record, ERROR, " ".join(f"{type(e).__name__}: {e}".split()))
 
 

@@ -139,7 +139,7 @@ class ManagedResolver:
         if self.log is None:
             from .log import Log
 
-            self.log = Log(self.config.log, self.config.syslog_facility)
+            self.log = Log.configured(self.config)
         self.log.warning(line)
 
     def state(self):

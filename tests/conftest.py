@@ -131,7 +131,9 @@ def clean_env(home):
 
 @pytest.fixture
 def user(tmp_path):
-    """Per-user mode: no configuration file, HOME under tmp_path."""
+    """Per-user mode: no configuration file, HOME under tmp_path.  Its log
+    goes where log = "auto" sends it: with stderr a pipe, as under an MTA,
+    to syslog (see user_log_on_stderr)."""
     home = tmp_path / "home"
     home.mkdir()
     lda = Lda(clean_env(home))
@@ -139,6 +141,55 @@ def user(tmp_path):
     lda.maildir = home / "Maildir"
     lda.state = home / ".local" / "state" / "lda"
     return lda
+
+
+@pytest.fixture
+def user_log_on_stderr(user, tmp_path):
+    """Per-user mode for a test that reads the log lines on stderr: an
+    lda.toml that says only mode = "user" and log = "stderr"."""
+    config = tmp_path / "lda-user.toml"
+    config.write_text('mode = "user"\nlog = "stderr"\n')
+    user.env = dict(user.env, LDA_CONFIG=str(config))
+    return user
+
+
+class SyslogSink:
+    """What lda sends to a syslog_socket: a datagram socket bound where a
+    test's lda.toml points, standing in for /dev/log."""
+
+    def __init__(self, path):
+        import socket
+
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+
+    def records(self):
+        """[(priority, text)] received since the last call: "<22>lda[7]: x"
+        is (22, "lda[7]: x")."""
+        found = []
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return found
+            priority, _, text = data.decode().partition(">")
+            found.append((int(priority.lstrip("<")), text))
+
+    def lines(self):
+        """The text of each record, without "lda[PID]: "."""
+        return [text.split(": ", 1)[1] for _, text in self.records()]
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def syslog(tmp_path):
+    sink = SyslogSink(tmp_path / "log")
+    yield sink
+    sink.close()
 
 
 class Site(Lda):
@@ -161,8 +212,9 @@ class Site(Lda):
             """))
         sendmail.chmod(0o755)
         self.config = root / "lda.toml"
+        # Its tests read the log lines on stderr.
         values = {"state_dir": str(self.state), "aliases": str(self.aliases),
-                  "sendmail": [str(sendmail), "-i"], **settings}
+                  "sendmail": [str(sendmail), "-i"], "log": "stderr", **settings}
         self.write_config(values)
         super().__init__(dict(clean_env(root), LDA_CONFIG=str(self.config)))
 

@@ -18,6 +18,7 @@ from conftest import (LDA, maildir_files, message, without_site, write_lda_toml,
 NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_delivers_bytes_unchanged_after_the_prepended_fields(user):
     body = b"caf\xc3\xa9 \xff\xfe 8-bit\x00nul\rbare-cr\n" + b"x" * 5000 + b"\n"
     msg = message(body=body)
@@ -49,6 +50,7 @@ def test_file_name_mode_and_size_follow_the_maildir_spec(user):
     assert list((user.maildir / "tmp").iterdir()) == []
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_same_message_twice_gives_one_file(user):
     user.deliver(message(), "alice@example.org", check=0)
     second = user.deliver(message(), "alice@example.org", check=0)
@@ -66,6 +68,7 @@ def mark_pending_again(user):
     return undone
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 @pytest.mark.parametrize("reader", ["left in new", "moved to cur"])
 def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
     """The commit that marks a local delivery "delivered" is not synced: a
@@ -82,6 +85,7 @@ def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
     assert len(maildir_files(user.maildir) + maildir_files(user.maildir, "cur")) == 1
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 @pytest.mark.parametrize("left", [["tmp"], []], ids=["tmp-only", "empty"])
 def test_a_delivery_killed_while_creating_the_maildir_is_retried(user, left):
     """The first delivery to a new Maildir stages in the database's tmp/,
@@ -145,6 +149,7 @@ def test_missing_message_id_is_deduplicated_by_content(user):
     assert len(maildir_files(user.maildir)) == 2
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_postfix_mailbox_command_environment_and_prepended_fields(user):
     # What Postfix local(8) pipes to mailbox_command: a "From " envelope
     # line, then its own Return-Path and Delivered-To.
@@ -362,14 +367,18 @@ def test_a_configuration_file_that_is_not_there_to_read_is_a_configuration_error
     assert maildir_files(user.maildir) == []
 
 
-def test_syslog_logging_keeps_stderr_quiet(user, tmp_path):
+def test_syslog_logging_keeps_stderr_quiet(user, tmp_path, syslog):
     config = write_lda_toml(tmp_path / "lda.toml",
-                            {"mode": "user", "log": "syslog", "syslog_facility": "mail"})
+                            {"mode": "user", "log": "syslog", "syslog_facility": "mail",
+                             "syslog_socket": str(syslog.path)})
     done = user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
     assert done.stderr == b""
     assert len(maildir_files(user.maildir)) == 1
+    [(priority, line)] = syslog.records()
+    assert priority == 2 << 3 | 6 and "status=sent" in line  # mail.info
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_stale_tmp_files_are_swept_after_36_hours(user):
     """What a killed delivery leaves in tmp/ goes when the hourly cleanup
     runs; younger files (a delivery under way) stay."""

@@ -120,6 +120,7 @@ def with_headers(*fields, body=b"Hello.\n"):
     return b"".join(f + b"\n" for f in fields) + b"\n" + body
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_first_message_id_and_date_win_when_duplicated(user):
     def variant(second_id, second_date, first_id=b"<first@x>"):
         return with_headers(b"From: s@example.org", b"Message-ID: " + first_id,
@@ -139,6 +140,7 @@ def test_first_message_id_and_date_win_when_duplicated(user):
     assert len(maildir_files(user.maildir)) == 2
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 @pytest.mark.parametrize("date", [
     b"Date: garbage",
     b"Date: Tue, 24 Nov 99999 10:00:00 +0000",

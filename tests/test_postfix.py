@@ -14,7 +14,7 @@ import pytest
 
 pytest.register_assert_rewrite("postfix")  # before the import: it is a plugin too
 
-from conftest import Site, maildir_files, message, wait_until  # noqa: E402
+from conftest import Site, SyslogSink, maildir_files, message, wait_until  # noqa: E402
 from postfix import (  # noqa: E402
     BOUNCED, DEFERRED, LDA, LOCAL_DOMAIN, OUTSIDE_DOMAIN, SENDER, SENDMAIL, SENT, VIRTUAL_DOMAIN)
 
@@ -142,6 +142,40 @@ def test_mailbox_command_delivers_once_to_a_unix_user(make_postfix, make_user):
     assert_sent(postfix.wait_for_delivery(second, recipient))
     assert maildir_files(user.home / "Maildir") == [path]
     postfix.wait_for_queue_empty()
+
+
+@pytest.mark.parametrize("configured", [False, True], ids=["no-lda.toml", "syslog_socket"])
+def test_mailbox_command_over_quota_defers_with_the_reason_alone(make_postfix, make_user,
+                                                                 mail_root, configured):
+    """Postfix's defer reason (and so a bounce) once read "mailbox full: ...
+    lda[30067]: <...>: to=<...> ... status=failed": lda's log line."""
+    user = make_user()
+    maildir = user.home / "Maildir"
+    for sub in ("tmp", "new", "cur"):
+        (maildir / sub).mkdir(parents=True)
+    (maildir / "maildirsize").write_text("10S\n")
+    user.chown_tree(user.home)
+    main = {"mailbox_command": f"{LDA} deliver"}
+    if configured:  # the default log = "auto", its syslog in a socket the test reads
+        sink = SyslogSink(mail_root / "log")
+        (mail_root / "log").chmod(0o666)
+        config = mail_root / "lda.toml"
+        config.write_text(f'mode = "user"\nsyslog_socket = "{sink.path}"\n')
+        main["export_environment"] = f"TZ MAIL_CONFIG LANG LDA_CONFIG={config}"
+    postfix = make_postfix(main=main)
+    recipient = f"{user.name}@{LOCAL_DOMAIN}"
+    queue_id = postfix.send(message(message_id="<full@example.org>"), [recipient])
+    logged = postfix.wait_for_delivery(queue_id, recipient)
+    assert (logged.status, logged.dsn) == (DEFERRED, "4.2.2"), logged
+    reason = f"mailbox full: {recipient} uses 0 of 10 bytes, 0 of unlimited messages"
+    assert reason in logged.detail and "to=<" not in logged.detail, logged
+    assert "status=" not in logged.detail and logged.detail.count("lda: ") <= 1, logged
+    if configured:
+        assert logged.detail == reason + " ", logged  # nothing more
+        [(_, line)] = wait_until(sink.records, 10, "lda's line in syslog")
+        assert (f"<full@example.org>: to=<{recipient}>, relay=lda, dsn=4.2.2, "
+                "status=deferred (mailbox full") in line
+        sink.close()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -25,6 +25,7 @@ def test_fileinto_create_with_flags_goes_to_cur(user):
     assert maildir_files(user.maildir) == [] and maildir_files(folder) == []
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_fileinto_missing_folder_without_create_keeps_in_inbox(user):
     sieve(user, 'require "fileinto";\nfileinto "Nowhere";\n')
     done = user.deliver(message(), "a@example.org", check=0)
@@ -32,12 +33,14 @@ def test_fileinto_missing_folder_without_create_keeps_in_inbox(user):
     assert b"does not exist" in done.stderr
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_discard_stores_nothing(user):
     sieve(user, 'if header :is "subject" "test" { discard; }\n')
     done = user.deliver(message(), "a@example.org", check=0)
     assert maildir_files(user.maildir) == [] and b"discarded" in done.stderr
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_syntax_error_keeps_the_message_and_logs_the_line(user):
     sieve(user, 'if header :contains "subject" {\n  discard\n')
     done = user.deliver(message(), "a@example.org", check=0)
@@ -78,6 +81,7 @@ def test_duplicate_extension_is_backed_by_the_database(user):
     assert len(maildir_files(user.maildir)) == 2
 
 
+@pytest.mark.usefixtures("user_log_on_stderr")
 def test_script_writable_by_others_is_ignored(user):
     sieve(user, 'discard;\n')
     (user.home / ".lda.sieve").chmod(0o666)
