@@ -147,8 +147,7 @@ def user(tmp_path):
 def user_log_on_stderr(user, tmp_path):
     """Per-user mode for a test that reads the log lines on stderr: an
     lda.toml that says only mode = "user" and log = "stderr"."""
-    config = tmp_path / "lda-user.toml"
-    config.write_text('mode = "user"\nlog = "stderr"\n')
+    config = write_lda_toml(tmp_path / "lda-user.toml", {"mode": "user", "log": "stderr"})
     user.env = dict(user.env, LDA_CONFIG=str(config))
     return user
 

@@ -113,10 +113,12 @@ FORGED = "lda[1]: forged: to=<root@example.org>, status=sent"
     "alice@example.org\n" + FORGED, "alice@example.org\r" + FORGED,
     "a\udcffb@example.org", "a" * 1000 + "@example.org"],
     ids=["lf", "cr", "8bit-not-utf8", "1000-bytes"])
-def test_a_hostile_original_recipient_is_ignored_not_logged(user, source, original):
+def test_a_hostile_original_recipient_is_ignored_not_logged(user_log_on_stderr, source,
+                                                           original):
     """-a (ORIGINAL_RECIPIENT) only informs the log and Sieve: one the
     recipient check refuses is dropped with a warning, and the message,
     whose recipient is fine, is delivered."""
+    user = user_log_on_stderr
     if source == "-a":
         done = user.run("deliver", "-f", "s@example.org", "-a", original,
                         "alice@example.org", input=message())
@@ -131,7 +133,8 @@ def test_a_hostile_original_recipient_is_ignored_not_logged(user, source, origin
     assert not any(line.startswith("lda[1]:") for line in log.splitlines()), log
 
 
-def test_a_fine_original_recipient_is_logged(user):
+def test_a_fine_original_recipient_is_logged(user_log_on_stderr):
+    user = user_log_on_stderr
     done = user.run("deliver", "-f", "s@example.org", "-a", "<info@example.org>",
                     "alice@example.org", input=message(), check=0)
     assert b"orig_to=<info@example.org>" in done.stderr
