@@ -191,6 +191,7 @@ class LdaLMTP(LMTP):
         for reply in replies[:-1]:
             self._writer.write(with_enhanced_code(reply).encode() + b"\r\n")
         await self.push(replies[-1])
+        self.last_read = self.loop.time()  # the client waited on us until now
         if self.closing:
             self.close_with(self.closing)
 
@@ -238,10 +239,12 @@ class LdaLMTP(LMTP):
         close.  aiosmtpd counts from the last command, so a message that
         takes longer to arrive, or to deliver, would be cut."""
         idle = self.loop.time() - self.last_read
-        if self.phase == DELIVERING or idle < self._timeout_duration:
-            self._reset_timeout(self._timeout_duration - idle if idle > 0.1 else None)
-            return
-        self.close_with("421 4.4.2 idle for too long, closing")
+        if self.phase == DELIVERING:
+            self._reset_timeout()
+        elif idle < self._timeout_duration:
+            self._reset_timeout(self._timeout_duration - idle)
+        else:
+            self.close_with("421 4.4.2 idle for too long, closing")
 
     def connection_made(self, transport):
         super().connection_made(transport)

@@ -392,3 +392,24 @@ def test_a_sender_with_a_line_break_never_reaches_return_path(lmtp):
     client.drop()
     assert [status(r) for r in replies] == [S501_BAD_SENDER, "503 5.5.1", "503 5.5.1"]
     assert maildir_files(server.site.maildir(BOX)) == []
+
+
+def test_the_idle_timeout_cuts_neither_a_slow_message_nor_a_long_delivery(lmtp, tmp_path):
+    """The idle time counts from the last byte read (aiosmtpd counts from
+    the last command, and would cut a message that takes longer to arrive)
+    and stops while a delivery runs: here in a thread, so the timer fires."""
+    slow = tmp_path / "slow-sendmail"
+    slow.write_text("#!/bin/sh\nsleep 3\ncat > /dev/null\n")
+    slow.chmod(0o755)
+    server = lmtp("--processes", "1", "--workers", "1", lmtp_idle_timeout=1,
+                  sendmail=[str(slow)])
+    server.site.run("mailbox", "create", "fwd@example.org", "--forward",
+                    "far@elsewhere.example.net", check=0)
+    client = start_data(server, ["fwd@example.org"], b"", then=b"Subject: slow\r\n\r\n")
+    for _ in range(6):  # 3 s for the message to arrive
+        time.sleep(0.5)
+        client.sock.sendall(b"more\r\n")
+    client.sock.sendall(b".\r\nNOOP\r\n")
+    replies = client.replies(2)
+    client.close()
+    assert [status(r) for r in replies] == [S250_DELIVERED, S250_OK], replies
