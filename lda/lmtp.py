@@ -13,13 +13,11 @@ advertises with PIPELINING).
 
 import asyncio
 import collections
-import logging
 import re
+import traceback
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, syntax
-
-log = logging.getLogger("lda.lmtp")
 
 # <local@domain> with a dot-atom local part and domain, ASCII, then spaces
 # and nothing that starts a comment: what MTAs send in MAIL and RCPT.
@@ -206,8 +204,8 @@ class LdaLMTP(LMTP):
         self.phase = DELIVERING
         try:
             status = await self._call_handler_hook("DATA")
-        except Exception:  # noqa: BLE001 - 451 for each: the MTA retries them
-            log.exception("DATA")
+        except Exception as e:  # noqa: BLE001 - 451 for each: the MTA retries them
+            self.event_handler.log.error("".join(traceback.format_exception(e)).rstrip())
             status = None
         if status is MISSING:
             status = "250 OK"

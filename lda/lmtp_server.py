@@ -63,6 +63,9 @@ MAX_AUTO_PROCESSES = 32
 
 SHUTTING_DOWN = "421 4.3.2 lda LMTP shutting down, try again later"
 TOO_MANY_SESSIONS = b"421 4.3.2 too many sessions, try again later\r\n"
+# Descriptors a process keeps for other things than sessions: the listening
+# socket, SQLite files, a message being written, a sendmail's pipes.
+FILES_RESERVED = 64
 
 
 class SessionCounts:
@@ -93,16 +96,24 @@ class SessionCounts:
         self.slots[slot] -= 1
 
 
-def raise_open_files_limit(config, log):
-    """Each session holds a descriptor: the soft limit (often 1,024) goes
-    up to the hard one, as far as lmtp_max_sessions may need."""
+def session_limit(config, log):
+    """lmtp_max_sessions, or fewer if the open-files limit would not hold
+    them: each session holds a descriptor, and a process out of them can
+    accept nobody, not even to say 421.  The soft limit (often 1,024) is
+    raised to the hard one first."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    if soft != resource.RLIM_INFINITY and soft < config.lmtp_max_sessions + 100:
-        log.warning(f"lmtp: at most {soft} open files (ulimit -n), fewer than "
-                    f"lmtp_max_sessions = {config.lmtp_max_sessions} needs")
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # an unlimited hard limit is over the kernel's nr_open
+    if soft == resource.RLIM_INFINITY or soft - FILES_RESERVED >= config.lmtp_max_sessions:
+        return config.lmtp_max_sessions
+    limit = max(1, soft - FILES_RESERVED)
+    log.warning(f"lmtp: at most {soft} open files (ulimit -n): {limit} sessions at once, "
+                f"not lmtp_max_sessions = {config.lmtp_max_sessions}")
+    return limit
 
 
 def parse_listen(listen):
@@ -297,7 +308,7 @@ def run(config, log, listen=None, grace=300):
     listen = listen or config.lmtp_listen
     processes = process_count(config)
     preload()  # once, before the fork: the children share the pages
-    raise_open_files_limit(config, log)
+    config.lmtp_max_sessions = session_limit(config, log)
     # Blocked from before the socket exists: a SIGTERM right after the start
     # is graceful too, in the parent (sigtimedwait) as in each child.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGCHLD))

@@ -186,12 +186,12 @@ def lmtp(make_site):
 
     servers = []
 
-    def start(*args, listen=None, cpus=None, **settings):
+    def start(*args, listen=None, cpus=None, open_files=None, **settings):
         site = make_site(**settings)
         for name in ("a", "b", "c", "d"):
             site.create(f"{name}@example.org")
         site.create("full@example.org", "--quota-storage", "10")
-        server = Server(site, *args, listen=listen, cpus=cpus)
+        server = Server(site, *args, listen=listen, cpus=cpus, open_files=open_files)
         server.site = site
         servers.append(server)
         return server

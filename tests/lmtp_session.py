@@ -2,6 +2,7 @@
 and the crash driver of test_crash.py talk to."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -101,15 +102,24 @@ class Client:
         self.sock.close()
 
 
+def limit_child(cpus, open_files):
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    if open_files:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
+
 class Server:
-    def __init__(self, site, *args, listen=None, cpus=None, session=False):
-        """session: in a process group of its own, which kill() ends at once."""
+    def __init__(self, site, *args, listen=None, cpus=None, session=False, open_files=None):
+        """session: in a process group of its own, which kill() ends at once;
+        cpus: the CPUs it may run on; open_files: its RLIMIT_NOFILE, soft
+        and hard."""
         self.path = site.root / "lmtp.sock"
         self.listen = listen or f"unix:{self.path}"
         self.proc = subprocess.Popen([LDA, "lmtp", "--listen", self.listen, *args],
                                      env=site.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=session,
-                                     preexec_fn=cpus and (lambda: os.sched_setaffinity(0, cpus)))
+                                     preexec_fn=lambda: limit_child(cpus, open_files))
         wait_until(lambda: self.listening() or self.proc.poll() is not None, 30,
                    "lda lmtp to start")
         assert self.proc.poll() is None, self.proc.communicate()

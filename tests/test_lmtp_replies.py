@@ -317,6 +317,21 @@ def test_thousands_of_idle_connections_then_a_delivery(lmtp, settings, held):
     assert status(wait_until(delivered, 30, "a session to be served")[0]) == S250_DELIVERED
 
 
+def test_sessions_are_held_to_what_the_open_files_limit_allows(lmtp):
+    """With 300 descriptors a process cannot hold lmtp_max_sessions (1000):
+    it holds what it can (less a reserve for its own files) and answers the
+    rest 421; once it ran out, accepted nobody, and clients waited."""
+    raise_open_files(1000)
+    server = lmtp("--processes", "1", open_files=300)
+    socks, greetings = open_idle(server.path, 600)
+    close_all(socks)
+    welcomed = sum(g.startswith("220 ") for g in greetings)
+    assert welcomed == 300 - 64
+    assert [status(g) for g in greetings[welcomed:]] == [S421_TOO_MANY_SESSIONS] * (600 - welcomed)
+    code, err = server.stop()
+    assert code == 0 and "236 sessions at once, not lmtp_max_sessions = 1000" in err, err
+
+
 # -- MAIL and RCPT are checked as lda deliver checks them -------------------
 
 HOSTILE = {
