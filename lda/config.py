@@ -47,6 +47,11 @@ KEYS = {
     "lmtp_rcpt_check_quota": (False, bool, "refuse an over-quota RCPT (452/552)"),
     "lmtp_max_message_size": ("50M", (int, str), "largest message LMTP accepts"),
     "syslog_socket": ("/dev/log", str, "the local syslog socket that log = syslog writes to"),
+    "lmtp_max_sessions": (1000, int, "LMTP sessions at once, all processes together "
+                                     "(beyond: 421 4.3.2)"),
+    "lmtp_idle_timeout": (300, int, "seconds an LMTP client may stay silent (then 421 4.4.2)"),
+    "lmtp_max_recipients": (1000, int, "RCPTs per LMTP transaction (beyond: 452 4.5.3)"),
+    "lmtp_add_received_header": (False, bool, "LMTP adds a Received: header field"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "log": ("auto", "stderr", "syslog"),
@@ -131,6 +136,9 @@ class Config:
             raise ConfigError(f"{self.path}: lmtp_workers must be >= 0 (0: no threads)")
         if self.lmtp_processes < 0:
             raise ConfigError(f"{self.path}: lmtp_processes must be >= 0 (0: automatic)")
+        for key in ("lmtp_max_sessions", "lmtp_idle_timeout", "lmtp_max_recipients"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{self.path}: {key} must be >= 1")
         if self.quota_messages < 0 or self.lock_timeout_seconds < 1:
             raise ConfigError(f"{self.path}: quota_messages must be >= 0 and "
                               "lock_timeout_seconds >= 1")

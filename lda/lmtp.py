@@ -1,13 +1,20 @@
 """The LMTP protocol for lda: aiosmtpd's LMTP with per-recipient replies.
 
 aiosmtpd's smtp_DATA pushes the handler's status as one reply (its issue
-517); RFC 2033 section 4.2 wants one reply per accepted recipient, in RCPT
-order.  push() writes the status and a CRLF, so the handler returns the
-replies joined by CRLF and every recipient gets its own line.
+517), and refuses a message over the size limit or with a long line with a
+single reply too; RFC 2033 section 4.2 wants one reply per accepted
+recipient, in RCPT order, whatever becomes of the DATA: a client that
+pipelines (RFC 2920) otherwise reads its next command's reply as a
+recipient's.  Here DATA always answers every recipient, and a session that
+must end (a stop, an idle client) answers the recipients it owes before it
+closes.  Every reply carries an RFC 3463 code (RFC 2034, which LHLO
+advertises with PIPELINING).
 """
 
 import asyncio
+import collections
 import re
+import traceback
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, syntax
@@ -21,24 +28,65 @@ from aiosmtpd.smtp import MISSING, SMTP, syntax
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
                             r"(?![ \t]*[(])[ \t]*")
+# Control characters but the tab, which may separate an address from its
+# parameters.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
+# RFC 5321 section 4.5.3.1.4 sets 512 bytes as the least a server must take
+# for a command line; MAIL and RCPT get more, so that what refuses a long
+# address is the check `lda deliver` makes of it (5.1.7, 5.1.3), not the
+# line length.
+ADDRESS_COMMAND_LIMIT = 4096
+
+# RFC 3463 codes for the replies aiosmtpd writes without one: by their first
+# words, else by the reply code.  RFC 2034 section 3 leaves the greeting
+# (220), LHLO's lines and 354 without one.
+CODE_BY_TEXT = (
+    ('500 Error: command "', "5.5.1"),  # an unknown command, HELO and EHLO too
+    ("252 ", "2.5.0"),
+)
+CODE_BY_REPLY = {"221": "2.0.0", "250": "2.0.0", "421": "4.3.0", "451": "4.3.0",
+                 "500": "5.5.2", "501": "5.5.4", "502": "5.5.1", "503": "5.5.1",
+                 "504": "5.5.4", "552": "5.3.4", "554": "5.5.0", "555": "5.5.4"}
+_HAS_CODE = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}( |$)")
+# aiosmtpd's reply to an address it cannot parse, for MAIL and RCPT alike:
+# RFC 3463 names the sender's (5.1.7) and the recipient's (5.1.3) apart.
+MALFORMED = "553 5.1.3 Error: malformed address"
 
 
-def data_replies(replies):
-    """The DATA status for aiosmtpd: one reply line per recipient."""
-    return "\r\n".join(replies)
+def with_enhanced_code(status, verb=None):
+    """`status` led by its RFC 3463 code after the reply code."""
+    reply, _, text = status.partition(" ")
+    if status == MALFORMED:
+        return f"501 {'5.1.7' if verb == 'MAIL' else '5.1.3'} malformed address"
+    if reply[:1] not in "245" or reply == "220" or _HAS_CODE.match(text):
+        return status
+    code = next((code for start, code in CODE_BY_TEXT if status.startswith(start)),
+                CODE_BY_REPLY.get(reply, f"{reply[0]}.0.0"))
+    return f"{reply} {code} {text}"
+
+
+def per_recipient(status, recipients):
+    """One reply per recipient from a status shared by all: `421 4.3.2
+    text` becomes `421 4.3.2 <rcpt> text` for each."""
+    reply, code, text = (status.split(" ", 2) + [""])[:3]
+    return [f"{reply} {code} <{r}> {text}".rstrip() for r in recipients]
+
+
+# What a session is doing: reading commands, reading a message after 354, or
+# delivering it.
+COMMANDS, DATA, DELIVERING = "commands", "data", "delivering"
 
 
 class LdaLMTP(LMTP):
-    """LMTP that names itself, never decodes message bytes, and tells
-    `on_close` when its session ends."""
+    """LMTP that names itself, never decodes message bytes, answers every
+    recipient after DATA, and tells `on_close` when its session ends."""
 
     # aiosmtpd sizes its StreamReader by this: at 1,001 bytes the transport
-    # paused and resumed every 2 KB of a message.  Message lines are still
-    # held to aiosmtpd's 1,001 (smtp_DATA) and command lines to its
-    # command_size_limit, with the same replies.
+    # paused and resumed every 2 KB of a message.  Message lines have no
+    # limit (the message size has one); command lines are held to
+    # aiosmtpd's command_size_limit, with its replies.
     line_length_limit = 65536
     # asyncio's socket transport recv()s up to 256 KiB at a time.  That is
     # over glibc's mmap threshold: every read, of a 30-byte command too,
@@ -49,24 +97,77 @@ class LdaLMTP(LMTP):
     def __init__(self, handler, config, on_close=None, **kwargs):
         super().__init__(handler, hostname=config.hostname, ident="lda LMTP",
                          data_size_limit=config.lmtp_max_message_size,
-                         enable_SMTPUTF8=True, decode_data=False, **kwargs)
+                         enable_SMTPUTF8=True, decode_data=False,
+                         timeout=config.lmtp_idle_timeout, **kwargs)
         self.on_close = on_close
+        # Per session: aiosmtpd's is one mapping in the class, which every
+        # EHLO of every session grows.
+        self.command_size_limits = collections.defaultdict(
+            lambda: SMTP.command_size_limit,
+            MAIL=ADDRESS_COMMAND_LIMIT, RCPT=ADDRESS_COMMAND_LIMIT)
+        self.phase = COMMANDS
+        self.verb = None
+        self.closing = None  # the reply that ends the session after a delivery
+        self.last_read = self.loop.time()
+
+    async def push(self, status):
+        await super().push(with_enhanced_code(status, self.verb))
 
     def _getaddr(self, arg):
         match = _PLAIN_ADDRESS.match(arg)
         if match is None:
-            return super()._getaddr(arg)
+            return self._parse_address(arg)
         address = match[1]
         if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return address, arg[match.end():]
 
+    def _parse_address(self, arg):
+        """aiosmtpd's reading of an address that is not plain, but stricter
+        where the email parser is lenient: a "<" without its ">" (RFC 5321
+        section 4.1.2; a bare LF ends a command line early) is malformed,
+        and a CR or a NUL, which the parser takes into an address or calls
+        a syntax error, is left in it for the checks `lda deliver` makes of
+        its -f and recipients (lda.addresses), so that they refuse it with
+        their code."""
+        text = arg.strip()
+        if text.startswith("<") and ">" not in text:
+            return None, None
+        if _CONTROL.search(arg):
+            address, _, rest = text.removeprefix("<").partition(">")
+            return address, rest
+        return super()._getaddr(arg)
+
+    @syntax("LHLO hostname")
+    async def smtp_LHLO(self, arg):
+        """aiosmtpd's EHLO reply, with what a client may rely on added:
+        PIPELINING (RFC 2920) and ENHANCEDSTATUSCODES (RFC 2034)."""
+        if not arg or _CONTROL.search(arg):  # it goes into Received:
+            await self.push("501 Syntax: LHLO hostname")
+            return
+        self._set_rset_state()
+        self.session.extended_smtp = True
+        self.session.host_name = arg
+        lines = [self.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
+        if self.data_size_limit:
+            lines.append(f"SIZE {self.data_size_limit}")
+        for line in lines[:-1]:
+            self._writer.write(f"250-{line}\r\n".encode())
+        await SMTP.push(self, f"250 {lines[-1]}")
+
+    async def smtp_MAIL(self, arg):
+        self.verb = "MAIL"
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg):
+        self.verb = "RCPT"
+        await super().smtp_RCPT(arg)
+
     @syntax("DATA")
     async def smtp_DATA(self, arg):
         """aiosmtpd's DATA, reading the message in runs up to the next
         ".\r\n" rather than a line at a time (a fifth of the event loop's
-        time went to its per-line loop); what it accepts and answers is
-        unchanged."""
+        time went to its per-line loop), and answering each recipient."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not self.envelope.rcpt_tos:
@@ -76,20 +177,72 @@ class LdaLMTP(LMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.phase = DATA
         try:
-            content, error = await read_data(self._reader, self.data_size_limit,
-                                             SMTP.line_length_limit)
-        except asyncio.CancelledError:
-            self._writer.close()  # the connection was lost during DATA
-            raise
-        if error:
-            await self.push(error)
-            self._set_post_data_state()
-            return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+            content = await read_data(self._reader, self.data_size_limit)
+        except (asyncio.CancelledError, asyncio.IncompleteReadError, ConnectionError):
+            self._writer.close()  # the connection was lost: nothing is delivered
+            raise asyncio.CancelledError from None
+        replies = await self._replies_to(content)
+        self.phase = COMMANDS
         self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+        for reply in replies[:-1]:
+            self._writer.write(with_enhanced_code(reply).encode() + b"\r\n")
+        await self.push(replies[-1])
+        self.last_read = self.loop.time()  # the client waited on us until now
+        if self.closing:
+            self.close_with(self.closing)
+
+    async def _replies_to(self, content):
+        """The handler's reply for each recipient (RFC 2033 section 4.2):
+        552 for each when the message is over the size limit, 451 for each
+        when the handler fails or answers some recipients and not others."""
+        recipients = self.envelope.rcpt_tos
+        if content is None:
+            return per_recipient("552 5.3.4 message exceeds the size limit", recipients)
+        self.envelope.content = self.envelope.original_content = content
+        self.phase = DELIVERING
+        try:
+            status = await self._call_handler_hook("DATA")
+        except Exception as e:  # noqa: BLE001 - 451 for each: the MTA retries them
+            self.event_handler.log.error("".join(traceback.format_exception(e)).rstrip())
+            status = None
+        if status is MISSING:
+            status = "250 OK"
+        replies = [status] * len(recipients) if isinstance(status, str) else status
+        if not isinstance(replies, list) or len(replies) != len(recipients):
+            return per_recipient("451 4.3.0 internal error, try again later", recipients)
+        return replies
+
+    def close_with(self, status):
+        """End the session with `status`: for each recipient while their
+        message arrives (it is not delivered), once otherwise; a delivery
+        under way answers first (RFC 2033 section 4.2 owes those replies)."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.phase == DELIVERING:
+            self.closing = status
+            return
+        replies = per_recipient(status, self.envelope.rcpt_tos) if self.phase == DATA else [
+            status]
+        self._writer.write("".join(r + "\r\n" for r in replies).encode())
+        self.transport.close()  # writes what is buffered, then closes
+
+    def data_received(self, data):
+        self.last_read = self.loop.time()
+        super().data_received(data)
+
+    def _timeout_cb(self):
+        """lmtp_idle_timeout without a byte from the client: 421 4.4.2 and a
+        close.  aiosmtpd counts from the last command, so a message that
+        takes longer to arrive, or to deliver, would be cut."""
+        idle = self.loop.time() - self.last_read
+        if self.phase == DELIVERING:
+            self._reset_timeout()
+        elif idle < self._timeout_duration:
+            self._reset_timeout(self._timeout_duration - idle)
+        else:
+            self.close_with("421 4.4.2 idle for too long, closing")
 
     def connection_made(self, transport):
         super().connection_made(transport)
@@ -102,44 +255,37 @@ class LdaLMTP(LMTP):
             self.on_close()
 
 
-async def read_data(reader, size_limit, line_limit):
-    """(message, None) or (None, error reply) for the DATA that follows 354.
+async def read_data(reader, size_limit):
+    """The message that follows 354, or None when it is over `size_limit`
+    bytes (read to its end all the same, so the session stays in step).
 
     The message ends at the first line that is a lone "."; each line's
-    leading dot is removed (RFC 5321 section 4.5.2).  As in aiosmtpd, a
-    message over `size_limit` bytes, or with a line of more than
-    `line_limit` bytes, is read to its end and refused, with whichever of
-    552 and 500 its first offending line gives.  Each run ends at a ".\r\n"
-    or at the reader's limit, so nothing past the end is read."""
-    parts, size, error = [], 0, None
-    line = 0  # bytes of the line under way, before `run`
+    leading dot is removed (RFC 5321 section 4.5.2).  Lines may be of any
+    length: they are stored as they came, as `lda deliver` stores them.
+    Each run ends at a ".\r\n" or at the reader's limit, so nothing past
+    the end is read."""
+    parts, size = [], 0
+    at_line_start = True
     carry = b""  # a CR held back: its LF may begin the next run
     while True:
         try:
             run = carry + await reader.readuntil(b".\r\n")
         except asyncio.LimitOverrunError as e:
             run = carry + await reader.read(e.consumed)  # holds no ".\r\n"
-        ended = run.endswith(b"\r\n.\r\n") or (line == 0 and run == b".\r\n")
+            if not run:
+                raise asyncio.IncompleteReadError(b"", None) from None
+        ended = run.endswith(b"\r\n.\r\n") or (at_line_start and run == b".\r\n")
         body, carry = (run[:-3], b"") if ended else (
             (run[:-1], b"\r") if run.endswith(b"\r") else (run, b""))
-        lines = body.split(b"\r\n")
-        for piece in lines[:-1]:
-            length, line = line + len(piece), 0  # without its CRLF
-            if error is None and length > line_limit:
-                error = TOO_LONG  # aiosmtpd's reader overruns before counting it
-            size += length + 2
-            if error is None and size_limit and size > size_limit:
-                error = "552 Error: Too much mail data"
-            if error is None and length + 2 > line_limit:
-                error = TOO_LONG
-        line += len(lines[-1])
-        if error is None:
-            parts.append(body)
-        else:
+        size += len(body)
+        if size_limit and size > size_limit:
             parts.clear()  # refused: keep nothing while reading to the end
+        else:
+            parts.append(body)
         if ended:
             break
-    if error:
-        return None, error
+        at_line_start = run.endswith(b"\r\n")
+    if size_limit and size > size_limit:
+        return None
     data = b"".join(parts)
-    return (data[1:] if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n"), None
+    return (data[1:] if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n")

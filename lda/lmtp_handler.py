@@ -13,9 +13,10 @@ import asyncio
 import io
 import os
 import threading
+from email.utils import formatdate
 
-from .errors import LdaError
-from .lmtp import data_replies
+from .addresses import check_sender, normalize
+from .errors import BadAddress, BadSender, LdaError
 
 
 class DeliveryHandler:
@@ -51,7 +52,27 @@ class DeliveryHandler:
             return fn(*args)
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        """The sender goes into Return-Path: checked as `lda deliver -f` is,
+        and refused here (RFC 3463 5.1.7) rather than at DATA, where it
+        would fail every recipient."""
+        try:
+            check_sender(address)
+        except BadSender as e:
+            return f"501 {e.status} {_text(e)}"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if len(envelope.rcpt_tos) >= self.config.lmtp_max_recipients:
+            # RFC 5321 section 4.5.3.1.10: the client sends the rest in
+            # another transaction.
+            return "452 4.5.3 too many recipients"
+        try:
+            normalize(address)
+        except BadAddress as e:  # as `lda deliver` refuses it (RFC 3463 5.1.3)
+            return f"501 {e.status} {_text(e)}"
         try:
             plan = await self._work(self._check_recipient, address, envelope.mail_options)
         except LdaError as e:
@@ -79,8 +100,12 @@ class DeliveryHandler:
         return plan
 
     async def handle_DATA(self, server, session, envelope):
+        """A reply for each recipient, in RCPT order (RFC 2033 section 4.2)."""
         self.in_flight += 1
         self.idle.clear()
+        if self.config.lmtp_add_received_header:
+            envelope.original_content = (self.received(session, envelope)
+                                         + envelope.original_content)
         try:
             results = await self._work(self._deliver, envelope)
             replies = [_reply(r) for r in results]
@@ -92,7 +117,23 @@ class DeliveryHandler:
             self.in_flight -= 1
             if not self.in_flight:
                 self.idle.set()
-        return data_replies(replies)
+        return replies
+
+    def received(self, session, envelope):
+        """The trace field of RFC 5321 section 4.4, as Dovecot's
+        lmtp_add_received_header writes it: the recipient is named only
+        when there is one, as the others would see it in their copy.  The
+        LHLO name, sender and recipient were checked for control
+        characters (lda.lmtp, lda.addresses): none can start a field."""
+        peer = session.peer
+        source = f" ([{peer[0]}])" if isinstance(peer, tuple) and peer else ""
+        rcpts = envelope.rcpt_tos
+        recipient = f"\r\n\tfor <{rcpts[0]}>" if len(rcpts) == 1 else ""
+        field = (f"Received: from {session.host_name}{source}\r\n"
+                 f"\tby {self.config.hostname} (lda) with LMTP\r\n"
+                 f"\t(envelope-from <{envelope.mail_from or ''}>){recipient};\r\n"
+                 f"\t{formatdate(localtime=True)}\r\n")
+        return field.encode("utf-8", "surrogateescape")
 
     def _deliver(self, envelope):
         from .delivery import Delivery

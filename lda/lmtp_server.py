@@ -11,18 +11,30 @@ child accepts one connection per wake-up, so whichever child is free takes
 the next session.  The parent only supervises: it restarts a child that
 dies and passes a stop on to all.
 
+At most `lmtp_max_sessions` sessions are open at once, counted over all the
+processes (each keeps its count in memory they share): a connection beyond
+that is answered 421 4.3.2 and closed at once, so that a flood of idle
+connections neither exhausts the descriptors nor leaves the next client
+waiting for a greeting that never comes.
+
 SIGTERM or SIGINT closes the listening socket at once; each process lets
-every delivery under way finish and answer (up to `grace` seconds), then
-exits; a session cut before its DATA was answered is retried by the MTA, and
-DeliveredTo makes that retry harmless.  The unix socket is removed last.
+every delivery under way finish and answer (up to `grace` seconds), and
+closes every session with 421 4.3.2 (after the replies of its delivery, or
+one per recipient for a message that was still arriving, which is not
+delivered), then exits; the MTA retries those, and DeliveredTo makes the
+retry harmless.  The unix socket is removed last.
 """
 
 import asyncio
 import contextlib
 import errno
+import fcntl
+import mmap
 import os
+import resource
 import signal
 import socket
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,6 +59,61 @@ PROCESSES_PER_CPU = 4
 # server by default (default_destination_concurrency_limit), and each
 # process holds about 16 MB of its own.
 MAX_AUTO_PROCESSES = 32
+
+
+SHUTTING_DOWN = "421 4.3.2 lda LMTP shutting down, try again later"
+TOO_MANY_SESSIONS = b"421 4.3.2 too many sessions, try again later\r\n"
+# Descriptors a process keeps for other things than sessions: the listening
+# socket, SQLite files, a message being written, a sendmail's pipes.
+FILES_RESERVED = 64
+
+
+class SessionCounts:
+    """The sessions each process has open, in memory that the processes
+    share (a file mapped before the fork): one slot per process, written by
+    that process alone.  A new session is counted under a POSIX record lock
+    on that file, so that two processes accepting at once cannot both take
+    the last place; the kernel drops the lock of a process that dies."""
+
+    def __init__(self, processes):
+        self.file = tempfile.TemporaryFile()
+        self.file.truncate(8 * processes)
+        self.memory = mmap.mmap(self.file.fileno(), 8 * processes)
+        self.slots = memoryview(self.memory).cast("q")
+
+    def take(self, slot, limit):
+        """Count one more session in `slot`, unless the server has `limit`."""
+        fcntl.lockf(self.file, fcntl.LOCK_EX)
+        try:
+            if sum(self.slots) >= limit:
+                return False
+            self.slots[slot] += 1
+            return True
+        finally:
+            fcntl.lockf(self.file, fcntl.LOCK_UN)
+
+    def release(self, slot):
+        self.slots[slot] -= 1
+
+
+def session_limit(config, log):
+    """lmtp_max_sessions, or fewer if the open-files limit would not hold
+    them: each session holds a descriptor, and a process out of them can
+    accept nobody, not even to say 421.  The soft limit (often 1,024) is
+    raised to the hard one first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # an unlimited hard limit is over the kernel's nr_open
+    if soft == resource.RLIM_INFINITY or soft - FILES_RESERVED >= config.lmtp_max_sessions:
+        return config.lmtp_max_sessions
+    limit = max(1, soft - FILES_RESERVED)
+    log.warning(f"lmtp: at most {soft} open files (ulimit -n): {limit} sessions at once, "
+                f"not lmtp_max_sessions = {config.lmtp_max_sessions}")
+    return limit
 
 
 def parse_listen(listen):
@@ -99,20 +166,31 @@ class Acceptor:
     backlog at once), and a process that has sessions open already lets the
     others try first.  Every process is woken; one gets each connection."""
 
-    def __init__(self, loop, sock, factory, log, shared=True):
+    def __init__(self, loop, sock, factory, log, limit, counts, slot=0, shared=True):
         self.loop, self.sock, self.factory, self.log = loop, sock, factory, log
+        self.limit, self.counts, self.slot = limit, counts, slot
         self.shared = shared
         self.sessions = 0
+        self.open = set()  # the sessions' protocols, for a stop to close them
         self.waited = False
         self.tasks = set()
         loop.add_reader(sock, self._accept)
 
     def protocol(self):
-        self.sessions += 1
-        return self.factory(self._closed)
+        session = self.factory(lambda: self._closed(session))
+        self.open.add(session)
+        return session
 
-    def _closed(self):
+    def _closed(self, session=None):
+        self.open.discard(session)
         self.sessions -= 1
+        self.counts.release(self.slot)
+
+    def _started(self, task):
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.warning(f"lmtp: a session could not start: {task.exception()}")
+            self._closed()  # no protocol: it was counted all the same
 
     def _accept(self):
         if self.shared and self.sessions and not self.waited:
@@ -133,6 +211,10 @@ class Acceptor:
             self.loop.remove_reader(self.sock)
             self.loop.call_later(1, self._resume)
             return
+        if not self.counts.take(self.slot, self.limit):
+            _refuse(conn)
+            return
+        self.sessions += 1
         conn.setblocking(False)
         if conn.family != socket.AF_UNIX:
             # asyncio sets this only for sockets whose proto says TCP, which
@@ -141,7 +223,7 @@ class Acceptor:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         task = self.loop.create_task(self.loop.connect_accepted_socket(self.protocol, conn))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._started)
 
     def _resume(self, waited=False):
         if self.sock.fileno() >= 0:
@@ -153,10 +235,27 @@ class Acceptor:
             self.loop.remove_reader(self.sock)
             self.sock.close()
 
+    def close_sessions(self, status):
+        for session in list(self.open):
+            session.close_with(status)
 
-async def serve(config, log, sock, grace=300, clock=None, parent=None):
+
+def _refuse(conn):
+    """421 and a close for a connection over lmtp_max_sessions: a fresh
+    socket's buffer takes the line at once."""
+    try:
+        conn.setblocking(False)
+        conn.send(TOO_MANY_SESSIONS)
+    except OSError:
+        pass  # the client has gone already
+    finally:
+        conn.close()
+
+
+async def serve(config, log, sock, grace=300, clock=None, parent=None, counts=None, slot=0):
     """One process's server on a bound socket, until SIGTERM or SIGINT;
-    `parent` is the supervisor's pid, in a child that shares the socket."""
+    `parent` is the supervisor's pid, in a child that shares the socket and
+    keeps its session count in counts.slots[slot]."""
     from .lmtp import LdaLMTP
     from .lmtp_handler import DeliveryHandler
 
@@ -172,7 +271,8 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None):
         # before the handlers existed is delivered now, and is graceful too.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, (*STOP_SIGNALS, signal.SIGCHLD))
         acceptor = Acceptor(loop, sock, lambda on_close: LdaLMTP(handler, config, on_close),
-                            log, shared=parent is not None)
+                            log, config.lmtp_max_sessions, counts or SessionCounts(1), slot,
+                            shared=parent is not None)
         if parent is not None:
             _stop_when_orphaned(loop, parent, stop)
         await stop.wait()
@@ -183,11 +283,13 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None):
             signal.signal(signum, signal.SIG_IGN)
         acceptor.close()
         log.info(f"lmtp: stopping; {handler.in_flight} deliveries under way")
+        acceptor.close_sessions(SHUTTING_DOWN)
         try:
             await asyncio.wait_for(handler.idle.wait(), grace)
         except asyncio.TimeoutError:
             log.warning(f"lmtp: {handler.in_flight} deliveries still running after "
                         f"{grace}s; their sessions will be retried")
+        await asyncio.sleep(0)  # the last replies and 421s go out
 
 
 def _stop_when_orphaned(loop, parent, stop):
@@ -206,6 +308,7 @@ def run(config, log, listen=None, grace=300):
     listen = listen or config.lmtp_listen
     processes = process_count(config)
     preload()  # once, before the fork: the children share the pages
+    config.lmtp_max_sessions = session_limit(config, log)
     # Blocked from before the socket exists: a SIGTERM right after the start
     # is graceful too, in the parent (sigtimedwait) as in each child.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, (*STOP_SIGNALS, signal.SIGCHLD))
@@ -234,19 +337,20 @@ def run(config, log, listen=None, grace=300):
 def _supervise(config, log, sock, processes, grace):
     """Keep `processes` children serving; on a stop signal, pass it on and
     wait for every child to finish its deliveries."""
-    children = {}  # pid -> start time (monotonic)
+    children = {}  # pid -> (start time (monotonic), its slot in `counts`)
+    counts = SessionCounts(processes)
     try:
-        _keep_serving(config, log, sock, processes, grace, children)
+        _keep_serving(config, log, sock, processes, grace, children, counts)
     finally:
         for pid in children:  # only left on an unexpected error: no orphans
             _kill(pid, signal.SIGTERM)
 
 
-def _keep_serving(config, log, sock, processes, grace, children):
+def _keep_serving(config, log, sock, processes, grace, children, counts):
     restarts = []  # monotonic times at which to start a replacement
     delay = 0.0
     for _ in range(processes):
-        _spawn(config, log, sock, grace, children)
+        _spawn(config, log, sock, grace, children, counts)
     stopping = False
     while children or (restarts and not stopping):
         timeout = max(0.0, min(restarts) - time.monotonic()) if restarts else None
@@ -272,20 +376,23 @@ def _keep_serving(config, log, sock, processes, grace, children):
         now = time.monotonic()
         for due in [t for t in restarts if t <= now and not stopping]:
             restarts.remove(due)
-            _spawn(config, log, sock, grace, children)
+            _spawn(config, log, sock, grace, children, counts)
 
 
-def _spawn(config, log, sock, grace, children):
+def _spawn(config, log, sock, grace, children, counts):
     # Taken before the fork: a parent killed before the child has set up
     # would otherwise leave it comparing against init's pid forever.
     parent = os.getpid()
+    # A dead process's slot: its sessions ended with it.
+    slot = min(set(range(len(counts.slots))) - {s for _, s in children.values()})
+    counts.slots[slot] = 0
     pid = os.fork()
     if pid:
-        children[pid] = time.monotonic()
+        children[pid] = (time.monotonic(), slot)
         return
     status = 75
     try:
-        asyncio.run(serve(config, log, sock, grace, parent=parent))
+        asyncio.run(serve(config, log, sock, grace, parent=parent, counts=counts, slot=slot))
         status = 0
     except BaseException as e:  # noqa: BLE001 - logged; the parent starts another
         log.exception(e)
@@ -302,9 +409,9 @@ def _reap(children):
             return
         if not pid:
             return
-        started = children.pop(pid, None)
-        if started is not None:  # not a sendmail's child or the like
-            yield pid, status, time.monotonic() - started
+        child = children.pop(pid, None)
+        if child is not None:  # not a sendmail's child or the like
+            yield pid, status, time.monotonic() - child[0]
 
 
 def _kill(pid, signum):

@@ -281,6 +281,31 @@ def alice_and_empty_db2(site):
     return site
 
 
+@pytest.fixture
+def lmtp(make_site):
+    """lmtp(*server_args, **lda_settings) -> a started Server on a site with
+    mailboxes a to d and full (10 bytes of quota); stopped at teardown, and
+    it must exit 0."""
+    from lmtp_session import Server  # it imports this module
+
+    servers = []
+
+    def start(*args, listen=None, cpus=None, open_files=None, **settings):
+        site = make_site(**settings)
+        for name in ("a", "b", "c", "d"):
+            site.create(f"{name}@example.org")
+        site.create("full@example.org", "--quota-storage", "10")
+        server = Server(site, *args, listen=listen, cpus=cpus, open_files=open_files)
+        server.site = site
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        code, err = server.stop()
+        assert code == 0, err
+
+
 def python_peak_rss_kib(argv, stdin_path, env):
     """Run argv as the only child of a fresh Python and return (rc, peak RSS)."""
     probe = ("import resource,subprocess,sys;"

@@ -2,12 +2,21 @@
 and the crash driver of test_crash.py talk to."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
 from conftest import LDA, wait_until
+
+
+def dot_stuffed(data):
+    """The message as DATA sends it: CRLF lines, a leading dot doubled
+    (RFC 5321 section 4.5.2), without the final dot."""
+    body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
+    return body + (b"" if body.endswith(b"\r\n") else b"\r\n")
 
 
 class Client:
@@ -56,10 +65,31 @@ class Client:
         if before_data is not None:
             before_data()
         assert self.cmd("DATA").startswith("354")
-        body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-        body = b"\r\n".join(b"." + l if l.startswith(b".") else l for l in body.split(b"\r\n"))
-        self.sock.sendall(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+        self.sock.sendall(dot_stuffed(data) + b".\r\n")
         return rcpt_replies, [self.reply() for _ in accepted]
+
+    def pipeline(self, sender, recipients, data, then=b".\r\nRSET\r\n"):
+        """As a PIPELINING client (RFC 2920): LHLO, then MAIL, every RCPT and
+        DATA in one write, then the message and `then` (its final dot and
+        the next command) in one more; the replies up to 354, in order."""
+        lines = [f"MAIL FROM:<{sender}>"] + [f"RCPT TO:<{r}>" for r in recipients]
+        self.sock.sendall(b"LHLO test\r\n")
+        before = [self.reply()]
+        self.sock.sendall("".join(f"{line}\r\n" for line in lines + ["DATA"]).encode())
+        before += [self.reply() for _ in range(len(lines) + 1)]
+        if before[-1].startswith("354"):
+            self.sock.sendall(dot_stuffed(data) + then)
+        return before
+
+    def replies(self, most):
+        """Up to `most` replies, fewer if the server closes the connection."""
+        found = []
+        try:
+            while len(found) < most:
+                found.append(self.reply())
+        except (ConnectionError, OSError):
+            pass
+        return found
 
     def close(self):
         try:
@@ -72,15 +102,24 @@ class Client:
         self.sock.close()
 
 
+def limit_child(cpus, open_files):
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    if open_files:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
+
 class Server:
-    def __init__(self, site, *args, listen=None, cpus=None, session=False):
-        """session: in a process group of its own, which kill() ends at once."""
+    def __init__(self, site, *args, listen=None, cpus=None, session=False, open_files=None):
+        """session: in a process group of its own, which kill() ends at once;
+        cpus: the CPUs it may run on; open_files: its RLIMIT_NOFILE, soft
+        and hard."""
         self.path = site.root / "lmtp.sock"
         self.listen = listen or f"unix:{self.path}"
         self.proc = subprocess.Popen([LDA, "lmtp", "--listen", self.listen, *args],
                                      env=site.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=session,
-                                     preexec_fn=cpus and (lambda: os.sched_setaffinity(0, cpus)))
+                                     preexec_fn=lambda: limit_child(cpus, open_files))
         wait_until(lambda: self.listening() or self.proc.poll() is not None, 30,
                    "lda lmtp to start")
         assert self.proc.poll() is None, self.proc.communicate()

@@ -14,32 +14,7 @@ import pytest
 
 from conftest import maildir_files, message, wait_until
 from lmtp_session import Server
-
-S250_DELIVERED = "250 2.0.0"
-S250_RCPT = "250 2.1.5"
-S452_FULL = "452 4.2.2"
-S552_FULL = "552 5.2.2"
-S550_UNKNOWN = "550 5.1.1"
-
-
-@pytest.fixture
-def lmtp(make_site):
-    servers = []
-
-    def start(*args, listen=None, cpus=None, **settings):
-        site = make_site(**settings)
-        for name in ("a", "b", "c", "d"):
-            site.create(f"{name}@example.org")
-        site.create("full@example.org", "--quota-storage", "10")
-        server = Server(site, *args, listen=listen, cpus=cpus)
-        server.site = site
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        code, err = server.stop()
-        assert code == 0, err
+from statuscodes import S250_DELIVERED, S250_RCPT, S452_FULL, S550_UNKNOWN, S552_FULL
 
 
 def test_helo_is_not_lmtp(lmtp):
@@ -348,3 +323,25 @@ def test_a_database_replaced_while_serving_is_written_at_its_path(lmtp, workers)
     assert any("second@example.org" in i for i in ids) and not any("first" in i for i in ids)
     assert len(maildir_files(site.maildir("a@example.org"))) == 2
 
+
+
+@pytest.mark.parametrize("add", [True, False], ids=["received-added", "default"])
+def test_lmtp_add_received_header(lmtp, add):
+    """As Dovecot's lmtp_add_received_header: the trace field (RFC 5321
+    section 4.4) names the LHLO name, this host and the one recipient."""
+    server = lmtp("--processes", "1", lmtp_add_received_header=add, hostname="mx.example.org")
+    client = server.client()
+    _, [reply] = client.send("s@example.org", ["a@example.org"], message())
+    assert client.cmd("LHLO a\rReceived: forged")[:9] == "501 5.5.4"
+    client.close()
+    assert reply.startswith(S250_DELIVERED)
+    [stored] = maildir_files(server.site.maildir("a@example.org"))
+    head = stored.read_bytes().split(b"\n\n")[0]
+    fields = [line for line in head.split(b"\n") if line.startswith(b"Received:")]
+    if not add:
+        assert fields == []
+        return
+    assert fields == [b"Received: from test"]
+    assert b"\tby mx.example.org (lda) with LMTP\n\t(envelope-from <s@example.org>)\n" \
+           b"\tfor <a@example.org>;\n\t" in head
+    assert head.index(b"Received:") < head.index(b"From: Sender")

@@ -3,14 +3,16 @@
 LdaLMTP._getaddr takes plain <local@domain> itself and leaves everything
 else to aiosmtpd's parser (the email package's).  For any argument the two
 must give the same (address, rest): the fast path is a shortcut, never a
-different reading of an address.
+different reading of an address.  The two cases where lda is stricter than
+the email parser on purpose (a "<" without ">", a control character) are
+tested apart.
 """
 
 from aiosmtpd.lmtp import LMTP
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from lda.lmtp import _PLAIN_ADDRESS, LdaLMTP
+from lda.lmtp import _CONTROL, _PLAIN_ADDRESS, LdaLMTP
 
 
 def parsers(limit=0):
@@ -55,8 +57,28 @@ def test_address_like_arguments_parse_as_aiosmtpd_parses_them(local, domain, res
 @example(arg="<@relay:a@b>")
 @example(arg="a@b")
 def test_any_argument_parses_as_aiosmtpd_parses_it(arg):
+    assume(not _CONTROL.search(arg) and not unterminated(arg))
     fast, reference = parsers()
     assert fast(arg) == reference(arg)
+
+
+def unterminated(arg):
+    return arg.strip().startswith("<") and ">" not in arg
+
+
+def test_a_bracket_never_closed_is_malformed():
+    """A bare LF ends aiosmtpd's command line: "MAIL FROM:<a\nX@b>" leaves
+    "<a", which the email parser reads as the address "a"."""
+    fast, reference = parsers()
+    assert reference("<a")[0] == "a"
+    assert fast("<a") == (None, None) and fast("<a@b.c SIZE=1") == (None, None)
+
+
+def test_a_control_character_is_left_in_the_address_for_the_checks():
+    fast, _ = parsers()
+    assert fast("<a\rX-Injected: yes@example.net> SIZE=1") == (
+        "a\rX-Injected: yes@example.net", " SIZE=1")
+    assert fast("<a\0b@example.net>") == ("a\0b@example.net", "")
 
 
 def test_what_mtas_send_takes_the_fast_path():

@@ -91,7 +91,8 @@ def route_outside_to(keeper, postfix):
 
 @pytest.fixture
 def make_stack(mail_root, make_postfix, make_user, lda_lmtp):
-    """make_stack(transport, outside=False, **lda_settings) -> a started Stack.
+    """make_stack(transport, outside=False, main=None, **lda_settings) -> a
+    started Stack; `main` adds main.cf settings.
 
     "pipe": `lda deliver` as a pipe(8) transport, run as a throwaway user
     who owns the site; "lmtp-unix", "lmtp-tcp": `lda lmtp` (run as root).
@@ -101,8 +102,9 @@ def make_stack(mail_root, make_postfix, make_user, lda_lmtp):
     (sendmail -C) from root only, unless /etc/postfix/main.cf lists it in
     alternate_config_directories."""
 
-    def make(transport, outside=False, **settings):
+    def make(transport, outside=False, main=None, **settings):
         postfix = make_postfix(start=False)
+        postfix.main.update(main or {})
         if outside:
             settings["sendmail"] = [SENDMAIL, "-C", str(postfix.config_dir), "-i"]
         (mail_root / f"site-{transport}").mkdir(mode=0o755)
@@ -254,6 +256,29 @@ def test_lmtp_defers_only_the_recipient_over_quota(make_stack):
     postfix.wait_for_queue_empty()
     assert [len(maildir_files(box)) for box in boxes.values()] == [1, 1, 1, 1, 1]
     for recipient in boxes:
+        assert len(postfix.deliveries(recipient, SENT, queue_id)) == 1
+
+
+def test_lmtp_delivers_a_line_of_5000_bytes_whole_to_each_recipient(make_stack):
+    """Postfix's lmtp(8) with lmtp_line_length_limit = 0 sends long lines
+    whole.  Each recipient gets its own reply after the dot (RFC 2033 4.2)
+    and the message as it was sent; once, lda refused the line with a single
+    reply, and Postfix bounced one recipient and timed out on the other."""
+    stack = make_stack("lmtp-unix", main={"lmtp_line_length_limit": "0"})
+    postfix = stack.postfix
+    boxes = {address(n): stack.create(n) for n in ("a", "b")}
+    line = (bytes(range(33, 127)) * 54)[:5000]  # every printable character
+    assert len(line) == 5000
+    msg = message(message_id="<long-line@example.org>", body=b"before\n" + line + b"\nafter\n")
+
+    queue_id = postfix.send(msg, list(boxes))
+    for recipient in boxes:
+        assert_sent(postfix.wait_for_delivery(queue_id, recipient))
+    postfix.wait_for_removal(queue_id)
+    assert postfix.deliveries(status=DEFERRED) == [] and postfix.deliveries(status=BOUNCED) == []
+    for recipient, box in boxes.items():
+        stored = one_file(box).read_bytes()
+        assert stored.endswith(b"\n\nbefore\n" + line + b"\nafter\n"), recipient
         assert len(postfix.deliveries(recipient, SENT, queue_id)) == 1
 
 
