@@ -98,6 +98,25 @@ def write_lda_toml(path, values):
     return path
 
 
+def damage_pages(path, mailbox):
+    """Rows for `mailbox` in the DeliveredTo database at path, then garbage
+    in one of its pages past the header: the file opens and its schema reads,
+    and a query (or an integrity check) meets the damage."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executemany("INSERT INTO delivered_to VALUES (?, ?, '', 0, 'delivered', "
+                         "NULL, NULL)", [(mailbox, f"<{n}@x>") for n in range(3000)])
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    with open(path, "r+b") as f:
+        f.seek(page * (pages // 2) + 8)  # past the page header: cell pointers
+        f.write(b"\xff" * 64)
+
+
 def write_maildirsize(maildir, data, mtime=None):
     """maildir/maildirsize holding `data` (bytes), in a Maildir whose tmp,
     new and cur exist; the path.  `mtime` backdates the file (the quota

@@ -9,13 +9,11 @@ tree, so a new command is tried here as soon as it exists (with no
 arguments until ARGS gives it better ones)."""
 
 import shutil
-import sqlite3
-from contextlib import closing
 
 import click
 import pytest
 
-from conftest import Site, message
+from conftest import Site, damage_pages, message
 from lda.cli import cli
 
 # Delivery commands have their own damaged-state answers (75 keeps the
@@ -66,16 +64,7 @@ def garbage(path):
 def damaged_pages(path):
     """A database whose header and schema read well, and one of whose
     DeliveredTo pages is garbage: found by a query, not by the open."""
-    with closing(sqlite3.connect(path)) as conn:
-        conn.executemany("INSERT INTO delivered_to VALUES (?, ?, '', 0, 'delivered', "
-                         "NULL, NULL)", [(ALICE, f"<{n}@x>") for n in range(3000)])
-        conn.commit()
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        page = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    with open(path, "r+b") as f:
-        f.seek(page * (pages // 2) + 8)  # past the page header: cell pointers
-        f.write(b"\xff" * 64)
+    damage_pages(path, ALICE)
 
 
 def a_directory(path):

@@ -10,7 +10,7 @@ from contextlib import closing
 import click
 import pytest
 
-from conftest import message
+from conftest import damage_pages, message
 from lda.cli import cli
 
 ALICE, BOB = "alice@example.org", "bob@example.org"
@@ -93,16 +93,7 @@ def test_a_corrupt_lda_sqlite_is_found_with_how_to_salvage_it(busy_site):
 
 def test_damaged_pages_fail_the_integrity_check(busy_site):
     db = busy_site.db()
-    with closing(sqlite3.connect(db)) as conn:
-        conn.executemany("INSERT INTO delivered_to VALUES (?, ?, '', 0, 'delivered', "
-                         "NULL, NULL)", [(ALICE, f"<{n}@x>") for n in range(3000)])
-        conn.commit()
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        page = conn.execute("PRAGMA page_size").fetchone()[0]
-        pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    with open(db, "r+b") as f:
-        f.seek(page * (pages // 2) + 8)  # past the page header: cell pointers
-        f.write(b"\xff" * 64)
+    damage_pages(db, ALICE)
     found = one(problems(busy_site), "integrity check failed")
     assert found["file"] == str(db) and ".recover" in found["repair"]
 
