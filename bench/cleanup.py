@@ -27,9 +27,9 @@ import tempfile
 import time
 
 from lda.config import Config
-from lda.dedup_admin import cleanup
-from lda.deliveredto import CLEANUP_BATCH, DB_FILE, ROW_COLUMNS, DeliveredTo, connect
-from lda.directory_admin import create_database, open_directory
+from lda.admin.dedup import cleanup
+from lda.store.deliveredto import CLEANUP_BATCH, DB_FILE, ROW_COLUMNS, DeliveredTo, connect
+from lda.admin.mailboxes import create_database, open_directory
 
 ROWS_PER_TRANSACTION = 100_000
 EXPIRATION_HOURS = 168

@@ -328,7 +328,7 @@ class ManagedSite:
 
     def __init__(self, root, lda, runner, say):
         from lda.config import Config
-        from lda.directory_admin import compile_aliases, create_mailbox, open_directory
+        from lda.admin.mailboxes import compile_aliases, create_mailbox, open_directory
 
         self.root, self.lda, self.runner = root, lda, runner
         os.makedirs(root, exist_ok=True)
@@ -596,7 +596,7 @@ def write_body(path, size):
 
 def case_rows(bench):
     """Case 5: `lda deliver` latency against DeliveredTo size; cleanup."""
-    from lda.resolve import current_user
+    from lda.deliver.resolve import current_user
 
     sizes = bench.plan("rows")
     agents = {}
@@ -639,7 +639,7 @@ def fill_deliveredto(path, count, mailbox, now=None):
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA cache_size = -524288")
-    from lda.deliveredto import ROW_COLUMNS
+    from lda.store.deliveredto import ROW_COLUMNS
 
     def rows(first, last):
         for i in range(first, last):
@@ -668,7 +668,7 @@ def cleanup_case(bench):
     """1 M expired rows: `lda dedup cleanup`'s library call in a child
     (bench/cleanup.py --child, the command's default batch) while this
     process makes a delivery-like insert every 50 ms, as deliveries would."""
-    from lda.dedup_admin import cleanup
+    from lda.admin.dedup import cleanup
 
     batch = inspect.signature(cleanup).parameters["batch"].default
     expired, live = 1_000_000, bench.plan("cleanup_live")
@@ -700,7 +700,7 @@ def cleanup_case(bench):
 def inserts_while(db_root, child, spacing=0.05, limit=100_000):
     """BEGIN IMMEDIATE; INSERT; COMMIT every `spacing` s while child runs:
     (lock waits, whole transactions), seconds."""
-    from lda.deliveredto import DB_FILE, ROW_COLUMNS, connect
+    from lda.store.deliveredto import DB_FILE, ROW_COLUMNS, connect
 
     conn = connect(os.path.join(db_root, DB_FILE))
     waits, totals = [], []
@@ -905,8 +905,8 @@ def ensure_module(module, package):
 PROFILED_DELIVER = """\
 # What lda.main does for `lda deliver`, but returning instead of os._exit.
 import gc, os, sys
-from lda.deliveredto import leave_open_until_exit
-from lda.deliver_cmd import deliver
+from lda.store.deliveredto import leave_open_until_exit
+from lda.deliver.command import deliver
 os.umask(0o077)
 gc.disable()
 leave_open_until_exit()

@@ -22,7 +22,7 @@ def lda(env, *args):
 
 def populate(env, maildir, db_root, messages, rows):
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    from lda.deliveredto import ROW_COLUMNS, DeliveredTo
+    from lda.store.deliveredto import ROW_COLUMNS, DeliveredTo
 
     now, entries = time.time(), []
     for i in range(messages):

@@ -107,13 +107,13 @@ class LdaGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:  # noqa: BLE001
-            from .admin_sqlite import failure
+            from .admin.state import failure
 
             known = failure(e)
             if known is not None:
                 click.echo(f"lda: {known}", err=True)
                 sys.exit(known.exit_code)
-            from .deliver_cmd import unexpected
+            from .deliver.command import unexpected
 
             sys.exit(unexpected(e, None))
 
@@ -144,7 +144,7 @@ def deliver(ctx, args):
     Example:
         lda deliver -f sender@example.org alice@example.org < message.eml
     """
-    from .deliver_cmd import deliver as run
+    from .deliver.command import deliver as run
 
     config = ctx.obj.get("config")  # `lda -c FILE deliver ...`
     sys.exit(run((["-c", config] if config else []) + list(args)))
@@ -174,8 +174,8 @@ def mailbox_create(ctx, address, database, quota_storage, quota_messages, forwar
     Example:
         lda mailbox create alice@example.org --quota-storage 1G
     """
+    from .admin.mailboxes import create_mailbox, open_directory
     from .config import parse_size
-    from .directory_admin import create_mailbox, open_directory
 
     config = load(ctx)
     storage = parse_size(quota_storage, "--quota-storage") if quota_storage else None
@@ -195,7 +195,7 @@ def mailbox_list(ctx, database, as_json):
     Example:
         lda mailbox list --json
     """
-    from .directory_admin import list_mailboxes, open_directory
+    from .admin.mailboxes import list_mailboxes, open_directory
 
     rows = list_mailboxes(open_directory(load(ctx)), database)
     emit(rows, as_json, ["address", "database", "quota_storage", "quota_messages",
@@ -213,7 +213,7 @@ def mailbox_show(ctx, address, as_json):
     Example:
         lda mailbox show alice@example.org
     """
-    from .directory_admin import get_mailbox, open_directory
+    from .admin.mailboxes import get_mailbox, open_directory
 
     emit_record(get_mailbox(open_directory(load(ctx)), address), as_json)
 
@@ -228,7 +228,7 @@ def mailbox_delete(ctx, address):
     Example:
         lda mailbox delete alice@example.org
     """
-    from .directory_admin import delete_mailbox, open_directory
+    from .admin.mailboxes import delete_mailbox, open_directory
 
     row = delete_mailbox(open_directory(load(ctx)), address)
     click.echo(f"deleted {row['address']}; Maildir left in place: {row['maildir']}")
@@ -251,8 +251,8 @@ def mailbox_move(ctx, address, target, rollback, as_json):
     Example:
         lda mailbox move alice@example.org --to db2
     """
-    from .directory_admin import open_directory
-    from .move import Move
+    from .admin.mailboxes import open_directory
+    from .admin.move import Move
 
     if not target and not rollback:
         raise click.UsageError("--to DATABASE (or --rollback) is required")
@@ -318,7 +318,7 @@ def lmtp(ctx, listen, processes, workers, grace):
         lda lmtp --listen unix:/var/spool/postfix/private/lda
         lda lmtp --listen 127.0.0.1:24
     """
-    from .lmtp_server import run
+    from .lmtp.server import run
     from .log import Log
 
     config = load(ctx)
@@ -344,8 +344,8 @@ def mailbox_set_quota(ctx, address, storage, messages, as_json):
     Example:
         lda mailbox set-quota alice@example.org --storage 2G --messages default
     """
-    from .directory_admin import open_directory
-    from .quota_admin import set_quota
+    from .admin.mailboxes import open_directory
+    from .admin.quota import set_quota
 
     given = {"quota_storage": storage, "quota_messages": messages}
     limits = {k: None if v == DEFAULT else v for k, v in given.items() if v is not None}
@@ -374,8 +374,8 @@ def db_list(ctx, as_json):
     Example:
         lda db list --json
     """
-    from .databases import list_databases
-    from .directory_admin import open_directory
+    from .admin.databases import list_databases
+    from .admin.mailboxes import open_directory
 
     config = load(ctx)
     emit(list_databases(open_directory(config), config), as_json, DB_COLUMNS)
@@ -394,8 +394,8 @@ def db_create(ctx, name, path, as_json):
     Example:
         lda db create db2 --path /srv/mail2
     """
-    from .databases import show_database
-    from .directory_admin import create_database, open_directory
+    from .admin.databases import show_database
+    from .admin.mailboxes import create_database, open_directory
 
     config = load(ctx)
     directory = open_directory(config)
@@ -414,8 +414,8 @@ def db_show(ctx, name, as_json):
     Example:
         lda db show default
     """
-    from .databases import show_database
-    from .directory_admin import open_directory
+    from .admin.databases import show_database
+    from .admin.mailboxes import open_directory
 
     config = load(ctx)
     emit_record(show_database(open_directory(config), config, name), as_json)
@@ -436,7 +436,7 @@ def db_check(ctx, name, as_json):
         lda db check
         lda db check default --json
     """
-    from .db_check import check
+    from .admin.check import check
 
     with Progress(enabled=not as_json) as progress:
         summary = check(load(ctx), name, progress=lambda done, total: progress.update(
@@ -468,8 +468,8 @@ def dedup_lookup(ctx, message_id, mailbox, as_json):
     Example:
         lda dedup lookup --message-id '<abc@example.org>' --mailbox alice@example.org
     """
-    from .dedup_admin import LOOKUP_COLUMNS, lookup
-    from .directory_admin import open_directory
+    from .admin.dedup import LOOKUP_COLUMNS, lookup
+    from .admin.mailboxes import open_directory
 
     config = load(ctx)
     rows = lookup(open_directory(config), config, message_id, mailbox)
@@ -489,8 +489,8 @@ def dedup_cleanup(ctx, database, older_than, as_json):
     Example:
         lda dedup cleanup --db default --older-than 7d
     """
-    from .dedup_admin import cleanup
-    from .directory_admin import open_directory
+    from .admin.dedup import cleanup
+    from .admin.mailboxes import open_directory
 
     config = load(ctx)
     with Progress(enabled=not as_json) as progress:
@@ -516,8 +516,8 @@ def dedup_stats(ctx, database, as_json):
     Example:
         lda dedup stats --db default
     """
-    from .dedup_admin import stats
-    from .directory_admin import open_directory
+    from .admin.dedup import stats
+    from .admin.mailboxes import open_directory
 
     config = load(ctx)
     rows = stats(open_directory(config), config, database)
@@ -544,8 +544,8 @@ def quota_show(ctx, address, as_json):
     Example:
         lda quota show alice@example.org
     """
-    from .directory_admin import open_directory
-    from .quota_admin import show
+    from .admin.mailboxes import open_directory
+    from .admin.quota import show
 
     config = load(ctx)
     emit_record(show(open_directory(config), config, address), as_json)
@@ -563,8 +563,8 @@ def quota_recalc(ctx, address, every, as_json):
     Example:
         lda quota recalc --all
     """
-    from .directory_admin import open_directory
-    from .quota_admin import recalc, recalc_all
+    from .admin.mailboxes import open_directory
+    from .admin.quota import recalc, recalc_all
 
     if bool(address) == every:
         raise click.UsageError("give an ADDRESS or --all")
@@ -624,7 +624,7 @@ def partial_list(ctx, database, as_json):
     Example:
         lda partial list --db default --json
     """
-    from .partial import list_partials
+    from .admin.partial import list_partials
 
     rows = list_partials(load(ctx), database)
     emit(rows, as_json, ["database", "id", "target", "recipient", "sender", "attempts",
@@ -648,10 +648,10 @@ def partial_retry(ctx, ids, as_json):
         lda partial retry
         lda partial retry --id 3 --id db2:7 --json
     """
-    from .log import Log
-    from .partial import retry_partials
-
     import io
+
+    from .admin.partial import retry_partials
+    from .log import Log
 
     config = load(ctx)
     with Progress(enabled=not as_json) as bar:
@@ -687,8 +687,8 @@ def partial_bounce(ctx, ids, older_than, everything, as_json):
         lda partial bounce --older-than 5d
         lda partial bounce --id 3
     """
+    from .admin.partial import bounce_partials
     from .log import Log
-    from .partial import bounce_partials
 
     if not (ids or older_than or everything):
         raise click.UsageError("give --id, --older-than or --all")
@@ -724,7 +724,7 @@ def aliases_compile(ctx, path, as_json):
     Example:
         lda aliases compile /etc/lda/aliases
     """
-    from .directory_admin import AliasFileInvalid, compile_aliases
+    from .admin.mailboxes import AliasFileInvalid, compile_aliases
 
     config = load(ctx)
     path = aliases_path(config, path)
@@ -754,7 +754,7 @@ def aliases_check(ctx, path, as_json):
     Example:
         lda aliases check /etc/lda/aliases
     """
-    from .aliases import check_aliases
+    from .store.aliases import check_aliases
 
     path = aliases_path(load(ctx), path)
     problems = [p._asdict() for p in check_aliases(path)]

@@ -20,7 +20,7 @@ def main(argv=None):
         # just imported (~1 ms) to free next to nothing, while reference
         # counting still frees each chunk and object as it goes.
         gc.disable()
-        from .deliver_cmd import run
+        from .deliver.command import run
 
         run(argv[1:])  # never returns
     from .cli import cli

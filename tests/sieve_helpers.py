@@ -4,7 +4,7 @@ Outcome.describe() lists them."""
 
 import io
 
-from lda.message import Reader
+from lda.deliver.message import Reader
 from lda.sieve import Envelope, compile_script, run
 
 PLAIN = """\
@@ -56,7 +56,7 @@ RECIPIENT = "roadrunner@acme.example.com"
 
 
 def parse(text, size=None):
-    """The message as the delivery path reads it (lda.message.Reader)."""
+    """The message as the delivery path reads it (lda.deliver.message.Reader)."""
     reader = Reader(io.BytesIO(text.encode("utf-8")))
     for _ in reader.chunks():
         pass

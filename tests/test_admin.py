@@ -13,7 +13,7 @@ from contextlib import closing
 import pytest
 
 from conftest import maildir_files, message
-from lda.deliveredto import ROW_COLUMNS
+from lda.store.deliveredto import ROW_COLUMNS
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 HOUR = 3600
@@ -324,9 +324,9 @@ def test_dedup_cleanup_with_an_injected_clock(make_site):
     import io
 
     from lda.config import load_config
-    from lda.dedup_admin import cleanup
-    from lda.deliver_cmd import deliver
-    from lda.directory_admin import open_directory
+    from lda.admin.dedup import cleanup
+    from lda.deliver.command import deliver
+    from lda.admin.mailboxes import open_directory
 
     site = make_site(cleanup_interval_seconds=10**6)
     site.create("alice@example.org")
@@ -347,7 +347,7 @@ def test_dedup_cleanup_with_an_injected_clock(make_site):
 
 
 def test_deliveredto_cleanup_reports_each_batch(tmp_path):
-    from lda.deliveredto import DeliveredTo
+    from lda.store.deliveredto import DeliveredTo
 
     store = DeliveredTo(str(tmp_path), expiration_hours=1, clock=lambda: 10_000.0)
     with store.transaction() as conn:

@@ -1,4 +1,4 @@
-"""lda.aliases: the aliases(5) parser, its checker, and recursive expansion."""
+"""lda.store.aliases: the aliases(5) parser, its checker, and recursive expansion."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lda.aliases import Aliases, Expansion, Problem, check_aliases, expand, load_aliases
+from lda.store.aliases import Aliases, Expansion, Problem, check_aliases, expand, load_aliases
 from lda.errors import EX_CONFIG, ConfigError
 
 
@@ -596,7 +596,7 @@ def test_check_missing_file(tmp_path):
 
 def test_module_imports_no_heavy_modules():
     code = (
-        "import sys, lda.aliases\n"
+        "import sys, lda.store.aliases\n"
         "print(sorted(m for m in sys.modules if m.startswith(('email', 'click'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import maildir_files, message
-from lda.aliases import (AliasTable, Aliases, expand, load_aliases, open_aliases, table_path,
+from lda.store.aliases import (AliasTable, Aliases, expand, load_aliases, open_aliases, table_path,
                          write_table)
 from lda.errors import ConfigError
 

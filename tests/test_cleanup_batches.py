@@ -4,7 +4,7 @@ short, and the connection's settings given back."""
 
 import os
 
-from lda.deliveredto import CLEANUP_CHUNK, DB_FILE, ROW_COLUMNS, DeliveredTo, connect
+from lda.store.deliveredto import CLEANUP_CHUNK, DB_FILE, ROW_COLUMNS, DeliveredTo, connect
 
 NOW = 1_800_000_000.0
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lda.datefield import parse_date
+from lda.deliver.datefield import parse_date
 
 AGREES = [
     "Tue, 24 Nov 2026 10:00:00 +0000",

@@ -130,7 +130,7 @@ def test_unique_names_under_1000_rapid_deliveries(user):
     script = f"""
 import io, sys
 sys.argv = ["lda"]
-from lda.deliver_cmd import deliver
+from lda.deliver.command import deliver
 for i in range(1000):
     msg = b"Message-ID: <rapid%d@x>\\nSubject: n\\n\\nbody\\n" % i
     assert deliver(["-f", "s@x.org", "alice@example.org"], stdin=io.BytesIO(msg)) == 0
@@ -280,7 +280,7 @@ def modules_after_delivery(env, recipient):
     """(exit status, names in sys.modules, stderr) after one delivery to
     recipient, lda's own imports alone (conftest.without_site)."""
     script = ("import io, sys\n"
-              "from lda.deliver_cmd import deliver\n"
+              "from lda.deliver.command import deliver\n"
               f"rc = deliver(['-f', 's@x.org', {recipient!r}],\n"
               "             stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nbody\\n'))\n"
               "print(rc, ' '.join(sorted(sys.modules)))\n")
@@ -303,7 +303,8 @@ def test_deliver_path_imports_only_what_a_delivery_uses(user):
     assert rc == 0, stderr
     # No maildirsize in this Maildir, so no quota to read; no ~/.lda.sieve,
     # so no Sieve code.
-    not_here = NOT_ON_THE_DELIVERY_PATH + ("lda.maildirsize", "lda.sieve_delivery", "lda.sieve")
+    not_here = NOT_ON_THE_DELIVERY_PATH + ("lda.store.maildirsize", "lda.deliver.filtering",
+                                           "lda.sieve")
     assert sorted(loaded.intersection(not_here)) == []
 
 
@@ -333,7 +334,7 @@ def test_managed_deliver_path_imports_only_what_a_delivery_uses(site):
     rc, loaded, stderr = modules_after_delivery(site.env, "team@example.org")
     assert rc == 0, stderr
     assert len(maildir_files(alice)) == 1
-    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.sieve_delivery",))) == []
+    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.deliver.filtering",))) == []
 
 
 def _missing(path):

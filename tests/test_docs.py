@@ -15,7 +15,7 @@ import pytest
 
 from lda.cli import cli
 from lda.config import KEYS, Config
-from lda.deliver_cmd import USAGE
+from lda.deliver.command import USAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"

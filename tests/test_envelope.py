@@ -1,4 +1,4 @@
-"""The envelope at the borders: one check (lda.addresses) refuses a hostile
+"""The envelope at the borders: one check (lda.deliver.envelope) refuses a hostile
 sender or recipient for `lda deliver` (argv and Postfix's environment) as
 for LMTP, and a forward that cannot be handed to sendmail fails that
 target alone, never the other recipients of the message."""
@@ -41,7 +41,7 @@ def first_line(done):
 @pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE.keys())
 def test_the_one_check_refuses_hostile_senders_and_recipients(value):
     """The functions both entry points call (LMTP: at MAIL and RCPT)."""
-    from lda.addresses import check_sender, normalize
+    from lda.deliver.envelope import check_sender, normalize
     from lda.errors import BadAddress, BadSender
 
     with pytest.raises(BadSender) as sender:
@@ -53,7 +53,7 @@ def test_the_one_check_refuses_hostile_senders_and_recipients(value):
 
 
 def test_what_mtas_send_passes_the_check():
-    from lda.addresses import check_sender, normalize
+    from lda.deliver.envelope import check_sender, normalize
 
     for sender, expected in [("", ""), ("<>", ""), (" <b@example.org> ", "b@example.org"),
                              ("MAILER-DAEMON", "MAILER-DAEMON"),
@@ -96,7 +96,7 @@ def test_deliver_refuses_a_hostile_recipient_with_67(site, source, value):
 def test_deliver_refuses_a_nul_in_process(tmp_path, option):
     """No execve passes a NUL; the same function refuses it for a caller
     that hands one over in-process."""
-    from lda.deliver_cmd import deliver
+    from lda.deliver.command import deliver
 
     argv = (["-f", HOSTILE["nul"], "alice@example.org"] if option == "-f"
             else ["-f", "s@example.org", HOSTILE["nul"]])

@@ -354,7 +354,7 @@ def nobody_python():
     for python in (sys.executable, "/usr/bin/python3"):
         probe = subprocess.run(
             ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", python,
-             "-c", "import sqlite3, tomllib, lda.deliver_cmd"],
+             "-c", "import sqlite3, tomllib, lda.deliver.command"],
             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, capture_output=True,
             cwd="/")
         if probe.returncode == 0:

@@ -382,7 +382,7 @@ def test_arbitrary_bytes_are_delivered_byte_exact(parts, step):
 
 
 def deliver_bytes(data, step):
-    from lda.deliver_cmd import deliver
+    from lda.deliver.command import deliver
 
     with tempfile.TemporaryDirectory() as home:
         status = deliver(["-f", SENDER, "alice@example.org"], stdin=Trickle(data, step),
@@ -413,7 +413,7 @@ def test_any_recipient_is_refused_or_resolved_inside_the_store(site, recipient):
     or unknown address), or local targets whose Maildir lies under their
     database root with no '..' in the stored path."""
     from lda.config import load_config
-    from lda.deliver_cmd import make_resolver
+    from lda.deliver.command import make_resolver
     from lda.errors import LdaError
 
     if not hasattr(site, "_made"):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import LDA, maildir_files, python_peak_rss_kib
-from lda.message import CHUNK  # lda reads stdin in pieces of this size
+from lda.deliver.message import CHUNK  # lda reads stdin in pieces of this size
 
 MIB = 1 << 20
 PEAK_RSS_LIMIT_KIB = 80 * 1024

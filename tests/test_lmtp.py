@@ -250,7 +250,7 @@ def test_a_session_arriving_during_a_delivery_goes_to_another_process(lmtp):
     """Without delivery threads a process serves nothing else while it
     delivers (here: waits for a mailbox lock that an admin command holds);
     a session that comes in meanwhile is another process's."""
-    from lda.locks import MailboxLocks
+    from lda.store.locks import MailboxLocks
 
     server = lmtp("--processes", "2", "--workers", "0", lock_timeout_seconds=10)
     site = server.site

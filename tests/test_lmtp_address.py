@@ -12,7 +12,7 @@ from aiosmtpd.lmtp import LMTP
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from lda.lmtp import _CONTROL, _PLAIN_ADDRESS, LdaLMTP
+from lda.lmtp.protocol import _CONTROL, _PLAIN_ADDRESS, LdaLMTP
 
 
 def parsers(limit=0):

@@ -22,7 +22,7 @@ from aiosmtpd.lmtp import LMTP
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lda.lmtp import LdaLMTP
+from lda.lmtp.protocol import LdaLMTP
 
 SIZE_LIMIT = 3000
 HOST = "lmtp.example.org"

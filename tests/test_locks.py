@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import without_site
-from lda.locks import STRIPES, _crc32, lock_path, stripe_of, stripes_of
+from lda.store.locks import STRIPES, _crc32, lock_path, stripe_of, stripes_of
 
 KNOWN = {"": 0, "alice@example.org": 0x4F, "\udcff": 0x87, "box15@bench.example.org": 0x84}
 
@@ -31,7 +31,7 @@ def test_stripes_are_zlib_crc32_mod_256(keys):
 def test_a_process_without_zlib_picks_the_same_stripes():
     # `lda deliver` does not load zlib for a few keys; a fan-out does.
     script = ("import sys\n"
-              "from lda.locks import stripe_of, stripes_of\n"
+              "from lda.store.locks import stripe_of, stripes_of\n"
               f"few = [stripe_of(k) for k in {list(KNOWN)!r}]\n"
               "loaded = 'zlib' in sys.modules\n"
               f"many = stripes_of({list(KNOWN)!r} * 3)\n"

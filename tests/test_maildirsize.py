@@ -8,7 +8,7 @@ import pytest
 
 from conftest import write_maildirsize
 from lda.errors import CannotCreate
-from lda.maildirsize import (
+from lda.store.maildirsize import (
     MAX_SIZE,
     STALE_SECONDS,
     Quota,

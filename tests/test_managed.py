@@ -60,7 +60,7 @@ def create_many(site, addresses):
     """Mailboxes made by the library in one process: `lda mailbox create`
     once per address would start Python 150 times."""
     script = ("import sys; from lda.config import load_config; "
-              "from lda.directory_admin import create_mailbox, open_directory; "
+              "from lda.admin.mailboxes import create_mailbox, open_directory; "
               "c = load_config(None); d = open_directory(c); "
               "[create_mailbox(d, c, a) for a in sys.argv[1:]]; d.close()")
     subprocess.run([sys.executable, "-c", script, *addresses], env=site.env, check=True)
@@ -72,7 +72,7 @@ def test_more_recipients_than_one_sync_run_get_one_copy_each(site):
     synced a run at a time): each mailbox gets the message once, the
     recipients' copies each with their own Delivered-To, and no copy is
     left in a tmp/."""
-    from lda.delivery import SYNC_BATCH
+    from lda.deliver.delivery import SYNC_BATCH
 
     addresses = [f"u{i}@example.org" for i in range(2 * SYNC_BATCH + 22)]
     create_many(site, addresses)
@@ -239,7 +239,7 @@ def test_returned_forward_is_seen_as_a_loop(site):
 
 def test_expiry_is_honoured(site):
     """Inject the clock: 167 hours later a resend is a duplicate, 169 not."""
-    from lda.deliver_cmd import deliver
+    from lda.deliver.command import deliver
 
     box = site.create("alice@example.org")
     start = 1_800_000_000.0
@@ -252,7 +252,7 @@ def test_expiry_is_honoured(site):
 
 
 def test_expired_rows_are_cleaned_up_during_deliveries(make_site):
-    from lda.deliver_cmd import deliver
+    from lda.deliver.command import deliver
 
     site = make_site(expiration_hours=1, cleanup_interval_seconds=60)
     site.create("alice@example.org")

@@ -22,7 +22,7 @@ def populate(site, address, messages, extra_rows):
     """A mailbox with `messages` files and matching DeliveredTo rows, plus
     `extra_rows` rows of messages no longer in it (built directly: 10,000
     deliveries through the command would take minutes)."""
-    from lda.deliveredto import ROW_COLUMNS, DeliveredTo
+    from lda.store.deliveredto import ROW_COLUMNS, DeliveredTo
 
     box = site.maildir(address)
     now = time.time()
@@ -98,8 +98,8 @@ def test_move_across_filesystems_copies_and_verifies(site, tmp_path):
 KILLER = """
 import os, signal, sys
 from lda.config import load_config
-from lda.directory_admin import open_directory
-from lda.move import Move
+from lda.admin.mailboxes import open_directory
+from lda.admin.move import Move
 address, point, target = sys.argv[1:4]
 def after_step(step):
     if step == point:
@@ -231,8 +231,8 @@ def test_a_moved_mailbox_defers_only_its_own_recipient_of_a_batch(alice_and_empt
     import io
 
     from lda.config import load_config
-    from lda.deliver_cmd import make_resolver
-    from lda.delivery import Delivery
+    from lda.deliver.command import make_resolver
+    from lda.deliver.delivery import Delivery
     from lda.log import Log
 
     site = alice_and_empty_db2
@@ -263,8 +263,8 @@ def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(
     import io
 
     from lda.config import load_config
-    from lda.deliver_cmd import make_resolver
-    from lda.delivery import Delivery
+    from lda.deliver.command import make_resolver
+    from lda.deliver.delivery import Delivery
     from lda.log import Log
 
     site = alice_and_empty_db2

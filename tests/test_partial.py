@@ -204,7 +204,7 @@ def test_expired_partial_of_the_null_sender_is_removed_without_dsn(make_site):
 def test_expiry_with_an_injected_clock(site):
     from lda.config import load_config
     from lda.log import Log
-    from lda.partial import retry_partials
+    from lda.admin.partial import retry_partials
 
     team_partial(site)
     config = load_config(str(site.config))
@@ -310,6 +310,6 @@ def test_list_and_retry_across_two_databases(site):
     ("something else", "5.0.0"),
 ], ids=["quota", "sendmail", "mta-status", "moving", "default"])
 def test_dsn_status_from_the_reason(reason, status):
-    from lda.dsn import status_for
+    from lda.admin.dsn import status_for
 
     assert status_for(reason) == status

@@ -370,8 +370,8 @@ def maildir_usage(maildir):
 RECALC_LOOP = r"""
 import os, select, sys
 from lda.config import load_config
-from lda.directory_admin import open_directory
-from lda.quota_admin import recalc
+from lda.admin.mailboxes import open_directory
+from lda.admin.quota import recalc
 config = load_config(None)
 directory = open_directory(config)
 def line():
@@ -602,7 +602,7 @@ def test_a_database_being_created_elsewhere_is_waited_for(tmp_path):
     import sqlite3
     import threading
 
-    from lda.deliveredto import DB_FILE, DeliveredTo
+    from lda.store.deliveredto import DB_FILE, DeliveredTo
 
     creator = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None,
                               check_same_thread=False)

@@ -135,7 +135,7 @@ def test_a_cached_delivery_imports_neither_parser_nor_json(tmp_path, user):
     load_script(path, cache)
     probe = f"""
 import io, sys
-from lda.message import Reader
+from lda.deliver.message import Reader
 from lda.sieve import Envelope, MemoryState, load_script, run
 reader = Reader(io.BytesIO({PLAIN.encode()!r}))
 for _ in reader.chunks():

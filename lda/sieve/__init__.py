@@ -28,8 +28,8 @@ load_script(path, cache_dir=None) -> Script | None
     (see Script.cache_status).
 
 run(script, message, envelope, state=None) -> Outcome
-    message: .headers (lda.message.Headers: .fields is [(lower-case name
-      bytes, value bytes)]) and .size (int); lda.message.Reader after
+    message: .headers (lda.deliver.message.Headers: .fields is [(lower-case name
+      bytes, value bytes)]) and .size (int); lda.deliver.message.Reader after
       info() has both.  Body tests are not supported.
     envelope: Envelope(from_, to, original_recipient); from_ "" is the
       null sender.
@@ -85,8 +85,7 @@ Decisions
   To/Cc/Bcc/Resent-*.  Send the reply with the null envelope sender.
 """
 
-from .actions import (Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect,
-                      Vacation)
+from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation
 from .errors import SieveError
 from .script import Script, compile_script, load_script
 

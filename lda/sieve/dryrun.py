@@ -42,7 +42,7 @@ class Message:
 
 
 def read_message(stream):
-    from ..message import Reader
+    from ..deliver.message import Reader
 
     reader = Reader(stream)
     for _ in reader.chunks():

@@ -7,7 +7,7 @@ out of an address list (RFC 5322 section 3.4): display names, comments,
 groups and source routes are dropped.
 """
 
-from ..addresses import split_local
+from ..deliver.envelope import split_local
 
 
 def text(raw):

@@ -8,8 +8,8 @@ is raised, so `lda sieve check` can list every problem at once.
 """
 
 from .actions import UnsafeFolder, check_folder
-from .fields import valid_address
 from .errors import SieveError
+from .fields import valid_address
 
 CAPABILITIES = frozenset({
     "fileinto", "envelope", "copy", "imap4flags", "variables", "duplicate", "vacation",

@@ -8,8 +8,18 @@ vacation) discards every collected action and leaves the implicit keep, so
 the message is never lost.
 """
 
-from .actions import (STORES, Discard, FileInto, Keep, MemoryState, Outcome, Redirect,
-                      UnsafeFolder, check_folder, keywords)
+from .actions import (
+    STORES,
+    Discard,
+    FileInto,
+    Keep,
+    MemoryState,
+    Outcome,
+    Redirect,
+    UnsafeFolder,
+    check_folder,
+    keywords,
+)
 from .fields import address_part, addresses, text, valid_address
 from .match import compare, quote_wildcards
 

@@ -38,7 +38,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 BACKLOG = 128
@@ -256,8 +256,8 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None, counts=No
     """One process's server on a bound socket, until SIGTERM or SIGINT;
     `parent` is the supervisor's pid, in a child that shares the socket and
     keeps its session count in counts.slots[slot]."""
-    from .lmtp import LdaLMTP
-    from .lmtp_handler import DeliveryHandler
+    from .handler import DeliveryHandler
+    from .protocol import LdaLMTP
 
     loop = asyncio.get_running_loop()
     threads = (ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver")
@@ -303,7 +303,7 @@ def _stop_when_orphaned(loop, parent, stop):
 
 def run(config, log, listen=None, grace=300):
     """Serve until stopped; the socket is gone when this returns."""
-    from .lmtp_handler import preload
+    from .handler import preload
 
     listen = listen or config.lmtp_listen
     processes = process_count(config)

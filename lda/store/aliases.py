@@ -30,8 +30,8 @@ email-validator only once an address needs checking.
 import os
 import stat
 
-from .errors import ConfigError, TemporaryFailure, is_file_problem
-from .records import record
+from ..errors import ConfigError, TemporaryFailure, is_file_problem
+from ..startup.collections import record
 
 MAX_NAME = 254  # RFC 5321 section 4.5.3.1.3: no path (address) is longer
 MAX_PATH = 4096  # PATH_MAX on Linux: file names in messages are shown whole up to this
@@ -166,7 +166,7 @@ def open_aliases(path, table, warn):
     that was built from exactly the files there now, else the file parsed by
     load_aliases().  warn(line) says why a table that exists is not used;
     no table at all means no warning (compiling is optional)."""
-    from .sqlite import sqlite3
+    from ..startup.sqlite3 import sqlite3
 
     if not os.path.exists(table):
         return load_aliases(path)
@@ -224,7 +224,7 @@ class AliasTable:
     def lookup(self, address, local_part=True):
         """As Aliases.lookup()."""
         if self._parsed is None:
-            from .sqlite import sqlite3
+            from ..startup.sqlite3 import sqlite3
 
             try:
                 return self._query(address.lower(), local_part)
@@ -254,8 +254,8 @@ def write_table(aliases, target):
     a delivery sees the old table or the new one, never a part.  Mode 0644
     less the umask, like directory.sqlite, for a delivery user other than
     the admin."""
+    from ..startup.sqlite3 import sqlite3
     from .maildir import fsync_dir
-    from .sqlite import sqlite3
 
     directory = os.path.dirname(target) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)

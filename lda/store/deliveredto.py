@@ -17,9 +17,9 @@ import _thread
 import os
 import time
 
-from .errors import TemporaryFailure, UnsafePath
+from ..errors import TemporaryFailure, UnsafePath
+from ..startup.sqlite3 import sqlite3
 from .maildir import fsync_dir
-from .sqlite import sqlite3
 
 SCHEMA_VERSION = 3
 ROW_COLUMNS = "(mailbox, message_id, submit_time, delivered_at, state, location)"

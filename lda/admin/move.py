@@ -20,11 +20,11 @@ import os
 import shutil
 import time
 
-from .admin_sqlite import state_dir
+from ..errors import ConfigError, LdaError, TemporaryFailure
+from ..store.locks import lock_path, stripe_of
+from ..store.maildir import fsync_dir
 from .databases import open_deliveredto
-from .errors import ConfigError, LdaError, TemporaryFailure
-from .locks import lock_path, stripe_of
-from .maildir import fsync_dir
+from .state import state_dir
 
 ROW_BATCH = 5000
 COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
@@ -101,7 +101,7 @@ class Move:
         return rows[0]["path"]
 
     def _begin(self, target_db):
-        from .directory_admin import get_mailbox
+        from .mailboxes import get_mailbox
 
         mailbox = get_mailbox(self.directory, self.address)
         if mailbox["database"] == target_db:
@@ -227,7 +227,7 @@ class Move:
                         timeout=self.config.lock_timeout_seconds)
 
     def _forwards(self):
-        from .directory_admin import get_mailbox
+        from .mailboxes import get_mailbox
 
         forward = get_mailbox(self.directory, self.address)["forward"] or ""
         return [a for a in forward.split("\n") if a]

@@ -25,7 +25,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 
-from .errors import LdaError, TemporaryFailure, UnknownRecipient, UsageError
+from ..errors import LdaError, TemporaryFailure, UnknownRecipient, UsageError
 
 # delivered and duplicate are delivery.py's outcome values, used as they are.
 DELIVERED, DUPLICATE, DEFERRED, BOUNCED = "delivered", "duplicate", "deferred", "bounced"
@@ -36,8 +36,8 @@ RUN_LOCK = "partial.lock"
 def list_partials(config, database=None, clock=time.time):
     """Every partial-delivery record, across the mailbox databases (or one),
     with its `database` name, `db_root` and `age_seconds`."""
-    from .admin_sqlite import connect, guarded
-    from .deliveredto import DB_FILE
+    from ..store.deliveredto import DB_FILE
+    from .state import connect, guarded
 
     now = clock()
     records = []
@@ -138,8 +138,8 @@ def _retry_one(config, log, record, clock, sendmail, resolver):
 
 def _redeliver(config, log, record, clock, sendmail, resolver, target):
     """DELIVERED, DUPLICATE, or the LdaError the target answered."""
-    from .delivery import Delivery
-    from .resolve import Plan
+    from ..deliver.delivery import Delivery
+    from ..deliver.resolve import Plan
 
     delivery = Delivery(config, resolver, log, sender=record["sender"] or None,
                         clock=clock, sendmail=sendmail)
@@ -156,7 +156,7 @@ def _target(resolver, record):
     in the database it lives in today (a folder for an address extension),
     or the external address, checked against its recipient's home database
     (where `lda deliver` keeps the DeliveredTo rows of forwards)."""
-    from .addresses import folder_for_extension, split_extension
+    from ..deliver.envelope import folder_for_extension, split_extension
 
     if not record["mailbox"]:
         return resolver.direct_target(record["target"], _home_db(resolver, record))
@@ -171,7 +171,7 @@ def _target(resolver, record):
 
 
 def _home_db(resolver, record):
-    from .addresses import split_extension
+    from ..deliver.envelope import split_extension
 
     directory = resolver.directory
     base, _ = split_extension(record["recipient"], resolver.config.recipient_delimiter)
@@ -229,7 +229,7 @@ def _count_attempt(config, record, reason, clock):
 
 @contextmanager
 def _database(config, record, clock):
-    from .deliveredto import DeliveredTo
+    from ..store.deliveredto import DeliveredTo
 
     db = DeliveredTo(record["db_root"], config.expiration_hours,
                      config.cleanup_interval_seconds, clock)
@@ -268,8 +268,8 @@ def _databases(config, only=None):
     single target is always the primary one and so never partial."""
     if config.per_user:
         return []
-    from .admin_sqlite import check_state_dir, guarded, probe
-    from .directory import Directory
+    from ..store.directory import Directory
+    from .state import check_state_dir, guarded, probe
 
     check_state_dir(config)
     if os.path.lexists(config.directory_path):
@@ -289,8 +289,8 @@ def _databases(config, only=None):
 
 
 def _resolver(config):
-    from .directory import Directory
-    from .resolve import ManagedResolver
+    from ..deliver.resolve import ManagedResolver
+    from ..store.directory import Directory
 
     return ManagedResolver(config, Directory(config.directory_path))
 
@@ -299,7 +299,7 @@ def _resolver(config):
 def _run_lock(config):
     from filelock import FileLock, Timeout
 
-    from .admin_sqlite import state_dir
+    from .state import state_dir
 
     lock = FileLock(os.path.join(state_dir(config, "locks"), RUN_LOCK), timeout=config.lock_timeout_seconds)
     try:

@@ -11,9 +11,9 @@ what is wrong, and the repair, naming only commands that exist.
 import glob
 import os
 
-from .admin_sqlite import DamagedDatabase, connect, guarded, salvage_hint
-from .deliveredto import DB_FILE
-from .errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure
+from ..errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure
+from ..store.deliveredto import DB_FILE
+from .state import DamagedDatabase, connect, guarded, salvage_hint
 
 # quick_check lists at most this many faults: the first few say enough.
 MAX_FAULTS = 5

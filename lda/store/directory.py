@@ -9,10 +9,9 @@ database root: a recipient string never becomes a path.
 
 import os
 
-from .errors import ConfigError, TemporaryFailure
-from .records import record
-from .sqlite import sqlite3
-
+from ..errors import ConfigError, TemporaryFailure
+from ..startup.collections import record
+from ..startup.sqlite3 import sqlite3
 
 # maildir is relative to db_root; a quota of None means the lda.toml default.
 Mailbox = record("Mailbox", "address database db_root maildir quota_storage "

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from .errors import TemporaryFailure, UnsafePath
+from ..errors import TemporaryFailure, UnsafePath
 
 STRIPES = 256
 # A key's stripe is zlib.crc32 of its UTF-8 % STRIPES, and must stay so: an

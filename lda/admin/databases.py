@@ -12,9 +12,9 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from .admin_sqlite import guarded, probe
-from .deliveredto import DB_FILE, DeliveredTo
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..store.deliveredto import DB_FILE, DeliveredTo
+from .state import guarded, probe
 
 
 def iso_utc(timestamp):

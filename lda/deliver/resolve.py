@@ -8,8 +8,8 @@ one mailbox, the invoking user's Maildir, for every recipient.
 
 import os
 
-from .addresses import domain_of, folder_for_extension, normalize, split_extension
-from .errors import ConfigError, MailboxMoving, UnknownRecipient
+from ..errors import ConfigError, MailboxMoving, UnknownRecipient
+from .envelope import domain_of, folder_for_extension, normalize, split_extension
 
 
 class Target:
@@ -100,7 +100,7 @@ class UserResolver:
         # maildirsize (maildirsize.FILENAME, the Maildir++ name): one lstat
         # spares them the module (~0.7 ms to import).
         if os.path.lexists(os.path.join(maildir, "maildirsize")):
-            from .maildirsize import existing_quota
+            from ..store.maildirsize import existing_quota
 
             quota = existing_quota(maildir)
         target = Target(canonical, self.config.state_dir, mailbox=self.user,
@@ -128,7 +128,7 @@ class ManagedResolver:
         # expansion asks for the same address three times over.
         self._found = {}
         if config.aliases:
-            from .aliases import open_aliases, table_path
+            from ..store.aliases import open_aliases, table_path
 
             # The compiled table if it is current, else the file parsed.
             self.aliases = open_aliases(config.aliases, table_path(config.state_dir),
@@ -137,7 +137,7 @@ class ManagedResolver:
     def _warn(self, line):
         """To the delivery's log; without one (lmtp, partial), lda.toml's."""
         if self.log is None:
-            from .log import Log
+            from ..log import Log
 
             self.log = Log.configured(self.config)
         self.log.warning(line)
@@ -225,7 +225,7 @@ class ManagedResolver:
         return None
 
     def resolve(self, recipient):
-        from .aliases import expand
+        from ..store.aliases import expand
 
         canonical = normalize(recipient)
         self._domain = domain_of(canonical)
@@ -269,7 +269,7 @@ class ManagedResolver:
         return own.db_root if own else self.directory.default_database()[1]
 
     def _quota(self, mailbox):
-        from .maildirsize import Quota
+        from ..store.maildirsize import Quota
 
         storage = mailbox.quota_storage
         messages = mailbox.quota_messages

@@ -19,7 +19,7 @@ import sqlite3
 from contextlib import contextmanager
 from urllib.parse import quote
 
-from .errors import ConfigError, TemporaryFailure, is_file_problem
+from ..errors import ConfigError, TemporaryFailure, is_file_problem
 
 # SQLite primary result codes (https://sqlite.org/rescode.html).
 SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN = 3, 8, 11, 14

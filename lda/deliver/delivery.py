@@ -14,11 +14,19 @@ import errno
 import os
 import time
 
-from . import maildir as md
-from .errors import (CannotCreate, ForwardFailed, LdaError, MaildirMissing, MailLoop,
-                     MessageTooBig, QuotaExceeded, TemporaryFailure)
-from .locks import MailboxLocks
-from .log import failure_status
+from ..errors import (
+    CannotCreate,
+    ForwardFailed,
+    LdaError,
+    MaildirMissing,
+    MailLoop,
+    MessageTooBig,
+    QuotaExceeded,
+    TemporaryFailure,
+)
+from ..log import failure_status
+from ..store import maildir as md
+from ..store.locks import MailboxLocks
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
 # The header bytes read before choosing the prefix (see _stage).
@@ -73,7 +81,7 @@ def quota_failure(config, target, size, clock=time.time):
     Maildir++ quota, else None."""
     if not target.local or target.quota is None or target.quota.unlimited():
         return None
-    from .maildirsize import read_usage, would_exceed
+    from ..store.maildirsize import read_usage, would_exceed
 
     usage = read_usage(target.maildir_path, target.quota, clock, size=size, count=1)
     if not would_exceed(usage, target.quota, size):
@@ -336,7 +344,7 @@ class Delivery:
         return result
 
     def _database(self, db_root):
-        from .deliveredto import DeliveredTo
+        from ..store.deliveredto import DeliveredTo
 
         if db_root not in self.databases:
             db = self.kept.pop(db_root, None) if self.kept is not None else None
@@ -413,7 +421,7 @@ class Delivery:
             if outcome is None:
                 targets.append(target)
                 continue
-            from .sieve_delivery import targets_for
+            from .filtering import targets_for
 
             targets.extend(targets_for(outcome, target, self.log, info.log_id))
             filtered.append((target, outcome, state))
@@ -442,8 +450,8 @@ class Delivery:
         return cache
 
     def _run_script(self, path, plan, target, info, staged):
-        from .sieve import Envelope, evaluate
-        from .sieve_delivery import Message, SieveState
+        from ..sieve import Envelope, evaluate
+        from .filtering import Message, SieveState
 
         db = self._database(target.db_root)
         key = (target.key_mailbox, info.key_id, info.submit_time)
@@ -613,7 +621,7 @@ class Delivery:
 
     def _add_usage(self, target, staged):
         if target.quota is not None and not target.quota.unlimited():
-            from .maildirsize import add_usage
+            from ..store.maildirsize import add_usage
 
             try:
                 add_usage(target.maildir_path, staged.size)
@@ -633,7 +641,7 @@ class Delivery:
             tmp.discard()
 
     def _forward(self, target, staged):
-        from .forward import sendmail
+        from .sendmail import sendmail
 
         if target.reply is not None:  # RFC 5230 5.1: a vacation reply goes from <>
             sendmail(self.sendmail, "", target.address, target.reply)

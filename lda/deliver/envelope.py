@@ -7,7 +7,7 @@ and the admin commands; a recipient only needs to be an address lda can look
 up safely, because it is never turned into a path.
 """
 
-from .errors import BadAddress, BadSender
+from ..errors import BadAddress, BadSender
 
 # RFC 5321 section 4.5.3.1: a 64-octet local part, "@", a 255-octet domain.
 # Octets, not characters: an SMTPUTF8 address counts its UTF-8 bytes.

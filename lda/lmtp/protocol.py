@@ -128,7 +128,7 @@ class LdaLMTP(LMTP):
         section 4.1.2; a bare LF ends a command line early) is malformed,
         and a CR or a NUL, which the parser takes into an address or calls
         a syntax error, is left in it for the checks `lda deliver` makes of
-        its -f and recipients (lda.addresses), so that they refuse it with
+        its -f and recipients (lda.deliver.envelope), so that they refuse it with
         their code."""
         text = arg.strip()
         if text.startswith("<") and ">" not in text:

@@ -9,8 +9,8 @@ import io
 import os
 import sys
 
-from .addresses import check_sender, original_recipient
-from .errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError
+from ..errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError
+from .envelope import check_sender, original_recipient
 
 USAGE = """\
 usage: lda deliver [-f SENDER] [-a ORIGINAL_RECIPIENT] [-c CONFIG] [-e] [RECIPIENT...]
@@ -83,7 +83,7 @@ def run(argv):
     """The `lda deliver` process: deliver, then exit without closing the
     DeliveredTo connections (see deliveredto.leave_open_until_exit), which
     spares the checkpoint and the WAL's deletion and re-creation."""
-    from .deliveredto import leave_open_until_exit
+    from ..store.deliveredto import leave_open_until_exit
 
     leave_open_until_exit()
     status = deliver(argv)
@@ -125,9 +125,9 @@ def _deliver(argv, stdin, environ, clock, held):
     if args is None:
         sys.stdout.write(USAGE)
         return EX_OK, None, None
-    from .config import load_config
+    from ..config import load_config
+    from ..log import Log
     from .delivery import Delivery
-    from .log import Log
 
     config = load_config(args["config"], environ)
     if args["reject"]:
@@ -153,7 +153,7 @@ def make_resolver(config, environ, log=None):
 
     if config.per_user:
         return UserResolver(config, current_user(environ), environ.get("EXTENSION"))
-    from .directory import Directory
+    from ..store.directory import Directory
 
     return ManagedResolver(config, Directory(config.directory_path), log)
 

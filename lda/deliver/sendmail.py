@@ -4,7 +4,7 @@ stdin.  The copy carries this hop's Delivered-To, so a loop back is seen."""
 
 import subprocess
 
-from .errors import ForwardFailed
+from ..errors import ForwardFailed
 
 TIMEOUT_SECONDS = 300
 EX_TEMPFAIL = 75

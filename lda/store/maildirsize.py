@@ -17,8 +17,8 @@ import os
 import stat
 import time
 
-from .errors import CannotCreate
-from .records import record
+from ..errors import CannotCreate
+from ..startup.collections import record
 
 FILENAME = "maildirsize"
 # The spec: a maildirsize of at least 5120 bytes is rebuilt; this bounds both

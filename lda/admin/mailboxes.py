@@ -7,10 +7,10 @@ import time
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from .admin_sqlite import connect, guarded, state_dir
-from .errors import BadAddress, ConfigError, UnknownRecipient
+from ..errors import BadAddress, ConfigError, UnknownRecipient
+from .state import connect, guarded, state_dir
 
-migrations = Migrations("lda.directory")
+migrations = Migrations("lda.store.directory")
 SAFE_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-+=")
 
 
@@ -94,7 +94,7 @@ def ensure_database(db, config, name):
 
 def create_mailbox(db, config, address, database="default", quota_storage=None,
                    quota_messages=None, forward=(), keep_copy=True):
-    from .maildir import open_mailbox
+    from ..store.maildir import open_mailbox
 
     address = validate_address(address)
     if any(q is not None and q < 0 for q in (quota_storage, quota_messages)):
@@ -166,7 +166,7 @@ def compile_aliases(config, path):
     and every file read with its stamp, so deliveries look keys up instead
     of parsing, and parse again once any of those files changes.  Raises
     AliasFileInvalid with the problems instead; the old table then stays."""
-    from .aliases import checked_aliases, table_path, write_table
+    from ..store.aliases import checked_aliases, table_path, write_table
 
     path = os.path.abspath(path)
     try:

@@ -10,11 +10,10 @@ read too, so every change rewrites that file's quota line at once.
 import os
 import time
 
-from . import maildirsize
-from .directory_admin import (QUOTA_COLUMNS, get_mailbox, list_mailboxes, mailbox_path,
-                              set_mailbox_quota)
-from .errors import LdaError
-from .maildirsize import Quota
+from ..errors import LdaError
+from ..store import maildirsize
+from ..store.maildirsize import Quota
+from .mailboxes import QUOTA_COLUMNS, get_mailbox, list_mailboxes, mailbox_path, set_mailbox_quota
 
 
 def effective_quota(config, row):
@@ -62,7 +61,7 @@ def recount(db, config, row):
     """Rewrite a mailbox's maildirsize from its Maildir under the mailbox
     lock: a delivery between its link into new/ and its maildirsize line
     would otherwise be counted twice."""
-    from .locks import MailboxLocks
+    from ..store.locks import MailboxLocks
 
     with MailboxLocks(os.path.join(config.state_dir, "locks"), [row["address"]],
                       config.lock_timeout_seconds):

@@ -16,7 +16,7 @@ fail every later delivery as that user.
 import errno
 import os
 
-from .errors import CannotCreate, MaildirMissing, NotOwner, UnsafePath
+from ..errors import CannotCreate, MaildirMissing, NotOwner, UnsafePath
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -292,7 +292,7 @@ class TmpFile:
 
 def copy_file(src_dir_fd, src_name, skip, prefix, dst):
     """Copy src (from byte `skip` on) after `prefix` into the open TmpFile dst."""
-    from .message import write_all
+    from ..deliver.message import write_all
 
     src = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
     try:

@@ -15,8 +15,8 @@ import os
 import threading
 from email.utils import formatdate
 
-from .addresses import check_sender, normalize
-from .errors import BadAddress, BadSender, LdaError
+from ..deliver.envelope import check_sender, normalize
+from ..errors import BadAddress, BadSender, LdaError
 
 
 class DeliveryHandler:
@@ -35,8 +35,8 @@ class DeliveryHandler:
         their thread), rebuilt when the aliases file or its compiled table
         changes (`lda aliases compile` after an edit of an :include: file
         alone)."""
-        from .aliases import table_path
-        from .deliver_cmd import make_resolver
+        from ..deliver.command import make_resolver
+        from ..store.aliases import table_path
 
         stamp = (_mtime(self.config.aliases),
                  _mtime(table_path(self.config.state_dir)) if self.config.aliases else None)
@@ -90,7 +90,7 @@ class DeliveryHandler:
         """The recipient's Plan, or the LdaError that refuses it."""
         plan = self._resolver().resolve(address)
         if self.config.lmtp_rcpt_check_quota:
-            from .delivery import quota_failure
+            from ..deliver.delivery import quota_failure
 
             size = _declared_size(mail_options)
             for target in plan.targets:
@@ -124,7 +124,7 @@ class DeliveryHandler:
         lmtp_add_received_header writes it: the recipient is named only
         when there is one, as the others would see it in their copy.  The
         LHLO name, sender and recipient were checked for control
-        characters (lda.lmtp, lda.addresses): none can start a field."""
+        characters (lda.lmtp.protocol, lda.deliver.envelope): none can start a field."""
         peer = session.peer
         source = f" ([{peer[0]}])" if isinstance(peer, tuple) and peer else ""
         rcpts = envelope.rcpt_tos
@@ -136,7 +136,7 @@ class DeliveryHandler:
         return field.encode("utf-8", "surrogateescape")
 
     def _deliver(self, envelope):
-        from .delivery import Delivery
+        from ..deliver.delivery import Delivery
 
         kwargs = {"clock": self.clock} if self.clock else {}
         if not hasattr(self.local, "databases"):
@@ -158,10 +158,10 @@ class DeliveryHandler:
 def preload():
     """Import the delivery path now rather than in the first delivery of
     each process (and under the import lock, in every worker at once)."""
-    import zlib  # noqa: F401  (lock stripes: see lda.locks.FEW_KEYS)
+    import zlib  # noqa: F401  (lock stripes: see lda.store.locks.FEW_KEYS)
 
-    from . import deliver_cmd, delivery, deliveredto, directory, maildirsize  # noqa: F401
-    from . import message, resolve  # noqa: F401
+    from ..deliver import command, delivery, message, resolve  # noqa: F401  # noqa: F401
+    from ..store import deliveredto, directory, maildirsize  # noqa: F401
 
 
 def _reply(result):

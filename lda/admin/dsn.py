@@ -74,7 +74,7 @@ def build_dsn(config, record, header_block, now):
     report["To"] = record["sender"]
     report["Subject"] = SUBJECT
     report["Date"] = mail_date(now)
-    report["Message-ID"] = email.utils.make_msgid("lda.dsn", domain=config.hostname)
+    report["Message-ID"] = email.utils.make_msgid("lda.admin.dsn", domain=config.hostname)
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834 section 5
     report.set_type("multipart/report")
     report.set_param("report-type", "delivery-status")
@@ -174,7 +174,7 @@ def read_header_block(path, limit=MAX_HEADER_BYTES):
 def send_dsn(config, sender, message, sendmail=None):
     """Hand the DSN to sendmail with the null envelope sender
     (`sendmail -i -f <> -- SENDER`); raises ForwardFailed if it refuses."""
-    from .forward import sendmail as run_sendmail
+    from ..deliver.sendmail import sendmail as run_sendmail
 
     with tempfile.TemporaryFile() as spooled:
         spooled.write(message)

@@ -7,10 +7,10 @@ DeliveredTo.cleanup_if_due() and never imports this module.
 
 import time
 
+from ..deliver.message import MessageInfo
+from ..store.deliveredto import CLEANUP_BATCH
 from .databases import database_rows, deliveredto, iso_utc
-from .deliveredto import CLEANUP_BATCH
-from .directory_admin import get_mailbox
-from .message import MessageInfo
+from .mailboxes import get_mailbox
 
 LOOKUP_COLUMNS = ("mailbox", "message_id", "submit_time", "delivered_at", "state",
                   "location")
