@@ -1,5 +1,6 @@
 """`lda deliver`: the per-message command, kept free of click and other
-heavy imports (Python starts in ~10 ms; click alone would add ~25).
+heavy imports (importing click alone takes longer than Python's start; see
+bench/profiles/startup-figures.txt).
 
 Exit statuses are sysexits only.  Anything unexpected is logged with its
 traceback and exits 75, so the MTA keeps the message and retries.
