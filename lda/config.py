@@ -218,6 +218,9 @@ def load_config(option=None, environ=os.environ):
     except OSError as e:  # an I/O error is the disk's, not the configuration's (75)
         kind = ConfigError if is_file_problem(e) else TemporaryFailure
         raise kind(f"{path}: cannot read configuration: {e.strerror}") from None
+    # Here, where a file is read: per-user mode without one never needs it.
+    from .startup.tomllib import flat_toml
+
     values = flat_toml(data)
     if values is None:
         import tomllib
@@ -227,80 +230,3 @@ def load_config(option=None, environ=os.environ):
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
     return Config(values, path=path, environ=environ)
-
-
-def flat_toml(data):
-    """What tomllib would read from an lda.toml of plain lines, or None for
-    tomllib to read (and judge) it.  Importing tomllib costs ~10 ms, a third
-    of a delivery, and lda.toml is nearly always `key = value` lines: a bare
-    key, then a string without escapes, a decimal integer, a boolean or a
-    one-line array of such strings (sendmail), each line perhaps with a
-    comment.  Anything else, a repeated key included,
-    goes to tomllib."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    values = {}
-    for line in text.replace("\r\n", "\n").split("\n"):
-        if any(c < " " and c != "\t" or c == "\x7f" for c in line):
-            return None  # control characters: tomllib says what is wrong
-        body = line.strip(" \t")
-        if not body or body[0] == "#":
-            continue
-        key, equals, rest = body.partition("=")
-        key, rest = key.rstrip(" \t"), rest.lstrip(" \t")
-        if not equals or not key or not set(key) <= _BARE_KEY or key in values:
-            return None
-        value, rest = _flat_value(rest)
-        rest = rest.lstrip(" \t")
-        if value is None or rest and rest[0] != "#":
-            return None
-        values[key] = value
-    return values
-
-
-_BARE_KEY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-def _flat_value(text):
-    """(value, what follows it) for a string without escapes, a decimal
-    integer, a boolean or an array of strings at the start of text; (None, "")
-    for anything else."""
-    if text[:1] == "[":
-        return _flat_strings(text[1:])
-    if text[:1] in ("'", '"'):
-        end = text.find(text[0], 1)
-        value = text[1:end]
-        if end < 0 or text[0] == '"' and "\\" in value:
-            return None, ""
-        return value, text[end + 1:]
-    size = len(text)
-    for stop in (" ", "\t", "#"):
-        found = text.find(stop)
-        if 0 <= found < size:
-            size = found
-    word, rest = text[:size], text[size:]
-    if word in ("true", "false"):
-        return word == "true", rest
-    digits = word[1:] if word[:1] == "-" else word
-    if digits.isascii() and digits.isdigit() and (digits == "0" or digits[0] != "0"):
-        return int(word), rest
-    return None, ""
-
-
-def _flat_strings(text):
-    """(list, what follows the "]") for the rest of a one-line array of
-    strings without escapes, a trailing comma allowed; (None, "") otherwise."""
-    items, rest = [], text.lstrip(" \t")
-    while rest[:1] != "]":
-        item, rest = _flat_value(rest) if rest[:1] in ("'", '"') else (None, "")
-        if item is None:
-            return None, ""
-        items.append(item)
-        rest = rest.lstrip(" \t")
-        if rest[:1] == ",":
-            rest = rest[1:].lstrip(" \t")
-        elif rest[:1] != "]":
-            return None, ""
-    return items, rest[1:]

@@ -1,7 +1,7 @@
 """lda.toml's fast reader against tomllib.
 
-config.flat_toml() reads plain `key = value` files without importing
-tomllib (~10 ms of every delivery) and hands everything else to it.
+lda.startup.tomllib.flat_toml() reads plain `key = value` files without
+importing tomllib (~10 ms of every delivery) and hands everything else to it.
 Whenever it answers, tomllib must read the same file to the same values;
 the files lda ships and documents must take the fast path.
 """
@@ -14,7 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from lda import config as lda_config
-from lda.config import flat_toml, load_config
+from lda.config import load_config
+from lda.startup.tomllib import flat_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 

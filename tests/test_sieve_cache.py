@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lda.sieve import (Envelope, MemoryState, SieveError, compile_script, evaluate,
                        load_script, run)
-from lda.sieve.astjson import dumps, loads
+from lda.startup.json import dumps, loads
 from sieve_helpers import KEEP, PLAIN, RECIPIENT, SCRIPT, SENDERS, parse
 
 

@@ -1,5 +1,6 @@
 """`lda deliver`: the per-message command, kept free of click and other
-heavy imports (Python starts in ~10 ms; click alone would add ~25).
+heavy imports (importing click alone takes longer than Python's start; see
+bench/profiles/startup-figures.txt).
 
 Exit statuses are sysexits only.  Anything unexpected is logged with its
 traceback and exits 75, so the MTA keeps the message and retries.
@@ -10,6 +11,7 @@ import os
 import sys
 
 from ..errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError
+from ..startup.getopt import GetoptError, getopt
 from .envelope import check_sender, original_recipient
 
 USAGE = """\
@@ -26,33 +28,11 @@ RECIPIENT environment variable (mailbox_command) or the invoking user.
 """
 
 
-def getopt(argv):
-    """({option: value}, operands) for -f -a -c (with a value) and -e, -h.
-
-    getopt would import gettext and with it re (~7 ms per delivery)."""
-    options, operands, args = {}, [], iter(argv)
-    for arg in args:
-        if arg == "--":
-            operands.extend(args)
-        elif arg in ("-h", "--help"):
-            options["-h"] = ""
-        elif arg == "-e":
-            options["-e"] = ""
-        elif arg[:2] in ("-f", "-a", "-c"):
-            value = arg[2:] or next(args, None)
-            if value is None:
-                raise UsageError(f"option {arg} requires an argument; "
-                                 "try 'lda deliver --help'")
-            options[arg[:2]] = value
-        elif arg.startswith("-") and arg != "-":
-            raise UsageError(f"unknown option {arg}; try 'lda deliver --help'")
-        else:
-            operands.append(arg)
-    return options, operands
-
-
 def parse_args(argv, environ):
-    options, recipients = getopt(argv)
+    try:
+        options, recipients = getopt(argv, "f:a:c:eh")
+    except GetoptError as e:
+        raise UsageError(f"{e}; try 'lda deliver --help'") from None
     if "-h" in options:
         return None
     if not recipients and environ.get("RECIPIENT"):

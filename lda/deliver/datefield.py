@@ -1,7 +1,7 @@
 """The Date: field (RFC 5322 section 3.3, with the obsolete forms of 4.3)
 normalised to UTC, without email._parseaddr (it drags in calendar, locale
-and re, ~11 ms on every delivery) and without datetime (~1.4 ms): the
-calendar arithmetic below is a few lines."""
+and re on every delivery) and without datetime: the calendar arithmetic
+below is a few lines (bench/profiles/startup-figures.txt)."""
 
 MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}

@@ -98,7 +98,7 @@ class UserResolver:
         quota = None
         # Honour a quota Dovecot or Courier set.  Most Maildirs have no
         # maildirsize (maildirsize.FILENAME, the Maildir++ name): one lstat
-        # spares them the module (~0.7 ms to import).
+        # spares them importing the module.
         if os.path.lexists(os.path.join(maildir, "maildirsize")):
             from ..store.maildirsize import existing_quota
 

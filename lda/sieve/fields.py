@@ -1,10 +1,11 @@
 """Header field values as Sieve tests see them, without the email package.
 
-email.header and email.utils would cost ~10 ms of imports (re, calendar,
-datetime parsing) on every delivery.  Header tests compare the RFC 2047
-decoded value (RFC 5228 section 2.7.2); address tests take the addr-specs
-out of an address list (RFC 5322 section 3.4): display names, comments,
-groups and source routes are dropped.
+email.header and email.utils would import re, calendar and datetime
+parsing on every delivery with a Sieve script.  Header tests compare the
+RFC 2047 decoded value (RFC 5228 section 2.7.2; the decoding is in
+lda/startup/email_header.py); address tests take the addr-specs out of an
+address list (RFC 5322 section 3.4): display names, comments, groups and
+source routes are dropped.
 """
 
 from ..deliver.envelope import split_local
@@ -14,49 +15,12 @@ def text(raw):
     """Header bytes as text: UTF-8 (RFC 6532), else with U+FFFD, then
     encoded-words decoded."""
     value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
-    return decode_words(value) if "=?" in value else value
+    if "=?" not in value:
+        return value
+    # Only a value with an encoded-word loads the decoder.
+    from ..startup.email_header import decode_words
 
-
-def decode_words(value):
-    """RFC 2047: "=?charset?B|Q?text?=" decoded; the white space between two
-    adjacent encoded-words goes (section 6.2); a malformed or unknown one
-    stays as written."""
-    out, i, last_was_word = [], 0, False
-    while True:
-        start = value.find("=?", i)
-        if start < 0:
-            out.append(value[i:])
-            return "".join(out)
-        decoded, end = _encoded_word(value, start)
-        if decoded is None:
-            out.append(value[i:start + 2])
-            i, last_was_word = start + 2, False
-            continue
-        between = value[i:start]
-        if not (last_was_word and between.strip(" \t") == ""):
-            out.append(between)
-        out.append(decoded)
-        i, last_was_word = end, True
-
-
-def _encoded_word(value, start):
-    parts = value[start + 2:].split("?", 3)
-    if len(parts) < 4 or not parts[3].startswith("="):
-        return None, start
-    charset, encoding, payload = parts[0].split("*", 1)[0], parts[1].upper(), parts[2]
-    if " " in payload or encoding not in ("B", "Q") or not charset:
-        return None, start
-    end = start + 2 + len(parts[0]) + len(parts[1]) + len(payload) + 4
-    import binascii
-
-    try:
-        if encoding == "B":
-            data = binascii.a2b_base64(payload + "=" * (-len(payload) % 4))
-        else:
-            data = binascii.a2b_qp(payload.replace("_", " ").encode("ascii"))
-        return data.decode(charset, "replace"), end
-    except (LookupError, ValueError, binascii.Error, UnicodeEncodeError):
-        return None, start
+    return decode_words(value)
 
 
 def addresses(value):

@@ -2,9 +2,9 @@
 
 load_script() is on the delivery path: when the script's (path, mtime_ns,
 size, inode) match the cache file, the AST is read back from JSON with
-astjson (no json, no re) and neither parser.py nor grammar.py is imported.
-A long-running process (the LMTP server) also keeps compiled scripts in
-memory under the same key.
+lda/startup/json.py (no json, no re) and neither parser.py nor grammar.py
+is imported.  A long-running process (the LMTP server) also keeps compiled
+scripts in memory under the same key.
 """
 
 import os
@@ -119,7 +119,7 @@ def _cache_file(cache_dir, path):
 
 
 def _read_cache(cache_file, stamp):
-    from .astjson import loads
+    from ..startup.json import loads
 
     try:
         with open(cache_file, encoding="utf-8") as f:
@@ -133,7 +133,7 @@ def _read_cache(cache_file, stamp):
 
 def _write_cache(cache_dir, cache_file, stamp, script):
     """Write-then-rename, so a reader sees the old file or the whole new one."""
-    from .astjson import dumps
+    from ..startup.json import dumps
 
     text = dumps({"format": FORMAT, "source": stamp, "requires": sorted(script.requires),
                   "commands": script.commands})

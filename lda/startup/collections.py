@@ -1,10 +1,11 @@
 """Named tuples for the delivery path, without collections.
 
-`collections.namedtuple` costs a delivery ~1.5 ms: importing collections
+`collections.namedtuple` would cost a delivery importing collections
 (keyword, operator, reprlib, heapq come with it) and exec'ing each class's
-source.  record() builds the part of it that lda uses: positional arguments
-with trailing defaults, fields by name, unpacking, equality and hashing as a
-tuple, a readable repr, _asdict() and _fields.
+source (bench/profiles/startup-figures.txt).  record() builds the part of
+it that lda uses: positional arguments with trailing defaults, fields by
+name, unpacking, equality and hashing as a tuple, a readable repr,
+_asdict() and _fields.
 """
 
 import sys

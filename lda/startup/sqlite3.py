@@ -1,17 +1,18 @@
 """SQLite as the delivery path imports it: the C module itself.
 
-`import sqlite3` runs sqlite3/dbapi2.py, which imports datetime and registers
-date adapters that lda never uses: ~2 ms on every delivery.  dbapi2 re-exports
-`_sqlite3` whole (`from _sqlite3 import *`), so connections, exceptions and
-constants are the very same objects either way.
+`import sqlite3` runs sqlite3/dbapi2.py, which imports datetime to register
+date adapters that lda never uses.  dbapi2 re-exports `_sqlite3` whole
+(`from _sqlite3 import *`), so connections, exceptions and constants are
+the very same objects either way.
 
 `_sqlite3` itself (3.11 and later) imports functools at load, for the one
 name it keeps: `lru_cache`, which builds each connection's statement cache.
-functools brings collections, keyword, operator, reprlib and heapq: ~2.5 ms
-of a delivery's ~17.  When nothing has imported functools yet, the load is
-handed a stand-in module whose `lru_cache` builds the same C cache that
-functools.lru_cache wraps (`_functools._lru_cache_wrapper`), and the stand-in
-is removed again at once, so a later `import functools` gets the real one.
+functools brings collections, keyword, operator, reprlib and heapq, a
+large share of a delivery's imports (bench/profiles/startup-figures.txt).
+When nothing has imported functools yet, the load is handed a stand-in
+module whose `lru_cache` builds the same C cache that functools.lru_cache
+wraps (`_functools._lru_cache_wrapper`), and the stand-in is removed again
+at once, so a later `import functools` gets the real one.
 """
 
 import sys

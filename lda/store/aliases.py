@@ -546,7 +546,8 @@ def _entries(parser, path, lines):
 
 def _check_address(value):
     """(lowercased normal form, None) or (None, why email-validator refuses it)."""
-    # Imported here: it costs ~35 ms, and most deliveries never parse a file.
+    # Imported here: it costs more than a whole delivery, and most
+    # deliveries never parse a file.
     from email_validator import EmailNotValidError, validate_email
 
     try:

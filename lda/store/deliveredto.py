@@ -10,7 +10,7 @@ happened.
 
 The schema is versioned with PRAGMA user_version rather than sqlite-utils
 migrations because the delivery path creates it and must not pay for
-importing sqlite-utils (~80 ms).
+importing sqlite-utils, which costs several deliveries' time.
 """
 
 import _thread
@@ -79,13 +79,15 @@ DB_FILE = "lda.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 # Pages the WAL may hold before a commit checkpoints it.  A process that
 # exits without closing (see leave_open_until_exit) leaves the WAL for the
-# next one to read back: ~0.1 ms at 100 pages, ~2.5 ms at SQLite's 1000.
+# next one to read back, which takes time in proportion to its pages: at
+# SQLite's default of 1000, a noticeable part of a delivery.
 WAL_AUTOCHECKPOINT = 100
 # A cleanup transaction deletes at most CLEANUP_BATCH rows and commits once
 # it has held the write lock for about CLEANUP_HOLD_SECONDS, looking at the
 # clock every CLEANUP_CHUNK rows.  Expired keys are scattered over the table,
-# so each row dirties a page of its own (~10 us to delete, a few to commit).
-# On a loaded machine a hold can take 3-4 times as long as it aims for.
+# so each row dirties a page of its own, and costs more to delete than to
+# commit.  On a loaded machine a hold can take several times as long as it
+# aims for.
 CLEANUP_BATCH = 600
 CLEANUP_HOLD_SECONDS = 0.010
 CLEANUP_CHUNK = 16
@@ -280,8 +282,8 @@ class DeliveredTo:
 
     def _each(self, sql, rows):
         """executemany, unless there are no rows: nothing to mark or forget is
-        the usual case, and a statement costs its preparation (~20 us in a
-        fresh process) even with no rows to run on."""
+        the usual case, and a statement costs its preparation (in a fresh
+        process, with no statement cached) even with no rows to run on."""
         if rows:
             self.conn.executemany(sql, rows)
 

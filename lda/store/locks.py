@@ -10,37 +10,21 @@ takes the same flock, so admin commands built on it exclude deliveries.
 import errno
 import fcntl
 import os
-import sys
 import time
 
 from ..errors import TemporaryFailure, UnsafePath
+from ..startup.zlib import crc32_for
 
 STRIPES = 256
 # A key's stripe is zlib.crc32 of its UTF-8 % STRIPES, and must stay so: an
-# older and a newer lda may run side by side.  zlib is a shared module on
-# most Pythons (here ~0.8 ms to load, a twentieth of a delivery), so a
-# process that has not loaded it hashes up to FEW_KEYS keys bit by bit
-# (~25 us for a 24-byte key); a fan-out's many keys load it.
-FEW_KEYS = 8
-
-
-def _crc32(data):
-    """zlib.crc32(data), one bit at a time (CRC-32/ISO-HDLC)."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0xEDB88320 & -(crc & 1))
-    return crc ^ 0xFFFFFFFF
+# older and a newer lda may run side by side.  A delivery's few keys are
+# hashed without loading zlib (startup/zlib.py).
 
 
 def stripes_of(keys):
     """The sorted, distinct stripes of mailbox keys."""
     data = [key.encode("utf-8", "surrogatepass") for key in keys]
-    if len(data) > FEW_KEYS or "zlib" in sys.modules:
-        from zlib import crc32
-    else:
-        crc32 = _crc32
+    crc32 = crc32_for(len(data))
     return sorted({crc32(d) % STRIPES for d in data})
 
 

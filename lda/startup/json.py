@@ -1,12 +1,14 @@
-"""The compiled-script cache format: JSON, read without the json module.
+"""The compiled Sieve cache's JSON, read without the json module.
 
-`import json` brings in `re` (json.decoder), ~5 ms that every delivery with
-a cached script would pay; the delivery path imports neither (see
-tests/test_deliver.py).  The cache is written with json.dumps, on the
-compile path where its cost does not matter, and read here: the JSON that
-json.dumps(..., ensure_ascii=False, separators=(",", ":")) writes for
-objects, arrays, strings, integers, true, false and null.  Anything else
-raises ValueError, and the caller recompiles the script.
+`import json` brings in `re` (json.decoder), which a delivery with a cached
+script would otherwise pay for; the delivery path imports neither (see
+tests/test_deliver.py).  loads() reads what json.dumps(...,
+ensure_ascii=False, separators=(",", ":")) writes for objects, arrays,
+strings, integers, true, false and null; anything else raises ValueError,
+and the caller recompiles the script.  Left out: floats, white space
+between tokens, and the checks json makes on what it does not write.
+dumps() is json.dumps itself, on the compile path where its import does
+not matter, kept here so the format's writer and reader stand together.
 """
 
 ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
