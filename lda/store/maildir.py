@@ -2,7 +2,10 @@
 
 A file is created O_EXCL with mode 0600 in tmp/, written, fsynced, then
 linked into new/ under a unique name, and new/ itself is fsynced so the name
-survives a crash; only then does the delivery count.  Every directory below
+survives a crash; only then does the delivery count.  The whole protocol is
+the "write protocol" section below (stage, stage_copies, link, sync_linked,
+spool), which a delivery calls in that order; batching splits it into runs,
+so it is not one function as in CPython's Maildir.add.  Every directory below
 the mailbox root is opened relative to its parent with O_NOFOLLOW, so a
 symlink planted inside a Maildir is never followed for a write.  lda's
 state directories below a user's HOME are opened the same way when it runs
