@@ -274,6 +274,8 @@ class Delivery:
         return result
 
     def database(self, db_root):
+        """The DeliveredTo table of db_root, open for this delivery (the
+        Sieve state of filtering.run_script lives there too)."""
         from ..store.deliveredto import DeliveredTo
 
         if db_root not in self.databases:
