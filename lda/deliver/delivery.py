@@ -10,7 +10,6 @@ target that cannot take the message becomes a partial delivery when any
 other target got it.
 """
 
-import errno
 import os
 import time
 
@@ -20,22 +19,18 @@ from ..errors import (
     LdaError,
     MaildirMissing,
     MailLoop,
-    MessageTooBig,
-    QuotaExceeded,
     TemporaryFailure,
 )
 from ..log import failure_status
 from ..store import maildir as md
 from ..store.locks import MailboxLocks
+from ..store.maildir import SYNC_BATCH
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
 # The header bytes read before choosing the prefix (see _stage).
 LEAD_BYTES = 65536
 # Databases a caller's `kept` holds open at most (3 descriptors each).
 KEPT_DATABASES = 8
-# Links into new/ awaiting their directory's fsync, at most: each holds a
-# descriptor (RLIMIT_NOFILE is often 1,024).
-SYNC_BATCH = 64
 # Envelope recipients delivered under one set of mailbox locks, at most
 # (Postfix gives an LMTP server up to 50 at a time,
 # lmtp_destination_recipient_limit): the locks are held until the last of
@@ -58,40 +53,10 @@ class Result:
         return self.error is None
 
 
-class Staged:
-    """The message as written once for one recipient, with its prefix."""
-
-    def __init__(self, dir_fd, name, size, prefix_len, lead=()):
-        self.dir_fd, self.name, self.size, self.prefix_len = dir_fd, name, size, prefix_len
-        self.lead = lead  # the MTA's own prepended fields, for other prefixes
-
-    def open(self):
-        return os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       dir_fd=self.dir_fd)
-
-    def unlink(self):
-        try:
-            os.unlink(self.name, dir_fd=self.dir_fd)
-        except OSError:
-            pass  # left in tmp/: swept after 36 hours; the outcome stands
-
-
-def quota_failure(config, target, size, clock=time.time):
-    """QuotaExceeded if `size` more bytes would put a local target over its
-    Maildir++ quota, else None."""
-    if not target.local or target.quota is None or target.quota.unlimited():
-        return None
-    from ..store.maildirsize import read_usage, would_exceed
-
-    usage = read_usage(target.maildir_path, target.quota, clock, size=size, count=1)
-    if not would_exceed(usage, target.quota, size):
-        return None
-    limit = target.quota
-    return QuotaExceeded(
-        f"mailbox full: {target.address} uses {usage.storage} of "
-        f"{limit.storage or 'unlimited'} bytes, {usage.messages} of "
-        f"{limit.messages or 'unlimited'} messages",
-        reject=target.primary and config.quota_full == "reject")
+def _has_quota(target):
+    """Whether a local target has a Maildir++ quota to check and keep:
+    only then is the maildirsize code imported."""
+    return target.local and target.quota is not None and not target.quota.unlimited()
 
 
 def prefix_for(recipient, sender, lead):
@@ -173,7 +138,7 @@ class Delivery:
         staged, unwritten = {0: first}, {}
         results = [None] * len(plans)
         try:
-            self._copies(plans, first, staging_dir, info, staged, unwritten)
+            self._copies(plans, first, info, staged, unwritten)
             batch, mailboxes = [], set()
             for i, plan in enumerate(plans):
                 if i in unwritten:
@@ -258,12 +223,14 @@ class Delivery:
         return lambda: self._open_state(db_root, sub)
 
     def _stage(self, plan, reader, dir_fd):
-        from .message import Headers, write_all
+        """The first recipient's copy; the MTA's own fields at its top decide
+        every recipient's prefix."""
+        from .message import Headers
 
         chunks = reader.chunks()
-        # The MTA's own fields at the top decide the prefix, so read on until
-        # the header ends (or 64 KB): a pipe may hand over "Retur" first, and
-        # what is stored must not depend on how the input was chunked.
+        # Read on until the header ends (or 64 KB): a pipe may hand over
+        # "Retur" first, and what is stored must not depend on how the input
+        # was chunked.
         head = b""
         for chunk in chunks:
             head += chunk
@@ -271,58 +238,21 @@ class Delivery:
                 break
         lead = Headers(head[:LEAD_BYTES].split(b"\n\n", 1)[0]).leading_prepended()
         prefix = prefix_for(plan.canonical, self.sender, lead)
-        tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
-        try:
-            write_all(tmp.fd, prefix)
-            write_all(tmp.fd, head)
-            for chunk in chunks:
-                write_all(tmp.fd, chunk)
-            tmp.finish()
-        except OSError as e:
-            tmp.discard()
-            if e.errno == errno.EFBIG:  # a file size limit: Postfix's mailbox_size_limit
-                raise MessageTooBig("message exceeds the file size limit") from None
-            raise CannotCreate(f"cannot write message: {e.strerror}") from None
-        except BaseException:
-            tmp.discard()
-            raise
-        return Staged(dir_fd, tmp.name, len(prefix) + reader.size, len(prefix), lead)
+        return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead)
 
-    def _copies(self, plans, first, dir_fd, info, staged, unwritten):
+    def _copies(self, plans, first, info, staged, unwritten):
         """Every other recipient's copy (same bytes, its own prefix) into
         staged[i], or the LdaError that keeps recipient i from any into
-        unwritten[i] (a mail loop, the first recipient's too).  Written
-        SYNC_BATCH at a time before any is fsynced: the first fsync commits
-        the filesystem's journal with the whole run."""
-        run = []  # (index, TmpFile written but not synced, its Staged)
-        try:
-            for i, plan in enumerate(plans):
-                if info.is_loop(plan.canonical):
-                    unwritten[i] = MailLoop(f"mail forwarding loop for {plan.canonical}")
-                    continue
-                if i == 0:
-                    continue  # staged already, by _stage
-                prefix = prefix_for(plan.canonical, self.sender, first.lead)
-                try:
-                    tmp = md.TmpFile(dir_fd, self.config.hostname, "staging tmp/")
-                except LdaError as e:
-                    unwritten[i] = e
-                    continue
-                try:
-                    md.copy_file(dir_fd, first.name, first.prefix_len, prefix, tmp)
-                except OSError as e:
-                    tmp.discard()
-                    unwritten[i] = CannotCreate(f"cannot write message: {e.strerror}")
-                    continue
-                run.append((i, tmp, Staged(dir_fd, tmp.name,
-                                           first.size - first.prefix_len + len(prefix),
-                                           len(prefix))))
-                if len(run) >= SYNC_BATCH:
-                    _finish_copies(run, staged, unwritten)
-            _finish_copies(run, staged, unwritten)
-        finally:
-            for _, tmp, _ in run:  # only when something unexpected was raised
-                tmp.discard()
+        unwritten[i] (a mail loop, the first recipient's too)."""
+        prefixes = {}
+        for i, plan in enumerate(plans):
+            if info.is_loop(plan.canonical):
+                unwritten[i] = MailLoop(f"mail forwarding loop for {plan.canonical}")
+            elif i:  # the first is staged already, by _stage
+                prefixes[i] = prefix_for(plan.canonical, self.sender, first.lead)
+        copies, failed = md.stage_copies(first, prefixes, self.config.hostname)
+        staged.update(copies)
+        unwritten.update(failed)
 
     def redeliver(self, plan, path):
         """Deliver a spooled copy, bytes as they are (prefix included), to the
@@ -334,7 +264,7 @@ class Delivery:
             size = sum(len(chunk) for chunk in reader.chunks())
         dir_fd = md.open_path(os.path.dirname(path))
         try:
-            staged = Staged(dir_fd, os.path.basename(path), size, 0)
+            staged = md.Staged(dir_fd, os.path.basename(path), size, 0)
             [result] = self._deliver_together([(plan, staged)], reader.info())
         except LdaError as e:
             result = Result(plan.recipient, e)
@@ -343,7 +273,9 @@ class Delivery:
         self._cleanup_databases()
         return result
 
-    def _database(self, db_root):
+    def database(self, db_root):
+        """The DeliveredTo table of db_root, open for this delivery (the
+        Sieve state of filtering.run_script lives there too)."""
         from ..store.deliveredto import DeliveredTo
 
         if db_root not in self.databases:
@@ -398,11 +330,14 @@ class Delivery:
                     copy_of[target], result_of[target] = copy, result
                     groups.setdefault(target.db_root, []).append(target)
             for db_root, group in groups.items():
-                self._deliver_group(self._database(db_root), group, keys, copy_of,
+                self._deliver_group(self.database(db_root), group, keys, copy_of,
                                     info, result_of)
             for plan, copy, result, targets, filtered in live:
                 self._conclude(plan, targets, copy, info, keys, result)
-                self._commit_filters(filtered, result)
+                if filtered:
+                    from .filtering import commit_filters
+
+                    commit_filters(filtered, result)
         for plan, copy, result, *_ in live:
             self._log_outcomes(plan, info, copy, result)
         return results
@@ -410,21 +345,20 @@ class Delivery:
     def _filter(self, plan, info, staged):
         """Run each local target's Sieve script (once the message is known to
         be new for that mailbox); returns the resulting targets and
-        [(mailbox target, outcome, state)] to commit after delivery."""
+        [(mailbox target, outcome, state)] to commit after delivery.  The
+        Sieve code is imported only for a mailbox that has a script."""
         targets, filtered = [], []
         for target in plan.targets:
             path = self.config.sieve_script_for(target.maildir_path) if target.local else None
             if path is None or target.filtered or not self._trusted_script(path, info):
                 targets.append(target)
                 continue
-            outcome, state = self._run_script(path, plan, target, info, staged)
-            if outcome is None:
-                targets.append(target)
-                continue
-            from .filtering import targets_for
+            from .filtering import filter_target
 
-            targets.extend(targets_for(outcome, target, self.log, info.log_id))
-            filtered.append((target, outcome, state))
+            derived, ran = filter_target(self, path, plan, target, info, staged)
+            targets.extend(derived)
+            if ran is not None:
+                filtered.append(ran)
         return targets, filtered
 
     def _trusted_script(self, path, info):
@@ -440,7 +374,7 @@ class Delivery:
             return False
         return True
 
-    def _sieve_cache(self):
+    def sieve_cache(self):
         """Where compiled scripts are kept.  The cache writes by path: as
         root, the way there is first checked as any state directory's
         (_open_state), so that a symlink planted in it is refused."""
@@ -448,37 +382,6 @@ class Delivery:
         if self.as_root:
             os.close(self._open_state(self.config.state_dir, "sieve-cache"))
         return cache
-
-    def _run_script(self, path, plan, target, info, staged):
-        from ..sieve import Envelope, evaluate
-        from .filtering import Message, SieveState
-
-        db = self._database(target.db_root)
-        key = (target.key_mailbox, info.key_id, info.submit_time)
-        row = db.lookup([key]).get(key)
-        if row and row[0] == "delivered":
-            return None, None  # a resend: a duplicate, not filtered again
-        state = SieveState(db, target.mailbox, self.clock)
-        envelope = Envelope(self.sender or "", plan.canonical,
-                            self.original_recipient or plan.canonical,
-                            self.config.recipient_delimiter)
-        outcome = evaluate(path, self._sieve_cache(), Message(info.headers, staged.size),
-                           envelope, state)
-        for line in (outcome.errors if outcome else ()):
-            self.log.warning(f"{info.log_id}: sieve: {line}")
-        for line in (outcome.log if outcome else ()):
-            self.log.info(f"{info.log_id}: {path}: {line}")
-        return outcome, state
-
-    def _commit_filters(self, filtered, result):
-        """Record duplicate IDs and vacation replies only for a mailbox whose
-        copies all landed (RFC 7352 section 3)."""
-        for target, outcome, state in filtered:
-            mine = [o for t, o in result.outcomes.items() if t.lock_key == target.mailbox]
-            if any(isinstance(o, LdaError) for o in mine):
-                continue
-            with state.db.transaction():
-                outcome.commit(state)
 
     def _deliver_group(self, db, targets, keys, staged, info, results):
         """Claim, link and record the targets that live in one database;
@@ -497,7 +400,7 @@ class Delivery:
                     results[target].outcomes[target] = DUPLICATE
                     continue
                 size = staged[target].size
-                failure = quota_failure(self.config, target, size, self.clock)
+                failure = self._quota_failure(target, size)
                 if failure:
                     results[target].outcomes[target] = failure
                     continue
@@ -535,23 +438,23 @@ class Delivery:
             db.forget(failed)
 
     def _sync_linked(self, linked, keys, results, done, failed):
-        """fsync the new/ (or cur/) of each target linked since the last
-        call; only then does its delivery count.  Linking them all first
-        lets the first fsync commit the filesystem's journal with every
-        link, and the others find theirs committed: a fan-out to 1,000
-        Maildirs took 369 ms syncing after each link, 292 ms this way."""
-        while linked:
-            target, fd, path = linked.pop(0)
-            try:
-                os.fsync(fd)
+        """Sync the directories linked into since the last call (see
+        maildir.sync_linked); only then does each delivery count."""
+        for target, path, error in md.sync_linked(linked):
+            if error is None:
                 results[target].outcomes[target] = DELIVERED
                 results[target].stored_in[target] = os.path.dirname(path)
                 done.append(keys[target])
-            except OSError as e:
-                results[target].outcomes[target] = CannotCreate(f"{path}: {e.strerror}")
+            else:
+                results[target].outcomes[target] = CannotCreate(f"{path}: {error.strerror}")
                 failed.append(keys[target])
-            finally:
-                os.close(fd)
+
+    def _quota_failure(self, target, size):
+        if not _has_quota(target):
+            return None
+        from ..store.maildirsize import quota_failure
+
+        return quota_failure(self.config, target, size, self.clock)
 
     def _other_body(self, row, info):
         """verify_body: a known key whose recorded body differs is not the
@@ -589,27 +492,13 @@ class Delivery:
             box.close()
 
     def _link(self, target, staged, name):
-        """Link the staged file into the target's new/ (cur/ with flags);
-        returns (a descriptor of that directory, its path) for the caller
-        to fsync and close."""
+        """Link the staged file into the target's Maildir (maildir.link);
+        returns (a descriptor of the directory, its path) for the caller
+        to sync and close."""
         box = self._open(target)
         self.touched.add(box.path)
-        # Flags from Sieve imap4flags: the Maildir spec puts a message with
-        # info in cur/ as NAME:2,FLAGS.
-        sub, dst_fd, final = (("cur", box.cur_fd, f"{name}:2,{target.info}") if target.info
-                              else ("new", box.new_fd, name))
-        path = f"{box.path}/{sub}"
         try:
-            try:
-                os.link(staged.name, final, src_dir_fd=staged.dir_fd,
-                        dst_dir_fd=dst_fd, follow_symlinks=False)
-            except OSError as e:
-                if e.errno != errno.EXDEV:
-                    raise
-                self._copy_in(box, staged, final, dst_fd)
-            linked_into = os.dup(dst_fd)
-        except OSError as e:
-            raise CannotCreate(f"{path}: {e.strerror}") from None
+            linked_into, path = md.link(staged, box, name, target.info, self.config.hostname)
         finally:
             box.close()
         try:
@@ -620,25 +509,13 @@ class Delivery:
         return linked_into, path
 
     def _add_usage(self, target, staged):
-        if target.quota is not None and not target.quota.unlimited():
+        if _has_quota(target):
             from ..store.maildirsize import add_usage
 
             try:
                 add_usage(target.maildir_path, staged.size)
             except LdaError as e:  # delivered already; the next read recalculates
                 self.log.warning(f"{target.address}: maildirsize not updated: {e}")
-
-    def _copy_in(self, box, staged, name, dst_fd):
-        """Another filesystem: copy into its tmp/, fsync, link into dst_fd
-        (new/, or cur/ for a message with flags)."""
-        tmp = md.TmpFile(box.tmp_fd, self.config.hostname, f"{box.path}/tmp")
-        try:
-            md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
-            tmp.finish()
-            os.link(tmp.name, name, src_dir_fd=box.tmp_fd, dst_dir_fd=dst_fd,
-                    follow_symlinks=False)
-        finally:
-            tmp.discard()
 
     def _forward(self, target, staged):
         from .sendmail import sendmail
@@ -689,7 +566,7 @@ class Delivery:
     def _record_partial(self, plan, target, error, staged, info, key):
         """Spool a copy for `lda partial retry`; a resend of a message that is
         already spooled for this target only counts another attempt."""
-        db = self._database(target.db_root if target.local else plan.home_db)
+        db = self.database(target.db_root if target.local else plan.home_db)
         reason = error.reason()  # led by the RFC 3463 code the DSN will carry
         with db.transaction():
             existing = db.pending_partial(target.address, key)
@@ -701,7 +578,8 @@ class Delivery:
         except LdaError as e:
             raise CannotCreate(f"cannot keep a copy for retry: {e}") from None
         try:
-            spool = _spool(spool_fd, db.db_root, staged, self.config.hostname)
+            spool = md.spool(staged, spool_fd, f"{db.db_root}/partial",
+                             self.config.hostname)
         except OSError as e:
             raise CannotCreate(f"cannot keep a copy for retry in {db.db_root}/partial: "
                                f"{e.strerror}") from None
@@ -763,31 +641,7 @@ class Delivery:
         self.touched = set()
 
 
-def _finish_copies(run, staged, unwritten):
-    """fsync and close each written copy of the run (see Delivery._copies)."""
-    while run:
-        i, tmp, copy = run.pop(0)
-        try:
-            tmp.finish()
-            staged[i] = copy
-        except OSError as e:
-            tmp.discard()
-            unwritten[i] = CannotCreate(f"cannot write message: {e.strerror}")
-
-
-def _spool(spool_fd, db_root, staged, hostname):
-    """Keep a copy of the message for a partial-delivery retry in
-    db_root/partial, open as spool_fd."""
-    name = md.unique_name(hostname)
-    try:
-        os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=spool_fd,
-                follow_symlinks=False)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        tmp = md.TmpFile(spool_fd, hostname, f"{db_root}/partial")
-        md.copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
-        tmp.finish()
-        name = tmp.name
-    os.fsync(spool_fd)
-    return os.path.join(db_root, "partial", name)
+def _after(head, chunks):
+    """The message's chunks, the header already read (head) first."""
+    yield head
+    yield from chunks

@@ -10,6 +10,9 @@ mailbox's database and is written only once the message is stored (RFC 7352
 section 3).
 """
 
+from ..errors import LdaError
+
+
 class SieveState:
     """RFC 7352 duplicate and RFC 5230 vacation memory in SQLite."""
 
@@ -70,3 +73,48 @@ def targets_for(outcome, target, log, log_id):
     if not derived:
         log.info(f"{log_id}: to=<{target.address}>, status=discarded (by Sieve script)")
     return derived
+
+
+def filter_target(delivery, path, plan, target, info, staged):
+    """The targets that the script at path makes of one mailbox target of
+    plan, and what to commit once they are stored: (target, outcome,
+    state), or None when no script ran (a resend, or the script is gone),
+    and the target stands as it was."""
+    outcome, state = run_script(delivery, path, plan, target, info, staged)
+    if outcome is None:
+        return [target], None
+    return targets_for(outcome, target, delivery.log, info.log_id), (target, outcome, state)
+
+
+def run_script(delivery, path, plan, target, info, staged):
+    """(outcome, state) of the target's script, in delivery's envelope and
+    database; (None, None) for a message that mailbox already has."""
+    from ..sieve import Envelope, evaluate
+
+    db = delivery.database(target.db_root)
+    key = (target.key_mailbox, info.key_id, info.submit_time)
+    row = db.lookup([key]).get(key)
+    if row and row[0] == "delivered":
+        return None, None  # a resend: a duplicate, not filtered again
+    state = SieveState(db, target.mailbox, delivery.clock)
+    envelope = Envelope(delivery.sender or "", plan.canonical,
+                        delivery.original_recipient or plan.canonical,
+                        delivery.config.recipient_delimiter)
+    outcome = evaluate(path, delivery.sieve_cache(), Message(info.headers, staged.size),
+                       envelope, state)
+    for line in (outcome.errors if outcome else ()):
+        delivery.log.warning(f"{info.log_id}: sieve: {line}")
+    for line in (outcome.log if outcome else ()):
+        delivery.log.info(f"{info.log_id}: {path}: {line}")
+    return outcome, state
+
+
+def commit_filters(filtered, result):
+    """Record duplicate IDs and vacation replies only for a mailbox whose
+    copies all landed (RFC 7352 section 3)."""
+    for target, outcome, state in filtered:
+        mine = [o for t, o in result.outcomes.items() if t.lock_key == target.mailbox]
+        if any(isinstance(o, LdaError) for o in mine):
+            continue
+        with state.db.transaction():
+            outcome.commit(state)

@@ -90,7 +90,7 @@ class DeliveryHandler:
         """The recipient's Plan, or the LdaError that refuses it."""
         plan = self._resolver().resolve(address)
         if self.config.lmtp_rcpt_check_quota:
-            from ..deliver.delivery import quota_failure
+            from ..store.maildirsize import quota_failure
 
             size = _declared_size(mail_options)
             for target in plan.targets:

@@ -2,7 +2,10 @@
 
 A file is created O_EXCL with mode 0600 in tmp/, written, fsynced, then
 linked into new/ under a unique name, and new/ itself is fsynced so the name
-survives a crash; only then does the delivery count.  Every directory below
+survives a crash; only then does the delivery count.  The whole protocol is
+the "write protocol" section below (stage, stage_copies, link, sync_linked,
+spool), which a delivery calls in that order; batching splits it into runs,
+so it is not one function as in CPython's Maildir.add.  Every directory below
 the mailbox root is opened relative to its parent with O_NOFOLLOW, so a
 symlink planted inside a Maildir is never followed for a write.  lda's
 state directories below a user's HOME are opened the same way when it runs
@@ -16,7 +19,7 @@ fail every later delivery as that user.
 import errno
 import os
 
-from ..errors import CannotCreate, MaildirMissing, NotOwner, UnsafePath
+from ..errors import CannotCreate, MaildirMissing, MessageTooBig, NotOwner, UnsafePath
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -258,6 +261,19 @@ def _folder_exists(root_fd, folder):
     return True
 
 
+# --- The write protocol ----------------------------------------------------------
+# A delivery calls these in this order: stage (the first recipient's copy),
+# stage_copies (the other recipients', each with its own prefix), link (into a
+# target's new/ or cur/), sync_linked (those directories, a run at a time);
+# spool keeps a copy for a partial-delivery retry.  The caller decides which
+# targets, and when a delivery counts: not before sync_linked says so.
+
+# Copies written, or links made, before the run is fsynced, at most: a link
+# awaiting its directory's fsync holds a descriptor (RLIMIT_NOFILE is often
+# 1,024).
+SYNC_BATCH = 64
+
+
 class TmpFile:
     """A new file in a tmp/ directory (given by fd): O_EXCL, 0600, no symlinks."""
 
@@ -288,6 +304,177 @@ class TmpFile:
             os.unlink(self.name, dir_fd=self.dir_fd)
         except OSError:
             pass  # left in tmp/: swept after 36 hours
+
+
+class Staged:
+    """The message as written (and fsynced) once for one recipient, with its
+    prefix, in a tmp/ (or the partial spool, for a retry) open as dir_fd."""
+
+    def __init__(self, dir_fd, name, size, prefix_len, lead=()):
+        self.dir_fd, self.name, self.size, self.prefix_len = dir_fd, name, size, prefix_len
+        self.lead = lead  # the MTA's own prepended fields, for other prefixes
+
+    def open(self):
+        return os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=self.dir_fd)
+
+    def unlink(self):
+        try:
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        except OSError:
+            pass  # left in tmp/: swept after 36 hours; the outcome stands
+
+
+def stage(dir_fd, hostname, prefix, chunks, lead=()):
+    """Write prefix and then the message's chunks into a new file in the
+    tmp/ open as dir_fd, and fsync it: the Staged copy every link of this
+    recipient's is made from.  MessageTooBig past a file size limit,
+    CannotCreate for any other write failure; nothing is left behind."""
+    from ..deliver.message import write_all
+
+    tmp = TmpFile(dir_fd, hostname, "staging tmp/")
+    size = len(prefix)
+    try:
+        write_all(tmp.fd, prefix)
+        for chunk in chunks:
+            write_all(tmp.fd, chunk)
+            size += len(chunk)
+        tmp.finish()
+    except OSError as e:
+        tmp.discard()
+        if e.errno == errno.EFBIG:  # a file size limit: Postfix's mailbox_size_limit
+            raise MessageTooBig("message exceeds the file size limit") from None
+        raise CannotCreate(f"cannot write message: {e.strerror}") from None
+    except BaseException:
+        tmp.discard()
+        raise
+    return Staged(dir_fd, tmp.name, size, len(prefix), lead)
+
+
+def stage_copies(first, prefixes, hostname):
+    """({i: Staged}, {i: LdaError}): for each prefixes[i], the message of
+    `first` (without its prefix) after that prefix, in first's directory,
+    or why it could not be written.  Written SYNC_BATCH at a time before
+    any is fsynced: the first fsync commits the filesystem's journal with
+    the whole run, and the others find theirs committed."""
+    staged, failed = {}, {}
+    run = []  # (index, TmpFile written but not synced, its Staged)
+    try:
+        for i, prefix in prefixes.items():
+            try:
+                tmp = TmpFile(first.dir_fd, hostname, "staging tmp/")
+            except CannotCreate as e:
+                failed[i] = e
+                continue
+            try:
+                copy_file(first.dir_fd, first.name, first.prefix_len, prefix, tmp)
+            except OSError as e:
+                tmp.discard()
+                failed[i] = CannotCreate(f"cannot write message: {e.strerror}")
+                continue
+            run.append((i, tmp, Staged(first.dir_fd, tmp.name,
+                                       first.size - first.prefix_len + len(prefix),
+                                       len(prefix))))
+            if len(run) >= SYNC_BATCH:
+                _finish_copies(run, staged, failed)
+        _finish_copies(run, staged, failed)
+    except BaseException:  # nothing unexpected leaves a copy behind
+        for copy in staged.values():
+            copy.unlink()
+        raise
+    finally:
+        for _, tmp, _ in run:  # only when something unexpected was raised
+            tmp.discard()
+    return staged, failed
+
+
+def _finish_copies(run, staged, failed):
+    """fsync and close each written copy of the run (see stage_copies)."""
+    while run:
+        i, tmp, copy = run.pop(0)
+        try:
+            tmp.finish()
+            staged[i] = copy
+        except OSError as e:
+            tmp.discard()
+            failed[i] = CannotCreate(f"cannot write message: {e.strerror}")
+
+
+def link(staged, box, name, flags, hostname):
+    """Link the staged file into box's new/ as name, or into cur/ as
+    name:2,flags (the Maildir spec's place for a message with info, here
+    Sieve imap4flags); on another filesystem, copy it into box's tmp/ and
+    fsync it first.  Returns (a descriptor of that directory, its path):
+    the link is not durable, and the delivery does not count, until
+    sync_linked has fsynced it.  CannotCreate when it fails."""
+    sub, dst_fd, final = ("cur", box.cur_fd, f"{name}:2,{flags}") if flags else (
+        "new", box.new_fd, name)
+    path = f"{box.path}/{sub}"
+    try:
+        try:
+            os.link(staged.name, final, src_dir_fd=staged.dir_fd,
+                    dst_dir_fd=dst_fd, follow_symlinks=False)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            _copy_in(box, staged, final, dst_fd, hostname)
+        return os.dup(dst_fd), path
+    except OSError as e:
+        raise CannotCreate(f"{path}: {e.strerror}") from None
+
+
+def _copy_in(box, staged, name, dst_fd, hostname):
+    """Another filesystem: copy into its tmp/, fsync, link into dst_fd
+    (new/, or cur/ for a message with flags)."""
+    tmp = TmpFile(box.tmp_fd, hostname, f"{box.path}/tmp")
+    try:
+        copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
+        tmp.finish()
+        os.link(tmp.name, name, src_dir_fd=box.tmp_fd, dst_dir_fd=dst_fd,
+                follow_symlinks=False)
+    finally:
+        tmp.discard()
+
+
+def sync_linked(linked):
+    """fsync the new/ (or cur/) of each (key, descriptor, path) that link
+    returned since the last call, closing each and emptying `linked`;
+    returns [(key, path, None, or the OSError that failed it)].  Only a
+    synced link survives a power cut, so only then does a delivery count.
+    Linking a run first and then syncing lets the first fsync commit the
+    filesystem's journal with every link, and the others find theirs
+    committed (bench/profiles/deliver-case1-startup.txt, section 9)."""
+    synced = []
+    while linked:
+        key, fd, path = linked.pop(0)
+        try:
+            os.fsync(fd)
+            synced.append((key, path, None))
+        except OSError as e:
+            synced.append((key, path, e))
+        finally:
+            os.close(fd)
+    return synced
+
+
+def spool(staged, spool_fd, spool_path, hostname):
+    """Keep a copy of the staged message in the directory open as spool_fd
+    (a database's partial/, for `lda partial retry`): a hard link, or a
+    fsynced copy on another filesystem; the directory is fsynced so that the
+    copy the record names survives a crash.  Returns the copy's path."""
+    name = unique_name(hostname)
+    try:
+        os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=spool_fd,
+                follow_symlinks=False)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        tmp = TmpFile(spool_fd, hostname, spool_path)
+        copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
+        tmp.finish()
+        name = tmp.name
+    os.fsync(spool_fd)
+    return os.path.join(spool_path, name)
 
 
 def copy_file(src_dir_fd, src_name, skip, prefix, dst):
