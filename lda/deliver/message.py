@@ -7,7 +7,6 @@ Only the header block is kept in memory (up to MAX_HEADER_BYTES), so a
 100 MB body streams through a fixed buffer.
 """
 
-import os
 
 CHUNK = 1 << 20
 MAX_HEADER_BYTES = 8 << 20
@@ -132,12 +131,6 @@ class LineEnds:
     def finish(self):
         tail, self.held_cr = (b"\r" if self.held_cr else b""), False
         return tail
-
-
-def write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class Reader:

@@ -274,6 +274,14 @@ def _folder_exists(root_fd, folder):
 SYNC_BATCH = 64
 
 
+def write_all(fd, data):
+    """os.write until every byte of data is written (a short write is not
+    an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class TmpFile:
     """A new file in a tmp/ directory (given by fd): O_EXCL, 0600, no symlinks."""
 
@@ -330,8 +338,6 @@ def stage(dir_fd, hostname, prefix, chunks, lead=()):
     tmp/ open as dir_fd, and fsync it: the Staged copy every link of this
     recipient's is made from.  MessageTooBig past a file size limit,
     CannotCreate for any other write failure; nothing is left behind."""
-    from ..deliver.message import write_all
-
     tmp = TmpFile(dir_fd, hostname, "staging tmp/")
     size = len(prefix)
     try:
@@ -479,8 +485,6 @@ def spool(staged, spool_fd, spool_path, hostname):
 
 def copy_file(src_dir_fd, src_name, skip, prefix, dst):
     """Copy src (from byte `skip` on) after `prefix` into the open TmpFile dst."""
-    from ..deliver.message import write_all
-
     src = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
     try:
         write_all(dst.fd, prefix)
