@@ -113,7 +113,7 @@ class LdaGroup(click.Group):
             if known is not None:
                 click.echo(f"lda: {known}", err=True)
                 sys.exit(known.exit_code)
-            from .deliver.command import unexpected
+            from .errors import unexpected
 
             sys.exit(unexpected(e, None))
 

@@ -35,7 +35,7 @@ class DeliveryHandler:
         their thread), rebuilt when the aliases file or its compiled table
         changes (`lda aliases compile` after an edit of an :include: file
         alone)."""
-        from ..deliver.command import make_resolver
+        from ..deliver.resolve import make_resolver
         from ..store.aliases import table_path
 
         stamp = (_mtime(self.config.aliases),
@@ -160,7 +160,7 @@ def preload():
     each process (and under the import lock, in every worker at once)."""
     import zlib  # noqa: F401  (lock stripes: see lda.store.locks.FEW_KEYS)
 
-    from ..deliver import command, delivery, message, resolve  # noqa: F401  # noqa: F401
+    from ..deliver import delivery, message, resolve  # noqa: F401
     from ..store import deliveredto, directory, maildirsize  # noqa: F401
 
 
