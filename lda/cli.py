@@ -5,12 +5,33 @@ per-message path (main.py dispatches it first); it is declared below so that
 `lda --help` and the manual list it.
 """
 
+import io
 import json
 import sys
+from collections import Counter
 
 import click
 
-from .errors import EX_CONFIG, EX_USAGE, LdaError
+from .admin.check import check as check_state
+from .admin.databases import list_databases, show_database
+from .admin.dedup import LOOKUP_COLUMNS, cleanup, lookup, stats
+from .admin.mailboxes import (AliasFileInvalid, compile_aliases, create_database,
+                              create_mailbox, delete_mailbox, get_mailbox, list_mailboxes,
+                              open_directory)
+from .admin.move import Move
+from .admin.partial import bounce_partials, list_partials, retry_partials
+from .admin.quota import recalc, recalc_all, set_quota
+from .admin.quota import show as show_quota
+from .admin.state import failure
+from .config import load_config, parse_duration, parse_size
+from .deliver.command import deliver as deliver_message
+from .errors import (EX_CONFIG, EX_DATAERR, EX_TEMPFAIL, EX_USAGE, LdaError, UsageError,
+                     unexpected)
+from .log import Log
+from .sieve.dryrun import check as check_script
+from .sieve.dryrun import dry_run
+from .sieve.procmail import convert as procmail_to_sieve
+from .store.aliases import check_aliases
 
 
 def output_options(fn):
@@ -67,23 +88,9 @@ class Parsed(click.ParamType):
 
 
 def parse_count(value, key="count"):
-    from .errors import UsageError
-
     if not (value.strip().isascii() and value.strip().isdigit()):
         raise UsageError(f"{key}: {value!r} is not a number of messages")
     return int(value)
-
-
-def _size(value, key):
-    from .config import parse_size
-
-    return parse_size(value, key)
-
-
-def _duration(value, key):
-    from .config import parse_duration
-
-    return parse_duration(value, key)
 
 
 class LdaGroup(click.Group):
@@ -107,20 +114,14 @@ class LdaGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:  # noqa: BLE001
-            from .admin.state import failure
-
             known = failure(e)
             if known is not None:
                 click.echo(f"lda: {known}", err=True)
                 sys.exit(known.exit_code)
-            from .deliver.command import unexpected
-
             sys.exit(unexpected(e, None))
 
 
 def load(ctx):
-    from .config import load_config
-
     return load_config(ctx.obj.get("config"))
 
 
@@ -144,10 +145,8 @@ def deliver(ctx, args):
     Example:
         lda deliver -f sender@example.org alice@example.org < message.eml
     """
-    from .deliver.command import deliver as run
-
     config = ctx.obj.get("config")  # `lda -c FILE deliver ...`
-    sys.exit(run((["-c", config] if config else []) + list(args)))
+    sys.exit(deliver_message((["-c", config] if config else []) + list(args)))
 
 
 @cli.group()
@@ -174,9 +173,6 @@ def mailbox_create(ctx, address, database, quota_storage, quota_messages, forwar
     Example:
         lda mailbox create alice@example.org --quota-storage 1G
     """
-    from .admin.mailboxes import create_mailbox, open_directory
-    from .config import parse_size
-
     config = load(ctx)
     storage = parse_size(quota_storage, "--quota-storage") if quota_storage else None
     row = create_mailbox(open_directory(config), config, address, database, storage,
@@ -195,8 +191,6 @@ def mailbox_list(ctx, database, as_json):
     Example:
         lda mailbox list --json
     """
-    from .admin.mailboxes import list_mailboxes, open_directory
-
     rows = list_mailboxes(open_directory(load(ctx)), database)
     emit(rows, as_json, ["address", "database", "quota_storage", "quota_messages",
                          "forward"])
@@ -213,8 +207,6 @@ def mailbox_show(ctx, address, as_json):
     Example:
         lda mailbox show alice@example.org
     """
-    from .admin.mailboxes import get_mailbox, open_directory
-
     emit_record(get_mailbox(open_directory(load(ctx)), address), as_json)
 
 
@@ -228,8 +220,6 @@ def mailbox_delete(ctx, address):
     Example:
         lda mailbox delete alice@example.org
     """
-    from .admin.mailboxes import delete_mailbox, open_directory
-
     row = delete_mailbox(open_directory(load(ctx)), address)
     click.echo(f"deleted {row['address']}; Maildir left in place: {row['maildir']}")
 
@@ -251,9 +241,6 @@ def mailbox_move(ctx, address, target, rollback, as_json):
     Example:
         lda mailbox move alice@example.org --to db2
     """
-    from .admin.mailboxes import open_directory
-    from .admin.move import Move
-
     if not target and not rollback:
         raise click.UsageError("--to DATABASE (or --rollback) is required")
     with Progress(enabled=not as_json) as progress:
@@ -318,8 +305,9 @@ def lmtp(ctx, listen, processes, workers, grace):
         lda lmtp --listen unix:/var/spool/postfix/private/lda
         lda lmtp --listen 127.0.0.1:24
     """
+    # Lazy: asyncio and aiosmtpd would slow every admin command, and the
+    # admin side never needs them.
     from .lmtp.server import run
-    from .log import Log
 
     config = load(ctx)
     if processes is not None:
@@ -331,7 +319,7 @@ def lmtp(ctx, listen, processes, workers, grace):
 
 @mailbox.command("set-quota")
 @click.argument("address")
-@click.option("--storage", type=Parsed("size", _size, keep_default=True),
+@click.option("--storage", type=Parsed("size", parse_size, keep_default=True),
               help="Bytes, e.g. 500M or 2G; 0 = unlimited; 'default' = lda.toml's.")
 @click.option("--messages", type=Parsed("count", parse_count, keep_default=True),
               help="Messages; 0 = unlimited; 'default' = lda.toml's.")
@@ -344,9 +332,6 @@ def mailbox_set_quota(ctx, address, storage, messages, as_json):
     Example:
         lda mailbox set-quota alice@example.org --storage 2G --messages default
     """
-    from .admin.mailboxes import open_directory
-    from .admin.quota import set_quota
-
     given = {"quota_storage": storage, "quota_messages": messages}
     limits = {k: None if v == DEFAULT else v for k, v in given.items() if v is not None}
     if not limits:
@@ -374,9 +359,6 @@ def db_list(ctx, as_json):
     Example:
         lda db list --json
     """
-    from .admin.databases import list_databases
-    from .admin.mailboxes import open_directory
-
     config = load(ctx)
     emit(list_databases(open_directory(config), config), as_json, DB_COLUMNS)
 
@@ -394,9 +376,6 @@ def db_create(ctx, name, path, as_json):
     Example:
         lda db create db2 --path /srv/mail2
     """
-    from .admin.databases import show_database
-    from .admin.mailboxes import create_database, open_directory
-
     config = load(ctx)
     directory = open_directory(config)
     create_database(directory, config, name, path)
@@ -414,9 +393,6 @@ def db_show(ctx, name, as_json):
     Example:
         lda db show default
     """
-    from .admin.databases import show_database
-    from .admin.mailboxes import open_directory
-
     config = load(ctx)
     emit_record(show_database(open_directory(config), config, name), as_json)
 
@@ -436,10 +412,8 @@ def db_check(ctx, name, as_json):
         lda db check
         lda db check default --json
     """
-    from .admin.check import check
-
     with Progress(enabled=not as_json) as progress:
-        summary = check(load(ctx), name, progress=lambda done, total: progress.update(
+        summary = check_state(load(ctx), name, progress=lambda done, total: progress.update(
             "checking", done, total))
     if as_json:
         emit_record(summary, True)
@@ -468,9 +442,6 @@ def dedup_lookup(ctx, message_id, mailbox, as_json):
     Example:
         lda dedup lookup --message-id '<abc@example.org>' --mailbox alice@example.org
     """
-    from .admin.dedup import LOOKUP_COLUMNS, lookup
-    from .admin.mailboxes import open_directory
-
     config = load(ctx)
     rows = lookup(open_directory(config), config, message_id, mailbox)
     emit(rows, as_json, [*LOOKUP_COLUMNS, "expired", "database"])
@@ -478,7 +449,7 @@ def dedup_lookup(ctx, message_id, mailbox, as_json):
 
 @dedup.command("cleanup")
 @click.option("--db", "database", help="Only this database (default: all).")
-@click.option("--older-than", type=Parsed("duration", _duration),
+@click.option("--older-than", type=Parsed("duration", parse_duration),
               help="e.g. 36h or 7d (default: expiration_hours).")
 @output_options
 @click.pass_context
@@ -489,9 +460,6 @@ def dedup_cleanup(ctx, database, older_than, as_json):
     Example:
         lda dedup cleanup --db default --older-than 7d
     """
-    from .admin.dedup import cleanup
-    from .admin.mailboxes import open_directory
-
     config = load(ctx)
     with Progress(enabled=not as_json) as progress:
         summary = cleanup(open_directory(config), config, database, older_than,
@@ -516,9 +484,6 @@ def dedup_stats(ctx, database, as_json):
     Example:
         lda dedup stats --db default
     """
-    from .admin.dedup import stats
-    from .admin.mailboxes import open_directory
-
     config = load(ctx)
     rows = stats(open_directory(config), config, database)
     if database:
@@ -544,11 +509,8 @@ def quota_show(ctx, address, as_json):
     Example:
         lda quota show alice@example.org
     """
-    from .admin.mailboxes import open_directory
-    from .admin.quota import show
-
     config = load(ctx)
-    emit_record(show(open_directory(config), config, address), as_json)
+    emit_record(show_quota(open_directory(config), config, address), as_json)
 
 
 @quota.command("recalc")
@@ -563,9 +525,6 @@ def quota_recalc(ctx, address, every, as_json):
     Example:
         lda quota recalc --all
     """
-    from .admin.mailboxes import open_directory
-    from .admin.quota import recalc, recalc_all
-
     if bool(address) == every:
         raise click.UsageError("give an ADDRESS or --all")
     config = load(ctx)
@@ -574,8 +533,8 @@ def quota_recalc(ctx, address, every, as_json):
     with Progress(enabled=not as_json) as progress:
         summary = recalc_all(open_directory(config), config, lambda done, total:
                              progress.update("recounting", done, total))
-    for failure in summary["failed"]:
-        click.echo(f"lda: {failure['address']}: {failure['error']}", err=True)
+    for failed in summary["failed"]:
+        click.echo(f"lda: {failed['address']}: {failed['error']}", err=True)
     if as_json:
         emit_record(summary, True)
     else:
@@ -597,10 +556,6 @@ PROGRESS_MIN_RECORDS = 5
 def partial_summary(reports, as_json):
     """The per-record reports and a count line; exit 75 when a record needs
     the admin (spooled copy missing, unexpected error)."""
-    from collections import Counter
-
-    from .errors import EX_TEMPFAIL
-
     emit(reports, as_json, PARTIAL_REPORT_COLUMNS)
     count = Counter(r["outcome"] for r in reports)
     if not as_json:
@@ -624,8 +579,6 @@ def partial_list(ctx, database, as_json):
     Example:
         lda partial list --db default --json
     """
-    from .admin.partial import list_partials
-
     rows = list_partials(load(ctx), database)
     emit(rows, as_json, ["database", "id", "target", "recipient", "sender", "attempts",
                          "age_seconds", "reason"])
@@ -648,11 +601,6 @@ def partial_retry(ctx, ids, as_json):
         lda partial retry
         lda partial retry --id 3 --id db2:7 --json
     """
-    import io
-
-    from .admin.partial import retry_partials
-    from .log import Log
-
     config = load(ctx)
     with Progress(enabled=not as_json) as bar:
         # Behind a progress bar, the log lines wait until it is done.
@@ -672,7 +620,7 @@ def partial_retry(ctx, ids, as_json):
 @partial.command("bounce")
 @click.option("--id", "ids", multiple=True, metavar="[DB:]ID",
               help="This record (repeatable).")
-@click.option("--older-than", type=Parsed("duration", _duration),
+@click.option("--older-than", type=Parsed("duration", parse_duration),
               help="Records older than this, e.g. 5d or 36h.")
 @click.option("--all", "everything", is_flag=True, help="Every record.")
 @output_options
@@ -687,9 +635,6 @@ def partial_bounce(ctx, ids, older_than, everything, as_json):
         lda partial bounce --older-than 5d
         lda partial bounce --id 3
     """
-    from .admin.partial import bounce_partials
-    from .log import Log
-
     if not (ids or older_than or everything):
         raise click.UsageError("give --id, --older-than or --all")
     config = load(ctx)
@@ -724,8 +669,6 @@ def aliases_compile(ctx, path, as_json):
     Example:
         lda aliases compile /etc/lda/aliases
     """
-    from .admin.mailboxes import AliasFileInvalid, compile_aliases
-
     config = load(ctx)
     path = aliases_path(config, path)
     try:
@@ -754,8 +697,6 @@ def aliases_check(ctx, path, as_json):
     Example:
         lda aliases check /etc/lda/aliases
     """
-    from .store.aliases import check_aliases
-
     path = aliases_path(load(ctx), path)
     problems = [p._asdict() for p in check_aliases(path)]
     emit(problems, as_json, ["path", "line", "message"])
@@ -776,10 +717,7 @@ def sieve_check(path):
     Example:
         lda sieve check ~/.dovecot.sieve
     """
-    from .errors import EX_DATAERR
-    from .sieve.dryrun import check
-
-    errors = check(path)
+    errors = check_script(path)
     for line in errors:
         click.echo(line, err=True)
     sys.exit(EX_DATAERR if errors else 0)
@@ -800,8 +738,6 @@ def sieve_test(ctx, path, sender, recipient):
     Example:
         lda sieve test ~/.dovecot.sieve -f bob@example.org < message.eml
     """
-    from .sieve.dryrun import dry_run
-
     actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
                                      recipient, load(ctx).recipient_delimiter)
     for line in notes:
@@ -824,10 +760,8 @@ def procmail_convert(path):
     Example:
         lda procmail-convert ~/.procmailrc > ~/.dovecot.sieve
     """
-    from .sieve.procmail import convert
-
     with open(path, encoding="utf-8", errors="replace") as f:
-        script, problems = convert(f.read(), path)
+        script, problems = procmail_to_sieve(f.read(), path)
     click.echo(script, nl=False)
     for line, reason in problems:
         click.echo(f"{path}:{line}: not translated: {reason}", err=True)

@@ -4,10 +4,12 @@ Postfix reads the exit status of a delivery command through sysexits.h; any
 unknown code, Python's 1 included, is a permanent bounce.  Library code raises
 these, and only the command-line layer turns them into exit statuses (or LMTP
 replies).  The enhanced status code of each reply (RFC 3463) is what Postfix
-uses when the command output begins with one.
+uses when the command output begins with one.  Anything else that reaches
+an entry point is unexpected(): exit 75, so the message is retried.
 """
 
 import errno
+import sys
 
 from .log import printable
 
@@ -162,3 +164,23 @@ class NotOwner(LdaError):
 
 class ForwardFailed(LdaError):
     """The sendmail command did not accept a forwarded copy."""
+
+
+def unexpected(error, log=None, held=None):
+    """Exit status 75 for what no LdaError covers: one line first (Postfix
+    reads the status from it), then the traceback to the log, so the
+    message is retried, never lost, and no traceback reaches the MTA."""
+    if isinstance(error, KeyboardInterrupt):
+        sys.stderr.write("4.3.0 lda: interrupted\n")
+        return EX_TEMPFAIL
+    reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+    sys.stderr.write(f"4.3.0 lda: unexpected error, will retry: {reason}\n")
+    if log is not None:
+        log.exception(error)
+    else:  # before the configuration was read: no log to write it to
+        # Lazy: only a failing delivery pays for traceback's imports.
+        import traceback
+
+        (held if held is not None else sys.stderr).write(
+            "".join(traceback.format_exception(error)))
+    return EX_TEMPFAIL

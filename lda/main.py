@@ -17,8 +17,9 @@ def main(argv=None):
     os.umask(0o077)
     if argv and argv[0] == "deliver":
         # One message, then exit: a cyclic GC pass would walk every module
-        # just imported (~1 ms) to free next to nothing, while reference
-        # counting still frees each chunk and object as it goes.
+        # just imported to free next to nothing, while reference counting
+        # still frees each chunk and object as it goes
+        # (bench/profiles/deliver-case1-startup.txt, section 6).
         gc.disable()
         from .deliver.command import run
 

@@ -413,7 +413,7 @@ def test_any_recipient_is_refused_or_resolved_inside_the_store(site, recipient):
     or unknown address), or local targets whose Maildir lies under their
     database root with no '..' in the stored path."""
     from lda.config import load_config
-    from lda.deliver.command import make_resolver
+    from lda.deliver.resolve import make_resolver
     from lda.errors import LdaError
 
     if not hasattr(site, "_made"):

@@ -10,7 +10,10 @@ lda.sieve was one).  So neither kind is allowed.
 """
 
 import ast
+import os
 from pathlib import Path
+
+from conftest import without_site
 
 import lda
 
@@ -118,3 +121,20 @@ def test_no_import_cycle_among_module_level_imports():
 
 def test_no_import_cycle_through_function_level_imports_either():
     assert cycles(import_graph(module_level_only=False)) == []
+
+
+def test_every_name_in_the_public_api_resolves():
+    for name in lda.__all__:
+        assert getattr(lda, name) is not None, name
+    assert issubclass(lda.QuotaExceeded, lda.LdaError)
+    assert set(lda.__all__) <= set(dir(lda))
+
+
+def test_importing_lda_alone_loads_no_other_module():
+    """Every `lda deliver` imports the package first: its __all__ names are
+    imported on first use, never by `import lda`."""
+    script = ("import sys\n"
+              "before = set(sys.modules)\n"
+              "import lda\n"
+              "print(' '.join(sorted(set(sys.modules) - before)))\n")
+    assert without_site(script, os.environ).stdout.split() == ["lda"]

@@ -231,7 +231,7 @@ def test_a_moved_mailbox_defers_only_its_own_recipient_of_a_batch(alice_and_empt
     import io
 
     from lda.config import load_config
-    from lda.deliver.command import make_resolver
+    from lda.deliver.resolve import make_resolver
     from lda.deliver.delivery import Delivery
     from lda.log import Log
 
@@ -263,7 +263,7 @@ def test_a_delivery_resolved_before_a_move_leaves_no_maildir_behind(
     import io
 
     from lda.config import load_config
-    from lda.deliver.command import make_resolver
+    from lda.deliver.resolve import make_resolver
     from lda.deliver.delivery import Delivery
     from lda.log import Log
 

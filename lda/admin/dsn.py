@@ -21,6 +21,8 @@ import textwrap
 from datetime import datetime, timezone
 from email.message import EmailMessage, Message, MIMEPart
 
+from ..deliver.sendmail import sendmail as run_sendmail
+
 SUBJECT = "Undelivered Mail Returned to Sender (partial delivery)"
 # A header block larger than this is cut at a line end: the sender needs to
 # recognise the message, not receive 8 MB of Received: fields back.
@@ -174,8 +176,6 @@ def read_header_block(path, limit=MAX_HEADER_BYTES):
 def send_dsn(config, sender, message, sendmail=None):
     """Hand the DSN to sendmail with the null envelope sender
     (`sendmail -i -f <> -- SENDER`); raises ForwardFailed if it refuses."""
-    from ..deliver.sendmail import sendmail as run_sendmail
-
     with tempfile.TemporaryFile() as spooled:
         spooled.write(message)
         spooled.flush()

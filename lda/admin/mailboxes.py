@@ -8,6 +8,8 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from ..errors import BadAddress, ConfigError, UnknownRecipient
+from ..store.aliases import checked_aliases, table_path, write_table
+from ..store.maildir import open_mailbox
 from .state import connect, guarded, state_dir
 
 migrations = Migrations("lda.store.directory")
@@ -47,6 +49,8 @@ def open_directory(config):
 
 def validate_address(address):
     """An address as RFC 5321/5322 allow it (email-validator, no DNS)."""
+    # Lazy: only `lda mailbox create` validates, and email-validator (with
+    # idna) would slow every other admin command (cli imports this module).
     from email_validator import EmailNotValidError, validate_email
 
     try:
@@ -94,8 +98,6 @@ def ensure_database(db, config, name):
 
 def create_mailbox(db, config, address, database="default", quota_storage=None,
                    quota_messages=None, forward=(), keep_copy=True):
-    from ..store.maildir import open_mailbox
-
     address = validate_address(address)
     if any(q is not None and q < 0 for q in (quota_storage, quota_messages)):
         raise ConfigError("a quota must be 0 (unlimited) or more")
@@ -166,8 +168,6 @@ def compile_aliases(config, path):
     and every file read with its stamp, so deliveries look keys up instead
     of parsing, and parse again once any of those files changes.  Raises
     AliasFileInvalid with the problems instead; the old table then stays."""
-    from ..store.aliases import checked_aliases, table_path, write_table
-
     path = os.path.abspath(path)
     try:
         os.stat(path)

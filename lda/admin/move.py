@@ -24,6 +24,8 @@ from ..errors import ConfigError, LdaError, TemporaryFailure
 from ..store.locks import lock_path, stripe_of
 from ..store.maildir import fsync_dir
 from .databases import open_deliveredto
+from .mailboxes import get_mailbox
+from .partial import RUN_LOCK
 from .state import state_dir
 
 ROW_BATCH = 5000
@@ -58,6 +60,7 @@ class Move:
                        "sieve_rows": 0, "partials": 0, "method": None}
 
     def run(self, target_db, rollback=False):
+        # Lazy, as in partial._run_lock: filelock brings the logging package.
         from filelock import FileLock, Timeout
 
         lock_dir = state_dir(self.config, "locks")
@@ -101,8 +104,6 @@ class Move:
         return rows[0]["path"]
 
     def _begin(self, target_db):
-        from .mailboxes import get_mailbox
-
         mailbox = get_mailbox(self.directory, self.address)
         if mailbox["database"] == target_db:
             raise MoveError(f"{self.address} is in {target_db} already")
@@ -219,16 +220,12 @@ class Move:
     def _partial_lock(self):
         """The lock `lda partial retry` holds, so no retry unlinks a spooled
         copy while the move copies it."""
-        from filelock import FileLock
-
-        from .partial import RUN_LOCK
+        from filelock import FileLock  # lazy: see run()
 
         return FileLock(os.path.join(self.config.state_dir, "locks", RUN_LOCK),
                         timeout=self.config.lock_timeout_seconds)
 
     def _forwards(self):
-        from .mailboxes import get_mailbox
-
         forward = get_mailbox(self.directory, self.address)["forward"] or ""
         return [a for a in forward.split("\n") if a]
 

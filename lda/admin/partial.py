@@ -25,7 +25,13 @@ import sqlite3
 import time
 from contextlib import contextmanager
 
+from ..deliver.delivery import Delivery
+from ..deliver.envelope import folder_for_extension, split_extension
+from ..deliver.resolve import ManagedResolver, Plan
 from ..errors import LdaError, TemporaryFailure, UnknownRecipient, UsageError
+from ..store.deliveredto import DB_FILE, DeliveredTo
+from ..store.directory import Directory
+from .state import check_state_dir, connect, guarded, probe, state_dir
 
 # delivered and duplicate are delivery.py's outcome values, used as they are.
 DELIVERED, DUPLICATE, DEFERRED, BOUNCED = "delivered", "duplicate", "deferred", "bounced"
@@ -36,9 +42,6 @@ RUN_LOCK = "partial.lock"
 def list_partials(config, database=None, clock=time.time):
     """Every partial-delivery record, across the mailbox databases (or one),
     with its `database` name, `db_root` and `age_seconds`."""
-    from ..store.deliveredto import DB_FILE
-    from .state import connect, guarded
-
     now = clock()
     records = []
     for name, db_root in _databases(config, database):
@@ -138,9 +141,6 @@ def _retry_one(config, log, record, clock, sendmail, resolver):
 
 def _redeliver(config, log, record, clock, sendmail, resolver, target):
     """DELIVERED, DUPLICATE, or the LdaError the target answered."""
-    from ..deliver.delivery import Delivery
-    from ..deliver.resolve import Plan
-
     delivery = Delivery(config, resolver, log, sender=record["sender"] or None,
                         clock=clock, sendmail=sendmail)
     plan = Plan(record["recipient"], record["recipient"], [target], target.db_root)
@@ -156,8 +156,6 @@ def _target(resolver, record):
     in the database it lives in today (a folder for an address extension),
     or the external address, checked against its recipient's home database
     (where `lda deliver` keeps the DeliveredTo rows of forwards)."""
-    from ..deliver.envelope import folder_for_extension, split_extension
-
     if not record["mailbox"]:
         return resolver.direct_target(record["target"], _home_db(resolver, record))
     target = resolver.direct_target(record["mailbox"], record["db_root"])
@@ -171,8 +169,6 @@ def _target(resolver, record):
 
 
 def _home_db(resolver, record):
-    from ..deliver.envelope import split_extension
-
     directory = resolver.directory
     base, _ = split_extension(record["recipient"], resolver.config.recipient_delimiter)
     own = directory.mailbox(record["recipient"]) or directory.mailbox(base)
@@ -182,6 +178,8 @@ def _home_db(resolver, record):
 def _bounce_one(config, log, record, clock, sendmail):
     """DSN to the sender (none to the null sender: RFC 5321 section 4.5.5,
     a bounce is never bounced), then remove record and copy."""
+    # Lazy: dsn brings the email package, which only a bounce needs and
+    # every other admin command (cli imports this module) would load.
     from . import dsn
 
     status = dsn.status_for(record["reason"])
@@ -229,8 +227,6 @@ def _count_attempt(config, record, reason, clock):
 
 @contextmanager
 def _database(config, record, clock):
-    from ..store.deliveredto import DeliveredTo
-
     db = DeliveredTo(record["db_root"], config.expiration_hours,
                      config.cleanup_interval_seconds, clock)
     try:
@@ -268,9 +264,6 @@ def _databases(config, only=None):
     single target is always the primary one and so never partial."""
     if config.per_user:
         return []
-    from ..store.directory import Directory
-    from .state import check_state_dir, guarded, probe
-
     check_state_dir(config)
     if os.path.lexists(config.directory_path):
         probe(config.directory_path)
@@ -289,17 +282,14 @@ def _databases(config, only=None):
 
 
 def _resolver(config):
-    from ..deliver.resolve import ManagedResolver
-    from ..store.directory import Directory
-
     return ManagedResolver(config, Directory(config.directory_path))
 
 
 @contextmanager
 def _run_lock(config):
+    # Lazy: filelock brings the logging package, which only the commands
+    # that take this lock need and every other admin command would load.
     from filelock import FileLock, Timeout
-
-    from .state import state_dir
 
     lock = FileLock(os.path.join(state_dir(config, "locks"), RUN_LOCK), timeout=config.lock_timeout_seconds)
     try:

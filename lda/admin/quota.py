@@ -12,6 +12,7 @@ import time
 
 from ..errors import LdaError
 from ..store import maildirsize
+from ..store.locks import MailboxLocks
 from ..store.maildirsize import Quota
 from .mailboxes import QUOTA_COLUMNS, get_mailbox, list_mailboxes, mailbox_path, set_mailbox_quota
 
@@ -61,8 +62,6 @@ def recount(db, config, row):
     """Rewrite a mailbox's maildirsize from its Maildir under the mailbox
     lock: a delivery between its link into new/ and its maildirsize line
     would otherwise be counted twice."""
-    from ..store.locks import MailboxLocks
-
     with MailboxLocks(os.path.join(config.state_dir, "locks"), [row["address"]],
                       config.lock_timeout_seconds):
         return maildirsize.recalculate(mailbox_path(db, row), effective_quota(config, row))

@@ -10,7 +10,7 @@ import io
 import os
 import sys
 
-from ..errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError
+from ..errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError, unexpected
 from ..startup.getopt import GetoptError, getopt
 from .envelope import check_sender, original_recipient
 
@@ -108,6 +108,7 @@ def _deliver(argv, stdin, environ, clock, held):
     from ..config import load_config
     from ..log import Log
     from .delivery import Delivery
+    from .resolve import make_resolver
 
     config = load_config(args["config"], environ)
     if args["reject"]:
@@ -126,31 +127,3 @@ def _deliver(argv, stdin, environ, clock, held):
         raise UsageError("no recipient given and RECIPIENT is not set")
     status, error = exit_status(delivery.run(recipients, stdin))
     return status, error, log
-
-
-def make_resolver(config, environ, log=None):
-    from .resolve import ManagedResolver, UserResolver, current_user
-
-    if config.per_user:
-        return UserResolver(config, current_user(environ), environ.get("EXTENSION"))
-    from ..store.directory import Directory
-
-    return ManagedResolver(config, Directory(config.directory_path), log)
-
-
-def unexpected(error, log=None, held=None):
-    """One line first (Postfix reads the status from it), then the traceback
-    to the log: exit 75, so the message is retried, never lost."""
-    if isinstance(error, KeyboardInterrupt):
-        sys.stderr.write("4.3.0 lda: interrupted\n")
-        return EX_TEMPFAIL
-    reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-    sys.stderr.write(f"4.3.0 lda: unexpected error, will retry: {reason}\n")
-    if log is not None:
-        log.exception(error)
-    else:  # before the configuration was read: no log to write it to
-        import traceback
-
-        (held if held is not None else sys.stderr).write(
-            "".join(traceback.format_exception(error)))
-    return EX_TEMPFAIL

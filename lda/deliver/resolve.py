@@ -287,3 +287,14 @@ def current_user(environ=os.environ):
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return environ.get("USER") or str(os.getuid())
+
+
+def make_resolver(config, environ, log=None):
+    """The resolver for the configuration's mode, as `lda deliver` and
+    `lda lmtp` build it."""
+    if config.per_user:
+        return UserResolver(config, current_user(environ), environ.get("EXTENSION"))
+    # Per-user mode has no directory: a per-user delivery does not import it.
+    from ..store.directory import Directory
+
+    return ManagedResolver(config, Directory(config.directory_path), log)

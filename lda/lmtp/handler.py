@@ -15,8 +15,12 @@ import os
 import threading
 from email.utils import formatdate
 
+from ..deliver.delivery import Delivery
 from ..deliver.envelope import check_sender, normalize
+from ..deliver.resolve import make_resolver
 from ..errors import BadAddress, BadSender, LdaError
+from ..store.aliases import table_path
+from ..store.maildirsize import quota_failure
 
 
 class DeliveryHandler:
@@ -35,9 +39,6 @@ class DeliveryHandler:
         their thread), rebuilt when the aliases file or its compiled table
         changes (`lda aliases compile` after an edit of an :include: file
         alone)."""
-        from ..deliver.command import make_resolver
-        from ..store.aliases import table_path
-
         stamp = (_mtime(self.config.aliases),
                  _mtime(table_path(self.config.state_dir)) if self.config.aliases else None)
         if not hasattr(self.local, "resolver") or self.local.stamp != stamp:
@@ -90,8 +91,6 @@ class DeliveryHandler:
         """The recipient's Plan, or the LdaError that refuses it."""
         plan = self._resolver().resolve(address)
         if self.config.lmtp_rcpt_check_quota:
-            from ..store.maildirsize import quota_failure
-
             size = _declared_size(mail_options)
             for target in plan.targets:
                 failure = target.primary and quota_failure(self.config, target, size)
@@ -136,8 +135,6 @@ class DeliveryHandler:
         return field.encode("utf-8", "surrogateescape")
 
     def _deliver(self, envelope):
-        from ..deliver.delivery import Delivery
-
         kwargs = {"clock": self.clock} if self.clock else {}
         if not hasattr(self.local, "databases"):
             # Kept per thread (a connection stays in its thread): no connect,
@@ -158,9 +155,9 @@ class DeliveryHandler:
 def preload():
     """Import the delivery path now rather than in the first delivery of
     each process (and under the import lock, in every worker at once)."""
-    import zlib  # noqa: F401  (lock stripes: see lda.store.locks.FEW_KEYS)
+    import zlib  # noqa: F401  (lock stripes: see lda.startup.zlib.FEW)
 
-    from ..deliver import command, delivery, message, resolve  # noqa: F401  # noqa: F401
+    from ..deliver import delivery, message, resolve  # noqa: F401
     from ..store import deliveredto, directory, maildirsize  # noqa: F401
 
 

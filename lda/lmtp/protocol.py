@@ -90,8 +90,9 @@ class LdaLMTP(LMTP):
     line_length_limit = 65536
     # asyncio's socket transport recv()s up to 256 KiB at a time.  That is
     # over glibc's mmap threshold: every read, of a 30-byte command too,
-    # maps and unmaps a buffer of its own (~15 us; a tenth of lda lmtp's
-    # Python time).  64 KiB buffers come from the heap.
+    # maps and unmaps a buffer of its own, a tenth of lda lmtp's Python time
+    # (bench/profiles/lmtp-case6-gil-64k-plans.txt).  64 KiB buffers come
+    # from the heap.
     read_size = 65536
 
     def __init__(self, handler, config, on_close=None, **kwargs):

@@ -39,6 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import ConfigError
+from .handler import DeliveryHandler, preload
+from .protocol import LdaLMTP
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 BACKLOG = 128
@@ -52,12 +54,13 @@ ACCEPT_DELAY_PER_SESSION = 0.0005
 MAX_ACCEPT_DELAY = 0.005
 # Processes per CPU when they deliver in their own thread.  At 16 sessions
 # on 2 CPUs, 3 to 8 processes gave the same throughput within the noise
-# (3: 791-794 msg/s, 8: 735-809); with more, a delivery that waits (a 100 MB
-# message, a mailbox lock an admin command holds) holds up fewer sessions.
+# (bench/profiles/lmtp-own-thread-vs-threads.txt); with more, a delivery that
+# waits (a 100 MB message, a mailbox lock an admin command holds) holds up
+# fewer sessions.
 PROCESSES_PER_CPU = 4
 # ...but no more than this many: Postfix opens 20 sessions to one LMTP
 # server by default (default_destination_concurrency_limit), and each
-# process holds about 16 MB of its own.
+# process holds memory of its own (bench/profiles/lmtp-own-thread-vs-threads.txt).
 MAX_AUTO_PROCESSES = 32
 
 
@@ -256,9 +259,6 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None, counts=No
     """One process's server on a bound socket, until SIGTERM or SIGINT;
     `parent` is the supervisor's pid, in a child that shares the socket and
     keeps its session count in counts.slots[slot]."""
-    from .handler import DeliveryHandler
-    from .protocol import LdaLMTP
-
     loop = asyncio.get_running_loop()
     threads = (ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver")
                if config.lmtp_workers else contextlib.nullcontext())
@@ -303,8 +303,6 @@ def _stop_when_orphaned(loop, parent, stop):
 
 def run(config, log, listen=None, grace=300):
     """Serve until stopped; the socket is gone when this returns."""
-    from .handler import preload
-
     listen = listen or config.lmtp_listen
     processes = process_count(config)
     preload()  # once, before the fork: the children share the pages
