@@ -138,3 +138,27 @@ def test_importing_lda_alone_loads_no_other_module():
               "import lda\n"
               "print(' '.join(sorted(set(sys.modules) - before)))\n")
     assert without_site(script, os.environ).stdout.split() == ["lda"]
+
+
+# Each area may use the ones below it, never one above: the store and the
+# start-up stand-ins know nothing of delivering, and nothing a delivery
+# imports knows of the LMTP server, the admin commands or the CLI.
+ABOVE = {
+    "lda.startup": ("lda.store", "lda.deliver", "lda.sieve", "lda.lmtp", "lda.admin",
+                    "lda.cli"),
+    "lda.store": ("lda.deliver", "lda.sieve", "lda.lmtp", "lda.admin", "lda.cli"),
+    "lda.deliver": ("lda.lmtp", "lda.admin", "lda.cli"),
+    "lda.sieve": ("lda.lmtp", "lda.admin", "lda.cli"),
+    "lda.lmtp": ("lda.admin", "lda.cli"),
+    "lda.admin": ("lda.lmtp", "lda.cli"),
+}
+
+
+def test_no_module_imports_an_area_above_its_own():
+    wrong = []
+    for module, targets in import_graph(module_level_only=False).items():
+        for area, above in ABOVE.items():
+            if module == area or module.startswith(area + "."):
+                wrong += [f"{module} -> {t}" for t in targets
+                          if any(t == a or t.startswith(a + ".") for a in above)]
+    assert wrong == []
