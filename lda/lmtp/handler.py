@@ -153,12 +153,14 @@ class DeliveryHandler:
 
 
 def preload():
-    """Import the delivery path now rather than in the first delivery of
-    each process (and under the import lock, in every worker at once)."""
+    """Import now, once before the fork, what a delivery imports only when
+    it first needs it (the modules this one names at its top are loaded
+    already), rather than in the first delivery of each process (and under
+    the import lock, in every worker at once)."""
     import zlib  # noqa: F401  (lock stripes: see lda.startup.zlib.FEW)
 
-    from ..deliver import delivery, message, resolve  # noqa: F401
-    from ..store import deliveredto, directory, maildirsize  # noqa: F401
+    from ..deliver import message  # noqa: F401
+    from ..store import deliveredto, directory  # noqa: F401
 
 
 def _reply(result):
