@@ -276,13 +276,13 @@ def test_help_is_available_without_a_message(user):
     assert b"usage: lda deliver" in done.stdout
 
 
-def modules_after_delivery(env, recipient):
-    """(exit status, names in sys.modules, stderr) after one delivery to
-    recipient, lda's own imports alone (conftest.without_site)."""
+def modules_after_delivery(env, recipient, raw=b"Message-ID: <i@x>\n\nbody\n"):
+    """(exit status, names in sys.modules, stderr) after one delivery of raw
+    to recipient, lda's own imports alone (conftest.without_site)."""
     script = ("import io, sys\n"
               "from lda.deliver.command import deliver\n"
               f"rc = deliver(['-f', 's@x.org', {recipient!r}],\n"
-              "             stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nbody\\n'))\n"
+              f"             stdin=io.BytesIO({raw!r}))\n"
               "print(rc, ' '.join(sorted(sys.modules)))\n")
     done = without_site(script, env)
     rc, *loaded = done.stdout.split()
@@ -306,6 +306,30 @@ def test_deliver_path_imports_only_what_a_delivery_uses(user):
     not_here = NOT_ON_THE_DELIVERY_PATH + ("lda.store.maildirsize", "lda.deliver.filtering",
                                            "lda.sieve")
     assert sorted(loaded.intersection(not_here)) == []
+
+
+def test_a_message_without_message_id_is_digested_without_hashlib(user):
+    # Its DeliveredTo key is a SHA-256 of the content: the interpreter's
+    # built-in _sha256 computes it; hashlib would load OpenSSL first.
+    rc, loaded, stderr = modules_after_delivery(user.env, "alice@example.org",
+                                                raw=b"Subject: no id\n\nbody\n")
+    assert rc == 0, stderr
+    assert sorted(loaded.intersection({"hashlib", "_hashlib"})) == []
+
+
+@pytest.mark.parametrize("chunks", [[b""], [b"abc"], [b"x" * 63, b"y" * 65], [bytes(range(256)) * 300]])
+def test_the_built_in_sha256_gives_hashlibs_digests(chunks):
+    # A message without Message-ID keeps its DeliveredTo key whichever
+    # process (lda deliver, lda lmtp, an admin command) computes it.
+    import hashlib
+
+    from lda.startup.hashlib import sha256
+
+    ours, theirs = sha256(), hashlib.sha256()
+    for chunk in chunks:
+        ours.update(chunk)
+        theirs.update(chunk)
+    assert ours.hexdigest() == theirs.hexdigest()
 
 
 def test_a_quota_that_dovecot_set_is_honoured(user):

@@ -86,9 +86,9 @@ class MessageInfo:
         if not value:
             return None
         if len(value) > MAX_KEY_LENGTH:
-            import hashlib
+            from ..startup.hashlib import sha256
 
-            return "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+            return "sha256:" + sha256(value.encode()).hexdigest()
         return value
 
     @property
@@ -208,9 +208,9 @@ class Reader:
         raw_id = self.headers.first(b"message-id")
         if self.digest_always or raw_id is None or MessageInfo._message_id(raw_id) is None:
             # Only a message without Message-ID (or verify_body) needs the digest.
-            import hashlib
+            from ..startup.hashlib import sha256
 
-            self.body_hash = hashlib.sha256()
+            self.body_hash = sha256()
             for name in DIGEST_FIELDS:
                 self.body_hash.update(name + b":" + (self.headers.first(name) or b"") + b"\n")
             self.body_hash.update(b"\n".join(self.headers.other_lines) + b"\n\n")

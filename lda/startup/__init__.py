@@ -21,6 +21,8 @@ part of it lda uses:
   (tables, escapes, multi-line values) to the real tomllib.
 - zlib: crc32 a bit at a time, for a few lock keys; leaves the rest, and
   many keys, to zlib.
+- hashlib: sha256 from the interpreter's built-in module, without
+  OpenSSL; leaves out every other algorithm.
 - json: reads the Sieve cache that json.dumps writes; leaves out floats,
   white space and what json.dumps never writes there.
 - email_header: RFC 2047 decoding for Sieve header tests; leaves out
