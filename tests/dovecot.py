@@ -1,0 +1,198 @@
+"""A private Dovecot that reads the Maildirs lda writes, as IMAP users' do.
+
+Each instance has its own dovecot.conf, base_dir and log in a directory of
+its own (nothing under /etc/dovecot is read: `-c` everywhere), no listening
+protocol (doveadm and dovecot-lda talk to its auth through base_dir), the
+quota plugin with the Maildir++ backend, and a passwd-file userdb whose
+users all belong to one throwaway unix user, the mail owner: Dovecot
+refuses uid 0 for mail, so lda runs as that user too (PrivateDovecot.lda).
+
+Needs root (useradd, Dovecot's master) and Debian's dovecot-core; the
+fixture skips without either.  `.ci/run` installs dovecot-core.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from postfix import LDA, SBIN_PATH, UnixUser
+
+DOVECOT = shutil.which("dovecot", path=SBIN_PATH)
+DOVEADM = shutil.which("doveadm", path=SBIN_PATH)
+DOVECOT_LDA = next((p for p in ("/usr/lib/dovecot/dovecot-lda", "/usr/libexec/dovecot/dovecot-lda")
+                    if os.access(p, os.X_OK)), None)
+
+CONF = """\
+# Written by tests/dovecot.py; nothing here reads /etc/dovecot.
+base_dir = {root}/run
+log_path = {root}/dovecot.log
+ssl = no
+protocols =
+mail_location = maildir:~/Maildir
+postmaster_address = postmaster@example.org
+default_internal_user = {owner}
+default_login_user = {owner}
+lda_mailbox_autocreate = yes
+passdb {{
+  driver = static
+  args = nopassword=y
+}}
+userdb {{
+  driver = passwd-file
+  args = {root}/users
+}}
+mail_plugins = quota
+plugin {{
+  quota = maildir:User quota
+{rules}
+}}
+{extra}
+"""
+
+
+def skip_reason():
+    if os.geteuid() != 0:
+        return "a private Dovecot needs root (useradd, Dovecot's master)"
+    if not (DOVECOT and DOVEADM and DOVECOT_LDA):
+        return "Dovecot is not installed (apt-get install dovecot-core)"
+    return None
+
+
+class PrivateDovecot:
+    """One Dovecot master, its users and their Maildirs under root."""
+
+    def __init__(self, root, owner, quota_rule="*:storage=200K", grace="0", extra=""):
+        self.root = Path(root)
+        self.owner = owner
+        self.conf = self.root / "dovecot.conf"
+        self.log = self.root / "dovecot.log"
+        self.homes = self.root / "homes"
+        self.homes.mkdir(mode=0o755, exist_ok=True)
+        (self.root / "users").write_text("")
+        self.master = None
+        self.configure(quota_rule, grace, extra)
+
+    def configure(self, quota_rule="*:storage=200K", grace="0", extra=""):
+        """(Re)write dovecot.conf: quota_rule None for no limit in Dovecot's
+        configuration (then Dovecot takes the maildirsize quota line);
+        grace as Dovecot's quota_grace ("0", "10%%", "1M")."""
+        rules = [f"  quota_grace = {grace}"]
+        if quota_rule is not None:
+            rules.append(f"  quota_rule = {quota_rule}")
+        self.conf.write_text(CONF.format(root=self.root, owner=self.owner.name,
+                                         rules="\n".join(rules), extra=extra))
+        if self.master is not None:
+            self.doveadm("reload")
+
+    def start(self):
+        # The master forks into the background: no pipes for it to hold open.
+        subprocess.run([DOVECOT, "-c", str(self.conf)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.master = True
+
+    def stop(self):
+        if self.master is not None:
+            subprocess.run([DOVEADM, "-c", str(self.conf), "stop"], capture_output=True)
+            self.master = None
+
+    # --- users and their Maildirs ---
+
+    def add_user(self, name, maildir=None):
+        """A Dovecot user owned by the mail owner, with home homes/NAME and
+        ~/Maildir there, or Maildir `maildir` (lda's managed mailbox path,
+        say) when given.  Returns the Maildir's path."""
+        home = self.homes / name
+        home.mkdir(mode=0o700, exist_ok=True)
+        os.chown(home, self.owner.uid, self.owner.gid)
+        extra = f"userdb_mail=maildir:{maildir}" if maildir else ""
+        with open(self.root / "users", "a") as f:
+            f.write(f"{name}::{self.owner.uid}:{self.owner.gid}::{home}::{extra}\n")
+        path = Path(maildir) if maildir else home / "Maildir"
+        for sub in ("cur", "new", "tmp"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        self.owner.chown_tree(path)
+        return path
+
+    def home(self, name):
+        return self.homes / name
+
+    # --- Dovecot's tools ---
+
+    def doveadm(self, *args, check=True):
+        done = subprocess.run([DOVEADM, "-c", str(self.conf), *args], capture_output=True,
+                              text=True, env={"PATH": SBIN_PATH}, timeout=60)
+        if check and done.returncode != 0:
+            raise AssertionError(f"doveadm {' '.join(args)} exited {done.returncode}: "
+                                 f"{done.stderr.strip()} {self.log_tail()}")
+        return done
+
+    def quota(self, name):
+        """`doveadm quota get`: {"STORAGE": (used KiB, limit KiB or None),
+        "MESSAGE": (used, limit or None)}."""
+        out = self.doveadm("-f", "tab", "quota", "get", "-u", name).stdout
+        figures = {}
+        for line in out.splitlines()[1:]:
+            _, kind, value, limit, _ = line.split("\t")
+            figures[kind] = (int(value), None if limit == "-" else int(limit))
+        return figures
+
+    def recalc(self, name):
+        self.doveadm("quota", "recalc", "-u", name)
+
+    def flags(self, name, mailbox="INBOX"):
+        """The flags of each message in mailbox, in UID order, as sets."""
+        out = self.doveadm("-f", "tab", "fetch", "-u", name, "flags",
+                           "mailbox", mailbox, "all").stdout
+        return [set(line.split()) for line in out.splitlines()[1:]]
+
+    def expunge(self, name, *search):
+        self.doveadm("expunge", "-u", name, *search)
+
+    def deliver(self, name, message, sender="sender@example.org", *options):
+        """dovecot-lda -d NAME, as root (it becomes the mail owner)."""
+        return subprocess.run([DOVECOT_LDA, "-c", str(self.conf), "-d", name, "-f", sender,
+                               *options], input=message, capture_output=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin"})
+
+    def lda(self, *args, home=None, input=b"", env=None):
+        """The installed lda as the mail owner, HOME the Dovecot user's home
+        (per-user mode: ~/Maildir is that user's Maildir)."""
+        environ = {"HOME": str(home or self.owner.home), "PATH": "/usr/bin:/bin", **(env or {})}
+        return subprocess.run([str(LDA), *args], input=input, capture_output=True, timeout=60,
+                              user=self.owner.uid, group=self.owner.gid, extra_groups=[],
+                              cwd="/", env=environ)
+
+    def log_tail(self, lines=10):
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture
+def dovecot(tmp_path):
+    """A started PrivateDovecot whose mail owner can run lda; stopped, its
+    owner deleted, at teardown (its log is kept in tmp_path)."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    root = Path(tempfile.mkdtemp(prefix="lda-dovecot-"))
+    root.chmod(0o755)
+    owner = UnixUser.create("ldadove", root)
+    try:
+        owner.allow_lda()
+        server = PrivateDovecot(root, owner)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            if server.log.exists():
+                shutil.copy(server.log, tmp_path / "dovecot.log")
+    finally:
+        owner.delete()
+        shutil.rmtree(root, ignore_errors=True)
