@@ -168,6 +168,43 @@ def test_postfix_mailbox_command_environment_and_prepended_fields(user):
     assert b"status=sent" in done.stderr
 
 
+@pytest.mark.parametrize("stale", [
+    b"Return-Path: <old@example.org>\n",
+    b"Return-Path:\n <old@example.org>\n",               # folded
+    b"Return-Path: <old@example.org>\nReturn-Path: <>\n",  # two
+    b"return-path: <OLD@example.org>\n"])
+def test_a_return_path_at_the_top_is_replaced_by_the_envelope_sender(user, stale):
+    # RFC 5321 4.4: final delivery may remove Return-Path fields before it
+    # adds its own; an old one on top would be read as this message's sender.
+    msg = stale + message()
+    user.deliver(msg, "alice@example.org", sender="new@example.org", check=0)
+    [path] = maildir_files(user.maildir)
+    assert path.read_bytes() == (b"Return-Path: <new@example.org>\n"
+                                 b"Delivered-To: alice@example.org\n" + message())
+
+
+def test_a_return_path_further_down_is_left_where_it_is(user):
+    msg = message(extra=b"Return-Path: <old@example.org>\n")
+    user.deliver(msg, "alice@example.org", sender="new@example.org", check=0)
+    [path] = maildir_files(user.maildir)
+    assert path.read_bytes() == (b"Return-Path: <new@example.org>\n"
+                                 b"Delivered-To: alice@example.org\n" + msg)
+
+
+def test_a_return_path_that_names_the_envelope_sender_stays_byte_for_byte(user):
+    msg = b"Return-Path: <New@Example.org>\nDelivered-To: alice@example.org\n" + message()
+    user.deliver(msg, "alice@example.org", sender="new@example.org", check=0)
+    [path] = maildir_files(user.maildir)
+    assert path.read_bytes() == msg
+
+
+def test_without_an_envelope_sender_the_return_path_is_kept(user):
+    msg = b"Return-Path: <old@example.org>\n" + message()
+    user.run("deliver", "alice@example.org", input=msg, check=0)
+    [path] = maildir_files(user.maildir)
+    assert path.read_bytes() == b"Delivered-To: alice@example.org\n" + msg
+
+
 def test_extension_selects_an_existing_folder_only(user):
     user.deliver(message(message_id="<f1@x>"), "alice+lists@example.org", check=0)
     assert len(maildir_files(user.maildir)) == 1  # no folder yet: INBOX

@@ -345,3 +345,17 @@ def test_lmtp_add_received_header(lmtp, add):
     assert b"\tby mx.example.org (lda) with LMTP\n\t(envelope-from <s@example.org>)\n" \
            b"\tfor <a@example.org>;\n\t" in head
     assert head.index(b"Received:") < head.index(b"From: Sender")
+
+
+def test_a_return_path_on_top_of_the_data_gives_way_to_mail_from(lmtp):
+    # As Dovecot's LMTP, the Return-Path on top names MAIL FROM; unlike it
+    # (which prepends its own above), the stale one is removed (RFC 5321 4.4).
+    server = lmtp("--processes", "1")
+    client = server.client()
+    _, [reply] = client.send("s@example.org", ["a@example.org"],
+                             b"Return-Path: <old@example.org>\n" + message())
+    client.close()
+    assert reply.startswith(S250_DELIVERED)
+    [stored] = maildir_files(server.site.maildir("a@example.org"))
+    assert stored.read_bytes() == (b"Return-Path: <s@example.org>\n"
+                                   b"Delivered-To: a@example.org\n" + message())

@@ -237,6 +237,13 @@ class Delivery:
             if b"\n\n" in head or len(head) >= LEAD_BYTES:
                 break
         lead = Headers(head[:LEAD_BYTES].split(b"\n\n", 1)[0]).leading_prepended()
+        if self.sender is not None and any(name == b"return-path" for name, _ in lead):
+            from .message import without_stale_return_path
+
+            trimmed = without_stale_return_path(head, lead, self.sender)
+            if trimmed is not None:
+                head = trimmed
+                lead = [field for field in lead if field[0] != b"return-path"]
         prefix = prefix_for(plan.canonical, self.sender, lead)
         return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead)
 

@@ -50,6 +50,30 @@ class Headers:
         return run
 
 
+def without_stale_return_path(head, lead, sender):
+    """head without the Return-Path fields in its leading trace run (lead)
+    when one of them names another address than the envelope sender, else
+    None: the field lda prepends then is the only one on top.  RFC 5321
+    4.4 lets final delivery remove Return-Path fields before adding its
+    own; one that names the sender (pipe(8) flag R) stays byte for byte."""
+    paths = [bare_address(value) for name, value in lead if name == b"return-path"]
+    if all(path == sender.lower() for path in paths):
+        return None
+    kept, position, dropping = [], 0, False
+    for line in head.split(b"\n")[:-1]:
+        if line[:1] in (b" ", b"\t"):  # a folded line goes with its field
+            pass
+        else:
+            name = line.partition(b":")[0].strip().lower()
+            if name not in PREPENDED_FIELDS:
+                break
+            dropping = name == b"return-path"
+        if not dropping:
+            kept.append(line + b"\n")
+        position += len(line) + 1
+    return b"".join(kept) + head[position:]
+
+
 def text(value):
     """Header bytes as text that SQLite and a log line can hold."""
     return value.decode("utf-8", "backslashreplace")
