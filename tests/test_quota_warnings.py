@@ -11,6 +11,7 @@ from contextlib import closing
 import pytest
 
 from conftest import maildir_files, message, write_lda_toml, write_maildirsize
+from dovecot import dovecot  # noqa: F401  (a fixture)
 
 LIMIT = 10000
 
@@ -194,3 +195,30 @@ def test_lmtp_delivers_the_warning_once(lmtp):
     [(_, parsed)] = warnings_in(box)
     assert parsed["To"] == "w@example.org"
     assert warnings_in(server.site.maildir("a@example.org")) == []
+
+
+def test_dovecot_reads_the_warning_as_a_message_and_counts_it_as_lda_does(dovecot):  # noqa: F811
+    """The real Dovecot (tests/dovecot.py): its quota plugin takes the limit
+    from the maildirsize quota line, as per-user mode does."""
+    server = dovecot
+    server.configure(quota_rule=None)
+    maildir = server.add_user("dora")
+    write_maildirsize(maildir, b"2000S\n0 0\n")
+    server.owner.chown_tree(maildir)
+    config = write_lda_toml(server.root / "lda.toml", {"mode": "user",
+                                                        "quota_warnings": ["storage 80%"]})
+    config.chmod(0o644)
+    done = server.lda("deliver", "-f", "sender@example.org", "dora@example.org",
+                      home=server.home("dora"), env={"LDA_CONFIG": str(config)},
+                      input=sized("<m1@example.org>", 1700, "dora@example.org"))
+    assert done.returncode == 0, done.stderr
+    assert len(server.flags("dora")) == 2  # the message and the warning
+    headers = server.doveadm("-f", "flow", "fetch", "-u", "dora", "hdr",
+                             "mailbox", "INBOX", "all").stdout
+    assert headers.count("Auto-Submitted: auto-generated") == 1
+    used, count = maildirsize_total(maildir)
+    assert (used, count) == stored_total(maildir) and used > 2000 and count == 2
+    kib = -(-used // 1024)  # doveadm quota get rounds bytes up to KiB
+    assert server.quota("dora") == {"STORAGE": (kib, 2), "MESSAGE": (count, None)}
+    server.recalc("dora")  # Dovecot's own recount of every file agrees
+    assert server.quota("dora") == {"STORAGE": (kib, 2), "MESSAGE": (count, None)}
