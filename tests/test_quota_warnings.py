@@ -153,6 +153,17 @@ def test_a_retried_trigger_gives_no_second_warning(warned):
     assert maildirsize_total(box) == stored_total(box)
 
 
+def test_the_sent_record_replaces_a_symlink_rather_than_following_it(warned, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not lda's\n")
+    (warned.maildir_a / "lda-quota-warnings").symlink_to(elsewhere)
+    warned.deliver(sized("<m1@example.org>", 8500), "a@example.org", check=0)
+    assert len(warnings_in(warned.maildir_a)) == 1
+    assert elsewhere.read_text() == "not lda's\n"
+    record = warned.maildir_a / "lda-quota-warnings"
+    assert not record.is_symlink() and record.read_text().startswith("storage 80 ")
+
+
 def test_a_mailbox_without_limit_gets_no_warning(make_site):
     site = make_site(quota_warnings=["storage 1%"], quota_storage=0)
     box = site.create("a@example.org")
