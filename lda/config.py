@@ -52,6 +52,9 @@ KEYS = {
     "lmtp_idle_timeout": (300, int, "seconds an LMTP client may stay silent (then 421 4.4.2)"),
     "lmtp_max_recipients": (1000, int, "RCPTs per LMTP transaction (beyond: 452 4.5.3)"),
     "lmtp_add_received_header": (False, bool, "LMTP adds a Received: header field"),
+    "quota_warnings": ([], list, 'thresholds that deliver a warning into the mailbox, '
+                                 'e.g. ["storage 80%", "messages 95%"]'),
+    "quota_warning_template": ("", str, "the warning's text (empty: the built-in one)"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "log": ("auto", "stderr", "syslog"),
@@ -91,6 +94,9 @@ class Config:
                                                                        "lmtp.sock")
         self.lmtp_max_message_size = parse_size(self.lmtp_max_message_size,
                                                 "lmtp_max_message_size")
+        self.quota_warnings = parse_thresholds(self.quota_warnings, self.path)
+        if self.quota_warning_template:
+            self.quota_warning_template = self.expand(self.quota_warning_template)
         self._check_ranges()
 
     @property
@@ -190,6 +196,28 @@ def parse_duration(value, key="duration"):
     if seconds <= 0:
         raise ConfigError(f"{key} must be positive")
     return seconds
+
+
+THRESHOLD_KINDS = ("storage", "messages")
+
+
+def parse_thresholds(entries, path="lda.toml"):
+    """quota_warnings as ((kind, percent), ...), highest first: each entry is
+    "storage 80%" or "messages 95%" (1-100 % of the mailbox's limit).
+    Parsed here, at load, so a bad entry stops every command with exit 78
+    (and lda.deliver.quotawarn is imported only for a delivery that may warn)."""
+    found = []
+    for entry in entries:
+        words = entry.split() if isinstance(entry, str) else []
+        number = words[1].removesuffix("%") if len(words) == 2 else ""
+        if (not number.isascii() or not number.isdigit() or not words[1].endswith("%")
+                or words[0] not in THRESHOLD_KINDS or not 1 <= int(number) <= 100):
+            raise ConfigError(f"{path}: quota_warnings: {entry!r} is not like "
+                              "\"storage 80%\" or \"messages 95%\" (1-100%)")
+        if (words[0], int(number)) in found:
+            raise ConfigError(f"{path}: quota_warnings: {entry!r} is listed twice")
+        found.append((words[0], int(number)))
+    return tuple(sorted(found, key=lambda t: (THRESHOLD_KINDS.index(t[0]), -t[1])))
 
 
 def _passwd_home():

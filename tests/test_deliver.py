@@ -343,6 +343,7 @@ def test_deliver_path_imports_only_what_a_delivery_uses(user):
     not_here = NOT_ON_THE_DELIVERY_PATH + ("lda.store.maildirsize", "lda.deliver.filtering",
                                            "lda.sieve")
     assert sorted(loaded.intersection(not_here)) == []
+    assert "lda.deliver.quotawarn" not in loaded  # no limit: no quota warning to look for
 
 
 def test_a_message_without_message_id_is_digested_without_hashlib(user):
@@ -395,7 +396,29 @@ def test_managed_deliver_path_imports_only_what_a_delivery_uses(site):
     rc, loaded, stderr = modules_after_delivery(site.env, "team@example.org")
     assert rc == 0, stderr
     assert len(maildir_files(alice)) == 1
-    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.deliver.filtering",))) == []
+    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.deliver.filtering",
+                                                                  "lda.deliver.quotawarn"))) == []
+
+
+@pytest.mark.parametrize("warnings, limit", [(["storage 80%"], None), ([], "1M")],
+                         ids=["thresholds, no limit", "limit, no thresholds"])
+def test_quota_warnings_are_imported_only_for_a_limit_with_thresholds(make_site, warnings,
+                                                                      limit):
+    site = make_site(quota_warnings=warnings)
+    site.create("alice@example.org", *(["--quota-storage", limit] if limit else []))
+    rc, loaded, stderr = modules_after_delivery(site.env, "alice@example.org")
+    assert rc == 0, stderr
+    assert "lda.deliver.quotawarn" not in loaded
+
+
+def test_quota_warnings_are_imported_for_a_limit_with_thresholds(make_site):
+    # The other side of the test above: the module name is the one loaded.
+    site = make_site(quota_warnings=["storage 80%"])
+    site.create("alice@example.org", "--quota-storage", "1M")
+    rc, loaded, stderr = modules_after_delivery(site.env, "alice@example.org")
+    assert rc == 0, stderr
+    assert "lda.deliver.quotawarn" in loaded
+    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH)) == []
 
 
 def _missing(path):

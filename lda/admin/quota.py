@@ -28,8 +28,9 @@ def _percent(used, limit):
     return round(100 * used / limit, 1) if limit else None
 
 
-def describe(config, row, usage):
-    """What `lda quota show` prints: each limit, where it comes from, usage."""
+def describe(config, row, usage, maildir=None):
+    """What `lda quota show` prints: each limit, where it comes from, usage;
+    given the Maildir, each quota_warnings threshold and when it was last sent."""
     quota = effective_quota(config, row)
     result = {"address": row["address"]}
     for kind, column in zip(("storage", "messages"), QUOTA_COLUMNS):
@@ -38,6 +39,10 @@ def describe(config, row, usage):
         result[f"{kind}_limit_from"] = "lda.toml" if row[column] is None else "mailbox"
         result[f"{kind}_used"] = used
         result[f"{kind}_percent"] = _percent(used, limit)
+    if maildir is not None and config.quota_warnings:
+        from ..deliver.quotawarn import describe as describe_warnings
+
+        result.update(describe_warnings(config.quota_warnings, maildir, quota))
     return result
 
 
@@ -47,7 +52,7 @@ def show(db, config, address, clock=time.time):
     row = get_mailbox(db, address)
     usage = maildirsize.read_usage(mailbox_path(db, row), effective_quota(config, row),
                                    clock)
-    return describe(config, row, usage)
+    return describe(config, row, usage, maildir=mailbox_path(db, row))
 
 
 def set_quota(db, config, address, limits):

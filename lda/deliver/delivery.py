@@ -443,6 +443,19 @@ class Delivery:
         with db.transaction(durable=any(not t.local for t, _ in pending)):
             db.mark_delivered(done)
             db.forget(failed)
+        self._warn_quota(db, [t for t, _ in pending], keys, staged, results)
+
+    def _warn_quota(self, db, targets, keys, staged, results):
+        """Issue 18: a warning into each mailbox whose usage these deliveries
+        took across a quota_warnings threshold (lda.deliver.quotawarn, which
+        is imported only when one is configured and the mailbox has a limit).
+        Still under the mailbox locks; it never changes a result."""
+        delivered = [t for t in targets if _has_quota(t) and self.config.quota_warnings
+                     and results[t].outcomes.get(t) == DELIVERED]
+        if delivered:
+            from .quotawarn import warn
+
+            warn(self, db, delivered, keys, staged)
 
     def _sync_linked(self, linked, keys, results, done, failed):
         """Sync the directories linked into since the last call (see
