@@ -1,4 +1,4 @@
-"""Quota warnings (issue 18): a message into the mailbox when a delivery
+"""Quota warnings: a message into the mailbox when a delivery
 takes its usage across a threshold, as Dovecot's quota_warning and
 Courier's quotawarnmsg tell a user before the mailbox is full.
 
