@@ -102,16 +102,21 @@ def test_the_27th_keyword_and_an_invalid_one_are_logged_and_left_out(user):
     assert "keyword bad(name not stored" in log and "not a valid IMAP keyword" in log
 
 
-def test_garbage_lines_are_ignored_as_dovecot_ignores_them(user):
-    make_maildir(user.maildir, b"garbage\nx $Bad\n30 $TooFar\n1 \n0 $Junk\n2 $junk\n"
-                               b"-1 $Neg\n\xff\xfe 3\n")
+def test_bad_lines_are_read_as_dovecot_reads_them_and_kept(user):
+    old = (b"garbage\nx $Bad\n30 $TooFar\n1 \n0 $Junk\n2 $junk\n-1 $Neg\n\xff\xfe 3\n"
+           b"4 $Old\n4 $Other\r\n5 $Nul\0x\n3 Partial")  # the last line has no LF
+    make_maildir(user.maildir, old)
     (user.home / ".lda.sieve").write_text('require "imap4flags";\n'
-                                          'addflag ["$Junk", "Work"];\n')
+                                          'addflag ["$Junk", "Work", "$other", "$Nul"];\n')
     user.deliver(message(), "a@example.org", check=0)
     [stored] = maildir_files(user.maildir, "cur")
-    assert info_of(stored) == "ab"
-    # Rewritten as Dovecot rewrites it: only what it understood, and the new name.
-    assert (user.maildir / "dovecot-keywords").read_bytes() == b"0 $Junk\n1 Work\n"
+    # Dovecot's reading: "2 $junk" repeats a name, index 1 is free (its
+    # line has no name), 3 too (a line without LF is never read); $Other
+    # is 4 (the later line for an index wins, the CR is no part of it);
+    # a NUL ends the name $Nul.  Every old line is kept, the new one added.
+    assert info_of(stored) == "abef"
+    body, tail = old.rsplit(b"\n", 1)
+    assert (user.maildir / "dovecot-keywords").read_bytes() == body + b"\n1 Work\n" + tail
 
 
 def plant_symlink(maildir, tmp_path):

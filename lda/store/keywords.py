@@ -9,8 +9,9 @@ lda follows the rules of Dovecot's maildir-keywords.c, so that
 - Reading: each line is "<index> <name>"; a line without a space, whose
   index is not a number below 26, whose name is empty or already named
   (names compare case-insensitively, ASCII only, as strcasecmp) is ignored.
-- A new name takes the first index no line names; with all 26 taken the
-  keyword is refused (the message is still stored).
+- A new name takes the first index no line names, in a line added after
+  the others, which stay as they were; with all 26 taken the keyword is
+  refused (the message is still stored).
 - Changes happen only under the folder's dovecot-uidlist.lock, the dotlock
   Dovecot itself holds whenever it changes dovecot-keywords.  The new file
   is written as dovecot-keywords.lock, fsynced and renamed over the old
@@ -38,6 +39,7 @@ UIDLIST_LOCK = "dovecot-uidlist.lock"
 MAX_KEYWORDS = 26                 # the letters a..z
 MAX_KEYWORD_LENGTH = 50           # Dovecot's mail_max_keyword_length default
 MAX_FILE_BYTES = 64 * 1024        # 26 names of 50 bytes need 1.4 KB
+MAX_LINE_BYTES = 1024             # Dovecot reads the file through a buffer this big
 STALE_LOCK_SECONDS = 120          # Dovecot's KEYWORDS/UIDLIST_LOCK_STALE_TIMEOUT
 LOCK_POLL_SECONDS = 0.05
 # RFC 3501 section 9, atom-specials, and "[" with them: a name Dovecot
@@ -57,30 +59,45 @@ def refusal(name):
     return None
 
 
-def parse(data):
-    """The 26 slots (bytes name or None) that dovecot-keywords data names,
-    bad lines ignored as Dovecot ignores them."""
-    slots, seen = [None] * MAX_KEYWORDS, set()
-    for line in data.split(b"\n"):
+def parse(lines):
+    """(index_of, taken) for dovecot-keywords' lines, read as Dovecot reads
+    them: index_of maps each name, lower-cased (ASCII only, as strcasecmp),
+    to the index of its first line; taken[i] says a line names index i.  A
+    CR before the LF and anything from a NUL on are not part of a line;
+    bad lines, and a name already seen, are ignored."""
+    index_of, taken = {}, [False] * MAX_KEYWORDS
+    for line in lines:
+        line = line.split(b"\0", 1)[0].removesuffix(b"\r")
         index, space, name = line.partition(b" ")
         if not (space and index.isdigit() and index.isascii() and name):
             continue
-        if int(index) >= MAX_KEYWORDS or name.lower() in seen:
+        if int(index) >= MAX_KEYWORDS or name.lower() in index_of:
             continue
-        seen.add(name.lower())
-        slots[int(index)] = name
-    return slots
+        index_of[name.lower()] = int(index)
+        taken[int(index)] = True
+    return index_of, taken
 
 
-def read_slots(dir_fd, path):
-    """(slots, mtime or None when there is no file) of the dovecot-keywords
+def split_lines(data, where):
+    """(lines, tail): the complete lines of data, and what follows the last
+    LF, which Dovecot never reads (kept as it is, last, when lda rewrites
+    the file).  Dovecot stops at a line longer than its 1,024-byte buffer,
+    so that a line added after one would be lost on it: KeywordsUnusable."""
+    *lines, tail = data.split(b"\n")
+    if any(len(line) >= MAX_LINE_BYTES for line in lines):
+        raise KeywordsUnusable(f"{where}: a line longer than Dovecot reads")
+    return lines, tail
+
+
+def read_lines(dir_fd, path):
+    """(lines, tail, mtime or None when there is no file) of the dovecot-keywords
     in the folder open as dir_fd, never through a symlink; KeywordsUnusable
     for a file that is no regular file, too large, or unreadable."""
     where = f"{path}/{KEYWORDS_FILE}"
     try:
         fd = os.open(KEYWORDS_FILE, READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
-        return [None] * MAX_KEYWORDS, None
+        return [], b"", None
     except OSError as e:
         reason = "a symlink" if e.errno == errno.ELOOP else e.strerror
         raise KeywordsUnusable(f"{where}: {reason}") from None
@@ -98,16 +115,7 @@ def read_slots(dir_fd, path):
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:  # grew between fstat and read
         raise KeywordsUnusable(f"{where}: more than {MAX_FILE_BYTES} bytes")
-    return parse(data), st.st_mtime
-
-
-def lookup(slots, name):
-    """The index slots gives name (case-insensitively), or None."""
-    wanted = name.encode("ascii").lower()
-    for index, known in enumerate(slots):
-        if known is not None and known.lower() == wanted:
-            return index
-    return None
+    return (*split_lines(data, where), st.st_mtime)
 
 
 def letters(indexes):
@@ -130,35 +138,39 @@ def assign(dir_fd, path, names, timeout=60, clock=time.monotonic):
             wanted.append(name)
     if not wanted:
         return "", refused
-    slots, _ = read_slots(dir_fd, path)
-    found = [lookup(slots, name) for name in wanted]
+    index_of, _ = parse(read_lines(dir_fd, path)[0])
+    found = [index_of.get(name.encode("ascii").lower()) for name in wanted]
     if None not in found:
         return letters(found), refused
     with DotLock(dir_fd, path, UIDLIST_LOCK, timeout, clock):
-        slots, mtime = read_slots(dir_fd, path)  # as it is now, under the lock
-        indexes, added = [], False
+        lines, tail, mtime = read_lines(dir_fd, path)  # as it is now, under the lock
+        (index_of, taken), indexes, added = parse(lines), [], []
         for name in wanted:
-            index = lookup(slots, name)
-            if index is None and None in slots:
-                index = slots.index(None)
-                slots[index], added = name.encode("ascii"), True
+            key = name.encode("ascii")
+            index = index_of.get(key.lower())
+            if index is None and not all(taken):
+                index = taken.index(False)
+                index_of[key.lower()], taken[index] = index, True
+                added.append(b"%d %s" % (index, key))
             if index is None:
                 refused.append((name, f"no keyword letter left: {path}/{KEYWORDS_FILE} "
                                       f"names {MAX_KEYWORDS} keywords already"))
             else:
                 indexes.append(index)
         if added:
-            write_slots(dir_fd, path, slots, mtime)
+            write_lines(dir_fd, path, lines + added, tail, mtime)
     return letters(indexes), refused
 
 
-def write_slots(dir_fd, path, slots, old_mtime):
-    """Replace dovecot-keywords with slots: written to dovecot-keywords.lock
-    (a leftover one removed first: the caller holds the uidlist lock, as
-    Dovecot does), its mtime past old_mtime, fsynced, renamed into place,
-    the directory fsynced.  KeywordsUnusable when any step fails."""
+def write_lines(dir_fd, path, lines, tail, old_mtime):
+    """Replace dovecot-keywords with lines and then tail: the old ones, kept
+    as they were (lda discards nothing it did not write; Dovecot reads them
+    as before), and the new.  Written to dovecot-keywords.lock (a leftover one removed
+    first: the caller holds the uidlist lock, as Dovecot does), its mtime
+    past old_mtime, fsynced, renamed into place, the directory fsynced.
+    KeywordsUnusable when any step fails."""
     temp = KEYWORDS_FILE + ".lock"
-    data = b"".join(b"%d %s\n" % (i, name) for i, name in enumerate(slots) if name)
+    data = b"".join(line + b"\n" for line in lines) + tail
     try:
         _unlink_if_exists(temp, dir_fd)
         fd = os.open(temp, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
