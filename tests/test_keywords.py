@@ -225,10 +225,12 @@ def test_a_stale_lock_is_replaced(tmp_path, holder, age):
     assert (tmp_path / "dovecot-keywords").read_text() == "0 $Junk\n"
 
 
-def test_the_rewritten_file_has_a_later_mtime_than_the_old(tmp_path):
-    # Dovecot rereads dovecot-keywords only when its mtime changed.
+def test_the_rewritten_file_has_a_later_mtime_and_the_old_permissions(tmp_path):
+    # Dovecot rereads dovecot-keywords only when its mtime changed; a
+    # folder Dovecot shares with a group has its files group-readable.
     path = tmp_path / "dovecot-keywords"
     path.write_text("0 $Junk\n")
+    path.chmod(0o640)
     future = int(time.time()) + 100
     os.utime(path, (future, future))
     fd = folder_fd(tmp_path)
@@ -237,4 +239,4 @@ def test_the_rewritten_file_has_a_later_mtime_than_the_old(tmp_path):
     finally:
         os.close(fd)
     assert path.read_text() == "0 $Junk\n1 Work\n"
-    assert path.stat().st_mtime == future + 1
+    assert (path.stat().st_mtime, path.stat().st_mode & 0o777) == (future + 1, 0o640)

@@ -90,7 +90,7 @@ def split_lines(data, where):
 
 
 def read_lines(dir_fd, path):
-    """(lines, tail, mtime or None when there is no file) of the dovecot-keywords
+    """(lines, tail, stat result or None when there is no file) of the dovecot-keywords
     in the folder open as dir_fd, never through a symlink; KeywordsUnusable
     for a file that is no regular file, too large, or unreadable."""
     where = f"{path}/{KEYWORDS_FILE}"
@@ -115,7 +115,7 @@ def read_lines(dir_fd, path):
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:  # grew between fstat and read
         raise KeywordsUnusable(f"{where}: more than {MAX_FILE_BYTES} bytes")
-    return (*split_lines(data, where), st.st_mtime)
+    return (*split_lines(data, where), st)
 
 
 def letters(indexes):
@@ -143,7 +143,7 @@ def assign(dir_fd, path, names, timeout=60, clock=time.monotonic):
     if None not in found:
         return letters(found), refused
     with DotLock(dir_fd, path, UIDLIST_LOCK, timeout, clock):
-        lines, tail, mtime = read_lines(dir_fd, path)  # as it is now, under the lock
+        lines, tail, old = read_lines(dir_fd, path)  # as it is now, under the lock
         (index_of, taken), indexes, added = parse(lines), [], []
         for name in wanted:
             key = name.encode("ascii")
@@ -158,16 +158,18 @@ def assign(dir_fd, path, names, timeout=60, clock=time.monotonic):
             else:
                 indexes.append(index)
         if added:
-            write_lines(dir_fd, path, lines + added, tail, mtime)
+            write_lines(dir_fd, path, lines + added, tail, old)
     return letters(indexes), refused
 
 
-def write_lines(dir_fd, path, lines, tail, old_mtime):
+def write_lines(dir_fd, path, lines, tail, old):
     """Replace dovecot-keywords with lines and then tail: the old ones, kept
     as they were (lda discards nothing it did not write; Dovecot reads them
-    as before), and the new.  Written to dovecot-keywords.lock (a leftover one removed
-    first: the caller holds the uidlist lock, as Dovecot does), its mtime
-    past old_mtime, fsynced, renamed into place, the directory fsynced.
+    as before), and the new.  Written to dovecot-keywords.lock (a leftover
+    one removed first: the caller holds the uidlist lock, as Dovecot does)
+    with the old file's permissions (a group Dovecot shares the folder
+    with keeps reading it), its mtime past the old one (old: the old
+    file's stat), fsynced, renamed into place, the directory fsynced.
     KeywordsUnusable when any step fails."""
     temp = KEYWORDS_FILE + ".lock"
     data = b"".join(line + b"\n" for line in lines) + tail
@@ -175,12 +177,14 @@ def write_lines(dir_fd, path, lines, tail, old_mtime):
         _unlink_if_exists(temp, dir_fd)
         fd = os.open(temp, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
+            if old is not None and stat.S_IMODE(old.st_mode) & 0o666 != 0o600:
+                os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o666)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             mtime = os.fstat(fd).st_mtime
-            if old_mtime is not None and int(mtime) <= int(old_mtime):
-                later = int(old_mtime) + 1
+            if old is not None and int(mtime) <= int(old.st_mtime):
+                later = int(old.st_mtime) + 1
                 os.utime(fd, (later, later))
             os.fsync(fd)
         finally:
