@@ -10,11 +10,15 @@ import time
 import pytest
 
 from conftest import LDA, maildir_files, message
-from dovecot import dovecot  # noqa: F401 - a fixture
+from dovecot import DOVEADM, dovecot  # noqa: F401 - a fixture
+from postfix import SBIN_PATH
 from lda.errors import KeywordsUnusable
 from lda.store import keywords
 
 JUNK_SCRIPT = 'require "imap4flags";\naddflag "$Junk";\nkeep;\n'
+# Each message's Subject becomes its keyword.
+SUBJECT_SCRIPT = ('require ["imap4flags", "variables"];\n'
+                  'if header :matches "subject" "*" { addflag "${1}"; }\n')
 
 
 def owned_script(server, name, text):
@@ -83,6 +87,32 @@ def test_dovecots_keywords_are_reused_and_a_folder_has_its_own(dovecot):  # noqa
     assert (info_of(kept), info_of(filed)) == ("ab", "ab")
     assert seen_by_dovecot(dovecot, "alice") == [{"$Label1"}, {"$Label1", "Work"}]
     assert seen_by_dovecot(dovecot, "alice", "Work") == [{"Project", "$Label1"}]
+
+
+def test_dovecot_waits_for_the_lock_lda_takes(dovecot):  # noqa: F811
+    # lda adds a name under Dovecot's own dotlock, dovecot-uidlist.lock,
+    # written as Dovecot writes it ("pid:host"), so Dovecot waits for it
+    # rather than writing dovecot-keywords at the same time.
+    maildir = dovecot.add_user("alice")
+    assert dovecot.deliver("alice", message(message_id="<d1@x>")).returncode == 0
+    fd = folder_fd(maildir)
+    try:
+        with keywords.DotLock(fd, str(maildir), keywords.UIDLIST_LOCK, timeout=1):
+            adding = subprocess.Popen([DOVEADM, "-c", str(dovecot.conf), "flags", "add", "-u",
+                                       "alice", "Dove", "mailbox", "INBOX", "all"],
+                                      stderr=subprocess.PIPE, env={"PATH": SBIN_PATH})
+            with pytest.raises(subprocess.TimeoutExpired):
+                adding.wait(timeout=3)
+            assert not (maildir / "dovecot-keywords").exists()
+            # What assign does once it holds the lock: Dovecot must read it
+            # (as lda would, running as the mail owner, leave it).
+            keywords.write_lines(fd, str(maildir), [b"0 $Junk"], b"", None)
+            os.chown(maildir / "dovecot-keywords", dovecot.owner.uid, dovecot.owner.gid)
+    finally:
+        os.close(fd)
+    assert adding.wait(timeout=60) == 0, adding.stderr.read().decode()
+    adding.stderr.close()
+    assert named(maildir) == {0: "$Junk", 1: "Dove"}
 
 
 # --- lda alone: the file's limits and its hostile forms ---------------------------
@@ -160,9 +190,7 @@ def test_an_unusable_keywords_file_stores_the_message_without_keywords(user, tmp
 def test_concurrent_deliveries_give_each_keyword_one_letter(user, tmp_path):
     # Each process has its own state directory, so lda's own mailbox lock
     # does not serialise them: only the dotlock on dovecot-uidlist does.
-    (user.home / ".lda.sieve").write_text(
-        'require ["imap4flags", "variables"];\n'
-        'if header :matches "subject" "*" { addflag "${1}"; }\n')
+    (user.home / ".lda.sieve").write_text(SUBJECT_SCRIPT)
     make_maildir(user.maildir)
     runs = [subprocess.Popen([LDA, "deliver", "-f", "s@example.org",
                               "a@example.org"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
