@@ -162,6 +162,12 @@ class NotOwner(LdaError):
     smtp_reply = "451 4.3.5"
 
 
+class KeywordsUnusable(LdaError):
+    """A Maildir folder's dovecot-keywords cannot be read or changed (a
+    symlink, too large, its lock held too long): the message is stored
+    without keywords, and the reason logged; it never fails a delivery."""
+
+
 class ForwardFailed(LdaError):
     """The sendmail command did not accept a forwarded copy."""
 

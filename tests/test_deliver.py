@@ -339,9 +339,9 @@ def test_deliver_path_imports_only_what_a_delivery_uses(user):
     rc, loaded, stderr = modules_after_delivery(user.env, "alice@example.org")
     assert rc == 0, stderr
     # No maildirsize in this Maildir, so no quota to read; no ~/.lda.sieve,
-    # so no Sieve code.
+    # so no Sieve code, and no keyword to store.
     not_here = NOT_ON_THE_DELIVERY_PATH + ("lda.store.maildirsize", "lda.deliver.filtering",
-                                           "lda.sieve")
+                                           "lda.sieve", "lda.store.keywords")
     assert sorted(loaded.intersection(not_here)) == []
     assert "lda.deliver.quotawarn" not in loaded  # no limit: no quota warning to look for
 

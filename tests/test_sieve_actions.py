@@ -409,11 +409,13 @@ def test_flags_map_to_maildir_info_letters_in_ascii_order():
     assert Keep().maildir_info == ""
 
 
-def test_keywords_are_logged_as_not_stored():
-    outcome = outcome_of('require "imap4flags"; setflag "$Junk \\\\Seen";')
-    assert outcome.implicit_flags == ("$Junk", "\\Seen")
-    assert outcome.all_actions()[-1].maildir_info == "S"
-    assert outcome.log == ["flag $Junk not stored: Maildir has no keywords"]
+def test_keywords_travel_apart_from_the_system_flags():
+    outcome = outcome_of('require "imap4flags"; setflag "$Junk \\\\Seen \\\\Recent";')
+    assert outcome.implicit_flags == ("$Junk", "\\Seen", "\\Recent")
+    keep = outcome.all_actions()[-1]
+    # \Recent is no keyword either: the store refuses it (and logs it).
+    assert (keep.maildir_info, keep.keywords) == ("S", ("$Junk", "\\Recent"))
+    assert outcome.log == []
 
 
 # --- folders ------------------------------------------------------------------

@@ -518,7 +518,14 @@ class Delivery:
         box = self._open(target)
         self.touched.add(box.path)
         try:
-            linked_into, path = md.link(staged, box, name, target.info, self.config.hostname)
+            keywords = ""
+            if target.keywords:  # only from a Sieve script: filtering is loaded
+                from .filtering import keyword_letters
+
+                keywords = keyword_letters(box, target, self.config.lock_timeout_seconds,
+                                           self.log)
+            linked_into, path = md.link(staged, box, name, target.info, self.config.hostname,
+                                        keywords)
         finally:
             box.close()
         try:

@@ -59,7 +59,8 @@ def targets_for(outcome, target, log, log_id):
             folder = action.maildir_folder if kind == "FileInto" else target.folder
             store = target.derive(folder=folder, info=action.maildir_info or None,
                                   create_folder=kind == "FileInto" and action.create,
-                                  suffix=None if stores == 0 else f"#{folder or 'INBOX'}")
+                                  suffix=None if stores == 0 else f"#{folder or 'INBOX'}",
+                                  keywords=action.keywords)
             derived.append(store)
             stores += 1
         elif kind == "Redirect":
@@ -73,6 +74,24 @@ def targets_for(outcome, target, log, log_id):
     if not derived:
         log.info(f"{log_id}: to=<{target.address}>, status=discarded (by Sieve script)")
     return derived
+
+
+def keyword_letters(box, target, timeout, log):
+    """The info letters for target's keywords in the Maildir folder box
+    (store/keywords.py): a keyword refused, or a dovecot-keywords that
+    cannot be used, is logged and left out; the message is stored all the
+    same, with the flags that fit."""
+    from ..errors import KeywordsUnusable
+    from ..store.keywords import assign
+
+    try:
+        letters, refused = assign(box.dir_fd, box.path, target.keywords, timeout)
+    except KeywordsUnusable as e:
+        log.warning(f"{target.address}: keywords {' '.join(target.keywords)} not stored: {e}")
+        return ""
+    for name, why in refused:
+        log.warning(f"{target.address}: keyword {name} not stored in {box.path}: {why}")
+    return letters
 
 
 def filter_target(delivery, path, plan, target, info, staged):

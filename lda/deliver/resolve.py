@@ -21,7 +21,8 @@ class Target:
 
     def __init__(self, address, db_root, mailbox=None, maildir_root=None,
                  maildir_relative=None, folder=None, quota=None, primary=False, via=(),
-                 info=None, create_folder=False, key=None, lock_key=None, reply=None):
+                 info=None, create_folder=False, key=None, lock_key=None, reply=None,
+                 keywords=()):
         self.address = address
         self.db_root = db_root
         self.mailbox = mailbox                 # DeliveredTo key, None if external
@@ -32,18 +33,19 @@ class Target:
         self.primary = primary
         self.via = via
         self.info = info                       # Maildir info flags ("FS"): into cur/
+        self.keywords = keywords               # IMAP keyword names: letters in cur/
         self.create_folder = create_folder
         self.key = key
         self.lock_key = lock_key or self.key_mailbox
         self.reply = reply                     # bytes to send instead of the message
         self.filtered = False                  # a Sieve script has run for it
 
-    def derive(self, folder, info, create_folder, suffix):
+    def derive(self, folder, info, create_folder, suffix, keywords=()):
         """The same mailbox, another folder or flags (a Sieve store)."""
         derived = Target(self.address, self.db_root, self.mailbox, self.maildir_root,
                          self.maildir_relative, folder, self.quota, self.primary, self.via,
                          info, create_folder, key=self.mailbox + suffix if suffix else None,
-                         lock_key=self.mailbox)
+                         lock_key=self.mailbox, keywords=keywords)
         derived.filtered = True
         return derived
 

@@ -60,9 +60,10 @@ Outcome
 
 Keep and FileInto carry .maildir_folder (None for INBOX, ".Lists.Python"
 for "Lists.Python", modified UTF-7 for non-ASCII) and .maildir_info ("FS"
-for \\Seen \\Flagged: the Maildir info letters, in ASCII order; keywords
-have no letter and are only logged).  A message with info letters belongs
-in cur/ as NAME:2,FS (the Maildir spec), not in new/.
+for \\Seen \\Flagged: the Maildir info letters, in ASCII order) and
+.keywords (the other flags, such as $Junk: the delivery stores them as
+Dovecot's keyword letters, lda/store/keywords.py).  A message with info
+letters belongs in cur/ as NAME:2,FSa (the Maildir spec), not in new/.
 
 Decisions
 ---------

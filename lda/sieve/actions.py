@@ -80,7 +80,9 @@ def maildir_info(flags):
 
 
 def keywords(flags):
-    """The flags Maildir has no letter for (IMAP keywords such as $Junk)."""
+    """The flags that are no Maildir system flag: IMAP keywords such as
+    $Junk, stored as Dovecot's keyword letters (lda/store/keywords.py,
+    which also refuses names that are no IMAP atom, such as \\Recent)."""
     return [f for f in flags if f.lower() not in MAILDIR_FLAGS]
 
 
@@ -125,6 +127,10 @@ class Keep(Action):
     def maildir_info(self):
         return maildir_info(self.flags)
 
+    @property
+    def keywords(self):
+        return tuple(keywords(self.flags))
+
     def describe(self):
         return ("keep (implicit)" if self.implicit else "keep") + _flags_text(self.flags)
 
@@ -148,6 +154,10 @@ class FileInto(Action):
     @property
     def maildir_info(self):
         return maildir_info(self.flags)
+
+    @property
+    def keywords(self):
+        return tuple(keywords(self.flags))
 
     def describe(self):
         return (f'fileinto "{self.folder}"' + (" :copy" if self.copy else "")

@@ -18,7 +18,6 @@ from .actions import (
     Redirect,
     UnsafeFolder,
     check_folder,
-    keywords,
 )
 from .fields import address_part, addresses, text, valid_address
 from .match import compare, quote_wildcards
@@ -80,9 +79,6 @@ class Execution:
     def outcome(self):
         implicit = not self.keep_cancelled
         flags = flag_list(self.flags) if implicit else []
-        for action in self.actions + ([Keep(flags)] if implicit else []):
-            for keyword in keywords(getattr(action, "flags", ())):
-                self.log.append(f"flag {keyword} not stored: Maildir has no keywords")
         return Outcome(self.actions, implicit, flags, [], self.log, self.records)
 
     def failed(self, error):

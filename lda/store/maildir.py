@@ -169,7 +169,8 @@ def open_state(path, base, owner=None, make_base=True):
 
 
 class Maildir:
-    """An open Maildir (or Maildir++ folder) with fds for tmp/ and new/."""
+    """An open Maildir (or Maildir++ folder) with fds for tmp/, new/, cur/
+    and the folder itself (dir_fd: its dovecot-keywords lives there)."""
 
     def __init__(self, path, root_fd, folder=None, create=True):
         self.root_path = path        # the mailbox root: maildirsize lives here
@@ -177,11 +178,13 @@ class Maildir:
         self.path = os.path.join(path, folder) if folder else path
         self._fds = []
         try:
-            dir_fd = root_fd
             if folder:
                 dir_fd = self._keep(open_dir(folder, root_fd, create=create))
                 if create:
                     _touch(dir_fd, "maildirfolder")
+            else:  # the caller closes root_fd
+                dir_fd = self._keep(os.dup(root_fd))
+            self.dir_fd = dir_fd
             self.tmp_fd, self.new_fd, self.cur_fd = (
                 self._keep(open_dir(sub, dir_fd, create=create)) for sub in SUBDIRS)
         except OSError as e:
@@ -406,14 +409,23 @@ def _finish_copies(run, staged, failed):
             failed[i] = CannotCreate(f"cannot write message: {e.strerror}")
 
 
-def link(staged, box, name, flags, hostname):
+def info(flags, keywords=""):
+    """The letters after ":2,": system flags (S, F, ...) in ASCII order as
+    the Maildir spec asks, then keyword letters (a..z, see keywords.py) in
+    order, as Dovecot writes them."""
+    return "".join(sorted(set(flags or ""))) + "".join(sorted(set(keywords)))
+
+
+def link(staged, box, name, flags, hostname, keywords=""):
     """Link the staged file into box's new/ as name, or into cur/ as
-    name:2,flags (the Maildir spec's place for a message with info, here
-    Sieve imap4flags); on another filesystem, copy it into box's tmp/ and
-    fsync it first.  Returns (a descriptor of that directory, its path):
-    the link is not durable, and the delivery does not count, until
-    sync_linked has fsynced it.  CannotCreate when it fails."""
-    sub, dst_fd, final = ("cur", box.cur_fd, f"{name}:2,{flags}") if flags else (
+    name:2,INFO (the Maildir spec's place for a message with info, here
+    Sieve imap4flags: system flag letters, then Dovecot keyword letters);
+    on another filesystem, copy it into box's tmp/ and fsync it first.
+    Returns (a descriptor of that directory, its path): the link is not
+    durable, and the delivery does not count, until sync_linked has
+    fsynced it.  CannotCreate when it fails."""
+    letters = info(flags, keywords)
+    sub, dst_fd, final = ("cur", box.cur_fd, f"{name}:2,{letters}") if letters else (
         "new", box.new_fd, name)
     path = f"{box.path}/{sub}"
     try:
