@@ -1,12 +1,13 @@
 """Maildir++ quota accounting against real files (Courier README.maildirquota)."""
 
+import json
 import multiprocessing
 import os
 import stat
 
 import pytest
 
-from conftest import write_maildirsize
+from conftest import maildir_files, message, write_maildirsize
 from lda.config import Config
 from lda.deliver.resolve import Target
 from lda.errors import CannotCreate, ConfigError, QuotaExceeded, QuotaTooBig
@@ -426,3 +427,84 @@ def test_too_big_is_permanent_for_a_target_that_is_not_primary(maildir):
 def test_quota_settings_are_checked(settings):
     with pytest.raises(ConfigError):
         Config(settings)
+
+
+# --- deliveries and admin commands: the installed lda, managed mode -----------
+
+def _lines(box):
+    return (box / "maildirsize").read_text().splitlines()
+
+
+def _usage_lines_sum(box):
+    return [sum(int(line.split()[i]) for line in _lines(box)[1:]) for i in (0, 1)]
+
+
+def _on_disk(box):
+    files = [p for sub in ("new", "cur") for p in (box / sub).iterdir()]
+    return [sum(p.stat().st_size for p in files), len(files)]
+
+
+def test_a_mailbox_without_limits_of_its_own_keeps_the_limit_dovecot_set(site):
+    box = site.create("alice@example.org")                  # unlimited in lda
+    write_maildirsize(box, b"2000S\n0 0\n")                 # as Dovecot writes it
+    site.deliver(message("<one@x>"), "alice@example.org", check=0)
+    assert _lines(box)[0] == "2000S" and _usage_lines_sum(box) == _on_disk(box)
+    shown = json.loads(site.run("quota", "show", "alice@example.org", "--json",
+                                check=0).stdout)
+    assert (shown["storage_limit"], shown["storage_limit_from"]) == (2000, "maildirsize")
+    assert shown["storage_used"] == _on_disk(box)[0]
+    assert _lines(box)[0] == "2000S"
+    # Enforced: full (fits in 2000 alone) is deferred; larger than 2000 is refused.
+    full = site.deliver(message("<two@x>", body=b"y" * 1700 + b"\n"), "alice@example.org",
+                        check=75)
+    assert full.stderr.decode().startswith("4.2.2 mailbox full")
+    big = site.deliver(message("<three@x>", body=b"z" * 2000 + b"\n"), "alice@example.org",
+                       check=77)
+    assert big.stderr.decode().startswith("5.2.3 ")
+    for command in (["quota", "recalc", "alice@example.org"],
+                    ["mailbox", "set-quota", "alice@example.org", "--storage", "0"],
+                    ["mailbox", "set-quota", "alice@example.org", "--storage", "default"]):
+        site.run(*command, check=0)
+        assert _lines(box) == ["2000S", f"{_on_disk(box)[0]} 1"], command
+    # lda's own limit wins and is written; lifting it drops the line lda
+    # wrote, not Dovecot's earlier one (gone once lda's replaced it).
+    site.run("mailbox", "set-quota", "alice@example.org", "--storage", "5000", check=0)
+    assert _lines(box)[0] == "5000S"
+    site.run("mailbox", "set-quota", "alice@example.org", "--storage", "default", check=0)
+    assert _lines(box)[0] == "0S"
+
+
+def test_every_delivery_keeps_an_unlimited_maildirsize_right_across_a_move(site):
+    box = site.create("alice@example.org")
+    write_maildirsize(box, b"0S\n0 0\n")
+    site.run("db", "create", "db2", check=0)
+    site.deliver(message("<before@x>"), "alice@example.org", check=0)
+    site.run("mailbox", "move", "alice@example.org", "--to", "db2", check=0)
+    moved = site.maildir("alice@example.org")
+    assert moved != box and not box.exists()
+    site.deliver(message("<after@x>", body=b"longer\n" * 20), "alice@example.org", check=0)
+    assert len(_lines(moved)) == 4 and _usage_lines_sum(moved) == _on_disk(moved)
+    assert json.loads(site.run("quota", "show", "alice@example.org", "--json",
+                               check=0).stdout)["storage_used"] == _on_disk(moved)[0]
+
+
+def test_managed_delivery_without_maildirsize_does_not_import_it(site):
+    from test_deliver import modules_after_delivery
+
+    site.create("alice@example.org")
+    rc, loaded, stderr = modules_after_delivery(site.env, "alice@example.org")
+    assert rc == 0, stderr
+    assert "lda.store.maildirsize" not in loaded
+
+
+def test_courier_rules_leave_trash_out_of_delivered_usage(make_site):
+    site = make_site(quota_rules="courier")
+    box = site.create("alice@example.org")
+    write_maildirsize(box, b"0S\n0 0\n")
+    script = box / "lda.sieve"
+    script.write_text('require ["fileinto", "mailbox"];\nfileinto :create "Trash";\n')
+    script.chmod(0o600)
+    site.deliver(message("<trash@x>"), "alice@example.org", check=0)
+    assert len(maildir_files(box / ".Trash")) == 1 and _lines(box) == ["0S", "0 0"]
+    assert json.loads(site.run("quota", "recalc", "alice@example.org", "--json",
+                               check=0).stdout)["storage_used"] == 0

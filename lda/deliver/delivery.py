@@ -54,9 +54,11 @@ class Result:
 
 
 def _has_quota(target):
-    """Whether a local target has a Maildir++ quota to check and keep:
-    only then is the maildirsize code imported."""
-    return target.local and target.quota is not None and not target.quota.unlimited()
+    """Whether a local target has a maildirsize to keep (the resolver found
+    one, or lda limits the mailbox and so writes one): only then is the
+    maildirsize code imported.  Its usage is kept even without a limit to
+    check, since Dovecot or Courier reads it (Target.quota: Quota() then)."""
+    return target.local and target.quota is not None
 
 
 def prefix_for(recipient, sender, lead):
@@ -450,7 +452,7 @@ class Delivery:
                 failed.append(keys[target])
 
     def _quota_failure(self, target, size):
-        if not _has_quota(target):
+        if not _has_quota(target) or target.quota.unlimited():
             return None
         from ..store.maildirsize import quota_failure
 
@@ -502,16 +504,20 @@ class Delivery:
         finally:
             box.close()
         try:
-            self._add_usage(target, staged)
+            self._add_usage(target, staged, box.folder)
         except BaseException:
             os.close(linked_into)
             raise
         return linked_into, path
 
-    def _add_usage(self, target, staged):
+    def _add_usage(self, target, staged, folder):
+        """One maildirsize line for the message stored in folder (the
+        courier rules leave .Trash and T-flagged messages out)."""
         if _has_quota(target):
-            from ..store.maildirsize import add_usage
+            from ..store.maildirsize import add_usage, counts_towards_quota
 
+            if not counts_towards_quota(folder, target.info, self.config.quota_rules):
+                return
             try:
                 add_usage(target.maildir_path, staged.size)
             except LdaError as e:  # delivered already; the next read recalculates
