@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from conftest import maildir_files, message, write_maildirsize
+from statuscodes import S250_DELIVERED, S250_RCPT, S452_FULL, S552_TOO_BIG_FOR_QUOTA
 from lda.config import Config
 from lda.deliver.resolve import Target
 from lda.errors import CannotCreate, ConfigError, QuotaExceeded, QuotaTooBig
@@ -508,3 +509,39 @@ def test_courier_rules_leave_trash_out_of_delivered_usage(make_site):
     assert len(maildir_files(box / ".Trash")) == 1 and _lines(box) == ["0S", "0 0"]
     assert json.loads(site.run("quota", "recalc", "alice@example.org", "--json",
                                check=0).stdout)["storage_used"] == 0
+
+
+# --- too big for the quota: permanent everywhere --------------------------------
+
+def test_lmtp_refuses_a_message_too_big_for_the_quota_with_552_5_2_3(lmtp):
+    server = lmtp(lmtp_rcpt_check_quota=True)
+    server.site.create("tiny@example.org", "--quota-storage", "100")
+    client = server.client()
+    # No SIZE= at RCPT: the DATA reply says it, for that recipient alone.
+    rcpt, data = client.send("s@example.org", ["tiny@example.org", "a@example.org"],
+                             message(body=b"x" * 500 + b"\n"))
+    assert rcpt["tiny@example.org"].startswith(S250_RCPT)
+    assert [r[:9] for r in data] == [S552_TOO_BIG_FOR_QUOTA, S250_DELIVERED]
+    client.close()
+    client = server.client()
+    assert client.cmd("LHLO test")[-1].startswith("250")
+    assert client.cmd("MAIL FROM:<s@example.org> SIZE=5000").startswith("250")
+    assert client.cmd("RCPT TO:<tiny@example.org>").startswith(S552_TOO_BIG_FOR_QUOTA)
+    assert client.cmd("RCPT TO:<full@example.org>").startswith(S452_FULL)
+    client.close()
+
+
+def test_an_alias_member_too_big_for_its_quota_is_bounced_not_retried(site):
+    alice = site.create("alice@example.org")
+    site.create("tiny@example.org", "--quota-storage", "100")
+    site.aliases.write_text("team: alice, tiny\n")
+    site.deliver(message(body=b"x" * 500 + b"\n"), "team@example.org", check=0)
+    assert len(maildir_files(alice)) == 1
+    [listed] = json.loads(site.run("partial", "list", "--json", check=0).stdout)
+    assert listed["reason"].startswith("5.2.3 ")
+    # The first retry returns it to the sender: nothing waits for days.
+    [report] = json.loads(site.run("partial", "retry", "--json", check=0).stdout)
+    assert report["outcome"] == "bounced" and report["reason"].startswith("5.2.3 ")
+    [(_, dsn)] = site.sent()
+    assert b"Status: 5.2.3" in dsn
+    assert json.loads(site.run("partial", "list", "--json", check=0).stdout) == []
