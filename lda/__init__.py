@@ -35,7 +35,8 @@ __all__ = [
     "Delivery", "make_resolver", "Log",
     "Directory", "DeliveredTo",
     "LdaError", "TemporaryFailure", "UsageError", "ConfigError", "BadMessage", "MailLoop",
-    "BadSender", "UnknownRecipient", "BadAddress", "QuotaExceeded", "MailboxMoving",
+    "BadSender", "UnknownRecipient", "BadAddress", "QuotaExceeded", "QuotaTooBig",
+    "MailboxMoving",
     "MessageTooBig", "CannotCreate", "MaildirMissing", "UnsafePath", "NotOwner",
     "ForwardFailed",
 ]

@@ -27,6 +27,10 @@ KEYS = {
     "quota_full": ("tempfail", str, "tempfail (exit 75) or reject (exit 77)"),
     "quota_storage": (0, (int, str), "default storage quota in bytes (0: none)"),
     "quota_messages": (0, int, "default message-count quota (0: none)"),
+    "quota_rules": ("dovecot", str, "what a recount counts: dovecot (every message and "
+                                    "folder) or courier (no .Trash, no T-flagged)"),
+    "quota_grace": (0, (int, str), "how far past its storage limit the last message may "
+                                   "take a mailbox: a size or a percentage (\"10%\")"),
     "recipient_delimiter": ("+", str, "characters that separate a local part from its "
                                       "extension"),
     "sendmail": (["/usr/sbin/sendmail", "-i"], list, "command that re-injects forwards"),
@@ -57,6 +61,7 @@ KEYS = {
     "quota_warning_template": ("", str, "the warning's text (empty: the built-in one)"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
+           "quota_rules": ("dovecot", "courier"),
            "log": ("auto", "stderr", "syslog"),
            "syslog_facility": ("mail", "user", "daemon", *(f"local{i}" for i in range(8)))}
 SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -73,6 +78,7 @@ class Config:
         for key, value in (values or {}).items():
             self._set(key, value)
         self.quota_storage = parse_size(self.quota_storage, "quota_storage")
+        self.quota_grace = parse_grace(self.quota_grace)
         self.partial_expiration = parse_duration(self.partial_expiration,
                                                  "partial_expiration")
         # state_base: the part of state_dir that the configuration or the
@@ -177,6 +183,18 @@ def parse_size(value, key="size"):
     if number < 0:
         raise ConfigError(f"{key} must not be negative")
     return number
+
+
+def parse_grace(value):
+    """quota_grace as (percent, bytes), one of them 0: "10%" is a share of
+    each mailbox's own storage limit, as Dovecot's quota_grace is."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        digits = value.strip()[:-1].strip()
+        if not (digits.isascii() and digits.isdigit()):
+            raise ConfigError(f"quota_grace: {value!r} is not a size like 1M or a "
+                              "percentage like 10%")
+        return int(digits), 0
+    return 0, parse_size(value, "quota_grace")
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

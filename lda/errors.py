@@ -124,6 +124,16 @@ class QuotaExceeded(LdaError):
             self.smtp_reply = "552 5.2.2"
 
 
+class QuotaTooBig(LdaError):
+    """The message is larger than the mailbox's whole storage quota: no
+    retry can store it, so it is refused at once rather than retried for
+    days as a full mailbox is (RFC 3463 X.2.3, message length exceeds
+    administrative limit)."""
+
+    exit_code = EX_NOPERM
+    smtp_reply = "552 5.2.3"
+
+
 class MailboxMoving(LdaError):
     """The mailbox is being moved to another database; retry shortly."""
 

@@ -130,6 +130,15 @@ def write_maildirsize(maildir, data, mtime=None):
     return path
 
 
+def fill_mailbox(maildir, size):
+    """Make a mailbox hold `size` bytes as quota counts them, without
+    writing them: an empty file in cur/ whose name says ,S=size (read
+    before stat).  A full mailbox needs a limit its message would fit in
+    when empty; a message larger than the whole limit is refused for good
+    (5.2.3), not deferred as a full mailbox's is."""
+    (Path(maildir) / "cur" / f"1.filler.test,S={size}:2,S").write_bytes(b"")
+
+
 def assert_no_traceback(*runs):
     """No run of lda (a CompletedProcess, stderr as bytes) ended in a
     traceback: neither "Traceback" on stderr nor exit status 1, Python's
@@ -313,7 +322,7 @@ def lmtp(make_site):
         site = make_site(**settings)
         for name in ("a", "b", "c", "d"):
             site.create(f"{name}@example.org")
-        site.create("full@example.org", "--quota-storage", "10")
+        fill_mailbox(site.create("full@example.org", "--quota-storage", "1M"), 1024**2)
         server = Server(site, *args, listen=listen, cpus=cpus, open_files=open_files)
         server.site = site
         servers.append(server)

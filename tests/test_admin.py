@@ -134,7 +134,8 @@ def test_db_errors(site, args, code, text):
 def test_set_quota_lets_a_waiting_message_in(site):
     box = site.create("alice@example.org", "--quota-storage", "1K")
     site.deliver(message(message_id="<small@x>"), "alice@example.org", check=0)
-    big = message(message_id="<big@x>", body=b"z" * 2000 + b"\n")
+    # Fits in 1K, not beside the small one: full, deferred (not too big).
+    big = message(message_id="<big@x>", body=b"z" * 700 + b"\n")
     site.deliver(big, "alice@example.org", check=75)
     shown = as_json(site, "mailbox", "set-quota", "alice@example.org", "--storage", "1M")
     assert (shown["storage_limit"], shown["storage_limit_from"]) == (1024**2, "mailbox")

@@ -34,10 +34,12 @@ def user_config(tmp_path, text):
 def over_quota(user):
     for sub in ("tmp", "new", "cur"):
         (user.maildir / sub).mkdir(parents=True, exist_ok=True)
-    (user.maildir / "maildirsize").write_text("10S\n")
+    # Full, not too big for the limit: a message larger than the whole
+    # limit is refused for good (5.2.3), not deferred.
+    (user.maildir / "maildirsize").write_text("1000S\n1000 0\n")
 
 
-QUOTA_REASON = "4.2.2 mailbox full: alice@example.org uses 0 of 10 bytes"
+QUOTA_REASON = "4.2.2 mailbox full: alice@example.org uses 1000 of 1000 bytes"
 
 
 # --- control characters never reach the log raw ---
@@ -108,7 +110,7 @@ def test_under_an_mta_stderr_carries_only_the_reason(user, tmp_path, syslog):
     assert priority == 2 << 3 | 6  # mail.info
     assert PID.sub("", line) == (
         "<m1@example.org>: to=<alice@example.org>, relay=lda, dsn=4.2.2, status=deferred "
-        "(mailbox full: alice@example.org uses 0 of 10 bytes, 0 of unlimited messages)")
+        "(mailbox full: alice@example.org uses 1000 of 1000 bytes, 0 of unlimited messages)")
 
 
 def test_without_any_configuration_no_log_line_reaches_the_reason(user):
@@ -201,7 +203,7 @@ def test_a_stream_syslog_socket_gets_nul_separated_records(user, tmp_path):
 def test_over_quota_is_deferred_and_rejected_over_quota_is_bounced(user_log_on_stderr):
     user = user_log_on_stderr
     over_quota(user)
-    detail = "(mailbox full: alice@example.org uses 0 of 10 bytes, 0 of unlimited messages)"
+    detail = "(mailbox full: alice@example.org uses 1000 of 1000 bytes, 0 of unlimited messages)"
     deferred = user.deliver(message(), "alice@example.org", check=75)
     assert log_lines(deferred) == [
         f"<m1@example.org>: to=<alice@example.org>, relay=lda, dsn=4.2.2, "

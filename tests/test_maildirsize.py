@@ -1,13 +1,17 @@
 """Maildir++ quota accounting against real files (Courier README.maildirquota)."""
 
+import json
 import multiprocessing
 import os
 import stat
 
 import pytest
 
-from conftest import write_maildirsize
-from lda.errors import CannotCreate
+from conftest import maildir_files, message, write_maildirsize
+from statuscodes import S250_DELIVERED, S250_RCPT, S452_FULL, S552_TOO_BIG_FOR_QUOTA
+from lda.config import Config
+from lda.deliver.resolve import Target
+from lda.errors import CannotCreate, ConfigError, QuotaExceeded, QuotaTooBig
 from lda.store.maildirsize import (
     MAX_SIZE,
     STALE_SECONDS,
@@ -17,7 +21,10 @@ from lda.store.maildirsize import (
     counts_towards_quota,
     existing_quota,
     format_quota,
+    grace_bytes,
     parse_quota,
+    quota_failure,
+    quota_for,
     read_usage,
     recalculate,
     would_exceed,
@@ -99,11 +106,39 @@ def test_would_exceed(usage, quota, size, count, exceeds):
     assert would_exceed(usage, quota, size, count) is exceeds
 
 
-def test_trash_does_not_count_unless_asked():
+def test_trash_and_deleted_count_unless_the_courier_rules_say_not():
     assert counts_towards_quota(None)
-    assert counts_towards_quota(".Work")
-    assert not counts_towards_quota(".Trash")
-    assert counts_towards_quota(".Trash", count_trash=True)
+    assert counts_towards_quota(".Trash", "ST")
+    assert counts_towards_quota(".Work", rules="courier")
+    assert not counts_towards_quota(".Trash", rules="courier")
+    assert not counts_towards_quota(None, "ST", rules="courier")
+
+
+@pytest.mark.parametrize("usage, size, grace, exceeds", [
+    (Usage(900, 0), 150, 50, False),
+    (Usage(900, 0), 151, 50, True),
+    (Usage(999, 0), 51, 50, False),
+    (Usage(1000, 0), 1, 50, True),
+    (Usage(1000, 0), 0, 50, False),
+    (Usage(1001, 0), 0, 50, True),
+    (Usage(0, 0), 1050, 50, False),
+], ids=["into-grace", "past-grace", "just-under-limit", "at-limit-no-grace",
+        "at-limit-nothing-added", "over-limit", "bigger-than-limit-within-grace"])
+def test_grace_is_dovecots(usage, size, grace, exceeds):
+    # quota.c: a mailbox under its limit may end up to grace bytes past it;
+    # one at or over its limit takes nothing more.
+    assert would_exceed(usage, Quota(1000, 0), size, grace=grace) is exceeds
+
+
+def test_grace_never_applies_to_the_message_count():
+    assert would_exceed(Usage(0, 10), Quota(1000, 10), 1, grace=10**6)
+
+
+@pytest.mark.parametrize("grace, limit, allowed", [
+    ((10, 0), 1000, 100), ((10, 0), 1005, 100), ((0, 4096), 1000, 4096), ((0, 0), 1000, 0),
+], ids=["percent", "percent-rounds-down", "size", "none"])
+def test_grace_bytes(grace, limit, allowed):
+    assert grace_bytes(Quota(limit), grace) == allowed
 
 
 # --- reading maildirsize ----------------------------------------------------
@@ -225,14 +260,17 @@ def test_size_from_name_when_present_else_stat(maildir):
     put(maildir, "new", "2.M2P2.host", 10)                   # no field: stat
     put(maildir, "new", "3.M3P3.host,S=12x", 7)              # malformed: stat
     put(maildir, "cur", "4.M4P4.host,S=300,W=310:2,S", 1)    # Dovecot's S= then W=
-    put(maildir, "cur", "5.M5P5.host,S=:2,S", 3)             # no digits: stat
+    put(maildir, "cur", "5.M5P5.host,S=:2,S", 3)             # no digits: stat (Courier)
     put(maildir, "cur", "6.M6P6.host,S=20:2,RS", 9)
-    assert recalculate(maildir, Quota()) == Usage(5000 + 10 + 7 + 300 + 3 + 20, 6)
+    assert recalculate(maildir, Quota(), rules="courier") == Usage(
+        5000 + 10 + 7 + 300 + 3 + 20, 6)
+    # Dovecot reads "S=" without digits as 0 bytes (quota-maildir.c).
+    assert recalculate(maildir, Quota()) == Usage(5000 + 10 + 7 + 300 + 0 + 20, 6)
 
 
 def test_folders_count_and_non_folders_do_not(maildir):
     put(maildir, "new", "a", 10)
-    put(maildir, "new", ".hidden", 10000)                    # dot files are not messages
+    put(maildir, "new", ".hidden", 10000)                    # a dot file: Dovecot counts it
     put(maildir, "cur", "g:2,ST", 640)                       # flagged deleted (T)
     put(make_maildir(maildir / ".Work", folder_marker=True), "cur", "b:2,S", 20)
     put(make_maildir(maildir / ".NoMarker"), "new", "c", 40)
@@ -240,8 +278,8 @@ def test_folders_count_and_non_folders_do_not(maildir):
     put(make_maildir(maildir / "..Bad", folder_marker=True), "new", "e", 160)
     put(make_maildir(maildir / ".Trash", folder_marker=True), "new", "f", 320)
     (maildir / ".file").write_bytes(b"x" * 5000)
-    assert recalculate(maildir, Quota()) == Usage(30, 2)
-    assert recalculate(maildir, Quota(), count_trash=True) == Usage(990, 4)
+    assert recalculate(maildir, Quota(), rules="courier") == Usage(30, 2)
+    assert recalculate(maildir, Quota()) == Usage(10 + 10000 + 640 + 20 + 40 + 320, 6)
 
 
 def test_symlinks_inside_the_maildir_are_not_followed(maildir, tmp_path):
@@ -338,3 +376,172 @@ def test_existing_quota(maildir):
     assert existing_quota(maildir) == Quota(1000000, 0)
     write_maildirsize(maildir, b"\n12 1\n")      # Courier's line when unlimited
     assert existing_quota(maildir) == Quota()
+
+
+# --- whose limit: lda's own, else the one found in maildirsize -----------------
+
+def test_a_limit_lda_did_not_set_is_kept_when_lda_has_none(maildir):
+    write_maildirsize(maildir, b"204800S\n10 1\n")
+    assert quota_for(Quota(), maildir) == Quota(204800, 0)
+    assert quota_for(Quota(0, 0), maildir / "nowhere") == Quota()
+    # lda's own limit wins: the admin set it through lda.
+    assert quota_for(Quota(1000, 5), maildir) == Quota(1000, 5)
+    read_usage(maildir, quota_for(Quota(), maildir), clock=at(0))
+    assert (maildir / "maildirsize").read_bytes().startswith(b"204800S\n")
+
+
+# --- the answer for a full mailbox, and for a message too big for any --------
+
+def _target(maildir, quota, primary=True):
+    return Target("alice@example.org", str(maildir.parent), mailbox="alice@example.org",
+                  maildir_root=str(maildir), quota=quota, primary=primary)
+
+
+@pytest.mark.parametrize("settings, used, size, failure", [
+    ({}, 0, 1001, QuotaTooBig),
+    ({}, 500, 501, QuotaExceeded),
+    ({}, 500, 500, None),
+    ({"quota_grace": "10%"}, 500, 600, None),
+    ({"quota_grace": "10%"}, 0, 1100, None),
+    ({"quota_grace": "10%"}, 1, 1100, QuotaTooBig),
+    ({"quota_grace": "1K"}, 1000, 1, QuotaExceeded),
+], ids=["too-big", "full", "fits-exactly", "within-grace", "bigger-than-limit-into-empty",
+        "bigger-than-limit-does-not-fit", "at-limit-no-grace"])
+def test_quota_failure(maildir, settings, used, size, failure):
+    put(maildir, "cur", f"1.M1P1.host,S={used}:2,S", 1)
+    found = quota_failure(Config(settings), _target(maildir, Quota(1000)), size)
+    assert (found is None) if failure is None else (type(found) is failure)
+    if failure is QuotaTooBig:
+        assert (found.exit_code, found.smtp_reply) == (77, "552 5.2.3")
+        assert found.permanent and found.reason().startswith("5.2.3 ")
+
+
+def test_too_big_is_permanent_for_a_target_that_is_not_primary(maildir):
+    found = quota_failure(Config(), _target(maildir, Quota(1000), primary=False), 5000)
+    assert isinstance(found, QuotaTooBig) and found.permanent
+
+
+@pytest.mark.parametrize("settings", [
+    {"quota_rules": "both"}, {"quota_grace": "ten%"}, {"quota_grace": "-1"},
+    {"quota_grace": 1.5},
+], ids=["unknown-rules", "bad-percent", "negative", "float"])
+def test_quota_settings_are_checked(settings):
+    with pytest.raises(ConfigError):
+        Config(settings)
+
+
+# --- deliveries and admin commands: the installed lda, managed mode -----------
+
+def _lines(box):
+    return (box / "maildirsize").read_text().splitlines()
+
+
+def _usage_lines_sum(box):
+    return [sum(int(line.split()[i]) for line in _lines(box)[1:]) for i in (0, 1)]
+
+
+def _on_disk(box):
+    files = [p for sub in ("new", "cur") for p in (box / sub).iterdir()]
+    return [sum(p.stat().st_size for p in files), len(files)]
+
+
+def test_a_mailbox_without_limits_of_its_own_keeps_the_limit_dovecot_set(site):
+    box = site.create("alice@example.org")                  # unlimited in lda
+    write_maildirsize(box, b"2000S\n0 0\n")                 # as Dovecot writes it
+    site.deliver(message("<one@x>"), "alice@example.org", check=0)
+    assert _lines(box)[0] == "2000S" and _usage_lines_sum(box) == _on_disk(box)
+    shown = json.loads(site.run("quota", "show", "alice@example.org", "--json",
+                                check=0).stdout)
+    assert (shown["storage_limit"], shown["storage_limit_from"]) == (2000, "maildirsize")
+    assert shown["storage_used"] == _on_disk(box)[0]
+    assert _lines(box)[0] == "2000S"
+    # Enforced: full (fits in 2000 alone) is deferred; larger than 2000 is refused.
+    full = site.deliver(message("<two@x>", body=b"y" * 1700 + b"\n"), "alice@example.org",
+                        check=75)
+    assert full.stderr.decode().startswith("4.2.2 mailbox full")
+    big = site.deliver(message("<three@x>", body=b"z" * 2000 + b"\n"), "alice@example.org",
+                       check=77)
+    assert big.stderr.decode().startswith("5.2.3 ")
+    for command in (["quota", "recalc", "alice@example.org"],
+                    ["mailbox", "set-quota", "alice@example.org", "--storage", "0"],
+                    ["mailbox", "set-quota", "alice@example.org", "--storage", "default"]):
+        site.run(*command, check=0)
+        assert _lines(box) == ["2000S", f"{_on_disk(box)[0]} 1"], command
+    # lda's own limit wins and is written; lifting it drops the line lda
+    # wrote, not Dovecot's earlier one (gone once lda's replaced it).
+    site.run("mailbox", "set-quota", "alice@example.org", "--storage", "5000", check=0)
+    assert _lines(box)[0] == "5000S"
+    site.run("mailbox", "set-quota", "alice@example.org", "--storage", "default", check=0)
+    assert _lines(box)[0] == "0S"
+
+
+def test_every_delivery_keeps_an_unlimited_maildirsize_right_across_a_move(site):
+    box = site.create("alice@example.org")
+    write_maildirsize(box, b"0S\n0 0\n")
+    site.run("db", "create", "db2", check=0)
+    site.deliver(message("<before@x>"), "alice@example.org", check=0)
+    site.run("mailbox", "move", "alice@example.org", "--to", "db2", check=0)
+    moved = site.maildir("alice@example.org")
+    assert moved != box and not box.exists()
+    site.deliver(message("<after@x>", body=b"longer\n" * 20), "alice@example.org", check=0)
+    assert len(_lines(moved)) == 4 and _usage_lines_sum(moved) == _on_disk(moved)
+    assert json.loads(site.run("quota", "show", "alice@example.org", "--json",
+                               check=0).stdout)["storage_used"] == _on_disk(moved)[0]
+
+
+def test_managed_delivery_without_maildirsize_does_not_import_it(site):
+    from test_deliver import modules_after_delivery
+
+    site.create("alice@example.org")
+    rc, loaded, stderr = modules_after_delivery(site.env, "alice@example.org")
+    assert rc == 0, stderr
+    assert "lda.store.maildirsize" not in loaded
+
+
+def test_courier_rules_leave_trash_out_of_delivered_usage(make_site):
+    site = make_site(quota_rules="courier")
+    box = site.create("alice@example.org")
+    write_maildirsize(box, b"0S\n0 0\n")
+    script = box / "lda.sieve"
+    script.write_text('require ["fileinto", "mailbox"];\nfileinto :create "Trash";\n')
+    script.chmod(0o600)
+    site.deliver(message("<trash@x>"), "alice@example.org", check=0)
+    assert len(maildir_files(box / ".Trash")) == 1 and _lines(box) == ["0S", "0 0"]
+    assert json.loads(site.run("quota", "recalc", "alice@example.org", "--json",
+                               check=0).stdout)["storage_used"] == 0
+
+
+# --- too big for the quota: permanent everywhere --------------------------------
+
+def test_lmtp_refuses_a_message_too_big_for_the_quota_with_552_5_2_3(lmtp):
+    server = lmtp(lmtp_rcpt_check_quota=True)
+    server.site.create("tiny@example.org", "--quota-storage", "100")
+    client = server.client()
+    # No SIZE= at RCPT: the DATA reply says it, for that recipient alone.
+    rcpt, data = client.send("s@example.org", ["tiny@example.org", "a@example.org"],
+                             message(body=b"x" * 500 + b"\n"))
+    assert rcpt["tiny@example.org"].startswith(S250_RCPT)
+    assert [r[:9] for r in data] == [S552_TOO_BIG_FOR_QUOTA, S250_DELIVERED]
+    client.close()
+    client = server.client()
+    assert client.cmd("LHLO test")[-1].startswith("250")
+    assert client.cmd("MAIL FROM:<s@example.org> SIZE=5000").startswith("250")
+    assert client.cmd("RCPT TO:<tiny@example.org>").startswith(S552_TOO_BIG_FOR_QUOTA)
+    assert client.cmd("RCPT TO:<full@example.org>").startswith(S452_FULL)
+    client.close()
+
+
+def test_an_alias_member_too_big_for_its_quota_is_bounced_not_retried(site):
+    alice = site.create("alice@example.org")
+    site.create("tiny@example.org", "--quota-storage", "100")
+    site.aliases.write_text("team: alice, tiny\n")
+    site.deliver(message(body=b"x" * 500 + b"\n"), "team@example.org", check=0)
+    assert len(maildir_files(alice)) == 1
+    [listed] = json.loads(site.run("partial", "list", "--json", check=0).stdout)
+    assert listed["reason"].startswith("5.2.3 ")
+    # The first retry returns it to the sender: nothing waits for days.
+    [report] = json.loads(site.run("partial", "retry", "--json", check=0).stdout)
+    assert report["outcome"] == "bounced" and report["reason"].startswith("5.2.3 ")
+    [(_, dsn)] = site.sent()
+    assert b"Status: 5.2.3" in dsn
+    assert json.loads(site.run("partial", "list", "--json", check=0).stdout) == []

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import LDA, maildir_files, message
+from conftest import LDA, fill_mailbox, maildir_files, message
 
 
 def partials(site, name="default"):
@@ -121,7 +121,8 @@ def test_self_reference_delivers_to_the_mailbox(site):
 
 def test_forward_target_over_quota_is_a_partial_delivery(site):
     alice = site.create("alice@example.org")
-    bob = site.create("bob@example.org", "--quota-storage", "100")
+    bob = site.create("bob@example.org", "--quota-storage", "1K")
+    fill_mailbox(bob, 1024)
     site.aliases.write_text("team: alice, bob\n")
     msg = message(body=b"x" * 500 + b"\n")
     done = site.deliver(msg, "team@example.org", check=0)
@@ -157,7 +158,7 @@ def test_reused_message_ids_kept_for_a_full_forward_target_are_each_retried(make
 
 
 def test_every_target_over_quota_is_a_temporary_failure(site):
-    site.create("bob@example.org", "--quota-storage", "100")
+    fill_mailbox(site.create("bob@example.org", "--quota-storage", "1K"), 1024)
     site.create("carol@example.org", "--quota-messages", "1")
     site.deliver(message(message_id="<first@x>"), "carol@example.org", check=0)
     site.aliases.write_text("team: bob, carol\n")
@@ -176,7 +177,7 @@ def test_primary_over_quota(make_site, settings, argv, code, status):
     box = site.create("alice@example.org", "--quota-storage", "1K")
     site.deliver(message(message_id="<small@x>"), "alice@example.org", check=0)
     done = site.run("deliver", *argv, "-f", "s@example.org", "alice@example.org",
-                    input=message(body=b"z" * 2000 + b"\n"), check=code)
+                    input=message(body=b"z" * 700 + b"\n"), check=code)
     assert done.stderr.decode().strip().splitlines()[0].startswith(status + " ")
     assert len(maildir_files(box)) == 1
     first_line = (box / "maildirsize").read_text().splitlines()[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LDA, maildir_files, message
+from conftest import LDA, fill_mailbox, maildir_files, message
 
 BIG = message(body=b"x" * 500 + b"\n")
 
@@ -38,7 +38,8 @@ def run_json(site, *args, check=0):
 def team_partial(site, msg=BIG, sender="sender@example.org"):
     """alice gets the message, bob (over quota) becomes a partial delivery."""
     alice = site.create("alice@example.org")
-    bob = site.create("bob@example.org", "--quota-storage", "100")
+    bob = site.create("bob@example.org", "--quota-storage", "1K")
+    fill_mailbox(bob, 1024)
     site.aliases.write_text("team: alice, bob\n")
     site.deliver(msg, "team@example.org", sender=sender, check=0)
     assert len(maildir_files(alice)) == 1 and maildir_files(bob) == []

@@ -14,7 +14,14 @@ import pytest
 
 pytest.register_assert_rewrite("postfix")  # before the import: it is a plugin too
 
-from conftest import Site, SyslogSink, maildir_files, message, wait_until  # noqa: E402
+from conftest import (  # noqa: E402
+    Site,
+    SyslogSink,
+    fill_mailbox,
+    maildir_files,
+    message,
+    wait_until,
+)
 from postfix import (  # noqa: E402
     BOUNCED, DEFERRED, LDA, LOCAL_DOMAIN, OUTSIDE_DOMAIN, SENDER, SENDMAIL, SENT, VIRTUAL_DOMAIN)
 
@@ -155,7 +162,7 @@ def test_mailbox_command_over_quota_defers_with_the_reason_alone(make_postfix, m
     maildir = user.home / "Maildir"
     for sub in ("tmp", "new", "cur"):
         (maildir / sub).mkdir(parents=True)
-    (maildir / "maildirsize").write_text("10S\n")
+    (maildir / "maildirsize").write_text("1000S\n1000 0\n")  # full, not too big
     user.chown_tree(user.home)
     main = {"mailbox_command": f"{LDA} deliver"}
     if configured:  # the default log = "auto", its syslog in a socket the test reads
@@ -169,7 +176,7 @@ def test_mailbox_command_over_quota_defers_with_the_reason_alone(make_postfix, m
     queue_id = postfix.send(message(message_id="<full@example.org>"), [recipient])
     logged = postfix.wait_for_delivery(queue_id, recipient)
     assert (logged.status, logged.dsn) == (DEFERRED, "4.2.2"), logged
-    reason = f"mailbox full: {recipient} uses 0 of 10 bytes, 0 of unlimited messages"
+    reason = f"mailbox full: {recipient} uses 1000 of 1000 bytes, 0 of unlimited messages"
     assert reason in logged.detail and "to=<" not in logged.detail, logged
     assert "status=" not in logged.detail and logged.detail.count("lda: ") <= 1, logged
     if configured:
@@ -218,6 +225,9 @@ EXIT_CASES = [
     exit_case("lmtp-unix", "full", {}, DEFERRED, "4.2.2", "mailbox full"),
     exit_case("lmtp-unix", "full", {"quota_full": "reject"}, BOUNCED, "5.2.2",
               "mailbox full"),
+    # Larger than the whole quota: returned at once, never retried.
+    exit_case("pipe", "tiny", {}, BOUNCED, "5.2.3", "too big"),
+    exit_case("lmtp-unix", "tiny", {}, BOUNCED, "5.2.3", "too big"),
 ]
 
 
@@ -225,7 +235,8 @@ EXIT_CASES = [
 def test_lda_answer_becomes_the_postfix_status(make_stack, transport, local, settings,
                                                status, dsn, reason):
     stack = make_stack(transport, **settings)
-    stack.create("full", "--quota-storage", "1")
+    fill_mailbox(stack.create("full", "--quota-storage", "1M"), 1024**2)
+    stack.create("tiny", "--quota-storage", "1")
     queue_id = stack.postfix.send(message(message_id="<status@example.org>"),
                                   [address(local)])
     logged = stack.postfix.wait_for_delivery(queue_id, address(local))
@@ -238,7 +249,8 @@ def test_lmtp_defers_only_the_recipient_over_quota(make_stack):
     postfix = stack.postfix
     boxes = {address(n): stack.create(n) for n in ("a", "b", "c", "d")}
     full = address("full")
-    boxes[full] = stack.create("full", "--quota-storage", "1")
+    boxes[full] = stack.create("full", "--quota-storage", "1M")
+    fill_mailbox(boxes[full], 1024**2)
     msg = message(message_id="<five@example.org>")
 
     queue_id = postfix.send(msg, list(boxes))

@@ -132,7 +132,10 @@ def _retry_one(config, log, record, clock, sendmail, resolver):
             _remove(config, log, record, clock)
             return _report(record, outcome, "")
         error = outcome
-    reason = " ".join(str(error).split())
+    # Led by the RFC 3463 code, as delivery.py records it: the DSN of a
+    # bounce below takes its status from there (5.2.3 for a message too big
+    # for the quota has no wording dsn.STATUS_WORDS would know).
+    reason = error.reason()
     if error.permanent:  # retrying cannot help: return it now
         return _bounce_one(config, log, {**record, "reason": reason}, clock, sendmail)
     _count_attempt(config, record, reason, clock)

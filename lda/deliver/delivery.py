@@ -54,9 +54,11 @@ class Result:
 
 
 def _has_quota(target):
-    """Whether a local target has a Maildir++ quota to check and keep:
-    only then is the maildirsize code imported."""
-    return target.local and target.quota is not None and not target.quota.unlimited()
+    """Whether a local target has a maildirsize to keep (the resolver found
+    one, or lda limits the mailbox and so writes one): only then is the
+    maildirsize code imported.  Its usage is kept even without a limit to
+    check, since Dovecot or Courier reads it (Target.quota: Quota() then)."""
+    return target.local and target.quota is not None
 
 
 def prefix_for(recipient, sender, lead):
@@ -446,11 +448,13 @@ class Delivery:
         self._warn_quota(db, [t for t, _ in pending], keys, staged, results)
 
     def _warn_quota(self, db, targets, keys, staged, results):
-        """Issue 18: a warning into each mailbox whose usage these deliveries
-        took across a quota_warnings threshold (lda.deliver.quotawarn, which
-        is imported only when one is configured and the mailbox has a limit).
+        """A warning into each mailbox whose usage these deliveries took
+        across a quota_warnings threshold (lda.deliver.quotawarn, which is
+        imported only when one is configured and the mailbox has a limit).
         Still under the mailbox locks; it never changes a result."""
-        delivered = [t for t in targets if _has_quota(t) and self.config.quota_warnings
+        if not self.config.quota_warnings:
+            return
+        delivered = [t for t in targets if _has_quota(t) and not t.quota.unlimited()
                      and results[t].outcomes.get(t) == DELIVERED]
         if delivered:
             from .quotawarn import warn
@@ -470,7 +474,7 @@ class Delivery:
                 failed.append(keys[target])
 
     def _quota_failure(self, target, size):
-        if not _has_quota(target):
+        if not _has_quota(target) or target.quota.unlimited():
             return None
         from ..store.maildirsize import quota_failure
 
@@ -529,16 +533,20 @@ class Delivery:
         finally:
             box.close()
         try:
-            self._add_usage(target, staged)
+            self._add_usage(target, staged, box.folder)
         except BaseException:
             os.close(linked_into)
             raise
         return linked_into, path
 
-    def _add_usage(self, target, staged):
+    def _add_usage(self, target, staged, folder):
+        """One maildirsize line for the message stored in folder (the
+        courier rules leave .Trash and T-flagged messages out)."""
         if _has_quota(target):
-            from ..store.maildirsize import add_usage
+            from ..store.maildirsize import add_usage, counts_towards_quota
 
+            if not counts_towards_quota(folder, target.info, self.config.quota_rules):
+                return
             try:
                 add_usage(target.maildir_path, staged.size)
             except LdaError as e:  # delivered already; the next read recalculates

@@ -94,11 +94,12 @@ def _warn_mailbox(delivery, db, targets, keys, staged):
     """The usage after this group's copies (maildirsize, read as a delivery
     reads it) and before them (minus the copies that count: a Trash copy
     does not), and a warning for each threshold crossed between."""
-    counted = [t for t in targets if counts_towards_quota(t.folder)]
+    rules = delivery.config.quota_rules
+    counted = [t for t in targets if counts_towards_quota(t.folder, t.info, rules)]
     if not counted:
         return
     first = counted[0]
-    after = read_usage(first.maildir_path, first.quota, delivery.clock)
+    after = read_usage(first.maildir_path, first.quota, delivery.clock, rules=rules)
     before = Usage(after.storage - sum(staged[t].size for t in counted),
                    after.messages - len(counted))
     for kind, percent in crossed(delivery.config.quota_warnings, first.quota, before, after):

@@ -271,12 +271,25 @@ class ManagedResolver:
         return own.db_root if own else self.directory.default_database()[1]
 
     def _quota(self, mailbox):
-        from ..store.maildirsize import Quota
-
+        """lda's own limits (the mailbox's columns, else lda.toml's), which
+        win; without any, the quota line of an existing maildirsize, so a
+        limit Dovecot or Courier set is kept and enforced, and its usage
+        kept right; None when there is no maildirsize either: one lstat, and
+        the maildirsize module is not imported (as UserResolver does)."""
         storage = mailbox.quota_storage
         messages = mailbox.quota_messages
-        return Quota(self.config.quota_storage if storage is None else storage,
-                     self.config.quota_messages if messages is None else messages)
+        storage = self.config.quota_storage if storage is None else storage
+        messages = self.config.quota_messages if messages is None else messages
+        if storage <= 0 and messages <= 0:
+            maildir = os.path.join(mailbox.db_root, mailbox.maildir)
+            if not os.path.lexists(os.path.join(maildir, "maildirsize")):
+                return None
+            from ..store.maildirsize import existing_quota
+
+            return existing_quota(maildir)
+        from ..store.maildirsize import Quota
+
+        return Quota(storage, messages)
 
 
 def current_user(environ=os.environ):

@@ -2,7 +2,8 @@
 
 RCPT resolves the address at once (550 5.1.1 for an unknown user, and with
 lmtp_rcpt_check_quota a 452 for a full mailbox, as Dovecot's
-lmtp_rcpt_check_quota does); DATA runs the same Delivery as `lda deliver`
+lmtp_rcpt_check_quota does, or 552 5.2.3 when MAIL's SIZE= is more than the
+whole quota); DATA runs the same Delivery as `lda deliver`
 and answers each recipient.  Disk and SQLite work runs on the event loop,
 holding up the process's other sessions while it lasts, as a Dovecot lmtp
 process does (other processes take the new sessions), or with lmtp_workers

@@ -7,6 +7,24 @@ line such as ``10000000S,1000C`` and then ``<bytes> <count>`` lines, which may
 be negative; the usage is their sum.  Writers append one line per change and
 the file is rebuilt from a scan of the Maildir when the spec says so.
 
+What a scan counts follows lda.toml's quota_rules: "dovecot" (the default)
+as Dovecot 2.3's `doveadm quota recalc` does, every file in new/ and cur/ of
+the Maildir and of every ".Name" directory, .Trash and T-flagged messages
+included; "courier" as the spec does, without .Trash, T-flagged messages,
+dot files, and directories that lack the maildirfolder file.  Where lda
+still differs from Dovecot: it never follows a symlink (Dovecot stat()s
+through one) and counts regular files only (Dovecot counts whatever stat()
+sizes, a directory in cur/ included).
+
+The limit check is Dovecot's (quota.c, quota_transaction_is_over): a
+mailbox under its storage limit takes a message that ends at most
+quota_grace bytes past it; one at or over the limit takes none; grace never
+applies to the message count.  A message that does not fit and is larger
+than the storage limit itself is "too big" (Dovecot's
+QUOTA_ALLOC_RESULT_OVER_QUOTA_LIMIT, grace not added): lda refuses it for
+good (QuotaTooBig, 5.2.3), where Dovecot 2.3's deliveries answer it as any
+full mailbox and only its quota-status service tells it apart.
+
 This is on the per-message path: it imports only cheap modules (not typing:
 bench/profiles/deliver-case1-startup.txt, section 9), never reads a message file, and never follows a symlink inside the
 Maildir.
@@ -17,7 +35,7 @@ import os
 import stat
 import time
 
-from ..errors import CannotCreate, QuotaExceeded
+from ..errors import CannotCreate, QuotaExceeded, QuotaTooBig
 from ..startup.collections import record
 
 FILENAME = "maildirsize"
@@ -26,9 +44,11 @@ FILENAME = "maildirsize"
 MAX_SIZE = 5120
 # The spec: an over-quota figure this old is not trusted.
 STALE_SECONDS = 15 * 60
-# The spec: the one folder whose messages do not count (unless Courier is
-# built --with-trashquota, which count_trash=True matches).
+# The spec: the one folder whose messages do not count under the courier
+# rules (unless Courier is built --with-trashquota: use the dovecot rules).
 TRASH = ".Trash"
+# lda.toml's quota_rules.
+DOVECOT, COURIER = "dovecot", "courier"
 # Scans to try when the Maildir keeps changing under a recalculation.
 RECALCULATION_PASSES = 3
 
@@ -92,25 +112,50 @@ def parse_quota(line: str) -> Quota:
     return Quota(storage, messages)
 
 
-def would_exceed(usage: Usage, quota: Quota, size: int, count: int = 1) -> bool:
+def would_exceed(usage: Usage, quota: Quota, size: int, count: int = 1,
+                 grace: int = 0) -> bool:
     """True when adding size bytes and count messages goes past a limit.
 
     Reaching a limit exactly is allowed: Courier and Dovecot refuse only when
-    the total is greater than the limit."""
-    if quota.storage > 0 and usage.storage + size > quota.storage:
-        return True
+    the total is greater than the limit.  grace (bytes) is Dovecot's
+    quota_grace: only a mailbox under its storage limit gets it, and only
+    for storage (quota.c, quota_transaction_set_limits)."""
+    if quota.storage > 0:
+        ceiling = quota.storage + grace if usage.storage < quota.storage else quota.storage
+        if usage.storage + size > ceiling:
+            return True
     return quota.messages > 0 and usage.messages + count > quota.messages
 
 
-def counts_towards_quota(folder: str | None, count_trash: bool = False) -> bool:
-    """Whether messages in a folder (".Name"; None or "" for INBOX) count.
+def grace_bytes(quota: Quota, grace: tuple) -> int:
+    """The bytes quota_grace (percent, bytes) allows past this storage limit;
+    a percentage is of the limit, rounded down, as Dovecot computes it."""
+    percent, size = grace
+    return quota.storage * percent // 100 if percent else size
 
-    The spec leaves Trash out, so a delivery into it calls no add_usage()."""
-    return count_trash or (folder or "").rstrip("/") != TRASH
+
+def counts_towards_quota(folder: str | None, info: str | None = None,
+                         rules: str = DOVECOT) -> bool:
+    """Whether a message stored in a folder (".Name"; None or "" for INBOX)
+    with Maildir info flags ("ST") counts.  Under the courier rules Trash and
+    T-flagged messages do not, so a delivery there calls no add_usage()."""
+    if rules != COURIER:
+        return True
+    return (folder or "").rstrip("/") != TRASH and "T" not in (info or "")
+
+
+def quota_for(own: Quota, maildir: str) -> Quota:
+    """The limits a mailbox is held to: lda's own when it has any (the admin
+    set them through lda, so they win and are written), else those of the
+    quota line found in maildirsize (Dovecot's or Courier's, kept rather
+    than thrown away), else none."""
+    if not own.unlimited():
+        return own
+    return existing_quota(maildir) or own
 
 
 def read_usage(maildir: str, quota: Quota, clock=time.time, *,
-               size: int = 0, count: int = 0, count_trash: bool = False) -> Usage:
+               size: int = 0, count: int = 0, rules: str = DOVECOT, grace: int = 0) -> Usage:
     """The usage of the Maildir rooted at maildir, from maildirsize when the
     spec trusts it, else from a recalculation that rewrites the file.
 
@@ -122,24 +167,23 @@ def read_usage(maildir: str, quota: Quota, clock=time.time, *,
     included, as Courier's maildir_checkquota() does; otherwise a mailbox just
     under its limit, with deletions the file missed, refuses big messages
     until something else rebuilds the file.  A quota of Quota() is written too:
-    in per-user mode pass existing_quota() so a limit set by Dovecot or Courier
-    is kept."""
+    pass quota_for() so a limit set by Dovecot or Courier is kept."""
     found = _load(maildir)
     if found is not None:
-        usage = _trusted_usage(found, quota, clock(), size, count)
+        usage = _trusted_usage(found, quota, clock(), size, count, grace)
         if usage is not None:
             return usage
-    return recalculate(maildir, quota, count_trash=count_trash)
+    return recalculate(maildir, quota, rules=rules)
 
 
-def _trusted_usage(found, quota, now, size, count):
+def _trusted_usage(found, quota, now, size, count, grace):
     """The usage a maildirsize records, or None when the spec says recount."""
     if len(found.data) >= MAX_SIZE:
         return None
     contents = _parse(found.data)
     if contents.usage is None or contents.quota != quota:
         return None
-    if not would_exceed(contents.usage, quota, size, count):
+    if not would_exceed(contents.usage, quota, size, count, grace):
         return contents.usage
     # Over quota: racing writers and clients that do not keep maildirsize
     # make appended figures drift, so only a fresh one-line file is believed.
@@ -190,7 +234,7 @@ def add_usage(maildir: str, size: int, count: int = 1) -> None:
         os.close(fd)
 
 
-def recalculate(maildir: str, quota: Quota, *, count_trash: bool = False) -> Usage:
+def recalculate(maildir: str, quota: Quota, *, rules: str = DOVECOT) -> Usage:
     """Count the Maildir and its folders afresh, replace maildirsize with the
     quota line and one usage line, and return the usage.
 
@@ -200,9 +244,9 @@ def recalculate(maildir: str, quota: Quota, *, count_trash: bool = False) -> Usa
     later recount corrects it, as Courier does."""
     try:
         for _ in range(RECALCULATION_PASSES):
-            usage, stamp = _count(maildir, count_trash)
+            usage, stamp = _count(maildir, rules)
             _replace(maildir, quota, usage)
-            if _latest_change(maildir, count_trash) <= stamp:
+            if _latest_change(maildir, rules) <= stamp:
                 break
     except OSError as err:
         raise _cannot(f"cannot recalculate the quota of {maildir}", err) from None
@@ -268,18 +312,18 @@ def _parse(data):
     return _Contents(quota, Usage(storage, messages), len(body))
 
 
-def _count(maildir, count_trash):
+def _count(maildir, rules):
     """Sum the messages in new/ and cur/ of the Maildir and of each folder;
     also return the latest mtime of those directories, taken before reading
     each one (the spec, "Calculating maildirsize", steps 2 and 3)."""
     storage = messages = stamp = 0
-    dirs = _mail_dirs(maildir, count_trash)
+    dirs = _mail_dirs(maildir, rules)
     try:
         for fd in dirs:
             stamp = max(stamp, os.fstat(fd).st_mtime_ns)
             with os.scandir(fd) as entries:
                 for entry in entries:
-                    size = _message_size(entry, count_trash)
+                    size = _message_size(entry, rules)
                     if size is not None:
                         storage += size
                         messages += 1
@@ -288,27 +332,29 @@ def _count(maildir, count_trash):
     return Usage(storage, messages), stamp
 
 
-def _latest_change(maildir, count_trash):
-    dirs = _mail_dirs(maildir, count_trash)
+def _latest_change(maildir, rules):
+    dirs = _mail_dirs(maildir, rules)
     try:
         return max((os.fstat(fd).st_mtime_ns for fd in dirs), default=0)
     finally:
         dirs.close()
 
 
-def _mail_dirs(maildir, count_trash):
+def _mail_dirs(maildir, rules):
     """Yield an open fd for each new/ and cur/ that counts: the Maildir's own
-    and those of each Maildir++ folder but Trash.  One pair is open at a
-    time, so a mailbox with thousands of folders stays within the fd limit."""
+    and those of each Maildir++ folder (but Trash, under the courier rules).
+    One pair is open at a time, so a mailbox with thousands of folders stays
+    within the fd limit."""
     root = os.open(maildir, _DIR_FLAGS)   # the root may be a symlink the admin made
     try:
-        for name in [".", *_folder_names(root, count_trash)]:
+        for name in [".", *_folder_names(root, rules)]:
             folder = _open_real_dir(name, root)
             if folder is None:
                 continue
             try:
-                # The spec: a folder is marked by the maildirfolder file in it.
-                if name == "." or _exists("maildirfolder", folder):
+                # The spec: a folder is marked by the maildirfolder file in
+                # it.  Dovecot lists every ".Name" directory as a folder.
+                if name == "." or rules != COURIER or _exists("maildirfolder", folder):
                     yield from _new_and_cur(folder)
             finally:
                 os.close(folder)
@@ -327,25 +373,30 @@ def _new_and_cur(folder):
             os.close(fd)
 
 
-def _folder_names(root, count_trash):
+def _folder_names(root, rules):
     """Entries that may be Maildir++ folders: ".Name" directories that are
-    not symlinks.  The spec forbids names starting with two periods."""
+    not symlinks.  The spec forbids names starting with two periods (and
+    Dovecot keeps its half-deleted folders under "..DOVECOT-TRASHED")."""
     with os.scandir(root) as entries:
         return [entry.name for entry in entries
                 if entry.name.startswith(".") and not entry.name.startswith("..")
-                and (count_trash or entry.name != TRASH)
+                and (rules != COURIER or entry.name != TRASH)
                 and entry.is_dir(follow_symlinks=False)]
 
 
-def _message_size(entry, count_trash):
-    """A message's size as the spec counts it, or None if it does not count."""
+def _message_size(entry, rules):
+    """A message's size as the rules count it, or None if it does not count."""
     name = entry.name
-    if name.startswith("."):
-        return None     # not a message; Courier skips these too
-    base, _, info = name.partition(":")
-    if not count_trash and _flagged_trashed(info):
-        return None
-    size = _size_in_name(base)
+    if rules != COURIER:
+        # quota-maildir.c, maildir_sum_dir: only ".", ".." and "..name" are
+        # passed over; dot files and T-flagged messages count.
+        if name.startswith(".."):
+            return None
+        size = _dovecot_size_in_name(name)
+    elif name.startswith(".") or _flagged_trashed(name.partition(":")[2]):
+        return None     # not a message, or marked deleted: Courier skips these
+    else:
+        size = _size_in_name(name.partition(":")[0])
     if size is not None:
         return size
     try:
@@ -364,6 +415,22 @@ def _size_in_name(base):
         return None
     digits = base[start + 3:].split(",", 1)[0]
     return int(digits) if _is_digits(digits) else None
+
+
+def _dovecot_size_in_name(name):
+    """The size Dovecot reads from a name: the digits after its first ",S=",
+    which must end the name or be followed by ":" or ","; None (stat the
+    file) otherwise.  "S=" without digits is 0 bytes to Dovecot, too."""
+    start = name.find(",S=")
+    if start < 0:
+        return None
+    rest = name[start + 3:]
+    end = 0
+    while end < len(rest) and "0" <= rest[end] <= "9":
+        end += 1
+    if rest[end:end + 1] not in ("", ":", ","):
+        return None
+    return int(rest[:end] or "0")
 
 
 def _flagged_trashed(info):
@@ -464,13 +531,20 @@ def _cannot(what, err):
 def quota_failure(config, target, size, clock=time.time):
     """QuotaExceeded if `size` more bytes would put a local target over its
     Maildir++ quota, else None.  A primary target's is permanent when
-    quota_full = "reject"."""
+    quota_full = "reject".  QuotaTooBig, always permanent, when the message
+    does not fit and is larger than the storage limit: emptying the mailbox
+    would not make room (see the module's docstring for grace)."""
     if not target.local or target.quota is None or target.quota.unlimited():
         return None
-    usage = read_usage(target.maildir_path, target.quota, clock, size=size, count=1)
-    if not would_exceed(usage, target.quota, size):
-        return None
     limit = target.quota
+    grace = grace_bytes(limit, config.quota_grace)
+    usage = read_usage(target.maildir_path, limit, clock, size=size, count=1,
+                       rules=config.quota_rules, grace=grace)
+    if not would_exceed(usage, limit, size, grace=grace):
+        return None
+    if 0 < limit.storage < size:
+        return QuotaTooBig(f"message too big for the mailbox: {size} bytes, and "
+                           f"{target.address} may hold {limit.storage} bytes in all")
     return QuotaExceeded(
         f"mailbox full: {target.address} uses {usage.storage} of "
         f"{limit.storage or 'unlimited'} bytes, {usage.messages} of "
