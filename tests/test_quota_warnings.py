@@ -233,3 +233,22 @@ def test_dovecot_reads_the_warning_as_a_message_and_counts_it_as_lda_does(doveco
     assert server.quota("dora") == {"STORAGE": (kib, 2), "MESSAGE": (count, None)}
     server.recalc("dora")  # Dovecot's own recount of every file agrees
     assert server.quota("dora") == {"STORAGE": (kib, 2), "MESSAGE": (count, None)}
+    # Dovecot's users empty the mailbox: usage falls below 80 %, and the
+    # next crossing warns again, under another Message-ID.
+    server.expunge("dora", "mailbox", "INBOX", "all")
+    server.recalc("dora")
+    assert maildirsize_total(maildir) == (0, 0)
+    done = server.lda("deliver", "-f", "sender@example.org", "dora@example.org",
+                      home=server.home("dora"), env={"LDA_CONFIG": str(config)},
+                      input=sized("<m2@example.org>", 1700, "dora@example.org"))
+    assert done.returncode == 0, done.stderr
+    ids = server.doveadm("-f", "flow", "fetch", "-u", "dora", "hdr.message-id",
+                         "mailbox", "INBOX", "header", "Auto-Submitted", "auto-generated").stdout
+    assert ids.count("quota-warning.storage-80.") == 1
+    assert server.quota("dora")["STORAGE"][0] == -(-maildirsize_total(maildir)[0] // 1024)
+    # A message larger than the limit Dovecot set is refused for good, at once.
+    done = server.lda("deliver", "-f", "sender@example.org", "dora@example.org",
+                      home=server.home("dora"), env={"LDA_CONFIG": str(config)},
+                      input=sized("<big@example.org>", 2500, "dora@example.org"))
+    assert done.returncode == 77 and done.stderr.startswith(b"5.2.3 "), done.stderr
+    assert len(server.flags("dora")) == 2
