@@ -302,7 +302,7 @@ def lmtp(ctx, listen, processes, workers, grace):
 
     \b
     Example:
-        lda lmtp --listen unix:/var/spool/postfix/private/lda
+        lda lmtp --listen unix:/var/spool/postfix/lda/lmtp
         lda lmtp --listen 127.0.0.1:24
     """
     # Lazy: asyncio and aiosmtpd would slow every admin command, and the

@@ -222,3 +222,36 @@ def test_systemd_lmtp_socket_matches_postfix_and_outlasts_the_grace():
     grace = int(re.search(r"--grace (\d+)", unit).group(1))
     stop = int(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1))
     assert stop > grace
+
+
+def readme_set_up_blocks():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```\n(.*?)\n```", section, re.S)
+
+
+def test_the_readme_first_delivery_works_in_a_root_shell_without_user(tmp_path):
+    # As a new user meets it: a fresh HOME, USER and LOGNAME unset (su -,
+    # a container's root shell), lda on PATH as the venv line puts it.
+    from conftest import LDA
+
+    first_delivery = readme_set_up_blocks()[1]
+    assert "lda deliver" in first_delivery
+    env = {"HOME": str(tmp_path), "PATH": f"{Path(LDA).parent}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", first_delivery], env=env, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    [stored] = (tmp_path / "Maildir" / "new").iterdir()
+    assert stored.name.encode() in done.stdout
+    assert b"It works." in stored.read_bytes()
+
+
+def test_the_readme_mail_host_install_names_the_system_python():
+    assert any(block.startswith("/usr/bin/python3 -m venv /opt/lda")
+               for block in readme_set_up_blocks())
+
+
+def test_lmtp_help_shows_the_socket_the_readme_recommends():
+    # Postfix's private/ is its own (mode 0700): the README says not to use it.
+    help_text = cli.commands["lmtp"].help
+    assert "private/" not in help_text and "unix:/var/spool/postfix/lda/lmtp" in help_text
