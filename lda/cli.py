@@ -664,6 +664,9 @@ def aliases_compile(ctx, path, as_json):
 
     The table is state_dir/aliases.sqlite; while the file or one it
     includes is newer, deliveries read the file instead and log a warning.
+    As newaliases(1), a bad line is skipped with a warning and the rest is
+    compiled (exit 0); mail to an alias defined on a bad line is deferred.
+    An alias loop writes no table (exit 78).
 
     \b
     Example:
@@ -680,6 +683,9 @@ def aliases_compile(ctx, path, as_json):
         for problem in e.problems:
             click.echo(f"lda: {problem}", err=True)
         raise
+    for problem in summary["problems"]:
+        click.echo(f"lda: warning: {problem['path']}:{problem['line']}: "
+                   f"{problem['message']}; line skipped", err=True)
     if as_json:
         return emit_record(summary, True)
     click.echo(f"compiled {summary['entries']} aliases from {summary['source']} "
@@ -692,6 +698,9 @@ def aliases_compile(ctx, path, as_json):
 @click.pass_context
 def aliases_check(ctx, path, as_json):
     """Check the aliases file: syntax, addresses, cycles, with line numbers.
+
+    Exits 78 if anything is wrong, every bad line listed: run it before
+    deploying a file (compile and deliveries skip bad lines).
 
     \b
     Example:
