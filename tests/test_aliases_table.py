@@ -400,3 +400,20 @@ def test_hostile_bytes_are_bad_lines_never_a_crash(site, compiled):
     for name in ("nul", "cr", "long", "latin"):
         done = site.deliver(message(f"<{name}@example.org>"), f"{name}@example.org", check=75)
         assert b"Traceback" not in done.stderr
+
+
+def test_lmtp_defers_only_the_recipient_on_a_bad_line(lmtp):
+    """LMTP answers per recipient: 451 4.3.5 for the alias on a bad line,
+    250 for the others in the same transaction."""
+    server = lmtp("--processes", "1")
+    server.site.aliases.write_text("team a@example.org\nlist: b@example.org\n")
+    client = server.client()
+    rcpt_replies, replies = client.send(
+        "s@example.org", ["team@example.org", "list@example.org", "c@example.org"],
+        message(message_id="<lmtp@example.org>"))
+    client.close()
+    assert rcpt_replies["team@example.org"].startswith("451 4.3.5 "), rcpt_replies
+    assert all(replies[i].startswith("250") for i in range(len(replies))), replies
+    assert len(maildir_files(server.site.maildir("b@example.org"))) == 1
+    assert len(maildir_files(server.site.maildir("c@example.org"))) == 1
+    assert maildir_files(server.site.maildir("a@example.org")) == []
