@@ -160,6 +160,7 @@ def test_installing_the_active_name_replaces_the_running_script(site, tmp_path):
     site.run("sieve", "install", "alice@example.org",
              write(other_dir(tmp_path), "main.sieve", "discard;\n"), "--no-activate", check=0)
     assert (alice / "lda.sieve").read_text() == "discard;\n"
+    assert [p.name for p in (alice / "sieve").iterdir()] == ["main.sieve"]  # no rescue
 
 
 def test_install_replaces_a_symlink_never_writes_through_it(site, tmp_path):
@@ -193,3 +194,15 @@ def test_bad_names_and_unknown_mailboxes(site, tmp_path):
     for name in ("../x", ".hidden", "a/b", "x" * 65, "-opt"):
         site.run("sieve", "install", "alice@example.org", path, "--name", name, check=64)
     site.run("sieve", "install", "nobody@example.org", path, check=67)
+
+
+def test_a_hand_written_script_is_kept_when_another_is_activated(site, tmp_path):
+    alice = site.create("alice@example.org")
+    (alice / "lda.sieve").write_text("# by hand\nkeep;\n")
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert [(r["name"], r["active"]) for r in listed] == [(None, True)]
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "new.sieve", "discard;\n"), check=0)
+    assert (alice / "sieve" / "lda.orig.sieve").read_text() == "# by hand\nkeep;\n"
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert [(r["name"], r["active"]) for r in listed] == [("lda.orig", False), ("new", True)]

@@ -25,6 +25,7 @@ SCRIPTS_DIR = "sieve"
 SUFFIX = ".sieve"
 MAX_SCRIPT = 1 << 20  # Pigeonhole's sieve_max_script_size default
 MAX_NAME = 64
+RESCUED = "lda.orig"  # where a hand-written lda.sieve is kept (_make_active)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -51,11 +52,12 @@ def install(db, address, source, name=None, activate=True):
     check_script(data, source)
     row, root = _mailbox(db, address)
     with _directory(root) as root_fd:
-        was_active = _active_name(root_fd) == name
+        active = _active_name(root_fd)  # before NAME changes: it may be the active one
+        was_active = active == name
         with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
             _write(scripts_fd, name + SUFFIX, data)
         if activate or was_active:
-            _write(root_fd, SCRIPT_IN_MAILBOX, data)
+            _make_active(root_fd, data, hand_written=active is None)
     return {"address": row["address"], "name": name, "active": activate or was_active,
             "size": len(data), "path": os.path.join(root, SCRIPTS_DIR, name + SUFFIX)}
 
@@ -71,7 +73,7 @@ def activate(db, address, name):
             raise UsageError(f"{row['address']} has no script {name!r} "
                              f"(see 'lda sieve list {row['address']}')")
         check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX))
-        _write(root_fd, SCRIPT_IN_MAILBOX, data)
+        _make_active(root_fd, data, hand_written=_active_name(root_fd) is None)
     return {"address": row["address"], "name": name, "active": True, "size": len(data)}
 
 
@@ -198,6 +200,22 @@ def _write(dir_fd, name, data):
             pass
         raise
     os.fsync(dir_fd)
+
+
+def _make_active(root_fd, data, hand_written):
+    """lda.sieve holds data.  A hand_written lda.sieve (one that none of
+    the stored scripts had before this command) is stored first as
+    RESCUED (or RESCUED-N), as Pigeonhole keeps a regular ~/.dovecot.sieve
+    as "dovecot.orig": activating another script loses no one's work."""
+    current = _read_at(root_fd, SCRIPT_IN_MAILBOX) if hand_written else None
+    if current is not None and current != data:
+        with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
+            taken = set(os.listdir(scripts_fd))
+            name = next(f"{RESCUED}{suffix}{SUFFIX}" for suffix in
+                        ("", *(f"-{n}" for n in range(2, len(taken) + 3)))
+                        if f"{RESCUED}{suffix}{SUFFIX}" not in taken)
+            _write(scripts_fd, name, current)
+    _write(root_fd, SCRIPT_IN_MAILBOX, data)
 
 
 def _read_at(dir_fd, name):
