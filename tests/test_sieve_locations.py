@@ -191,3 +191,20 @@ def test_bad_sieve_before_values_are_configuration_errors(user, tmp_path, value)
     configure(user, tmp_path, sieve_before=value)
     done = user.deliver(message(), "a@example.org", check=78)
     assert b"sieve_before" in done.stderr
+
+
+def test_nothing_is_done_twice_across_the_sequence():
+    """One store per folder with the flags merged, one redirect per
+    address, the first vacation reply only (Pigeonhole's rule)."""
+    from lda.deliver.filtering import sequence_outcome
+    from lda.sieve import FileInto, Keep, Outcome, Redirect, Vacation
+
+    first = Outcome([FileInto("A", ("\\Seen",), copy=True), Redirect("x@example.org", True),
+                     Vacation("s@example.org", b"one", "h", 1), Keep(("\\Flagged",))],
+                    implicit_keep=False)
+    second = Outcome([FileInto("A", ("\\Flagged",)), Redirect("x@example.org"),
+                      Vacation("s@example.org", b"two", "h", 1)], implicit_keep=False)
+    merged = sequence_outcome([first, second])
+    assert merged.all_actions() == [
+        FileInto("A", ("\\Seen", "\\Flagged"), copy=True), Redirect("x@example.org", True),
+        Vacation("s@example.org", b"one", "h", 1)]
