@@ -693,8 +693,11 @@ def aliases_compile(ctx, path, as_json):
                    f"{problem['message']}; line skipped", err=True)
     if as_json:
         return emit_record(summary, True)
+    skipped = len(summary["problems"])
     click.echo(f"compiled {summary['entries']} aliases from {summary['source']} "
-               f"into {summary['index']}")
+               f"into {summary['index']}"
+               + (f"; {skipped} bad lines skipped, {summary['deferred']} aliases deferred"
+                  if skipped else ""))
 
 
 @aliases.command("check")
