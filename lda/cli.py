@@ -22,6 +22,11 @@ from .admin.move import Move
 from .admin.partial import bounce_partials, list_partials, retry_partials
 from .admin.quota import recalc, recalc_all, set_quota
 from .admin.quota import show as show_quota
+from .admin.sieve import ScriptInvalid
+from .admin.sieve import activate as activate_script
+from .admin.sieve import install as install_script
+from .admin.sieve import list_scripts as list_sieve_scripts
+from .admin.sieve import show as show_sieve_script
 from .admin.state import failure
 from .config import load_config, parse_duration, parse_size
 from .deliver.command import deliver as deliver_message
@@ -664,6 +669,9 @@ def aliases_compile(ctx, path, as_json):
 
     The table is state_dir/aliases.sqlite; while the file or one it
     includes is newer, deliveries read the file instead and log a warning.
+    As newaliases(1), a bad line is skipped with a warning and the rest is
+    compiled (exit 0); mail to an alias defined on a bad line is deferred.
+    An alias loop writes no table (exit 78).
 
     \b
     Example:
@@ -680,10 +688,16 @@ def aliases_compile(ctx, path, as_json):
         for problem in e.problems:
             click.echo(f"lda: {problem}", err=True)
         raise
+    for problem in summary["problems"]:
+        click.echo(f"lda: warning: {problem['path']}:{problem['line']}: "
+                   f"{problem['message']}; line skipped", err=True)
     if as_json:
         return emit_record(summary, True)
+    skipped = len(summary["problems"])
     click.echo(f"compiled {summary['entries']} aliases from {summary['source']} "
-               f"into {summary['index']}")
+               f"into {summary['index']}"
+               + (f"; {skipped} bad lines skipped, {summary['deferred']} aliases deferred"
+                  if skipped else ""))
 
 
 @aliases.command("check")
@@ -692,6 +706,9 @@ def aliases_compile(ctx, path, as_json):
 @click.pass_context
 def aliases_check(ctx, path, as_json):
     """Check the aliases file: syntax, addresses, cycles, with line numbers.
+
+    Exits 78 if anything is wrong, every bad line listed: run it before
+    deploying a file (compile and deliveries skip bad lines).
 
     \b
     Example:
@@ -705,7 +722,7 @@ def aliases_check(ctx, path, as_json):
 
 @cli.group()
 def sieve():
-    """Sieve filters (RFC 5228): check a script, or try it on a message."""
+    """Sieve filters (RFC 5228): check, try; install and activate a mailbox's."""
 
 
 @sieve.command("check")
@@ -745,6 +762,99 @@ def sieve_test(ctx, path, sender, recipient):
     for line in actions:
         click.echo(line)
     sys.exit(status)
+
+
+def sieve_admin(call, as_json):
+    """Run an admin/sieve.py call; a script that does not compile is its
+    errors, one per line on stderr (and under "errors" with --json), and
+    exit 65, as `lda sieve check` reports them."""
+    try:
+        return call()
+    except ScriptInvalid as e:
+        if as_json:
+            click.echo(json.dumps({"error": str(e), "errors": e.lines}, indent=2))
+        for line in e.lines:
+            click.echo(line, err=True)
+        raise
+
+
+@sieve.command("install")
+@click.argument("address")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", help="Store it under this name (default: the file's, less .sieve).")
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Make it the mailbox's active script.")
+@output_options
+@click.pass_context
+def sieve_install(ctx, address, path, name, activate, as_json):
+    """Install a managed mailbox's Sieve script, checked first.
+
+    A script that does not compile changes nothing (exit 65).  Written
+    atomically into the mailbox (sieve/NAME.sieve, and lda.sieve when
+    active); a symlink there is replaced, never written through.
+
+    \b
+    Example:
+        lda sieve install alice@example.org vacation.sieve
+        lda sieve install alice@example.org spam.sieve --name spam --no-activate
+    """
+    db = open_directory(load(ctx))
+    emit_record(sieve_admin(
+        lambda: install_script(db, address, path, name, activate), as_json), as_json)
+
+
+@sieve.command("list")
+@click.argument("address", required=False)
+@output_options
+@click.pass_context
+def sieve_list(ctx, address, as_json):
+    """List the Sieve scripts of a managed mailbox, or of every mailbox.
+
+    A name "-" is an active lda.sieve that none of the stored scripts
+    matches (one written by hand).
+
+    \b
+    Example:
+        lda sieve list alice@example.org
+    """
+    rows = list_sieve_scripts(open_directory(load(ctx)), address)
+    emit(rows, as_json, ["address", "name", "active", "size"])
+
+
+@sieve.command("activate")
+@click.argument("address")
+@click.argument("name")
+@output_options
+@click.pass_context
+def sieve_activate(ctx, address, name, as_json):
+    """Make a stored script the mailbox's active one (checked first).
+
+    \b
+    Example:
+        lda sieve activate alice@example.org vacation
+    """
+    db = open_directory(load(ctx))
+    emit_record(sieve_admin(lambda: activate_script(db, address, name), as_json), as_json)
+
+
+@sieve.command("show")
+@click.argument("address")
+@output_options
+@click.pass_context
+def sieve_show(ctx, address, as_json):
+    """Print a managed mailbox's active Sieve script.
+
+    \b
+    Example:
+        lda sieve show alice@example.org
+    """
+    shown = show_sieve_script(open_directory(load(ctx)), address)
+    if as_json:
+        return emit_record(shown, True)
+    if shown["script"] is None:
+        click.echo(f"lda: {shown['address']} has no Sieve script of its own", err=True)
+        return
+    click.echo(shown["script"], nl=False)
 
 
 @cli.command("procmail-convert")

@@ -59,6 +59,11 @@ KEYS = {
     "quota_warnings": ([], list, 'thresholds that deliver a warning into the mailbox, '
                                  'e.g. ["storage 80%", "messages 95%"]'),
     "quota_warning_template": ("", str, "the warning's text (empty: the built-in one)"),
+    "sieve_before": ([], (list, str), "Sieve scripts (or directories of *.sieve) run before "
+                                      "each mailbox's own, as Pigeonhole's sieve_before"),
+    "sieve_after": ([], (list, str), "Sieve scripts (or directories) run after it while "
+                                     "the keep is in effect, as Pigeonhole's sieve_after"),
+    "sieve_default": ("", str, "the Sieve script of a mailbox that has none of its own"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "quota_rules": ("dovecot", "courier"),
@@ -101,6 +106,9 @@ class Config:
         self.lmtp_max_message_size = parse_size(self.lmtp_max_message_size,
                                                 "lmtp_max_message_size")
         self.quota_warnings = parse_thresholds(self.quota_warnings, self.path)
+        self.sieve_before = self._paths("sieve_before")
+        self.sieve_after = self._paths("sieve_after")
+        self.sieve_default = self.expand(self.sieve_default) if self.sieve_default else ""
         if self.quota_warning_template:
             self.quota_warning_template = self.expand(self.quota_warning_template)
         self._check_ranges()
@@ -120,6 +128,18 @@ class Config:
         if self.per_user:
             return self.sieve_script
         return os.path.join(maildir_path, SCRIPT_IN_MAILBOX)
+
+    def _paths(self, key):
+        """A path or a list of paths, as a tuple of absolute paths: one
+        string is the common case, a list Pigeonhole's sieve_before2, 3..."""
+        value = getattr(self, key)
+        if isinstance(value, str):
+            value = [value] if value else []
+        paths = value
+        if not all(isinstance(path, str) and path for path in paths):
+            raise ConfigError(f"{self.path}: {key} must be a path or a list of paths, "
+                              f"not {getattr(self, key)!r}")
+        return tuple(self.expand(path) for path in paths)
 
     def expand(self, path):
         """`~/x` is relative to the recipient's HOME, as Postfix sets it."""

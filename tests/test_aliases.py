@@ -619,3 +619,51 @@ def test_ten_thousand_lines_parse_quickly(tmp_path):
     elapsed = time.perf_counter() - start
     assert len(aliases) == 5000
     assert elapsed < 1.0, f"{elapsed:.3f} s for 10,000 lines"
+
+
+# --- lenient reading (deliveries, compile): bad lines skipped ----------------
+
+
+@pytest.mark.parametrize("line, key", [
+    ("team alice@example.org", "team"),
+    ('team: "unterminated', "team"),
+    ("team: alice, |/bin/true", "team"),
+    ("Team@Example.org bob", "team@example.org"),
+    ('"my team" alice', None),  # no colon, and a name with a space is no key
+    ("a/b alice", None),
+], ids=["no colon", "open quote", "bad target", "address key", "quoted", "bad name"])
+def test_lenient_read_skips_bad_lines_and_defers_their_keys(aliases_file, line, key):
+    from lda.store.aliases import AliasLineBad
+
+    aliases = load_aliases(aliases_file(f"ok: alice\n{line}\nlast: bob\n"), strict=False)
+    assert aliases.lookup("ok") == ["alice"] and aliases.lookup("last") == ["bob"]
+    assert [p.line for p in aliases.problems] == [2]
+    assert list(aliases.bad) == ([key] if key else [])
+    if key:
+        with pytest.raises(AliasLineBad) as caught:
+            aliases.lookup(key)
+        assert caught.value.smtp_reply == "451 4.3.5" and caught.value.exit_code == 75
+
+
+def test_a_bad_definition_of_a_key_defers_it_even_beside_a_good_one(aliases_file):
+    from lda.store.aliases import AliasLineBad
+
+    path = aliases_file("team: alice\nteam: bob, |cmd\nother: carol\nother: dave\n")
+    aliases = load_aliases(path, strict=False)
+    with pytest.raises(AliasLineBad):
+        aliases.lookup("team@example.org")
+    assert aliases.lookup("other") == ["carol"]  # a plain duplicate keeps the first
+    assert [p.line for p in aliases.problems] == [2, 4]
+
+
+def test_lenient_read_of_an_unreadable_file_still_fails(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_aliases(str(tmp_path / "nope"), strict=False)
+
+
+def test_invalid_utf8_is_one_bad_line(tmp_path):
+    path = tmp_path / "aliases"
+    path.write_bytes(b"root: alice\nbob: caf\xe9\ncarol: dave\n")
+    aliases = load_aliases(str(path), strict=False)
+    assert [str(p).split(":", 1)[1] for p in aliases.problems] == ["2: not valid UTF-8"]
+    assert aliases.lookup("carol") == ["dave"] and list(aliases.bad) == ["bob"]

@@ -3,6 +3,7 @@ look keys up in it while it matches its source files, and parse the source
 (with one warning line) when it does not.  Either way a delivery must come
 out the same."""
 
+import json
 import os
 import re
 import sqlite3
@@ -231,9 +232,11 @@ def test_removed_include_file_gives_what_the_source_gives(site):
     site.aliases.write_text("team: :include:members\n")
     site.run("aliases", "compile", check=0)
     members.unlink()
-    done = site.deliver(message(), "team@example.org", check=78)
-    assert done.stderr.decode().splitlines()[0].endswith(
-        f"{site.aliases}:1: cannot read \"{members}\": No such file or directory")
+    # team is now defined on a bad line: deferred, and so is no mail lost.
+    done = site.deliver(message(), "team@example.org", check=75)
+    assert done.stderr.decode().splitlines()[0].startswith("4.3.5 ")
+    assert (f"{site.aliases}:1: cannot read \"{members}\": No such file or directory; "
+            "deferred") in done.stderr.decode().splitlines()[0]
     assert len(warnings(done)) == 1
 
 
@@ -288,6 +291,129 @@ def test_damaged_table_gives_what_the_source_gives(site, how, source):
     assert b"Traceback" not in done.stderr
     assert len(warnings(done)) == 1, done.stderr.decode()
     code, lines = normalized(done, "<table@example.org>")
+    # The bad line is logged by the first delivery, not again so soon.
+    before_code, before_lines = normalized(before, "<source@example.org>")
     assert (code, [line for line in lines if WARNING not in line]) == \
-        normalized(before, "<source@example.org>")
-    assert code == (78 if "bad" in source else 0)
+        (before_code, [line for line in before_lines if "line skipped" not in line])
+    assert code == 0
+
+
+# --- bad lines: skipped with a warning, as newaliases(1) does ------------------
+#
+# One typo must not defer the whole site: the other aliases, and addresses
+# with no alias, are delivered; an alias whose own definition is on a bad
+# line is deferred (75, 4.3.5) so no mail to it bounces for a typo.
+
+BAD_LINES = ("broken line without colon\n"
+             "team alice@example.org\n"
+             "list: alice, bob\n"
+             'quoted: "unterminated\n'
+             "piped: alice, |/bin/true\n")
+BAD_LINE_NUMBERS = [1, 2, 4, 5]
+
+
+def reason(done):
+    return done.stderr.decode().splitlines()[0]
+
+
+def bad_line_warnings(done):
+    return [line for line in done.stderr.decode().splitlines() if "line skipped" in line]
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["source", "table"])
+def test_a_bad_line_defers_only_its_own_alias(site, compiled):
+    alice, bob = site.create("alice@example.org"), site.create("bob@example.org")
+    site.aliases.write_text(BAD_LINES)
+    if compiled:
+        done = site.run("aliases", "compile", check=0)
+        assert len(bad_line_warnings(done)) == len(BAD_LINE_NUMBERS)
+    site.deliver(message("<a@example.org>"), "alice@example.org", check=0)
+    site.deliver(message("<l@example.org>"), "list@example.org", check=0)
+    assert (len(maildir_files(alice)), len(maildir_files(bob))) == (2, 1)
+    for name in ("team", "quoted", "piped", "broken"):
+        done = site.deliver(message(f"<{name}@example.org>"), f"{name}@example.org", check=75)
+        assert reason(done).startswith("4.3.5 "), reason(done)
+        assert f"{site.aliases}:" in reason(done)
+    site.deliver(message("<n@example.org>"), "nobody@example.org", check=67)
+    assert (len(maildir_files(alice)), len(maildir_files(bob))) == (2, 1)
+
+
+def test_bad_lines_are_logged_once_per_interval_on_delivery(site):
+    site.create("alice@example.org")
+    site.aliases.write_text(BAD_LINES)
+    first = site.deliver(message("<1@example.org>"), "alice@example.org", check=0)
+    assert [re.search(r"aliases (\S+):(\d+): ", line).groups()
+            for line in bad_line_warnings(first)] == \
+        [(str(site.aliases), str(n)) for n in BAD_LINE_NUMBERS]
+    again = site.deliver(message("<2@example.org>"), "alice@example.org", check=0)
+    assert bad_line_warnings(again) == []
+    # An edit is news: its bad lines are logged at once.
+    site.aliases.write_text(BAD_LINES + "more bad\n")
+    edited = site.deliver(message("<3@example.org>"), "alice@example.org", check=0)
+    assert len(bad_line_warnings(edited)) == len(BAD_LINE_NUMBERS) + 1
+    # Later than the interval, they are logged again.
+    stamp = site.state / "aliases.warned"
+    old = stamp.stat().st_mtime - 3600
+    os.utime(stamp, (old, old))
+    later = site.deliver(message("<4@example.org>"), "alice@example.org", check=0)
+    assert len(bad_line_warnings(later)) == len(BAD_LINE_NUMBERS) + 1
+
+
+def test_compile_warns_and_succeeds_check_fails_listing_every_bad_line(site):
+    site.aliases.write_text(BAD_LINES)
+    done = site.run("aliases", "compile", "--json", check=0)
+    summary = json.loads(done.stdout)
+    assert summary["entries"] == 1 and [p["line"] for p in summary["problems"]] == \
+        BAD_LINE_NUMBERS
+    assert os.path.exists(table_path(str(site.state)))
+    done = site.run("aliases", "check", "--json", check=78)
+    assert [p["line"] for p in json.loads(done.stdout)] == BAD_LINE_NUMBERS
+
+
+def test_compile_still_refuses_a_loop(site):
+    site.aliases.write_text("ping: pong\npong: ping\nbroken\n")
+    done = site.run("aliases", "compile", check=78)
+    assert "alias loop" in done.stderr.decode()
+    assert not os.path.exists(table_path(str(site.state)))
+
+
+HOSTILE = {
+    "NUL": b"nul: al\0ice\n",
+    "CR": b"cr: alice\rbob\n",
+    "long line": b"long: " + b"a" * (2 << 20) + b"\n",
+    "not UTF-8": b"latin: caf\xe9@example.org\n",
+    "NUL key": b"n\0ul: alice\n",
+    "binary": bytes(range(256)) * 64 + b"\n",
+}
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["source", "table"])
+def test_hostile_bytes_are_bad_lines_never_a_crash(site, compiled):
+    alice = site.create("alice@example.org")
+    site.aliases.write_bytes(b"".join(HOSTILE.values()) + b"ok: alice\n")
+    done = site.run("aliases", "check", check=78)
+    assert b"Traceback" not in done.stderr
+    if compiled:
+        site.run("aliases", "compile", check=0)
+    site.deliver(message(), "ok@example.org", check=0)
+    assert len(maildir_files(alice)) == 1
+    for name in ("nul", "cr", "long", "latin"):
+        done = site.deliver(message(f"<{name}@example.org>"), f"{name}@example.org", check=75)
+        assert b"Traceback" not in done.stderr
+
+
+def test_lmtp_defers_only_the_recipient_on_a_bad_line(lmtp):
+    """LMTP answers per recipient: 451 4.3.5 for the alias on a bad line,
+    250 for the others in the same transaction."""
+    server = lmtp("--processes", "1")
+    server.site.aliases.write_text("team a@example.org\nlist: b@example.org\n")
+    client = server.client()
+    rcpt_replies, replies = client.send(
+        "s@example.org", ["team@example.org", "list@example.org", "c@example.org"],
+        message(message_id="<lmtp@example.org>"))
+    client.close()
+    assert rcpt_replies["team@example.org"].startswith("451 4.3.5 "), rcpt_replies
+    assert all(replies[i].startswith("250") for i in range(len(replies))), replies
+    assert len(maildir_files(server.site.maildir("b@example.org"))) == 1
+    assert len(maildir_files(server.site.maildir("c@example.org"))) == 1
+    assert maildir_files(server.site.maildir("a@example.org")) == []

@@ -90,3 +90,119 @@ def test_cli_test_delivers_and_records_nothing(user, tmp_path):
         assert done.stdout == b"keep (implicit)\n"
     assert not user.maildir.exists()
     assert not user.state.exists()
+
+
+# --- lda sieve install / list / activate / show: managed mailboxes -----------
+
+import json  # noqa: E402 - the admin commands' section
+
+from conftest import maildir_files, message  # noqa: E402
+
+FILEINTO = 'require ["fileinto", "mailbox"];\nfileinto :create "{}";\n'
+
+
+def test_install_checks_then_activates_and_a_delivery_runs_it(site, tmp_path):
+    alice = site.create("alice@example.org")
+    path = write(tmp_path, "work.sieve", FILEINTO.format("Work"))
+    done = site.run("sieve", "install", "alice@example.org", path, "--json", check=0)
+    assert json.loads(done.stdout)["name"] == "work" and json.loads(done.stdout)["active"]
+    assert (alice / "lda.sieve").read_text() == FILEINTO.format("Work")
+    assert (alice / "sieve" / "work.sieve").read_text() == FILEINTO.format("Work")
+    assert oct((alice / "lda.sieve").stat().st_mode & 0o777) == "0o644"
+    site.deliver(message(), "alice@example.org", check=0)
+    assert len(maildir_files(alice / ".Work")) == 1
+
+
+def test_a_bad_script_is_refused_with_its_errors_and_nothing_changes(site, tmp_path):
+    alice = site.create("alice@example.org")
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "good.sieve", "keep;\n"), check=0)
+    bad = write(tmp_path, "good2.sieve", "frob;\n")
+    done = site.run("sieve", "install", "alice@example.org", bad, "--name", "good", check=65)
+    assert f"{bad}:1:1: unknown command" in done.stderr.decode()
+    assert (alice / "lda.sieve").read_text() == "keep;\n"
+    assert (alice / "sieve" / "good.sieve").read_text() == "keep;\n"
+    assert [p.name for p in (alice / "sieve").iterdir()] == ["good.sieve"]  # no tmp left
+    done = site.run("sieve", "install", "alice@example.org", bad, "--json", check=65)
+    assert "unknown command" in json.loads(done.stdout)["errors"][0]
+
+
+def test_list_activate_show(site, tmp_path):
+    site.create("alice@example.org")
+    site.create("bob@example.org")
+    for name in ("a", "b"):
+        site.run("sieve", "install", "alice@example.org",
+                 write(tmp_path, f"{name}.sieve", FILEINTO.format(name.upper())),
+                 "--no-activate", check=0)
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert [(r["name"], r["active"]) for r in listed] == [("a", False), ("b", False)]
+    shown = json.loads(site.run("sieve", "show", "alice@example.org", "--json").stdout)
+    assert shown["script"] is None
+    site.run("sieve", "activate", "alice@example.org", "b", check=0)
+    everyone = json.loads(site.run("sieve", "list", "--json").stdout)
+    assert [(r["address"], r["name"], r["active"]) for r in everyone] == [
+        ("alice@example.org", "a", False), ("alice@example.org", "b", True)]
+    done = site.run("sieve", "show", "alice@example.org", check=0)
+    assert done.stdout.decode() == FILEINTO.format("B")
+    site.run("sieve", "activate", "alice@example.org", "nope", check=64)
+    site.run("sieve", "show", "nobody@example.org", check=67)
+
+
+def other_dir(tmp_path):
+    (tmp_path / "v2").mkdir()
+    return tmp_path / "v2"
+
+
+def test_installing_the_active_name_replaces_the_running_script(site, tmp_path):
+    alice = site.create("alice@example.org")
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "main.sieve", "keep;\n"), check=0)
+    site.run("sieve", "install", "alice@example.org",
+             write(other_dir(tmp_path), "main.sieve", "discard;\n"), "--no-activate", check=0)
+    assert (alice / "lda.sieve").read_text() == "discard;\n"
+    assert [p.name for p in (alice / "sieve").iterdir()] == ["main.sieve"]  # no rescue
+
+
+def test_install_replaces_a_symlink_never_writes_through_it(site, tmp_path):
+    alice = site.create("alice@example.org")
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (alice / "lda.sieve").symlink_to(victim)
+    (alice / "sieve").mkdir()
+    (alice / "sieve" / "main.sieve").symlink_to(victim)
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "main.sieve", "keep;\n"), check=0)
+    assert victim.read_text() == "precious\n"
+    assert not (alice / "lda.sieve").is_symlink()
+    assert (alice / "lda.sieve").read_text() == "keep;\n"
+
+
+def test_a_symlinked_scripts_directory_is_refused(site, tmp_path):
+    alice = site.create("alice@example.org")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (alice / "sieve").symlink_to(elsewhere)
+    done = site.run("sieve", "install", "alice@example.org",
+                    write(tmp_path, "main.sieve", "keep;\n"))
+    assert done.returncode == 78 and b"Traceback" not in done.stderr, done.stderr
+    assert list(elsewhere.iterdir()) == [] and not (alice / "lda.sieve").exists()
+
+
+def test_bad_names_and_unknown_mailboxes(site, tmp_path):
+    site.create("alice@example.org")
+    path = write(tmp_path, "ok.sieve", "keep;\n")
+    for name in ("../x", ".hidden", "a/b", "x" * 65, "-opt"):
+        site.run("sieve", "install", "alice@example.org", path, "--name", name, check=64)
+    site.run("sieve", "install", "nobody@example.org", path, check=67)
+
+
+def test_a_hand_written_script_is_kept_when_another_is_activated(site, tmp_path):
+    alice = site.create("alice@example.org")
+    (alice / "lda.sieve").write_text("# by hand\nkeep;\n")
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert [(r["name"], r["active"]) for r in listed] == [(None, True)]
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "new.sieve", "discard;\n"), check=0)
+    assert (alice / "sieve" / "lda.orig.sieve").read_text() == "# by hand\nkeep;\n"
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert [(r["name"], r["active"]) for r in listed] == [("lda.orig", False), ("new", True)]

@@ -155,7 +155,7 @@ def set_mailbox_quota(db, address, limits):
 
 
 class AliasFileInvalid(ConfigError):
-    """The aliases file has problems; no table was written."""
+    """The aliases file cannot be compiled (a loop, or no file); no table was written."""
 
     def __init__(self, path, problems):
         super().__init__(f"{path}: {len(problems)} problem(s); table not written")
@@ -166,16 +166,24 @@ def compile_aliases(config, path):
     """Check the aliases file and write its compiled table (aliases.table_path
     under state_dir): each key with its members, :include: files expanded,
     and every file read with its stamp, so deliveries look keys up instead
-    of parsing, and parse again once any of those files changes.  Raises
-    AliasFileInvalid with the problems instead; the old table then stays."""
+    of parsing, and parse again once any of those files changes.
+
+    As newaliases(1) does, bad lines are skipped, not fatal: the summary's
+    "problems" lists them for the caller to warn about, and the keys they
+    define are written as deferred.  Alias loops and over-deep chains are
+    still refused (AliasFileInvalid, every problem listed; the old table
+    then stays): they are no typo on one line, and the file read on each
+    delivery already defers only the addresses on them."""
     path = os.path.abspath(path)
     try:
         os.stat(path)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read aliases: {e.strerror}") from None
     problems, aliases = checked_aliases(path)
-    if problems:
+    skipped = [p for p in aliases.problems if p.line]
+    if len(skipped) < len(problems):
         raise AliasFileInvalid(path, problems)
     target = table_path(state_dir(config))
     write_table(aliases, target)
-    return {"source": path, "index": target, "entries": len(aliases)}
+    return {"source": path, "index": target, "entries": len(aliases),
+            "deferred": len(aliases.bad), "problems": [p._asdict() for p in skipped]}

@@ -25,6 +25,7 @@ from ..log import failure_status
 from ..store import maildir as md
 from ..store.locks import MailboxLocks
 from ..store.maildir import SYNC_BATCH
+from .sievescripts import scripts_for
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
 # The header bytes read before choosing the prefix (see _stage).
@@ -358,13 +359,17 @@ class Delivery:
         Sieve code is imported only for a mailbox that has a script."""
         targets, filtered = [], []
         for target in plan.targets:
-            path = self.config.sieve_script_for(target.maildir_path) if target.local else None
-            if path is None or target.filtered or not self._trusted_script(path, info):
+            scripts = []
+            if target.local and not target.filtered:
+                scripts = [path for path in scripts_for(self.config, target.maildir_path,
+                                                        self.log.warning)
+                           if self._trusted_script(path, info)]
+            if not scripts:
                 targets.append(target)
                 continue
             from .filtering import filter_target
 
-            derived, ran = filter_target(self, path, plan, target, info, staged)
+            derived, ran = filter_target(self, scripts, plan, target, info, staged)
             targets.extend(derived)
             if ran is not None:
                 filtered.append(ran)

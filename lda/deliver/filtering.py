@@ -94,20 +94,29 @@ def keyword_letters(box, target, timeout, log):
     return letters
 
 
-def filter_target(delivery, path, plan, target, info, staged):
-    """The targets that the script at path makes of one mailbox target of
-    plan, and what to commit once they are stored: (target, outcome,
-    state), or None when no script ran (a resend, or the script is gone),
-    and the target stands as it was."""
-    outcome, state = run_script(delivery, path, plan, target, info, staged)
+def filter_target(delivery, scripts, plan, target, info, staged):
+    """The targets that the scripts at paths `scripts` (in order, see
+    sievescripts.py) make of one mailbox target of plan, and what to commit
+    once they are stored: (target, outcome, state), or None when no script
+    ran (a resend, or the scripts are gone), and the target stands as it was."""
+    outcome, state = run_scripts(delivery, scripts, plan, target, info, staged)
     if outcome is None:
         return [target], None
     return targets_for(outcome, target, delivery.log, info.log_id), (target, outcome, state)
 
 
-def run_script(delivery, path, plan, target, info, staged):
-    """(outcome, state) of the target's script, in delivery's envelope and
-    database; (None, None) for a message that mailbox already has."""
+def run_scripts(delivery, scripts, plan, target, info, staged):
+    """(outcome, state) of the target's scripts run in sequence, in
+    delivery's envelope and database; (None, None) for a message that
+    mailbox already has, or when no script could be found any more.
+
+    Pigeonhole's sequence (its INSTALL, "Executing Multiple Scripts
+    Sequentially", after draft-degener-sieve-multiscript): the next script
+    runs only while a keep, explicit or implicit, is in effect when one
+    ends, so `stop` ends only its own script and `discard; stop;` ends
+    them all; an error ends the sequence with a keep, and what earlier
+    scripts did stands.
+    """
     from ..sieve import Envelope, evaluate
 
     db = delivery.database(target.db_root)
@@ -119,13 +128,73 @@ def run_script(delivery, path, plan, target, info, staged):
     envelope = Envelope(delivery.sender or "", plan.canonical,
                         delivery.original_recipient or plan.canonical,
                         delivery.config.recipient_delimiter)
-    outcome = evaluate(path, delivery.sieve_cache(), Message(info.headers, staged.size),
-                       envelope, state)
-    for line in (outcome.errors if outcome else ()):
-        delivery.log.warning(f"{info.log_id}: sieve: {line}")
-    for line in (outcome.log if outcome else ()):
-        delivery.log.info(f"{info.log_id}: {path}: {line}")
-    return outcome, state
+    message = Message(info.headers, staged.size)
+    outcomes = []
+    for path in scripts:
+        outcome = evaluate(path, delivery.sieve_cache(), message, envelope, state)
+        if outcome is None:
+            continue  # removed since it was found
+        for line in outcome.errors:
+            delivery.log.warning(f"{info.log_id}: sieve: {line}")
+        for line in outcome.log:
+            delivery.log.info(f"{info.log_id}: {path}: {line}")
+        outcomes.append(outcome)
+        if outcome.errors or not _keeps(outcome):
+            break
+    if not outcomes:
+        return None, None
+    return sequence_outcome(outcomes), state
+
+
+def _keeps(outcome):
+    """Whether a keep is in effect when the script ends: the next one runs."""
+    from ..sieve import Keep
+
+    return outcome.implicit_keep or any(isinstance(a, Keep) for a in outcome.actions)
+
+
+def sequence_outcome(outcomes):
+    """One Outcome for the scripts run in sequence.
+
+    A keep in any script but the last that ran only let the next one run
+    (Pigeonhole: the message goes to INBOX only if the last script keeps);
+    every other action stands.  As Pigeonhole, nothing is done twice: one
+    store per folder (flags merged), one redirect per address, and only the
+    first vacation reply.
+    """
+    from ..sieve import Keep, Outcome
+
+    if len(outcomes) == 1:
+        return outcomes[0]  # one script: its own outcome, exactly as it was
+    actions = []
+    for i, outcome in enumerate(outcomes):
+        last = i == len(outcomes) - 1
+        for action in outcome.all_actions() if last else outcome.actions:
+            if last or not isinstance(action, Keep):
+                _merge(actions, action)
+    records = [record for outcome in outcomes for record in outcome.records]
+    return Outcome(actions, implicit_keep=False, records=records)
+
+
+def _merge(actions, action):
+    """Add action to actions unless one already does the same."""
+    from ..sieve import Discard, FileInto, Keep, Redirect, Vacation
+
+    kind = type(action)
+    if kind is Discard:
+        return  # it only cancelled a keep
+    for i, done in enumerate(actions):
+        if kind is Redirect and type(done) is Redirect and done.address == action.address:
+            return
+        if kind is Vacation and type(done) is Vacation:
+            return
+        if (kind in (Keep, FileInto) and type(done) in (Keep, FileInto)
+                and done.maildir_folder == action.maildir_folder):
+            flags = tuple(dict.fromkeys(done.flags + action.flags))
+            actions[i] = (Keep(flags, done.implicit) if type(done) is Keep else
+                          FileInto(done.folder, flags, done.create or action.create, done.copy))
+            return
+    actions.append(action)
 
 
 def commit_filters(filtered, result):

@@ -22,6 +22,12 @@ one indexed query per key, while it still matches every file it was built
 from, and parses the source otherwise, as postalias(1) and Postfix do with
 aliases.db.
 
+A bad line does not spoil the file, as with newaliases(1): it is skipped
+with a warning and the other aliases answer.  Unlike Postfix, an alias
+whose own definition is on a bad line (its name still readable, as in
+`team alice` without a colon) is not unknown but deferred (AliasLineBad,
+4.3.5): mail to it waits for the fix instead of bouncing for a typo.
+
 This module is on the per-message path: it imports only cheap standard
 modules (SQLite through lda.sqlite, already loaded for DeliveredTo), and
 email-validator only once an address needs checking.
@@ -29,6 +35,7 @@ email-validator only once an address needs checking.
 
 import os
 import stat
+import time
 
 from ..errors import ConfigError, TemporaryFailure, is_file_problem
 from ..startup.collections import record
@@ -36,6 +43,9 @@ from ..startup.collections import record
 MAX_NAME = 254  # RFC 5321 section 4.5.3.1.3: no path (address) is longer
 MAX_PATH = 4096  # PATH_MAX on Linux: file names in messages are shown whole up to this
 MAX_INCLUDE_DEPTH = 20
+# No one writes a line this long on purpose (continuation lines are the
+# idiom for long lists); past it, the line is garbage such as a binary file.
+MAX_LINE = 1 << 20
 INCLUDE = ":include:"
 # "/" and "\\" make paths, ":" a misspelt :include:, '"' a quote that did not close cleanly.
 _FORBIDDEN_IN_NAMES = '/\\:"'
@@ -56,6 +66,12 @@ class Problem(record("Problem", "path line message")):
         return f"{self.path}: {self.message}"
 
 
+class AliasLineBad(TemporaryFailure):
+    """An alias whose definition is on a bad line: deferred, never bounced."""
+
+    smtp_reply = "451 4.3.5"
+
+
 class Expansion(record("Expansion", "leaves cycles via")):
     """What an address expands to.
 
@@ -71,13 +87,16 @@ class Expansion(record("Expansion", "leaves cycles via")):
 class Aliases:
     """A parsed alias file: lowercased key -> member addresses."""
 
-    def __init__(self, path, entries, lines, sources=None):
+    def __init__(self, path, entries, lines, sources=None, bad=None, problems=()):
         self.path = path
         self._entries = entries  # key -> tuple of lowercased members
         self._lines = lines  # key -> line number in path
         # absolute path -> (st_mtime_ns, st_size, st_ino) of each file read,
         # the alias file first, taken before reading (see _Parser.read)
         self.sources = sources or {}
+        # key -> the Problem of the bad line that defines it: lookups defer
+        self.bad = bad or {}
+        self.problems = list(problems)  # every bad line skipped, in file order
 
     def __len__(self):
         return len(self._entries)
@@ -93,18 +112,21 @@ class Aliases:
         in a domain lda does not deliver for.
         """
         address = address.lower()
-        if address in self._entries:
+        if address in self._entries or address in self.bad:
             return address
         if local_part:
             local, at, _ = address.rpartition("@")
-            if at and local in self._entries:
+            if at and (local in self._entries or local in self.bad):
                 return local
         return None
 
     def lookup(self, address, local_part=True):
         """The members of address: full-address key first, then local part
-        (unless local_part is False); None if no alias."""
+        (unless local_part is False); None if no alias.  Raises AliasLineBad
+        for a key defined on a bad line."""
         key = self.key_for(address, local_part)
+        if key in self.bad:
+            raise deferred(key, self.bad[key])
         return None if key is None else list(self._entries[key])
 
     def line_of(self, key):
@@ -112,13 +134,35 @@ class Aliases:
         return self._lines[key]
 
 
-def load_aliases(path):
-    """Parse the alias file at path; raise ConfigError at the first problem."""
+def deferred(key, problem):
+    """The AliasLineBad a lookup of key raises: the same words from the
+    file and from the table, which stores str(problem)."""
+    return AliasLineBad(f"alias {_show(key)} is defined on a bad line, {problem}; "
+                        "deferred until the line is fixed")
+
+
+def load_aliases(path, strict=True):
+    """Parse the alias file at path.
+
+    strict: raise ConfigError at the first problem.  Otherwise bad lines
+    are skipped and kept in .problems, the keys they define in .bad (as a
+    delivery reads the file); only a file that cannot be read at all
+    raises, since then no alias can be told from an unknown address.
+    """
 
     def fail(problem):
         raise ConfigError(str(problem))
 
-    return _Parser(fail).parse(path)
+    problems = []
+
+    def skip(problem):
+        if not problem.line:
+            fail(problem)
+        problems.append(problem)
+
+    aliases = _Parser(fail if strict else skip).parse(path)
+    aliases.problems = problems
+    return aliases
 
 
 def check_aliases(path, local_domains=None):
@@ -136,7 +180,8 @@ def checked_aliases(path, local_domains=None):
     reading of the files: what `lda aliases compile` writes is what it checked."""
     problems = []
     aliases = _Parser(problems.append).parse(path)
-    problems.extend(_loop_problems(aliases, local_domains or ()))
+    aliases.problems = list(problems)
+    problems.extend(loop_problems(aliases, local_domains or ()))
     return problems, aliases
 
 
@@ -144,16 +189,26 @@ def checked_aliases(path, local_domains=None):
 #
 # One SQLite file, written whole beside its final name and renamed over it,
 # never changed in place (so readers open it immutable, without locks):
-#   aliases(key PRIMARY KEY, members)  members joined by "\n", which no
-#                                      address or name can hold (lines are
-#                                      split at it before parsing)
+#   aliases(key PRIMARY KEY, members, problem)  members joined by "\n", which
+#                                      no address or name can hold (lines are
+#                                      split at it before parsing); for a key
+#                                      on a bad line, members NULL and problem
+#                                      the line's Problem as text (a deferral)
 #   sources(position, path, mtime_ns, size, ino)  each file read, the alias
 #                                      file at position 0, its includes after
 #   PRAGMA user_version = TABLE_FORMAT
 
 TABLE_NAME = "aliases.sqlite"
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 _RECOMPILE = "run 'lda aliases compile'"
+# Bad lines met while a delivery parses the file are logged at most once
+# per WARN_EVERY seconds for the same files (WARNED_NAME in the state
+# directory keeps when and for which), so a busy site logs them a few
+# times an hour, not with every message, yet an edit is reported at once.
+WARNED_NAME = "aliases.warned"
+WARN_EVERY = 600
+MAX_WARNED_LINES = 20
+_warned = {}  # stamp text -> when this process last logged it
 
 
 def table_path(state_dir):
@@ -161,15 +216,16 @@ def table_path(state_dir):
     return os.path.join(state_dir, TABLE_NAME)
 
 
-def open_aliases(path, table, warn):
+def open_aliases(path, table, warn, clock=time.time):
     """What the alias file at path holds: its compiled table at table, if
     that was built from exactly the files there now, else the file parsed by
-    load_aliases().  warn(line) says why a table that exists is not used;
-    no table at all means no warning (compiling is optional)."""
+    load_aliases(), bad lines skipped.  warn(line) says why a table that
+    exists is not used, and which lines were skipped (see warn_bad_lines);
+    no table at all means no warning about it (compiling is optional)."""
     from ..startup.sqlite3 import sqlite3
 
     if not os.path.exists(table):
-        return load_aliases(path)
+        return _parsed(path, table, warn, clock)
     conn = None
     try:
         conn = sqlite3.connect(_readonly_uri(table), uri=True)
@@ -181,7 +237,50 @@ def open_aliases(path, table, warn):
     if conn is not None:
         conn.close()
     warn(f"aliases table {table} {why}; reading {path} instead; {_RECOMPILE}")
-    return load_aliases(path)
+    return _parsed(path, table, warn, clock)
+
+
+def _parsed(path, table, warn, clock):
+    """The file parsed as a delivery reads it, its bad lines logged."""
+    aliases = load_aliases(path, strict=False)
+    if aliases.problems:
+        warn_bad_lines(aliases, os.path.dirname(table), warn, clock)
+    return aliases
+
+
+def warn_bad_lines(aliases, state_dir, warn, clock=time.time):
+    """Log the bad lines of aliases unless they were logged lately.
+
+    A stamp file rather than only memory: each `lda deliver` is a new
+    process.  It holds the files' stamps, so an edited file is news.  A
+    stamp that cannot be read or written costs a warning too many, never
+    a delivery.
+    """
+    now = clock()
+    stamp = repr(sorted(aliases.sources.items()))
+    if now - _warned.get(stamp, -WARN_EVERY) < WARN_EVERY:
+        return
+    _warned[stamp] = now
+    name = os.path.join(state_dir, WARNED_NAME)
+    try:
+        with open(name, encoding="utf-8", errors="replace") as f:
+            if f.read() == stamp and now - os.fstat(f.fileno()).st_mtime < WARN_EVERY:
+                return
+    except (OSError, ValueError):
+        pass
+    problems = aliases.problems
+    for problem in problems[:MAX_WARNED_LINES]:
+        warn(f"aliases {problem}; line skipped")
+    if len(problems) > MAX_WARNED_LINES:
+        warn(f"aliases {aliases.path}: {len(problems) - MAX_WARNED_LINES} more bad lines "
+             "skipped; run 'lda aliases check'")
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0o644)
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(stamp)
+    except OSError:
+        pass
 
 
 def _readonly_uri(path):
@@ -231,21 +330,22 @@ class AliasTable:
             except (sqlite3.Error, AttributeError, TypeError) as e:
                 self._warn(f"aliases table {self.table} is unreadable ({e}); "
                            f"reading {self.path} instead; {_RECOMPILE}")
-                self._parsed = load_aliases(self.path)
+                self._parsed = _parsed(self.path, self.table, self._warn, time.time)
         return self._parsed.lookup(address, local_part)
 
     def _query(self, address, local_part):
         local, at, _ = address.rpartition("@")
-        if local_part and at:
-            # Both keys in one query; the full address wins, as in key_for().
-            found = dict(self._conn.execute(
-                "SELECT key, members FROM aliases WHERE key IN (?, ?)", (address, local)))
-            members = found.get(address, found.get(local))
-        else:
-            row = self._conn.execute(
-                "SELECT members FROM aliases WHERE key = ?", (address,)).fetchone()
-            members = row and row[0]
-        return None if members is None else members.split("\n")
+        # Both keys in one query; the full address wins, as in key_for().
+        keys = (address, local) if local_part and at else (address, address)
+        found = {key: (members, problem) for key, members, problem in self._conn.execute(
+            "SELECT key, members, problem FROM aliases WHERE key IN (?, ?)", keys)}
+        key = address if address in found else local
+        if key not in found:
+            return None
+        members, problem = found[key]
+        if members is None:
+            raise deferred(key, problem)
+        return members.split("\n")
 
 
 def write_table(aliases, target):
@@ -271,13 +371,15 @@ def write_table(aliases, target):
             conn.execute("CREATE TABLE sources (position INTEGER PRIMARY KEY, path TEXT NOT "
                          "NULL, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, ino "
                          "INTEGER NOT NULL)")
-            conn.execute("CREATE TABLE aliases (key TEXT PRIMARY KEY, members TEXT NOT NULL) "
-                         "WITHOUT ROWID")
+            conn.execute("CREATE TABLE aliases (key TEXT PRIMARY KEY, members TEXT, "
+                         "problem TEXT) WITHOUT ROWID")
             conn.executemany("INSERT INTO sources VALUES (?, ?, ?, ?, ?)",
                              ((i, name, *stamp)
                               for i, (name, stamp) in enumerate(aliases.sources.items())))
-            conn.executemany("INSERT INTO aliases VALUES (?, ?)",
+            conn.executemany("INSERT INTO aliases VALUES (?, ?, NULL)",
                              ((key, "\n".join(aliases.lookup(key, False))) for key in aliases))
+            conn.executemany("INSERT INTO aliases VALUES (?, NULL, ?)",
+                             ((key, str(problem)) for key, problem in aliases.bad.items()))
             conn.execute(f"PRAGMA user_version = {TABLE_FORMAT}")
             conn.execute("COMMIT")
         finally:
@@ -355,26 +457,39 @@ class _Parser:
         self.report = report
         self.checked = {}  # target text -> (address, reason): lists repeat addresses
         self.sources = {}  # see Aliases.sources
+        self.found = []  # every problem reported, to tell which entry had one
 
     def problem(self, path, line, message):
-        self.report(Problem(path, line, message))
+        problem = Problem(path, line, message)
+        self.found.append(problem)
+        self.report(problem)
 
     def parse(self, path):
-        entries, lines = {}, {}
+        """The Aliases of path.  An entry with any problem is left out; its
+        key, when readable, goes to Aliases.bad so lookups defer rather than
+        miss.  A duplicate keeps the first, as postalias(1) does, unless
+        either is bad: then which one the admin meant is unknown."""
+        entries, lines, bad = {}, {}, {}
         text = self.read(path, None)
         if text is not None:
             stack = [os.path.realpath(path)]
             for parts in _entries(self, path, text):
+                before = len(self.found)
                 key, members = self.entry(path, parts, stack)
                 if key is None:
                     continue
                 number = parts[0][0]
-                if key in entries:
+                if len(self.found) > before:
+                    bad.setdefault(key, self.found[before])
+                    lines.setdefault(key, number)
+                elif key in entries:
                     first = f"first at line {lines[key]}"
                     self.problem(path, number, f"duplicate alias {_show(key)} ({first})")
-                    continue
-                entries[key], lines[key] = tuple(members), number
-        return Aliases(path, entries, lines, self.sources)
+                elif key not in bad:
+                    entries[key], lines[key] = tuple(members), number
+        for key in bad:
+            entries.pop(key, None)
+        return Aliases(path, entries, lines, self.sources, bad)
 
     def read(self, path, at):
         """The lines of path, or None once the reason is reported.
@@ -409,24 +524,36 @@ class _Parser:
             self.problem(*where, f"{name or 'it'} is not a regular file")
             return None
         try:
-            text = data.decode("utf-8").removeprefix("\ufeff")
-        except UnicodeDecodeError as e:
-            self.problem(path, data.count(b"\n", 0, e.start) + 1, "not valid UTF-8")
-            return None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            # Kept apart, not lost: _line_problem() finds the bytes on the
+            # lines that hold them, and only those lines are bad.
+            text = data.decode("utf-8", "surrogateescape")
+        text = text.removeprefix("\ufeff")
         if "\r" in text:
             text = text.replace("\r\n", "\n")
         return text.split("\n")  # not splitlines(): it also splits at \f, \x1c and more
 
     def entry(self, path, parts, stack):
-        """(key, members) of one entry; key None when it is unusable."""
+        """(key, members) of one entry; key None when it is unusable.
+
+        A line that cannot be read still gives its key if its first word is
+        a valid name (`team alice` lacks only the colon): mail to it must
+        wait for the fix, not bounce as if no alias existed.
+        """
         number, first = parts[0]
+        for line, text in parts:
+            reason = _line_problem(text)
+            if reason:
+                self.problem(path, line, reason)
+                return self.readable_key(first), []
         colon = _unquoted(first, ":")
         if colon is None:
             self.problem(path, number, "unterminated quote")
-            return None, []
+            return self.readable_key(first), []
         if not colon:
             self.problem(path, number, f'missing ":" after the alias name {_show(first)}')
-            return None, []
+            return self.readable_key(first), []
         key = self.key(path, number, first[: colon[0]].strip(" \t"))
         members, ok = [], True
         for line, text in [(number, first[colon[0] + 1 :])] + parts[1:]:
@@ -434,6 +561,18 @@ class _Parser:
         if ok and not members and key is not None:
             self.problem(path, number, f"alias {_show(key)} has no targets")
         return key, members
+
+    def readable_key(self, text):
+        """The key a bad line means to define, or None: its text before any
+        colon, the first word of it unless quoted, if a valid name."""
+        head = text.split(":", 1)[0].strip(" \t")
+        if head[:1] != '"':
+            head = head.split(None, 1)[0] if head.split(None, 1) else ""
+        name = _unquote(head)
+        if not name or _line_problem(name):
+            return None
+        key, reason = self.address(name)
+        return None if reason else key
 
     def key(self, path, number, text):
         """The lowercased alias name, or None once the problem is reported."""
@@ -504,6 +643,11 @@ class _Parser:
         for line, text in enumerate(lines, 1):
             body = text.strip(" \t")
             if body and body[0] != "#":
+                reason = _line_problem(body)
+                if reason:
+                    self.problem(full, line, reason)
+                    ok = False
+                    continue
                 ok &= self.targets(full, line, body, members, stack + [real])
         return ok
 
@@ -542,6 +686,19 @@ def _entries(parser, path, lines):
         parts = [(number, body)]
     if parts:
         yield parts
+
+
+def _line_problem(text):
+    """Why a line cannot be read at all, or None: bytes that are not UTF-8
+    (surrogates, as read() decodes them), or more than MAX_LINE characters."""
+    if len(text) > MAX_LINE:
+        return f"line longer than {MAX_LINE} characters"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "not valid UTF-8"
+    return None
 
 
 def _check_address(value):
@@ -624,8 +781,9 @@ def _unquote(token):
     return "".join(out)
 
 
-def _loop_problems(aliases, local_domains):
-    """Expand every alias; report each loop and each over-deep chain once."""
+def loop_problems(aliases, local_domains=()):
+    """Expand every alias; report each loop and each over-deep chain once.
+    A key on a bad line is left out: it is deferred, it expands to nothing."""
     domains = {d.lower() for d in local_domains}
 
     def key_for(address):
@@ -633,8 +791,7 @@ def _loop_problems(aliases, local_domains):
         return aliases.key_for(address, local_part=not at or domain in domains)
 
     def lookup(address):
-        key = key_for(address)
-        return None if key is None else aliases._entries[key]
+        return aliases._entries.get(key_for(address))
 
     problems, seen, too_deep = [], set(), set()
     for key in aliases:

@@ -1,0 +1,274 @@
+"""The Sieve scripts of managed mailboxes: install, list, activate, show.
+
+A delivery runs one script per mailbox, lda.sieve in the mailbox root
+(config.SCRIPT_IN_MAILBOX), so that a move carries it.  As with ManageSieve,
+a mailbox may keep several scripts by name, in sieve/NAME.sieve under its
+root, one of them active.  The active one is a copy in lda.sieve, not a
+symlink: deliveries never have to follow a link in a Maildir, and a
+stored script is active when lda.sieve has its bytes.
+
+Every script is compiled before it is written (a bad one changes nothing),
+and written as a new file beside its name, fsynced and renamed over it, so
+a delivery reads the old script or the new one, never a part, and a
+symlink planted at the name is replaced, never written through.
+"""
+
+import errno
+import os
+import stat
+
+from ..config import SCRIPT_IN_MAILBOX
+from ..errors import EX_DATAERR, LdaError, MailboxMoving, UnsafePath, UsageError
+from .mailboxes import get_mailbox, list_mailboxes, mailbox_path
+
+SCRIPTS_DIR = "sieve"
+SUFFIX = ".sieve"
+MAX_SCRIPT = 1 << 20  # Pigeonhole's sieve_max_script_size default
+MAX_NAME = 64
+RESCUED = "lda.orig"  # where a hand-written lda.sieve is kept (_make_active)
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class ScriptInvalid(LdaError):
+    """A script that does not compile; nothing was installed."""
+
+    exit_code = EX_DATAERR
+    smtp_reply = "554 5.6.0"
+
+    def __init__(self, message, lines=()):
+        super().__init__(message)
+        self.lines = list(lines)
+
+
+def install(db, address, source, name=None, activate=True):
+    """Install the script at path `source` for the mailbox at address as
+    NAME (default: the file's name without .sieve), and make it the active
+    one unless activate is False; a script installed under the active
+    name is activated either way (it replaces the one running)."""
+    with open(source, "rb") as f:
+        data = f.read(MAX_SCRIPT + 1)
+    name = check_name(name or _name_of(source))
+    check_script(data, source)
+    row, root = _mailbox(db, address)
+    with _directory(root) as root_fd:
+        active = _active_name(root_fd)  # before NAME changes: it may be the active one
+        was_active = active == name
+        with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
+            _write(scripts_fd, name + SUFFIX, data)
+        if activate or was_active:
+            _make_active(root_fd, data, hand_written=active is None)
+    return {"address": row["address"], "name": name, "active": activate or was_active,
+            "size": len(data), "path": os.path.join(root, SCRIPTS_DIR, name + SUFFIX)}
+
+
+def activate(db, address, name):
+    """Make the stored script NAME the mailbox's active one (compiled
+    again first: a stored file may have been edited by hand)."""
+    name = check_name(name)
+    row, root = _mailbox(db, address)
+    with _directory(root) as root_fd:
+        data = _read_stored(root_fd, name)
+        if data is None:
+            raise UsageError(f"{row['address']} has no script {name!r} "
+                             f"(see 'lda sieve list {row['address']}')")
+        check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX))
+        _make_active(root_fd, data, hand_written=_active_name(root_fd) is None)
+    return {"address": row["address"], "name": name, "active": True, "size": len(data)}
+
+
+def list_scripts(db, address=None):
+    """One row per script of the mailbox at address (default: every
+    mailbox that has one): address, name, active, size.  An active
+    lda.sieve that is none of the stored scripts (written by hand) is
+    listed with name None."""
+    rows = [get_mailbox(db, address)] if address else list_mailboxes(db)
+    listed = []
+    for row in rows:
+        root = mailbox_path(db, row)
+        try:
+            with _directory(root) as root_fd:
+                listed += _scripts_of(row["address"], root_fd)
+        except FileNotFoundError:
+            continue  # a mailbox whose Maildir is not there yet has no script
+    return listed
+
+
+def show(db, address):
+    """The active script of the mailbox at address: address, name (None
+    if it is none of the stored ones), path and the text; script None
+    when the mailbox has no script of its own."""
+    row, root = _mailbox(db, address, moving_ok=True)
+    with _directory(root) as root_fd:
+        data = _read_at(root_fd, SCRIPT_IN_MAILBOX)
+        name = _active_name(root_fd, data)
+    text = None if data is None else data.decode("utf-8", "replace")
+    return {"address": row["address"], "name": name,
+            "path": os.path.join(root, SCRIPT_IN_MAILBOX), "script": text}
+
+
+def check_name(name):
+    """name if it can be a script's file name, else UsageError.  A plain
+    name: no path, no dot file, nothing a log line or a shell would
+    misread."""
+    if (not name or len(name) > MAX_NAME or name[0] in ".-"
+            or not set(name) <= _NAME_CHARS):
+        raise UsageError(f"bad script name {name!r}: use up to {MAX_NAME} letters, digits "
+                         "and . _ - +, not starting with . or -")
+    return name
+
+
+def check_script(data, where):
+    """ScriptInvalid unless data is a Sieve script lda compiles."""
+    from ..sieve import SieveError, compile_script
+
+    if len(data) > MAX_SCRIPT:
+        raise ScriptInvalid(f"{where}: larger than {MAX_SCRIPT} bytes; nothing installed")
+    try:
+        compile_script(data)
+    except SieveError as e:
+        lines = e.lines(str(where))
+        raise ScriptInvalid(f"{where}: does not compile; nothing installed", lines) from None
+    except UnicodeDecodeError:
+        raise ScriptInvalid(f"{where}: not UTF-8; nothing installed") from None
+
+
+def _name_of(source):
+    base = os.path.basename(source)
+    return base[: -len(SUFFIX)] if base.endswith(SUFFIX) else base
+
+
+def _mailbox(db, address, moving_ok=False):
+    """(directory row, Maildir root) of the mailbox; MailboxMoving while
+    `lda mailbox move` works on it, since a script written to the old
+    place would be left behind."""
+    row = get_mailbox(db, address)
+    if not moving_ok and db["moves"].exists() and list(
+            db["moves"].rows_where("address = ?", [row["address"]])):
+        raise MailboxMoving(f"mailbox {row['address']} is being moved; try again later")
+    return row, mailbox_path(db, row)
+
+
+class _directory:
+    """A directory opened without following a symlink, as a context manager
+    yielding its fd; create=True makes it (0700) when it is missing."""
+
+    def __init__(self, name, dir_fd=None, create=False):
+        self.name, self.dir_fd, self.create = name, dir_fd, create
+
+    def __enter__(self):
+        if self.create:
+            try:
+                os.mkdir(self.name, 0o700, dir_fd=self.dir_fd)
+            except FileExistsError:
+                pass
+        try:
+            self.fd = os.open(self.name, _OPEN_DIR, dir_fd=self.dir_fd)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise UnsafePath(f"{self.name}: a symlink or not a directory in the mailbox; "
+                             "not followed") from None
+        return self.fd
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+def _write(dir_fd, name, data):
+    """name in dir_fd holds data: a unique new file (O_EXCL, O_NOFOLLOW),
+    fsynced, renamed over name (which replaces a symlink there rather than
+    following it), the directory fsynced.  Mode 0644 whatever the umask: a
+    script writable by group or others is one deliveries ignore."""
+    tmp = f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644, dir_fd=dir_fd)
+    try:
+        try:
+            os.fchmod(fd, 0o644)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        raise
+    os.fsync(dir_fd)
+
+
+def _make_active(root_fd, data, hand_written):
+    """lda.sieve holds data.  A hand_written lda.sieve (one that none of
+    the stored scripts had before this command) is stored first as
+    RESCUED (or RESCUED-N), as Pigeonhole keeps a regular ~/.dovecot.sieve
+    as "dovecot.orig": activating another script loses no one's work."""
+    current = _read_at(root_fd, SCRIPT_IN_MAILBOX) if hand_written else None
+    if current is not None and current != data:
+        with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
+            taken = set(os.listdir(scripts_fd))
+            name = next(f"{RESCUED}{suffix}{SUFFIX}" for suffix in
+                        ("", *(f"-{n}" for n in range(2, len(taken) + 3)))
+                        if f"{RESCUED}{suffix}{SUFFIX}" not in taken)
+            _write(scripts_fd, name, current)
+    _write(root_fd, SCRIPT_IN_MAILBOX, data)
+
+
+def _read_at(dir_fd, name):
+    """The bytes of the regular file name in dir_fd, None if there is none;
+    a symlink there is refused (ELOOP), never followed."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return None  # a symlink: not a script lda installed, not read through
+        raise
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(MAX_SCRIPT + 1)
+
+
+def _read_stored(root_fd, name):
+    try:
+        with _directory(SCRIPTS_DIR, root_fd) as scripts_fd:
+            return _read_at(scripts_fd, name + SUFFIX)
+    except FileNotFoundError:
+        return None
+
+
+def _stored(root_fd):
+    """{name: bytes} of the stored scripts, in name order."""
+    try:
+        with _directory(SCRIPTS_DIR, root_fd) as scripts_fd:
+            names = sorted(n[: -len(SUFFIX)] for n in os.listdir(scripts_fd)
+                           if n.endswith(SUFFIX) and not n.startswith("."))
+            found = {name: _read_at(scripts_fd, name + SUFFIX) for name in names}
+    except FileNotFoundError:
+        return {}
+    return {name: data for name, data in found.items() if data is not None}
+
+
+def _active_name(root_fd, active=False):
+    """The name of the stored script whose bytes lda.sieve has, or None."""
+    if active is False:
+        active = _read_at(root_fd, SCRIPT_IN_MAILBOX)
+    if active is None:
+        return None
+    return next((name for name, data in _stored(root_fd).items() if data == active), None)
+
+
+def _scripts_of(address, root_fd):
+    active = _read_at(root_fd, SCRIPT_IN_MAILBOX)
+    rows = [{"address": address, "name": name, "active": data == active, "size": len(data)}
+            for name, data in _stored(root_fd).items()]
+    if active is not None and not any(r["active"] for r in rows):
+        rows.append({"address": address, "name": None, "active": True, "size": len(active)})
+    return rows

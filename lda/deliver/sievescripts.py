@@ -1,0 +1,92 @@
+"""Which Sieve scripts a delivery runs for a mailbox, and in what order.
+
+Pigeonhole's places, so that users and admins coming from Dovecot keep
+their scripts where they are:
+- sieve_before: the admin's scripts, run first for every mailbox;
+- the mailbox's own script: in managed mode lda.sieve in the mailbox root;
+  in per-user mode sieve_script (~/.lda.sieve), else ~/.dovecot.sieve, the
+  file or symlink ManageSieve keeps active (a configured sieve_script is
+  the only one);
+- sieve_default when the mailbox has no script of its own;
+- sieve_after: run last.
+A path in sieve_before or sieve_after may be a directory: its *.sieve
+files run in name order (byte order), as Pigeonhole runs them.
+
+On the per-message path: stats only, no lda.sieve import.  A delivery with
+no script anywhere pays one stat per configured path and per place above.
+"""
+
+import os
+import stat
+
+DOVECOT_SCRIPT = ".dovecot.sieve"
+SUFFIX = ".sieve"
+
+
+def scripts_for(config, maildir_path, warn):
+    """The paths of the scripts to run, in order; [] when none exists.
+    warn(line) says why a script that is there was passed over."""
+    own = personal_script(config, maildir_path, warn)
+    if own is None and config.sieve_default and _is_file(config.sieve_default):
+        own = config.sieve_default
+    return _expand(config.sieve_before) + ([own] if own else []) + _expand(config.sieve_after)
+
+
+def personal_script(config, maildir_path, warn):
+    """The mailbox's own script, or None."""
+    path = config.sieve_script_for(maildir_path)
+    if _is_file(path):
+        return path
+    if config.per_user and path == config.expand("~/.lda.sieve"):
+        # Not configured: the user may be one of Pigeonhole's.
+        return dovecot_script(config.home, warn)
+    return None
+
+
+def dovecot_script(home, warn):
+    """~/.dovecot.sieve, following its symlink only into the user's home.
+
+    ManageSieve makes it a symlink to sieve/NAME.sieve.  The user owns the
+    home, so whatever it points to inside the home is the user's own doing
+    (and per-user lda runs as that user); a link out of it could make lda
+    read a file the user only pointed at (as root, anyone's), so it is
+    refused.  The path returned is the resolved one: nothing follows the
+    link again after this check.
+    """
+    link = os.path.join(home, DOVECOT_SCRIPT)
+    try:
+        st = os.lstat(link)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISLNK(st.st_mode):
+        return link if stat.S_ISREG(st.st_mode) else None
+    real, root = os.path.realpath(link), os.path.realpath(home)
+    if os.path.commonpath([real, root]) != root or real == root:
+        warn(f"{link} points outside {home} (to {real}): not followed, no script run")
+        return None
+    return real if _is_file(real) else None
+
+
+def _expand(paths):
+    """Each configured path: a file as it is, a directory as its *.sieve
+    files in byte order; missing ones left out (one stat each)."""
+    found = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            names = sorted(os.fsencode(n) for n in os.listdir(path) if n.endswith(SUFFIX))
+            found += [p for p in (os.path.join(path, os.fsdecode(n)) for n in names)
+                      if _is_file(p)]
+        elif stat.S_ISREG(st.st_mode):
+            found.append(path)
+    return found
+
+
+def _is_file(path):
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
