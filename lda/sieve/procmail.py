@@ -4,7 +4,8 @@ What is translated (procmailrc(5), procmailex(5)):
 - `:0` / `:0:` recipes, flags c (copy), D (case-sensitive: i;octet), H, W/w;
 - conditions `^Header:.*text` (:contains), `^Header: text` (:matches
   "text*"), `^Header: text$` (:is), `.` and `.*` inside (? and *), `^TO_x`
-  and `^TO` (the destination fields), `!` (not), `< N` / `> N` (size);
+  and `^TO` (header :matches over procmail's destination fields, with one
+  key per boundary character), `!` (not), `< N` / `> N` (size);
 - actions: a folder inside the Maildir (`Lists/`, `.Lists/`,
   `$MAILDIR/.Lists/`) -> fileinto :create "Lists"; $DEFAULT -> keep;
   /dev/null -> discard; `! address` -> redirect; `{ ... }` nested recipes;
@@ -21,8 +22,17 @@ import re
 from .actions import UnsafeFolder, check_folder
 from .fields import valid_address
 
-TO_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc", "original-to",
-             "x-envelope-to", "apparently-to")
+# procmailrc(5): ^TO_ and ^TO stand for
+# (^((Original-)?(Resent-)?(To|Cc|Bcc)|(X-Envelope|Apparently(-Resent)?)-To):
+# followed by (.*[^-a-zA-Z0-9_.])? for ^TO_ and (.*[^a-zA-Z])? for ^TO: the
+# fields below, and the text either first in the value or after a character
+# that cannot be part of an address (^TO_) or of a word (^TO).
+TO_FIELDS = tuple(f"{original}{resent}{kind}" for original in ("", "original-")
+                  for resent in ("", "resent-") for kind in ("to", "cc", "bcc")) + (
+    "x-envelope-to", "apparently-to", "apparently-resent-to")
+PRINTABLE = "\t" + "".join(chr(c) for c in range(0x20, 0x7f))
+NOT_IN_ADDRESS = [c for c in PRINTABLE if not (c.isalnum() or c in "-_.")]
+NOT_IN_WORD = [c for c in PRINTABLE if not c.isalpha()]
 IGNORED_FLAGS = set("HWwfir")  # defaults, or meaningful only for pipes
 RECIPE = re.compile(r"^:(\d*)\s*([A-Za-z\s]*?)\s*(?::\s*(\S*))?\s*$")
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -198,7 +208,7 @@ class Converter:
         if not tests:
             return body
         test = tests[0] if len(tests) == 1 else "allof(" + ", ".join(tests) + ")"
-        return [f"if {test} {{", *(INDENT + line if line else line for line in body), "}"]
+        return [f"if {test} {{", *(indented(line) for line in body), "}"]
 
     def condition(self, text, case_sensitive):
         negate = text.startswith("!")
@@ -217,11 +227,11 @@ class Converter:
         if text[:1] in ("$", "?") or re.match(r"^-?\d+\s*\^", text) or "??" in text:
             raise Untranslated(f"condition {text!r} (variables, programs, scoring)")
         comparator = ' :comparator "i;octet"' if case_sensitive else ""
-        for prefix in ("^TO_", "^TO"):
+        for prefix, boundary in (("^TO_", NOT_IN_ADDRESS), ("^TO", NOT_IN_WORD)):
             if text.startswith(prefix):
-                match, key = pattern(text[len(prefix):], start_anchored=False)
-                names = ", ".join(f'"{name}"' for name in TO_FIELDS)
-                return f"header :{match}{comparator} [{names}] {quote(key)}"
+                keys = destination_keys(text[len(prefix):], boundary)
+                return (f"header :matches{comparator}\n{INDENT}{string_list(TO_FIELDS)}\n"
+                        f"{INDENT}{string_list(keys)}")
         found = HEADER_REGEX.match(text)
         if not found:
             raise Untranslated(f"condition {text!r} is not ^Header:... or ^TO_...")
@@ -290,6 +300,12 @@ class Converter:
             raise Untranslated(f"folder {relative!r}: {e}") from None
 
 
+def indented(line):
+    """A line of a block one level in; a test written over several lines
+    moves as a whole."""
+    return "\n".join(INDENT + part if part else part for part in line.split("\n"))
+
+
 def pattern(regex, start_anchored):
     """(match type, key) for a procmail regex made of literals, "." and
     ".*", with an optional final "$"; raises Untranslated for anything else."""
@@ -328,9 +344,35 @@ def pattern(regex, start_anchored):
         return "is", literal
     if (tokens[0] == tokens[-1] == "*" and len(wildcard) == 2 and len(tokens) > 2):
         return "contains", literal
-    return "matches", "".join(t[1].replace("\\", "\\\\").replace("*", "\\*")
-                              .replace("?", "\\?") if isinstance(t, tuple) else t
+    return "matches", "".join(matches_key(t[1]) if isinstance(t, tuple) else t
                               for t in tokens)
+
+
+def destination_keys(regex, boundary):
+    """:matches keys for the text after ^TO_ or ^TO: the text first in the
+    value, or anywhere after one of the boundary characters.  Sieve has no
+    character classes, so the boundary is spelled out, one key each."""
+    match, key = pattern(regex, start_anchored=True)
+    if match == "exists":
+        return ["*"]
+    if match == "is":
+        key = matches_key(key)
+    elif match == "contains":
+        key = "*" + matches_key(key) + "*"
+    if key.startswith("*"):
+        return [key]
+    return [key] + ["*" + matches_key(c) + key for c in boundary]
+
+
+def matches_key(literal):
+    """A literal as a :matches key: its wildcard characters escaped."""
+    return literal.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
+def string_list(strings):
+    """A Sieve string list, six strings a line, to go one level in."""
+    rows = [", ".join(quote(s) for s in strings[i:i + 6]) for i in range(0, len(strings), 6)]
+    return "[" + f",\n{INDENT} ".join(rows) + "]"
 
 
 def quote(text):
