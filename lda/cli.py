@@ -753,15 +753,18 @@ def procmail_convert(path):
     """Print a .procmailrc's recipes as a Sieve script.
 
     Recipes with no Sieve equivalent (pipes, body conditions, complex
-    regular expressions) are listed on stderr with their line numbers and
-    left in the script as comments.
+    regular expressions) are left in the script as comments; those that
+    Sieve does differently (an mbox becomes a Maildir++ folder, a MAILDIR
+    outside ~/Maildir) carry a comment.  Each is one stderr line with its
+    line number; the exit status is 0 only when nothing was.
 
     \b
     Example:
-        lda procmail-convert ~/.procmailrc > ~/.dovecot.sieve
+        lda procmail-convert ~/.procmailrc > ~/.lda.sieve
     """
     with open(path, encoding="utf-8", errors="replace") as f:
         script, problems = procmail_to_sieve(f.read(), path)
     click.echo(script, nl=False)
-    for line, reason in problems:
-        click.echo(f"{path}:{line}: not translated: {reason}", err=True)
+    for line, kind, reason in sorted(problems, key=lambda problem: problem.line):
+        click.echo(f"{path}:{line}: {kind}: {reason}", err=True)
+    sys.exit(EX_DATAERR if problems else 0)

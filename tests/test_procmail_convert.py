@@ -11,8 +11,12 @@ from lda.sieve.procmail import TO_FIELDS, convert
 HOME = "/home/u"
 
 
-def translate(rc):
-    """(Sieve lines after the heading, requires line or None, problems)."""
+def translate(rc, maildir=True):
+    """(Sieve lines after the heading, requires line or None, problems),
+    with MAILDIR set to the Maildir first (as an exact conversion needs)
+    unless maildir is false."""
+    if maildir:
+        rc = f"MAILDIR={HOME}/Maildir\n" + rc
     script, problems = convert(rc, "rc", home=HOME)
     compile_script(script)  # whatever is produced must compile
     lines = script.splitlines()
@@ -31,38 +35,34 @@ def stored(test, folder, stop=True):
 FILEINTO = 'require ["fileinto", "mailbox"];'
 
 TRANSLATED = [
-    ("subject-contains", ":0:\n* ^Subject:.*foo\nLists/\n",
+    ("subject-contains", ":0:\n* ^Subject:.*foo\n.Lists/\n",
      stored('header :contains "subject" "foo"', "Lists"), FILEINTO),
     ("from-escaped-dot", ":0\n* ^From:.*bar@example\\.com\n.Bar/\n",
      stored('header :contains "from" "bar@example.com"', "Bar"), FILEINTO),
     ("list-id", ":0:\n* ^List-Id:.*python-dev\n$MAILDIR/.Lists.python-dev/\n",
      stored('header :contains "list-id" "python-dev"', "Lists.python-dev"), FILEINTO),
-    ("anchored-prefix", ":0\n* ^Subject: \\[ADV\\]\nAds/\n",
+    ("anchored-prefix", ":0\n* ^Subject: \\[ADV\\]\n.Ads/\n",
      stored('header :matches "subject" "[ADV]*"', "Ads"), FILEINTO),
     ("anchored-exact", ":0\n* ^X-Spam-Flag: YES$\n.Junk/\n",
      stored('header :is "x-spam-flag" "YES"', "Junk"), FILEINTO),
-    ("anchored-suffix", ":0\n* ^Subject:.*urgent$\nUrgent/\n",
+    ("anchored-suffix", ":0\n* ^Subject:.*urgent$\n.Urgent/\n",
      stored('header :matches "subject" "*urgent"', "Urgent"), FILEINTO),
-    ("dot-is-one-character", ":0\n* ^Subject:.*a.c\nX/\n",
+    ("dot-is-one-character", ":0\n* ^Subject:.*a.c\n.X/\n",
      stored('header :matches "subject" "*a?c*"', "X"), FILEINTO),
-    ("wildcard-characters-escaped", ":0\n* ^Subject: why\\?\nWhy/\n",
+    ("wildcard-characters-escaped", ":0\n* ^Subject: why\\?\n.Why/\n",
      stored('header :matches "subject" "why\\\\?*"', "Why"), FILEINTO),
-    ("header-present", ":0\n* ^X-Loop:\nLoops/\n", stored('exists "x-loop"', "Loops"),
+    ("header-present", ":0\n* ^X-Loop:\n.Loops/\n", stored('exists "x-loop"', "Loops"),
      FILEINTO),
-    ("negation", ":0\n* !^From:.*friend\nStrangers/\n",
+    ("negation", ":0\n* !^From:.*friend\n.Strangers/\n",
      stored('not header :contains "from" "friend"', "Strangers"), FILEINTO),
-    ("size-over", ":0\n* > 1000000\nBig/\n", stored("size :over 1000000", "Big"), FILEINTO),
-    ("size-under", ":0\n* < 100\nSmall/\n", stored("size :under 100", "Small"), FILEINTO),
-    ("two-conditions", ":0\n* ^From:.*boss\n* ^Subject:.*urgent\nBoss/\n",
+    ("size-over", ":0\n* > 1000000\n.Big/\n", stored("size :over 1000000", "Big"), FILEINTO),
+    ("size-under", ":0\n* < 100\n.Small/\n", stored("size :under 100", "Small"), FILEINTO),
+    ("two-conditions", ":0\n* ^From:.*boss\n* ^Subject:.*urgent\n.Boss/\n",
      stored('allof(header :contains "from" "boss", header :contains "subject" "urgent")',
             "Boss"), FILEINTO),
-    ("case-sensitive-flag-D", ":0 D\n* ^Subject:.*FOO\nFoo/\n",
-     stored('header :contains :comparator "i;octet" "subject" "FOO"', "Foo"), FILEINTO),
-    ("unconditional", ":0:\nArchive/\n", ['fileinto :create "Archive";', "stop;"], FILEINTO),
+    ("unconditional", ":0:\n.Archive/\n", ['fileinto :create "Archive";', "stop;"], FILEINTO),
     ("absolute-path-in-maildir", ":0\n* ^Subject:.*spam\n/home/u/Maildir/.Spam/\n",
      stored('header :contains "subject" "spam"', "Spam"), FILEINTO),
-    ("mbox-file-becomes-folder", "MAILDIR=$HOME/mail\n:0:\n* ^Subject:.*x\nlists\n",
-     stored('header :contains "subject" "x"', "lists"), FILEINTO),
     ("maildir-assignment-trailing-slash",
      "MAILDIR=$HOME/Maildir/\n:0\n* ^Subject:.*x\n${MAILDIR}.Lists.sub/\n",
      stored('header :contains "subject" "x"', "Lists.sub"), FILEINTO),
@@ -79,7 +79,7 @@ TRANSLATED = [
     ("copy-forward", ":0c\n* ^From:.*boss\n! me@elsewhere.example\n",
      ['if header :contains "from" "boss" {', '    redirect :copy "me@elsewhere.example";',
       "}"], 'require ["copy"];'),
-    ("copy-folder", ":0c:\nBackup/\n", ['fileinto :copy :create "Backup";'],
+    ("copy-folder", ":0c:\n.Backup/\n", ['fileinto :copy :create "Backup";'],
      'require ["copy", "fileinto", "mailbox"];'),
     ("formail-dedup", ":0 Wh: msgid.lock\n| formail -D 8192 msgid.cache\n",
      ["if duplicate {", "    discard;", "    stop;", "}"], 'require ["duplicate"];'),
@@ -91,7 +91,7 @@ TRANSLATED = [
     ("block-on-one-line", ":0\n* ^From:.*x\n{ :0\n  /dev/null\n}\n",
      ['if header :contains "from" "x" {', "    discard;", "    stop;", "}"], None),
     ("comments-and-assignments-ignored", "# hello\nLOGFILE=$HOME/log\nVERBOSE=off\n\n"
-     ":0\n# a comment between\n* ^Subject:.*x\nX/\n",
+     ":0\n# a comment between\n* ^Subject:.*x\n.X/\n",
      stored('header :contains "subject" "x"', "X"), FILEINTO),
 ]
 
@@ -125,8 +125,8 @@ def test_to_fields_are_procmails():
 def test_to_macros_keep_procmails_boundary(macro, kept, left_out):
     """The text after ^TO_ is first in the value or follows a character no
     address has; after ^TO, one no word has."""
-    script, problems = convert(f":0\n* {macro}alice@example\\.org\n.A/\n", "rc",
-                               home=HOME)
+    script, problems = convert(f"MAILDIR={HOME}/Maildir\n:0\n* {macro}alice@example\\.org"
+                               "\n.A/\n", "rc", home=HOME)
     compile_script(script)
     assert problems == []
     assert '"alice@example.org*"' in script
@@ -150,7 +150,7 @@ UNTRANSLATED = [
     ("backquoted-variable", "DIR=`pwd`\n:0\n$DIR/x/\n", 2, "$DIR is not known"),
     ("local-user-forward", ":0\n! bob\n", 1, "not a full address"),
     ("header-only", ":0 h\nHeaders/\n", 1, "only the header"),
-    ("cloned-block", ":0 c\n{\n  :0\n  X/\n}\n", 1, "a cloned block"),
+    ("cloned-block", ":0 c\n{\n  :0\n  /dev/null\n}\n", 1, "a cloned block"),
     ("includerc", "INCLUDERC=$HOME/.procmail/lists.rc\n", 1, "INCLUDERC reads another"),
     ("no-action", ":0\n* ^Subject:.*x\n", 1, "recipe without an action"),
     ("not-a-recipe", "garbage here\n", 1, "neither a recipe nor an assignment"),
@@ -163,19 +163,20 @@ UNTRANSLATED = [
 @pytest.mark.parametrize("rc, line, reason", [pytest.param(rc, n, r, id=i)
                                                for i, rc, n, r in UNTRANSLATED])
 def test_untranslated_recipes_are_listed_with_their_line(rc, line, reason):
-    body, _, problems = translate(rc)
+    body, _, problems = translate(rc, maildir=False)
     assert len(problems) == 1
-    assert problems[0][0] == line
-    assert reason in problems[0][1]
+    assert problems[0].line == line
+    assert problems[0].kind == "not translated"
+    assert reason in problems[0].reason
     assert body[0].startswith(f"# NOT TRANSLATED (rc line {line}): ")
     assert all(text.startswith("#") for text in body)
 
 
 def test_translated_and_untranslated_keep_their_order():
-    rc = ":0\n* ^Subject:.*a\nA/\n\n:0\n| prog\n\n:0\n* ^Subject:.*b\nB/\n"
-    script, problems = convert(rc, "rc", home=HOME)
-    assert problems == [(5, "a pipe to a program")]
-    assert script.index('"a"') < script.index("# NOT TRANSLATED (rc line 5)") \
+    rc = ":0\n* ^Subject:.*a\n.A/\n\n:0\n| prog\n\n:0\n* ^Subject:.*b\n.B/\n"
+    script, problems = convert(f"MAILDIR={HOME}/Maildir/\n" + rc, "rc", home=HOME)
+    assert problems == [(6, "not translated", "a pipe to a program")]
+    assert script.index('"a"') < script.index("# NOT TRANSLATED (rc line 6)") \
         < script.index('"b"')
     assert "#   | prog" in script
 
@@ -219,7 +220,7 @@ Yay.
 def test_cli_converts_and_lists_what_it_could_not(user, tmp_path):
     rc = tmp_path / "procmailrc"
     rc.write_text(RC)
-    done = user.run("procmail-convert", str(rc), check=0)
+    done = user.run("procmail-convert", str(rc), check=65)
     script = done.stdout.decode()
     assert done.stderr.decode() == f"{rc}:21: not translated: flag B (chaining, body or " \
                                    "scoring) not translatable\n"
@@ -299,3 +300,91 @@ def test_to_macros_match_where_procmail_matches(user, tmp_path, macro, header):
     condition = f"* {macro}alice@example.org"
     expected = procmail_matches(tmp_path, condition, header)
     assert converted_matches(user, tmp_path, condition, header) == expected
+
+
+CHANGED = [
+    ("mbox-file", ":0:\n* ^Subject:.*x\nlists\n", 2, "/home/u/Maildir/lists is an mbox "
+     "file (no trailing /): it becomes the Maildir++ folder lists", '"lists"'),
+    ("mh-folder", ":0\nlists/.\n", 2, "is an MH folder (/.)", '"lists"'),
+    ("maildir-not-maildir-plus-plus", ":0\nLists/\n", 2,
+     "procmail writes the Maildir /home/u/Maildir/Lists/, which is not a Maildir++ "
+     "folder: it becomes the Maildir++ folder Lists (/home/u/Maildir/.Lists/)", '"Lists"'),
+    ("maildir-below-a-folder", ":0\n.Lists/.sub/\n", 2, "not a Maildir++ folder",
+     '"Lists.sub"'),
+    ("case-sensitive-field-names", ":0 D\n* ^Subject:.*FOO\n.Foo/\n", 2,
+     "flag D: procmail compares the field names case-sensitively too",
+     'header :contains :comparator "i;octet" "subject" "FOO"'),
+    ("no-space-after-colon", ":0\n* ^Subject:foo\n.Foo/\n", 2,
+     "^Subject:f...: procmail wants no space after the colon", '"foo*"'),
+    ("assignment-inside-a-block", ":0\n* ^From:.*x\n{\n  MAILDIR=/home/u/Maildir/.X\n}\n",
+     5, "MAILDIR is set inside a block", 'header :contains "from" "x"'),
+    ("mbox-default", "DEFAULT=/var/mail/u\n", 2, "DEFAULT: /var/mail/u is outside the "
+     "Maildir; what no recipe delivers is kept in the INBOX of /home/u/Maildir", None),
+]
+
+
+@pytest.mark.parametrize("rc, line, reason, kept", [pytest.param(rc, n, r, k, id=i)
+                                                     for i, rc, n, r, k in CHANGED])
+def test_changed_meaning_is_said_in_the_script_and_listed(rc, line, reason, kept):
+    """What Sieve does differently is translated, with a comment above it
+    and a problem naming its line (MAILDIR=/home/u/Maildir is line 1)."""
+    body, _, problems = translate(rc)
+    assert [(p.line, p.kind) for p in problems] == [(line, "changed meaning")]
+    assert reason in problems[0].reason
+    assert f"# CHANGED MEANING (rc line {line}): {problems[0].reason}" in [
+        text.strip() for text in body]
+    assert kept is None or any(kept in text for text in body)
+
+
+@pytest.mark.parametrize("rc, reason", [
+    (":0\n.Tagged/\n", "MAILDIR is /home/u, outside the Maildir /home/u/Maildir: "
+     "procmail writes /home/u/.Tagged, the script a folder of /home/u/Maildir"),
+    ("MAILDIR=$HOME/mail\n:0\n.Tagged/\n", "MAILDIR is /home/u/mail, outside"),
+], ids=["procmails-own-maildir-is-home", "maildir-set-outside"])
+def test_a_maildir_outside_is_said(rc, reason):
+    body, _, problems = translate(rc, maildir=False)
+    assert [p.kind for p in problems] == ["changed meaning"]
+    assert problems[0].reason.startswith(reason)
+    assert 'fileinto :create "Tagged";' in body
+
+
+@pytest.mark.parametrize("rc, tail", [
+    ("DEFAULT=$MAILDIR/.Rest/\n", ['fileinto :create "Rest";']),
+    ("DEFAULT=/dev/null\n", ["discard;"]),
+    ("DEFAULT=$HOME/Maildir/\n", []),
+], ids=["maildir-plus-plus-folder", "dev-null", "the-maildir"])
+def test_default_in_the_maildir_ends_the_script(rc, tail):
+    """procmail stores in $DEFAULT what no recipe delivered: Sieve's
+    implicit keep is the INBOX, so another folder is filed explicitly."""
+    body, _, problems = translate(":0\n* ^Subject:.*x\n.X/\n" + rc)
+    assert problems == []
+    assert body[-len(tail) - 1:] == ["}", *tail]
+
+
+def test_unknown_dollar_forms_are_not_kept_in_a_folder_name():
+    body, _, problems = translate(":0\n${LISTS:-lists}/\n")
+    assert problems[0][:2] == (2, "not translated")
+    assert "has a $ form other than" in problems[0].reason
+
+
+def test_cli_exact_conversion_exits_0_and_says_nothing(user, tmp_path):
+    rc = tmp_path / "procmailrc"
+    rc.write_text("MAILDIR=$HOME/Maildir/\nDEFAULT=$MAILDIR\n:0:\n* ^List-Id:.*python-dev\n"
+                  ".Lists.Python/\n")
+    done = user.run("procmail-convert", str(rc), check=0)
+    assert done.stderr == b""
+    assert b'fileinto :create "Lists.Python";' in done.stdout
+
+
+def test_cli_names_each_changed_line_on_stderr(user, tmp_path):
+    rc = tmp_path / "procmailrc"
+    rc.write_text("MAILDIR=$HOME/mail\n:0:\n* ^Subject:.*x\nlists\n")
+    done = user.run("procmail-convert", str(rc), check=65)
+    home = user.home
+    assert done.stderr.decode().splitlines() == [
+        f"{rc}:2: changed meaning: MAILDIR is {home}/mail, outside the Maildir "
+        f"{home}/Maildir: procmail writes {home}/mail/lists, the script a folder of "
+        f"{home}/Maildir",
+        f"{rc}:2: changed meaning: {home}/mail/lists is an mbox file (no trailing /): it "
+        f"becomes the Maildir++ folder lists of {home}/Maildir"]
+    assert done.stdout.decode().count("# CHANGED MEANING") == 2

@@ -18,6 +18,7 @@ its line number and reason, and left out of the script as a comment.
 
 import os
 import re
+from collections import namedtuple
 
 from .actions import UnsafeFolder, check_folder
 from .fields import valid_address
@@ -40,6 +41,17 @@ HEADER_REGEX = re.compile(r"^\^([A-Za-z0-9_-]+):(.*)$")
 VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 FORMAIL_DEDUP = re.compile(r"^formail\s+-D\s+\d+\s+\S+\s*$")
 INDENT = "    "
+
+
+NOT_TRANSLATED = "not translated"
+CHANGED = "changed meaning"
+# Assignments that steer logging, locking or programs, not where mail goes.
+HARMLESS = {"LOG", "LOGFILE", "VERBOSE", "LOGABSTRACT", "COMSAT", "LOCKFILE", "LOCKEXT",
+            "LOCKTIMEOUT", "LOCKSLEEP", "UMASK", "SHELL", "SHELLMETAS", "PATH", "TIMEOUT",
+            "SUSPEND", "NORESRETRY", "LINEBUF", "SENDMAIL", "SENDMAILFLAGS"}
+# What lda does with a problem: (line, kind, reason), kind NOT_TRANSLATED
+# (left out as a comment) or CHANGED (translated, but not to the same thing).
+Problem = namedtuple("Problem", "line kind reason")
 
 
 class Untranslated(Exception):
@@ -71,11 +83,16 @@ def logical_lines(text):
 
 
 class Converter:
-    def __init__(self, name, home):
+    def __init__(self, name, home, maildir=None):
         self.name = name
+        # procmail's MAILDIR starts as $HOME; DEFAULT, unset, is the system
+        # mailbox, which no rcfile line names.
         self.variables = {"HOME": home, "MAILDIR": home, "DEFAULT": None}
+        self.maildir = os.path.normpath(maildir or os.path.join(home, "Maildir"))
+        self.default_line = None
         self.requires = set()
-        self.problems = []  # (line number, reason)
+        self.problems = []
+        self.changes = []  # reasons the recipe being translated changes meaning
 
     def convert(self, text):
         lines = []
@@ -86,7 +103,7 @@ class Converter:
                 lines += [Line(line.number, "{"), Line(line.number, stripped[1:].strip())]
             else:
                 lines.append(line)
-        body = self.items(lines, 0, top=True)[0]
+        body = self.items(lines, 0, top=True)[0] + self.default_delivery()
         head = [f"# Sieve script converted from {self.name} by lda procmail-convert.",
                 "# Check it with `lda sieve check`; try it with `lda sieve test`."]
         if self.requires:
@@ -112,7 +129,7 @@ class Converter:
             elif stripped.startswith(":"):
                 i = self.recipe(lines, i, out)
             elif ASSIGNMENT.match(stripped):
-                self.assign(line, stripped, out)
+                self.assign(line, stripped, out, top)
                 i += 1
             else:
                 self.note(out, [line], "neither a recipe nor an assignment")
@@ -120,18 +137,35 @@ class Converter:
         return out, i
 
     def note(self, out, lines, reason):
-        self.problems.append((lines[0].number, reason))
+        """Leave lines out of the script, as a comment saying why."""
+        self.problems.append(Problem(lines[0].number, NOT_TRANSLATED, reason))
         out.append("")
         out.append(f"# NOT TRANSLATED ({self.name} line {lines[0].number}): {reason}")
         out.extend("#   " + line.text.strip() for line in lines)
 
-    def assign(self, line, text, out):
+    def note_change(self, out, number, reason):
+        """Say, above the Sieve that stands for line `number`, how it differs
+        from what procmail does: a user reading the script sees it there,
+        one reading stderr sees the line."""
+        self.problems.append(Problem(number, CHANGED, reason))
+        out.append(f"# CHANGED MEANING ({self.name} line {number}): {reason}")
+
+    def assign(self, line, text, out, top=True):
+        """Keep a variable for later paths; one set inside a block holds in
+        procmail only when the block runs, here for every later line."""
         name, value = ASSIGNMENT.match(text).groups()
         if name in ("INCLUDERC", "SWITCHRC"):
             self.note(out, [line], f"{name} reads another rc file: convert it and "
                       "paste it in")
             return
+        if not top and name not in HARMLESS:
+            out.append("")
+            self.note_change(out, line.number, f"{name} is set inside a block: procmail "
+                             "sets it only when the block runs, the conversion uses it "
+                             "for every later recipe")
         self.variables[name] = self.value(value)
+        if name == "DEFAULT":
+            self.default_line = line.number
 
     def value(self, value):
         """An assigned value with quotes removed and $VARs expanded; None when
@@ -149,6 +183,8 @@ class Converter:
             return None
 
     def expand(self, text):
+        """text with $NAME and ${NAME} replaced; any other $ form (${X:-y},
+        $$, $#) raises rather than staying in a folder name."""
         def substitute(match):
             name = match.group(1) or match.group(2)
             value = self.variables.get(name)
@@ -156,6 +192,8 @@ class Converter:
                 raise Untranslated(f"${name} is not known here")
             return value
 
+        if "$" in VARIABLE.sub("", text):
+            raise Untranslated(f"{text.strip()!r} has a $ form other than $NAME or ${{NAME}}")
         return VARIABLE.sub(substitute, text)
 
     def recipe(self, lines, i, out):
@@ -177,12 +215,16 @@ class Converter:
             inner, after = self.items(lines, j + 1)
         source = [header, *conditions, action]
         try:
+            self.changes = []
             translated = self.translate(header, conditions, action, block, inner)
+            changes = self.changes
         except Untranslated as e:
             self.note(out, source, str(e))
             return after
         out.append("")
         out.append(f"# {self.name} line {header.number}: {header.text.strip()}")
+        for reason in changes:
+            self.note_change(out, header.number, reason)
         out.extend(translated)
         return after
 
@@ -227,6 +269,10 @@ class Converter:
         if text[:1] in ("$", "?") or re.match(r"^-?\d+\s*\^", text) or "??" in text:
             raise Untranslated(f"condition {text!r} (variables, programs, scoring)")
         comparator = ' :comparator "i;octet"' if case_sensitive else ""
+        if case_sensitive:
+            self.changes.append("flag D: procmail compares the field names case-"
+                                "sensitively too (Subject: but not SUBJECT:); Sieve "
+                                "field names ignore case")
         for prefix, boundary in (("^TO_", NOT_IN_ADDRESS), ("^TO", NOT_IN_WORD)):
             if text.startswith(prefix):
                 keys = destination_keys(text[len(prefix):], boundary)
@@ -236,7 +282,11 @@ class Converter:
         if not found:
             raise Untranslated(f"condition {text!r} is not ^Header:... or ^TO_...")
         name, rest = found.groups()
-        match, key = pattern(rest.lstrip(" "), start_anchored=True)
+        if rest[:1] not in ("", " ") and not rest.startswith(".*"):
+            self.changes.append(f"^{name}:{rest[:1]}...: procmail wants no space after "
+                                "the colon; Sieve compares the value without its "
+                                "leading white space")
+        match, key = pattern(rest[1:] if rest[:1] == " " else rest, start_anchored=True)
         if match == "exists":
             return f"exists {quote(name.lower())}"
         return f"header :{match}{comparator} {quote(name.lower())} {quote(key)}"
@@ -272,25 +322,70 @@ class Converter:
         return [f"fileinto{copy_tag} :create {quote(target)};", *stop]
 
     def folder(self, text):
-        """"INBOX", a folder name, or None for /dev/null."""
+        """"INBOX", a folder name, or None for /dev/null.  What procmail
+        would write differently (an mbox, an MH folder, a Maildir that is
+        not a Maildir++ folder, a MAILDIR outside) goes to self.changes."""
         if len(text.split()) != 1:
             raise Untranslated("more than one folder on the action line")
-        path = self.expand(text)
-        if path == "/dev/null":
+        written = self.expand(text).strip()
+        if written == "/dev/null":
             return None
-        default = self.variables.get("DEFAULT")
-        home = self.variables["HOME"]
-        if not path.startswith("/"):
-            path = os.path.join(self.variables.get("MAILDIR") or home, path)
-        path = os.path.normpath(path)
-        roots = [os.path.normpath(r) for r in (default, os.path.join(home, "Maildir"),
-                                               self.variables.get("MAILDIR")) if r]
-        for root in sorted(set(roots), key=len, reverse=True):
-            if path == root:
-                return "INBOX"
-            if path.startswith(root + "/"):
-                return self.folder_name(path[len(root) + 1:])
+        path = os.path.normpath(os.path.join(self.variables.get("MAILDIR") or
+                                             self.variables["HOME"], written))
+        relative = self.inside(path)
+        target = self.folder_name(relative) if relative else "INBOX"
+        kind = ("an MH folder (/.)" if written.endswith("/.") else
+                "a Maildir" if written.endswith("/") else "an mbox file (no trailing /)")
+        plus = not relative or ("/" not in relative and relative.startswith("."))
+        shown = "the INBOX" if target == "INBOX" else f"the Maildir++ folder {target}"
+        if kind != "a Maildir":
+            self.changes.append(f"{path} is {kind}: it becomes {shown} "
+                                f"of {self.maildir}")
+        elif not plus:
+            self.changes.append(f"procmail writes the Maildir {path}/, which is not a "
+                                f"Maildir++ folder: it becomes {shown} "
+                                f"({self.maildir}/.{target}/)")
+        return target
+
+    def inside(self, path):
+        """path relative to the Maildir ("" for its root); one under a
+        MAILDIR set outside it is taken relative to that, and said so."""
+        for root in (self.maildir, self.variables.get("MAILDIR")):
+            root = os.path.normpath(root) if root else None
+            if root and within(path, root):
+                if root != self.maildir:
+                    self.changes.append(f"MAILDIR is {root}, outside the Maildir "
+                                        f"{self.maildir}: procmail writes {path}, the "
+                                        f"script a folder of {self.maildir}")
+                return path[len(root):].strip("/")
         raise Untranslated(f"{path} is outside the Maildir")
+
+    def default_delivery(self):
+        """What procmail does with mail no recipe delivered: DEFAULT, when
+        the rcfile sets it.  Sieve's implicit keep is the INBOX, so another
+        folder of the Maildir is an explicit fileinto at the end."""
+        if self.default_line is None:
+            return []
+        out = ["", f"# {self.name} line {self.default_line}: DEFAULT, for what no "
+               "recipe delivered"]
+        try:
+            self.changes = []
+            path = os.path.join(self.variables["MAILDIR"] or "", self.expand("$DEFAULT"))
+            if os.path.normpath(path) != "/dev/null" and not within(path, self.maildir):
+                raise Untranslated(f"{os.path.normpath(path)} is outside the Maildir")
+            target = self.folder("$DEFAULT")
+        except Untranslated as e:
+            self.note_change(out, self.default_line, f"DEFAULT: {e}; what no recipe "
+                             f"delivers is kept in the INBOX of {self.maildir}")
+            return out
+        for reason in self.changes:
+            self.note_change(out, self.default_line, f"DEFAULT: {reason}")
+        if target is None:
+            return out + ["discard;"]
+        if target == "INBOX":
+            return out if self.changes else []
+        self.requires.update(("fileinto", "mailbox"))
+        return out + [f"fileinto :create {quote(target)};"]
 
     def folder_name(self, relative):
         name = ".".join(part.lstrip(".") for part in relative.split("/") if part)
@@ -298,6 +393,12 @@ class Converter:
             return check_folder(name)
         except UnsafeFolder as e:
             raise Untranslated(f"folder {relative!r}: {e}") from None
+
+
+def within(path, root):
+    """Whether path is root or below it."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
 
 def indented(line):
