@@ -261,6 +261,10 @@ class Converter:
             if not size.isdigit():
                 raise Untranslated(f"size condition {text!r}")
             test = f"size :{'under' if text[0] == '<' else 'over'} {size}"
+            self.changes.append(f"size {text[0]} {size}: procmail counts the message as "
+                                "it got it (and the From_ line it adds), Sieve the "
+                                "message lda stores, with its Return-Path and "
+                                "Delivered-To fields: they differ by some dozen bytes")
         else:
             test = self.regex_condition(text, case_sensitive)
         return f"not {test}" if negate else test
