@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -470,3 +471,13 @@ def test_converted_script_delivers_where_procmail_does_unless_it_says(user, tmp_
     by_procmail = procmail_delivers(tmp_path, rc, msg)
     by_lda, problems = lda_delivers(user, rc, msg)
     assert (by_lda == by_procmail) == (problems == []), (by_procmail, by_lda, problems)
+
+
+def test_man_page_says_what_the_exit_status_means():
+    """lda(1)'s procmail-convert section: a script or a user's shell can
+    tell an exact conversion from one to read."""
+    page = (Path(__file__).parent.parent / "man" / "lda.1").read_text()
+    section = page[page.index('.SS "lda procmail\\-convert"'):page.index(".SH EXIT STATUS")]
+    assert "Exit status: 0 when the script does what the rcfile does" in section
+    assert "65 when a line was changed or left out" in section
+    assert "# CHANGED MEANING" in section and "# NOT TRANSLATED" in section

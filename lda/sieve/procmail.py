@@ -6,14 +6,19 @@ What is translated (procmailrc(5), procmailex(5)):
   "text*"), `^Header: text$` (:is), `.` and `.*` inside (? and *), `^TO_x`
   and `^TO` (header :matches over procmail's destination fields, with one
   key per boundary character), `!` (not), `< N` / `> N` (size);
-- actions: a folder inside the Maildir (`Lists/`, `.Lists/`,
-  `$MAILDIR/.Lists/`) -> fileinto :create "Lists"; $DEFAULT -> keep;
+- actions: a Maildir++ folder of the Maildir (`.Lists/` with MAILDIR set to
+  it, `$MAILDIR/.Lists/`) -> fileinto :create "Lists"; the Maildir -> keep;
   /dev/null -> discard; `! address` -> redirect; `{ ... }` nested recipes;
   `:0 Wh: msgid.lock` + `| formail -D N msgid.cache` -> duplicate;
-- assignments (MAILDIR=$HOME/Maildir/, DEFAULT=...) for resolving paths.
-Everything else (pipes, body conditions, regular expressions with classes,
-alternation or groups, A/a/E/e chaining, scoring, INCLUDERC) is listed with
-its line number and reason, and left out of the script as a comment.
+- assignments (MAILDIR, DEFAULT, others for $VAR in paths); a DEFAULT in
+  the Maildir ends the script with its fileinto.
+What Sieve does differently (an mbox, MH or non-Maildir++ target, a MAILDIR
+or DEFAULT outside the Maildir, flag D, `^Header:text`, size, assignments in
+blocks) is translated with a CHANGED MEANING comment; what has no Sieve
+equivalent (pipes, body conditions, other regular expressions, A/a/E/e
+chaining, scoring, INCLUDERC) is left out as a NOT TRANSLATED comment.  Each
+is a Problem with its line number: the CLI's exit status says whether there
+was any.
 """
 
 import os
