@@ -64,6 +64,8 @@ class Untranslated(Exception):
 
 
 class Line:
+    """One logical rcfile line and the number it starts on, for messages."""
+
     __slots__ = ("number", "text")
 
     def __init__(self, number, text):
@@ -88,6 +90,9 @@ def logical_lines(text):
 
 
 class Converter:
+    """One rcfile's conversion: procmail's variables as they stand at each
+    line, the requires the script needs, and the problems met."""
+
     def __init__(self, name, home, maildir=None):
         self.name = name
         # procmail's MAILDIR starts as $HOME; DEFAULT, unset, is the system
@@ -100,6 +105,8 @@ class Converter:
         self.changes = []  # reasons the recipe being translated changes meaning
 
     def convert(self, text):
+        """The script for text: its recipes in order, then DEFAULT's
+        delivery, under the heading and requires they need."""
         lines = []
         for line in logical_lines(text):
             stripped = line.text.strip()
@@ -234,6 +241,8 @@ class Converter:
         return after
 
     def translate(self, header, conditions, action, block, inner):
+        """Sieve lines for one recipe; raises Untranslated for flags and
+        shapes Sieve cannot carry."""
         match = RECIPE.match(header.text.strip())
         if not match or match.group(1) not in ("", "0"):
             raise Untranslated("not a :0 recipe header")
@@ -258,6 +267,8 @@ class Converter:
         return [f"if {test} {{", *(indented(line) for line in body), "}"]
 
     def condition(self, text, case_sensitive):
+        """A Sieve test for one `*` line: `!` negates, `<`/`>` compare the
+        size, anything else is a regular expression."""
         negate = text.startswith("!")
         if negate:
             text = text[1:].strip()
@@ -275,6 +286,8 @@ class Converter:
         return f"not {test}" if negate else test
 
     def regex_condition(self, text, case_sensitive):
+        """A header test for ^TO_/^TO or ^Field:regex; procmail matches
+        case-insensitively unless flag D, as Sieve's default comparator."""
         if text[:1] in ("$", "?") or re.match(r"^-?\d+\s*\^", text) or "??" in text:
             raise Untranslated(f"condition {text!r} (variables, programs, scoring)")
         comparator = ' :comparator "i;octet"' if case_sensitive else ""
@@ -301,6 +314,8 @@ class Converter:
         return f"header :{match}{comparator} {quote(name.lower())} {quote(key)}"
 
     def action(self, text, flags, copy):
+        """Sieve lines for the action line; a delivering one ends with
+        stop, as procmail stops at its first delivery (unless flag c)."""
         copy_tag = " :copy" if copy else ""
         stop = [] if copy else ["stop;"]
         if text.startswith("|"):
@@ -397,6 +412,8 @@ class Converter:
         return out + [f"fileinto :create {quote(target)};"]
 
     def folder_name(self, relative):
+        """A path below the Maildir as a Maildir++ folder name (Lists/lda
+        and .Lists.lda both give Lists.lda), refused if lda would refuse it."""
         name = ".".join(part.lstrip(".") for part in relative.split("/") if part)
         try:
             return check_folder(name)
@@ -486,6 +503,7 @@ def string_list(strings):
 
 
 def quote(text):
+    """text as a Sieve quoted string (RFC 5228 section 2.4.2)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
