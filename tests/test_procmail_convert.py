@@ -433,41 +433,50 @@ def landed(home, skip=()):
 
 SIDE_BY_SIDE = [
     ("maildir-plus-plus-folder", "MAILDIR={home}/Maildir/\nDEFAULT=$MAILDIR\n"
-     ":0\n* ^Subject:.*tag\n.Tagged/\n", "tagged"),
+     ":0\n* ^Subject:.*tag\n.Tagged/\n", "Subject: tagged"),
     ("absolute-folder", "MAILDIR={home}/Maildir\nDEFAULT={home}/Maildir/\n"
-     ":0\n* ^Subject:.*tag\n{home}/Maildir/.Tagged/\n", "tagged"),
+     ":0\n* ^Subject:.*tag\n{home}/Maildir/.Tagged/\n", "Subject: tagged"),
     ("default-folder", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/.Rest/\n"
-     ":0\n* ^Subject:.*tag\n.Tagged/\n", "other"),
-    ("copy-then-default", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n:0c\n.Copy/\n", "x"),
+     ":0\n* ^Subject:.*tag\n.Tagged/\n", "Subject: other"),
+    ("copy-then-default", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n:0c\n.Copy/\n",
+     "Subject: x"),
     ("nested-block", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n:0\n* ^From:.*b@\n{{\n"
-     "  :0\n  * ^TO_u@example\\.org\n  .Mine/\n}}\n", "x"),
+     "  :0\n  * ^TO_u@example\\.org\n  .Mine/\n}}\n", "Subject: x"),
     ("negation", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n:0\n* !^Subject:.*tag\n"
-     ".Untagged/\n", "x"),
+     ".Untagged/\n", "Subject: x"),
     ("size-just-under", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n:0\n* < 84\n.Small/\n",
-     "x"),
+     "Subject: x"),
     ("size-just-over", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n:0\n* > 83\n.Big/\n",
-     "x"),
+     "Subject: x"),
     ("maildir-outside", "MAILDIR={home}/mail\nDEFAULT={home}/Maildir/\n"
-     ":0\n* ^Subject:.*tag\n.Tagged/\n", "tagged"),
+     ":0\n* ^Subject:.*tag\n.Tagged/\n", "Subject: tagged"),
     ("mbox-target", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n:0:\n* ^Subject:.*tag\n"
-     "lists\n", "tagged"),
+     "lists\n", "Subject: tagged"),
     ("not-maildir-plus-plus", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
-     ":0\n* ^Subject:.*tag\nLists/\n", "tagged"),
-    ("mbox-default", "MAILDIR={home}/Maildir\nDEFAULT={home}/mbox\n", "x"),
+     ":0\n* ^Subject:.*tag\nLists/\n", "Subject: tagged"),
+    ("mbox-default", "MAILDIR={home}/Maildir\nDEFAULT={home}/mbox\n", "Subject: x"),
+    ("variable-in-the-folder", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\nF=.Var\n"
+     ":0\n${{F}}.Sub/\n", "Subject: x"),
+    ("flag-D-field-name", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0 D\n* ^Subject:.*FOO\n.Foo/\n", "SUBJECT: FOO"),
+    ("no-space-after-colon", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject:foo\n.Foo/\n", "Subject: foo"),
+    ("assignment-in-a-block-not-run", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject:.*never\n{{\n  DEFAULT=$MAILDIR/.Never/\n}}\n", "Subject: x"),
 ]
 
 
 @needs_procmail
-@pytest.mark.parametrize("rc, subject", [pytest.param(rc, s, id=i)
-                                         for i, rc, s in SIDE_BY_SIDE])
+@pytest.mark.parametrize("rc, header", [pytest.param(rc, h, id=i)
+                                        for i, rc, h in SIDE_BY_SIDE])
 def test_converted_script_delivers_where_procmail_does_unless_it_says(user, tmp_path, rc,
-                                                                         subject):
+                                                                         header):
     """The real procmail and lda with the converted script, one message each:
     the same places when the conversion reports nothing; each case it
     reports has a message that shows the difference."""
-    msg = (f"From: b@example.org\nTo: u@example.org\nSubject: {subject}\n"
+    msg = (f"From: b@example.org\nTo: u@example.org\n{header}\n"
            "Message-ID: <m@example.org>\n\nbody\n").encode()
-    assert subject != "x" or len(msg) == 83  # the size conditions: one byte either side
+    assert header != "Subject: x" or len(msg) == 83  # the size cases: a byte either side
     by_procmail = procmail_delivers(tmp_path, rc, msg)
     by_lda, problems = lda_delivers(user, rc, msg)
     assert (by_lda == by_procmail) == (problems == []), (by_procmail, by_lda, problems)
