@@ -749,7 +749,8 @@ def sieve_test(ctx, path, sender, recipient):
 
 @cli.command("procmail-convert")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def procmail_convert(path):
+@click.pass_context
+def procmail_convert(ctx, path):
     """Print a .procmailrc's recipes as a Sieve script.
 
     Recipes with no Sieve equivalent (pipes, body conditions, complex
@@ -763,7 +764,10 @@ def procmail_convert(path):
         lda procmail-convert ~/.procmailrc > ~/.lda.sieve
     """
     with open(path, encoding="utf-8", errors="replace") as f:
-        script, problems = procmail_to_sieve(f.read(), path)
+        text = f.read()
+    config = load(ctx)  # per-user mode's maildir is where the script delivers
+    script, problems = procmail_to_sieve(text, path,
+                                         maildir=config.maildir if config.per_user else None)
     click.echo(script, nl=False)
     for line, kind, reason in sorted(problems, key=lambda problem: problem.line):
         click.echo(f"{path}:{line}: {kind}: {reason}", err=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_lda_toml
 from lda.sieve import compile_script
 from lda.sieve.procmail import TO_FIELDS, convert
 
@@ -490,3 +491,17 @@ def test_man_page_says_what_the_exit_status_means():
     assert "Exit status: 0 when the script does what the rcfile does" in section
     assert "65 when a line was changed or left out" in section
     assert "# CHANGED MEANING" in section and "# NOT TRANSLATED" in section
+
+
+def test_cli_judges_folders_against_the_configured_maildir(user, tmp_path):
+    """With maildir = "~/Mail" in lda.toml, MAILDIR=$HOME/Mail is the
+    Maildir and $HOME/Maildir is outside it."""
+    config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user", "maildir": "~/Mail"})
+    rc = tmp_path / "procmailrc"
+    rc.write_text("MAILDIR=$HOME/Mail\n:0\n.Tagged/\n")
+    env = {"LDA_CONFIG": str(config)}
+    assert user.run("procmail-convert", str(rc), env=env, check=0).stderr == b""
+    rc.write_text("MAILDIR=$HOME/Maildir\n:0\n.Tagged/\n")
+    done = user.run("procmail-convert", str(rc), env=env, check=65)
+    assert f"MAILDIR is {user.home}/Maildir, outside the Maildir {user.home}/Mail" \
+        in done.stderr.decode()

@@ -507,7 +507,9 @@ def quote(text):
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def convert(text, name=".procmailrc", home=None):
-    """(Sieve script text, [(line, reason)] for what was not translated)."""
-    converter = Converter(name, home or os.environ.get("HOME", "/home/user"))
+def convert(text, name=".procmailrc", home=None, maildir=None):
+    """(Sieve script text, [Problem]) for a script that delivers into
+    maildir (default ~/Maildir, per-user mode's): folders are judged
+    against it."""
+    converter = Converter(name, home or os.environ.get("HOME", "/home/user"), maildir)
     return converter.convert(text), converter.problems
