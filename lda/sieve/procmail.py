@@ -496,10 +496,16 @@ def matches_key(literal):
     return literal.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
 
 
-def string_list(strings):
-    """A Sieve string list, six strings a line, to go one level in."""
-    rows = [", ".join(quote(s) for s in strings[i:i + 6]) for i in range(0, len(strings), 6)]
-    return "[" + f",\n{INDENT} ".join(rows) + "]"
+def string_list(strings, width=88):
+    """A Sieve string list to go one level in, wrapped so that a long key
+    list stays readable."""
+    rows, row = [], []
+    for text in map(quote, strings):
+        if row and len(", ".join(row + [text])) > width:
+            rows.append(", ".join(row))
+            row = []
+        row.append(text)
+    return "[" + f",\n{INDENT} ".join(rows + [", ".join(row)]) + "]"
 
 
 def quote(text):
