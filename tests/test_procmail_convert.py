@@ -365,6 +365,22 @@ def test_default_in_the_maildir_ends_the_script(rc, tail):
     assert body[-len(tail) - 1:] == ["}", *tail]
 
 
+def test_a_relative_maildir_is_taken_from_the_last():
+    """procmail keeps MAILDIR=Maildir as written and chdirs there from the
+    directory it is in ($HOME to start with)."""
+    body, _, problems = translate(":0\n.Tagged/\n", maildir=False)
+    assert problems[0].reason.startswith("MAILDIR is /home/u, outside")
+    body, _, problems = translate("MAILDIR=Maildir\n:0\n.Tagged/\n", maildir=False)
+    assert problems == []
+    assert 'fileinto :create "Tagged";' in body
+
+
+def test_a_folder_relative_to_an_unknown_maildir_is_not_guessed():
+    body, _, problems = translate("MAILDIR=`pwd`\n:0\n.Tagged/\n", maildir=False)
+    assert problems == [(2, "not translated", ".Tagged/ is relative to MAILDIR, which is "
+                         "not known here")]
+
+
 def test_unknown_dollar_forms_are_not_kept_in_a_folder_name():
     body, _, problems = translate(":0\n${LISTS:-lists}/\n")
     assert problems[0][:2] == (2, "not translated")

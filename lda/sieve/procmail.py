@@ -98,6 +98,8 @@ class Converter:
         # procmail's MAILDIR starts as $HOME; DEFAULT, unset, is the system
         # mailbox, which no rcfile line names.
         self.variables = {"HOME": home, "MAILDIR": home, "DEFAULT": None}
+        # procmail chdirs to MAILDIR; a relative one is taken from the last.
+        self.directory = home
         self.maildir = os.path.normpath(maildir or os.path.join(home, "Maildir"))
         self.default_line = None
         self.requires = set()
@@ -176,6 +178,11 @@ class Converter:
                              "sets it only when the block runs, the conversion uses it "
                              "for every later recipe")
         self.variables[name] = self.value(value)
+        if name == "MAILDIR":
+            known = self.variables[name] is not None and self.directory is not None
+            self.directory = os.path.normpath(os.path.join(self.directory,
+                                                           self.variables[name])) \
+                if known else None
         if name == "DEFAULT":
             self.default_line = line.number
 
@@ -354,8 +361,7 @@ class Converter:
         written = self.expand(text).strip()
         if written == "/dev/null":
             return None
-        path = os.path.normpath(os.path.join(self.variables.get("MAILDIR") or
-                                             self.variables["HOME"], written))
+        path = os.path.normpath(os.path.join(self.current_directory(written), written))
         relative = self.inside(path)
         target = self.folder_name(relative) if relative else "INBOX"
         kind = ("an MH folder (/.)" if written.endswith("/.") else
@@ -371,10 +377,16 @@ class Converter:
                                 f"({self.maildir}/.{target}/)")
         return target
 
+    def current_directory(self, path):
+        """procmail's directory, which a relative path is taken from."""
+        if self.directory is None and not path.startswith("/"):
+            raise Untranslated(f"{path} is relative to MAILDIR, which is not known here")
+        return self.directory or "/"
+
     def inside(self, path):
         """path relative to the Maildir ("" for its root); one under a
         MAILDIR set outside it is taken relative to that, and said so."""
-        for root in (self.maildir, self.variables.get("MAILDIR")):
+        for root in (self.maildir, self.directory):
             root = os.path.normpath(root) if root else None
             if root and within(path, root):
                 if root != self.maildir:
@@ -394,7 +406,8 @@ class Converter:
                "recipe delivered"]
         try:
             self.changes = []
-            path = os.path.join(self.variables["MAILDIR"] or "", self.expand("$DEFAULT"))
+            default = self.expand("$DEFAULT")
+            path = os.path.join(self.current_directory(default), default)
             if os.path.normpath(path) != "/dev/null" and not within(path, self.maildir):
                 raise Untranslated(f"{os.path.normpath(path)} is outside the Maildir")
             target = self.folder("$DEFAULT")
