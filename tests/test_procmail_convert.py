@@ -381,6 +381,13 @@ def test_a_folder_relative_to_an_unknown_maildir_is_not_guessed():
                          "not known here")]
 
 
+def test_a_block_left_out_shows_its_recipes_commented_out():
+    script, problems = convert(":0 B\n* x\n{\n  :0\n  /dev/null\n}\n", "rc", home=HOME)
+    assert [p[:2] for p in problems] == [(1, "not translated")]
+    assert script.splitlines()[-5:] == ["#   {", "#       # rc line 4: :0",
+                                        "#       discard;", "#       stop;", "#   }"]
+
+
 def test_unknown_dollar_forms_are_not_kept_in_a_folder_name():
     body, _, problems = translate(":0\n${LISTS:-lists}/\n")
     assert problems[0][:2] == (2, "not translated")

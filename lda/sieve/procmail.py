@@ -239,6 +239,10 @@ class Converter:
             changes = self.changes
         except Untranslated as e:
             self.note(out, source, str(e))
+            if block:  # the block's own recipes, as they would read, stay visible
+                out.extend(f"#   {INDENT}{text}" for text in "\n".join(inner).split("\n")
+                           if text)
+                out.append("#   }")
             return after
         out.append("")
         out.append(f"# {self.name} line {header.number}: {header.text.strip()}")
