@@ -859,19 +859,26 @@ def sieve_show(ctx, address, as_json):
 
 @cli.command("procmail-convert")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def procmail_convert(path):
+@click.pass_context
+def procmail_convert(ctx, path):
     """Print a .procmailrc's recipes as a Sieve script.
 
     Recipes with no Sieve equivalent (pipes, body conditions, complex
-    regular expressions) are listed on stderr with their line numbers and
-    left in the script as comments.
+    regular expressions) are left in the script as comments; those that
+    Sieve does differently (an mbox becomes a Maildir++ folder, a MAILDIR
+    outside ~/Maildir) carry a comment.  Each is one stderr line with its
+    line number; the exit status is 0 only when nothing was.
 
     \b
     Example:
-        lda procmail-convert ~/.procmailrc > ~/.dovecot.sieve
+        lda procmail-convert ~/.procmailrc > ~/.lda.sieve
     """
     with open(path, encoding="utf-8", errors="replace") as f:
-        script, problems = procmail_to_sieve(f.read(), path)
+        text = f.read()
+    config = load(ctx)  # per-user mode's maildir is where the script delivers
+    script, problems = procmail_to_sieve(text, path,
+                                         maildir=config.maildir if config.per_user else None)
     click.echo(script, nl=False)
-    for line, reason in problems:
-        click.echo(f"{path}:{line}: not translated: {reason}", err=True)
+    for line, kind, reason in sorted(problems, key=lambda problem: problem.line):
+        click.echo(f"{path}:{line}: {kind}: {reason}", err=True)
+    sys.exit(EX_DATAERR if problems else 0)

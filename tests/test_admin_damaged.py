@@ -110,7 +110,7 @@ def pristine(tmp_path_factory):
     site.deliver(message("<fill@example.org>"), "bob@example.org", check=0)
     site.deliver(message(), "team@example.org", check=0)  # bob is full: a partial
     (root / "script.sieve").write_text('require "fileinto";\nfileinto "x";\n')
-    (root / "procmailrc").write_text(":0\n* ^Subject: x\nx/\n")
+    (root / "procmailrc").write_text("MAILDIR=$HOME/Maildir\n:0\n* ^Subject: x\n.x/\n")
     shutil.copytree(site.state, root / "state.saved", symlinks=True)
     return site
 

@@ -4,25 +4,41 @@ What is translated (procmailrc(5), procmailex(5)):
 - `:0` / `:0:` recipes, flags c (copy), D (case-sensitive: i;octet), H, W/w;
 - conditions `^Header:.*text` (:contains), `^Header: text` (:matches
   "text*"), `^Header: text$` (:is), `.` and `.*` inside (? and *), `^TO_x`
-  and `^TO` (the destination fields), `!` (not), `< N` / `> N` (size);
-- actions: a folder inside the Maildir (`Lists/`, `.Lists/`,
-  `$MAILDIR/.Lists/`) -> fileinto :create "Lists"; $DEFAULT -> keep;
+  and `^TO` (header :matches over procmail's destination fields, with one
+  key per boundary character), `!` (not), `< N` / `> N` (size);
+- actions: a Maildir++ folder of the Maildir (`.Lists/` with MAILDIR set to
+  it, `$MAILDIR/.Lists/`) -> fileinto :create "Lists"; the Maildir -> keep;
   /dev/null -> discard; `! address` -> redirect; `{ ... }` nested recipes;
   `:0 Wh: msgid.lock` + `| formail -D N msgid.cache` -> duplicate;
-- assignments (MAILDIR=$HOME/Maildir/, DEFAULT=...) for resolving paths.
-Everything else (pipes, body conditions, regular expressions with classes,
-alternation or groups, A/a/E/e chaining, scoring, INCLUDERC) is listed with
-its line number and reason, and left out of the script as a comment.
+- assignments (MAILDIR, DEFAULT, others for $VAR in paths); a DEFAULT in
+  the Maildir ends the script with its fileinto.
+What Sieve does differently (an mbox, MH or non-Maildir++ target, a MAILDIR
+or DEFAULT outside the Maildir, flag D, `^Header:text`, size, assignments in
+blocks) is translated with a CHANGED MEANING comment; what has no Sieve
+equivalent (pipes, body conditions, other regular expressions, A/a/E/e
+chaining, scoring, INCLUDERC) is left out as a NOT TRANSLATED comment.  Each
+is a Problem with its line number: the CLI's exit status says whether there
+was any.
 """
 
 import os
 import re
+from collections import namedtuple
 
 from .actions import UnsafeFolder, check_folder
 from .fields import valid_address
 
-TO_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc", "original-to",
-             "x-envelope-to", "apparently-to")
+# procmailrc(5): ^TO_ and ^TO stand for
+# (^((Original-)?(Resent-)?(To|Cc|Bcc)|(X-Envelope|Apparently(-Resent)?)-To):
+# followed by (.*[^-a-zA-Z0-9_.])? for ^TO_ and (.*[^a-zA-Z])? for ^TO: the
+# fields below, and the text either first in the value or after a character
+# that cannot be part of an address (^TO_) or of a word (^TO).
+TO_FIELDS = tuple(f"{original}{resent}{kind}" for original in ("", "original-")
+                  for resent in ("", "resent-") for kind in ("to", "cc", "bcc")) + (
+    "x-envelope-to", "apparently-to", "apparently-resent-to")
+PRINTABLE = "\t" + "".join(chr(c) for c in range(0x20, 0x7f))
+NOT_IN_ADDRESS = [c for c in PRINTABLE if not (c.isalnum() or c in "-_.")]
+NOT_IN_WORD = [c for c in PRINTABLE if not c.isalpha()]
 IGNORED_FLAGS = set("HWwfir")  # defaults, or meaningful only for pipes
 RECIPE = re.compile(r"^:(\d*)\s*([A-Za-z\s]*?)\s*(?::\s*(\S*))?\s*$")
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
@@ -32,11 +48,24 @@ FORMAIL_DEDUP = re.compile(r"^formail\s+-D\s+\d+\s+\S+\s*$")
 INDENT = "    "
 
 
+NOT_TRANSLATED = "not translated"
+CHANGED = "changed meaning"
+# Assignments that steer logging, locking or programs, not where mail goes.
+HARMLESS = {"LOG", "LOGFILE", "VERBOSE", "LOGABSTRACT", "COMSAT", "LOCKFILE", "LOCKEXT",
+            "LOCKTIMEOUT", "LOCKSLEEP", "UMASK", "SHELL", "SHELLMETAS", "PATH", "TIMEOUT",
+            "SUSPEND", "NORESRETRY", "LINEBUF", "SENDMAIL", "SENDMAILFLAGS"}
+# What lda does with a problem: (line, kind, reason), kind NOT_TRANSLATED
+# (left out as a comment) or CHANGED (translated, but not to the same thing).
+Problem = namedtuple("Problem", "line kind reason")
+
+
 class Untranslated(Exception):
     """A recipe (or line) with no faithful Sieve equivalent; args[0] says why."""
 
 
 class Line:
+    """One logical rcfile line and the number it starts on, for messages."""
+
     __slots__ = ("number", "text")
 
     def __init__(self, number, text):
@@ -61,13 +90,25 @@ def logical_lines(text):
 
 
 class Converter:
-    def __init__(self, name, home):
+    """One rcfile's conversion: procmail's variables as they stand at each
+    line, the requires the script needs, and the problems met."""
+
+    def __init__(self, name, home, maildir=None):
         self.name = name
+        # procmail's MAILDIR starts as $HOME; DEFAULT, unset, is the system
+        # mailbox, which no rcfile line names.
         self.variables = {"HOME": home, "MAILDIR": home, "DEFAULT": None}
+        # procmail chdirs to MAILDIR; a relative one is taken from the last.
+        self.directory = home
+        self.maildir = os.path.normpath(maildir or os.path.join(home, "Maildir"))
+        self.default_line = None
         self.requires = set()
-        self.problems = []  # (line number, reason)
+        self.problems = []
+        self.changes = []  # reasons the recipe being translated changes meaning
 
     def convert(self, text):
+        """The script for text: its recipes in order, then DEFAULT's
+        delivery, under the heading and requires they need."""
         lines = []
         for line in logical_lines(text):
             stripped = line.text.strip()
@@ -76,7 +117,7 @@ class Converter:
                 lines += [Line(line.number, "{"), Line(line.number, stripped[1:].strip())]
             else:
                 lines.append(line)
-        body = self.items(lines, 0, top=True)[0]
+        body = self.items(lines, 0, top=True)[0] + self.default_delivery()
         head = [f"# Sieve script converted from {self.name} by lda procmail-convert.",
                 "# Check it with `lda sieve check`; try it with `lda sieve test`."]
         if self.requires:
@@ -102,7 +143,7 @@ class Converter:
             elif stripped.startswith(":"):
                 i = self.recipe(lines, i, out)
             elif ASSIGNMENT.match(stripped):
-                self.assign(line, stripped, out)
+                self.assign(line, stripped, out, top)
                 i += 1
             else:
                 self.note(out, [line], "neither a recipe nor an assignment")
@@ -110,18 +151,40 @@ class Converter:
         return out, i
 
     def note(self, out, lines, reason):
-        self.problems.append((lines[0].number, reason))
+        """Leave lines out of the script, as a comment saying why."""
+        self.problems.append(Problem(lines[0].number, NOT_TRANSLATED, reason))
         out.append("")
         out.append(f"# NOT TRANSLATED ({self.name} line {lines[0].number}): {reason}")
         out.extend("#   " + line.text.strip() for line in lines)
 
-    def assign(self, line, text, out):
+    def note_change(self, out, number, reason):
+        """Say, above the Sieve that stands for line `number`, how it differs
+        from what procmail does: a user reading the script sees it there,
+        one reading stderr sees the line."""
+        self.problems.append(Problem(number, CHANGED, reason))
+        out.append(f"# CHANGED MEANING ({self.name} line {number}): {reason}")
+
+    def assign(self, line, text, out, top=True):
+        """Keep a variable for later paths; one set inside a block holds in
+        procmail only when the block runs, here for every later line."""
         name, value = ASSIGNMENT.match(text).groups()
         if name in ("INCLUDERC", "SWITCHRC"):
             self.note(out, [line], f"{name} reads another rc file: convert it and "
                       "paste it in")
             return
+        if not top and name not in HARMLESS:
+            out.append("")
+            self.note_change(out, line.number, f"{name} is set inside a block: procmail "
+                             "sets it only when the block runs, the conversion uses it "
+                             "for every later recipe")
         self.variables[name] = self.value(value)
+        if name == "MAILDIR":
+            known = self.variables[name] is not None and self.directory is not None
+            self.directory = os.path.normpath(os.path.join(self.directory,
+                                                           self.variables[name])) \
+                if known else None
+        if name == "DEFAULT":
+            self.default_line = line.number
 
     def value(self, value):
         """An assigned value with quotes removed and $VARs expanded; None when
@@ -139,6 +202,8 @@ class Converter:
             return None
 
     def expand(self, text):
+        """text with $NAME and ${NAME} replaced; any other $ form (${X:-y},
+        $$, $#) raises rather than staying in a folder name."""
         def substitute(match):
             name = match.group(1) or match.group(2)
             value = self.variables.get(name)
@@ -146,6 +211,8 @@ class Converter:
                 raise Untranslated(f"${name} is not known here")
             return value
 
+        if "$" in VARIABLE.sub("", text):
+            raise Untranslated(f"{text.strip()!r} has a $ form other than $NAME or ${{NAME}}")
         return VARIABLE.sub(substitute, text)
 
     def recipe(self, lines, i, out):
@@ -167,16 +234,26 @@ class Converter:
             inner, after = self.items(lines, j + 1)
         source = [header, *conditions, action]
         try:
+            self.changes = []
             translated = self.translate(header, conditions, action, block, inner)
+            changes = self.changes
         except Untranslated as e:
             self.note(out, source, str(e))
+            if block:  # the block's own recipes, as they would read, stay visible
+                out.extend(f"#   {INDENT}{text}" for text in "\n".join(inner).split("\n")
+                           if text)
+                out.append("#   }")
             return after
         out.append("")
         out.append(f"# {self.name} line {header.number}: {header.text.strip()}")
+        for reason in changes:
+            self.note_change(out, header.number, reason)
         out.extend(translated)
         return after
 
     def translate(self, header, conditions, action, block, inner):
+        """Sieve lines for one recipe; raises Untranslated for flags and
+        shapes Sieve cannot carry."""
         match = RECIPE.match(header.text.strip())
         if not match or match.group(1) not in ("", "0"):
             raise Untranslated("not a :0 recipe header")
@@ -198,9 +275,11 @@ class Converter:
         if not tests:
             return body
         test = tests[0] if len(tests) == 1 else "allof(" + ", ".join(tests) + ")"
-        return [f"if {test} {{", *(INDENT + line if line else line for line in body), "}"]
+        return [f"if {test} {{", *(indented(line) for line in body), "}"]
 
     def condition(self, text, case_sensitive):
+        """A Sieve test for one `*` line: `!` negates, `<`/`>` compare the
+        size, anything else is a regular expression."""
         negate = text.startswith("!")
         if negate:
             text = text[1:].strip()
@@ -209,29 +288,45 @@ class Converter:
             if not size.isdigit():
                 raise Untranslated(f"size condition {text!r}")
             test = f"size :{'under' if text[0] == '<' else 'over'} {size}"
+            self.changes.append(f"size {text[0]} {size}: procmail counts the message as "
+                                "it got it (and the From_ line it adds), Sieve the "
+                                "message lda stores, with its Return-Path and "
+                                "Delivered-To fields: they differ by some dozen bytes")
         else:
             test = self.regex_condition(text, case_sensitive)
         return f"not {test}" if negate else test
 
     def regex_condition(self, text, case_sensitive):
+        """A header test for ^TO_/^TO or ^Field:regex; procmail matches
+        case-insensitively unless flag D, as Sieve's default comparator."""
         if text[:1] in ("$", "?") or re.match(r"^-?\d+\s*\^", text) or "??" in text:
             raise Untranslated(f"condition {text!r} (variables, programs, scoring)")
         comparator = ' :comparator "i;octet"' if case_sensitive else ""
-        for prefix in ("^TO_", "^TO"):
+        if case_sensitive:
+            self.changes.append("flag D: procmail compares the field names case-"
+                                "sensitively too (Subject: but not SUBJECT:); Sieve "
+                                "field names ignore case")
+        for prefix, boundary in (("^TO_", NOT_IN_ADDRESS), ("^TO", NOT_IN_WORD)):
             if text.startswith(prefix):
-                match, key = pattern(text[len(prefix):], start_anchored=False)
-                names = ", ".join(f'"{name}"' for name in TO_FIELDS)
-                return f"header :{match}{comparator} [{names}] {quote(key)}"
+                keys = destination_keys(text[len(prefix):], boundary)
+                return (f"header :matches{comparator}\n{INDENT}{string_list(TO_FIELDS)}\n"
+                        f"{INDENT}{string_list(keys)}")
         found = HEADER_REGEX.match(text)
         if not found:
             raise Untranslated(f"condition {text!r} is not ^Header:... or ^TO_...")
         name, rest = found.groups()
-        match, key = pattern(rest.lstrip(" "), start_anchored=True)
+        if rest[:1] not in ("", " ") and not rest.startswith(".*"):
+            self.changes.append(f"^{name}:{rest[:1]}...: procmail wants no space after "
+                                "the colon; Sieve compares the value without its "
+                                "leading white space")
+        match, key = pattern(rest[1:] if rest[:1] == " " else rest, start_anchored=True)
         if match == "exists":
             return f"exists {quote(name.lower())}"
         return f"header :{match}{comparator} {quote(name.lower())} {quote(key)}"
 
     def action(self, text, flags, copy):
+        """Sieve lines for the action line; a delivering one ends with
+        stop, as procmail stops at its first delivery (unless flag c)."""
         copy_tag = " :copy" if copy else ""
         stop = [] if copy else ["stop;"]
         if text.startswith("|"):
@@ -262,32 +357,97 @@ class Converter:
         return [f"fileinto{copy_tag} :create {quote(target)};", *stop]
 
     def folder(self, text):
-        """"INBOX", a folder name, or None for /dev/null."""
+        """"INBOX", a folder name, or None for /dev/null.  What procmail
+        would write differently (an mbox, an MH folder, a Maildir that is
+        not a Maildir++ folder, a MAILDIR outside) goes to self.changes."""
         if len(text.split()) != 1:
             raise Untranslated("more than one folder on the action line")
-        path = self.expand(text)
-        if path == "/dev/null":
+        written = self.expand(text).strip()
+        if written == "/dev/null":
             return None
-        default = self.variables.get("DEFAULT")
-        home = self.variables["HOME"]
-        if not path.startswith("/"):
-            path = os.path.join(self.variables.get("MAILDIR") or home, path)
-        path = os.path.normpath(path)
-        roots = [os.path.normpath(r) for r in (default, os.path.join(home, "Maildir"),
-                                               self.variables.get("MAILDIR")) if r]
-        for root in sorted(set(roots), key=len, reverse=True):
-            if path == root:
-                return "INBOX"
-            if path.startswith(root + "/"):
-                return self.folder_name(path[len(root) + 1:])
+        path = os.path.normpath(os.path.join(self.current_directory(written), written))
+        relative = self.inside(path)
+        target = self.folder_name(relative) if relative else "INBOX"
+        kind = ("an MH folder (/.)" if written.endswith("/.") else
+                "a Maildir" if written.endswith("/") else "an mbox file (no trailing /)")
+        plus = not relative or ("/" not in relative and relative.startswith("."))
+        shown = "the INBOX" if target == "INBOX" else f"the Maildir++ folder {target}"
+        if kind != "a Maildir":
+            self.changes.append(f"{path} is {kind}: it becomes {shown} "
+                                f"of {self.maildir}")
+        elif not plus:
+            self.changes.append(f"procmail writes the Maildir {path}/, which is not a "
+                                f"Maildir++ folder: it becomes {shown} "
+                                f"({self.maildir}/.{target}/)")
+        return target
+
+    def current_directory(self, path):
+        """procmail's directory, which a relative path is taken from."""
+        if self.directory is None and not path.startswith("/"):
+            raise Untranslated(f"{path} is relative to MAILDIR, which is not known here")
+        return self.directory or "/"
+
+    def inside(self, path):
+        """path relative to the Maildir ("" for its root); one under a
+        MAILDIR set outside it is taken relative to that, and said so."""
+        for root in (self.maildir, self.directory):
+            root = os.path.normpath(root) if root else None
+            if root and within(path, root):
+                if root != self.maildir:
+                    self.changes.append(f"MAILDIR is {root}, outside the Maildir "
+                                        f"{self.maildir}: procmail writes {path}, the "
+                                        f"script a folder of {self.maildir}")
+                return path[len(root):].strip("/")
         raise Untranslated(f"{path} is outside the Maildir")
 
+    def default_delivery(self):
+        """What procmail does with mail no recipe delivered: DEFAULT, when
+        the rcfile sets it.  Sieve's implicit keep is the INBOX, so another
+        folder of the Maildir is an explicit fileinto at the end."""
+        if self.default_line is None:
+            return []
+        out = ["", f"# {self.name} line {self.default_line}: DEFAULT, for what no "
+               "recipe delivered"]
+        try:
+            self.changes = []
+            default = self.expand("$DEFAULT")
+            path = os.path.join(self.current_directory(default), default)
+            if os.path.normpath(path) != "/dev/null" and not within(path, self.maildir):
+                raise Untranslated(f"{os.path.normpath(path)} is outside the Maildir")
+            target = self.folder("$DEFAULT")
+        except Untranslated as e:
+            self.note_change(out, self.default_line, f"DEFAULT: {e}; what no recipe "
+                             f"delivers is kept in the INBOX of {self.maildir}")
+            return out
+        for reason in self.changes:
+            self.note_change(out, self.default_line, f"DEFAULT: {reason}")
+        if target is None:
+            return out + ["discard;"]
+        if target == "INBOX":
+            return out if self.changes else []
+        self.requires.update(("fileinto", "mailbox"))
+        return out + [f"fileinto :create {quote(target)};"]
+
     def folder_name(self, relative):
+        """A path below the Maildir as a Maildir++ folder name (Lists/lda
+        and .Lists.lda both give Lists.lda), refused if lda would refuse it."""
         name = ".".join(part.lstrip(".") for part in relative.split("/") if part)
         try:
             return check_folder(name)
         except UnsafeFolder as e:
             raise Untranslated(f"folder {relative!r}: {e}") from None
+
+
+def within(path, root):
+    """Whether path is root or below it."""
+    path, root = os.path.normpath(path), os.path.normpath(root)
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def indented(line):
+    """A line of a block one level in; a test written over several lines
+    moves as a whole."""
+    return "\n".join(INDENT + part if part else part for part in line.split("\n"))
 
 
 def pattern(regex, start_anchored):
@@ -328,16 +488,51 @@ def pattern(regex, start_anchored):
         return "is", literal
     if (tokens[0] == tokens[-1] == "*" and len(wildcard) == 2 and len(tokens) > 2):
         return "contains", literal
-    return "matches", "".join(t[1].replace("\\", "\\\\").replace("*", "\\*")
-                              .replace("?", "\\?") if isinstance(t, tuple) else t
+    return "matches", "".join(matches_key(t[1]) if isinstance(t, tuple) else t
                               for t in tokens)
 
 
+def destination_keys(regex, boundary):
+    """:matches keys for the text after ^TO_ or ^TO: the text first in the
+    value, or anywhere after one of the boundary characters.  Sieve has no
+    character classes, so the boundary is spelled out, one key each."""
+    match, key = pattern(regex, start_anchored=True)
+    if match == "exists":
+        return ["*"]
+    if match == "is":
+        key = matches_key(key)
+    elif match == "contains":
+        key = "*" + matches_key(key) + "*"
+    if key.startswith("*"):
+        return [key]
+    return [key] + ["*" + matches_key(c) + key for c in boundary]
+
+
+def matches_key(literal):
+    """A literal as a :matches key: its wildcard characters escaped."""
+    return literal.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
+def string_list(strings, width=88):
+    """A Sieve string list to go one level in, wrapped so that a long key
+    list stays readable."""
+    rows, row = [], []
+    for text in map(quote, strings):
+        if row and len(", ".join(row + [text])) > width:
+            rows.append(", ".join(row))
+            row = []
+        row.append(text)
+    return "[" + f",\n{INDENT} ".join(rows + [", ".join(row)]) + "]"
+
+
 def quote(text):
+    """text as a Sieve quoted string (RFC 5228 section 2.4.2)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def convert(text, name=".procmailrc", home=None):
-    """(Sieve script text, [(line, reason)] for what was not translated)."""
-    converter = Converter(name, home or os.environ.get("HOME", "/home/user"))
+def convert(text, name=".procmailrc", home=None, maildir=None):
+    """(Sieve script text, [Problem]) for a script that delivers into
+    maildir (default ~/Maildir, per-user mode's): folders are judged
+    against it."""
+    converter = Converter(name, home or os.environ.get("HOME", "/home/user"), maildir)
     return converter.convert(text), converter.problems
