@@ -33,7 +33,11 @@ ARGS = {
     "partial bounce": ["--all"],
     "quota recalc": ["--all"],
     "quota show": [ALICE],
+    "sieve activate": [ALICE, "script"],
     "sieve check": ["{root}/script.sieve"],
+    "sieve install": [ALICE, "{root}/script.sieve"],
+    "sieve list": [ALICE],
+    "sieve show": [ALICE],
     "sieve test": ["{root}/script.sieve"],
     "procmail-convert": ["{root}/procmailrc"],
 }
@@ -111,6 +115,7 @@ def pristine(tmp_path_factory):
     site.deliver(message(), "team@example.org", check=0)  # bob is full: a partial
     (root / "script.sieve").write_text('require "fileinto";\nfileinto "x";\n')
     (root / "procmailrc").write_text("MAILDIR=$HOME/Maildir\n:0\n* ^Subject: x\n.x/\n")
+    site.run("sieve", "install", ALICE, str(root / "script.sieve"), check=0)
     shutil.copytree(site.state, root / "state.saved", symlinks=True)
     return site
 
