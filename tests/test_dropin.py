@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from conftest import maildir_files, message, write_lda_toml, write_maildirsize
+from conftest import maildir_files, message, without_site, write_lda_toml, write_maildirsize
 
 DOVECOT_LINE = ["-f", "sender@example.org", "-d", "alice@example.org",
                 "-a", "alice+lists@example.org"]
@@ -288,3 +288,19 @@ def test_the_config_file_of_a_toml_name_is_still_read(user, tmp_path):
                                                       "maildir": str(tmp_path / "M")})
     user.run("-c", str(config), "-d", "alice", input=message(), check=0)
     assert len(maildir_files(tmp_path / "M")) == 1
+
+
+@pytest.mark.parametrize("argv, absent", [
+    (["-f", "s@x.org", "-d", "alice"], ("lda.deliver.dropin", "lda.store.folders")),
+    (["-f", "s@x.org", "-a", "", "-d", "alice"], ("lda.deliver.dropin",)),
+    (["-d", "alice", "-m", "INBOX/Lists"], ("lda.sieve",)),
+], ids=["plain", "empty-extension", "m"])
+def test_a_delivery_imports_only_the_options_it_uses(user, argv, absent):
+    """The start-up budget (lda/startup/__init__.py): dovecot-lda's options
+    cost nothing to a line without them, and -m does not bring lda.sieve."""
+    script = ("import io, sys\n"
+              "from lda.deliver.command import deliver\n"
+              f"rc = deliver({argv!r}, stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nb\\n'))\n"
+              "print(rc, ' '.join(sorted(sys.modules)))\n")
+    rc, *loaded = without_site(script, user.env).stdout.split()
+    assert rc == "0" and sorted(set(loaded).intersection(absent)) == []

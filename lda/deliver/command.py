@@ -13,7 +13,6 @@ import sys
 from ..errors import (EX_OK, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure,
                       UsageError, is_file_problem, unexpected)
 from ..startup.getopt import GetoptError, getopt
-from .dropin import DefaultFolder, default_folder, dovecot_settings, extension_folder_problem
 from .envelope import check_sender, original_recipient
 
 USAGE = """\
@@ -89,9 +88,12 @@ def _addresses(value, environ, notes):
     extension = environ.get("EXTENSION")
     if value is not None and "@" not in value:
         extension, value = value, None
-        problem = extension_folder_problem(extension)
-        if problem:
-            notes.append(problem)
+        if extension:
+            from .dropin import extension_folder_problem
+
+            problem = extension_folder_problem(extension)
+            if problem:
+                notes.append(problem)
     original, ignored = original_recipient(value if value is not None
                                            else environ.get("ORIGINAL_RECIPIENT"))
     if ignored:
@@ -100,8 +102,15 @@ def _addresses(value, environ, notes):
 
 
 def _dovecot_options(options, notes):
-    """-c, -m and -o: what lda takes from dovecot-lda's configuration."""
+    """-c, -m and -o: what lda takes from dovecot-lda's configuration.
+    A line without them does not import dropin (the start-up budget of
+    lda/startup/__init__.py; bench/profiles/dropin-startup.txt)."""
     config = options.get("-c")
+    if not (options.get("-o") or options.get("-m")
+            or (config is not None and not config.endswith(".toml"))):
+        return {"config": config, "overrides": {}, "folder": None, "autocreate": False}
+    from .dropin import default_folder, dovecot_settings
+
     if config is not None and not config.endswith(".toml"):
         notes.append(f"-c {config[:80]!r}: not an lda.toml (dovecot-lda's "
                      "configuration?); ignored")
@@ -192,6 +201,8 @@ def _deliver(argv, stdin, environ, clock, held):
         environ = dict(environ, EXTENSION=args["extension"])
     resolver = make_resolver(config, environ, log)
     if args["folder"]:
+        from .dropin import DefaultFolder
+
         resolver = DefaultFolder(resolver, args["folder"], args["autocreate"])
     kwargs = {"clock": clock} if clock else {}
     delivery = Delivery(config, resolver, log, sender=args["sender"],
