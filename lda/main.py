@@ -54,8 +54,9 @@ def delivery_argv(argv, stdin_fd=0):
     if not argv[0].startswith("-"):
         return None  # an admin command, or click's "No such command"
     rest = argv
-    while rest and (rest[0] in GLOBAL_WITH_VALUE or rest[0].startswith("--config=")):
-        rest = rest[1:] if "=" in rest[0] else rest[2:]
+    while rest and rest[0].startswith(("-c", "--config")):
+        # -c FILE, --config FILE; -cFILE, --config=FILE (one word)
+        rest = rest[2:] if rest[0] in GLOBAL_WITH_VALUE else rest[1:]
     if not rest:  # `lda -c FILE` alone
         return argv if message_waiting(stdin_fd) else None
     if rest[0] in ADMIN_COMMANDS or rest[0] in ("--help", "--version"):

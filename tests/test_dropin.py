@@ -66,8 +66,10 @@ def test_bare_lda_without_a_message_prints_the_admin_help(user):
 
 def test_the_admin_form_with_c_still_works(site):
     alice = site.create("alice@example.org")
-    listed = site.run("-c", str(site.config), "mailbox", "list", check=0)
-    assert b"alice@example.org" in listed.stdout
+    for config in (["-c", str(site.config)], ["--config", str(site.config)],
+                   [f"-c{site.config}"], [f"--config={site.config}"]):
+        listed = site.run(*config, "mailbox", "list", check=0)
+        assert b"alice@example.org" in listed.stdout
     site.run("-c", str(site.config), "deliver", "-f", "s@example.org",
              "alice@example.org", input=message(), check=0)
     site.run("--config", str(site.config), "--help", check=0)
