@@ -306,3 +306,30 @@ def test_a_delivery_imports_only_the_options_it_uses(user, argv, absent):
               "print(rc, ' '.join(sorted(sys.modules)))\n")
     rc, *loaded = without_site(script, user.env).stdout.split()
     assert rc == "0" and sorted(set(loaded).intersection(absent)) == []
+
+
+@pytest.mark.parametrize("argv, header, logged", [
+    ([], b"X-Original-To: <List@example.org>\n", "orig_to=<List@example.org>"),
+    (["-a", "given@example.org"], b"X-Original-To: list@example.org\n",
+     "orig_to=<given@example.org>"),
+    ([], b"X-Original-To: a\x01b@example.org\n", "original recipient ignored"),
+    ([], b"X-Original-To: a@example.org\n folded@example.org\n", "original recipient ignored"),
+    ([], b"", "status=sent"),
+], ids=["from-the-header", "a-wins", "hostile", "folded", "absent"])
+def test_o_lda_original_recipient_header(user_log_on_stderr, argv, header, logged):
+    """dovecot's lda_original_recipient_header: the field an MTA wrote the
+    original recipient into, read when -a and ORIGINAL_RECIPIENT are not
+    given; checked as -a is, since a sender could write it too."""
+    user = user_log_on_stderr
+    done = user.run(*argv, "-o", "lda_original_recipient_header=X-Original-To", "-d",
+                    "alice@example.org", input=header + message(), check=0)
+    assert logged in done.stderr.decode(errors="replace")
+    assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.parametrize("name", ["", "X Original", "X-Original:To", "X-\u00e9"],
+                         ids=["empty", "space", "colon", "non-ascii"])
+def test_o_lda_original_recipient_header_must_name_a_field(user, name):
+    done = user.run("-o", f"lda_original_recipient_header={name}", "-d", "alice",
+                    input=message())
+    assert done.returncode == 78 and first_line(done).startswith("4.3.5 ")

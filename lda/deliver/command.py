@@ -35,8 +35,9 @@ dovecot-lda's and procmail's options mean what they mean there:
                 else per-user mode: ~/Maildir); one not named *.toml
                 (dovecot.conf) is ignored with a warning
   -o KEY=VALUE  a dovecot setting: quota_full_tempfail, lda_mailbox_autocreate,
-                recipient_delimiter, hostname, postmaster_address,
-                sendmail_path, mail_location=maildir:PATH; others are ignored
+                recipient_delimiter, lda_original_recipient_header, hostname,
+                postmaster_address, sendmail_path, mail_location=maildir:PATH;
+                others are ignored
   -e            over-quota primary recipient is rejected (exit 77), as with
                 quota_full = "reject"
   -k            accepted, no effect (dovecot-lda: keep the environment)
@@ -108,20 +109,21 @@ def _dovecot_options(options, notes):
     config = options.get("-c")
     if not (options.get("-o") or options.get("-m")
             or (config is not None and not config.endswith(".toml"))):
-        return {"config": config, "overrides": {}, "folder": None, "autocreate": False}
+        return {"config": config, "overrides": {}, "folder": None, "autocreate": False,
+                "original_header": None}
     from .dropin import default_folder, dovecot_settings
 
     if config is not None and not config.endswith(".toml"):
         notes.append(f"-c {config[:80]!r}: not an lda.toml (dovecot-lda's "
                      "configuration?); ignored")
         config = None
-    overrides, autocreate, warnings = dovecot_settings(options.get("-o", []))
+    overrides, autocreate, header, warnings = dovecot_settings(options.get("-o", []))
     notes.extend(warnings)
     folder, problem = default_folder(options.get("-m", ""))
     if problem:
         notes.append(problem)
     return {"config": config, "overrides": overrides, "folder": folder,
-            "autocreate": autocreate}
+            "autocreate": autocreate, "original_header": header}
 
 
 def exit_status(results):
@@ -206,7 +208,8 @@ def _deliver(argv, stdin, environ, clock, held):
         resolver = DefaultFolder(resolver, args["folder"], args["autocreate"])
     kwargs = {"clock": clock} if clock else {}
     delivery = Delivery(config, resolver, log, sender=args["sender"],
-                        original_recipient=args["original"], **kwargs)
+                        original_recipient=args["original"],
+                        original_header=args["original_header"], **kwargs)
     recipients = args["recipients"] or ([None] if config.per_user else [])
     if not recipients:
         raise UsageError("no recipient given and RECIPIENT is not set")

@@ -28,12 +28,13 @@ NO = ("no", "n", "false", "0")
 
 
 def dovecot_settings(pairs):
-    """(lda.toml overrides, lda_mailbox_autocreate, warnings) for the
+    """(lda.toml overrides, lda_mailbox_autocreate,
+    lda_original_recipient_header, warnings) for the
     values of dovecot-lda's -o options ("key=value").  A value lda cannot
     take is the configuration's mistake (ConfigError: Postfix defers, the
     message waits for the fix); a key lda has no equivalent for is one
     warning, so the rest of the line still works."""
-    overrides, autocreate, warnings = {}, False, []
+    overrides, autocreate, header, warnings = {}, False, None, []
     for pair in pairs:
         key, equals, value = pair.partition("=")
         key = key.strip()
@@ -41,13 +42,25 @@ def dovecot_settings(pairs):
             raise ConfigError(f"-o {pair[:80]!r}: not a setting=value pair")
         if key == "lda_mailbox_autocreate":
             autocreate = _yes(key, value)
+        elif key == "lda_original_recipient_header":
+            header = _field_name(value)
         elif key in SETTINGS:
             if not value.isprintable():  # a host name or From: with a line break
                 raise ConfigError(f"-o {key}: control character in {value[:80]!r}")
             overrides[SETTINGS[key]] = _setting_value(key, value.strip())
         else:
             warnings.append(f"-o {key[:80]}: not a setting lda has; ignored")
-    return overrides, autocreate, warnings
+    return overrides, autocreate, header, warnings
+
+
+def _field_name(value):
+    """A header field name for lda_original_recipient_header (RFC 5322
+    section 2.2: printable ASCII but ":" and space)."""
+    name = value.strip()
+    if not name or not all("!" <= c <= "~" and c != ":" for c in name):
+        raise ConfigError(f"-o lda_original_recipient_header={value[:80]!r}: "
+                          "not a header field name")
+    return name
 
 
 def _setting_value(key, value):
