@@ -23,6 +23,8 @@ GLOBAL_WITH_VALUE = ("-c", "--config")
 
 
 def main(argv=None):
+    """Dispatch a delivery before click is imported; everything else is an
+    admin command for lda/cli.py."""
     argv = sys.argv[1:] if argv is None else argv
     # Mail is private: 0600 files and 0700 directories, the SQLite database
     # and the directories created on the way included.  Set here, for the

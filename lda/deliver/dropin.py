@@ -84,6 +84,7 @@ def _setting_value(key, value):
 
 
 def _yes(key, value):
+    """A dovecot boolean: yes/no, as its settings parser also takes y/n."""
     word = value.strip().lower()
     if word not in YES + NO:
         raise ConfigError(f"-o {key}={value[:40]!r}: not yes or no")
@@ -129,6 +130,8 @@ class DefaultFolder:
         self.create = create
 
     def resolve(self, recipient):
+        """The resolver's plan, every mailbox target sent to the folder;
+        forwards (no mailbox) are left as they are."""
         plan = self.resolver.resolve(recipient)
         for target in plan.targets:
             if target.local:
@@ -136,7 +139,9 @@ class DefaultFolder:
         return plan
 
     def check_current(self, plan):
+        """As the resolver checks it: -m changes no mailbox."""
         return self.resolver.check_current(plan)
 
     def state(self):
+        """As the resolver's: -m is the same for every plan of this run."""
         return self.resolver.state()
