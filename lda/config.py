@@ -272,10 +272,14 @@ def find_config_path(option=None, environ=os.environ):
     return SYSTEM_CONFIG if os.path.exists(SYSTEM_CONFIG) else None
 
 
-def load_config(option=None, environ=os.environ):
+def load_config(option=None, environ=os.environ, overrides=None):
+    """The configuration; `overrides` ({key: value}, the dovecot settings of
+    `lda deliver -o`) win over the file's and are checked as its keys are."""
+    overrides = overrides or {}
     path = find_config_path(option, environ)
     if path is None:
-        return Config({"mode": "user"}, path="(per-user defaults)", environ=environ)
+        return Config({"mode": "user", **overrides}, path="(per-user defaults)",
+                      environ=environ)
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -295,4 +299,4 @@ def load_config(option=None, environ=os.environ):
             values = tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return Config(values, path=path, environ=environ)
+    return Config({**values, **overrides}, path=path, environ=environ)

@@ -1,21 +1,37 @@
 """The `lda` console script.
 
-`lda deliver` runs once per message, so it is dispatched here before click
-(and everything the admin commands need) is imported.
+A delivery runs once per message, so it is dispatched here before click
+(and everything the admin commands need) is imported.  Three argvs are a
+delivery: `lda deliver ...`; an argv that starts with an option and names
+no admin command (dovecot-lda's and procmail's command lines with only the
+program path changed: `lda -f SENDER -d USER`, `lda -a "$EXTENSION"`); and
+a bare `lda` whose standard input is a pipe, socket or file (procmail's
+`mailbox_command = /usr/bin/procmail`).  A bare `lda` on a terminal, or
+with nothing to read, prints the admin help.  lda(1) states the same rule.
 """
 
 import gc
 import os
+import stat
 import sys
+
+# The admin commands of lda/cli.py; tests/test_docs.py checks the list
+# against click's, which this module must not import.
+ADMIN_COMMANDS = frozenset({"aliases", "db", "dedup", "deliver", "lmtp", "mailbox",
+                            "partial", "procmail-convert", "quota", "sieve"})
+GLOBAL_WITH_VALUE = ("-c", "--config")
 
 
 def main(argv=None):
+    """Dispatch a delivery before click is imported; everything else is an
+    admin command for lda/cli.py."""
     argv = sys.argv[1:] if argv is None else argv
     # Mail is private: 0600 files and 0700 directories, the SQLite database
     # and the directories created on the way included.  Set here, for the
     # process, not in the library (tests call it in-process).
     os.umask(0o077)
-    if argv and argv[0] == "deliver":
+    delivery = delivery_argv(argv)
+    if delivery is not None:
         # One message, then exit: a cyclic GC pass would walk every module
         # just imported to free next to nothing, while reference counting
         # still frees each chunk and object as it goes
@@ -23,10 +39,42 @@ def main(argv=None):
         gc.disable()
         from .deliver.command import run
 
-        run(argv[1:])  # never returns
+        run(delivery)  # never returns
     from .cli import cli
 
     cli.main(args=argv, prog_name="lda")
+
+
+def delivery_argv(argv, stdin_fd=0):
+    """The options and operands of the delivery argv stands for, or None
+    for an admin command.  `lda -c FILE COMMAND ...` stays an admin
+    command: what follows the global -c is looked at, not -c itself."""
+    if argv[:1] == ["deliver"]:
+        return argv[1:]
+    if not argv:
+        return [] if message_waiting(stdin_fd) else None
+    if not argv[0].startswith("-"):
+        return None  # an admin command, or click's "No such command"
+    rest = argv
+    while rest and rest[0].startswith(("-c", "--config")):
+        # -c FILE, --config FILE; -cFILE, --config=FILE (one word)
+        rest = rest[2:] if rest[0] in GLOBAL_WITH_VALUE else rest[1:]
+    if not rest:  # `lda -c FILE` alone
+        return argv if message_waiting(stdin_fd) else None
+    if rest[0] in ADMIN_COMMANDS or rest[0] in ("--help", "--version"):
+        return None
+    return argv
+
+
+def message_waiting(fd):
+    """Whether fd is what an MTA hands a delivery command: a pipe, a
+    socket or a file (Postfix's local(8) and pipe(8) give a pipe).  A
+    terminal, /dev/null or a closed descriptor is a person at a shell."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode)
 
 
 if __name__ == "__main__":

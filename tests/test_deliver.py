@@ -273,7 +273,8 @@ def test_symlinked_new_directory_is_not_followed(user, tmp_path):
 
 
 @pytest.mark.parametrize("argv, code", [
-    (["deliver", "-x"], 64),
+    # The MTA's command line is the administrator's: Postfix defers on 4.3.5.
+    (["deliver", "-x"], 78),
     (["deliver", "-c", "/nonexistent/lda.toml", "a@example.org"], 78),
 ], ids=["unknown-option", "missing-config"])
 def test_usage_and_config_errors(user, argv, code):

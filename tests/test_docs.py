@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man"
 CONTRIB = ROOT / "contrib"
 PAGES = ["lda.1", "lda.toml.5", "lda-aliases.5"]
-DELIVER_OPTIONS = {"-f", "-a", "-c", "-e"}
+DELIVER_OPTIONS = {"-f", "-a", "-c", "-d", "-e", "-k", "-m", "-o", "-p", "-r", "-t"}
 
 
 def walk(command, path=()):

@@ -339,3 +339,88 @@ def test_external_forward_is_reinjected_through_postfix_once(make_stack):
     assert len(postfix.deliveries(bob)) == 1
     assert len(maildir_files(stack.outside)) == 1
     assert len(maildir_files(carol)) == 1
+
+
+# --- dovecot-lda's and procmail's lines, only the path changed (issue 19) ---------
+
+def dovecot_lda_service(user, extra=""):
+    """master.cf: dovecot-lda's documented pipe(8) transport, its program
+    path replaced by lda's and nothing else (no `deliver`, no -c)."""
+    return (f"lda unix - n n - - pipe\n  flags=DRhu user={user.name} argv={LDA} "
+            f"-f ${{sender}} -d ${{user}}@${{nexthop}} -a ${{original_recipient}}{extra}\n")
+
+
+def make_folder(maildir, name, owner):
+    for sub in ("tmp", "new", "cur"):
+        (maildir / name / sub).mkdir(parents=True, exist_ok=True)
+    owner.chown_tree(maildir)
+    return maildir / name
+
+
+@pytest.mark.parametrize("extra", ["", " -m ${extension}"], ids=["dovecot-lda", "m-extension"])
+def test_dovecot_lda_pipe_line_delivers_with_only_the_path_changed(mail_root, make_postfix,
+                                                                  make_user, extra):
+    """The line names no lda.toml: LDA_CONFIG from main.cf's
+    export_environment stands in for /etc/lda/lda.toml."""
+    postfix = make_postfix(start=False)
+    (mail_root / "site-dovecot").mkdir(mode=0o755)
+    site = Site(mail_root / "site-dovecot")
+    owner = make_user("ldavm")
+    postfix.main.update({"virtual_transport": "lda", "lda_destination_recipient_limit": "1",
+                         "recipient_delimiter": "+",
+                         "export_environment": f"TZ MAIL_CONFIG LANG LDA_CONFIG={site.config}"})
+    postfix.services += dovecot_lda_service(owner, extra)
+    stack = Stack(site, postfix.start(), owner)
+    alice = stack.create("alice")
+    lists = make_folder(alice, ".lists", owner)
+
+    plain = postfix.send(message(message_id="<plain@example.org>"), [address("alice")])
+    tagged = postfix.send(message(message_id="<tagged@example.org>"),
+                          [address("alice+lists")])
+    assert_sent(postfix.wait_for_delivery(plain, address("alice")))
+    assert_sent(postfix.wait_for_delivery(tagged, address("alice+lists")))
+    postfix.wait_for_queue_empty()
+    # dovecot-lda's own line files by -m alone; -m ${extension} picks .lists
+    assert len(maildir_files(alice)) == (1 if extra else 2)
+    assert len(maildir_files(lists)) == (1 if extra else 0)
+    [path] = [p for p in maildir_files(alice) if b"<plain@" in p.read_bytes()]
+    assert fields(path).get_all("Delivered-To") == [address("alice")]  # flag D's alone
+    assert fields(path).get_all("Return-Path") == [f"<{SENDER}>"]
+
+    again = postfix.send(message(message_id="<plain@example.org>"), [address("alice")])
+    assert_sent(postfix.wait_for_delivery(again, address("alice")))
+    postfix.wait_for_queue_empty()
+    assert len(maildir_files(alice)) == (1 if extra else 2)  # the resend discarded
+
+
+def test_procmail_mailbox_command_delivers_with_only_the_path_changed(make_postfix,
+                                                                     make_user):
+    """main.cf's documented `mailbox_command = procmail -a "$EXTENSION"`."""
+    user = make_user()
+    maildir = user.home / "Maildir"
+    lists = make_folder(maildir, ".lists", user)
+    postfix = make_postfix(main={"mailbox_command": f'{LDA} -a "$EXTENSION"',
+                                 "recipient_delimiter": "+"})
+    plain, tagged = f"{user.name}@{LOCAL_DOMAIN}", f"{user.name}+lists@{LOCAL_DOMAIN}"
+
+    first = postfix.send(message(message_id="<plain@example.org>"), [plain])
+    second = postfix.send(message(message_id="<tagged@example.org>"), [tagged])
+    assert_sent(postfix.wait_for_delivery(first, plain))
+    assert_sent(postfix.wait_for_delivery(second, tagged))
+    postfix.wait_for_queue_empty()
+    assert len(maildir_files(maildir)) == 1 and len(maildir_files(lists)) == 1
+    assert one_file(lists).stat().st_uid == user.uid
+
+
+def test_an_unknown_option_in_the_line_defers_the_mail(make_postfix, make_user):
+    """An admin's typo in master.cf or main.cf: Postfix reads 4.3.5 and keeps
+    the message (it bounced on 5.5.4 before)."""
+    user = make_user()
+    postfix = make_postfix(main={"mailbox_command": f"{LDA} -Y -a \"$EXTENSION\""})
+    recipient = f"{user.name}@{LOCAL_DOMAIN}"
+    queued = postfix.send(message(), [recipient])
+    deferred = postfix.wait_for_delivery(queued, recipient)
+    assert (deferred.status, deferred.dsn) == (DEFERRED, "4.3.5"), deferred
+    assert "unknown option -Y" in deferred.detail
+    assert postfix.queued_recipients() == [recipient]
+    assert maildir_files(user.home / "Maildir") == []

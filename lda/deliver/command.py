@@ -10,41 +10,120 @@ import io
 import os
 import sys
 
-from ..errors import EX_OK, EX_TEMPFAIL, LdaError, UsageError, unexpected
+from ..errors import (EX_OK, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure,
+                      UsageError, is_file_problem, unexpected)
 from ..startup.getopt import GetoptError, getopt
 from .envelope import check_sender, original_recipient
 
 USAGE = """\
-usage: lda deliver [-f SENDER] [-a ORIGINAL_RECIPIENT] [-c CONFIG] [-e] [RECIPIENT...]
+usage: lda deliver [-ekt] [-f SENDER] [-a ADDRESS|EXTENSION] [-c CONFIG] [-d RECIPIENT]
+                   [-m FOLDER] [-o SETTING=VALUE] [-p FILE] [-r ADDRESS] [RECIPIENT...]
+       lda [-ekt] [-f SENDER] [-a ...] [-d RECIPIENT] ...   (no "deliver": the same)
 
 Deliver the message on standard input.  With no RECIPIENT, Postfix's
 RECIPIENT environment variable (mailbox_command) or the invoking user.
-  -f SENDER   envelope sender (default: $SENDER)
-  -a ADDRESS  original recipient (default: $ORIGINAL_RECIPIENT)
-  -c CONFIG   configuration file (default: $LDA_CONFIG, /etc/lda/lda.toml,
-              else per-user mode: ~/Maildir)
-  -e          over-quota primary recipient is rejected (exit 77), as with
-              quota_full = "reject"
+dovecot-lda's and procmail's options mean what they mean there:
+  -f SENDER     envelope sender (default: $SENDER)
+  -a ADDRESS    original recipient (default: $ORIGINAL_RECIPIENT); a value
+                without "@" is procmail's: the address extension ($EXTENSION)
+  -d RECIPIENT  the recipient (dovecot-lda, procmail -d)
+  -r ADDRESS    final recipient: the recipient when -d is not given
+  -m FOLDER     default folder instead of INBOX ("Lists", "INBOX/Lists",
+                "INBOX.Lists"); made only with -o lda_mailbox_autocreate=yes
+  -p FILE       read the message from FILE instead of standard input
+  -c CONFIG     configuration file (default: $LDA_CONFIG, /etc/lda/lda.toml,
+                else per-user mode: ~/Maildir); one not named *.toml
+                (dovecot.conf) is ignored with a warning
+  -o KEY=VALUE  a dovecot setting: quota_full_tempfail, lda_mailbox_autocreate,
+                recipient_delimiter, lda_original_recipient_header, hostname,
+                postmaster_address, sendmail_path, mail_location=maildir:PATH;
+                others are ignored
+  -e            over-quota primary recipient is rejected (exit 77), as with
+                quota_full = "reject"
+  -k            accepted, no effect (dovecot-lda: keep the environment)
+  -t            accepted, no effect (procmail: tempfail rather than bounce,
+                which lda does already)
+An unknown option exits 78 with a 4.3.5 reason: Postfix defers the message.
 """
+OPTIONS = "f:a:c:d:m:o:p:r:ekth"
 
 
 def parse_args(argv, environ):
+    """The delivery's arguments from dovecot-lda's, procmail's and lda's
+    options; None for --help.  An option lda does not know is the
+    administrator's mistake in master.cf or main.cf, not the message's:
+    exit 78 with 4.3.5, so Postfix defers the mail until it is fixed
+    (a 5.X.X would bounce it)."""
     try:
-        options, recipients = getopt(argv, "f:a:c:eh")
+        options, operands = getopt(argv, OPTIONS, repeatable="o")
     except GetoptError as e:
-        raise UsageError(f"{e}; try 'lda deliver --help'") from None
+        raise ConfigError(f"{e} in lda's command line (see lda(1), 'lda deliver "
+                          "--help')") from None
     if "-h" in options:
         return None
+    notes = []
+    recipients = ([options["-d"]] if "-d" in options else []) + operands
+    if "-r" in options:
+        if recipients:
+            notes.append(f"-r {options['-r'][:80]!r}: the final recipient is "
+                         "informational when -d or a recipient is given; ignored")
+        else:
+            recipients = [options["-r"]]
     if not recipients and environ.get("RECIPIENT"):
         recipients = [environ["RECIPIENT"]]
     sender = options.get("-f", environ.get("SENDER"))
     if sender is not None:
         sender = check_sender(sender)
-    original, ignored = original_recipient(options.get("-a",
-                                                       environ.get("ORIGINAL_RECIPIENT")))
-    return {"sender": sender, "recipients": recipients, "original": original,
-            "original_ignored": ignored, "config": options.get("-c"),
-            "reject": "-e" in options}
+    args = {"sender": sender, "recipients": recipients, "notes": notes,
+            "reject": "-e" in options, "message": options.get("-p")}
+    args.update(_addresses(options.get("-a"), environ, notes))
+    args.update(_dovecot_options(options, notes))
+    return args
+
+
+def _addresses(value, environ, notes):
+    """-a: dovecot-lda's original recipient, or procmail's argument, which
+    Postfix's `procmail -a "$EXTENSION"` makes the address extension.  An
+    original recipient always has an "@" (Postfix passes the whole
+    address), an extension never does, so the value tells them apart."""
+    extension = environ.get("EXTENSION")
+    if value is not None and "@" not in value:
+        extension, value = value, None
+        if extension:
+            from .dropin import extension_folder_problem
+
+            problem = extension_folder_problem(extension)
+            if problem:
+                notes.append(problem)
+    original, ignored = original_recipient(value if value is not None
+                                           else environ.get("ORIGINAL_RECIPIENT"))
+    if ignored:
+        notes.append(f"original recipient ignored: {ignored}")
+    return {"original": original, "extension": extension}
+
+
+def _dovecot_options(options, notes):
+    """-c, -m and -o: what lda takes from dovecot-lda's configuration.
+    A line without them does not import dropin (the start-up budget of
+    lda/startup/__init__.py; bench/profiles/dropin-startup.txt)."""
+    config = options.get("-c")
+    if not (options.get("-o") or options.get("-m")
+            or (config is not None and not config.endswith(".toml"))):
+        return {"config": config, "overrides": {}, "folder": None, "autocreate": False,
+                "original_header": None}
+    from .dropin import default_folder, dovecot_settings
+
+    if config is not None and not config.endswith(".toml"):
+        notes.append(f"-c {config[:80]!r}: not an lda.toml (dovecot-lda's "
+                     "configuration?); ignored")
+        config = None
+    overrides, autocreate, header, warnings = dovecot_settings(options.get("-o", []))
+    notes.extend(warnings)
+    folder, problem = default_folder(options.get("-m", ""))
+    if problem:
+        notes.append(problem)
+    return {"config": config, "overrides": overrides, "folder": folder,
+            "autocreate": autocreate, "original_header": header}
 
 
 def exit_status(results):
@@ -101,6 +180,8 @@ def deliver(argv, stdin=None, environ=os.environ, clock=None):
 
 
 def _deliver(argv, stdin, environ, clock, held):
+    """(status, the error it reports, the log): the options applied to the
+    configuration, the resolver and the message's source, then one run."""
     args = parse_args(argv, environ)
     if args is None:
         sys.stdout.write(USAGE)
@@ -110,20 +191,42 @@ def _deliver(argv, stdin, environ, clock, held):
     from .delivery import Delivery
     from .resolve import make_resolver
 
-    config = load_config(args["config"], environ)
+    config = load_config(args["config"], environ, args["overrides"])
     if args["reject"]:
         config.quota_full = "reject"
     # The log's own lines, or its one note that syslog is missing, follow
     # the reason in `held`; under an MTA (log = "auto") they go to syslog.
     log = Log.configured(config, stream=held, mta_stderr=sys.stderr)
-    if args["original_ignored"]:
-        log.warning(f"original recipient ignored: {args['original_ignored']}")
+    for note in args["notes"]:
+        log.warning(note)
+    if args["extension"] is not None:
+        environ = dict(environ, EXTENSION=args["extension"])
+    resolver = make_resolver(config, environ, log)
+    if args["folder"]:
+        from .dropin import DefaultFolder
+
+        resolver = DefaultFolder(resolver, args["folder"], args["autocreate"])
     kwargs = {"clock": clock} if clock else {}
-    delivery = Delivery(config, make_resolver(config, environ, log), log,
-                        sender=args["sender"], original_recipient=args["original"],
-                        **kwargs)
+    delivery = Delivery(config, resolver, log, sender=args["sender"],
+                        original_recipient=args["original"],
+                        original_header=args["original_header"], **kwargs)
     recipients = args["recipients"] or ([None] if config.per_user else [])
     if not recipients:
         raise UsageError("no recipient given and RECIPIENT is not set")
-    status, error = exit_status(delivery.run(recipients, stdin))
-    return status, error, log
+    if args["message"] is None:
+        return (*exit_status(delivery.run(recipients, stdin)), log)
+    with open_message(args["message"]) as stream:
+        return (*exit_status(delivery.run(recipients, stream)), log)
+
+
+def open_message(path):
+    """The file of dovecot-lda's -p, read as standard input would be.  A
+    path that names no readable file is the command line's mistake (78,
+    Postfix defers); an I/O error is the machine's (75)."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        kind = ConfigError if is_file_problem(e) else TemporaryFailure
+        raise kind(f"-p {path[:200]}: cannot read the message: {e.strerror}") from None
+    except ValueError:  # a NUL, which only an in-process caller can pass
+        raise ConfigError(f"-p {path[:200]!r}: not a path") from None

@@ -80,13 +80,16 @@ class Delivery:
     """Delivers one message; side effects (clock, sendmail, log) are parameters."""
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
-                 clock=time.time, sendmail=None, kept=None):
+                 clock=time.time, sendmail=None, kept=None, original_header=None):
         self.config = config
         self.resolver = resolver
         self.log = log
         self.sender = sender
         self.original_recipient = original_recipient
         self._log_original = original_recipient
+        # dovecot's lda_original_recipient_header (`lda deliver -o`): the
+        # field an MTA wrote the original recipient into (X-Original-To).
+        self.original_header = original_header
         self.clock = clock
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
@@ -138,6 +141,8 @@ class Delivery:
         staging_dir = self._staging_dir(plans[0])
         first = self._stage(plans[0], reader, staging_dir)
         info = reader.info()
+        if self.original_header and self.original_recipient is None:
+            self._original_from_header(info, len(plans))
         staged, unwritten = {0: first}, {}
         results = [None] * len(plans)
         try:
@@ -163,6 +168,21 @@ class Delivery:
                 item.unlink()
             os.close(staging_dir)
         return results
+
+    def _original_from_header(self, info, recipients):
+        """The original recipient from original_header when neither -a nor
+        ORIGINAL_RECIPIENT named one, as dovecot-lda takes it; checked as
+        -a is, since the sender may have written that field itself."""
+        from .envelope import original_recipient
+        from .message import text
+
+        raw = info.headers.first(self.original_header.lower().encode("ascii", "replace"))
+        if raw is None:
+            return
+        self.original_recipient, ignored = original_recipient(text(raw).strip())
+        if ignored:
+            self.log.warning(f"{self.original_header}: original recipient ignored: {ignored}")
+        self._log_original = self.original_recipient if recipients == 1 else None
 
     def _deliver_batch(self, plans, staged, batch, info, results):
         """results[i] for each plans[i] of the batch (recipients with no

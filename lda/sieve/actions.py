@@ -2,74 +2,26 @@
 
 These classes are what the delivery code reads, so they stay small and
 import nothing beyond the standard library's cheapest modules.  Folder names
-are checked and mapped to Maildir++ directory names here, because a folder
-name is the one piece of script output that becomes a path.
+are checked and mapped to Maildir++ directory names in lda.store.folders
+(a folder name is the one piece of script output that becomes a path),
+where `lda deliver -m` checks its own without importing lda.sieve.
 """
 
 import time
+
+from ..store.folders import (  # noqa: F401 - offered here to the Sieve code
+    INBOX,
+    MAX_FOLDER_LENGTH,
+    UnsafeFolder,
+    check_folder,
+    maildir_folder,
+    modified_utf7,
+)
 
 # RFC 5232 section 3 flags that Maildir can store, as info letters
 # (cr.yp.to/proto/maildir.html; Dovecot and Courier read the same letters).
 MAILDIR_FLAGS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S",
                  "\\deleted": "T"}
-INBOX = "INBOX"
-MAX_FOLDER_LENGTH = 255
-
-
-class UnsafeFolder(ValueError):
-    """A fileinto folder name that could leave the Maildir or is not a name."""
-
-
-def check_folder(name):
-    """The folder as the script named it, normalised: "INBOX" for the inbox,
-    else the name without a leading "INBOX." (the namespace prefix Courier
-    and Dovecot clients show).  Raises UnsafeFolder."""
-    if name.upper() == INBOX:
-        return INBOX
-    if name[:6].upper() == "INBOX.":
-        name = name[6:]
-    if not name:
-        raise UnsafeFolder("empty folder name")
-    if "/" in name:
-        raise UnsafeFolder(f'"/" in folder name "{name}" (the hierarchy separator is ".")')
-    if name.startswith(".") or name.endswith(".") or ".." in name:
-        raise UnsafeFolder(f'folder name "{name}" has a leading, trailing or double "."')
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise UnsafeFolder(f"control character in folder name {name!r}")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_FOLDER_LENGTH:
-        raise UnsafeFolder(f"folder name longer than {MAX_FOLDER_LENGTH} bytes")
-    return name
-
-
-def maildir_folder(name):
-    """The Maildir++ directory for a checked folder name: None for INBOX,
-    ".Lists.Python" for "Lists.Python" (non-ASCII in IMAP's modified UTF-7,
-    RFC 3501 section 5.1.3, as Dovecot and Courier name them on disk)."""
-    if name == INBOX:
-        return None
-    return "." + modified_utf7(name)
-
-
-def modified_utf7(text):
-    out, run = [], []
-
-    def flush():
-        if run:
-            from binascii import b2a_base64
-
-            raw = "".join(run).encode("utf-16-be")
-            out.append("&" + b2a_base64(raw, newline=False).decode().rstrip("=")
-                       .replace("/", ",") + "-")
-            run.clear()
-
-    for char in text:
-        if 0x20 <= ord(char) <= 0x7E:
-            flush()
-            out.append("&-" if char == "&" else char)
-        else:
-            run.append(char)
-    flush()
-    return "".join(out)
 
 
 def maildir_info(flags):

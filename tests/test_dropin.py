@@ -1,0 +1,335 @@
+"""lda in place of dovecot-lda or procmail: their command lines, with only
+the program path changed, deliver (issue 19).  Every option is run through
+the installed `lda`; an option lda does not know defers (78, 4.3.5), never
+bounces; a hostile value in a new option is refused or ignored with a
+clear line, and the message is never lost."""
+
+import io
+
+import pytest
+
+from conftest import maildir_files, message, without_site, write_lda_toml, write_maildirsize
+
+DOVECOT_LINE = ["-f", "sender@example.org", "-d", "alice@example.org",
+                "-a", "alice+lists@example.org"]
+
+
+def first_line(done):
+    return done.stderr.decode(errors="replace").splitlines()[0]
+
+
+def folder(user, name):
+    """A Maildir++ folder the user made, as an IMAP client makes one."""
+    path = user.maildir / name
+    for sub in ("tmp", "new", "cur"):
+        (path / sub).mkdir(parents=True)
+    return path
+
+
+# --- no `deliver`: the argv decides ------------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    DOVECOT_LINE,
+    ["-c", "/etc/dovecot/dovecot.conf", "-d", "alice@example.org"],
+    ["-a", ""],  # procmail -a "$EXTENSION" for a recipient without one
+    ["-f", "sender@example.org"],
+    ["-d", "alice"],  # procmail -d USER
+    ["-ek", "-fsender@example.org", "-dalice@example.org"],  # clustered, attached
+    [],  # mailbox_command = /usr/bin/procmail
+], ids=["dovecot-lda-pipe", "dovecot-conf", "procmail-empty-extension", "sender-only",
+        "procmail-d", "clustered", "bare"])
+def test_a_line_without_deliver_delivers(user, argv):
+    done = user.run(*argv, input=message())
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert len(maildir_files(user.maildir)) == 1
+
+
+def test_main_knows_every_admin_command():
+    """lda/main.py tells an admin command from a delivery without click."""
+    from lda.cli import cli
+    from lda.main import ADMIN_COMMANDS
+
+    assert ADMIN_COMMANDS == set(cli.commands)
+
+
+def test_bare_lda_without_a_message_prints_the_admin_help(user):
+    """A terminal or /dev/null on stdin is a person, not an MTA."""
+    import subprocess
+
+    from conftest import LDA
+
+    done = subprocess.run([LDA], stdin=subprocess.DEVNULL, capture_output=True,
+                          env=user.env, timeout=60)
+    assert b"Commands:" in done.stdout + done.stderr
+    assert maildir_files(user.maildir) == []
+
+
+def test_the_admin_form_with_c_still_works(site):
+    alice = site.create("alice@example.org")
+    for config in (["-c", str(site.config)], ["--config", str(site.config)],
+                   [f"-c{site.config}"], [f"--config={site.config}"]):
+        listed = site.run(*config, "mailbox", "list", check=0)
+        assert b"alice@example.org" in listed.stdout
+    site.run("-c", str(site.config), "deliver", "-f", "s@example.org",
+             "alice@example.org", input=message(), check=0)
+    site.run("--config", str(site.config), "--help", check=0)
+    assert len(maildir_files(alice)) == 1
+
+
+def test_the_dovecot_line_delivers_to_a_managed_mailbox(site):
+    alice = site.create("alice@example.org")
+    done = site.run(*DOVECOT_LINE, input=message(), check=0)
+    assert b"orig_to=<alice+lists@example.org>" in done.stderr
+    [path] = maildir_files(alice)
+    assert path.read_bytes().startswith(b"Return-Path: <sender@example.org>\n"
+                                        b"Delivered-To: alice@example.org\n")
+
+
+# --- an option lda does not know: the configuration's mistake ----------------------
+
+@pytest.mark.parametrize("argv, named", [
+    (["-x", "alice@example.org"], "-x"),
+    (["deliver", "-x", "alice@example.org"], "-x"),
+    (["-Y", "-d", "alice"], "-Y"),  # procmail's -Y
+    (["--bogus", "alice@example.org"], "--bogus"),
+    (["-ez", "alice@example.org"], "-z"),
+    (["-d", "alice@example.org", "-m"], "-m requires an argument"),
+], ids=["x", "deliver-x", "procmail-Y", "long", "in-a-cluster", "missing-value"])
+def test_an_unknown_option_defers_with_78_and_names_it(user, argv, named):
+    done = user.run(*argv, input=message())
+    assert done.returncode == 78, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("4.3.5 ") and named in first_line(done)
+    assert len(done.stderr.decode().strip().splitlines()) == 1
+    assert maildir_files(user.maildir) == []
+
+
+# --- each option -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Lists", "INBOX/Lists", "INBOX.Lists", "inbox.Lists"])
+def test_m_names_the_default_folder(user, name):
+    lists = folder(user, ".Lists")
+    user.run("-d", "alice@example.org", "-m", name, input=message(), check=0)
+    assert len(maildir_files(lists)) == 1 and maildir_files(user.maildir) == []
+
+
+def test_m_makes_no_folder_unless_autocreate_says_so(user):
+    user.run("-m", "Lists/Python", input=message(message_id="<1@x>"), check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert not (user.maildir / ".Lists.Python").exists()
+    user.run("-m", "Lists/Python", "-o", "lda_mailbox_autocreate=yes",
+             input=message(message_id="<2@x>"), check=0)
+    assert len(maildir_files(user.maildir / ".Lists.Python")) == 1
+    assert (user.maildir / ".Lists.Python" / "maildirfolder").is_file()
+
+
+def test_an_empty_m_is_the_inbox(user):
+    """-m "${extension}" without an extension, as dovecot-lda takes it."""
+    user.run("-d", "alice@example.org", "-m", "", input=message(), check=0)
+    assert len(maildir_files(user.maildir)) == 1
+
+
+def test_a_without_at_is_procmails_extension(user):
+    lists = folder(user, ".lists")
+    user.run("-a", "lists", input=message(), check=0)
+    assert len(maildir_files(lists)) == 1
+
+
+def test_p_reads_the_message_from_a_file(user, tmp_path):
+    path = tmp_path / "message.eml"
+    path.write_bytes(message(subject="from a file"))
+    user.run("-d", "alice@example.org", "-p", str(path), input=b"not this", check=0)
+    [stored] = maildir_files(user.maildir)
+    assert b"Subject: from a file" in stored.read_bytes()
+
+
+@pytest.mark.parametrize("make", ["missing", "directory"])
+def test_p_naming_no_file_defers_with_78(user, tmp_path, make):
+    path = tmp_path / "message.eml"
+    if make == "directory":
+        path.mkdir()
+    done = user.run("-d", "alice@example.org", "-p", str(path), input=message())
+    assert done.returncode == 78 and first_line(done).startswith("4.3.5 -p ")
+
+
+def test_r_is_the_recipient_without_d(site):
+    alice = site.create("alice@example.org")
+    site.run("-r", "alice@example.org", input=message(), check=0)
+    done = site.run("-d", "alice@example.org", "-r", "bob@example.org",
+                    input=message(message_id="<2@x>"), check=0)
+    assert b"-r 'bob@example.org'" in done.stderr
+    assert len(maildir_files(alice)) == 2
+
+
+def test_c_naming_dovecot_conf_is_ignored_with_a_warning(user_log_on_stderr):
+    done = user_log_on_stderr.run("-c", "/etc/dovecot/dovecot.conf", "-d", "alice",
+                                  input=message(), check=0)
+    assert b"/etc/dovecot/dovecot.conf" in done.stderr and b"ignored" in done.stderr
+    assert len(maildir_files(user_log_on_stderr.maildir)) == 1
+
+
+def test_k_t_and_e_are_accepted(user):
+    user.run("-k", "-t", "-e", "-d", "alice", input=message(), check=0)
+    assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.parametrize("options, status, code", [
+    ([], 75, "4.2.2"),
+    (["-o", "quota_full_tempfail=no"], 77, "5.2.2"),
+    (["-o", "quota_full_tempfail=yes"], 75, "4.2.2"),
+    (["-e"], 77, "5.2.2"),
+], ids=["default", "tempfail-no", "tempfail-yes", "e"])
+def test_o_quota_full_tempfail_decides_an_over_quota_answer(user, options, status, code):
+    write_maildirsize(user.maildir, b"1000S\n1000 1\n")
+    done = user.run(*options, "-d", "alice", input=message())
+    assert done.returncode == status and first_line(done).startswith(code + " ")
+
+
+def test_o_recipient_delimiter_and_mail_location(user, tmp_path):
+    lists = tmp_path / "Mail" / ".lists"
+    for sub in ("tmp", "new", "cur"):
+        (lists / sub).mkdir(parents=True)
+    user.run("-d", "alice-lists@example.org", "-o", "recipient_delimiter=-",
+             "-o", f"mail_location=maildir:{tmp_path / 'Mail'}", input=message(), check=0)
+    assert len(maildir_files(lists)) == 1 and maildir_files(user.maildir) == []
+
+
+def test_o_without_an_lda_equivalent_is_one_warning(user_log_on_stderr):
+    done = user_log_on_stderr.run("-o", "mail_plugins=quota sieve", "-d", "alice",
+                                  input=message(), check=0)
+    warned = [line for line in done.stderr.decode().splitlines() if "mail_plugins" in line]
+    assert len(warned) == 1 and "ignored" in warned[0]
+    assert len(maildir_files(user_log_on_stderr.maildir)) == 1
+
+
+@pytest.mark.parametrize("setting", [
+    "quota_full_tempfail=maybe", "lda_mailbox_autocreate=", "no-equals-sign", "=yes",
+    "recipient_delimiter=\n", "recipient_delimiter=@", "mail_location=mbox:~/mail",
+    "mail_location=maildir:~/Maildir:LAYOUT=fs", "mail_location=maildir:/home/%u",
+], ids=["not-yes-or-no", "empty-bool", "no-equals", "no-key", "delimiter-lf",
+        "delimiter-at", "mbox", "layout-option", "variable"])
+def test_o_with_a_value_lda_cannot_take_defers_with_78(user, setting):
+    done = user.run("-o", setting, "-d", "alice", input=message())
+    assert done.returncode == 78, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("4.3.5 ")
+    assert maildir_files(user.maildir) == []
+
+
+# --- hostile values ---------------------------------------------------------------
+
+FOLDER_ATTACKS = {
+    "dot-dot": "../../etc", "inbox-dot-dot": "INBOX/../x", "lf": "Lists\nX-Injected: 1",
+    "cr": "Lists\rX", "long": "L" * 300, "leading-dot": ".hidden", "c1": "Lists\x85",
+}
+
+
+@pytest.mark.parametrize("value", FOLDER_ATTACKS.values(), ids=FOLDER_ATTACKS.keys())
+@pytest.mark.parametrize("option", ["-m", "-a"])
+def test_a_hostile_folder_or_extension_goes_to_the_inbox(user_log_on_stderr, tmp_path,
+                                                        option, value):
+    user = user_log_on_stderr
+    done = user.run(option, value, "-d", "alice", "-o", "lda_mailbox_autocreate=yes",
+                    input=message(), check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert sorted(p.name for p in user.maildir.iterdir()) == ["cur", "new", "tmp"]
+    log = done.stderr.decode(errors="replace")
+    assert "delivered to INBOX" in log
+    assert not any(line.startswith("X-Injected") for line in log.splitlines()), log
+    assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize("option", ["-d", "-r"])
+@pytest.mark.parametrize("value", ["a\nX-Injected: yes@example.net", "a\x01b@example.net",
+                                   "a" * 988 + "@example.net"], ids=["lf", "soh", "long"])
+def test_a_hostile_d_or_r_is_refused_as_a_recipient_is(site, option, value):
+    alice = site.create("alice@example.org")
+    done = site.run(option, value, input=message())
+    assert done.returncode == 67 and first_line(done).startswith("5.1.3 ")
+    assert maildir_files(alice) == []
+
+
+@pytest.mark.parametrize("value", ["x\ny", "x" * 5000, "../../../etc/shadow\r"],
+                         ids=["lf", "long", "dot-dot-cr"])
+def test_a_hostile_p_or_c_is_a_clear_78_or_warning(user_log_on_stderr, value):
+    user = user_log_on_stderr
+    done = user.run("-d", "alice", "-p", value, input=message())
+    assert done.returncode == 78 and first_line(done).startswith("4.3.5 -p ")
+    assert len(first_line(done)) < 400
+    done = user.run("-d", "alice", "-c", value, input=message(), check=0)
+    assert "\n" not in value or "x\ny" not in done.stderr.decode()
+    assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.parametrize("argv, status", [
+    (["-p", "a\0b"], 78), (["-m", "a\0b"], 0), (["-a", "a\0b"], 0), (["-o", "a\0=b"], 0),
+    (["-o", "hostname=a\0b"], 78), (["-o", "postmaster_address=a\r\nBcc: x"], 78),
+    (["-c", "a\0b"], 0),
+], ids=["p", "m", "a", "o-key", "o-value", "o-crlf", "c"])
+def test_a_nul_in_process_is_refused_or_ignored(tmp_path, argv, status):
+    """No execve passes a NUL; an in-process caller may."""
+    from lda.deliver.command import deliver
+
+    assert deliver([*argv, "-d", "alice"], stdin=io.BytesIO(message()),
+                   environ={"HOME": str(tmp_path)}) == status
+    assert len(maildir_files(tmp_path / "Maildir")) == (status == 0)
+
+
+def test_a_long_o_key_is_warned_shortly(user_log_on_stderr):
+    done = user_log_on_stderr.run("-o", "k" * 10000 + "=1", "-d", "alice",
+                                  input=message(), check=0)
+    assert max(map(len, done.stderr.decode().splitlines())) < 400
+
+
+def test_help_lists_every_option(user):
+    out = user.run("deliver", "--help", check=0).stdout.decode()
+    for option in ("-f", "-a", "-c", "-d", "-e", "-k", "-m", "-o", "-p", "-r", "-t"):
+        assert f"  {option} " in out or f"  {option}," in out or f" {option}\n" in out, option
+
+
+def test_the_config_file_of_a_toml_name_is_still_read(user, tmp_path):
+    config = write_lda_toml(tmp_path / "other.toml", {"mode": "user",
+                                                      "maildir": str(tmp_path / "M")})
+    user.run("-c", str(config), "-d", "alice", input=message(), check=0)
+    assert len(maildir_files(tmp_path / "M")) == 1
+
+
+@pytest.mark.parametrize("argv, absent", [
+    (["-f", "s@x.org", "-d", "alice"], ("lda.deliver.dropin", "lda.store.folders")),
+    (["-f", "s@x.org", "-a", "", "-d", "alice"], ("lda.deliver.dropin",)),
+    (["-d", "alice", "-m", "INBOX/Lists"], ("lda.sieve",)),
+], ids=["plain", "empty-extension", "m"])
+def test_a_delivery_imports_only_the_options_it_uses(user, argv, absent):
+    """The start-up budget (lda/startup/__init__.py): dovecot-lda's options
+    cost nothing to a line without them, and -m does not bring lda.sieve."""
+    script = ("import io, sys\n"
+              "from lda.deliver.command import deliver\n"
+              f"rc = deliver({argv!r}, stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nb\\n'))\n"
+              "print(rc, ' '.join(sorted(sys.modules)))\n")
+    rc, *loaded = without_site(script, user.env).stdout.split()
+    assert rc == "0" and sorted(set(loaded).intersection(absent)) == []
+
+
+@pytest.mark.parametrize("argv, header, logged", [
+    ([], b"X-Original-To: <List@example.org>\n", "orig_to=<List@example.org>"),
+    (["-a", "given@example.org"], b"X-Original-To: list@example.org\n",
+     "orig_to=<given@example.org>"),
+    ([], b"X-Original-To: a\x01b@example.org\n", "original recipient ignored"),
+    ([], b"X-Original-To: a@example.org\n folded@example.org\n", "original recipient ignored"),
+    ([], b"", "status=sent"),
+], ids=["from-the-header", "a-wins", "hostile", "folded", "absent"])
+def test_o_lda_original_recipient_header(user_log_on_stderr, argv, header, logged):
+    """dovecot's lda_original_recipient_header: the field an MTA wrote the
+    original recipient into, read when -a and ORIGINAL_RECIPIENT are not
+    given; checked as -a is, since a sender could write it too."""
+    user = user_log_on_stderr
+    done = user.run(*argv, "-o", "lda_original_recipient_header=X-Original-To", "-d",
+                    "alice@example.org", input=header + message(), check=0)
+    assert logged in done.stderr.decode(errors="replace")
+    assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.parametrize("name", ["", "X Original", "X-Original:To", "X-\u00e9"],
+                         ids=["empty", "space", "colon", "non-ascii"])
+def test_o_lda_original_recipient_header_must_name_a_field(user, name):
+    done = user.run("-o", f"lda_original_recipient_header={name}", "-d", "alice",
+                    input=message())
+    assert done.returncode == 78 and first_line(done).startswith("4.3.5 ")
