@@ -158,8 +158,10 @@ def mailbox():
 @click.argument("address")
 @click.option("--db", "database", default="default", show_default=True,
               help="Mailbox database that holds it.")
-@click.option("--quota-storage", help="Storage quota, e.g. 500M (default: lda.toml).")
-@click.option("--quota-messages", type=int, help="Message-count quota.")
+@click.option("--quota-storage", type=Parsed("size", parse_size),
+              help="Storage quota, e.g. 500M (default: lda.toml).")
+@click.option("--quota-messages", type=Parsed("count", parse_count),
+              help="Message-count quota.")
 @click.option("--forward", multiple=True, help="Forward copies to this address.")
 @click.option("--keep-copy/--no-keep-copy", default=True, show_default=True,
               help="With --forward, also deliver to the mailbox itself.")
@@ -174,8 +176,7 @@ def mailbox_create(ctx, address, database, quota_storage, quota_messages, forwar
         lda mailbox create alice@example.org --quota-storage 1G
     """
     config = load(ctx)
-    storage = parse_size(quota_storage, "--quota-storage") if quota_storage else None
-    row = create_mailbox(open_directory(config), config, address, database, storage,
+    row = create_mailbox(open_directory(config), config, address, database, quota_storage,
                          quota_messages, forward, keep_copy)
     emit([row], as_json, ["address", "database", "maildir", "quota_storage"])
 
@@ -241,8 +242,9 @@ def mailbox_move(ctx, address, target, rollback, as_json):
     Example:
         lda mailbox move alice@example.org --to db2
     """
-    if not target and not rollback:
-        raise click.UsageError("--to DATABASE (or --rollback) is required")
+    if bool(target) == rollback:
+        raise click.UsageError("--to DATABASE and --rollback conflict: give one" if rollback
+                               else "--to DATABASE (or --rollback) is required")
     with Progress(enabled=not as_json) as progress:
         report = Move(load(ctx), open_directory(load(ctx)), address,
                       progress=progress.update).run(target, rollback)
@@ -637,6 +639,8 @@ def partial_bounce(ctx, ids, older_than, everything, as_json):
     """
     if not (ids or older_than or everything):
         raise click.UsageError("give --id, --older-than or --all")
+    if everything and (ids or older_than):
+        raise click.UsageError("--all conflicts with --id and --older-than")
     config = load(ctx)
     reports = bounce_partials(config, Log.configured(config),
                               ids=ids or None, older_than=older_than)

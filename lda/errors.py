@@ -71,6 +71,23 @@ class UsageError(LdaError):
     smtp_reply = "501 5.5.4"
 
 
+class UnknownName(LdaError):
+    """A mailbox, database, move or partial-delivery record named on the
+    admin command line does not exist (67, as an unknown recipient)."""
+
+    exit_code = EX_NOUSER
+    smtp_reply = "550 5.1.1"
+
+
+class AlreadyExists(LdaError):
+    """What an admin command would create (a mailbox, a database, a Maildir
+    at a move's target) is there already: 73, sysexits' "can't create
+    output file", so a script can tell "done before" from a failure."""
+
+    exit_code = EX_CANTCREAT
+    smtp_reply = "550 5.0.0"
+
+
 class ConfigError(LdaError):
     """The configuration is wrong; Postfix defers, so mail waits for the fix."""
 

@@ -117,11 +117,11 @@ def test_db_disk_use_does_not_follow_symlinks(two_dbs, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, text", [
-    (["db", "show", "nope"], 78, "no mailbox database named 'nope'"),
-    (["db", "create", "default"], 78, "exists already"),
-    (["db", "create", "../x"], 78, "invalid database name"),
-    (["dedup", "stats", "--db", "nope"], 78, "nope"),
-    (["dedup", "cleanup", "--db", "nope"], 78, "nope"),
+    (["db", "show", "nope"], 67, "no mailbox database named 'nope'"),
+    (["db", "create", "default"], 73, "exists already"),
+    (["db", "create", "../x"], 64, "invalid database name"),
+    (["dedup", "stats", "--db", "nope"], 67, "nope"),
+    (["dedup", "cleanup", "--db", "nope"], 67, "nope"),
 ], ids=["show-unknown", "create-twice", "create-bad-name", "stats-unknown",
         "cleanup-unknown"])
 def test_db_errors(site, args, code, text):

@@ -11,7 +11,8 @@ what is wrong, and the repair, naming only commands that exist.
 import glob
 import os
 
-from ..errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure
+from ..errors import (EX_CONFIG, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure,
+                      UnknownName)
 from ..store.deliveredto import DB_FILE
 from .state import DamagedDatabase, connect, guarded, salvage_hint
 
@@ -78,7 +79,7 @@ def _check_managed(config, name, summary, findings, progress):
     if name is not None:
         databases = [d for d in databases if d["name"] == name]
         if not databases:
-            raise ConfigError(f"no mailbox database named {name!r}")
+            raise UnknownName(f"no mailbox database named {name!r}")
     moving = {move["address"] for move in moves}
     for move in moves:
         address, target = move["address"], move["target_db"]

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 
-from ..errors import ConfigError, LdaError, TemporaryFailure
+from ..errors import AlreadyExists, ConfigError, TemporaryFailure, UnknownName
 from ..store.locks import lock_path, stripe_of
 from ..store.maildir import fsync_dir
 from .databases import open_deliveredto
@@ -35,13 +35,6 @@ COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
 SIEVE_TABLES = ("sieve_duplicates", "sieve_vacations")
 STEPS = ("maildir", "rows", "cleanup")
 COPY_SUFFIX = ".lda-move"
-
-
-class MoveError(LdaError):
-    """The move cannot go on as asked."""
-
-    exit_code = 78
-    smtp_reply = "451 4.3.5"
 
 
 class Move:
@@ -77,10 +70,10 @@ class Move:
         journal = self._journal()
         if journal is None:
             if rollback:
-                raise MoveError(f"no move of {self.address} to roll back")
+                raise UnknownName(f"no unfinished move of {self.address} to roll back")
             journal = self._begin(target_db)
         elif target_db and target_db != journal["target_db"]:
-            raise MoveError(f"a move of {self.address} to {journal['target_db']} is "
+            raise AlreadyExists(f"a move of {self.address} to {journal['target_db']} is "
                             f"unfinished: resume it with --to {journal['target_db']} "
                             "or undo it with --rollback")
         self.report.update(source=journal["source_db"], target=journal["target_db"])
@@ -100,17 +93,17 @@ class Move:
     def _db_path(self, name):
         rows = list(self.directory["databases"].rows_where("name = ?", [name]))
         if not rows:
-            raise ConfigError(f"no mailbox database named {name!r}")
+            raise UnknownName(f"no mailbox database named {name!r}")
         return rows[0]["path"]
 
     def _begin(self, target_db):
         mailbox = get_mailbox(self.directory, self.address)
         if mailbox["database"] == target_db:
-            raise MoveError(f"{self.address} is in {target_db} already")
+            raise AlreadyExists(f"{self.address} is in {target_db} already")
         target_root = self._db_path(target_db)
         destination = os.path.join(target_root, mailbox["maildir"])
         if os.path.lexists(destination):
-            raise MoveError(f"{destination} exists already; remove it or pick "
+            raise AlreadyExists(f"{destination} exists already; remove it or pick "
                             "another database")
         for name in (mailbox["database"], target_db):
             # A damaged DeliveredTo file stops the move before it starts.
@@ -169,7 +162,8 @@ class Move:
             self.report["method"] = "rename"  # done before an interruption
             return
         if not os.path.isdir(source) or os.path.islink(source):
-            raise MoveError(f"{source}: Maildir missing or not a directory")
+            # The directory names a Maildir that is not there: damaged state.
+            raise ConfigError(f"{source}: Maildir missing or not a directory")
         if os.stat(source).st_dev == os.stat(os.path.dirname(target)).st_dev:
             self.report["method"] = "rename"
             self.report["messages"] = count_messages(source)
