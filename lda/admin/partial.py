@@ -200,7 +200,7 @@ def _bounce_one(config, log, record, clock, sendmail):
     log.info(f"partial {_name(record)}: to=<{record['target']}>, orig_to="
              f"<{record['recipient']}>, dsn={status}, status=bounced ({note})")
     _remove(config, log, record, clock)
-    return _report(record, BOUNCED, f"{status} {record['reason']}; {note}")
+    return _report(record, BOUNCED, f"{dsn.final_reason(record['reason'])}; {note}")
 
 
 def _remove(config, log, record, clock):
