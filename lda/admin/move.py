@@ -83,6 +83,9 @@ class Move:
         else:
             self._forward(journal)
             self.report["result"] = "moved"
+        # Where the mailbox is now, whichever way the run went.
+        source, target = self._paths(journal)
+        self.report["maildir"] = source if self.report["result"] == "rolled back" else target
         self.report["seconds"] = round(time.monotonic() - start, 3)
         return self.report
 
@@ -126,15 +129,37 @@ class Move:
         return source, target
 
     def _forward(self, journal):
+        """Go on from the journal's step; the report counts what the move
+        carried, steps done by an interrupted run included."""
         source, target = self._paths(journal)
         if journal["step"] == "maildir":
             self._move_maildir(source, target)
             self._set_step("rows")
             journal["step"] = "rows"
+        else:
+            self.report["messages"] = count_messages(target)
         if journal["step"] == "rows":
             self._copy_rows(journal)
             self._switch(journal)
+        else:
+            self._count_moved_rows(journal)
         self._clean_source(journal, source)
+
+    def _count_moved_rows(self, journal):
+        """What an interrupted run had copied into the target database
+        before the directory switched (the rows, Sieve state, partials)."""
+        db = self._open_db(journal["target_db"])
+        try:
+            def count(table, key):
+                return db.conn.execute(f"SELECT count(*) FROM {table} WHERE mailbox = ?",
+                                       (key,)).fetchone()[0]
+
+            keys = [self.address] + [f"forward:{a}" for a in self._forwards()]
+            self.report["rows"] = sum(count("delivered_to", k) for k in keys)
+            self.report["sieve_rows"] = sum(count(t, self.address) for t in SIEVE_TABLES)
+            self.report["partials"] = count("partial_deliveries", self.address)
+        finally:
+            db.close()
 
     def _switch(self, journal):
         """One directory transaction: the entry moves and the step advances."""
@@ -160,6 +185,7 @@ class Move:
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         if not os.path.lexists(source) and os.path.isdir(target):
             self.report["method"] = "rename"  # done before an interruption
+            self.report["messages"] = count_messages(target)
             return
         if not os.path.isdir(source) or os.path.islink(source):
             # The directory names a Maildir that is not there: damaged state.
