@@ -88,6 +88,15 @@ class AlreadyExists(LdaError):
     smtp_reply = "550 5.0.0"
 
 
+class NoPermission(LdaError):
+    """This user may not read or write lda's state (an admin command run as
+    someone other than the owner of state_dir): 77, not a configuration
+    error, since nothing in the configuration is wrong."""
+
+    exit_code = EX_NOPERM
+    smtp_reply = "550 5.7.1"
+
+
 class ConfigError(LdaError):
     """The configuration is wrong; Postfix defers, so mail waits for the fix."""
 

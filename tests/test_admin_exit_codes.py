@@ -11,8 +11,12 @@ table of lda(1)'s EXIT STATUS section:
 Each case runs the installed command and wants one line on stderr that
 says what is wrong; the ones that main got wrong come first in each list."""
 
+import shutil
 import sqlite3
+import subprocess
+import tempfile
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +114,53 @@ def test_configuration_errors_stay_78(make_site):
     site.aliases.write_text("broken line without colon\n")
     done = site.run("aliases", "compile")
     assert done.returncode == 78 and b"broken line" in done.stderr, done.stderr
+
+
+@pytest.fixture
+def site_of_root(tmp_path_factory):
+    """A site whose state_dir root made (0700), its lda.toml readable by
+    all, in a directory every user can search (tmp_path's parents are 0700)."""
+    from test_faults import nobody_python
+
+    from conftest import Site
+
+    python = nobody_python()  # skips unless root, with setpriv
+    base = Path(tempfile.mkdtemp(prefix="lda-perm-"))
+    base.chmod(0o755)
+    site = Site(base)
+    site.create("alice@example.org")
+    site.config.chmod(0o644)
+    yield site, python
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def as_nobody(site, python, *args):
+    from test_faults import REPO
+
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                           python, str(REPO / "bin" / "lda"), *args], cwd="/",
+                          env={"LDA_CONFIG": str(site.config), "PATH": "/usr/bin:/bin",
+                               "HOME": "/"}, capture_output=True, timeout=60)
+
+
+@pytest.mark.parametrize("args", [["mailbox", "list"], ["mailbox", "create", "b@example.org"],
+                                  ["db", "check"], ["partial", "list"], ["dedup", "stats"]],
+                         ids=" ".join)
+@pytest.mark.parametrize("opened", [False, True], ids=["state_dir-0700", "files-0600"])
+def test_another_users_state_is_77_not_an_empty_site(site_of_root, args, opened):
+    """Run as a user who may not read state_dir (or, with the directory
+    opened to all, its files): 77 and a line that says whose it is, where
+    main said 78, or saw no state at all (db check: 0, partial list: no
+    directory)."""
+    site, python = site_of_root
+    if opened:
+        site.state.chmod(0o755)
+    done = as_nobody(site, python, *args)
+    if opened and args == ["db", "check"]:  # a problem it lists, on stdout
+        assert done.returncode == 77, done
+        line = done.stdout.decode().splitlines()[0]
+    else:
+        line = one_line_error(done, 77)
+    assert "permission denied; run lda as the user that owns state_dir" in line, line
+    assert str(site.state) in line, line
+    assert site.run("mailbox", "list", "--json", check=0).stdout.count(b"address") == 1
