@@ -465,7 +465,8 @@ def db_check(ctx, name, as_json):
     """Check the directory, databases and Maildirs; say how to repair each problem.
 
     Reads only.  Exits 0 when all is well, 78 when there are problems to
-    repair, 75 when a file was only busy or unreadable for now.
+    repair, 77 when this user may not read a file, 75 when a file was only
+    busy or unreadable for now.
 
     \b
     Example:
