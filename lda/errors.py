@@ -6,6 +6,14 @@ these, and only the command-line layer turns them into exit statuses (or LMTP
 replies).  The enhanced status code of each reply (RFC 3463) is what Postfix
 uses when the command output begins with one.  Anything else that reaches
 an entry point is unexpected(): exit 75, so the message is retried.
+
+The admin commands take their exit status from the class too, by one rule
+(lda(1), EXIT STATUS): UsageError 64 for the command line, UnknownName or
+UnknownRecipient 67 for a name that does not exist, AlreadyExists 73 for
+what is there already, TemporaryFailure 75, NoPermission 77, and
+ConfigError 78 for lda.toml, the aliases file and damaged state only.
+cli.LdaGroup is the one place that turns them (and click's usage errors)
+into exits.
 """
 
 import errno
