@@ -36,7 +36,7 @@ __all__ = [
     "Directory", "DeliveredTo",
     "LdaError", "TemporaryFailure", "UsageError", "ConfigError", "BadMessage", "MailLoop",
     "BadSender", "UnknownRecipient", "BadAddress", "QuotaExceeded", "QuotaTooBig",
-    "MailboxMoving",
+    "MailboxMoving", "UnknownName", "AlreadyExists", "NoPermission",
     "MessageTooBig", "CannotCreate", "MaildirMissing", "UnsafePath", "NotOwner",
     "ForwardFailed",
 ]

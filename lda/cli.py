@@ -13,7 +13,7 @@ from collections import Counter
 import click
 
 from .admin.check import check as check_state
-from .admin.databases import list_databases, show_database
+from .admin.databases import iso_utc, list_databases, show_database
 from .admin.dedup import LOOKUP_COLUMNS, cleanup, lookup, stats
 from .admin.mailboxes import (AliasFileInvalid, compile_aliases, create_database,
                               create_mailbox, delete_mailbox, get_mailbox, list_mailboxes,
@@ -44,7 +44,48 @@ def output_options(fn):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 
 
-def emit(rows, as_json, columns):
+def size_option(fn):
+    """--bytes: exact byte counts in the text output, for a script that
+    reads the table (JSON always has them)."""
+    return click.option("--bytes", "in_bytes", is_flag=True,
+                        help="Sizes in bytes, not as 1.5M or 2.0G.")(fn)
+
+
+# Fields that hold a Unix time or a byte count, whichever command prints
+# them: one rule for dates (ISO 8601 UTC, in text and JSON) and sizes.
+DATE_FIELDS = frozenset({"created", "last_attempt", "started"})
+SIZE_FIELDS = frozenset({"quota_storage", "disk_bytes", "storage_limit", "storage_used",
+                         "storage"})
+
+
+def human_size(n):
+    """1536 -> "1.5K", 2**30 -> "1.0G" (binary units, as parse_size reads
+    them); below 1024, the plain number."""
+    if n < 1024:
+        return str(n)
+    for unit in "KMGTP":
+        n /= 1024
+        if n < 1024 or unit == "P":
+            return f"{n:.1f}{unit}"
+
+
+def shown(row, as_json, in_bytes=False):
+    """row with dates as ISO 8601 and, in text without --bytes, sizes as
+    1.5M; a float Unix time never reaches the reader."""
+    out = {}
+    for key, value in row.items():
+        if key in DATE_FIELDS and isinstance(value, (int, float)):
+            value = iso_utc(value)
+        elif (key in SIZE_FIELDS and not (as_json or in_bytes) and isinstance(value, int)
+              and not isinstance(value, bool)):
+            value = human_size(value)
+        out[key] = value
+    return out
+
+
+def emit(rows, as_json, columns, in_bytes=False):
+    """A table of columns for people, or every field as a JSON list."""
+    rows = [shown(r, as_json, in_bytes) for r in rows]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -59,8 +100,9 @@ def emit(rows, as_json, columns):
                              .ljust(widths[c]) for c in columns))
 
 
-def emit_record(row, as_json):
+def emit_record(row, as_json, in_bytes=False):
     """One object ("show", a summary): a JSON object, or key/value lines."""
+    row = shown(row, as_json, in_bytes)
     if as_json:
         click.echo(json.dumps(row, indent=2, default=str))
         return
@@ -163,15 +205,18 @@ def mailbox():
 @click.argument("address")
 @click.option("--db", "database", default="default", show_default=True,
               help="Mailbox database that holds it.")
-@click.option("--quota-storage", help="Storage quota, e.g. 500M (default: lda.toml).")
-@click.option("--quota-messages", type=int, help="Message-count quota.")
+@click.option("--quota-storage", type=Parsed("size", parse_size),
+              help="Storage quota, e.g. 500M (default: lda.toml).")
+@click.option("--quota-messages", type=Parsed("count", parse_count),
+              help="Message-count quota.")
 @click.option("--forward", multiple=True, help="Forward copies to this address.")
 @click.option("--keep-copy/--no-keep-copy", default=True, show_default=True,
               help="With --forward, also deliver to the mailbox itself.")
 @output_options
+@size_option
 @click.pass_context
 def mailbox_create(ctx, address, database, quota_storage, quota_messages, forward,
-                   keep_copy, as_json):
+                   keep_copy, as_json, in_bytes):
     """Create a mailbox and its Maildir.
 
     \b
@@ -179,17 +224,17 @@ def mailbox_create(ctx, address, database, quota_storage, quota_messages, forwar
         lda mailbox create alice@example.org --quota-storage 1G
     """
     config = load(ctx)
-    storage = parse_size(quota_storage, "--quota-storage") if quota_storage else None
-    row = create_mailbox(open_directory(config), config, address, database, storage,
+    row = create_mailbox(open_directory(config), config, address, database, quota_storage,
                          quota_messages, forward, keep_copy)
-    emit([row], as_json, ["address", "database", "maildir", "quota_storage"])
+    emit([row], as_json, ["address", "database", "maildir", "quota_storage"], in_bytes)
 
 
 @mailbox.command("list")
 @click.option("--db", "database", help="Only this database.")
 @output_options
+@size_option
 @click.pass_context
-def mailbox_list(ctx, database, as_json):
+def mailbox_list(ctx, database, as_json, in_bytes):
     """List mailboxes.
 
     \b
@@ -198,21 +243,22 @@ def mailbox_list(ctx, database, as_json):
     """
     rows = list_mailboxes(open_directory(load(ctx)), database)
     emit(rows, as_json, ["address", "database", "quota_storage", "quota_messages",
-                         "forward"])
+                         "forward"], in_bytes)
 
 
 @mailbox.command("show")
 @click.argument("address")
 @output_options
+@size_option
 @click.pass_context
-def mailbox_show(ctx, address, as_json):
+def mailbox_show(ctx, address, as_json, in_bytes):
     """Show one mailbox.
 
     \b
     Example:
         lda mailbox show alice@example.org
     """
-    emit_record(get_mailbox(open_directory(load(ctx)), address), as_json)
+    emit_record(get_mailbox(open_directory(load(ctx)), address), as_json, in_bytes)
 
 
 @mailbox.command("delete")
@@ -246,19 +292,28 @@ def mailbox_move(ctx, address, target, rollback, as_json):
     Example:
         lda mailbox move alice@example.org --to db2
     """
-    if not target and not rollback:
-        raise click.UsageError("--to DATABASE (or --rollback) is required")
+    if bool(target) == rollback:
+        raise click.UsageError("--to DATABASE and --rollback conflict: give one" if rollback
+                               else "--to DATABASE (or --rollback) is required")
     with Progress(enabled=not as_json) as progress:
         report = Move(load(ctx), open_directory(load(ctx)), address,
                       progress=progress.update).run(target, rollback)
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
-    else:
-        click.echo(f"{report['address']}: {report['result']} {report['source']} -> "
-                   f"{report['target']} ({report['method'] or 'resumed'}; "
-                   f"{report['messages']} messages, {report['rows']} DeliveredTo rows, "
-                   f"{report['sieve_rows']} Sieve state rows, "
-                   f"{report['partials']} partial records) in {report['seconds']}s")
+    click.echo(json.dumps(report, indent=2) if as_json else move_summary(report, rollback))
+
+
+def move_summary(report, rollback):
+    """One line that says what moved and, either way, where the mailbox
+    is now: a rollback asked for after the switch finishes the move."""
+    if report["result"] == "rolled back":
+        return (f"{report['address']}: move to {report['target']} rolled back; "
+                f"the mailbox is in {report['source']}: {report['maildir']}")
+    late = (f" (the directory had switched to {report['target']}: finished, not rolled "
+            "back)") if rollback else ""
+    return (f"{report['address']}: moved {report['source']} -> {report['target']}{late} "
+            f"({report['method'] or 'resumed'}; {report['messages']} messages, "
+            f"{report['rows']} DeliveredTo rows, {report['sieve_rows']} Sieve state rows, "
+            f"{report['partials']} partial records) in {report['seconds']}s; "
+            f"the mailbox is in {report['target']}: {report['maildir']}")
 
 
 class Progress:
@@ -329,8 +384,9 @@ def lmtp(ctx, listen, processes, workers, grace):
 @click.option("--messages", type=Parsed("count", parse_count, keep_default=True),
               help="Messages; 0 = unlimited; 'default' = lda.toml's.")
 @output_options
+@size_option
 @click.pass_context
-def mailbox_set_quota(ctx, address, storage, messages, as_json):
+def mailbox_set_quota(ctx, address, storage, messages, as_json, in_bytes):
     """Change a mailbox's quota; maildirsize gets the new limit at once.
 
     \b
@@ -342,7 +398,8 @@ def mailbox_set_quota(ctx, address, storage, messages, as_json):
     if not limits:
         raise click.UsageError("give --storage and/or --messages")
     config = load(ctx)
-    emit_record(set_quota(open_directory(config), config, address, limits), as_json)
+    emit_record(set_quota(open_directory(config), config, address, limits), as_json,
+                in_bytes)
 
 
 DB_COLUMNS = ["name", "path", "mailboxes", "deliveredto_rows", "pending_partial",
@@ -356,8 +413,9 @@ def database_group():
 
 @database_group.command("list")
 @output_options
+@size_option
 @click.pass_context
-def db_list(ctx, as_json):
+def db_list(ctx, as_json, in_bytes):
     """List mailbox databases: mailboxes, DeliveredTo rows, disk use.
 
     \b
@@ -365,7 +423,7 @@ def db_list(ctx, as_json):
         lda db list --json
     """
     config = load(ctx)
-    emit(list_databases(open_directory(config), config), as_json, DB_COLUMNS)
+    emit(list_databases(open_directory(config), config), as_json, DB_COLUMNS, in_bytes)
 
 
 @database_group.command("create")
@@ -373,8 +431,9 @@ def db_list(ctx, as_json):
 @click.option("--path", type=click.Path(file_okay=False),
               help="Its directory (default: STATE_DIR/databases/NAME).")
 @output_options
+@size_option
 @click.pass_context
-def db_create(ctx, name, path, as_json):
+def db_create(ctx, name, path, as_json, in_bytes):
     """Register a mailbox database and create its directory.
 
     \b
@@ -384,14 +443,15 @@ def db_create(ctx, name, path, as_json):
     config = load(ctx)
     directory = open_directory(config)
     create_database(directory, config, name, path)
-    emit_record(show_database(directory, config, name), as_json)
+    emit_record(show_database(directory, config, name), as_json, in_bytes)
 
 
 @database_group.command("show")
 @click.argument("name")
 @output_options
+@size_option
 @click.pass_context
-def db_show(ctx, name, as_json):
+def db_show(ctx, name, as_json, in_bytes):
     """Show one mailbox database.
 
     \b
@@ -399,7 +459,7 @@ def db_show(ctx, name, as_json):
         lda db show default
     """
     config = load(ctx)
-    emit_record(show_database(open_directory(config), config, name), as_json)
+    emit_record(show_database(open_directory(config), config, name), as_json, in_bytes)
 
 
 @database_group.command("check")
@@ -410,7 +470,8 @@ def db_check(ctx, name, as_json):
     """Check the directory, databases and Maildirs; say how to repair each problem.
 
     Reads only.  Exits 0 when all is well, 78 when there are problems to
-    repair, 75 when a file was only busy or unreadable for now.
+    repair, 77 when this user may not read a file, 75 when a file was only
+    busy or unreadable for now.
 
     \b
     Example:
@@ -506,8 +567,9 @@ def quota():
 @quota.command("show")
 @click.argument("address")
 @output_options
+@size_option
 @click.pass_context
-def quota_show(ctx, address, as_json):
+def quota_show(ctx, address, as_json, in_bytes):
     """A mailbox's limits (0 = unlimited), where they come from, and usage.
 
     \b
@@ -515,15 +577,16 @@ def quota_show(ctx, address, as_json):
         lda quota show alice@example.org
     """
     config = load(ctx)
-    emit_record(show_quota(open_directory(config), config, address), as_json)
+    emit_record(show_quota(open_directory(config), config, address), as_json, in_bytes)
 
 
 @quota.command("recalc")
 @click.argument("address", required=False)
 @click.option("--all", "every", is_flag=True, help="Every mailbox.")
 @output_options
+@size_option
 @click.pass_context
-def quota_recalc(ctx, address, every, as_json):
+def quota_recalc(ctx, address, every, as_json, in_bytes):
     """Recount a Maildir (or all) and rewrite maildirsize.
 
     \b
@@ -534,7 +597,8 @@ def quota_recalc(ctx, address, every, as_json):
         raise click.UsageError("give an ADDRESS or --all")
     config = load(ctx)
     if address:
-        return emit_record(recalc(open_directory(config), config, address), as_json)
+        return emit_record(recalc(open_directory(config), config, address), as_json,
+                           in_bytes)
     with Progress(enabled=not as_json) as progress:
         summary = recalc_all(open_directory(config), config, lambda done, total:
                              progress.update("recounting", done, total))
@@ -543,8 +607,10 @@ def quota_recalc(ctx, address, every, as_json):
     if as_json:
         emit_record(summary, True)
     else:
-        click.echo(f"recounted {summary['mailboxes']} mailboxes: {summary['storage']} "
-                   f"bytes, {summary['messages']} messages in {summary['seconds']}s"
+        storage = (f"{summary['storage']} bytes" if in_bytes or summary["storage"] < 1024
+                   else human_size(summary["storage"]))
+        click.echo(f"recounted {summary['mailboxes']} mailboxes: {storage}, "
+                   f"{summary['messages']} messages in {summary['seconds']}s"
                    + (f"; {len(summary['failed'])} failed" if summary["failed"] else ""))
     sys.exit(summary["failed"][0]["exit_code"] if summary["failed"] else 0)
 
@@ -558,17 +624,22 @@ PARTIAL_REPORT_COLUMNS = ["database", "id", "target", "outcome", "reason"]
 PROGRESS_MIN_RECORDS = 5
 
 
-def partial_summary(reports, as_json):
-    """The per-record reports and a count line; exit 75 when a record needs
+def partial_summary(reports, as_json, bounce=False):
+    """The per-record reports and a count line, led by what the command
+    was for (a bounce: how many were bounced); exit 75 when a record needs
     the admin (spooled copy missing, unexpected error)."""
     emit(reports, as_json, PARTIAL_REPORT_COLUMNS)
     count = Counter(r["outcome"] for r in reports)
     if not as_json:
         done = count["delivered"] + count["duplicate"]
         extra = "".join(f", {count[o]} {o}" for o in ("lost-spool", "error") if count[o])
-        click.echo(f"{done} delivered"
-                   + (f" ({count['duplicate']} already there)" if count["duplicate"] else "")
-                   + f", {count['deferred']} deferred, {count['bounced']} bounced{extra}")
+        if bounce:  # a record is deferred here only when its DSN was not sent
+            click.echo(f"{count['bounced']} bounced, {count['deferred']} deferred{extra}")
+        else:
+            click.echo(f"{done} delivered"
+                       + (f" ({count['duplicate']} already there)" if count["duplicate"]
+                          else "")
+                       + f", {count['deferred']} deferred, {count['bounced']} bounced{extra}")
     if count["lost-spool"] or count["error"]:
         sys.exit(EX_TEMPFAIL)
 
@@ -642,10 +713,12 @@ def partial_bounce(ctx, ids, older_than, everything, as_json):
     """
     if not (ids or older_than or everything):
         raise click.UsageError("give --id, --older-than or --all")
+    if everything and (ids or older_than):
+        raise click.UsageError("--all conflicts with --id and --older-than")
     config = load(ctx)
     reports = bounce_partials(config, Log.configured(config),
                               ids=ids or None, older_than=older_than)
-    partial_summary(reports, as_json)
+    partial_summary(reports, as_json, bounce=True)
 
 
 @cli.group()

@@ -82,10 +82,9 @@ class Config:
             setattr(self, key, default)
         for key, value in (values or {}).items():
             self._set(key, value)
-        self.quota_storage = parse_size(self.quota_storage, "quota_storage")
-        self.quota_grace = parse_grace(self.quota_grace)
-        self.partial_expiration = parse_duration(self.partial_expiration,
-                                                 "partial_expiration")
+        self.quota_storage = self._in_file(parse_size, "quota_storage")
+        self.quota_grace = self._in_file(parse_grace, "quota_grace")
+        self.partial_expiration = self._in_file(parse_duration, "partial_expiration")
         # state_base: the part of state_dir that the configuration or the
         # environment names, which lda follows; below it (.local/state/lda
         # of a per-user HOME) lda opens its own directories as it opens a
@@ -103,8 +102,7 @@ class Config:
         self.postmaster = self.postmaster or f"MAILER-DAEMON@{self.hostname}"
         self.lmtp_listen = self.lmtp_listen or "unix:" + os.path.join(self.state_dir,
                                                                        "lmtp.sock")
-        self.lmtp_max_message_size = parse_size(self.lmtp_max_message_size,
-                                                "lmtp_max_message_size")
+        self.lmtp_max_message_size = self._in_file(parse_size, "lmtp_max_message_size")
         self.quota_warnings = parse_thresholds(self.quota_warnings, self.path)
         self.sieve_before = self._paths("sieve_before")
         self.sieve_after = self._paths("sieve_after")
@@ -147,12 +145,21 @@ class Config:
             path = self.home + path[1:]
         return os.path.abspath(path)
 
+    def _in_file(self, parse, key):
+        """parse(value of key), its error naming this file: the parsers
+        serve the command line too, where there is no file to name."""
+        try:
+            return parse(getattr(self, key), key)
+        except ConfigError as e:
+            raise ConfigError(f"{self.path}: {e}") from None
+
     def _set(self, key, value):
         if key not in KEYS:
             raise ConfigError(f"{self.path}: unknown key {key!r}")
         kind = KEYS[key][1]
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-            raise ConfigError(f"{self.path}: {key} has the wrong type ({value!r})")
+            raise ConfigError(f"{self.path}: {key} must be {expected(kind, key)}, "
+                              f"not {value!r}")
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"{self.path}: {key} must be one of "
                               f"{', '.join(CHOICES[key])}, not {value!r}")
@@ -189,6 +196,20 @@ class Config:
         return self.home, (".local", "state", "lda")
 
 
+TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",
+              list: "an array"}
+
+
+def expected(kind, key):
+    """What a key's value must be, in the reader's words: a size key that
+    takes 500M or 1048576 says so rather than "int or str"."""
+    if kind == (int, str):
+        return ("a duration like 3600 or 5d" if key == "partial_expiration" else
+                "a size like 1048576 or 500M" + (" or a percentage like \"10%\""
+                                                 if key == "quota_grace" else ""))
+    return TYPE_NAMES[kind]
+
+
 def parse_size(value, key="size"):
     """Bytes from 1048576, "1M" or "2G" (binary multiples, as Dovecot reads them)."""
     if isinstance(value, int):
@@ -205,16 +226,16 @@ def parse_size(value, key="size"):
     return number
 
 
-def parse_grace(value):
+def parse_grace(value, key="quota_grace"):
     """quota_grace as (percent, bytes), one of them 0: "10%" is a share of
     each mailbox's own storage limit, as Dovecot's quota_grace is."""
     if isinstance(value, str) and value.strip().endswith("%"):
         digits = value.strip()[:-1].strip()
         if not (digits.isascii() and digits.isdigit()):
-            raise ConfigError(f"quota_grace: {value!r} is not a size like 1M or a "
+            raise ConfigError(f"{key}: {value!r} is not a size like 1M or a "
                               "percentage like 10%")
         return int(digits), 0
-    return 0, parse_size(value, "quota_grace")
+    return 0, parse_size(value, key)
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -6,6 +6,14 @@ these, and only the command-line layer turns them into exit statuses (or LMTP
 replies).  The enhanced status code of each reply (RFC 3463) is what Postfix
 uses when the command output begins with one.  Anything else that reaches
 an entry point is unexpected(): exit 75, so the message is retried.
+
+The admin commands take their exit status from the class too, by one rule
+(lda(1), EXIT STATUS): UsageError 64 for the command line, UnknownName or
+UnknownRecipient 67 for a name that does not exist, AlreadyExists 73 for
+what is there already, TemporaryFailure 75, NoPermission 77, and
+ConfigError 78 for lda.toml, the aliases file and damaged state only.
+cli.LdaGroup is the one place that turns them (and click's usage errors)
+into exits.
 """
 
 import errno
@@ -69,6 +77,32 @@ class UsageError(LdaError):
 
     exit_code = EX_USAGE
     smtp_reply = "501 5.5.4"
+
+
+class UnknownName(LdaError):
+    """A mailbox, database, move or partial-delivery record named on the
+    admin command line does not exist (67, as an unknown recipient)."""
+
+    exit_code = EX_NOUSER
+    smtp_reply = "550 5.1.1"
+
+
+class AlreadyExists(LdaError):
+    """What an admin command would create (a mailbox, a database, a Maildir
+    at a move's target) is there already: 73, sysexits' "can't create
+    output file", so a script can tell "done before" from a failure."""
+
+    exit_code = EX_CANTCREAT
+    smtp_reply = "550 5.0.0"
+
+
+class NoPermission(LdaError):
+    """This user may not read or write lda's state (an admin command run as
+    someone other than the owner of state_dir): 77, not a configuration
+    error, since nothing in the configuration is wrong."""
+
+    exit_code = EX_NOPERM
+    smtp_reply = "550 5.7.1"
 
 
 class ConfigError(LdaError):

@@ -117,11 +117,11 @@ def test_db_disk_use_does_not_follow_symlinks(two_dbs, tmp_path):
 
 
 @pytest.mark.parametrize("args, code, text", [
-    (["db", "show", "nope"], 78, "no mailbox database named 'nope'"),
-    (["db", "create", "default"], 78, "exists already"),
-    (["db", "create", "../x"], 78, "invalid database name"),
-    (["dedup", "stats", "--db", "nope"], 78, "nope"),
-    (["dedup", "cleanup", "--db", "nope"], 78, "nope"),
+    (["db", "show", "nope"], 67, "no mailbox database named 'nope'"),
+    (["db", "create", "default"], 73, "exists already"),
+    (["db", "create", "../x"], 64, "invalid database name"),
+    (["dedup", "stats", "--db", "nope"], 67, "nope"),
+    (["dedup", "cleanup", "--db", "nope"], 67, "nope"),
 ], ids=["show-unknown", "create-twice", "create-bad-name", "stats-unknown",
         "cleanup-unknown"])
 def test_db_errors(site, args, code, text):
@@ -203,7 +203,7 @@ def test_mailbox_show_prints_one_record(site):
     listed = [m for m in as_json(site, "mailbox", "list") if m["address"] == shown["address"]]
     assert listed == [shown]
     lines = record(site, "mailbox", "show", "alice@example.org")
-    assert (lines["address"], lines["quota_storage"]) == ("alice@example.org", "1048576")
+    assert (lines["address"], lines["quota_storage"]) == ("alice@example.org", "1.0M")
     one_line_error(site.run("mailbox", "show", "nobody@example.org"), 67)
 
 
@@ -423,7 +423,7 @@ def test_aliases_compile(site):
     assert sources == [str(site.aliases), str(members)]
     summary = as_json(site, "aliases", "compile", str(site.aliases))
     assert summary == {"source": str(site.aliases), "index": str(table_path),
-                       "entries": 2}
+                       "entries": 2, "problems": [], "deferred": 0}
 
 
 def test_aliases_compile_refuses_a_bad_file(site):
@@ -444,6 +444,111 @@ def test_aliases_compile_refuses_a_bad_file(site):
 
 def test_aliases_compile_of_a_missing_file(site, tmp_path):
     one_line_error(site.run("aliases", "compile", str(tmp_path / "nope")), 78)
+
+
+# One way to print a date and a size (issue 19, section 5)
+
+def test_mailbox_dates_are_iso_8601_in_text_and_json(site):
+    site.create("alice@example.org")
+    [listed] = as_json(site, "mailbox", "list")
+    shown = as_json(site, "mailbox", "show", "alice@example.org")
+    assert ISO_UTC.match(listed["created"]) and shown["created"] == listed["created"]
+    assert ISO_UTC.match(record(site, "mailbox", "show", "alice@example.org")["created"])
+
+
+def test_sizes_are_human_in_text_exact_with_bytes_and_in_json(site):
+    site.create("alice@example.org", "--quota-storage", "1536")
+    site.run("mailbox", "set-quota", "alice@example.org", "--storage", "1G", check=0)
+    assert record(site, "mailbox", "show", "alice@example.org")["quota_storage"] == "1.0G"
+    exact = record(site, "mailbox", "show", "alice@example.org", "--bytes")
+    assert exact["quota_storage"] == str(1024**3)
+    assert as_json(site, "mailbox", "show", "alice@example.org")["quota_storage"] == 1024**3
+    assert table(site, "mailbox", "list")[1][2] == "1.0G"
+    assert table(site, "mailbox", "list", "--bytes")[1][2] == str(1024**3)
+    shown = record(site, "quota", "show", "alice@example.org")
+    assert (shown["storage_limit"], shown["storage_used"]) == ("1.0G", "0")
+    site.deliver(message(body=b"x" * 3000 + b"\n"), "alice@example.org", check=0)
+    disk = as_json(site, "db", "show", "default")["disk_bytes"]
+    assert isinstance(disk, int) and disk > 3000
+    assert re.fullmatch(r"\d+\.\dK", record(site, "db", "show", "default")["disk_bytes"])
+    assert record(site, "db", "show", "default", "--bytes")["disk_bytes"] == str(disk)
+    [line] = site.run("quota", "recalc", "--all", check=0).stdout.decode().splitlines()
+    assert re.match(r"recounted 1 mailboxes: \d\.\dK, 1 messages in ", line), line
+
+
+def test_partial_list_dates_are_iso_8601(site):
+    from test_partial import team_partial
+
+    team_partial(site)
+    [listed] = as_json(site, "partial", "list")
+    assert ISO_UTC.match(listed["created"]) and ISO_UTC.match(listed["last_attempt"])
+
+
+def test_bounce_counts_and_states_one_status_code(site):
+    """The bounced count leads the summary; the reason carries the final
+    status once (5.2.2), not beside the record's temporary 4.2.2."""
+    from test_partial import dsn_parts, team_partial
+
+    team_partial(site)
+    done = site.run("partial", "bounce", "--all", check=0)
+    lines = done.stdout.decode().splitlines()
+    assert lines[-1] == "1 bounced, 0 deferred", lines
+    assert " 5.2.2 mailbox full: " in lines[1] and "4.2.2" not in lines[1], lines
+    [(_, raw)] = site.sent()
+    _, (text, _, _) = dsn_parts(raw)
+    explained = " ".join(text.get_content().split())
+    assert "<bob@example.org>: 5.2.2 mailbox full: " in explained, explained
+    assert "4.2.2" not in explained
+
+
+def test_a_resumed_move_reports_what_it_moved(alice_and_empty_db2):
+    """Killed after the directory switched: the run that finishes the move
+    counts the messages and rows the first one carried, not 0."""
+    import subprocess
+    import sys
+
+    from test_move import KILLER, populate
+
+    site = alice_and_empty_db2
+    populate(site, "alice@example.org", 30, 2971)
+    killed = subprocess.run([sys.executable, "-c", KILLER, "alice@example.org", "cleanup",
+                             "db2"], env=site.env, capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()
+    report = as_json(site, "mailbox", "move", "alice@example.org", "--to", "db2")
+    assert (report["result"], report["messages"], report["rows"]) == ("moved", 30, 3001)
+    assert report["maildir"] == str(site.maildir("alice@example.org"))
+
+
+def test_a_rollback_says_where_the_mailbox_is(alice_and_empty_db2):
+    import subprocess
+    import sys
+
+    from test_move import KILLER
+
+    site = alice_and_empty_db2
+    subprocess.run([sys.executable, "-c", KILLER, "alice@example.org", "rows", "db2"],
+                   env=site.env, capture_output=True)
+    done = site.run("mailbox", "move", "alice@example.org", "--rollback", check=0)
+    box = site.maildir("alice@example.org")
+    assert "/databases/default/" in str(box)
+    assert done.stdout.decode() == ("alice@example.org: move to db2 rolled back; the "
+                                    f"mailbox is in default: {box}\n")
+
+
+@pytest.mark.parametrize("value, text", [
+    ("expiration_hours = \"a week\"", "expiration_hours must be an integer, not 'a week'"),
+    ("verify_body = 1", "verify_body must be true or false, not 1"),
+    ("quota_storage = 1.5", "quota_storage must be a size like 1048576 or 500M, not 1.5"),
+    ("quota_storage = \"lots\"", "quota_storage: 'lots' is not a size"),
+    ("lmtp_max_message_size = \"1.5G\"", "lmtp_max_message_size: '1.5G' is not a size"),
+    ("partial_expiration = \"soon\"", "partial_expiration: 'soon' is not a duration"),
+], ids=["wrong-type-int", "wrong-type-bool", "wrong-type-size", "size", "lmtp-size",
+        "duration"])
+def test_configuration_errors_name_the_file_and_what_is_expected(site, value, text):
+    with open(site.config, "a") as f:
+        f.write(value + "\n")
+    line = one_line_error(site.run("mailbox", "list"), 78)
+    assert line.startswith(f"lda: {site.config}: {text}"), line
 
 
 # Documentation of the commands themselves

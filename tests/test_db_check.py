@@ -185,4 +185,4 @@ def test_one_database_by_name(busy_site):
     assert problems(busy_site, "default")[0]["file"] == str(busy_site.maildir(ALICE))
     done = busy_site.run("db", "check", "nope")
     assert (done.returncode, done.stderr.decode()) == (
-        78, "lda: no mailbox database named 'nope'\n")
+        67, "lda: no mailbox database named 'nope'\n")

@@ -226,7 +226,7 @@ def test_bounce_by_id_and_age(site):
     done = site.run("partial", "bounce")
     assert done.returncode == 64 and b"--older-than" in done.stderr
     assert run_json(site, "bounce", "--older-than", "1h") == []
-    assert site.run("partial", "bounce", "--id", "99").returncode == 64
+    assert site.run("partial", "bounce", "--id", "99").returncode == 67
     [report] = run_json(site, "bounce", "--id", str(record["id"]))
     assert report["outcome"] == "bounced"
     [(args, _)] = site.sent()

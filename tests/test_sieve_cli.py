@@ -144,7 +144,7 @@ def test_list_activate_show(site, tmp_path):
         ("alice@example.org", "a", False), ("alice@example.org", "b", True)]
     done = site.run("sieve", "show", "alice@example.org", check=0)
     assert done.stdout.decode() == FILEINTO.format("B")
-    site.run("sieve", "activate", "alice@example.org", "nope", check=64)
+    site.run("sieve", "activate", "alice@example.org", "nope", check=67)
     site.run("sieve", "show", "nobody@example.org", check=67)
 
 

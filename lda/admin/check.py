@@ -11,9 +11,10 @@ what is wrong, and the repair, naming only commands that exist.
 import glob
 import os
 
-from ..errors import EX_CONFIG, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure
+from ..errors import (EX_CONFIG, EX_NOPERM, EX_TEMPFAIL, ConfigError, LdaError,
+                      NoPermission, TemporaryFailure, UnknownName)
 from ..store.deliveredto import DB_FILE
-from .state import DamagedDatabase, connect, guarded, salvage_hint
+from .state import DamagedDatabase, check_access, connect, guarded, salvage_hint
 
 # quick_check lists at most this many faults: the first few say enough.
 MAX_FAULTS = 5
@@ -24,7 +25,7 @@ class Findings:
     """The problems found so far; the exit status they call for."""
 
     def __init__(self):
-        self.problems, self.temporary = [], 0
+        self.problems, self.temporary, self.denied = [], 0, 0
 
     def add(self, file, problem, repair, temporary=False):
         self.problems.append({"file": str(file), "problem": problem, "repair": repair})
@@ -34,14 +35,22 @@ class Findings:
         """An LdaError met opening path, as a problem."""
         if isinstance(error, DamagedDatabase):
             return self.add(path, error.problem, error.repair)
+        if isinstance(error, NoPermission):  # the user's, not the file's
+            self.denied += 1
+            problem, _, repair = str(error).removeprefix(f"{path}: ").partition("; ")
+            return self.add(path, problem, repair)
         temporary = isinstance(error, TemporaryFailure)
         self.add(path, str(error).removeprefix(f"{path}: "),
                  "run the check again later" if temporary else
                  "check its kind and permissions, or restore it from a backup", temporary)
 
     def exit_code(self):
-        if len(self.problems) > self.temporary:
+        """78 if a file needs repair; else 77 if this user may not read
+        one; else 75 if one was only busy; else 0."""
+        if len(self.problems) > self.temporary + self.denied:
             return EX_CONFIG
+        if self.denied:
+            return EX_NOPERM
         return EX_TEMPFAIL if self.problems else 0
 
 
@@ -50,6 +59,7 @@ def check(config, name=None, progress=None):
     with "problems", each {file, problem, repair}, and "exit_code" (0 clean,
     78 problems to repair, 75 only files that were busy or unreadable for
     now).  progress(done, total) after each database and each mailbox."""
+    check_access(config)  # else another user's state_dir looks empty, and clean
     findings = Findings()
     summary = {"databases": 0, "mailboxes": 0, "problems": findings.problems}
     if _state_dir_usable(config, findings):
@@ -78,7 +88,7 @@ def _check_managed(config, name, summary, findings, progress):
     if name is not None:
         databases = [d for d in databases if d["name"] == name]
         if not databases:
-            raise ConfigError(f"no mailbox database named {name!r}")
+            raise UnknownName(f"no mailbox database named {name!r}")
     moving = {move["address"] for move in moves}
     for move in moves:
         address, target = move["address"], move["target_db"]

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from ..errors import ConfigError
+from ..errors import UnknownName
 from ..store.deliveredto import DB_FILE, DeliveredTo
 from .state import guarded, probe
 
@@ -26,10 +26,10 @@ def iso_utc(timestamp):
 
 
 def database_row(db, name):
-    """The directory row of database name; ConfigError (78) if there is none."""
+    """The directory row of database name; UnknownName (67) if there is none."""
     rows = list(db["databases"].rows_where("name = ?", [name]))
     if not rows:
-        raise ConfigError(f"no mailbox database named {name!r}")
+        raise UnknownName(f"no mailbox database named {name!r}")
     return rows[0]
 
 

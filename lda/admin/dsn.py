@@ -62,6 +62,13 @@ def status_for(reason):
     return "5.0.0"
 
 
+def final_reason(reason):
+    """The reason as a bounce states it: the final status once, in place of
+    the temporary code the record was led by ("4.2.2 mailbox full" becomes
+    "5.2.2 mailbox full", never "5.2.2 4.2.2 mailbox full")."""
+    return f"{status_for(reason)} {LEADING_STATUS.sub('', reason)}"
+
+
 def build_dsn(config, record, header_block, now):
     """The DSN for one partial-delivery record, as bytes ready for sendmail.
 
@@ -81,7 +88,7 @@ def build_dsn(config, record, header_block, now):
     report.set_type("multipart/report")
     report.set_param("report-type", "delivery-status")
     text = MIMEPart(policy=POLICY)
-    text.set_content(explanation(config, record, status, now))
+    text.set_content(explanation(config, record, now))
     report.attach(text)
     report.attach(_status_part(config, record, status))
     if header_block:
@@ -125,7 +132,7 @@ def _status_part(config, record, status):
     return part
 
 
-def explanation(config, record, status, now):
+def explanation(config, record, now):
     """The human-readable first part, in paragraphs wrapped at 72 columns."""
     via = (f" (a recipient of <{record['recipient']}>)"
            if record["recipient"] and record["recipient"] != record["target"] else "")
@@ -137,7 +144,7 @@ def explanation(config, record, status, now):
         f"{duration(now - record['created'])} ({attempts} attempt"
         f"{'s' if attempts != 1 else ''}), and has now been given up.  The other "
         "recipients are not affected.",
-        f"<{record['target']}>: {status} {record['reason']}",
+        f"<{record['target']}>: {final_reason(record['reason'])}",
         "The delivery status report and the header of your message follow.",
     ]
     return "\n\n".join(textwrap.fill(p, 72, break_long_words=False,

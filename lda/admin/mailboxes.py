@@ -7,7 +7,7 @@ import time
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from ..errors import BadAddress, ConfigError, UnknownRecipient
+from ..errors import AlreadyExists, ConfigError, UnknownName, UnknownRecipient, UsageError
 from ..store.aliases import checked_aliases, table_path, write_table
 from ..store.maildir import open_mailbox
 from .state import connect, guarded, state_dir
@@ -57,7 +57,8 @@ def validate_address(address):
         valid = validate_email(address, check_deliverability=False,
                                allow_smtputf8=True)
     except EmailNotValidError as e:
-        raise BadAddress(f"{address!r}: {e}") from None
+        # Typed on the command line: a usage error (64), not an unknown one.
+        raise UsageError(f"{address!r} is not an address: {e}") from None
     return valid.normalized.lower()
 
 
@@ -78,9 +79,9 @@ def maildir_path_for(address):
 def create_database(db, config, name, path=None):
     """Register a mailbox database: a directory for Maildirs and lda.sqlite."""
     if not name or not set(name) <= SAFE_PATH_CHARS - {"+", "="} or name.startswith("."):
-        raise ConfigError(f"invalid database name {name!r} (use a-z, 0-9, . _ -)")
+        raise UsageError(f"invalid database name {name!r} (use a-z, 0-9, . _ -)")
     if db["databases"].count_where("name = ?", [name]):
-        raise ConfigError(f"mailbox database {name!r} exists already")
+        raise AlreadyExists(f"mailbox database {name!r} exists already")
     path = os.path.abspath(path or os.path.join(config.state_dir, "databases", name))
     os.makedirs(path, mode=0o700, exist_ok=True)
     row = {"name": name, "path": path, "created": time.time()}
@@ -91,7 +92,7 @@ def create_database(db, config, name, path=None):
 def ensure_database(db, config, name):
     if not db["databases"].count_where("name = ?", [name]):
         if name != "default":
-            raise ConfigError(f"no mailbox database named {name!r}")
+            raise UnknownName(f"no mailbox database named {name!r}")
         create_database(db, config, name)
     return db["databases"].get(name)["path"]
 
@@ -100,9 +101,9 @@ def create_mailbox(db, config, address, database="default", quota_storage=None,
                    quota_messages=None, forward=(), keep_copy=True):
     address = validate_address(address)
     if any(q is not None and q < 0 for q in (quota_storage, quota_messages)):
-        raise ConfigError("a quota must be 0 (unlimited) or more")
+        raise UsageError("a quota must be 0 (unlimited) or more")
     if db["mailboxes"].count_where("address = ?", [address]):
-        raise ConfigError(f"mailbox {address} exists already")
+        raise AlreadyExists(f"mailbox {address} exists already")
     forward = [validate_address(a) for a in forward]
     root = ensure_database(db, config, database)
     relative = maildir_path_for(address)

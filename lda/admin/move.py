@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 
-from ..errors import ConfigError, LdaError, TemporaryFailure
+from ..errors import AlreadyExists, ConfigError, TemporaryFailure, UnknownName
 from ..store.locks import lock_path, stripe_of
 from ..store.maildir import fsync_dir
 from .databases import open_deliveredto
@@ -35,13 +35,6 @@ COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
 SIEVE_TABLES = ("sieve_duplicates", "sieve_vacations")
 STEPS = ("maildir", "rows", "cleanup")
 COPY_SUFFIX = ".lda-move"
-
-
-class MoveError(LdaError):
-    """The move cannot go on as asked."""
-
-    exit_code = 78
-    smtp_reply = "451 4.3.5"
 
 
 class Move:
@@ -77,10 +70,10 @@ class Move:
         journal = self._journal()
         if journal is None:
             if rollback:
-                raise MoveError(f"no move of {self.address} to roll back")
+                raise UnknownName(f"no unfinished move of {self.address} to roll back")
             journal = self._begin(target_db)
         elif target_db and target_db != journal["target_db"]:
-            raise MoveError(f"a move of {self.address} to {journal['target_db']} is "
+            raise AlreadyExists(f"a move of {self.address} to {journal['target_db']} is "
                             f"unfinished: resume it with --to {journal['target_db']} "
                             "or undo it with --rollback")
         self.report.update(source=journal["source_db"], target=journal["target_db"])
@@ -90,6 +83,9 @@ class Move:
         else:
             self._forward(journal)
             self.report["result"] = "moved"
+        # Where the mailbox is now, whichever way the run went.
+        source, target = self._paths(journal)
+        self.report["maildir"] = source if self.report["result"] == "rolled back" else target
         self.report["seconds"] = round(time.monotonic() - start, 3)
         return self.report
 
@@ -100,17 +96,17 @@ class Move:
     def _db_path(self, name):
         rows = list(self.directory["databases"].rows_where("name = ?", [name]))
         if not rows:
-            raise ConfigError(f"no mailbox database named {name!r}")
+            raise UnknownName(f"no mailbox database named {name!r}")
         return rows[0]["path"]
 
     def _begin(self, target_db):
         mailbox = get_mailbox(self.directory, self.address)
         if mailbox["database"] == target_db:
-            raise MoveError(f"{self.address} is in {target_db} already")
+            raise AlreadyExists(f"{self.address} is in {target_db} already")
         target_root = self._db_path(target_db)
         destination = os.path.join(target_root, mailbox["maildir"])
         if os.path.lexists(destination):
-            raise MoveError(f"{destination} exists already; remove it or pick "
+            raise AlreadyExists(f"{destination} exists already; remove it or pick "
                             "another database")
         for name in (mailbox["database"], target_db):
             # A damaged DeliveredTo file stops the move before it starts.
@@ -133,15 +129,37 @@ class Move:
         return source, target
 
     def _forward(self, journal):
+        """Go on from the journal's step; the report counts what the move
+        carried, steps done by an interrupted run included."""
         source, target = self._paths(journal)
         if journal["step"] == "maildir":
             self._move_maildir(source, target)
             self._set_step("rows")
             journal["step"] = "rows"
+        else:
+            self.report["messages"] = count_messages(target)
         if journal["step"] == "rows":
             self._copy_rows(journal)
             self._switch(journal)
+        else:
+            self._count_moved_rows(journal)
         self._clean_source(journal, source)
+
+    def _count_moved_rows(self, journal):
+        """What an interrupted run had copied into the target database
+        before the directory switched (the rows, Sieve state, partials)."""
+        db = self._open_db(journal["target_db"])
+        try:
+            def count(table, key):
+                return db.conn.execute(f"SELECT count(*) FROM {table} WHERE mailbox = ?",
+                                       (key,)).fetchone()[0]
+
+            keys = [self.address] + [f"forward:{a}" for a in self._forwards()]
+            self.report["rows"] = sum(count("delivered_to", k) for k in keys)
+            self.report["sieve_rows"] = sum(count(t, self.address) for t in SIEVE_TABLES)
+            self.report["partials"] = count("partial_deliveries", self.address)
+        finally:
+            db.close()
 
     def _switch(self, journal):
         """One directory transaction: the entry moves and the step advances."""
@@ -167,9 +185,11 @@ class Move:
         os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         if not os.path.lexists(source) and os.path.isdir(target):
             self.report["method"] = "rename"  # done before an interruption
+            self.report["messages"] = count_messages(target)
             return
         if not os.path.isdir(source) or os.path.islink(source):
-            raise MoveError(f"{source}: Maildir missing or not a directory")
+            # The directory names a Maildir that is not there: damaged state.
+            raise ConfigError(f"{source}: Maildir missing or not a directory")
         if os.stat(source).st_dev == os.stat(os.path.dirname(target)).st_dev:
             self.report["method"] = "rename"
             self.report["messages"] = count_messages(source)

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from ..deliver.delivery import Delivery
 from ..deliver.envelope import folder_for_extension, split_extension
 from ..deliver.resolve import ManagedResolver, Plan
-from ..errors import LdaError, TemporaryFailure, UnknownRecipient, UsageError
+from ..errors import LdaError, TemporaryFailure, UnknownName, UnknownRecipient, UsageError
 from ..store.deliveredto import DB_FILE, DeliveredTo
 from ..store.directory import Directory
 from .state import check_state_dir, connect, guarded, probe, state_dir
@@ -104,7 +104,7 @@ def select(records, ids):
     for spec in map(str, ids):
         found = [r for r in records if spec in (str(r["id"]), f"{r['database']}:{r['id']}")]
         if not found:
-            raise UsageError(f"no partial delivery {spec}; see 'lda partial list'")
+            raise UnknownName(f"no partial delivery {spec}; see 'lda partial list'")
         if len(found) > 1:
             names = ", ".join(f"{r['database']}:{r['id']}" for r in found)
             raise UsageError(f"partial delivery {spec} is ambiguous ({names}); "
@@ -200,7 +200,7 @@ def _bounce_one(config, log, record, clock, sendmail):
     log.info(f"partial {_name(record)}: to=<{record['target']}>, orig_to="
              f"<{record['recipient']}>, dsn={status}, status=bounced ({note})")
     _remove(config, log, record, clock)
-    return _report(record, BOUNCED, f"{status} {record['reason']}; {note}")
+    return _report(record, BOUNCED, f"{dsn.final_reason(record['reason'])}; {note}")
 
 
 def _remove(config, log, record, clock):
@@ -280,7 +280,7 @@ def _databases(config, only=None):
     if only is not None:
         rows = [r for r in rows if r[0] == only]
         if not rows:
-            raise UsageError(f"no mailbox database named {only!r}")
+            raise UnknownName(f"no mailbox database named {only!r}")
     return rows
 
 

@@ -18,7 +18,7 @@ import os
 import stat
 
 from ..config import SCRIPT_IN_MAILBOX
-from ..errors import EX_DATAERR, LdaError, MailboxMoving, UnsafePath, UsageError
+from ..errors import EX_DATAERR, LdaError, MailboxMoving, UnknownName, UnsafePath, UsageError
 from .mailboxes import get_mailbox, list_mailboxes, mailbox_path
 
 SCRIPTS_DIR = "sieve"
@@ -70,7 +70,7 @@ def activate(db, address, name):
     with _directory(root) as root_fd:
         data = _read_stored(root_fd, name)
         if data is None:
-            raise UsageError(f"{row['address']} has no script {name!r} "
+            raise UnknownName(f"{row['address']} has no script {name!r} "
                              f"(see 'lda sieve list {row['address']}')")
         check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX))
         _make_active(root_fd, data, hand_written=_active_name(root_fd) is None)

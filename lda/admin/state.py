@@ -19,7 +19,7 @@ import sqlite3
 from contextlib import contextmanager
 from urllib.parse import quote
 
-from ..errors import ConfigError, TemporaryFailure, is_file_problem
+from ..errors import ConfigError, NoPermission, TemporaryFailure, is_file_problem
 
 # SQLite primary result codes (https://sqlite.org/rescode.html).
 SQLITE_PERM, SQLITE_READONLY, SQLITE_CORRUPT, SQLITE_CANTOPEN = 3, 8, 11, 14
@@ -54,6 +54,9 @@ def sqlite_failure(path, error):
     if code in DAMAGED:
         return DamagedDatabase(path, error)
     if code in UNOPENABLE:
+        if permission_denied(path):
+            return NoPermission(f"{path}: cannot open database: permission denied"
+                                f"{AS_OWNER}")
         kind = "a directory" if os.path.isdir(path) else None
         return ConfigError(f"{path}: cannot open database: {kind or error}")
     return TemporaryFailure(f"{path}: database unusable, try again later: {error}")
@@ -63,6 +66,8 @@ def file_failure(error, path=None):
     """The LdaError for an OSError: whose problem it is, by errors.py's rule."""
     where = error.filename or path
     text = f"{where}: {error.strerror or error}" if where else str(error)
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return NoPermission(text + AS_OWNER)
     return (ConfigError if is_file_problem(error) else TemporaryFailure)(text)
 
 
@@ -94,8 +99,37 @@ def guarded(path):
 def check_state_dir(config):
     """ConfigError naming state_dir when it is there and no directory; for
     the commands that read state and must not create it."""
+    check_access(config)
     if os.path.lexists(config.state_dir) and not os.path.isdir(config.state_dir):
         raise ConfigError(f"{config.state_dir}: state_dir is not a directory")
+
+
+AS_OWNER = "; run lda as the user that owns state_dir"
+
+
+def permission_denied(path):
+    """Whether this user may not reach, or not read, the file at path (a
+    missing file in a directory it can search is not denied)."""
+    if not os.access(os.path.dirname(path) or ".", os.X_OK):
+        return True
+    return os.path.lexists(path) and not os.access(path, os.R_OK)
+
+
+def check_access(config):
+    """NoPermission (77) when this user cannot look into state_dir: else a
+    state_dir owned by another user looks empty (its files cannot even be
+    seen), and a command would report a new site, or create one."""
+    try:
+        os.stat(config.state_dir)
+    except PermissionError:
+        denied = True
+    except OSError:
+        return  # missing (a new site), or not a directory: another check's
+    else:
+        denied = (os.path.isdir(config.state_dir)
+                  and not os.access(config.state_dir, os.R_OK | os.X_OK))
+    if denied:
+        raise NoPermission(f"{config.state_dir}: permission denied{AS_OWNER}")
 
 
 def state_dir(config, *parts):

@@ -337,7 +337,7 @@ def write_record(box, hostname, threshold, now, usage, quota, message_id):
 
 def describe(thresholds, maildir, quota):
     """For `lda quota show`: {"warning_storage_80%": "not sent", "last sent
-    <UTC time> at <used> of <limit> (<percent>%)", or "no storage limit"},
+    <ISO 8601 UTC time> at <used> of <limit> (<percent>%)", or "no storage limit"},
     one per configured threshold, highest first per kind."""
     try:
         root_fd = os.open(maildir, md.DIR_FLAGS)
@@ -354,7 +354,7 @@ def describe(thresholds, maildir, quota):
         text = "not sent" if getattr(quota, kind) > 0 else f"no {kind} limit"
         if sent is not None:
             sent_at, used, limit, _ = sent
-            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(sent_at))
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sent_at))  # ISO 8601
             share = f" ({used * 100 // limit}%)" if limit else ""
             text = f"last sent {when} at {used} of {limit}{share}"
         shown[f"warning_{kind}_{percent}%"] = text
