@@ -97,6 +97,7 @@ def lookup(db, config, message_id, mailbox=None, clock=time.time):
 
 
 def _described(values, database, cutoff):
+    """A row as lookup and forget print it."""
     item = dict(zip(LOOKUP_COLUMNS, values))
     # An expired row no longer stops a resend: say so, it is the usual
     # answer to "why did this arrive twice?".
@@ -166,16 +167,7 @@ def cleanup_preview(db, config, name=None, older_than=None, clock=time.time):
 
 def count_expired(db, config, name=None, older_than=None, clock=time.time):
     """Rows a cleanup with these arguments would delete (for a progress bar)."""
-    cutoff = clock() - (older_than if older_than is not None
-                        else config.expiration_hours * 3600)
-    total = 0
-    for database in databases(db, config, name):
-        with deliveredto(config, database["path"]) as store:
-            if store is not None:
-                total += store.conn.execute(
-                    "SELECT COUNT(*) FROM delivered_to WHERE delivered_at < ?",
-                    (cutoff,)).fetchone()[0]
-    return total
+    return cleanup_preview(db, config, name, older_than, clock)["would_delete"]
 
 
 def cleanup(db, config, name=None, older_than=None, batch=CLEANUP_BATCH,

@@ -32,6 +32,7 @@ from ..errors import EX_CANTCREAT, ConfigError, LdaError
 from ..store.locks import MailboxLocks
 from ..store.maildir import fsync_dir
 from .databases import open_deliveredto
+from .dedup import owned_keys
 from .mailboxes import (create_mailbox, delete_mailbox, ensure_database, get_mailbox,
                         mailbox_path, maildir_path_for, validate_address)
 from .move import ROW_BATCH, SIEVE_TABLES, copy_file, count_messages
@@ -108,6 +109,8 @@ def _store(config, root):
 
 
 def _refuse_earlier_data(address, database, path, found):
+    """EarlierMailboxData for what holds mail (files, partial records):
+    handing it to a new owner must be the admin's decision."""
     if found["files"]:
         raise EarlierMailboxData(
             f"{path} holds {found['files']} files ({found['messages']} messages) of an "
@@ -120,15 +123,10 @@ def _refuse_earlier_data(address, database, path, found):
             f"{database}`, `lda partial bounce --id ...`) or give --adopt")
 
 
-def _owned(address):
-    """SQL matching the mailbox's own DeliveredTo keys: the address, and the
-    keys a Sieve script's extra stores use ("address#folder", filtering.py)."""
-    return "(mailbox = ? OR (mailbox >= ? AND mailbox < ?))", (
-        address, address + "#", address + "$")
-
-
 def _count_owned(store, address):
-    where, args = _owned(address)
+    """How many DeliveredTo rows, Sieve state rows and partial records the
+    database holds for the mailbox of address."""
+    where, args = owned_keys(address)
     conn = store.conn
     return {"rows": conn.execute(f"SELECT count(*) FROM delivered_to WHERE {where}",
                                  args).fetchone()[0],
@@ -143,7 +141,7 @@ def _delete_owned_rows(store, address, progress=None):
     """Delete the mailbox's DeliveredTo rows in short transactions (other
     mailboxes' deliveries wait milliseconds), then its Sieve state.
     progress(done) after each batch.  Returns the rows deleted."""
-    where, args = _owned(address)
+    where, args = owned_keys(address)
     deleted = 0
     while True:
         with store.transaction() as conn:
@@ -168,6 +166,7 @@ class Deletion:
 
     def __init__(self, config, directory, address, mode, progress=None,
                  clock=time.time):
+        """Looks the mailbox up at once: an unknown one is 67 before any lock."""
         if mode not in (PURGE, KEEP):
             raise ValueError(f"mode must be {PURGE!r} or {KEEP!r}")
         self.config, self.directory, self.mode, self.clock = config, directory, mode, clock
@@ -201,6 +200,8 @@ class Deletion:
         return self.report
 
     def _rows(self, store):
+        """Step 3; after the Maildir step, so that a crash before it leaves
+        the rows that stop resends into the Maildir still there."""
         total = _count_owned(store, self.address)["rows"]
         return _delete_owned_rows(store, self.address,
                                   lambda done: self.progress("rows", done, total))
@@ -293,6 +294,7 @@ def remove_tree(path, progress):
 
 
 def _unlink(path):
+    """Remove path; one a previous run removed already is fine."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -110,6 +110,7 @@ def bounce_preview(config, clock=time.time, ids=None, older_than=None):
 
 
 def _to_bounce(config, clock, ids, older_than):
+    """The records a bounce with these arguments gives up on."""
     records = select(list_partials(config, clock=clock), ids)
     if older_than is None:
         return records
