@@ -139,6 +139,18 @@ def fill_mailbox(maildir, size):
     (Path(maildir) / "cur" / f"1.filler.test,S={size}:2,S").write_bytes(b"")
 
 
+def remove_directory_entry(site, address):
+    """Only the directory entry of a mailbox gone, its Maildir, DeliveredTo
+    rows and partial records left: what `lda mailbox delete` did before it
+    took them along, and what a directory restored from a backup older
+    than the mailbox leaves."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(site.state / "directory.sqlite")) as conn, conn:
+        conn.execute("DELETE FROM mailboxes WHERE address = ?", (address,))
+
+
 def assert_no_traceback(*runs):
     """No run of lda (a CompletedProcess, stderr as bytes) ended in a
     traceback: neither "Traceback" on stderr nor exit status 1, Python's
