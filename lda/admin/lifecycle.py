@@ -36,7 +36,7 @@ from .dedup import owned_keys
 from .mailboxes import (create_mailbox, delete_mailbox, ensure_database, get_mailbox,
                         mailbox_path, maildir_path_for, validate_address)
 from .move import ROW_BATCH, SIEVE_TABLES, copy_file, count_messages
-from .partial import RUN_LOCK
+from .partial import _run_lock as partial_run_lock
 from .state import state_dir
 
 PURGE, KEEP = "purge", "keep"
@@ -185,8 +185,12 @@ class Deletion:
             raise ConfigError(f"a move of {self.address} is unfinished: finish it "
                               "(`lda mailbox move`) or roll it back first")
         start = time.monotonic()
-        with MailboxLocks(state_dir(self.config, "locks"), [self.address],
-                          self.config.lock_timeout_seconds):
+        # The lock `lda partial retry` holds (busy: 75), so no retry delivers
+        # or unlinks a copy meanwhile; taken before the mailbox lock, in the
+        # order a retry takes both, so the two cannot wait on each other.
+        with partial_run_lock(self.config), MailboxLocks(
+                state_dir(self.config, "locks"), [self.address],
+                self.config.lock_timeout_seconds):
             root = self.directory["databases"].get(self.row["database"])["path"]
             with _store(self.config, root) as store:
                 if store is not None:
@@ -207,23 +211,19 @@ class Deletion:
                                   lambda done: self.progress("rows", done, total))
 
     def _partials(self, store):
-        """Step 1, under the lock `lda partial retry` takes, so that no retry
-        delivers or unlinks a copy meanwhile."""
-        from filelock import FileLock  # lazy, as in partial._run_lock
-
-        with FileLock(os.path.join(state_dir(self.config, "locks"), RUN_LOCK),
-                      timeout=self.config.lock_timeout_seconds):
-            records = store.conn.execute(
-                "SELECT id, spool_file FROM partial_deliveries WHERE mailbox = ?",
-                (self.address,)).fetchall()
-            if self.mode == KEEP:
-                for _, spool in records:
-                    keep_in_maildir(spool, self.path)
-            with store.transaction() as conn:
-                conn.executemany("DELETE FROM partial_deliveries WHERE id = ?",
-                                 [(r[0],) for r in records])
+        """Step 1: each copy kept in the Maildir before its record goes,
+        and the record gone before its copy (as partial._remove orders it)."""
+        records = store.conn.execute(
+            "SELECT id, spool_file FROM partial_deliveries WHERE mailbox = ?",
+            (self.address,)).fetchall()
+        if self.mode == KEEP:
             for _, spool in records:
-                _unlink(spool)
+                keep_in_maildir(spool, self.path)
+        with store.transaction() as conn:
+            conn.executemany("DELETE FROM partial_deliveries WHERE id = ?",
+                             [(r[0],) for r in records])
+        for _, spool in records:
+            _unlink(spool)
         self.report["partials"] = len(records)
 
     def _maildir(self):
