@@ -40,9 +40,9 @@ class ManagedModeOnly(ConfigError):
 
     def __init__(self, config):
         super().__init__(
-            f"a managed-mode command; lda is in per-user mode ({config.path}): one "
-            f"Maildir, {config.maildir}, and no mailbox directory (give an lda.toml "
-            "for managed mode with -c FILE or LDA_CONFIG)")
+            "a managed-mode command, and lda is in per-user mode (no lda.toml, or "
+            f"mode = \"user\"): one Maildir, {config.maildir}, and no mailbox "
+            "directory; give an lda.toml for managed mode with -c FILE or LDA_CONFIG")
 
 
 def open_directory(config):
