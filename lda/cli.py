@@ -8,19 +8,22 @@ per-message path (main.py dispatches it first); it is declared below so that
 import io
 import json
 import sys
+import time
 from collections import Counter
 
 import click
 
 from .admin.check import check as check_state
-from .admin.databases import iso_utc, list_databases, show_database
-from .admin.dedup import LOOKUP_COLUMNS, cleanup, lookup, stats
+from .admin.databases import iso_utc, list_databases, parse_moment, show_database
+from .admin.dedup import (LOOKUP_COLUMNS, cleanup, cleanup_preview, directory_for, forget,
+                          lookup, stats)
+from .admin.lifecycle import KEEP, PURGE, Deletion
+from .admin.lifecycle import create as create_mailbox
 from .admin.mailboxes import (AliasFileInvalid, compile_aliases, create_database,
-                              create_mailbox, delete_mailbox, get_mailbox, list_mailboxes,
-                              open_directory)
+                              get_mailbox, list_mailboxes, open_directory, read_directory)
 from .admin.move import Move
-from .admin.partial import bounce_partials, list_partials, retry_partials
-from .admin.quota import recalc, recalc_all, set_quota
+from .admin.partial import bounce_partials, bounce_preview, list_partials, retry_partials
+from .admin.quota import recalc, recalc_all, set_quota, show_user
 from .admin.quota import show as show_quota
 from .admin.sieve import ScriptInvalid
 from .admin.sieve import activate as activate_script
@@ -81,6 +84,29 @@ def shown(row, as_json, in_bytes=False):
             value = human_size(value)
         out[key] = value
     return out
+
+
+def dry_run_options(fn):
+    """--dry-run, and --now to ask what a run would do at another moment
+    (for the commands that work on age).  --now only with --dry-run: a real
+    run writes its clock (the last cleanup, a DSN's date), and a wrong one
+    would hold off the deliveries' own cleanups or misdate a bounce."""
+    def check(ctx, param, value):
+        """--now alone is a usage error (64), before any work."""
+        if value is not None and not ctx.params.get("dry_run"):
+            raise click.UsageError("--now needs --dry-run", ctx)
+        return value
+
+    fn = click.option("--now", type=Parsed("time", parse_moment), callback=check,
+                      metavar="TIME", help="With --dry-run: as if it were TIME "
+                      "(ISO 8601, UTC unless a zone is given, or Unix seconds).")(fn)
+    return click.option("--dry-run", is_flag=True, is_eager=True,
+                        help="Say what would be done; change nothing.")(fn)
+
+
+def clock_at(now):
+    """A clock stopped at now (Unix seconds), or the real one for None."""
+    return time.time if now is None else (lambda: now)
 
 
 def emit(rows, as_json, columns, in_bytes=False):
@@ -212,12 +238,18 @@ def mailbox():
 @click.option("--forward", multiple=True, help="Forward copies to this address.")
 @click.option("--keep-copy/--no-keep-copy", default=True, show_default=True,
               help="With --forward, also deliver to the mailbox itself.")
+@click.option("--adopt", is_flag=True,
+              help="Take over what an earlier mailbox of the address left: its "
+                   "Maildir, DeliveredTo rows and partial deliveries.")
 @output_options
 @size_option
 @click.pass_context
 def mailbox_create(ctx, address, database, quota_storage, quota_messages, forward,
-                   keep_copy, as_json, in_bytes):
+                   keep_copy, adopt, as_json, in_bytes):
     """Create a mailbox and its Maildir.
+
+    A Maildir with files of an earlier mailbox at the same place is refused
+    (exit 73) unless --adopt says to take it over.
 
     \b
     Example:
@@ -225,8 +257,13 @@ def mailbox_create(ctx, address, database, quota_storage, quota_messages, forwar
     """
     config = load(ctx)
     row = create_mailbox(open_directory(config), config, address, database, quota_storage,
-                         quota_messages, forward, keep_copy)
+                         quota_messages, forward, keep_copy, adopt)
     emit([row], as_json, ["address", "database", "maildir", "quota_storage"], in_bytes)
+    if not as_json and row["adopted"]:
+        click.echo("adopted {messages} messages, {rows} DeliveredTo rows, {partials} "
+                   "partial deliveries".format(**row["adopted"]))
+    elif not as_json and row["cleared_rows"]:
+        click.echo(f"cleared {row['cleared_rows']} DeliveredTo rows of an earlier mailbox")
 
 
 @mailbox.command("list")
@@ -241,7 +278,7 @@ def mailbox_list(ctx, database, as_json, in_bytes):
     Example:
         lda mailbox list --json
     """
-    rows = list_mailboxes(open_directory(load(ctx)), database)
+    rows = list_mailboxes(read_directory(load(ctx)), database)
     emit(rows, as_json, ["address", "database", "quota_storage", "quota_messages",
                          "forward"], in_bytes)
 
@@ -258,21 +295,42 @@ def mailbox_show(ctx, address, as_json, in_bytes):
     Example:
         lda mailbox show alice@example.org
     """
-    emit_record(get_mailbox(open_directory(load(ctx)), address), as_json, in_bytes)
+    emit_record(get_mailbox(read_directory(load(ctx)), address), as_json, in_bytes)
 
 
 @mailbox.command("delete")
 @click.argument("address")
+@click.option("--keep-maildir", is_flag=True,
+              help="Rename the Maildir aside to MAILDIR.deleted-TIME (the default).")
+@click.option("--purge", is_flag=True, help="Remove the Maildir and its mail.")
+@output_options
 @click.pass_context
-def mailbox_delete(ctx, address):
-    """Remove a mailbox from the directory (its Maildir stays on disk).
+def mailbox_delete(ctx, address, keep_maildir, purge, as_json):
+    """Delete a mailbox: its Maildir kept aside (or purged), its DeliveredTo
+    rows, Sieve state and partial deliveries gone with it.
+
+    A later mailbox of the same address starts empty.  An interrupted
+    delete is finished by running it again.
 
     \b
     Example:
         lda mailbox delete alice@example.org
+        lda mailbox delete bob@example.org --purge --json
     """
-    row = delete_mailbox(open_directory(load(ctx)), address)
-    click.echo(f"deleted {row['address']}; Maildir left in place: {row['maildir']}")
+    if keep_maildir and purge:
+        raise click.UsageError("--purge and --keep-maildir exclude each other")
+    mode = PURGE if purge else KEEP
+    config = load(ctx)
+    with Progress(enabled=not as_json) as progress:
+        report = Deletion(config, open_directory(config), address, mode,
+                          progress=progress.update).run()
+    if as_json:
+        return emit_record(report, True)
+    where = (f"Maildir kept as {report['kept_as']}" if report["kept_as"] else
+             "Maildir removed" if mode == PURGE else "empty Maildir removed")
+    click.echo(f"deleted {report['address']}: {where} ({report['messages']} messages); "
+               f"{report['rows']} DeliveredTo rows, {report['sieve_rows']} Sieve state "
+               f"rows, {report['partials']} partial deliveries removed")
 
 
 @mailbox.command("move")
@@ -509,26 +567,59 @@ def dedup_lookup(ctx, message_id, mailbox, as_json):
         lda dedup lookup --message-id '<abc@example.org>' --mailbox alice@example.org
     """
     config = load(ctx)
-    rows = lookup(open_directory(config), config, message_id, mailbox)
+    rows = lookup(directory_for(config), config, message_id, mailbox)
     emit(rows, as_json, [*LOOKUP_COLUMNS, "expired", "database"])
+
+
+@dedup.command("forget")
+@click.option("--message-id", required=True, help="With or without <>.")
+@click.option("--mailbox", help="Only this mailbox's rows (default: every mailbox's).")
+@output_options
+@click.pass_context
+def dedup_forget(ctx, message_id, mailbox, as_json):
+    """Delete a message's DeliveredTo rows, so that a resend is delivered.
+
+    \b
+    Example:
+        lda dedup forget --message-id '<abc@example.org>' --mailbox alice@example.org
+    """
+    config = load(ctx)
+    rows = forget(directory_for(config), config, message_id, mailbox)
+    if as_json:
+        return click.echo(json.dumps({"deleted": len(rows), "rows": rows}, indent=2))
+    for row in rows:
+        click.echo(f"{row['mailbox']} ({row['database']}): {row['state']} "
+                   f"{row['delivered_at']}")
+    click.echo(f"forgot {len(rows)} DeliveredTo rows; the next delivery of "
+               f"{message_id} to {'them' if rows else 'any mailbox'} is not a duplicate")
 
 
 @dedup.command("cleanup")
 @click.option("--db", "database", help="Only this database (default: all).")
 @click.option("--older-than", type=Parsed("duration", parse_duration),
               help="e.g. 36h or 7d (default: expiration_hours).")
+@dry_run_options
 @output_options
 @click.pass_context
-def dedup_cleanup(ctx, database, older_than, as_json):
+def dedup_cleanup(ctx, database, older_than, dry_run, now, as_json):
     """Delete expired DeliveredTo rows now, in short transactions.
 
     \b
     Example:
         lda dedup cleanup --db default --older-than 7d
+        lda dedup cleanup --dry-run --now 2026-12-24T00:00:00Z
     """
     config = load(ctx)
+    if dry_run:
+        preview = cleanup_preview(directory_for(config), config, database, older_than,
+                                  clock=clock_at(now))
+        if as_json:
+            return emit_record(preview, True)
+        return click.echo(f"would delete {preview['would_delete']} rows delivered before "
+                          f"{preview['cutoff']} from {len(preview['databases'])} "
+                          f"database(s) (at {preview['now']})")
     with Progress(enabled=not as_json) as progress:
-        summary = cleanup(open_directory(config), config, database, older_than,
+        summary = cleanup(directory_for(config, write=True), config, database, older_than,
                           progress=lambda done, total: progress.update(
                               "deleting", done, total))
     if as_json:
@@ -551,7 +642,7 @@ def dedup_stats(ctx, database, as_json):
         lda dedup stats --db default
     """
     config = load(ctx)
-    rows = stats(open_directory(config), config, database)
+    rows = stats(directory_for(config), config, database)
     if database:
         emit_record(rows[0], as_json)
     else:
@@ -565,19 +656,25 @@ def quota():
 
 
 @quota.command("show")
-@click.argument("address")
+@click.argument("address", required=False)
 @output_options
 @size_option
 @click.pass_context
 def quota_show(ctx, address, as_json, in_bytes):
     """A mailbox's limits (0 = unlimited), where they come from, and usage.
 
+    In per-user mode, the invoking user's Maildir (ADDRESS is optional).
+
     \b
     Example:
         lda quota show alice@example.org
     """
     config = load(ctx)
-    emit_record(show_quota(open_directory(config), config, address), as_json, in_bytes)
+    if config.per_user:
+        return emit_record(show_user(config), as_json, in_bytes)
+    if not address:
+        raise click.UsageError("give the ADDRESS of a mailbox")
+    emit_record(show_quota(read_directory(config), config, address), as_json, in_bytes)
 
 
 @quota.command("recalc")
@@ -699,9 +796,10 @@ def partial_retry(ctx, ids, as_json):
 @click.option("--older-than", type=Parsed("duration", parse_duration),
               help="Records older than this, e.g. 5d or 36h.")
 @click.option("--all", "everything", is_flag=True, help="Every record.")
+@dry_run_options
 @output_options
 @click.pass_context
-def partial_bounce(ctx, ids, older_than, everything, as_json):
+def partial_bounce(ctx, ids, older_than, everything, dry_run, now, as_json):
     """Give up on partial deliveries: DSN to the sender, record removed.
 
     No DSN goes to the null sender (a bounce is never bounced).
@@ -710,12 +808,18 @@ def partial_bounce(ctx, ids, older_than, everything, as_json):
     Example:
         lda partial bounce --older-than 5d
         lda partial bounce --id 3
+        lda partial bounce --older-than 5d --dry-run --now 2026-12-24
     """
     if not (ids or older_than or everything):
         raise click.UsageError("give --id, --older-than or --all")
     if everything and (ids or older_than):
         raise click.UsageError("--all conflicts with --id and --older-than")
     config = load(ctx)
+    if dry_run:
+        reports = bounce_preview(config, clock_at(now), ids=ids or None,
+                                 older_than=older_than)
+        emit(reports, as_json, [*PARTIAL_REPORT_COLUMNS, "age_seconds"])
+        return None if as_json else click.echo(f"would bounce {len(reports)}")
     reports = bounce_partials(config, Log.configured(config),
                               ids=ids or None, older_than=older_than)
     partial_summary(reports, as_json, bounce=True)

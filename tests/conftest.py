@@ -11,6 +11,11 @@ from pathlib import Path
 
 import pytest
 
+# The helper modules of the real peers hold assertions and fixtures; they are
+# imported by several test modules (dovecot.py imports postfix.py), so their
+# assertions are rewritten from here, before any test module imports them.
+pytest.register_assert_rewrite("postfix", "dovecot")
+
 LDA = shutil.which("lda")
 POSTFIX_ENV = ("SENDER", "RECIPIENT", "ORIGINAL_RECIPIENT", "EXTENSION", "LDA_CONFIG",
                "XDG_STATE_HOME", "LOCAL", "DOMAIN")
@@ -137,6 +142,18 @@ def fill_mailbox(maildir, size):
     when empty; a message larger than the whole limit is refused for good
     (5.2.3), not deferred as a full mailbox's is."""
     (Path(maildir) / "cur" / f"1.filler.test,S={size}:2,S").write_bytes(b"")
+
+
+def remove_directory_entry(site, address):
+    """Only the directory entry of a mailbox gone, its Maildir, DeliveredTo
+    rows and partial records left: what `lda mailbox delete` did before it
+    took them along, and what a directory restored from a backup older
+    than the mailbox leaves."""
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(site.state / "directory.sqlite")) as conn, conn:
+        conn.execute("DELETE FROM mailboxes WHERE address = ?", (address,))
 
 
 def assert_no_traceback(*runs):

@@ -554,8 +554,9 @@ def test_configuration_errors_name_the_file_and_what_is_expected(site, value, te
 # Documentation of the commands themselves
 
 @pytest.mark.parametrize("path", [
-    "db list", "db create", "db show", "mailbox set-quota", "dedup lookup",
-    "dedup cleanup", "dedup stats", "quota show", "quota recalc", "aliases compile"])
+    "db list", "db create", "db show", "mailbox set-quota", "mailbox delete",
+    "dedup lookup", "dedup forget", "dedup cleanup", "dedup stats", "quota show",
+    "quota recalc", "partial bounce", "aliases compile"])
 def test_commands_carry_an_example(site, path):
     text = site.run(*path.split(), "--help", check=0).stdout.decode()
     assert re.search(r"Example:\n +lda " + path, text), text

@@ -24,6 +24,7 @@ ARGS = {
     "aliases compile": [],
     "db create": ["db3"],
     "db show": ["default"],
+    "dedup forget": ["--message-id", "<m1@example.org>"],
     "dedup lookup": ["--message-id", "<m1@example.org>"],
     "mailbox create": ["carol@example.org"],
     "mailbox delete": [ALICE],

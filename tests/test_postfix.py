@@ -11,10 +11,7 @@ import email
 import sqlite3
 
 import pytest
-
-pytest.register_assert_rewrite("postfix")  # before the import: it is a plugin too
-
-from conftest import (  # noqa: E402
+from conftest import (
     Site,
     SyslogSink,
     fill_mailbox,
@@ -22,7 +19,7 @@ from conftest import (  # noqa: E402
     message,
     wait_until,
 )
-from postfix import (  # noqa: E402
+from postfix import (
     BOUNCED, DEFERRED, LDA, LOCAL_DOMAIN, OUTSIDE_DOMAIN, SENDER, SENDMAIL, SENT, VIRTUAL_DOMAIN)
 
 pytest_plugins = ["postfix"]  # its fixtures: mail_root, make_user, lda_lmtp, make_postfix

@@ -11,7 +11,7 @@ what is wrong, and the repair, naming only commands that exist.
 import glob
 import os
 
-from ..errors import (EX_CONFIG, EX_NOPERM, EX_TEMPFAIL, ConfigError, LdaError,
+from ..errors import (EX_CONFIG, EX_NOPERM, EX_TEMPFAIL, LdaError,
                       NoPermission, TemporaryFailure, UnknownName)
 from ..store.deliveredto import DB_FILE
 from .state import DamagedDatabase, check_access, connect, guarded, salvage_hint

@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from ..errors import UnknownName
+from ..errors import UnknownName, UsageError
 from ..store.deliveredto import DB_FILE, DeliveredTo
 from .state import guarded, probe
 
@@ -23,6 +23,23 @@ def iso_utc(timestamp):
         return None
     moment = datetime.fromtimestamp(float(timestamp), timezone.utc)
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_moment(text, key="time"):
+    """A moment as an admin writes it: Unix seconds ("1800000000") or ISO
+    8601 ("2026-12-04T10:00:00Z", "2026-12-04"); without a zone it is UTC,
+    as every time lda prints is.  UsageError (64) otherwise."""
+    text = text.strip()
+    if text.isascii() and text.replace(".", "", 1).isdigit():
+        return float(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{key}: {text!r} is neither Unix seconds nor an ISO 8601 "
+                         "time such as 2026-12-04T10:00:00Z") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def database_row(db, name):

@@ -1,5 +1,10 @@
-"""The DeliveredTo tables for the admin: look a message up, prune expired
-rows on demand, and report what each database holds.
+"""The DeliveredTo tables for the admin: look a message up, forget it so a
+wanted resend gets through, prune expired rows on demand (or say what a
+prune would delete), and report what each database holds.
+
+Per-user mode has one table, in state_dir, whose rows are keyed by the
+user's login name (resolve.UserResolver): it is named USER_DATABASE here,
+and the commands work on it without a mailbox directory.
 
 Admin commands only (`lda dedup ...`); a delivery prunes through
 DeliveredTo.cleanup_if_due() and never imports this module.
@@ -8,9 +13,15 @@ DeliveredTo.cleanup_if_due() and never imports this module.
 import time
 
 from ..deliver.message import MessageInfo
+from ..deliver.resolve import current_user
+from ..errors import UnknownName
 from ..store.deliveredto import CLEANUP_BATCH
+from ..store.locks import MailboxLocks
 from .databases import database_rows, deliveredto, iso_utc
-from .mailboxes import get_mailbox
+from .mailboxes import get_mailbox, open_directory, read_directory
+from .state import state_dir
+
+USER_DATABASE = "user"
 
 LOOKUP_COLUMNS = ("mailbox", "message_id", "submit_time", "delivered_at", "state",
                   "location")
@@ -22,21 +33,57 @@ def normalize_message_id(text):
     return MessageInfo._message_id(text.encode("utf-8", "surrogateescape")) or text
 
 
+def directory_for(config, write=False):
+    """The mailbox directory the dedup commands read (write: create it if
+    need be); None in per-user mode, which has none and needs none."""
+    if config.per_user:
+        return None
+    return open_directory(config) if write else read_directory(config)
+
+
+def databases(db, config, name=None):
+    """The databases to work on: one or all of the directory's, or per-user
+    mode's single one (state_dir, where UserResolver keeps it)."""
+    if not config.per_user:
+        return database_rows(db, name)
+    if name not in (None, USER_DATABASE):
+        raise UnknownName(f"no mailbox database named {name!r}: per-user mode has "
+                          f"one, {USER_DATABASE!r}")
+    return [{"name": USER_DATABASE, "path": config.state_dir}]
+
+
+def owned_keys(key):
+    """SQL and arguments matching a mailbox's own DeliveredTo keys: its key,
+    and those of its Sieve script's extra stores ("key#folder", filtering.py)."""
+    return "(mailbox = ? OR (mailbox >= ? AND mailbox < ?))", [key, key + "#", key + "$"]
+
+
+def _selection(db, config, message_id, mailbox):
+    """(database name or None for all, WHERE clause, arguments) for the rows
+    of message_id, of one mailbox if given.  Every address is the user's
+    one mailbox in per-user mode, as for a delivery."""
+    where, args = "message_id = ?", [normalize_message_id(message_id)]
+    if mailbox is None:
+        return None, where, args
+    if config.per_user:
+        only, key = USER_DATABASE, current_user()
+    else:
+        row = get_mailbox(db, mailbox)
+        only, key = row["database"], row["address"]
+    owned, more = owned_keys(key)
+    return only, f"{where} AND {owned}", args + more
+
+
 def lookup(db, config, message_id, mailbox=None, clock=time.time):
     """The DeliveredTo rows for message_id in every database, or only in the
     home database of mailbox (UnknownRecipient, 67, if it does not exist).
 
     The key starts with the mailbox, so without one each table is scanned:
     fine for an admin's question, and no index costs the deliveries."""
-    where, args = "message_id = ?", [normalize_message_id(message_id)]
-    only = None
-    if mailbox is not None:
-        row = get_mailbox(db, mailbox)
-        only, where = row["database"], where + " AND mailbox = ?"
-        args.append(row["address"])
+    only, where, args = _selection(db, config, message_id, mailbox)
     cutoff = clock() - config.expiration_hours * 3600
     found = []
-    for database in database_rows(db, only):
+    for database in databases(db, config, only):
         with deliveredto(config, database["path"]) as store:
             if store is None:
                 continue
@@ -44,28 +91,82 @@ def lookup(db, config, message_id, mailbox=None, clock=time.time):
                 f"SELECT {', '.join(LOOKUP_COLUMNS)} FROM delivered_to WHERE {where} "
                 "ORDER BY delivered_at", args).fetchall()
         for values in rows:
-            item = dict(zip(LOOKUP_COLUMNS, values))
-            # An expired row no longer stops a resend: say so, it is the
-            # usual answer to "why did this arrive twice?".
-            item["expired"] = item["delivered_at"] < cutoff
-            item["delivered_at"] = iso_utc(item["delivered_at"])
-            item["database"] = database["name"]
-            found.append(item)
+            found.append(_described(values, database["name"], cutoff))
     return found
+
+
+def _described(values, database, cutoff):
+    """A row as lookup and forget print it."""
+    item = dict(zip(LOOKUP_COLUMNS, values))
+    # An expired row no longer stops a resend: say so, it is the usual
+    # answer to "why did this arrive twice?".
+    item["expired"] = item["delivered_at"] < cutoff
+    item["delivered_at"] = iso_utc(item["delivered_at"])
+    item["database"] = database
+    return item
+
+
+def forget(db, config, message_id, mailbox=None, clock=time.time):
+    """Delete the DeliveredTo rows of message_id (of one mailbox, or all),
+    so that the next delivery of it is not discarded as a duplicate: the
+    resend an admin wants.  Each database's rows go in one transaction
+    under the locks of their mailboxes, so no delivery is between its
+    check and its record meanwhile.  Returns the rows deleted."""
+    only, where, args = _selection(db, config, message_id, mailbox)
+    cutoff = clock() - config.expiration_hours * 3600
+    lock_dir = state_dir(config, "locks")
+    deleted = []
+    for database in databases(db, config, only):
+        with deliveredto(config, database["path"]) as store:
+            if store is None:
+                continue
+            keys = [k for (k,) in store.conn.execute(
+                f"SELECT DISTINCT mailbox FROM delivered_to WHERE {where}", args)]
+            if not keys:
+                continue
+            with MailboxLocks(lock_dir, _lock_keys(keys),
+                              config.lock_timeout_seconds), store.transaction() as conn:
+                rows = conn.execute(f"SELECT {', '.join(LOOKUP_COLUMNS)} FROM "
+                                    f"delivered_to WHERE {where}", args).fetchall()
+                conn.execute(f"DELETE FROM delivered_to WHERE {where}", args)
+        deleted.extend(_described(values, database["name"], cutoff) for values in rows)
+    return deleted
+
+
+def _lock_keys(keys):
+    """The mailbox locks for rows with these keys.  A Sieve store's key
+    ("key#folder") locks as its mailbox (resolve.Target.derive); since an
+    address may hold a "#" too, every prefix before one is locked as well:
+    a lock too many costs a wait, a lock too few a duplicate."""
+    locks = set()
+    for key in keys:
+        locks.add(key)
+        locks.update(key[:i] for i, c in enumerate(key) if c == "#")
+    return locks
+
+
+def cleanup_preview(db, config, name=None, older_than=None, clock=time.time):
+    """What cleanup() with these arguments would delete, deleting nothing:
+    per database, the rows delivered before the cutoff (`--dry-run`, with
+    `--now` to ask about another moment)."""
+    now = clock()
+    cutoff = now - (older_than if older_than is not None
+                    else config.expiration_hours * 3600)
+    per_database = []
+    for database in databases(db, config, name):
+        with deliveredto(config, database["path"]) as store:
+            count = 0 if store is None else store.conn.execute(
+                "SELECT COUNT(*) FROM delivered_to WHERE delivered_at < ?",
+                (cutoff,)).fetchone()[0]
+        per_database.append({"database": database["name"], "would_delete": count})
+    return {"now": iso_utc(now), "cutoff": iso_utc(cutoff),
+            "would_delete": sum(d["would_delete"] for d in per_database),
+            "databases": per_database}
 
 
 def count_expired(db, config, name=None, older_than=None, clock=time.time):
     """Rows a cleanup with these arguments would delete (for a progress bar)."""
-    cutoff = clock() - (older_than if older_than is not None
-                        else config.expiration_hours * 3600)
-    total = 0
-    for database in database_rows(db, name):
-        with deliveredto(config, database["path"]) as store:
-            if store is not None:
-                total += store.conn.execute(
-                    "SELECT COUNT(*) FROM delivered_to WHERE delivered_at < ?",
-                    (cutoff,)).fetchone()[0]
-    return total
+    return cleanup_preview(db, config, name, older_than, clock)["would_delete"]
 
 
 def cleanup(db, config, name=None, older_than=None, batch=CLEANUP_BATCH,
@@ -85,7 +186,7 @@ def cleanup(db, config, name=None, older_than=None, batch=CLEANUP_BATCH,
         def on_batch():
             progress(summary["deleted"], expected)
     start = time.monotonic()
-    for database in database_rows(db, name):
+    for database in databases(db, config, name):
         with deliveredto(config, database["path"], clock) as store:
             if store is None:
                 continue
@@ -123,7 +224,7 @@ def stats(db, config, name=None, clock=time.time):
     delivery, the expiry settings and the last cleanup."""
     cutoff = clock() - config.expiration_hours * 3600
     result = []
-    for database in database_rows(db, name):
+    for database in databases(db, config, name):
         item = {"database": database["name"], "rows": 0, "pending": 0, "expired": 0,
                 "oldest": None, "newest": None, "last_cleanup": None}
         with deliveredto(config, database["path"]) as store:

@@ -10,7 +10,7 @@ from sqlite_utils.migrations import Migrations
 from ..errors import AlreadyExists, ConfigError, UnknownName, UnknownRecipient, UsageError
 from ..store.aliases import checked_aliases, table_path, write_table
 from ..store.maildir import open_mailbox
-from .state import connect, guarded, state_dir
+from .state import check_state_dir, connect, guarded, state_dir
 
 migrations = Migrations("lda.store.directory")
 SAFE_PATH_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-+=")
@@ -35,15 +35,42 @@ def m002_moves(db):
          "target_maildir": str, "step": str, "started": float}, pk="address")
 
 
+class ManagedModeOnly(ConfigError):
+    """A command of the mailbox directory, run in per-user mode."""
+
+    def __init__(self, config):
+        super().__init__(
+            "a managed-mode command, and lda is in per-user mode (no lda.toml, or "
+            f"mode = \"user\"): one Maildir, {config.maildir}, and no mailbox "
+            "directory; give an lda.toml for managed mode with -c FILE or LDA_CONFIG")
+
+
 def open_directory(config):
     """The directory for writing, created on first use; a damaged or
-    unopenable file is an LdaError naming it (admin_sqlite)."""
+    unopenable file is an LdaError naming it (admin_sqlite).  Per-user mode
+    has none: creating one there would only leave a file no delivery reads."""
+    if config.per_user:
+        raise ManagedModeOnly(config)
     path = config.directory_path
     state_dir(config)
     with guarded(path):
         db = Database(connect(path))
         db.execute("PRAGMA journal_mode = WAL")
         migrations.apply(db)
+    return db
+
+
+def read_directory(config):
+    """The directory for a command that only reads: while there is no
+    directory.sqlite yet, an empty one in memory, so that asking creates
+    neither the file nor state_dir."""
+    if config.per_user:
+        raise ManagedModeOnly(config)
+    check_state_dir(config)
+    if os.path.lexists(config.directory_path):
+        return open_directory(config)
+    db = Database(memory=True)
+    migrations.apply(db)
     return db
 
 

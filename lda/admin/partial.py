@@ -36,6 +36,7 @@ from .state import check_state_dir, connect, guarded, probe, state_dir
 # delivered and duplicate are delivery.py's outcome values, used as they are.
 DELIVERED, DUPLICATE, DEFERRED, BOUNCED = "delivered", "duplicate", "deferred", "bounced"
 LOST, ERROR = "lost-spool", "error"
+WOULD_BOUNCE = "would-bounce"
 RUN_LOCK = "partial.lock"
 
 
@@ -88,11 +89,33 @@ def bounce_partials(config, log, clock=time.time, sendmail=None, ids=None,
     """Give up on the records (those `ids`, those older than `older_than`
     seconds, or all): DSN to the sender, then remove record and copy."""
     with _run_lock(config):
-        records = select(list_partials(config, clock=clock), ids)
-        if older_than is not None:
-            now = clock()
-            records = [r for r in records if now - r["created"] >= older_than]
+        records = _to_bounce(config, clock, ids, older_than)
         return [_guarded(_bounce_one, config, log, r, clock, sendmail) for r in records]
+
+
+def bounce_preview(config, clock=time.time, ids=None, older_than=None):
+    """The reports bounce_partials() would give, with the outcome
+    WOULD_BOUNCE, sending and removing nothing (`--dry-run`; with `--now`,
+    the ages at that moment).  Takes no run lock: it changes nothing."""
+    from .dsn import status_for  # lazy, as in _bounce_one
+
+    reports = []
+    for record in _to_bounce(config, clock, ids, older_than):
+        note = (f"DSN to <{record['sender']}>" if record["sender"]
+                else "null sender, no DSN")
+        reports.append({**_report(record, WOULD_BOUNCE, f"{status_for(record['reason'])} "
+                                                        f"{record['reason']}; {note}"),
+                        "age_seconds": record["age_seconds"]})
+    return reports
+
+
+def _to_bounce(config, clock, ids, older_than):
+    """The records a bounce with these arguments gives up on."""
+    records = select(list_partials(config, clock=clock), ids)
+    if older_than is None:
+        return records
+    now = clock()
+    return [r for r in records if now - r["created"] >= older_than]
 
 
 def select(records, ids):

@@ -13,6 +13,7 @@ or Courier's: lda never throws away a limit it did not set), except when
 import os
 import time
 
+from ..deliver.resolve import current_user
 from ..errors import LdaError
 from ..store import maildirsize
 from ..store.locks import MailboxLocks
@@ -59,6 +60,26 @@ def show(db, config, address, clock=time.time):
     quota = maildirsize.quota_for(own_quota(config, row), path)
     usage = maildirsize.read_usage(path, quota, clock, rules=config.quota_rules)
     return describe(config, row, quota, usage, maildir=path)
+
+
+def show_user(config, clock=time.time):
+    """Per-user mode's one Maildir as its deliveries see it: lda sets no
+    limit there, and honours only the quota line of an existing maildirsize
+    (Dovecot's or Courier's, UserResolver); without one it is counted and
+    nothing is written, since no delivery there would write one either."""
+    path = config.maildir
+    quota = maildirsize.existing_quota(path)
+    row = {"address": current_user(), "quota_storage": 0, "quota_messages": 0}
+    if quota is not None:
+        usage = maildirsize.read_usage(path, quota, clock, rules=config.quota_rules)
+    elif os.path.isdir(path):
+        quota, usage = Quota(), maildirsize.count_usage(path, rules=config.quota_rules)
+    else:
+        quota, usage = Quota(), maildirsize.Usage(0, 0)  # no mail delivered yet
+    result = describe(config, row, quota, usage, maildir=path)
+    for kind in ("storage", "messages"):
+        result[f"{kind}_limit_from"] = "maildirsize" if getattr(quota, kind) else "none"
+    return {**result, "maildir": path}
 
 
 def set_quota(db, config, address, limits):

@@ -253,6 +253,16 @@ def recalculate(maildir: str, quota: Quota, *, rules: str = DOVECOT) -> Usage:
     return usage
 
 
+def count_usage(maildir: str, *, rules: str = DOVECOT) -> Usage:
+    """Count the Maildir as recalculate() does, writing nothing: for a
+    Maildir that has no maildirsize and must not get one from a reader
+    (per-user mode's, which its deliveries never give one)."""
+    try:
+        return _count(maildir, rules)[0]
+    except OSError as err:
+        raise _cannot(f"cannot count the usage of {maildir}", err) from None
+
+
 def _load(maildir):
     """The first MAX_SIZE bytes of maildirsize and its mtime, or None when
     there is no plain file there (a symlink is never followed)."""
