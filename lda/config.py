@@ -207,6 +207,8 @@ def expected(kind, key):
         return ("a duration like 3600 or 5d" if key == "partial_expiration" else
                 "a size like 1048576 or 500M" + (" or a percentage like \"10%\""
                                                  if key == "quota_grace" else ""))
+    if isinstance(kind, tuple):  # sieve_before: a path or a list of paths
+        return " or ".join(TYPE_NAMES[k] for k in kind)
     return TYPE_NAMES[kind]
 
 
