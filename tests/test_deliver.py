@@ -341,8 +341,10 @@ def test_deliver_path_imports_only_what_a_delivery_uses(user):
     assert rc == 0, stderr
     # No maildirsize in this Maildir, so no quota to read; no ~/.lda.sieve,
     # so no Sieve code, and no keyword to store.
+    # No script anywhere: not even the code that orders scripts is loaded.
     not_here = NOT_ON_THE_DELIVERY_PATH + ("lda.store.maildirsize", "lda.deliver.filtering",
-                                           "lda.sieve", "lda.store.keywords")
+                                           "lda.sieve", "lda.store.keywords",
+                                           "lda.deliver.sievescripts")
     assert sorted(loaded.intersection(not_here)) == []
     assert "lda.deliver.quotawarn" not in loaded  # no limit: no quota warning to look for
 
@@ -397,8 +399,8 @@ def test_managed_deliver_path_imports_only_what_a_delivery_uses(site):
     rc, loaded, stderr = modules_after_delivery(site.env, "team@example.org")
     assert rc == 0, stderr
     assert len(maildir_files(alice)) == 1
-    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + ("lda.deliver.filtering",
-                                                                  "lda.deliver.quotawarn"))) == []
+    assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH + (
+        "lda.deliver.filtering", "lda.deliver.quotawarn", "lda.deliver.sievescripts"))) == []
 
 
 @pytest.mark.parametrize("warnings, limit", [(["storage 80%"], None), ([], "1M")],

@@ -25,7 +25,6 @@ from ..log import failure_status
 from ..store import maildir as md
 from ..store.locks import MailboxLocks
 from ..store.maildir import SYNC_BATCH
-from .sievescripts import scripts_for
 
 DELIVERED, DUPLICATE = "delivered", "duplicate"
 # The header bytes read before choosing the prefix (see _stage).
@@ -381,9 +380,7 @@ class Delivery:
         for target in plan.targets:
             scripts = []
             if target.local and not target.filtered:
-                scripts = [path for path in scripts_for(self.config, target.maildir_path,
-                                                        self.log.warning)
-                           if self._trusted_script(path, info)]
+                scripts = self._scripts(target, info)
             if not scripts:
                 targets.append(target)
                 continue
@@ -485,6 +482,21 @@ class Delivery:
             from .quotawarn import warn
 
             warn(self, db, delivered, keys, staged)
+
+    def _scripts(self, target, info):
+        """The trusted scripts to run for a local target (sievescripts).
+        Most mailboxes have none: one or two stats say so here, and only a
+        delivery that may have one imports the code that orders them."""
+        config = self.config
+        if not (config.sieve_before or config.sieve_after or config.sieve_default
+                or os.path.exists(config.sieve_script_for(target.maildir_path))
+                or (config.per_user and os.path.lexists(os.path.join(config.home,
+                                                                     ".dovecot.sieve")))):
+            return []
+        from .sievescripts import scripts_for
+
+        return [path for path in scripts_for(config, target.maildir_path, self.log.warning)
+                if self._trusted_script(path, info)]
 
     def _sync_linked(self, linked, keys, results, done, failed):
         """Sync the directories linked into since the last call (see
