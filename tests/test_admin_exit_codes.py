@@ -129,7 +129,8 @@ def site_of_root(tmp_path_factory):
 
     from conftest import Site
 
-    python = nobody_python()  # skips unless root, with setpriv
+    # Skips unless root, with setpriv, and a Python whose click nobody can import.
+    python = nobody_python("sqlite3, click, sqlite_utils, lda.cli")
     base = Path(tempfile.mkdtemp(prefix="lda-perm-"))
     base.chmod(0o755)
     site = Site(base)
@@ -145,7 +146,8 @@ def as_nobody(site, python, *args):
     return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                            python, str(REPO / "bin" / "lda"), *args], cwd="/",
                           env={"LDA_CONFIG": str(site.config), "PATH": "/usr/bin:/bin",
-                               "HOME": "/"}, capture_output=True, timeout=60)
+                               "HOME": "/", "PYTHONPATH": str(REPO)},  # as nobody_python probes
+                          capture_output=True, timeout=60)
 
 
 @pytest.mark.parametrize("args", [["mailbox", "list"], ["mailbox", "create", "b@example.org"],
