@@ -119,6 +119,11 @@ class Config:
     def directory_path(self):
         return os.path.join(self.state_dir, "directory.sqlite")
 
+    def sieve_options(self):
+        """The sieve_* keys, for the Sieve extensions that read site settings
+        (lda.sieve.Envelope.options)."""
+        return {key: getattr(self, key) for key in KEYS if key.startswith("sieve_")}
+
     def sieve_script_for(self, maildir_path):
         """~/.lda.sieve (sieve_script) in per-user mode; lda.sieve in the root
         of a managed mailbox.  Here rather than in sieve_delivery, which a

@@ -67,10 +67,10 @@ def targets_for(outcome, target, log, log_id):
             derived.append(Target(action.address, target.db_root, primary=False,
                                   lock_key=target.mailbox,
                                   key=f"redirect:{target.mailbox}:{action.address}"))
-        elif kind == "Vacation":
+        elif hasattr(action, "reply_bytes"):  # vacation, and any message a script sends
             derived.append(Target(action.to, target.db_root, primary=False,
                                   lock_key=target.mailbox, reply=action.reply_bytes,
-                                  key=f"vacation:{target.mailbox}:{action.to}"))
+                                  key=f"{kind.lower()}:{target.mailbox}:{action.to}"))
     if not derived:
         log.info(f"{log_id}: to=<{target.address}>, status=discarded (by Sieve script)")
     return derived
@@ -127,7 +127,8 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     state = SieveState(db, target.mailbox, delivery.clock)
     envelope = Envelope(delivery.sender or "", plan.canonical,
                         delivery.original_recipient or plan.canonical,
-                        delivery.config.recipient_delimiter)
+                        delivery.config.recipient_delimiter,
+                        options=delivery.config.sieve_options())
     message = Message(info.headers, staged.size)
     outcomes = []
     for path in scripts:

@@ -207,16 +207,22 @@ class Outcome:
 
 
 class Envelope:
-    """The SMTP envelope of the delivery: from_ is "" for the null sender;
-    delimiters (lda's recipient_delimiter) split :user from :detail."""
+    """The SMTP envelope of the delivery and what else a script may know of
+    it: from_ is "" for the null sender; delimiters (lda's
+    recipient_delimiter) split :user from :detail."""
 
-    __slots__ = ("from_", "to", "original_recipient", "delimiters")
+    __slots__ = ("from_", "to", "original_recipient", "delimiters", "environment", "options")
 
-    def __init__(self, from_="", to="", original_recipient=None, delimiters="+"):
+    def __init__(self, from_="", to="", original_recipient=None, delimiters="+",
+                 environment=None, options=None):
         self.from_ = _bare(from_ or "")
         self.to = _bare(to or "")
         self.original_recipient = _bare(original_recipient) if original_recipient else None
         self.delimiters = delimiters
+        # RFC 5183 items the caller knows ("remote-ip", "phase", ...), and
+        # the site's Sieve settings from lda.toml (Config.sieve_options()).
+        self.environment = dict(environment or {})
+        self.options = dict(options or {})
 
 
 def _bare(address):

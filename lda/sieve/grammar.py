@@ -9,47 +9,18 @@ is raised, so `lda sieve check` can list every problem at once.
 
 from .actions import UnsafeFolder, check_folder
 from .errors import SieveError
+from .extensions import MODULES, load
 from .fields import valid_address
+from .spec import COPY, FLAGS, MATCH, MATCH_DEFAULTS, NUMBER, PARTS, STRING, STRINGS, Spec, tag
 
 CAPABILITIES = frozenset({
     "fileinto", "envelope", "copy", "imap4flags", "variables", "duplicate", "vacation",
     "subaddress", "mailbox", "comparator-i;octet", "comparator-i;ascii-casemap"})
 COMPARATORS = ("i;ascii-casemap", "i;octet")
-STRING, STRINGS, NUMBER = "string", "string list", "number"
 ENVELOPE_PARTS = ("from", "to")
 # RFC 5229 section 4: modifiers of one precedence exclude each other.
 MODIFIER_PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
                        "quotewildcard": 20, "length": 10}
-
-
-def tag(key, value=True, kind=None, extension=None):
-    """A tagged argument: it sets `key` to `value`, or to the argument that
-    follows it (of `kind`); `extension` must be required to use it."""
-    return (key, value, kind, extension)
-
-
-MATCH = {":is": tag("match", "is"), ":contains": tag("match", "contains"),
-         ":matches": tag("match", "matches"), ":comparator": tag("comparator", kind=STRING)}
-PARTS = {":all": tag("part", "all"), ":localpart": tag("part", "localpart"),
-         ":domain": tag("part", "domain"), ":user": tag("part", "user", extension="subaddress"),
-         ":detail": tag("part", "detail", extension="subaddress")}
-MATCH_DEFAULTS = {"match": "is", "comparator": "i;ascii-casemap"}
-FLAGS = {":flags": tag("flags", kind=STRINGS, extension="imap4flags")}
-COPY = {":copy": tag("copy", extension="copy")}
-
-
-class Spec:
-    """A command or test: the extension it belongs to, its tags, its
-    positional arguments [(field, kind)], defaults, and whether the first
-    positional may be left out (setflag's and hasflag's variable name)."""
-
-    def __init__(self, extension=None, tags=None, positional=(), defaults=None,
-                 optional_first=False):
-        self.extension = extension
-        self.tags = tags or {}
-        self.positional = positional
-        self.defaults = defaults or {}
-        self.optional_first = optional_first
 
 
 COMMANDS = {
@@ -95,6 +66,28 @@ TESTS = {
                   "last": False}),
 }
 TEST_LISTS = ("allof", "anyof")
+
+
+def _merge_extensions():
+    """Each module under extensions/ adds its capabilities, commands, tests
+    and the tags it gives to commands and tests defined elsewhere
+    (extensions/__init__.py describes the protocol)."""
+    global CAPABILITIES
+    capabilities = set(CAPABILITIES)
+    for name in MODULES:
+        module = load(name)
+        capabilities.update(module.CAPABILITIES)
+        for table, specs in ((COMMANDS, module.COMMANDS), (TESTS, module.TESTS)):
+            for key, spec in specs.items():
+                spec.module = name
+                table[key] = spec
+        for target, tags in module.TAGS.items():
+            spec = COMMANDS.get(target) or TESTS[target]
+            spec.tags = {**spec.tags, **tags}
+    CAPABILITIES = frozenset(capabilities)
+
+
+_merge_extensions()
 
 
 class Validator:
@@ -178,9 +171,7 @@ class Validator:
         built = {"cmd": node.name, "line": node.line}
         if not self.arguments(node, spec, built):
             return None
-        check = getattr(self, "check_" + node.name, None)
-        if check:
-            check(node, built)
+        self.check(node, spec, built)
         return built
 
     def test(self, node):
@@ -196,10 +187,22 @@ class Validator:
             self.error(node.tests[0].line, node.tests[0].col, f"{node.name} takes no test")
         if spec is None or not self.arguments(node, spec, built):
             return {"test": "false", "line": node.line}
+        self.check(node, spec, built)
+        return built
+
+    def check(self, node, spec, built):
+        """The command's or test's own checks: a check_NAME method here, or
+        check_NAME(validator, node, built) in its extension module, which
+        also runs it (the interpreter reads "ext")."""
+        if spec.module is not None:
+            built["ext"] = spec.module
+            check = getattr(load(spec.module), "check_" + node.name, None)
+            if check:
+                check(self, node, built)
+            return
         check = getattr(self, "check_" + node.name, None)
         if check:
             check(node, built)
-        return built
 
     def lookup(self, node, table, kind):
         spec = table.get(node.name)

@@ -19,6 +19,7 @@ from .actions import (
     UnsafeFolder,
     check_folder,
 )
+from .extensions import load
 from .fields import address_part, addresses, text, valid_address
 from .match import compare, quote_wildcards
 
@@ -132,7 +133,10 @@ class Execution:
     def block(self, commands):
         for node in commands:
             self.line = node["line"]
-            getattr(self, "cmd_" + node["cmd"])(node)
+            if "ext" in node:
+                getattr(load(node["ext"]), "cmd_" + node["cmd"])(self, node)
+            else:
+                getattr(self, "cmd_" + node["cmd"])(node)
 
     def cmd_if(self, node):
         for test, block in node["branches"]:
@@ -243,6 +247,8 @@ class Execution:
     # --- tests ---------------------------------------------------------------
 
     def test(self, node):
+        if "ext" in node:
+            return getattr(load(node["ext"]), "test_" + node["test"])(self, node)
         return getattr(self, "test_" + node["test"])(node)
 
     def test_true(self, node):

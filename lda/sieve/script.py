@@ -11,7 +11,7 @@ import os
 
 from .errors import SieveError
 
-FORMAT = 1  # bump when the AST changes shape: older cache files are ignored
+FORMAT = 2  # bump when the AST changes shape: older cache files are ignored
 MAX_SCRIPT_BYTES = 1 << 20
 MEMO_LIMIT = 256
 _memo = {}  # in-process: text or file stamp -> Script

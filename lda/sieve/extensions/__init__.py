@@ -1,0 +1,41 @@
+"""Sieve extensions that live in a module of their own.
+
+The interpreter's core (interpreter.py, grammar.py) holds RFC 5228 and the
+extensions that change how every test matches (variables, comparators,
+match types, index).  Each module named in MODULES holds one extension, or
+a family of them that share code, and both its halves:
+
+Compile side, read by grammar.py when a script is compiled:
+  CAPABILITIES   the names `require` accepts for it
+  COMMANDS       {name: spec.Spec} of its commands
+  TESTS          {name: spec.Spec} of its tests
+  TAGS           {command or test defined elsewhere: {":tag": spec.tag(...)}},
+                 tags it adds to them (an extension tag gets no default:
+                 the interpreter reads it with node.get())
+  check_NAME(validator, node, built)   optional compile-time checks, with
+                 validator.error(line, col, message) and validator.requires
+
+Run side, imported only when a script that uses it runs (the compiled AST
+names the module under "ext", so a cached script never loads the others):
+  cmd_NAME(execution, node)    a command
+  test_NAME(execution, node) -> bool   a test
+
+`execution` is interpreter.Execution: .string()/.strings() expand
+variables, .fields(name) gives raw header values, .matches(node, values,
+keys) applies the match type and comparator, .add(action) records an
+action, .fail(message) is a runtime error (implicit keep), .log a list of
+lines for the delivery log, .envelope (with .environment and .options) and
+.message the delivery's.
+"""
+
+MODULES = ()
+_loaded = {}
+
+
+def load(name):
+    """The extension module `name` (imported once)."""
+    module = _loaded.get(name)
+    if module is None:
+        module = __import__(f"{__name__}.{name}", fromlist=["_"])
+        _loaded[name] = module
+    return module
