@@ -10,6 +10,8 @@ mailbox's database and is written only once the message is stored (RFC 7352
 section 3).
 """
 
+import os
+
 from ..errors import LdaError
 
 
@@ -42,10 +44,28 @@ class SieveState:
 
 
 class Message:
-    """What a script may look at: the header fields and the size."""
+    """What a script may look at: the header fields and the size, and the
+    whole message through raw() (read only when a body or mime test runs)."""
 
-    def __init__(self, headers, size):
-        self.headers, self.size = headers, size
+    def __init__(self, headers, size, staged=None):
+        self.headers, self.size, self.staged = headers, size, staged
+
+    def raw(self, limit):
+        """The first `limit` bytes of the message as stored, after the
+        Return-Path/Delivered-To lines lda prepended (staged.prefix_len)."""
+        fd = self.staged.open()
+        try:
+            data, offset = [], self.staged.prefix_len
+            while limit > 0:
+                chunk = os.pread(fd, min(limit, 1 << 20), offset)
+                if not chunk:
+                    break
+                data.append(chunk)
+                offset += len(chunk)
+                limit -= len(chunk)
+            return b"".join(data)
+        finally:
+            os.close(fd)
 
 
 def targets_for(outcome, target, log, log_id):
@@ -129,7 +149,7 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
                         delivery.original_recipient or plan.canonical,
                         delivery.config.recipient_delimiter,
                         options=delivery.config.sieve_options())
-    message = Message(info.headers, staged.size)
+    message = Message(info.headers, staged.size, staged)
     outcomes = []
     for path in scripts:
         outcome = evaluate(path, delivery.sieve_cache(), message, envelope, state)

@@ -37,18 +37,20 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+"):
 
 
 class Message:
-    def __init__(self, headers, size):
-        self.headers, self.size = headers, size
+    def __init__(self, headers, size, data=b""):
+        self.headers, self.size, self.data = headers, size, data
+
+    def raw(self, limit):
+        return self.data[:limit]
 
 
 def read_message(stream):
     from ..deliver.message import Reader
 
     reader = Reader(stream)
-    for _ in reader.chunks():
-        pass
+    data = b"".join(reader.chunks())
     reader.info()
-    return Message(reader.headers, reader.size)
+    return Message(reader.headers, reader.size, data)
 
 
 def _first_address(headers, names):

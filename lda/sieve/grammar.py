@@ -66,6 +66,7 @@ TESTS = {
                   "last": False}),
 }
 TEST_LISTS = ("allof", "anyof")
+ROUTES = {}  # command or test defined here: [(fields, extension module that runs it)]
 
 
 def _merge_extensions():
@@ -84,6 +85,8 @@ def _merge_extensions():
         for target, tags in module.TAGS.items():
             spec = COMMANDS.get(target) or TESTS[target]
             spec.tags = {**spec.tags, **tags}
+        for target, fields in getattr(module, "ROUTES", {}).items():
+            ROUTES.setdefault(target, []).append((fields, name))
     CAPABILITIES = frozenset(capabilities)
 
 
@@ -166,7 +169,7 @@ class Validator:
         if node.tests:
             self.error(node.tests[0].line, node.tests[0].col,
                        f"{node.name} takes no test")
-        if node.block is not None:
+        if node.block is not None and not spec.block:
             self.error(node.line, node.col, f'{node.name} takes no block; missing ";"?')
         built = {"cmd": node.name, "line": node.line}
         if not self.arguments(node, spec, built):
@@ -194,9 +197,11 @@ class Validator:
         """The command's or test's own checks: a check_NAME method here, or
         check_NAME(validator, node, built) in its extension module, which
         also runs it (the interpreter reads "ext")."""
-        if spec.module is not None:
-            built["ext"] = spec.module
-            check = getattr(load(spec.module), "check_" + node.name, None)
+        module = spec.module or next((name for fields, name in ROUTES.get(node.name, ())
+                                      if any(field in built for field in fields)), None)
+        if module is not None:
+            built["ext"] = module
+            check = getattr(load(module), "check_" + node.name, None)
             if check:
                 check(self, node, built)
             return

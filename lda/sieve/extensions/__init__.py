@@ -12,8 +12,14 @@ Compile side, read by grammar.py when a script is compiled:
   TAGS           {command or test defined elsewhere: {":tag": spec.tag(...)}},
                  tags it adds to them (an extension tag gets no default:
                  the interpreter reads it with node.get())
+  ROUTES         {command or test defined elsewhere: (field, ...)}: a node
+                 that sets one of these fields (with a tag from TAGS) is
+                 checked and run by this module's check_/cmd_/test_NAME
+                 (which may call the validator's own check_NAME)
   check_NAME(validator, node, built)   optional compile-time checks, with
-                 validator.error(line, col, message) and validator.requires
+                 validator.error(line, col, message) and validator.requires;
+                 a Spec with block=True builds its block here
+                 (validator.body(node))
 
 Run side, imported only when a script that uses it runs (the compiled AST
 names the module under "ext", so a cached script never loads the others):
@@ -28,7 +34,7 @@ lines for the delivery log, .envelope (with .environment and .options) and
 .message the delivery's.
 """
 
-MODULES = ()
+MODULES = ("body", "mime")
 _loaded = {}
 
 
