@@ -10,7 +10,8 @@ comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
 extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
-recipient_delimiter).
+recipient_delimiter); body (RFC 5173) and mime, foreverypart, extracttext
+(RFC 5703; not replace or enclose).
 
 The API
 -------
@@ -30,7 +31,9 @@ load_script(path, cache_dir=None) -> Script | None
 run(script, message, envelope, state=None) -> Outcome
     message: .headers (lda.deliver.message.Headers: .fields is [(lower-case name
       bytes, value bytes)]) and .size (int); lda.deliver.message.Reader after
-      info() has both.  Body tests are not supported.
+      info() has both.  Body and mime tests call .raw(limit): the first
+      `limit` bytes of the message, header and body, LF line ends (only
+      when such a test runs; a message without raw() fails them).
     envelope: Envelope(from_, to, original_recipient); from_ "" is the
       null sender.
     state: the callbacks documented on MemoryState (now, duplicate_seen,
@@ -84,6 +87,9 @@ Decisions
   the user's own address, or when none of the user's addresses (recipient,
   original recipient, :from, :addresses; +detail ignored) is in
   To/Cc/Bcc/Resent-*.  Send the reply with the null envelope sender.
+- body and mime read at most 16 MiB of a message, and a script sees at most
+  200 MIME parts, 12 levels deep, 1 MiB decoded per part (mimeparts.py);
+  where lda differs from Pigeonhole is in extensions/mime.py's docstring.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation
