@@ -105,6 +105,22 @@ def test_parts_stop_at_max_parts():
     assert len(list(tree.walk())) == mimeparts.MAX_PARTS
 
 
+def test_a_flood_of_delimiters_is_cut_at_max_parts():
+    flood = b"Content-Type: multipart/mixed; boundary=x\n\n" + b"--x\n" * 1_000_000
+    assert len(list(mimeparts.parse(flood).walk())) == mimeparts.MAX_PARTS
+
+
+@pytest.mark.parametrize("html, text", [
+    ("<p>Hello <b>bold</b> world</p><p>next</p>", "Hello bold world next"),
+    ("a</>b< >c<!-- <p>hidden</p> -->d", "a b c d"),
+    ("<style>p { x }</style><script>if (a < b) {}</script>shown", "shown"),
+    ("x &amp; y &lt;tag&gt; caf&eacute;", "x & y <tag> café"),
+    ("broken <b unclosed", "broken"),
+], ids=["inline-and-block", "odd-tags", "style-script", "entities", "unclosed"])
+def test_html_text(html, text):
+    assert mimeparts.html_text(html) == text
+
+
 def test_decoded_text_stops_at_max_decoded_bytes():
     big = b"Subject: big\n\n" + b"a" * (mimeparts.MAX_DECODED_BYTES + 100)
     assert len(mimeparts.parse(big).decoded()) == mimeparts.MAX_DECODED_BYTES

@@ -6,10 +6,12 @@ an attachment's filename.
 The part order, the MIME options' values and extracttext's text were
 checked against Pigeonhole 0.5.19's sieve-test with the same message."""
 
+import os
+
 import pytest
 
-from conftest import maildir_files
-from lda.sieve import Envelope, SieveError, compile_script, run
+from conftest import maildir_files, without_site
+from lda.sieve import Envelope, SieveError, compile_script, load_script, run
 from lda.sieve.extensions import mime
 from sieve_helpers import KEEP, RECIPIENT, actions, parse
 from test_sieve_body import MIXED
@@ -168,3 +170,36 @@ def test_delivery_files_by_an_attachments_filename(user):
     assert filed.read_bytes().endswith(MIXED)
     assert len(maildir_files(user.maildir)) == 1
     assert not (user.maildir / ".Wrong").exists()  # lda's own Return-Path is not the message's
+
+
+CACHED_RUN = """
+import sys
+from lda.sieve import Envelope, load_script, run
+from lda.sieve.dryrun import Message
+from lda.deliver.message import Headers
+head, _, body = {msg!r}.partition(b"\\n\\n")
+message = Message(Headers(head), {size}, {msg!r})
+outcome = run(load_script({path!r}, {cache!r}), message, Envelope("a@example.org", "b@x.org"))
+print(outcome.describe(), outcome.errors, file=sys.stderr)
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+@pytest.mark.parametrize("script, loaded", [
+    ('require ["foreverypart", "mime", "fileinto"];\nforeverypart {\n'
+     '  if header :mime :param "filename" "content-disposition" "blueprint.pdf" {\n'
+     '    fileinto "Documents"; break; } }\n',
+     {"lda.sieve.mimeparts", "lda.sieve.extensions.mime"}),
+    ('require "fileinto";\nif header :contains "subject" "plans" { fileinto "Documents"; }\n',
+     set()),
+], ids=["mime", "no-mime"])
+def test_a_cached_script_loads_the_mime_code_only_when_it_uses_it(tmp_path, script, loaded):
+    path, cache = tmp_path / "s.sieve", tmp_path / "cache"
+    path.write_text(script)
+    load_script(path, cache)  # compiles and writes the cache
+    probe = CACHED_RUN.format(msg=MIXED, size=len(MIXED), path=str(path), cache=str(cache))
+    done = without_site(probe, os.environ)
+    assert done.stderr.startswith("['fileinto \"Documents\"'] []")
+    mime_code = {m for m in done.stdout.split() if "mimeparts" in m or "extensions." in m}
+    assert mime_code == loaded
+    assert "email" not in done.stdout.split()

@@ -125,7 +125,7 @@ def _split(part, boundary, count):
         at_line_start = found == part.start or message[found - 1:found] == b"\n"
         if at_line_start and (not rest.strip() or rest.startswith(b"--")):
             lines.append((found, line_end, rest.startswith(b"--")))
-            if rest.startswith(b"--"):
+            if rest.startswith(b"--") or len(lines) > MAX_PARTS:
                 break
         position = line_end + 1
     if not lines:
@@ -271,8 +271,7 @@ def html_text(html):
         end = html.find(">", start)
         if end < 0:
             break
-        name = lower[start + 1:end].lstrip("/").split(None, 1)[0] if end > start + 1 else ""
-        name = name.rstrip("/")
+        name = (lower[start + 1:end].lstrip("/").split(None, 1) or [""])[0].rstrip("/")
         if name in ("style", "script") and not lower.startswith("</", start):
             close = lower.find(f"</{name}", end)
             end = len(html) if close < 0 else lower.find(">", close)
