@@ -7,7 +7,9 @@ multipart contributes only its prologue and epilogue and a message/rfc822
 only its header; :text (the default) the text/* parts decoded, text/html
 without its markup, as Pigeonhole gives.  The message is read (at most
 mimeparts.MAX_MESSAGE_BYTES) only when a body test runs.  As Pigeonhole,
-a body test sets no match variables.
+a body test sets no match variables.  Unlike Pigeonhole 0.5.19, a part of a
+multipart/digest without Content-Type is a message/rfc822 for :content
+(RFC 2046 section 5.1.5).
 """
 
 from ..spec import MATCH, MATCH_DEFAULTS, STRINGS, Spec, tag

@@ -13,9 +13,12 @@ extracttext sets a variable to the current part's decoded text (text/html
 without markup; a multipart or message/rfc822 gives "").
 
 Where lda differs from Pigeonhole 0.5.19: a :param absent from the field
-gives no value (Pigeonhole matches "" there); an outer loop goes on after
-an inner loop ends (Pigeonhole ended the outer loop too); :first counts
-characters (RFC 5703 section 7), not bytes.  Loops are bounded by
+gives no value (Pigeonhole matches "" there); an RFC 2231 parameter in
+another charset is converted to UTF-8 (Pigeonhole passes its bytes);
+:type, :subtype and :contenttype are lower-case (RFC 2045 section 5.1:
+case does not matter; Pigeonhole gives them as written); an outer loop
+goes on after an inner loop ends (Pigeonhole ended the outer loop too);
+:first counts characters (RFC 5703 section 7), not bytes.  Loops are bounded by
 MAX_LOOP_STEPS iterations per run; the parts by mimeparts' bounds.
 """
 
