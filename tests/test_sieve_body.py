@@ -167,6 +167,25 @@ def test_a_message_without_mime_headers_is_one_text_part():
     assert body('body :raw :is "Please pay the invoice.\n"', PLAIN_BODY)
 
 
+DIGEST = b"""\
+Subject: digest
+Content-Type: multipart/digest; boundary="d"
+
+--d
+
+Subject: first item
+
+First item body.
+--d--
+"""
+
+
+def test_a_digest_part_without_content_type_is_a_message():
+    # RFC 2046 section 5.1.5 (Pigeonhole 0.5.19 does not match :content here)
+    assert body('body :content "message/rfc822" :contains "first item"', DIGEST)
+    assert body('body :text :contains "First item body"', DIGEST)
+
+
 def test_body_sets_no_match_variables():
     script = ('require ["body", "variables", "fileinto"];\n'
               'if header :matches "subject" "*" {}\n'

@@ -38,14 +38,14 @@ COMMANDS = {
 TESTS = {}
 ANY = {":mime": tag("mime", extension="mime"), ":anychild": tag("anychild", extension="mime")}
 TAGS = {
-    "header": {**ANY, ":type": tag("option", "type", extension="mime"),
-               ":subtype": tag("option", "subtype", extension="mime"),
-               ":contenttype": tag("option", "contenttype", extension="mime"),
-               ":param": tag("params", kind=STRINGS, extension="mime")},
+    "header": {**ANY, ":type": tag("mime_option", "type", extension="mime"),
+               ":subtype": tag("mime_option", "subtype", extension="mime"),
+               ":contenttype": tag("mime_option", "contenttype", extension="mime"),
+               ":param": tag("mime_params", kind=STRINGS, extension="mime")},
     "address": ANY,
     "exists": ANY,
 }
-ROUTES = {"header": ("mime", "anychild", "option", "params"), "address": ("mime", "anychild"),
+ROUTES = {"header": ("mime", "anychild", "mime_option", "mime_params"), "address": ("mime", "anychild"),
           "exists": ("mime", "anychild")}
 
 
@@ -94,11 +94,11 @@ def check_extracttext(validator, node, built):
 
 def _check_mime(validator, node, built):
     if "mime" not in built:
-        tag = ":anychild" if "anychild" in built else ":param" if "params" in built \
-            else f':{built["option"]}'
+        tag = ":anychild" if "anychild" in built else ":param" if "mime_params" in built \
+            else f':{built["mime_option"]}'
         validator.error(node.line, node.col, f"{tag} needs :mime")
-    if "option" in built and "params" in built:
-        validator.error(node.line, node.col, f':{built["option"]} conflicts with :param')
+    if "mime_option" in built and "mime_params" in built:
+        validator.error(node.line, node.col, f':{built["mime_option"]} conflicts with :param')
 
 
 def check_header(validator, node, built):
@@ -146,7 +146,9 @@ def cmd_extracttext(execution, node):
     from ..interpreter import MAX_VARIABLE_LENGTH
     from ..interpreter import MODIFIERS as APPLY
 
-    part = execution.mime_part
+    part = getattr(execution, "mime_part", None)
+    if part is None:  # the validator allows extracttext only inside foreverypart
+        execution.fail("extracttext outside foreverypart")
     value = "" if part.children or part.type == "multipart" else part.text()
     if node["first"] is not None:
         value = value[:node["first"]]
@@ -171,12 +173,12 @@ def test_header(execution, node):
     from ..fields import text
 
     names, keys = execution.strings(node["headers"]), execution.strings(node["keys"])
-    params = execution.strings(node["params"]) if "params" in node else None
+    params = execution.strings(node["mime_params"]) if "mime_params" in node else None
     for part in _parts(execution, node):
         values = []
         for name in names:
             for raw in _values(part, name):
-                values += mime_values(text(raw), node.get("option"), params)
+                values += mime_values(text(raw), node.get("mime_option"), params)
         if execution.matches(node, values, keys):
             return True
     return False
