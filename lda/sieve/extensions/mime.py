@@ -45,8 +45,8 @@ TAGS = {
     "address": ANY,
     "exists": ANY,
 }
-ROUTES = {"header": ("mime", "anychild", "mime_option", "mime_params"), "address": ("mime", "anychild"),
-          "exists": ("mime", "anychild")}
+ROUTES = {"header": ("mime", "anychild", "mime_option", "mime_params"),
+          "address": ("mime", "anychild"), "exists": ("mime", "anychild")}
 
 
 class Break(Exception):
