@@ -87,8 +87,10 @@ def test_address_and_exists_mime():
     script = REQUIRE + ('if address :mime :anychild :domain "from" "acme.example.com" '
                         '{ addflag "address"; }\n'
                         'if exists :mime :anychild "content-disposition" { addflag "exists"; }\n'
-                        'if exists :mime "content-disposition" { addflag "top"; }\nkeep;')
-    assert actions(script, msg=MIXED.decode()) == ['keep :flags "address exists"']
+                        'if exists :mime "content-disposition" { addflag "top"; }\n'
+                        'if exists :mime :anychild ["content-disposition", "subject"] '
+                        '{ addflag "split"; }\nkeep;')
+    assert actions(script, msg=MIXED.decode()) == ['keep :flags "address exists split"']
 
 
 def test_extracttext_gives_the_current_parts_text():

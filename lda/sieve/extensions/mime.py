@@ -219,6 +219,7 @@ def test_address(execution, node):
 
 
 def test_exists(execution, node):
-    names = execution.strings(node["headers"])
-    return any(all(_values(part, name) for name in names)
-               for part in _parts(execution, node))
+    """With :anychild each field may be in a different part, as in Pigeonhole."""
+    parts = _parts(execution, node)
+    return all(any(_values(part, name) for part in parts)
+               for name in execution.strings(node["headers"]))
