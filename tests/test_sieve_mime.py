@@ -181,8 +181,9 @@ from lda.sieve.dryrun import Message
 from lda.deliver.message import Headers
 head, _, body = {msg!r}.partition(b"\\n\\n")
 message = Message(Headers(head), {size}, {msg!r})
-outcome = run(load_script({path!r}, {cache!r}), message, Envelope("a@example.org", "b@x.org"))
-print(outcome.describe(), outcome.errors, file=sys.stderr)
+script = load_script({path!r}, {cache!r})
+outcome = run(script, message, Envelope("a@example.org", "b@x.org"))
+print(outcome.describe(), outcome.errors, script.cache_status, file=sys.stderr)
 print(" ".join(sorted(sys.modules)))
 """
 
@@ -201,7 +202,7 @@ def test_a_cached_script_loads_the_mime_code_only_when_it_uses_it(tmp_path, scri
     load_script(path, cache)  # compiles and writes the cache
     probe = CACHED_RUN.format(msg=MIXED, size=len(MIXED), path=str(path), cache=str(cache))
     done = without_site(probe, os.environ)
-    assert done.stderr.startswith("['fileinto \"Documents\"'] []")
+    assert done.stderr.startswith("['fileinto \"Documents\"'] [] cache")
     mime_code = {m for m in done.stdout.split() if "mimeparts" in m or "extensions." in m}
     assert mime_code == loaded
     assert "email" not in done.stdout.split()
