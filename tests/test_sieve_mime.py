@@ -206,3 +206,13 @@ def test_a_cached_script_loads_the_mime_code_only_when_it_uses_it(tmp_path, scri
     mime_code = {m for m in done.stdout.split() if "mimeparts" in m or "extensions." in m}
     assert mime_code == loaded
     assert "email" not in done.stdout.split()
+
+
+def test_lda_sieve_test_runs_a_loop_on_the_message_read(user, tmp_path):
+    path = tmp_path / "s.sieve"
+    path.write_text(REQUIRE + 'foreverypart {\n'
+                    '  if header :mime :type "content-type" "message" { break; }\n'
+                    '  extracttext :first 4 "start";\n'
+                    '  if string :is "${start}" "%PDF" { fileinto "Scans"; }\n}\n')
+    done = user.run("sieve", "test", str(path), input=MIXED, check=0)
+    assert done.stdout.decode().splitlines() == ['fileinto "Scans"']
