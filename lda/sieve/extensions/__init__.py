@@ -31,7 +31,8 @@ variables, .fields(name) gives raw header values, .matches(node, values,
 keys) applies the match type and comparator, .add(action) records an
 action, .fail(message) is a runtime error (implicit keep), .log a list of
 lines for the delivery log, .envelope (with .environment and .options) and
-.message the delivery's.
+.message the delivery's, .block(commands) runs a block.  The message's
+bytes and MIME parts: mimeparts.message_tree(execution), read once per run.
 """
 
 MODULES = ("body", "mime")
