@@ -11,6 +11,7 @@ extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
 recipient_delimiter).
+Extension modules (extensions/): enotify (RFC 5435, mailto method RFC 5436).
 
 The API
 -------
@@ -48,7 +49,8 @@ Outcome
     .actions          explicit actions in order: Keep(flags),
                       FileInto(folder, flags, create, copy),
                       Redirect(address, copy), Discard(),
-                      Vacation(to, reply_bytes, handle, days)
+                      Vacation(to, reply_bytes, handle, days),
+                      Notify(to, reply_bytes, ...) (extensions/enotify.py)
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
     .implicit_flags   flags for the implicit keep (imap4flags)
@@ -84,6 +86,9 @@ Decisions
   the user's own address, or when none of the user's addresses (recipient,
   original recipient, :from, :addresses; +detail ignored) is in
   To/Cc/Bcc/Resent-*.  Send the reply with the null envelope sender.
+- notify (enotify): one Notify per recipient, sent as a vacation reply is
+  (null sender, once per message); none for an Auto-Submitted message; a
+  mailto URI may only name to, cc, subject and body.  See its docstring.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation
