@@ -140,8 +140,8 @@ def test_uri_subject_body_and_ignored_fields():
                        "&from=evil@example.net&bcc=hidden@example.net&subject=second")
     assert (mailto.subject, mailto.body) == ("Caf\u00e9 cr\u00e8me", "one\r\ntwo")
     assert mailto.recipients == [("a@example.org", "To")]
-    assert mailto.notes == ['"from" field ignored (RFC 5436 section 2.3)',
-                            '"bcc" field ignored (RFC 5436 section 2.3)',
+    assert mailto.notes == ['"from" field ignored (RFC 5436 section 2.7)',
+                            '"bcc" field ignored (a notification names its recipients)',
                             "second subject field ignored"]
 
 
@@ -185,7 +185,7 @@ def test_encode_url():
 
 def test_notification_message():
     [action], outcome = notifications(NOTIFY + 'notify "mailto:alice@example.org";')
-    assert outcome.all_actions()[-1] == Keep(implicit=True)  # RFC 5435 section 3.8
+    assert outcome.all_actions()[-1] == Keep(implicit=True)  # notify keeps (RFC 5435)
     assert action.to == "alice@example.org"
     parsed, body = fields_of(action)
     assert parsed["From"] == RECIPIENT
@@ -207,7 +207,8 @@ def test_notification_tags_and_uri_fields():
     script = (VARIABLES + 'if header :matches "subject" "I have *" {\n'
               '  notify :from "Road Runner <rr@acme.example.com>" :importance "1"\n'
               '    :message "Caf\u00e9: ${1}" :options "x=y"\n'
-              '    "mailto:alice@example.org?cc=bob@example.org&subject=unused&body=Look%0D%0Anow";\n'
+              '    "mailto:alice@example.org?cc=bob@example.org&subject=unused'
+              '&body=Look%0D%0Anow";\n'
               '}\n')
     actions, outcome = notifications(script)
     assert [a.to for a in actions] == ["alice@example.org", "bob@example.org"]
@@ -230,8 +231,9 @@ def test_uri_subject_when_no_message_and_invalid_runtime_from():
     assert outcome.log[0] == "notify: ignoring invalid :from 'nobody'"
 
 
-@pytest.mark.parametrize("field", ["Auto-Submitted: auto-replied", "Auto-Submitted: auto-generated",
-                                   'Auto-Submitted: auto-notified; owner-email="x@y.org"'])
+@pytest.mark.parametrize("field", [
+    "Auto-Submitted: auto-replied", "Auto-Submitted: auto-generated",
+    'Auto-Submitted: auto-notified; owner-email="x@y.org"'])
 def test_no_notification_for_an_automatic_message(field):
     actions, outcome = notifications(NOTIFY + 'notify "mailto:a@example.org";',
                                      msg=with_headers(field))
@@ -355,3 +357,12 @@ def test_delivery_does_not_notify_about_a_notification(site):
     site.deliver(message(extra=b'Auto-Submitted: auto-notified; owner-email="b@x"\n'),
                  "alice@example.org", check=0)
     assert site.sent() == [] and len(maildir_files(box)) == 1
+
+
+def test_a_notification_that_cannot_be_sent_is_logged_and_the_message_kept(make_site):
+    site = make_site(sendmail=["/bin/false"])
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text(NOTIFY + 'notify "mailto:phone@sms.example.net";\n')
+    done = site.deliver(message(), "alice@example.org", check=0)
+    assert len(maildir_files(box)) == 1
+    assert b"status=bounced (notification not sent: /bin/false exited 1" in done.stderr

@@ -13,14 +13,14 @@ The URI is read as RFC 6068 says: addresses before "?" and in "to" and
 Choices where the RFCs leave room, and where lda differs from Pigeonhole:
 - A URI field other than to, cc, subject and body makes the URI invalid
   (lda writes every header field of the notification itself); "from"
-  (RFC 5436 section 2.3: MUST be ignored) and "bcc" are ignored and logged.
+  (RFC 5436 section 2.7: MUST be ignored) and "bcc" are ignored and logged.
   Pigeonhole ignores a list of reserved fields and copies the others.
 - An invalid or unsupported URI is a compile error when it is a constant,
   else a runtime error (implicit keep); a URI with no recipient is invalid
   (Pigeonhole: a warning, and nothing is sent).  Percent-encoded UTF-8 in a
   subject is accepted (Pigeonhole refuses it).
 - From: is :from when it holds one valid address, else the recipient
-  (RFC 5436 section 2.3; Pigeonhole uses the postmaster); the envelope
+  (RFC 5436 section 2.7; Pigeonhole uses the postmaster); the envelope
   sender is always null (RFC 5436 section 2.7 asks for it when the
   triggering message had one; lda also never gives bounces to :from).
 - More than MAX_RECIPIENTS recipients: the rest are dropped and logged, as
@@ -53,14 +53,12 @@ TAGS = {"set": {":encodeurl": tag("modifiers", "encodeurl", extension="enotify")
 MAX_URI_LENGTH = 8192
 MAX_RECIPIENTS = 8     # per notification, as Pigeonhole's mailto method
 MAX_SUBJECT = 256      # characters of :message or a subject taken over
-MAX_BODY = 64 * 1024   # characters of a body field
 UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # RFC 3986 characters a mailto URI may hold as they are; the rest must be
 # percent-encoded (RFC 6068 section 2).
 URI_CHARS = UNRESERVED | frozenset("!$'()*+,;:@/?&=%")
 HEX = "0123456789ABCDEFabcdef"
 USED_FIELDS = ("to", "cc", "subject", "body")
-IGNORED_FIELDS = ("from", "bcc")
 IMPORTANCE = {"1": ("1 (Highest)", "high"), "3": ("5 (Lowest)", "low")}
 
 
@@ -146,8 +144,10 @@ def read_field(mailto, field):
         if any((ord(c) < 32 and c not in allowed) or ord(c) == 127 for c in value):
             raise BadUri(f"a control character or line break in the {name} field")
         setattr(mailto, name, value)
-    elif name in IGNORED_FIELDS:
-        mailto.notes.append(f'"{name}" field ignored (RFC 5436 section 2.3)')
+    elif name == "from":
+        mailto.notes.append('"from" field ignored (RFC 5436 section 2.7)')
+    elif name == "bcc":
+        mailto.notes.append('"bcc" field ignored (a notification names its recipients)')
     else:
         raise BadUri(f'the "{shorten(name)}" field is not allowed (only '
                      + ", ".join(USED_FIELDS) + ")")
@@ -284,7 +284,7 @@ def test_notify_method_capability(execution, node):
 # --- the notification message (RFC 5436 sections 2.7 and 2.8) --------------
 
 def notification_from(execution, node):
-    """The From: value: :from when valid, else the recipient (RFC 5436 2.3)."""
+    """The From: value: :from when valid, else the recipient (RFC 5436 2.7)."""
     if node["from"] is not None:
         value = " ".join(execution.string(node["from"]).split())
         if from_address(value) is not None:
@@ -329,7 +329,7 @@ def build_message(execution, node, mailto, sender, subject):
     if node["importance"] in IMPORTANCE:
         priority, importance = IMPORTANCE[node["importance"]]
         fields += [("X-Priority", priority), ("Importance", importance)]
-    body = summary(execution) if mailto.body is None else mailto.body[:MAX_BODY]
+    body = summary(execution) if mailto.body is None else mailto.body
     body = body.replace("\r\n", "\n").replace("\r", "\n")
     if not body.endswith("\n"):
         body += "\n"
