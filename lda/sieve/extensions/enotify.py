@@ -18,7 +18,9 @@ Choices where the RFCs leave room, and where lda differs from Pigeonhole:
 - An invalid or unsupported URI is a compile error when it is a constant,
   else a runtime error (implicit keep); a URI with no recipient is invalid
   (Pigeonhole: a warning, and nothing is sent).  Percent-encoded UTF-8 in a
-  subject is accepted (Pigeonhole refuses it).
+  subject is accepted (Pigeonhole refuses it).  As RFC 6068 has it, ","
+  separates addresses (Pigeonhole refuses it) and an address is a bare
+  addr-spec (Pigeonhole also takes "Name <addr>"); a field needs "=".
 - From: is :from when it holds one valid address, else the recipient
   (RFC 5436 section 2.7; Pigeonhole uses the postmaster); the envelope
   sender is always null (RFC 5436 section 2.7 asks for it when the
