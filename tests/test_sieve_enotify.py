@@ -156,6 +156,7 @@ def test_uri_recipients_are_capped():
 @pytest.mark.parametrize("uri, reason", [
     ("mailto:a@example.org?to=b@example.org%0D%0AX-Evil:%201", "invalid recipient address"),
     ("mailto:a@example.org\r\nX-Evil: 1", "must be percent-encoded"),
+    ("mailto:a@example.org?cc=b@example.org%0D%0A", "invalid recipient address"),
     ("mailto:a@example.org?subject=%0Ahello", "line break in the subject"),
     ("mailto:a@example.org?subject=a%7Fb", "control character"),
     ("mailto:caf\u00e9@example.org", "must be percent-encoded"),
@@ -167,7 +168,7 @@ def test_uri_recipients_are_capped():
     ("mailto:a@example.org?body=" + "x" * MAX_URI_LENGTH, "longer than"),
     ("tel:+123", 'unsupported notification method "tel"'),
     (":a@example.org", "is not a URI"),
-], ids=["crlf-in-to", "raw-crlf", "lf-in-subject", "del-in-subject", "raw-utf8",
+], ids=["crlf-in-to", "raw-crlf", "trailing-crlf-in-cc", "lf-in-subject", "del-in-subject", "raw-utf8",
         "quoted-comma", "name-addr", "empty-name", "short-percent", "message-id", "too-long",
         "other-scheme", "no-scheme"])
 def test_uri_refused(uri, reason):

@@ -137,7 +137,7 @@ def read_field(mailto, field):
     value = decode(value)
     if name in ("to", "cc"):
         for address in value.split(","):
-            mailto.add(recipient(address.strip()), name.capitalize())
+            mailto.add(recipient(address.strip(" ")), name.capitalize())
     elif name in ("subject", "body"):
         if getattr(mailto, name) is not None:
             mailto.notes.append(f"second {name} field ignored")
