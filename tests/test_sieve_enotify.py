@@ -367,3 +367,14 @@ def test_a_notification_that_cannot_be_sent_is_logged_and_the_message_kept(make_
     done = site.deliver(message(), "alice@example.org", check=0)
     assert len(maildir_files(box)) == 1
     assert b"status=bounced (notification not sent: /bin/false exited 1" in done.stderr
+
+
+def test_scripts_in_sequence_notify_each_address_once():
+    from lda.deliver.filtering import sequence_outcome
+    from lda.sieve import Outcome
+
+    first = Outcome([Notify("a@example.org", b"one")])
+    second = Outcome([Notify("A@example.org", b"two"), Notify("b@example.org", b"three")])
+    merged = sequence_outcome([first, second])
+    assert merged.all_actions() == [Notify("a@example.org", b"one"),
+                                    Notify("b@example.org", b"three"), Keep(implicit=True)]
