@@ -118,8 +118,8 @@ def parse_uri(uri):
         raise BadUri(f"{stray!r} must be percent-encoded in a mailto URI (set :encodeurl "
                      "does it)")
     mailto = Mailto()
-    addresses, _, query = rest.partition("?")
-    for address in addresses.split(",") if addresses else ():
+    to_part, _, query = rest.partition("?")
+    for address in to_part.split(",") if to_part else ():
         mailto.add(recipient(decode(address)), "To")
     for field in query.split("&"):
         if field:
