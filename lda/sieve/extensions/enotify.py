@@ -25,6 +25,10 @@ Choices where the RFCs leave room, and where lda differs from Pigeonhole:
   (RFC 5436 section 2.7; Pigeonhole uses the postmaster); the envelope
   sender is always null (RFC 5436 section 2.7 asks for it when the
   triggering message had one; lda also never gives bounces to :from).
+- Subject: :message, else the URI's subject, else "Notification: " and
+  the message's (as Pigeonhole).  Without a body field the body names the
+  recipient and the message's From, Subject and Date (Pigeonhole: one
+  fixed sentence).  X-Priority and Importance only for :importance 1 or 3.
 - More than MAX_RECIPIENTS recipients: the rest are dropped and logged, as
   Pigeonhole.  Every recipient counts as one action towards the
   interpreter's MAX_ACTIONS (Pigeonhole counts a notify once).  A second
