@@ -61,6 +61,12 @@ def _has_quota(target):
     return target.local and target.quota is not None
 
 
+def _reply_name(target):
+    """What a reply target sends, for the log: filtering.targets_for keys
+    it by the action ("vacation:...", "notify:...")."""
+    return "notification" if (target.key or "").startswith("notify:") else "vacation reply"
+
+
 def prefix_for(recipient, sender, lead):
     """Return-Path and Delivered-To, unless the MTA prepended them already."""
     from .message import bare_address
@@ -676,7 +682,7 @@ class Delivery:
                     f"{outcome}; partial delivery, message kept for retry")
             elif target.reply is not None:  # never retried: see _conclude
                 status, dsn, detail = "bounced", outcome.status, (
-                    f"vacation reply not sent: {outcome}")
+                    f"{_reply_name(target)} not sent: {outcome}")
             else:
                 status, dsn, detail = failure_status(outcome), outcome.status, str(outcome)
             self.log.target(info.log_id, target.address,
@@ -688,7 +694,7 @@ class Delivery:
         if target.local:
             return f"delivered to maildir {result.stored_in.get(target, target.maildir_path)}"
         if target.reply is not None:
-            return f"vacation reply sent with {self.sendmail[0]}"
+            return f"{_reply_name(target)} sent with {self.sendmail[0]}"
         return f"forwarded with {self.sendmail[0]}"
 
     def _cleanup_databases(self):

@@ -180,8 +180,8 @@ def sequence_outcome(outcomes):
     A keep in any script but the last that ran only let the next one run
     (Pigeonhole: the message goes to INBOX only if the last script keeps);
     every other action stands.  As Pigeonhole, nothing is done twice: one
-    store per folder (flags merged), one redirect per address, and only the
-    first vacation reply.
+    store per folder (flags merged), one redirect per address, only the
+    first vacation reply, and one notification per address.
     """
     from ..sieve import Keep, Outcome
 
@@ -209,6 +209,9 @@ def _merge(actions, action):
             return
         if kind is Vacation and type(done) is Vacation:
             return
+        if kind is type(done) and hasattr(done, "reply_bytes") \
+                and done.to.lower() == action.to.lower():
+            return  # a notification (enotify) to one address goes once
         if (kind in (Keep, FileInto) and type(done) in (Keep, FileInto)
                 and done.maildir_folder == action.maildir_folder):
             flags = tuple(dict.fromkeys(done.flags + action.flags))

@@ -11,7 +11,8 @@ extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
 recipient_delimiter); body (RFC 5173) and mime, foreverypart, extracttext
-(RFC 5703; not replace or enclose).
+(RFC 5703; not replace or enclose); enotify (RFC 5435, mailto method RFC
+5436).
 
 The API
 -------
@@ -51,7 +52,8 @@ Outcome
     .actions          explicit actions in order: Keep(flags),
                       FileInto(folder, flags, create, copy),
                       Redirect(address, copy), Discard(),
-                      Vacation(to, reply_bytes, handle, days)
+                      Vacation(to, reply_bytes, handle, days),
+                      Notify(to, reply_bytes, ...) (extensions/enotify.py)
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
     .implicit_flags   flags for the implicit keep (imap4flags)
@@ -90,6 +92,9 @@ Decisions
 - body and mime read at most 16 MiB of a message, and a script sees at most
   200 MIME parts, 12 levels deep, 1 MiB decoded per part (mimeparts.py);
   where lda differs from Pigeonhole is in extensions/mime.py's docstring.
+- notify (enotify): one Notify per recipient, sent as a vacation reply is
+  (null sender, once per message); none for an Auto-Submitted message; a
+  mailto URI may only name to, cc, subject and body.  See its docstring.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation

@@ -20,7 +20,7 @@ COMPARATORS = ("i;ascii-casemap", "i;octet")
 ENVELOPE_PARTS = ("from", "to")
 # RFC 5229 section 4: modifiers of one precedence exclude each other.
 MODIFIER_PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
-                       "quotewildcard": 20, "length": 10}
+                       "quotewildcard": 20, "encodeurl": 15, "length": 10}
 
 
 COMMANDS = {

@@ -32,6 +32,7 @@ MODIFIERS = {
     "lowerfirst": lambda v: v[:1].lower() + v[1:],
     "upperfirst": lambda v: v[:1].upper() + v[1:],
     "quotewildcard": quote_wildcards, "length": lambda v: str(len(v)),
+    "encodeurl": lambda v: load("enotify").encode_url(v),  # RFC 5435 section 7
 }
 NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 

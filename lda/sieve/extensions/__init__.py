@@ -35,7 +35,7 @@ lines for the delivery log, .envelope (with .environment and .options) and
 bytes and MIME parts: mimeparts.message_tree(execution), read once per run.
 """
 
-MODULES = ("body", "mime")
+MODULES = ("body", "mime", "enotify")
 _loaded = {}
 
 
