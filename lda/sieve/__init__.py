@@ -11,6 +11,8 @@ extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
 recipient_delimiter).
+include (RFC 6609): include, return, global and ${global.NAME}; scripts
+from Envelope.options sieve_dir (:personal) and sieve_global_dir (:global).
 
 The API
 -------
@@ -75,6 +77,8 @@ Decisions
   dropped; "/", a leading, trailing or double ".", and control characters
   are refused: at compile time for a constant, else as a runtime error.
 - A runtime error drops every collected action: implicit keep only.
+- include resolves its script when it runs (a missing one, a cycle, a
+  compile error in it: a runtime error); extensions/include.py says why.
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.
