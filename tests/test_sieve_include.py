@@ -291,13 +291,12 @@ def test_global_after_a_local_set_is_an_error(places):
 
 
 def test_global_namespace_needs_include_in_the_script_that_reads_it(places):
-    """Without require "include", ${global.x} is no reference: it stays as
-    written (RFC 5229 section 3 leaves an unknown namespace to the
-    implementation; Pigeonhole refuses to compile it)."""
+    """RFC 6609 section 3.4.2: an error (Pigeonhole's at compile time)."""
     personal, _ = places
     write(personal, "plain", 'require ["variables", "fileinto"];\nfileinto "${global.x}";\n')
-    assert actions_of(places, 'require ["include", "variables"];\nset "global.x" "G";\n'
-                              'include "plain";\n') == ['fileinto "${global.x}"']
+    error = error_of(places, 'require ["include", "variables"];\nset "global.x" "G";\n'
+                             'include "plain";\n')
+    assert error == 'line 3: include "plain": line 2: "${global.x}" needs require "include"'
 
 
 # --- a delivery ------------------------------------------------------------------
@@ -341,3 +340,31 @@ def test_delivery_with_a_broken_include_keeps_the_message(user, tmp_path):
     assert len(maildir_files(user.maildir)) == 1
     assert b'include "broken": ' + str(user.home).encode() + b"/sieve/broken.sieve:2:1:" \
         in done.stderr
+
+
+def test_cli_test_includes_from_the_scripts_own_directory(user, tmp_path):
+    """`lda sieve test`: :personal is the tested script's directory (the
+    real one: ~/.dovecot.sieve links into ~/sieve)."""
+    scripts = user.home / "sieve"
+    scripts.mkdir()
+    write(scripts, "lists", 'require "fileinto";\nfileinto "Lists";\n')
+    write(scripts, "main", INCLUDE + 'include "lists";\n')
+    (user.home / ".dovecot.sieve").symlink_to("sieve/main.sieve")
+    done = user.run("sieve", "test", str(user.home / ".dovecot.sieve"),
+                    input=message(), check=0)
+    assert done.stdout.decode().splitlines() == ['fileinto "Lists"']
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "a\0b"])
+def test_hostile_name_in_a_hand_made_ast_is_refused_at_run_time(places, tmp_path, name):
+    """A cached AST is lda's own file, but the directory stays shut even so."""
+    from lda.sieve import Script
+
+    write(tmp_path, "x", "discard;\n")
+    node = {"cmd": "include", "ext": "include", "line": 1, "name": name,
+            "location": "personal", "once": False, "optional": True}
+    personal, shared = places
+    outcome = run(Script([node], ["include"]), parse("Subject: x\n\n"),
+                  Envelope("a@b", RECIPIENT, options={"sieve_dir": str(personal)}))
+    assert outcome.describe() == ["keep (implicit)"]
+    assert outcome.errors[0].startswith("line 1: include: bad script name")

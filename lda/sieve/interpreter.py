@@ -120,11 +120,16 @@ class Execution:
                 i = start + 1
 
     def is_variable_name(self, name):
-        """An identifier, or NAMESPACE.identifier for a namespace that the
-        running script's extensions define (spec.NAMESPACES)."""
+        """An identifier, or NAMESPACE.identifier for a namespace of
+        spec.NAMESPACES; one whose extension the running script did not
+        require is an error (RFC 6609 section 3.4.2)."""
         namespace, dot, rest = name.rpartition(".")
-        if dot and NAMESPACES.get(namespace.lower()) not in self.script.requires:
-            return False
+        if dot:
+            extension = NAMESPACES.get(namespace.lower())
+            if extension is None:
+                return False
+            if extension not in self.script.requires:
+                self.fail(f'"${{{name}}}" needs require "{extension}"')
         return bool(rest) and rest[0] in NAME_START and rest.replace("_", "a").isalnum() \
             and rest.isascii()
 
