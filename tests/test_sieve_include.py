@@ -327,6 +327,8 @@ def test_delivery_includes_personal_and_global_scripts(make_site, tmp_path):
     assert len(maildir_files(box / ".Junk")) == 1
     assert len(maildir_files(box / ".Lists")) == 1
     assert len(maildir_files(box)) == 1 and done.returncode == 0
+    cached = sorted(p.name.split("-")[0] for p in (site.state / "sieve-cache").glob("*.json"))
+    assert cached == ["lda.sieve", "lists.sieve", "spam.sieve"]  # each its own entry
 
 
 def test_delivery_with_a_broken_include_keeps_the_message(user, tmp_path):

@@ -25,7 +25,8 @@ variables, .fields(name) gives raw header values, .matches(node, values,
 keys) applies the match type and comparator, .add(action) records an
 action, .fail(message) is a runtime error (implicit keep), .log a list of
 lines for the delivery log, .envelope (with .environment and .options) and
-.message the delivery's.
+.message the delivery's.  .variables are the running script's (a dict, or
+include.ScriptVariables: use .get(), `in` and item assignment only).
 """
 
 MODULES = ("include",)

@@ -64,7 +64,7 @@ TESTS = {}
 TAGS = {}
 
 MAX_NESTING_DEPTH = 10  # Pigeonhole's sieve_include_max_nesting_depth
-MAX_INCLUDES = 255      # Pigeonhole's sieve_include_max_includes
+MAX_INCLUDES = 255      # includes run per delivery (Pigeonhole's max_includes: scripts)
 MAX_NAME_LENGTH = 128   # RFC 5804 section 1.6: at least 128 characters
 SUFFIX = ".sieve"
 DIRECTORY_OPTION = {"personal": "sieve_dir", "global": "sieve_global_dir"}
@@ -80,7 +80,7 @@ class ScriptVariables:
     """The variables of one script that requires include (RFC 6609 section
     3.4): its own, and those it declared with `global` or names as
     "global.NAME", which live in `shared`, one dict for every script of the
-    run.  Execution.variables reads it with .get() and writes items."""
+    run.  Execution.variables is one: read with .get(), written by item."""
 
     __slots__ = ("own", "shared", "declared")
 
