@@ -927,7 +927,8 @@ def sieve_test(ctx, path, sender, recipient):
 
     Nothing is delivered, sent or recorded; :user and :detail split at the
     configuration's recipient_delimiter, as a delivery would.  include
-    :personal reads the script's own directory (sieve/ beside an lda.sieve).
+    :personal reads sieve_dir in per-user mode, else the script's own
+    directory (sieve/ beside an lda.sieve).
 
     \b
     Example:
@@ -936,7 +937,8 @@ def sieve_test(ctx, path, sender, recipient):
     config = load(ctx)
     actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
                                      recipient, config.recipient_delimiter,
-                                     config.sieve_options())
+                                     config.sieve_options(),
+                                     config.sieve_dir if config.per_user else None)
     for line in notes:
         click.echo(line, err=True)
     for line in actions:

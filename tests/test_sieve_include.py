@@ -344,17 +344,21 @@ def test_delivery_with_a_broken_include_keeps_the_message(user, tmp_path):
         in done.stderr
 
 
-def test_cli_test_includes_from_the_scripts_own_directory(user, tmp_path):
-    """`lda sieve test`: :personal is the tested script's directory (the
-    real one: ~/.dovecot.sieve links into ~/sieve)."""
+def test_cli_test_includes_from_where_a_delivery_would(user, site):
+    """`lda sieve test`: per-user mode's sieve_dir (~/sieve); a managed
+    mailbox's sieve/ for its lda.sieve."""
     scripts = user.home / "sieve"
     scripts.mkdir()
     write(scripts, "lists", 'require "fileinto";\nfileinto "Lists";\n')
-    write(scripts, "main", INCLUDE + 'include "lists";\n')
-    (user.home / ".dovecot.sieve").symlink_to("sieve/main.sieve")
-    done = user.run("sieve", "test", str(user.home / ".dovecot.sieve"),
-                    input=message(), check=0)
+    (user.home / ".lda.sieve").write_text(INCLUDE + 'include "lists";\n')
+    done = user.run("sieve", "test", str(user.home / ".lda.sieve"), input=message(), check=0)
     assert done.stdout.decode().splitlines() == ['fileinto "Lists"']
+    box = site.create("alice@example.org")
+    (box / "sieve").mkdir()
+    write(box / "sieve", "lists", 'require "fileinto";\nfileinto "Box";\n')
+    (box / "lda.sieve").write_text(INCLUDE + 'include "lists";\n')
+    done = site.run("sieve", "test", str(box / "lda.sieve"), input=message(), check=0)
+    assert done.stdout.decode().splitlines() == ['fileinto "Box"']
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/b", "a\0b"])

@@ -19,9 +19,11 @@ def check(path):
     return []
 
 
-def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=None):
+def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=None,
+            personal=None):
     """(action lines for stdout, lines for stderr, exit status 0 or 65).
-    options: Envelope.options, the site's sieve_* settings."""
+    options: Envelope.options, the site's sieve_* settings; personal: the
+    directory of include :personal scripts (default: see personal_dir)."""
     try:
         script = compile_script(Path(path))
     except SieveError as e:
@@ -30,7 +32,7 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=N
     envelope = Envelope(default_sender(message.headers) if sender is None else sender,
                         default_recipient(message.headers) if recipient is None else recipient,
                         delimiters=delimiters,
-                        options=dict(options or {}, sieve_dir=personal_dir(path)))
+                        options=dict(options or {}, sieve_dir=personal or personal_dir(path)))
     notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
              f"message size {message.size}"]
     outcome = run(script, message, envelope, MemoryState())
@@ -40,9 +42,9 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=N
 
 
 def personal_dir(path):
-    """Where a dry run's include :personal finds scripts: sieve/ beside a
-    managed mailbox's lda.sieve, else the script's own directory (that of
-    the file ~/.dovecot.sieve links to: ~/sieve)."""
+    """Where include :personal finds scripts for a script outside a
+    delivery: sieve/ beside a managed mailbox's lda.sieve, else the
+    script's own directory."""
     from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
 
     real = os.path.realpath(path)
