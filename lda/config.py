@@ -12,6 +12,8 @@ from .errors import ConfigError, TemporaryFailure, is_file_problem
 SYSTEM_CONFIG = "/etc/lda/lda.toml"
 # A managed mailbox's Sieve script, in its root, so that a move carries it.
 SCRIPT_IN_MAILBOX = "lda.sieve"
+# ...and its stored scripts (lda sieve install), which include :personal reads.
+SCRIPTS_IN_MAILBOX = "sieve"
 MAX_EXPIRATION_HOURS = 100 * 366 * 24
 
 # key: (default, type check, description) -- the man page lists the same keys.
@@ -64,6 +66,10 @@ KEYS = {
     "sieve_after": ([], (list, str), "Sieve scripts (or directories) run after it while "
                                      "the keep is in effect, as Pigeonhole's sieve_after"),
     "sieve_default": ("", str, "the Sieve script of a mailbox that has none of its own"),
+    "sieve_dir": ("~/sieve", str, "per-user mode's directory of :personal include scripts, "
+                                  "as Pigeonhole's (managed: sieve/ in the mailbox)"),
+    "sieve_global_dir": ("", str, "directory of :global include scripts, as Pigeonhole's "
+                                  "sieve_global; empty for none"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "quota_rules": ("dovecot", "courier"),
@@ -107,6 +113,8 @@ class Config:
         self.sieve_before = self._paths("sieve_before")
         self.sieve_after = self._paths("sieve_after")
         self.sieve_default = self.expand(self.sieve_default) if self.sieve_default else ""
+        self.sieve_dir = self.expand(self.sieve_dir) if self.sieve_dir else ""
+        self.sieve_global_dir = self.expand(self.sieve_global_dir) if self.sieve_global_dir else ""
         if self.quota_warning_template:
             self.quota_warning_template = self.expand(self.quota_warning_template)
         self._check_ranges()
@@ -131,6 +139,14 @@ class Config:
         if self.per_user:
             return self.sieve_script
         return os.path.join(maildir_path, SCRIPT_IN_MAILBOX)
+
+    def sieve_dir_for(self, maildir_path):
+        """Where include finds :personal scripts (RFC 6609): sieve_dir
+        (~/sieve) in per-user mode; sieve/ in the root of a managed mailbox,
+        where `lda sieve install` keeps them."""
+        if self.per_user:
+            return self.sieve_dir
+        return os.path.join(maildir_path, SCRIPTS_IN_MAILBOX)
 
     def _paths(self, key):
         """A path or a list of paths, as a tuple of absolute paths: one

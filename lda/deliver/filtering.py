@@ -145,14 +145,19 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     if row and row[0] == "delivered":
         return None, None  # a resend: a duplicate, not filtered again
     state = SieveState(db, target.mailbox, delivery.clock)
+    # extensions/include.py reads the mailbox's :personal directory and the
+    # cache its included scripts are compiled into from the options.
+    cache = delivery.sieve_cache()
+    options = dict(delivery.config.sieve_options(),
+                   sieve_dir=delivery.config.sieve_dir_for(target.maildir_path),
+                   sieve_cache_dir=cache)
     envelope = Envelope(delivery.sender or "", plan.canonical,
                         delivery.original_recipient or plan.canonical,
-                        delivery.config.recipient_delimiter,
-                        options=delivery.config.sieve_options())
+                        delivery.config.recipient_delimiter, options=options)
     message = Message(info.headers, staged.size, staged)
     outcomes = []
     for path in scripts:
-        outcome = evaluate(path, delivery.sieve_cache(), message, envelope, state)
+        outcome = evaluate(path, cache, message, envelope, state)
         if outcome is None:
             continue  # removed since it was found
         for line in outcome.errors:

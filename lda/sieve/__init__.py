@@ -12,7 +12,9 @@ extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
 recipient_delimiter); body (RFC 5173) and mime, foreverypart, extracttext
 (RFC 5703; not replace or enclose); enotify (RFC 5435, mailto method RFC
-5436).
+5436); include (RFC 6609): include, return, global and ${global.NAME},
+scripts from Envelope.options sieve_dir (:personal) and sieve_global_dir
+(:global).
 
 The API
 -------
@@ -80,6 +82,8 @@ Decisions
   dropped; "/", a leading, trailing or double ".", and control characters
   are refused: at compile time for a constant, else as a runtime error.
 - A runtime error drops every collected action: implicit keep only.
+- include resolves its script when it runs (a missing one, a cycle, a
+  compile error in it: a runtime error); extensions/include.py says why.
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.

@@ -4,6 +4,7 @@ A dry run reads the message, runs the script against in-memory state and
 reports the actions; it delivers nothing and records nothing.
 """
 
+import os
 from pathlib import Path
 
 from . import Envelope, MemoryState, SieveError, compile_script, run
@@ -18,8 +19,11 @@ def check(path):
     return []
 
 
-def dry_run(path, stream, sender=None, recipient=None, delimiters="+"):
-    """(action lines for stdout, lines for stderr, exit status 0 or 65)."""
+def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=None,
+            personal=None):
+    """(action lines for stdout, lines for stderr, exit status 0 or 65).
+    options: Envelope.options, the site's sieve_* settings; personal: the
+    directory of include :personal scripts (default: see personal_dir)."""
     try:
         script = compile_script(Path(path))
     except SieveError as e:
@@ -27,13 +31,26 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+"):
     message = read_message(stream)
     envelope = Envelope(default_sender(message.headers) if sender is None else sender,
                         default_recipient(message.headers) if recipient is None else recipient,
-                        delimiters=delimiters)
+                        delimiters=delimiters,
+                        options=dict(options or {}, sieve_dir=personal or personal_dir(path)))
     notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
              f"message size {message.size}"]
     outcome = run(script, message, envelope, MemoryState())
     notes += [f"{path}: {line}" for line in outcome.log]
     notes += [f"{path}: runtime error: {error} (implicit keep)" for error in outcome.errors]
     return outcome.describe(), notes, 0
+
+
+def personal_dir(path):
+    """Where include :personal finds scripts for a script outside a
+    delivery: sieve/ beside a managed mailbox's lda.sieve, else the
+    script's own directory."""
+    from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
+
+    real = os.path.realpath(path)
+    if os.path.basename(real) == SCRIPT_IN_MAILBOX:
+        return os.path.join(os.path.dirname(real), SCRIPTS_IN_MAILBOX)
+    return os.path.dirname(real)
 
 
 class Message:

@@ -12,6 +12,7 @@ from .errors import SieveError
 from .extensions import MODULES, load
 from .fields import valid_address
 from .spec import COPY, FLAGS, MATCH, MATCH_DEFAULTS, NUMBER, PARTS, STRING, STRINGS, Spec, tag
+from .spec import NAMESPACES
 
 CAPABILITIES = frozenset({
     "fileinto", "envelope", "copy", "imap4flags", "variables", "duplicate", "vacation",
@@ -336,8 +337,13 @@ class Validator:
             return self.error(node.line, node.col,
                               f'a variable name in {node.name} needs require "variables"')
         for name in names:
-            if not valid_identifier(name):
+            if not valid_identifier(name) and not self.namespaced(name):
                 self.error(node.line, node.col, f'invalid variable name "{name}"')
+
+    def namespaced(self, name):
+        """NAMESPACE.identifier, in a namespace of a required extension."""
+        namespace, _, rest = name.partition(".")
+        return NAMESPACES.get(namespace.lower()) in self.requires and valid_identifier(rest)
 
     def check_set(self, node, built):
         self.check_variable_names(node, [built["name"]])

@@ -23,6 +23,9 @@ PARTS = {":all": tag("part", "all"), ":localpart": tag("part", "localpart"),
 MATCH_DEFAULTS = {"match": "is", "comparator": "i;ascii-casemap"}
 FLAGS = {":flags": tag("flags", kind=STRINGS, extension="imap4flags")}
 COPY = {":copy": tag("copy", extension="copy")}
+# RFC 5229 section 3 variable namespaces, each with the extension that
+# defines it: "${global.x}" needs require "include" (RFC 6609 section 3.4.2).
+NAMESPACES = {"global": "include"}
 
 
 class Spec:

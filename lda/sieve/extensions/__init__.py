@@ -35,7 +35,11 @@ lines for the delivery log, .envelope (with .environment and .options) and
 bytes and MIME parts: mimeparts.message_tree(execution), read once per run.
 """
 
-MODULES = ("body", "mime", "enotify")
+.message the delivery's.  .variables are the running script's (a dict, or
+include.ScriptVariables: use .get(), `in` and item assignment only).
+"""
+
+MODULES = ("body", "mime", "enotify", "include")
 _loaded = {}
 
 
