@@ -33,10 +33,8 @@ action, .fail(message) is a runtime error (implicit keep), .log a list of
 lines for the delivery log, .envelope (with .environment and .options) and
 .message the delivery's, .block(commands) runs a block.  The message's
 bytes and MIME parts: mimeparts.message_tree(execution), read once per run.
-"""
-
-.message the delivery's.  .variables are the running script's (a dict, or
-include.ScriptVariables: use .get(), `in` and item assignment only).
+.variables are the running script's (a dict, or include.ScriptVariables:
+use .get(), `in` and item assignment only).
 """
 
 MODULES = ("body", "mime", "enotify", "include")
