@@ -120,7 +120,8 @@ def match_part(execution, node, seconds, original):
         zone = execution.string(node["zone"])
         offset = zone_minutes(zone)
         if offset is None:
-            execution.log.append(f':zone "{zone}" is not like "+hhmm": the local zone is used')
+            execution.log.append(f'{node["test"]}: :zone "{zone}" is not like "+hhmm": '
+                                 "the local zone is used")
     if offset is None:
         offset = local_offset(seconds)
     value = date_part(part, seconds, offset)
