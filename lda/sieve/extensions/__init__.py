@@ -7,6 +7,9 @@ a family of them that share code, and both its halves:
 
 Compile side, read by grammar.py when a script is compiled:
   CAPABILITIES   the names `require` accepts for it
+  IMPLIES        optional {capability: (capabilities)}: requiring the one
+                 requires the others too ("vacation-seconds" brings
+                 "vacation", RFC 6131 section 2)
   COMMANDS       {name: spec.Spec} of its commands
   TESTS          {name: spec.Spec} of its tests
   TAGS           {command or test defined elsewhere: {":tag": spec.tag(...)}},
@@ -28,7 +31,7 @@ lines for the delivery log, .envelope (with .environment and .options) and
 .message the delivery's.
 """
 
-MODULES = ("date",)
+MODULES = ("date", "vacation_seconds")
 _loaded = {}
 
 
