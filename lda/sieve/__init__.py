@@ -10,7 +10,10 @@ comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
 extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
-recipient_delimiter).
+recipient_delimiter); in extensions/: date and index (RFC 5260, the
+date test only), vacation-seconds (RFC 6131), spamtest, spamtestplus and
+virustest (RFC 5235, set up by lda.toml's sieve_spamtest_* and
+sieve_virustest_* keys).
 
 The API
 -------

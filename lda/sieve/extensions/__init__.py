@@ -31,7 +31,7 @@ lines for the delivery log, .envelope (with .environment and .options) and
 .message the delivery's.
 """
 
-MODULES = ("date", "vacation_seconds")
+MODULES = ("date", "spamtest", "vacation_seconds")
 _loaded = {}
 
 
