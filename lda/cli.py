@@ -932,8 +932,10 @@ def sieve_test(ctx, path, sender, recipient):
     Example:
         lda sieve test ~/.dovecot.sieve -f bob@example.org < message.eml
     """
+    config = load(ctx)
     actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
-                                     recipient, load(ctx).recipient_delimiter)
+                                     recipient, config.recipient_delimiter,
+                                     config.sieve_options())
     for line in notes:
         click.echo(line, err=True)
     for line in actions:

@@ -201,3 +201,15 @@ def test_a_bad_scanner_setting_stops_delivery_with_a_config_error(site):
     done = site.deliver(message(), "alice@example.org")
     assert done.returncode == 78  # EX_CONFIG: the MTA keeps the message queued
     assert b"sieve_spamtest_max_value" in done.stderr
+
+
+def test_sieve_test_dry_run_reads_the_scanner_settings(site, tmp_path):
+    site.config.write_text(site.config.read_text() + 'sieve_spamtest_status_type = "strlen"\n'
+                           'sieve_spamtest_status_header = "X-Spam-Level"\n'
+                           "sieve_spamtest_max_value = 5\n")
+    script = tmp_path / "spam.sieve"
+    script.write_text('require ["spamtest", "fileinto"];\n'
+                      'if spamtest :is "10" { fileinto "Junk"; }\n')
+    done = site.run("sieve", "test", str(script), input=message(extra=b"X-Spam-Level: *****\n"),
+                    check=0)
+    assert done.stdout.decode().splitlines() == ['fileinto "Junk"']

@@ -18,8 +18,9 @@ def check(path):
     return []
 
 
-def dry_run(path, stream, sender=None, recipient=None, delimiters="+"):
-    """(action lines for stdout, lines for stderr, exit status 0 or 65)."""
+def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=None):
+    """(action lines for stdout, lines for stderr, exit status 0 or 65);
+    options are the site's sieve_* settings (spamtest reads them)."""
     try:
         script = compile_script(Path(path))
     except SieveError as e:
@@ -27,7 +28,7 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+"):
     message = read_message(stream)
     envelope = Envelope(default_sender(message.headers) if sender is None else sender,
                         default_recipient(message.headers) if recipient is None else recipient,
-                        delimiters=delimiters)
+                        delimiters=delimiters, options=options)
     notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
              f"message size {message.size}"]
     outcome = run(script, message, envelope, MemoryState())
