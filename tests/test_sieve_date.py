@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from conftest import maildir_files, message
-from lda.sieve import MemoryState, SieveError, compile_script
+from conftest import maildir_files, message, without_site
+from lda.sieve import MemoryState, SieveError, compile_script, load_script
 from sieve_helpers import KEEP, actions, outcome_of, with_headers
 
 REQUIRE = 'require ["date", "index", "variables", "fileinto"];\n'
@@ -177,3 +177,33 @@ def test_delivery_files_by_the_date_field(user):
                  check=0)
     assert len(maildir_files(user.maildir / ".Archive.2026-11-25")) == 1
     assert len(maildir_files(user.maildir / ".Undated")) == 1
+
+
+def test_a_cached_date_script_loads_its_module_and_no_other(tmp_path, user):
+    """The AST names the module under "ext": a cached script that tests a
+    date imports extensions/date.py (and datefield), not the grammar, the
+    other extensions, re or datetime."""
+
+    path, cache = tmp_path / "s.sieve", tmp_path / "cache"
+    path.write_text('require ["date", "fileinto"];\n'
+                    'if date :is :originalzone "date" "year" "2026" { fileinto "y"; }\n')
+    load_script(path, cache)
+    probe = f"""
+import io, sys
+from lda.deliver.message import Reader
+from lda.sieve import Envelope, MemoryState, load_script, run
+reader = Reader(io.BytesIO({DATED.encode()!r}))
+for _ in reader.chunks():
+    pass
+reader.info()
+script = load_script({str(path)!r}, {str(cache)!r})
+outcome = run(script, reader, Envelope("a@example.org", "b@example.org"), MemoryState())
+print(script.cache_status, outcome.describe(), file=sys.stderr)
+print(" ".join(sorted(sys.modules)))
+"""
+    done = without_site(probe, user.env)
+    assert done.stderr.strip() == "cache ['fileinto \"y\"']"
+    loaded = set(done.stdout.split())
+    assert {"lda.sieve.extensions.date", "lda.deliver.datefield"} <= loaded
+    for heavy in ("lda.sieve.grammar", "lda.sieve.extensions.spamtest", "re", "datetime"):
+        assert heavy not in loaded, heavy
