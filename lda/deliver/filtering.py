@@ -32,13 +32,13 @@ class SieveState:
             self.db.conn.execute("INSERT OR REPLACE INTO sieve_duplicates VALUES (?, ?, ?)",
                                  (self.mailbox, key, self.now() + seconds))
 
-    def vacation_recently(self, sender, handle, days):
+    def vacation_recently(self, sender, handle, seconds):
         row = self.db.conn.execute(
             "SELECT sent_at FROM sieve_vacations WHERE mailbox = ? AND sender = ? "
             "AND handle = ?", (self.mailbox, sender.lower(), handle)).fetchone()
-        return row is not None and self.now() - row[0] < days * 86400
+        return row is not None and self.now() - row[0] < seconds
 
-    def vacation_record(self, sender, handle, days):
+    def vacation_record(self, sender, handle, seconds):
         self.db.conn.execute("INSERT OR REPLACE INTO sieve_vacations VALUES (?, ?, ?, ?)",
                              (self.mailbox, sender.lower(), handle, self.now()))
 

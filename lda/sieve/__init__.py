@@ -14,7 +14,9 @@ recipient_delimiter); body (RFC 5173) and mime, foreverypart, extracttext
 (RFC 5703; not replace or enclose); enotify (RFC 5435, mailto method RFC
 5436); include (RFC 6609): include, return, global and ${global.NAME},
 scripts from Envelope.options sieve_dir (:personal) and sieve_global_dir
-(:global).
+(:global); date and index (RFC 5260, the date test only), vacation-seconds
+(RFC 6131), spamtest, spamtestplus and virustest (RFC 5235, set up by
+lda.toml's sieve_spamtest_* and sieve_virustest_* keys).
 
 The API
 -------
@@ -54,7 +56,7 @@ Outcome
     .actions          explicit actions in order: Keep(flags),
                       FileInto(folder, flags, create, copy),
                       Redirect(address, copy), Discard(),
-                      Vacation(to, reply_bytes, handle, days),
+                      Vacation(to, reply_bytes, handle, seconds),
                       Notify(to, reply_bytes, ...) (extensions/enotify.py)
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
@@ -87,7 +89,9 @@ Decisions
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.
-- vacation: :days below 1 means 1; no reply to the null sender, to
+- vacation: the period (:days, or :seconds of RFC 6131) is at least a day,
+  by default 7 days (Pigeonhole's sieve_vacation_*_period defaults, in
+  vacation.py); no reply to the null sender, to
   Auto-Submitted (other than "no"), Precedence bulk/list/junk, List-*
   messages, owner-*/*-request/MAILER-DAEMON/LISTSERV/majordomo senders, to
   the user's own address, or when none of the user's addresses (recipient,

@@ -140,15 +140,16 @@ class Discard(Action):
 
 class Vacation(Action):
     """An auto-reply (RFC 5230) to send to `to` with the null envelope sender
-    (RFC 3834 section 3.3); `reply_bytes` is the whole message, LF line ends."""
+    (RFC 3834 section 3.3); `reply_bytes` is the whole message, LF line ends;
+    no other reply to `to` for `handle` within `seconds` (RFC 6131)."""
 
-    __slots__ = ("to", "reply_bytes", "handle", "days", "subject", "from_")
+    __slots__ = ("to", "reply_bytes", "handle", "seconds", "subject", "from_")
 
-    def __init__(self, to, reply_bytes, handle, days, subject="", from_=""):
+    def __init__(self, to, reply_bytes, handle, seconds, subject="", from_=""):
         self.to = to
         self.reply_bytes = reply_bytes
         self.handle = handle
-        self.days = days
+        self.seconds = seconds
         self.subject = subject
         self.from_ = from_
 
@@ -241,8 +242,9 @@ class MemoryState:
       duplicate_record(key, seconds, last): remember key for `seconds`;
         without `last` an entry that has not expired keeps its time (RFC 7352
         section 3.3: :last measures from the most recent occurrence)
-      vacation_recently(sender, handle, days) -> bool
-      vacation_record(sender, handle, days)
+      vacation_recently(sender, handle, seconds) -> bool: a reply recorded
+        less than `seconds` ago (the period, RFC 5230 :days or RFC 6131 :seconds)
+      vacation_record(sender, handle, seconds)
     """
 
     def __init__(self, now=time.time):
@@ -258,9 +260,9 @@ class MemoryState:
         if last or not self.duplicate_seen(key, seconds, last):
             self.duplicates[key] = self.now() + seconds
 
-    def vacation_recently(self, sender, handle, days):
+    def vacation_recently(self, sender, handle, seconds):
         when = self.vacations.get((sender.lower(), handle))
-        return when is not None and self.now() - when < days * 86400
+        return when is not None and self.now() - when < seconds
 
-    def vacation_record(self, sender, handle, days):
+    def vacation_record(self, sender, handle, seconds):
         self.vacations[(sender.lower(), handle)] = self.now()

@@ -38,7 +38,7 @@ COMMANDS = {
         ":days": tag("days", kind=NUMBER), ":subject": tag("subject", kind=STRING),
         ":from": tag("from", kind=STRING), ":addresses": tag("addresses", kind=STRINGS),
         ":mime": tag("mime"), ":handle": tag("handle", kind=STRING)},
-        [("reason", STRING)], {"days": 7, "subject": None, "from": None, "addresses": [],
+        [("reason", STRING)], {"days": None, "subject": None, "from": None, "addresses": [],
                                "mime": False, "handle": None}),
 }
 COMMANDS["addflag"] = COMMANDS["removeflag"] = COMMANDS["setflag"]
@@ -70,6 +70,9 @@ TEST_LISTS = ("allof", "anyof")
 ROUTES = {}  # command or test defined here: [(fields, extension module that runs it)]
 
 
+IMPLIES = {}  # capability: the capabilities that requiring it requires too
+
+
 def _merge_extensions():
     """Each module under extensions/ adds its capabilities, commands, tests
     and the tags it gives to commands and tests defined elsewhere
@@ -79,6 +82,7 @@ def _merge_extensions():
     for name in MODULES:
         module = load(name)
         capabilities.update(module.CAPABILITIES)
+        IMPLIES.update(getattr(module, "IMPLIES", {}))
         for table, specs in ((COMMANDS, module.COMMANDS), (TESTS, module.TESTS)):
             for key, spec in specs.items():
                 spec.module = name
@@ -118,6 +122,7 @@ class Validator:
         for name, (line, col) in zip(arg.value, arg.positions):
             if name in CAPABILITIES:
                 self.requires.add(name)
+                self.requires.update(IMPLIES.get(name, ()))
             else:
                 self.error(line, col, f'unsupported extension "{name}"')
 
@@ -366,6 +371,10 @@ class Validator:
                 built["folder"] = check_folder(built["folder"])
             except UnsafeFolder as e:
                 self.error(node.line, node.col, f"fileinto: {e}")
+
+    def check_vacation(self, node, built):
+        if built["days"] is not None and built.get("seconds") is not None:
+            self.error(node.line, node.col, "vacation: :days and :seconds exclude each other")
 
     def check_duplicate(self, node, built):
         if built["header"] is not None and built["uniqueid"] is not None:

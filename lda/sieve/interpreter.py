@@ -205,7 +205,7 @@ class Execution:
         self.log.append(note)
         if action is not None:
             self.add(action)
-            self.records.append(("vacation", action.to, action.handle, action.days))
+            self.records.append(("vacation", action.to, action.handle, action.seconds))
 
     def cmd_set(self, node):
         value = self.string(node["value"])

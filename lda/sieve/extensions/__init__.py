@@ -7,6 +7,9 @@ a family of them that share code, and both its halves:
 
 Compile side, read by grammar.py when a script is compiled:
   CAPABILITIES   the names `require` accepts for it
+  IMPLIES        optional {capability: (capabilities)}: requiring the one
+                 requires the others too ("vacation-seconds" brings
+                 "vacation", RFC 6131 section 2)
   COMMANDS       {name: spec.Spec} of its commands
   TESTS          {name: spec.Spec} of its tests
   TAGS           {command or test defined elsewhere: {":tag": spec.tag(...)}},
@@ -37,7 +40,8 @@ bytes and MIME parts: mimeparts.message_tree(execution), read once per run.
 use .get(), `in` and item assignment only).
 """
 
-MODULES = ("body", "mime", "enotify", "include")
+MODULES = ("body", "mime", "enotify", "include", "date", "spamtest",
+           "vacation_seconds")
 _loaded = {}
 
 
