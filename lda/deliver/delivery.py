@@ -79,7 +79,8 @@ class Delivery:
     """Delivers one message; side effects (clock, sendmail, log) are parameters."""
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
-                 clock=time.time, sendmail=None, kept=None, original_header=None):
+                 clock=time.time, sendmail=None, kept=None, original_header=None,
+                 peer=None):
         self.config = config
         self.resolver = resolver
         self.log = log
@@ -90,6 +91,9 @@ class Delivery:
         # field an MTA wrote the original recipient into (X-Original-To).
         self.original_header = original_header
         self.clock = clock
+        # (address, name) of the LMTP client, for Sieve's environment
+        # extension (RFC 5183 remote-ip, remote-host); None outside LMTP.
+        self.peer = peer
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
         # {db_root: DeliveredTo} the caller keeps open between deliveries
@@ -349,10 +353,10 @@ class Delivery:
             for (plan, copy), result in zip(entries, results):
                 try:
                     self.resolver.check_current(plan)
-                except LdaError as e:
+                    targets, filtered = self._filter(plan, info, copy)
+                except LdaError as e:  # moved away, or refused by a Sieve ereject
                     result.error = e
                     continue
-                targets, filtered = self._filter(plan, info, copy)
                 live.append((plan, copy, result, targets, filtered))
                 for target in targets:
                     keys[target] = (target.key_mailbox, info.key_id, info.submit_time)
