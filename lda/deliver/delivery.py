@@ -680,7 +680,7 @@ class Delivery:
                     f"{outcome}; partial delivery, message kept for retry")
             elif target.reply is not None:  # never retried: see _conclude
                 status, dsn, detail = "bounced", outcome.status, (
-                    f"vacation reply not sent: {outcome}")
+                    f"{_reply_kind(target)} not sent: {outcome}")
             else:
                 status, dsn, detail = failure_status(outcome), outcome.status, str(outcome)
             self.log.target(info.log_id, target.address,
@@ -692,7 +692,7 @@ class Delivery:
         if target.local:
             return f"delivered to maildir {result.stored_in.get(target, target.maildir_path)}"
         if target.reply is not None:
-            return f"vacation reply sent with {self.sendmail[0]}"
+            return f"{_reply_kind(target)} sent with {self.sendmail[0]}"
         return f"forwarded with {self.sendmail[0]}"
 
     def _cleanup_databases(self):
@@ -715,6 +715,13 @@ class Delivery:
             for name in md.sweep_tmp(path, self.clock()):
                 self.log.info(f"removed stale {path}/tmp/{name}")
         self.touched = set()
+
+
+def _reply_kind(target):
+    """What a reply target sends, from its key ("reject:MAILBOX:TO"): a
+    vacation reply, a reject's refusal."""
+    kind = (target.key or "").partition(":")[0]
+    return "vacation reply" if kind == "vacation" else f"Sieve {kind or 'reply'} message"
 
 
 def _after(head, chunks):
