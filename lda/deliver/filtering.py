@@ -173,8 +173,11 @@ def environment(delivery):
     rest and the defaults."""
     hostname = delivery.config.hostname
     items = {"host": hostname, "domain": hostname.partition(".")[2] or hostname}
-    if delivery.peer:
-        items["remote-ip"], items["remote-host"] = delivery.peer
+    address, name = delivery.peer or ("", "")
+    if address:  # not over a Unix socket
+        items["remote-ip"] = address
+    if name:
+        items["remote-host"] = name
     return items
 
 
