@@ -11,6 +11,8 @@ extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
 recipient_delimiter).
+Also reject and ereject (RFC 5429), ihave and error (RFC 5463),
+environment (RFC 5183) and mailboxexists (RFC 5490), each in extensions/.
 
 The API
 -------
@@ -34,8 +36,9 @@ run(script, message, envelope, state=None) -> Outcome
     envelope: Envelope(from_, to, original_recipient); from_ "" is the
       null sender.
     state: the callbacks documented on MemoryState (now, duplicate_seen,
-      duplicate_record, vacation_recently, vacation_record); None means a
-      fresh MemoryState.  run() only reads state.
+      duplicate_record, vacation_recently, vacation_record,
+      mailbox_exists); None means a fresh MemoryState.  run() only reads
+      state.
     Never raises for a script problem: a runtime error gives an Outcome
     with implicit_keep=True, no actions and the error in .errors.
 
@@ -48,7 +51,9 @@ Outcome
     .actions          explicit actions in order: Keep(flags),
                       FileInto(folder, flags, create, copy),
                       Redirect(address, copy), Discard(),
-                      Vacation(to, reply_bytes, handle, days)
+                      Vacation(to, reply_bytes, handle, days), and the
+                      extensions' own: Reject and Ereject(reason, to,
+                      reply_bytes) of extensions/reject.py
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
     .implicit_flags   flags for the implicit keep (imap4flags)
@@ -84,6 +89,8 @@ Decisions
   the user's own address, or when none of the user's addresses (recipient,
   original recipient, :from, :addresses; +detail ignored) is in
   To/Cc/Bcc/Resent-*.  Send the reply with the null envelope sender.
+- reject/ereject: the refusal rules, and where lda differs from
+  Pigeonhole, are in extensions/reject.py; ihave's in extensions/ihave.py.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation
