@@ -112,3 +112,18 @@ def test_environment_over_lmtp_knows_the_client(lmtp):
         assert client.rcpt("a@example.org")[0] == 250
         assert client.data(message())[0] == 250
     assert len(maildir_files(box / ".Seen")) == 1
+
+
+def test_environment_in_lda_deliver_knows_postfix_client(user):
+    (user.home / ".lda.sieve").write_text(
+        'require ["environment", "fileinto", "mailbox"];\n'
+        'if allof(environment :is "remote-ip" "192.0.2.1",\n'
+        '         environment :is "remote-host" "mx.example.net") '
+        '{ fileinto :create "Seen"; }\n'
+        'elsif not environment :matches "remote-host" "*" { fileinto :create "NoName"; }\n')
+    user.deliver(message(message_id="<a@x>"), "a@example.org", check=0,
+                 env={"CLIENT_ADDRESS": "192.0.2.1", "CLIENT_HOSTNAME": "mx.example.net"})
+    user.deliver(message(message_id="<b@x>"), "a@example.org", check=0,
+                 env={"CLIENT_ADDRESS": "192.0.2.1", "CLIENT_HOSTNAME": "unknown"})
+    assert len(maildir_files(user.maildir / ".Seen")) == 1
+    assert len(maildir_files(user.maildir / ".NoName")) == 1

@@ -42,6 +42,7 @@ def test_ihave(script, expected):
     ('if ihave "fileinto" { keep; }', (1, 4), 'test "ihave" needs require "ihave"'),
     ('require "ihave";\nif ihave 3 { keep; }', (2, 10), "ihave expects a string list"),
     ('require "ihave";\nerror;', (2, 1), "error expects 1 argument"),
+    ('require "ihave";\nif ihave "x-unknown";', (2, 1), "if needs a block"),
     # the guarded block is still parsed
     ('require "ihave";\nif ihave "x-unknown" { x_unknown { ; } }', (2, 36), None),
 ])

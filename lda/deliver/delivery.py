@@ -91,8 +91,9 @@ class Delivery:
         # field an MTA wrote the original recipient into (X-Original-To).
         self.original_header = original_header
         self.clock = clock
-        # (address, name) of the LMTP client, for Sieve's environment
-        # extension (RFC 5183 remote-ip, remote-host); None outside LMTP.
+        # (address, name) of the LMTP client, or of the SMTP client that
+        # Postfix names to `lda deliver`, for Sieve's environment extension
+        # (RFC 5183 remote-ip, remote-host); None or "" when unknown.
         self.peer = peer
         self.sendmail = sendmail or config.sendmail
         self.databases = {}

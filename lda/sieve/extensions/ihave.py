@@ -12,7 +12,8 @@ Pigeonhole.  error ends the script with a runtime error: implicit keep,
 the message in the log (section 5).
 
 Decision: what ihave grants holds in its own block only (RFC 5463 section
-4); Pigeonhole 0.5.19 also lets the rest of the script use it.  A script
+4); Pigeonhole 0.5.19 also lets the rest of the script use it (and the
+else of an `if not ihave`).  A script
 that gains "variables" through ihave expands ${...} wherever it runs.
 """
 
