@@ -12,14 +12,28 @@ section 3).
 
 import os
 
-from ..errors import LdaError
+from ..errors import LdaError, Rejected
 
 
 class SieveState:
     """RFC 7352 duplicate and RFC 5230 vacation memory in SQLite."""
 
-    def __init__(self, db, mailbox, clock):
+    def __init__(self, db, mailbox, clock, maildir=None):
         self.db, self.mailbox, self.now = db, mailbox, clock
+        self.maildir = maildir
+
+    def mailbox_exists(self, name):
+        """RFC 5490 mailboxexists: INBOX, or the Maildir++ folder's directory."""
+        import os
+
+        from ..store.folders import UnsafeFolder, check_folder, maildir_folder
+
+        try:
+            folder = maildir_folder(check_folder(name))
+        except UnsafeFolder:
+            return False
+        return folder is None or (self.maildir is not None
+                                  and os.path.isdir(os.path.join(self.maildir, folder)))
 
     def duplicate_seen(self, key, seconds, last):
         row = self.db.conn.execute(
@@ -87,7 +101,7 @@ def targets_for(outcome, target, log, log_id):
             derived.append(Target(action.address, target.db_root, primary=False,
                                   lock_key=target.mailbox,
                                   key=f"redirect:{target.mailbox}:{action.address}"))
-        elif hasattr(action, "reply_bytes"):  # vacation, and any message a script sends
+        elif getattr(action, "reply_bytes", None) is not None:  # vacation, reject...
             derived.append(Target(action.to, target.db_root, primary=False,
                                   lock_key=target.mailbox, reply=action.reply_bytes,
                                   key=f"{kind.lower()}:{target.mailbox}:{action.to}"))
@@ -122,6 +136,11 @@ def filter_target(delivery, scripts, plan, target, info, staged):
     outcome, state = run_scripts(delivery, scripts, plan, target, info, staged)
     if outcome is None:
         return [target], None
+    refusal = next((a for a in outcome.actions if type(a).__name__ == "Ereject"), None)
+    if refusal is not None and len(plan.targets) == 1:
+        # RFC 5429 section 2.1.1: refused in the protocol, nothing stored.
+        # A mailbox among several of one recipient sends its MDN instead.
+        raise Rejected(refusal.reason)
     return targets_for(outcome, target, delivery.log, info.log_id), (target, outcome, state)
 
 
@@ -144,16 +163,17 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     row = db.lookup([key]).get(key)
     if row and row[0] == "delivered":
         return None, None  # a resend: a duplicate, not filtered again
-    state = SieveState(db, target.mailbox, delivery.clock)
+    state = SieveState(db, target.mailbox, delivery.clock, target.maildir_path)
+    config = delivery.config
     # extensions/include.py reads the mailbox's :personal directory and the
     # cache its included scripts are compiled into from the options.
     cache = delivery.sieve_cache()
-    options = dict(delivery.config.sieve_options(),
-                   sieve_dir=delivery.config.sieve_dir_for(target.maildir_path),
-                   sieve_cache_dir=cache)
+    options = dict(config.sieve_options(), postmaster=config.postmaster,
+                   sieve_dir=config.sieve_dir_for(target.maildir_path), sieve_cache_dir=cache)
     envelope = Envelope(delivery.sender or "", plan.canonical,
                         delivery.original_recipient or plan.canonical,
-                        delivery.config.recipient_delimiter, options=options)
+                        config.recipient_delimiter, environment=environment(delivery),
+                        options=options)
     message = Message(info.headers, staged.size, staged)
     outcomes = []
     for path in scripts:
@@ -170,6 +190,20 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     if not outcomes:
         return None, None
     return sequence_outcome(outcomes), state
+
+
+def environment(delivery):
+    """RFC 5183 items the delivery knows: this host, and the LMTP client
+    (delivery.peer) when there is one; extensions/environment.py has the
+    rest and the defaults."""
+    hostname = delivery.config.hostname
+    items = {"host": hostname, "domain": hostname.partition(".")[2] or hostname}
+    address, name = delivery.peer or ("", "")
+    if address:  # not over a Unix socket
+        items["remote-ip"] = address
+    if name:
+        items["remote-host"] = name
+    return items
 
 
 def _keeps(outcome):

@@ -16,7 +16,9 @@ recipient_delimiter); body (RFC 5173) and mime, foreverypart, extracttext
 scripts from Envelope.options sieve_dir (:personal) and sieve_global_dir
 (:global); date and index (RFC 5260, the date test only), vacation-seconds
 (RFC 6131), spamtest, spamtestplus and virustest (RFC 5235, set up by
-lda.toml's sieve_spamtest_* and sieve_virustest_* keys).
+lda.toml's sieve_spamtest_* and sieve_virustest_* keys);
+reject and ereject (RFC 5429), ihave and error (RFC 5463), environment
+(RFC 5183) and mailboxexists (RFC 5490).
 
 The API
 -------
@@ -42,8 +44,9 @@ run(script, message, envelope, state=None) -> Outcome
     envelope: Envelope(from_, to, original_recipient); from_ "" is the
       null sender.
     state: the callbacks documented on MemoryState (now, duplicate_seen,
-      duplicate_record, vacation_recently, vacation_record); None means a
-      fresh MemoryState.  run() only reads state.
+      duplicate_record, vacation_recently, vacation_record,
+      mailbox_exists); None means a fresh MemoryState.  run() only reads
+      state.
     Never raises for a script problem: a runtime error gives an Outcome
     with implicit_keep=True, no actions and the error in .errors.
 
@@ -56,8 +59,10 @@ Outcome
     .actions          explicit actions in order: Keep(flags),
                       FileInto(folder, flags, create, copy),
                       Redirect(address, copy), Discard(),
-                      Vacation(to, reply_bytes, handle, seconds),
-                      Notify(to, reply_bytes, ...) (extensions/enotify.py)
+                      Vacation(to, reply_bytes, handle, seconds), and the
+                      extensions' own: Notify(to, reply_bytes, ...) of
+                      extensions/enotify.py, Reject and Ereject(reason, to,
+                      reply_bytes) of extensions/reject.py
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
     .implicit_flags   flags for the implicit keep (imap4flags)
@@ -103,6 +108,8 @@ Decisions
 - notify (enotify): one Notify per recipient, sent as a vacation reply is
   (null sender, once per message); none for an Auto-Submitted message; a
   mailto URI may only name to, cc, subject and body.  See its docstring.
+- reject/ereject: the refusal rules, and where lda differs from
+  Pigeonhole, are in extensions/reject.py; ihave's in extensions/ihave.py.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation

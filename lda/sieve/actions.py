@@ -56,6 +56,12 @@ class Action:
         args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
         return f"{type(self).__name__}({args})"
 
+    def conflict(self, other):
+        """Why this action cannot stand with `other` in one run (a runtime
+        error, so implicit keep), or None: the extension that defines an
+        action states its incompatibilities here (RFC 5429 section 2.1)."""
+        return None
+
 
 def _flags_text(flags):
     return f' :flags "{" ".join(flags)}"' if flags else ""
@@ -245,12 +251,20 @@ class MemoryState:
       vacation_recently(sender, handle, seconds) -> bool: a reply recorded
         less than `seconds` ago (the period, RFC 5230 :days or RFC 6131 :seconds)
       vacation_record(sender, handle, seconds)
+    and, for the mailbox extension's mailboxexists test (RFC 5490):
+      mailbox_exists(folder) -> bool: folder (checked by check_folder,
+        "INBOX" for the inbox) exists in the user's Maildir; here INBOX
+        and the names given as `folders`
     """
 
-    def __init__(self, now=time.time):
+    def __init__(self, now=time.time, folders=()):
         self.now = now
         self.duplicates = {}  # key -> expiry time
         self.vacations = {}   # (sender, handle) -> time of the reply
+        self.folders = {check_folder(name) for name in folders}
+
+    def mailbox_exists(self, folder):
+        return folder == INBOX or folder in self.folders
 
     def duplicate_seen(self, key, seconds, last):
         expiry = self.duplicates.get(key)

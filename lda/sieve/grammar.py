@@ -102,6 +102,7 @@ class Validator:
     def __init__(self):
         self.errors = []
         self.requires = set()
+        self.granted = set()  # what ihave gave some block (extensions/ihave.py)
 
     def error(self, line, col, message):
         self.errors.append((line, col, message))
@@ -144,11 +145,29 @@ class Validator:
     def branch(self, chain, node):
         """elsif and else join the if before them, as one node."""
         if node.name == "elsif":
-            chain["branches"].append([self.condition(node), self.body(node)])
+            chain["branches"].append(self.guarded(node))
         else:
             if node.args or node.tests:
                 self.error(node.line, node.col, "else takes no arguments or test")
             chain["else"] = self.body(node)
+
+    def guarded(self, node):
+        """[test, block] of an if or elsif.  RFC 5463 section 4: the block
+        an ihave test guards is compiled with its capabilities required,
+        and not at all when one is unknown (it never runs)."""
+        test = self.condition(node)
+        granted = set(granted_capabilities(test))
+        if not granted:
+            return [test, self.body(node)]
+        if not granted <= CAPABILITIES and node.block is not None:
+            return [test, []]
+        before = self.requires
+        self.requires = before | granted
+        self.granted |= granted
+        try:
+            return [test, self.body(node)]
+        finally:
+            self.requires = before
 
     def body(self, node):
         if node.block is None:
@@ -168,7 +187,7 @@ class Validator:
                               "require must come before every other command")
         if node.name == "if":
             return {"cmd": "if", "line": node.line,
-                    "branches": [[self.condition(node), self.body(node)]], "else": None}
+                    "branches": [self.guarded(node)], "else": None}
         spec = self.lookup(node, COMMANDS, "command")
         if spec is None:
             return None
@@ -384,6 +403,13 @@ class Validator:
             self.check_headers(node, [built["header"]])
 
 
+def granted_capabilities(test):
+    """What an ihave test (alone or in an allof) grants the block it guards."""
+    if test.get("test") == "allof":
+        return [name for member in test["tests"] for name in granted_capabilities(member)]
+    return test.get("grants", ())
+
+
 def valid_header_name(name):
     """RFC 5322 section 3.6.8: printable US-ASCII except ":"."""
     return bool(name) and all(33 <= ord(c) <= 126 and c != ":" for c in name)
@@ -401,4 +427,4 @@ def validate(nodes):
         validator.errors.sort(key=lambda e: (e[0], e[1]))
         (line, col, message), *more = validator.errors
         raise SieveError(line, col, message, more)
-    return commands, sorted(validator.requires)
+    return commands, sorted(validator.requires | validator.granted)

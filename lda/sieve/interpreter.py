@@ -259,6 +259,10 @@ class Execution:
     def add(self, action):
         if len(self.actions) >= MAX_ACTIONS:
             self.fail(f"more than {MAX_ACTIONS} actions")
+        for earlier in self.actions:
+            problem = earlier.conflict(action) or action.conflict(earlier)
+            if problem:
+                self.fail(problem)
         self.actions.append(action)
 
     # --- tests ---------------------------------------------------------------

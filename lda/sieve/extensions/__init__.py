@@ -40,8 +40,8 @@ bytes and MIME parts: mimeparts.message_tree(execution), read once per run.
 use .get(), `in` and item assignment only).
 """
 
-MODULES = ("body", "mime", "enotify", "include", "date", "spamtest",
-           "vacation_seconds")
+MODULES = ("body", "mime", "enotify", "include", "date", "spamtest", "vacation_seconds",
+           "reject", "ihave", "environment", "mailbox")
 _loaded = {}
 
 
