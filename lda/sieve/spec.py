@@ -16,13 +16,22 @@ def tag(key, value=True, kind=None, extension=None):
 
 
 MATCH = {":is": tag("match", "is"), ":contains": tag("match", "contains"),
-         ":matches": tag("match", "matches"), ":comparator": tag("comparator", kind=STRING)}
+         ":matches": tag("match", "matches"), ":comparator": tag("comparator", kind=STRING),
+         ":regex": tag("match", "regex", extension="regex"),
+         # RFC 5231: the relation ("gt", ...) follows; Validator.tagged stores
+         # it as "relation" beside match "value" or "count".
+         ":value": tag("match", "value", STRING, "relational"),
+         ":count": tag("match", "count", STRING, "relational")}
 PARTS = {":all": tag("part", "all"), ":localpart": tag("part", "localpart"),
          ":domain": tag("part", "domain"), ":user": tag("part", "user", extension="subaddress"),
          ":detail": tag("part", "detail", extension="subaddress")}
 MATCH_DEFAULTS = {"match": "is", "comparator": "i;ascii-casemap"}
 FLAGS = {":flags": tag("flags", kind=STRINGS, extension="imap4flags")}
 COPY = {":copy": tag("copy", extension="copy")}
+# RFC 5260 section 6, on header and address (and date, from its module); no
+# default: the interpreter reads them with node.get().
+INDEX = {":index": tag("index", kind=NUMBER, extension="index"),
+         ":last": tag("last", extension="index")}
 
 
 class Spec:
