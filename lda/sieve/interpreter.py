@@ -362,7 +362,10 @@ class Execution:
                 try:
                     result = compare(match, comparator, value, key, relation)
                 except ValueError as e:  # regex.RegexError: a pattern built at run time
-                    self.fail(f'invalid regular expression "{key}": {e}')
+                    from .regex import RegexTooCostly
+
+                    self.fail(str(e) if isinstance(e, RegexTooCostly)
+                              else f'invalid regular expression "{key}": {e}')
                 if match not in ("matches", "regex"):
                     if result:
                         return True

@@ -321,7 +321,9 @@ class Regex:
             following, next_seen = [], set()
             steps += len(threads)
             if steps > MAX_STEPS:
-                raise RegexTooCostly(f"regular expression match over {MAX_STEPS} steps")
+                raise RegexTooCostly(f":regex gave up after {MAX_STEPS} steps "
+                                     f"(a {len(code)}-instruction pattern on {n} "
+                                     "characters)")
             for pc, caps in threads:
                 op, a, _ = code[pc]
                 if op == MATCH:
