@@ -384,3 +384,11 @@ def test_delivery_into_an_unusable_constant_folder_keeps(user):
     (user.home / ".lda.sieve").write_text('require "fileinto";\nfileinto "Work/Projects";\n')
     user.deliver(message(), "a@example.org", check=0)
     assert len(maildir_files(user.maildir)) == 1
+
+
+def test_a_regex_search_past_its_step_budget_keeps_the_message():
+    script = REGEX + 'if header :regex "x" "(.?){200}z" { discard; }'
+    outcome = outcome_of(script, msg=with_headers("X: " + "a" * 16000))
+    assert outcome.describe() == KEEP
+    [error] = outcome.errors
+    assert error.startswith("line 2: :regex gave up after 1000000 steps")

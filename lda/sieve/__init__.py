@@ -10,7 +10,10 @@ comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
 extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
-recipient_delimiter).
+recipient_delimiter); in the core also relational (RFC 5231),
+comparator-i;ascii-numeric (RFC 4790), regex (draft-ietf-sieve-regex-01,
+POSIX ERE run by lda/sieve/regex.py without backtracking), encoded-character
+(RFC 5228 section 2.4.2.4) and index (RFC 5260 section 6).
 
 The API
 -------
@@ -75,6 +78,13 @@ Decisions
   dropped; "/", a leading, trailing or double ".", and control characters
   are refused: at compile time for a constant, else as a runtime error.
 - A runtime error drops every collected action: implicit keep only.
+- A constant folder name that cannot be stored ("a/b") fails at run time,
+  as in Pigeonhole, not at compile time; an invalid header name in header,
+  address or exists matches nothing (RFC 5228 section 2.4.2.2; Pigeonhole
+  refuses it in address, which it limits to address fields).
+- address :count counts addresses, so an empty field adds none (Pigeonhole
+  counts it as one); i;ascii-casemap orders as upper case (RFC 4790 section
+  9.2.1; Pigeonhole sorts "a" after "_"); :quoteregex is supported.
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.

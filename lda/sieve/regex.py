@@ -32,7 +32,7 @@ leftmost subexpression: "(a|ab)(c|bcd)" on "abcd" gives ${1} "a" and ${2}
 MAX_PATTERN_LENGTH = 1024
 MAX_PROGRAM = 4096  # instructions, after {m,n} is expanded
 MAX_VALUE_LENGTH = 16384
-MAX_STEPS = 4_000_000  # thread steps of one search
+MAX_STEPS = 1_000_000  # thread steps of one search (about a second)
 MAX_REPEAT = 255  # RE_DUP_MAX
 MAX_CACHED = 256
 
