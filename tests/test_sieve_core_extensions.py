@@ -216,7 +216,7 @@ def test_quoteregex_makes_a_value_literal():
 
 @pytest.mark.parametrize("pattern, problem", [
     ("a(", 'unmatched "("'), ("a)", 'unmatched ")"'), ("*a", 'nothing to repeat before "*"'),
-    ("[a", 'unmatched "["'), ("a{3,1}", "invalid repetition count {3,1} (at most 255, "
+    ("[a", 'unmatched "["'), ("a{3,1}", "invalid repetition count {3,1} (at most 32767, "
                               "minimum first)"),
     ("(a)\\\\1", "back-references are not supported"),
     ("[[:word:]]", 'unknown character class "[:word"'),
@@ -392,3 +392,54 @@ def test_a_regex_search_past_its_step_budget_keeps_the_message():
     assert outcome.describe() == KEEP
     [error] = outcome.errors
     assert error.startswith("line 2: :regex gave up after 1000000 steps")
+
+
+def _ere():
+    """Small ERE patterns that Python's re reads the same way (no anchors,
+    no stacked quantifiers), over the alphabet "ab"."""
+    from hypothesis import strategies as st
+
+    atom = st.sampled_from(["a", "b", ".", "[ab]", "[^a]", "[[:alpha:]]"])
+
+    def extend(inner):
+        group = inner.map(lambda p: f"({p})")
+        quantified = st.tuples(st.one_of(atom, group),
+                               st.sampled_from(["", "*", "+", "?", "{1,2}", "{2}"]))
+        concat = st.lists(quantified.map("".join), min_size=1, max_size=3).map("".join)
+        return st.one_of(concat, st.tuples(concat, concat).map("|".join))
+
+    return st.recursive(atom, extend, max_leaves=6)
+
+
+@pytest.mark.parametrize("casemap", [False, True])
+def test_regex_agrees_with_python_re_on_small_safe_patterns(casemap):
+    """Same answer as re on which text matches, and the overall match is the
+    leftmost-longest one (found here by trying every substring)."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from lda.sieve.regex import compile_regex
+
+    @settings(max_examples=300, deadline=None)
+    @given(_ere(), st.text("abAB", max_size=6))
+    def check(pattern, text):
+        flags = re.DOTALL | (re.IGNORECASE if casemap else 0)
+        python = pattern.replace("[[:alpha:]]", "[a-zA-Z]")
+        ours = compile_regex(pattern, casemap).search(text)
+        assert (ours is not None) == (re.search(python, text, flags) is not None)
+        if ours is not None:
+            longest = next(text[s:e] for s in range(len(text) + 1)
+                           for e in range(len(text), s - 1, -1)
+                           if re.fullmatch(python, text[s:e], flags))
+            assert ours[0] == longest
+
+    check()
+
+
+def test_a_repeated_group_takes_no_extra_empty_turn():
+    from lda.sieve.regex import compile_regex
+
+    assert compile_regex("(a*)*", False).search("a") == ["a", "a"]
+    assert compile_regex("(a|)+", True).search("A") == ["A", "A"]

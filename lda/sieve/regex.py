@@ -16,24 +16,26 @@ Pigeonhole), bracket expressions with ranges and the classes [:alpha:]
 [:digit:] [:alnum:] [:upper:] [:lower:] [:space:] [:blank:] [:punct:]
 [:print:] [:graph:] [:cntrl:] [:xdigit:] (ASCII, the C locale), "^" and
 "$" (the ends of the value), groups, "|", and "*" "+" "?" "{m}" "{m,}"
-"{m,n}" (at most RE_DUP_MAX, 255).  A backslash makes the next character
-literal; a back-reference ("\\1") is refused, as it cannot be matched in
-linear time.  [=x=] and [.x.] are refused too.  Matching is by character
-(code point), not by byte.
+"{m,n}" ("{,n}" is "{0,n}", as in glibc).  A backslash makes the next
+character literal; a back-reference ("\\1") is refused, as it cannot be
+matched in linear time.  [=x=] and [.x.] name one character (no locale's
+collating elements).  Matching is by character (code point), not by byte.
 
 Which match is reported: the overall match is POSIX's leftmost-longest.
 The groups inside it follow the priority of a leftmost-first engine among
 the ways to reach that longest match (earlier alternatives and greedier
 repetitions first), which is not always POSIX's rule of the longest
 leftmost subexpression: "(a|ab)(c|bcd)" on "abcd" gives ${1} "a" and ${2}
-"bcd" here, where POSIX gives "ab" and "cd".
+"bcd" here, where POSIX gives "ab" and "cd".  A repeated group takes no
+extra empty turn at the end: "(a*)*" on "a" gives ${1} "a", as POSIX says
+(Python's re and PCRE give "").
 """
 
 MAX_PATTERN_LENGTH = 1024
 MAX_PROGRAM = 4096  # instructions, after {m,n} is expanded
 MAX_VALUE_LENGTH = 16384
 MAX_STEPS = 1_000_000  # thread steps of one search (about a second)
-MAX_REPEAT = 255  # RE_DUP_MAX
+MAX_REPEAT = 32767  # glibc's RE_DUP_MAX; MAX_PROGRAM is the real bound
 MAX_CACHED = 256
 
 CLASSES = {
@@ -139,10 +141,11 @@ class _Parser:
         end = self.p.find("}", self.i)
         text = self.p[self.i:end] if end >= 0 else ""
         lo, comma, hi = text.partition(",")
-        if not lo.isdigit() or not lo.isascii() or (hi and not (hi.isdigit() and hi.isascii())):
+        if (lo and not (lo.isdigit() and lo.isascii())) or (not lo and not comma) \
+                or (hi and not (hi.isdigit() and hi.isascii())) or len(text) > 12:
             self.error("invalid repetition {...}")
         self.i = end + 1
-        lo = int(lo)
+        lo = int(lo or "0")
         hi = lo if not comma else (int(hi) if hi else None)
         if lo > MAX_REPEAT or (hi is not None and (hi > MAX_REPEAT or hi < lo)):
             self.error(f"invalid repetition count {{{text}}} (at most {MAX_REPEAT}, "
@@ -202,8 +205,13 @@ class _Parser:
                 classes.append(name)
                 self.i = end + 2
                 continue
-            if self.p.startswith("[=", self.i) or self.p.startswith("[.", self.i):
-                self.error("[= =] and [. .] are not supported")
+            if self.p[self.i:self.i + 2] in ("[=", "[."):
+                closing = self.p[self.i + 1] + "]"
+                if self.p[self.i + 3:self.i + 5] != closing:
+                    self.error(f"only one character in {self.p[self.i:self.i + 2]} "
+                               f"{closing}")
+                c = self.p[self.i + 2]
+                self.i += 4  # with the += 1 below: past the closing pair
             self.i += 1
             if self.peek() == "-" and self.i + 1 < len(self.p) and self.p[self.i + 1] != "]":
                 high = self.p[self.i + 1]
@@ -292,11 +300,15 @@ class _Compiler:
             self.code[split][2] = len(self.code)
 
 
-def _in_set(spec, c):
+def _in_set(spec, c, casemap):
+    """Whether `c` matches a bracket expression; with casemap either case of
+    an ASCII letter counts as a member, before any "^" negates."""
     negated, chars, ranges, classes = spec
-    found = c in chars or any(low <= c <= high for low, high in ranges) \
-        or any(CLASSES[name](c) for name in classes)
-    return found != negated
+    for candidate in (c, ascii_swapcase(c)) if casemap else (c,):
+        if candidate in chars or any(low <= candidate <= high for low, high in ranges) \
+                or any(CLASSES[name](candidate) for name in classes):
+            return not negated
+    return negated
 
 
 class Regex:
@@ -338,7 +350,7 @@ class Regex:
                 elif op == ANY:
                     ok = True
                 else:
-                    ok = _in_set(a, c) or (casemap and _in_set(a, ascii_swapcase(c)))
+                    ok = _in_set(a, c, casemap)
                 if ok:
                     self._add(following, next_seen, pc + 1, caps, i + 1, n)
             if best is not None:  # a later start can no longer win
