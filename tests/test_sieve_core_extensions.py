@@ -443,3 +443,26 @@ def test_a_repeated_group_takes_no_extra_empty_turn():
 
     assert compile_regex("(a*)*", False).search("a") == ["a", "a"]
     assert compile_regex("(a|)+", True).search("A") == ["A", "A"]
+
+
+def test_encoded_octets_that_are_not_utf8_match_as_header_bytes_do(tmp_path):
+    """0xFF in a header reads as U+FFFD (fields.text); "${hex:ff}" does too,
+    and the compiled script still caches (JSON holds no lone surrogate)."""
+    import io
+
+    from lda.deliver.message import Reader
+    from lda.sieve import Envelope, load_script, run
+
+    path = tmp_path / "s.sieve"
+    path.write_text('require "encoded-character";\nif header :is "x" "a${hex:ff}" { discard; }\n')
+    message = Reader(io.BytesIO(b"From: a@example.org\nX: a\xff\n\nHi.\n"))
+    for _ in message.chunks():
+        pass
+    message.info()
+    statuses = []
+    for _ in range(2):  # compiled and cached, then read back from the cache
+        script = load_script(path, tmp_path / "cache")
+        statuses.append(script.cache_status)
+        outcome = run(script, message, Envelope("a@example.org", "b@example.org"))
+        assert outcome.describe() == DISCARD
+    assert statuses[0] == "cache written"

@@ -456,7 +456,8 @@ def decode_encoded(text):
     characters they name; anything not of that form stays as written.
     Returns (text, problem): a code point that is a surrogate or above
     10FFFF is a problem (a compile error, as in Pigeonhole).  Octets that
-    are not UTF-8 become lone surrogates (surrogateescape)."""
+    are not UTF-8 become U+FFFD, as they do in a header value (fields.text),
+    so "${hex:ff}" matches a raw 0xFF byte there."""
     out, i, problem = [], 0, None
     while True:
         start = text.find("${", i)
@@ -477,7 +478,7 @@ def decode_encoded(text):
             continue
         out.append(text[i:start])
         if kind == "hex":
-            out.append(bytes(int(h, 16) for h in items).decode("utf-8", "surrogateescape"))
+            out.append(bytes(int(h, 16) for h in items).decode("utf-8", "replace"))
         else:
             for h in items:
                 code = int(h, 16)
