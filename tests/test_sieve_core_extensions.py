@@ -466,3 +466,10 @@ def test_encoded_octets_that_are_not_utf8_match_as_header_bytes_do(tmp_path):
         outcome = run(script, message, Envelope("a@example.org", "b@example.org"))
         assert outcome.describe() == DISCARD
     assert statuses[0] == "cache written"
+
+
+def test_a_regex_key_is_checked_after_encoded_characters_are_decoded():
+    script = ('require ["regex", "encoded-character"];\n'
+              'if header :regex "x" "a${hex:28}" { discard; }')
+    assert errors_of(script) == [(2, 22, 'invalid regular expression "a(": unmatched "("')]
+    assert actions(script.replace("28", "2e"), msg=with_headers("X: ab")) == DISCARD

@@ -66,8 +66,8 @@ TESTS = {
     "true": Spec(), "false": Spec(),
     "header": Spec(tags={**MATCH, **INDEX}, positional=[("headers", STRINGS), ("keys", STRINGS)],
                    defaults=MATCH_DEFAULTS),
-    "address": Spec(tags={**MATCH, **PARTS, **INDEX}, positional=[("headers", STRINGS), ("keys", STRINGS)],
-                    defaults={**MATCH_DEFAULTS, "part": "all"}),
+    "address": Spec(tags={**MATCH, **PARTS, **INDEX},
+                    positional=[("headers", STRINGS), ("keys", STRINGS)], defaults={**MATCH_DEFAULTS, "part": "all"}),
     "envelope": Spec("envelope", {**MATCH, **PARTS}, [("parts", STRINGS), ("keys", STRINGS)],
                      {**MATCH_DEFAULTS, "part": "all"}),
     "exists": Spec(positional=[("headers", STRINGS)]),
@@ -216,7 +216,7 @@ class Validator:
         also runs it (the interpreter reads "ext").  Every test with a match
         type gets check_match, and one with :index check_index, first."""
         if "comparator" in built:
-            self.check_match(node, built)
+            self.check_match(node, built, spec)
         if "index" in built or (built.get("last") and ":index" in spec.tags):
             self.check_index(node, built)
         if spec.module is not None:
@@ -341,7 +341,7 @@ class Validator:
     def constant(self, text):
         return "variables" not in self.requires or "${" not in text
 
-    def check_match(self, node, built):
+    def check_match(self, node, built, spec=None):
         """The comparator, and whether it fits the match type; a constant
         :regex key must compile.  Runs once per test (Validator.check calls
         it for every test with a comparator; an extension may call it too)."""
@@ -359,19 +359,18 @@ class Validator:
         elif comparator == "i;ascii-numeric" and match in SUBSTRING_MATCHES:
             self.error(node.line, node.col, f'comparator "{comparator}" cannot be used '
                        f"with :{match} (it has no substring match)")
-        elif match == "regex":
-            self.check_regex_keys(node, comparator == "i;ascii-casemap")
+        elif match == "regex" and spec is not None and spec.positional:
+            self.check_regex_keys(node, built[spec.positional[-1][0]],
+                                  comparator == "i;ascii-casemap")
 
     check_comparator = check_match  # the name extension modules were given
 
-    def check_regex_keys(self, node, casemap):
-        """The keys are the last argument of every test with a match type."""
+    def check_regex_keys(self, node, keys, casemap):
+        """The keys are the last argument of every test with a match type
+        (`keys` as built: encoded characters already decoded)."""
         from .regex import RegexError, compile_regex
 
-        keys = node.args[-1] if node.args else None
-        if keys is None or keys.kind != "strings":
-            return
-        for key, (line, col) in zip(keys.value, keys.positions):
+        for key, (line, col) in zip(keys, node.args[-1].positions):
             if self.constant(key):
                 try:
                     compile_regex(key, casemap)
@@ -451,6 +450,9 @@ class Validator:
             self.check_headers(node, [built["header"]])
 
 
+ENCODED_BODY = frozenset(" \t\r\n0123456789abcdefABCDEF")  # hex digits and blanks
+
+
 def decode_encoded(text):
     """RFC 5228 section 2.4.2.4: "${hex:40 41}" and "${unicode:1F600}" as the
     characters they name; anything not of that form stays as written.
@@ -466,12 +468,10 @@ def decode_encoded(text):
             out.append(text[i:])
             return "".join(out), problem
         kind, colon, body = text[start + 2:end].partition(":")
-        kind = kind.lower()
-        items = body.replace("\r\n", " ").split()
-        width = 2 if kind == "hex" else 8
-        well_formed = colon and kind in ("hex", "unicode") and items and not body.strip(
-            " \t\r\n0123456789abcdefABCDEF") and all(len(h) <= width or kind == "unicode"
-                                                       for h in items)
+        kind, items = kind.lower(), body.split()
+        well_formed = colon and kind in ("hex", "unicode") and items \
+            and set(body) <= ENCODED_BODY \
+            and (kind == "unicode" or all(len(h) <= 2 for h in items))  # hex-pair: 1*2HEXDIG
         if not well_formed:
             out.append(text[i:start + 2])
             i = start + 2
