@@ -473,3 +473,9 @@ def test_a_regex_key_is_checked_after_encoded_characters_are_decoded():
               'if header :regex "x" "a${hex:28}" { discard; }')
     assert errors_of(script) == [(2, 22, 'invalid regular expression "a(": unmatched "("')]
     assert actions(script.replace("28", "2e"), msg=with_headers("X: ab")) == DISCARD
+
+
+def test_regex_match_variable_0_is_the_matched_substring():
+    """As Pigeonhole: ${0} is what the whole expression matched, not the value."""
+    script = REGEX + 'if header :regex "subject" "pres(ent)" { fileinto "${0}-${1}"; }'
+    assert actions(script) == ['fileinto "present-ent"']
