@@ -57,8 +57,9 @@ ERRORS = [
      [(2, 1, "require must come before every other command")]),
     ("elsif-without-if", "elsif true { keep; }", [(1, 1, "elsif without a preceding if")]),
     ("else-after-else", "if true {} else {} else {}", [(1, 20, "else without a preceding if")]),
-    ("unsupported-comparator", 'if header :comparator "i;ascii-numeric" :is "a" "1" {}',
-     [(1, 4, 'comparator "i;ascii-numeric" is not supported (i;ascii-casemap, i;octet)')]),
+    ("unsupported-comparator", 'if header :comparator "i;unknown" :is "a" "1" {}',
+     [(1, 4, 'comparator "i;unknown" is not supported (i;ascii-casemap, i;octet, '
+       'i;ascii-numeric)')]),
     ("conflicting-match-types", 'if header :is :contains "a" "b" {}',
      [(1, 15, 'tag :contains conflicts with an earlier tag ("is")')]),
     ("tag-given-twice", 'if header :is :is "a" "b" {}', [(1, 15, "tag :is given twice")]),
@@ -73,14 +74,9 @@ ERRORS = [
     ("size-needs-over-or-under", "if size 10 {}", [(1, 4, "size needs :over or :under")]),
     ("not-takes-one-test", "if not (true, false) {}", [(1, 4, "not takes one test")]),
     ("allof-takes-a-list", "if allof true {}", [(1, 4, "allof takes a list of tests (...)")]),
-    ("invalid-header-name", 'if header :is "a b" "x" {}', [(1, 4, 'invalid header name "a b"')]),
     ("unsupported-envelope-part", 'require "envelope"; if envelope "auth" "x" {}',
      [(1, 24, 'envelope part "auth" is not supported (from, to)')]),
     ("invalid-redirect-address", 'redirect "bob";', [(1, 1, 'redirect: invalid address "bob"')]),
-    ("unsafe-constant-folder", 'require "fileinto"; fileinto "../etc";',
-     [(1, 21, 'fileinto: "/" in folder name "../etc" (the hierarchy separator is ".")')]),
-    ("leading-dot-folder", 'require "fileinto"; fileinto ".x";',
-     [(1, 21, 'fileinto: folder name ".x" has a leading, trailing or double "."')]),
     ("invalid-variable-name", 'require "variables"; set "1x" "y";',
      [(1, 22, 'invalid variable name "1x"')]),
     ("conflicting-modifiers", 'require "variables"; set :lower :upper "a" "b";',
@@ -126,6 +122,12 @@ def test_error_lines_name_the_file():
 # --- runtime errors: implicit keep, nothing else -----------------------------------
 
 RUNTIME = [
+    # A constant folder name that cannot be stored fails for this message
+    # only (RFC 5228 section 4.1; Pigeonhole does the same): the script compiles.
+    ("unsafe-constant-folder", 'require "fileinto";\nfileinto "../etc";',
+     'line 2: fileinto: "/" in folder name "../etc" (the hierarchy separator is ".")'),
+    ("leading-dot-folder", 'require "fileinto";\nfileinto ".x";',
+     'line 2: fileinto: folder name ".x" has a leading, trailing or double "."'),
     ("unsafe-folder-from-variable", 'require ["fileinto", "variables"];\nset "f" "../etc";\n'
      'discard;\nfileinto "${f}";', 'line 4: fileinto: "/" in folder name "../etc" '
      '(the hierarchy separator is ".")'),

@@ -18,7 +18,11 @@ scripts from Envelope.options sieve_dir (:personal) and sieve_global_dir
 (RFC 6131), spamtest, spamtestplus and virustest (RFC 5235, set up by
 lda.toml's sieve_spamtest_* and sieve_virustest_* keys);
 reject and ereject (RFC 5429), ihave and error (RFC 5463), environment
-(RFC 5183) and mailboxexists (RFC 5490).
+(RFC 5183) and mailboxexists (RFC 5490);
+in the core also relational (RFC 5231), comparator-i;ascii-numeric (RFC
+4790), regex (draft-ietf-sieve-regex-01, POSIX ERE run by lda/sieve/regex.py
+without backtracking), encoded-character (RFC 5228 section 2.4.2.4) and
+index (RFC 5260 section 6).
 
 The API
 -------
@@ -91,6 +95,13 @@ Decisions
 - A runtime error drops every collected action: implicit keep only.
 - include resolves its script when it runs (a missing one, a cycle, a
   compile error in it: a runtime error); extensions/include.py says why.
+- A constant folder name that cannot be stored ("a/b") fails at run time,
+  as in Pigeonhole, not at compile time; an invalid header name in header,
+  address or exists matches nothing (RFC 5228 section 2.4.2.2; Pigeonhole
+  refuses it in address, which it limits to address fields).
+- address :count counts addresses, so an empty field adds none (Pigeonhole
+  counts it as one); i;ascii-casemap orders as upper case (RFC 4790 section
+  9.2.1; Pigeonhole sorts "a" after "_"); :quoteregex is supported.
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.

@@ -23,6 +23,11 @@ def text(raw):
     return decode_words(value)
 
 
+def valid_header_name(name):
+    """RFC 5322 section 3.6.8: printable US-ASCII except ":"."""
+    return bool(name) and all(33 <= ord(c) <= 126 and c != ":" for c in name)
+
+
 def addresses(value):
     """The addr-specs of an address-list header value, in order: "" for a
     null address ("<>"), nothing for an empty group."""

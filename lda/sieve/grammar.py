@@ -10,18 +10,36 @@ is raised, so `lda sieve check` can list every problem at once.
 from .actions import UnsafeFolder, check_folder
 from .errors import SieveError
 from .extensions import MODULES, load
-from .fields import valid_address
-from .spec import COPY, FLAGS, MATCH, MATCH_DEFAULTS, NUMBER, PARTS, STRING, STRINGS, Spec, tag
-from .spec import NAMESPACES
+from .fields import valid_address, valid_header_name
+from .spec import (
+    COPY,
+    FLAGS,
+    INDEX,
+    MATCH,
+    MATCH_DEFAULTS,
+    NAMESPACES,
+    NUMBER,
+    PARTS,
+    STRING,
+    STRINGS,
+    Spec,
+    tag,
+)
 
 CAPABILITIES = frozenset({
     "fileinto", "envelope", "copy", "imap4flags", "variables", "duplicate", "vacation",
-    "subaddress", "mailbox", "comparator-i;octet", "comparator-i;ascii-casemap"})
-COMPARATORS = ("i;ascii-casemap", "i;octet")
+    "subaddress", "mailbox", "comparator-i;octet", "comparator-i;ascii-casemap",
+    "comparator-i;ascii-numeric", "relational", "regex", "encoded-character", "index"})
+COMPARATORS = ("i;ascii-casemap", "i;octet", "i;ascii-numeric")
+# RFC 5228 section 2.7.3: only these two may be used without a require.
+BUILTIN_COMPARATORS = ("i;ascii-casemap", "i;octet")
+RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")  # RFC 5231 section 4
+SUBSTRING_MATCHES = ("contains", "matches", "regex")  # i;ascii-numeric has none
 ENVELOPE_PARTS = ("from", "to")
 # RFC 5229 section 4: modifiers of one precedence exclude each other.
 MODIFIER_PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
-                       "quotewildcard": 20, "encodeurl": 15, "length": 10}
+                       "quotewildcard": 20, "quoteregex": 20, "encodeurl": 15, "length": 10}
+MODIFIER_EXTENSIONS = {"quoteregex": "regex"}
 
 
 COMMANDS = {
@@ -32,7 +50,8 @@ COMMANDS = {
                      [("folder", STRING)], {"copy": False, "flags": None, "create": False}),
     "setflag": Spec("imap4flags", positional=[("variable", STRING), ("flags", STRINGS)],
                     optional_first=True, defaults={"variable": None}),
-    "set": Spec("variables", {f":{m}": tag("modifiers", m) for m in MODIFIER_PRECEDENCE},
+    "set": Spec("variables", {f":{m}": tag("modifiers", m, extension=MODIFIER_EXTENSIONS.get(m))
+                              for m in MODIFIER_PRECEDENCE},
                 [("name", STRING), ("value", STRING)], {"modifiers": []}),
     "vacation": Spec("vacation", {
         ":days": tag("days", kind=NUMBER), ":subject": tag("subject", kind=STRING),
@@ -46,10 +65,10 @@ CONTROLS = ("if", "elsif", "else", "require")
 
 TESTS = {
     "true": Spec(), "false": Spec(),
-    "header": Spec(tags=MATCH, positional=[("headers", STRINGS), ("keys", STRINGS)],
+    "header": Spec(tags={**MATCH, **INDEX}, positional=[("headers", STRINGS), ("keys", STRINGS)],
                    defaults=MATCH_DEFAULTS),
-    "address": Spec(tags={**MATCH, **PARTS}, positional=[("headers", STRINGS), ("keys", STRINGS)],
-                    defaults={**MATCH_DEFAULTS, "part": "all"}),
+    "address": Spec(tags={**MATCH, **PARTS, **INDEX},
+                    positional=[("headers", STRINGS), ("keys", STRINGS)], defaults={**MATCH_DEFAULTS, "part": "all"}),
     "envelope": Spec("envelope", {**MATCH, **PARTS}, [("parts", STRINGS), ("keys", STRINGS)],
                      {**MATCH_DEFAULTS, "part": "all"}),
     "exists": Spec(positional=[("headers", STRINGS)]),
@@ -103,6 +122,7 @@ class Validator:
         self.errors = []
         self.requires = set()
         self.granted = set()  # what ihave gave some block (extensions/ihave.py)
+        self._match_checked = set()  # id() of the nodes check_match has seen
 
     def error(self, line, col, message):
         self.errors.append((line, col, message))
@@ -221,7 +241,12 @@ class Validator:
     def check(self, node, spec, built):
         """The command's or test's own checks: a check_NAME method here, or
         check_NAME(validator, node, built) in its extension module, which
-        also runs it (the interpreter reads "ext")."""
+        also runs it (the interpreter reads "ext").  Every test with a match
+        type gets check_match, and one with :index check_index, first."""
+        if "comparator" in built:
+            self.check_match(node, built, spec)
+        if "index" in built or (built.get("last") and ":index" in spec.tags):
+            self.check_index(node, built)
         module = spec.module or next((name for fields, name in ROUTES.get(node.name, ())
                                       if any(field in built for field in fields)), None)
         if module is not None:
@@ -257,6 +282,8 @@ class Validator:
             positional = positional[1:]
         if len(args) != len(positional):
             stray = next((a for a in args if a.kind == "tag"), None)
+            if not ok:  # a bad tag was reported: what follows it is no sure guide
+                return False
             if stray is not None:
                 self.error(stray.line, stray.col,
                            f"tag {stray.value} must come before the other arguments")
@@ -281,7 +308,12 @@ class Validator:
         key, value, kind, extension = entry
         if extension and extension not in self.requires:
             self.error(arg.line, arg.col, f'tag {arg.value} needs require "{extension}"')
-        if kind is not None:
+        relation = None
+        if key == "match" and kind is not None:  # :value "gt", :count "gt"
+            relation = self.relation(arg, args)
+            if relation is None:
+                return False
+        elif kind is not None:
             if not args or args[0].kind == "tag":
                 self.error(arg.line, arg.col, f"tag {arg.value} needs a {kind} after it")
                 return False
@@ -295,7 +327,24 @@ class Validator:
             return False
         else:
             built[key] = value
+            if relation is not None:
+                built["relation"] = relation
         return value is not None
+
+    def relation(self, tag_arg, args):
+        """The relation after :value or :count (RFC 5231 section 4); one error
+        when it is missing or unknown, and a following tag stays a tag."""
+        arg = args.pop(0) if args and args[0].kind != "tag" else None
+        text = arg.value[0] if arg is not None and arg.kind == "strings" and arg.single \
+            else None
+        if text is not None and text.lower() in RELATIONS:
+            return text.lower()
+        found = ("nothing" if arg is None and not args else "a tag" if arg is None
+                 else f'"{text}"' if text is not None
+                 else "a string list" if arg.kind == "strings" else f"a {arg.kind}")
+        self.error(tag_arg.line, tag_arg.col, f"{tag_arg.value} needs a relation: "
+                   '"gt", "ge", "lt", "le", "eq" or "ne" (found ' + found + ")")
+        return None
 
     def value(self, arg, kind, where):
         if kind == NUMBER:
@@ -304,7 +353,17 @@ class Validator:
             return arg.value
         if arg.kind != "strings" or (kind == STRING and not arg.single):
             return self.error(arg.line, arg.col, f"{where} expects a {kind}")
-        return arg.value[0] if kind == STRING else list(arg.value)
+        values = arg.value
+        if "encoded-character" in self.requires:
+            values = [self.decoded(text, position)
+                      for text, position in zip(values, arg.positions)]
+        return values[0] if kind == STRING else list(values)
+
+    def decoded(self, text, position):
+        result, problem = decode_encoded(text)
+        if problem:
+            self.error(*position, problem)
+        return result
 
     # Per-command checks on constant arguments (a string with "${" may be a
     # variable reference: it is checked when the script runs).
@@ -312,30 +371,55 @@ class Validator:
     def constant(self, text):
         return "variables" not in self.requires or "${" not in text
 
-    def check_comparator(self, node, built):
-        if built.get("comparator") not in COMPARATORS:
-            self.error(node.line, node.col, f'comparator "{built["comparator"]}" is not '
-                       "supported (i;ascii-casemap, i;octet)")
+    def check_match(self, node, built, spec=None):
+        """The comparator, and whether it fits the match type; a constant
+        :regex key must compile.  Runs once per test (Validator.check calls
+        it for every test with a comparator; an extension may call it too)."""
+        if id(built) in self._match_checked:
+            return
+        self._match_checked.add(id(built))
+        comparator, match = built["comparator"], built.get("match")
+        if comparator not in COMPARATORS:
+            self.error(node.line, node.col, f'comparator "{comparator}" is not supported '
+                       f"({', '.join(COMPARATORS)})")
+        elif comparator not in BUILTIN_COMPARATORS \
+                and f"comparator-{comparator}" not in self.requires:
+            self.error(node.line, node.col, f'comparator "{comparator}" needs require '
+                       f'"comparator-{comparator}"')
+        elif comparator == "i;ascii-numeric" and match in SUBSTRING_MATCHES:
+            self.error(node.line, node.col, f'comparator "{comparator}" cannot be used '
+                       f"with :{match} (it has no substring match)")
+        elif match == "regex" and spec is not None and spec.positional:
+            self.check_regex_keys(node, built[spec.positional[-1][0]],
+                                  comparator == "i;ascii-casemap")
+
+    check_comparator = check_match  # the name extension modules were given
+
+    def check_regex_keys(self, node, keys, casemap):
+        """The keys are the last argument of every test with a match type
+        (`keys` as built: encoded characters already decoded)."""
+        from .regex import RegexError, compile_regex
+
+        for key, (line, col) in zip(keys, node.args[-1].positions):
+            if self.constant(key):
+                try:
+                    compile_regex(key, casemap)
+                except RegexError as e:
+                    self.error(line, col, f'invalid regular expression "{key}": {e}')
+
+    def check_index(self, node, built):
+        """RFC 5260 section 6: indexes count from 1; :last only with :index."""
+        if "index" not in built:
+            self.error(node.line, node.col, f"{node.name}: :last needs :index")
+        elif built["index"] == 0:
+            self.error(node.line, node.col, f"{node.name}: :index counts from 1, not 0")
 
     def check_headers(self, node, names):
         for name in names:
             if self.constant(name) and not valid_header_name(name):
                 self.error(node.line, node.col, f'invalid header name "{name}"')
 
-    def check_header(self, node, built):
-        self.check_comparator(node, built)
-        self.check_headers(node, built["headers"])
-
-    check_address = check_header
-
-    def check_string(self, node, built):
-        self.check_comparator(node, built)
-
-    def check_exists(self, node, built):
-        self.check_headers(node, built["headers"])
-
     def check_envelope(self, node, built):
-        self.check_comparator(node, built)
         for part in built["parts"]:
             if self.constant(part) and part.lower() not in ENVELOPE_PARTS:
                 self.error(node.line, node.col, f'envelope part "{part}" is not supported '
@@ -346,7 +430,6 @@ class Validator:
             self.error(node.line, node.col, "size needs :over or :under")
 
     def check_hasflag(self, node, built):
-        self.check_comparator(node, built)
         if built["variables"] is not None:
             self.check_variable_names(node, built["variables"])
 
@@ -385,11 +468,14 @@ class Validator:
             self.error(node.line, node.col, f'redirect: invalid address "{built["address"]}"')
 
     def check_fileinto(self, node, built):
+        """A constant name is normalised ("INBOX.x" is "x"); one that cannot
+        be stored fails when the script runs, for that message only, as in
+        Pigeonhole: RFC 5228 section 4.1 makes it a delivery failure."""
         if self.constant(built["folder"]):
             try:
                 built["folder"] = check_folder(built["folder"])
-            except UnsafeFolder as e:
-                self.error(node.line, node.col, f"fileinto: {e}")
+            except UnsafeFolder:
+                pass
 
     def check_vacation(self, node, built):
         if built["days"] is not None and built.get("seconds") is not None:
@@ -410,9 +496,44 @@ def granted_capabilities(test):
     return test.get("grants", ())
 
 
-def valid_header_name(name):
-    """RFC 5322 section 3.6.8: printable US-ASCII except ":"."""
-    return bool(name) and all(33 <= ord(c) <= 126 and c != ":" for c in name)
+ENCODED_BODY = frozenset(" \t\r\n0123456789abcdefABCDEF")  # hex digits and blanks
+
+
+def decode_encoded(text):
+    """RFC 5228 section 2.4.2.4: "${hex:40 41}" and "${unicode:1F600}" as the
+    characters they name; anything not of that form stays as written.
+    Returns (text, problem): a code point that is a surrogate or above
+    10FFFF is a problem (a compile error, as in Pigeonhole).  Octets that
+    are not UTF-8 become U+FFFD, as they do in a header value (fields.text),
+    so "${hex:ff}" matches a raw 0xFF byte there."""
+    out, i, problem = [], 0, None
+    while True:
+        start = text.find("${", i)
+        end = text.find("}", start + 2) if start >= 0 else -1
+        if end < 0:
+            out.append(text[i:])
+            return "".join(out), problem
+        kind, colon, body = text[start + 2:end].partition(":")
+        kind, items = kind.lower(), body.split()
+        well_formed = colon and kind in ("hex", "unicode") and items \
+            and set(body) <= ENCODED_BODY \
+            and (kind == "unicode" or all(len(h) <= 2 for h in items))  # hex-pair: 1*2HEXDIG
+        if not well_formed:
+            out.append(text[i:start + 2])
+            i = start + 2
+            continue
+        out.append(text[i:start])
+        if kind == "hex":
+            out.append(bytes(int(h, 16) for h in items).decode("utf-8", "replace"))
+        else:
+            for h in items:
+                code = int(h, 16)
+                if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                    problem = problem or (f"invalid unicode character U+{h.upper()} in "
+                                          "${unicode:...}")
+                    code = 0xFFFD
+                out.append(chr(code))
+        i = end + 1
 
 
 def valid_identifier(name):

@@ -20,7 +20,7 @@ from .actions import (
     check_folder,
 )
 from .extensions import load
-from .fields import address_part, addresses, text, valid_address
+from .fields import address_part, addresses, text, valid_address, valid_header_name
 from .match import compare, quote_wildcards
 from .spec import NAMESPACES
 
@@ -34,6 +34,7 @@ MODIFIERS = {
     "upperfirst": lambda v: v[:1].upper() + v[1:],
     "quotewildcard": quote_wildcards, "length": lambda v: str(len(v)),
     "encodeurl": lambda v: load("enotify").encode_url(v),  # RFC 5435 section 7
+    "quoteregex": lambda v: quote_regex(v),
 }
 NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 
@@ -138,7 +139,10 @@ class Execution:
         return [self.string(value) for value in values]
 
     def fields(self, name):
-        """The raw values of every field called `name`, in order."""
+        """The raw values of every field called `name`, in order; none for a
+        name no field can have (RFC 5228 section 2.4.2.2: not an error)."""
+        if not valid_header_name(name):
+            return []
         if self._fields is None:
             self._fields = {}
             for field, value in self.message.headers.fields:
@@ -296,15 +300,17 @@ class Execution:
         return self.message.size < node["limit"]
 
     def test_header(self, node):
-        values = [text(v) for name in self.strings(node["headers"]) for v in self.fields(name)]
-        return self.matches(node, values, self.strings(node["keys"]))
+        raw = self.pick_index([v for name in self.strings(node["headers"])
+                               for v in self.fields(name)], node)
+        return self.matches(node, [text(v) for v in raw], self.strings(node["keys"]))
 
     def test_address(self, node):
         values = []
-        for name in self.strings(node["headers"]):
-            for raw in self.fields(name):
-                for address in addresses(raw.decode("utf-8", "replace")):
-                    values.append(address_part(address, node["part"], self.envelope.delimiters))
+        raw = self.pick_index([v for name in self.strings(node["headers"])
+                               for v in self.fields(name)], node)
+        for field in raw:
+            for address in addresses(field.decode("utf-8", "replace")):
+                values.append(address_part(address, node["part"], self.envelope.delimiters))
         return self.matches(node, [v for v in values if v is not None],
                             self.strings(node["keys"]))
 
@@ -351,19 +357,53 @@ class Execution:
             self.log.append(f"duplicate: {key} seen before")
         return seen
 
+    def pick_index(self, values, node):
+        """RFC 5260 section 6: with :index N only the Nth value (from the end
+        with :last), counting the fields of every name in the order the
+        test lists the names, as Pigeonhole does; no :index, all of them.
+        For any test that takes :index (the date extension's too)."""
+        index = node.get("index")
+        if index is None:
+            return values
+        if index > len(values):
+            return []
+        return [values[-index if node.get("last") else index - 1]]
+
     def matches(self, node, values, keys):
+        """Whether any value matches any key under the node's match type and
+        comparator.  :count compares the number of values (RFC 5231 section
+        4.2); :matches and :regex set ${0}... for the variables extension."""
         match, comparator = node["match"], node["comparator"]
+        relation = node.get("relation")
+        if match == "count":
+            count = str(len(values))
+            return any(compare("value", comparator, count, key, relation) for key in keys)
         for value in values:
             for key in keys:
-                result = compare(match, comparator, value, key)
-                if match != "matches":
+                try:
+                    result = compare(match, comparator, value, key, relation)
+                except ValueError as e:  # regex.RegexError: a pattern built at run time
+                    from .regex import RegexTooCostly
+
+                    self.fail(str(e) if isinstance(e, RegexTooCostly)
+                              else f'invalid regular expression "{key}": {e}')
+                if match not in ("matches", "regex"):
                     if result:
                         return True
                 elif result is not None:
-                    # RFC 5229 section 3.2: ${0} is the whole value, ${1}... the wildcards.
-                    self.match_values = [value, *result]
+                    # RFC 5229 section 3.2: ${0} is the whole value, ${1}... the wildcards
+                    # (or the groups, draft-ietf-sieve-regex-01 section 3).
+                    self.match_values = [value, *result] if match == "matches" else result
                     return True
         return False
+
+
+def quote_regex(value):
+    """:quoteregex (draft-ietf-sieve-regex-01 section 5); regex.py is loaded
+    only by a script that uses it."""
+    from .regex import quote_regex as quote
+
+    return quote(value)
 
 
 def flag_list(flags):

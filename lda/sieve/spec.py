@@ -16,7 +16,12 @@ def tag(key, value=True, kind=None, extension=None):
 
 
 MATCH = {":is": tag("match", "is"), ":contains": tag("match", "contains"),
-         ":matches": tag("match", "matches"), ":comparator": tag("comparator", kind=STRING)}
+         ":matches": tag("match", "matches"), ":comparator": tag("comparator", kind=STRING),
+         ":regex": tag("match", "regex", extension="regex"),
+         # RFC 5231: the relation ("gt", ...) follows; Validator.tagged stores
+         # it as "relation" beside match "value" or "count".
+         ":value": tag("match", "value", STRING, "relational"),
+         ":count": tag("match", "count", STRING, "relational")}
 PARTS = {":all": tag("part", "all"), ":localpart": tag("part", "localpart"),
          ":domain": tag("part", "domain"), ":user": tag("part", "user", extension="subaddress"),
          ":detail": tag("part", "detail", extension="subaddress")}
@@ -26,6 +31,10 @@ COPY = {":copy": tag("copy", extension="copy")}
 # RFC 5229 section 3 variable namespaces, each with the extension that
 # defines it: "${global.x}" needs require "include" (RFC 6609 section 3.4.2).
 NAMESPACES = {"global": "include"}
+# RFC 5260 section 6, on header and address (and date, from its module); no
+# default: the interpreter reads them with node.get().
+INDEX = {":index": tag("index", kind=NUMBER, extension="index"),
+         ":last": tag("last", extension="index")}
 
 
 class Spec:

@@ -31,7 +31,11 @@ names the module under "ext", so a cached script never loads the others):
 
 `execution` is interpreter.Execution: .string()/.strings() expand
 variables, .fields(name) gives raw header values, .matches(node, values,
-keys) applies the match type and comparator, .add(action) records an
+keys) applies the match type and comparator (relational, regex and
+i;ascii-numeric included; validator.check_match runs for every test whose
+built node has a "comparator"), .pick_index(values, node) keeps the value
+that :index/:last select (RFC 5260; give a test those tags with
+spec.INDEX, and Validator.check checks them), .add(action) records an
 action, .fail(message) is a runtime error (implicit keep), .log a list of
 lines for the delivery log, .envelope (with .environment and .options) and
 .message the delivery's, .block(commands) runs a block.  The message's
