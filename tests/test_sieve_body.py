@@ -235,7 +235,7 @@ def test_dry_run_reads_the_body(tmp_path):
     ('require "body";\nif body :content "text/" "x" { keep; }',
      (2, 4, 'body :content "text/" is not a content type ("", "type" or "type/subtype")')),
     ('require "body";\nif body :comparator "i;unicode" "x" { keep; }',
-     (2, 4, 'comparator "i;unicode" is not supported (i;ascii-casemap, i;octet)')),
+     (2, 4, 'comparator "i;unicode" is not supported (i;ascii-casemap, i;octet, i;ascii-numeric)')),
     ('require "body";\nif body :text "x" "y" { keep; }',
      (2, 4, "body expects 1 argument: keys (string list); found 2")),
 ], ids=["require", "two-transforms", "bad-type", "comparator", "arguments"])

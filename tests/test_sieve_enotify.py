@@ -84,7 +84,7 @@ ERRORS = [
      [(2, 1, 'notify: option "foo" is not of the form NAME=VALUE')]),
     ("capability-comparator", NOTIFY + 'if notify_method_capability :comparator "i;x"'
      ' "mailto:a@example.org" "online" "maybe" {}',
-     [(2, 4, 'comparator "i;x" is not supported (i;ascii-casemap, i;octet)')]),
+     [(2, 4, 'comparator "i;x" is not supported (i;ascii-casemap, i;octet, i;ascii-numeric)')]),
     ("message-is-a-string", NOTIFY + 'notify :message ["a", "b"] "mailto:a@example.org";',
      [(2, 17, ":message expects a string")]),
 ]

@@ -115,7 +115,7 @@ def test_a_long_header_is_cut_before_the_pattern_runs():
     ('require "spamtest"; if spamtest {}',
      (1, 24, "spamtest expects 1 argument: value (string); found 0")),
     ('require "spamtest"; if spamtest :comparator "i;nope" "1" {}',
-     (1, 24, 'comparator "i;nope" is not supported (i;ascii-casemap, i;octet)')),
+     (1, 24, 'comparator "i;nope" is not supported (i;ascii-casemap, i;octet, i;ascii-numeric)')),
 ], ids=["percent-needs-spamtestplus", "virustest-needs-require", "missing-value",
         "bad-comparator"])
 def test_compile_errors(script, expected):
@@ -129,14 +129,24 @@ def test_spamtestplus_implies_spamtest():
 
 
 # Relational comparisons (RFC 5235's own examples), (test, header, result)
-# with the SCORE settings: enabled when the relational extension is merged,
-# as tests/test_sieve_date.py's list.
+# with the SCORE settings.
 RELATIONAL_SPAMTEST_CASES = [
     ('spamtest :value "ge" :comparator "i;ascii-numeric" "6"', "X-Spam-Score: Yes, score=4.0",
      True),
     ('spamtest :percent :value "gt" :comparator "i;ascii-numeric" "50"',
      "X-Spam-Score: No, score=2.0", False),
 ]
+
+
+@pytest.mark.parametrize("test, header, matched", RELATIONAL_SPAMTEST_CASES,
+                         ids=["ge-6-of-score-4", "percent-gt-50-of-score-2"])
+def test_relational_spamtest(test, header, matched):
+    script = compile_script('require ["spamtestplus", "relational", '
+                            f'"comparator-i;ascii-numeric"]; if {test} {{ discard; }}')
+    outcome = run(script, parse(with_headers(header)),
+                  Envelope("a@example.org", "b@example.org", options=SCORE))
+    assert outcome.errors == []
+    assert (outcome.describe() == ["discard"]) == matched
 
 
 @pytest.mark.parametrize("values, problem", [

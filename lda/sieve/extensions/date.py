@@ -17,14 +17,12 @@ as in Pigeonhole, with a line in the log.
 
 import time
 
-from ..spec import MATCH, MATCH_DEFAULTS, NUMBER, STRING, STRINGS, Spec, tag
+from ..spec import INDEX, MATCH, MATCH_DEFAULTS, STRING, STRINGS, Spec, tag
 
-CAPABILITIES = ("date", "index")
+CAPABILITIES = ("date",)
 DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
               "iso8601", "std11", "zone", "weekday")
 ZONE_TAG = {":zone": tag("zone", kind=STRING)}
-INDEX_TAGS = {":index": tag("index", kind=NUMBER, extension="index"),
-              ":last": tag("last", extension="index")}
 MJD_EPOCH = 40587  # 1970-01-01 as a Modified Julian Day (days since 1858-11-17)
 MAX_FIELD = 1000  # a date-time is ~40 characters; longer values are cut first
 WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
@@ -32,7 +30,7 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 COMMANDS = {}
 TESTS = {
-    "date": Spec("date", {**MATCH, **ZONE_TAG, **INDEX_TAGS,
+    "date": Spec("date", {**MATCH, **ZONE_TAG, **INDEX,
                           ":originalzone": tag("originalzone")},
                  [("header", STRING), ("part", STRING), ("keys", STRINGS)], MATCH_DEFAULTS),
     "currentdate": Spec("date", {**MATCH, **ZONE_TAG}, [("part", STRING), ("keys", STRINGS)],
@@ -48,10 +46,6 @@ def check_date(validator, node, built):
     validator.check_headers(node, [built["header"]])
     if built.get("zone") is not None and built.get("originalzone"):
         validator.error(node.line, node.col, "date: :zone and :originalzone exclude each other")
-    if built.get("last") and built.get("index") is None:
-        validator.error(node.line, node.col, "date: :last needs :index (RFC 5260 section 6)")
-    if built.get("index") == 0:
-        validator.error(node.line, node.col, "date: :index counts from 1")
 
 
 def check_currentdate(validator, node, built):
@@ -83,7 +77,7 @@ def test_date(execution, node):
     from ...deliver.datefield import date_time
     from ..fields import text
 
-    values = select(execution.fields(execution.string(node["header"])), node)
+    values = execution.pick_index(execution.fields(execution.string(node["header"])), node)
     if not values:
         return False
     found = date_time(text(values[0][:MAX_FIELD]).rpartition(";")[2])
@@ -95,17 +89,6 @@ def test_date(execution, node):
 
 def test_currentdate(execution, node):
     return match_part(execution, node, int(execution.state.now()), None)
-
-
-def select(values, node):
-    """The occurrences :index and :last pick (RFC 5260 section 6): the Nth
-    from the top, or from the bottom with :last; all without :index."""
-    index = node.get("index")
-    if index is None:
-        return values
-    if not 1 <= index <= len(values):
-        return []
-    return [values[-index if node.get("last") else index - 1]]
 
 
 def match_part(execution, node, seconds, original):
