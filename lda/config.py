@@ -64,6 +64,13 @@ KEYS = {
     "sieve_after": ([], (list, str), "Sieve scripts (or directories) run after it while "
                                      "the keep is in effect, as Pigeonhole's sieve_after"),
     "sieve_default": ("", str, "the Sieve script of a mailbox that has none of its own"),
+    "sieve_extensions_extra": ([], list, "Sieve extensions that are off by default and that "
+                                         'scripts may then require: ["editheader"]'),
+    "sieve_editheader_max_header_size": (2048, (int, str), "largest value addheader adds "
+                                                           "(at least 1K), as Pigeonhole's"),
+    "sieve_editheader_protected": ([], list, "header fields no script may add or delete, "
+                                             "beyond Received, Auto-Submitted, Return-Path "
+                                             "and Delivered-To"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "quota_rules": ("dovecot", "courier"),
@@ -107,6 +114,8 @@ class Config:
         self.sieve_before = self._paths("sieve_before")
         self.sieve_after = self._paths("sieve_after")
         self.sieve_default = self.expand(self.sieve_default) if self.sieve_default else ""
+        self.sieve_editheader_max_header_size = self._in_file(
+            parse_size, "sieve_editheader_max_header_size")
         if self.quota_warning_template:
             self.quota_warning_template = self.expand(self.quota_warning_template)
         self._check_ranges()
@@ -180,6 +189,9 @@ class Config:
             raise ConfigError(f"{self.path}: lmtp_workers must be >= 0 (0: no threads)")
         if self.lmtp_processes < 0:
             raise ConfigError(f"{self.path}: lmtp_processes must be >= 0 (0: automatic)")
+        if self.sieve_editheader_max_header_size < 1024:  # RFC 5293 section 4: >= 998
+            raise ConfigError(f"{self.path}: sieve_editheader_max_header_size must be "
+                              ">= 1024, as Pigeonhole's")
         for key in ("lmtp_max_sessions", "lmtp_idle_timeout", "lmtp_max_recipients"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{self.path}: {key} must be >= 1")

@@ -105,7 +105,8 @@ def evaluate(path, cache_dir, message, envelope, state):
     """The delivery path's one call: None without a script; a broken script
     is an implicit keep with its errors in Outcome.errors."""
     try:
-        script = load_script(path, cache_dir)
+        script = load_script(path, cache_dir,
+                             envelope.options.get("sieve_extensions_extra", ()))
     except SieveError as e:
         return Outcome(errors=e.lines(str(path)))
     if script is None:

@@ -28,15 +28,17 @@ COPY = {":copy": tag("copy", extension="copy")}
 class Spec:
     """A command or test: the extension it belongs to, its tags, its
     positional arguments [(field, kind)], defaults, and whether the first
-    positional may be left out (setflag's and hasflag's variable name).
+    positional may be left out (setflag's and hasflag's variable name) or
+    the last (deleteheader's value patterns).
     `module` names the extensions/ module that runs it (None: the
     interpreter's own cmd_/test_ method)."""
 
     def __init__(self, extension=None, tags=None, positional=(), defaults=None,
-                 optional_first=False, module=None):
+                 optional_first=False, module=None, optional_last=False):
         self.extension = extension
         self.tags = tags or {}
         self.positional = positional
         self.defaults = defaults or {}
         self.optional_first = optional_first
+        self.optional_last = optional_last
         self.module = module

@@ -28,7 +28,7 @@ lines for the delivery log, .envelope (with .environment and .options) and
 .message the delivery's.
 """
 
-MODULES = ()
+MODULES = ("editheader",)
 _loaded = {}
 
 
