@@ -56,7 +56,7 @@ LINE = 78  # RFC 5322 section 2.1.1: SHOULD NOT be longer
 PROTECTED = frozenset({"received", "auto-submitted", "return-path", "delivered-to"})
 # The MTA's trace at the top of the message (deliver/message.PREPENDED_FIELDS).
 TOP = frozenset({b"return-path", b"delivered-to", b"x-original-to"})
-ENCODED_BYTES = 45  # UTF-8 bytes per encoded-word: 60 base64 characters, 72 in all
+ENCODED_BYTES = 39  # UTF-8 bytes per encoded-word: 52 base64 characters, 64 in all
 
 
 def valid_name(name):
