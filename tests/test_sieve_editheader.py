@@ -264,3 +264,20 @@ def test_delivery_with_editheader_disabled_keeps_the_message_as_it_came(make_sit
     [stored] = maildir_files(box)
     assert stored.read_bytes().endswith(MESSAGE.replace(b"\r\n", b"\n"))
     assert b'lda.sieve:1:9: unsupported extension "editheader"' in done.stderr
+
+
+def test_sieve_commands_follow_the_switch(make_site, tmp_path):
+    script = tmp_path / "edit.sieve"
+    script.write_text('require "editheader";\naddheader "X-A" "1";\ndeleteheader "Subject";\n')
+    off, on = make_site(), make_site(sieve_extensions_extra=ON)
+    done = off.run("sieve", "check", str(script), check=65)
+    assert done.stderr.decode().startswith(f'{script}:1:9: unsupported extension "editheader"')
+    on.run("sieve", "check", str(script), check=0)
+    done = on.run("sieve", "test", str(script), input=MESSAGE, check=0)
+    assert done.stdout == b"keep (implicit)\n"
+    assert f"{script}: header: deleted subject\n{script}: header: added X-A: 1\n" \
+        in done.stderr.decode()
+    on.create("alice@example.org")
+    on.run("sieve", "install", "alice@example.org", str(script), check=0)
+    off.create("alice@example.org")
+    off.run("sieve", "install", "alice@example.org", str(script), check=65)

@@ -10,22 +10,25 @@ comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
 extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
-recipient_delimiter).
+recipient_delimiter).  editheader (RFC 5293) only where lda.toml's
+sieve_extensions_extra enables it (script.OPTIONAL).
 
 The API
 -------
-compile_script(source) -> Script
+compile_script(source, extensions=()) -> Script
     `source` is a path (os.PathLike, e.g. pathlib.Path) or the script text
     (str or UTF-8 bytes).  Raises SieveError(line, column, message), whose
     .errors lists every (line, column, message) and .lines(name) formats
     them as "NAME:LINE:COL: message".  Compiled text is memoised in-process.
 
-load_script(path, cache_dir=None) -> Script | None
+load_script(path, cache_dir=None, extensions=()) -> Script | None
     None when `path` does not exist.  With `cache_dir`, the AST is stored
     there as JSON keyed by (path, mtime_ns, size, inode), and an unchanged
     script is read back without importing the parser.  Raises SieveError
     (compile errors, unreadable file); an unwritable cache is not an error
-    (see Script.cache_status).
+    (see Script.cache_status).  `extensions` are the optional ones the
+    site enables (sieve_extensions_extra); requiring another is a
+    compile error, checked on every load (the cache does not hold it).
 
 run(script, message, envelope, state=None) -> Outcome
     message: .headers (lda.deliver.message.Headers: .fields is [(lower-case name
@@ -54,6 +57,8 @@ Outcome
     .implicit_flags   flags for the implicit keep (imap4flags)
     .all_actions()    .actions plus Keep(implicit=True) when it applies
     .errors, .log     lines for the delivery log ("line N: ...")
+    .header           None, or the header editheader left (actions.Outcome):
+                      every store and redirect carries it
     .commit(state)    records duplicate IDs and vacation replies; call it
                       once the message is stored and any reply handed over
                       (RFC 7352 section 3: a failed delivery records nothing)
@@ -84,6 +89,8 @@ Decisions
   the user's own address, or when none of the user's addresses (recipient,
   original recipient, :from, :addresses; +detail ignored) is in
   To/Cc/Bcc/Resent-*.  Send the reply with the null envelope sender.
+- editheader: the header as the script ends goes with every copy; protected
+  fields, encoding and caps are listed in extensions/editheader.py.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation

@@ -9,30 +9,40 @@ from pathlib import Path
 from . import Envelope, MemoryState, SieveError, compile_script, run
 
 
-def check(path):
-    """"PATH:LINE:COL: message" for every compile error; [] if it compiles."""
+def check(path, extensions=()):
+    """"PATH:LINE:COL: message" for every compile error; [] if it compiles.
+    `extensions`: lda.toml's sieve_extensions_extra."""
     try:
-        compile_script(Path(path))
+        compile_script(Path(path), extensions=extensions)
     except SieveError as e:
         return e.lines(path)
     return []
 
 
-def dry_run(path, stream, sender=None, recipient=None, delimiters="+"):
-    """(action lines for stdout, lines for stderr, exit status 0 or 65)."""
+def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=None):
+    """(action lines for stdout, lines for stderr, exit status 0 or 65).
+    options: the site's sieve_* settings (Config.sieve_options())."""
+    options = options or {}
     try:
-        script = compile_script(Path(path))
+        script = compile_script(Path(path),
+                                extensions=options.get("sieve_extensions_extra", ()))
     except SieveError as e:
         return [], e.lines(path), 65
     message = read_message(stream)
     envelope = Envelope(default_sender(message.headers) if sender is None else sender,
                         default_recipient(message.headers) if recipient is None else recipient,
-                        delimiters=delimiters)
+                        delimiters=delimiters, options=options)
     notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
              f"message size {message.size}"]
     outcome = run(script, message, envelope, MemoryState())
     notes += [f"{path}: {line}" for line in outcome.log]
     notes += [f"{path}: runtime error: {error} (implicit keep)" for error in outcome.errors]
+    if outcome.header is not None:  # editheader: what the stored copy would differ in
+        kept = {source for *_, source in outcome.header if isinstance(source, int)}
+        notes += [f"{path}: header: deleted {name.decode('ascii', 'replace')}"
+                  for i, (name, _) in enumerate(message.headers.fields) if i not in kept]
+        notes += [f"{path}: header: added " + source.decode("ascii").replace("\n ", " ").strip()
+                  for *_, source in outcome.header if isinstance(source, bytes)]
     return outcome.describe(), notes, 0
 
 
