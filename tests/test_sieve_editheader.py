@@ -281,3 +281,33 @@ def test_sieve_commands_follow_the_switch(make_site, tmp_path):
     on.run("sieve", "install", "alice@example.org", str(script), check=0)
     off.create("alice@example.org")
     off.run("sieve", "install", "alice@example.org", str(script), check=65)
+
+
+def test_the_next_script_of_a_sequence_sees_the_edits(make_site, tmp_path):
+    before = tmp_path / "before.sieve"
+    before.write_text('require "editheader";\naddheader "X-Checked" "spam";\n'
+                      'deleteheader "X-Spam";\n')
+    site = make_site(sieve_extensions_extra=ON, sieve_before=[str(before)])
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text(
+        'require ["fileinto", "mailbox"];\n'
+        'if allof (header :is "X-Checked" "spam", not exists "X-Spam") {\n'
+        '  fileinto :create "Junk";\n}\n')
+    site.deliver(MESSAGE, "alice@example.org", check=0)
+    [stored] = maildir_files(box / ".Junk")
+    head = stored.read_bytes().split(b"\n\n")[0]
+    assert b"\nX-Checked: spam\nReceived: " in head and b"X-Spam" not in head
+    assert maildir_files(box) == []
+
+
+def test_a_stale_return_path_lda_drops_does_not_stop_the_edits(make_site):
+    site = make_site(sieve_extensions_extra=ON)
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require "editheader";\naddheader :last "X-A" "1";\n')
+    done = site.deliver(b"Return-Path: <someone@else.example>\n" + MESSAGE,
+                        "alice@example.org", check=0)
+    [stored] = maildir_files(box)
+    head = stored.read_bytes().split(b"\n\n")[0]
+    assert head.startswith(b"Return-Path: <sender@example.org>\nDelivered-To: alice@")
+    assert head.count(b"Return-Path") == 1 and head.endswith(b"\nX-A: 1")
+    assert b"not applied" not in done.stderr
