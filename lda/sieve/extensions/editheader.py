@@ -152,7 +152,7 @@ def _matched(match, result):
 def _working(execution, node):
     """The header being edited: made on the first edit, from the message
     (or from the edits of the script before this one in a sequence)."""
-    count = execution.__dict__.get("editheader_count", 0) + 1
+    count = getattr(execution, "editheader_count", 0) + 1
     if count > MAX_EDITS:
         execution.fail(f"{node['cmd']}: more than {MAX_EDITS} header edits")
     execution.editheader_count = count
