@@ -311,3 +311,25 @@ def test_a_stale_return_path_lda_drops_does_not_stop_the_edits(make_site):
     assert head.startswith(b"Return-Path: <sender@example.org>\nDelivered-To: alice@")
     assert head.count(b"Return-Path") == 1 and head.endswith(b"\nX-A: 1")
     assert b"not applied" not in done.stderr
+
+
+def test_a_redirect_kept_for_retry_keeps_the_edits(make_site, tmp_path):
+    failing = tmp_path / "failing-sendmail"
+    failing.write_text("#!/bin/sh\nexit 75\n")
+    failing.chmod(0o755)
+    site, box = edit_site(make_site, sendmail=[str(failing)])
+    site.deliver(MESSAGE, "alice@example.org", check=0)
+    [spooled] = (site.state / "databases" / "default" / "partial").iterdir()
+    [inbox] = maildir_files(box)
+    assert spooled.read_bytes() == inbox.read_bytes()
+    assert b"X-Filtered: by lda\n" in spooled.read_bytes()
+
+
+def test_deleting_message_id_does_not_change_what_is_a_resend(make_site):
+    site = make_site(sieve_extensions_extra=ON)
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require "editheader";\ndeleteheader "Message-ID";\n')
+    site.deliver(MESSAGE, "alice@example.org", check=0)
+    site.deliver(MESSAGE, "alice@example.org", check=0)  # DeliveredTo: a duplicate
+    [stored] = maildir_files(box)
+    assert b"Message-ID" not in stored.read_bytes()
