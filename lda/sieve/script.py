@@ -79,7 +79,10 @@ def load_script(path, cache_dir=None, extensions=()):
     except OSError as e:
         raise SieveError(0, 0, f"cannot read {path}: {e.strerror}") from None
     stamp = [path, st.st_mtime_ns, st.st_size, st.st_ino]
-    source = lambda: _decode(_read(path))  # noqa: E731 - read again only to report
+
+    def source():  # read again only to report a disabled extension
+        return _decode(_read(path))
+
     memo = _memo.get(("file", *stamp))
     if memo is not None:
         _check_enabled(memo[1], extensions, source)
