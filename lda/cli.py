@@ -904,14 +904,15 @@ def sieve():
 
 @sieve.command("check")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-def sieve_check(path):
+@click.pass_context
+def sieve_check(ctx, path):
     """Compile a script; print FILE:LINE:COL: message per error (exit 65).
 
     \b
     Example:
         lda sieve check ~/.dovecot.sieve
     """
-    errors = check_script(path)
+    errors = check_script(path, load(ctx).sieve_extensions_extra)
     for line in errors:
         click.echo(line, err=True)
     sys.exit(EX_DATAERR if errors else 0)
@@ -980,9 +981,11 @@ def sieve_install(ctx, address, path, name, activate, as_json):
         lda sieve install alice@example.org vacation.sieve
         lda sieve install alice@example.org spam.sieve --name spam --no-activate
     """
-    db = open_directory(load(ctx))
+    config = load(ctx)
+    db = open_directory(config)
     emit_record(sieve_admin(
-        lambda: install_script(db, address, path, name, activate), as_json), as_json)
+        lambda: install_script(db, address, path, name, activate,
+                               config.sieve_extensions_extra), as_json), as_json)
 
 
 @sieve.command("list")
@@ -1015,8 +1018,11 @@ def sieve_activate(ctx, address, name, as_json):
     Example:
         lda sieve activate alice@example.org vacation
     """
-    db = open_directory(load(ctx))
-    emit_record(sieve_admin(lambda: activate_script(db, address, name), as_json), as_json)
+    config = load(ctx)
+    db = open_directory(config)
+    emit_record(sieve_admin(lambda: activate_script(db, address, name,
+                                                    config.sieve_extensions_extra),
+                            as_json), as_json)
 
 
 @sieve.command("show")

@@ -84,6 +84,13 @@ KEYS = {
            "text_values": ([], list, 'for status_type text: which text is which value, '
                                      'as ["1 No", "10 Yes"]'),
        }.items()},
+    "sieve_extensions_extra": ([], list, "Sieve extensions that are off by default and that "
+                                         'scripts may then require: ["editheader"]'),
+    "sieve_editheader_max_header_size": (2048, (int, str), "largest value addheader adds "
+                                                           "(at least 1K), as Pigeonhole's"),
+    "sieve_editheader_protected": ([], list, "header fields no script may add or delete, "
+                                             "beyond Received, Auto-Submitted, Return-Path "
+                                             "and Delivered-To"),
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "quota_rules": ("dovecot", "courier"),
@@ -133,6 +140,8 @@ class Config:
         self.sieve_default = self.expand(self.sieve_default) if self.sieve_default else ""
         self.sieve_dir = self.expand(self.sieve_dir) if self.sieve_dir else ""
         self.sieve_global_dir = self.expand(self.sieve_global_dir) if self.sieve_global_dir else ""
+        self.sieve_editheader_max_header_size = self._in_file(
+            parse_size, "sieve_editheader_max_header_size")
         if self.quota_warning_template:
             self.quota_warning_template = self.expand(self.quota_warning_template)
         self._check_ranges()
@@ -214,6 +223,9 @@ class Config:
             raise ConfigError(f"{self.path}: lmtp_workers must be >= 0 (0: no threads)")
         if self.lmtp_processes < 0:
             raise ConfigError(f"{self.path}: lmtp_processes must be >= 0 (0: automatic)")
+        if self.sieve_editheader_max_header_size < 1024:  # RFC 5293 section 4: >= 998
+            raise ConfigError(f"{self.path}: sieve_editheader_max_header_size must be "
+                              ">= 1024, as Pigeonhole's")
         for key in ("lmtp_max_sessions", "lmtp_idle_timeout", "lmtp_max_recipients"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{self.path}: {key} must be >= 1")

@@ -41,15 +41,16 @@ class ScriptInvalid(LdaError):
         self.lines = list(lines)
 
 
-def install(db, address, source, name=None, activate=True):
+def install(db, address, source, name=None, activate=True, extensions=()):
     """Install the script at path `source` for the mailbox at address as
     NAME (default: the file's name without .sieve), and make it the active
     one unless activate is False; a script installed under the active
-    name is activated either way (it replaces the one running)."""
+    name is activated either way (it replaces the one running).
+    `extensions`: lda.toml's sieve_extensions_extra."""
     with open(source, "rb") as f:
         data = f.read(MAX_SCRIPT + 1)
     name = check_name(name or _name_of(source))
-    check_script(data, source)
+    check_script(data, source, extensions)
     row, root = _mailbox(db, address)
     with _directory(root) as root_fd:
         active = _active_name(root_fd)  # before NAME changes: it may be the active one
@@ -62,7 +63,7 @@ def install(db, address, source, name=None, activate=True):
             "size": len(data), "path": os.path.join(root, SCRIPTS_DIR, name + SUFFIX)}
 
 
-def activate(db, address, name):
+def activate(db, address, name, extensions=()):
     """Make the stored script NAME the mailbox's active one (compiled
     again first: a stored file may have been edited by hand)."""
     name = check_name(name)
@@ -72,7 +73,7 @@ def activate(db, address, name):
         if data is None:
             raise UnknownName(f"{row['address']} has no script {name!r} "
                              f"(see 'lda sieve list {row['address']}')")
-        check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX))
+        check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX), extensions)
         _make_active(root_fd, data, hand_written=_active_name(root_fd) is None)
     return {"address": row["address"], "name": name, "active": True, "size": len(data)}
 
@@ -118,14 +119,14 @@ def check_name(name):
     return name
 
 
-def check_script(data, where):
+def check_script(data, where, extensions=()):
     """ScriptInvalid unless data is a Sieve script lda compiles."""
     from ..sieve import SieveError, compile_script
 
     if len(data) > MAX_SCRIPT:
         raise ScriptInvalid(f"{where}: larger than {MAX_SCRIPT} bytes; nothing installed")
     try:
-        compile_script(data)
+        compile_script(data, extensions=extensions)
     except SieveError as e:
         lines = e.lines(str(where))
         raise ScriptInvalid(f"{where}: does not compile; nothing installed", lines) from None

@@ -361,7 +361,7 @@ class Delivery:
                 live.append((plan, copy, result, targets, filtered))
                 for target in targets:
                     keys[target] = (target.key_mailbox, info.key_id, info.submit_time)
-                    copy_of[target], result_of[target] = copy, result
+                    copy_of[target], result_of[target] = target.staged or copy, result
                     groups.setdefault(target.db_root, []).append(target)
             for db_root, group in groups.items():
                 self._deliver_group(self.database(db_root), group, keys, copy_of,
@@ -372,6 +372,9 @@ class Delivery:
                     from .filtering import commit_filters
 
                     commit_filters(filtered, result)
+        for target in keys:  # the copies of Sieve scripts that edited the header
+            if target.staged is not None:
+                target.staged.unlink()
         for plan, copy, result, *_ in live:
             self._log_outcomes(plan, info, copy, result)
         return results
@@ -631,7 +634,8 @@ class Delivery:
             return
         for target, error in failures.items():
             try:
-                self._record_partial(plan, target, error, staged, info, keys[target])
+                self._record_partial(plan, target, error, target.staged or staged, info,
+                                     keys[target])
             except LdaError as e:
                 # Neither forwarded nor kept: only a retry of this recipient
                 # keeps the copy from being lost (its delivered targets are

@@ -14,6 +14,9 @@ import os
 
 from ..errors import LdaError, Rejected
 
+# The header block read back from a staged copy, at most (message.MAX_HEADER_BYTES).
+MAX_HEADER_BYTES = 8 << 20
+
 
 class SieveState:
     """RFC 7352 duplicate and RFC 5230 vacation memory in SQLite."""
@@ -82,6 +85,19 @@ class Message:
             os.close(fd)
 
 
+class EditedHeaders:
+    """A script's edited header (Outcome.header, editheader) as the next
+    script of a sequence reads it."""
+
+    def __init__(self, header):
+        self.edited = header
+        self.fields = [(name, value) for name, value, _ in header]
+
+
+class HeaderMismatch(Exception):
+    """The staged copy's header is not the one the script saw."""
+
+
 def targets_for(outcome, target, log, log_id):
     """The delivery targets a script's outcome makes of one mailbox target."""
     from .resolve import Target
@@ -141,7 +157,99 @@ def filter_target(delivery, scripts, plan, target, info, staged):
         # RFC 5429 section 2.1.1: refused in the protocol, nothing stored.
         # A mailbox among several of one recipient sends its MDN instead.
         raise Rejected(refusal.reason)
-    return targets_for(outcome, target, delivery.log, info.log_id), (target, outcome, state)
+    derived = targets_for(outcome, target, delivery.log, info.log_id)
+    if outcome.header is not None:
+        edit_copies(delivery, derived, outcome.header, info, staged)
+    return derived, (target, outcome, state)
+
+
+def edit_copies(delivery, targets, header, info, staged):
+    """Give the targets that carry the message (its stores and redirects,
+    not a vacation reply) one copy with the header a script edited (RFC
+    5293 section 7): lda's prefix on top, the body byte for byte.  When
+    that copy cannot be made they keep the message as it came, logged."""
+    carriers = [t for t in targets if t.reply is None]
+    if not carriers or [s for *_, s in header] == list(range(len(info.headers.fields))):
+        return  # nothing left edited (addheader, then deleteheader of it)
+    from ..store.maildir import stage_edited
+
+    try:
+        head, skip = edited_head(staged, header, info.headers.fields)
+        copy = stage_edited(staged, head, skip, delivery.config.hostname)
+    except (LdaError, OSError, HeaderMismatch) as e:
+        delivery.log.warning(f"{info.log_id}: sieve: header edits not applied: "
+                             f"{getattr(e, 'strerror', None) or e}")
+        return
+    for target in carriers:
+        target.staged = copy
+
+
+def edited_head(staged, header, fields):
+    """(lda's prefix + the edited header block, the offset in the staged
+    file where what follows the original header block begins)."""
+    prefix, block, skip = read_header(staged)
+    lead, chunks = raw_fields(block)
+    where, j = {}, 0
+    for i, (name, _) in enumerate(fields):
+        if j < len(chunks) and chunks[j].partition(b":")[0].strip().lower() == name:
+            where[i] = j
+            j += 1
+        elif name != b"return-path":  # a stale one lda dropped (message.py)
+            raise HeaderMismatch(f"field {i + 1} ({name!r}) not found in the staged copy")
+    if j != len(chunks):
+        raise HeaderMismatch("the staged copy has more fields than the script saw")
+    parts = [prefix, lead]
+    for _, _, source in header:
+        if isinstance(source, int) and source not in where:
+            continue
+        raw = chunks[where[source]] if isinstance(source, int) else source
+        parts.append(raw if raw.endswith(b"\n") else raw + b"\n")
+    return b"".join(parts), skip
+
+
+def read_header(staged):
+    """(lda's prefix, the header block with its last newline, the offset of
+    the blank line or end that follows it) of a staged copy, found as
+    message.Reader finds them."""
+    fd = staged.open()
+    try:
+        data, searched = b"", 0
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            data += chunk
+            head = data[staged.prefix_len:]
+            if head[:1] == b"\n":
+                return data[:staged.prefix_len], b"", staged.prefix_len
+            end = head.find(b"\n\n", searched)
+            if end >= 0:
+                return data[:staged.prefix_len], head[:end + 1], staged.prefix_len + end + 1
+            if not chunk:
+                return data[:staged.prefix_len], head, len(data)
+            if len(head) > MAX_HEADER_BYTES:
+                raise HeaderMismatch("header block too large to edit")
+            searched = max(0, len(head) - 1)
+    finally:
+        os.close(fd)
+
+
+def raw_fields(block):
+    """(lines before the first field, [each field's bytes with its folded
+    lines]), split as message.Headers splits them, so that field i here is
+    field i of Headers.fields; a line that is no field goes with the one
+    before it."""
+    lead, chunks = b"", []
+    pieces = block.split(b"\n")
+    for k, line in enumerate(pieces):
+        raw = line + b"\n" if k < len(pieces) - 1 else line
+        if line[:1] in (b" ", b"\t") and chunks:
+            chunks[-1] += raw
+        elif b":" in line:
+            chunks.append(raw)
+        elif chunks:
+            chunks[-1] += raw
+        else:
+            lead += raw
+    return lead, chunks
 
 
 def run_scripts(delivery, scripts, plan, target, info, staged):
@@ -187,6 +295,8 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
         outcomes.append(outcome)
         if outcome.errors or not _keeps(outcome):
             break
+        if outcome.header is not None:  # the next script sees the edits
+            message = Message(EditedHeaders(outcome.header), staged.size)
     if not outcomes:
         return None, None
     return sequence_outcome(outcomes), state
@@ -233,7 +343,10 @@ def sequence_outcome(outcomes):
             if last or not isinstance(action, Keep):
                 _merge(actions, action)
     records = [record for outcome in outcomes for record in outcome.records]
-    return Outcome(actions, implicit_keep=False, records=records)
+    # Each script began with the header its predecessor left: the last
+    # edited one holds every edit.
+    header = next((o.header for o in reversed(outcomes) if o.header is not None), None)
+    return Outcome(actions, implicit_keep=False, records=records, header=header)
 
 
 def _merge(actions, action):

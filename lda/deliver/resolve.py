@@ -39,6 +39,7 @@ class Target:
         self.lock_key = lock_key or self.key_mailbox
         self.reply = reply                     # bytes to send instead of the message
         self.filtered = False                  # a Sieve script has run for it
+        self.staged = None                     # a Sieve script's edited copy (filtering.py)
 
     def derive(self, folder, info, create_folder, suffix, keywords=()):
         """The same mailbox, another folder or flags (a Sieve store)."""

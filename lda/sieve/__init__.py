@@ -22,22 +22,25 @@ reject and ereject (RFC 5429), ihave and error (RFC 5463), environment
 in the core also relational (RFC 5231), comparator-i;ascii-numeric (RFC
 4790), regex (draft-ietf-sieve-regex-01, POSIX ERE run by lda/sieve/regex.py
 without backtracking), encoded-character (RFC 5228 section 2.4.2.4) and
-index (RFC 5260 section 6).
+index (RFC 5260 section 6); editheader (RFC 5293) only where lda.toml's
+sieve_extensions_extra enables it (script.OPTIONAL).
 
 The API
 -------
-compile_script(source) -> Script
+compile_script(source, extensions=()) -> Script
     `source` is a path (os.PathLike, e.g. pathlib.Path) or the script text
     (str or UTF-8 bytes).  Raises SieveError(line, column, message), whose
     .errors lists every (line, column, message) and .lines(name) formats
     them as "NAME:LINE:COL: message".  Compiled text is memoised in-process.
 
-load_script(path, cache_dir=None) -> Script | None
+load_script(path, cache_dir=None, extensions=()) -> Script | None
     None when `path` does not exist.  With `cache_dir`, the AST is stored
     there as JSON keyed by (path, mtime_ns, size, inode), and an unchanged
     script is read back without importing the parser.  Raises SieveError
     (compile errors, unreadable file); an unwritable cache is not an error
-    (see Script.cache_status).
+    (see Script.cache_status).  `extensions` are the optional ones the
+    site enables (sieve_extensions_extra); requiring another is a
+    compile error, checked on every load (the cache does not hold it).
 
 run(script, message, envelope, state=None) -> Outcome
     message: .headers (lda.deliver.message.Headers: .fields is [(lower-case name
@@ -72,6 +75,8 @@ Outcome
     .implicit_flags   flags for the implicit keep (imap4flags)
     .all_actions()    .actions plus Keep(implicit=True) when it applies
     .errors, .log     lines for the delivery log ("line N: ...")
+    .header           None, or the header editheader left (actions.Outcome):
+                      every store and redirect carries it
     .commit(state)    records duplicate IDs and vacation replies; call it
                       once the message is stored and any reply handed over
                       (RFC 7352 section 3: a failed delivery records nothing)
@@ -121,6 +126,8 @@ Decisions
   mailto URI may only name to, cc, subject and body.  See its docstring.
 - reject/ereject: the refusal rules, and where lda differs from
   Pigeonhole, are in extensions/reject.py; ihave's in extensions/ihave.py.
+- editheader: the header as the script ends goes with every copy; protected
+  fields, encoding and caps are listed in extensions/editheader.py.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation
@@ -142,7 +149,8 @@ def evaluate(path, cache_dir, message, envelope, state):
     """The delivery path's one call: None without a script; a broken script
     is an implicit keep with its errors in Outcome.errors."""
     try:
-        script = load_script(path, cache_dir)
+        script = load_script(path, cache_dir,
+                             envelope.options.get("sieve_extensions_extra", ()))
     except SieveError as e:
         return Outcome(errors=e.lines(str(path)))
     if script is None:

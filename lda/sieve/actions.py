@@ -176,16 +176,22 @@ class Outcome:
     log: what the script did that the delivery log should show.
     records: state writes to make once the message is safely delivered
       (commit()); empty after an error, as RFC 7352 section 3 asks.
+    header: None, or the header fields as editheader left them, which every
+      copy stored or redirected carries: [(lower-case name, value, source)],
+      source the field's index in message.headers.fields or, for an added
+      one, its bytes as written ("Name: value\n", folded).  None after an
+      error (RFC 5293 section 7: the implicit keep takes the original).
     """
 
     def __init__(self, actions=(), implicit_keep=True, implicit_flags=(), errors=(),
-                 log=(), records=()):
+                 log=(), records=(), header=None):
         self.actions = list(actions)
         self.implicit_keep = implicit_keep
         self.implicit_flags = tuple(implicit_flags)
         self.errors = list(errors)
         self.log = list(log)
         self.records = list(records)
+        self.header = header
 
     def all_actions(self):
         """The explicit actions plus, when it applies, Keep(implicit=True):

@@ -10,10 +10,11 @@ from pathlib import Path
 from . import Envelope, MemoryState, SieveError, compile_script, run
 
 
-def check(path):
-    """"PATH:LINE:COL: message" for every compile error; [] if it compiles."""
+def check(path, extensions=()):
+    """"PATH:LINE:COL: message" for every compile error; [] if it compiles.
+    `extensions`: lda.toml's sieve_extensions_extra."""
     try:
-        compile_script(Path(path))
+        compile_script(Path(path), extensions=extensions)
     except SieveError as e:
         return e.lines(path)
     return []
@@ -24,8 +25,10 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=N
     """(action lines for stdout, lines for stderr, exit status 0 or 65).
     options: Envelope.options, the site's sieve_* settings; personal: the
     directory of include :personal scripts (default: see personal_dir)."""
+    options = options or {}
     try:
-        script = compile_script(Path(path))
+        script = compile_script(Path(path),
+                                extensions=options.get("sieve_extensions_extra", ()))
     except SieveError as e:
         return [], e.lines(path), 65
     message = read_message(stream)
@@ -38,6 +41,12 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=N
     outcome = run(script, message, envelope, MemoryState())
     notes += [f"{path}: {line}" for line in outcome.log]
     notes += [f"{path}: runtime error: {error} (implicit keep)" for error in outcome.errors]
+    if outcome.header is not None:  # editheader: what the stored copy would differ in
+        kept = {source for *_, source in outcome.header if isinstance(source, int)}
+        notes += [f"{path}: header: deleted {name.decode('ascii', 'replace')}"
+                  for i, (name, _) in enumerate(message.headers.fields) if i not in kept]
+        notes += [f"{path}: header: added " + source.decode("ascii").replace("\n ", " ").strip()
+                  for *_, source in outcome.header if isinstance(source, bytes)]
     return outcome.describe(), notes, 0
 
 

@@ -118,11 +118,12 @@ _merge_extensions()
 
 
 class Validator:
-    def __init__(self):
+    def __init__(self, disabled=frozenset()):
         self.errors = []
         self.requires = set()
         self.granted = set()  # what ihave gave some block (extensions/ihave.py)
         self._match_checked = set()  # id() of the nodes check_match has seen
+        self.disabled = disabled  # capabilities lda.toml has not enabled (script.py)
 
     def error(self, line, col, message):
         self.errors.append((line, col, message))
@@ -141,7 +142,7 @@ class Validator:
                               'with ";"')
         arg = node.args[0]
         for name, (line, col) in zip(arg.value, arg.positions):
-            if name in CAPABILITIES:
+            if name in CAPABILITIES and name not in self.disabled:
                 self.requires.add(name)
                 self.requires.update(IMPLIES.get(name, ()))
             else:
@@ -280,6 +281,8 @@ class Validator:
         positional = spec.positional
         if spec.optional_first and len(args) == len(positional) - 1:
             positional = positional[1:]
+        elif spec.optional_last and len(args) == len(positional) - 1:
+            positional = positional[:-1]
         if len(args) != len(positional):
             stray = next((a for a in args if a.kind == "tag"), None)
             if not ok:  # a bad tag was reported: what follows it is no sure guide
@@ -541,8 +544,8 @@ def valid_identifier(name):
             and all(c.isascii() and (c.isalnum() or c == "_") for c in name))
 
 
-def validate(nodes):
-    validator = Validator()
+def validate(nodes, disabled=frozenset()):
+    validator = Validator(disabled)
     commands = validator.script(nodes)
     if validator.errors:
         validator.errors.sort(key=lambda e: (e[0], e[1]))

@@ -81,11 +81,13 @@ class Execution:
         self.records = []
         self.line = 0
         self._fields = None
+        self.header = None  # [(name, value, source)] once editheader changed it
 
     def outcome(self):
         implicit = not self.keep_cancelled
         flags = flag_list(self.flags) if implicit else []
-        return Outcome(self.actions, implicit, flags, [], self.log, self.records)
+        return Outcome(self.actions, implicit, flags, [], self.log, self.records,
+                       self.header)
 
     def failed(self, error):
         return Outcome([], True, [], [error], self.log, [])
@@ -139,13 +141,15 @@ class Execution:
         return [self.string(value) for value in values]
 
     def fields(self, name):
-        """The raw values of every field called `name`, in order; none for a
-        name no field can have (RFC 5228 section 2.4.2.2: not an error)."""
+        """The raw values of every field called `name`, in order, as
+        editheader left them (RFC 5293 section 7); none for a name no field
+        can have (RFC 5228 section 2.4.2.2: not an error)."""
         if not valid_header_name(name):
             return []
         if self._fields is None:
             self._fields = {}
-            for field, value in self.message.headers.fields:
+            fields = self.message.headers.fields if self.header is None else self.header
+            for field, value, *_ in fields:
                 self._fields.setdefault(field, []).append(value)
         return self._fields.get(name.lower().encode("utf-8", "surrogateescape"), [])
 

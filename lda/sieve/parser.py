@@ -288,6 +288,7 @@ class Parser:
         return tests
 
 
-def parse(text):
-    """Source text to (commands AST, requires): raises SieveError."""
-    return validate(Parser(text).script())
+def parse(text, disabled=frozenset()):
+    """Source text to (commands AST, requires): raises SieveError.
+    `disabled` capabilities are refused as unknown ones are."""
+    return validate(Parser(text).script(), disabled)

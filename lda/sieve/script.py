@@ -5,6 +5,14 @@ size, inode) match the cache file, the AST is read back from JSON with
 lda/startup/json.py (no json, no re) and neither parser.py nor grammar.py
 is imported.  A long-running process (the LMTP server) also keeps compiled
 scripts in memory under the same key.
+
+Some extensions are off until lda.toml's sieve_extensions_extra names them
+(OPTIONAL; Pigeonhole leaves editheader out of its default set too).  The
+AST, and so the cache, never depends on that setting: a script is compiled
+as if every extension were on, and the Script's `requires` is checked
+against the enabled set on every load.  Only a script that requires a
+disabled extension is parsed again, to report it at its FILE:LINE:COL as an
+unknown extension is; enabling or disabling one needs no cache flush.
 """
 
 import os
@@ -14,6 +22,8 @@ from .errors import SieveError
 FORMAT = 2  # bump when the AST changes shape: older cache files are ignored
 MAX_SCRIPT_BYTES = 1 << 20
 MEMO_LIMIT = 256
+# Extensions a script may require only when sieve_extensions_extra enables them.
+OPTIONAL = frozenset({"editheader"})
 _memo = {}  # in-process: text or file stamp -> Script
 
 
@@ -34,9 +44,10 @@ class Script:
         return f"Script({self.name!r}, requires={sorted(self.requires)})"
 
 
-def compile_script(source, name=None):
+def compile_script(source, name=None, extensions=()):
     """A Script from a path (an os.PathLike such as pathlib.Path) or from
-    the script text itself (str, or UTF-8 bytes).  Raises SieveError."""
+    the script text itself (str, or UTF-8 bytes).  `extensions`: the
+    OPTIONAL ones the site enables.  Raises SieveError."""
     if isinstance(source, os.PathLike):
         name = name or os.fspath(source)
         source = _read(os.fspath(source))
@@ -48,16 +59,18 @@ def compile_script(source, name=None):
         memo = parse(text)
         _remember(("text", text), memo)
     commands, requires = memo
+    _check_enabled(requires, extensions, lambda: text)
     return Script(commands, requires, name or "<script>")
 
 
-def load_script(path, cache_dir=None):
+def load_script(path, cache_dir=None, extensions=()):
     """The compiled script at `path`, or None when there is no such file.
 
     With `cache_dir`, the AST is kept there as JSON keyed by (path,
     mtime_ns, size, inode), so an unchanged script is not parsed again.
-    Raises SieveError for a script that does not compile or cannot be read;
-    an unwritable cache only shows in `cache_status`."""
+    Raises SieveError for a script that does not compile or cannot be read,
+    or that requires an OPTIONAL extension not in `extensions`; an
+    unwritable cache only shows in `cache_status`."""
     path = os.path.abspath(os.fspath(path))
     try:
         st = os.stat(path)
@@ -66,19 +79,39 @@ def load_script(path, cache_dir=None):
     except OSError as e:
         raise SieveError(0, 0, f"cannot read {path}: {e.strerror}") from None
     stamp = [path, st.st_mtime_ns, st.st_size, st.st_ino]
+
+    def source():  # read again only to report a disabled extension
+        return _decode(_read(path))
+
     memo = _memo.get(("file", *stamp))
     if memo is not None:
+        _check_enabled(memo[1], extensions, source)
         return Script(*memo, name=path, cache_status="memory")
     cache_file = _cache_file(cache_dir, path) if cache_dir else None
     cached = _read_cache(cache_file, stamp) if cache_file else None
     if cached is not None:
         _remember(("file", *stamp), cached)
+        _check_enabled(cached[1], extensions, source)
         return Script(*cached, name=path, cache_status="cache")
-    script = compile_script(_read(path), name=path)
+    script = compile_script(_read(path), name=path, extensions=OPTIONAL)
     _remember(("file", *stamp), (script.commands, sorted(script.requires)))
     if cache_file:
         script.cache_status = _write_cache(cache_dir, cache_file, stamp, script)
+    _check_enabled(script.requires, extensions, source)
     return script
+
+
+def _check_enabled(requires, extensions, source):
+    """SieveError, at the require that names it, for an OPTIONAL extension
+    the site has not enabled: the text (source()) is parsed again with it
+    refused, which reports it as an unknown extension is reported."""
+    wanted = OPTIONAL.intersection(requires)
+    if wanted <= set(extensions):
+        return
+    from .parser import parse
+
+    parse(source(), disabled=OPTIONAL - set(extensions))
+    raise SieveError(1, 1, f'unsupported extension "{min(wanted - set(extensions))}"')
 
 
 def _read(path):

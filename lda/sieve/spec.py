@@ -40,17 +40,19 @@ INDEX = {":index": tag("index", kind=NUMBER, extension="index"),
 class Spec:
     """A command or test: the extension it belongs to, its tags, its
     positional arguments [(field, kind)], defaults, and whether the first
-    positional may be left out (setflag's and hasflag's variable name).
+    positional may be left out (setflag's and hasflag's variable name) or
+    the last (deleteheader's value patterns).
     `module` names the extensions/ module that runs it (None: the
     interpreter's own cmd_/test_ method).  A command with `block` takes a
     block { ... }: its check_NAME builds it (validator.body(node))."""
 
     def __init__(self, extension=None, tags=None, positional=(), defaults=None,
-                 optional_first=False, module=None, block=False):
+                 optional_first=False, module=None, block=False, optional_last=False):
         self.extension = extension
         self.tags = tags or {}
         self.positional = positional
         self.defaults = defaults or {}
         self.optional_first = optional_first
+        self.optional_last = optional_last
         self.module = module
         self.block = block

@@ -266,7 +266,8 @@ def _folder_exists(root_fd, folder):
 
 # --- The write protocol ----------------------------------------------------------
 # A delivery calls these in this order: stage (the first recipient's copy),
-# stage_copies (the other recipients', each with its own prefix), link (into a
+# stage_copies (the other recipients', each with its own prefix; stage_edited
+# for a Sieve script that edited the header), link (into a
 # target's new/ or cur/), sync_linked (those directories, a run at a time);
 # spool keeps a copy for a partial-delivery retry.  The caller decides which
 # targets, and when a delivery counts: not before sync_linked says so.
@@ -395,6 +396,25 @@ def stage_copies(first, prefixes, hostname):
         for _, tmp, _ in run:  # only when something unexpected was raised
             tmp.discard()
     return staged, failed
+
+
+def stage_edited(staged, head, skip, hostname):
+    """A copy of the staged message whose first `skip` bytes are replaced
+    by `head` (lda's prefix and a Sieve script's edited header; the body
+    follows byte for byte), in the same tmp/, fsynced: the copy the
+    script's stores and redirects are linked or sent from.  CannotCreate
+    when it cannot be written; nothing is left behind."""
+    tmp = TmpFile(staged.dir_fd, hostname, "staging tmp/")
+    try:
+        copy_file(staged.dir_fd, staged.name, skip, head, tmp)
+        tmp.finish()
+    except OSError as e:
+        tmp.discard()
+        raise CannotCreate(f"cannot write the edited message: {e.strerror}") from None
+    except BaseException:
+        tmp.discard()
+        raise
+    return Staged(staged.dir_fd, tmp.name, staged.size - skip + len(head), staged.prefix_len)
 
 
 def _finish_copies(run, staged, failed):
