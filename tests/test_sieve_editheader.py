@@ -52,7 +52,7 @@ def errors(text, extensions=ON):
     ('deleteheader "X-A" "a" "b";', "s.sieve:2:1: deleteheader expects 2 arguments: name "
                                     "(string), patterns (string list); found 3"),
     ('deleteheader :comparator "i;nope" "X-A" "a";',
-     's.sieve:2:1: comparator "i;nope" is not supported (i;ascii-casemap, i;octet)'),
+     's.sieve:2:1: comparator "i;nope" is not supported (i;ascii-casemap, i;octet, i;ascii-numeric)'),
     ('addheader :index 1 "X-A" "v";', "s.sieve:2:11: unknown tag :index for addheader"),
     ('addheader "X-A" "a\0b";', "s.sieve:2:1: addheader: the value contains a NUL character"),
 ], ids=["space", "colon", "empty", "last-alone", "index-0", "one-arg", "three-args",
