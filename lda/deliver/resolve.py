@@ -313,3 +313,36 @@ def make_resolver(config, environ, log=None):
     from ..store.directory import Directory
 
     return ManagedResolver(config, Directory(config.directory_path), log)
+
+
+class ThreadResolvers:
+    """One resolver per thread (SQLite connections stay in their thread),
+    rebuilt when the aliases file or its compiled table changes (`lda
+    aliases compile` after an edit of an :include: file alone), for the
+    servers that answer many recipients: `lda lmtp`, `lda policy`, `lda
+    socketmap`.  The directory needs no rebuild: each query reads what was
+    last committed."""
+
+    def __init__(self, config, environ=os.environ, log=None):
+        import threading
+
+        self.config, self.environ, self.log = config, environ, log
+        self.local = threading.local()
+
+    def get(self):
+        from ..store.aliases import table_path
+
+        config = self.config
+        stamp = (_mtime(config.aliases),
+                 _mtime(table_path(config.state_dir)) if config.aliases else None)
+        if getattr(self.local, "stamp", None) != stamp or not hasattr(self.local, "resolver"):
+            self.local.resolver = make_resolver(config, self.environ, self.log)
+            self.local.stamp = stamp
+        return self.local.resolver
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
