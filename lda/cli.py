@@ -447,10 +447,11 @@ def policy(ctx, listen):
     quota_status_nouser when policy_reject_unknown is set; anything else DUNNO.
     An unreadable directory answers DEFER_IF_PERMIT, never a rejection.
 
+    In main.cf: smtpd_recipient_restrictions = reject_unauth_destination,
+    check_policy_service unix:private/lda-policy (contrib/postfix/main.cf.services).
+
     \b
-    Example (main.cf):
-        smtpd_recipient_restrictions = reject_unauth_destination,
-            check_policy_service unix:private/lda-policy
+    Example:
         lda policy --listen unix:/var/spool/postfix/private/lda-policy
     """
     from .services.server import run
@@ -470,10 +471,11 @@ def socketmap(ctx, listen):
     alias or forward), domain, transport.  TEMP when the directory cannot
     be read, never NOTFOUND.
 
+    In main.cf: virtual_mailbox_maps = socketmap:inet:127.0.0.1:8025:mailbox
+    (contrib/postfix/main.cf.services).
+
     \b
-    Example (main.cf):
-        virtual_mailbox_domains = socketmap:inet:127.0.0.1:8025:domain
-        virtual_mailbox_maps = socketmap:inet:127.0.0.1:8025:mailbox
+    Example:
         lda socketmap --listen 127.0.0.1:8025
     """
     from .services.server import run
