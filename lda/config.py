@@ -321,6 +321,12 @@ def load_config(option=None, environ=os.environ, overrides=None):
     if path is None:
         return Config({"mode": "user", **overrides}, path="(per-user defaults)",
                       environ=environ)
+    return Config({**read_values(path), **overrides}, path=path, environ=environ)
+
+
+def read_values(path):
+    """The keys the file at `path` sets, as written (`lda config show` tells
+    them from defaults)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -340,4 +346,4 @@ def load_config(option=None, environ=os.environ, overrides=None):
             values = tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return Config({**values, **overrides}, path=path, environ=environ)
+    return values
