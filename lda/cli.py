@@ -435,6 +435,55 @@ def lmtp(ctx, listen, processes, workers, grace):
     run(config, Log.configured(config), listen, grace)
 
 
+@cli.command()
+@click.option("--listen", metavar="unix:PATH|HOST:PORT",
+              help="Where to listen (default: policy_listen).")
+@click.pass_context
+def policy(ctx, listen):
+    """Serve Postfix's policy delegation: refuse at RCPT what lda would refuse.
+
+    A recipient over quota (with the client's SIZE) gets quota_status_overquota,
+    one larger than its whole quota quota_status_toolarge, an unknown one
+    quota_status_nouser when policy_reject_unknown is set; anything else DUNNO.
+    An unreadable directory answers DEFER_IF_PERMIT, never a rejection.
+
+    In main.cf: smtpd_recipient_restrictions = reject_unauth_destination,
+    check_policy_service unix:private/lda-policy (contrib/postfix/main.cf.services).
+
+    \b
+    Example:
+        lda policy --listen unix:/var/spool/postfix/private/lda-policy
+    """
+    from .services.server import run
+
+    config = load(ctx)
+    run(config, Log.configured(config), listen or config.policy_listen, "policy")
+
+
+@cli.command()
+@click.option("--listen", metavar="unix:PATH|HOST:PORT",
+              help="Where to listen (default: socketmap_listen).")
+@click.pass_context
+def socketmap(ctx, listen):
+    """Serve the directory as Postfix socketmap tables.
+
+    Maps: mailbox (every address lda delivers to), alias (one level of an
+    alias or forward), domain, transport.  TEMP when the directory cannot
+    be read, never NOTFOUND.
+
+    In main.cf: virtual_mailbox_maps = socketmap:inet:127.0.0.1:8025:mailbox
+    (contrib/postfix/main.cf.services).
+
+    \b
+    Example:
+        lda socketmap --listen 127.0.0.1:8025
+    """
+    from .services.server import run
+
+    config = load(ctx)
+    run(config, Log.configured(config), listen or config.socketmap_listen, "socketmap")
+
+
 @mailbox.command("set-quota")
 @click.argument("address")
 @click.option("--storage", type=Parsed("size", parse_size, keep_default=True),

@@ -58,6 +58,19 @@ KEYS = {
     "lmtp_idle_timeout": (300, int, "seconds an LMTP client may stay silent (then 421 4.4.2)"),
     "lmtp_max_recipients": (1000, int, "RCPTs per LMTP transaction (beyond: 452 4.5.3)"),
     "lmtp_add_received_header": (False, bool, "LMTP adds a Received: header field"),
+    "policy_listen": ("", str, "lda policy socket: unix:PATH or HOST:PORT"),
+    "policy_reject_unknown": (False, bool, "lda policy refuses an unknown recipient "
+                                           "(quota_status_nouser)"),
+    "quota_status_success": ("DUNNO", str, "lda policy's action for a recipient that fits"),
+    "quota_status_nouser": ("550 5.1.1 Unknown user", str, "lda policy's action for an "
+                            "unknown recipient, with policy_reject_unknown"),
+    "quota_status_overquota": ("", str, "lda policy's action for a full mailbox (empty: "
+                               "552 5.2.2 with quota_full = reject, else 452 4.2.2)"),
+    "quota_status_toolarge": ("552 5.2.3 Message is larger than the mailbox quota", str,
+                              "lda policy's action for a message larger than a whole quota"),
+    "socketmap_listen": ("", str, "lda socketmap socket: unix:PATH or HOST:PORT"),
+    "socketmap_transport": ("", str, "the transport map's value (empty: lmtp: and "
+                                     "lmtp_listen)"),
     "quota_warnings": ([], list, 'thresholds that deliver a warning into the mailbox, '
                                  'e.g. ["storage 80%", "messages 95%"]'),
     "quota_warning_template": ("", str, "the warning's text (empty: the built-in one)"),
@@ -376,6 +389,12 @@ def load_config(option=None, environ=os.environ, overrides=None):
     if path is None:
         return Config({"mode": "user", **overrides}, path="(per-user defaults)",
                       environ=environ)
+    return Config({**read_values(path), **overrides}, path=path, environ=environ)
+
+
+def read_values(path):
+    """The keys the file at `path` sets, as written (`lda config show` tells
+    them from defaults)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -395,4 +414,4 @@ def load_config(option=None, environ=os.environ, overrides=None):
             values = tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return Config({**values, **overrides}, path=path, environ=environ)
+    return values

@@ -201,6 +201,12 @@ class ManagedResolver:
                 return mailbox, extension
         return None, None
 
+    def members(self, address):
+        """What an alias or a mailbox's forwards expand to, one level, or
+        None for a plain address (`lda socketmap`'s alias map)."""
+        self._found = {}
+        return self._members(address)
+
     def _members(self, address):
         """Alias members (a bare name in the alias's own domain, as local(8)
         reads it), or a mailbox's forwards; None for a plain address."""
@@ -314,3 +320,48 @@ def make_resolver(config, environ, log=None):
     from ..store.directory import Directory
 
     return ManagedResolver(config, Directory(config.directory_path), log)
+
+
+class ThreadResolvers:
+    """One resolver per thread (SQLite connections stay in their thread),
+    for the servers that answer many recipients: `lda lmtp`, `lda policy`,
+    `lda socketmap`.  Rebuilt when the aliases file or its compiled table
+    changes (`lda aliases compile` after an edit of an :include: file
+    alone), or when directory.sqlite is another file or was written outside
+    SQLite's own protocol (restored from a backup, damaged): a connection
+    keeps reading the file it opened, and trusts its cached pages while the
+    WAL says nothing changed.  Commits through SQLite need no rebuild: each
+    query reads what was last committed."""
+
+    def __init__(self, config, environ=os.environ, log=None):
+        import threading
+
+        self.config, self.environ, self.log = config, environ, log
+        self.local = threading.local()
+
+    def get(self):
+        from ..store.aliases import table_path
+
+        config = self.config
+        stamp = (_mtime(config.aliases),
+                 _mtime(table_path(config.state_dir)) if config.aliases else None,
+                 None if config.per_user else _identity(config.directory_path))
+        if getattr(self.local, "stamp", None) != stamp or not hasattr(self.local, "resolver"):
+            self.local.resolver = make_resolver(config, self.environ, self.log)
+            self.local.stamp = stamp
+        return self.local.resolver
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
+
+
+def _identity(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns

@@ -12,15 +12,13 @@ in a pool of threads.
 
 import asyncio
 import io
-import os
 import threading
 from email.utils import formatdate
 
 from ..deliver.delivery import Delivery
 from ..deliver.envelope import check_sender, normalize
-from ..deliver.resolve import make_resolver
+from ..deliver.resolve import ThreadResolvers
 from ..errors import BadAddress, BadSender, LdaError
-from ..store.aliases import table_path
 from ..store.maildirsize import quota_failure
 
 
@@ -31,21 +29,13 @@ class DeliveryHandler:
         self.log = log
         self.clock = clock
         self.local = threading.local()
+        self.resolvers = ThreadResolvers(config)
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
 
     def _resolver(self):
-        """One resolver per delivering thread (SQLite connections stay in
-        their thread), rebuilt when the aliases file or its compiled table
-        changes (`lda aliases compile` after an edit of an :include: file
-        alone)."""
-        stamp = (_mtime(self.config.aliases),
-                 _mtime(table_path(self.config.state_dir)) if self.config.aliases else None)
-        if not hasattr(self.local, "resolver") or self.local.stamp != stamp:
-            self.local.resolver = make_resolver(self.config, os.environ)
-            self.local.stamp = stamp
-        return self.local.resolver
+        return self.resolvers.get()
 
     async def _work(self, fn, *args):
         """fn(*args) in a delivery thread, or here on the event loop when the
@@ -191,10 +181,3 @@ def _declared_size(mail_options):
         if name.upper() == "SIZE" and value.isdigit():
             return int(value)
     return 0
-
-
-def _mtime(path):
-    try:
-        return os.stat(path).st_mtime_ns if path else None
-    except OSError:
-        return None

@@ -38,12 +38,11 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import ConfigError
+from ..sockets import bind, parse_listen
 from .handler import DeliveryHandler, preload
 from .protocol import LdaLMTP
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-BACKLOG = 128
 # A child that dies sooner than this after its start is restarted after a
 # growing delay, so a crash at start-up cannot turn into a fork loop.
 STABLE_SECONDS = 5
@@ -119,17 +118,6 @@ def session_limit(config, log):
     return limit
 
 
-def parse_listen(listen):
-    """("unix", path) or ("tcp", (host, port)) from unix:PATH, PATH or HOST:PORT."""
-    if listen.startswith("unix:") or listen.startswith("/"):
-        return "unix", listen.removeprefix("unix:")
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit() or not host:
-        raise ConfigError(f"lmtp listen address {listen!r} is neither unix:PATH "
-                          "nor HOST:PORT")
-    return "tcp", (host.strip("[]"), int(port))
-
-
 def process_count(config):
     """lmtp_processes, where 0 means PROCESSES_PER_CPU per CPU this process
     may run on (at most MAX_AUTO_PROCESSES), or one per CPU when each process
@@ -141,26 +129,6 @@ def process_count(config):
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return cpus if config.lmtp_workers else min(cpus * PROCESSES_PER_CPU, MAX_AUTO_PROCESSES)
-
-
-def bind(listen):
-    """The listening socket, bound before any fork so every child shares it."""
-    kind, where = parse_listen(listen)
-    if kind == "tcp":
-        host, port = where
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.create_server(address, family=family, backlog=BACKLOG)
-    else:
-        os.makedirs(os.path.dirname(where) or ".", mode=0o755, exist_ok=True)
-        if os.path.exists(where):
-            os.unlink(where)  # a socket left by a previous, killed server
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(where)
-        os.chmod(where, 0o660)  # the MTA's group connects; nobody else
-        sock.listen(BACKLOG)
-    sock.setblocking(False)
-    return sock
 
 
 class Acceptor:

@@ -129,6 +129,12 @@ class Aliases:
             raise deferred(key, self.bad[key])
         return None if key is None else list(self._entries[key])
 
+    def has_domain(self, domain):
+        """Whether a key names an address in `domain` (a bare key answers for
+        every domain, so it names none)."""
+        suffix = "@" + domain
+        return any(key.endswith(suffix) for key in self._entries)
+
     def line_of(self, key):
         """The line of the file that defines key."""
         return self._lines[key]
@@ -332,6 +338,22 @@ class AliasTable:
                            f"reading {self.path} instead; {_RECOMPILE}")
                 self._parsed = _parsed(self.path, self.table, self._warn, time.time)
         return self._parsed.lookup(address, local_part)
+
+    def has_domain(self, domain):
+        """As Aliases.has_domain()."""
+        if self._parsed is None:
+            from ..startup.sqlite3 import sqlite3
+            from .directory import in_domain
+
+            try:
+                return self._conn.execute(
+                    "SELECT 1 FROM aliases WHERE key LIKE ? ESCAPE '\\' LIMIT 1",
+                    (in_domain(domain),)).fetchone() is not None
+            except sqlite3.Error as e:
+                self._warn(f"aliases table {self.table} is unreadable ({e}); "
+                           f"reading {self.path} instead; {_RECOMPILE}")
+                self._parsed = _parsed(self.path, self.table, self._warn, time.time)
+        return self._parsed.has_domain(domain)
 
     def _query(self, address, local_part):
         local, at, _ = address.rpartition("@")

@@ -18,6 +18,13 @@ Mailbox = record("Mailbox", "address database db_root maildir quota_storage "
                  "quota_messages forward keep_copy")
 
 
+def in_domain(domain):
+    """A LIKE pattern (ESCAPE '\\') for the addresses of `domain`."""
+    for special in "\\%_":
+        domain = domain.replace(special, "\\" + special)
+    return "%@" + domain
+
+
 class Directory:
     """Read-only view used by deliveries."""
 
@@ -54,6 +61,14 @@ class Directory:
         directory (a mailbox created, deleted or moved)."""
         try:
             return self.conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
+
+    def has_domain(self, domain):
+        """Whether any mailbox has an address in `domain` (lower case)."""
+        try:
+            return self.conn.execute("SELECT 1 FROM mailboxes WHERE address LIKE ? ESCAPE '\\' "
+                                     "LIMIT 1", (in_domain(domain),)).fetchone() is not None
         except sqlite3.DatabaseError as e:
             raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
 

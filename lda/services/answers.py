@@ -1,0 +1,176 @@
+"""What lda tells Postfix at SMTP time, from the code a delivery runs.
+
+Every answer resolves the address with the delivery's own resolver
+(lda/deliver/resolve.py: aliases, the directory, forwards, +extensions) and
+judges quota with the delivery's own quota_failure(), so `postmap -q`, a
+policy reply and the delivery that follows cannot disagree.  An answer that
+lda cannot give because the directory, the aliases or a maildirsize cannot
+be read is a temporary one (DEFER_IF_PERMIT, TEMP): lda being unwell never
+rejects mail.
+"""
+
+from ..deliver.envelope import domain_of, normalize
+from ..errors import BadAddress, LdaError, QuotaTooBig, UnknownRecipient
+from ..store.maildirsize import quota_failure
+
+# Socketmap replies (Postfix's socketmap_table(5)).
+OK, NOTFOUND, TEMP, PERM = "OK", "NOTFOUND", "TEMP", "PERM"
+MAPS = ("mailbox", "alias", "domain", "transport")
+
+
+class Answers:
+    """The policy decision and the socketmap lookups; `resolvers` is a
+    ThreadResolvers, so each server thread has its own."""
+
+    def __init__(self, config, resolvers, log):
+        self.config, self.resolvers, self.log = config, resolvers, log
+
+    # --- the policy service ----------------------------------------------
+
+    def policy(self, attributes):
+        """The action for one smtpd_access_policy request (a dict)."""
+        config = self.config
+        if attributes.get("protocol_state", "").upper() != "RCPT":
+            return config.quota_status_success
+        recipient = attributes.get("recipient", "")
+        size = attributes.get("size", "")
+        # Without SIZE= the message is at least one byte: a mailbox at its
+        # limit can take none.
+        size = max(1, int(size) if size.isdigit() and len(size) < 19 else 0)
+        try:
+            plan = self.resolvers.get().resolve(recipient)
+            failures = [quota_failure(config, t, size) for t in plan.targets]
+        except BadAddress as e:
+            return self._unknown(recipient, f"553 5.1.3 {e}")
+        except UnknownRecipient:
+            return self._unknown(recipient, config.quota_status_nouser)
+        except LdaError as e:  # unreadable directory, aliases, maildirsize; a move
+            return _defer(self.log, recipient, e)
+        # An alias or forward with several targets refuses only when none
+        # of them could take the message: otherwise lda delivers to the
+        # others and keeps a partial delivery for the full one.
+        if any(f is None for f in failures):
+            return config.quota_status_success
+        if all(isinstance(f, QuotaTooBig) for f in failures):
+            return config.quota_status_toolarge
+        return self.overquota()
+
+    def overquota(self):
+        """quota_status_overquota, else by quota_full: a 5XX when lda would
+        reject the message (77), a 4XX when it would defer it (75)."""
+        if self.config.quota_status_overquota:
+            return self.config.quota_status_overquota
+        if self.config.quota_full == "reject":
+            return "552 5.2.2 Mailbox full"
+        return "452 4.2.2 Mailbox full"
+
+    def _unknown(self, recipient, reply):
+        if self.config.policy_reject_unknown:
+            return reply
+        return self.config.quota_status_success
+
+    # --- the socketmap ---------------------------------------------------
+
+    def lookup(self, name, key):
+        """(status, value) for a socketmap request `name key`."""
+        method = getattr(self, "map_" + name, None) if name in MAPS else None
+        if method is None:
+            return PERM, f"no map named {name!r} (lda has {', '.join(MAPS)})"
+        try:
+            return method(key)
+        except LdaError as e:
+            self.log.warning(f"socketmap {name} {_printable(key)}: {e}")
+            return TEMP, _one_line(str(e))
+
+    def map_mailbox(self, key):
+        """Every address a delivery accepts (its mailboxes, their
+        +extensions, aliases and forwards), for virtual_mailbox_maps."""
+        plan = self._plan(key)
+        return (OK, plan.canonical) if plan else (NOTFOUND, "")
+
+    def map_alias(self, key):
+        """What an alias or a forward expands to, one level, comma-separated,
+        for virtual_alias_maps: Postfix expands the members further itself.
+        A forward that keeps a copy lists the mailbox too, as Postfix's own
+        virtual aliases do ("alice@x -> alice@x, bob@y")."""
+        address = _address(key)
+        if address is None:
+            return NOTFOUND, ""
+        members = self.resolvers.get().members(address)
+        return (OK, ",".join(members)) if members else (NOTFOUND, "")
+
+    def map_domain(self, key):
+        """The domains lda has mailboxes or aliases in, for
+        virtual_mailbox_domains."""
+        domain = key.strip().lower().rstrip(".")
+        if not domain or not _printable_ascii(domain) or "@" in domain:
+            return NOTFOUND, ""
+        resolver = self.resolvers.get()
+        if resolver.directory.has_domain(domain) or (
+                resolver.aliases is not None and resolver.aliases.has_domain(domain)):
+            return OK, domain
+        return NOTFOUND, ""
+
+    def map_transport(self, key):
+        """The delivery service of an address (or a domain) lda takes, for
+        transport_maps: socketmap_transport, else lmtp_listen as Postfix
+        writes it.  One value for now; per host when databases live on
+        several."""
+        transport = self.transport()
+        if not transport:
+            return PERM, "neither socketmap_transport nor lmtp_listen is set"
+        if "@" in key:
+            return (OK, transport) if self._plan(key) else (NOTFOUND, "")
+        return (OK, transport) if self.map_domain(key)[0] == OK else (NOTFOUND, "")
+
+    def transport(self):
+        config = self.config
+        if config.socketmap_transport:
+            return config.socketmap_transport
+        listen = config.lmtp_listen
+        if not listen:
+            return ""
+        if listen.startswith("unix:") or listen.startswith("/"):
+            return "lmtp:unix:" + listen.removeprefix("unix:")
+        return "lmtp:inet:" + listen
+
+    def _plan(self, key):
+        """The delivery's Plan for an address key, None when lda would not
+        take it (unknown, or no valid address: "@domain" and bare local
+        parts, which Postfix also asks, included)."""
+        address = _address(key)
+        if address is None:
+            return None
+        try:
+            return self.resolvers.get().resolve(address)
+        except UnknownRecipient:
+            return None
+
+
+def _address(key):
+    """The normalized address of a lookup key, or None for a key that is no
+    address lda delivers to."""
+    if "@" not in key or key.startswith("@"):
+        return None
+    try:
+        address = normalize(key)
+    except BadAddress:
+        return None
+    return address if domain_of(address) else None
+
+
+def _defer(log, recipient, error):
+    log.warning(f"policy: {_printable(recipient)}: {error}: DEFER_IF_PERMIT")
+    return f"DEFER_IF_PERMIT 4.3.0 {_one_line(str(error))}"
+
+
+def _one_line(text, limit=200):
+    return " ".join(text.split())[:limit]
+
+
+def _printable(text, limit=200):
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _printable_ascii(text):
+    return text.isascii() and text.isprintable() and " " not in text

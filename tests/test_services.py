@@ -1,0 +1,300 @@
+"""`lda policy` and `lda socketmap`: Postfix's SMTP-time lookups, answered
+over real sockets by the installed `lda` command, from a real directory.
+The Postfix end-to-end cases are in test_services_postfix.py."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+
+import pytest
+from conftest import LDA, fill_mailbox, wait_until
+from postfix import free_port
+
+DUNNO = "DUNNO"
+
+
+class Service:
+    """`lda policy` or `lda socketmap` for a site, on a loopback port."""
+
+    def __init__(self, site, name, *args):
+        self.site, self.name = site, name
+        self.port = free_port()
+        self.output = site.root / f"{name}.log"
+        with open(self.output, "wb") as out:
+            self.process = subprocess.Popen(
+                [str(LDA), name, "--listen", f"127.0.0.1:{self.port}", *args],
+                env=site.env, stdout=out, stderr=subprocess.STDOUT)
+        wait_until(self._ready, 30, f"lda {name}", self.log)
+
+    def log(self):
+        return self.output.read_text(errors="replace")
+
+    def _ready(self):
+        if self.process.poll() is not None:
+            pytest.fail(f"lda {self.name} exited {self.process.returncode}:\n{self.log()}")
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def connect(self):
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        return conn, conn.makefile("rb")
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return "killed"
+
+
+@pytest.fixture
+def services():
+    started = []
+
+    def start(site, name, *args):
+        service = Service(site, name, *args)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        assert service.stop() == 0, service.log()
+
+
+@pytest.fixture
+def quota_site(make_site):
+    """alice fits, full is full (1 MiB of 1 MiB), small has 10 KiB of
+    quota; team is an alias of alice and full, fullteam of full alone;
+    fwd forwards outside."""
+    def make(**settings):
+        site = make_site(**settings)
+        site.create("alice@example.org")
+        fill_mailbox(site.create("full@example.org", "--quota-storage", "1M"), 1024**2)
+        site.create("small@example.org", "--quota-storage", "10K")
+        site.aliases.write_text("team@example.org: alice@example.org, full@example.org\n"
+                                "fullteam@example.org: full@example.org\n"
+                                "out@example.org: someone@elsewhere.example\n")
+        return site
+    return make
+
+
+def request(recipient, size=0, state="RCPT", **extra):
+    attributes = {"request": "smtpd_access_policy", "protocol_state": state,
+                  "protocol_name": "ESMTP", "client_address": "127.0.0.1",
+                  "sender": "sender@example.net", "recipient": recipient,
+                  "size": str(size), **extra}
+    return "".join(f"{k}={v}\n" for k, v in attributes.items()).encode() + b"\n"
+
+
+def ask(service, *requests, raw=False):
+    """The actions for requests sent one after another on one connection."""
+    conn, reader = service.connect()
+    actions = []
+    with conn, reader:
+        for req in requests:
+            conn.sendall(req if raw else request(**req) if isinstance(req, dict)
+                         else request(req))
+            line = reader.readline()
+            assert reader.readline() == b"\n", line
+            assert line.startswith(b"action="), line
+            actions.append(line[len("action="):].decode().rstrip("\n"))
+    return actions
+
+
+# --- the policy service ------------------------------------------------------
+
+def test_policy_answers_each_recipient_as_a_delivery_would(quota_site, services):
+    policy = services(quota_site(quota_full="reject"), "policy")
+    actions = ask(policy, "alice@example.org", "full@example.org", "alice+tag@example.org",
+                  "team@example.org", "fullteam@example.org", "out@example.org",
+                  {"recipient": "small@example.org", "size": 20000},
+                  {"recipient": "small@example.org", "size": 2000},
+                  "nobody@example.org")
+    assert actions == [DUNNO, "552 5.2.2 Mailbox full", DUNNO,
+                       DUNNO,  # alice can take it: lda delivers and keeps a partial
+                       "552 5.2.2 Mailbox full", DUNNO,
+                       "552 5.2.3 Message is larger than the mailbox quota", DUNNO,
+                       DUNNO]  # unknown, but policy_reject_unknown is off
+
+
+def test_policy_defers_a_full_mailbox_when_lda_would(quota_site, services):
+    """quota_full = "tempfail" (the default): the MTA would be told 4.2.2."""
+    policy = services(quota_site(), "policy")
+    assert ask(policy, "full@example.org") == ["452 4.2.2 Mailbox full"]
+
+
+def test_policy_replies_are_the_configured_ones(quota_site, services):
+    site = quota_site(policy_reject_unknown=True, quota_status_success="OK",
+                      quota_status_overquota="554 5.2.2 Over quota, sorry",
+                      quota_status_nouser="REJECT no such user")
+    policy = services(site, "policy")
+    actions = ask(policy, "alice@example.org", "full@example.org", "nobody@example.org",
+                  "bad\x7fname@example.org")
+    assert actions[:3] == ["OK", "554 5.2.2 Over quota, sorry", "REJECT no such user"]
+    assert actions[3].startswith("553 5.1.3 "), actions
+
+
+def test_policy_other_stages_and_requests_are_dunno(quota_site, services):
+    policy = services(quota_site(policy_reject_unknown=True), "policy")
+    assert ask(policy, {"recipient": "full@example.org", "state": "DATA"},
+               {"recipient": "", "state": "CONNECT"}) == [DUNNO, DUNNO]
+    junk = b"request=something_else\nrecipient=full@example.org\n\n"
+    no_equals = b"this line has no equals sign\nrequest=smtpd_access_policy\n" \
+                b"protocol_state=RCPT\nrecipient=alice@example.org\n\n"
+    assert ask(policy, junk, no_equals, raw=True) == [DUNNO, DUNNO]
+
+
+@pytest.mark.parametrize("recipient", [
+    "../../etc/passwd@example.org", "a/b@example.org", "x" * 5000 + "@example.org",
+    "alice@example.org\x00evil", "", "@example.org", "alice", "<alice@example.org>",
+], ids=["dotdot", "slash", "long", "nul", "empty", "domain-only", "no-domain", "angles"])
+def test_policy_hostile_recipients_get_a_clear_answer_and_nothing_changes(
+        quota_site, services, recipient):
+    site = quota_site(policy_reject_unknown=True)
+    policy = services(site, "policy")
+    [action] = ask(policy, recipient)
+    if recipient == "<alice@example.org>":
+        assert action == DUNNO  # as a delivery takes it
+    else:
+        assert action.split()[0] in ("550", "553"), action
+    assert ask(policy, "alice@example.org") == [DUNNO]  # the connection still works
+
+
+def test_policy_serves_fifty_connections_at_once(quota_site, services):
+    policy = services(quota_site(quota_full="reject"), "policy")
+    results, errors = [], []
+
+    def client(n):
+        try:
+            results.append(ask(policy, *(["alice@example.org", "full@example.org"] * 5)))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert results == [[DUNNO, "552 5.2.2 Mailbox full"] * 5] * 50
+
+
+def damage(path):
+    """Overwrite the SQLite header in place: every later read fails."""
+    with open(path, "r+b") as f:
+        f.write(b"this is no longer a database file" * 4)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def test_policy_defers_when_the_directory_cannot_be_read(quota_site, services):
+    site = quota_site(policy_reject_unknown=True, quota_full="reject")
+    policy = services(site, "policy")
+    assert ask(policy, "full@example.org") == ["552 5.2.2 Mailbox full"]
+    damage(site.state / "directory.sqlite")
+    actions = ask(policy, "full@example.org", "nobody@example.org", "alice@example.org")
+    assert all(a.startswith("DEFER_IF_PERMIT 4.3.0 ") for a in actions), actions
+
+
+# --- the socketmap -------------------------------------------------------------
+
+def netstring(data):
+    return b"%d:%s," % (len(data), data)
+
+
+def lookup(service, *requests):
+    """(status, value) for each "MAP KEY" request, on one connection."""
+    conn, reader = service.connect()
+    answers = []
+    with conn, reader:
+        for req in requests:
+            conn.sendall(netstring(req.encode("utf-8", "surrogateescape")))
+            length = b""
+            while (c := reader.read(1)) != b":":
+                assert c.isdigit(), (length, c)
+                length += c
+            data = reader.read(int(length) + 1)
+            assert data.endswith(b","), data
+            status, _, value = data[:-1].decode().partition(" ")
+            answers.append((status, value))
+    return answers
+
+
+def test_socketmap_answers_every_map(quota_site, services):
+    site = quota_site(lmtp_listen="unix:/run/lda/lmtp")
+    site.create("bob@example.com", "--forward", "bob@elsewhere.example", "--keep-copy")
+    socketmap = services(site, "socketmap")
+    assert lookup(socketmap,
+                  "mailbox alice@example.org", "mailbox ALICE+tag@Example.org",
+                  "mailbox team@example.org", "mailbox nobody@example.org",
+                  "mailbox @example.org", "mailbox alice",
+                  "alias team@example.org", "alias alice@example.org",
+                  "alias bob@example.com", "alias nobody@example.org",
+                  "domain example.org", "domain example.com", "domain example.net",
+                  "transport alice@example.org", "transport example.org",
+                  "transport nobody@example.org", "transport example.net",
+                  "users alice@example.org") == [
+        ("OK", "alice@example.org"), ("OK", "alice+tag@example.org"),
+        ("OK", "team@example.org"), ("NOTFOUND", ""),
+        ("NOTFOUND", ""), ("NOTFOUND", ""),
+        ("OK", "alice@example.org,full@example.org"), ("NOTFOUND", ""),
+        ("OK", "bob@elsewhere.example,bob@example.com"), ("NOTFOUND", ""),
+        ("OK", "example.org"), ("OK", "example.com"), ("NOTFOUND", ""),
+        ("OK", "lmtp:unix:/run/lda/lmtp"), ("OK", "lmtp:unix:/run/lda/lmtp"),
+        ("NOTFOUND", ""), ("NOTFOUND", ""),
+        ("PERM", "no map named 'users' (lda has mailbox, alias, domain, transport)")]
+
+
+def test_socketmap_sees_changes_without_a_restart(quota_site, services):
+    site = quota_site()
+    socketmap = services(site, "socketmap")
+    assert lookup(socketmap, "mailbox new@example.org", "alias new@example.org") == [
+        ("NOTFOUND", ""), ("NOTFOUND", "")]
+    site.create("new@example.org")
+    assert lookup(socketmap, "mailbox new@example.org") == [("OK", "new@example.org")]
+    site.aliases.write_text("new2@example.org: new@example.org\n")
+    assert lookup(socketmap, "alias new2@example.org") == [("OK", "new@example.org")]
+
+
+def test_socketmap_is_temp_never_notfound_when_the_directory_is_unreadable(quota_site,
+                                                                          services):
+    site = quota_site()
+    socketmap = services(site, "socketmap")
+    damage(site.state / "directory.sqlite")
+    answers = lookup(socketmap, "mailbox alice@example.org", "mailbox nobody@example.org",
+                     "domain example.org", "transport alice@example.org")
+    assert [status for status, _ in answers] == ["TEMP"] * 4, answers
+
+
+@pytest.mark.parametrize("key", ["../x@example.org", "a\x00b@example.org", "a\rb@example.org",
+                                 "x" * 3000 + "@example.org", "\udcff@example.org"],
+                         ids=["dotdot", "nul", "cr", "long", "bad-utf8"])
+def test_socketmap_hostile_keys_are_not_found(quota_site, services, key):
+    socketmap = services(quota_site(), "socketmap")
+    assert lookup(socketmap, f"mailbox {key}", "mailbox alice@example.org") == [
+        ("NOTFOUND", ""), ("OK", "alice@example.org")]
+
+
+@pytest.mark.parametrize("garbage", [b"abc", b"5:short", b"999999999:x,", b"3:abcX"],
+                         ids=["no-length", "short", "too-long", "no-comma"])
+def test_socketmap_closes_a_connection_that_speaks_no_netstrings(quota_site, services,
+                                                                 garbage):
+    socketmap = services(quota_site(), "socketmap")
+    conn, reader = socketmap.connect()
+    with conn, reader:
+        conn.sendall(garbage)
+        conn.shutdown(socket.SHUT_WR)
+        assert reader.read() == b""
+    assert lookup(socketmap, "mailbox alice@example.org") == [("OK", "alice@example.org")]
+
+
+def test_a_service_without_a_listen_address_is_a_configuration_error(site):
+    done = site.run("policy", check=None)
+    assert done.returncode == 78, done.stderr
+    assert "policy_listen" in done.stderr.decode()
