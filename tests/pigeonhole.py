@@ -11,7 +11,8 @@ A case is run twice when its plan holds a vacation: first without `-e`
 "Implicit keep"), then with `-e` into a Maildir whose folders exist,
 because only execution applies RFC 5230 section 4.5's checks (is the user
 among the recipients, a list message, ...) and logs "sent vacation
-response" or "discarding vacation response".
+response" or why not ("discarding vacation response ...", "not sending
+vacation response to system address ...").
 
 Needs Debian's dovecot-sieve (`.ci/run` installs it); skip_reason() says
 why not.
@@ -177,8 +178,7 @@ def run_case(tester, script, message, sender, recipient, original, extensions, i
         executed = tester.run(script, message, sender, recipient, original, extensions,
                               execute=True)
         log = executed.stderr.decode("utf-8", "replace")
-        if "vacation action: sent vacation response" not in log \
-                and "discarding vacation response" not in log:
+        if "vacation action: " not in log:
             raise PigeonholeFailed(f"sieve-test -e did not decide the vacation: {log.strip()}")
         result = result._replace(vacation="vacation action: sent vacation response" in log)
     return result
@@ -209,10 +209,10 @@ def parse_plan(text):
     sections = plan_entries(text)
     fields = {"stores": [], "redirects": [], "notify": [], "other": []}
     for action, details in sections["performed"] + sections["implicit"]:
-        if action.startswith("store message in folder: "):
+        if action.startswith("store message in folder:"):
             flags = [f for d in details if d.startswith("add IMAP flags:")
                      for f in d.split(":", 1)[1].split()]
-            fields["stores"].append(store(action.split(": ", 1)[1], flags))
+            fields["stores"].append(store(action.split(":", 1)[1].strip(), flags))
         elif action.startswith("redirect message to: "):
             fields["redirects"].append(action.split(": ", 1)[1].strip("<>"))
         elif action == "discard":
@@ -221,6 +221,8 @@ def parse_plan(text):
             fields["vacation"] = True
         elif action.startswith("reject message"):
             fields["reject"] = True
+        elif action.startswith("track duplicate"):
+            pass  # duplicate (RFC 7352) records state; lda keeps it out of the actions
         elif action.startswith("send notification with method"):
             fields["notify"] += [d.split(":", 1)[1].strip().lower() for d in details
                                  if d.startswith("To:")]

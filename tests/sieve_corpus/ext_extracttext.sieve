@@ -1,7 +1,7 @@
 require ["mime", "foreverypart", "extracttext", "variables", "fileinto"];
 foreverypart {
     if header :mime :type :is "content-type" "text" {
-        extracttext :first 12 "start";
+        extracttext :first 11 "start";
         if string :is "${start}" "Please find" { fileinto "Invoice"; }
         break;
     }

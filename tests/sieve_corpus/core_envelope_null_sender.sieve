@@ -1,2 +1,0 @@
-require ["envelope", "fileinto"];
-if envelope :is "from" "" { fileinto "Bounces"; }
