@@ -172,7 +172,10 @@ def run_case(tester, script, message, sender, recipient, original, extensions, i
         if RUNTIME_FAILURE in stderr:
             return normalize("runtime", [store("INBOX", ())], implicit_keep=True)
         raise PigeonholeFailed(f"sieve-test exit {done.returncode}: {stderr.strip()}")
-    result = parse_plan(done.stdout.decode("utf-8", "replace"))
+    stdout = done.stdout.decode("utf-8", "replace")
+    if "Performed actions:" not in stdout:
+        raise PigeonholeFailed(f"sieve-test printed no actions: {stdout} {stderr}")
+    result = parse_plan(stdout)
     if result.vacation:
         tester.make_folders(folder for folder, _ in result.stores)
         executed = tester.run(script, message, sender, recipient, original, extensions,

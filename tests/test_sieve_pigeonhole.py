@@ -18,8 +18,8 @@ from conftest import write_lda_toml
 
 CORPUS = Path(__file__).parent / "sieve_corpus"
 
-pytestmark = pytest.mark.skipif(pigeonhole.skip_reason() is not None,
-                                reason=pigeonhole.skip_reason() or "")
+needs_sieve_test = pytest.mark.skipif(pigeonhole.skip_reason() is not None,
+                                      reason=pigeonhole.skip_reason() or "")
 
 
 class Case:
@@ -91,6 +91,64 @@ def run_both(case, tmp_path, run):
     return theirs, ours
 
 
+PLAN = """
+Performed actions:
+
+ * store message in folder: Lists.Caf\u00e9
+        + add IMAP flags: \\seen $Junk
+        + create mailbox if it does not exist
+ * redirect message to: <bob@example.org>
+        + preserve implicit keep
+ * send vacation message:
+    => seconds : 604800
+    => handle  : hi<default-subject><default-from><NO-MIME>
+
+START MESSAGE
+ * store message in folder: NotAnAction
+END MESSAGE
+ * track duplicate with handle: x
+ * send notification with method 'mailto:':
+    => importance   : 2
+    => recipients   :
+       + To: Pager@Example.org
+
+ * something new
+
+Implicit keep:
+
+ * store message in folder: inbox
+"""
+
+
+def test_plan_parser_reads_every_kind_of_action():
+    assert pigeonhole.parse_plan(PLAN) == pigeonhole.Result(
+        stores=(("INBOX", ()), ("Lists.Caf\u00e9", ("$junk", "\\seen"))), implicit_keep=True,
+        redirects=("bob@example.org",), vacation=True, notify=("pager@example.org",),
+        other=("something new",))
+
+
+def test_lda_record_reduces_to_the_same_shape():
+    record = {"compiled": True, "implicit_keep": True, "errors": [], "log": [], "actions": [
+        {"action": "fileinto", "folder": "Lists.Caf\u00e9", "flags": ["\\Seen", "$Junk"],
+         "copy": True, "create": True},
+        {"action": "redirect", "address": "bob@example.org", "copy": True},
+        {"action": "vacation", "to": "x@example.org", "handle": "h", "days": 7},
+        {"action": "notify", "method": "mailto:Pager@Example.org?subject=hi"},
+        {"action": "keep", "flags": [], "implicit": True}]}
+    assert pigeonhole.lda_result(record) == pigeonhole.parse_plan(PLAN)._replace(other=())
+    assert pigeonhole.lda_result({"compiled": False, "errors": ["x"]}).error == "compile"
+
+
+@needs_sieve_test
+def test_a_sieve_test_that_does_not_run_is_an_error_not_a_result():
+    """sieve-test refuses an envelope sender it cannot parse (exit 89, no
+    compile error): the case must fail, not compare an empty result."""
+    with pytest.raises(pigeonhole.PigeonholeFailed, match="Invalid -f parameter"):
+        pigeonhole.pigeonhole(CORPUS / "core_keep.sieve", CORPUS / "plain.eml",
+                              "not an address", "b@example.org")
+
+
+@needs_sieve_test
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_lda_agrees_with_pigeonhole(case, user, tmp_path):
     missing = case.missing()
@@ -127,7 +185,8 @@ def main():
                     self.failed.append(case.id)
 
     count = Count()
-    pytest.main(["-q", "-p", "no:cacheprovider", __file__, "-k", "agrees"], plugins=[count])
+    pytest.main(["-q", "-rN", "--no-header", "-p", "no:cacheprovider", __file__, "-k", "agrees"],
+                plugins=[count])
     o = count.outcomes
     print(f"{len(CASES)} cases: {o['same']} same, {o['documented difference']} documented "
           f"differences, {o['failed']} disagreements, {o['skipped']} skipped "

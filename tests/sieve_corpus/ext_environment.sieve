@@ -1,4 +1,5 @@
-require ["environment", "fileinto", "variables"];
-if environment :is "location" "MDA" { fileinto "AtMDA"; }
-if environment :is "phase" "during" { fileinto "During"; }
-if environment :matches "domain" "*" { set "d" "${1}"; }
+require ["environment", "fileinto"];
+# RFC 5183: an item the implementation does not know makes the test false;
+# "location" is "MDA" or "MS" for a delivery, both start with M.
+if environment :is "x-no-such-item" "" { fileinto "Unknown"; }
+if environment :matches "location" "M*" { fileinto "Delivery"; }
