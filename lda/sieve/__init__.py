@@ -78,6 +78,8 @@ Decisions
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.
+- envelope "to" is the address delivered to (its +detail included), not
+  the original recipient that Pigeonhole tests (tests/sieve_corpus).
 - vacation: :days below 1 means 1; no reply to the null sender, to
   Auto-Submitted (other than "no"), Precedence bulk/list/junk, List-*
   messages, owner-*/*-request/MAILER-DAEMON/LISTSERV/majordomo senders, to
