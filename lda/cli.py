@@ -928,16 +928,21 @@ def sieve_test(ctx, path, sender, recipient, original, as_json):
     """Dry run: print the actions the script takes on the message on stdin.
 
     Nothing is delivered, sent or recorded; :user and :detail split at the
-    configuration's recipient_delimiter, as a delivery would.
+    configuration's recipient_delimiter, as a delivery would.  include
+    :personal reads sieve_dir in per-user mode, else the script's own
+    directory (sieve/ beside an lda.sieve).
 
     \b
     Example:
         lda sieve test ~/.dovecot.sieve -f bob@example.org < message.eml
         lda sieve test ~/.dovecot.sieve --json < message.eml
     """
+    config = load(ctx)
     actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
-                                     recipient, load(ctx).recipient_delimiter, original,
-                                     as_json)
+                                     recipient, config.recipient_delimiter,
+                                     config.sieve_options(),
+                                     config.sieve_dir if config.per_user else None,
+                                     original, as_json)
     for line in notes:
         click.echo(line, err=True)
     for line in actions:

@@ -12,6 +12,8 @@ from .errors import ConfigError, TemporaryFailure, is_file_problem
 SYSTEM_CONFIG = "/etc/lda/lda.toml"
 # A managed mailbox's Sieve script, in its root, so that a move carries it.
 SCRIPT_IN_MAILBOX = "lda.sieve"
+# ...and its stored scripts (lda sieve install), which include :personal reads.
+SCRIPTS_IN_MAILBOX = "sieve"
 MAX_EXPIRATION_HOURS = 100 * 366 * 24
 
 # key: (default, type check, description) -- the man page lists the same keys.
@@ -64,11 +66,33 @@ KEYS = {
     "sieve_after": ([], (list, str), "Sieve scripts (or directories) run after it while "
                                      "the keep is in effect, as Pigeonhole's sieve_after"),
     "sieve_default": ("", str, "the Sieve script of a mailbox that has none of its own"),
+    "sieve_dir": ("~/sieve", str, "per-user mode's directory of :personal include scripts, "
+                                  "as Pigeonhole's (managed: sieve/ in the mailbox)"),
+    "sieve_global_dir": ("", str, "directory of :global include scripts, as Pigeonhole's "
+                                  "sieve_global; empty for none"),
+    # RFC 5235 spamtest and virustest, configured as Pigeonhole's settings of
+    # the same names (lda/sieve/extensions/spamtest.py reads them).
+    **{f"sieve_{kind}_{key}": (default, kind_type, f"{kind}: {text}")
+       for kind in ("spamtest", "virustest")
+       for key, (default, kind_type, text) in {
+           "status_type": ("score", str, "what the status header holds: score, strlen "
+                                         "(\"*****\") or text"),
+           "status_header": ("", str, 'the header with the scanner\'s verdict: "NAME" or '
+                                      '"NAME: REGEX" capturing it (empty: not configured)'),
+           "max_header": ("", str, 'the header with the highest score: "NAME: REGEX"'),
+           "max_value": (0, (int, float), "the highest score (score and strlen)"),
+           "text_values": ([], list, 'for status_type text: which text is which value, '
+                                     'as ["1 No", "10 Yes"]'),
+       }.items()},
 }
 CHOICES = {"mode": ("managed", "user"), "quota_full": ("tempfail", "reject"),
            "quota_rules": ("dovecot", "courier"),
            "log": ("auto", "stderr", "syslog"),
-           "syslog_facility": ("mail", "user", "daemon", *(f"local{i}" for i in range(8)))}
+           "syslog_facility": ("mail", "user", "daemon", *(f"local{i}" for i in range(8))),
+           "sieve_spamtest_status_type": ("score", "strlen", "text"),
+           "sieve_virustest_status_type": ("score", "strlen", "text")}
+# The highest value of each test's text_values (RFC 5235 sections 3.1, 3.3).
+SCANNER_TOP = {"spamtest": 10, "virustest": 5}
 SIZE_SUFFIXES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
 
@@ -107,6 +131,8 @@ class Config:
         self.sieve_before = self._paths("sieve_before")
         self.sieve_after = self._paths("sieve_after")
         self.sieve_default = self.expand(self.sieve_default) if self.sieve_default else ""
+        self.sieve_dir = self.expand(self.sieve_dir) if self.sieve_dir else ""
+        self.sieve_global_dir = self.expand(self.sieve_global_dir) if self.sieve_global_dir else ""
         if self.quota_warning_template:
             self.quota_warning_template = self.expand(self.quota_warning_template)
         self._check_ranges()
@@ -131,6 +157,14 @@ class Config:
         if self.per_user:
             return self.sieve_script
         return os.path.join(maildir_path, SCRIPT_IN_MAILBOX)
+
+    def sieve_dir_for(self, maildir_path):
+        """Where include finds :personal scripts (RFC 6609): sieve_dir
+        (~/sieve) in per-user mode; sieve/ in the root of a managed mailbox,
+        where `lda sieve install` keeps them."""
+        if self.per_user:
+            return self.sieve_dir
+        return os.path.join(maildir_path, SCRIPTS_IN_MAILBOX)
 
     def _paths(self, key):
         """A path or a list of paths, as a tuple of absolute paths: one
@@ -191,6 +225,28 @@ class Config:
         if any(c == "@" or not c.isprintable() or c.isspace() for c in self.recipient_delimiter):
             raise ConfigError(f"{self.path}: recipient_delimiter must not contain '@', "
                               "spaces or control characters")
+        for kind in SCANNER_TOP:
+            self._check_scanner(kind)
+
+    def _check_scanner(self, kind):
+        """Pigeonhole's checks of sieve_spamtest_* / sieve_virustest_*, at
+        load: a score needs exactly one of max_value and max_header."""
+        prefix, top = f"sieve_{kind}_", SCANNER_TOP[kind]
+        values = {}
+        for entry in getattr(self, prefix + "text_values"):
+            number, _, text = entry.partition(" ") if isinstance(entry, str) else ("", "", "")
+            if not (number.isascii() and number.isdigit() and int(number) <= top and text):
+                raise ConfigError(f"{self.path}: {prefix}text_values: {entry!r} is not "
+                                  f'"NUMBER TEXT" with a NUMBER from 0 to {top}')
+            values[text] = int(number)
+        # {text: value} for lda/sieve/extensions/spamtest.py
+        setattr(self, prefix + "text_values", values)
+        status_type = getattr(self, prefix + "status_type")
+        if not getattr(self, prefix + "status_header") or status_type == "text":
+            return
+        if (getattr(self, prefix + "max_value") > 0) == bool(getattr(self, prefix + "max_header")):
+            raise ConfigError(f"{self.path}: {prefix}status_type {status_type} needs one of "
+                              f"{prefix}max_value (> 0) and {prefix}max_header")
 
     def _default_state_dir(self, environ):
         """(state_base, the directories below it) when lda.toml names none."""
@@ -202,7 +258,7 @@ class Config:
 
 
 TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",
-              list: "an array"}
+              list: "an array", float: "a number"}
 
 
 def expected(kind, key):

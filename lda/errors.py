@@ -105,6 +105,14 @@ class NoPermission(LdaError):
     smtp_reply = "550 5.7.1"
 
 
+class Rejected(LdaError):
+    """A Sieve script refused the message for this recipient (ereject, RFC
+    5429 section 2.1.1): a permanent answer carrying the script's reason."""
+
+    exit_code = EX_NOPERM
+    smtp_reply = "550 5.7.1"
+
+
 class ConfigError(LdaError):
     """The configuration is wrong; Postfix defers, so mail waits for the fix."""
 

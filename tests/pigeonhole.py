@@ -273,9 +273,13 @@ def lda_result(record):
 
 
 def notify_recipients(action):
-    """The mailto: addresses of a notify action (RFC 5436), lower case."""
+    """The mailto: addresses of a notify action (RFC 5436), lower case:
+    its "to" (one address or a list), else those of its method URI."""
     from urllib.parse import unquote
 
+    if "to" in action:
+        to = action["to"]
+        return [a.lower() for a in ([to] if isinstance(to, str) else to)]
     method = next((v for k, v in action.items() if k in ("method", "uri", "url")), "")
     if isinstance(method, str) and method.lower().startswith("mailto:"):
         return [unquote(a).strip().lower() for a in

@@ -56,11 +56,12 @@ RECIPIENT = "roadrunner@acme.example.com"
 
 
 def parse(text, size=None):
-    """The message as the delivery path reads it (lda.deliver.message.Reader)."""
-    reader = Reader(io.BytesIO(text.encode("utf-8")))
-    for _ in reader.chunks():
-        pass
+    """The message as the delivery path reads it (lda.deliver.message.Reader),
+    with raw(limit) giving its bytes as a body or mime test reads them."""
+    reader = Reader(io.BytesIO(text.encode("utf-8") if isinstance(text, str) else text))
+    data = b"".join(reader.chunks())
     reader.info()
+    reader.raw = lambda limit: data[:limit]
     if size is not None:
         reader.size = size
     return reader

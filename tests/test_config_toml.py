@@ -67,7 +67,7 @@ def test_what_lda_ships_and_documents_takes_the_fast_path(tmp_path):
     # Every key set, as an admin uncomments them.
     every_key = re.sub(r"(?m)^#\s?(?=[a-z_]+ = )", "", example)
     blocks = re.findall(r"(?s)\.EX\n(.*?)\n\.EE", (ROOT / "man" / "lda.toml.5").read_text())
-    assert len(blocks) == 3  # the examples of KEYS, per-user mode, quota warnings
+    assert len(blocks) == 4  # the examples of KEYS, per-user mode, quota warnings, spamtest
     for text in [example, every_key, *blocks]:
         assert flat_toml(text.encode()) == tomllib.loads(text), text
     assert len(flat_toml(every_key.encode())) == len(lda_config.KEYS)

@@ -78,13 +78,14 @@ def run_both(case, tmp_path, run):
     theirs = pigeonhole.pigeonhole(script, message, case.sender, case.recipient, case.original,
                                    case.pigeonhole_x, case.pigeonhole_settings,
                                    [CORPUS / f"{name}.sieve" for name in case.includes])
-    # lda reads the included scripts next to the script.
+    # lda reads include :personal scripts from sieve_dir (per-user mode).
     ours_script = ours_dir / script.name
     for path in [script, *(CORPUS / f"{name}.sieve" for name in case.includes)]:
         (ours_dir / path.name).write_bytes(path.read_bytes())
+    lda_config = dict(case.lda_config, **({"sieve_dir": str(ours_dir)} if case.includes else {}))
     env = None
-    if case.lda_config:
-        config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user", **case.lda_config})
+    if lda_config:
+        config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user", **lda_config})
         env = {"LDA_CONFIG": str(config)}
     ours = pigeonhole.lda(run, ours_script, message, case.sender, case.recipient,
                           case.original, env)

@@ -26,8 +26,8 @@ def reply_fields(reply):
 def test_vacation_reply_headers_and_body():
     reply, outcome = vacation_of(state=MemoryState(now=lambda: 1795600000))
     assert outcome.all_actions()[-1] == Keep(implicit=True)
-    assert (reply.to, reply.days, reply.handle.startswith("auto-")) == (
-        "coyote@desert.example.org", 7, True)
+    assert (reply.to, reply.seconds, reply.handle.startswith("auto-")) == (
+        "coyote@desert.example.org", 7 * 86400, True)
     fields, body = reply_fields(reply)
     assert fields["From"] == RECIPIENT
     assert fields["To"] == "Coyote <coyote@desert.example.org>"
@@ -39,7 +39,8 @@ def test_vacation_reply_headers_and_body():
     assert fields["Content-Type"] == "text/plain; charset=utf-8"
     assert re.fullmatch(r"<[0-9a-f]{16}\.1795600000@acme\.example\.com>", fields["Message-ID"])
     assert body == "I am away.\n"
-    assert outcome.records == [("vacation", "coyote@desert.example.org", reply.handle, 7)]
+    assert outcome.records == [("vacation", "coyote@desert.example.org", reply.handle,
+                                7 * 86400)]
 
 
 @pytest.mark.parametrize("msg, kwargs, reason", [
@@ -101,7 +102,7 @@ def test_vacation_once_within_days():
 @pytest.mark.parametrize("days, expected", [(0, 1), (1, 1), (23, 23)])
 def test_vacation_days_at_least_one(days, expected):
     reply, _ = vacation_of(f'require "vacation"; vacation :days {days} "away";')
-    assert reply.days == expected
+    assert reply.seconds == expected * 86400
 
 
 def test_vacation_handles():
@@ -156,3 +157,93 @@ def test_vacation_reply_to_sender_field_and_bare_address():
 def test_vacation_header_injection_is_flattened():
     reply, _ = vacation_of('require "vacation"; vacation :subject "a\nBcc: x@y" "away";')
     assert reply_fields(reply)[0]["Subject"] == "a Bcc: x@y"
+
+
+# --- vacation-seconds (RFC 6131) --------------------------------------------------
+
+SECONDS = 'require "vacation-seconds"; vacation :seconds {} "away";'
+
+
+@pytest.mark.parametrize("script, expected", [
+    (SECONDS.format(3 * 86400 + 1), 3 * 86400 + 1),
+    (SECONDS.format(60), 86400),
+    (SECONDS.format(0), 86400),
+    ('require "vacation"; vacation "away";', 7 * 86400),
+    ('require "vacation"; vacation :days 400 "away";', 400 * 86400),
+], ids=["seconds", "raised-to-the-minimum", "zero-is-the-minimum", "default-period", "days"])
+def test_vacation_period_in_seconds(script, expected):
+    """Pigeonhole's sieve_vacation_min_period (1 day), max_period (none) and
+    default_period (7 days); sieve-test reports "seconds : 86400" for
+    :seconds 60."""
+    reply, _ = vacation_of(script)
+    assert reply.seconds == expected
+
+
+def test_vacation_seconds_once_within_the_period():
+    now = [0.0]
+    state = MemoryState(now=lambda: now[0])
+    script = SECONDS.format(90000)
+    first, outcome = vacation_of(script, state=state)
+    assert outcome.records == [("vacation", first.to, first.handle, 90000)]
+    outcome.commit(state)
+    now[0] = 89999
+    again, outcome = vacation_of(script, state=state)
+    assert again is None
+    assert outcome.log == ["vacation: no reply: coyote@desert.example.org was answered within "
+                           "90000 seconds"]
+    now[0] = 90000
+    assert vacation_of(script, state=state)[0] is not None
+
+
+@pytest.mark.parametrize("script, expected", [
+    ('require "vacation-seconds"; vacation :days 1 :seconds 60 "away";',
+     (1, 29, "vacation: :days and :seconds exclude each other")),
+    ('require "vacation"; vacation :seconds 60 "away";',
+     (1, 30, 'tag :seconds needs require "vacation-seconds"')),
+    ('require "vacation-seconds"; vacation :seconds "60" "away";',
+     (1, 47, ":seconds expects a number")),
+], ids=["days-and-seconds", "needs-require", "not-a-number"])
+def test_vacation_seconds_compile_errors(script, expected):
+    from lda.sieve import SieveError, compile_script
+
+    with pytest.raises(SieveError) as caught:
+        compile_script(script)
+    assert caught.value.errors[0] == expected
+
+
+def test_vacation_seconds_implies_vacation():
+    """RFC 6131 section 2, and Pigeonhole accepts it so too."""
+    from lda.sieve import compile_script
+
+    assert "vacation" in compile_script(SECONDS.format(60)).requires
+
+
+def test_vacation_seconds_in_a_delivery_measures_from_sent_at(site):
+    """The SQLite state keeps sent_at; the period is compared in seconds."""
+    import sqlite3
+
+    from conftest import message
+
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require "vacation-seconds";\n'
+                                   'vacation :seconds 90000 "I am away.";\n')
+
+    def deliver(n):
+        site.deliver(message(message_id=f"<s{n}@x>"), "alice@example.org",
+                     sender="sender@example.org", check=0)
+
+    deliver(1)
+    deliver(2)
+    assert len(site.sent()) == 1
+    conn = sqlite3.connect(site.db())
+    with conn:
+        conn.execute("UPDATE sieve_vacations SET sent_at = sent_at - 89000")
+    conn.close()
+    deliver(3)
+    assert len(site.sent()) == 1
+    conn = sqlite3.connect(site.db())
+    with conn:
+        conn.execute("UPDATE sieve_vacations SET sent_at = sent_at - 1100")
+    conn.close()
+    deliver(4)
+    assert len(site.sent()) == 2

@@ -17,11 +17,11 @@ import errno
 import os
 import stat
 
-from ..config import SCRIPT_IN_MAILBOX
+from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
 from ..errors import EX_DATAERR, LdaError, MailboxMoving, UnknownName, UnsafePath, UsageError
 from .mailboxes import get_mailbox, list_mailboxes, mailbox_path
 
-SCRIPTS_DIR = "sieve"
+SCRIPTS_DIR = SCRIPTS_IN_MAILBOX
 SUFFIX = ".sieve"
 MAX_SCRIPT = 1 << 20  # Pigeonhole's sieve_max_script_size default
 MAX_NAME = 64

@@ -209,7 +209,8 @@ def _deliver(argv, stdin, environ, clock, held):
     kwargs = {"clock": clock} if clock else {}
     delivery = Delivery(config, resolver, log, sender=args["sender"],
                         original_recipient=args["original"],
-                        original_header=args["original_header"], **kwargs)
+                        original_header=args["original_header"],
+                        peer=_smtp_client(environ), **kwargs)
     recipients = args["recipients"] or ([None] if config.per_user else [])
     if not recipients:
         raise UsageError("no recipient given and RECIPIENT is not set")
@@ -217,6 +218,14 @@ def _deliver(argv, stdin, environ, clock, held):
         return (*exit_status(delivery.run(recipients, stdin)), log)
     with open_message(args["message"]) as stream:
         return (*exit_status(delivery.run(recipients, stream)), log)
+
+
+def _smtp_client(environ):
+    """The SMTP client Postfix's local(8) names in CLIENT_ADDRESS and
+    CLIENT_HOSTNAME ("unknown" when it has no name): Sieve's environment
+    items remote-ip and remote-host (RFC 5183)."""
+    name = environ.get("CLIENT_HOSTNAME", "")
+    return environ.get("CLIENT_ADDRESS", ""), "" if name == "unknown" else name
 
 
 def open_message(path):

@@ -1,7 +1,8 @@
 """The Date: field (RFC 5322 section 3.3, with the obsolete forms of 4.3)
 normalised to UTC, without email._parseaddr (it drags in calendar, locale
 and re on every delivery) and without datetime: the calendar arithmetic
-below is a few lines (bench/profiles/startup-figures.txt)."""
+below is a few lines (bench/profiles/startup-figures.txt).  The Sieve date
+extension (lda/sieve/extensions/date.py) reads the same parser."""
 
 MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
@@ -38,30 +39,41 @@ def _fields(text):
 
 def parse_date(value):
     """"2026-11-24T10:00:00Z" for a valid Date value, else ""."""
+    found = date_time(value)
+    if found is None:
+        return ""
+    seconds = found[0]
+    days, seconds = divmod(seconds, 86400)
+    year, month, day = civil_from_days(days)
+    if not 1 <= year <= 9999:
+        return ""
+    return (f"{year:04d}-{month:02d}-{day:02d}T"
+            f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}Z")
+
+
+def date_time(value):
+    """(seconds since the epoch, the zone's offset in minutes east of UTC)
+    for a valid Date value, else None.  The Sieve date test (RFC 5260)
+    needs the writer's zone as well as the instant."""
     fields = _fields(value)
     if fields is None:
-        return ""
+        return None
     day, month, year, clock, zone = fields
     clock_parts = clock.split(":")
     month_number = MONTHS.get(month[:3].lower())
     numbers = [day, year, *clock_parts]
     if month_number is None or not all(p.isdigit() for p in numbers) \
             or len(clock_parts) not in (2, 3):
-        return ""
+        return None
     year, day = _year(year), int(day)
     hour, minute = int(clock_parts[0]), int(clock_parts[1])
     second = min(int(clock_parts[2]) if len(clock_parts) == 3 else 0, 59)  # leap second
     offset = _zone_minutes(zone)
     if not (1 <= year <= 9999 and 1 <= day <= _days_in_month(year, month_number)
             and hour < 24 and minute < 60 and abs(offset) < 24 * 60):
-        return ""
-    minutes = _days_from_civil(year, month_number, day) * 1440 + hour * 60 + minute - offset
-    days, minutes = divmod(minutes, 1440)
-    year, month_number, day = _civil_from_days(days)
-    if not 1 <= year <= 9999:
-        return ""
-    return (f"{year:04d}-{month_number:02d}-{day:02d}T"
-            f"{minutes // 60:02d}:{minutes % 60:02d}:{second:02d}Z")
+        return None
+    minutes = days_from_civil(year, month_number, day) * 1440 + hour * 60 + minute - offset
+    return minutes * 60 + second, offset
 
 
 def _days_in_month(year, month):
@@ -72,7 +84,7 @@ def _days_in_month(year, month):
 
 # Days since 1970-01-01 and back, proleptic Gregorian (H. Hinnant's algorithms,
 # "chrono-Compatible Low-Level Date Algorithms").
-def _days_from_civil(year, month, day):
+def days_from_civil(year, month, day):
     year -= month <= 2
     era, year_of_era = divmod(year, 400)
     day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
@@ -80,7 +92,7 @@ def _days_from_civil(year, month, day):
     return era * 146097 + day_of_era - 719468
 
 
-def _civil_from_days(days):
+def civil_from_days(days):
     era, day_of_era = divmod(days + 719468, 146097)
     year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524
                    - day_of_era // 146096) // 365

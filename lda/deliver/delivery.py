@@ -79,7 +79,8 @@ class Delivery:
     """Delivers one message; side effects (clock, sendmail, log) are parameters."""
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
-                 clock=time.time, sendmail=None, kept=None, original_header=None):
+                 clock=time.time, sendmail=None, kept=None, original_header=None,
+                 peer=None):
         self.config = config
         self.resolver = resolver
         self.log = log
@@ -90,6 +91,10 @@ class Delivery:
         # field an MTA wrote the original recipient into (X-Original-To).
         self.original_header = original_header
         self.clock = clock
+        # (address, name) of the LMTP client, or of the SMTP client that
+        # Postfix names to `lda deliver`, for Sieve's environment extension
+        # (RFC 5183 remote-ip, remote-host); None or "" when unknown.
+        self.peer = peer
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
         # {db_root: DeliveredTo} the caller keeps open between deliveries
@@ -349,10 +354,10 @@ class Delivery:
             for (plan, copy), result in zip(entries, results):
                 try:
                     self.resolver.check_current(plan)
-                except LdaError as e:
+                    targets, filtered = self._filter(plan, info, copy)
+                except LdaError as e:  # moved away, or refused by a Sieve ereject
                     result.error = e
                     continue
-                targets, filtered = self._filter(plan, info, copy)
                 live.append((plan, copy, result, targets, filtered))
                 for target in targets:
                     keys[target] = (target.key_mailbox, info.key_id, info.submit_time)
@@ -676,7 +681,7 @@ class Delivery:
                     f"{outcome}; partial delivery, message kept for retry")
             elif target.reply is not None:  # never retried: see _conclude
                 status, dsn, detail = "bounced", outcome.status, (
-                    f"vacation reply not sent: {outcome}")
+                    f"{_reply_kind(target)} not sent: {outcome}")
             else:
                 status, dsn, detail = failure_status(outcome), outcome.status, str(outcome)
             self.log.target(info.log_id, target.address,
@@ -688,7 +693,7 @@ class Delivery:
         if target.local:
             return f"delivered to maildir {result.stored_in.get(target, target.maildir_path)}"
         if target.reply is not None:
-            return f"vacation reply sent with {self.sendmail[0]}"
+            return f"{_reply_kind(target)} sent with {self.sendmail[0]}"
         return f"forwarded with {self.sendmail[0]}"
 
     def _cleanup_databases(self):
@@ -711,6 +716,15 @@ class Delivery:
             for name in md.sweep_tmp(path, self.clock()):
                 self.log.info(f"removed stale {path}/tmp/{name}")
         self.touched = set()
+
+
+def _reply_kind(target):
+    """What a reply target sends, from its key ("reject:MAILBOX:TO",
+    filtering.targets_for): a vacation reply, a notification, a reject's
+    refusal."""
+    kind = (target.key or "").partition(":")[0]
+    names = {"vacation": "vacation reply", "notify": "notification"}
+    return names.get(kind) or f"Sieve {kind or 'reply'} message"
 
 
 def _after(head, chunks):

@@ -10,14 +10,30 @@ mailbox's database and is written only once the message is stored (RFC 7352
 section 3).
 """
 
-from ..errors import LdaError
+import os
+
+from ..errors import LdaError, Rejected
 
 
 class SieveState:
     """RFC 7352 duplicate and RFC 5230 vacation memory in SQLite."""
 
-    def __init__(self, db, mailbox, clock):
+    def __init__(self, db, mailbox, clock, maildir=None):
         self.db, self.mailbox, self.now = db, mailbox, clock
+        self.maildir = maildir
+
+    def mailbox_exists(self, name):
+        """RFC 5490 mailboxexists: INBOX, or the Maildir++ folder's directory."""
+        import os
+
+        from ..store.folders import UnsafeFolder, check_folder, maildir_folder
+
+        try:
+            folder = maildir_folder(check_folder(name))
+        except UnsafeFolder:
+            return False
+        return folder is None or (self.maildir is not None
+                                  and os.path.isdir(os.path.join(self.maildir, folder)))
 
     def duplicate_seen(self, key, seconds, last):
         row = self.db.conn.execute(
@@ -30,22 +46,40 @@ class SieveState:
             self.db.conn.execute("INSERT OR REPLACE INTO sieve_duplicates VALUES (?, ?, ?)",
                                  (self.mailbox, key, self.now() + seconds))
 
-    def vacation_recently(self, sender, handle, days):
+    def vacation_recently(self, sender, handle, seconds):
         row = self.db.conn.execute(
             "SELECT sent_at FROM sieve_vacations WHERE mailbox = ? AND sender = ? "
             "AND handle = ?", (self.mailbox, sender.lower(), handle)).fetchone()
-        return row is not None and self.now() - row[0] < days * 86400
+        return row is not None and self.now() - row[0] < seconds
 
-    def vacation_record(self, sender, handle, days):
+    def vacation_record(self, sender, handle, seconds):
         self.db.conn.execute("INSERT OR REPLACE INTO sieve_vacations VALUES (?, ?, ?, ?)",
                              (self.mailbox, sender.lower(), handle, self.now()))
 
 
 class Message:
-    """What a script may look at: the header fields and the size."""
+    """What a script may look at: the header fields and the size, and the
+    whole message through raw() (read only when a body or mime test runs)."""
 
-    def __init__(self, headers, size):
-        self.headers, self.size = headers, size
+    def __init__(self, headers, size, staged=None):
+        self.headers, self.size, self.staged = headers, size, staged
+
+    def raw(self, limit):
+        """The first `limit` bytes of the message as stored, after the
+        Return-Path/Delivered-To lines lda prepended (staged.prefix_len)."""
+        fd = self.staged.open()
+        try:
+            data, offset = [], self.staged.prefix_len
+            while limit > 0:
+                chunk = os.pread(fd, min(limit, 1 << 20), offset)
+                if not chunk:
+                    break
+                data.append(chunk)
+                offset += len(chunk)
+                limit -= len(chunk)
+            return b"".join(data)
+        finally:
+            os.close(fd)
 
 
 def targets_for(outcome, target, log, log_id):
@@ -67,7 +101,7 @@ def targets_for(outcome, target, log, log_id):
             derived.append(Target(action.address, target.db_root, primary=False,
                                   lock_key=target.mailbox,
                                   key=f"redirect:{target.mailbox}:{action.address}"))
-        elif hasattr(action, "reply_bytes"):  # vacation, and any message a script sends
+        elif getattr(action, "reply_bytes", None) is not None:  # vacation, reject...
             derived.append(Target(action.to, target.db_root, primary=False,
                                   lock_key=target.mailbox, reply=action.reply_bytes,
                                   key=f"{kind.lower()}:{target.mailbox}:{action.to}"))
@@ -102,6 +136,11 @@ def filter_target(delivery, scripts, plan, target, info, staged):
     outcome, state = run_scripts(delivery, scripts, plan, target, info, staged)
     if outcome is None:
         return [target], None
+    refusal = next((a for a in outcome.actions if type(a).__name__ == "Ereject"), None)
+    if refusal is not None and len(plan.targets) == 1:
+        # RFC 5429 section 2.1.1: refused in the protocol, nothing stored.
+        # A mailbox among several of one recipient sends its MDN instead.
+        raise Rejected(refusal.reason)
     return targets_for(outcome, target, delivery.log, info.log_id), (target, outcome, state)
 
 
@@ -124,15 +163,21 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     row = db.lookup([key]).get(key)
     if row and row[0] == "delivered":
         return None, None  # a resend: a duplicate, not filtered again
-    state = SieveState(db, target.mailbox, delivery.clock)
+    state = SieveState(db, target.mailbox, delivery.clock, target.maildir_path)
+    config = delivery.config
+    # extensions/include.py reads the mailbox's :personal directory and the
+    # cache its included scripts are compiled into from the options.
+    cache = delivery.sieve_cache()
+    options = dict(config.sieve_options(), postmaster=config.postmaster,
+                   sieve_dir=config.sieve_dir_for(target.maildir_path), sieve_cache_dir=cache)
     envelope = Envelope(delivery.sender or "", plan.canonical,
                         delivery.original_recipient or plan.canonical,
-                        delivery.config.recipient_delimiter,
-                        options=delivery.config.sieve_options())
-    message = Message(info.headers, staged.size)
+                        config.recipient_delimiter, environment=environment(delivery),
+                        options=options)
+    message = Message(info.headers, staged.size, staged)
     outcomes = []
     for path in scripts:
-        outcome = evaluate(path, delivery.sieve_cache(), message, envelope, state)
+        outcome = evaluate(path, cache, message, envelope, state)
         if outcome is None:
             continue  # removed since it was found
         for line in outcome.errors:
@@ -145,6 +190,20 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     if not outcomes:
         return None, None
     return sequence_outcome(outcomes), state
+
+
+def environment(delivery):
+    """RFC 5183 items the delivery knows: this host, and the LMTP client
+    (delivery.peer) when there is one; extensions/environment.py has the
+    rest and the defaults."""
+    hostname = delivery.config.hostname
+    items = {"host": hostname, "domain": hostname.partition(".")[2] or hostname}
+    address, name = delivery.peer or ("", "")
+    if address:  # not over a Unix socket
+        items["remote-ip"] = address
+    if name:
+        items["remote-host"] = name
+    return items
 
 
 def _keeps(outcome):
@@ -160,8 +219,8 @@ def sequence_outcome(outcomes):
     A keep in any script but the last that ran only let the next one run
     (Pigeonhole: the message goes to INBOX only if the last script keeps);
     every other action stands.  As Pigeonhole, nothing is done twice: one
-    store per folder (flags merged), one redirect per address, and only the
-    first vacation reply.
+    store per folder (flags merged), one redirect per address, only the
+    first vacation reply, and one notification per address.
     """
     from ..sieve import Keep, Outcome
 
@@ -189,6 +248,9 @@ def _merge(actions, action):
             return
         if kind is Vacation and type(done) is Vacation:
             return
+        if kind is type(done) and hasattr(done, "reply_bytes") \
+                and done.to.lower() == action.to.lower():
+            return  # a notification (enotify) to one address goes once
         if (kind in (Keep, FileInto) and type(done) in (Keep, FileInto)
                 and done.maildir_folder == action.maildir_folder):
             flags = tuple(dict.fromkeys(done.flags + action.flags))

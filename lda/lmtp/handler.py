@@ -107,7 +107,7 @@ class DeliveryHandler:
             envelope.original_content = (self.received(session, envelope)
                                          + envelope.original_content)
         try:
-            results = await self._work(self._deliver, envelope)
+            results = await self._work(self._deliver, envelope, _peer(session))
             replies = [_reply(r) for r in results]
         except Exception as e:  # noqa: BLE001 - 451 for all: the MTA retries
             self.log.exception(e)
@@ -135,7 +135,7 @@ class DeliveryHandler:
                  f"\t{formatdate(localtime=True)}\r\n")
         return field.encode("utf-8", "surrogateescape")
 
-    def _deliver(self, envelope):
+    def _deliver(self, envelope, peer=None):
         kwargs = {"clock": self.clock} if self.clock else {}
         if not hasattr(self.local, "databases"):
             # Kept per thread (a connection stays in its thread): no connect,
@@ -145,7 +145,7 @@ class DeliveryHandler:
             self.local.databases = {}
         delivery = Delivery(self.config, self._resolver(), self.log,
                             sender=envelope.mail_from or "", kept=self.local.databases,
-                            **kwargs)
+                            peer=peer, **kwargs)
         # RCPT's plans, which Delivery resolves again if the aliases or the
         # directory changed since: resolving is a fifth of a message's
         # Python time.
@@ -171,6 +171,14 @@ def _reply(result):
         detail = "already delivered, duplicate discarded" if duplicate else "delivered"
         return f"250 2.0.0 <{result.recipient}> {detail}"
     return f"{result.error.smtp_reply} <{result.recipient}> {_text(result.error)}"
+
+
+def _peer(session):
+    """(client address, its LHLO name) for Sieve's environment extension;
+    a Unix socket has no address ("")."""
+    peer = session.peer
+    address = peer[0] if isinstance(peer, tuple) and peer else ""
+    return str(address), session.host_name or ""
 
 
 def _text(error):

@@ -10,7 +10,15 @@ comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
 extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
 (RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
 7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
-recipient_delimiter).
+recipient_delimiter); body (RFC 5173) and mime, foreverypart, extracttext
+(RFC 5703; not replace or enclose); enotify (RFC 5435, mailto method RFC
+5436); include (RFC 6609): include, return, global and ${global.NAME},
+scripts from Envelope.options sieve_dir (:personal) and sieve_global_dir
+(:global); date and index (RFC 5260, the date test only), vacation-seconds
+(RFC 6131), spamtest, spamtestplus and virustest (RFC 5235, set up by
+lda.toml's sieve_spamtest_* and sieve_virustest_* keys);
+reject and ereject (RFC 5429), ihave and error (RFC 5463), environment
+(RFC 5183) and mailboxexists (RFC 5490).
 
 The API
 -------
@@ -30,12 +38,15 @@ load_script(path, cache_dir=None) -> Script | None
 run(script, message, envelope, state=None) -> Outcome
     message: .headers (lda.deliver.message.Headers: .fields is [(lower-case name
       bytes, value bytes)]) and .size (int); lda.deliver.message.Reader after
-      info() has both.  Body tests are not supported.
+      info() has both.  Body and mime tests call .raw(limit): the first
+      `limit` bytes of the message, header and body, LF line ends (only
+      when such a test runs; a message without raw() fails them).
     envelope: Envelope(from_, to, original_recipient); from_ "" is the
       null sender.
     state: the callbacks documented on MemoryState (now, duplicate_seen,
-      duplicate_record, vacation_recently, vacation_record); None means a
-      fresh MemoryState.  run() only reads state.
+      duplicate_record, vacation_recently, vacation_record,
+      mailbox_exists); None means a fresh MemoryState.  run() only reads
+      state.
     Never raises for a script problem: a runtime error gives an Outcome
     with implicit_keep=True, no actions and the error in .errors.
 
@@ -48,7 +59,10 @@ Outcome
     .actions          explicit actions in order: Keep(flags),
                       FileInto(folder, flags, create, copy),
                       Redirect(address, copy), Discard(),
-                      Vacation(to, reply_bytes, handle, days)
+                      Vacation(to, reply_bytes, handle, seconds), and the
+                      extensions' own: Notify(to, reply_bytes, ...) of
+                      extensions/enotify.py, Reject and Ereject(reason, to,
+                      reply_bytes) of extensions/reject.py
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
     .implicit_flags   flags for the implicit keep (imap4flags)
@@ -75,17 +89,29 @@ Decisions
   dropped; "/", a leading, trailing or double ".", and control characters
   are refused: at compile time for a constant, else as a runtime error.
 - A runtime error drops every collected action: implicit keep only.
+- include resolves its script when it runs (a missing one, a cycle, a
+  compile error in it: a runtime error); extensions/include.py says why.
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.
 - envelope "to" is the address delivered to (its +detail included), not
   the original recipient that Pigeonhole tests (tests/sieve_corpus).
-- vacation: :days below 1 means 1; no reply to the null sender, to
+- vacation: the period (:days, or :seconds of RFC 6131) is at least a day,
+  by default 7 days (Pigeonhole's sieve_vacation_*_period defaults, in
+  vacation.py); no reply to the null sender, to
   Auto-Submitted (other than "no"), Precedence bulk/list/junk, List-*
   messages, owner-*/*-request/MAILER-DAEMON/LISTSERV/majordomo senders, to
   the user's own address, or when none of the user's addresses (recipient,
   original recipient, :from, :addresses; +detail ignored) is in
   To/Cc/Bcc/Resent-*.  Send the reply with the null envelope sender.
+- body and mime read at most 16 MiB of a message, and a script sees at most
+  200 MIME parts, 12 levels deep, 1 MiB decoded per part (mimeparts.py);
+  where lda differs from Pigeonhole is in extensions/mime.py's docstring.
+- notify (enotify): one Notify per recipient, sent as a vacation reply is
+  (null sender, once per message); none for an Auto-Submitted message; a
+  mailto URI may only name to, cc, subject and body.  See its docstring.
+- reject/ereject: the refusal rules, and where lda differs from
+  Pigeonhole, are in extensions/reject.py; ihave's in extensions/ihave.py.
 """
 
 from .actions import Discard, Envelope, FileInto, Keep, MemoryState, Outcome, Redirect, Vacation

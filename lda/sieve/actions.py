@@ -56,6 +56,12 @@ class Action:
         args = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
         return f"{type(self).__name__}({args})"
 
+    def conflict(self, other):
+        """Why this action cannot stand with `other` in one run (a runtime
+        error, so implicit keep), or None: the extension that defines an
+        action states its incompatibilities here (RFC 5429 section 2.1)."""
+        return None
+
 
 def _flags_text(flags):
     return f' :flags "{" ".join(flags)}"' if flags else ""
@@ -140,15 +146,16 @@ class Discard(Action):
 
 class Vacation(Action):
     """An auto-reply (RFC 5230) to send to `to` with the null envelope sender
-    (RFC 3834 section 3.3); `reply_bytes` is the whole message, LF line ends."""
+    (RFC 3834 section 3.3); `reply_bytes` is the whole message, LF line ends;
+    no other reply to `to` for `handle` within `seconds` (RFC 6131)."""
 
-    __slots__ = ("to", "reply_bytes", "handle", "days", "subject", "from_")
+    __slots__ = ("to", "reply_bytes", "handle", "seconds", "subject", "from_")
 
-    def __init__(self, to, reply_bytes, handle, days, subject="", from_=""):
+    def __init__(self, to, reply_bytes, handle, seconds, subject="", from_=""):
         self.to = to
         self.reply_bytes = reply_bytes
         self.handle = handle
-        self.days = days
+        self.seconds = seconds
         self.subject = subject
         self.from_ = from_
 
@@ -241,14 +248,23 @@ class MemoryState:
       duplicate_record(key, seconds, last): remember key for `seconds`;
         without `last` an entry that has not expired keeps its time (RFC 7352
         section 3.3: :last measures from the most recent occurrence)
-      vacation_recently(sender, handle, days) -> bool
-      vacation_record(sender, handle, days)
+      vacation_recently(sender, handle, seconds) -> bool: a reply recorded
+        less than `seconds` ago (the period, RFC 5230 :days or RFC 6131 :seconds)
+      vacation_record(sender, handle, seconds)
+    and, for the mailbox extension's mailboxexists test (RFC 5490):
+      mailbox_exists(folder) -> bool: folder (checked by check_folder,
+        "INBOX" for the inbox) exists in the user's Maildir; here INBOX
+        and the names given as `folders`
     """
 
-    def __init__(self, now=time.time):
+    def __init__(self, now=time.time, folders=()):
         self.now = now
         self.duplicates = {}  # key -> expiry time
         self.vacations = {}   # (sender, handle) -> time of the reply
+        self.folders = {check_folder(name) for name in folders}
+
+    def mailbox_exists(self, folder):
+        return folder == INBOX or folder in self.folders
 
     def duplicate_seen(self, key, seconds, last):
         expiry = self.duplicates.get(key)
@@ -258,9 +274,9 @@ class MemoryState:
         if last or not self.duplicate_seen(key, seconds, last):
             self.duplicates[key] = self.now() + seconds
 
-    def vacation_recently(self, sender, handle, days):
+    def vacation_recently(self, sender, handle, seconds):
         when = self.vacations.get((sender.lower(), handle))
-        return when is not None and self.now() - when < days * 86400
+        return when is not None and self.now() - when < seconds
 
-    def vacation_record(self, sender, handle, days):
+    def vacation_record(self, sender, handle, seconds):
         self.vacations[(sender.lower(), handle)] = self.now()

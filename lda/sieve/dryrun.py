@@ -4,6 +4,7 @@ A dry run reads the message, runs the script against in-memory state and
 reports the actions; it delivers nothing and records nothing.
 """
 
+import os
 from pathlib import Path
 
 from . import Envelope, MemoryState, SieveError, compile_script, run
@@ -18,10 +19,12 @@ def check(path):
     return []
 
 
-def dry_run(path, stream, sender=None, recipient=None, delimiters="+", original=None,
-            as_json=False):
+def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=None,
+            personal=None, original=None, as_json=False):
     """(action lines for stdout, lines for stderr, exit status 0 or 65);
-    with as_json, stdout is one JSON object (outcome_record)."""
+    with as_json, stdout is one JSON object (outcome_record).
+    options: Envelope.options, the site's sieve_* settings; personal: the
+    directory of include :personal scripts (default: see personal_dir)."""
     try:
         script = compile_script(Path(path))
     except SieveError as e:
@@ -30,7 +33,8 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+", original=
     message = read_message(stream)
     envelope = Envelope(default_sender(message.headers) if sender is None else sender,
                         default_recipient(message.headers) if recipient is None else recipient,
-                        original, delimiters=delimiters)
+                        original, delimiters=delimiters,
+                        options=dict(options or {}, sieve_dir=personal or personal_dir(path)))
     notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
              f"message size {message.size}"]
     outcome = run(script, message, envelope, MemoryState())
@@ -66,19 +70,33 @@ def json_line(record):
     return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
 
 
+def personal_dir(path):
+    """Where include :personal finds scripts for a script outside a
+    delivery: sieve/ beside a managed mailbox's lda.sieve, else the
+    script's own directory."""
+    from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
+
+    real = os.path.realpath(path)
+    if os.path.basename(real) == SCRIPT_IN_MAILBOX:
+        return os.path.join(os.path.dirname(real), SCRIPTS_IN_MAILBOX)
+    return os.path.dirname(real)
+
+
 class Message:
-    def __init__(self, headers, size):
-        self.headers, self.size = headers, size
+    def __init__(self, headers, size, data=b""):
+        self.headers, self.size, self.data = headers, size, data
+
+    def raw(self, limit):
+        return self.data[:limit]
 
 
 def read_message(stream):
     from ..deliver.message import Reader
 
     reader = Reader(stream)
-    for _ in reader.chunks():
-        pass
+    data = b"".join(reader.chunks())
     reader.info()
-    return Message(reader.headers, reader.size)
+    return Message(reader.headers, reader.size, data)
 
 
 def _first_address(headers, names):

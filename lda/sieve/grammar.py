@@ -12,6 +12,7 @@ from .errors import SieveError
 from .extensions import MODULES, load
 from .fields import valid_address
 from .spec import COPY, FLAGS, MATCH, MATCH_DEFAULTS, NUMBER, PARTS, STRING, STRINGS, Spec, tag
+from .spec import NAMESPACES
 
 CAPABILITIES = frozenset({
     "fileinto", "envelope", "copy", "imap4flags", "variables", "duplicate", "vacation",
@@ -20,7 +21,7 @@ COMPARATORS = ("i;ascii-casemap", "i;octet")
 ENVELOPE_PARTS = ("from", "to")
 # RFC 5229 section 4: modifiers of one precedence exclude each other.
 MODIFIER_PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
-                       "quotewildcard": 20, "length": 10}
+                       "quotewildcard": 20, "encodeurl": 15, "length": 10}
 
 
 COMMANDS = {
@@ -37,7 +38,7 @@ COMMANDS = {
         ":days": tag("days", kind=NUMBER), ":subject": tag("subject", kind=STRING),
         ":from": tag("from", kind=STRING), ":addresses": tag("addresses", kind=STRINGS),
         ":mime": tag("mime"), ":handle": tag("handle", kind=STRING)},
-        [("reason", STRING)], {"days": 7, "subject": None, "from": None, "addresses": [],
+        [("reason", STRING)], {"days": None, "subject": None, "from": None, "addresses": [],
                                "mime": False, "handle": None}),
 }
 COMMANDS["addflag"] = COMMANDS["removeflag"] = COMMANDS["setflag"]
@@ -66,6 +67,10 @@ TESTS = {
                   "last": False}),
 }
 TEST_LISTS = ("allof", "anyof")
+ROUTES = {}  # command or test defined here: [(fields, extension module that runs it)]
+
+
+IMPLIES = {}  # capability: the capabilities that requiring it requires too
 
 
 def _merge_extensions():
@@ -77,6 +82,7 @@ def _merge_extensions():
     for name in MODULES:
         module = load(name)
         capabilities.update(module.CAPABILITIES)
+        IMPLIES.update(getattr(module, "IMPLIES", {}))
         for table, specs in ((COMMANDS, module.COMMANDS), (TESTS, module.TESTS)):
             for key, spec in specs.items():
                 spec.module = name
@@ -84,6 +90,8 @@ def _merge_extensions():
         for target, tags in module.TAGS.items():
             spec = COMMANDS.get(target) or TESTS[target]
             spec.tags = {**spec.tags, **tags}
+        for target, fields in getattr(module, "ROUTES", {}).items():
+            ROUTES.setdefault(target, []).append((fields, name))
     CAPABILITIES = frozenset(capabilities)
 
 
@@ -94,6 +102,7 @@ class Validator:
     def __init__(self):
         self.errors = []
         self.requires = set()
+        self.granted = set()  # what ihave gave some block (extensions/ihave.py)
 
     def error(self, line, col, message):
         self.errors.append((line, col, message))
@@ -114,6 +123,7 @@ class Validator:
         for name, (line, col) in zip(arg.value, arg.positions):
             if name in CAPABILITIES:
                 self.requires.add(name)
+                self.requires.update(IMPLIES.get(name, ()))
             else:
                 self.error(line, col, f'unsupported extension "{name}"')
 
@@ -135,11 +145,29 @@ class Validator:
     def branch(self, chain, node):
         """elsif and else join the if before them, as one node."""
         if node.name == "elsif":
-            chain["branches"].append([self.condition(node), self.body(node)])
+            chain["branches"].append(self.guarded(node))
         else:
             if node.args or node.tests:
                 self.error(node.line, node.col, "else takes no arguments or test")
             chain["else"] = self.body(node)
+
+    def guarded(self, node):
+        """[test, block] of an if or elsif.  RFC 5463 section 4: the block
+        an ihave test guards is compiled with its capabilities required,
+        and not at all when one is unknown (it never runs)."""
+        test = self.condition(node)
+        granted = set(granted_capabilities(test))
+        if not granted:
+            return [test, self.body(node)]
+        if not granted <= CAPABILITIES and node.block is not None:
+            return [test, []]
+        before = self.requires
+        self.requires = before | granted
+        self.granted |= granted
+        try:
+            return [test, self.body(node)]
+        finally:
+            self.requires = before
 
     def body(self, node):
         if node.block is None:
@@ -159,14 +187,14 @@ class Validator:
                               "require must come before every other command")
         if node.name == "if":
             return {"cmd": "if", "line": node.line,
-                    "branches": [[self.condition(node), self.body(node)]], "else": None}
+                    "branches": [self.guarded(node)], "else": None}
         spec = self.lookup(node, COMMANDS, "command")
         if spec is None:
             return None
         if node.tests:
             self.error(node.tests[0].line, node.tests[0].col,
                        f"{node.name} takes no test")
-        if node.block is not None:
+        if node.block is not None and not spec.block:
             self.error(node.line, node.col, f'{node.name} takes no block; missing ";"?')
         built = {"cmd": node.name, "line": node.line}
         if not self.arguments(node, spec, built):
@@ -194,9 +222,11 @@ class Validator:
         """The command's or test's own checks: a check_NAME method here, or
         check_NAME(validator, node, built) in its extension module, which
         also runs it (the interpreter reads "ext")."""
-        if spec.module is not None:
-            built["ext"] = spec.module
-            check = getattr(load(spec.module), "check_" + node.name, None)
+        module = spec.module or next((name for fields, name in ROUTES.get(node.name, ())
+                                      if any(field in built for field in fields)), None)
+        if module is not None:
+            built["ext"] = module
+            check = getattr(load(module), "check_" + node.name, None)
             if check:
                 check(self, node, built)
             return
@@ -331,8 +361,13 @@ class Validator:
             return self.error(node.line, node.col,
                               f'a variable name in {node.name} needs require "variables"')
         for name in names:
-            if not valid_identifier(name):
+            if not valid_identifier(name) and not self.namespaced(name):
                 self.error(node.line, node.col, f'invalid variable name "{name}"')
+
+    def namespaced(self, name):
+        """NAMESPACE.identifier, in a namespace of a required extension."""
+        namespace, _, rest = name.partition(".")
+        return NAMESPACES.get(namespace.lower()) in self.requires and valid_identifier(rest)
 
     def check_set(self, node, built):
         self.check_variable_names(node, [built["name"]])
@@ -356,12 +391,23 @@ class Validator:
             except UnsafeFolder as e:
                 self.error(node.line, node.col, f"fileinto: {e}")
 
+    def check_vacation(self, node, built):
+        if built["days"] is not None and built.get("seconds") is not None:
+            self.error(node.line, node.col, "vacation: :days and :seconds exclude each other")
+
     def check_duplicate(self, node, built):
         if built["header"] is not None and built["uniqueid"] is not None:
             self.error(node.line, node.col, "duplicate: :header and :uniqueid exclude "
                        "each other")
         if built["header"] is not None:
             self.check_headers(node, [built["header"]])
+
+
+def granted_capabilities(test):
+    """What an ihave test (alone or in an allof) grants the block it guards."""
+    if test.get("test") == "allof":
+        return [name for member in test["tests"] for name in granted_capabilities(member)]
+    return test.get("grants", ())
 
 
 def valid_header_name(name):
@@ -381,4 +427,4 @@ def validate(nodes):
         validator.errors.sort(key=lambda e: (e[0], e[1]))
         (line, col, message), *more = validator.errors
         raise SieveError(line, col, message, more)
-    return commands, sorted(validator.requires)
+    return commands, sorted(validator.requires | validator.granted)

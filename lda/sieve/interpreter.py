@@ -22,6 +22,7 @@ from .actions import (
 from .extensions import load
 from .fields import address_part, addresses, text, valid_address
 from .match import compare, quote_wildcards
+from .spec import NAMESPACES
 
 MAX_ACTIONS = 32
 MAX_REDIRECTS = 4  # Dovecot's sieve_max_redirects default
@@ -32,6 +33,7 @@ MODIFIERS = {
     "lowerfirst": lambda v: v[:1].lower() + v[1:],
     "upperfirst": lambda v: v[:1].upper() + v[1:],
     "quotewildcard": quote_wildcards, "length": lambda v: str(len(v)),
+    "encodeurl": lambda v: load("enotify").encode_url(v),  # RFC 5435 section 7
 }
 NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
 
@@ -66,6 +68,8 @@ class Execution:
         self.script, self.message, self.envelope, self.state = script, message, envelope, state
         self.use_variables = "variables" in script.requires
         self.variables = {}
+        if "include" in script.requires:  # RFC 6609 section 3.4: some names are shared
+            self.variables = load("include").ScriptVariables()
         self.match_values = []
         self.flags = ""  # RFC 5232 internal variable, a space-separated flag list
         self.actions = []
@@ -109,13 +113,26 @@ class Execution:
                 index = int(name)
                 out.append(self.match_values[index] if index < len(self.match_values) else "")
                 i = end + 1
-            elif name and name[0] in NAME_START and name.replace("_", "a").isalnum() \
-                    and name.isascii():
+            elif self.is_variable_name(name):
                 out.append(self.variables.get(name.lower(), ""))
                 i = end + 1
             else:
                 out.append("$")
                 i = start + 1
+
+    def is_variable_name(self, name):
+        """An identifier, or NAMESPACE.identifier for a namespace of
+        spec.NAMESPACES; one whose extension the running script did not
+        require is an error (RFC 6609 section 3.4.2)."""
+        namespace, dot, rest = name.rpartition(".")
+        if dot:
+            extension = NAMESPACES.get(namespace.lower())
+            if extension is None:
+                return False
+            if extension not in self.script.requires:
+                self.fail(f'"${{{name}}}" needs require "{extension}"')
+        return bool(rest) and rest[0] in NAME_START and rest.replace("_", "a").isalnum() \
+            and rest.isascii()
 
     def strings(self, values):
         return [self.string(value) for value in values]
@@ -188,7 +205,7 @@ class Execution:
         self.log.append(note)
         if action is not None:
             self.add(action)
-            self.records.append(("vacation", action.to, action.handle, action.days))
+            self.records.append(("vacation", action.to, action.handle, action.seconds))
 
     def cmd_set(self, node):
         value = self.string(node["value"])
@@ -242,6 +259,10 @@ class Execution:
     def add(self, action):
         if len(self.actions) >= MAX_ACTIONS:
             self.fail(f"more than {MAX_ACTIONS} actions")
+        for earlier in self.actions:
+            problem = earlier.conflict(action) or action.conflict(earlier)
+            if problem:
+                self.fail(problem)
         self.actions.append(action)
 
     # --- tests ---------------------------------------------------------------

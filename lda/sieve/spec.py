@@ -23,6 +23,9 @@ PARTS = {":all": tag("part", "all"), ":localpart": tag("part", "localpart"),
 MATCH_DEFAULTS = {"match": "is", "comparator": "i;ascii-casemap"}
 FLAGS = {":flags": tag("flags", kind=STRINGS, extension="imap4flags")}
 COPY = {":copy": tag("copy", extension="copy")}
+# RFC 5229 section 3 variable namespaces, each with the extension that
+# defines it: "${global.x}" needs require "include" (RFC 6609 section 3.4.2).
+NAMESPACES = {"global": "include"}
 
 
 class Spec:
@@ -30,13 +33,15 @@ class Spec:
     positional arguments [(field, kind)], defaults, and whether the first
     positional may be left out (setflag's and hasflag's variable name).
     `module` names the extensions/ module that runs it (None: the
-    interpreter's own cmd_/test_ method)."""
+    interpreter's own cmd_/test_ method).  A command with `block` takes a
+    block { ... }: its check_NAME builds it (validator.body(node))."""
 
     def __init__(self, extension=None, tags=None, positional=(), defaults=None,
-                 optional_first=False, module=None):
+                 optional_first=False, module=None, block=False):
         self.extension = extension
         self.tags = tags or {}
         self.positional = positional
         self.defaults = defaults or {}
         self.optional_first = optional_first
         self.module = module
+        self.block = block

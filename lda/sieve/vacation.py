@@ -20,6 +20,13 @@ RECIPIENT_FIELDS = ("to", "cc", "bcc", "resent-to", "resent-cc", "resent-bcc")
 # RFC 5230 section 4.6: senders that are programs, not people.
 AUTOMATED_SENDERS = ("mailer-daemon", "listserv", "majordomo")
 MAX_SUBJECT = 256
+# How often one sender may be answered, in seconds: Pigeonhole's defaults
+# for sieve_vacation_min_period (1d: :days 0 or :seconds 60 means a day),
+# sieve_vacation_max_period (0: no upper limit) and
+# sieve_vacation_default_period (7d, without :days or :seconds).
+MIN_PERIOD = 86400
+MAX_PERIOD = 0
+DEFAULT_PERIOD = 7 * 86400
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -36,16 +43,36 @@ def respond(execution, node):
         return None, "vacation: no reply: the sender is the recipient"
     if not addressed_to(execution, mine):
         return None, "vacation: no reply: none of the user's addresses is in To/Cc/Bcc"
-    days = max(1, node["days"])
+    seconds = period(node)
     handle = (execution.string(node["handle"]) if node["handle"] is not None
               else default_handle(node))
-    if execution.state.vacation_recently(sender, handle, days):
-        return None, f"vacation: no reply: {sender} was answered within {days} days"
+    if execution.state.vacation_recently(sender, handle, seconds):
+        return None, (f"vacation: no reply: {sender} was answered within "
+                      f"{describe_period(seconds)}")
     subject = reply_subject(execution, node)
     reply = build_reply(execution, node, sender, reply_from, subject)
     address = (addresses(reply_from) or [reply_from])[0]
-    return (Vacation(sender, reply, handle, days, subject, address),
+    return (Vacation(sender, reply, handle, seconds, subject, address),
             f"vacation: reply to {sender}")
+
+
+def period(node):
+    """Seconds between two replies to one sender: :seconds (RFC 6131), else
+    :days, else DEFAULT_PERIOD, held between MIN_PERIOD and MAX_PERIOD."""
+    if node.get("seconds") is not None:
+        seconds = node["seconds"]
+    elif node["days"] is not None:
+        seconds = node["days"] * 86400
+    else:
+        seconds = DEFAULT_PERIOD
+    seconds = max(MIN_PERIOD, seconds)
+    return min(seconds, MAX_PERIOD) if MAX_PERIOD else seconds
+
+
+def describe_period(seconds):
+    if seconds % 86400 == 0:
+        return f"{seconds // 86400} day" + ("s" if seconds != 86400 else "")
+    return f"{seconds} seconds"
 
 
 def automated(execution, sender):

@@ -7,13 +7,22 @@ a family of them that share code, and both its halves:
 
 Compile side, read by grammar.py when a script is compiled:
   CAPABILITIES   the names `require` accepts for it
+  IMPLIES        optional {capability: (capabilities)}: requiring the one
+                 requires the others too ("vacation-seconds" brings
+                 "vacation", RFC 6131 section 2)
   COMMANDS       {name: spec.Spec} of its commands
   TESTS          {name: spec.Spec} of its tests
   TAGS           {command or test defined elsewhere: {":tag": spec.tag(...)}},
                  tags it adds to them (an extension tag gets no default:
                  the interpreter reads it with node.get())
+  ROUTES         {command or test defined elsewhere: (field, ...)}: a node
+                 that sets one of these fields (with a tag from TAGS) is
+                 checked and run by this module's check_/cmd_/test_NAME
+                 (which may call the validator's own check_NAME)
   check_NAME(validator, node, built)   optional compile-time checks, with
-                 validator.error(line, col, message) and validator.requires
+                 validator.error(line, col, message) and validator.requires;
+                 a Spec with block=True builds its block here
+                 (validator.body(node))
 
 Run side, imported only when a script that uses it runs (the compiled AST
 names the module under "ext", so a cached script never loads the others):
@@ -25,10 +34,14 @@ variables, .fields(name) gives raw header values, .matches(node, values,
 keys) applies the match type and comparator, .add(action) records an
 action, .fail(message) is a runtime error (implicit keep), .log a list of
 lines for the delivery log, .envelope (with .environment and .options) and
-.message the delivery's.
+.message the delivery's, .block(commands) runs a block.  The message's
+bytes and MIME parts: mimeparts.message_tree(execution), read once per run.
+.variables are the running script's (a dict, or include.ScriptVariables:
+use .get(), `in` and item assignment only).
 """
 
-MODULES = ()
+MODULES = ("body", "mime", "enotify", "include", "date", "spamtest", "vacation_seconds",
+           "reject", "ihave", "environment", "mailbox")
 _loaded = {}
 
 
