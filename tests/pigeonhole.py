@@ -107,8 +107,9 @@ class SieveTest:
         lines = "\n".join(f"  {k} = {v}" for k, v in (settings or {}).items())
         self.conf = self.root / "dovecot.conf"
         self.conf.write_text(CONF.format(root=self.root, owner=owner, settings=lines))
-        (self.root / "run").mkdir()
-        self._own(self.root)
+        for path in (self.root / "run", self.root / "sieve", self.root):
+            path.mkdir(exist_ok=True)
+            self._own(path)
 
     def _own(self, path):
         if self.uid is not None:
@@ -153,9 +154,8 @@ def pigeonhole(script, message, sender, recipient, original=None, extensions="",
     """Run sieve-test on the case in a fresh directory; its Result.
     `includes` go into the user's script storage, for include :personal."""
     with tempfile.TemporaryDirectory(prefix="pigeonhole-") as root:
-        settings = dict(settings or {})
-        if includes:
-            settings["sieve"] = f"file:{root}/sieve"
+        # The user's script storage, where include :personal looks.
+        settings = dict(settings or {}, sieve=f"file:{root}/sieve")
         return run_case(SieveTest(root, settings), script, message, sender, recipient,
                         original, extensions, includes)
 
