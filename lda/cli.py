@@ -971,8 +971,10 @@ def sieve_check(ctx, path):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("-f", "sender", help="Envelope sender (default: Return-Path, else From).")
 @click.option("-r", "recipient", help="Envelope recipient (default: Delivered-To, else To).")
+@click.option("-a", "original", help="Original recipient (default: none).")
+@output_options
 @click.pass_context
-def sieve_test(ctx, path, sender, recipient):
+def sieve_test(ctx, path, sender, recipient, original, as_json):
     """Dry run: print the actions the script takes on the message on stdin.
 
     Nothing is delivered, sent or recorded; :user and :detail split at the
@@ -983,12 +985,14 @@ def sieve_test(ctx, path, sender, recipient):
     \b
     Example:
         lda sieve test ~/.dovecot.sieve -f bob@example.org < message.eml
+        lda sieve test ~/.dovecot.sieve --json < message.eml
     """
     config = load(ctx)
     actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
                                      recipient, config.recipient_delimiter,
                                      config.sieve_options(),
-                                     config.sieve_dir if config.per_user else None)
+                                     config.sieve_dir if config.per_user else None,
+                                     original, as_json)
     for line in notes:
         click.echo(line, err=True)
     for line in actions:

@@ -82,6 +82,36 @@ def test_cli_test_broken_script_exits_65(user, tmp_path):
     assert done.stderr.decode() == f'{path}:1:1: unknown command "frob"\n'
 
 
+def test_cli_test_json_lists_actions_with_their_fields(user, tmp_path):
+    import json
+
+    path = write(tmp_path, "j.sieve", 'require ["fileinto", "imap4flags", "copy", "vacation"];\n'
+                 'fileinto :copy :flags "\\\\Seen" "Lists.Python";\n'
+                 'redirect :copy "bob@example.org";\nvacation "Away.";\n')
+    done = user.run("sieve", "test", path, "--json", "-f", "coyote@desert.example.org",
+                    "-r", RECIPIENT, "-a", "rr@acme.example.com",
+                    input=PLAIN.encode(), check=0)
+    record = json.loads(done.stdout)
+    assert [a["action"] for a in record["actions"]] == ["fileinto", "redirect", "vacation",
+                                                        "keep"]
+    assert record["actions"][0] == {"action": "fileinto", "folder": "Lists.Python",
+                                    "flags": ["\\Seen"], "copy": True, "create": False}
+    assert record["actions"][1] == {"action": "redirect", "address": "bob@example.org",
+                                    "copy": True}
+    assert "reply_bytes" not in record["actions"][2]
+    assert record["actions"][3] == {"action": "keep", "flags": [], "implicit": True}
+    assert (record["implicit_keep"], record["errors"], record["compiled"]) == (True, [], True)
+
+
+def test_cli_test_json_compile_error(user, tmp_path):
+    import json
+
+    path = write(tmp_path, "b.sieve", "frob;\n")
+    done = user.run("sieve", "test", path, "--json", input=PLAIN.encode(), check=65)
+    assert json.loads(done.stdout) == {"compiled": False,
+                                       "errors": [f'{path}:1:1: unknown command "frob"']}
+
+
 def test_cli_test_delivers_and_records_nothing(user, tmp_path):
     path = write(tmp_path, "d.sieve", 'require "duplicate"; if duplicate { discard; }\n')
     for _ in range(2):

@@ -110,6 +110,8 @@ Decisions
 - Storing twice into one folder stores once, with the union of the flags.
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.
+- envelope "to" is the address delivered to (its +detail included), not
+  the original recipient that Pigeonhole tests (tests/sieve_corpus).
 - vacation: the period (:days, or :seconds of RFC 6131) is at least a day,
   by default 7 days (Pigeonhole's sieve_vacation_*_period defaults, in
   vacation.py); no reply to the null sender, to

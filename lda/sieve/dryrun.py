@@ -21,8 +21,9 @@ def check(path, extensions=()):
 
 
 def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=None,
-            personal=None):
-    """(action lines for stdout, lines for stderr, exit status 0 or 65).
+            personal=None, original=None, as_json=False):
+    """(action lines for stdout, lines for stderr, exit status 0 or 65);
+    with as_json, stdout is one JSON object (outcome_record).
     options: Envelope.options, the site's sieve_* settings; personal: the
     directory of include :personal scripts (default: see personal_dir)."""
     options = options or {}
@@ -30,11 +31,12 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=N
         script = compile_script(Path(path),
                                 extensions=options.get("sieve_extensions_extra", ()))
     except SieveError as e:
-        return [], e.lines(path), 65
+        return ([json_line({"compiled": False, "errors": e.lines(path)})] if as_json else [],
+                e.lines(path), 65)
     message = read_message(stream)
     envelope = Envelope(default_sender(message.headers) if sender is None else sender,
                         default_recipient(message.headers) if recipient is None else recipient,
-                        delimiters=delimiters,
+                        original, delimiters=delimiters,
                         options=dict(options or {}, sieve_dir=personal or personal_dir(path)))
     notes = [f"envelope: from <{envelope.from_}> to <{envelope.to}>, "
              f"message size {message.size}"]
@@ -47,7 +49,34 @@ def dry_run(path, stream, sender=None, recipient=None, delimiters="+", options=N
                   for i, (name, _) in enumerate(message.headers.fields) if i not in kept]
         notes += [f"{path}: header: added " + source.decode("ascii").replace("\n ", " ").strip()
                   for *_, source in outcome.header if isinstance(source, bytes)]
+    if as_json:
+        return [json_line(outcome_record(outcome))], notes, 0
     return outcome.describe(), notes, 0
+
+
+def outcome_record(outcome):
+    """The Outcome as JSON-ready data, for tools that compare runs (the
+    differential test against Pigeonhole's sieve-test): every action with
+    its name and its text and number fields (bytes, such as a vacation
+    reply's, are left out), implicit keep included as in all_actions()."""
+    actions = []
+    for action in outcome.all_actions():
+        record = {"action": type(action).__name__.lower()}
+        for name in type(action).__slots__:
+            value = getattr(action, name)
+            if isinstance(value, tuple):
+                value = list(value)
+            if not isinstance(value, (bytes, bytearray)):
+                record[name.rstrip("_")] = value
+        actions.append(record)
+    return {"compiled": True, "actions": actions, "implicit_keep": outcome.implicit_keep,
+            "errors": list(outcome.errors), "log": list(outcome.log)}
+
+
+def json_line(record):
+    import json
+
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def personal_dir(path):

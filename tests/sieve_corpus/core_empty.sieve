@@ -1,0 +1,1 @@
+# A script that does nothing: the implicit keep files the message.

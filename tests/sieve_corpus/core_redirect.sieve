@@ -1,0 +1,1 @@
+redirect "wile@example.org";

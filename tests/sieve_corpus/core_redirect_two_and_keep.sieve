@@ -1,0 +1,3 @@
+redirect "wile@example.org";
+redirect "bugs@example.com";
+keep;

@@ -1,0 +1,3 @@
+require "fileinto";
+if true { fileinto "Yes"; }
+if false { fileinto "No"; }

@@ -1,0 +1,3 @@
+require "fileinto";
+if header :is "subject" "Café und Kuchen am Sonntag" { fileinto "Joined"; }
+if header :contains "from" "Jörg" { fileinto "Joerg"; }

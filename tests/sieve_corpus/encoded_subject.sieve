@@ -1,0 +1,3 @@
+require "fileinto";
+if header :contains "subject" "Café" { fileinto "Cafe"; }
+if header :is "subject" "Café crème" { fileinto "Exact"; }

@@ -1,0 +1,2 @@
+require "x-no-such-extension";
+keep;

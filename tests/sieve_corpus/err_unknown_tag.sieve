@@ -1,0 +1,1 @@
+if header :sideways "subject" "x" { keep; }

@@ -1,0 +1,1 @@
+if header :is "subject" "oops { keep; }

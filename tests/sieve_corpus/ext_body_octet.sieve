@@ -1,0 +1,3 @@
+require ["body", "fileinto", "comparator-i;octet"];
+if body :comparator "i;octet" :contains "ANVIL" { fileinto "Upper"; }
+if body :contains "ANVIL" { fileinto "Casemap"; }

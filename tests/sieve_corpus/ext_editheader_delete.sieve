@@ -1,0 +1,3 @@
+require ["editheader", "fileinto"];
+deleteheader "x-caffeine";
+if not exists "x-caffeine" { fileinto "Deleted"; }

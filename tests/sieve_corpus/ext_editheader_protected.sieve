@@ -1,0 +1,2 @@
+require "editheader";
+deleteheader "received";

@@ -1,0 +1,2 @@
+require "enotify";
+notify :message "You have mail" "mailto:pager@example.org";

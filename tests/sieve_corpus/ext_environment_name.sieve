@@ -1,0 +1,2 @@
+require ["environment", "fileinto"];
+if environment :contains "name" "Pigeonhole" { fileinto "Pigeonhole"; }

@@ -1,0 +1,2 @@
+require ["mime", "foreverypart", "extracttext", "variables"];
+extracttext "x";

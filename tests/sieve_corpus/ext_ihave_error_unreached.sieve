@@ -1,0 +1,3 @@
+require ["ihave", "fileinto"];
+if ihave "vacation" { fileinto "HasVacation"; }
+else { error "no vacation here"; }

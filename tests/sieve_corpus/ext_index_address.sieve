@@ -1,0 +1,3 @@
+require ["index", "fileinto"];
+if address :index 2 :is "received" "x" { fileinto "Odd"; }
+if header :index 5 :contains "received" "" { fileinto "NoSuch"; }

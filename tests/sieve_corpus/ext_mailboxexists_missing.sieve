@@ -1,0 +1,2 @@
+require ["mailbox", "fileinto"];
+if mailboxexists "Surely.Not.Here" { fileinto "Exists"; } else { fileinto "Missing"; }

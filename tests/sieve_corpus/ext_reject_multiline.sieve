@@ -1,0 +1,6 @@
+require "reject";
+reject text:
+This mailbox does not
+accept mail from you.
+.
+;

@@ -1,0 +1,3 @@
+require "reject";
+reject "No.";
+reject "Still no.";

@@ -1,0 +1,4 @@
+require ["spamtest", "fileinto"];
+if spamtest "0" { fileinto "Untested"; }
+elsif spamtest "10" { fileinto "Certain"; }
+else { fileinto "Somewhere"; }

@@ -1,0 +1,5 @@
+require ["imap4flags", "fileinto"];
+setflag "\\Seen";
+addflag ["\\Flagged", "$Important"];
+removeflag "\\Seen";
+fileinto "Flagged";

@@ -1,0 +1,1 @@
+if address :is "received" "x@example.org" { discard; }

@@ -1,0 +1,4 @@
+require ["imap4flags", "fileinto"];
+setflag "\\Seen \\seen $Work";
+addflag "$work";
+fileinto "Tagged";

@@ -1,0 +1,3 @@
+require ["imap4flags", "fileinto"];
+addflag ["\\Deleted", "\\Draft", "\\Answered"];
+fileinto "System";

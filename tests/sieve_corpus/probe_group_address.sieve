@@ -1,0 +1,3 @@
+require "fileinto";
+if address :all :is "to" "undisclosed-recipients" { fileinto "Group"; }
+if exists "to" { fileinto "HasTo"; }

@@ -1,0 +1,5 @@
+keep;
+keep;
+discard;
+stop;
+redirect "never@example.org";

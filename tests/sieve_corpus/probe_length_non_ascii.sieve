@@ -1,0 +1,3 @@
+require ["variables", "fileinto"];
+set :length "n" "Café";
+fileinto "Len${n}";

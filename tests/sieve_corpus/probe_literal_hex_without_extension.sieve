@@ -1,0 +1,3 @@
+require "fileinto";
+if header :contains "subject" "${hex:41}" { fileinto "Never"; }
+fileinto "Literal";

@@ -1,0 +1,9 @@
+require "fileinto";
+if true {
+    if header :contains "subject" "present" {
+        fileinto "Inner";
+        stop;
+    }
+    fileinto "NotReached";
+}
+fileinto "AlsoNot";

@@ -1,0 +1,2 @@
+redirect "bob@example.org";
+redirect "BOB@example.org";

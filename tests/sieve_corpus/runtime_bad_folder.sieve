@@ -1,0 +1,3 @@
+require ["fileinto", "variables"];
+set "f" "a//b";
+fileinto "${f}";

@@ -1,0 +1,5 @@
+require ["include", "variables"];
+global "seen";
+set "seen" "yes";
+return;
+set "seen" "no";

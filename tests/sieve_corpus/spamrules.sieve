@@ -1,0 +1,2 @@
+require "fileinto";
+if header :is "X-Spam-Flag" "YES" { fileinto "Junk"; stop; }

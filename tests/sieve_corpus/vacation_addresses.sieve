@@ -1,0 +1,2 @@
+require "vacation";
+vacation :addresses ["team@acme.example.com", "rr@acme.example.com"] "Away.";

@@ -1,0 +1,3 @@
+require "vacation";
+vacation :days 3 :subject "Out of office" :from "roadrunner@acme.example.com"
+    "Back on the 1st.";
