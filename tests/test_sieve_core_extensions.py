@@ -479,3 +479,23 @@ def test_regex_match_variable_0_is_the_matched_substring():
     """As Pigeonhole: ${0} is what the whole expression matched, not the value."""
     script = REGEX + 'if header :regex "subject" "pres(ent)" { fileinto "${0}-${1}"; }'
     assert actions(script) == ['fileinto "present-ent"']
+
+
+@pytest.mark.parametrize("name, refused", [
+    ("Received", True), ("Subject", True), ("X-Foo", True), ("List-Id", True),
+    ("From", False), ("resent-bcc", False), ("Delivered-To", False), ("X-Original-To", False),
+    ("Return-Path", False), ("${h}", False),
+], ids=str)
+def test_address_takes_only_fields_that_hold_addresses(name, refused):
+    """RFC 5228 section 5.1: implementations MUST restrict the address test
+    to headers that contain addresses (a name from a variable matches what
+    it matches when the script runs)."""
+    script = f'require "variables"; if address :is "{name}" "a@b.example" {{ discard; }}'
+    if refused:
+        with pytest.raises(SieveError) as caught:
+            compile_script(script)
+        assert caught.value.errors == [
+            (1, 25, f'address: "{name}" is no header field that holds addresses '
+                    "(RFC 5228 section 5.1)")]
+    else:
+        compile_script(script)

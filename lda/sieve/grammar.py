@@ -36,6 +36,17 @@ BUILTIN_COMPARATORS = ("i;ascii-casemap", "i;octet")
 RELATIONS = ("gt", "ge", "lt", "le", "eq", "ne")  # RFC 5231 section 4
 SUBSTRING_MATCHES = ("contains", "matches", "regex")  # i;ascii-numeric has none
 ENVELOPE_PARTS = ("from", "to")
+# RFC 5228 section 5.1: "Implementations MUST restrict the address test to
+# headers that contain addresses".  The address fields of RFC 5322 section
+# 3.6 and the trace and list fields that carry addresses in practice; lda
+# also allows Return-Path, Envelope-To and Disposition-Notification-To,
+# which Pigeonhole refuses.
+ADDRESS_HEADERS = frozenset({
+    "from", "sender", "reply-to", "to", "cc", "bcc", "resent-from", "resent-sender",
+    "resent-reply-to", "resent-to", "resent-cc", "resent-bcc", "return-path",
+    "delivered-to", "x-original-to", "envelope-to", "errors-to", "apparently-to",
+    "mail-followup-to", "mail-reply-to", "return-receipt-to", "disposition-notification-to",
+    "x-beenthere"})
 # RFC 5229 section 4: modifiers of one precedence exclude each other.
 MODIFIER_PRECEDENCE = {"lower": 40, "upper": 40, "lowerfirst": 30, "upperfirst": 30,
                        "quotewildcard": 20, "quoteregex": 20, "encodeurl": 15, "length": 10}
@@ -421,6 +432,13 @@ class Validator:
         for name in names:
             if self.constant(name) and not valid_header_name(name):
                 self.error(node.line, node.col, f'invalid header name "{name}"')
+
+    def check_address(self, node, built):
+        for name in built["headers"]:
+            if (self.constant(name) and valid_header_name(name)
+                    and name.lower() not in ADDRESS_HEADERS):
+                self.error(node.line, node.col, f'address: "{name}" is no header field '
+                           "that holds addresses (RFC 5228 section 5.1)")
 
     def check_envelope(self, node, built):
         for part in built["parts"]:
