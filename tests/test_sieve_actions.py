@@ -4,7 +4,7 @@ examples, and imap4flags and folder names in Maildir terms."""
 
 import pytest
 
-from lda.sieve import FileInto, Keep, MemoryState
+from lda.sieve import FileInto, Keep, MemoryState, SieveError, compile_script
 from lda.sieve.actions import UnsafeFolder, check_folder, maildir_folder
 from sieve_helpers import DISCARD, KEEP, actions, outcome_of, with_headers
 
@@ -29,7 +29,7 @@ BASE = [
          ['redirect "a@example.org"']),
     case("redirect-cancels-implicit-keep", 'redirect "bart@example.com";',
          ['redirect "bart@example.com"']),
-    case("redirect-same-address-once", 'redirect "a@example.org"; redirect "A@example.org";',
+    case("redirect-same-address-once", 'redirect "a@example.org"; redirect "a@EXAMPLE.org";',
          ['redirect "a@example.org"']),
     case("identifiers-and-tags-any-case", 'IF HEADER :CONTAINS "subject" "present" {DISCARD;}',
          DISCARD),
@@ -437,3 +437,19 @@ def test_folder_names_map_to_maildir_plus_plus(name, folder, directory):
 def test_unsafe_folder_names_are_refused(name):
     with pytest.raises(UnsafeFolder):
         check_folder(name)
+
+
+def test_redirect_takes_a_mailbox_with_a_display_name():
+    """RFC 5228 section 2.4.2.3: an address argument is an RFC 5322 mailbox."""
+    assert actions('redirect "Bob Smith <bob@example.org>";') == ['redirect "bob@example.org"']
+    assert actions('redirect "bob@example.org (Bob)";') == ['redirect "bob@example.org"']
+    with pytest.raises(SieveError):
+        compile_script('redirect "a@example.org, b@example.org";')
+
+
+def test_redirects_that_differ_in_the_local_part_case_are_two():
+    """RFC 5321 section 2.4: local parts are case-sensitive, domains are not."""
+    assert actions('redirect "Bob@example.org"; redirect "bob@example.org";') == [
+        'redirect "Bob@example.org"', 'redirect "bob@example.org"']
+    assert actions('redirect "bob@Example.ORG"; redirect "bob@example.org";') == [
+        'redirect "bob@Example.ORG"']

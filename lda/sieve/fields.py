@@ -116,6 +116,24 @@ def valid_address(address):
             and not any(ord(c) <= 32 or ord(c) == 127 or c in ",;<>()" for c in address))
 
 
+def redirect_address(text):
+    """The addr-spec a redirect names: "bob@example.org", or the one in
+    "Bob <bob@example.org>" (RFC 5228 section 2.4.2.3 takes an RFC 5322
+    mailbox, as Pigeonhole does); "" when it names none or several."""
+    text = text.strip()
+    if "<" not in text and "(" not in text and '"' not in text:
+        return text
+    found = addresses(text)
+    return found[0] if len(found) == 1 else ""
+
+
+def same_address(a, b):
+    """RFC 5321 section 2.4: the local part is case-sensitive, the domain not."""
+    local_a, domain_a = split(a)
+    local_b, domain_b = split(b)
+    return local_a == local_b and (domain_a or "").lower() == (domain_b or "").lower()
+
+
 def split(address):
     """(local part, domain) of an addr-spec; domain None without "@"."""
     local, at, domain = address.rpartition("@")

@@ -10,7 +10,7 @@ is raised, so `lda sieve check` can list every problem at once.
 from .actions import UnsafeFolder, check_folder
 from .errors import SieveError
 from .extensions import MODULES, load
-from .fields import valid_address, valid_header_name
+from .fields import redirect_address, valid_address, valid_header_name
 from .spec import (
     COPY,
     FLAGS,
@@ -485,7 +485,8 @@ class Validator:
         built["name"] = built["name"].lower()
 
     def check_redirect(self, node, built):
-        if self.constant(built["address"]) and not valid_address(built["address"]):
+        if self.constant(built["address"]) and not valid_address(
+                redirect_address(built["address"])):
             self.error(node.line, node.col, f'redirect: invalid address "{built["address"]}"')
 
     def check_fileinto(self, node, built):

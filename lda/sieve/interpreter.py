@@ -20,7 +20,15 @@ from .actions import (
     check_folder,
 )
 from .extensions import load
-from .fields import address_part, addresses, text, valid_address, valid_header_name
+from .fields import (
+    address_part,
+    addresses,
+    redirect_address,
+    same_address,
+    text,
+    valid_address,
+    valid_header_name,
+)
 from .match import compare, quote_wildcards
 from .spec import NAMESPACES
 
@@ -190,12 +198,13 @@ class Execution:
                    node["copy"])
 
     def cmd_redirect(self, node):
-        address = self.string(node["address"]).strip()
+        written = self.string(node["address"]).strip()
+        address = redirect_address(written)
         if not valid_address(address):
-            self.fail(f'redirect: invalid address "{address}"')
+            self.fail(f'redirect: invalid address "{written}"')
         if not node["copy"]:
             self.keep_cancelled = True
-        if any(isinstance(a, Redirect) and a.address.lower() == address.lower()
+        if any(isinstance(a, Redirect) and same_address(a.address, address)
                for a in self.actions):
             return self.log.append(f"redirect to {address} given twice: sent once")
         self.redirects += 1
