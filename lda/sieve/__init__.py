@@ -6,23 +6,26 @@ database, and on the per-message path no parser, json, re or email imports.
 
 Supported: RFC 5228 (require, if/elsif/else, stop, keep, discard, redirect;
 header, address, envelope, exists, size, allof, anyof, not, true, false;
-comparators i;ascii-casemap and i;octet; :is, :contains, :matches) and the
-extensions fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy
-(RFC 3894), imap4flags (RFC 5232), variables (RFC 5229), duplicate (RFC
-7352), vacation (RFC 5230) and subaddress (RFC 5233, separated by lda's
-recipient_delimiter); body (RFC 5173) and mime, foreverypart, extracttext
-(RFC 5703; not replace or enclose); enotify (RFC 5435, mailto method RFC
-5436); include (RFC 6609): include, return, global and ${global.NAME},
-scripts from Envelope.options sieve_dir (:personal) and sieve_global_dir
-(:global); date and index (RFC 5260, the date test only), vacation-seconds
-(RFC 6131), spamtest, spamtestplus and virustest (RFC 5235, set up by
-lda.toml's sieve_spamtest_* and sieve_virustest_* keys);
-reject and ereject (RFC 5429), ihave and error (RFC 5463), environment
-(RFC 5183) and mailboxexists (RFC 5490);
-in the core also relational (RFC 5231), comparator-i;ascii-numeric (RFC
-4790), regex (draft-ietf-sieve-regex-01, POSIX ERE run by lda/sieve/regex.py
-without backtracking), encoded-character (RFC 5228 section 2.4.2.4) and
-index (RFC 5260 section 6); editheader (RFC 5293) only where lda.toml's
+comparators i;ascii-casemap and i;octet; :is, :contains, :matches;
+encoded-character) and every extension Pigeonhole enables by default.
+
+In the core (grammar.py, interpreter.py, match.py), because they change
+how every test matches: variables (RFC 5229), relational (RFC 5231),
+comparator-i;ascii-numeric (RFC 4790), regex (draft-ietf-sieve-regex-01:
+POSIX ERE run by regex.py without backtracking), index (RFC 5260 section
+6), and fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy (RFC
+3894), imap4flags (RFC 5232), duplicate (RFC 7352), vacation (RFC 5230),
+subaddress (RFC 5233, split at lda's recipient_delimiter).
+
+In extensions/, one module each, loaded only by a script that uses it:
+body (RFC 5173); mime, foreverypart, break, extracttext (RFC 5703; not
+replace or enclose); include, return, global (RFC 6609; :personal scripts
+from Envelope.options sieve_dir, :global from sieve_global_dir); enotify
+with mailto (RFC 5435, RFC 5436); reject and ereject (RFC 5429); ihave and
+error (RFC 5463); environment (RFC 5183); mailboxexists (RFC 5490); date and
+currentdate (RFC 5260); vacation-seconds (RFC 6131); spamtest, spamtestplus
+and virustest (RFC 5235, set up by lda.toml's sieve_spamtest_* and
+sieve_virustest_* keys); editheader (RFC 5293) only where lda.toml's
 sieve_extensions_extra enables it (script.OPTIONAL).
 
 The API
@@ -96,14 +99,19 @@ Decisions
 - :create needs require "mailbox" (RFC 5490), as in Dovecot.
 - Folder names: "INBOX" (any case) is the inbox; a leading "INBOX." is
   dropped; "/", a leading, trailing or double ".", and control characters
-  are refused: at compile time for a constant, else as a runtime error.
+  are refused when the fileinto runs (a runtime error: implicit keep), a
+  constant name too, as in Pigeonhole: a script is never refused whole
+  for one folder name.
 - A runtime error drops every collected action: implicit keep only.
 - include resolves its script when it runs (a missing one, a cycle, a
   compile error in it: a runtime error); extensions/include.py says why.
-- A constant folder name that cannot be stored ("a/b") fails at run time,
-  as in Pigeonhole, not at compile time; an invalid header name in header,
-  address or exists matches nothing (RFC 5228 section 2.4.2.2; Pigeonhole
-  refuses it in address, which it limits to address fields).
+- An invalid header name in header, address or exists matches nothing
+  (RFC 5228 section 2.4.2.2); address takes only fields that hold
+  addresses (section 5.1: grammar.ADDRESS_HEADERS, a compile error for a
+  constant other name, as in Pigeonhole, which allows fewer of them).
+- redirect takes an RFC 5322 mailbox ("Bob <bob@example.org>"); two
+  redirects are one when their local parts match exactly and their domains
+  in any case (RFC 5321 section 2.4).
 - address :count counts addresses, so an empty field adds none (Pigeonhole
   counts it as one); i;ascii-casemap orders as upper case (RFC 4790 section
   9.2.1; Pigeonhole sorts "a" after "_"); :quoteregex is supported.
