@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from lda.sieve import Keep, MemoryState, Vacation
+from lda.sieve import Keep, MemoryState, SieveError, Vacation, compile_script
 from sieve_helpers import KEEP, RECIPIENT, outcome_of, with_headers
 
 VACATION = 'require "vacation"; vacation "I am away.";'
@@ -247,3 +247,12 @@ def test_vacation_seconds_in_a_delivery_measures_from_sent_at(site):
     conn.close()
     deliver(4)
     assert len(site.sent()) == 2
+
+
+@pytest.mark.parametrize("sender", ["not an address", "a@example.org, b@example.org", ""],
+                         ids=["words", "two", "empty"])
+def test_a_constant_from_that_is_no_address_does_not_compile(sender):
+    """RFC 5230 section 4.4, as Pigeonhole refuses it: one valid address."""
+    with pytest.raises(SieveError) as caught:
+        compile_script(f'require "vacation"; vacation :from "{sender}" "away";')
+    assert caught.value.errors == [(1, 21, f'vacation: :from "{sender}" is not an address')]

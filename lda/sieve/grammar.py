@@ -10,7 +10,7 @@ is raised, so `lda sieve check` can list every problem at once.
 from .actions import UnsafeFolder, check_folder
 from .errors import SieveError
 from .extensions import MODULES, load
-from .fields import redirect_address, valid_address, valid_header_name
+from .fields import addresses, redirect_address, valid_address, valid_header_name
 from .spec import (
     COPY,
     FLAGS,
@@ -502,6 +502,13 @@ class Validator:
     def check_vacation(self, node, built):
         if built["days"] is not None and built.get("seconds") is not None:
             self.error(node.line, node.col, "vacation: :days and :seconds exclude each other")
+        sender = built["from"]
+        if sender is not None and self.constant(sender):
+            # RFC 5230 section 4.4: an address; a :from built from variables
+            # is checked when it runs (vacation.py: the recipient instead).
+            found = addresses(" ".join(sender.split()))
+            if len(found) != 1 or not valid_address(found[0]):
+                self.error(node.line, node.col, f'vacation: :from "{sender}" is not an address')
 
     def check_duplicate(self, node, built):
         if built["header"] is not None and built["uniqueid"] is not None:
