@@ -90,7 +90,7 @@ def test_show_json_has_value_source_and_default(site):
 
 def test_show_per_user_paths_come_from_the_environment(user, tmp_path):
     rows = shown_json(user)
-    assert rows["mode"]["value"] == "user" and rows["mode"]["source"] == "no configuration file"
+    assert (rows["mode"]["value"], rows["mode"]["source"]) == ("user", "no configuration file")
     assert rows["state_dir"] == dict(rows["state_dir"], value=str(user.state),
                                      source="environment (HOME)")
     state = tmp_path / "xdg"
@@ -338,3 +338,18 @@ def test_lda_dash_c_file_config_is_an_admin_command_not_a_delivery(site, tmp_pat
     done = site.run("-c", str(other), "config", "show", "--changed", check=0)
     assert done.stdout.decode().splitlines()[1:] == [
         f'state_dir = "{tmp_path / "other"}"  # lda.toml']
+
+
+def test_a_database_only_busy_for_now_exits_75(site):
+    """A database another process holds locked is unreadable for now, not
+    damaged: 75, so a timer retries; nothing else is wrong."""
+    import sqlite3
+    from contextlib import closing
+
+    site.create(ALICE)
+    site.deliver(message(), ALICE, check=0)
+    with closing(sqlite3.connect(site.db(), isolation_level=None)) as holder:
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        [line] = check(site, 75)
+    assert line.startswith(f"{site.db()}: ") and "run the check again later" in line

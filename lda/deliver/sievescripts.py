@@ -29,7 +29,8 @@ def scripts_for(config, maildir_path, warn):
     own = personal_script(config, maildir_path, warn)
     if own is None and config.sieve_default and _is_file(config.sieve_default):
         own = config.sieve_default
-    return expand_paths(config.sieve_before) + ([own] if own else []) + expand_paths(config.sieve_after)
+    return (expand_paths(config.sieve_before) + ([own] if own else [])
+            + expand_paths(config.sieve_after))
 
 
 def personal_script(config, maildir_path, warn):
