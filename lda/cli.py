@@ -14,6 +14,9 @@ from collections import Counter
 import click
 
 from .admin.check import check as check_state
+from .admin.configuration import as_toml
+from .admin.configuration import check as check_configuration
+from .admin.configuration import show as show_configuration
 from .admin.databases import iso_utc, list_databases, parse_moment, show_database
 from .admin.dedup import (LOOKUP_COLUMNS, cleanup, cleanup_preview, directory_for, forget,
                           lookup, stats)
@@ -35,7 +38,7 @@ from .config import load_config, parse_duration, parse_size
 from .deliver.command import deliver as deliver_message
 from .errors import (EX_CONFIG, EX_DATAERR, EX_TEMPFAIL, EX_USAGE, LdaError, UsageError,
                      unexpected)
-from .log import Log
+from .log import Log, printable
 from .sieve.dryrun import check as check_script
 from .sieve.dryrun import dry_run
 from .sieve.procmail import convert as procmail_to_sieve
@@ -595,6 +598,67 @@ def db_check(ctx, name, as_json):
             click.echo(f"{problem['file']}: {problem['problem']}; {problem['repair']}")
         click.echo(f"checked {summary['databases']} database(s), {summary['mailboxes']} "
                    f"mailbox(es): {len(summary['problems']) or 'no'} problem(s)")
+    sys.exit(summary["exit_code"])
+
+
+@cli.group("config")
+def config_group():
+    """The effective configuration, and a check of everything a delivery reads."""
+
+
+@config_group.command("show")
+@click.option("--changed", is_flag=True,
+              help="Only the keys lda.toml sets to another value than the default.")
+@output_options
+@click.pass_context
+def config_show(ctx, changed, as_json):
+    """Print every key, its effective value and where it came from.
+
+    The text is TOML, `key = value  # source`, that lda.toml takes back;
+    the source is default, lda.toml, environment (HOME or XDG_STATE_HOME)
+    or derived (uname, hostname, state_dir).  --changed prints only what
+    lda.toml changes, as doveconf -n.
+
+    \b
+    Example:
+        lda config show
+        lda config show --changed
+    """
+    report = show_configuration(ctx.obj.get("config"), changed=changed)
+    if as_json:
+        return emit_record(report, True)
+    for line in as_toml(report):
+        click.echo(line)
+
+
+@config_group.command("check")
+@output_options
+@click.pass_context
+def config_check(ctx, as_json):
+    """Check everything a delivery reads; one line per problem, with its repair.
+
+    lda.toml, the aliases file and its compiled table, state_dir and its
+    permissions and owners, the directory and each database, every
+    mailbox's Maildir and Sieve scripts.  Reads only.  Exits 0 when all is
+    well, 78 when there is something to repair, 77 when this user may not
+    read a file, 75 when a file was only unreadable for now.
+
+    \b
+    Example:
+        lda config check
+        lda config check --json
+    """
+    with Progress(enabled=not as_json) as progress:
+        summary = check_configuration(ctx.obj.get("config"), progress=progress.update)
+    if as_json:
+        emit_record(summary, True)
+    else:
+        for problem in summary["problems"]:  # a path may hold a line break: escaped
+            click.echo(printable(f"{problem['file']}: {problem['problem']}; "
+                                 f"{problem['repair']}"))
+        click.echo(f"checked {printable(summary['config'] or 'per-user defaults')}, "
+                   f"{summary['mailboxes']} mailbox(es), {summary['scripts']} Sieve "
+                   f"script(s): {len(summary['problems']) or 'no'} problem(s)")
     sys.exit(summary["exit_code"])
 
 

@@ -61,13 +61,24 @@ def check(config, name=None, progress=None):
     now).  progress(done, total) after each database and each mailbox."""
     check_access(config)  # else another user's state_dir looks empty, and clean
     findings = Findings()
-    summary = {"databases": 0, "mailboxes": 0, "problems": findings.problems}
+    summary = inspect(config, findings, name, progress)
+    del summary["tables"]
+    summary["exit_code"] = findings.exit_code()
+    return summary
+
+
+def inspect(config, findings, name=None, progress=None):
+    """check()'s work, its problems added to findings (`lda config check`
+    adds its own to the same): the summary, and under "tables" the
+    directory's databases and mailboxes as read (None if it could not be),
+    for a caller that goes on to each mailbox."""
+    summary = {"databases": 0, "mailboxes": 0, "problems": findings.problems,
+               "tables": None}
     if _state_dir_usable(config, findings):
         if config.per_user:
             _integrity(os.path.join(config.state_dir, DB_FILE), findings)
         else:
             _check_managed(config, name, summary, findings, progress)
-    summary["exit_code"] = findings.exit_code()
     return summary
 
 
@@ -85,6 +96,7 @@ def _check_managed(config, name, summary, findings, progress):
     if tables is None:
         return
     databases, mailboxes, moves = tables
+    summary["tables"] = (databases, mailboxes)
     if name is not None:
         databases = [d for d in databases if d["name"] == name]
         if not databases:

@@ -29,7 +29,8 @@ def scripts_for(config, maildir_path, warn):
     own = personal_script(config, maildir_path, warn)
     if own is None and config.sieve_default and _is_file(config.sieve_default):
         own = config.sieve_default
-    return _expand(config.sieve_before) + ([own] if own else []) + _expand(config.sieve_after)
+    return (expand_paths(config.sieve_before) + ([own] if own else [])
+            + expand_paths(config.sieve_after))
 
 
 def personal_script(config, maildir_path, warn):
@@ -67,7 +68,7 @@ def dovecot_script(home, warn):
     return real if _is_file(real) else None
 
 
-def _expand(paths):
+def expand_paths(paths):
     """Each configured path: a file as it is, a directory as its *.sieve
     files in byte order; missing ones left out (one stat each)."""
     found = []

@@ -289,6 +289,27 @@ def warn_bad_lines(aliases, state_dir, warn, clock=time.time):
         pass
 
 
+def table_problem(path, table):
+    """Why the compiled table at table would not answer for the alias file
+    at path (so deliveries parse the file instead), or None when it would;
+    None too when there is no table (compiling is optional).  Reads only
+    (`lda config check`)."""
+    from ..startup.sqlite3 import sqlite3
+
+    if not os.path.exists(table):
+        return None
+    try:
+        conn = sqlite3.connect(_readonly_uri(table), uri=True)
+    except sqlite3.Error as e:
+        return f"is unreadable ({e})"
+    try:
+        return _table_problem(conn, os.path.abspath(path))
+    except sqlite3.Error as e:
+        return f"is unreadable ({e})"
+    finally:
+        conn.close()
+
+
 def _readonly_uri(path):
     # RFC 8089 file URI as SQLite reads it: only %, ? and # need escaping.
     quoted = os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
