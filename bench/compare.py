@@ -2,6 +2,7 @@
 
     python bench/compare.py [--quick] [--json OUT] [--profile DIR]
                             [--cases 1,2,...] [--dir DIR] [--keep] [--hyperfine]
+                            [--client smtp-source|own|both] [--per-session N]
 
 Installs the peers from Debian when they are missing (bench/peers.py), gives
 every agent its own Maildirs under one temporary directory, runs the agents
