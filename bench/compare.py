@@ -353,13 +353,13 @@ class Bench:
             for client in self.clients:
                 for server in self.lmtp_servers:
                     name = f"{server.name}, {label}, {client}"
-                    meta[name] = (server.name, f"lda lmtp, {label}, {client}")
+                    meta[name] = {"server": server.name, "shape": label, "client": client}
                     jobs[name] = (lambda s=server, c=client, sh=shape, n=name:
                                   self.lmtp_sample(s, c, sh, n))
         samples = alternate(self.plan("lmtp_rounds"), jobs)
-        return [row(name, runs, lda=None if meta[name][0] == "lda lmtp" else meta[name][1],
-                    server=meta[name][0], client=name.rsplit(", ", 1)[1],
-                    shape=name.split(", ", 1)[1].rsplit(", ", 1)[0], **extra)
+        return [row(name, runs, lda=None if meta[name]["server"] == "lda lmtp" else
+                    f"lda lmtp, {meta[name]['shape']}, {meta[name]['client']}",
+                    **meta[name], **extra)
                 for name, runs in samples.items()]
 
     def warm(self, agents, size=3 * KB):
