@@ -2,6 +2,7 @@
 
     python bench/compare.py [--quick] [--json OUT] [--profile DIR]
                             [--cases 1,2,...] [--dir DIR] [--keep] [--hyperfine]
+                            [--client smtp-source|own|both] [--per-session N]
 
 Installs the peers from Debian when they are missing (bench/peers.py), gives
 every agent its own Maildirs under one temporary directory, runs the agents
@@ -17,12 +18,16 @@ how to read it.  Needs root (Dovecot's own master, apt-get).
     4  a 10 MB and a 100 MB message: wall time and peak RSS
     5  `lda deliver` with 0, 1 M, 10 M DeliveredTo rows (--quick: 0, 1 M);
        cleanup of 1 M expired rows: total and longest write-lock hold
-    6  LMTP messages/s at 1, 4 and 16 concurrent sessions
+    6  LMTP messages/s at 1, 4 and 16 concurrent sessions, each to its own mailbox
+    7  hot mailbox: LMTP messages/s of 16 sessions to one mailbox against 16
+       sessions over 4 mailboxes (4x4)
+
+Cases 6 and 7 drive LMTP with Postfix's `smtp-source -L` and with our own
+client (--client), into fresh mailboxes for every sample (bench/lmtp_load.py).
 """
 
 import argparse
 import inspect
-import itertools
 import json
 import math
 import os
@@ -45,6 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import cleanup as cleanup_bench  # noqa: E402  (bench/cleanup.py)
+import lmtp_load  # noqa: E402  (bench/lmtp_load.py: cases 6 and 7's clients)
 import lmtp_throughput  # noqa: E402  (bench/lmtp_throughput.py)
 import peers  # noqa: E402
 from peers import DOMAIN, Agent, make_maildir  # noqa: E402
@@ -72,6 +78,9 @@ PLAN = {
 }
 SESSIONS = 16
 CONCURRENCY = (1, 4, 16)
+HOT_SPREAD = 4          # case 7: the 16 sessions spread over 4 mailboxes, 4 each
+LMTP_OVER_DOVECOT = 1.2  # cases 6 and 7: lda lmtp's msg/s at least this x Dovecot's
+HOT_OVER_SPREAD = 0.95   # case 7: one mailbox at least this x the same load over four
 
 
 def message(tag, size, eol=b"\n"):
@@ -226,7 +235,8 @@ def print_table(case):
     label = "this/base (1.00x: no slowdown)" if slowdown else "lda/peer (" + (
         "higher" if higher else "lower") + " is better for lda: " + (
         "> 1" if higher else "< 1") + ")"
-    print(f"   {'agent':34} {'median':>11} {'p90':>11} {'peak RSS':>10} {'n':>4}  {label}")
+    width = max(34, *(len(r["agent"]) for r in case["rows"]))
+    print(f"   {'agent':{width}} {'median':>11} {'p90':>11} {'peak RSS':>10} {'n':>4}  {label}")
     rows = {r["agent"]: r for r in case["rows"]}
     for r in case["rows"]:
         ratio = "-"
@@ -238,7 +248,7 @@ def print_table(case):
         rss = "-" if r["rss_mib"] is None else f"{r['rss_mib']:.1f} MiB"
         p = fmt(r["p90"], unit) if r["n"] > 2 else "-"
         extra = f"  [{r['info']}]" if r.get("info") else ""
-        print(f"   {r['agent']:34} {fmt(r['median'], unit):>11} {p:>11} {rss:>10} "
+        print(f"   {r['agent']:{width}} {fmt(r['median'], unit):>11} {p:>11} {rss:>10} "
               f"{r['n']:>4}  {ratio}{extra}")
 
 
@@ -254,16 +264,20 @@ def alternate(rounds, jobs):
 # --- the bench: environments built on first use ----------------------------------
 
 class Bench:
-    def __init__(self, root, quick, say=print):
-        self.root, self.quick, self.say = root, quick, say
+    def __init__(self, root, quick, say=print, clients=lmtp_load.CLIENTS):
+        self.root, self.quick, self.say, self.clients = root, quick, say, clients
         self.runner = Runner(root)
         self.lda = lmtp_throughput.installed_lda()
         if self.lda is None:
             raise SystemExit("the lda command is not installed (pip install .)")
         self._dovecot = self._site = self._procmail = self._maildrop = None
+        self._lmtp = None
+        self.overrides = {}
         self.cases, self.targets, self.profiles = [], [], []
 
     def plan(self, key):
+        if key in self.overrides:
+            return self.overrides[key]
         return PLAN[key][0 if self.quick else 1]
 
     # environments
@@ -293,6 +307,15 @@ class Bench:
                                      self.runner, self.say)
         return self._site
 
+    @property
+    def lmtp_servers(self):
+        """lda lmtp and Dovecot's LMTP, each a source of fresh mailboxes."""
+        if self._lmtp is None:
+            self._lmtp = [lmtp_load.Server("lda lmtp", self.site.port, self.site.new_mailbox),
+                          lmtp_load.Server("dovecot lmtp", self.dovecot.port,
+                                           self.dovecot.new_mailbox)]
+        return self._lmtp
+
     def lda_user(self, name="lda deliver", home=None):
         """`lda deliver` in per-user mode: HOME in the temporary tree."""
         home = home or os.path.join(self.root, "lda-user", name.replace(" ", "-"))
@@ -307,6 +330,37 @@ class Bench:
         return [self.lda_user(), self.dovecot.lda_as_owner(SENDER),
                 self.dovecot.lda_with_d("user", SENDER), self.procmail.agent("user", SENDER),
                 self.maildrop.agent("user", SENDER)]
+
+    def lmtp_sample(self, server, client, shape, name):
+        """msg/s of one load of this shape (shape(server) -> lanes)."""
+        try:
+            return lmtp_load.measure(client, server.port, shape(server), name)
+        except lmtp_load.LoadFailed as e:
+            raise AgentFailed(f"{e}\n{tail(self.runner.log_path('lda-lmtp'))}") from e
+
+    def lmtp_warm(self, shape):
+        """One untimed load per server and client: index files, processes."""
+        for server in self.lmtp_servers:
+            for client in self.clients:
+                self.lmtp_sample(server, client, shape, f"{server.name} warm-up, {client}")
+
+    def lmtp_rows(self, shapes, **extra):
+        """Rows "SERVER, LABEL, CLIENT" for shapes {label: shape}, every
+        server and client alternated within each round; Dovecot's rows are
+        compared with lda's row of the same label and client."""
+        jobs, meta = {}, {}
+        for label, shape in shapes.items():
+            for client in self.clients:
+                for server in self.lmtp_servers:
+                    name = f"{server.name}, {label}, {client}"
+                    meta[name] = {"server": server.name, "shape": label, "client": client}
+                    jobs[name] = (lambda s=server, c=client, sh=shape, n=name:
+                                  self.lmtp_sample(s, c, sh, n))
+        samples = alternate(self.plan("lmtp_rounds"), jobs)
+        return [row(name, runs, lda=None if meta[name]["server"] == "lda lmtp" else
+                    f"lda lmtp, {meta[name]['shape']}, {meta[name]['client']}",
+                    **meta[name], **extra)
+                for name, runs in samples.items()]
 
     def warm(self, agents, size=3 * KB):
         for agent in agents:
@@ -351,6 +405,7 @@ class ManagedSite:
         # alias again (~4 ms of case 1's managed row); see lda-aliases(5).
         compile_aliases(config, self.aliases)
         say(f"   made {FANOUT} lda mailboxes in {time.perf_counter() - start:.1f} s")
+        self.config = config
         self.env = {"LDA_CONFIG": self.config_path, "HOME": root, "PATH": "/usr/bin:/bin"}
         self.port = peers.free_port()
         self.log = open(os.path.join(runner.logs, "lda-lmtp.log"), "ab")
@@ -364,6 +419,19 @@ class ManagedSite:
         Postfix's virtual or pipe(8) transport runs it (lda.toml read)."""
         return Agent("lda deliver, managed", [self.lda, "deliver", "-f", SENDER,
                                               f"{user}@{DOMAIN}"], self.env, [self.maildirs[user]])
+
+    def new_mailbox(self, user):
+        """Create user@DOMAIN as `lda mailbox create` does, while the
+        server runs (it resolves recipients per message); its Maildir."""
+        from lda.admin.mailboxes import create_mailbox, open_directory
+
+        directory = open_directory(self.config)
+        try:
+            box = create_mailbox(directory, self.config, f"{user}@{DOMAIN}")
+            db_root = directory["databases"].get(box["database"])["path"]
+        finally:
+            directory.close()
+        return os.path.join(db_root, box["maildir"])
 
     def fanout_agent(self):
         return Agent("lda deliver (alias)", [self.lda, "deliver", "-f", SENDER, f"all@{DOMAIN}"],
@@ -731,55 +799,51 @@ def print_cleanup(c):
 
 
 def case_lmtp(bench):
-    """Case 6: LMTP messages/s, SESSIONS sessions run 1, 4, 16 at a time.
+    """Case 6: LMTP messages/s, SESSIONS one-session streams, each to its
+    own mailbox, run 1, 4, 16 at a time, from each client (lmtp_load.py).
 
-    Each sample delivers to SESSIONS mailboxes that agent has not had in
-    this case yet: reusing 16 mailboxes, the samples taken last (16
-    sessions) met the fullest ones, and Dovecot's rate, not lda's, fell as
-    they filled (940 to 780-845 msg/s over ten samples of 960 messages)."""
-    site, dovecot = bench.site, bench.dovecot
-    # port, a user's Maildir, and what a new user needs (lda's exist already)
-    servers = {"lda lmtp": (site.port, site.maildirs.get, lambda user: None),
-               "dovecot lmtp": (dovecot.port, dovecot.maildir, dovecot.prepare_user)}
+    Each sample delivers to SESSIONS mailboxes no sample had before: reusing
+    16 mailboxes, the samples taken last (16 sessions) met the fullest ones,
+    and Dovecot's rate, not lda's, fell as they filled (940 to 780-845 msg/s
+    over ten samples of 960 messages)."""
     per_session = bench.plan("per_session")
-    total = SESSIONS * per_session
-    blocks = {name: itertools.count(1) for name in servers}  # u0..u15: other cases'
 
-    def load(name, concurrency):
-        port, maildir_of, prepare = servers[name]
-        first = next(blocks[name]) * SESSIONS
-        users = [f"u{i}" for i in range(first, first + SESSIONS)]
-        for user in users:
-            prepare(user)
-        maildirs = [maildir_of(u) for u in users]
-        round_tag = tag()
-        jobs = [([f"{round_tag}-s{s}-m{m}" for m in range(per_session)], [f"{users[s]}@{DOMAIN}"])
-                for s in range(SESSIONS)]
-        before = count_new(maildirs)
-        start = time.perf_counter()
-        with ThreadPoolExecutor(concurrency) as pool:
-            list(pool.map(lambda job: lmtp_throughput.lmtp_session(port, *job), jobs))
-        seconds = time.perf_counter() - start
-        expect(name, maildirs, before, total)
-        return total / seconds
+    def shape(concurrency):
+        return lambda server: lmtp_load.pooled(server, SESSIONS, per_session, concurrency)
 
-    for name in servers:     # warm-up: index files, thread pools
-        load(name, 4)
     rows = []
+    bench.lmtp_warm(shape(4))
     for concurrency in CONCURRENCY:
-        samples = alternate(bench.plan("lmtp_rounds"),
-                            {n: (lambda n=n: load(n, concurrency)) for n in servers})
-        for name, runs in samples.items():
-            sessions = f"{concurrency} session{'s' if concurrency > 1 else ''}"
-            rows.append(row(f"{name}, {sessions}", runs,
-                            lda=None if name.startswith("lda") else f"lda lmtp, {sessions}",
-                            concurrency=concurrency))
-    bench.cases.append({"id": 6, "title": f"LMTP throughput: {total} messages of 3 KB, one "
-                        f"recipient each, in {SESSIONS} sessions", "unit": "msg/s",
+        sessions = f"{concurrency} session{'s' if concurrency > 1 else ''}"
+        rows += bench.lmtp_rows({sessions: shape(concurrency)}, concurrency=concurrency)
+    bench.cases.append({"id": 6, "title": f"LMTP throughput: {SESSIONS * per_session} messages "
+                        f"of 3 KB, one recipient each, in {SESSIONS} sessions", "unit": "msg/s",
                         "higher_is_better": True, "rows": rows,
-                        "note": f"{SESSIONS} sessions of {per_session} messages, 1, 4 or 16 "
-                                "of them at a time; lda lmtp with its default workers"})
+                        "note": f"{SESSIONS} sessions of {per_session} messages, each to its "
+                                "own fresh mailbox, 1, 4 or 16 at a time; clients: "
+                                f"{', '.join(bench.clients)}; lda lmtp with its default "
+                                "processes"})
     target_lmtp(bench, rows)
+
+
+def case_hot(bench):
+    """Case 7: the hot mailbox. SESSIONS sessions at once into ONE mailbox
+    against the same sessions spread over HOT_SPREAD mailboxes (4 x 4);
+    lda lmtp and Dovecot's LMTP, from each client."""
+    messages = SESSIONS * bench.plan("per_session")
+    each = SESSIONS // HOT_SPREAD
+    shapes = {f"hot, {SESSIONS} -> 1": lambda server: lmtp_load.hot(server, SESSIONS, messages),
+              f"spread, {HOT_SPREAD}x{each}": lambda server: lmtp_load.spread(
+                  server, HOT_SPREAD, each, messages // HOT_SPREAD)}
+    bench.lmtp_warm(shapes[f"hot, {SESSIONS} -> 1"])
+    rows = bench.lmtp_rows(shapes)
+    bench.cases.append({"id": 7, "title": f"hot mailbox: {messages} messages of 3 KB in "
+                        f"{SESSIONS} sessions at once, to one mailbox or over {HOT_SPREAD}",
+                        "unit": "msg/s", "higher_is_better": True, "rows": rows,
+                        "note": f"hot: all {SESSIONS} sessions to one fresh mailbox; spread: "
+                                f"{each} sessions to each of {HOT_SPREAD} fresh mailboxes; "
+                                f"clients: {', '.join(bench.clients)}"})
+    target_hot(bench, rows)
 
 
 # --- targets ----------------------------------------------------------------------
@@ -859,11 +923,45 @@ def target_rows(bench, rows, sizes, cleanup):
 
 
 def target_lmtp(bench, rows):
+    """Issue 22: lda lmtp at least 1.2x Dovecot's LMTP at 1, 4 and 16
+    sessions, each session to its own mailbox; judged for every client."""
     r = by_name(rows)
-    lda, dovecot = r["lda lmtp, 16 sessions"]["median"], r["dovecot lmtp, 16 sessions"]["median"]
-    target(bench, 6, "lda lmtp >= dovecot lmtp at 16 sessions", lda >= dovecot,
-           f"{lda / dovecot:.2f}x ({lda:,.1f} vs {dovecot:,.1f} msg/s)", "lmtp", lda / dovecot,
-           1.0)
+    for client in bench.clients:
+        for concurrency in CONCURRENCY:
+            sessions = f"{concurrency} session{'s' if concurrency > 1 else ''}"
+            lda = r[f"lda lmtp, {sessions}, {client}"]["median"]
+            dovecot = r[f"dovecot lmtp, {sessions}, {client}"]["median"]
+            ratio_target(bench, 6, f"lda lmtp >= {LMTP_OVER_DOVECOT}x dovecot lmtp at {sessions} "
+                         f"({client})", lda, dovecot, LMTP_OVER_DOVECOT, "lda", "dovecot", "lmtp")
+
+
+def target_hot(bench, rows):
+    """Issue 22: 16 sessions into one mailbox at least 0.95x of the same
+    over four mailboxes, and at least 1.2x Dovecot's LMTP into one."""
+    r = by_name(rows)
+    hot, spread = f"hot, {SESSIONS} -> 1", f"spread, {HOT_SPREAD}x{SESSIONS // HOT_SPREAD}"
+    for client in bench.clients:
+        lda_hot = r[f"lda lmtp, {hot}, {client}"]["median"]
+        lda_spread = r[f"lda lmtp, {spread}, {client}"]["median"]
+        dovecot_hot = r[f"dovecot lmtp, {hot}, {client}"]["median"]
+        dovecot_spread = r[f"dovecot lmtp, {spread}, {client}"]["median"]
+        ratio_target(bench, 7, f"lda lmtp hot >= {HOT_OVER_SPREAD}x lda lmtp spread ({client})",
+                     lda_hot, lda_spread, HOT_OVER_SPREAD, "hot", "spread", "lmtp-hot")
+        ratio_target(bench, 7, f"lda lmtp hot >= {LMTP_OVER_DOVECOT}x dovecot lmtp hot "
+                     f"({client})", lda_hot, dovecot_hot, LMTP_OVER_DOVECOT, "lda", "dovecot",
+                     "lmtp-hot")
+        ratio_target(bench, 7, f"(info) dovecot lmtp hot >= {HOT_OVER_SPREAD}x its spread "
+                     f"({client})", dovecot_hot, dovecot_spread, HOT_OVER_SPREAD, "hot", "spread")
+
+
+def ratio_target(bench, case, text, mine, theirs, limit, my_name, their_name, profile=None):
+    """A target on a ratio of two msg/s figures: mine / theirs >= limit."""
+    ratio = mine / theirs
+    share = (ratio - limit) / limit
+    target(bench, case, text, ratio >= limit,
+           f"{ratio:.2f}x ({my_name} {mine:,.1f} vs {their_name} {theirs:,.1f} msg/s; limit "
+           f"{limit}x, {abs(share) * 100:.0f}% {'over' if share >= 0 else 'under'})",
+           profile, ratio, limit)
 
 
 def print_targets(targets):
@@ -885,7 +983,7 @@ def record_profiles(bench, directory):
             continue
         done.add(kind)
         try:
-            if kind in ("lmtp", "lmtp-fanout"):
+            if kind in ("lmtp", "lmtp-hot", "lmtp-fanout"):
                 path = profile_lmtp(bench, directory, kind)
             else:
                 path = profile_deliver(bench, directory, kind)
@@ -961,6 +1059,8 @@ def profile_lmtp(bench, directory, kind):
                                 stderr=subprocess.DEVNULL)
     time.sleep(1)
     users = [f"u{i}" for i in range(FANOUT if kind == "lmtp-fanout" else SESSIONS)]
+    if kind == "lmtp-hot":
+        users = ["u0"] * SESSIONS   # case 7: every session into the same mailbox
     if kind == "lmtp-fanout":
         lmtp_fanout(bench.site.port, users, [bench.site.maildirs[u] for u in users], "lda lmtp")
     else:
@@ -1015,7 +1115,7 @@ def hyperfine_case(bench):
 # --- main --------------------------------------------------------------------------
 
 CASES = {1: case_single, 2: case_in_a_row, 3: case_fanout, 4: case_large, 5: case_rows,
-         6: case_lmtp}
+         6: case_lmtp, 7: case_hot}
 
 
 def machine(root):
@@ -1083,7 +1183,14 @@ def parse_args(argv=None):
     parser.add_argument("--json", metavar="OUT", help="write every figure to this file")
     parser.add_argument("--profile", metavar="DIR",
                         help="profile lda (pyinstrument / py-spy) for each missed target")
-    parser.add_argument("--cases", default="1,2,3,4,5,6", help="which cases (default: all)")
+    parser.add_argument("--cases", default=",".join(map(str, CASES)),
+                        help="which cases (default: all)")
+    parser.add_argument("--client", choices=("both", *lmtp_load.CLIENTS), default="both",
+                        help="LMTP client of cases 6 and 7: Postfix's smtp-source -L, our own, "
+                             "or both (default)")
+    parser.add_argument("--per-session", type=int, metavar="N",
+                        help="messages per LMTP session in cases 6 and 7 (default: 8 with "
+                             "--quick, else 60); a few make a smoke test")
     parser.add_argument("--dir", help="where the temporary tree goes (default: $TMPDIR)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary tree")
     parser.add_argument("--no-install", action="store_true", help="never run apt-get")
@@ -1096,6 +1203,7 @@ def parse_args(argv=None):
         parser.error("--cases takes numbers, e.g. 1,3,6")
     if not set(args.cases) <= set(CASES):
         parser.error(f"--cases: 1 to {len(CASES)}")
+    args.clients = lmtp_load.CLIENTS if args.client == "both" else (args.client,)
     return args
 
 
@@ -1105,10 +1213,11 @@ def main(argv=None):
         raise SystemExit("run as root: the peers need a private Dovecot master and apt-get")
     if os.path.exists("/etc/lda/lda.toml"):
         raise SystemExit("/etc/lda/lda.toml exists: lda deliver would not run in per-user mode")
+    smtp_source = "smtp-source" in args.clients and bool({6, 7} & set(args.cases))
     if not args.no_install:
-        peers.install()
-    elif peers.missing_packages():
-        raise SystemExit(f"missing: {' '.join(peers.missing_packages())}")
+        peers.install(smtp_source=smtp_source)
+    elif peers.missing_packages(smtp_source):
+        raise SystemExit(f"missing: {' '.join(peers.missing_packages(smtp_source))}")
     root = tempfile.mkdtemp(prefix="lda-compare-", dir=args.dir)
     os.chmod(root, 0o755)   # Dovecot's mail user must reach its homes below
     info = machine(root)
@@ -1129,7 +1238,9 @@ def main(argv=None):
                  if "_distutils_hack" in info["start_hooks_ms"] else ""))
     if info["loadavg_start"][0] > 0.25 * info["cpus"]:
         print("   WARNING: the machine is busy; figures will be noisy")
-    bench = Bench(root, args.quick)
+    bench = Bench(root, args.quick, clients=args.clients)
+    if args.per_session:
+        bench.overrides["per_session"] = args.per_session
     results = {"machine": info, "quick": args.quick, "cases": bench.cases,
                "targets": bench.targets}
     try:

@@ -34,6 +34,10 @@ DOVECOT_LDA = "/usr/lib/dovecot/dovecot-lda"
 BINARIES = {"dovecot-core": DOVECOT_LDA, "dovecot-lmtpd": "/usr/lib/dovecot/lmtp",
             "procmail": "/usr/bin/procmail", "maildrop": "/usr/bin/maildrop",
             "time": "/usr/bin/time"}   # GNU time: peak RSS without the harness's own
+# Postfix's LMTP load generator, for compare.py cases 6 and 7 (package postfix)
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+# Installed unconfigured: no main.cf, so no Postfix starts or listens on port 25.
+POSTFIX_DEBCONF = "postfix postfix/main_mailer_type select No configuration\n"
 SYSTEM_DOVECOT_PID = "/run/dovecot/master.pid"
 DOMAIN = "bench.example.org"
 UNPRIVILEGED = "nobody"
@@ -52,14 +56,18 @@ class Agent:
     extra_groups: list = field(default_factory=list)
 
 
-def missing_packages():
-    return [p for p in PACKAGES if not os.path.exists(BINARIES[p])]
+def missing_packages(smtp_source=False):
+    missing = [p for p in PACKAGES if not os.path.exists(BINARIES[p])]
+    if smtp_source and not os.path.exists(SMTP_SOURCE):
+        missing.append("postfix")
+    return missing
 
 
-def install(say=print):
+def install(say=print, smtp_source=False):
     """apt-get install what is missing (and hyperfine, if it can); stop a
-    system Dovecot that the install started."""
-    missing = missing_packages()
+    system Dovecot that the install started.  With smtp_source, Postfix
+    too, for its smtp-source, left unconfigured."""
+    missing = missing_packages(smtp_source)
     wanted = missing + [p for p in OPTIONAL_PACKAGES if shutil.which(p) is None]
     if not wanted:
         return
@@ -68,6 +76,9 @@ def install(say=print):
     dovecot_before = _system_dovecot_pid()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     say(f"installing {' '.join(wanted)} (apt-get) ...")
+    if "postfix" in wanted:
+        subprocess.run(["debconf-set-selections"], input=POSTFIX_DEBCONF, text=True,
+                       capture_output=True)
     command = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
     done = subprocess.run(command + wanted, env=env, capture_output=True, text=True)
     if done.returncode != 0:  # a stale package list: update once and retry
@@ -75,7 +86,7 @@ def install(say=print):
         done = subprocess.run(command + missing, env=env, capture_output=True, text=True)
         if done.returncode == 0 and any(shutil.which(p) is None for p in OPTIONAL_PACKAGES):
             subprocess.run(command + OPTIONAL_PACKAGES, env=env, capture_output=True)
-    if missing_packages():
+    if missing_packages(smtp_source):
         raise SystemExit(f"apt-get install failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     started = _system_dovecot_pid()
     if started and started != dovecot_before:
@@ -108,7 +119,9 @@ def versions():
     """One line per peer, for the report."""
     out = {}
     for name, argv in (("dovecot", ["dovecot", "--version"]), ("procmail", ["procmail", "-v"]),
-                       ("maildrop", ["maildrop", "-v"])):
+                       ("maildrop", ["maildrop", "-v"]),
+                       ("postfix (smtp-source)", ["dpkg-query", "-W", "-f", "${Version}",
+                                                  "postfix"])):
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
             text = (done.stdout or done.stderr).strip().splitlines()
@@ -241,6 +254,11 @@ class Dovecot:
         os.makedirs(home, exist_ok=True)
         os.chown(home, self.uid, self.gid)
         make_maildir(self.maildir(user), self.uid, self.gid)
+
+    def new_mailbox(self, user):
+        """prepare_user, for bench/lmtp_load.py: the new Maildir."""
+        self.prepare_user(user)
+        return self.maildir(user)
 
     def lda_as_owner(self, sender):
         """dovecot-lda as Postfix's mailbox_command runs it: as the user."""
