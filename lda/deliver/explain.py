@@ -20,10 +20,11 @@ import time
 from ..errors import EX_OK, LdaError
 from ..log import Log, printable
 from ..startup.sqlite3 import sqlite3
+from ..store.aliases import member_sources
 from ..store.deliveredto import DB_FILE, SCHEMA, DeliveredTo, database_failure
 from .command import exit_status
 from .delivery import DUPLICATE, Delivery, Result, _has_quota, loop_error, prefix_for, verdict
-from .envelope import domain_of
+from .envelope import domain_of, split_extension
 from .message import Reader
 
 WOULD_DELIVER = "deliver"
@@ -281,7 +282,7 @@ class Explaining(Delivery):
         aliases = getattr(self.resolver, "aliases", None)
         if aliases is None and not hasattr(self.resolver, "directory"):
             return []
-        sources = alias_sources(self.config.aliases) if self.config.aliases else {}
+        sources = member_sources(self.config.aliases) if self.config.aliases else {}
         steps, seen = [], set()
         for target in plan.targets:
             chain = list(target.via)
@@ -296,8 +297,10 @@ class Explaining(Delivery):
         step = {"from": parent, "to": member}
         local = domain_of(parent) in ("", domain_of(plan.canonical))
         key = aliases.key_for(parent, local) if aliases is not None else None
-        if key is None and aliases is not None and "+" in parent:
-            key = aliases.key_for(parent.split("+", 1)[0] + "@" + domain_of(parent), local)
+        if key is None and aliases is not None:
+            base, extension = split_extension(parent, self.config.recipient_delimiter)
+            if extension is not None:  # as ManagedResolver looks an alias up
+                key = aliases.key_for(base, local)
         if key is not None and key in sources:
             line, members = sources[key]
             step.update(by="alias", file=self.config.aliases, line=line)
@@ -309,39 +312,9 @@ class Explaining(Delivery):
                     else:
                         step["member_line"] = number
                     break
-        else:
-            step["by"] = "forward"
+        else:  # a mailbox's forwards, its own address when it keeps a copy
+            step["by"] = "keep-copy" if member == parent else "forward"
         return step
-
-
-def alias_sources(path):
-    """{key: (line, [(member, file, line)])} of the alias file, with the
-    file and line each member came from (an :include: file's own)."""
-    from ..store.aliases import _Parser
-
-    class SourceParser(_Parser):
-        def entry(self, path, parts, stack):
-            self.current = []
-            key, members = super().entry(path, parts, stack)
-            if key is not None and key not in self.found_sources:
-                self.found_sources[key] = (parts[0][0], self.current)
-            return key, members
-
-        def target(self, path, number, token, members, stack):
-            before = len(members)
-            ok = super().target(path, number, token, members, stack)
-            for member in members[before:]:
-                if all(member != m for m, _, _ in self.current):
-                    self.current.append((member, path, number))
-            return ok
-
-    parser = SourceParser(lambda problem: None)
-    parser.current, parser.found_sources = [], {}
-    try:
-        parser.parse(path)
-    except LdaError:
-        return {}
-    return parser.found_sources
 
 
 def _folder(target):
@@ -440,6 +413,8 @@ def _recipient_lines(entry):
             if "include_file" in step:
                 where += f", :include: {step['include_file']}:{step['include_line']}"
             yield f"  {step['from']} -> {step['to']}  (alias, {where})"
+        elif step["by"] == "keep-copy":
+            yield f"  {step['from']} -> {step['to']}  (the mailbox keeps a copy)"
         else:
             yield f"  {step['from']} -> {step['to']}  (forward of the mailbox)"
     for rule in entry.get("sieve", []):
@@ -486,7 +461,7 @@ def _quota_line(quota):
         return (f"quota {limit(quota['storage_limit'])} bytes, "
                 f"{limit(quota['messages_limit'])} messages")
     verdict = "fits" if quota["fits"] else "does not fit"
-    recount = " (maildirsize untrusted: a delivery would recount it)" \
+    recount = " (maildirsize missing or not trusted: a delivery would recount it)" \
         if quota["would_recount"] else ""
     return (f"quota {quota['storage_used']} of {limit(quota['storage_limit'])} bytes, "
             f"{quota['messages_used']} of {limit(quota['messages_limit'])} messages; "

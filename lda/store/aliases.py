@@ -690,6 +690,36 @@ class _Parser:
         return self.checked[value]
 
 
+def member_sources(path):
+    """{key: (line, [(member, file, line)])} of the alias file, with the
+    file and line each member came from (an :include: file's own), for
+    `lda explain`; bad lines are left out, as a delivery leaves them."""
+    class SourceParser(_Parser):
+        def entry(self, path, parts, stack):
+            self.current, self.named = [], set()
+            key, members = super().entry(path, parts, stack)
+            if key is not None and key not in self.found_sources:
+                self.found_sources[key] = (parts[0][0], self.current)
+            return key, members
+
+        def target(self, path, number, token, members, stack):
+            before = len(members)
+            ok = super().target(path, number, token, members, stack)
+            for member in members[before:]:
+                if member not in self.named:  # the first line that names it
+                    self.named.add(member)
+                    self.current.append((member, path, number))
+            return ok
+
+    parser = SourceParser(lambda problem: None)
+    parser.current, parser.named, parser.found_sources = [], set(), {}
+    try:
+        parser.parse(path)
+    except TemporaryFailure:  # unreadable now: the steps go without lines
+        return {}
+    return parser.found_sources
+
+
 def _entries(parser, path, lines):
     """Each entry as [(line number, text), ...], continuation lines after the first.
 
