@@ -91,6 +91,17 @@ def test_already_delivered_message_is_a_duplicate_with_its_time(site):
     assert "already delivered at" in site.run("explain", ALICE, input=MSG).stdout.decode()
 
 
+def test_a_mailbox_two_recipients_share_gets_one_copy(site):
+    site.create(ALICE)
+    site.aliases.write_text("team: alice\n")
+    report = explain(site, "team@example.org", ALICE)
+    assert targets(report, 0)[ALICE]["outcome"] == "deliver"
+    second = targets(report, 1)[ALICE]
+    assert second["outcome"] == "duplicate" and "team@example.org" in second["detail"]
+    site.deliver(MSG, "team@example.org", ALICE, check=0)
+    assert len(maildir_files(site.maildir(ALICE))) == 1
+
+
 def test_message_without_message_id_is_keyed_by_its_digest(site):
     site.create(ALICE)
     report = explain(site, ALICE, msg=message(message_id=None))
@@ -290,6 +301,7 @@ def test_explain_agrees_with_the_delivery(site):
         (["erin@example.org", "team@example.org"], message(message_id=None)),
         ([CAROL], message(message_id="<6@x>", body=b"y" * 2000 + b"\n")),  # 77 too big
         ([CAROL], message(message_id="<7@x>")),                  # 75 full
+        (["team@example.org", ALICE, BOB], message(message_id="<8@x>")),  # shared mailboxes
     ]
     seen = set()
     for recipients, msg in scenarios:

@@ -135,6 +135,7 @@ class Explaining(Delivery):
         super().__init__(*args, **kwargs)
         self.sieve_trace = []
         self.quota_seen = {}  # target -> (usage, recounted, failure)
+        self.claimed_by = {}  # target -> the earlier recipient that gets its copy
 
     def database(self, db_root):
         if db_root not in self.databases:
@@ -156,7 +157,7 @@ class Explaining(Delivery):
         return failure
 
     def explain(self, recipients, stream):
-        """The explanation as a dict (see lda(1), EXPLAIN OUTPUT)."""
+        """The explanation as a dict (lda(1), "lda explain", --json)."""
         results, plans = self.resolve_all(recipients)
         entries = [None] * len(recipients)
         memory = info = None
@@ -227,6 +228,7 @@ class Explaining(Delivery):
             for target in group:
                 if keys[target] in claimed:  # an earlier recipient's copy gets there first
                     result.outcomes[target] = DUPLICATE
+                    self.claimed_by[target] = claimed[keys[target]]
                     continue
                 outcome = self.judge(db, target, keys, found, info, copy.size)
                 if outcome is None:
@@ -244,16 +246,18 @@ class Explaining(Delivery):
             row["quota"] = self._quota(target, copy)
         if info is not None:
             key = self.keys[target]
-            db = self.database(row["database"])
-            at = db.delivered_at(key)
+            at = self.database(target.db_root).delivered_at(key)
             row["key"] = {"mailbox": key[0], "message_id": key[1], "submit_time": key[2]}
             row["already_delivered_at"] = _iso(at) if outcome == DUPLICATE and at else None
-            pending = db.partial(target.address, key)
+            pending = self.database(row["database"]).partial(target.address, key)
             if pending:
                 pending["created"] = _iso(pending["created"])
                 pending["last_attempt"] = _iso(pending["last_attempt"])
             row["partial_pending"] = pending
-        if outcome == DUPLICATE:
+        if outcome == DUPLICATE and target in self.claimed_by:
+            row.update(outcome="duplicate", detail="duplicate, discarded (stored for "
+                       f"{self.claimed_by[target]} earlier in this delivery)")
+        elif outcome == DUPLICATE:
             row.update(outcome="duplicate", detail="duplicate, discarded")
         elif outcome == WOULD_DELIVER:
             row.update(outcome="deliver", detail=_would(target, row))
