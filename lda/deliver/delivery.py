@@ -75,8 +75,21 @@ def prefix_for(recipient, sender, lead):
     return prefix
 
 
+def loop_error(plan, info):
+    """MailLoop when the message carries a Delivered-To for the recipient."""
+    if info.is_loop(plan.canonical):
+        return MailLoop(f"mail forwarding loop for {plan.canonical}")
+    return None
+
+
 class Delivery:
     """Delivers one message; side effects (clock, sendmail, log) are parameters."""
+
+    # False for `lda explain` (explain.py), which runs the same decisions
+    # and stops before the first write; sieve_trace then collects which
+    # Sieve commands ran (interpreter.Execution.trace).
+    writes = True
+    sieve_trace = None
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
                  clock=time.time, sendmail=None, kept=None, original_header=None,
@@ -114,6 +127,21 @@ class Delivery:
         that the caller resolved already (LMTP, at RCPT), used while it
         holds (a mailbox moved or the aliases changed since: resolved
         again); check_current() still checks each target under its locks."""
+        results, plans = self.resolve_all(recipients, resolved)
+        if plans:
+            try:
+                delivered = self._deliver_plans([plan for _, plan in plans], stream)
+            except LdaError as e:  # the message could not even be written once
+                delivered = [Result(plan.recipient, e) for _, plan in plans]
+            for (index, _), result in zip(plans, delivered):
+                results[index] = result
+        self._cleanup_databases()
+        return results
+
+    def resolve_all(self, recipients, resolved=None):
+        """([Result or None per recipient], [(index, Plan)]): a recipient
+        refused here has its Result (logged), the others their Plan; the
+        first step of run() and of `lda explain`."""
         # -a names the original of one recipient; with several it is unknown.
         self._log_original = self.original_recipient if len(recipients) == 1 else None
         results, plans = [None] * len(recipients), []
@@ -128,15 +156,7 @@ class Delivery:
                 # Refused before the message was read: no Message-ID yet.
                 self.log.target(None, recipient, self._log_original,
                                 failure_status(e), e.status, str(e))
-        if plans:
-            try:
-                delivered = self._deliver_plans([plan for _, plan in plans], stream)
-            except LdaError as e:  # the message could not even be written once
-                delivered = [Result(plan.recipient, e) for _, plan in plans]
-            for (index, _), result in zip(plans, delivered):
-                results[index] = result
-        self._cleanup_databases()
-        return results
+        return results, plans
 
     def _deliver_plans(self, plans, stream):
         from .message import Reader
@@ -252,6 +272,13 @@ class Delivery:
     def _stage(self, plan, reader, dir_fd):
         """The first recipient's copy; the MTA's own fields at its top decide
         every recipient's prefix."""
+        head, lead, chunks = self.read_lead(reader)
+        prefix = prefix_for(plan.canonical, self.sender, lead)
+        return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead)
+
+    def read_lead(self, reader):
+        """(the header read so far, the MTA's own fields at its top, the
+        rest of the chunks): a stale Return-Path already dropped."""
         from .message import Headers
 
         chunks = reader.chunks()
@@ -271,8 +298,7 @@ class Delivery:
             if trimmed is not None:
                 head = trimmed
                 lead = [field for field in lead if field[0] != b"return-path"]
-        prefix = prefix_for(plan.canonical, self.sender, lead)
-        return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead)
+        return head, lead, chunks
 
     def _copies(self, plans, first, info, staged, unwritten):
         """Every other recipient's copy (same bytes, its own prefix) into
@@ -280,8 +306,9 @@ class Delivery:
         unwritten[i] (a mail loop, the first recipient's too)."""
         prefixes = {}
         for i, plan in enumerate(plans):
-            if info.is_loop(plan.canonical):
-                unwritten[i] = MailLoop(f"mail forwarding loop for {plan.canonical}")
+            loop = loop_error(plan, info)
+            if loop is not None:
+                unwritten[i] = loop
             elif i:  # the first is staged already, by _stage
                 prefixes[i] = prefix_for(plan.canonical, self.sender, first.lead)
         copies, failed = md.stage_copies(first, prefixes, self.config.hostname)
@@ -360,7 +387,7 @@ class Delivery:
                     continue
                 live.append((plan, copy, result, targets, filtered))
                 for target in targets:
-                    keys[target] = (target.key_mailbox, info.key_id, info.submit_time)
+                    keys[target] = target.delivered_to_key(info)
                     copy_of[target], result_of[target] = target.staged or copy, result
                     groups.setdefault(target.db_root, []).append(target)
             for db_root, group in groups.items():
@@ -432,17 +459,11 @@ class Delivery:
         with db.transaction():
             found = db.lookup([keys[t] for t in targets])
             for target in targets:
-                row = found.get(keys[target])
-                if row and self._other_body(row, info):
-                    row = self._rekey_other_body(db, target, keys, info)
-                if row and self._already_there(target, row):
-                    results[target].outcomes[target] = DUPLICATE
+                verdict = self.judge(db, target, keys, found, info, staged[target].size)
+                if verdict is not None:
+                    results[target].outcomes[target] = verdict
                     continue
                 size = staged[target].size
-                failure = self._quota_failure(target, size)
-                if failure:
-                    results[target].outcomes[target] = failure
-                    continue
                 name = md.unique_name(self.config.hostname) + f",S={size}"
                 pending.append((target, name if target.local else None))
             db.mark_pending([(keys[t], name) for t, name in pending], info.body_digest)
@@ -476,6 +497,16 @@ class Delivery:
             db.mark_delivered(done)
             db.forget(failed)
         self._warn_quota(db, [t for t, _ in pending], keys, staged, results)
+
+    def judge(self, db, target, keys, found, info, size):
+        """DUPLICATE, the LdaError that keeps the target from the message
+        (its quota), or None: go ahead.  found: db.lookup() of the keys."""
+        row = found.get(keys[target])
+        if row and self._other_body(row, info):
+            row = self._rekey_other_body(db, target, keys, info)
+        if row and self._already_there(target, row):
+            return DUPLICATE
+        return self._quota_failure(target, size) or None
 
     def _warn_quota(self, db, targets, keys, staged, results):
         """A warning into each mailbox whose usage these deliveries took
@@ -617,22 +648,8 @@ class Delivery:
         unless no target at all took the message or the copy cannot be kept
         for retry.  A vacation reply that could not be sent is only logged:
         its retry is the next message."""
-        failures = {t: o for t, o in result.outcomes.items()
-                    if isinstance(o, LdaError) and t.reply is None}
-        primary = [o for t, o in failures.items() if t.primary]
-        if primary:
-            result.error = primary[0]
-            return
-        if not failures:
-            return
-        if len(failures) == len([t for t in targets if t.reply is None]):
-            errors = list(failures.values())
-            permanent = all(e.permanent for e in errors)
-            result.error = errors[0] if permanent else TemporaryFailure(
-                f"no target of {plan.canonical} could take the message: "
-                + "; ".join(f"{t.address}: {e}" for t, e in failures.items()))
-            return
-        for target, error in failures.items():
+        result.error, partial = verdict(plan, targets, result.outcomes)
+        for target, error in partial.items():
             try:
                 self._record_partial(plan, target, error, target.staged or staged, info,
                                      keys[target])
@@ -720,6 +737,26 @@ class Delivery:
             for name in md.sweep_tmp(path, self.clock()):
                 self.log.info(f"removed stale {path}/tmp/{name}")
         self.touched = set()
+
+
+def verdict(plan, targets, outcomes):
+    """(the recipient's error or None, {forward target: its error} to keep
+    as partial deliveries) from the outcomes of its targets: a primary
+    failure fails the recipient, and so does every target failing."""
+    failures = {t: o for t, o in outcomes.items()
+                if isinstance(o, LdaError) and t.reply is None}
+    primary = [o for t, o in failures.items() if t.primary]
+    if primary:
+        return primary[0], {}
+    if not failures:
+        return None, {}
+    if len(failures) == len([t for t in targets if t.reply is None]):
+        errors = list(failures.values())
+        permanent = all(e.permanent for e in errors)
+        return (errors[0] if permanent else TemporaryFailure(
+            f"no target of {plan.canonical} could take the message: "
+            + "; ".join(f"{t.address}: {e}" for t, e in failures.items()))), {}
+    return None, failures
 
 
 def _reply_kind(target):

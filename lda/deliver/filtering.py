@@ -158,7 +158,7 @@ def filter_target(delivery, scripts, plan, target, info, staged):
         # A mailbox among several of one recipient sends its MDN instead.
         raise Rejected(refusal.reason)
     derived = targets_for(outcome, target, delivery.log, info.log_id)
-    if outcome.header is not None:
+    if outcome.header is not None and delivery.writes:
         edit_copies(delivery, derived, outcome.header, info, staged)
     return derived, (target, outcome, state)
 
@@ -267,7 +267,7 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     from ..sieve import Envelope, evaluate
 
     db = delivery.database(target.db_root)
-    key = (target.key_mailbox, info.key_id, info.submit_time)
+    key = target.delivered_to_key(info)
     row = db.lookup([key]).get(key)
     if row and row[0] == "delivered":
         return None, None  # a resend: a duplicate, not filtered again
@@ -278,6 +278,8 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     cache = delivery.sieve_cache()
     options = dict(config.sieve_options(), postmaster=config.postmaster,
                    sieve_dir=config.sieve_dir_for(target.maildir_path), sieve_cache_dir=cache)
+    if delivery.sieve_trace is not None:
+        options["trace"] = delivery.sieve_trace
     envelope = Envelope(delivery.sender or "", plan.canonical,
                         delivery.original_recipient or plan.canonical,
                         config.recipient_delimiter, environment=environment(delivery),

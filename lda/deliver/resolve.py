@@ -61,6 +61,11 @@ class Target:
             return os.path.join(self.maildir_root, self.maildir_relative)
         return self.maildir_root
 
+    def delivered_to_key(self, info):
+        """The DeliveredTo key of this target for the message info describes:
+        (mailbox, Message-ID or content digest, submit time)."""
+        return (self.key_mailbox, info.key_id, info.submit_time)
+
     @property
     def key_mailbox(self):
         if self.key:
@@ -121,7 +126,7 @@ class UserResolver:
 class ManagedResolver:
     """Managed mode: alias file, then the mailbox directory."""
 
-    def __init__(self, config, directory, log=None):
+    def __init__(self, config, directory, log=None, read_only=False):
         self.config = config
         self.directory = directory
         self.log = log
@@ -134,8 +139,9 @@ class ManagedResolver:
             from ..store.aliases import open_aliases, table_path
 
             # The compiled table if it is current, else the file parsed.
+            # read_only (`lda explain`): not even the stamp of warnings given.
             self.aliases = open_aliases(config.aliases, table_path(config.state_dir),
-                                        self._warn)
+                                        self._warn, stamp=not read_only)
 
     def _warn(self, line):
         """To the delivery's log; without one (lmtp, partial), lda.toml's."""
@@ -311,15 +317,17 @@ def current_user(environ=os.environ):
         return environ.get("USER") or str(os.getuid())
 
 
-def make_resolver(config, environ, log=None):
+def make_resolver(config, environ, log=None, read_only=False):
     """The resolver for the configuration's mode, as `lda deliver` and
-    `lda lmtp` build it."""
+    `lda lmtp` build it (read_only: as `lda explain` does, see
+    ManagedResolver)."""
     if config.per_user:
         return UserResolver(config, current_user(environ), environ.get("EXTENSION"))
     # Per-user mode has no directory: a per-user delivery does not import it.
     from ..store.directory import Directory
 
-    return ManagedResolver(config, Directory(config.directory_path), log)
+    return ManagedResolver(config, Directory(config.directory_path, read_only), log,
+                           read_only)
 
 
 class ThreadResolvers:

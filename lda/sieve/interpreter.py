@@ -90,6 +90,9 @@ class Execution:
         self.line = 0
         self._fields = None
         self.header = None  # [(name, value, source)] once editheader changed it
+        # `lda explain`: a list that gets (script, line, what) for each if
+        # branch taken and each action, None on a delivery (no cost there).
+        self.trace = envelope.options.get("trace")
 
     def outcome(self):
         implicit = not self.keep_cancelled
@@ -172,10 +175,16 @@ class Execution:
                 getattr(self, "cmd_" + node["cmd"])(node)
 
     def cmd_if(self, node):
-        for test, block in node["branches"]:
+        line = self.line
+        for index, (test, block) in enumerate(node["branches"]):
             if self.test(test):
+                if self.trace is not None:
+                    what = "if" if index == 0 else f"elsif (branch {index + 1})"
+                    self.trace.append((self.script.name, line, f"{what} matched"))
                 return self.block(block)
         if node["else"] is not None:
+            if self.trace is not None:
+                self.trace.append((self.script.name, line, "else taken"))
             self.block(node["else"])
 
     def cmd_stop(self, node):
@@ -281,6 +290,8 @@ class Execution:
             if problem:
                 self.fail(problem)
         self.actions.append(action)
+        if self.trace is not None:
+            self.trace.append((self.script.name, self.line, type(action).__name__.lower()))
 
     # --- tests ---------------------------------------------------------------
 

@@ -222,16 +222,18 @@ def table_path(state_dir):
     return os.path.join(state_dir, TABLE_NAME)
 
 
-def open_aliases(path, table, warn, clock=time.time):
+def open_aliases(path, table, warn, clock=time.time, stamp=True):
     """What the alias file at path holds: its compiled table at table, if
     that was built from exactly the files there now, else the file parsed by
     load_aliases(), bad lines skipped.  warn(line) says why a table that
     exists is not used, and which lines were skipped (see warn_bad_lines);
-    no table at all means no warning about it (compiling is optional)."""
+    no table at all means no warning about it (compiling is optional).
+    stamp=False (`lda explain`): every bad line warned, no stamp file
+    written."""
     from ..startup.sqlite3 import sqlite3
 
     if not os.path.exists(table):
-        return _parsed(path, table, warn, clock)
+        return _parsed(path, table, warn, clock, stamp)
     conn = None
     try:
         conn = sqlite3.connect(_readonly_uri(table), uri=True)
@@ -243,14 +245,17 @@ def open_aliases(path, table, warn, clock=time.time):
     if conn is not None:
         conn.close()
     warn(f"aliases table {table} {why}; reading {path} instead; {_RECOMPILE}")
-    return _parsed(path, table, warn, clock)
+    return _parsed(path, table, warn, clock, stamp)
 
 
-def _parsed(path, table, warn, clock):
+def _parsed(path, table, warn, clock, stamp=True):
     """The file parsed as a delivery reads it, its bad lines logged."""
     aliases = load_aliases(path, strict=False)
-    if aliases.problems:
+    if aliases.problems and stamp:
         warn_bad_lines(aliases, os.path.dirname(table), warn, clock)
+    elif aliases.problems:
+        for problem in aliases.problems:
+            warn(f"aliases {problem}; line skipped")
     return aliases
 
 
@@ -704,6 +709,36 @@ class _Parser:
         if value not in self.checked:
             self.checked[value] = _check_address(value)
         return self.checked[value]
+
+
+def member_sources(path):
+    """{key: (line, [(member, file, line)])} of the alias file, with the
+    file and line each member came from (an :include: file's own), for
+    `lda explain`; bad lines are left out, as a delivery leaves them."""
+    class SourceParser(_Parser):
+        def entry(self, path, parts, stack):
+            self.current, self.named = [], set()
+            key, members = super().entry(path, parts, stack)
+            if key is not None and key not in self.found_sources:
+                self.found_sources[key] = (parts[0][0], self.current)
+            return key, members
+
+        def target(self, path, number, token, members, stack):
+            before = len(members)
+            ok = super().target(path, number, token, members, stack)
+            for member in members[before:]:
+                if member not in self.named:  # the first line that names it
+                    self.named.add(member)
+                    self.current.append((member, path, number))
+            return ok
+
+    parser = SourceParser(lambda problem: None)
+    parser.current, parser.named, parser.found_sources = [], set(), {}
+    try:
+        parser.parse(path)
+    except TemporaryFailure:  # unreadable now: the steps go without lines
+        return {}
+    return parser.found_sources
 
 
 def _entries(parser, path, lines):

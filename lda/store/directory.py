@@ -28,7 +28,9 @@ def in_domain(domain):
 class Directory:
     """Read-only view used by deliveries."""
 
-    def __init__(self, path):
+    def __init__(self, path, untouched=False):
+        """untouched (`lda explain`): not even SQLite's WAL is created; with
+        none there, the file is read as it stands."""
         self.path = path
         if not os.path.exists(path):
             raise ConfigError(f"{path}: no mailbox directory; create mailboxes with "
@@ -37,7 +39,9 @@ class Directory:
         # going away) is a temporary failure, not a configuration error: 75
         # is what every MTA retries (Exim's pipe, for one, bounces on 78).
         try:
-            self.conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+            as_is = untouched and not os.path.exists(path + "-wal")
+            self.conn = sqlite3.connect(f"file:{path}?mode=ro" + "&immutable=1" * as_is,
+                                        uri=True, timeout=30,
                                         isolation_level=None)
         except sqlite3.Error as e:
             raise TemporaryFailure(f"{path}: cannot open mailbox directory: {e}") from None

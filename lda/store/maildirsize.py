@@ -168,12 +168,22 @@ def read_usage(maildir: str, quota: Quota, clock=time.time, *,
     under its limit, with deletions the file missed, refuses big messages
     until something else rebuilds the file.  A quota of Quota() is written too:
     pass quota_for() so a limit set by Dovecot or Courier is kept."""
+    return judged_usage(maildir, quota, clock, size, count, rules, grace)[0]
+
+
+def judged_usage(maildir, quota, clock=time.time, size=0, count=0, rules=DOVECOT, grace=0,
+                 write=True):
+    """(usage, recounted): read_usage's figures, and whether maildirsize
+    could not be trusted and was recounted (write=False: counted, the file
+    left as it is, for `lda explain`)."""
     found = _load(maildir)
     if found is not None:
         usage = _trusted_usage(found, quota, clock(), size, count, grace)
         if usage is not None:
-            return usage
-    return recalculate(maildir, quota, rules=rules)
+            return usage, False
+    if not write:
+        return count_usage(maildir, rules=rules), True
+    return recalculate(maildir, quota, rules=rules), True
 
 
 def _trusted_usage(found, quota, now, size, count, grace):
@@ -544,12 +554,22 @@ def quota_failure(config, target, size, clock=time.time):
     quota_full = "reject".  QuotaTooBig, always permanent, when the message
     does not fit and is larger than the storage limit: emptying the mailbox
     would not make room (see the module's docstring for grace)."""
+    return quota_judgement(config, target, size, clock)[0]
+
+
+def quota_judgement(config, target, size, clock=time.time, write=True):
+    """(quota_failure's answer, the usage it was judged on or None, whether
+    maildirsize was recounted): write=False recounts without rewriting it."""
     if not target.local or target.quota is None or target.quota.unlimited():
-        return None
+        return None, None, False
     limit = target.quota
     grace = grace_bytes(limit, config.quota_grace)
-    usage = read_usage(target.maildir_path, limit, clock, size=size, count=1,
-                       rules=config.quota_rules, grace=grace)
+    usage, recounted = judged_usage(target.maildir_path, limit, clock, size, 1,
+                                    config.quota_rules, grace, write)
+    return _over_quota(config, target, size, limit, grace, usage), usage, recounted
+
+
+def _over_quota(config, target, size, limit, grace, usage):
     if not would_exceed(usage, limit, size, grace=grace):
         return None
     if 0 < limit.storage < size:
