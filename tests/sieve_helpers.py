@@ -93,3 +93,23 @@ KEEP = ["keep (implicit)"]
 DISCARD = ["discard"]
 
 SCRIPT = 'require ["fileinto"];\nif header :contains "subject" "present" { fileinto "Gifts"; }\n'
+
+
+def cached_run_probe(path, cache, text):
+    """Python source that loads the script at `path` from its cache in
+    `cache`, runs it on the message `text`, prints the cache status and the
+    actions on stderr and the modules it loaded on stdout: for the tests
+    that a cached script imports only what it uses."""
+    return f"""
+import io, sys
+from lda.deliver.message import Reader
+from lda.sieve import Envelope, MemoryState, load_script, run
+reader = Reader(io.BytesIO({text.encode()!r}))
+for _ in reader.chunks():
+    pass
+reader.info()
+script = load_script({str(path)!r}, {str(cache)!r})
+outcome = run(script, reader, Envelope("a@example.org", "b@example.org"), MemoryState())
+print(script.cache_status, outcome.describe(), file=sys.stderr)
+print(" ".join(sorted(sys.modules)))
+"""

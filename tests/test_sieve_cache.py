@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lda.sieve import (Envelope, MemoryState, SieveError, compile_script, evaluate,
                        load_script, run)
 from lda.startup.json import dumps, loads
-from sieve_helpers import KEEP, PLAIN, RECIPIENT, SCRIPT, SENDERS, parse
+from sieve_helpers import KEEP, PLAIN, RECIPIENT, SCRIPT, SENDERS, cached_run_probe, parse
 
 
 @pytest.fixture
@@ -133,19 +133,7 @@ def test_a_cached_delivery_imports_neither_parser_nor_json(tmp_path, user):
                     ' setflag "\\\\Seen"; fileinto "${1}"; }\nif duplicate { discard; }\n'
                     'if envelope :detail "to" "x" { keep; }\n')
     load_script(path, cache)
-    probe = f"""
-import io, sys
-from lda.deliver.message import Reader
-from lda.sieve import Envelope, MemoryState, load_script, run
-reader = Reader(io.BytesIO({PLAIN.encode()!r}))
-for _ in reader.chunks():
-    pass
-reader.info()
-script = load_script({str(path)!r}, {str(cache)!r})
-outcome = run(script, reader, Envelope("a@example.org", "b@example.org"), MemoryState())
-print(script.cache_status, outcome.describe(), file=sys.stderr)
-print(" ".join(sorted(sys.modules)))
-"""
+    probe = cached_run_probe(path, cache, PLAIN)
     done = subprocess.run([sys.executable, "-c", probe], env=user.env, capture_output=True,
                           check=True)
     assert done.stderr.decode().startswith("cache ['fileinto \"I have a\" :flags \"\\\\Seen\"']")

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import maildir_files, message, without_site
 from lda.sieve import MemoryState, SieveError, compile_script, load_script
-from sieve_helpers import KEEP, actions, outcome_of, with_headers
+from sieve_helpers import KEEP, actions, cached_run_probe, outcome_of, with_headers
 
 REQUIRE = 'require ["date", "index", "variables", "fileinto"];\n'
 # Tue, 24 Nov 2026 10:00:00 -0530 is 15:30:00 UTC.
@@ -188,19 +188,7 @@ def test_a_cached_date_script_loads_its_module_and_no_other(tmp_path, user):
     path.write_text('require ["date", "fileinto"];\n'
                     'if date :is :originalzone "date" "year" "2026" { fileinto "y"; }\n')
     load_script(path, cache)
-    probe = f"""
-import io, sys
-from lda.deliver.message import Reader
-from lda.sieve import Envelope, MemoryState, load_script, run
-reader = Reader(io.BytesIO({DATED.encode()!r}))
-for _ in reader.chunks():
-    pass
-reader.info()
-script = load_script({str(path)!r}, {str(cache)!r})
-outcome = run(script, reader, Envelope("a@example.org", "b@example.org"), MemoryState())
-print(script.cache_status, outcome.describe(), file=sys.stderr)
-print(" ".join(sorted(sys.modules)))
-"""
+    probe = cached_run_probe(path, cache, DATED)
     done = without_site(probe, user.env)
     assert done.stderr.strip() == "cache ['fileinto \"y\"']"
     loaded = set(done.stdout.split())
