@@ -17,8 +17,10 @@ from conftest import Site, damage_pages, message
 from lda.cli import cli
 
 # Delivery commands have their own damaged-state answers (75 keeps the
-# message queued), tested with the deliveries; `lda lmtp` would serve.
-DELIVERY = {"deliver", "lmtp"}
+# message queued), tested with the deliveries; the servers (`lda lmtp`,
+# `lda policy`, `lda socketmap`) would serve, and answer each request
+# (test_lmtp.py, test_services.py).
+DELIVERY = {"deliver", "lmtp", "policy", "socketmap"}
 ALICE = "alice@example.org"
 ARGS = {
     "aliases compile": [],
@@ -26,6 +28,7 @@ ARGS = {
     "db show": ["default"],
     "dedup forget": ["--message-id", "<m1@example.org>"],
     "dedup lookup": ["--message-id", "<m1@example.org>"],
+    "explain": [ALICE],
     "mailbox create": ["carol@example.org"],
     "mailbox delete": [ALICE],
     "mailbox move": [ALICE, "--to", "db2"],
@@ -98,7 +101,7 @@ DAMAGE = {
 }
 MISSING = {"missing-lda.sqlite", "missing-directory"}
 # Commands whose work is to report damage: the file is named on stdout.
-REPORTS = {"db check"}
+REPORTS = {"db check", "config check"}
 
 
 @pytest.fixture(scope="module")
