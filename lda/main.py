@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 
-# The admin commands of lda/cli.py; tests/test_docs.py checks the list
+# The admin commands of lda/cli/; tests/test_docs.py checks the list
 # against click's, which this module must not import.
 ADMIN_COMMANDS = frozenset({"aliases", "config", "db", "dedup", "deliver", "explain", "lmtp",
                             "mailbox", "partial", "policy", "procmail-convert", "quota",
@@ -25,7 +25,7 @@ GLOBAL_WITH_VALUE = ("-c", "--config")
 
 def main(argv=None):
     """Dispatch a delivery before click is imported; everything else is an
-    admin command for lda/cli.py."""
+    admin command for lda/cli/."""
     argv = sys.argv[1:] if argv is None else argv
     # Mail is private: 0600 files and 0700 directories, the SQLite database
     # and the directories created on the way included.  Set here, for the

@@ -175,3 +175,24 @@ def test_every_package_is_installed():
              for p in root.rglob("__init__.py") if "__pycache__" not in p.parts}
     pyproject = tomllib.loads((root.parent / "pyproject.toml").read_text())
     assert set(pyproject["tool"]["setuptools"]["packages"]) == found
+
+
+def test_click_is_imported_only_under_lda_cli():
+    """STYLE.md: the command line is a thin click skin over the library, so
+    click appears in lda/cli/ (any of its modules) and nowhere else."""
+    known = modules()
+    importers = sorted(name for name, (path, is_package) in known.items()
+                       if any(target == "click" or target.startswith("click.")
+                              for target, _ in imported(name, path, is_package, known)))
+    assert "lda.cli.root" in importers  # the check sees `import click`
+    assert [n for n in importers if n != "lda.cli" and not n.startswith("lda.cli.")] == []
+
+
+def test_only_main_reaches_the_cli():
+    """lda/main.py hands an admin command to lda.cli after a delivery was
+    ruled out; no library module imports the command line."""
+    graph = import_graph(module_level_only=False)
+    callers = sorted(name for name, targets in graph.items()
+                     if not (name == "lda.cli" or name.startswith("lda.cli."))
+                     and any(t == "lda.cli" or t.startswith("lda.cli.") for t in targets))
+    assert callers == ["lda.main"]

@@ -1,0 +1,199 @@
+"""`lda sieve` (check, test; install, list, activate, show a managed
+mailbox's scripts) and `lda procmail-convert`."""
+
+import json
+import sys
+
+import click
+
+from ..admin.mailboxes import open_directory
+from ..admin.sieve import ScriptInvalid
+from ..admin.sieve import activate as activate_script
+from ..admin.sieve import install as install_script
+from ..admin.sieve import list_scripts as list_sieve_scripts
+from ..admin.sieve import show as show_sieve_script
+from ..errors import EX_DATAERR
+from ..sieve.dryrun import check as check_script
+from ..sieve.dryrun import dry_run
+from ..sieve.procmail import convert as procmail_to_sieve
+from .output import emit, emit_record, output_options
+from .root import cli, load
+
+
+@cli.group()
+def sieve():
+    """Sieve filters (RFC 5228): check, try; install and activate a mailbox's."""
+
+
+@sieve.command("check")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def sieve_check(ctx, path):
+    """Compile a script; print FILE:LINE:COL: message per error (exit 65).
+
+    \b
+    Example:
+        lda sieve check ~/.dovecot.sieve
+    """
+    errors = check_script(path, load(ctx).sieve_extensions_extra)
+    for line in errors:
+        click.echo(line, err=True)
+    sys.exit(EX_DATAERR if errors else 0)
+
+
+@sieve.command("test")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("-f", "sender", help="Envelope sender (default: Return-Path, else From).")
+@click.option("-r", "recipient", help="Envelope recipient (default: Delivered-To, else To).")
+@click.option("-a", "original", help="Original recipient (default: none).")
+@output_options
+@click.pass_context
+def sieve_test(ctx, path, sender, recipient, original, as_json):
+    """Dry run: print the actions the script takes on the message on stdin.
+
+    Nothing is delivered, sent or recorded; :user and :detail split at the
+    configuration's recipient_delimiter, as a delivery would.  include
+    :personal reads sieve_dir in per-user mode, else the script's own
+    directory (sieve/ beside an lda.sieve).
+
+    \b
+    Example:
+        lda sieve test ~/.dovecot.sieve -f bob@example.org < message.eml
+        lda sieve test ~/.dovecot.sieve --json < message.eml
+    """
+    config = load(ctx)
+    actions, notes, status = dry_run(path, click.get_binary_stream("stdin"), sender,
+                                     recipient, config.recipient_delimiter,
+                                     config.sieve_options(),
+                                     config.sieve_dir if config.per_user else None,
+                                     original, as_json)
+    for line in notes:
+        click.echo(line, err=True)
+    for line in actions:
+        click.echo(line)
+    sys.exit(status)
+
+
+def sieve_admin(call, as_json):
+    """Run an admin/sieve.py call; a script that does not compile is its
+    errors, one per line on stderr (and under "errors" with --json), and
+    exit 65, as `lda sieve check` reports them."""
+    try:
+        return call()
+    except ScriptInvalid as e:
+        if as_json:
+            click.echo(json.dumps({"error": str(e), "errors": e.lines}, indent=2))
+        for line in e.lines:
+            click.echo(line, err=True)
+        raise
+
+
+@sieve.command("install")
+@click.argument("address")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", help="Store it under this name (default: the file's, less .sieve).")
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Make it the mailbox's active script.")
+@output_options
+@click.pass_context
+def sieve_install(ctx, address, path, name, activate, as_json):
+    """Install a managed mailbox's Sieve script, checked first.
+
+    A script that does not compile changes nothing (exit 65).  Written
+    atomically into the mailbox (sieve/NAME.sieve, and lda.sieve when
+    active); a symlink there is replaced, never written through.
+
+    \b
+    Example:
+        lda sieve install alice@example.org vacation.sieve
+        lda sieve install alice@example.org spam.sieve --name spam --no-activate
+    """
+    config = load(ctx)
+    db = open_directory(config)
+    emit_record(sieve_admin(
+        lambda: install_script(db, address, path, name, activate,
+                               config.sieve_extensions_extra), as_json), as_json)
+
+
+@sieve.command("list")
+@click.argument("address", required=False)
+@output_options
+@click.pass_context
+def sieve_list(ctx, address, as_json):
+    """List the Sieve scripts of a managed mailbox, or of every mailbox.
+
+    A name "-" is an active lda.sieve that none of the stored scripts
+    matches (one written by hand).
+
+    \b
+    Example:
+        lda sieve list alice@example.org
+    """
+    rows = list_sieve_scripts(open_directory(load(ctx)), address)
+    emit(rows, as_json, ["address", "name", "active", "size"])
+
+
+@sieve.command("activate")
+@click.argument("address")
+@click.argument("name")
+@output_options
+@click.pass_context
+def sieve_activate(ctx, address, name, as_json):
+    """Make a stored script the mailbox's active one (checked first).
+
+    \b
+    Example:
+        lda sieve activate alice@example.org vacation
+    """
+    config = load(ctx)
+    db = open_directory(config)
+    emit_record(sieve_admin(lambda: activate_script(db, address, name,
+                                                    config.sieve_extensions_extra),
+                            as_json), as_json)
+
+
+@sieve.command("show")
+@click.argument("address")
+@output_options
+@click.pass_context
+def sieve_show(ctx, address, as_json):
+    """Print a managed mailbox's active Sieve script.
+
+    \b
+    Example:
+        lda sieve show alice@example.org
+    """
+    shown = show_sieve_script(open_directory(load(ctx)), address)
+    if as_json:
+        return emit_record(shown, True)
+    if shown["script"] is None:
+        click.echo(f"lda: {shown['address']} has no Sieve script of its own", err=True)
+        return
+    click.echo(shown["script"], nl=False)
+
+
+@cli.command("procmail-convert")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def procmail_convert(ctx, path):
+    """Print a .procmailrc's recipes as a Sieve script.
+
+    Recipes with no Sieve equivalent (pipes, body conditions, complex
+    regular expressions) are left in the script as comments; those that
+    Sieve does differently (an mbox becomes a Maildir++ folder, a MAILDIR
+    outside ~/Maildir) carry a comment.  Each is one stderr line with its
+    line number; the exit status is 0 only when nothing was.
+
+    \b
+    Example:
+        lda procmail-convert ~/.procmailrc > ~/.lda.sieve
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    config = load(ctx)  # per-user mode's maildir is where the script delivers
+    script, problems = procmail_to_sieve(text, path,
+                                         maildir=config.maildir if config.per_user else None)
+    click.echo(script, nl=False)
+    for line, kind, reason in sorted(problems, key=lambda problem: problem.line):
+        click.echo(f"{path}:{line}: {kind}: {reason}", err=True)
+    sys.exit(EX_DATAERR if problems else 0)
