@@ -88,3 +88,24 @@ def test_script_writable_by_others_is_ignored(user):
     done = user.deliver(message(), "a@example.org", check=0)
     assert len(maildir_files(user.maildir)) == 1
     assert b"writable by group or others" in done.stderr
+
+
+@pytest.mark.parametrize("test, folder", [(":over {n_minus_1}", ".Big"), (":over {n}", None),
+                                          (":under {n_plus_1}", ".Big"), (":under {n}", None)],
+                         ids=["over-n-1", "not-over-n", "under-n+1", "not-under-n"])
+def test_size_is_the_message_as_the_mta_handed_it(user, test, folder):
+    """RFC 5228 section 5.9: the size of the message, not of the copy lda
+    stores with its own Return-Path and Delivered-To on top (what
+    `lda sieve test` and the header tests see too)."""
+    msg = message()
+    n = len(msg)
+    sieve(user, 'require "fileinto";\nif size '
+          + test.format(n=n, n_minus_1=n - 1, n_plus_1=n + 1)
+          + ' { fileinto "Big"; }\n')
+    (user.maildir / ".Big" / "new").mkdir(parents=True, exist_ok=True)
+    (user.maildir / ".Big" / "cur").mkdir(exist_ok=True)
+    (user.maildir / ".Big" / "tmp").mkdir(exist_ok=True)
+    user.deliver(msg, "a@example.org", check=0)
+    stored = maildir_files(user.maildir / folder) if folder else maildir_files(user.maildir)
+    assert len(stored) == 1
+    assert stored[0].read_bytes().endswith(msg.split(b"\n\n", 1)[1])

@@ -284,7 +284,10 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
                         delivery.original_recipient or plan.canonical,
                         config.recipient_delimiter, environment=environment(delivery),
                         options=options)
-    message = Message(info.headers, staged.size, staged)
+    # The message as the MTA handed it, as the header tests see it: lda's
+    # own Return-Path and Delivered-To on top of the copy are not counted.
+    size = staged.size - staged.prefix_len
+    message = Message(info.headers, size, staged)
     outcomes = []
     for path in scripts:
         outcome = evaluate(path, cache, message, envelope, state)
@@ -298,7 +301,7 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
         if outcome.errors or not _keeps(outcome):
             break
         if outcome.header is not None:  # the next script sees the edits
-            message = Message(EditedHeaders(outcome.header), staged.size)
+            message = Message(EditedHeaders(outcome.header), size)
     if not outcomes:
         return None, None
     return sequence_outcome(outcomes), state
