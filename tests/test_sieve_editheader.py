@@ -300,6 +300,23 @@ def test_the_next_script_of_a_sequence_sees_the_edits(make_site, tmp_path):
     assert maildir_files(box) == []
 
 
+def test_a_body_test_after_an_edit_still_reads_the_body(make_site, tmp_path):
+    """The next script of a sequence sees the edited header and can still
+    read the body (body/mime read the staged copy)."""
+    before = tmp_path / "before.sieve"
+    before.write_text('require "editheader";\naddheader "X-Checked" "yes";\n')
+    site = make_site(sieve_extensions_extra=ON, sieve_before=[str(before)])
+    box = site.create("alice@example.org")
+    body_word = MESSAGE.split(b"\n\n", 1)[1].split()[0].decode()
+    (box / "lda.sieve").write_text(
+        'require ["fileinto", "mailbox", "body"];\n'
+        f'if allof (header :is "X-Checked" "yes", body :contains "{body_word}") {{\n'
+        '  fileinto :create "Seen";\n}\n')
+    done = site.deliver(MESSAGE, "alice@example.org", check=0)
+    assert len(maildir_files(box / ".Seen")) == 1, done.stderr
+    assert maildir_files(box) == []
+
+
 def test_a_stale_return_path_lda_drops_does_not_stop_the_edits(make_site):
     site = make_site(sieve_extensions_extra=ON)
     box = site.create("alice@example.org")

@@ -301,7 +301,7 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
         if outcome.errors or not _keeps(outcome):
             break
         if outcome.header is not None:  # the next script sees the edits
-            message = Message(EditedHeaders(outcome.header), size)
+            message = Message(EditedHeaders(outcome.header), size, staged)
     if not outcomes:
         return None, None
     return sequence_outcome(outcomes), state
