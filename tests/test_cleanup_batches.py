@@ -80,3 +80,15 @@ def test_the_wal_stays_short_and_the_settings_come_back(tmp_path):
     check = connect(os.path.join(str(tmp_path), DB_FILE))
     assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     check.close()
+
+
+def test_expired_sieve_duplicate_ids_go_with_the_cleanup(tmp_path):
+    """RFC 7352 IDs are kept for their :seconds; past that they only take
+    room, and no delivery would read them as seen any more."""
+    store = store_with(tmp_path, expired=1)
+    with store.transaction() as conn:
+        conn.executemany("INSERT INTO sieve_duplicates VALUES ('a@x', ?, ?)",
+                         [("old", NOW - 1), ("fresh", NOW + 3600)])
+    store.cleanup()
+    assert [row[0] for row in store.conn.execute("SELECT key FROM sieve_duplicates")] == [
+        "fresh"]

@@ -324,9 +324,20 @@ class DeliveredTo:
         # _checkpoint() runs between the transactions instead.
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         try:
+            self._delete_expired_sieve_ids(batch)
             return self._delete_expired(cutoff, batch, max_seconds, on_batch, hold_seconds)
         finally:
             self.conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+
+    def _delete_expired_sieve_ids(self, batch):
+        """Sieve duplicate IDs (RFC 7352) past their :seconds, at most a
+        batch a run in one short transaction: no delivery reads them as seen
+        any more.  (Vacation replies carry no period in their rows, so they
+        stay: a :days may be years.)"""
+        with self.transaction(durable=False):
+            self.conn.execute(
+                "DELETE FROM sieve_duplicates WHERE (mailbox, key) IN (SELECT mailbox, key "
+                "FROM sieve_duplicates WHERE expires < ? LIMIT ?)", (self.clock(), batch))
 
     def _delete_expired(self, cutoff, batch, max_seconds, on_batch, hold_seconds):
         start, deleted, commit = time.monotonic(), 0, 0.0
