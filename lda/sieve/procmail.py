@@ -287,11 +287,10 @@ class Converter:
             size = text[1:].strip()
             if not size.isdigit():
                 raise Untranslated(f"size condition {text!r}")
+            # Both count the message as the MTA handed it (a delivery's
+            # Sieve size leaves out the Return-Path and Delivered-To lda puts
+            # on top); tests/test_procmail_convert.py checks a byte either side.
             test = f"size :{'under' if text[0] == '<' else 'over'} {size}"
-            self.changes.append(f"size {text[0]} {size}: procmail counts the message as "
-                                "it got it (and the From_ line it adds), Sieve the "
-                                "message lda stores, with its Return-Path and "
-                                "Delivered-To fields: they differ by some dozen bytes")
         else:
             test = self.regex_condition(text, case_sensitive)
         return f"not {test}" if negate else test
