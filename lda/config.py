@@ -24,6 +24,11 @@ KEYS = {
     "sieve_script": ("~/.lda.sieve", str, "per-user mode's Sieve script (managed: "
                      "lda.sieve in the mailbox)"),
     "aliases": ("", str, "aliases(5)-style file; empty for none"),
+    "directory": ("", str, "the mailbox directory: empty for directory.sqlite in state_dir, "
+                           "or a postgresql:// URL shared by several hosts (then "
+                           "directory.sqlite is this host's mirror of it)"),
+    "host_name": ("", str, "this host's name among the hosts of a shared directory "
+                           "(empty: one host, every mailbox database is local)"),
     "expiration_hours": (168, int, "how long DeliveredTo remembers a message"),
     "cleanup_interval_seconds": (3600, int, "how often deliveries prune expired rows"),
     "quota_full": ("tempfail", str, "tempfail (exit 75) or reject (exit 77)"),

@@ -14,7 +14,7 @@ import pytest
 # The helper modules of the real peers hold assertions and fixtures; they are
 # imported by several test modules (dovecot.py imports postfix.py), so their
 # assertions are rewritten from here, before any test module imports them.
-pytest.register_assert_rewrite("postfix", "dovecot")
+pytest.register_assert_rewrite("postfix", "dovecot", "postgres")
 
 LDA = shutil.which("lda")
 POSTFIX_ENV = ("SENDER", "RECIPIENT", "ORIGINAL_RECIPIENT", "EXTENSION", "LDA_CONFIG",

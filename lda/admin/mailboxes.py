@@ -35,6 +35,15 @@ def m002_moves(db):
          "target_maildir": str, "step": str, "started": float}, pk="address")
 
 
+@migrations()
+def m003_hosts(db):
+    # Several hosts sharing one directory (README, "Scaling out"): the host
+    # that holds each mailbox database (NULL: the only host), and how a
+    # front-end MTA reaches each host (the socketmap transport map's value).
+    db["databases"].add_column("host", str)
+    db["hosts"].create({"name": str, "transport": str, "created": float}, pk="name")
+
+
 class ManagedModeOnly(ConfigError):
     """A command of the mailbox directory, run in per-user mode."""
 
