@@ -42,6 +42,11 @@ def m003_hosts(db):
     # front-end MTA reaches each host (the socketmap transport map's value).
     db["databases"].add_column("host", str)
     db["hosts"].create({"name": str, "transport": str, "created": float}, pk="name")
+    # On a host whose directory is PostgreSQL, directory.sqlite is a mirror:
+    # one row saying which directory it copies, the version copied, and
+    # when it last heard from it (a delivery defers unknown recipients
+    # while that is too old).
+    db["mirror"].create({"source": str, "version": int, "synced": float}, pk="source")
 
 
 class ManagedModeOnly(ConfigError):
