@@ -865,13 +865,24 @@ def under(measured, limit):
     return f"{abs(share) * 100:.0f}% {'under' if share >= 0 else 'over'}"
 
 
+# Case 1's target (issue 22): `lda deliver` within this many times dovecot-lda.
+SINGLE_LIMIT = 1.2
+
+
 def target_single(bench, rows):
     r = by_name(rows)
     lda, dovecot = r["lda deliver"]["median"], r["dovecot-lda"]["median"]
     ratio = lda / dovecot
-    target(bench, 1, "lda deliver median within 1.5x of dovecot-lda", ratio <= 1.5,
-           f"{ratio:.2f}x ({fmt(lda, 's')} vs {fmt(dovecot, 's')}; limit 1.5x, "
-           f"{under(ratio, 1.5)})", "single", ratio, 1.5)
+    # What the limit leaves lda over the interpreter's own start (ended as
+    # lda ends, with os._exit): its imports and the delivery must fit there.
+    floor = r["(python, os._exit)"]["median"]
+    budget = SINGLE_LIMIT * dovecot - floor
+    target(bench, 1, f"lda deliver median within {SINGLE_LIMIT}x of dovecot-lda",
+           ratio <= SINGLE_LIMIT,
+           f"{ratio:.2f}x ({fmt(lda, 's')} vs {fmt(dovecot, 's')}; limit {SINGLE_LIMIT}x, "
+           f"{under(ratio, SINGLE_LIMIT)}; over the os._exit floor lda takes "
+           f"{fmt(lda - floor, 's')}, the limit leaves {fmt(budget, 's')})",
+           "single", ratio, SINGLE_LIMIT)
     for peer in ("procmail", "maildrop"):
         other = r[peer]["median"]
         target(bench, 1, f"(aim) lda deliver median below {peer}", lda < other,
