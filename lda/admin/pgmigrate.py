@@ -14,13 +14,15 @@ import time
 
 from ..errors import AlreadyExists, TemporaryFailure, UnknownName
 from .mailboxes import ManagedModeOnly, open_sqlite_directory
-from .pgdirectory import TABLES, connect, guarded_pg, public_url, secrets, upgrade_schema
+from .state import check_state_dir
+from .pgdirectory import TABLES, checked_url, connect, guarded_pg, public_url, secrets, upgrade_schema
 
 PROGRESS_EVERY = 1000
 
 
 def read_source(config):
     """{table: [row tuples]} of directory.sqlite, in one read transaction."""
+    check_state_dir(config)
     if not os.path.exists(config.directory_path):
         raise UnknownName(f"{config.directory_path}: no directory to migrate")
     db = open_sqlite_directory(config)
@@ -71,9 +73,10 @@ def migrate(config, url, progress=None, clock=time.monotonic):
                             "directory.sqlite")
     progress = progress or (lambda phase, done, total: None)
     start = clock()
-    conn = connect(url)  # a malformed URL: 78; an unreachable server: 75
+    checked_url(url)  # a malformed URL: 78
+    rows = read_source(config)
+    conn = connect(url)  # an unreachable server: 75
     try:
-        rows = read_source(config)
         with guarded_pg(url):
             upgrade_schema(conn)
             with conn.transaction():

@@ -7,7 +7,6 @@ import sys
 import click
 
 from ..admin.mailboxes import open_sqlite_directory, require_psycopg
-from ..errors import ConfigError
 from ..log import Log
 from .output import Progress, emit_record, output_options
 from .root import cli, load
@@ -16,13 +15,6 @@ from .root import cli, load
 @cli.group("directory")
 def directory_group():
     """The mailbox directory: PostgreSQL shared by several hosts, and the mirror."""
-
-
-def shared(config):
-    if not config.directory:
-        raise ConfigError(f"{config.path or 'lda.toml'}: directory is directory.sqlite "
-                          "(no postgresql:// URL): there is nothing to mirror")
-    return config
 
 
 @directory_group.command("migrate")
@@ -69,7 +61,12 @@ def directory_sync(ctx, follow, as_json):
         lda directory sync
         lda directory sync --follow
     """
-    config = shared(load(ctx))
+    config = load(ctx)
+    if not config.directory:
+        # One host: its directory.sqlite is the directory itself; a
+        # follower enabled there has nothing to do and says so.
+        return emit_record({"directory": config.directory_path, "shared": False,
+                            "result": "nothing to mirror"}, as_json)
     require_psycopg()
     from ..admin.mirror import Follower, sync_once
 
