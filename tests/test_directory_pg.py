@@ -68,11 +68,17 @@ def test_admin_commands_write_postgresql_and_the_mirror_follows_at_once(pg_site)
     assert [r["address"] for r in listed] == ["alice@example.org", "bob@example.org"]
     dbs = json.loads(site.run("db", "list", "--json", check=0).stdout)
     assert {d["name"]: d["mailboxes"] for d in dbs} == {"db2": 1, "default": 1}
+    assert len(dbs) == int(cluster.psql("SELECT count(*) FROM databases", dbname(site.dsn)))
     site.run("mailbox", "set-quota", "alice@example.org", "--messages", "7", check=0)
     assert mirror_rows(site, "SELECT quota_messages FROM mailboxes WHERE address = "
                              "'alice@example.org'") == [(7,)]
     quota = site.run("quota", "show", "alice@example.org", "--json", check=0)
     assert json.loads(quota.stdout)["messages_limit"] == 7
+    # A move switches the entry in one PostgreSQL transaction.
+    site.run("mailbox", "move", "alice@example.org", "--to", "db2", check=0)
+    assert mirror_rows(site, "SELECT database FROM mailboxes WHERE address = "
+                             "'alice@example.org'") == [("db2",)]
+    assert mirror_rows(site, "SELECT count(*) FROM moves") == [(0,)]
     site.run("mailbox", "delete", "alice@example.org", check=0)
     site.deliver(message("<m2@example.org>"), "alice@example.org", check=67)
     [(source, version, synced)] = mirror_rows(site, "SELECT * FROM mirror")

@@ -105,7 +105,8 @@ def open_shared_directory(config):
     def update_mirror(directory):
         mirror = open_sqlite_directory(config)
         try:
-            sync(directory, mirror)
+            with guarded(config.directory_path):
+                sync(directory, mirror)
         finally:
             mirror.close()
 
