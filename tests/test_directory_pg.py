@@ -158,6 +158,10 @@ def test_bad_urls_are_one_line_and_never_show_the_password(make_site, postgres):
     malformed = site.run("directory", "migrate", "--to",
                          f"postgresql://lda:{PASSWORD}@host:99999/x")
     assert malformed.returncode == 78 and PASSWORD not in out(malformed)
+    forged = site.run("directory", "migrate", "--to", f"postgresql://lda:{PASSWORD}@/x\r\n"
+                                                      "lda: forged line")
+    assert forged.returncode == 78 and len(forged.stderr.splitlines()) == 1
+    assert PASSWORD not in out(forged) and b"forged" not in forged.stderr
     site.write_config({"state_dir": str(site.state), "directory": unreachable})
     for args in (["mailbox", "list"], ["directory", "sync"], ["mailbox", "create",
                                                                  "bob@example.org"]):

@@ -147,10 +147,11 @@ def guarded_pg(url):
 def upgrade_schema(conn):
     """Create or upgrade the schema, each step once, in its own transaction;
     an advisory lock keeps two first commands from racing."""
-    conn.execute("CREATE TABLE IF NOT EXISTS lda_migrations "
-                 "(name text PRIMARY KEY, applied double precision)")
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('lda_migrations'))")
+        if conn.execute("SELECT to_regclass('lda_migrations') AS t").fetchone()["t"] is None:
+            conn.execute("CREATE TABLE lda_migrations "
+                         "(name text PRIMARY KEY, applied double precision)")
         done = {r["name"] for r in conn.execute("SELECT name FROM lda_migrations")}
         for name, statements in SCHEMA:
             if name not in done:
