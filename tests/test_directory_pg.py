@@ -214,7 +214,8 @@ def test_the_follower_copies_each_change_and_stops_on_sigterm(pg_site):
 def test_postgresql_down_leaves_the_mirror_and_known_mailboxes_deliver(make_site,
                                                                       own_postgres):
     cluster = own_postgres
-    site = make_site(directory=cluster.dsn(cluster.create_database()))
+    site_dsn = cluster.dsn(cluster.create_database())
+    site = make_site(directory=site_dsn)
     alice = site.create("alice@example.org")
     proc = follower(site)
     try:
@@ -232,6 +233,11 @@ def test_postgresql_down_leaves_the_mirror_and_known_mailboxes_deliver(make_site
         cluster.start()
         site.run("mailbox", "create", "bob@example.org", check=0)
         assert mirror_rows(site, "SELECT count(*) FROM mailboxes") == [(2,)]
+        # Another host's change: only the follower, reconnected, brings it.
+        cluster.psql("DELETE FROM mailboxes WHERE address = 'bob@example.org'",
+                     dbname(site_dsn))
+        wait_until(lambda: mirror_rows(site, "SELECT count(*) FROM mailboxes") == [(1,)],
+                   15, "the follower back after PostgreSQL's restart")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=10)
