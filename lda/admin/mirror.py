@@ -53,28 +53,25 @@ def mirrored_version(mirror, source):
 
 def sync(directory, mirror, clock=time.time):
     """One pass: bring the mirror (an open SQLite directory, migrated) up
-    to date with directory (a PgDirectory).  Returns what it did."""
+    to date with directory (a PgDirectory).  Returns what it did.
+
+    PostgreSQL is read while the mirror's write lock is held: two passes
+    (the follower's, an admin command's) then copy in the order of their
+    snapshots, so the mirror never goes back to an older one.  Deliveries
+    read on meanwhile (WAL); they wait for no lock."""
     start = time.monotonic()
     source = public_url(directory.url)
-    current = directory.version()
-    copied = None
-    if mirrored_version(mirror, source) != current:
-        current, copied = snapshot(directory)
     conn = mirror.conn
     conn.execute("BEGIN IMMEDIATE")
     try:
-        held = mirrored_version(mirror, source)
-        # A concurrent sync (the follower, another admin command) may have
-        # written a newer copy meanwhile: never go back to an older one.
-        if copied is not None and (held is None or held < current):
+        current, copied = directory.version(), None
+        if mirrored_version(mirror, source) != current:
+            current, copied = snapshot(directory)
             for table in reversed(TABLES):
                 conn.execute(f"DELETE FROM {table}")
             for table, (_, columns) in TABLES.items():
                 conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
                                  f"({', '.join('?' * len(columns))})", copied[table])
-        else:
-            copied = None
-            current = held if held is not None and held > current else current
         conn.execute("DELETE FROM mirror WHERE source != ?", (source,))
         conn.execute("INSERT INTO mirror (source, version, synced) VALUES (?, ?, ?) "
                      "ON CONFLICT (source) DO UPDATE SET version = excluded.version, "
