@@ -17,7 +17,7 @@ this module and mirror.py alone.
 
 import time
 from contextlib import contextmanager
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -74,7 +74,10 @@ SCHEMA = [
 def public_url(url):
     """url without its password (in the user part or as ?password=), for
     every message, log line and the mirror's `source` row."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a URL that does not parse)"
     netloc = parts.netloc
     if "@" in netloc:
         user, _, host = netloc.rpartition("@")
@@ -85,11 +88,16 @@ def public_url(url):
 
 
 def secrets(url):
-    """The password(s) the URL carries, to scrub from libpq's messages."""
-    parts = urlsplit(url)
-    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
-    if parts.password:
-        found.append(parts.password)
+    """The password(s) the URL carries, to scrub from libpq's messages:
+    as written and decoded, and whatever stands between the first ':' and
+    the last '@' of the authority when the URL does not parse."""
+    try:
+        parts = urlsplit(url)
+        found = [v for k, v in parse_qsl(parts.query) if k == "password"]
+        found += [parts.password, unquote(parts.password)] if parts.password else []
+    except ValueError:
+        authority = url.partition("://")[2].partition("/")[0]
+        found = [authority.rpartition("@")[0].partition(":")[2]]
     return [s for s in found if s]
 
 
