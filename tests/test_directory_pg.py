@@ -151,6 +151,10 @@ def test_bad_urls_are_one_line_and_never_show_the_password(make_site, postgres):
     cluster, dsn = postgres
     site = make_site()
     site.create("alice@example.org")
+    # One host: directory.sqlite is the directory itself, nothing to mirror.
+    for command in ("sync", "status"):
+        done = json.loads(site.run("directory", command, "--json", check=0).stdout)
+        assert done["shared"] is False
     unreachable = f"postgresql://lda:{PASSWORD}@/x?host=/nonexistent&port=5432"
     done = site.run("directory", "migrate", "--to", unreachable)
     assert done.returncode == 75 and PASSWORD not in out(done)
@@ -222,10 +226,14 @@ def test_postgresql_down_leaves_the_mirror_and_known_mailboxes_deliver(make_site
         wait_until(lambda: fresh(site), 10, "the follower's first pass")
         cluster.stop()
         mirror = site.state / "directory.sqlite"
-        rows = mirror_rows(site, "SELECT * FROM mailboxes")
+        rows = mirror_rows(site, "SELECT * FROM mailboxes UNION ALL SELECT source, version, "
+                                 "synced, 0, 0, 0, 0, 0 FROM mirror")
         done = site.run("directory", "sync")
         assert done.returncode == 75 and len(done.stderr.splitlines()) == 1, out(done)
-        assert mirror_rows(site, "SELECT * FROM mailboxes") == rows
+        assert mirror_rows(site, "SELECT * FROM mailboxes UNION ALL SELECT source, version, "
+                                 "synced, 0, 0, 0, 0, 0 FROM mirror") == rows
+        status = json.loads(site.run("directory", "status", "--json", check=0).stdout)
+        assert status["directory_version"] is None and "cannot reach" in status["error"]
         site.deliver(message(), "alice@example.org", check=0)
         assert len(maildir_files(alice)) == 1
         assert site.run("mailbox", "create", "bob@example.org").returncode == 75
