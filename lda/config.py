@@ -257,6 +257,10 @@ class Config:
                               "spaces or control characters")
         for kind in SCANNER_TOP:
             self._check_scanner(kind)
+        # Not echoed: a URL may carry a password.
+        if self.directory and not self.directory.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{self.path}: directory must be empty (directory.sqlite in "
+                              "state_dir) or a postgresql:// URL")
 
     def _check_scanner(self, kind):
         """Pigeonhole's checks of sieve_spamtest_* / sieve_virustest_*, at

@@ -28,6 +28,8 @@ ARGS = {
     "db show": ["default"],
     "dedup forget": ["--message-id", "<m1@example.org>"],
     "dedup lookup": ["--message-id", "<m1@example.org>"],
+    # No server listens there: the command reads directory.sqlite first.
+    "directory migrate": ["--to", "postgresql://lda@/lda?host=/nonexistent"],
     "explain": [ALICE],
     "mailbox create": ["carol@example.org"],
     "mailbox delete": [ALICE],
@@ -102,6 +104,9 @@ DAMAGE = {
 MISSING = {"missing-lda.sqlite", "missing-directory"}
 # Commands whose work is to report damage: the file is named on stdout.
 REPORTS = {"db check", "config check"}
+# Commands whose work is on a server the test has none of (above): past
+# the files they read themselves, they fail for that, in one line.
+ELSEWHERE = {"directory migrate"}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +169,8 @@ def test_admin_command_on_damaged_state_says_which_file_in_one_line(damaged, nam
         return
     assert done.returncode in (75, 78), (done.returncode, lines)
     assert len(lines) == 1 and lines[0].startswith("lda: "), lines
+    if name in ELSEWHERE and done.returncode == 75 and "cannot reach" in lines[0]:
+        return
     # Damage met past the open, where no file is named any more, points
     # to the check that names it.
     assert str(path) in lines[0] or (kind == "damaged-pages-lda.sqlite"

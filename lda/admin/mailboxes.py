@@ -3,6 +3,7 @@ path, which reads it through directory.py with the standard library)."""
 
 import os
 import time
+from contextlib import contextmanager
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -60,11 +61,22 @@ class ManagedModeOnly(ConfigError):
 
 
 def open_directory(config):
-    """The directory for writing, created on first use; a damaged or
-    unopenable file is an LdaError naming it (admin_sqlite).  Per-user mode
-    has none: creating one there would only leave a file no delivery reads."""
+    """The directory for writing: directory.sqlite in state_dir, created on
+    first use (a damaged or unopenable file is an LdaError naming it,
+    admin_sqlite), or with `directory = "postgresql://..."` the shared one
+    in PostgreSQL (pgdirectory.py), whose every committed change is copied
+    to this host's mirror before the command goes on.  Per-user mode has
+    none: creating one there would only leave a file no delivery reads."""
     if config.per_user:
         raise ManagedModeOnly(config)
+    if config.directory:
+        return open_shared_directory(config)
+    return open_sqlite_directory(config)
+
+
+def open_sqlite_directory(config):
+    """directory.sqlite in state_dir, migrated: the directory of a single
+    host, or the mirror of a shared one."""
     path = config.directory_path
     state_dir(config)
     with guarded(path):
@@ -74,18 +86,65 @@ def open_directory(config):
     return db
 
 
+def require_psycopg():
+    """ConfigError (78) when psycopg, which a PostgreSQL directory needs, is
+    not installed (the postgresql extra)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise ConfigError("a PostgreSQL directory needs psycopg: pip install "
+                          "'lda[postgresql]'") from None
+
+
+def open_shared_directory(config):
+    require_psycopg()
+    # Lazy: psycopg only for a site whose directory is PostgreSQL.
+    from .mirror import sync
+    from .pgdirectory import PgDirectory
+
+    def update_mirror(directory):
+        mirror = open_sqlite_directory(config)
+        try:
+            with guarded(config.directory_path):
+                sync(directory, mirror)
+        finally:
+            mirror.close()
+
+    return PgDirectory(config.directory, after_commit=update_mirror)
+
+
 def read_directory(config):
     """The directory for a command that only reads: while there is no
     directory.sqlite yet, an empty one in memory, so that asking creates
-    neither the file nor state_dir."""
+    neither the file nor state_dir (a shared directory is read where it is)."""
     if config.per_user:
         raise ManagedModeOnly(config)
+    if config.directory:
+        return open_shared_directory(config)
     check_state_dir(config)
     if os.path.lexists(config.directory_path):
         return open_directory(config)
     db = Database(memory=True)
     migrations.apply(db)
     return db
+
+
+@contextmanager
+def directory_transaction(db):
+    """Statements that commit together, on either directory: yields
+    execute(sql, args), sql with ? placeholders."""
+    if not isinstance(db, Database):
+        with db.transaction():
+            yield db.execute
+        return
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn.execute
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
 
 
 def validate_address(address):

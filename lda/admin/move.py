@@ -24,7 +24,7 @@ from ..errors import AlreadyExists, ConfigError, TemporaryFailure, UnknownName
 from ..store.locks import lock_path, stripe_of
 from ..store.maildir import fsync_dir
 from .databases import open_deliveredto
-from .mailboxes import get_mailbox
+from .mailboxes import directory_transaction, get_mailbox
 from .partial import RUN_LOCK
 from .state import state_dir
 
@@ -163,17 +163,10 @@ class Move:
 
     def _switch(self, journal):
         """One directory transaction: the entry moves and the step advances."""
-        conn = self.directory.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("UPDATE mailboxes SET database = ?, maildir = ? WHERE address = ?",
-                         (journal["target_db"], journal["target_maildir"], self.address))
-            conn.execute("UPDATE moves SET step = 'cleanup' WHERE address = ?",
-                         (self.address,))
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+        with directory_transaction(self.directory) as execute:
+            execute("UPDATE mailboxes SET database = ?, maildir = ? WHERE address = ?",
+                    (journal["target_db"], journal["target_maildir"], self.address))
+            execute("UPDATE moves SET step = 'cleanup' WHERE address = ?", (self.address,))
         self.after_step("cleanup")
 
     def _open_db(self, name):
