@@ -26,6 +26,13 @@ Mailbox = record("Mailbox", "address database db_root maildir quota_storage "
 MIRROR_STALE_SECONDS = 30
 
 
+def in_domain(domain):
+    """A LIKE pattern (ESCAPE '\\') for the addresses of `domain`."""
+    for special in "\\%_":
+        domain = domain.replace(special, "\\" + special)
+    return "%@" + domain
+
+
 class Directory:
     """Read-only view used by deliveries."""
 
