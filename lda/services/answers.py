@@ -7,6 +7,11 @@ policy reply and the delivery that follows cannot disagree.  An answer that
 lda cannot give because the directory, the aliases or a maildirsize cannot
 be read is a temporary one (DEFER_IF_PERMIT, TEMP): lda being unwell never
 rejects mail.
+
+With databases on several hosts (README, "Scaling out") the front asks
+these of every host's mailboxes: a mailbox another host holds exists (the
+mailbox map says OK), is that host's to judge (the policy says DUNNO), and
+is routed to that host (the transport map answers its transport).
 """
 
 from ..deliver.envelope import domain_of, normalize, split_extension
