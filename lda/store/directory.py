@@ -1,10 +1,15 @@
 """The managed directory: which mailboxes exist, where, and their quotas.
 
 A SQLite file under state_dir, written by the admin commands (see
-directory_admin.py, through sqlite-utils) and read here, on the delivery
+lda/admin/mailboxes.py, through sqlite-utils) and read here, on the delivery
 path, with the standard library only.  A mailbox's Maildir path is chosen by
 the admin tooling when the mailbox is created and stored relative to its
 database root: a recipient string never becomes a path.
+
+Where several hosts share a directory (README, "Scaling out"), each
+database names the host that holds it, and a host delivers only to its own
+(check_host); with a PostgreSQL directory this file is the host's mirror of
+it, and its `mirror` row says how fresh it is (unknown()).
 """
 
 import os
