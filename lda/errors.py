@@ -182,6 +182,15 @@ class MailboxMoving(LdaError):
     smtp_reply = "450 4.2.1"
 
 
+class OnOtherHost(TemporaryFailure):
+    """The mailbox's database is held by another host of a shared
+    directory; the MTA retries, and its transport map sends it there."""
+
+    def __init__(self, address, host):
+        super().__init__(f"mailbox {address} is on host {host}")
+        self.address, self.host = address, host
+
+
 class MessageTooBig(LdaError):
     """The message is larger than this system stores (a file size limit)."""
 

@@ -18,7 +18,7 @@ import sys
 # The admin commands of lda/cli/; tests/test_docs.py checks the list
 # against click's, which this module must not import.
 ADMIN_COMMANDS = frozenset({"aliases", "config", "db", "dedup", "deliver", "directory",
-                            "explain", "lmtp", "mailbox", "partial", "policy",
+                            "explain", "host", "lmtp", "mailbox", "partial", "policy",
                             "procmail-convert", "quota", "sieve", "socketmap"})
 GLOBAL_WITH_VALUE = ("-c", "--config")
 

@@ -90,7 +90,7 @@ def test_db_list_and_show_with_two_databases(two_dbs, tmp_path):
     for name, d in listed.items():
         assert d["disk_bytes"] == walk_bytes(d["path"]) > 0, name
     lines = table(site, "db", "list")
-    assert lines[0] == ["name", "path", "mailboxes", "deliveredto_rows",
+    assert lines[0] == ["name", "path", "host", "mailboxes", "deliveredto_rows",
                         "pending_partial", "disk_bytes"]
     assert [line[0] for line in lines[1:]] == ["db2", "default"]
     shown = as_json(site, "db", "show", "db2")

@@ -125,7 +125,8 @@ def describe(db, config, row):
     """Everything `lda db list` and `lda db show` print about one database."""
     mailboxes = db["mailboxes"].count_where("database = ?", [row["name"]])
     rows, partial = _table_counts(config, row["path"])
-    return {"name": row["name"], "path": row["path"], "mailboxes": mailboxes,
+    return {"name": row["name"], "path": row["path"], "host": row.get("host"),
+            "mailboxes": mailboxes,
             "deliveredto_rows": rows, "pending_partial": partial,
             "disk_bytes": disk_bytes(row["path"]), "created": iso_utc(row["created"])}
 

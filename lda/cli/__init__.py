@@ -10,7 +10,7 @@ is the order of `cli.commands`, as it was when all of this was cli.py.
 """
 
 from . import delivery, mailbox, servers, db, configuration  # noqa: F401  (registers)
-from . import dedup, quota, partial, aliases, sieve, directory  # noqa: F401  (registers)
+from . import dedup, quota, partial, aliases, sieve, directory, hosts  # noqa: F401
 from .root import cli
 
 __all__ = ["cli"]

@@ -6,12 +6,13 @@ import click
 
 from ..admin.check import check as check_state
 from ..admin.databases import list_databases, show_database
-from ..admin.mailboxes import create_database, open_directory
+from ..admin.hosts import create_database_on
+from ..admin.mailboxes import open_directory
 from .output import Progress, emit, emit_record, output_options, size_option
 from .root import cli, load
 
 
-DB_COLUMNS = ["name", "path", "mailboxes", "deliveredto_rows", "pending_partial",
+DB_COLUMNS = ["name", "path", "host", "mailboxes", "deliveredto_rows", "pending_partial",
               "disk_bytes"]
 
 
@@ -39,19 +40,22 @@ def db_list(ctx, as_json, in_bytes):
 @click.argument("name")
 @click.option("--path", type=click.Path(file_okay=False),
               help="Its directory (default: STATE_DIR/databases/NAME).")
+@click.option("--host", help="The host that holds it, one 'lda host add' registered "
+                             "(default: none; every host delivers to it).")
 @output_options
 @size_option
 @click.pass_context
-def db_create(ctx, name, path, as_json, in_bytes):
+def db_create(ctx, name, path, host, as_json, in_bytes):
     """Register a mailbox database and create its directory.
 
     \b
     Example:
         lda db create db2 --path /srv/mail2
+        lda db create db3 --host b
     """
     config = load(ctx)
     directory = open_directory(config)
-    create_database(directory, config, name, path)
+    create_database_on(directory, config, name, path, host)
     emit_record(show_database(directory, config, name), as_json, in_bytes)
 
 

@@ -72,8 +72,9 @@ def socketmap(ctx, listen):
     """Serve the directory as Postfix socketmap tables.
 
     Maps: mailbox (every address lda delivers to), alias (one level of an
-    alias or forward), domain, transport.  TEMP when the directory cannot
-    be read, never NOTFOUND.
+    alias or forward), domain, transport (the transport of the host that
+    holds a mailbox's database, see lda host).  TEMP when the directory
+    cannot be read, never NOTFOUND.
 
     In main.cf: virtual_mailbox_maps = socketmap:inet:127.0.0.1:8025:mailbox
     (contrib/postfix/main.cf.services).

@@ -8,7 +8,7 @@ one mailbox, the invoking user's Maildir, for every recipient.
 
 import os
 
-from ..errors import ConfigError, MailboxMoving, UnknownRecipient
+from ..errors import ConfigError, MailboxMoving
 from .envelope import domain_of, folder_for_extension, normalize, split_extension
 
 
@@ -172,6 +172,8 @@ class ManagedResolver:
             if not target.local:
                 continue
             mailbox = self.directory.mailbox(target.mailbox)
+            if mailbox is not None:
+                self.directory.check_host(mailbox, self.config.host_name)
             if (mailbox is None or self.directory.moving(target.mailbox)
                     or (mailbox.db_root, mailbox.maildir)
                     != (target.maildir_root, target.maildir_relative)):
@@ -254,7 +256,7 @@ class ManagedResolver:
             if target is not None:
                 targets.append(target)
         if not targets:
-            raise UnknownRecipient(f"unknown recipient {canonical}")
+            raise self.directory.unknown(canonical, mirror=bool(self.config.directory))
         home = own.db_root if own else self.directory.default_database()[1]
         return Plan(recipient, canonical, targets, home, state)
 
@@ -264,6 +266,8 @@ class ManagedResolver:
         if mailbox is not None and self.directory.moving(mailbox.address):
             raise MailboxMoving(f"mailbox {mailbox.address} is being moved; "
                                 "deliver again later")
+        if mailbox is not None:
+            self.directory.check_host(mailbox, self.config.host_name)
         in_cycle = any(path and path[-1] == leaf for path in expansion.cycles)
         if mailbox is None:
             if in_cycle:

@@ -7,10 +7,17 @@ policy reply and the delivery that follows cannot disagree.  An answer that
 lda cannot give because the directory, the aliases or a maildirsize cannot
 be read is a temporary one (DEFER_IF_PERMIT, TEMP): lda being unwell never
 rejects mail.
+
+With databases on several hosts (README, "Scaling out") the front asks
+these of every host's mailboxes: a mailbox another host holds exists (the
+mailbox map says OK), is that host's to judge (the policy says DUNNO), and
+is routed to that host (the transport map answers its transport).
 """
 
-from ..deliver.envelope import domain_of, normalize
-from ..errors import BadAddress, LdaError, QuotaTooBig, UnknownRecipient
+from ..deliver.envelope import domain_of, normalize, split_extension
+from ..deliver.resolve import Plan
+from ..errors import (BadAddress, LdaError, OnOtherHost, QuotaTooBig, TemporaryFailure,
+                      UnknownRecipient)
 from ..store.maildirsize import quota_failure
 
 # Socketmap replies (Postfix's socketmap_table(5)).
@@ -44,6 +51,8 @@ class Answers:
             return self._unknown(recipient, f"553 5.1.3 {e}")
         except UnknownRecipient:
             return self._unknown(recipient, config.quota_status_nouser)
+        except OnOtherHost:  # its maildirsize is on that host, which judges it
+            return config.quota_status_success
         except LdaError as e:  # unreadable directory, aliases, maildirsize; a move
             return _defer(self.log, recipient, e)
         # An alias or forward with several targets refuses only when none
@@ -113,15 +122,37 @@ class Answers:
 
     def map_transport(self, key):
         """The delivery service of an address (or a domain) lda takes, for
-        transport_maps: socketmap_transport, else lmtp_listen as Postfix
-        writes it.  One value for now; per host when databases live on
-        several."""
+        transport_maps.  A mailbox (or its +extension) whose database a
+        host holds: that host's transport (`lda host add`), so a front-end
+        Postfix sends it there.  Anything else lda takes (a mailbox in a
+        database of no host, an alias, a domain): socketmap_transport,
+        else lmtp_listen as Postfix writes it.  An alias is expanded by
+        the host that receives it; on a site of several hosts, the front
+        expands aliases and forwards first (virtual_alias_maps with the
+        alias map), so each host receives only its own mailboxes."""
+        if "@" not in key:
+            found = self.map_domain(key)[0] == OK
+            return self._default_transport() if found else (NOTFOUND, "")
+        if self._plan(key) is None:
+            return NOTFOUND, ""
+        resolver = self.resolvers.get()
+        mailbox = resolver.directory.mailbox(_address(key))
+        if mailbox is None:  # alice+tag@: the mailbox of the address without it
+            base, _ = split_extension(_address(key), self.config.recipient_delimiter)
+            mailbox = resolver.directory.mailbox(base)
+        if mailbox is None or not mailbox.host:
+            return self._default_transport()
+        transport = resolver.directory.transport(mailbox.host)
+        if not transport:  # `lda host remove` refuses this; a directory edited by hand
+            raise TemporaryFailure(f"database {mailbox.database} is on host "
+                                   f"{mailbox.host}, which has no transport")
+        return OK, transport
+
+    def _default_transport(self):
         transport = self.transport()
         if not transport:
             return PERM, "neither socketmap_transport nor lmtp_listen is set"
-        if "@" in key:
-            return (OK, transport) if self._plan(key) else (NOTFOUND, "")
-        return (OK, transport) if self.map_domain(key)[0] == OK else (NOTFOUND, "")
+        return OK, transport
 
     def transport(self):
         config = self.config
@@ -145,6 +176,8 @@ class Answers:
             return self.resolvers.get().resolve(address)
         except UnknownRecipient:
             return None
+        except OnOtherHost:  # it exists; another host delivers it
+            return Plan(key, address, [], None)
 
 
 def _address(key):

@@ -1,21 +1,34 @@
 """The managed directory: which mailboxes exist, where, and their quotas.
 
 A SQLite file under state_dir, written by the admin commands (see
-directory_admin.py, through sqlite-utils) and read here, on the delivery
+lda/admin/mailboxes.py, through sqlite-utils) and read here, on the delivery
 path, with the standard library only.  A mailbox's Maildir path is chosen by
 the admin tooling when the mailbox is created and stored relative to its
 database root: a recipient string never becomes a path.
+
+Where several hosts share a directory (README, "Scaling out"), each
+database names the host that holds it, and a host delivers only to its own
+(check_host); with a PostgreSQL directory this file is the host's mirror of
+it, and its `mirror` row says how fresh it is (unknown()).
 """
 
 import os
+import time
 
-from ..errors import ConfigError, TemporaryFailure
+from ..errors import ConfigError, OnOtherHost, TemporaryFailure, UnknownRecipient
 from ..startup.collections import record
 from ..startup.sqlite3 import sqlite3
 
-# maildir is relative to db_root; a quota of None means the lda.toml default.
+# maildir is relative to db_root; a quota of None means the lda.toml default;
+# host is the host that holds the database (None: the only host).
 Mailbox = record("Mailbox", "address database db_root maildir quota_storage "
-                 "quota_messages forward keep_copy")
+                 "quota_messages forward keep_copy host")
+
+# With directory = "postgresql://...", directory.sqlite is this host's mirror
+# of the shared directory: an address it does not know is unknown (5.1.1)
+# only while the mirror heard from PostgreSQL this recently; after that it
+# may just not have the mailbox yet, and the recipient is deferred (4.3.0).
+MIRROR_STALE_SECONDS = 30
 
 
 def in_domain(domain):
@@ -46,19 +59,39 @@ class Directory:
         except sqlite3.Error as e:
             raise TemporaryFailure(f"{path}: cannot open mailbox directory: {e}") from None
 
+    # The host in the same SELECT: a delivery pays no query for it.
+    MAILBOX = ("SELECT m.address, m.database, d.path, m.maildir, m.quota_storage, "
+               "m.quota_messages, m.forward, m.keep_copy, {host} FROM mailboxes m "
+               "JOIN databases d ON d.name = m.database WHERE m.address = ?")
+
     def mailbox(self, address):
         try:
-            row = self.conn.execute(
-                "SELECT m.address, m.database, d.path, m.maildir, m.quota_storage, "
-                "m.quota_messages, m.forward, m.keep_copy FROM mailboxes m "
-                "JOIN databases d ON d.name = m.database WHERE m.address = ?",
-                (address,)).fetchone()
+            try:
+                row = self.conn.execute(self.MAILBOX.format(host="d.host"),
+                                        (address,)).fetchone()
+            except sqlite3.OperationalError as e:
+                if "no such column" not in str(e):
+                    raise
+                # A directory from before hosts (m003) that no admin command
+                # has migrated yet: every database is this host's.
+                row = self.conn.execute(self.MAILBOX.format(host="NULL"),
+                                        (address,)).fetchone()
         except sqlite3.DatabaseError as e:
             raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
         if row is None:
             return None
         forward = tuple(a for a in (row[6] or "").split("\n") if a)
-        return Mailbox(*row[:6], forward, bool(row[7]))
+        return Mailbox(*row[:6], forward, bool(row[7]), row[8])
+
+    @staticmethod
+    def check_host(mailbox, host_name):
+        """OnOtherHost (451 4.3.0, exit 75) when mailbox's database is held
+        by another host than host_name (lda.toml's): only that host delivers
+        to it, and writing here would split its Maildir and DeliveredTo rows
+        over two machines.  A database with no host is every host's (a site
+        of one host); one with a host is no host's whose host_name is empty."""
+        if mailbox.host and mailbox.host != host_name:
+            raise OnOtherHost(mailbox.address, mailbox.host)
 
     def version(self):
         """A number that changes whenever another connection commits to the
@@ -83,6 +116,43 @@ class Directory:
                                      (address,)).fetchone() is not None
         except sqlite3.OperationalError:  # a directory from before moves existed
             return False
+
+    def unknown(self, address, mirror, clock=time.time):
+        """The error for an address nobody answers to: UnknownRecipient
+        (5.1.1), unless this file is a mirror (mirror: lda.toml's directory
+        is PostgreSQL) that has not heard from its source for
+        MIRROR_STALE_SECONDS, or never has: then a temporary failure, since
+        the mailbox may exist and not be copied here yet."""
+        if mirror:
+            age = self.mirror_age(clock)
+            if age is None:
+                return TemporaryFailure(f"unknown recipient {address}: the directory "
+                                        "mirror has never been synced")
+            if age > MIRROR_STALE_SECONDS:
+                return TemporaryFailure(f"unknown recipient {address}: directory mirror "
+                                        f"is {int(age)} s old")
+        return UnknownRecipient(f"unknown recipient {address}")
+
+    def mirror_age(self, clock=time.time):
+        """Seconds since the mirror last heard from its source; None when
+        it never has (no `mirror` row, or a directory from before m003)."""
+        try:
+            row = self.conn.execute("SELECT max(synced) FROM mirror").fetchone()
+        except sqlite3.OperationalError:
+            return None
+        except sqlite3.DatabaseError as e:
+            raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
+        return None if row[0] is None else max(0.0, clock() - row[0])
+
+    def transport(self, host):
+        """hosts.transport of host (what a front-end MTA's transport map
+        answers for its mailboxes), or None when there is no such host."""
+        try:
+            row = self.conn.execute("SELECT transport FROM hosts WHERE name = ?",
+                                    (host,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
+        return row[0] if row else None
 
     def default_database(self):
         """(name, path) of the database that holds records for aliases."""
