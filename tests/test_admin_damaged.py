@@ -31,6 +31,8 @@ ARGS = {
     # No server listens there: the command reads directory.sqlite first.
     "directory migrate": ["--to", "postgresql://lda@/lda?host=/nonexistent"],
     "explain": [ALICE],
+    "host add": ["d", "--transport", "lmtp:inet:127.0.0.1:24"],
+    "host remove": ["c"],
     "mailbox create": ["carol@example.org"],
     "mailbox delete": [ALICE],
     "mailbox move": [ALICE, "--to", "db2"],
@@ -118,6 +120,7 @@ def pristine(tmp_path_factory):
     site.create(ALICE)
     site.create("bob@example.org", "--quota-messages", "1")
     site.run("db", "create", "db2", check=0)
+    site.run("host", "add", "c", "--transport", "lmtp:inet:127.0.0.1:24", check=0)
     site.run("mailbox", "create", "team@example.org", "--forward", ALICE,
              "--forward", "bob@example.org", "--no-keep-copy", check=0)
     site.deliver(message("<fill@example.org>"), "bob@example.org", check=0)
