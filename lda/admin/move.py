@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import time
+from contextlib import contextmanager
 
 from ..errors import AlreadyExists, ConfigError, TemporaryFailure, UnknownName
 from ..store.locks import lock_path, stripe_of
@@ -53,6 +54,12 @@ class Move:
                        "sieve_rows": 0, "partials": 0, "method": None}
 
     def run(self, target_db, rollback=False):
+        with self.mailbox_lock():
+            return self._run_locked(target_db, rollback)
+
+    @contextmanager
+    def mailbox_lock(self):
+        """The lock deliveries to the mailbox take (locks.py's stripe)."""
         # Lazy, as in partial._run_lock: filelock brings the logging package.
         from filelock import FileLock, Timeout
 
@@ -60,10 +67,13 @@ class Move:
         lock = FileLock(lock_path(lock_dir, stripe_of(self.address)),
                         timeout=self.config.lock_timeout_seconds)
         try:
-            with lock:
-                return self._run_locked(target_db, rollback)
+            lock.acquire()
         except Timeout:
             raise TemporaryFailure(f"mailbox {self.address} is busy; try again") from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _run_locked(self, target_db, rollback):
         start = time.monotonic()
@@ -154,7 +164,7 @@ class Move:
                 return db.conn.execute(f"SELECT count(*) FROM {table} WHERE mailbox = ?",
                                        (key,)).fetchone()[0]
 
-            keys = [self.address] + [f"forward:{a}" for a in self._forwards()]
+            keys = self._row_keys()
             self.report["rows"] = sum(count("delivered_to", k) for k in keys)
             self.report["sieve_rows"] = sum(count(t, self.address) for t in SIEVE_TABLES)
             self.report["partials"] = count("partial_deliveries", self.address)
@@ -204,7 +214,7 @@ class Move:
         source_db = self._open_db(journal["source_db"])
         target_db = self._open_db(journal["target_db"])
         try:
-            keys = [self.address] + [f"forward:{a}" for a in self._forwards()]
+            keys = self._row_keys()
             total = sum(source_db.conn.execute(
                 "SELECT count(*) FROM delivered_to WHERE mailbox = ?", (k,)).fetchone()[0]
                 for k in keys)
@@ -237,6 +247,11 @@ class Move:
 
         return FileLock(os.path.join(self.config.state_dir, "locks", RUN_LOCK),
                         timeout=self.config.lock_timeout_seconds)
+
+    def _row_keys(self):
+        """The DeliveredTo keys that go with the mailbox: its own and its
+        forwards' (forward:ADDRESS)."""
+        return [self.address] + [f"forward:{a}" for a in self._forwards()]
 
     def _forwards(self):
         forward = get_mailbox(self.directory, self.address)["forward"] or ""

@@ -1,0 +1,307 @@
+"""Moving a mailbox to a database on another host (lda/admin/hostmove.py,
+lda/admin/transfer.py): a real private PostgreSQL (tests/postgres.py), two
+"hosts" on this machine (two lda.toml files with their own host_name,
+state_dir and mirror), the installed `lda` command, and as move_command the
+target's own `lda mailbox receive` run locally."""
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+
+import pytest
+from conftest import LDA, maildir_files, message
+from postgres import own_postgres, postgres, postgres_cluster  # noqa: F401 (fixtures)
+
+ALICE = "alice@example.org"
+S421_MOVING, S430_ELSEWHERE = b"4.2.1", b"4.3.0"
+SCRIPT = b'require "fileinto";\nif header :contains "subject" "list" { fileinto "Lists"; }\n'
+
+
+def tree(root):
+    """{relative path: sha256} of every file under root."""
+    found = {}
+    for parent, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(parent, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
+def rows(db_file, table="delivered_to", address=ALICE):
+    if not os.path.exists(db_file):
+        return []
+    with closing(sqlite3.connect(db_file)) as conn:
+        return sorted(conn.execute(f"SELECT * FROM {table} WHERE mailbox = ?", (address,)))
+
+
+def make_hosts(make_site, dsn):
+    """Host b first (its lda.toml is a's move_command), then host a, which
+    holds alice in dba; dbb is b's, at a path under b's state_dir."""
+    b = make_site(directory=dsn, host_name="b")
+    a = make_site(directory=dsn, host_name="a",
+                  move_command=[LDA, "-c", str(b.config), "mailbox", "receive"])
+    a.run("host", "add", "a", "--transport", "lmtp:inet:10.0.0.1:24", check=0)
+    a.run("host", "add", "b", "--transport", "lmtp:inet:10.0.0.2:24", check=0)
+    a.run("db", "create", "dba", "--host", "a", check=0)
+    a.run("db", "create", "dbb", "--host", "b", "--path", str(b.state / "databases" / "dbb"),
+          check=0)
+    a.create(ALICE, "--db", "dba", "--quota-storage", "10M")
+    b.run("directory", "sync", check=0)
+    a.dba = a.state / "databases" / "dba" / "lda.sqlite"
+    b.dbb = b.state / "databases" / "dbb" / "lda.sqlite"
+    b.alice = b.state / "databases" / "dbb" / "example.org" / "alice"
+    return a, b
+
+
+@pytest.fixture
+def hosts(make_site, postgres):
+    _, dsn = postgres
+    a, b = make_hosts(make_site, dsn)
+    populate(a, 20)
+    return a, b
+
+
+def populate(a, count):
+    """count messages to alice (two into a folder by her Sieve script), a
+    keywords file, a hand-made folder and her Sieve script."""
+    script = a.root / "alice.sieve"
+    script.write_bytes(SCRIPT)
+    a.run("sieve", "install", ALICE, str(script), check=0)
+    for n in range(count):
+        subject = "list" if n < 2 else f"m{n}"
+        a.deliver(message(message_id=f"<m{n}@example.org>", subject=subject), ALICE, check=0)
+    maildir = a.maildir(ALICE)
+    (maildir / "dovecot-keywords").write_text("0 $Junk\n")
+    archive = maildir / ".Archive" / "cur"
+    archive.mkdir(parents=True)
+    (archive / "1.M1P1.host:2,S").write_bytes(message(message_id="<old@x>"))
+
+
+def pg_moves(a):
+    return json.loads(a.run("directory", "status", "--json", check=None).stdout or "{}")
+
+
+def moves_rows(a):
+    with closing(sqlite3.connect(a.state / "directory.sqlite")) as conn:
+        return conn.execute("SELECT step FROM moves").fetchall()
+
+
+def test_a_mailbox_moves_whole_to_the_other_host(hosts):
+    a, b = hosts
+    before, rows_before = tree(a.maildir(ALICE)), rows(a.dba)
+    assert len(rows_before) == 20 and "maildirsize" in before and "lda.sieve" in before
+    assert len([p for p in before if p.startswith(".Lists/new/")]) == 2
+    done = a.run("mailbox", "move", ALICE, "--to", "dbb", "--json", check=0)
+    report = json.loads(done.stdout)
+    assert (report["result"], report["messages"], report["rows"]) == ("moved", 21, 20)
+    assert tree(b.alice) == before                  # byte-identical, every file
+    assert rows(b.dbb) == rows_before
+    assert not os.path.exists(a.state / "databases" / "dba" / "example.org" / "alice")
+    assert rows(a.dba) == [] and moves_rows(a) == []
+    # The resend of a message delivered on a before the move: discarded on b.
+    b.deliver(message(message_id="<m5@example.org>", subject="m5"), ALICE, check=0)
+    assert tree(b.alice) == before
+    # a now says the mailbox is elsewhere; b delivers.
+    refused = a.deliver(message(message_id="<after@x>"), ALICE, check=75)
+    assert S430_ELSEWHERE in refused.stderr
+    b.deliver(message(message_id="<after@x>"), ALICE, check=0)
+    assert len(maildir_files(b.alice)) == 19
+
+
+KILLER = """
+import os, signal, sys
+from lda.config import load_config
+from lda.admin.mailboxes import open_directory
+from lda.admin.hostmove import HostMove
+point = sys.argv[1]
+def after_step(step):
+    if step == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+def progress(phase, done, total):
+    if point == "mid-" + phase and done * 2 >= total:
+        os.kill(os.getpid(), signal.SIGKILL)
+config = load_config(None)
+HostMove(config, open_directory(config), "alice@example.org", progress=progress,
+         after_step=after_step).run("dbb")
+"""
+# Before "confirmed", b's mirror still has alice on a: b defers too.
+POINTS = ["begin", "mid-send", "sent", "flipped", "confirmed", "cleaned"]
+
+
+def kill_at(a, point):
+    killed = subprocess.run([sys.executable, "-c", KILLER, point], env=a.env,
+                            capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_9_at_each_step_then_resume(hosts, point):
+    a, b = hosts
+    before, rows_before = tree(a.maildir(ALICE)), rows(a.dba)
+    kill_at(a, point)
+    # a never accepts again; b only once the flip reached its mirror.
+    during = message(message_id="<during@x>")
+    refused = a.deliver(during, ALICE, check=75)
+    assert (S421_MOVING if point in POINTS[:3] else S430_ELSEWHERE) in refused.stderr
+    accepted_on_b = POINTS.index(point) >= POINTS.index("confirmed")
+    answer = b.deliver(during, ALICE, check=0 if accepted_on_b else 75)
+    if not accepted_on_b:
+        assert S430_ELSEWHERE in answer.stderr
+    done = a.run("mailbox", "move", ALICE, "--resume", "--json", check=0)
+    assert json.loads(done.stdout)["result"] == "moved"
+    after = tree(b.alice)
+    assert {p: h for p, h in after.items() if p in before} == before
+    assert len(after) == len(before) + accepted_on_b   # nothing lost, nothing twice
+    assert [r for r in rows(b.dbb) if r[1] != "<during@x>"] == rows_before
+    assert rows(a.dba) == [] and moves_rows(a) == []
+    b.deliver(during, ALICE, check=0)                  # delivered once, whichever way
+    assert len(tree(b.alice)) == len(after) + (not accepted_on_b)
+    if not accepted_on_b:
+        b.deliver(during, ALICE, check=0)
+        assert len(tree(b.alice)) == len(after) + 1
+
+
+@pytest.mark.parametrize("point", ["begin", "mid-send", "sent"])
+def test_rollback_before_the_flip_leaves_the_mailbox_on_a(hosts, point):
+    a, b = hosts
+    before, rows_before = tree(a.maildir(ALICE)), rows(a.dba)
+    kill_at(a, point)
+    done = a.run("mailbox", "move", ALICE, "--rollback", check=0)
+    assert b"rolled back" in done.stdout
+    assert tree(a.maildir(ALICE)) == before and rows(a.dba) == rows_before
+    assert not b.alice.exists() and rows(b.dbb) == [] and moves_rows(a) == []
+    assert not list((b.state / "databases" / "dbb").glob(".lda-receive/*"))
+    a.deliver(message(message_id="<back@x>"), ALICE, check=0)
+    b.run("directory", "sync", check=0)
+    assert S430_ELSEWHERE in b.deliver(message(message_id="<x@x>"), ALICE, check=75).stderr
+
+
+def test_rollback_after_the_flip_is_refused(hosts):
+    a, b = hosts
+    kill_at(a, "flipped")
+    refused = a.run("mailbox", "move", ALICE, "--rollback", check=64)
+    assert b"move it back" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    a.run("mailbox", "move", ALICE, "--resume", check=0)
+    b.deliver(message(message_id="<new@x>"), ALICE, check=0)
+
+
+def test_postgresql_unreachable_refuses_to_start(make_site, own_postgres):
+    a, b = make_hosts(make_site, own_postgres.dsn(own_postgres.create_database()))
+    a.deliver(message(message_id="<m@x>"), ALICE, check=0)
+    own_postgres.stop()
+    refused = a.run("mailbox", "move", ALICE, "--to", "dbb", check=75)
+    assert b"cannot reach PostgreSQL" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    assert len(maildir_files(a.maildir(ALICE))) == 1 and moves_rows(a) == []
+    a.deliver(message(message_id="<m2@x>"), ALICE, check=0)  # the mirror still serves it
+
+
+# --- what `lda mailbox receive` refuses ---------------------------------------
+
+def stream(manifest, payload, trailer=None):
+    """The bytes of a stream (transfer.py's format) as a sender may forge it."""
+    head = json.dumps(manifest).encode()
+    body = b"lda-mailbox-stream 1\n" + b"%d\n" % len(head) + head + payload
+    return body + (trailer if trailer is not None
+                   else b"end " + hashlib.sha256(body).hexdigest().encode() + b"\n")
+
+
+def entry(path, data):
+    return {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "mtime_ns": None}
+
+
+def forged(files, dirs=("maildir",)):
+    manifest = {"address": ALICE, "target_db": "dbb", "target_maildir": "example.org/alice",
+                "dirs": list(dirs), "files": [entry(p, d) for p, d in files]}
+    return manifest, b"".join(d for _, d in files)
+
+
+ROWS_JSON = json.dumps({"delivered_to": {"columns": ["mailbox", "message_id"],
+                                          "rows": [[ALICE, "<r@x>"]]}}).encode()
+GOOD = [("maildir/cur/1.M1.h:2,S", b"Subject: x\r\n\r\nhi\r\n"), ("rows.json", ROWS_JSON)]
+
+
+def hostile_cases():
+    manifest, payload = forged(GOOD)
+    good = stream(manifest, payload)
+    flipped = bytearray(good)
+    flipped[len(good) - 80] ^= 0x01             # one bit of the payload
+    in_manifest = bytearray(good)
+    at = good.index(b"1.M1.h")
+    in_manifest[at] ^= 0x02                      # the name: each hash still matches
+    huge = json.loads(json.dumps(manifest))
+    huge["files"][0]["size"] = 1 << 60
+    wrong_hash = json.loads(json.dumps(manifest))
+    wrong_hash["files"][0]["sha256"] = "0" * 64
+    other = json.dumps({"delivered_to": {"columns": ["mailbox", "message_id"],
+                                         "rows": [["bob@example.org", "<r@x>"]]}}).encode()
+    cases = {
+        "flipped-byte": bytes(flipped),
+        "flipped-name": bytes(in_manifest),
+        "cut": good[:-60],
+        "no-trailer": good[:good.rindex(b"end ")],
+        "dotdot": stream(*forged([("maildir/../../../etc/x", b"x"), GOOD[1]])),
+        "absolute": stream(*forged([("/etc/x", b"x"), GOOD[1]])),
+        "dotdot-dir": stream(*forged(GOOD, dirs=("maildir", "maildir/../../x"))),
+        "partial-subdir": stream(*forged([("partial/a/b", b"x"), GOOD[1]])),
+        "huge": stream(huge, payload),
+        "hash-mismatch": stream(wrong_hash, payload),
+        "twice": stream(*forged([GOOD[0], GOOD[0], GOOD[1]])),
+        "another-mailbox-rows": stream(*forged([GOOD[0], ("rows.json", other)])),
+        "not-a-stream": b"GET / HTTP/1.0\r\n\r\n",
+    }
+    return cases
+
+
+HOSTILE = hostile_cases()
+
+
+@pytest.fixture
+def receiving(make_site, postgres):
+    """Host a has begun moving alice to b (killed after "begin")."""
+    _, dsn = postgres
+    a, b = make_hosts(make_site, dsn)
+    a.deliver(message(message_id="<m@x>"), ALICE, check=0)
+    kill_at(a, "begin")
+    return a, b
+
+
+def test_hostile_streams_are_refused_and_leave_nothing(receiving):
+    a, b = receiving
+    for name, data in HOSTILE.items():
+        refused = b.run("mailbox", "receive", input=data)
+        assert refused.returncode in (65, 64), (name, refused.returncode, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1, (name, refused.stderr)
+        assert not b.alice.exists(), name
+        assert not list((b.state / "databases" / "dbb").glob(".lda-receive/*")), name
+        assert rows(b.dbb) == [], name
+        assert not (b.root.parent / "etc").exists(), name
+    # The well-formed stream is taken; the move then finishes from a.
+    manifest, payload = forged(GOOD)
+    b.run("mailbox", "receive", input=stream(manifest, payload), check=0)
+    assert rows(b.dbb) == [(ALICE, "<r@x>") + (None,) * 5] or len(rows(b.dbb)) == 1
+    a.run("mailbox", "move", ALICE, "--rollback", check=0)
+    assert not b.alice.exists() and rows(b.dbb) == []
+
+
+def test_a_symlink_in_the_maildir_is_not_carried(receiving):
+    a, b = receiving
+    os.symlink("/etc/passwd", a.maildir(ALICE) / "cur" / "evil:2,S")
+    a.run("mailbox", "move", ALICE, "--resume", check=0)
+    assert not (b.alice / "cur" / "evil:2,S").exists()
+    assert len(maildir_files(b.alice)) == 1
+
+
+def test_receive_without_a_move_under_way_is_refused(hosts):
+    _, b = hosts
+    manifest, payload = forged(GOOD)
+    refused = b.run("mailbox", "receive", input=stream(manifest, payload), check=67)
+    assert b"no move" in refused.stderr and not b.alice.exists()
+    b.run("mailbox", "receive", "--abort", ALICE, check=67)
