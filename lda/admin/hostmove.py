@@ -349,7 +349,7 @@ class Receiver(Move):
             fsync_dir(spool_dir)
         db = self._open_db(journal["target_db"])
         try:
-            with guarded_rows(), db.transaction():
+            with db.transaction(), guarded_rows():
                 for table in ROW_TABLES:
                     db.conn.execute(f"DELETE FROM {table} WHERE mailbox = ?", (self.address,))
                 for table, verb, columns, values in rows:
