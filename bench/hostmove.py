@@ -22,6 +22,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 ADDRESS = "alice@example.org"
 LDA = shutil.which("lda")
 
@@ -33,25 +34,6 @@ def lda(config, *args, stdin=b""):
 def write_config(path, values):
     with open(path, "w") as f:
         f.writelines(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
-
-
-def populate(db_root, maildir, messages, rows):
-    from lda.store.deliveredto import ROW_COLUMNS, DeliveredTo
-
-    now, entries = time.time(), []
-    for i in range(messages):
-        body = b"Message-ID: <b%d@x>\nSubject: %d\n\n" % (i, i) + b"x" * 3000 + b"\n"
-        name = f"{i}.M0P1Q{i}R{i:016x}.bench,S={len(body)}"
-        with open(os.path.join(maildir, "new", name), "wb") as f:
-            f.write(body)
-        entries.append((ADDRESS, f"b{i}@x", "", now, "delivered", name))
-    entries += [(ADDRESS, f"old{i}@x", "", now, "delivered", None)
-                for i in range(rows - messages)]
-    db = DeliveredTo(db_root)
-    with db.transaction():
-        db.conn.executemany(f"INSERT INTO delivered_to {ROW_COLUMNS} "
-                            "VALUES (?, ?, ?, ?, ?, ?)", entries)
-    db.close()
 
 
 def prober(configs, stop, log):
@@ -74,6 +56,7 @@ def main():
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
+    from move import populate  # bench/move.py: the same mailbox, made the same way
     from postgres import PrivatePostgreSQL
 
     cluster = PrivatePostgreSQL().start()
@@ -98,7 +81,8 @@ def main():
             assert done.returncode == 0, done.stderr
         lda(configs["b"], "directory", "sync")
         dba = os.path.join(root, "a", "state", "databases", "dba")
-        populate(dba, os.path.join(dba, "example.org", "alice"), args.messages, args.rows)
+        populate(None, os.path.join(dba, "example.org", "alice"), dba, args.messages,
+                 args.rows)
         os.sync()
         stop, log = threading.Event(), []
         thread = threading.Thread(target=prober, args=(configs, stop, log))

@@ -28,6 +28,7 @@ from .databases import open_deliveredto
 from .mailboxes import directory_transaction, get_mailbox
 from .partial import RUN_LOCK
 from .state import state_dir
+from .transfer import file_digest
 
 ROW_BATCH = 5000
 COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
@@ -413,11 +414,7 @@ def copy_file(source, target):
     os.chmod(target, 0o600)
     stat = os.stat(source)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    check = hashlib.sha256()
-    with open(target, "rb") as copied:
-        while chunk := copied.read(1 << 20):
-            check.update(chunk)
-    if check.digest() != digest.digest():
+    if file_digest(target) != digest.hexdigest():
         raise TemporaryFailure(f"{target}: copy does not match {source}")
 
 
