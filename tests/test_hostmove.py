@@ -320,3 +320,27 @@ def test_receive_without_a_move_under_way_is_refused(hosts):
     refused = b.run("mailbox", "receive", input=stream(manifest, payload), check=67)
     assert b"no move" in refused.stderr and not b.alice.exists()
     b.run("mailbox", "receive", "--abort", ALICE, check=67)
+
+
+@pytest.mark.parametrize("address", ["a\nb@example.org", "x" * 400 + "@example.org",
+                                     "../../etc@example.org"], ids=["newline", "long", "dots"])
+def test_hostile_addresses_change_nothing(hosts, address):
+    a, b = hosts
+    before = tree(a.maildir(ALICE))
+    for args in (["--confirm", address], ["--abort", address]):
+        refused = b.run("mailbox", "receive", *args)
+        assert refused.returncode in (64, 67, 75), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert a.run("mailbox", "move", address, "--to", "dbb").returncode in (64, 67)
+    assert tree(a.maildir(ALICE)) == before and moves_rows(a) == []
+
+
+def test_a_second_move_of_the_same_mailbox_waits_its_turn(hosts):
+    a, b = hosts
+    kill_at(a, "begin")
+    from filelock import FileLock
+    name = "move-" + hashlib.sha256(ALICE.encode()).hexdigest()[:16] + ".lock"
+    with FileLock(str(a.state / "locks" / name)):
+        busy = a.run("mailbox", "move", ALICE, "--resume", check=75)
+    assert b"another move" in busy.stderr
+    a.run("mailbox", "move", ALICE, "--resume", check=0)

@@ -42,6 +42,7 @@ from ..store.directory import Directory
 from ..store.maildir import fsync_dir
 from .mailboxes import directory_transaction, get_mailbox, open_sqlite_directory
 from .move import COLUMNS, SIEVE_TABLES, Move, count_messages
+from .state import state_dir
 from .transfer import ROWS, StreamRefused, maildir_entries, receive_stream, write_stream
 
 SEND, FLIP, FLIPPED = "send", "flip", "flipped"
@@ -60,8 +61,6 @@ def database_host(directory, name):
 def is_host_move(config, directory, address, target_db):
     """Whether `lda mailbox move` of address (to target_db, or where its
     unfinished move goes) crosses to another host."""
-    if not config.directory:
-        return False
     rows = list(directory["moves"].rows_where("address = ?", [address.lower()]))
     name = rows[0]["target_db"] if rows else target_db
     if not name:
@@ -96,6 +95,30 @@ class HostMove(Move):
         self.report["method"] = "stream"
 
     def run(self, target_db, rollback=False):
+        if not self.config.directory:
+            raise UsageError("a move to another host needs the directory they share: "
+                             "directory = \"postgresql://...\" in lda.toml")
+        with self._only_move():
+            return self._run(target_db, rollback)
+
+    @contextmanager
+    def _only_move(self):
+        """One run at a time per mailbox: the mailbox lock is not held
+        throughout (deliveries find the tombstone instead of waiting)."""
+        from filelock import FileLock, Timeout  # lazy, as in move.py
+
+        name = "move-" + hashlib.sha256(self.address.encode()).hexdigest()[:16] + ".lock"
+        lock = FileLock(os.path.join(state_dir(self.config, "locks"), name), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TemporaryFailure(f"another move of {self.address} is running") from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _run(self, target_db, rollback):
         start = time.monotonic()
         journal = self._journal()
         if journal is None:
@@ -276,8 +299,22 @@ def run_command_line(argv, feed):
 
 # -- the target's side: `lda mailbox receive` ---------------------------------
 
+MAX_ADDRESS = 320  # RFC 3696's 64 + 1 + 255
+
+
+def checked_address(address):
+    """An address as a stream or the command line gives it: printable and
+    of an address's length, or UsageError (64)."""
+    if not isinstance(address, str) or len(address) > MAX_ADDRESS or not address.isprintable():
+        raise UsageError(f"invalid address {str(address)[:80]!r}")
+    return address.lower()
+
+
 class Receiver(Move):
     """The target host's part of a move: receive(), confirm(), abort()."""
+
+    def __init__(self, config, directory, address, clock=time.time):
+        super().__init__(config, directory, checked_address(address), clock=clock)
 
     def _incoming(self, target_db=None):
         """The journal of the move coming here; UsageError when there is
@@ -308,9 +345,10 @@ class Receiver(Move):
         state = {}
 
         def place(manifest):
-            if not isinstance(manifest.get("address"), str):
-                raise StreamRefused("malformed manifest: no address")
-            self.address = manifest["address"].lower()
+            try:
+                self.address = checked_address(manifest.get("address"))
+            except UsageError as e:
+                raise StreamRefused(f"malformed manifest: {e}") from None
             held.enter_context(self.mailbox_lock())
             journal = self._incoming(manifest.get("target_db"))
             if journal["step"] != SEND or self._served_here():
