@@ -344,3 +344,9 @@ def test_a_second_move_of_the_same_mailbox_waits_its_turn(hosts):
         busy = a.run("mailbox", "move", ALICE, "--resume", check=75)
     assert b"another move" in busy.stderr
     a.run("mailbox", "move", ALICE, "--resume", check=0)
+
+
+def test_receive_needs_a_shared_directory(site):
+    for args in ([], ["--confirm", ALICE], ["--abort", ALICE]):
+        refused = site.run("mailbox", "receive", *args, input=b"x", check=64)
+        assert b"shared directory" in refused.stderr

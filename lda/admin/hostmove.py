@@ -314,6 +314,9 @@ class Receiver(Move):
     """The target host's part of a move: receive(), confirm(), abort()."""
 
     def __init__(self, config, directory, address, clock=time.time):
+        if not config.directory:
+            raise UsageError("lda mailbox receive takes mailboxes of a shared directory: "
+                             "directory = \"postgresql://...\" in lda.toml")
         super().__init__(config, directory, checked_address(address), clock=clock)
 
     def _incoming(self, target_db=None):
