@@ -11,13 +11,17 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 from conftest import LDA, maildir_files, message
 from postgres import own_postgres, postgres, postgres_cluster  # noqa: F401 (fixtures)
 
 ALICE = "alice@example.org"
+FORWARD = "carol@elsewhere.example"
 S421_MOVING, S430_ELSEWHERE = b"4.2.1", b"4.3.0"
 SCRIPT = b'require "fileinto";\nif header :contains "subject" "list" { fileinto "Lists"; }\n'
 
@@ -51,7 +55,7 @@ def make_hosts(make_site, dsn):
     a.run("db", "create", "dba", "--host", "a", check=0)
     a.run("db", "create", "dbb", "--host", "b", "--path", str(b.state / "databases" / "dbb"),
           check=0)
-    a.create(ALICE, "--db", "dba", "--quota-storage", "10M")
+    a.create(ALICE, "--db", "dba", "--quota-storage", "10M", "--forward", FORWARD)
     b.run("directory", "sync", check=0)
     a.dba = a.state / "databases" / "dba" / "lda.sqlite"
     b.dbb = b.state / "databases" / "dbb" / "lda.sqlite"
@@ -98,17 +102,24 @@ def moves_rows(a):
 
 def test_a_mailbox_moves_whole_to_the_other_host(hosts):
     a, b = hosts
+    with closing(sqlite3.connect(a.dba)) as conn, conn:  # what her vacation remembers
+        conn.execute("INSERT INTO sieve_vacations VALUES (?, 'bob@x', 'h1', 1.0)", (ALICE,))
     before, rows_before = tree(a.maildir(ALICE)), rows(a.dba)
+    forwarded = rows(a.dba, address=f"forward:{FORWARD}")
+    vacation = rows(a.dba, "sieve_vacations")
+    assert len(forwarded) == 20 and len(vacation) == 1
     assert len(rows_before) == 20 and "maildirsize" in before and "lda.sieve" in before
     assert len([p for p in before if p.startswith(".Lists/")]) == 2, sorted(before)
     done = a.run("mailbox", "move", ALICE, "--to", "dbb", "--json", check=0)
     report = json.loads(done.stdout)
-    assert (report["result"], report["messages"], report["rows"]) == ("moved", 21, 20)
+    assert (report["result"], report["messages"], report["rows"]) == ("moved", 21, 40)
     assert tree(b.alice) == before                  # byte-identical, every file
     assert (b.alice / "tmp").is_dir() and (b.alice / ".Lists" / "tmp").is_dir()
     assert rows(b.dbb) == rows_before
+    assert rows(b.dbb, address=f"forward:{FORWARD}") == forwarded
+    assert rows(b.dbb, "sieve_vacations") == vacation
     assert not os.path.exists(a.state / "databases" / "dba" / "example.org" / "alice")
-    assert rows(a.dba) == [] and moves_rows(a) == []
+    assert rows(a.dba) == [] and rows(a.dba, "sieve_vacations") == [] and moves_rows(a) == []
     # The resend of a message delivered on a before the move: discarded on b.
     b.deliver(message(message_id="<m5@example.org>", subject="m5"), ALICE, check=0)
     assert tree(b.alice) == before
@@ -117,6 +128,45 @@ def test_a_mailbox_moves_whole_to_the_other_host(hosts):
     assert S430_ELSEWHERE in refused.stderr
     b.deliver(message(message_id="<after@x>"), ALICE, check=0)
     assert len(maildir_files(b.alice)) == 19
+    # The forward copies: each message once, from either host (m5 not again).
+    assert len(a.sent()) == 20 and len(b.sent()) == 1
+
+
+def test_a_client_every_50_ms_during_the_move_gets_each_message_delivered_once(hosts):
+    """Each message goes to a, and to b when a defers it (as Postfix would
+    retry it via the transport map): while the move runs, the two never
+    both accept, and every message ends up in b's copy exactly once."""
+    a, b = hosts
+    stop, answers = threading.Event(), []
+
+    def client():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            msg = message(message_id=f"<c{n}@x>", subject=f"c{n}")
+            on_a = a.deliver(msg, ALICE).returncode
+            on_b = b.deliver(msg, ALICE).returncode if on_a else None
+            answers.append((n, on_a, on_b))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        moved = a.run("mailbox", "move", ALICE, "--to", "dbb")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert moved.returncode == 0, moved.stderr
+    assert all(on_a in (0, 75) and on_b in (None, 0, 75) for _, on_a, on_b in answers)
+    deferred = [n for n, on_a, on_b in answers if on_a and on_b]
+    for n in deferred:                                   # Postfix's retry, later
+        b.deliver(message(message_id=f"<c{n}@x>", subject=f"c{n}"), ALICE, check=0)
+    subjects = [line for path in maildir_files(b.alice)
+                for line in Path(path).read_bytes().splitlines() if line.startswith(b"Subject: c")]
+    assert sorted(subjects) == sorted(f"Subject: c{n}".encode() for n, _, _ in answers)
+    assert answers[0][1] == 0 and answers[-1][1] == 75 and answers[-1][2] == 0
 
 
 KILLER = """
