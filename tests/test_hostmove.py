@@ -102,8 +102,15 @@ def moves_rows(a):
 
 def test_a_mailbox_moves_whole_to_the_other_host(hosts):
     a, b = hosts
-    with closing(sqlite3.connect(a.dba)) as conn, conn:  # what her vacation remembers
+    spool = a.dba.parent / "partial" / "1.spool"
+    spool.parent.mkdir()
+    spool.write_bytes(message(message_id="<p@x>"))
+    with closing(sqlite3.connect(a.dba)) as conn, conn:  # her vacation's memory, a partial
         conn.execute("INSERT INTO sieve_vacations VALUES (?, 'bob@x', 'h1', 1.0)", (ALICE,))
+        conn.execute("INSERT INTO partial_deliveries (created, sender, recipient, target, "
+                     "mailbox, message_id, submit_time, reason, spool_file, last_attempt) "
+                     "VALUES (1.0, 's@x', ?, ?, ?, 'p@x', '', 'failed', ?, 1.0)",
+                     (ALICE, FORWARD, ALICE, str(spool)))
     before, rows_before = tree(a.maildir(ALICE)), rows(a.dba)
     forwarded = rows(a.dba, address=f"forward:{FORWARD}")
     vacation = rows(a.dba, "sieve_vacations")
@@ -112,12 +119,17 @@ def test_a_mailbox_moves_whole_to_the_other_host(hosts):
     assert len([p for p in before if p.startswith(".Lists/")]) == 2, sorted(before)
     done = a.run("mailbox", "move", ALICE, "--to", "dbb", "--json", check=0)
     report = json.loads(done.stdout)
-    assert (report["result"], report["messages"], report["rows"]) == ("moved", 21, 40)
+    assert (report["result"], report["messages"], report["rows"], report["partials"]) \
+        == ("moved", 21, 40, 1)
     assert tree(b.alice) == before                  # byte-identical, every file
     assert (b.alice / "tmp").is_dir() and (b.alice / ".Lists" / "tmp").is_dir()
     assert rows(b.dbb) == rows_before
     assert rows(b.dbb, address=f"forward:{FORWARD}") == forwarded
     assert rows(b.dbb, "sieve_vacations") == vacation
+    partial = rows(b.dbb, "partial_deliveries")
+    moved_spool = b.dbb.parent / "partial" / "1.spool"
+    assert [(r[6], r[9]) for r in partial] == [("p@x", str(moved_spool))]
+    assert moved_spool.read_bytes() == message(message_id="<p@x>") and not spool.exists()
     assert not os.path.exists(a.state / "databases" / "dba" / "example.org" / "alice")
     assert rows(a.dba) == [] and rows(a.dba, "sieve_vacations") == [] and moves_rows(a) == []
     # The resend of a message delivered on a before the move: discarded on b.
