@@ -41,7 +41,7 @@ from ..errors import (AlreadyExists, TemporaryFailure, UnknownName, UnknownRecip
 from ..store.directory import Directory
 from ..store.maildir import fsync_dir
 from .mailboxes import directory_transaction, get_mailbox, open_sqlite_directory
-from .move import COLUMNS, SIEVE_TABLES, Move, count_messages
+from .move import COLUMNS, SIEVE_TABLES, Move, count_messages, held_lock
 from .state import state_dir
 from .transfer import ROWS, StreamRefused, maildir_entries, receive_stream, write_stream
 
@@ -101,22 +101,12 @@ class HostMove(Move):
         with self._only_move():
             return self._run(target_db, rollback)
 
-    @contextmanager
     def _only_move(self):
         """One run at a time per mailbox: the mailbox lock is not held
         throughout (deliveries find the tombstone instead of waiting)."""
-        from filelock import FileLock, Timeout  # lazy, as in move.py
-
         name = "move-" + hashlib.sha256(self.address.encode()).hexdigest()[:16] + ".lock"
-        lock = FileLock(os.path.join(state_dir(self.config, "locks"), name), timeout=0)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise TemporaryFailure(f"another move of {self.address} is running") from None
-        try:
-            yield
-        finally:
-            lock.release()
+        return held_lock(os.path.join(state_dir(self.config, "locks"), name), 0,
+                         f"another move of {self.address} is running")
 
     def _run(self, target_db, rollback):
         start = time.monotonic()

@@ -58,23 +58,12 @@ class Move:
         with self.mailbox_lock():
             return self._run_locked(target_db, rollback)
 
-    @contextmanager
     def mailbox_lock(self):
         """The lock deliveries to the mailbox take (locks.py's stripe)."""
-        # Lazy, as in partial._run_lock: filelock brings the logging package.
-        from filelock import FileLock, Timeout
-
         lock_dir = state_dir(self.config, "locks")
-        lock = FileLock(lock_path(lock_dir, stripe_of(self.address)),
-                        timeout=self.config.lock_timeout_seconds)
-        try:
-            lock.acquire()
-        except Timeout:
-            raise TemporaryFailure(f"mailbox {self.address} is busy; try again") from None
-        try:
-            yield
-        finally:
-            lock.release()
+        return held_lock(lock_path(lock_dir, stripe_of(self.address)),
+                         self.config.lock_timeout_seconds,
+                         f"mailbox {self.address} is busy; try again")
 
     def _run_locked(self, target_db, rollback):
         start = time.monotonic()
@@ -326,6 +315,24 @@ class Move:
             shutil.rmtree(target)  # a verified copy; the original is intact
         self.directory["moves"].delete(self.address)
         self.after_step("rolled-back")
+
+
+@contextmanager
+def held_lock(path, timeout, busy):
+    """A file lock held for the with-block; TemporaryFailure(busy) when it
+    stays taken for timeout seconds."""
+    # Lazy, as in partial._run_lock: filelock brings the logging package.
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TemporaryFailure(busy) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _batches(cursor, size=ROW_BATCH):
