@@ -137,6 +137,9 @@ class HostMove(Move):
         if not self.config.host_name or source_host != self.config.host_name:
             raise UsageError(f"{self.address} is in {mailbox['database']} on host "
                              f"{source_host or '(none)'}: run the move on that host")
+        target_host = database_host(self.directory, target_db)
+        if target_host in (None, self.config.host_name):
+            raise UsageError(f"{target_db} is not on another host")
         self._open_db(mailbox["database"]).close()  # a damaged file stops it here
         journal = {"address": self.address, "source_db": mailbox["database"],
                    "target_db": target_db, "source_maildir": mailbox["maildir"],
@@ -200,10 +203,15 @@ class HostMove(Move):
                            rows=len(rows["delivered_to"]["rows"]),
                            sieve_rows=sum(len(rows[t]["rows"]) for t in SIEVE_TABLES),
                            partials=len(spools))
-        code, output = self.run_command(
-            self._target_argv(journal),
-            lambda out: write_stream(out, header, files,
-                                     lambda done, total: self.progress("send", done, total)))
+        try:
+            code, output = self.run_command(
+                self._target_argv(journal),
+                lambda out: write_stream(out, header, files,
+                                         lambda done, total: self.progress("send", done, total)))
+        except OSError as e:
+            # A reader of the Maildir (an IMAP server) renamed a file meanwhile.
+            raise TemporaryFailure(f"{e.filename}: {e.strerror} while it was sent; run the "
+                                   "move again") from None
         if code != 0:
             raise TemporaryFailure(f"the target refused or did not take {self.address}: "
                                    f"{output or f'exit {code}'}")

@@ -17,6 +17,7 @@ must fit the disk, and every hash and the trailer must match before the
 caller accepts anything.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -113,7 +114,7 @@ def write_stream(out, header, files, progress=lambda done, total: None):
                 while left > 0:
                     chunk = f.read(min(CHUNK, left))
                     if not chunk:
-                        raise StreamRefused(f"{source} shrank while it was sent")
+                        raise OSError(errno.EAGAIN, "shrank", source)
                     put(chunk)
                     left -= len(chunk)
         progress(done, len(files))
