@@ -72,13 +72,17 @@ def manifest_entry(name, path):
 
 def maildir_entries(root):
     """(dirs, [(name, path)]) of a Maildir tree: directories and regular
-    files only; symlinks are neither followed nor carried."""
+    files only; symlinks are neither followed nor carried, nor what is in
+    a tmp/ (a delivery under way, which the mailbox's tombstone will
+    defer and which removes its file then)."""
     dirs, files = [], []
     for parent, subdirs, names in os.walk(root):
         subdirs[:] = sorted(d for d in subdirs if not os.path.islink(os.path.join(parent, d)))
         relative = os.path.relpath(parent, root)
         base = "maildir" if relative == "." else f"maildir/{relative}"
         dirs.append(base)
+        if os.path.basename(parent) == "tmp":
+            continue
         for name in sorted(names):
             path = os.path.join(parent, name)
             if not os.path.islink(path) and os.path.isfile(path):
