@@ -53,6 +53,30 @@ class Result:
         return self.error is None
 
 
+class _Linked:
+    """One database's targets of a delivery between their links and the
+    commit that marks them delivered (Delivery._claim_and_link)."""
+
+    def __init__(self, db, pending):
+        self.db = db
+        self.pending = pending  # [(target, its file name, or None: a forward)]
+        self.linked = []  # (target, new/ descriptor, its path): linked, not yet synced
+        self.done, self.failed = [], []  # DeliveredTo keys
+        self.recorded = False
+
+    def close(self):
+        for _, fd, _ in self.linked:
+            os.close(fd)
+        self.linked = []
+
+
+def _failures(live):
+    """Whether any target of the live recipients (see _deliver_together)
+    has failed so far."""
+    return any(isinstance(outcome, LdaError)
+               for _, _, result, _, _ in live for outcome in result.outcomes.values())
+
+
 def _has_quota(target):
     """Whether a local target has a maildirsize to keep (the resolver found
     one, or lda limits the mailbox and so writes one): only then is the
@@ -368,12 +392,16 @@ class Delivery:
         mailbox locks: for each database, one transaction (and one WAL
         sync) for every recipient's pending rows, then the links, synced a
         run at a time, then one for the delivered rows.  A recipient whose
-        mailbox moved gets its own 4.2.1; the others go on."""
+        mailbox moved gets its own 4.2.1; the others go on.  When every
+        target is a plain Maildir delivery (see _may_sync_unlocked), the
+        locks go once the links are made, and the syncs and the delivered
+        rows follow without them."""
         results = [Result(plan.recipient) for plan, _ in entries]
-        with MailboxLocks(self.lock_dir,
-                          [t.lock_key for plan, _ in entries for t in plan.targets],
-                          self.config.lock_timeout_seconds,
-                          open_dir=self._state_opener(self.config.state_dir, "locks")):
+        locks = MailboxLocks(self.lock_dir,
+                             [t.lock_key for plan, _ in entries for t in plan.targets],
+                             self.config.lock_timeout_seconds,
+                             open_dir=self._state_opener(self.config.state_dir, "locks"))
+        with locks:
             live = []  # (plan, staged, result, targets, filtered)
             # Per target of every recipient: its DeliveredTo key (one dict:
             # _rekey_other_body's change must reach _conclude), copy, Result.
@@ -390,21 +418,52 @@ class Delivery:
                     keys[target] = target.delivered_to_key(info)
                     copy_of[target], result_of[target] = target.staged or copy, result
                     groups.setdefault(target.db_root, []).append(target)
-            for db_root, group in groups.items():
-                self._deliver_group(self.database(db_root), group, keys, copy_of,
-                                    info, result_of)
-            for plan, copy, result, targets, filtered in live:
-                self._conclude(plan, targets, copy, info, keys, result)
-                if filtered:
-                    from .filtering import commit_filters
-
-                    commit_filters(filtered, result)
+            unlocked = self._may_sync_unlocked(live, keys)
+            linked = [self._claim_and_link(self.database(db_root), group, keys, copy_of,
+                                           info, result_of, unlocked)
+                      for db_root, group in groups.items()]
+            released = unlocked and not _failures(live)
+            if released:
+                locks.release()
+            for group in linked:
+                self._record_synced(group, keys, copy_of, result_of)
+            if not released:
+                self._conclude_all(live, info, keys)
+        if released:
+            if _failures(live):
+                # A sync failed after the locks went: what _conclude records
+                # (a partial delivery) is recorded under them, as always.
+                with MailboxLocks(self.lock_dir, [t.lock_key for t in keys],
+                                  self.config.lock_timeout_seconds,
+                                  open_dir=self._state_opener(self.config.state_dir,
+                                                              "locks")):
+                    self._conclude_all(live, info, keys)
+            else:
+                self._conclude_all(live, info, keys)
         for target in keys:  # the copies of Sieve scripts that edited the header
             if target.staged is not None:
                 target.staged.unlink()
         for plan, copy, result, *_ in live:
             self._log_outcomes(plan, info, copy, result)
         return results
+
+    def _conclude_all(self, live, info, keys):
+        for plan, copy, result, targets, filtered in live:
+            self._conclude(plan, targets, copy, info, keys, result)
+            if filtered:
+                from .filtering import commit_filters
+
+                commit_filters(filtered, result)
+
+    def _may_sync_unlocked(self, live, keys):
+        """Whether the mailbox locks may go before new/ is synced and the
+        rows marked delivered: only for Maildir targets that no Sieve
+        script touched, with no quota warning to write (those steps keep
+        the locks).  A delivery of the same message that takes the lock
+        meanwhile finds the pending row and the file, and syncs new/ itself
+        before it answers "duplicate" (_already_there)."""
+        return (not self.config.quota_warnings and all(t.local for t in keys)
+                and not any(filtered for *_, filtered in live))
 
     def _filter(self, plan, info, staged):
         """Run each local target's Sieve script (once the message is known to
@@ -449,9 +508,10 @@ class Delivery:
             os.close(self._open_state(self.config.state_dir, "sieve-cache"))
         return cache
 
-    def _deliver_group(self, db, targets, keys, staged, info, results):
-        """Claim, link and record the targets that live in one database;
-        staged[target] is its recipient's copy, results[target] its Result."""
+    def _claim_and_link(self, db, targets, keys, staged, info, results, unlocked=False):
+        """Claim and link the targets that live in one database; staged[target]
+        is its recipient's copy, results[target] its Result.  Returns what
+        _record_synced finishes (with the locks held, unless unlocked)."""
         pending = []
         # Synced before any link: a power cut that keeps the link into new/
         # must keep this row too, or the MTA's retry would find no row and
@@ -469,33 +529,50 @@ class Delivery:
             db.mark_pending([(keys[t], name) for t, name in pending], info.body_digest)
             db.mark_delivered([keys[t] for t in targets
                                if results[t].outcomes.get(t) == DUPLICATE])
-        done, failed = [], []
-        linked = []  # (target, new/ descriptor, its path): linked, not yet synced
+        group = _Linked(db, pending)
         try:
             for target, name in pending:
                 try:
                     if target.local:
-                        linked.append((target, *self._link(target, staged[target], name)))
+                        group.linked.append((target, *self._link(target, staged[target], name)))
                     else:
                         self._forward(target, staged[target])
                         results[target].outcomes[target] = DELIVERED
-                        done.append(keys[target])
+                        group.done.append(keys[target])
                 except LdaError as e:
                     results[target].outcomes[target] = e
-                    failed.append(keys[target])
-                if len(linked) >= SYNC_BATCH:
-                    self._sync_linked(linked, keys, results, done, failed)
-            self._sync_linked(linked, keys, results, done, failed)
+                    group.failed.append(keys[target])
+                if len(group.linked) >= SYNC_BATCH:
+                    self._sync_linked(group.linked, keys, results, group.done, group.failed)
+        except BaseException:
+            group.close()  # only when something unexpected was raised
+            raise
+        if not unlocked:
+            self._record_synced(group, keys, staged, results)
+        return group
+
+    def _record_synced(self, group, keys, staged, results):
+        """Sync what is still unsynced of a _claim_and_link, then mark its
+        rows delivered (or forget those that failed); once only."""
+        if group.recorded:
+            return
+        group.recorded = True
+        db, pending = group.db, group.pending
+        try:
+            self._sync_linked(group.linked, keys, results, group.done, group.failed)
         finally:
-            for _, fd, _ in linked:  # only when something unexpected was raised
-                os.close(fd)
+            group.close()  # only when something unexpected was raised
         # Not synced when every target is a local Maildir: its synced pending
         # row names the file, and new/ was synced after the link, so a power
         # cut that takes this commit back leaves a row that _already_there
         # resolves by finding the file.  A forward leaves nothing to find.
+        # Without the locks (see _may_sync_unlocked) another delivery may have
+        # replaced a failed row with its own: a row is forgotten only while it
+        # still names this delivery's file.
+        names = {keys[t]: name for t, name in pending}
         with db.transaction(durable=any(not t.local for t, _ in pending)):
-            db.mark_delivered(done)
-            db.forget(failed)
+            db.mark_delivered(group.done)
+            db.forget_named([(key, names.get(key)) for key in group.failed])
         self._warn_quota(db, [t for t, _ in pending], keys, staged, results)
 
     def judge(self, db, target, keys, found, info, size):
@@ -575,9 +652,10 @@ class Delivery:
         state, location, _ = row
         if state == "delivered":
             return True
-        # A pending row: its writer died holding the lock we now hold, or a
-        # power cut took back its unsynced "delivered" commit.  The file name
-        # in it tells whether the link into new/ happened.
+        # A pending row: its writer died holding the lock we now hold, a
+        # power cut took back its unsynced "delivered" commit, or its writer
+        # let the locks go and is syncing new/ (_may_sync_unlocked).  The
+        # file name in it tells whether the link into new/ happened.
         if not (target.local and location):
             return False  # a forward cannot be checked: a duplicate beats a loss
         try:
@@ -587,7 +665,15 @@ class Delivery:
             # cur/ the file cannot be there, and _link finishes creating it.
             return False
         try:
-            return box.contains(location)
+            if not box.contains(location):
+                return False
+            # The link may not be durable yet (its writer is still to sync
+            # new/, or died first): "duplicate" only once it is.
+            try:
+                box.sync_contents()
+            except OSError as e:
+                raise CannotCreate(f"{box.path}: cannot sync: {e.strerror}") from None
+            return True
         finally:
             box.close()
 

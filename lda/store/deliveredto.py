@@ -280,6 +280,14 @@ class DeliveredTo:
         self._each("DELETE FROM delivered_to WHERE mailbox = ? AND message_id = ? "
                    "AND submit_time = ? AND state = 'pending'", keys)
 
+    def forget_named(self, entries):
+        """entries: [(key, location)]: forget each pending row that still
+        names that location (None: a forward's), not one that another
+        delivery wrote since."""
+        self._each("DELETE FROM delivered_to WHERE mailbox = ? AND message_id = ? "
+                   "AND submit_time = ? AND state = 'pending' AND location IS ?",
+                   [(*key, location) for key, location in entries])
+
     def _each(self, sql, rows):
         """executemany, unless there are no rows: nothing to mark or forget is
         the usual case, and a statement costs its preparation (in a fresh
