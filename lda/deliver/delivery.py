@@ -7,7 +7,12 @@ DeliveredTo and write "pending" rows (one transaction and WAL sync per
 database), link each file into its new/ (hard links on one filesystem),
 fsync those new/ a run at a time, and mark the rows delivered.  A forward
 target that cannot take the message becomes a partial delivery when any
-other target got it.
+other target got it.  Plain Maildir deliveries (no forward, no Sieve) hold
+the locks for less: their pending rows are written and synced before the
+locks (Delivery._claim_early), and new/ is synced after them
+(Delivery._may_sync_unlocked), so that deliveries into one mailbox queue
+for no sync.  The pending row is durable before the link, and the link
+before the answer, as ever.
 """
 
 import os
@@ -138,6 +143,7 @@ class Delivery:
         # (lda lmtp, one per worker thread); None: each delivery closes its own.
         self.kept = kept
         self.touched = set()  # Maildir (or folder) paths written to
+        self.claims = {}  # see _claim_early
         self.lock_dir = os.path.join(config.state_dir, "locks")
         # As root, state directories are opened as Maildirs are (see
         # maildir.open_state); without allow_root_delivery every directory
@@ -392,11 +398,21 @@ class Delivery:
         mailbox locks: for each database, one transaction (and one WAL
         sync) for every recipient's pending rows, then the links, synced a
         run at a time, then one for the delivered rows.  A recipient whose
-        mailbox moved gets its own 4.2.1; the others go on.  When every
-        target is a plain Maildir delivery (see _may_sync_unlocked), the
-        locks go once the links are made, and the syncs and the delivered
-        rows follow without them."""
+        mailbox moved gets its own 4.2.1; the others go on.  For Maildir
+        targets with no Sieve script the pending rows are written, and the
+        WAL synced, before the locks are taken (_claim_early), and when
+        every target is a plain Maildir delivery the locks go once the
+        links are made: the syncs and the delivered rows follow without
+        them (_may_sync_unlocked).  Under the locks there is then no sync."""
         results = [Result(plan.recipient) for plan, _ in entries]
+        self.claims = self._claim_early(entries, info)
+        try:
+            return self._deliver_claimed(entries, info, results)
+        finally:
+            self._forget_unused_claims()
+
+    def _deliver_claimed(self, entries, info, results):
+        """_deliver_together's work once the early claims are written."""
         locks = MailboxLocks(self.lock_dir,
                              [t.lock_key for plan, _ in entries for t in plan.targets],
                              self.config.lock_timeout_seconds,
@@ -446,6 +462,67 @@ class Delivery:
         for plan, copy, result, *_ in live:
             self._log_outcomes(plan, info, copy, result)
         return results
+
+    def _claim_early(self, entries, info):
+        """{db_root: {DeliveredTo key: file name}}: the pending rows written
+        (and the WAL synced, once for every delivery syncing at that
+        moment) before the mailbox locks are taken, for keys that have no
+        row yet; _claim_and_link then only checks, under the locks, that
+        each row still names its file.  Only for Maildir targets with no
+        Sieve script: a forward's pending row cannot be checked against a
+        file, and a script may change the targets.  Another delivery of the
+        same message that takes the locks first finds the row and no file,
+        and claims it for itself as from a writer that died; this one then
+        finds the other's row (_claim_and_link) and judges it as usual."""
+        targets = [(t, copy) for plan, copy in entries for t in plan.targets]
+        if not all(t.local for t, _ in targets) or any(self._may_have_scripts(t)
+                                                       for t, _ in targets):
+            return {}
+        groups = {}
+        for target, copy in targets:
+            groups.setdefault(target.db_root, []).append((target, copy))
+        claims = {}
+        for db_root, group in groups.items():
+            db = self.database(db_root)
+            mine = claims[db_root] = {}
+            with db.transaction(durable=False):
+                found = db.lookup([t.delivered_to_key(info) for t, _ in group])
+                for target, copy in group:
+                    key = target.delivered_to_key(info)
+                    if key not in found and key not in mine:
+                        mine[key] = md.unique_name(self.config.hostname) + f",S={copy.size}"
+                db.mark_pending(list(mine.items()), info.body_digest)
+            if mine:
+                db.sync_wal()  # before any link can be durable: see _claim_and_link
+        return claims
+
+    def _claimed(self, target, keys, found):
+        """The file name this delivery's _claim_early wrote into the
+        target's row, if the row still names it (taken from self.claims:
+        what is left there is forgotten at the end); None otherwise."""
+        if target.filtered or target.staged is not None:
+            return None
+        claims = self.claims.get(target.db_root)
+        name = claims.get(keys[target]) if claims else None
+        row = found.get(keys[target])
+        if name is None or not row or row[0] != "pending" or row[1] != name:
+            return None
+        del claims[keys[target]]
+        return name
+
+    def _forget_unused_claims(self):
+        """Forget each early claim that no link used (its recipient moved
+        away, is over quota, or another delivery claimed the row since),
+        as long as its row still names it."""
+        claims, self.claims = self.claims, {}
+        for db_root, unused in claims.items():
+            if unused:
+                try:
+                    db = self.database(db_root)
+                    with db.transaction(durable=False):
+                        db.forget_named(list(unused.items()))
+                except LdaError:
+                    pass  # a row without its file: the next delivery claims it
 
     def _conclude_all(self, live, info, keys):
         for plan, copy, result, targets, filtered in live:
@@ -512,23 +589,35 @@ class Delivery:
         """Claim and link the targets that live in one database; staged[target]
         is its recipient's copy, results[target] its Result.  Returns what
         _record_synced finishes (with the locks held, unless unlocked)."""
-        pending = []
+        pending, fresh = [], []
         # Synced before any link: a power cut that keeps the link into new/
         # must keep this row too, or the MTA's retry would find no row and
         # deliver a second copy (test_faults' ext4 shutdown caught that).
-        with db.transaction():
+        # A row claimed early (_claim_early) was synced then.
+        with db.transaction(durable=False):
             found = db.lookup([keys[t] for t in targets])
             for target in targets:
-                verdict = self.judge(db, target, keys, found, info, staged[target].size)
+                size = staged[target].size
+                name = self._claimed(target, keys, found)
+                if name is not None:
+                    failure = self._quota_failure(target, size)
+                    if failure is not None:  # the claim is forgotten at the end
+                        results[target].outcomes[target] = failure
+                    else:
+                        pending.append((target, name))
+                    continue
+                verdict = self.judge(db, target, keys, found, info, size)
                 if verdict is not None:
                     results[target].outcomes[target] = verdict
                     continue
-                size = staged[target].size
                 name = md.unique_name(self.config.hostname) + f",S={size}"
-                pending.append((target, name if target.local else None))
-            db.mark_pending([(keys[t], name) for t, name in pending], info.body_digest)
-            db.mark_delivered([keys[t] for t in targets
-                               if results[t].outcomes.get(t) == DUPLICATE])
+                fresh.append((target, name if target.local else None))
+            db.mark_pending([(keys[t], name) for t, name in fresh], info.body_digest)
+            duplicates = [keys[t] for t in targets if results[t].outcomes.get(t) == DUPLICATE]
+            db.mark_delivered(duplicates)
+        if fresh or duplicates:
+            db.sync_wal()
+        pending += fresh
         group = _Linked(db, pending)
         try:
             for target, name in pending:
@@ -599,15 +688,20 @@ class Delivery:
 
             warn(self, db, delivered, keys, staged)
 
+    def _may_have_scripts(self, target):
+        """False when no Sieve script can run for the local target: one or
+        two stats say so for most mailboxes."""
+        config = self.config
+        return bool(config.sieve_before or config.sieve_after or config.sieve_default
+                    or os.path.exists(config.sieve_script_for(target.maildir_path))
+                    or (config.per_user and os.path.lexists(os.path.join(config.home,
+                                                                         ".dovecot.sieve"))))
+
     def _scripts(self, target, info):
         """The trusted scripts to run for a local target (sievescripts).
-        Most mailboxes have none: one or two stats say so here, and only a
-        delivery that may have one imports the code that orders them."""
-        config = self.config
-        if not (config.sieve_before or config.sieve_after or config.sieve_default
-                or os.path.exists(config.sieve_script_for(target.maildir_path))
-                or (config.per_user and os.path.lexists(os.path.join(config.home,
-                                                                     ".dovecot.sieve")))):
+        Most mailboxes have none (_may_have_scripts), and only a delivery
+        that may have one imports the code that orders them."""
+        if not self._may_have_scripts(target):
             return []
         from .sievescripts import scripts_for
 

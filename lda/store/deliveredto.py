@@ -1,12 +1,17 @@
 """The DeliveredTo table: what each mailbox of one database has received.
 
 Key: (mailbox, Message-ID or content digest, client submit time in UTC).  A
-row is written "pending" (with the file name it will get) before the file is
-linked into new/, and marked "delivered" after new/ is fsynced, all while the
-mailbox lock is held.  A pending row found later by the next lock holder is a
-delivery that died midway, or one whose "delivered" commit a power cut took
-back (that commit is not synced): the file name in it says whether the link
-happened.
+row is written "pending" (with the file name it will get), and the WAL
+synced, before the file is linked into new/ under the mailbox lock, and
+marked "delivered" after new/ is fsynced.  A plain Maildir delivery writes
+its pending row before it takes the lock and syncs new/ after it lets go
+(lda.deliver.delivery).  A pending row found by a lock holder is a delivery
+that died midway, one whose "delivered" commit a power cut took back (that
+commit is not synced), one still to take the lock, or one that let go and
+is syncing new/: the file name in it says whether the link happened; a file
+found is synced again before the row counts as delivered, and a row without
+its file is claimed anew (its own writer, if alive, then finds the new row
+under the lock and judges it).
 
 The schema is versioned with PRAGMA user_version rather than sqlite-utils
 migrations because the delivery path creates it and must not pay for
