@@ -589,34 +589,44 @@ class Delivery:
         """Claim and link the targets that live in one database; staged[target]
         is its recipient's copy, results[target] its Result.  Returns what
         _record_synced finishes (with the locks held, unless unlocked)."""
-        pending, fresh = [], []
-        # Synced before any link: a power cut that keeps the link into new/
-        # must keep this row too, or the MTA's retry would find no row and
-        # deliver a second copy (test_faults' ext4 shutdown caught that).
-        # A row claimed early (_claim_early) was synced then.
-        with db.transaction(durable=False):
-            found = db.lookup([keys[t] for t in targets])
-            for target in targets:
-                size = staged[target].size
-                name = self._claimed(target, keys, found)
-                if name is not None:
-                    failure = self._quota_failure(target, size)
-                    if failure is not None:  # the claim is forgotten at the end
-                        results[target].outcomes[target] = failure
-                    else:
-                        pending.append((target, name))
-                    continue
-                verdict = self.judge(db, target, keys, found, info, size)
-                if verdict is not None:
-                    results[target].outcomes[target] = verdict
-                    continue
-                name = md.unique_name(self.config.hostname) + f",S={size}"
-                fresh.append((target, name if target.local else None))
-            db.mark_pending([(keys[t], name) for t, name in fresh], info.body_digest)
-            duplicates = [keys[t] for t in targets if results[t].outcomes.get(t) == DUPLICATE]
-            db.mark_delivered(duplicates)
-        if fresh or duplicates:
-            db.sync_wal()
+        # Rows claimed early (_claim_early) were synced then; under the
+        # locks a plain read says whether each still names its file (only
+        # a lock holder changes a row that exists), so a delivery whose
+        # every target was claimed writes nothing here.
+        claimed = {}
+        found = db.lookup([keys[t] for t in targets]) if self.claims.get(db.db_root) else {}
+        for target in targets:
+            name = self._claimed(target, keys, found)
+            if name is None:
+                continue
+            failure = self._quota_failure(target, staged[target].size)
+            if failure is not None:  # the claim is forgotten at the end
+                results[target].outcomes[target] = failure
+            claimed[target] = name
+        rest = [t for t in targets if t not in claimed]
+        fresh = []
+        if rest:
+            # Synced before any link: a power cut that keeps the link into
+            # new/ must keep this row too, or the MTA's retry would find no
+            # row and deliver a second copy (test_faults' ext4 shutdown
+            # caught that).
+            with db.transaction(durable=False):
+                found = db.lookup([keys[t] for t in rest])
+                for target in rest:
+                    size = staged[target].size
+                    verdict = self.judge(db, target, keys, found, info, size)
+                    if verdict is not None:
+                        results[target].outcomes[target] = verdict
+                        continue
+                    name = md.unique_name(self.config.hostname) + f",S={size}"
+                    fresh.append((target, name if target.local else None))
+                db.mark_pending([(keys[t], name) for t, name in fresh], info.body_digest)
+                duplicates = [keys[t] for t in rest
+                              if results[t].outcomes.get(t) == DUPLICATE]
+                db.mark_delivered(duplicates)
+            if fresh or duplicates:
+                db.sync_wal()
+        pending = [(t, name) for t, name in claimed.items() if t not in results[t].outcomes]
         pending += fresh
         group = _Linked(db, pending)
         try:
@@ -705,7 +715,7 @@ class Delivery:
             return []
         from .sievescripts import scripts_for
 
-        return [path for path in scripts_for(config, target.maildir_path, self.log.warning)
+        return [path for path in scripts_for(self.config, target.maildir_path, self.log.warning)
                 if self._trusted_script(path, info)]
 
     def _sync_linked(self, linked, keys, results, done, failed):

@@ -260,15 +260,20 @@ class DeliveredTo:
     def lookup(self, keys):
         """{key: (state, location, body_digest)} for the unexpired rows.
 
-        Call inside a transaction while holding the mailbox locks."""
+        Call inside a transaction while holding the mailbox locks, or
+        outside one for rows that only a lock holder changes (a row claimed
+        early: lda.deliver.delivery)."""
         found = {}
         cutoff = self.cutoff()
-        for key in keys:
-            row = self.conn.execute(
-                "SELECT state, location, body_digest, delivered_at FROM delivered_to "
-                "WHERE mailbox = ? AND message_id = ? AND submit_time = ?", key).fetchone()
-            if row and row[3] >= cutoff:
-                found[key] = row[:3]
+        try:
+            for key in keys:
+                row = self.conn.execute(
+                    "SELECT state, location, body_digest, delivered_at FROM delivered_to "
+                    "WHERE mailbox = ? AND message_id = ? AND submit_time = ?", key).fetchone()
+                if row and row[3] >= cutoff:
+                    found[key] = row[:3]
+        except sqlite3.Error as e:
+            raise database_failure(e, self.path) from None
         return found
 
     def mark_pending(self, entries, body_digest=None):
