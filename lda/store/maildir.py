@@ -211,6 +211,13 @@ class Maildir:
         return any(entry.split(":", 1)[0] == base for entry in os.listdir(self.cur_fd))
 
 
+    def sync_contents(self):
+        """fsync new/ and cur/: whatever was linked (or moved) into them is
+        then durable, whoever linked it."""
+        os.fsync(self.new_fd)
+        os.fsync(self.cur_fd)
+
+
 def _exists(name, dir_fd):
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
