@@ -180,7 +180,7 @@ def create_database(db, config, name, path=None, host=None):
     """Register a mailbox database: a directory for Maildirs and lda.sqlite,
     held by host (None: every host's).  The directory is made here unless
     another host holds the database: path is then a path on that host, and
-    its first `lda mailbox create` there makes it (open_mailbox)."""
+    its first `lda mailbox create` there makes it (ensure_database)."""
     if not name or not set(name) <= SAFE_PATH_CHARS - {"+", "="} or name.startswith("."):
         raise UsageError(f"invalid database name {name!r} (use a-z, 0-9, . _ -)")
     if db["databases"].count_where("name = ?", [name]):
@@ -208,6 +208,10 @@ def ensure_database(db, config, name):
     host = row.get("host")
     if host and host != config.host_name:
         raise UsageError(f"database {name} is on host {host}: create the mailbox there")
+    if host and not db["mailboxes"].count_where("database = ?", [name]):
+        # Registered from another host (`lda db create --host`), so made by
+        # no one yet: its first mailbox makes it here, parents included.
+        os.makedirs(row["path"], mode=0o700, exist_ok=True)
     return row["path"]
 
 
