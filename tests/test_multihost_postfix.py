@@ -40,6 +40,23 @@ def test_each_mailbox_lands_on_its_own_host_once(hosts_behind_postfix):
     assert all(mirror_synced(h.site) > time.time() - MIRROR_STALE_SECONDS for h in two.hosts)
 
 
+def test_a_mailbox_created_on_host_b_is_routed_by_the_front_once_mirrored(
+        hosts_behind_postfix):
+    """The front asks host a's socketmap, which reads a's mirror: carol,
+    created on b, is known there once a's follower copied her."""
+    two = hosts_behind_postfix
+    a, b, postfix = two.a, two.b, two.postfix
+    carol = address("carol")
+    b.site.run("mailbox", "create", carol, "--db", b.database, check=0)
+    two.wait_mirrored(carol)
+    queue_id = postfix.send(tagged("carol", 1), [carol])
+    postfix.wait_for_removal(queue_id)
+    [delivery] = postfix.deliveries(queue_id=queue_id)
+    assert (delivery.status, delivery.relay.rsplit(":", 1)[1]) == ("sent", str(b.lmtp.port))
+    assert numbers_in(b.site.maildir(carol), "carol") == [1]
+    assert not (a.site.root / b.database).exists()
+
+
 def test_a_site_migrated_from_sqlite_keeps_delivering_and_discards_resends(
         make_site, module_postgres):
     site = make_site()
