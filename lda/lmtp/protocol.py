@@ -262,13 +262,23 @@ class LdaLMTP(LMTP):
         self.last_read = self.loop.time()
         super().data_received(data)
 
+    def _reset_timeout(self, duration=None):
+        """aiosmtpd re-arms the idle timer at every command: a timer made,
+        and one cancelled for the event loop to carry, four per message.
+        The timer counts from the last byte read (_timeout_cb arms it again
+        for what is left), so one that is armed stays; an explicit
+        `duration` always re-arms it."""
+        if duration is None and self._timeout_handle is not None:
+            return
+        super()._reset_timeout(duration)
+
     def _timeout_cb(self):
         """lmtp_idle_timeout without a byte from the client: 421 4.4.2 and a
         close.  aiosmtpd counts from the last command, so a message that
         takes longer to arrive, or to deliver, would be cut."""
         idle = self.loop.time() - self.last_read
         if self.phase == DELIVERING:
-            self._reset_timeout()
+            self._reset_timeout(self._timeout_duration)
         elif idle < self._timeout_duration:
             self._reset_timeout(self._timeout_duration - idle)
         else:
