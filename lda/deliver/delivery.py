@@ -266,6 +266,9 @@ class Delivery:
         for target in plan.targets:
             if target.local:
                 try:
+                    if not target.folder:  # tmp/ alone: new/ and cur/ are _link's
+                        return md.open_tmp(target.maildir_root, target.maildir_relative,
+                                           self.owner)
                     box = self._open(target, create=False)
                 except CannotCreate:
                     break  # not there (yet): stage in the database's tmp/
