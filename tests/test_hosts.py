@@ -38,6 +38,15 @@ def listing(site, *args):
     return json.loads(site.run(*args, "--json", check=0).stdout)
 
 
+def as_host(site, name):
+    """The environment that runs lda as host name sees this site: a copy of
+    its lda.toml that says host_name = name."""
+    config = site.root / f"lda-{name}.toml"
+    config.write_text("".join(f'host_name = "{name}"\n' if line.startswith("host_name ")
+                              else line + "\n" for line in site.config.read_text().splitlines()))
+    return {"LDA_CONFIG": str(config)}
+
+
 @pytest.fixture
 def hosts(make_site):
     """hosts(**settings): a site whose lda.toml says host_name = "a" (unless
@@ -50,8 +59,11 @@ def hosts(make_site):
         site.run("host", "add", "b", "--transport", TRANSPORT_B, check=0)
         site.run("db", "create", "dba", "--host", "a", check=0)
         site.run("db", "create", "dbb", "--host", "b", check=0)
-        site.create("alice@example.org", "--db", "dba")
-        site.create("bob@example.org", "--db", "dbb")
+        # Each mailbox is created on the host that holds its database.
+        site.run("mailbox", "create", "alice@example.org", "--db", "dba",
+                 env=as_host(site, "a"), check=0)
+        site.run("mailbox", "create", "bob@example.org", "--db", "dbb",
+                 env=as_host(site, "b"), check=0)
         site.create("carol@example.org")
         site.aliases.write_text("team@example.org: alice@example.org, carol@example.org\n")
         return site

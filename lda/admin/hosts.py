@@ -101,7 +101,5 @@ def create_database_on(db, config, name, path=None, host=None):
     host `lda host add` registered, checked before anything is made)."""
     if host is not None:
         host_row(db, host)
-    row = create_database(db, config, name, path)
-    if host is not None:
-        db["databases"].update(name, {"host": host})
+    row = create_database(db, config, name, path, host)
     return {**row, "host": host}

@@ -176,25 +176,43 @@ def maildir_path_for(address):
     return f"{safe(domain)}/{safe(local)}"
 
 
-def create_database(db, config, name, path=None):
-    """Register a mailbox database: a directory for Maildirs and lda.sqlite."""
+def create_database(db, config, name, path=None, host=None):
+    """Register a mailbox database: a directory for Maildirs and lda.sqlite,
+    held by host (None: every host's).  The directory is made here unless
+    another host holds the database: path is then a path on that host, and
+    its first `lda mailbox create` there makes it (ensure_database)."""
     if not name or not set(name) <= SAFE_PATH_CHARS - {"+", "="} or name.startswith("."):
         raise UsageError(f"invalid database name {name!r} (use a-z, 0-9, . _ -)")
     if db["databases"].count_where("name = ?", [name]):
         raise AlreadyExists(f"mailbox database {name!r} exists already")
     path = os.path.abspath(path or os.path.join(config.state_dir, "databases", name))
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    if not host or host == config.host_name:
+        os.makedirs(path, mode=0o700, exist_ok=True)
     row = {"name": name, "path": path, "created": time.time()}
+    if host:
+        row["host"] = host
     db["databases"].insert(row)
     return row
 
 
 def ensure_database(db, config, name):
+    """The path of database name, for a mailbox created in it on this host
+    ("default" is created on first use).  A database another host holds is
+    refused (64): its Maildirs are made on the host that delivers to them,
+    by `lda mailbox create` run there."""
     if not db["databases"].count_where("name = ?", [name]):
         if name != "default":
             raise UnknownName(f"no mailbox database named {name!r}")
         create_database(db, config, name)
-    return db["databases"].get(name)["path"]
+    row = db["databases"].get(name)
+    host = row.get("host")
+    if host and host != config.host_name:
+        raise UsageError(f"database {name} is on host {host}: create the mailbox there")
+    if host and not db["mailboxes"].count_where("database = ?", [name]):
+        # Registered from another host (`lda db create --host`), so made by
+        # no one yet: its first mailbox makes it here, parents included.
+        os.makedirs(row["path"], mode=0o700, exist_ok=True)
+    return row["path"]
 
 
 def create_mailbox(db, config, address, database="default", quota_storage=None,

@@ -28,7 +28,10 @@ from .pgdirectory import (CHANNEL, TABLES, PgDirectory, checked_url, connect, gu
 from .state import check_state_dir, connect as connect_sqlite
 
 HEARTBEAT_SECONDS = 1.0
-BACKOFF_SECONDS = (1, 2, 4, 8, 15, 30)
+# Reconnect attempts while PostgreSQL is down: at most 5 s apart, so that a
+# mirror is fresh again within seconds of PostgreSQL's return (unknown
+# recipients defer while it is stale).
+BACKOFF_SECONDS = (1, 2, 5)
 
 
 def snapshot(directory):

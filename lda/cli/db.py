@@ -41,7 +41,8 @@ def db_list(ctx, as_json, in_bytes):
 @click.option("--path", type=click.Path(file_okay=False),
               help="Its directory (default: STATE_DIR/databases/NAME).")
 @click.option("--host", help="The host that holds it, one 'lda host add' registered "
-                             "(default: none; every host delivers to it).")
+                             "(default: none; every host delivers to it).  From another "
+                             "host, its directory is made there, not here.")
 @output_options
 @size_option
 @click.pass_context

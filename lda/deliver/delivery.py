@@ -7,7 +7,12 @@ DeliveredTo and write "pending" rows (one transaction and WAL sync per
 database), link each file into its new/ (hard links on one filesystem),
 fsync those new/ a run at a time, and mark the rows delivered.  A forward
 target that cannot take the message becomes a partial delivery when any
-other target got it.
+other target got it.  Plain Maildir deliveries (no forward, no Sieve) hold
+the locks for less: their pending rows are written and synced before the
+locks (Delivery._claim_early), and new/ is synced after them
+(Delivery._may_sync_unlocked), so that deliveries into one mailbox queue
+for no sync.  The pending row is durable before the link, and the link
+before the answer, as ever.
 """
 
 import os
@@ -51,6 +56,30 @@ class Result:
     @property
     def ok(self):
         return self.error is None
+
+
+class _Linked:
+    """One database's targets of a delivery between their links and the
+    commit that marks them delivered (Delivery._claim_and_link)."""
+
+    def __init__(self, db, pending):
+        self.db = db
+        self.pending = pending  # [(target, its file name, or None: a forward)]
+        self.linked = []  # (target, new/ descriptor, its path): linked, not yet synced
+        self.done, self.failed = [], []  # DeliveredTo keys
+        self.recorded = False
+
+    def close(self):
+        for _, fd, _ in self.linked:
+            os.close(fd)
+        self.linked = []
+
+
+def _failures(live):
+    """Whether any target of the live recipients (see _deliver_together)
+    has failed so far."""
+    return any(isinstance(outcome, LdaError)
+               for _, _, result, _, _ in live for outcome in result.outcomes.values())
 
 
 def _has_quota(target):
@@ -114,6 +143,7 @@ class Delivery:
         # (lda lmtp, one per worker thread); None: each delivery closes its own.
         self.kept = kept
         self.touched = set()  # Maildir (or folder) paths written to
+        self.claims = {}  # see _claim_early
         self.lock_dir = os.path.join(config.state_dir, "locks")
         # As root, state directories are opened as Maildirs are (see
         # maildir.open_state); without allow_root_delivery every directory
@@ -236,6 +266,9 @@ class Delivery:
         for target in plan.targets:
             if target.local:
                 try:
+                    if not target.folder:  # tmp/ alone: new/ and cur/ are _link's
+                        return md.open_tmp(target.maildir_root, target.maildir_relative,
+                                           self.owner)
                     box = self._open(target, create=False)
                 except CannotCreate:
                     break  # not there (yet): stage in the database's tmp/
@@ -368,12 +401,26 @@ class Delivery:
         mailbox locks: for each database, one transaction (and one WAL
         sync) for every recipient's pending rows, then the links, synced a
         run at a time, then one for the delivered rows.  A recipient whose
-        mailbox moved gets its own 4.2.1; the others go on."""
+        mailbox moved gets its own 4.2.1; the others go on.  For Maildir
+        targets with no Sieve script the pending rows are written, and the
+        WAL synced, before the locks are taken (_claim_early), and when
+        every target is a plain Maildir delivery the locks go once the
+        links are made: the syncs and the delivered rows follow without
+        them (_may_sync_unlocked).  Under the locks there is then no sync."""
         results = [Result(plan.recipient) for plan, _ in entries]
-        with MailboxLocks(self.lock_dir,
-                          [t.lock_key for plan, _ in entries for t in plan.targets],
-                          self.config.lock_timeout_seconds,
-                          open_dir=self._state_opener(self.config.state_dir, "locks")):
+        self.claims = self._claim_early(entries, info)
+        try:
+            return self._deliver_claimed(entries, info, results)
+        finally:
+            self._forget_unused_claims()
+
+    def _deliver_claimed(self, entries, info, results):
+        """_deliver_together's work once the early claims are written."""
+        locks = MailboxLocks(self.lock_dir,
+                             [t.lock_key for plan, _ in entries for t in plan.targets],
+                             self.config.lock_timeout_seconds,
+                             open_dir=self._state_opener(self.config.state_dir, "locks"))
+        with locks:
             live = []  # (plan, staged, result, targets, filtered)
             # Per target of every recipient: its DeliveredTo key (one dict:
             # _rekey_other_body's change must reach _conclude), copy, Result.
@@ -390,21 +437,113 @@ class Delivery:
                     keys[target] = target.delivered_to_key(info)
                     copy_of[target], result_of[target] = target.staged or copy, result
                     groups.setdefault(target.db_root, []).append(target)
-            for db_root, group in groups.items():
-                self._deliver_group(self.database(db_root), group, keys, copy_of,
-                                    info, result_of)
-            for plan, copy, result, targets, filtered in live:
-                self._conclude(plan, targets, copy, info, keys, result)
-                if filtered:
-                    from .filtering import commit_filters
-
-                    commit_filters(filtered, result)
+            unlocked = self._may_sync_unlocked(live, keys)
+            linked = [self._claim_and_link(self.database(db_root), group, keys, copy_of,
+                                           info, result_of, unlocked)
+                      for db_root, group in groups.items()]
+            released = unlocked and not _failures(live)
+            if released:
+                locks.release()
+            for group in linked:
+                self._record_synced(group, keys, copy_of, result_of)
+            if not released:
+                self._conclude_all(live, info, keys)
+        if released:
+            if _failures(live):
+                # A sync failed after the locks went: what _conclude records
+                # (a partial delivery) is recorded under them, as always.
+                with MailboxLocks(self.lock_dir, [t.lock_key for t in keys],
+                                  self.config.lock_timeout_seconds,
+                                  open_dir=self._state_opener(self.config.state_dir,
+                                                              "locks")):
+                    self._conclude_all(live, info, keys)
+            else:
+                self._conclude_all(live, info, keys)
         for target in keys:  # the copies of Sieve scripts that edited the header
             if target.staged is not None:
                 target.staged.unlink()
         for plan, copy, result, *_ in live:
             self._log_outcomes(plan, info, copy, result)
         return results
+
+    def _claim_early(self, entries, info):
+        """{db_root: {DeliveredTo key: file name}}: the pending rows written
+        (and the WAL synced, once for every delivery syncing at that
+        moment) before the mailbox locks are taken, for keys that have no
+        row yet; _claim_and_link then only checks, under the locks, that
+        each row still names its file.  Only for Maildir targets with no
+        Sieve script: a forward's pending row cannot be checked against a
+        file, and a script may change the targets.  Another delivery of the
+        same message that takes the locks first finds the row and no file,
+        and claims it for itself as from a writer that died; this one then
+        finds the other's row (_claim_and_link) and judges it as usual."""
+        targets = [(t, copy) for plan, copy in entries for t in plan.targets]
+        if not all(t.local for t, _ in targets) or any(self._may_have_scripts(t)
+                                                       for t, _ in targets):
+            return {}
+        groups = {}
+        for target, copy in targets:
+            groups.setdefault(target.db_root, []).append((target, copy))
+        claims = {}
+        for db_root, group in groups.items():
+            db = self.database(db_root)
+            mine = claims[db_root] = {}
+            with db.transaction(durable=False):
+                found = db.lookup([t.delivered_to_key(info) for t, _ in group])
+                for target, copy in group:
+                    key = target.delivered_to_key(info)
+                    if key not in found and key not in mine:
+                        mine[key] = md.unique_name(self.config.hostname) + f",S={copy.size}"
+                db.mark_pending(list(mine.items()), info.body_digest)
+            if mine:
+                db.sync_wal()  # before any link can be durable: see _claim_and_link
+        return claims
+
+    def _claimed(self, target, keys, found):
+        """The file name this delivery's _claim_early wrote into the
+        target's row, if the row still names it (taken from self.claims:
+        what is left there is forgotten at the end); None otherwise."""
+        if target.filtered or target.staged is not None:
+            return None
+        claims = self.claims.get(target.db_root)
+        name = claims.get(keys[target]) if claims else None
+        row = found.get(keys[target])
+        if name is None or not row or row[0] != "pending" or row[1] != name:
+            return None
+        del claims[keys[target]]
+        return name
+
+    def _forget_unused_claims(self):
+        """Forget each early claim that no link used (its recipient moved
+        away, is over quota, or another delivery claimed the row since),
+        as long as its row still names it."""
+        claims, self.claims = self.claims, {}
+        for db_root, unused in claims.items():
+            if unused:
+                try:
+                    db = self.database(db_root)
+                    with db.transaction(durable=False):
+                        db.forget_named(list(unused.items()))
+                except LdaError:
+                    pass  # a row without its file: the next delivery claims it
+
+    def _conclude_all(self, live, info, keys):
+        for plan, copy, result, targets, filtered in live:
+            self._conclude(plan, targets, copy, info, keys, result)
+            if filtered:
+                from .filtering import commit_filters
+
+                commit_filters(filtered, result)
+
+    def _may_sync_unlocked(self, live, keys):
+        """Whether the mailbox locks may go before new/ is synced and the
+        rows marked delivered: only for Maildir targets that no Sieve
+        script touched, with no quota warning to write (those steps keep
+        the locks).  A delivery of the same message that takes the lock
+        meanwhile finds the pending row and the file, and syncs new/ itself
+        before it answers "duplicate" (_already_there)."""
+        return (not self.config.quota_warnings and all(t.local for t in keys)
+                and not any(filtered for *_, filtered in live))
 
     def _filter(self, plan, info, staged):
         """Run each local target's Sieve script (once the message is known to
@@ -449,53 +588,93 @@ class Delivery:
             os.close(self._open_state(self.config.state_dir, "sieve-cache"))
         return cache
 
-    def _deliver_group(self, db, targets, keys, staged, info, results):
-        """Claim, link and record the targets that live in one database;
-        staged[target] is its recipient's copy, results[target] its Result."""
-        pending = []
-        # Synced before any link: a power cut that keeps the link into new/
-        # must keep this row too, or the MTA's retry would find no row and
-        # deliver a second copy (test_faults' ext4 shutdown caught that).
-        with db.transaction():
-            found = db.lookup([keys[t] for t in targets])
-            for target in targets:
-                verdict = self.judge(db, target, keys, found, info, staged[target].size)
-                if verdict is not None:
-                    results[target].outcomes[target] = verdict
-                    continue
-                size = staged[target].size
-                name = md.unique_name(self.config.hostname) + f",S={size}"
-                pending.append((target, name if target.local else None))
-            db.mark_pending([(keys[t], name) for t, name in pending], info.body_digest)
-            db.mark_delivered([keys[t] for t in targets
-                               if results[t].outcomes.get(t) == DUPLICATE])
-        done, failed = [], []
-        linked = []  # (target, new/ descriptor, its path): linked, not yet synced
+    def _claim_and_link(self, db, targets, keys, staged, info, results, unlocked=False):
+        """Claim and link the targets that live in one database; staged[target]
+        is its recipient's copy, results[target] its Result.  Returns what
+        _record_synced finishes (with the locks held, unless unlocked)."""
+        # Rows claimed early (_claim_early) were synced then; under the
+        # locks a plain read says whether each still names its file (only
+        # a lock holder changes a row that exists), so a delivery whose
+        # every target was claimed writes nothing here.
+        claimed = {}
+        found = db.lookup([keys[t] for t in targets]) if self.claims.get(db.db_root) else {}
+        for target in targets:
+            name = self._claimed(target, keys, found)
+            if name is None:
+                continue
+            failure = self._quota_failure(target, staged[target].size)
+            if failure is not None:  # the claim is forgotten at the end
+                results[target].outcomes[target] = failure
+            claimed[target] = name
+        rest = [t for t in targets if t not in claimed]
+        fresh = []
+        if rest:
+            # Synced before any link: a power cut that keeps the link into
+            # new/ must keep this row too, or the MTA's retry would find no
+            # row and deliver a second copy (test_faults' ext4 shutdown
+            # caught that).
+            with db.transaction(durable=False):
+                found = db.lookup([keys[t] for t in rest])
+                for target in rest:
+                    size = staged[target].size
+                    verdict = self.judge(db, target, keys, found, info, size)
+                    if verdict is not None:
+                        results[target].outcomes[target] = verdict
+                        continue
+                    name = md.unique_name(self.config.hostname) + f",S={size}"
+                    fresh.append((target, name if target.local else None))
+                db.mark_pending([(keys[t], name) for t, name in fresh], info.body_digest)
+                duplicates = [keys[t] for t in rest
+                              if results[t].outcomes.get(t) == DUPLICATE]
+                db.mark_delivered(duplicates)
+            if fresh or duplicates:
+                db.sync_wal()
+        pending = [(t, name) for t, name in claimed.items() if t not in results[t].outcomes]
+        pending += fresh
+        group = _Linked(db, pending)
         try:
             for target, name in pending:
                 try:
                     if target.local:
-                        linked.append((target, *self._link(target, staged[target], name)))
+                        group.linked.append((target, *self._link(target, staged[target], name)))
                     else:
                         self._forward(target, staged[target])
                         results[target].outcomes[target] = DELIVERED
-                        done.append(keys[target])
+                        group.done.append(keys[target])
                 except LdaError as e:
                     results[target].outcomes[target] = e
-                    failed.append(keys[target])
-                if len(linked) >= SYNC_BATCH:
-                    self._sync_linked(linked, keys, results, done, failed)
-            self._sync_linked(linked, keys, results, done, failed)
+                    group.failed.append(keys[target])
+                if len(group.linked) >= SYNC_BATCH:
+                    self._sync_linked(group.linked, keys, results, group.done, group.failed)
+        except BaseException:
+            group.close()  # only when something unexpected was raised
+            raise
+        if not unlocked:
+            self._record_synced(group, keys, staged, results)
+        return group
+
+    def _record_synced(self, group, keys, staged, results):
+        """Sync what is still unsynced of a _claim_and_link, then mark its
+        rows delivered (or forget those that failed); once only."""
+        if group.recorded:
+            return
+        group.recorded = True
+        db, pending = group.db, group.pending
+        try:
+            self._sync_linked(group.linked, keys, results, group.done, group.failed)
         finally:
-            for _, fd, _ in linked:  # only when something unexpected was raised
-                os.close(fd)
+            group.close()  # only when something unexpected was raised
         # Not synced when every target is a local Maildir: its synced pending
         # row names the file, and new/ was synced after the link, so a power
         # cut that takes this commit back leaves a row that _already_there
         # resolves by finding the file.  A forward leaves nothing to find.
+        # Without the locks (see _may_sync_unlocked) another delivery may have
+        # replaced a failed row with its own: a row is forgotten only while it
+        # still names this delivery's file.
+        names = {keys[t]: name for t, name in pending}
         with db.transaction(durable=any(not t.local for t, _ in pending)):
-            db.mark_delivered(done)
-            db.forget(failed)
+            db.mark_delivered(group.done)
+            db.forget_named([(key, names.get(key)) for key in group.failed])
         self._warn_quota(db, [t for t, _ in pending], keys, staged, results)
 
     def judge(self, db, target, keys, found, info, size):
@@ -522,19 +701,24 @@ class Delivery:
 
             warn(self, db, delivered, keys, staged)
 
+    def _may_have_scripts(self, target):
+        """False when no Sieve script can run for the local target: one or
+        two stats say so for most mailboxes."""
+        config = self.config
+        return bool(config.sieve_before or config.sieve_after or config.sieve_default
+                    or os.path.exists(config.sieve_script_for(target.maildir_path))
+                    or (config.per_user and os.path.lexists(os.path.join(config.home,
+                                                                         ".dovecot.sieve"))))
+
     def _scripts(self, target, info):
         """The trusted scripts to run for a local target (sievescripts).
-        Most mailboxes have none: one or two stats say so here, and only a
-        delivery that may have one imports the code that orders them."""
-        config = self.config
-        if not (config.sieve_before or config.sieve_after or config.sieve_default
-                or os.path.exists(config.sieve_script_for(target.maildir_path))
-                or (config.per_user and os.path.lexists(os.path.join(config.home,
-                                                                     ".dovecot.sieve")))):
+        Most mailboxes have none (_may_have_scripts), and only a delivery
+        that may have one imports the code that orders them."""
+        if not self._may_have_scripts(target):
             return []
         from .sievescripts import scripts_for
 
-        return [path for path in scripts_for(config, target.maildir_path, self.log.warning)
+        return [path for path in scripts_for(self.config, target.maildir_path, self.log.warning)
                 if self._trusted_script(path, info)]
 
     def _sync_linked(self, linked, keys, results, done, failed):
@@ -575,9 +759,10 @@ class Delivery:
         state, location, _ = row
         if state == "delivered":
             return True
-        # A pending row: its writer died holding the lock we now hold, or a
-        # power cut took back its unsynced "delivered" commit.  The file name
-        # in it tells whether the link into new/ happened.
+        # A pending row: its writer died holding the lock we now hold, a
+        # power cut took back its unsynced "delivered" commit, or its writer
+        # let the locks go and is syncing new/ (_may_sync_unlocked).  The
+        # file name in it tells whether the link into new/ happened.
         if not (target.local and location):
             return False  # a forward cannot be checked: a duplicate beats a loss
         try:
@@ -587,7 +772,15 @@ class Delivery:
             # cur/ the file cannot be there, and _link finishes creating it.
             return False
         try:
-            return box.contains(location)
+            if not box.contains(location):
+                return False
+            # The link may not be durable yet (its writer is still to sync
+            # new/, or died first): "duplicate" only once it is.
+            try:
+                box.sync_contents()
+            except OSError as e:
+                raise CannotCreate(f"{box.path}: cannot sync: {e.strerror}") from None
+            return True
         finally:
             box.close()
 

@@ -212,7 +212,7 @@ class Explaining(Delivery):
         return result, entry
 
     def _judge_all(self, plan, targets, info, copy, result, claimed):
-        """result.outcomes as _deliver_group would set them."""
+        """result.outcomes as _claim_and_link would set them."""
         if info is None:  # no message: quota for an empty one, nothing else
             for target in targets:
                 result.outcomes[target] = self._quota_failure(target, 0) or WOULD_DELIVER

@@ -151,7 +151,7 @@ def deliver_warning(delivery, db, target, trigger_key, threshold, usage):
 
 
 def _store(delivery, db, inbox, key, copy):
-    """DeliveredTo as _deliver_group keeps it: a pending row (synced) naming
+    """DeliveredTo as _claim_and_link and _record_synced keep it: a pending row (synced) naming
     the file, the link (maildirsize appended by Delivery._link), new/
     synced, the row delivered; a failure forgets the row.  No quota check:
     the warning is exempt from it."""
@@ -171,7 +171,7 @@ def _store(delivery, db, inbox, key, copy):
         with db.transaction(durable=False):
             db.forget([key])
         raise
-    with db.transaction(durable=False):  # as _deliver_group: the synced row names the file
+    with db.transaction(durable=False):  # as _record_synced: the synced row names the file
         db.mark_delivered([key])
     return path
 

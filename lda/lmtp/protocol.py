@@ -9,6 +9,15 @@ recipient's.  Here DATA always answers every recipient, and a session that
 must end (a stop, an idle client) answers the recipients it owes before it
 closes.  Every reply carries an RFC 3463 code (RFC 2034, which LHLO
 advertises with PIPELINING).
+
+Replies to pipelined commands go out together (RFC 2920 section 3.1, as
+Postfix's smtpd and Dovecot's LMTP write them): a 250 is held while the
+client's next command line is already here, and sent with the first reply
+after it that is not held (in order; 354 and every refusal are sent at
+once), so that a group MAIL, RCPT..., DATA costs one write, one wake-up of
+the client and one TCP segment, not one each.  Nothing is held while the
+session waits for input (the next line is here, so it does not wait), nor
+through a delivery (354 comes before it and sends all), nor past a close.
 """
 
 import asyncio
@@ -74,6 +83,11 @@ def per_recipient(status, recipients):
     return [f"{reply} {code} <{r}> {text}".rstrip() for r in recipients]
 
 
+# Replies held back at most (a client that pipelines thousands of RCPTs is
+# answered in groups of this many).
+HELD_MAX = 100
+
+
 # What a session is doing: reading commands, reading a message after 354, or
 # delivering it.
 COMMANDS, DATA, DELIVERING = "commands", "data", "delivering"
@@ -110,9 +124,28 @@ class LdaLMTP(LMTP):
         self.verb = None
         self.closing = None  # the reply that ends the session after a delivery
         self.last_read = self.loop.time()
+        self.held = []  # 250 replies (bytes) not sent yet: see reply()
 
     async def push(self, status):
-        await super().push(with_enhanced_code(status, self.verb))
+        await self.reply([with_enhanced_code(status, self.verb)])
+
+    async def reply(self, lines):
+        """Send `lines` (a reply, or one per recipient) with the replies
+        held before them, or hold them too when they are all 250s and the
+        client's next command line is already in the reader's buffer: the
+        next command's reply follows at once, and the last of a pipelined
+        group (the line after it is not here yet) sends them all."""
+        data = "".join(f"{line}\r\n" for line in lines).encode()
+        if (all(line.startswith("250") for line in lines) and len(self.held) < HELD_MAX
+                and b"\n" in self._reader._buffer):  # asyncio.StreamReader's bytes not read yet
+            self.held.append(data)
+            return
+        self._writer.write(self.take_held() + data)
+        await self._writer.drain()
+
+    def take_held(self):
+        held, self.held = b"".join(self.held), []
+        return held
 
     def _getaddr(self, arg):
         match = _PLAIN_ADDRESS.match(arg)
@@ -152,9 +185,7 @@ class LdaLMTP(LMTP):
         lines = [self.hostname, "PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
         if self.data_size_limit:
             lines.append(f"SIZE {self.data_size_limit}")
-        for line in lines[:-1]:
-            self._writer.write(f"250-{line}\r\n".encode())
-        await SMTP.push(self, f"250 {lines[-1]}")
+        await self.reply([f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"])
 
     async def smtp_MAIL(self, arg):
         self.verb = "MAIL"
@@ -187,9 +218,7 @@ class LdaLMTP(LMTP):
         replies = await self._replies_to(content)
         self.phase = COMMANDS
         self._set_post_data_state()
-        for reply in replies[:-1]:
-            self._writer.write(with_enhanced_code(reply).encode() + b"\r\n")
-        await self.push(replies[-1])
+        await self.reply([with_enhanced_code(reply) for reply in replies])
         self.last_read = self.loop.time()  # the client waited on us until now
         if self.closing:
             self.close_with(self.closing)
@@ -226,12 +255,22 @@ class LdaLMTP(LMTP):
             return
         replies = per_recipient(status, self.envelope.rcpt_tos) if self.phase == DATA else [
             status]
-        self._writer.write("".join(r + "\r\n" for r in replies).encode())
+        self._writer.write(self.take_held() + "".join(r + "\r\n" for r in replies).encode())
         self.transport.close()  # writes what is buffered, then closes
 
     def data_received(self, data):
         self.last_read = self.loop.time()
         super().data_received(data)
+
+    def _reset_timeout(self, duration=None):
+        """aiosmtpd re-arms the idle timer at every command: a timer made,
+        and one cancelled for the event loop to carry, four per message.
+        The timer counts from the last byte read (_timeout_cb arms it again
+        for what is left), so one that is armed stays; an explicit
+        `duration` always re-arms it."""
+        if duration is None and self._timeout_handle is not None:
+            return
+        super()._reset_timeout(duration)
 
     def _timeout_cb(self):
         """lmtp_idle_timeout without a byte from the client: 421 4.4.2 and a
@@ -239,7 +278,7 @@ class LdaLMTP(LMTP):
         takes longer to arrive, or to deliver, would be cut."""
         idle = self.loop.time() - self.last_read
         if self.phase == DELIVERING:
-            self._reset_timeout()
+            self._reset_timeout(self._timeout_duration)
         elif idle < self._timeout_duration:
             self._reset_timeout(self._timeout_duration - idle)
         else:

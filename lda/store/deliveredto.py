@@ -1,12 +1,17 @@
 """The DeliveredTo table: what each mailbox of one database has received.
 
 Key: (mailbox, Message-ID or content digest, client submit time in UTC).  A
-row is written "pending" (with the file name it will get) before the file is
-linked into new/, and marked "delivered" after new/ is fsynced, all while the
-mailbox lock is held.  A pending row found later by the next lock holder is a
-delivery that died midway, or one whose "delivered" commit a power cut took
-back (that commit is not synced): the file name in it says whether the link
-happened.
+row is written "pending" (with the file name it will get), and the WAL
+synced, before the file is linked into new/ under the mailbox lock, and
+marked "delivered" after new/ is fsynced.  A plain Maildir delivery writes
+its pending row before it takes the lock and syncs new/ after it lets go
+(lda.deliver.delivery).  A pending row found by a lock holder is a delivery
+that died midway, one whose "delivered" commit a power cut took back (that
+commit is not synced), one still to take the lock, or one that let go and
+is syncing new/: the file name in it says whether the link happened; a file
+found is synced again before the row counts as delivered, and a row without
+its file is claimed anew (its own writer, if alive, then finds the new row
+under the lock and judges it).
 
 The schema is versioned with PRAGMA user_version rather than sqlite-utils
 migrations because the delivery path creates it and must not pay for
@@ -255,15 +260,20 @@ class DeliveredTo:
     def lookup(self, keys):
         """{key: (state, location, body_digest)} for the unexpired rows.
 
-        Call inside a transaction while holding the mailbox locks."""
+        Call inside a transaction while holding the mailbox locks, or
+        outside one for rows that only a lock holder changes (a row claimed
+        early: lda.deliver.delivery)."""
         found = {}
         cutoff = self.cutoff()
-        for key in keys:
-            row = self.conn.execute(
-                "SELECT state, location, body_digest, delivered_at FROM delivered_to "
-                "WHERE mailbox = ? AND message_id = ? AND submit_time = ?", key).fetchone()
-            if row and row[3] >= cutoff:
-                found[key] = row[:3]
+        try:
+            for key in keys:
+                row = self.conn.execute(
+                    "SELECT state, location, body_digest, delivered_at FROM delivered_to "
+                    "WHERE mailbox = ? AND message_id = ? AND submit_time = ?", key).fetchone()
+                if row and row[3] >= cutoff:
+                    found[key] = row[:3]
+        except sqlite3.Error as e:
+            raise database_failure(e, self.path) from None
         return found
 
     def mark_pending(self, entries, body_digest=None):
@@ -279,6 +289,14 @@ class DeliveredTo:
     def forget(self, keys):
         self._each("DELETE FROM delivered_to WHERE mailbox = ? AND message_id = ? "
                    "AND submit_time = ? AND state = 'pending'", keys)
+
+    def forget_named(self, entries):
+        """entries: [(key, location)]: forget each pending row that still
+        names that location (None: a forward's), not one that another
+        delivery wrote since."""
+        self._each("DELETE FROM delivered_to WHERE mailbox = ? AND message_id = ? "
+                   "AND submit_time = ? AND state = 'pending' AND location IS ?",
+                   [(*key, location) for key, location in entries])
 
     def _each(self, sql, rows):
         """executemany, unless there are no rows: nothing to mark or forget is

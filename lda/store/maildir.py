@@ -211,6 +211,13 @@ class Maildir:
         return any(entry.split(":", 1)[0] == base for entry in os.listdir(self.cur_fd))
 
 
+    def sync_contents(self):
+        """fsync new/ and cur/: whatever was linked (or moved) into them is
+        then durable, whoever linked it."""
+        os.fsync(self.new_fd)
+        os.fsync(self.cur_fd)
+
+
 def _exists(name, dir_fd):
     try:
         os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -224,6 +231,32 @@ def _touch(dir_fd, name):
         os.close(os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd))
     except FileExistsError:
         pass
+
+
+def open_tmp(root_path, relative=None, owner=None):
+    """A descriptor of a mailbox's tmp/ (its INBOX's), nothing created:
+    where a delivery stages its file, so that a hard link reaches the
+    Maildir's new/.  Only tmp/ is opened: _link opens the Maildir again
+    under the mailbox locks.  Errors as open_mailbox's."""
+    try:
+        if relative:
+            root_fd = walk_confined(root_path, relative, False, owner)
+        else:
+            root_fd = open_dir(root_path, follow=True, owner=owner)
+    except FileNotFoundError:
+        raise MaildirMissing(f"{root_path}: mailbox directory does not exist") from None
+    except OSError as e:
+        raise CannotCreate(f"{root_path}: cannot open mailbox: {e.strerror}") from None
+    path = os.path.join(root_path, relative) if relative else root_path
+    try:
+        return open_dir("tmp", root_fd)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafePath(f"{path}: symlink or non-directory in Maildir") from None
+        failure = MaildirMissing if e.errno == errno.ENOENT else CannotCreate
+        raise failure(f"{path}: cannot open Maildir: {e.strerror}") from None
+    finally:
+        os.close(root_fd)
 
 
 def open_mailbox(root_path, relative=None, folder=None, create=True,

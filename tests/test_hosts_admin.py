@@ -1,0 +1,62 @@
+"""Admin commands on a site of two hosts sharing a PostgreSQL directory
+(tests/postgres.py), each host with its own state_dir and mirror: a
+mailbox is created on the host that holds its database, and a database
+registered from another host gets its directory there, not here."""
+
+import json
+
+import pytest
+from conftest import maildir_files, message
+from postgres import postgres, postgres_cluster  # noqa: F401 (fixtures)
+
+REFUSED = 64
+
+
+@pytest.fixture
+def two_sites(make_site, postgres):  # noqa: F811
+    """Sites a and b (host_name a and b) on one PostgreSQL directory; both
+    hosts registered, and database dbb on b registered from host a with a
+    path under b's root (its parent, a disk of b's, is not there on a)."""
+    _, dsn = postgres
+    a, b = (make_site(host_name=name, directory=dsn) for name in ("a", "b"))
+    a.run("host", "add", "a", "--transport", "lmtp:inet:127.0.0.1:2401", check=0)
+    a.run("host", "add", "b", "--transport", "lmtp:inet:127.0.0.1:2402", check=0)
+    a.run("db", "create", "dbb", "--host", "b", "--path", str(b.root / "disk" / "dbb"),
+          check=0)
+    return a, b
+
+
+def mailboxes(site):
+    return json.loads(site.run("mailbox", "list", "--json", check=0).stdout)
+
+
+def test_a_database_of_another_host_gets_no_directory_here(two_sites):
+    a, b = two_sites
+    assert not (b.root / "disk").exists()
+    shown = json.loads(b.run("db", "show", "dbb", "--json", check=0).stdout)
+    assert (shown["host"], shown["path"], shown["disk_bytes"]) == (
+        "b", str(b.root / "disk" / "dbb"), None)
+    # The host that holds it makes it with its first mailbox, and delivers.
+    b.run("mailbox", "create", "bob@example.org", "--db", "dbb", check=0)
+    assert (b.root / "disk" / "dbb").stat().st_mode & 0o777 == 0o700
+    b.deliver(message(), "bob@example.org", check=0)
+    assert len(maildir_files(b.root / "disk" / "dbb" / "example.org" / "bob")) == 1
+
+
+@pytest.mark.parametrize("host_name", ["a", ""], ids=["other-host", "no-host-name"])
+def test_a_mailbox_in_a_database_of_another_host_is_refused(two_sites, host_name):
+    a, _ = two_sites
+    if not host_name:
+        a.write_config({**_settings(a), "host_name": ""})
+    done = a.run("mailbox", "create", "bob@example.org", "--db", "dbb", check=REFUSED)
+    assert done.stderr.decode().strip().splitlines()[-1].endswith(
+        "database dbb is on host b: create the mailbox there")
+    assert len(done.stderr.decode().strip().splitlines()) == 1
+    assert mailboxes(a) == []
+    assert not (a.root / "disk").exists() and not list(a.root.glob("**/bob"))
+
+
+def _settings(site):
+    import tomllib
+
+    return tomllib.loads(site.config.read_text())
