@@ -29,6 +29,9 @@ KEYS = {
                            "directory.sqlite is this host's mirror of it)"),
     "host_name": ("", str, "this host's name among the hosts of a shared directory "
                            "(empty: one host, every mailbox database is local)"),
+    "move_command": (["ssh", "{host}", "lda", "mailbox", "receive"], list,
+                     "how `lda mailbox move` reaches `lda mailbox receive` on the target "
+                     "host ({host}: its name)"),
     "expiration_hours": (168, int, "how long DeliveredTo remembers a message"),
     "cleanup_interval_seconds": (3600, int, "how often deliveries prune expired rows"),
     "quota_full": ("tempfail", str, "tempfail (exit 75) or reject (exit 77)"),
@@ -252,6 +255,8 @@ class Config:
                               "lock_timeout_seconds >= 1")
         if not self.sendmail or not all(isinstance(a, str) for a in self.sendmail):
             raise ConfigError(f"{self.path}: sendmail must be a list of strings")
+        if not self.move_command or not all(isinstance(a, str) for a in self.move_command):
+            raise ConfigError(f"{self.path}: move_command must be a list of strings")
         if any(c == "@" or not c.isprintable() or c.isspace() for c in self.recipient_delimiter):
             raise ConfigError(f"{self.path}: recipient_delimiter must not contain '@', "
                               "spaces or control characters")

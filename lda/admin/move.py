@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import time
+from contextlib import contextmanager
 
 from ..errors import AlreadyExists, ConfigError, TemporaryFailure, UnknownName
 from ..store.locks import lock_path, stripe_of
@@ -27,6 +28,7 @@ from .databases import open_deliveredto
 from .mailboxes import directory_transaction, get_mailbox
 from .partial import RUN_LOCK
 from .state import state_dir
+from .transfer import file_digest
 
 ROW_BATCH = 5000
 COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
@@ -53,17 +55,15 @@ class Move:
                        "sieve_rows": 0, "partials": 0, "method": None}
 
     def run(self, target_db, rollback=False):
-        # Lazy, as in partial._run_lock: filelock brings the logging package.
-        from filelock import FileLock, Timeout
+        with self.mailbox_lock():
+            return self._run_locked(target_db, rollback)
 
+    def mailbox_lock(self):
+        """The lock deliveries to the mailbox take (locks.py's stripe)."""
         lock_dir = state_dir(self.config, "locks")
-        lock = FileLock(lock_path(lock_dir, stripe_of(self.address)),
-                        timeout=self.config.lock_timeout_seconds)
-        try:
-            with lock:
-                return self._run_locked(target_db, rollback)
-        except Timeout:
-            raise TemporaryFailure(f"mailbox {self.address} is busy; try again") from None
+        return held_lock(lock_path(lock_dir, stripe_of(self.address)),
+                         self.config.lock_timeout_seconds,
+                         f"mailbox {self.address} is busy; try again")
 
     def _run_locked(self, target_db, rollback):
         start = time.monotonic()
@@ -154,7 +154,7 @@ class Move:
                 return db.conn.execute(f"SELECT count(*) FROM {table} WHERE mailbox = ?",
                                        (key,)).fetchone()[0]
 
-            keys = [self.address] + [f"forward:{a}" for a in self._forwards()]
+            keys = self._row_keys()
             self.report["rows"] = sum(count("delivered_to", k) for k in keys)
             self.report["sieve_rows"] = sum(count(t, self.address) for t in SIEVE_TABLES)
             self.report["partials"] = count("partial_deliveries", self.address)
@@ -204,7 +204,7 @@ class Move:
         source_db = self._open_db(journal["source_db"])
         target_db = self._open_db(journal["target_db"])
         try:
-            keys = [self.address] + [f"forward:{a}" for a in self._forwards()]
+            keys = self._row_keys()
             total = sum(source_db.conn.execute(
                 "SELECT count(*) FROM delivered_to WHERE mailbox = ?", (k,)).fetchone()[0]
                 for k in keys)
@@ -237,6 +237,11 @@ class Move:
 
         return FileLock(os.path.join(self.config.state_dir, "locks", RUN_LOCK),
                         timeout=self.config.lock_timeout_seconds)
+
+    def _row_keys(self):
+        """The DeliveredTo keys that go with the mailbox: its own and its
+        forwards' (forward:ADDRESS)."""
+        return [self.address] + [f"forward:{a}" for a in self._forwards()]
 
     def _forwards(self):
         forward = get_mailbox(self.directory, self.address)["forward"] or ""
@@ -310,6 +315,24 @@ class Move:
             shutil.rmtree(target)  # a verified copy; the original is intact
         self.directory["moves"].delete(self.address)
         self.after_step("rolled-back")
+
+
+@contextmanager
+def held_lock(path, timeout, busy):
+    """A file lock held for the with-block; TemporaryFailure(busy) when it
+    stays taken for timeout seconds."""
+    # Lazy, as in partial._run_lock: filelock brings the logging package.
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path, timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TemporaryFailure(busy) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _batches(cursor, size=ROW_BATCH):
@@ -398,11 +421,7 @@ def copy_file(source, target):
     os.chmod(target, 0o600)
     stat = os.stat(source)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    check = hashlib.sha256()
-    with open(target, "rb") as copied:
-        while chunk := copied.read(1 << 20):
-            check.update(chunk)
-    if check.digest() != digest.digest():
+    if file_digest(target) != digest.hexdigest():
         raise TemporaryFailure(f"{target}: copy does not match {source}")
 
 

@@ -1,4 +1,4 @@
-"""`lda mailbox`: create, list, show, delete, move and set-quota."""
+"""`lda mailbox`: create, list, show, delete, move, receive and set-quota."""
 
 import json
 
@@ -7,9 +7,11 @@ import click
 from ..admin.lifecycle import KEEP, PURGE, Deletion
 from ..admin.lifecycle import create as create_mailbox
 from ..admin.mailboxes import get_mailbox, list_mailboxes, open_directory, read_directory
+from ..admin.hostmove import HostMove, Receiver, is_host_move
 from ..admin.move import Move
 from ..admin.quota import set_quota
 from ..config import parse_size
+from ..errors import UnknownName
 from .output import (DEFAULT, Parsed, Progress, emit, emit_record, output_options, parse_count,
                      size_option)
 from .root import cli, load
@@ -128,28 +130,70 @@ def mailbox_delete(ctx, address, keep_maildir, purge, as_json):
 
 @mailbox.command("move")
 @click.argument("address")
-@click.option("--to", "target", help="Target mailbox database.")
+@click.option("--to", "target", help="Target mailbox database (on this host or another).")
+@click.option("--resume", is_flag=True, help="Go on with the unfinished move, wherever it goes.")
 @click.option("--rollback", is_flag=True, help="Undo an unfinished move instead.")
 @output_options
 @click.pass_context
-def mailbox_move(ctx, address, target, rollback, as_json):
+def mailbox_move(ctx, address, target, resume, rollback, as_json):
     """Move a mailbox and its DeliveredTo rows to another database.
 
     Deliveries to the mailbox are deferred (4.2.1) until the move is done.
-    An interrupted move is resumed by running the same command again, or
-    undone with --rollback until the directory entry has switched.
+    An interrupted move is resumed by running the same command again (or
+    with --resume), or undone with --rollback until the directory entry has
+    switched.  A database on another host of a shared directory is reached
+    through move_command (lda.toml), where `lda mailbox receive` takes it.
 
     \b
     Example:
         lda mailbox move alice@example.org --to db2
+        lda mailbox move alice@example.org --resume
     """
-    if bool(target) == rollback:
-        raise click.UsageError("--to DATABASE and --rollback conflict: give one" if rollback
-                               else "--to DATABASE (or --rollback) is required")
+    if rollback and (target or resume) or not (target or resume or rollback):
+        raise click.UsageError("give --to DATABASE (and/or --resume), or --rollback alone")
+    config = load(ctx)
+    directory = open_directory(config)
+    if resume and not directory["moves"].count_where("address = ?", [address.lower()]):
+        raise UnknownName(f"no unfinished move of {address} to resume")
+    kind = HostMove if is_host_move(config, directory, address, target) else Move
     with Progress(enabled=not as_json) as progress:
-        report = Move(load(ctx), open_directory(load(ctx)), address,
-                      progress=progress.update).run(target, rollback)
+        report = kind(config, directory, address, progress=progress.update).run(target,
+                                                                               rollback)
     click.echo(json.dumps(report, indent=2) if as_json else move_summary(report, rollback))
+
+
+@mailbox.command("receive")
+@click.option("--confirm", "confirm", metavar="ADDRESS",
+              help="Check that this host now serves ADDRESS (after the flip).")
+@click.option("--abort", "abort", metavar="ADDRESS",
+              help="Drop what a move of ADDRESS to this host left here.")
+@output_options
+@click.pass_context
+def mailbox_receive(ctx, confirm, abort, as_json):
+    """Take a mailbox another host moves here, from standard input.
+
+    Run by `lda mailbox move` on the source host through move_command: the
+    stream (a manifest of sizes and SHA-256 hashes, the Maildir, Sieve
+    scripts and rows) is staged, verified, fsynced and imported; anything
+    wrong in it is refused (65) and nothing is kept.
+
+    \b
+    Example:
+        lda mailbox receive < alice.stream
+        lda mailbox receive --confirm alice@example.org
+    """
+    if confirm and abort:
+        raise click.UsageError("--confirm and --abort exclude each other")
+    config = load(ctx)
+    receiver = Receiver(config, open_directory(config), confirm or abort or "")
+    if confirm:
+        report = receiver.confirm()
+    elif abort:
+        report = receiver.abort()
+    else:
+        report = receiver.receive(click.get_binary_stream("stdin"))
+    click.echo(json.dumps(report) if as_json else
+               "OK " + " ".join(f"{k}={v}" for k, v in report.items()))
 
 
 def move_summary(report, rollback):

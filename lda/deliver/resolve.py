@@ -263,11 +263,13 @@ class ManagedResolver:
     def _target(self, leaf, canonical, own, expansion):
         via = tuple(expansion.via.get(leaf, ()))
         mailbox, extension = self._mailbox(leaf)
+        if mailbox is not None:
+            # The host first: a mailbox on its way here is another host's
+            # (4.3.0) until the directory flips (admin/hostmove.py).
+            self.directory.check_host(mailbox, self.config.host_name)
         if mailbox is not None and self.directory.moving(mailbox.address):
             raise MailboxMoving(f"mailbox {mailbox.address} is being moved; "
                                 "deliver again later")
-        if mailbox is not None:
-            self.directory.check_host(mailbox, self.config.host_name)
         in_cycle = any(path and path[-1] == leaf for path in expansion.cycles)
         if mailbox is None:
             if in_cycle:

@@ -110,9 +110,13 @@ class Directory:
             raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
 
     def moving(self, address):
-        """Whether `lda mailbox move` is working on this mailbox right now."""
+        """Whether `lda mailbox move` is working on this mailbox right now.
+        A move to another host (admin/hostmove.py) that has flipped is the
+        target's to deliver: there the mailbox is no longer moving, and
+        here check_host defers it."""
         try:
-            return self.conn.execute("SELECT 1 FROM moves WHERE address = ?",
+            return self.conn.execute("SELECT 1 FROM moves WHERE address = ? AND "
+                                     "coalesce(step, '') != 'flipped'",
                                      (address,)).fetchone() is not None
         except sqlite3.OperationalError:  # a directory from before moves existed
             return False
