@@ -259,3 +259,19 @@ def test_a_delivery_never_imports_psycopg(pg_site):
     assert sorted(m for m in loaded if m.startswith(("psycopg", "lda.admin"))) == []
     assert sorted(loaded.intersection(NOT_ON_THE_DELIVERY_PATH)) == []
     assert os.path.exists(pg_site.state / "directory.sqlite")
+
+
+def test_sieve_commands_work_on_postgresql(pg_site, tmp_path):
+    """lda sieve asks the directory whether a move is under way; on
+    PostgreSQL that question once ended in a traceback."""
+    site = pg_site
+    site.run("mailbox", "create", "alice@example.org", check=0)
+    script = tmp_path / "work.sieve"
+    script.write_text('require ["fileinto", "mailbox"];\nif header :contains "subject" "work" '
+                      '{ fileinto :create "Work"; }\n')
+    installed = site.run("sieve", "install", "alice@example.org", str(script))
+    assert installed.returncode == 0 and b"Traceback" not in installed.stderr, out(installed)
+    listed = site.run("sieve", "list", "alice@example.org", check=0)
+    assert b"work" in listed.stdout
+    site.deliver(message(subject="work to do"), "alice@example.org", check=0)
+    assert len(maildir_files(site.maildir("alice@example.org") / ".Work")) == 1
