@@ -275,3 +275,30 @@ def test_sieve_commands_work_on_postgresql(pg_site, tmp_path):
     assert b"work" in listed.stdout
     site.deliver(message(subject="work to do"), "alice@example.org", check=0)
     assert len(maildir_files(site.maildir("alice@example.org") / ".Work")) == 1
+
+
+def test_every_admin_command_runs_on_postgresql(pg_site):
+    """Each admin command test_admin_damaged.py knows, in turn, on a site
+    whose directory is PostgreSQL: a result or one line, never a traceback
+    (lda sieve once asked the PostgreSQL table for a method it lacked) and
+    never the URL's password."""
+    from test_admin_damaged import ARGS, COMMANDS
+
+    site = pg_site
+    root = site.root
+    (root / "script.sieve").write_text('require "fileinto";\nfileinto "x";\n')
+    (root / "procmailrc").write_text("MAILDIR=$HOME/Maildir\n:0\n* ^Subject: x\n.x/\n")
+    site.run("mailbox", "create", "alice@example.org", check=0)
+    site.run("db", "create", "db2", check=0)
+    site.run("host", "add", "c", "--transport", "lmtp:inet:127.0.0.1:24", check=0)
+    site.deliver(message(), "alice@example.org", check=0)
+    failures = {}
+    for name in COMMANDS:
+        args = [a.format(root=root) for a in ARGS.get(name, [])]
+        done = site.run(*name.split(), *args, input=message(), timeout=60)
+        text = out(done)
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        if ("Traceback" in text or done.returncode == 1 or PASSWORD in text
+                or (done.returncode and len(lines) != 1)):
+            failures[name] = (done.returncode, text[-500:])
+    assert failures == {}

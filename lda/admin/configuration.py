@@ -85,6 +85,10 @@ def _row(key, config, written, path, environ):
         source = NO_FILE if key == "mode" and path is None else _default_source(
             key, config, environ)
     value = raw if key in AS_WRITTEN else getattr(config, key)
+    if key == "directory" and value:
+        from .pgurl import public_url
+
+        value = public_url(value)  # never a password on a terminal or in --json
     if isinstance(value, tuple):  # sieve_before: paths as lda.toml writes them
         value = list(value)
     changed = (source == "lda.toml" and raw != default) or source == NO_FILE

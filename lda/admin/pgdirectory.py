@@ -17,13 +17,14 @@ this module and mirror.py alone.
 
 import time
 from contextlib import contextmanager
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from ..errors import ConfigError, TemporaryFailure, UnknownName
+from .pgurl import public_url, scrubbed, secrets  # noqa: F401 (used here and re-exported)
 
 CHANNEL = "lda_directory"
 CONNECT_TIMEOUT = 10
@@ -69,42 +70,6 @@ SCHEMA = [
         FOR EACH STATEMENT EXECUTE FUNCTION lda_directory_changed();"""
                   for table in TABLES)),
 ]
-
-
-def public_url(url):
-    """url without its password (in the user part or as ?password=), for
-    every message, log line and the mirror's `source` row."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(a URL that does not parse)"
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = user.partition(":")[0] + "@" + host
-    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                       if k != "password"], safe="/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def secrets(url):
-    """The password(s) the URL carries, to scrub from libpq's messages:
-    as written and decoded, and whatever stands between the first ':' and
-    the last '@' of the authority when the URL does not parse."""
-    try:
-        parts = urlsplit(url)
-        found = [v for k, v in parse_qsl(parts.query) if k == "password"]
-        found += [parts.password, unquote(parts.password)] if parts.password else []
-    except ValueError:
-        authority = url.partition("://")[2].partition("/")[0]
-        found = [authority.rpartition("@")[0].partition(":")[2]]
-    return [s for s in found if s]
-
-
-def scrubbed(text, url):
-    for secret in secrets(url):
-        text = text.replace(secret, "***")
-    return text.strip().splitlines()[0] if text.strip() else "no reason given"
 
 
 def checked_url(url):
