@@ -262,6 +262,9 @@ class Config:
                               "spaces or control characters")
         for kind in SCANNER_TOP:
             self._check_scanner(kind)
+        if self.host_name and not is_host_name(self.host_name):
+            raise ConfigError(f"{self.path}: host_name must be letters, digits, - and _ in "
+                              "dot-separated labels, at most 253 characters (as lda host add)")
         # Not echoed: a URL may carry a password.
         if self.directory and not self.directory.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"{self.path}: directory must be empty (directory.sqlite in "
@@ -294,6 +297,18 @@ class Config:
         if environ.get("XDG_STATE_HOME"):
             return environ["XDG_STATE_HOME"], ("lda",)
         return self.home, (".local", "state", "lda")
+
+
+HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def is_host_name(name):
+    """The rule of lda/admin/hosts.py's HOST_NAME, without loading re on
+    every delivery: labels of letters, digits, - and _, joined by dots, no
+    label empty or starting or ending with -."""
+    return (len(name) <= 253 and set(name) <= HOST_NAME_CHARS
+            and all(label and label[0] != "-" and label[-1] != "-"
+                    for label in name.split(".")))
 
 
 TYPE_NAMES = {int: "an integer", str: "a string", bool: "true or false",

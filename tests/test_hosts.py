@@ -336,3 +336,26 @@ def test_policy_leaves_a_mailbox_of_another_host_to_that_host(hosts, services): 
     policy = services(site, "policy")
     assert ask(policy, "bob@example.org", "nobody@example.org") == [
         "DUNNO", "550 5.1.1 Unknown user"]
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "a b", "a\r\nb", "-a", "a..b", "x" * 254, "é"])
+def test_a_hostile_host_name_in_lda_toml_is_refused(make_site, name):
+    """lda.toml's host_name follows lda host add's rule; a delivery and an
+    admin command both stop at it (78, one line), before any work."""
+    from lda.config import is_host_name
+
+    with pytest.raises(UsageError):
+        validate_host_name(name)
+    assert not is_host_name(name)
+    site = make_site(host_name=name)
+    for done in (site.run("mailbox", "list"),
+                 site.deliver(message(), "alice@example.org")):
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        assert done.returncode == 78 and len(lines) == 1 and "host_name" in lines[0], lines
+
+
+@pytest.mark.parametrize("name", ["a", "host-b.example.org", "db_1", "A1"])
+def test_the_host_name_rules_agree(name):
+    from lda.config import is_host_name
+
+    assert validate_host_name(name) == name and is_host_name(name)
