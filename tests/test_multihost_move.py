@@ -238,21 +238,43 @@ def test_alice_moves_to_b_under_a_message_every_50_ms_each_once(hosts_behind_pos
 KILLER = """
 import os, signal, sys
 from lda.config import load_config
+from lda.admin import hostmove
 from lda.admin.mailboxes import open_directory
-from lda.admin.hostmove import HostMove
 address, target, point, fraction = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 def after_step(step):
     if step == point:
         os.kill(os.getpid(), signal.SIGKILL)
-def progress(phase, done, total):
-    if point == "mid-" + phase and done >= fraction * total:
-        os.kill(os.getpid(), signal.SIGKILL)
+class Cut:
+    # The stream to the target, SIGKILL once `at` of its bytes are written.
+    def __init__(self, out, at):
+        self.out, self.at, self.written = out, at, 0
+    def write(self, data):
+        if self.written + len(data) >= self.at:
+            self.out.write(data[:max(0, self.at - self.written)])
+            self.out.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.written += len(data)
+        return self.out.write(data)
+    def flush(self):
+        self.out.flush()
+def run_command(argv, feed):
+    if point != "mid-send" or feed is None:
+        return hostmove.run_command_line(argv, feed)
+    # A share of the Maildir's bytes: the stream (manifest, rows) is longer.
+    maildir = move._paths(journal())[0]
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(maildir)
+               for f in fs)
+    return hostmove.run_command_line(argv, lambda out: feed(Cut(out, int(size * fraction))))
+def journal():
+    return list(move.directory["moves"].rows_where("address = ?", [address]))[0]
 config = load_config(None)
-HostMove(config, open_directory(config), address, progress=progress,
-         after_step=after_step).run(target)
+move = hostmove.HostMove(config, open_directory(config), address, after_step=after_step,
+                         run_command=run_command)
+move.run(target)
 """
-# The steps test_hostmove.py kills at; "mid-send" after a random share of
-# the stream's files (the Maildir's, then the rows).
+# The steps test_hostmove.py kills at; "mid-send" once a random share of
+# the Maildir's bytes went down the pipe to the target (in a file, as often
+# as not).
 POINTS = ["begin", "mid-send", "sent", "flipped", "confirmed", "cleaned"]
 
 
