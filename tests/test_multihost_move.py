@@ -33,11 +33,13 @@ import random
 import re
 import signal
 import smtplib
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -130,6 +132,13 @@ def expected_ids(client):
     return Counter({f"{client.tag}-{n}@multihost.test": 1 for n in client.sent})
 
 
+def delivered_rows(host, mailbox):
+    """DeliveredTo rows of mailbox in host's own database."""
+    with closing(sqlite3.connect(host.site.root / host.database / "lda.sqlite")) as conn:
+        return conn.execute("SELECT count(*) FROM delivered_to WHERE mailbox = ?",
+                            (mailbox,)).fetchone()[0]
+
+
 def maildir_on(host, relative):
     return host.site.root / host.database / relative
 
@@ -188,6 +197,8 @@ def assert_exactly_once(two, client, mailbox, relative, holder, context):
     assert (doubled, missing) == ([], []), (context, doubled, missing, two.postfix.log_tail())
     assert +got == expected, (context, sorted(set(got) - set(expected)))
     assert not maildir_on(other, relative).exists(), (context, "the source kept its copy")
+    assert delivered_rows(other, mailbox) == 0, (context, "the source kept its rows")
+    assert delivered_rows(holder, mailbox) >= len(expected), context
     assert two.postfix.deliveries(to=mailbox, status="bounced") == [], context
     assert client.errors == [], (context, client.errors)
     # The front's own refusals during a move are temporary (the client retries).
