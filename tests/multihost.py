@@ -87,10 +87,10 @@ class Host:
     """One delivery host: its Site (host_name, the shared directory, its own
     state_dir), its follower and its `lda lmtp` on a loopback port."""
 
-    def __init__(self, root, name, dsn):
+    def __init__(self, root, name, dsn, move_command):
         root.mkdir(mode=0o755)
         self.name = name
-        self.site = Site(root, host_name=name, directory=dsn)
+        self.site = Site(root, host_name=name, directory=dsn, move_command=move_command)
         self.lmtp = LmtpServer(self.site, "tcp", root)
         self.follower = None
         self.database = f"db{name}"
@@ -117,13 +117,21 @@ class TwoHosts:
                        h.follower.log() for h in self.hosts if h.follower))
 
 
+def receive_on(other_root):
+    """A host's move_command: the other host's own `lda mailbox receive`,
+    run locally with that host's lda.toml (both hosts are this machine;
+    ssh would only carry the same bytes)."""
+    return [str(LDA), "-c", str(other_root / "lda.toml"), "mailbox", "receive"]
+
+
 def start_two_hosts(root, cluster):
     """A fresh directory in cluster: hosts a (alice in dba) and b (bob in
     dbb), each created on its own host, both followers running; the alias
     team (alice and bob) in host a's aliases file (the front's alias map
-    asks host a)."""
+    asks host a).  Each host's move_command reaches the other (receive_on)."""
     dsn = cluster.dsn(cluster.create_database())
-    a, b = (Host(root / name, name, dsn) for name in HOST_NAMES)
+    a, b = (Host(root / name, name, dsn, receive_on(root / other))
+            for name, other in zip(HOST_NAMES, reversed(HOST_NAMES)))
     two = TwoHosts(root, cluster, dsn, a, b)
     for host in two.hosts:
         host.site.run("host", "add", host.name, "--transport", host.lmtp.transport, check=0)
