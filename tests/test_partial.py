@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import textwrap
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,13 @@ def test_dsn_status_from_the_reason(reason, status):
     from lda.admin.dsn import status_for
 
     assert status_for(reason) == status
+
+
+def test_an_over_quota_target_leaves_no_pending_row(site):
+    """The row written for bob before the mailbox lock (the early claim) is
+    removed when his quota refuses the copy: a pending row left behind
+    would name a file that never existed."""
+    team_partial(site)
+    with closing(sqlite3.connect(site.db())) as conn:
+        rows = conn.execute("SELECT mailbox, state FROM delivered_to ORDER BY 1").fetchall()
+    assert rows == [("alice@example.org", "delivered")]

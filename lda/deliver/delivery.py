@@ -603,7 +603,10 @@ class Delivery:
             if name is None:
                 continue
             failure = self._quota_failure(target, staged[target].size)
-            if failure is not None:  # the claim is forgotten at the end
+            if failure is not None:
+                # Not linked: given back, so that _forget_unused_claims
+                # removes the row rather than leave a pending one behind.
+                self.claims[target.db_root][keys[target]] = name
                 results[target].outcomes[target] = failure
             claimed[target] = name
         rest = [t for t in targets if t not in claimed]
