@@ -18,9 +18,9 @@ message delivered before the move is discarded (its DeliveredTo row moved
 along).
 
 What the front does meanwhile (measured, see the report printed with -s):
-its smtpd refuses the mailbox at RCPT with 451 4.3.0 while the move runs
-(lda socketmap answers TEMP for a mailbox under move; the client retries,
-as a sending MTA would; the strict xfail below shows it), and after the
+it accepts the mailbox at RCPT and queues while the move runs (lda
+socketmap and lda policy answer for a mailbox under move as for any: the
+host that has it defers it, 4.2.1; the last test checks that), and after the
 flip its queue manager goes on routing the same sender's mail to the old
 host for up to 30 s: Postfix's address resolver client keeps its last
 answer per (sender, recipient) that long, while lda socketmap answers the
@@ -335,10 +335,6 @@ def test_moves_killed_at_10_random_points_resume_each_once(hosts_behind_postfix)
           f"{len(client.refused)}, queue empty {client.settled:.1f} s after postqueue -f")
 
 
-@pytest.mark.xfail(strict=True, reason="lda socketmap's mailbox and transport maps answer "
-                   "TEMP for a mailbox under move (MailboxMoving is not caught in "
-                   "services/answers.py _plan): the front refuses it at RCPT (451 4.3.0) "
-                   "instead of queueing it")
 def test_the_front_queues_mail_for_a_mailbox_under_move(hosts_behind_postfix):
     two = hosts_behind_postfix
     mailbox, _ = new_mailbox(two, "queued")

@@ -16,8 +16,8 @@ is routed to that host (the transport map answers its transport).
 
 from ..deliver.envelope import domain_of, normalize, split_extension
 from ..deliver.resolve import Plan
-from ..errors import (BadAddress, LdaError, OnOtherHost, QuotaTooBig, TemporaryFailure,
-                      UnknownRecipient)
+from ..errors import (BadAddress, LdaError, MailboxMoving, OnOtherHost, QuotaTooBig,
+                      TemporaryFailure, UnknownRecipient)
 from ..store.maildirsize import quota_failure
 
 # Socketmap replies (Postfix's socketmap_table(5)).
@@ -51,7 +51,10 @@ class Answers:
             return self._unknown(recipient, f"553 5.1.3 {e}")
         except UnknownRecipient:
             return self._unknown(recipient, config.quota_status_nouser)
-        except OnOtherHost:  # its maildirsize is on that host, which judges it
+        except (OnOtherHost, MailboxMoving):
+            # Its maildirsize is on that host, or on its way to another:
+            # the host that delivers judges it (a move defers there, 4.2.1,
+            # and Postfix queues the message rather than the sender).
             return config.quota_status_success
         except LdaError as e:  # unreadable directory, aliases, maildirsize; a move
             return _defer(self.log, recipient, e)
@@ -176,7 +179,9 @@ class Answers:
             return self.resolvers.get().resolve(address)
         except UnknownRecipient:
             return None
-        except OnOtherHost:  # it exists; another host delivers it
+        except (OnOtherHost, MailboxMoving):
+            # It exists; another host delivers it, or the host that has it
+            # defers it until its move is done (Postfix queues it meanwhile).
             return Plan(key, address, [], None)
 
 
