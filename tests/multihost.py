@@ -15,7 +15,6 @@ its own messages (their Message-IDs, their queue IDs).  Use with
 """
 
 import shutil
-import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LDA, Site, wait_until
-from postfix import VIRTUAL_DOMAIN, WAIT_SECONDS, LmtpServer, Postfix, require_postfix
+from postfix import VIRTUAL_DOMAIN, WAIT_SECONDS, LmtpServer, Postfix, require_postfix, stop_process
 from postgres import PrivatePostgreSQL
 from test_services import Service
 
@@ -72,15 +71,7 @@ class Follower:
 
     def stop(self):
         """SIGTERM; the exit status (0: it stopped between two passes)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return "killed after not stopping on SIGTERM"
-        return self.process.returncode
+        return stop_process(self.process)
 
 
 class Host:

@@ -532,15 +532,21 @@ class LmtpServer:
 
     def stop(self):
         """SIGTERM; returns the exit status (lda lmtp exits 0 when stopped)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                return "killed after not stopping on SIGTERM"
-        return self.process.returncode
+        return stop_process(self.process)
+
+
+def stop_process(process):
+    """SIGTERM to an lda server, then its exit status, or a sentence when it
+    had to be killed: what a test's teardown asserts on."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            return "killed after not stopping on SIGTERM"
+    return process.returncode
 
 
 # --- fixtures ---

@@ -120,31 +120,36 @@ HOSTILE_NAMES = ["../etc", "a/b", "a b", "a\nb", "a\rb", "-a", "a.", ".a", "a..b
                  "x" * 254, "ä"]
 
 
-@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=[
-    "dotdot", "slash", "space", "lf", "cr", "dash", "trailing-dot", "leading-dot",
-    "empty-label", "empty", "long", "non-ascii"])
-def test_hostile_host_names_are_refused_and_nothing_changes(hosts, name):
+def test_hostile_host_names_are_refused_and_nothing_changes(hosts):
+    """Every name at both entry points, on one site (a site per name cost
+    40 s of CI): each refused in one line, and nothing changed after all."""
     site = hosts()
     before = listing(site, "host", "list"), listing(site, "db", "list")
-    done = site.run("host", "add", "--transport", TRANSPORT_A, "--", name, check=64)
-    assert done.stderr.startswith(b"lda: invalid host name") and done.stderr.count(b"\n") == 1
-    done = site.run("db", "create", "dbz", f"--host={name}", check=64)
-    assert done.stderr.startswith(b"lda: invalid host name")
+    for name in HOSTILE_NAMES:
+        done = site.run("host", "add", "--transport", TRANSPORT_A, "--", name)
+        assert done.returncode == 64, (name, done.stderr)
+        assert done.stderr.startswith(b"lda: invalid host name"), (name, done.stderr)
+        assert done.stderr.count(b"\n") == 1, (name, done.stderr)
+        done = site.run("db", "create", "dbz", f"--host={name}")
+        assert done.returncode == 64, (name, done.stderr)
+        assert done.stderr.startswith(b"lda: invalid host name"), (name, done.stderr)
     assert (listing(site, "host", "list"), listing(site, "db", "list")) == before
     assert not (site.state / "databases" / "dbz").exists()
 
 
-@pytest.mark.parametrize("transport", [
+HOSTILE_TRANSPORTS = [
     "lmtp inet:10.0.0.1:24", "lmtp:inet:10.0.0.1:24\nx", "lmtp:inet:10.0.0.1:24\r",
     "lmtp:inet:10.0.0.1: 24", "lmtp", "lmtp:", ":inet:10.0.0.1:24", "lmtp/x:y",
-    "lmtp:" + "x" * 260, "lmtp:ä", ""],
-    ids=["space", "lf", "cr", "inner-space", "no-nexthop", "empty-nexthop",
-         "no-transport", "slash-in-service", "long", "non-ascii", "empty"])
-def test_hostile_transports_are_refused_and_nothing_changes(hosts, transport):
+    "lmtp:" + "x" * 260, "lmtp:ä", ""]
+
+
+def test_hostile_transports_are_refused_and_nothing_changes(hosts):
     site = hosts()
     before = listing(site, "host", "list")
-    done = site.run("host", "add", "c", "--transport", transport, check=64)
-    assert done.stderr.startswith(b"lda: invalid transport")
+    for transport in HOSTILE_TRANSPORTS:
+        done = site.run("host", "add", "c", "--transport", transport)
+        assert done.returncode == 64, (transport, done.stderr)
+        assert done.stderr.startswith(b"lda: invalid transport"), (transport, done.stderr)
     assert listing(site, "host", "list") == before
 
 
