@@ -23,7 +23,7 @@ from conftest import LDA, maildir_files, message
 
 pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
 
-HELD = 4.0  # seconds the first delivery's fsync of new/ is held
+HELD = 2.0  # seconds the first delivery's fsync of new/ is held
 
 
 def strace(site, new_dir, trace_out, delay=None):
