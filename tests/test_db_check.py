@@ -72,7 +72,7 @@ def test_a_clean_site_is_clean(busy_site):
     lines = check(busy_site, code=0)
     assert lines == ["checked 2 database(s), 3 mailbox(es): no problem(s)"]
     assert report(busy_site, code=0) == {"databases": 2, "mailboxes": 3, "problems": [],
-                                         "exit_code": 0}
+                                         "elsewhere": [], "exit_code": 0}
 
 
 def test_a_new_site_has_nothing_to_check(site):

@@ -60,3 +60,48 @@ def _settings(site):
     import tomllib
 
     return tomllib.loads(site.config.read_text())
+
+
+def test_commands_on_a_hosts_files_leave_another_hosts_databases_to_it(two_sites):
+    """db check, dedup and partial open databases' files: on host a, the
+    files of b's database are not there (b's disk is moved away while a
+    runs, as a's view of it), so a checks, cleans and retries only its own
+    databases, and refuses to be pointed at b's."""
+    a, b = two_sites
+    b.run("mailbox", "create", "bob@example.org", "--db", "dbb", check=0)
+    a.run("mailbox", "create", "al@example.org", check=0)
+    b.deliver(message(message_id="<one@x>"), "bob@example.org", check=0)
+    a.deliver(message(message_id="<one@x>"), "al@example.org", check=0)
+    disk, away = b.root / "disk", b.root / "disk-away"
+    disk.rename(away)
+    try:
+        checked = json.loads(a.run("db", "check", "--json", check=0).stdout)
+        assert (checked["databases"], checked["mailboxes"], checked["problems"],
+                checked["elsewhere"]) == (1, 1, [], ["dbb"])
+        text = a.run("db", "check", check=0).stdout.decode()
+        assert "not checked here, held by other hosts: dbb" in text
+        assert not json.loads(a.run("config", "check", "--json", check=None).stdout
+                              )["problems"]
+        found = json.loads(a.run("dedup", "lookup", "--message-id", "<one@x>", "--json",
+                                 check=0).stdout)
+        assert [row["database"] for row in found] == ["default"]
+        for args in (("db", "check", "dbb"),
+                     ("dedup", "lookup", "--message-id", "<one@x>",
+                      "--mailbox", "bob@example.org"),
+                     ("dedup", "forget", "--message-id", "<one@x>",
+                      "--mailbox", "bob@example.org"),
+                     ("dedup", "cleanup", "--db", "dbb"),
+                     ("partial", "list", "--db", "dbb")):
+            done = a.run(*args, check=REFUSED)
+            assert done.stderr.decode().strip().endswith(
+                "database dbb is on host b: run this on that host"), args
+        cleaned = a.run("dedup", "cleanup", "--json", check=0)
+        assert json.loads(cleaned.stdout)["databases"] == 1
+        a.run("partial", "retry", check=0)
+        assert not disk.exists()
+    finally:
+        away.rename(disk)
+    # b, the holder, still finds its row: nothing of a's touched it.
+    found = json.loads(b.run("dedup", "lookup", "--message-id", "<one@x>", "--mailbox",
+                             "bob@example.org", "--json", check=0).stdout)
+    assert [row["database"] for row in found] == ["dbb"]

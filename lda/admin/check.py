@@ -1,7 +1,8 @@
 """`lda db check`: what is wrong with lda's state, and how to repair it.
 
 It reads and never writes: state_dir; the directory's SQLite integrity and
-its unfinished moves; then, for each mailbox database (or the one named),
+its unfinished moves; then, for each mailbox database this host holds (or
+the one named; another host's are checked on that host),
 its directory, the integrity of its lda.sqlite (PRAGMA quick_check), the
 Maildirs its mailboxes name, and the DeliveredTo rows and partial records
 that name a mailbox it does not hold.  Each problem is the file it concerns,
@@ -14,6 +15,7 @@ import os
 from ..errors import (EX_CONFIG, EX_NOPERM, EX_TEMPFAIL, LdaError,
                       NoPermission, TemporaryFailure, UnknownName)
 from ..store.deliveredto import DB_FILE
+from .databases import held_here, refuse_elsewhere
 from .state import DamagedDatabase, check_access, connect, guarded, salvage_hint
 
 # quick_check lists at most this many faults: the first few say enough.
@@ -73,7 +75,7 @@ def inspect(config, findings, name=None, progress=None):
     directory's databases and mailboxes as read (None if it could not be),
     for a caller that goes on to each mailbox."""
     summary = {"databases": 0, "mailboxes": 0, "problems": findings.problems,
-               "tables": None}
+               "elsewhere": [], "tables": None}
     if _state_dir_usable(config, findings):
         if config.per_user:
             _integrity(os.path.join(config.state_dir, DB_FILE), findings)
@@ -96,11 +98,17 @@ def _check_managed(config, name, summary, findings, progress):
     if tables is None:
         return
     databases, mailboxes, moves = tables
-    summary["tables"] = (databases, mailboxes)
     if name is not None:
         databases = [d for d in databases if d["name"] == name]
         if not databases:
             raise UnknownName(f"no mailbox database named {name!r}")
+        refuse_elsewhere(config, databases[0])
+    # Another host's databases are that host's to check: their paths are on
+    # its disks, and here may be nothing, or something else.
+    summary["elsewhere"] = [d["name"] for d in databases if not held_here(config, d)]
+    databases = [d for d in databases if held_here(config, d)]
+    here = {d["name"] for d in databases}
+    summary["tables"] = (databases, [m for m in mailboxes if m["database"] in here])
     moving = {move["address"] for move in moves}
     for move in moves:
         address, target = move["address"], move["target_db"]
@@ -141,7 +149,7 @@ def _read_directory(config, findings):
                 findings.add(path, "not an lda mailbox directory (no mailboxes or "
                              "databases table)", "restore it from a backup")
                 return None
-            return (_rows(conn, "SELECT name, path FROM databases ORDER BY name"),
+            return (_rows(conn, "SELECT * FROM databases ORDER BY name"),
                     _rows(conn, "SELECT address, database, maildir FROM mailboxes "
                                 "ORDER BY address"),
                     _rows(conn, "SELECT * FROM moves") if _has_table(conn, "moves") else [])

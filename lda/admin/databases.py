@@ -50,6 +50,25 @@ def database_row(db, name):
     return rows[0]
 
 
+def held_here(config, database):
+    """Whether this host holds `database` (a directory row as a dict), so
+    that its files are on this host's disk: a database of no host is the
+    only host's (a single-host site), one of a host that host's alone, by
+    the rule deliveries follow (Directory.check_host).  Commands that open
+    a database's files work on these only; on another host, the same path
+    may be nothing, or another database."""
+    host = database.get("host") or ""
+    return not host or host == config.host_name
+
+
+def refuse_elsewhere(config, database):
+    """UsageError (64) for a database another host holds: the command that
+    reads or changes its files runs there."""
+    if not held_here(config, database):
+        raise UsageError(f"database {database['name']} is on host {database['host']}: "
+                         "run this on that host")
+
+
 def database_rows(db, name=None):
     """One database's row (name given) or all of them, by name."""
     if name is not None:

@@ -17,7 +17,7 @@ from ..deliver.resolve import current_user
 from ..errors import UnknownName
 from ..store.deliveredto import CLEANUP_BATCH
 from ..store.locks import MailboxLocks
-from .databases import database_rows, deliveredto, iso_utc
+from .databases import database_rows, deliveredto, held_here, iso_utc, refuse_elsewhere
 from .mailboxes import get_mailbox, open_directory, read_directory
 from .state import state_dir
 
@@ -42,10 +42,14 @@ def directory_for(config, write=False):
 
 
 def databases(db, config, name=None):
-    """The databases to work on: one or all of the directory's, or per-user
-    mode's single one (state_dir, where UserResolver keeps it)."""
+    """The databases to work on: one or all of the directory's that this
+    host holds (one of another host is refused, 64), or per-user mode's
+    single one (state_dir, where UserResolver keeps it)."""
     if not config.per_user:
-        return database_rows(db, name)
+        rows = database_rows(db, name)
+        for row in rows if name is not None else ():
+            refuse_elsewhere(config, row)
+        return [row for row in rows if held_here(config, row)]
     if name not in (None, USER_DATABASE):
         raise UnknownName(f"no mailbox database named {name!r}: per-user mode has "
                           f"one, {USER_DATABASE!r}")

@@ -31,6 +31,7 @@ from ..deliver.resolve import ManagedResolver, Plan
 from ..errors import LdaError, TemporaryFailure, UnknownName, UnknownRecipient, UsageError
 from ..store.deliveredto import DB_FILE, DeliveredTo
 from ..store.directory import Directory
+from .databases import held_here, refuse_elsewhere
 from .state import check_state_dir, connect, guarded, probe, state_dir
 
 # delivered and duplicate are delivery.py's outcome values, used as they are.
@@ -286,8 +287,9 @@ def _name(record):
 
 
 def _databases(config, only=None):
-    """(name, path) of the mailbox databases; none in per-user mode, whose
-    single target is always the primary one and so never partial."""
+    """(name, path) of the mailbox databases this host holds (one of another
+    host named is refused, 64); none in per-user mode, whose single target
+    is always the primary one and so never partial."""
     if config.per_user:
         return []
     check_state_dir(config)
@@ -296,15 +298,17 @@ def _databases(config, only=None):
     directory = Directory(config.directory_path)
     try:
         with guarded(config.directory_path):
-            rows = directory.conn.execute(
-                "SELECT name, path FROM databases ORDER BY name").fetchall()
+            cursor = directory.conn.execute("SELECT * FROM databases ORDER BY name")
+            columns = [d[0] for d in cursor.description]
+            rows = [dict(zip(columns, row)) for row in cursor]
     finally:
         directory.close()
     if only is not None:
-        rows = [r for r in rows if r[0] == only]
+        rows = [r for r in rows if r["name"] == only]
         if not rows:
             raise UnknownName(f"no mailbox database named {only!r}")
-    return rows
+        refuse_elsewhere(config, rows[0])
+    return [(r["name"], r["path"]) for r in rows if held_here(config, r)]
 
 
 def _resolver(config):

@@ -83,7 +83,8 @@ def db_show(ctx, name, as_json, in_bytes):
 def db_check(ctx, name, as_json):
     """Check the directory, databases and Maildirs; say how to repair each problem.
 
-    Reads only.  Exits 0 when all is well, 78 when there are problems to
+    Reads only.  On a site of several hosts, checks the databases this host
+    holds.  Exits 0 when all is well, 78 when there are problems to
     repair, 77 when this user may not read a file, 75 when a file was only
     busy or unreadable for now.
 
@@ -102,4 +103,7 @@ def db_check(ctx, name, as_json):
             click.echo(f"{problem['file']}: {problem['problem']}; {problem['repair']}")
         click.echo(f"checked {summary['databases']} database(s), {summary['mailboxes']} "
                    f"mailbox(es): {len(summary['problems']) or 'no'} problem(s)")
+        if summary["elsewhere"]:
+            click.echo(f"not checked here, held by other hosts: "
+                       f"{', '.join(summary['elsewhere'])}")
     sys.exit(summary["exit_code"])
