@@ -7,6 +7,7 @@ All through the installed `lda` command and real sockets; the routing by a
 real Postfix is in test_hosts_postfix.py."""
 
 import json
+import re
 import sqlite3
 import time
 from contextlib import closing
@@ -302,7 +303,9 @@ def test_lmtp_defers_an_unknown_recipient_while_the_mirror_is_stale(make_site, l
     try:
         rcpt, _ = client.send("s@example.org", ["nobody@example.org"], message())
         assert rcpt["nobody@example.org"].startswith(S451_INTERNAL)
-        assert "directory mirror is 60 s old" in rcpt["nobody@example.org"]
+        # 60 s when set, a second or more later on a loaded machine
+        age = re.search(r"directory mirror is (\d+) s old", rcpt["nobody@example.org"])
+        assert age and 60 <= int(age.group(1)) < 120, rcpt
         directory(site, "UPDATE mirror SET synced = ?", time.time())  # the follower is back
         rcpt, _ = client.send("s@example.org", ["nobody@example.org"], message())
         assert rcpt["nobody@example.org"].startswith(S550_UNKNOWN)

@@ -105,3 +105,24 @@ def test_commands_on_a_hosts_files_leave_another_hosts_databases_to_it(two_sites
     found = json.loads(b.run("dedup", "lookup", "--message-id", "<one@x>", "--mailbox",
                              "bob@example.org", "--json", check=0).stdout)
     assert [row["database"] for row in found] == ["dbb"]
+
+
+def test_an_alias_keeps_its_rows_in_a_database_of_this_host(two_sites):
+    """A forward of an alias keeps its DeliveredTo row in the alias's home
+    database: 'default', else the first by name, of this host's.  dbb, b's,
+    comes first by name; a used to create b's path on its own disk for it."""
+    a, b = two_sites
+    a.run("db", "create", "dbc", "--host", "a", "--path", str(a.root / "disk" / "dbc"),
+          check=0)
+    a.run("mailbox", "create", "al@example.org", "--db", "dbc", check=0)
+    a.aliases.write_text("team: al@example.org, ext@elsewhere.org\n")
+    a.deliver(message(message_id="<alias@x>"), "team@example.org", check=0)
+    assert not (b.root / "disk").exists()
+    found = json.loads(a.run("dedup", "lookup", "--message-id", "<alias@x>", "--json",
+                             check=0).stdout)
+    assert sorted((row["database"], row["mailbox"]) for row in found) == [
+        ("dbc", "al@example.org"), ("dbc", "forward:ext@elsewhere.org")], found
+    # The resend is recognised for both, the forward included.
+    done = a.deliver(message(message_id="<alias@x>"), "team@example.org", check=0)
+    assert done.stderr.decode().count("duplicate") == 2, done.stderr
+    assert len(a.sent()) == 1

@@ -199,7 +199,7 @@ def _home_db(resolver, record):
     directory = resolver.directory
     base, _ = split_extension(record["recipient"], resolver.config.recipient_delimiter)
     own = directory.mailbox(record["recipient"]) or directory.mailbox(base)
-    return own.db_root if own else directory.default_database()[1]
+    return own.db_root if own else directory.default_database(resolver.config.host_name)[1]
 
 
 def _bounce_one(config, log, record, clock, sendmail):

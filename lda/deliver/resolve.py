@@ -257,7 +257,7 @@ class ManagedResolver:
                 targets.append(target)
         if not targets:
             raise self.directory.unknown(canonical, mirror=bool(self.config.directory))
-        home = own.db_root if own else self.directory.default_database()[1]
+        home = own.db_root if own else self.directory.default_database(self.config.host_name)[1]
         return Plan(recipient, canonical, targets, home, state)
 
     def _target(self, leaf, canonical, own, expansion):
@@ -287,7 +287,7 @@ class ManagedResolver:
                       primary=own is not None and mailbox.address == own.address, via=via)
 
     def _home_root(self, own):
-        return own.db_root if own else self.directory.default_database()[1]
+        return own.db_root if own else self.directory.default_database(self.config.host_name)[1]
 
     def _quota(self, mailbox):
         """lda's own limits (the mailbox's columns, else lda.toml's), which

@@ -158,14 +158,29 @@ class Directory:
             raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
         return row[0] if row else None
 
-    def default_database(self):
-        """(name, path) of the database that holds records for aliases."""
-        row = self.conn.execute(
-            "SELECT name, path FROM databases ORDER BY name = 'default' DESC, name "
-            "LIMIT 1").fetchone()
-        if row is None:
+    def default_database(self, host_name=""):
+        """(name, path) of the database that holds records for aliases:
+        'default', else the first by name, of those this host holds (by
+        check_host's rule): another host's path is on its disk, not here."""
+        try:
+            rows = self.conn.execute(
+                "SELECT name, path, host FROM databases "
+                "ORDER BY name = 'default' DESC, name").fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such column" not in str(e):
+                raise
+            # Before hosts (m003): every database is this host's.
+            rows = self.conn.execute(
+                "SELECT name, path, NULL FROM databases "
+                "ORDER BY name = 'default' DESC, name LIMIT 1").fetchall()
+        if not rows:
             raise ConfigError(f"{self.path}: no mailbox database defined")
-        return row
+        for name, path, host in rows:
+            if not host or host == host_name:
+                return name, path
+        raise TemporaryFailure(f"no mailbox database on host {host_name or '(none)'} "
+                               "to keep an alias's DeliveredTo rows in: create one "
+                               "(`lda db create NAME --host HOST`)")
 
     def close(self):
         self.conn.close()
