@@ -285,7 +285,9 @@ def test_an_unknown_recipient_is_unknown_only_while_the_mirror_is_fresh(
         make_site, synced, code, reason):
     site = mirrored(make_site, synced)
     done = site.deliver(message(), "nobody@example.org", check=code)
-    assert done.stderr.decode().splitlines()[0] == reason
+    first = done.stderr.decode().splitlines()[0]
+    # A loaded machine may take a second or two from the set age to the read.
+    assert re.sub(r"is 12[0-9] s old$", "is 120 s old", first) == reason
     site.deliver(message(), "alice@example.org", check=0)  # known: delivered, stale or not
     assert len(maildir_files(site.maildir("alice@example.org"))) == 1
 
