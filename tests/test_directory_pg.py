@@ -162,6 +162,13 @@ def test_bad_urls_are_one_line_and_never_show_the_password(make_site, postgres):
     malformed = site.run("directory", "migrate", "--to",
                          f"postgresql://lda:{PASSWORD}@host:99999/x")
     assert malformed.returncode == 78 and PASSWORD not in out(malformed)
+    # libpq reads option values only when it connects: a bad one is still
+    # the URL's fault, not the server's.
+    for option in ("sslmode=bogus", "gssencmode=never", "target_session_attrs=any-old"):
+        bad = site.run("directory", "migrate", "--to",
+                       f"postgresql://lda:{PASSWORD}@/x?host={cluster.socket_dir}&{option}")
+        assert bad.returncode == 78, (option, out(bad))
+        assert PASSWORD not in out(bad) and len(bad.stderr.splitlines()) == 1
     forged = site.run("directory", "migrate", "--to", f"postgresql://lda:{PASSWORD}@/x\r\n"
                                                       "lda: forged line")
     assert forged.returncode == 78 and len(forged.stderr.splitlines()) == 1

@@ -15,6 +15,7 @@ directory.sqlite in state_dir.  Admin commands only; psycopg is imported by
 this module and mirror.py alone.
 """
 
+import re
 import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
@@ -28,6 +29,12 @@ from .pgurl import public_url, scrubbed, secrets  # noqa: F401 (used here and re
 
 CHANNEL = "lda_directory"
 CONNECT_TIMEOUT = 10
+
+# What libpq says, when it connects (not when it parses the URL), of an
+# option with a value it does not know ("sslmode=bogus"): the URL's fault,
+# which no retry mends.
+_BAD_OPTION_VALUE = re.compile(r"^connection is bad: invalid [a-z_]+ value: ")
+
 # Each table's primary key and columns, in the SQLite directory's order;
 # the order of the dict is the order rows are copied in (foreign keys).
 TABLES = {
@@ -88,13 +95,17 @@ def checked_url(url):
 
 def connect(url, **options):
     """An autocommit psycopg connection returning dict rows; an unreachable
-    server (or one that refuses us) is a TemporaryFailure (75)."""
+    server (or one that refuses us) is a TemporaryFailure (75), an option
+    value libpq refuses a ConfigError (78)."""
     checked_url(url)
     if "connect_timeout" not in url:
         options.setdefault("connect_timeout", CONNECT_TIMEOUT)
     try:
         return psycopg.connect(url, autocommit=True, row_factory=dict_row, **options)
     except psycopg.Error as e:
+        if _BAD_OPTION_VALUE.search(str(e)):
+            raise ConfigError(f"directory {public_url(url)}: "
+                              f"{scrubbed(str(e), url)}") from None
         raise unreachable(url, e) from None
 
 
