@@ -4,6 +4,7 @@ private PostgreSQL (tests/postgres.py) and the installed `lda` command."""
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -244,6 +245,18 @@ def test_postgresql_down_leaves_the_mirror_and_known_mailboxes_deliver(make_site
         site.deliver(message(), "alice@example.org", check=0)
         assert len(maildir_files(alice)) == 1
         assert site.run("mailbox", "create", "bob@example.org").returncode == 75
+        # What only reads reads the mirror meanwhile, and says so in one line.
+        for args in (("mailbox", "list"), ("mailbox", "show", "alice@example.org"),
+                     ("quota", "show", "alice@example.org"), ("host", "list"),
+                     ("dedup", "lookup", "--message-id", "<m1@example.org>")):
+            done = site.run(*args, "--json", check=0)
+            warning, = done.stderr.decode().splitlines()
+            assert "cannot reach PostgreSQL" in warning, args
+            assert re.search(r"this host's mirror read instead, synced \d+ s ago$",
+                             warning), warning
+        listed = json.loads(site.run("mailbox", "list", "--json", check=0).stdout)
+        assert [m["address"] for m in listed] == ["alice@example.org"]
+        assert site.run("dedup", "cleanup").returncode == 75  # it writes: no fallback
         assert mirror.exists() and proc.poll() is None  # the follower waits it out
         cluster.start()
         site.run("mailbox", "create", "bob@example.org", check=0)

@@ -33,12 +33,13 @@ def normalize_message_id(text):
     return MessageInfo._message_id(text.encode("utf-8", "surrogateescape")) or text
 
 
-def directory_for(config, write=False):
+def directory_for(config, write=False, warn=None):
     """The mailbox directory the dedup commands read (write: create it if
-    need be); None in per-user mode, which has none and needs none."""
+    need be; warn: see read_directory); None in per-user mode, which has
+    none and needs none."""
     if config.per_user:
         return None
-    return open_directory(config) if write else read_directory(config)
+    return open_directory(config) if write else read_directory(config, warn)
 
 
 def databases(db, config, name=None):

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from ..errors import AlreadyExists, ConfigError, UnknownName, UnknownRecipient, UsageError
+from ..errors import (AlreadyExists, ConfigError, TemporaryFailure, UnknownName, UnknownRecipient,
+                      UsageError)
 from ..store.aliases import checked_aliases, table_path, write_table
 from ..store.maildir import open_mailbox
 from .state import check_state_dir, connect, guarded, state_dir
@@ -113,20 +114,43 @@ def open_shared_directory(config):
     return PgDirectory(config.directory, after_commit=update_mirror)
 
 
-def read_directory(config):
+def read_directory(config, warn=None):
     """The directory for a command that only reads: while there is no
     directory.sqlite yet, an empty one in memory, so that asking creates
-    neither the file nor state_dir (a shared directory is read where it is)."""
+    neither the file nor state_dir.  A shared directory is read where it
+    is; while PostgreSQL cannot be reached, and given warn, this host's
+    mirror, if it was ever synced, is read instead (what deliveries here go
+    by), and warn(text) says so and how old it is: an outage is when an
+    admin most needs to look."""
     if config.per_user:
         raise ManagedModeOnly(config)
     if config.directory:
-        return open_shared_directory(config)
+        try:
+            return open_shared_directory(config)
+        except TemporaryFailure as e:
+            if warn is None or not os.path.lexists(config.directory_path):
+                raise
+            mirror = open_sqlite_directory(config)
+            age = mirror_age(mirror)
+            if age is None:  # never a copy of it: a former directory, say
+                mirror.close()
+                raise
+            warn(f"{e}; this host's mirror read instead, synced {age} s ago")
+            return mirror
     check_state_dir(config)
     if os.path.lexists(config.directory_path):
         return open_directory(config)
     db = Database(memory=True)
     migrations.apply(db)
     return db
+
+
+def mirror_age(mirror, clock=time.time):
+    """Seconds since the mirror was last brought up to date; None if never."""
+    row = mirror.conn.execute("SELECT max(synced) FROM mirror").fetchone()
+    if not row or row[0] is None:
+        return None
+    return max(0, int(clock() - row[0]))
 
 
 @contextmanager

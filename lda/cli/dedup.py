@@ -7,7 +7,8 @@ import click
 from ..admin.dedup import (LOOKUP_COLUMNS, cleanup, cleanup_preview, directory_for, forget, lookup,
                            stats)
 from ..config import parse_duration
-from .output import Parsed, Progress, clock_at, dry_run_options, emit, emit_record, output_options
+from .output import (Parsed, Progress, clock_at, dry_run_options, emit, emit_record, output_options,
+                     warn)
 from .root import cli, load
 
 
@@ -29,7 +30,7 @@ def dedup_lookup(ctx, message_id, mailbox, as_json):
         lda dedup lookup --message-id '<abc@example.org>' --mailbox alice@example.org
     """
     config = load(ctx)
-    rows = lookup(directory_for(config), config, message_id, mailbox)
+    rows = lookup(directory_for(config, warn=warn), config, message_id, mailbox)
     emit(rows, as_json, [*LOOKUP_COLUMNS, "expired", "database"])
 
 
@@ -104,7 +105,7 @@ def dedup_stats(ctx, database, as_json):
         lda dedup stats --db default
     """
     config = load(ctx)
-    rows = stats(directory_for(config), config, database)
+    rows = stats(directory_for(config, warn=warn), config, database)
     if database:
         emit_record(rows[0], as_json)
     else:

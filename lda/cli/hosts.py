@@ -4,7 +4,7 @@ import click
 
 from ..admin.hosts import add_host, list_hosts, remove_host
 from ..admin.mailboxes import open_directory, read_directory
-from .output import emit, emit_record, output_options
+from .output import emit, emit_record, output_options, warn
 from .root import cli, load
 
 HOST_COLUMNS = ["name", "transport", "databases", "created"]
@@ -42,7 +42,7 @@ def host_list(ctx, as_json):
     Example:
         lda host list --json
     """
-    emit([shown(row, as_json) for row in list_hosts(read_directory(load(ctx)))], as_json,
+    emit([shown(row, as_json) for row in list_hosts(read_directory(load(ctx), warn))], as_json,
          HOST_COLUMNS)
 
 

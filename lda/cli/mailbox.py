@@ -13,7 +13,7 @@ from ..admin.quota import set_quota
 from ..config import parse_size
 from ..errors import UnknownName
 from .output import (DEFAULT, Parsed, Progress, emit, emit_record, output_options, parse_count,
-                     size_option)
+                     size_option, warn)
 from .root import cli, load
 
 
@@ -73,7 +73,7 @@ def mailbox_list(ctx, database, as_json, in_bytes):
     Example:
         lda mailbox list --json
     """
-    rows = list_mailboxes(read_directory(load(ctx)), database)
+    rows = list_mailboxes(read_directory(load(ctx), warn), database)
     emit(rows, as_json, ["address", "database", "quota_storage", "quota_messages",
                          "forward"], in_bytes)
 
@@ -90,7 +90,7 @@ def mailbox_show(ctx, address, as_json, in_bytes):
     Example:
         lda mailbox show alice@example.org
     """
-    emit_record(get_mailbox(read_directory(load(ctx)), address), as_json, in_bytes)
+    emit_record(get_mailbox(read_directory(load(ctx), warn), address), as_json, in_bytes)
 
 
 @mailbox.command("delete")

@@ -12,6 +12,11 @@ from ..admin.databases import iso_utc, parse_moment
 from ..errors import LdaError, UsageError
 
 
+def warn(text):
+    """One line on stderr, led by "lda: " as every error lda prints."""
+    click.echo(f"lda: {text}", err=True)
+
+
 def output_options(fn):
     """--json for scripts; a table for people."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)

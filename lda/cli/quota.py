@@ -7,7 +7,7 @@ import click
 from ..admin.mailboxes import open_directory, read_directory
 from ..admin.quota import recalc, recalc_all, show_user
 from ..admin.quota import show as show_quota
-from .output import Progress, emit_record, human_size, output_options, size_option
+from .output import Progress, emit_record, human_size, output_options, size_option, warn
 from .root import cli, load
 
 
@@ -35,7 +35,7 @@ def quota_show(ctx, address, as_json, in_bytes):
         return emit_record(show_user(config), as_json, in_bytes)
     if not address:
         raise click.UsageError("give the ADDRESS of a mailbox")
-    emit_record(show_quota(read_directory(config), config, address), as_json, in_bytes)
+    emit_record(show_quota(read_directory(config, warn), config, address), as_json, in_bytes)
 
 
 @quota.command("recalc")
