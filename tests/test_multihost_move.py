@@ -23,7 +23,8 @@ socketmap and lda policy answer for a mailbox under move as for any: the
 host that has it defers it, 4.2.1; the last test checks that), and after the
 flip its queue manager goes on routing the same sender's mail to the old
 host for up to 30 s: Postfix's address resolver client keeps its last
-answer per (sender, recipient) that long, while lda socketmap answers the
+answer per (sender, recipient) that long (a constant in its resolve_clnt.c,
+with no setting), while lda socketmap answers the
 new host at once.  The old host defers those (4.3.0), so they are only
 later; the client here gives each message a sender of its own, which
 routes each by the answer of its own moment."""
