@@ -191,14 +191,24 @@ def test_a_host_without_host_name_delivers_only_to_databases_of_no_host(hosts):
     assert b"is on host a" in done.stderr
 
 
-def test_an_alias_with_a_member_elsewhere_defers_whole(hosts):
-    """The host that expands an alias delivers its own members; one on
-    another host defers the alias, so the front must expand it."""
+def test_a_member_elsewhere_is_resent_for_its_host(hosts):
+    """The host that expands an alias or a forward delivers its own members
+    and re-sends, through sendmail, one another host holds (erin, on b):
+    that host delivers it and applies its forwards (erin's to dave), once."""
     site = hosts()
-    site.aliases.write_text("team@example.org: alice@example.org, bob@example.org\n")
-    done = site.deliver(message(), "team@example.org", check=75)
-    assert b"4.3.0 mailbox bob@example.org is on host b" in done.stderr
-    assert maildir_files(site.maildir("alice@example.org")) == []
+    site.run("mailbox", "create", "erin@example.org", "--db", "dbb", "--forward",
+             "dave@example.net", env=as_host(site, "b"), check=0)
+    site.create("frank@example.org", "--db", "dba", "--forward", "erin@example.org")
+    site.aliases.write_text("team@example.org: alice@example.org, erin@example.org\n")
+    site.deliver(message(), "team@example.org", "frank@example.org", check=0)
+    assert len(maildir_files(site.maildir("alice@example.org"))) == 1
+    assert len(maildir_files(site.maildir("frank@example.org"))) == 1
+    assert maildir_files(site.maildir("erin@example.org")) == []
+    assert [args[-1] for args, _ in site.sent()] == ["erin@example.org"] * 2
+    site.deliver(message(), "team@example.org", "frank@example.org", check=0)  # a resend
+    assert len(site.sent()) == 2
+    done = site.deliver(message(), "erin@example.org", check=75)  # herself: b's
+    assert b"4.3.0 mailbox erin@example.org is on host b" in done.stderr
 
 
 def test_explain_says_which_host(hosts):
