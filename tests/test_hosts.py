@@ -211,6 +211,28 @@ def test_a_member_elsewhere_is_resent_for_its_host(hosts):
     assert b"4.3.0 mailbox erin@example.org is on host b" in done.stderr
 
 
+def test_a_failed_resend_to_a_member_elsewhere_is_retried_as_a_resend(hosts):
+    """sendmail down: frank's forward to erin (on b) is kept as a partial
+    delivery, and `lda partial retry` re-sends it, never writes it here."""
+    site = hosts()
+    down = site.root / "sendmail-down"
+    site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                       "host_name": "a", "log": "stderr", "sendmail": ["/bin/sh", "-c",
+                       f'[ -e "{down}" ] && exit 75; exec "$0" "$@"',
+                       str(site.root / "sendmail"), "-i"]})
+    down.touch()
+    site.run("mailbox", "create", "erin@example.org", "--db", "dbb",
+             env=as_host(site, "b"), check=0)
+    frank = site.create("frank@example.org", "--db", "dba", "--forward", "erin@example.org")
+    site.deliver(message(), "frank@example.org", check=0)
+    assert site.sent() == [] and len(maildir_files(frank)) == 1
+    down.unlink()
+    [report] = json.loads(site.run("partial", "retry", "--json", check=0).stdout)
+    assert (report["target"], report["outcome"]) == ("erin@example.org", "delivered"), report
+    assert [args[-1] for args, _ in site.sent()] == ["erin@example.org"]
+    assert maildir_files(site.maildir("erin@example.org")) == []
+
+
 def test_explain_says_which_host(hosts):
     site = hosts()
     done = site.run("explain", "bob@example.org", "--json", input=message(), check=0)

@@ -180,12 +180,14 @@ class ManagedResolver:
                 raise MailboxMoving(f"mailbox {target.mailbox} is being moved; "
                                     "deliver again later")
 
-    def direct_target(self, address, home_db):
+    def direct_target(self, address, home_db, resend_elsewhere=False):
         """A target for exactly this address, without alias expansion (for
-        retrying a partial delivery): its mailbox, else an external one."""
+        retrying a partial delivery): its mailbox, else an external one.
+        resend_elsewhere (a forward's retry): a mailbox another host holds
+        is external too, re-sent, as resolve() makes it."""
         self._found = {}
         mailbox, extension = self._mailbox(address)
-        if mailbox is None:
+        if mailbox is None or (resend_elsewhere and self._elsewhere(mailbox)):
             return Target(address, home_db)
         return Target(address, mailbox.db_root, mailbox=mailbox.address,
                       maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
