@@ -251,6 +251,18 @@ def test_socketmap_answers_every_map(quota_site, services):
         ("PERM", "no map named 'users' (lda has mailbox, alias, domain, transport)")]
 
 
+def test_the_alias_map_answers_a_bare_key_in_the_domain_asked(quota_site, services):
+    """postmaster (no domain) answers for the address Postfix asks, whatever
+    the server thread looked up before it; Postfix qualifies and recurses."""
+    site = quota_site()
+    site.aliases.write_text("postmaster: root\nroot: alice@example.org\n")
+    socketmap = services(site, "socketmap")
+    assert lookup(socketmap, "alias postmaster@example.org", "alias root@example.org",
+                  "mailbox alice@example.com", "alias postmaster@example.org") == [
+        ("OK", "root@example.org"), ("OK", "alice@example.org"), ("NOTFOUND", ""),
+        ("OK", "root@example.org")]
+
+
 def test_socketmap_sees_changes_without_a_restart(quota_site, services):
     site = quota_site()
     socketmap = services(site, "socketmap")
