@@ -192,14 +192,46 @@ def test_a_host_without_host_name_delivers_only_to_databases_of_no_host(hosts):
     assert b"is on host a" in done.stderr
 
 
-def test_an_alias_with_a_member_elsewhere_defers_whole(hosts):
-    """The host that expands an alias delivers its own members; one on
-    another host defers the alias, so the front must expand it."""
+def test_a_member_elsewhere_is_resent_for_its_host(hosts):
+    """The host that expands an alias or a forward delivers its own members
+    and re-sends, through sendmail, one another host holds (erin, on b):
+    that host delivers it and applies its forwards (erin's to dave), once."""
     site = hosts()
-    site.aliases.write_text("team@example.org: alice@example.org, bob@example.org\n")
-    done = site.deliver(message(), "team@example.org", check=75)
-    assert b"4.3.0 mailbox bob@example.org is on host b" in done.stderr
-    assert maildir_files(site.maildir("alice@example.org")) == []
+    site.run("mailbox", "create", "erin@example.org", "--db", "dbb", "--forward",
+             "dave@example.net", env=as_host(site, "b"), check=0)
+    site.create("frank@example.org", "--db", "dba", "--forward", "erin@example.org")
+    site.aliases.write_text("team@example.org: alice@example.org, erin@example.org\n")
+    site.deliver(message(), "team@example.org", "frank@example.org", check=0)
+    assert len(maildir_files(site.maildir("alice@example.org"))) == 1
+    assert len(maildir_files(site.maildir("frank@example.org"))) == 1
+    assert maildir_files(site.maildir("erin@example.org")) == []
+    assert [args[-1] for args, _ in site.sent()] == ["erin@example.org"] * 2
+    site.deliver(message(), "team@example.org", "frank@example.org", check=0)  # a resend
+    assert len(site.sent()) == 2
+    done = site.deliver(message(), "erin@example.org", check=75)  # herself: b's
+    assert b"4.3.0 mailbox erin@example.org is on host b" in done.stderr
+
+
+def test_a_failed_resend_to_a_member_elsewhere_is_retried_as_a_resend(hosts):
+    """sendmail down: frank's forward to erin (on b) is kept as a partial
+    delivery, and `lda partial retry` re-sends it, never writes it here."""
+    site = hosts()
+    down = site.root / "sendmail-down"
+    site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                       "host_name": "a", "log": "stderr", "sendmail": ["/bin/sh", "-c",
+                       f'[ -e "{down}" ] && exit 75; exec "$0" "$@"',
+                       str(site.root / "sendmail"), "-i"]})
+    down.touch()
+    site.run("mailbox", "create", "erin@example.org", "--db", "dbb",
+             env=as_host(site, "b"), check=0)
+    frank = site.create("frank@example.org", "--db", "dba", "--forward", "erin@example.org")
+    site.deliver(message(), "frank@example.org", check=0)
+    assert site.sent() == [] and len(maildir_files(frank)) == 1
+    down.unlink()
+    [report] = json.loads(site.run("partial", "retry", "--json", check=0).stdout)
+    assert (report["target"], report["outcome"]) == ("erin@example.org", "delivered"), report
+    assert [args[-1] for args, _ in site.sent()] == ["erin@example.org"]
+    assert maildir_files(site.maildir("erin@example.org")) == []
 
 
 def test_explain_says_which_host(hosts):

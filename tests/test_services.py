@@ -244,11 +244,23 @@ def test_socketmap_answers_every_map(quota_site, services):
         ("OK", "team@example.org"), ("NOTFOUND", ""),
         ("NOTFOUND", ""), ("NOTFOUND", ""),
         ("OK", "alice@example.org,full@example.org"), ("NOTFOUND", ""),
-        ("OK", "bob@elsewhere.example,bob@example.com"), ("NOTFOUND", ""),
+        ("NOTFOUND", ""), ("NOTFOUND", ""),  # bob's forward: his host applies it
         ("OK", "example.org"), ("OK", "example.com"), ("NOTFOUND", ""),
         ("OK", "lmtp:unix:/run/lda/lmtp"), ("OK", "lmtp:unix:/run/lda/lmtp"),
         ("NOTFOUND", ""), ("NOTFOUND", ""),
         ("PERM", "no map named 'users' (lda has mailbox, alias, domain, transport)")]
+
+
+def test_the_alias_map_answers_a_bare_key_in_the_domain_asked(quota_site, services):
+    """postmaster (no domain) answers for the address Postfix asks, whatever
+    the server thread looked up before it; Postfix qualifies and recurses."""
+    site = quota_site()
+    site.aliases.write_text("postmaster: root\nroot: alice@example.org\n")
+    socketmap = services(site, "socketmap")
+    assert lookup(socketmap, "alias postmaster@example.org", "alias root@example.org",
+                  "mailbox alice@example.com", "alias postmaster@example.org") == [
+        ("OK", "root@example.org"), ("OK", "alice@example.org"), ("NOTFOUND", ""),
+        ("OK", "root@example.org")]
 
 
 def test_socketmap_sees_changes_without_a_restart(quota_site, services):

@@ -181,10 +181,12 @@ def _redeliver(config, log, record, clock, sendmail, resolver, target):
 def _target(resolver, record):
     """The record's target as it is now, without alias expansion: its mailbox
     in the database it lives in today (a folder for an address extension),
-    or the external address, checked against its recipient's home database
+    or the external address (a mailbox another host holds now included:
+    re-sent for that host), checked against its recipient's home database
     (where `lda deliver` keeps the DeliveredTo rows of forwards)."""
     if not record["mailbox"]:
-        return resolver.direct_target(record["target"], _home_db(resolver, record))
+        return resolver.direct_target(record["target"], _home_db(resolver, record),
+                                      resend_elsewhere=True)
     target = resolver.direct_target(record["mailbox"], record["db_root"])
     if not target.local:
         raise UnknownRecipient(f"mailbox {record['mailbox']} no longer exists")

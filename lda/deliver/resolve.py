@@ -180,12 +180,14 @@ class ManagedResolver:
                 raise MailboxMoving(f"mailbox {target.mailbox} is being moved; "
                                     "deliver again later")
 
-    def direct_target(self, address, home_db):
+    def direct_target(self, address, home_db, resend_elsewhere=False):
         """A target for exactly this address, without alias expansion (for
-        retrying a partial delivery): its mailbox, else an external one."""
+        retrying a partial delivery): its mailbox, else an external one.
+        resend_elsewhere (a forward's retry): a mailbox another host holds
+        is external too, re-sent, as resolve() makes it."""
         self._found = {}
         mailbox, extension = self._mailbox(address)
-        if mailbox is None:
+        if mailbox is None or (resend_elsewhere and self._elsewhere(mailbox)):
             return Target(address, home_db)
         return Target(address, mailbox.db_root, mailbox=mailbox.address,
                       maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
@@ -210,21 +212,23 @@ class ManagedResolver:
         return None, None
 
     def members(self, address):
-        """What an alias or a mailbox's forwards expand to, one level, or
-        None for a plain address (`lda socketmap`'s alias map)."""
+        """What an alias expands to, one level, or None for any other address
+        (`lda socketmap`'s alias map).  Never a mailbox's forwards: the host
+        that delivers the mailbox applies them, once."""
         self._found = {}
-        return self._members(address)
+        self._domain = domain_of(address)  # a bare key answers for the address asked
+        return self._members(address, forwards=False)
 
-    def _members(self, address):
+    def _members(self, address, forwards=True):
         """Alias members (a bare name in the alias's own domain, as local(8)
         reads it), or a mailbox's forwards; None for a plain address."""
-        members = self._unqualified_members(address)
+        members = self._unqualified_members(address, forwards)
         domain = domain_of(address)
         if members is None or not domain:
             return members
         return [m if "@" in m else f"{m}@{domain}" for m in members]
 
-    def _unqualified_members(self, address):
+    def _unqualified_members(self, address, forwards):
         if self.aliases is not None:
             # A bare key (postmaster) answers for the recipient's own domain,
             # never for a forward to someone else's postmaster@.
@@ -236,8 +240,9 @@ class ManagedResolver:
                     members = self.aliases.lookup(base, local)
             if members is not None:
                 return members
-        mailbox, _ = self._mailbox(address)
-        if mailbox and mailbox.forward:
+        mailbox, _ = self._mailbox(address) if forwards else (None, None)
+        # Another host's mailbox is that host's to expand (see _target).
+        if mailbox and mailbox.forward and not self._elsewhere(mailbox):
             return list(mailbox.forward) + ([mailbox.address] if mailbox.keep_copy else [])
         return None
 
@@ -263,6 +268,11 @@ class ManagedResolver:
     def _target(self, leaf, canonical, own, expansion):
         via = tuple(expansion.via.get(leaf, ()))
         mailbox, extension = self._mailbox(leaf)
+        if (mailbox is not None and self._elsewhere(mailbox)
+                and (own is None or mailbox.address != own.address)):
+            # A member another host holds: re-sent, as to an outside address,
+            # for that host to deliver and apply its forwards, once.
+            return Target(leaf, self._home_root(own), via=via)
         if mailbox is not None:
             # The host first: a mailbox on its way here is another host's
             # (4.3.0) until the directory flips (admin/hostmove.py).
@@ -285,6 +295,10 @@ class ManagedResolver:
                       maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
                       folder=folder_for_extension(extension), quota=quota,
                       primary=own is not None and mailbox.address == own.address, via=via)
+
+    def _elsewhere(self, mailbox):
+        """Whether another host delivers to mailbox (Directory.check_host)."""
+        return bool(mailbox.host) and mailbox.host != self.config.host_name
 
     def _home_root(self, own):
         return own.db_root if own else self.directory.default_database(self.config.host_name)[1]

@@ -10,8 +10,9 @@ rejects mail.
 
 With databases on several hosts (README, "Scaling out") the front asks
 these of every host's mailboxes: a mailbox another host holds exists (the
-mailbox map says OK), is that host's to judge (the policy says DUNNO), and
-is routed to that host (the transport map answers its transport).
+mailbox map says OK), is that host's to judge (the policy says DUNNO), is
+routed to that host (the transport map answers its transport), and has
+its forwards applied there (the alias map says NOTFOUND).
 """
 
 from ..deliver.envelope import domain_of, normalize, split_extension
@@ -101,10 +102,14 @@ class Answers:
         return (OK, plan.canonical) if plan else (NOTFOUND, "")
 
     def map_alias(self, key):
-        """What an alias or a forward expands to, one level, comma-separated,
-        for virtual_alias_maps: Postfix expands the members further itself.
-        A forward that keeps a copy lists the mailbox too, as Postfix's own
-        virtual aliases do ("alice@x -> alice@x, bob@y")."""
+        """What an alias expands to, one level, comma-separated, for
+        virtual_alias_maps: Postfix expands the members further itself.
+
+        Never a mailbox's forwards, which the host that delivers the mailbox
+        applies, as local(8) applies ~/.forward at delivery: expanded here
+        too, a forward that keeps a copy ("alice -> carol, alice") would
+        reach carol twice, once from Postfix and once from alice's host,
+        which resolves alice again."""
         address = _address(key)
         if address is None:
             return NOTFOUND, ""
@@ -131,8 +136,9 @@ class Answers:
         database of no host, an alias, a domain): socketmap_transport,
         else lmtp_listen as Postfix writes it.  An alias is expanded by
         the host that receives it; on a site of several hosts, the front
-        expands aliases and forwards first (virtual_alias_maps with the
-        alias map), so each host receives only its own mailboxes."""
+        expands aliases first (virtual_alias_maps with the alias map), so
+        each host receives only its own mailboxes, and applies their
+        forwards (re-sending through the front what another host holds)."""
         if "@" not in key:
             found = self.map_domain(key)[0] == OK
             return self._default_transport() if found else (NOTFOUND, "")
