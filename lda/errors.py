@@ -79,10 +79,6 @@ class UsageError(LdaError):
     smtp_reply = "501 5.5.4"
 
 
-
-
-
-
 class ConfigError(LdaError):
     """The configuration is wrong; Postfix defers, so mail waits for the fix."""
 
@@ -136,7 +132,6 @@ class QuotaExceeded(LdaError):
             self.smtp_reply = "552 5.2.2"
 
 
-
 class MailboxMoving(LdaError):
     """The mailbox is being moved to another database; retry shortly."""
 
@@ -182,7 +177,6 @@ class NotOwner(LdaError):
 
     exit_code = EX_CONFIG
     smtp_reply = "451 4.3.5"
-
 
 
 class ForwardFailed(LdaError):

@@ -77,7 +77,7 @@ class Syslog:
         # fails here with the error connect() would give, before _socket
         # is imported: its import and a socket's creation are most of what
         # the line costs (bench/profiles/deliver-case1-startup.txt, 19).
-        # Linux's abstract socket names (a leading NUL) are not files.
+        # A name with a NUL is no file's (Linux's abstract names begin with one).
         if "\0" not in self.path:
             os.stat(self.path)
         # _socket, not socket: socket.py imports selectors and collections,
