@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import LDA, maildir_files, message
+from conftest import LDA, maildir_files, message, without_site
 
 PID = re.compile(r"^lda\[\d+\]: ")
 FORGED = "lda[1]: <forged@example.org>: to=<victim@example.org>, status=sent (ok)"
@@ -135,6 +135,37 @@ def test_a_missing_syslog_socket_is_reported_once_after_the_reason(user, tmp_pat
     assert stderr_lines(done) == [
         QUOTA_REASON + ", 0 of unlimited messages",
         f"lda: cannot log to syslog at {missing}: No such file or directory; log lines "
+        'are dropped (set log = "stderr" in lda.toml to keep them on stderr)']
+
+
+def test_a_missing_syslog_socket_is_found_before_any_socket_is_made(user, tmp_path):
+    """No syslog daemon (no /dev/log): a stat finds it before _socket is
+    imported, and the note is the one a failed connect() gave."""
+    missing = tmp_path / "no-syslog-here"
+    config = user_config(tmp_path, f'log = "syslog"\nsyslog_socket = "{missing}"\n')
+    script = ("import io, sys\n"
+              "from lda.deliver.command import deliver\n"
+              f"rc = deliver(['-c', {config!r}, 'alice@example.org'],\n"
+              f"             stdin=io.BytesIO({message()!r}))\n"
+              "print(rc, '_socket' in sys.modules)\n")
+    done = without_site(script, user.env)
+    assert done.stdout.split() == ["0", "False"]
+    assert done.stderr.splitlines() == [
+        f"lda: cannot log to syslog at {missing}: No such file or directory; log lines "
+        'are dropped (set log = "stderr" in lda.toml to keep them on stderr)']
+    assert len(maildir_files(user.maildir)) == 1
+
+
+def test_a_syslog_path_that_is_no_socket_is_still_tried_and_reported(user, tmp_path):
+    """The stat only stands in for a connect() that could not find the
+    path: a path that is there but is no socket is connected to, and what
+    connect() says is reported."""
+    plain = tmp_path / "plain-file"
+    plain.write_text("")
+    config = user_config(tmp_path, f'log = "syslog"\nsyslog_socket = "{plain}"\n')
+    done = user.run("deliver", "-c", config, "alice@example.org", input=message(), check=0)
+    assert stderr_lines(done) == [
+        f"lda: cannot log to syslog at {plain}: Connection refused; log lines "
         'are dropped (set log = "stderr" in lda.toml to keep them on stderr)']
 
 
