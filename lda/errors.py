@@ -79,6 +79,40 @@ class UsageError(LdaError):
     smtp_reply = "501 5.5.4"
 
 
+class UnknownName(LdaError):
+    """A mailbox, database, move or partial-delivery record named on the
+    admin command line does not exist (67, as an unknown recipient)."""
+
+    exit_code = EX_NOUSER
+    smtp_reply = "550 5.1.1"
+
+
+class AlreadyExists(LdaError):
+    """What an admin command would create (a mailbox, a database, a Maildir
+    at a move's target) is there already: 73, sysexits' "can't create
+    output file", so a script can tell "done before" from a failure."""
+
+    exit_code = EX_CANTCREAT
+    smtp_reply = "550 5.0.0"
+
+
+class NoPermission(LdaError):
+    """This user may not read or write lda's state (an admin command run as
+    someone other than the owner of state_dir): 77, not a configuration
+    error, since nothing in the configuration is wrong."""
+
+    exit_code = EX_NOPERM
+    smtp_reply = "550 5.7.1"
+
+
+class Rejected(LdaError):
+    """A Sieve script refused the message for this recipient (ereject, RFC
+    5429 section 2.1.1): a permanent answer carrying the script's reason."""
+
+    exit_code = EX_NOPERM
+    smtp_reply = "550 5.7.1"
+
+
 class ConfigError(LdaError):
     """The configuration is wrong; Postfix defers, so mail waits for the fix."""
 
@@ -132,6 +166,16 @@ class QuotaExceeded(LdaError):
             self.smtp_reply = "552 5.2.2"
 
 
+class QuotaTooBig(LdaError):
+    """The message is larger than the mailbox's whole storage quota: no
+    retry can store it, so it is refused at once rather than retried for
+    days as a full mailbox is (RFC 3463 X.2.3, message length exceeds
+    administrative limit)."""
+
+    exit_code = EX_NOPERM
+    smtp_reply = "552 5.2.3"
+
+
 class MailboxMoving(LdaError):
     """The mailbox is being moved to another database; retry shortly."""
 
@@ -179,59 +223,14 @@ class NotOwner(LdaError):
     smtp_reply = "451 4.3.5"
 
 
+class KeywordsUnusable(LdaError):
+    """A Maildir folder's dovecot-keywords cannot be read or changed (a
+    symlink, too large, its lock held too long): the message is stored
+    without keywords, and the reason logged; it never fails a delivery."""
+
+
 class ForwardFailed(LdaError):
     """The sendmail command did not accept a forwarded copy."""
-
-
-# The classes a plain delivery never raises (the admin commands', Sieve's,
-# quotas' and keywords'), made on first use (PEP 562) rather than at every
-# `lda deliver`'s import of this module: each exception class costs about
-# 10 us to create (bench/profiles/deliver-case1-startup.txt, section 19).
-# `from lda.errors import UnknownName`, lda.errors.UnknownName and
-# `except UnknownName` work as for the classes above; each is an LdaError
-# subclass with the exit code and SMTP reply given here.
-#   name: (exit_code, smtp_reply, docstring)
-MADE_ON_FIRST_USE = {
-    "UnknownName": (EX_NOUSER, "550 5.1.1", """\
-A mailbox, database, move or partial-delivery record named on the
-    admin command line does not exist (67, as an unknown recipient)."""),
-    "AlreadyExists": (EX_CANTCREAT, "550 5.0.0", """\
-What an admin command would create (a mailbox, a database, a Maildir
-    at a move's target) is there already: 73, sysexits' "can't create
-    output file", so a script can tell "done before" from a failure."""),
-    "NoPermission": (EX_NOPERM, "550 5.7.1", """\
-This user may not read or write lda's state (an admin command run as
-    someone other than the owner of state_dir): 77, not a configuration
-    error, since nothing in the configuration is wrong."""),
-    "Rejected": (EX_NOPERM, "550 5.7.1", """\
-A Sieve script refused the message for this recipient (ereject, RFC
-    5429 section 2.1.1): a permanent answer carrying the script's reason."""),
-    "QuotaTooBig": (EX_NOPERM, "552 5.2.3", """\
-The message is larger than the mailbox's whole storage quota: no
-    retry can store it, so it is refused at once rather than retried for
-    days as a full mailbox is (RFC 3463 X.2.3, message length exceeds
-    administrative limit)."""),
-    "KeywordsUnusable": (EX_TEMPFAIL, "451 4.3.0", """\
-A Maildir folder's dovecot-keywords cannot be read or changed (a
-    symlink, too large, its lock held too long): the message is stored
-    without keywords, and the reason logged; it never fails a delivery."""),
-}
-
-
-def __getattr__(name):
-    """One of MADE_ON_FIRST_USE, created at its first use and kept; under
-    setdefault, so that two threads asking at once share one class."""
-    try:
-        exit_code, smtp_reply, doc = MADE_ON_FIRST_USE[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    made = type(name, (LdaError,), {"__doc__": doc, "__module__": __name__,
-                                    "exit_code": exit_code, "smtp_reply": smtp_reply})
-    return globals().setdefault(name, made)
-
-
-def __dir__():
-    return sorted({*globals(), *MADE_ON_FIRST_USE})
 
 
 def unexpected(error, log=None, held=None):

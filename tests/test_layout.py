@@ -130,37 +130,6 @@ def test_every_name_in_the_public_api_resolves():
     assert set(lda.__all__) <= set(dir(lda))
 
 
-def test_the_classes_made_on_first_use_are_part_of_the_tree():
-    """lda.errors makes the classes no plain delivery raises when first
-    asked for: each is then one class, an LdaError with its exit code and
-    reply, found by name, by import and by dir()."""
-    import lda.errors as errors
-
-    for name, (exit_code, smtp_reply, doc) in errors.MADE_ON_FIRST_USE.items():
-        made = getattr(errors, name)
-        assert made is getattr(errors, name) is vars(errors)[name]
-        assert issubclass(made, lda.LdaError) and made.__doc__ == doc and name in dir(errors)
-        assert (made.exit_code, made.smtp_reply) == (exit_code, smtp_reply)
-        assert f"{made.__module__}.{made.__qualname__}" == f"lda.errors.{name}"
-    from lda.errors import UnknownName
-
-    try:
-        raise UnknownName("no mailbox x@example.org")
-    except errors.LdaError as e:
-        assert (e.exit_code, e.reason()) == (67, "5.1.1 no mailbox x@example.org")
-    assert lda.NoPermission is errors.NoPermission and errors.NoPermission.exit_code == 77
-
-
-def test_a_plain_delivery_does_not_make_the_rarely_raised_classes(user):
-    script = ("import io, sys\n"
-              "from lda.deliver.command import deliver\n"
-              "rc = deliver(['-f', 's@x.org', 'alice@example.org'],\n"
-              "             stdin=io.BytesIO(b'Message-ID: <i@x>\\n\\nbody\\n'))\n"
-              "import lda.errors\n"
-              "print(rc, *sorted(set(vars(lda.errors)) & set(lda.errors.MADE_ON_FIRST_USE)))\n")
-    assert without_site(script, user.env).stdout.split() == ["0"]
-
-
 def test_importing_lda_alone_loads_no_other_module():
     """Every `lda deliver` imports the package first: its __all__ names are
     imported on first use, never by `import lda`."""
