@@ -50,6 +50,25 @@ class Headers:
         return run
 
 
+def leading_prepended(block):
+    """Headers(block).leading_prepended(), reading the block only as far as
+    the first other field: the prefix of every copy is decided from these
+    few lines, and a header of many fields (Received, DKIM) need not be
+    unfolded for it (Reader parses the whole header once, for MessageInfo)."""
+    run = []
+    for line in block.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and run:
+            name, value = run[-1]
+            run[-1] = (name, value + b" " + line.strip())
+        elif b":" in line:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name not in PREPENDED_FIELDS:
+                break
+            run.append((name, value.strip()))
+    return run
+
+
 def without_stale_return_path(head, lead, sender):
     """head without the Return-Path fields in its leading trace run (lead)
     when one of them names another address than the envelope sender, else
