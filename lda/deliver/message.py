@@ -108,10 +108,11 @@ def bare_address(value):
 class MessageInfo:
     """What delivery needs to know about one message."""
 
-    def __init__(self, headers, body_digest=None):
+    def __init__(self, headers, message_id, body_digest=None):
+        """message_id: the Message-ID field's value as _message_id makes it,
+        or None (Reader reads it once, to decide on the digest)."""
         self.headers = headers
-        raw_id = headers.first(b"message-id")
-        self.message_id = self._message_id(raw_id) if raw_id is not None else None
+        self.message_id = message_id
         self.submit_time = submit_time(headers.first(b"date"))
         self.body_digest = body_digest
         lead = headers.leading_prepended()
@@ -186,6 +187,7 @@ class Reader:
         self.header = bytearray()
         self.in_header = True
         self.headers = None
+        self.message_id = None  # MessageInfo.message_id, once the header is read
         self.body_hash = None
         self.size = 0
         self._envelope = bytearray()  # None once past the first line
@@ -249,7 +251,9 @@ class Reader:
         self.headers = Headers(bytes(self.header))
         self.header = bytearray()
         raw_id = self.headers.first(b"message-id")
-        if self.digest_always or raw_id is None or MessageInfo._message_id(raw_id) is None:
+        if raw_id is not None:
+            self.message_id = MessageInfo._message_id(raw_id)
+        if self.digest_always or self.message_id is None:
             # Only a message without Message-ID (or verify_body) needs the digest.
             from ..startup.hashlib import sha256
 
@@ -265,4 +269,4 @@ class Reader:
             self.in_header = False
             self._start_body(b"")
         digest = self.body_hash.hexdigest() if self.body_hash else None
-        return MessageInfo(self.headers, digest)
+        return MessageInfo(self.headers, self.message_id, digest)
