@@ -543,3 +543,20 @@ def test_root_does_not_write_into_another_users_maildir(user, tmp_path):
                             {"mode": "user", "allow_root_delivery": True})
     user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.parametrize("block", [
+    b"Return-Path: <a@x>\nDelivered-To: b@x\nFrom: c@x\nDelivered-To: d@x",
+    b"Delivered-To: b@x\n\tfolded@x\nX-Original-To: e@x\nReceived: from y\n\tby z",
+    b" Return-Path: <a@x>\nDelivered-To: b@x",  # a continuation with nothing before it
+    b"Return-Path: <a@x>\nnot a field\nDelivered-To: b@x\nSubject: s",
+    b"", b"\nDelivered-To: b@x", b"From: c@x\nDelivered-To: b@x",
+    b"RETURN-PATH : <a@x>\nDelivered-To:\nSubject: s\n folded",
+], ids=["plain", "folded", "leading-continuation", "other-line", "empty", "blank-first",
+        "not-at-top", "case-and-empty-value"])
+def test_the_prefix_reads_the_leading_fields_as_the_whole_header_does(block):
+    """read_lead reads only the MTA's leading run (message.leading_prepended);
+    it must find what parsing the whole header finds."""
+    from lda.deliver.message import Headers, leading_prepended
+
+    assert leading_prepended(block) == Headers(block).leading_prepended()

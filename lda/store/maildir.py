@@ -3,8 +3,8 @@
 A file is created O_EXCL with mode 0600 in tmp/, written, fsynced, then
 linked into new/ under a unique name, and new/ itself is fsynced so the name
 survives a crash; only then does the delivery count.  The whole protocol is
-the "write protocol" section below (stage, stage_copies, link, sync_linked,
-spool), which a delivery calls in that order; batching splits it into runs,
+the "write protocol" section below (stage, stage_copies, link or link_new,
+sync_linked, spool), which a delivery calls in that order; batching splits it into runs,
 so it is not one function as in CPython's Maildir.add.  Every directory below
 the mailbox root is opened relative to its parent with O_NOFOLLOW, so a
 symlink planted inside a Maildir is never followed for a write.  lda's
@@ -304,7 +304,7 @@ def _folder_exists(root_fd, folder):
 # A delivery calls these in this order: stage (the first recipient's copy),
 # stage_copies (the other recipients', each with its own prefix; stage_edited
 # for a Sieve script that edited the header), link (into a
-# target's new/ or cur/), sync_linked (those directories, a run at a time);
+# target's new/ or cur/; link_new for a plain INBOX delivery), sync_linked (those directories, a run at a time);
 # spool keeps a copy for a partial-delivery retry.  The caller decides which
 # targets, and when a delivery counts: not before sync_linked says so.
 
