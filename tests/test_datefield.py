@@ -81,3 +81,36 @@ def test_edges_of_the_calendar():
     assert parse_date("29 Feb 2100 12:00:00 +0000") == ""  # not a leap year
     assert parse_date("31 Dec 9999 23:59:59 -0100") == ""  # year 10000 in UTC
     assert parse_date("1 Jan 1000 00:00:00 +0100") == "0999-12-31T23:00:00Z"
+
+
+# Obsolete and malformed forms (RFC 5322 4.3 and what is seen in the wild), with
+# what lda has always keyed them as: the DeliveredTo key of a resend must not change.
+KEPT = [
+    ("24 Nov 126 10:00 +0000", "2026-11-24T10:00:00Z"),  # three-digit year: + 1900
+    ("1 Jan 49 00:00:00 Z", "2049-01-01T00:00:00Z"),  # two-digit year, 00-49: 20xx
+    ("1 Jan 50 00:00:00 A", "1950-01-01T00:00:00Z"),  # military zone: unknown, as -0000
+    ("Tue, 24 Nov 2026 10:00:00 EDT", "2026-11-24T14:00:00Z"),
+    ("Tue, 24 Nov 2026 10:00:60 +0000", "2026-11-24T10:00:59Z"),  # a leap second
+    ("24 nov 2026 10:00 (comment) +0100", "2026-11-24T10:00:00Z"),  # comment as the zone
+    ("Tue 24 November 2026 10:00 +0100", "2026-11-24T09:00:00Z"),
+    ("Tuesday, 24 Nov 2026 10:00 +0100", "2026-11-24T09:00:00Z"),
+    ("24 Nov 2026 10:00 +01:00", "2026-11-24T10:00:00Z"),  # no such zone: unknown
+    ("24 Nov 2026 10:00 +100", "2026-11-24T10:00:00Z"),
+    ("Tue, 24 Nov \u0662\u0660\u0662\u0666 10:00:00 +0000", "2026-11-24T10:00:00Z"),
+    ("Tue, 24 Nov 2026 10:00:00 +2400", ""),
+]
+
+
+@pytest.mark.parametrize("value, expected", KEPT, ids=range(len(KEPT)))
+def test_obsolete_and_malformed_forms_keep_their_key(value, expected):
+    assert parse_date(value) == expected
+
+
+@pytest.mark.parametrize("value", [
+    "Tue, 24 Nov 2026 1\u00b2:00:00 +0000", "Tue, \u00b3 Nov 2026 10:00 +0000",
+    "Tue, 24 Nov 20\u00b26 10:00 +0000", "Tue, 24 Nov 2026 10:00:00 +0\u00b900",
+], ids=["hour", "day", "year", "zone"])
+def test_digits_int_refuses_give_empty(value):
+    """str.isdigit() says yes to superscript digits, int() refuses them: this
+    raised ValueError, failing the delivery (exit 75) at every retry."""
+    assert parse_date(value) == ""

@@ -86,7 +86,8 @@ def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
 
 
 @pytest.mark.usefixtures("user_log_on_stderr")
-@pytest.mark.parametrize("left", [["tmp"], []], ids=["tmp-only", "empty"])
+@pytest.mark.parametrize("left", [["tmp"], ["tmp", "cur"], []],
+                         ids=["tmp-only", "tmp-and-cur", "empty"])
 def test_a_delivery_killed_while_creating_the_maildir_is_retried(user, left):
     """The first delivery to a new Maildir stages in the database's tmp/,
     writes its pending row, then creates the Maildir under the locks.  A
@@ -104,6 +105,18 @@ def test_a_delivery_killed_while_creating_the_maildir_is_retried(user, left):
     assert b"status=sent" in done.stderr
     assert len(maildir_files(user.maildir)) == 1
     assert sorted(p.name for p in user.maildir.iterdir()) == ["cur", "new", "tmp"]
+
+
+@pytest.mark.usefixtures("user_log_on_stderr")
+def test_a_date_with_digits_int_refuses_is_delivered_once(user):
+    """A superscript digit in Date: (str.isdigit() says yes, int() no) made
+    every attempt exit 75; such a Date is no date, and the resend is still
+    a duplicate."""
+    msg = message(date="Tue, 24 Nov 2026 1\u00b2:00:00 +0000")
+    for _ in range(2):
+        done = user.deliver(msg, "alice@example.org", check=0)
+    assert b"status=duplicate" in done.stderr
+    assert len(maildir_files(user.maildir)) == 1
 
 
 def test_same_instant_in_another_zone_is_the_same_submission(user):
@@ -530,3 +543,20 @@ def test_root_does_not_write_into_another_users_maildir(user, tmp_path):
                             {"mode": "user", "allow_root_delivery": True})
     user.run("deliver", "-c", str(config), "a@example.org", input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.parametrize("block", [
+    b"Return-Path: <a@x>\nDelivered-To: b@x\nFrom: c@x\nDelivered-To: d@x",
+    b"Delivered-To: b@x\n\tfolded@x\nX-Original-To: e@x\nReceived: from y\n\tby z",
+    b" Return-Path: <a@x>\nDelivered-To: b@x",  # a continuation with nothing before it
+    b"Return-Path: <a@x>\nnot a field\nDelivered-To: b@x\nSubject: s",
+    b"", b"\nDelivered-To: b@x", b"From: c@x\nDelivered-To: b@x",
+    b"RETURN-PATH : <a@x>\nDelivered-To:\nSubject: s\n folded",
+], ids=["plain", "folded", "leading-continuation", "other-line", "empty", "blank-first",
+        "not-at-top", "case-and-empty-value"])
+def test_the_prefix_reads_the_leading_fields_as_the_whole_header_does(block):
+    """read_lead reads only the MTA's leading run (message.leading_prepended);
+    it must find what parsing the whole header finds."""
+    from lda.deliver.message import Headers, leading_prepended
+
+    assert leading_prepended(block) == Headers(block).leading_prepended()

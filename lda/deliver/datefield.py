@@ -65,10 +65,15 @@ def date_time(value):
     if month_number is None or not all(p.isdigit() for p in numbers) \
             or len(clock_parts) not in (2, 3):
         return None
-    year, day = _year(year), int(day)
-    hour, minute = int(clock_parts[0]), int(clock_parts[1])
-    second = min(int(clock_parts[2]) if len(clock_parts) == 3 else 0, 59)  # leap second
-    offset = _zone_minutes(zone)
+    # str.isdigit() also says yes to digits that int() refuses (superscripts,
+    # "\u00b2"): such a value is no date, not an error that fails the delivery.
+    try:
+        year, day = _year(year), int(day)
+        hour, minute = int(clock_parts[0]), int(clock_parts[1])
+        second = min(int(clock_parts[2]) if len(clock_parts) == 3 else 0, 59)  # leap second
+        offset = _zone_minutes(zone)
+    except ValueError:
+        return None
     if not (1 <= year <= 9999 and 1 <= day <= _days_in_month(year, month_number)
             and hour < 24 and minute < 60 and abs(offset) < 24 * 60):
         return None

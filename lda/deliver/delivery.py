@@ -144,6 +144,7 @@ class Delivery:
         self.kept = kept
         self.touched = set()  # Maildir (or folder) paths written to
         self.claims = {}  # see _claim_early
+        self._may_run_scripts = {}  # Maildir path -> _may_have_scripts' answer
         self.lock_dir = os.path.join(config.state_dir, "locks")
         # As root, state directories are opened as Maildirs are (see
         # maildir.open_state); without allow_root_delivery every directory
@@ -312,7 +313,7 @@ class Delivery:
     def read_lead(self, reader):
         """(the header read so far, the MTA's own fields at its top, the
         rest of the chunks): a stale Return-Path already dropped."""
-        from .message import Headers
+        from .message import leading_prepended
 
         chunks = reader.chunks()
         # Read on until the header ends (or 64 KB): a pipe may hand over
@@ -323,7 +324,7 @@ class Delivery:
             head += chunk
             if b"\n\n" in head or len(head) >= LEAD_BYTES:
                 break
-        lead = Headers(head[:LEAD_BYTES].split(b"\n\n", 1)[0]).leading_prepended()
+        lead = leading_prepended(head[:LEAD_BYTES].split(b"\n\n", 1)[0])
         if self.sender is not None and any(name == b"return-path" for name, _ in lead):
             from .message import without_stale_return_path
 
@@ -678,6 +679,7 @@ class Delivery:
         with db.transaction(durable=any(not t.local for t, _ in pending)):
             db.mark_delivered(group.done)
             db.forget_named([(key, names.get(key)) for key in group.failed])
+            db.read_cleanup_stamp()  # for _cleanup_databases, without a read of its own
         self._warn_quota(db, [t for t, _ in pending], keys, staged, results)
 
     def judge(self, db, target, keys, found, info, size):
@@ -706,10 +708,18 @@ class Delivery:
 
     def _may_have_scripts(self, target):
         """False when no Sieve script can run for the local target: one or
-        two stats say so for most mailboxes."""
+        two stats say so for most mailboxes, once a delivery (_claim_early
+        asks before the locks, _scripts under them)."""
+        path = target.maildir_path
+        known = self._may_run_scripts.get(path)
+        if known is None:
+            known = self._may_run_scripts[path] = self._scripts_exist(path)
+        return known
+
+    def _scripts_exist(self, path):
         config = self.config
         return bool(config.sieve_before or config.sieve_after or config.sieve_default
-                    or os.path.exists(config.sieve_script_for(target.maildir_path))
+                    or os.path.exists(config.sieve_script_for(path))
                     or (config.per_user and os.path.lexists(os.path.join(config.home,
                                                                          ".dovecot.sieve"))))
 
@@ -790,26 +800,36 @@ class Delivery:
     def _link(self, target, staged, name):
         """Link the staged file into the target's Maildir (maildir.link);
         returns (a descriptor of the directory, its path) for the caller
-        to sync and close."""
-        box = self._open(target)
-        self.touched.add(box.path)
-        try:
-            keywords = ""
-            if target.keywords:  # only from a Sieve script: filtering is loaded
-                from .filtering import keyword_letters
+        to sync and close.  A plain delivery into an INBOX opens new/ alone
+        (maildir.link_new); the whole Maildir is opened (and made, if need
+        be) for the other cases, or when that cannot link."""
+        linked, folder = None, None
+        if not (target.folder or target.info or target.keywords):
+            linked = md.link_new(staged, target.maildir_root, target.maildir_relative, name,
+                                 self.owner)
+        if linked is not None:
+            self.touched.add(target.maildir_path)
+        else:
+            box = self._open(target)
+            self.touched.add(box.path)
+            try:
+                keywords = ""
+                if target.keywords:  # only from a Sieve script: filtering is loaded
+                    from .filtering import keyword_letters
 
-                keywords = keyword_letters(box, target, self.config.lock_timeout_seconds,
-                                           self.log)
-            linked_into, path = md.link(staged, box, name, target.info, self.config.hostname,
-                                        keywords)
-        finally:
-            box.close()
+                    keywords = keyword_letters(box, target, self.config.lock_timeout_seconds,
+                                               self.log)
+                linked = md.link(staged, box, name, target.info, self.config.hostname,
+                                 keywords)
+            finally:
+                box.close()
+            folder = box.folder
         try:
-            self._add_usage(target, staged, box.folder)
+            self._add_usage(target, staged, folder)
         except BaseException:
-            os.close(linked_into)
+            os.close(linked[0])
             raise
-        return linked_into, path
+        return linked
 
     def _add_usage(self, target, staged, folder):
         """One maildirsize line for the message stored in folder (the

@@ -50,6 +50,25 @@ class Headers:
         return run
 
 
+def leading_prepended(block):
+    """Headers(block).leading_prepended(), reading the block only as far as
+    the first other field: the prefix of every copy is decided from these
+    few lines, and a header of many fields (Received, DKIM) need not be
+    unfolded for it (Reader parses the whole header once, for MessageInfo)."""
+    run = []
+    for line in block.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and run:
+            name, value = run[-1]
+            run[-1] = (name, value + b" " + line.strip())
+        elif b":" in line:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name not in PREPENDED_FIELDS:
+                break
+            run.append((name, value.strip()))
+    return run
+
+
 def without_stale_return_path(head, lead, sender):
     """head without the Return-Path fields in its leading trace run (lead)
     when one of them names another address than the envelope sender, else
@@ -89,10 +108,11 @@ def bare_address(value):
 class MessageInfo:
     """What delivery needs to know about one message."""
 
-    def __init__(self, headers, body_digest=None):
+    def __init__(self, headers, message_id, body_digest=None):
+        """message_id: the Message-ID field's value as _message_id makes it,
+        or None (Reader reads it once, to decide on the digest)."""
         self.headers = headers
-        raw_id = headers.first(b"message-id")
-        self.message_id = self._message_id(raw_id) if raw_id is not None else None
+        self.message_id = message_id
         self.submit_time = submit_time(headers.first(b"date"))
         self.body_digest = body_digest
         lead = headers.leading_prepended()
@@ -167,6 +187,7 @@ class Reader:
         self.header = bytearray()
         self.in_header = True
         self.headers = None
+        self.message_id = None  # MessageInfo.message_id, once the header is read
         self.body_hash = None
         self.size = 0
         self._envelope = bytearray()  # None once past the first line
@@ -230,7 +251,9 @@ class Reader:
         self.headers = Headers(bytes(self.header))
         self.header = bytearray()
         raw_id = self.headers.first(b"message-id")
-        if self.digest_always or raw_id is None or MessageInfo._message_id(raw_id) is None:
+        if raw_id is not None:
+            self.message_id = MessageInfo._message_id(raw_id)
+        if self.digest_always or self.message_id is None:
             # Only a message without Message-ID (or verify_body) needs the digest.
             from ..startup.hashlib import sha256
 
@@ -246,4 +269,4 @@ class Reader:
             self.in_header = False
             self._start_body(b"")
         digest = self.body_hash.hexdigest() if self.body_hash else None
-        return MessageInfo(self.headers, digest)
+        return MessageInfo(self.headers, self.message_id, digest)

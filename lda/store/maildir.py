@@ -3,8 +3,8 @@
 A file is created O_EXCL with mode 0600 in tmp/, written, fsynced, then
 linked into new/ under a unique name, and new/ itself is fsynced so the name
 survives a crash; only then does the delivery count.  The whole protocol is
-the "write protocol" section below (stage, stage_copies, link, sync_linked,
-spool), which a delivery calls in that order; batching splits it into runs,
+the "write protocol" section below (stage, stage_copies, link or link_new,
+sync_linked, spool), which a delivery calls in that order; batching splits it into runs,
 so it is not one function as in CPython's Maildir.add.  Every directory below
 the mailbox root is opened relative to its parent with O_NOFOLLOW, so a
 symlink planted inside a Maildir is never followed for a write.  lda's
@@ -185,8 +185,11 @@ class Maildir:
             else:  # the caller closes root_fd
                 dir_fd = self._keep(os.dup(root_fd))
             self.dir_fd = dir_fd
-            self.tmp_fd, self.new_fd, self.cur_fd = (
-                self._keep(open_dir(sub, dir_fd, create=create)) for sub in SUBDIRS)
+            # new/ made last: a Maildir with new/ has its tmp/ and cur/ too,
+            # even when a delivery was killed while making it (link_new).
+            self.tmp_fd = self._keep(open_dir("tmp", dir_fd, create=create))
+            self.cur_fd = self._keep(open_dir("cur", dir_fd, create=create))
+            self.new_fd = self._keep(open_dir("new", dir_fd, create=create))
         except OSError as e:
             self.close()
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -301,7 +304,7 @@ def _folder_exists(root_fd, folder):
 # A delivery calls these in this order: stage (the first recipient's copy),
 # stage_copies (the other recipients', each with its own prefix; stage_edited
 # for a Sieve script that edited the header), link (into a
-# target's new/ or cur/), sync_linked (those directories, a run at a time);
+# target's new/ or cur/; link_new for a plain INBOX delivery), sync_linked (those directories, a run at a time);
 # spool keeps a copy for a partial-delivery retry.  The caller decides which
 # targets, and when a delivery counts: not before sync_linked says so.
 
@@ -460,6 +463,37 @@ def _finish_copies(run, staged, failed):
         except OSError as e:
             tmp.discard()
             failed[i] = CannotCreate(f"cannot write message: {e.strerror}")
+
+
+def link_new(staged, root_path, relative, name, owner=None):
+    """link's plain case with one directory opened: the staged file linked
+    into new/ of the mailbox at root_path (or root_path/relative, confined
+    as open_mailbox walks it) as name.  Returns (a descriptor of new/, its
+    path), as link does; None when the caller must take the whole way
+    (open_mailbox, then link) instead: no new/ there (a Maildir to make:
+    Maildir makes new/ last), another filesystem, or any other error, which
+    that way reports as it always has."""
+    try:
+        if relative:
+            root_fd = walk_confined(root_path, relative, False, owner)
+        else:
+            root_fd = open_dir(root_path, follow=True, owner=owner)
+    except OSError:
+        return None
+    try:
+        new_fd = open_dir("new", root_fd)
+    except OSError:
+        return None
+    finally:
+        os.close(root_fd)
+    try:
+        os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=new_fd,
+                follow_symlinks=False)
+    except OSError:
+        os.close(new_fd)
+        return None
+    path = os.path.join(root_path, relative) if relative else root_path
+    return new_fd, f"{path}/new"
 
 
 def info(flags, keywords=""):
