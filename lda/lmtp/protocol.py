@@ -450,7 +450,10 @@ class LdaLMTP(LMTP):
 
     def data_received(self, data):
         self.last_read = self.loop.time()
-        super().data_received(data)
+        if self.lean:  # the reader aiosmtpd keeps (StreamReaderProtocol's is a weak reference)
+            self._reader.feed_data(data)
+        else:
+            super().data_received(data)
 
     def _reset_timeout(self, duration=None):
         """aiosmtpd re-arms the idle timer at every command: a timer made,
