@@ -158,13 +158,20 @@ keywords = st.sampled_from([b"", b" ", b" FROM:", b" from:", b" FROM: ", b" TO:"
 addresses = st.sampled_from([b"", b"<>", b"<a@example.org>", b"a@example.org",
                              b"<a@example.org>>", b'<"q r"@example.org>',
                              b"<@relay.org:a@example.org>", b"<\xc3\xa9@example.org>",
+                             b"<\xff@example.org>",
                              b"<a@example.org> (c)", b"<a.b@x-y.example.org>"])
-params = st.lists(st.sampled_from([b" SIZE=100", b" SIZE=99999", b" SIZE=x", b" SIZE",
+params = st.lists(st.sampled_from([b" SIZE=100", b" SIZE=3000", b" SIZE=3001", b" SIZE=x",
+                                   b" SIZE",
                                    b" BODY=8BITMIME", b" BODY=7BIT", b" BODY=BINARYMIME",
                                    b" SMTPUTF8", b" SMTPUTF8=1", b" X=1", b" =1", b"\tSIZE=1",
                                    b" size=10", b" NOTIFY=NEVER", b" body="]), max_size=3)
-command = st.builds(lambda v, k, a, p: v + k + a + b"".join(p), verbs, keywords, addresses,
-                    params)
+anything = st.builds(lambda v, k, a, p: v + k + a + b"".join(p), verbs, keywords, addresses,
+                     params)
+# MAIL and RCPT with an address, so that the parameters decide.
+well_formed = st.builds(lambda v, a, p: v + a + b"".join(p),
+                        st.sampled_from([b"MAIL FROM:", b"RCPT TO:"]),
+                        st.sampled_from([b"<a@example.org>", b"<b@example.org>"]), params)
+command = st.one_of(anything, well_formed)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, database=None,
@@ -175,13 +182,16 @@ command = st.builds(lambda v, k, a, p: v + k + a + b"".join(p), verbs, keywords,
                                      b"RCPT TO:<b@example.org>", b"RCPT TO:<b@example.org>"],
          unknown=None)
 @example(lhlo=None, lines=[b"MAIL FROM:<a@example.org> SIZE=1"], unknown=None)
+@example(lhlo=b"LHLO client", lines=[b"MAIL FROM:<a@example.org> SIZE=3001",
+                                     b"MAIL FROM:<a@example.org> SIZE=3000"], unknown=None)
 @example(lhlo=b"LHLO client", lines=[b"MAIL FROM:<a@example.org>", b"MAIL FROM:<c@d.org>",
                                      b"RCPT TO:<b@example.org> X=1"], unknown=b"XYZZY")
 def test_any_commands_get_aiosmtpds_replies_and_envelope(pair, lhlo, lines, unknown):
     """Every order of commands (before LHLO, MAIL twice, RCPT before MAIL,
     DATA without recipients), every form of argument aiosmtpd tells apart
     (no keyword, no address, malformed, parameters known, unknown and
-    badly formed), upper and lower case, a non-ASCII and an empty line, at
+    badly formed, bytes that are not UTF-8), upper and lower case, a
+    non-ASCII and an empty line, at
     most one unknown command (the text after a refused DATA adds three:
     aiosmtpd hangs up at five)."""
     same(pair, ([lhlo] if lhlo else []) + lines + ([unknown] if unknown else []))
