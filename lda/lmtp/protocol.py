@@ -211,8 +211,9 @@ class LdaLMTP(LMTP):
                 return "500 Error: Cannot describe error"
 
     def _refusal(self, verb):
-        """aiosmtpd's checks of the order of commands (check_helo_needed,
-        check_auth_needed) without an await each: the refusal or None."""
+        """aiosmtpd's check_helo_needed, and RCPT's need of a MAIL, without
+        an await each: the refusal or None (check_auth_needed has nothing to
+        check without AUTH)."""
         if not self.session.host_name:
             return "503 Error: send HELO first"
         if verb == "RCPT" and not self.envelope.mail_from:
@@ -386,11 +387,12 @@ class LdaLMTP(LMTP):
         """aiosmtpd's DATA, reading the message in runs up to the next
         ".\r\n" rather than a line at a time (a fifth of the event loop's
         time went to its per-line loop), and answering each recipient."""
-        if not self.lean and (await self.check_helo_needed()
-                              or await self.check_auth_needed("DATA")):
-            return
-        if self.lean and not self.session.host_name:
-            await self.push("503 Error: send HELO first")
+        if self.lean:
+            refusal = self._refusal("DATA")
+            if refusal:
+                await self.push(refusal)
+                return
+        elif await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
