@@ -18,6 +18,14 @@ once), so that a group MAIL, RCPT..., DATA costs one write, one wake-up of
 the client and one TCP segment, not one each.  Nothing is held while the
 session waits for input (the next line is here, so it does not wait), nor
 through a delivery (354 comes before it and sends all), nor past a close.
+
+The command loop and the verbs of a transaction (MAIL, RCPT, DATA) are
+aiosmtpd's, read line for line, without what costs per command and lda
+never uses: the debug and info logging of every line (its arguments built
+even when the level is off), the TLS, AUTH, PROXY and call-limit checks,
+the idle timer re-armed at each command, and an await for each check of
+the order of commands (bench/profiles/lmtp-loop.txt).  A server made with
+any of those options runs aiosmtpd's own loop and verbs.
 """
 
 import asyncio
@@ -26,7 +34,8 @@ import re
 import traceback
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import MISSING, SMTP, syntax
+from aiosmtpd.smtp import BOGUS_LIMIT, MISSING, SMTP, syntax
+from aiosmtpd.smtp import log as aiosmtpd_log
 
 # <local@domain> with a dot-atom local part and domain, ASCII, then spaces
 # and nothing that starts a comment: what MTAs send in MAIL and RCPT.
@@ -125,9 +134,91 @@ class LdaLMTP(LMTP):
         self.closing = None  # the reply that ends the session after a delivery
         self.last_read = self.loop.time()
         self.held = []  # 250 replies (bytes) not sent yet: see reply()
+        # aiosmtpd's options lda does not use: with any, its own loop runs.
+        self.lean = not (self._proxy_timeout is not None or self.tls_context
+                         or self._auth_required or self._enforce_call_limit)
 
     async def push(self, status):
         await self.reply([with_enhanced_code(status, self.verb)])
+
+    async def _handle_client(self):
+        """aiosmtpd's command loop (SMTP._handle_client), its replies in its
+        order, for a server without TLS, AUTH, PROXY or call limits."""
+        if not self.lean:
+            await super()._handle_client()
+            return
+        await self.push(f"220 {self.hostname} {self.__ident__}")
+        bogus_budget = BOGUS_LIMIT
+        reader = self._reader
+        while self.transport is not None:
+            try:
+                try:
+                    line = await reader.readuntil()
+                except asyncio.LimitOverrunError as error:
+                    await self._skip_long_line(error.consumed)
+                    await self.push("500 Command line too long")
+                    continue
+                line = line.rstrip(b"\r\n")
+                command_bytes, _, arg_bytes = line.partition(b" ")
+                try:
+                    command = command_bytes.upper().decode("ascii") if line else None
+                except UnicodeDecodeError:
+                    command = None
+                if command is None:
+                    await self.push("500 Error: bad syntax")
+                    continue
+                arg = str(arg_bytes.strip(), "utf-8", "surrogateescape") if arg_bytes else None
+                limit = (self.command_size_limits[command] if self.session.extended_smtp
+                         else self.command_size_limit)
+                if len(line) > limit:
+                    await self.push("500 Command line too long")
+                    continue
+                method = self._smtp_methods.get(command)
+                if method is None:
+                    aiosmtpd_log.warning("%r unrecognised: %s", self.session.peer, command)
+                    bogus_budget -= 1
+                    if bogus_budget < 1:
+                        aiosmtpd_log.warning("%r too many bogus commands", self.session.peer)
+                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                        self.transport.close()
+                        continue
+                    await self.push(f'500 Error: command "{command}" not recognized')
+                    continue
+                await method(arg)
+            except (asyncio.CancelledError, ConnectionResetError):
+                self._writer.close()
+                raise
+            except Exception as error:  # noqa: BLE001 - aiosmtpd's 500, the session goes on
+                await self.push(await self._exception_status(error))
+
+    async def _skip_long_line(self, consumed):
+        """Read to the end of a line over the reader's limit."""
+        await self._reader.read(consumed)
+        while True:
+            try:
+                await self._reader.readuntil()
+                return
+            except asyncio.LimitOverrunError as e:
+                await self._reader.read(e.consumed)
+
+    async def _exception_status(self, error):
+        try:
+            return await self.handle_exception(error)
+        except Exception as inner:  # noqa: BLE001 - as aiosmtpd describes it
+            try:
+                return f"500 Error: ({inner.__class__.__name__}) {inner}"
+            except Exception:  # noqa: BLE001
+                return "500 Error: Cannot describe error"
+
+    def _refusal(self, verb):
+        """aiosmtpd's check_helo_needed, and RCPT's need of a MAIL, without
+        an await each: the refusal or None (check_auth_needed has nothing to
+        check without AUTH)."""
+        if not self.session.host_name:
+            return "503 Error: send HELO first"
+        if verb == "RCPT" and not self.envelope.mail_from:
+            return "503 Error: need MAIL command"
+        return None
 
     async def reply(self, lines):
         """Send `lines` (a reply, or one per recipient) with the replies
@@ -135,13 +226,15 @@ class LdaLMTP(LMTP):
         client's next command line is already in the reader's buffer: the
         next command's reply follows at once, and the last of a pipelined
         group (the line after it is not here yet) sends them all."""
-        data = "".join(f"{line}\r\n" for line in lines).encode()
-        if (all(line.startswith("250") for line in lines) and len(self.held) < HELD_MAX
-                and b"\n" in self._reader._buffer):  # asyncio.StreamReader's bytes not read yet
+        data = "\r\n".join(lines).encode() + b"\r\n"
+        if (len(self.held) < HELD_MAX and b"\n" in self._reader._buffer  # not read yet
+                and all(line.startswith("250") for line in lines)):
             self.held.append(data)
             return
-        self._writer.write(self.take_held() + data)
-        await self._writer.drain()
+        self._writer.write(self.take_held() + data if self.held else data)
+        if self._paused or self._connection_lost:
+            # Only then does drain() wait, or raise ConnectionResetError.
+            await self._writer.drain()
 
     def take_held(self):
         held, self.held = b"".join(self.held), []
@@ -187,20 +280,119 @@ class LdaLMTP(LMTP):
             lines.append(f"SIZE {self.data_size_limit}")
         await self.reply([f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"])
 
+    @syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_MAIL(self, arg):
+        """aiosmtpd's MAIL: its checks, in its order, and its replies."""
         self.verb = "MAIL"
-        await super().smtp_MAIL(arg)
+        if not self.lean:
+            await super().smtp_MAIL(arg)
+            return
+        status = self._refusal("MAIL")
+        if status is None:
+            status, address, options = self._mail_arguments(arg)
+        if status is None:
+            status = await self._call_handler_hook("MAIL", address, options)
+            if status is MISSING:
+                self.envelope.mail_from = address
+                self.envelope.mail_options.extend(options)
+                status = "250 OK"
+        await self.push(status)
 
+    def _mail_arguments(self, arg):
+        """(None, address, options) for MAIL's argument, or (refusal, None,
+        None), as aiosmtpd's smtp_MAIL checks them."""
+        syntaxerr = ("501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"
+                     if self.session.extended_smtp else "501 Syntax: MAIL FROM: <address>")
+        address, params = self._address(arg, "FROM:")
+        if address is None:
+            return MALFORMED, None, None
+        if not address or (params and not self.session.extended_smtp):
+            return syntaxerr, None, None
+        if self.envelope.mail_from:
+            return "503 Error: nested MAIL command", None, None
+        options = params.upper().split()
+        if not options:
+            self.envelope.smtp_utf8 = False
+            return None, address, options
+        values = self._getparams(options)
+        if values is None:
+            return syntaxerr, None, None
+        if not self._decode_data and values.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
+            return "501 Error: BODY can only be one of 7BIT, 8BITMIME", None, None
+        smtputf8 = values.pop("SMTPUTF8", False)
+        if not isinstance(smtputf8, bool):
+            return "501 Error: SMTPUTF8 takes no arguments", None, None
+        if smtputf8 and not self.enable_SMTPUTF8:
+            return "501 Error: SMTPUTF8 disabled", None, None
+        self.envelope.smtp_utf8 = smtputf8
+        size = values.pop("SIZE", None)
+        if size:
+            if isinstance(size, bool) or not size.isdigit():
+                return syntaxerr, None, None
+            if self.data_size_limit and int(size) > self.data_size_limit:
+                return ("552 Error: message size exceeds fixed maximum message size",
+                        None, None)
+        if values:
+            return "555 MAIL FROM parameters not recognized or not implemented", None, None
+        return None, address, options
+
+    def _address(self, arg, keyword):
+        """(address, the rest) after `keyword` (FROM: or TO:), ("", "") when
+        there is none, (None, None) when it is malformed."""
+        if arg is None:
+            return "", ""
+        arg = self._strip_command_keyword(keyword, arg)
+        if arg is None:
+            return "", ""
+        return self._getaddr(arg)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
     async def smtp_RCPT(self, arg):
+        """aiosmtpd's RCPT: its checks, in its order, and its replies."""
         self.verb = "RCPT"
-        await super().smtp_RCPT(arg)
+        if not self.lean:
+            await super().smtp_RCPT(arg)
+            return
+        status = self._refusal("RCPT")
+        if status is None:
+            status, address, options = self._rcpt_arguments(arg)
+        if status is None:
+            status = await self._call_handler_hook("RCPT", address, options)
+            if status is MISSING:
+                self.envelope.rcpt_tos.append(address)
+                self.envelope.rcpt_options.extend(options)
+                status = "250 OK"
+        await self.push(status)
+
+    def _rcpt_arguments(self, arg):
+        syntaxerr = ("501 Syntax: RCPT TO: <address> [SP <mail-parameters>]"
+                     if self.session.extended_smtp else "501 Syntax: RCPT TO: <address>")
+        address, params = self._address(arg, "TO:")
+        if address is None:
+            return MALFORMED, None, None
+        if not address or (params and not self.session.extended_smtp):
+            return syntaxerr, None, None
+        options = params.upper().split()
+        if not options:
+            return None, address, options
+        values = self._getparams(options)
+        if values is None:
+            return syntaxerr, None, None
+        if values:  # aiosmtpd knows no RCPT parameter
+            return "555 RCPT TO parameters not recognized or not implemented", None, None
+        return None, address, options
 
     @syntax("DATA")
     async def smtp_DATA(self, arg):
         """aiosmtpd's DATA, reading the message in runs up to the next
         ".\r\n" rather than a line at a time (a fifth of the event loop's
         time went to its per-line loop), and answering each recipient."""
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+        if self.lean:
+            refusal = self._refusal("DATA")
+            if refusal:
+                await self.push(refusal)
+                return
+        elif await self.check_helo_needed() or await self.check_auth_needed("DATA"):
             return
         if not self.envelope.rcpt_tos:
             await self.push("503 Error: need RCPT command")
@@ -260,7 +452,10 @@ class LdaLMTP(LMTP):
 
     def data_received(self, data):
         self.last_read = self.loop.time()
-        super().data_received(data)
+        if self.lean:  # the reader aiosmtpd keeps (StreamReaderProtocol's is a weak reference)
+            self._reader.feed_data(data)
+        else:
+            super().data_received(data)
 
     def _reset_timeout(self, duration=None):
         """aiosmtpd re-arms the idle timer at every command: a timer made,

@@ -1,0 +1,197 @@
+"""lda lmtp's command loop and MAIL/RCPT against aiosmtpd's own.
+
+LdaLMTP runs a leaner copy of aiosmtpd's command loop and of its MAIL and
+RCPT (no per-line logging, no awaits between checks): for any run of
+commands it must answer as aiosmtpd's LMTP answers, reply for reply, and
+hand the handler the same envelope.  Both servers run side by side on
+loopback with the same handler (no MAIL or RCPT hook: aiosmtpd's defaults
+decide), every byte stream goes to each, and each reply is compared by its
+code and its text without the RFC 3463 code lda adds; LHLO's reply (lda
+advertises more) by its code.
+"""
+
+import asyncio
+import re
+import socket
+import threading
+import types
+
+import pytest
+from aiosmtpd.lmtp import LMTP
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from lda.lmtp.protocol import LdaLMTP
+
+SIZE_LIMIT = 3000
+HOST = "lmtp.example.org"
+END = b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+
+
+class Capture:
+    """A handler with DATA alone: what the envelope held at each DATA."""
+
+    def __init__(self):
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append((envelope.mail_from, envelope.rcpt_tos, envelope.mail_options,
+                               envelope.rcpt_options, envelope.smtp_utf8,
+                               envelope.original_content))
+        return "250 OK"
+
+
+class Pair:
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.captures = {"aiosmtpd": Capture(), "lda": Capture()}
+        self.ports = {}
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    def _run(self, ready):
+        asyncio.set_event_loop(self.loop)
+        config = types.SimpleNamespace(hostname=HOST, lmtp_max_message_size=SIZE_LIMIT,
+                                       lmtp_idle_timeout=300)
+        factories = {
+            "aiosmtpd": lambda: LMTP(self.captures["aiosmtpd"], hostname=HOST,
+                                     ident="lda LMTP", data_size_limit=SIZE_LIMIT,
+                                     enable_SMTPUTF8=True, decode_data=False, loop=self.loop),
+            "lda": lambda: LdaLMTP(self.captures["lda"], config, loop=self.loop),
+        }
+        self.servers = []
+        for name, factory in factories.items():
+            server = self.loop.run_until_complete(
+                self.loop.create_server(factory, "127.0.0.1", 0))
+            self.servers.append(server)
+            self.ports[name] = server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
+
+    def transcript(self, name, data):
+        capture = self.captures[name]
+        capture.envelopes = []
+        with socket.create_connection(("127.0.0.1", self.ports[name]), timeout=10) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        return replies(received.decode("utf-8", "replace")), list(capture.envelopes)
+
+    def close(self):
+        for server in self.servers:
+            server.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+ENHANCED = re.compile(r"^([245][0-9][0-9]) [245]\.[0-9]{1,3}\.[0-9]{1,3} ")
+# lda's rewordings: aiosmtpd's 553 for an address it cannot parse, and
+# its LMTP's LHLO, which names EHLO.
+REWORDED = {"501 malformed address": "553 Error: malformed address",
+            "501 Syntax: LHLO hostname": "501 Syntax: EHLO hostname"}
+
+
+def replies(received):
+    """Each reply as "code text" without an enhanced code; a multi-line
+    reply as its code alone."""
+    found, multi = [], False
+    for line in received.split("\r\n")[:-1]:
+        if line[3:4] == "-":
+            multi = True
+            continue
+        text = ENHANCED.sub(r"\1 ", line)
+        found.append(line[:3] if multi else REWORDED.get(text, text))
+        multi = False
+    return found
+
+
+@pytest.fixture(scope="module")
+def pair():
+    servers = Pair()
+    yield servers
+    servers.close()
+
+
+def same(pair, lines, end=END):
+    data = b"".join(line + b"\r\n" for line in lines) + end
+    reference = pair.transcript("aiosmtpd", data)
+    ours, envelopes = pair.transcript("lda", data)
+    assert (one_reply_after_data(ours, envelopes), envelopes) == reference
+    return ours, envelopes
+
+
+def one_reply_after_data(codes, envelopes):
+    """lda's replies with DATA answered once, as aiosmtpd answers it: lda
+    answers each recipient (RFC 2033 section 4.2, test_lmtp_replies.py)."""
+    if not envelopes:
+        return codes
+    [(_, rcpts, *_)] = envelopes
+    after = codes.index("354 End data with <CR><LF>.<CR><LF>") + 1
+    assert codes[after:after + len(rcpts)] == [codes[after]] * len(rcpts), codes
+    return codes[:after + 1] + codes[after + len(rcpts):]
+
+
+def test_a_transaction_gets_aiosmtpds_replies(pair):
+    codes, [envelope] = same(pair, [b"LHLO c", b"MAIL FROM:<a@example.org> BODY=8BITMIME",
+                                      b"RCPT TO:<b@example.org>"])
+    assert [r[:3] for r in codes] == ["220", "250", "250", "250", "354", "250", "221"]
+    assert envelope[:5] == ("a@example.org", ["b@example.org"], ["BODY=8BITMIME"], [], False)
+
+
+def test_help_lists_mail_and_rcpt_as_aiosmtpd_does(pair):
+    codes, _ = same(pair, [b"LHLO c", b"HELP", b"HELP MAIL", b"HELP RCPT"])
+    assert "MAIL" in codes[2] and "RCPT" in codes[2], codes
+    assert codes[3].startswith("250 Syntax: MAIL FROM:"), codes
+
+
+verbs = st.sampled_from([b"MAIL", b"mail", b"RCPT", b"Rcpt", b"RSET", b"NOOP", b"HELP",
+                         b"VRFY", b"DATA", b"LHLO", b"HELO", b"\xc3\xa9", b""])
+keywords = st.sampled_from([b"", b" ", b" FROM:", b" from:", b" FROM: ", b" TO:", b" to:",
+                           b"  TO:", b" FROMX:"])
+# Not a "<" without its ">", nor a control character, which lda reads more
+# strictly on purpose (test_lmtp_address.py).
+addresses = st.sampled_from([b"", b"<>", b"<a@example.org>", b"a@example.org",
+                             b"<a@example.org>>", b'<"q r"@example.org>',
+                             b"<@relay.org:a@example.org>", b"<\xc3\xa9@example.org>",
+                             b"<\xff@example.org>",
+                             b"<a@example.org> (c)", b"<a.b@x-y.example.org>"])
+params = st.lists(st.sampled_from([b" SIZE=100", b" SIZE=3000", b" SIZE=3001", b" SIZE=x",
+                                   b" SIZE",
+                                   b" BODY=8BITMIME", b" BODY=7BIT", b" BODY=BINARYMIME",
+                                   b" SMTPUTF8", b" SMTPUTF8=1", b" X=1", b" =1", b"\tSIZE=1",
+                                   b" size=10", b" NOTIFY=NEVER", b" body="]), max_size=3)
+anything = st.builds(lambda v, k, a, p: v + k + a + b"".join(p), verbs, keywords, addresses,
+                     params)
+# MAIL and RCPT with an address, so that the parameters decide.
+well_formed = st.builds(lambda v, a, p: v + a + b"".join(p),
+                        st.sampled_from([b"MAIL FROM:", b"RCPT TO:"]),
+                        st.sampled_from([b"<a@example.org>", b"<b@example.org>"]), params)
+command = st.one_of(anything, well_formed)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(lhlo=st.sampled_from([b"LHLO client", b"LHLO", None]),
+       lines=st.lists(command, max_size=12), unknown=st.sampled_from([None, b"XYZZY x"]))
+@example(lhlo=b"LHLO client", lines=[b"MAIL FROM:<a@example.org> SIZE=100 SMTPUTF8",
+                                     b"RCPT TO:<b@example.org>", b"RCPT TO:<b@example.org>"],
+         unknown=None)
+@example(lhlo=None, lines=[b"MAIL FROM:<a@example.org> SIZE=1"], unknown=None)
+@example(lhlo=b"LHLO client", lines=[b"MAIL FROM:<a@example.org> SIZE=3001",
+                                     b"MAIL FROM:<a@example.org> SIZE=3000"], unknown=None)
+@example(lhlo=b"LHLO client", lines=[b"MAIL FROM:<a@example.org>", b"MAIL FROM:<c@d.org>",
+                                     b"RCPT TO:<b@example.org> X=1"], unknown=b"XYZZY")
+def test_any_commands_get_aiosmtpds_replies_and_envelope(pair, lhlo, lines, unknown):
+    """Every order of commands (before LHLO, MAIL twice, RCPT before MAIL,
+    DATA without recipients), every form of argument aiosmtpd tells apart
+    (no keyword, no address, malformed, parameters known, unknown and
+    badly formed, bytes that are not UTF-8), upper and lower case, a
+    non-ASCII and an empty line, at
+    most one unknown command (the text after a refused DATA adds three:
+    aiosmtpd hangs up at five)."""
+    same(pair, ([lhlo] if lhlo else []) + lines + ([unknown] if unknown else []))
