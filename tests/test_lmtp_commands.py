@@ -10,21 +10,15 @@ code and its text without the RFC 3463 code lda adds; LHLO's reply (lda
 advertises more) by its code.
 """
 
-import asyncio
 import re
 import socket
-import threading
-import types
 
 import pytest
-from aiosmtpd.lmtp import LMTP
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lda.lmtp.protocol import LdaLMTP
+from lmtp_pair import ServerPair
 
-SIZE_LIMIT = 3000
-HOST = "lmtp.example.org"
 END = b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"
 
 
@@ -41,34 +35,9 @@ class Capture:
         return "250 OK"
 
 
-class Pair:
+class Pair(ServerPair):
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.captures = {"aiosmtpd": Capture(), "lda": Capture()}
-        self.ports = {}
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    def _run(self, ready):
-        asyncio.set_event_loop(self.loop)
-        config = types.SimpleNamespace(hostname=HOST, lmtp_max_message_size=SIZE_LIMIT,
-                                       lmtp_idle_timeout=300)
-        factories = {
-            "aiosmtpd": lambda: LMTP(self.captures["aiosmtpd"], hostname=HOST,
-                                     ident="lda LMTP", data_size_limit=SIZE_LIMIT,
-                                     enable_SMTPUTF8=True, decode_data=False, loop=self.loop),
-            "lda": lambda: LdaLMTP(self.captures["lda"], config, loop=self.loop),
-        }
-        self.servers = []
-        for name, factory in factories.items():
-            server = self.loop.run_until_complete(
-                self.loop.create_server(factory, "127.0.0.1", 0))
-            self.servers.append(server)
-            self.ports[name] = server.sockets[0].getsockname()[1]
-        ready.set()
-        self.loop.run_forever()
+        super().__init__({"aiosmtpd": Capture(), "lda": Capture()})
 
     def transcript(self, name, data):
         capture = self.captures[name]
@@ -80,13 +49,6 @@ class Pair:
             while chunk := sock.recv(65536):
                 received += chunk
         return replies(received.decode("utf-8", "replace")), list(capture.envelopes)
-
-    def close(self):
-        for server in self.servers:
-            server.close()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 ENHANCED = re.compile(r"^([245][0-9][0-9]) [245]\.[0-9]{1,3}\.[0-9]{1,3} ")

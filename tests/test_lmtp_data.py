@@ -11,21 +11,15 @@ enhanced status codes and its LHLO reply other lines, so the transcripts are
 compared by reply code, one per reply.
 """
 
-import asyncio
 import socket
-import threading
 import time
-import types
 
 import pytest
 from aiosmtpd.lmtp import LMTP
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from lda.lmtp.protocol import LdaLMTP
-
-SIZE_LIMIT = 3000
-HOST = "lmtp.example.org"
+from lmtp_pair import SIZE_LIMIT, ServerPair
 
 
 class Capture:
@@ -43,37 +37,11 @@ class Unlimited(LMTP):
     line_length_limit = 2**30
 
 
-class Pair:
+class Pair(ServerPair):
     """aiosmtpd's LMTP and lda's, each with a handler that keeps what it got."""
 
     def __init__(self):
-        self.loop = asyncio.new_event_loop()
-        self.captures = {"aiosmtpd": Capture(), "lda": Capture()}
-        self.ports = {}
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
-        self.thread.start()
-        ready.wait(10)
-
-    def _run(self, ready):
-        asyncio.set_event_loop(self.loop)
-        config = types.SimpleNamespace(hostname=HOST, lmtp_max_message_size=SIZE_LIMIT,
-                                       lmtp_idle_timeout=300)
-        factories = {
-            "aiosmtpd": lambda: Unlimited(self.captures["aiosmtpd"], hostname=HOST,
-                                          ident="lda LMTP", data_size_limit=SIZE_LIMIT,
-                                          enable_SMTPUTF8=True, decode_data=False,
-                                          loop=self.loop),
-            "lda": lambda: LdaLMTP(self.captures["lda"], config, loop=self.loop),
-        }
-        self.servers = []
-        for name, factory in factories.items():
-            server = self.loop.run_until_complete(
-                self.loop.create_server(factory, "127.0.0.1", 0))
-            self.servers.append(server)
-            self.ports[name] = server.sockets[0].getsockname()[1]
-        ready.set()
-        self.loop.run_forever()
+        super().__init__({"aiosmtpd": Capture(), "lda": Capture()}, Unlimited)
 
     def transcript(self, name, data, piece=None,
                    start=b"LHLO client.example.org\r\nMAIL FROM:<a@example.org>\r\n"
@@ -98,13 +66,6 @@ class Pair:
             while chunk := sock.recv(65536):
                 received += chunk
         return reply_codes(received), list(capture.messages)
-
-    def close(self):
-        for server in self.servers:
-            server.close()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 def reply_codes(received):

@@ -236,16 +236,23 @@ def _touch(dir_fd, name):
         pass
 
 
+def open_root(root_path, relative, owner, create=False):
+    """A descriptor of a mailbox's root: root_path itself (per-user mode,
+    which may be a symlink the user made) or root_path/relative confined
+    below a database root.  owner: the uid it must belong to, checked
+    before anything is created in it (None: any).  OSError as it comes."""
+    if relative:
+        return walk_confined(root_path, relative, create, owner)
+    return open_dir(root_path, create=create, follow=True, owner=owner)
+
+
 def open_tmp(root_path, relative=None, owner=None):
     """A descriptor of a mailbox's tmp/ (its INBOX's), nothing created:
     where a delivery stages its file, so that a hard link reaches the
     Maildir's new/.  Only tmp/ is opened: _link opens the Maildir again
     under the mailbox locks.  Errors as open_mailbox's."""
     try:
-        if relative:
-            root_fd = walk_confined(root_path, relative, False, owner)
-        else:
-            root_fd = open_dir(root_path, follow=True, owner=owner)
+        root_fd = open_root(root_path, relative, owner)
     except FileNotFoundError:
         raise MaildirMissing(f"{root_path}: mailbox directory does not exist") from None
     except OSError as e:
@@ -264,17 +271,11 @@ def open_tmp(root_path, relative=None, owner=None):
 
 def open_mailbox(root_path, relative=None, folder=None, create=True,
                  create_folder=False, owner=None):
-    """Open a mailbox: root_path itself (per-user mode, which may be a symlink
-    the user made) or root_path/relative confined below a database root.
-    owner: the uid the mailbox root must belong to, checked before anything
-    is created in it (None: any)."""
+    """Open a mailbox (its root as open_root finds it, its Maildir made
+    unless create is false)."""
+    path = os.path.join(root_path, relative) if relative else root_path
     try:
-        if relative:
-            root_fd = walk_confined(root_path, relative, create, owner)
-            path = os.path.join(root_path, relative)
-        else:
-            root_fd = open_dir(root_path, create=create, follow=True, owner=owner)
-            path = root_path
+        root_fd = open_root(root_path, relative, owner, create)
     except FileNotFoundError:
         raise MaildirMissing(f"{root_path}: mailbox directory does not exist") from None
     except OSError as e:
@@ -474,10 +475,7 @@ def link_new(staged, root_path, relative, name, owner=None):
     Maildir makes new/ last), another filesystem, or any other error, which
     that way reports as it always has."""
     try:
-        if relative:
-            root_fd = walk_confined(root_path, relative, False, owner)
-        else:
-            root_fd = open_dir(root_path, follow=True, owner=owner)
+        root_fd = open_root(root_path, relative, owner)
     except OSError:
         return None
     try:
