@@ -86,15 +86,17 @@ def test_a_resend_finds_a_delivery_whose_delivered_mark_was_lost(user, reader):
 
 
 @pytest.mark.usefixtures("user_log_on_stderr")
-@pytest.mark.parametrize("left", [["tmp"], ["tmp", "cur"], []],
-                         ids=["tmp-only", "tmp-and-cur", "empty"])
+@pytest.mark.parametrize("left", [["tmp"], ["tmp", "cur"], [], ["tmp", "new"]],
+                         ids=["tmp-only", "tmp-and-cur", "empty", "new-without-cur"])
 def test_a_delivery_killed_while_creating_the_maildir_is_retried(user, left):
     """The first delivery to a new Maildir stages in the database's tmp/,
     writes its pending row, then creates the Maildir under the locks.  A
     kill in the middle leaves the row and a Maildir without new/ (the crash
     test found it: every retry exited 75, so the MTA would in the end have
     bounced the message).  The retry sees that the file cannot be there,
-    and finishes the Maildir."""
+    and finishes the Maildir.  An older lda made new/ before cur/, so a
+    Maildir may have new/ and no cur/: a plain delivery, which opens only
+    new/, completes it too, for its readers."""
     user.deliver(message(), "alice@example.org", check=0)
     shutil.rmtree(user.maildir)
     user.maildir.mkdir()

@@ -18,6 +18,7 @@ fail every later delivery as that user.
 
 import errno
 import os
+import stat
 
 from ..errors import CannotCreate, MaildirMissing, MessageTooBig, NotOwner, UnsafePath
 
@@ -472,13 +473,17 @@ def link_new(staged, root_path, relative, name, owner=None):
     as open_mailbox walks it) as name.  Returns (a descriptor of new/, its
     path), as link does; None when the caller must take the whole way
     (open_mailbox, then link) instead: no new/ there (a Maildir to make:
-    Maildir makes new/ last), another filesystem, or any other error, which
-    that way reports as it always has."""
+    Maildir makes new/ last), no cur/ (a Maildir half made by an older lda,
+    which made new/ first: open_mailbox completes it for its readers),
+    another filesystem, or any other error, which that way reports as it
+    always has."""
     try:
         root_fd = open_root(root_path, relative, owner)
     except OSError:
         return None
     try:
+        if not stat.S_ISDIR(os.stat("cur", dir_fd=root_fd, follow_symlinks=False).st_mode):
+            return None
         new_fd = open_dir("new", root_fd)
     except OSError:
         return None
