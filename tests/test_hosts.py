@@ -210,6 +210,9 @@ def test_a_member_elsewhere_is_resent_for_its_host(hosts):
     assert len(site.sent()) == 2
     done = site.deliver(message(), "erin@example.org", check=75)  # herself: b's
     assert b"4.3.0 mailbox erin@example.org is on host b" in done.stderr
+    explained = site.run("explain", "team@example.org", check=0).stdout.decode()
+    assert "=> would re-send with sendmail: host b holds the mailbox" in explained, explained
+    assert "=> would deliver to maildir" in explained  # alice, here
 
 
 def test_a_failed_resend_to_a_member_elsewhere_is_retried_as_a_resend(hosts):

@@ -260,11 +260,26 @@ class Explaining(Delivery):
         elif outcome == DUPLICATE:
             row.update(outcome="duplicate", detail="duplicate, discarded")
         elif outcome == WOULD_DELIVER:
-            row.update(outcome="deliver", detail=_would(target, row))
+            host = self._other_host(target)
+            row.update(outcome="deliver", detail=_would(target, row) if host is None else
+                       f"would re-send with sendmail: host {host} holds the mailbox")
         else:
             row.update(outcome="partial" if target in partial else "fail",
                        detail=str(outcome), reply=outcome.smtp_reply, reason=outcome.reason())
         return row
+
+    def _other_host(self, target):
+        """The host that holds an outside target's mailbox (a member that
+        resolve() re-sends for its host), else None."""
+        directory = getattr(self.resolver, "directory", None)
+        if target.local or target.reply is not None or directory is None:
+            return None
+        mailbox = directory.mailbox(target.address)
+        if mailbox is None:
+            base, _ = split_extension(target.address, self.config.recipient_delimiter)
+            mailbox = directory.mailbox(base)
+        host = mailbox.host if mailbox is not None else None
+        return host if host and host != self.config.host_name else None
 
     def _quota(self, target, copy):
         if target.quota is None:
