@@ -72,7 +72,8 @@ def test_purge_removes_maildir_rows_sieve_state_and_partials(site):
     insert_rows(site, [(BOB, "old@x", time.time(), "delivered"),
                        (BOB + "#Archive", "old@x", time.time(), "delivered")])
     with closing(sqlite3.connect(site.db())) as conn, conn:
-        conn.execute("INSERT INTO sieve_vacations VALUES (?, 's@x', 'h', 0)", (BOB,))
+        conn.execute("INSERT INTO sieve_vacations (mailbox, sender, handle, sent_at) "
+                     "VALUES (?, 's@x', 'h', 0)", (BOB,))
     alice_rows = row_count(site, ALICE)
     report = as_json(site, "mailbox", "delete", BOB, "--purge")
     assert (report["result"], report["partials"], report["sieve_rows"]) == ("purged", 1, 1)

@@ -532,6 +532,29 @@ def test_a_version_1_database_is_upgraded_in_place(user):
     assert len(maildir_files(user.maildir)) == 1
 
 
+def test_a_version_3_database_gets_vacation_expiry_and_keeps_its_rows(user):
+    """Version 4 added sieve_vacations.expires; a row from before has none
+    (cleanup keeps it) and the delivery that upgrades the file goes on."""
+    import sqlite3 as sql
+
+    from lda.store.deliveredto import SCHEMA
+
+    version_3 = SCHEMA.replace("sent_at REAL NOT NULL, expires REAL,", "sent_at REAL NOT NULL,")
+    assert version_3 != SCHEMA
+    user.state.mkdir(parents=True)
+    conn = sql.connect(user.state / "lda.sqlite")
+    conn.executescript(version_3 + "PRAGMA user_version = 3;")
+    conn.execute("INSERT INTO sieve_vacations VALUES ('u', 's@x', 'h', 1.0)")
+    conn.commit()
+    conn.close()
+    user.deliver(message(), "a@example.org", check=0)
+    conn = sql.connect(user.state / "lda.sqlite")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("SELECT * FROM sieve_vacations").fetchall() == [
+        ("u", "s@x", "h", 1.0, None)]
+    conn.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
 def test_root_does_not_write_into_another_users_maildir(user, tmp_path):
     for sub in ("tmp", "new", "cur"):

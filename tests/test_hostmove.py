@@ -109,7 +109,8 @@ def test_a_mailbox_moves_whole_to_the_other_host(hosts):
     spool.parent.mkdir()
     spool.write_bytes(message(message_id="<p@x>"))
     with closing(sqlite3.connect(a.dba)) as conn, conn:  # her vacation's memory, a partial
-        conn.execute("INSERT INTO sieve_vacations VALUES (?, 'bob@x', 'h1', 1.0)", (ALICE,))
+        conn.execute("INSERT INTO sieve_vacations (mailbox, sender, handle, sent_at) "
+                     "VALUES (?, 'bob@x', 'h1', 1.0)", (ALICE,))
         conn.execute("INSERT INTO partial_deliveries (created, sender, recipient, target, "
                      "mailbox, message_id, submit_time, reason, spool_file, last_attempt) "
                      "VALUES (1.0, 's@x', ?, ?, ?, 'p@x', '', 'failed', ?, 1.0)",

@@ -256,3 +256,36 @@ def test_a_constant_from_that_is_no_address_does_not_compile(sender):
     with pytest.raises(SieveError) as caught:
         compile_script(f'require "vacation"; vacation :from "{sender}" "away";')
     assert caught.value.errors == [(1, 21, f'vacation: :from "{sender}" is not an address')]
+
+
+def test_a_vacation_row_goes_when_its_period_is_over(site):
+    """Each reply's row keeps when its period ends (sent_at + :seconds),
+    and `lda dedup cleanup` drops the rows past it; it used to keep every
+    vacation row for ever, one per sender a user was away for.  A row from
+    before the period was kept (no expires) stays."""
+    import sqlite3
+    import time
+
+    from conftest import message
+
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require "vacation-seconds";\n'
+                                   'vacation :seconds 90000 "I am away.";\n')
+    for n, sender in enumerate(["one@example.org", "two@example.org"]):
+        site.deliver(message(message_id=f"<e{n}@x>"), "alice@example.org", sender=sender,
+                     check=0)
+    assert len(site.sent()) == 2
+    with sqlite3.connect(site.db()) as conn:
+        rows = conn.execute("SELECT sender, expires - sent_at FROM sieve_vacations "
+                            "ORDER BY sender").fetchall()
+        assert rows == [("one@example.org", 90000.0), ("two@example.org", 90000.0)]
+        conn.execute("UPDATE sieve_vacations SET expires = ? WHERE sender = 'one@example.org'",
+                     (time.time() - 1,))
+        conn.execute("INSERT INTO sieve_vacations (mailbox, sender, handle, sent_at) "
+                     "VALUES ('alice@example.org', 'old@example.org', 'h', 0)")
+    conn.close()
+    site.run("dedup", "cleanup", check=0)
+    with sqlite3.connect(site.db()) as conn:
+        left = [r[0] for r in conn.execute("SELECT sender FROM sieve_vacations ORDER BY sender")]
+    conn.close()
+    assert left == ["old@example.org", "two@example.org"]

@@ -56,8 +56,10 @@ class SieveState:
         return row is not None and self.now() - row[0] < seconds
 
     def vacation_record(self, sender, handle, seconds):
-        self.db.conn.execute("INSERT OR REPLACE INTO sieve_vacations VALUES (?, ?, ?, ?)",
-                             (self.mailbox, sender.lower(), handle, self.now()))
+        now = self.now()
+        self.db.conn.execute("INSERT OR REPLACE INTO sieve_vacations (mailbox, sender, handle, "
+                             "sent_at, expires) VALUES (?, ?, ?, ?, ?)",
+                             (self.mailbox, sender.lower(), handle, now, now + seconds))
 
 
 class Message:

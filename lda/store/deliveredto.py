@@ -26,7 +26,7 @@ from ..errors import TemporaryFailure, UnsafePath
 from ..startup.sqlite3 import sqlite3
 from .maildir import fsync_dir
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ROW_COLUMNS = "(mailbox, message_id, submit_time, delivered_at, state, location)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS delivered_to (
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS sieve_duplicates (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sieve_vacations (
     mailbox TEXT NOT NULL, sender TEXT NOT NULL, handle TEXT NOT NULL,
-    sent_at REAL NOT NULL, PRIMARY KEY (mailbox, sender, handle)
+    sent_at REAL NOT NULL, expires REAL, PRIMARY KEY (mailbox, sender, handle)
 ) WITHOUT ROWID;
 """
 # UPGRADES[n] takes a version n database to n+1; version 0 is a new file,
@@ -78,8 +78,17 @@ def _created_by_schema(conn):
     pass
 
 
-# Version 3 added the Sieve tables, which SCHEMA creates IF NOT EXISTS.
-UPGRADES = [_created_by_schema, _add_body_digest, _created_by_schema]
+def _add_vacation_expiry(conn):
+    """When a vacation reply's period ends, so that cleanup can drop the
+    row; rows from before have none and are kept, as they always were."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(sieve_vacations)")]
+    if "expires" not in columns:
+        conn.execute("ALTER TABLE sieve_vacations ADD COLUMN expires REAL")
+
+
+# Version 3 added the Sieve tables, which SCHEMA creates IF NOT EXISTS;
+# version 4 the end of each vacation reply's period.
+UPGRADES = [_created_by_schema, _add_body_digest, _created_by_schema, _add_vacation_expiry]
 DB_FILE = "lda.sqlite"
 BUSY_TIMEOUT_MS = 30_000
 # Pages the WAL may hold before a commit checkpoints it.  A process that
@@ -351,14 +360,20 @@ class DeliveredTo:
             self.conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
 
     def _delete_expired_sieve_ids(self, batch):
-        """Sieve duplicate IDs (RFC 7352) past their :seconds, at most a
-        batch a run in one short transaction: no delivery reads them as seen
-        any more.  (Vacation replies carry no period in their rows, so they
-        stay: a :days may be years.)"""
+        """Sieve duplicate IDs (RFC 7352) past their :seconds, and vacation
+        replies (RFC 5230) past the period they were sent with, at most a
+        batch of each a run in one short transaction: no delivery reads
+        them as seen any more.  (A vacation row from before version 4 has
+        no period and stays.)"""
+        now = self.clock()
         with self.transaction(durable=False):
             self.conn.execute(
                 "DELETE FROM sieve_duplicates WHERE (mailbox, key) IN (SELECT mailbox, key "
-                "FROM sieve_duplicates WHERE expires < ? LIMIT ?)", (self.clock(), batch))
+                "FROM sieve_duplicates WHERE expires < ? LIMIT ?)", (now, batch))
+            self.conn.execute(
+                "DELETE FROM sieve_vacations WHERE (mailbox, sender, handle) IN (SELECT "
+                "mailbox, sender, handle FROM sieve_vacations WHERE expires < ? LIMIT ?)",
+                (now, batch))
 
     def _delete_expired(self, cutoff, batch, max_seconds, on_batch, hold_seconds):
         start, deleted, commit = time.monotonic(), 0, 0.0
