@@ -580,8 +580,9 @@ def test_root_does_not_write_into_another_users_maildir(user, tmp_path):
 ], ids=["plain", "folded", "leading-continuation", "other-line", "empty", "blank-first",
         "not-at-top", "case-and-empty-value"])
 def test_the_prefix_reads_the_leading_fields_as_the_whole_header_does(block):
-    """read_lead reads only the MTA's leading run (message.leading_prepended);
-    it must find what parsing the whole header finds."""
-    from lda.deliver.message import Headers, leading_prepended
+    """read_lead reads only the MTA's leading run (message.leading_prepended
+    of message.unfolded, which stops at the first other field); it must
+    find what parsing the whole header finds."""
+    from lda.deliver.message import Headers, leading_prepended, unfolded
 
-    assert leading_prepended(block) == Headers(block).leading_prepended()
+    assert leading_prepended(unfolded(block)) == Headers(block).leading_prepended()

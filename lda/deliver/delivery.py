@@ -313,7 +313,7 @@ class Delivery:
     def read_lead(self, reader):
         """(the header read so far, the MTA's own fields at its top, the
         rest of the chunks): a stale Return-Path already dropped."""
-        from .message import leading_prepended
+        from .message import leading_prepended, unfolded
 
         chunks = reader.chunks()
         # Read on until the header ends (or 64 KB): a pipe may hand over
@@ -324,7 +324,8 @@ class Delivery:
             head += chunk
             if b"\n\n" in head or len(head) >= LEAD_BYTES:
                 break
-        lead = leading_prepended(head[:LEAD_BYTES].split(b"\n\n", 1)[0])
+        # The header only as far as the MTA's own fields go.
+        lead = leading_prepended(unfolded(head[:LEAD_BYTES].split(b"\n\n", 1)[0]))
         if self.sender is not None and any(name == b"return-path" for name, _ in lead):
             from .message import without_stale_return_path
 

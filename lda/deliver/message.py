@@ -18,21 +18,44 @@ DIGEST_FIELDS = (b"from", b"to", b"cc", b"subject", b"date")
 MAX_KEY_LENGTH = 900
 
 
+def unfolded(block, other_lines=None):
+    """The fields of a header block in order, as (lower-case name, value)
+    with continuation lines joined; lines that are no field go to
+    other_lines (when given).  A field is yielded once the next field
+    begins, so a reader that stops early has each field whole."""
+    field = None
+    for line in block.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and field is not None:
+            field = (field[0], field[1] + b" " + line.strip())
+        elif b":" in line:
+            if field is not None:
+                yield field
+            name, _, value = line.partition(b":")
+            field = (name.strip().lower(), value.strip())
+        elif line and other_lines is not None:
+            other_lines.append(line)
+    if field is not None:
+        yield field
+
+
+def leading_prepended(fields):
+    """The MTA's own trace fields at the very top of the message, from its
+    fields in order (a Headers' list, or unfolded(block), which is then
+    read only as far as the first other field)."""
+    run = []
+    for name, value in fields:
+        if name not in PREPENDED_FIELDS:
+            break
+        run.append((name, value))
+    return run
+
+
 class Headers:
     """The unfolded header fields of a message, in order, as bytes."""
 
     def __init__(self, block):
-        self.fields = []  # (lower-case name, raw value)
         self.other_lines = []  # lines that are not fields: kept for the digest
-        for line in block.split(b"\n"):
-            if line[:1] in (b" ", b"\t") and self.fields:
-                name, value = self.fields[-1]
-                self.fields[-1] = (name, value + b" " + line.strip())
-            elif b":" in line:
-                name, _, value = line.partition(b":")
-                self.fields.append((name.strip().lower(), value.strip()))
-            elif line:
-                self.other_lines.append(line)
+        self.fields = list(unfolded(block, self.other_lines))  # (lower-case name, value)
 
     def first(self, name):
         for field, value in self.fields:
@@ -42,31 +65,7 @@ class Headers:
 
     def leading_prepended(self):
         """The MTA's own trace fields at the very top of the message."""
-        run = []
-        for name, value in self.fields:
-            if name not in PREPENDED_FIELDS:
-                break
-            run.append((name, value))
-        return run
-
-
-def leading_prepended(block):
-    """Headers(block).leading_prepended(), reading the block only as far as
-    the first other field: the prefix of every copy is decided from these
-    few lines, and a header of many fields (Received, DKIM) need not be
-    unfolded for it (Reader parses the whole header once, for MessageInfo)."""
-    run = []
-    for line in block.split(b"\n"):
-        if line[:1] in (b" ", b"\t") and run:
-            name, value = run[-1]
-            run[-1] = (name, value + b" " + line.strip())
-        elif b":" in line:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name not in PREPENDED_FIELDS:
-                break
-            run.append((name, value.strip()))
-    return run
+        return leading_prepended(self.fields)
 
 
 def without_stale_return_path(head, lead, sender):
