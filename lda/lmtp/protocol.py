@@ -71,6 +71,9 @@ _HAS_CODE = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}( |$)")
 # aiosmtpd's reply to an address it cannot parse, for MAIL and RCPT alike:
 # RFC 3463 names the sender's (5.1.7) and the recipient's (5.1.3) apart.
 MALFORMED = "553 5.1.3 Error: malformed address"
+# MAIL's and RCPT's keyword and the form their syntax error names.
+ADDRESS_SYNTAX = {"MAIL": ("FROM:", "MAIL FROM: <address>"),
+                  "RCPT": ("TO:", "RCPT TO: <address>")}
 
 
 def with_enhanced_code(status, verb=None):
@@ -287,30 +290,62 @@ class LdaLMTP(LMTP):
         if not self.lean:
             await super().smtp_MAIL(arg)
             return
-        status = self._refusal("MAIL")
+        await self._envelope_command("MAIL", arg, self._mail_arguments, self._mail_from)
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg):
+        """aiosmtpd's RCPT: its checks, in its order, and its replies."""
+        self.verb = "RCPT"
+        if not self.lean:
+            await super().smtp_RCPT(arg)
+            return
+        await self._envelope_command("RCPT", arg, self._rcpt_arguments, self._rcpt_to)
+
+    async def _envelope_command(self, verb, arg, arguments, record):
+        """MAIL or RCPT as aiosmtpd runs it: the order of commands, the
+        argument (arguments(arg): (refusal or None, address, options)),
+        the handler's hook, then record(address, options) if the hook
+        left the envelope to it."""
+        status = self._refusal(verb)
         if status is None:
-            status, address, options = self._mail_arguments(arg)
+            status, address, options = arguments(arg)
         if status is None:
-            status = await self._call_handler_hook("MAIL", address, options)
+            status = await self._call_handler_hook(verb, address, options)
             if status is MISSING:
-                self.envelope.mail_from = address
-                self.envelope.mail_options.extend(options)
+                record(address, options)
                 status = "250 OK"
         await self.push(status)
+
+    def _mail_from(self, address, options):
+        self.envelope.mail_from = address
+        self.envelope.mail_options.extend(options)
+
+    def _rcpt_to(self, address, options):
+        self.envelope.rcpt_tos.append(address)
+        self.envelope.rcpt_options.extend(options)
+
+    def _address_and_options(self, verb, arg):
+        """aiosmtpd's first checks of MAIL's and RCPT's argument, for both:
+        (refusal or None, address, the parameters' words, the reply to a
+        syntax error)."""
+        keyword, form = ADDRESS_SYNTAX[verb]
+        syntaxerr = f"501 Syntax: {form}" + (" [SP <mail-parameters>]"
+                                             if self.session.extended_smtp else "")
+        address, params = self._address(arg, keyword)
+        if address is None:
+            return MALFORMED, None, None, syntaxerr
+        if not address or (params and not self.session.extended_smtp):
+            return syntaxerr, None, None, syntaxerr
+        return None, address, params.upper().split(), syntaxerr
 
     def _mail_arguments(self, arg):
         """(None, address, options) for MAIL's argument, or (refusal, None,
         None), as aiosmtpd's smtp_MAIL checks them."""
-        syntaxerr = ("501 Syntax: MAIL FROM: <address> [SP <mail-parameters>]"
-                     if self.session.extended_smtp else "501 Syntax: MAIL FROM: <address>")
-        address, params = self._address(arg, "FROM:")
-        if address is None:
-            return MALFORMED, None, None
-        if not address or (params and not self.session.extended_smtp):
-            return syntaxerr, None, None
+        status, address, options, syntaxerr = self._address_and_options("MAIL", arg)
+        if status is not None:
+            return status, None, None
         if self.envelope.mail_from:
             return "503 Error: nested MAIL command", None, None
-        options = params.upper().split()
         if not options:
             self.envelope.smtp_utf8 = False
             return None, address, options
@@ -336,6 +371,19 @@ class LdaLMTP(LMTP):
             return "555 MAIL FROM parameters not recognized or not implemented", None, None
         return None, address, options
 
+    def _rcpt_arguments(self, arg):
+        """As _mail_arguments, for RCPT (aiosmtpd knows no RCPT parameter)."""
+        status, address, options, syntaxerr = self._address_and_options("RCPT", arg)
+        if status is not None:
+            return status, None, None
+        if options:
+            values = self._getparams(options)
+            if values is None:
+                return syntaxerr, None, None
+            if values:
+                return "555 RCPT TO parameters not recognized or not implemented", None, None
+        return None, address, options
+
     def _address(self, arg, keyword):
         """(address, the rest) after `keyword` (FROM: or TO:), ("", "") when
         there is none, (None, None) when it is malformed."""
@@ -345,42 +393,6 @@ class LdaLMTP(LMTP):
         if arg is None:
             return "", ""
         return self._getaddr(arg)
-
-    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
-    async def smtp_RCPT(self, arg):
-        """aiosmtpd's RCPT: its checks, in its order, and its replies."""
-        self.verb = "RCPT"
-        if not self.lean:
-            await super().smtp_RCPT(arg)
-            return
-        status = self._refusal("RCPT")
-        if status is None:
-            status, address, options = self._rcpt_arguments(arg)
-        if status is None:
-            status = await self._call_handler_hook("RCPT", address, options)
-            if status is MISSING:
-                self.envelope.rcpt_tos.append(address)
-                self.envelope.rcpt_options.extend(options)
-                status = "250 OK"
-        await self.push(status)
-
-    def _rcpt_arguments(self, arg):
-        syntaxerr = ("501 Syntax: RCPT TO: <address> [SP <mail-parameters>]"
-                     if self.session.extended_smtp else "501 Syntax: RCPT TO: <address>")
-        address, params = self._address(arg, "TO:")
-        if address is None:
-            return MALFORMED, None, None
-        if not address or (params and not self.session.extended_smtp):
-            return syntaxerr, None, None
-        options = params.upper().split()
-        if not options:
-            return None, address, options
-        values = self._getparams(options)
-        if values is None:
-            return syntaxerr, None, None
-        if values:  # aiosmtpd knows no RCPT parameter
-            return "555 RCPT TO parameters not recognized or not implemented", None, None
-        return None, address, options
 
     @syntax("DATA")
     async def smtp_DATA(self, arg):
