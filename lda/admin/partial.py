@@ -323,7 +323,8 @@ def _run_lock(config):
     # that take this lock need and every other admin command would load.
     from filelock import FileLock, Timeout
 
-    lock = FileLock(os.path.join(state_dir(config, "locks"), RUN_LOCK), timeout=config.lock_timeout_seconds)
+    lock = FileLock(os.path.join(state_dir(config, "locks"), RUN_LOCK),
+                    timeout=config.lock_timeout_seconds)
     try:
         lock.acquire()
     except Timeout:

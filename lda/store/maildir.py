@@ -237,6 +237,11 @@ def _touch(dir_fd, name):
         pass
 
 
+def _joined(root_path, relative):
+    """The path of the mailbox open_root opens, as the errors name it."""
+    return os.path.join(root_path, relative) if relative else root_path
+
+
 def open_root(root_path, relative, owner, create=False):
     """A descriptor of a mailbox's root: root_path itself (per-user mode,
     which may be a symlink the user made) or root_path/relative confined
@@ -258,7 +263,7 @@ def open_tmp(root_path, relative=None, owner=None):
         raise MaildirMissing(f"{root_path}: mailbox directory does not exist") from None
     except OSError as e:
         raise CannotCreate(f"{root_path}: cannot open mailbox: {e.strerror}") from None
-    path = os.path.join(root_path, relative) if relative else root_path
+    path = _joined(root_path, relative)
     try:
         return open_dir("tmp", root_fd)
     except OSError as e:
@@ -274,7 +279,7 @@ def open_mailbox(root_path, relative=None, folder=None, create=True,
                  create_folder=False, owner=None):
     """Open a mailbox (its root as open_root finds it, its Maildir made
     unless create is false)."""
-    path = os.path.join(root_path, relative) if relative else root_path
+    path = _joined(root_path, relative)
     try:
         root_fd = open_root(root_path, relative, owner, create)
     except FileNotFoundError:
@@ -305,9 +310,9 @@ def _folder_exists(root_fd, folder):
 # --- The write protocol ----------------------------------------------------------
 # A delivery calls these in this order: stage (the first recipient's copy),
 # stage_copies (the other recipients', each with its own prefix; stage_edited
-# for a Sieve script that edited the header), link (into a
-# target's new/ or cur/; link_new for a plain INBOX delivery), sync_linked (those directories, a run at a time);
-# spool keeps a copy for a partial-delivery retry.  The caller decides which
+# for a Sieve script that edited the header), link (into a target's new/ or
+# cur/; link_new for a plain INBOX delivery), sync_linked (those directories,
+# a run at a time); spool keeps a copy for a partial-delivery retry.  The caller decides which
 # targets, and when a delivery counts: not before sync_linked says so.
 
 # Copies written, or links made, before the run is fsynced, at most: a link
@@ -495,7 +500,7 @@ def link_new(staged, root_path, relative, name, owner=None):
     except OSError:
         os.close(new_fd)
         return None
-    path = os.path.join(root_path, relative) if relative else root_path
+    path = _joined(root_path, relative)
     return new_fd, f"{path}/new"
 
 
