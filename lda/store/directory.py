@@ -64,18 +64,23 @@ class Directory:
                "m.quota_messages, m.forward, m.keep_copy, {host} FROM mailboxes m "
                "JOIN databases d ON d.name = m.database WHERE m.address = ?")
 
+    DEFAULT_DATABASE = ("SELECT name, path, {host} FROM databases "
+                        "ORDER BY name = 'default' DESC, name")
+
+    def _with_host(self, sql, column, args=()):
+        """sql run with {host} as column; as NULL on a directory from before
+        hosts (m003) that no admin command has migrated yet, where every
+        database is this host's."""
+        try:
+            return self.conn.execute(sql.format(host=column), args)
+        except sqlite3.OperationalError as e:
+            if "no such column" not in str(e):
+                raise
+            return self.conn.execute(sql.format(host="NULL"), args)
+
     def mailbox(self, address):
         try:
-            try:
-                row = self.conn.execute(self.MAILBOX.format(host="d.host"),
-                                        (address,)).fetchone()
-            except sqlite3.OperationalError as e:
-                if "no such column" not in str(e):
-                    raise
-                # A directory from before hosts (m003) that no admin command
-                # has migrated yet: every database is this host's.
-                row = self.conn.execute(self.MAILBOX.format(host="NULL"),
-                                        (address,)).fetchone()
+            row = self._with_host(self.MAILBOX, "d.host", (address,)).fetchone()
         except sqlite3.DatabaseError as e:
             raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: {e}") from None
         if row is None:
@@ -162,17 +167,7 @@ class Directory:
         """(name, path) of the database that holds records for aliases:
         'default', else the first by name, of those this host holds (by
         check_host's rule): another host's path is on its disk, not here."""
-        try:
-            rows = self.conn.execute(
-                "SELECT name, path, host FROM databases "
-                "ORDER BY name = 'default' DESC, name").fetchall()
-        except sqlite3.OperationalError as e:
-            if "no such column" not in str(e):
-                raise
-            # Before hosts (m003): every database is this host's.
-            rows = self.conn.execute(
-                "SELECT name, path, NULL FROM databases "
-                "ORDER BY name = 'default' DESC, name LIMIT 1").fetchall()
+        rows = self._with_host(self.DEFAULT_DATABASE, "host").fetchall()
         if not rows:
             raise ConfigError(f"{self.path}: no mailbox database defined")
         for name, path, host in rows:
