@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 
 from ..errors import UnknownName, UsageError
 from ..store.deliveredto import DB_FILE, DeliveredTo
+from ..store.directory import Directory
 from .state import guarded, probe
 
 
@@ -57,8 +58,7 @@ def held_here(config, database):
     the rule deliveries follow (Directory.check_host).  Commands that open
     a database's files work on these only; on another host, the same path
     may be nothing, or another database."""
-    host = database.get("host") or ""
-    return not host or host == config.host_name
+    return not Directory.on_other_host(database.get("host"), config.host_name)
 
 
 def refuse_elsewhere(config, database):

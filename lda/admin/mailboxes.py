@@ -11,6 +11,7 @@ from sqlite_utils.migrations import Migrations
 from ..errors import (AlreadyExists, ConfigError, TemporaryFailure, UnknownName, UnknownRecipient,
                       UsageError)
 from ..store.aliases import checked_aliases, table_path, write_table
+from ..store.directory import Directory
 from ..store.maildir import open_mailbox
 from .state import check_state_dir, connect, guarded, state_dir
 
@@ -210,7 +211,7 @@ def create_database(db, config, name, path=None, host=None):
     if db["databases"].count_where("name = ?", [name]):
         raise AlreadyExists(f"mailbox database {name!r} exists already")
     path = os.path.abspath(path or os.path.join(config.state_dir, "databases", name))
-    if not host or host == config.host_name:
+    if not Directory.on_other_host(host, config.host_name):
         os.makedirs(path, mode=0o700, exist_ok=True)
     row = {"name": name, "path": path, "created": time.time()}
     if host:
@@ -230,7 +231,7 @@ def ensure_database(db, config, name):
         create_database(db, config, name)
     row = db["databases"].get(name)
     host = row.get("host")
-    if host and host != config.host_name:
+    if Directory.on_other_host(host, config.host_name):
         raise UsageError(f"database {name} is on host {host}: create the mailbox there")
     if host and not db["mailboxes"].count_where("database = ?", [name]):
         # Registered from another host (`lda db create --host`), so made by

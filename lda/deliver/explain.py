@@ -279,7 +279,7 @@ class Explaining(Delivery):
             base, _ = split_extension(target.address, self.config.recipient_delimiter)
             mailbox = directory.mailbox(base)
         host = mailbox.host if mailbox is not None else None
-        return host if host and host != self.config.host_name else None
+        return host if directory.on_other_host(host, self.config.host_name) else None
 
     def _quota(self, target, copy):
         if target.quota is None:

@@ -298,7 +298,7 @@ class ManagedResolver:
 
     def _elsewhere(self, mailbox):
         """Whether another host delivers to mailbox (Directory.check_host)."""
-        return bool(mailbox.host) and mailbox.host != self.config.host_name
+        return self.directory.on_other_host(mailbox.host, self.config.host_name)
 
     def _home_root(self, own):
         return own.db_root if own else self.directory.default_database(self.config.host_name)[1]

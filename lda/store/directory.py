@@ -89,13 +89,19 @@ class Directory:
         return Mailbox(*row[:6], forward, bool(row[7]), row[8])
 
     @staticmethod
+    def on_other_host(host, host_name):
+        """Whether a database held by `host` is another host's than host_name
+        (lda.toml's): one of no host is every host's (a site of one host), one
+        of a host that host's alone, and no host's whose host_name is empty.
+        Only its host delivers to it or opens its files."""
+        return bool(host) and host != host_name
+
+    @staticmethod
     def check_host(mailbox, host_name):
         """OnOtherHost (451 4.3.0, exit 75) when mailbox's database is held
-        by another host than host_name (lda.toml's): only that host delivers
-        to it, and writing here would split its Maildir and DeliveredTo rows
-        over two machines.  A database with no host is every host's (a site
-        of one host); one with a host is no host's whose host_name is empty."""
-        if mailbox.host and mailbox.host != host_name:
+        by another host than host_name (on_other_host): writing here would
+        split its Maildir and DeliveredTo rows over two machines."""
+        if Directory.on_other_host(mailbox.host, host_name):
             raise OnOtherHost(mailbox.address, mailbox.host)
 
     def version(self):
@@ -171,7 +177,7 @@ class Directory:
         if not rows:
             raise ConfigError(f"{self.path}: no mailbox database defined")
         for name, path, host in rows:
-            if not host or host == host_name:
+            if not self.on_other_host(host, host_name):
                 return name, path
         raise TemporaryFailure(f"no mailbox database on host {host_name or '(none)'} "
                                "to keep an alias's DeliveredTo rows in: create one "
