@@ -67,7 +67,22 @@ def _flags_text(flags):
     return f' :flags "{" ".join(flags)}"' if flags else ""
 
 
-class Keep(Action):
+class _Store(Action):
+    """An action that stores the message: its flags as a Maildir file name
+    carries them (system flags in the info, keywords as letters)."""
+
+    __slots__ = ()
+
+    @property
+    def maildir_info(self):
+        return maildir_info(self.flags)
+
+    @property
+    def keywords(self):
+        return tuple(keywords(self.flags))
+
+
+class Keep(_Store):
     """Store into the mailbox the message was addressed to (its inbox, or
     the folder the address extension selects), with these IMAP flags."""
 
@@ -81,19 +96,11 @@ class Keep(Action):
         self.flags = tuple(flags)
         self.implicit = implicit
 
-    @property
-    def maildir_info(self):
-        return maildir_info(self.flags)
-
-    @property
-    def keywords(self):
-        return tuple(keywords(self.flags))
-
     def describe(self):
         return ("keep (implicit)" if self.implicit else "keep") + _flags_text(self.flags)
 
 
-class FileInto(Action):
+class FileInto(_Store):
     """Store into a folder of the same Maildir.  Without `create`, a folder
     that does not exist means the inbox instead, and an error in the log."""
 
@@ -108,14 +115,6 @@ class FileInto(Action):
     @property
     def maildir_folder(self):
         return maildir_folder(self.folder)
-
-    @property
-    def maildir_info(self):
-        return maildir_info(self.flags)
-
-    @property
-    def keywords(self):
-        return tuple(keywords(self.flags))
 
     def describe(self):
         return (f'fileinto "{self.folder}"' + (" :copy" if self.copy else "")
