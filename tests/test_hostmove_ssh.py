@@ -21,8 +21,8 @@ import pytest
 from conftest import LDA, maildir_files, message, wait_until
 from postgres import postgres, postgres_cluster  # noqa: F401 (fixtures)
 from sshd import SSH, WAIT_SECONDS, keygen, sshd  # noqa: F401 (fixture)
-from test_hostmove import (ALICE, FORWARD, MESSAGES, S421_MOVING, S430_ELSEWHERE, make_hosts,
-                           moves_rows, populate, rows, tree)
+from test_hostmove import (ALICE, FORWARD, MESSAGES, S421_MOVING, S430_ELSEWHERE, kill_at,
+                           make_hosts, moves_rows, populate, rows, tree)
 
 
 def over_ssh(ssh_config, lda_toml=True):
@@ -90,6 +90,26 @@ def test_sshd_down_stops_the_move_before_the_flip_and_resume_finishes(
     done = a.run("mailbox", "move", ALICE, "--resume", "--json", check=0)
     assert json.loads(done.stdout)["result"] == "moved"
     assert tree(b.alice) == before and moves_rows(a) == []
+
+
+def test_sshd_down_after_the_flip_keeps_the_source_copy_until_resume(make_site, postgres,
+                                                                       sshd):
+    a, b = make_hosts(make_site, postgres[1], over_ssh(sshd.config))
+    populate(a, 2)
+    before = tree(a.maildir(ALICE))
+    source = a.dba.parent / "example.org" / "alice"
+    kill_at(a, "flipped")                               # b has her; not confirmed yet
+    sshd.stop()
+    try:
+        refused = a.run("mailbox", "move", ALICE, "--resume", check=75)
+    finally:
+        sshd.start()
+    line = one_line(refused)
+    assert "did not confirm" in line and "(exit 255)" in line, line
+    assert moves_rows(a) == [("flipped",)] and tree(source) == before
+    assert tree(b.alice) == before
+    a.run("mailbox", "move", ALICE, "--resume", check=0)
+    assert moves_rows(a) == [] and not source.exists() and tree(b.alice) == before
 
 
 def test_a_changed_host_key_or_a_refused_key_moves_nothing(make_site, postgres, sshd,
