@@ -203,9 +203,10 @@ def test_a_connection_cut_in_the_middle_of_the_stream(make_site, postgres, sshd)
     assert tree(b.alice) == before
 
 
-# Characters an address may have (RFC 5322 atext) that a shell reads:
-# ssh joins its arguments into one command line for the remote shell.
-SHELLY = "o'b$home`true`@example.org"
+# Characters an address may have (RFC 5322 atext) that a shell reads, as
+# ssh joins its arguments into one command line for the remote shell; and
+# an é (SMTPUTF8), read as UTF-8 though the ssh session has no LANG.
+SHELLY = "o'b$home`true`é@example.org"
 
 
 def test_an_address_a_shell_would_read_moves_intact(make_site, postgres, sshd):
