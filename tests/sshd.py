@@ -67,6 +67,18 @@ def children(pid):
     return found
 
 
+def kill_sessions(listener):
+    """SIGKILL the sessions of the sshd whose pid is listener (the sshd
+    processes serving each connection, not what they run): every
+    connection breaks, as when the network between two hosts fails."""
+    for pid in children(listener):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass  # it ended meanwhile
+
+
 class PrivateSshd:
     """sshd on 127.0.0.1:port for the user running the tests; config is
     the client's ssh_config (hosts a and b)."""
@@ -131,14 +143,7 @@ class PrivateSshd:
             return False
 
     def cut(self):
-        """SIGKILL the server's sessions (the processes serving each
-        connection, not what they run): every connection breaks."""
-        for pid in children(self.process.pid):
-            try:
-                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
-                    os.kill(pid, signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
+        kill_sessions(self.process.pid)
 
     def stop(self):
         """The listener and its sessions."""
@@ -167,4 +172,4 @@ def sshd(tmp_path_factory):
         server.stop()
 
 
-__all__ = ["PrivateSshd", "children", "require_sshd", "sshd"]
+__all__ = ["PrivateSshd", "children", "keygen", "kill_sessions", "require_sshd", "sshd"]
