@@ -111,7 +111,7 @@ class TwoHosts:
 def receive_on(other_root):
     """A host's move_command: the other host's own `lda mailbox receive`,
     run locally with that host's lda.toml (both hosts are this machine;
-    ssh would only carry the same bytes)."""
+    tests/test_hostmove_ssh.py takes the same stream through a real ssh)."""
     return [str(LDA), "-c", str(other_root / "lda.toml"), "mailbox", "receive"]
 
 

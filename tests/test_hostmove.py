@@ -47,12 +47,16 @@ def rows(db_file, table="delivered_to", address=ALICE):
         return sorted(conn.execute(f"SELECT * FROM {table} WHERE mailbox = ?", (address,)))
 
 
-def make_hosts(make_site, dsn):
-    """Host b first (its lda.toml is a's move_command), then host a, which
+def receive_locally(b):
+    """a's move_command: b's own `lda mailbox receive`, run here."""
+    return [LDA, "-c", str(b.config), "mailbox", "receive"]
+
+
+def make_hosts(make_site, dsn, move_command=receive_locally):
+    """Host b first (a's move_command(b) reaches it), then host a, which
     holds alice in dba; dbb is b's, at a path under b's state_dir."""
     b = make_site(directory=dsn, host_name="b")
-    a = make_site(directory=dsn, host_name="a",
-                  move_command=[LDA, "-c", str(b.config), "mailbox", "receive"])
+    a = make_site(directory=dsn, host_name="a", move_command=move_command(b))
     a.run("host", "add", "a", "--transport", "lmtp:inet:10.0.0.1:24", check=0)
     a.run("host", "add", "b", "--transport", "lmtp:inet:10.0.0.2:24", check=0)
     a.run("db", "create", "dba", "--host", "a", check=0)

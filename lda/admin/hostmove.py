@@ -29,6 +29,7 @@ is the target's: move it back instead.
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import sqlite3
 import subprocess
@@ -162,8 +163,12 @@ class HostMove(Move):
             view.close()
 
     def _target_argv(self, journal, *args):
+        """move_command for the target's host, then args quoted for a POSIX
+        shell: ssh joins its arguments into one line that the remote user's
+        shell reads, and an address may hold ', $ or ` (RFC 5322 atext)."""
         host = database_host(self.directory, journal["target_db"])
-        return [a.replace("{host}", host) for a in self.config.move_command] + list(args)
+        return ([a.replace("{host}", host) for a in self.config.move_command]
+                + [shlex.quote(a) for a in args])
 
     def _step(self, step, event):
         self.directory["moves"].update(self.address, {"step": step})
@@ -214,7 +219,7 @@ class HostMove(Move):
                                    "move again") from None
         if code != 0:
             raise TemporaryFailure(f"the target refused or did not take {self.address}: "
-                                   f"{output or f'exit {code}'}")
+                                   f"{command_said(code, output)}")
 
     def _rows(self, db):
         """What goes to the target's lda.sqlite, and the spooled copies."""
@@ -241,7 +246,7 @@ class HostMove(Move):
                                         None)
         if code != 0:
             raise TemporaryFailure(f"the target host did not {option[2:]} {self.address}: "
-                                   f"{output or f'exit {code}'}")
+                                   f"{command_said(code, output)}")
 
     def _clean_source(self, journal):
         source, _ = self._paths(journal)
@@ -262,6 +267,13 @@ class HostMove(Move):
         self._ask_target(journal, "--abort")
         self.directory["moves"].delete(self.address)  # the mirror follows: deliveries resume
         self.after_step("rolled-back")
+
+
+def command_said(code, output):
+    """move_command's last line and its exit status, which tells ssh's own
+    failures (255: unreachable, host key, authentication) from the remote
+    lda's (its sysexits code)."""
+    return f"{output} (exit {code})" if output else f"exit {code}"
 
 
 def run_command_line(argv, feed):
