@@ -309,3 +309,69 @@ def test_group_config_option_reaches_deliver(site):
 def test_negative_quota_is_refused_at_create(site):
     done = site.run("mailbox", "create", "neg@example.org", "--quota-messages", "-5")
     assert done.returncode == 64 and b"quota" in done.stderr  # a bad command line
+
+
+def _refuse_unknown(site):
+    pass  # nobody@ has no mailbox
+
+
+def _refuse_moving(site):
+    site.create("mover@example.org")
+    with sqlite3.connect(site.state / "directory.sqlite") as conn:
+        conn.execute("INSERT INTO moves (address, source_db, target_db, step) "
+                     "VALUES ('mover@example.org', 'default', 'db2', 'copying')")
+    conn.close()
+
+
+def _refuse_loop(site):
+    site.aliases.write_text("loop1: loop2\nloop2: loop1\n")
+
+
+@pytest.mark.parametrize("refusal, recipient, error", [
+    (_refuse_unknown, "nobody@example.org", "UnknownRecipient"),
+    (_refuse_moving, "mover@example.org", "MailboxMoving"),
+    (_refuse_loop, "loop1@example.org", "ConfigError"),
+], ids=["unknown", "moving", "alias-loop"])
+def test_a_resolve_that_raises_leaves_no_read_transaction_open(site, refusal, recipient,
+                                                                 error):
+    """resolve() reads the directory in one read transaction (one snapshot);
+    whatever it raises, the transaction is over, or this resolver (kept for
+    the life of an lda lmtp worker) would go on reading the directory as it
+    was: a mailbox created afterwards would stay unknown."""
+    from lda.config import load_config
+    from lda.deliver.resolve import make_resolver
+
+    site.create("alice@example.org")
+    refusal(site)
+    config = load_config(str(site.config), environ=site.env)
+    resolver = make_resolver(config, site.env)
+    assert resolver.resolve("alice@example.org").canonical == "alice@example.org"
+    with pytest.raises(Exception) as raised:
+        resolver.resolve(recipient)
+    assert type(raised.value).__name__ == error
+    assert not resolver.directory.conn.in_transaction
+    site.create("later@example.org")  # another process commits meanwhile
+    plan = resolver.resolve("later@example.org")
+    assert [t.mailbox for t in plan.targets] == ["later@example.org"]
+    assert plan.holds(resolver)
+
+
+def test_a_directory_snapshot_reads_one_version_and_nests(site):
+    """Inside Directory.snapshot() a commit by another process is not seen
+    (one read transaction); after it, it is; a snapshot inside another
+    leaves the transaction to the outer one."""
+    from lda.store.directory import Directory
+
+    site.create("alice@example.org")
+    directory = Directory(str(site.state / "directory.sqlite"))
+    with directory.snapshot():
+        version = directory.version()
+        site.create("bob@example.org")
+        with directory.snapshot():
+            assert directory.mailbox("bob@example.org") is None
+        assert directory.conn.in_transaction
+        assert directory.version() == version
+    assert not directory.conn.in_transaction
+    assert directory.mailbox("bob@example.org") is not None
+    assert directory.version() != version
+    directory.close()

@@ -252,17 +252,20 @@ class ManagedResolver:
         canonical = normalize(recipient)
         self._domain = domain_of(canonical)
         self._found = {}
-        state = self.state()  # before the lookups: a change during them shows
-        own, _ = self._mailbox(canonical)
-        expansion = expand(canonical, self._members)
-        targets = []
-        for leaf in expansion.leaves:
-            target = self._target(leaf, canonical, own, expansion)
-            if target is not None:
-                targets.append(target)
-        if not targets:
-            raise self.directory.unknown(canonical, mirror=bool(self.config.directory))
-        home = own.db_root if own else self.directory.default_database(self.config.host_name)[1]
+        # The version and every lookup from one snapshot of the directory
+        # (one read transaction, not one per query), ended on any exception.
+        with self.directory.snapshot():
+            state = self.state()
+            own, _ = self._mailbox(canonical)
+            expansion = expand(canonical, self._members)
+            targets = []
+            for leaf in expansion.leaves:
+                target = self._target(leaf, canonical, own, expansion)
+                if target is not None:
+                    targets.append(target)
+            if not targets:
+                raise self.directory.unknown(canonical, mirror=bool(self.config.directory))
+            home = self._home_root(own)
         return Plan(recipient, canonical, targets, home, state)
 
     def _target(self, leaf, canonical, own, expansion):

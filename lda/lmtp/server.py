@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import gc
 import mmap
 import os
 import resource
@@ -269,11 +270,23 @@ def _stop_when_orphaned(loop, parent, stop):
         loop.call_later(1, _stop_when_orphaned, loop, parent, stop)
 
 
+def load_before_fork():
+    """What every process needs, loaded once in the parent so that the
+    children share its pages (preload), and kept out of the collector's
+    sight (gc.freeze): it lives as long as the process, and a child's
+    collections then neither walk those objects nor write to their pages
+    (copy-on-write).  ~1 MB less private memory a child, and its first
+    older-generation collection takes 0.5 ms instead of 2.5
+    (bench/profiles/lmtp-cpu-stop29.txt)."""
+    preload()
+    gc.freeze()
+
+
 def run(config, log, listen=None, grace=300):
     """Serve until stopped; the socket is gone when this returns."""
     listen = listen or config.lmtp_listen
     processes = process_count(config)
-    preload()  # once, before the fork: the children share the pages
+    load_before_fork()
     config.lmtp_max_sessions = session_limit(config, log)
     # Blocked from before the socket exists: a SIGTERM right after the start
     # is graceful too, in the parent (sigtimedwait) as in each child.

@@ -104,6 +104,16 @@ class Directory:
         if Directory.on_other_host(mailbox.host, host_name):
             raise OnOtherHost(mailbox.address, mailbox.host)
 
+    def snapshot(self):
+        """A context in which every read sees the directory as of its first
+        one: one read transaction (SQLite's shared-memory read mark taken and
+        given back once) for the several reads of a resolve, instead of one
+        each.  It is ended however the block ends, exception or not: a read
+        transaction left open would pin this connection to an old copy of
+        the directory for the rest of the process (a mailbox created or
+        moved since would stay unseen)."""
+        return _Snapshot(self.conn, self.path)
+
     def version(self):
         """A number that changes whenever another connection commits to the
         directory (a mailbox created, deleted or moved)."""
@@ -185,3 +195,31 @@ class Directory:
 
     def close(self):
         self.conn.close()
+
+
+class _Snapshot:
+    """Directory.snapshot().  Inside one that is open already (nested), a
+    no-op: the outer one ends the transaction."""
+
+    __slots__ = ("conn", "path", "began")
+
+    def __init__(self, conn, path):
+        self.conn, self.path, self.began = conn, path, False
+
+    def __enter__(self):
+        if not self.conn.in_transaction:
+            try:
+                self.conn.execute("BEGIN")  # deferred: the first read starts it
+            except sqlite3.DatabaseError as e:
+                raise TemporaryFailure(f"{self.path}: unreadable mailbox directory: "
+                                       f"{e}") from None
+            self.began = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.began:
+            self.began = False
+            # A read transaction has nothing to undo: ROLLBACK only ends it,
+            # and, unlike COMMIT, cannot fail for want of a lock.
+            self.conn.rollback()
+        return False
