@@ -1,0 +1,279 @@
+"""What lda stores, next to what dovecot-lda stores, for the same awkward input.
+
+A site replaces dovecot-lda with lda by changing the program path, and its
+Dovecot keeps reading the same Maildirs.  Each message of the corpus goes
+once through dovecot-lda (Dovecot 2.3) to one user and once through the
+installed `lda deliver` (per-user mode, as the mail owner) to another whose
+Maildir the same Dovecot reads; then the stored bytes, the file names' S=
+and W=, the exit statuses and what `doveadm fetch` reports (hdr, body, both
+sizes, the IMAP envelope and body structure, INTERNALDATE) are compared.
+
+What each agent prepends, its trace fields:
+- dovecot-lda: nothing.  It leaves Return-Path and Delivered-To to the MTA
+  (Postfix pipe(8) flags R and D) and adds no Received field.
+- lda: `Return-Path: <SENDER>` when it knows the sender and
+  `Delivered-To: RECIPIENT`, unless the MTA's own fields at the very top
+  already say the same (lda_trace below); a Return-Path there that names
+  another address is replaced (RFC 5321 4.4).
+
+Every other difference is named in DIFFERENCES with its reason; anything
+else is a failure.  Run with -s to see each case's figures.
+"""
+
+import calendar
+import re
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from dovecot import private_dovecot
+from conftest import assert_no_traceback, write_lda_toml
+
+SENDER = "sender@example.org"
+FROM_LINE = b"From bounce@example.net  Wed Jan  3 01:05:34 1996\n"
+MIB = 1 << 20
+
+
+def head(*fields, message_id=b"<%s@example.org>"):
+    """A header block (its blank line not included) with From, To, Subject."""
+    lines = [b"From: Sender <sender@example.org>", b"To: user@example.org",
+             b"Subject: corpus", *fields]
+    if message_id is not None:
+        lines.append(b"Message-ID: " + message_id)
+    return b"".join(line + b"\n" for line in lines)
+
+
+FOLDED = b"X-Long: " + b"\n ".join([b"w" * 70] * 2900)       # ~ 200 KB, folded
+UNFOLDED = b"X-Long: " + b"w " * 100_000                       # 200 KB on one line
+
+
+@dataclass
+class Case:
+    id: str
+    message: bytes
+    sender: str | None = SENDER            # -f, or none at all
+
+
+CORPUS = [
+    Case("plain-lf", head(message_id=b"<plain@x>") + b"\nHello.\n"),
+    Case("crlf", (head(message_id=b"<crlf@x>") + b"\nHello.\nBye.\n").replace(b"\n", b"\r\n")),
+    Case("bare-cr", head(b"X-Cr: a\rb", message_id=b"<cr@x>") + b"\nbo\rdy\n"),
+    Case("cr-crlf", head(message_id=b"<crcrlf@x>") + b"\nline\r\r\nnext\r\n"),
+    Case("nul", head(b"X-Nul: a\0b", message_id=b"<nul@x>") + b"\nbo\0dy\n\0\n"),
+    Case("8bit-no-mime", head(b"X-Name: J\xf6rg \xe9t\xe9", message_id=b"<8bit@x>")
+         + b"\nGr\xfc\xdfe, \xe7a va\n\xff\xfe\n"),
+    Case("no-trailing-newline", head(message_id=b"<notrail@x>") + b"\nlast line"),
+    Case("empty-body", head(message_id=b"<emptybody@x>") + b"\n"),
+    Case("headers-only", head(message_id=b"<hdronly@x>")),
+    Case("body-only", b"just a body line\nand another\n"),
+    Case("body-only-indented", b"  indented first line\nsecond\n"),
+    Case("1mb-line", head(message_id=b"<mbline@x>") + b"\n" + b"x" * MIB + b"\n"),
+    Case("200k-header-folded", head(FOLDED, message_id=b"<folded@x>") + b"\nbody\n"),
+    Case("200k-header-unfolded", head(UNFOLDED, message_id=b"<unfolded@x>") + b"\nbody\n"),
+    Case("no-message-id", head(message_id=None) + b"\nno id\n"),
+    Case("mbox-from-line", FROM_LINE + head(message_id=b"<fromline@x>") + b"\nbody\n"),
+    Case("mbox-from-line-no-f", FROM_LINE + head(message_id=b"<fromnof@x>") + b"\nbody\n",
+         sender=None),
+    Case("trace-fields-other", b"Return-Path: <old@example.net>\nDelivered-To: old@example.net\n"
+         + head(message_id=b"<traceother@x>") + b"\nbody\n"),
+    Case("trace-fields-ours", b"Return-Path: <sender@example.org>\nDelivered-To: {rcpt}\n"
+         + head(message_id=b"<traceours@x>") + b"\nbody\n"),
+    Case("gt-from-body", head(message_id=b"<gtfrom@x>")
+         + b"\n>From quoted\nFrom unquoted\n>>From twice\n"),
+    Case("only-newline", b"\n"),
+    Case("empty", b""),
+]
+
+
+def user_of(case, agent):
+    return f"{agent[0]}-{case.id}"
+
+
+def recipient(case):
+    return f"{user_of(case, 'lda')}@example.org"
+
+
+def message_for(case):
+    """The message as piped: "{rcpt}" stands for lda's recipient, the same
+    bytes to both agents."""
+    return case.message.replace(b"{rcpt}", recipient(case).encode())
+
+
+def lda_trace(case):
+    """The fields lda prepends for this case (see the module docstring)."""
+    trace = b""
+    if case.sender is not None and not case.id == "trace-fields-ours":
+        trace += b"Return-Path: <" + case.sender.encode() + b">\n"
+    if case.id != "trace-fields-ours":
+        trace += b"Delivered-To: " + recipient(case).encode() + b"\n"
+    return trace
+
+
+def virtual_size(data):
+    """RFC 3501's size with CRLF line ends: a bare LF counts two bytes."""
+    return len(data) + data.count(b"\n") - data.count(b"\r\n")
+
+
+# --- The differences lda keeps on purpose --------------------------------------
+
+def without_stale_return_path(data):
+    return data.replace(b"Return-Path: <old@example.net>\n", b"", 1)
+
+
+@dataclass
+class Difference:
+    reason: str
+    # How lda's stored message (its trace removed) follows from dovecot-lda's.
+    stored: object = None
+    # Fields of doveadm fetch that differ, beyond what the trace explains:
+    # {field: its value in lda's copy ("{rcpt}": lda's recipient)}.
+    fields: dict = field(default_factory=dict)
+
+
+DIFFERENCES = {
+    "trace-fields-other": Difference(
+        "a Return-Path on top that names another address than the envelope "
+        "sender is stale: lda replaces it with its own (RFC 5321 4.4 lets final "
+        "delivery remove it), dovecot-lda keeps it and adds none",
+        stored=without_stale_return_path),
+    "body-only-indented": Difference(
+        "a message whose first line is a folded line with no field before it: "
+        "the Delivered-To lda puts on top takes that line as its continuation, "
+        "as pipe(8)'s D flag and Dovecot's LMTP take it for theirs; lda stores "
+        "the bytes as they came rather than rewrite the sender's first line "
+        "(Postfix's cleanup(8) never passes such a message on)",
+        fields={"hdr.delivered-to": b"{rcpt}\n  indented first line"}),
+}
+
+# lda names its files TIME.M<usec>P<pid>Q<n>R<random>.HOST,S=SIZE; dovecot-lda
+# adds ,W=VSIZE.  Dovecot trusts W= as RFC822.SIZE; without it Dovecot counts
+# the lines once and caches the figure (the size.virtual check below shows
+# it gets it right).
+LDA_WRITES_W = False
+
+
+# --- Delivering the corpus -------------------------------------------------------
+
+FIELDS = ("hdr", "body", "size.physical", "size.virtual", "imap.envelope",
+          "imap.bodystructure", "date.received", "hdr.return-path", "hdr.delivered-to")
+
+
+@dataclass
+class Stored:
+    run: object          # the CompletedProcess
+    files: list          # [(name, bytes)] in new/, before Dovecot reads the Maildir
+    fields: dict         # doveadm fetch's answers
+    delivered_at: float
+
+
+def sizes_in_name(name):
+    return {key: int(value) for key, value in re.findall(r",([SW])=(\d+)", name)}
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """{case id: {"dovecot": Stored, "lda": Stored}} for the whole corpus,
+    delivered into one private Dovecot's users (all of them made before the
+    first delivery: Dovecot's passwd-file userdb may not see a line added
+    within the same second as its last read)."""
+    keep = tmp_path_factory.mktemp("store-dovecot")
+    with private_dovecot(keep, quota_rule=None) as server:
+        config = write_lda_toml(server.root / "lda.toml", {"mode": "user", "log": "stderr"})
+        maildirs = {(case.id, agent): server.add_user(user_of(case, agent))
+                    for case in CORPUS for agent in ("dovecot", "lda")}
+        results = {}
+        for case in CORPUS:
+            results[case.id] = {}
+            for agent in ("dovecot", "lda"):
+                started = time.time()
+                options = ("-f", case.sender) if case.sender else ()
+                if agent == "dovecot":
+                    done = server.deliver(user_of(case, agent), message_for(case), case.sender)
+                else:
+                    done = server.lda("deliver", *options, recipient(case),
+                                      home=server.home(user_of(case, agent)),
+                                      input=message_for(case),
+                                      env={"LDA_CONFIG": str(config)})
+                new = maildirs[case.id, agent] / "new"
+                files = [(p.name, p.read_bytes()) for p in sorted(new.iterdir())]
+                fields = {name: server.fetch(user_of(case, agent), name) for name in FIELDS}
+                results[case.id][agent] = Stored(done, files, fields, started)
+        errors = [line for line in server.log.read_text(errors="replace").splitlines()
+                  if "Error:" in line or "Panic:" in line or "Warning:" in line]
+        results["dovecot.log"] = errors
+    return results
+
+
+def test_dovecot_logs_no_complaint_about_either_maildir(stored):
+    """Dovecot found nothing wrong reading either agent's files (a wrong S=
+    or W= shows here as 'Cached message size smaller than expected')."""
+    assert stored["dovecot.log"] == []
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[case.id for case in CORPUS])
+def test_lda_stores_what_dovecot_lda_stores(stored, case):
+    dove, ours = stored[case.id]["dovecot"], stored[case.id]["lda"]
+    expected = DIFFERENCES.get(case.id, Difference(""))
+    print(f"\n{case.id}: dovecot-lda exit {dove.run.returncode}, "
+          f"lda exit {ours.run.returncode}")
+
+    # Both deliver, exactly one file each.
+    assert dove.run.returncode == 0, dove.run.stderr
+    assert_no_traceback(ours.run)
+    assert ours.run.returncode == 0, ours.run.stderr
+    assert len(dove.files) == 1 and len(ours.files) == 1, (dove.files, ours.files)
+    (dove_name, dove_data), (lda_name, lda_data) = dove.files[0], ours.files[0]
+    print(f"  dovecot-lda {dove_name}: {len(dove_data)} bytes")
+    print(f"  lda         {lda_name}: {len(lda_data)} bytes")
+
+    # The stored bytes: lda's trace, then what dovecot-lda stores.
+    trace = lda_trace(case)
+    assert lda_data.startswith(trace)
+    want = expected.stored(dove_data) if expected.stored else dove_data
+    assert lda_data[len(trace):] == want
+
+    # S= and W= against the real sizes.
+    for name, data in ((dove_name, dove_data), (lda_name, lda_data)):
+        sizes = sizes_in_name(name)
+        assert sizes["S"] == len(data), name
+        if "W" in sizes:
+            assert sizes["W"] == virtual_size(data), name
+    assert "W" in sizes_in_name(dove_name)
+    assert ("W" in sizes_in_name(lda_name)) == LDA_WRITES_W
+
+    # What Dovecot sees.
+    for agent, data, seen in (("dovecot-lda", dove_data, dove.fields),
+                              ("lda", lda_data, ours.fields)):
+        assert int(seen["size.physical"]) == len(data), agent
+        assert int(seen["size.virtual"]) == virtual_size(data), agent
+    assert ours.fields["hdr"] == trace + (expected.stored(dove.fields["hdr"])
+                                          if expected.stored else dove.fields["hdr"])
+    assert ours.fields["body"] == dove.fields["body"]
+    for name in ("imap.envelope", "imap.bodystructure"):
+        assert ours.fields[name] == dove.fields[name], name
+    # The trace fields as Dovecot reads them: lda's own above the message's.
+    for name in ("return-path", "delivered-to"):
+        fetched = f"hdr.{name}"
+        if fetched in expected.fields:
+            named = expected.fields[fetched].replace(b"{rcpt}", recipient(case).encode())
+            assert ours.fields[fetched] == named
+            continue
+        mine = [value.strip() for line in trace.splitlines()
+                if line.lower().startswith(name.encode() + b":")
+                for value in [line.partition(b":")[2]]]
+        theirs = expected.stored(dove.fields["hdr"]) if expected.stored else dove.fields["hdr"]
+        theirs = [value.strip() for line in theirs.splitlines()
+                  if line.lower().startswith(name.encode() + b":")
+                  for value in [line.partition(b":")[2]]]
+        print(f"  {name}: {ours.fields[fetched]!r}")
+        assert ours.fields[fetched] == b"\n".join(mine + theirs)
+    # INTERNALDATE: the time of delivery for both, even with a From_ line
+    # (dovecot-lda reads its date, but saves with the time of delivery).
+    received = {agent: calendar.timegm(time.strptime(stored_.fields["date.received"].decode(),
+                                                     "%Y-%m-%d %H:%M:%S"))
+                for agent, stored_ in (("dovecot", dove), ("lda", ours))}
+    print(f"  date.received: {received}")
+    assert abs(received["lda"] - ours.delivered_at) < 5
+    assert abs(received["dovecot"] - dove.delivered_at) < 5
+
