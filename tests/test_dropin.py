@@ -142,6 +142,43 @@ def test_p_reads_the_message_from_a_file(user, tmp_path):
     assert b"Subject: from a file" in stored.read_bytes()
 
 
+FROM_LINE = b"From bounce@example.net  Wed Jan  3 01:05:34 1996\n"
+
+
+@pytest.mark.parametrize("first_line, argv, env, return_path", [
+    (FROM_LINE, [], {}, b"Return-Path: <bounce@example.net>\n"),
+    (b"From <bounce@example.net> Wed Jan  3 01:05:34 1996\n", [], {},
+     b"Return-Path: <bounce@example.net>\n"),
+    (b"From MAILER-DAEMON  Wed Jan  3 01:05:34 1996\n", [], {}, b"Return-Path: <>\n"),
+    (FROM_LINE, ["-f", "other@example.org"], {}, b"Return-Path: <other@example.org>\n"),
+    (FROM_LINE, [], {"SENDER": "env@example.org"}, b"Return-Path: <env@example.org>\n"),
+], ids=["address", "bracketed", "null-sender", "f-wins", "sender-env-wins"])
+def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line, argv, env,
+                                                               return_path):
+    """dovecot-lda (src/lda/main.c) and procmail take the envelope sender
+    from a leading mbox From_ line when -f does not name one: `formail -s`
+    splitting an mbox, or pipe(8) with flag F and no ${sender}.  Postfix
+    writes MAILER-DAEMON there for the null sender."""
+    user.run(*argv, "-d", "alice", input=first_line + message(), env=env, check=0)
+    [stored] = maildir_files(user.maildir)
+    assert stored.read_bytes() == return_path + b"Delivered-To: alice\n" + message()
+
+
+@pytest.mark.parametrize("first_line", [
+    b"From bad\x01sender@example.net  Wed Jan  3 01:05:34 1996\n",
+    b"From " + b"a" * 400 + b"@example.net  Wed Jan  3 01:05:34 1996\n",
+    b"From caf\xe9@example.net  Wed Jan  3 01:05:34 1996\n",
+    b"From \n",
+    b"From  Wed Jan  3 01:05:34 1996\n",
+], ids=["control", "long", "not-utf8", "empty", "no-address"])
+def test_a_hostile_from_line_names_no_sender(user, first_line):
+    """A From_ line lda's sender check refuses (as it refuses -f) gives no
+    sender: the message is delivered without Return-Path, never refused."""
+    user.run("-d", "alice", input=first_line + message(), check=0)
+    [stored] = maildir_files(user.maildir)
+    assert stored.read_bytes() == b"Delivered-To: alice\n" + message()
+
+
 @pytest.mark.parametrize("make", ["missing", "directory"])
 def test_p_naming_no_file_defers_with_78(user, tmp_path, make):
     path = tmp_path / "message.eml"

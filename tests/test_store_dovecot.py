@@ -21,6 +21,7 @@ else is a failure.  Run with -s to see each case's figures.
 """
 
 import calendar
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class Case:
     id: str
     message: bytes
     sender: str | None = SENDER            # -f, or none at all
+    # The envelope sender each agent takes: -f's, else the From_ line's.
+    envelope: str | None = SENDER
 
 
 CORPUS = [
@@ -74,7 +77,7 @@ CORPUS = [
     Case("no-message-id", head(message_id=None) + b"\nno id\n"),
     Case("mbox-from-line", FROM_LINE + head(message_id=b"<fromline@x>") + b"\nbody\n"),
     Case("mbox-from-line-no-f", FROM_LINE + head(message_id=b"<fromnof@x>") + b"\nbody\n",
-         sender=None),
+         sender=None, envelope="bounce@example.net"),
     Case("trace-fields-other", b"Return-Path: <old@example.net>\nDelivered-To: old@example.net\n"
          + head(message_id=b"<traceother@x>") + b"\nbody\n"),
     Case("trace-fields-ours", b"Return-Path: <sender@example.org>\nDelivered-To: {rcpt}\n"
@@ -103,8 +106,8 @@ def message_for(case):
 def lda_trace(case):
     """The fields lda prepends for this case (see the module docstring)."""
     trace = b""
-    if case.sender is not None and not case.id == "trace-fields-ours":
-        trace += b"Return-Path: <" + case.sender.encode() + b">\n"
+    if case.envelope is not None and not case.id == "trace-fields-ours":
+        trace += b"Return-Path: <" + case.envelope.encode() + b">\n"
     if case.id != "trace-fields-ours":
         trace += b"Delivered-To: " + recipient(case).encode() + b"\n"
     return trace
@@ -277,3 +280,54 @@ def test_lda_stores_what_dovecot_lda_stores(stored, case):
     assert abs(received["lda"] - ours.delivered_at) < 5
     assert abs(received["dovecot"] - dove.delivered_at) < 5
 
+
+
+# --- The envelope sender of a From_ line, as Sieve sees it ------------------------
+
+SIEVE_WITH_LDA = """\
+protocol lda {
+  mail_plugins = $mail_plugins sieve
+}
+"""
+ENVELOPE_SCRIPT = """\
+require ["envelope", "fileinto", "mailbox"];
+if envelope :is "from" "bounce@example.net" { fileinto :create "FromLine"; }
+elsif envelope :is "from" "other@example.org" { fileinto :create "MinusF"; }
+else { fileinto :create "Other"; }
+"""
+
+
+@pytest.fixture
+def dovecot_sieve(tmp_path):
+    """A private Dovecot whose dovecot-lda runs Pigeonhole (~/.dovecot.sieve)."""
+    with private_dovecot(tmp_path, quota_rule=None, extra=SIEVE_WITH_LDA) as server:
+        yield server
+
+
+@pytest.mark.parametrize("sender, folder", [
+    (None, ".FromLine"),
+    ("other@example.org", ".MinusF"),
+], ids=["no-f", "f-wins"])
+def test_the_from_line_is_the_envelope_sender_without_f(dovecot_sieve, sender, folder):
+    """dovecot-lda takes the envelope sender from a leading From_ line when
+    no -f names one (src/lda/main.c, create_raw_stream), as procmail does;
+    so does lda, and a Sieve script's envelope test sees it in both."""
+    server = dovecot_sieve
+    config = write_lda_toml(server.root / "lda.toml", {"mode": "user", "log": "stderr"})
+    maildirs = {agent: server.add_user(agent) for agent in ("dove", "lda")}
+    for agent in maildirs:
+        script = server.home(agent) / ".dovecot.sieve"
+        script.write_text(ENVELOPE_SCRIPT)
+        os.chown(script, server.owner.uid, server.owner.gid)
+        script.chmod(0o600)
+    msg = FROM_LINE + head(message_id=b"<sieve@x>") + b"\nbody\n"
+    options = ("-f", sender) if sender else ()
+    done = server.deliver("dove", msg, sender)
+    assert done.returncode == 0, done.stderr
+    done = server.lda("deliver", *options, "lda@example.org", home=server.home("lda"),
+                      input=msg, env={"LDA_CONFIG": str(config)})
+    assert done.returncode == 0, done.stderr
+    filed = {agent: sorted(p.name for p in maildir.iterdir() if p.name.startswith(".")
+                           and (p / "new").is_dir() and any((p / "new").iterdir()))
+             for agent, maildir in maildirs.items()}
+    assert filed == {"dove": [folder], "lda": [folder]}
