@@ -164,19 +164,27 @@ def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line,
     assert stored.read_bytes() == return_path + b"Delivered-To: alice\n" + message()
 
 
-@pytest.mark.parametrize("first_line", [
-    b"From bad\x01sender@example.net  Wed Jan  3 01:05:34 1996\n",
-    b"From " + b"a" * 400 + b"@example.net  Wed Jan  3 01:05:34 1996\n",
-    b"From caf\xe9@example.net  Wed Jan  3 01:05:34 1996\n",
-    b"From \n",
-    b"From  Wed Jan  3 01:05:34 1996\n",
-], ids=["control", "long", "not-utf8", "empty", "no-address"])
-def test_a_hostile_from_line_names_no_sender(user, first_line):
+@pytest.mark.parametrize("first_line, warned", [
+    (b"From bad\x01sender@example.net  Wed Jan  3 01:05:34 1996\n", b"control character"),
+    (b"From " + b"a" * 400 + b"@example.net  Wed Jan  3 01:05:34 1996\n", b"320 octets"),
+    (b"From " + b"a" * (3 << 20) + b"\n", b"320 octets"),
+    (b"From caf\xe9@example.net  Wed Jan  3 01:05:34 1996\n", b"not UTF-8"),
+    (b"From \n", None),
+    (b"From  Wed Jan  3 01:05:34 1996\n", None),
+], ids=["control", "long", "3mb", "not-utf8", "empty", "no-address"])
+def test_a_hostile_from_line_names_no_sender(user_log_on_stderr, first_line, warned):
     """A From_ line lda's sender check refuses (as it refuses -f) gives no
-    sender: the message is delivered without Return-Path, never refused."""
-    user.run("-d", "alice", input=first_line + message(), check=0)
+    sender, with one warning: the message is delivered without
+    Return-Path, never refused."""
+    user = user_log_on_stderr
+    done = user.run("-d", "alice", input=first_line + message(), check=0)
     [stored] = maildir_files(user.maildir)
     assert stored.read_bytes() == b"Delivered-To: alice\n" + message()
+    if warned:
+        [line] = [line for line in done.stderr.splitlines() if b"From_ line" in line]
+        assert b"sender ignored" in line and warned in line and len(line) < 400
+    else:
+        assert b"From_ line" not in done.stderr
 
 
 @pytest.mark.parametrize("make", ["missing", "directory"])

@@ -324,6 +324,8 @@ class Delivery:
             head += chunk
             if b"\n\n" in head or len(head) >= LEAD_BYTES:
                 break
+        if self.sender is None and reader.from_line:
+            self.sender = self._from_line_sender(reader.from_line)
         # The header only as far as the MTA's own fields go.
         lead = leading_prepended(unfolded(head[:LEAD_BYTES].split(b"\n\n", 1)[0]))
         if self.sender is not None and any(name == b"return-path" for name, _ in lead):
@@ -334,6 +336,22 @@ class Delivery:
                 head = trimmed
                 lead = [field for field in lead if field[0] != b"return-path"]
         return head, lead, chunks
+
+    def _from_line_sender(self, line):
+        """Without -f or SENDER, the sender of the message's From_ line, as
+        dovecot-lda (src/lda/main.c) and procmail take it; checked as -f
+        is, and one the check refuses is dropped, never the message."""
+        from .envelope import check_sender
+        from .message import from_line_sender, text
+
+        sender = from_line_sender(bytes(line))
+        if sender is None:
+            return None
+        try:
+            return check_sender(sender)
+        except LdaError as e:
+            self.log.warning(f"From_ line {text(bytes(line))[:100]!r}: sender ignored: {e}")
+            return None
 
     def _copies(self, plans, first, info, staged, unwritten):
         """Every other recipient's copy (same bytes, its own prefix) into
