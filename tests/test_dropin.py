@@ -149,10 +149,12 @@ FROM_LINE = b"From bounce@example.net  Wed Jan  3 01:05:34 1996\n"
     (FROM_LINE, [], {}, b"Return-Path: <bounce@example.net>\n"),
     (b"From <bounce@example.net> Wed Jan  3 01:05:34 1996\n", [], {},
      b"Return-Path: <bounce@example.net>\n"),
+    (b"From bounce@example.net Thu, 9 Nov 2002 22:33:52 +0300\n", [], {},
+     b"Return-Path: <bounce@example.net>\n"),
     (b"From MAILER-DAEMON  Wed Jan  3 01:05:34 1996\n", [], {}, b"Return-Path: <>\n"),
     (FROM_LINE, ["-f", "other@example.org"], {}, b"Return-Path: <other@example.org>\n"),
     (FROM_LINE, [], {"SENDER": "env@example.org"}, b"Return-Path: <env@example.org>\n"),
-], ids=["address", "bracketed", "null-sender", "f-wins", "sender-env-wins"])
+], ids=["address", "bracketed", "rfc-date", "null-sender", "f-wins", "sender-env-wins"])
 def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line, argv, env,
                                                                return_path):
     """dovecot-lda (src/lda/main.c) and procmail take the envelope sender
@@ -171,11 +173,17 @@ def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line,
     (b"From caf\xe9@example.net  Wed Jan  3 01:05:34 1996\n", b"not UTF-8"),
     (b"From \n", None),
     (b"From  Wed Jan  3 01:05:34 1996\n", None),
-], ids=["control", "long", "3mb", "not-utf8", "empty", "no-address"])
+    (b"From : Sender <sender@example.org>\n", None),
+    (b"From bounce@example.net\n", None),
+    (b"From bounce@example.net yesterday\n", None),
+], ids=["control", "long", "3mb", "not-utf8", "empty", "no-address", "obsolete-from-field",
+        "no-date", "not-a-date"])
 def test_a_hostile_from_line_names_no_sender(user_log_on_stderr, first_line, warned):
     """A From_ line lda's sender check refuses (as it refuses -f) gives no
-    sender, with one warning: the message is delivered without
-    Return-Path, never refused."""
+    sender, with one warning; one without a date after the address is no
+    envelope line (RFC 5322's obsolete "From :" field, say) and names none,
+    as in dovecot-lda (mbox_from_parse).  The line is dropped all the same,
+    as dovecot-lda drops it, and the message delivered, never refused."""
     user = user_log_on_stderr
     done = user.run("-d", "alice", input=first_line + message(), check=0)
     [stored] = maildir_files(user.maildir)

@@ -78,6 +78,10 @@ CORPUS = [
     Case("mbox-from-line", FROM_LINE + head(message_id=b"<fromline@x>") + b"\nbody\n"),
     Case("mbox-from-line-no-f", FROM_LINE + head(message_id=b"<fromnof@x>") + b"\nbody\n",
          sender=None, envelope="bounce@example.net"),
+    Case("obsolete-from-field-no-f", b"From : Sender <sender@example.org>\n"
+         + head(message_id=b"<obsfrom@x>")[len(b"From: Sender <sender@example.org>\n"):]
+         + b"\nbody\n", sender=None, envelope=None),
+    Case("from-line-only", FROM_LINE[:-1]),
     Case("trace-fields-other", b"Return-Path: <old@example.net>\nDelivered-To: old@example.net\n"
          + head(message_id=b"<traceother@x>") + b"\nbody\n"),
     Case("trace-fields-ours", b"Return-Path: <sender@example.org>\nDelivered-To: {rcpt}\n"
