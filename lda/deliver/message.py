@@ -21,6 +21,7 @@ MAX_KEY_LENGTH = 900
 # (envelope.MAX_ADDRESS) and an asctime date.
 MAX_FROM_LINE = 1024
 NULL_SENDER_NAME = "mailer-daemon"
+WEEKDAYS = {b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"}
 
 
 def unfolded(block, other_lines=None):
@@ -112,9 +113,13 @@ def bare_address(value):
 def from_line_sender(line):
     """The sender an mbox From_ line names ("From SENDER DATE"), unchecked,
     or None when it names none; "" for MAILER-DAEMON, the name Postfix
-    writes there for the null sender."""
-    address = line[5:].split(b"\n", 1)[0].split(b" ", 1)[0]
-    if not address:
+    writes there for the null sender.  Only a line whose address a date
+    follows (asctime's "Wed Jan  3", or "Thu, 9 Nov") names one, as
+    dovecot-lda's mbox_from_parse wants: "From : x" is RFC 5322's obsolete
+    field syntax, not an envelope line."""
+    address, _, rest = line[5:].split(b"\n", 1)[0].partition(b" ")
+    rest = rest.lstrip(b" ")
+    if not address or rest[:3] not in WEEKDAYS or rest[3:4] not in (b" ", b","):
         return None
     sender = address.decode("utf-8", "surrogateescape")
     return "" if sender.lower() == NULL_SENDER_NAME else sender
