@@ -15,7 +15,7 @@ import pytest
 from conftest import (LDA, maildir_files, message, without_site, write_lda_toml,
                       write_maildirsize)
 
-NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
+NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+),W=(\d+)$")
 
 
 @pytest.mark.usefixtures("user_log_on_stderr")
@@ -44,6 +44,9 @@ def test_file_name_mode_and_size_follow_the_maildir_spec(user):
     match = NAME.match(path.name)
     assert match, path.name
     assert int(match.group(1)) == path.stat().st_size
+    # W=, as Dovecot writes it: the size with CRLF line ends (RFC822.SIZE).
+    data = path.read_bytes()
+    assert int(match.group(2)) == len(data) + data.count(b"\n") - data.count(b"\r\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for sub in ("tmp", "new", "cur"):
         assert stat.S_IMODE((user.maildir / sub).stat().st_mode) == 0o700
