@@ -11,6 +11,7 @@ Needs root (useradd, Dovecot's master) and Debian's dovecot-core; the
 fixture skips without either.  `.ci/run` installs dovecot-core.
 """
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -149,12 +150,34 @@ class PrivateDovecot:
                            "mailbox", mailbox, "all").stdout
         return [set(line.split()) for line in out.splitlines()[1:]]
 
+    def fetch(self, name, field, mailbox="INBOX"):
+        """One field of the message in mailbox (the caller makes sure it
+        holds one), as doveadm fetch gives it: bytes, since a header may
+        hold NUL or 8-bit bytes; None when the mailbox is empty."""
+        done = subprocess.run([DOVEADM, "-c", str(self.conf), "-f", "pager", "fetch", "-u",
+                               name, field, "mailbox", mailbox, "all"], capture_output=True,
+                              env={"PATH": SBIN_PATH}, timeout=60)
+        if done.returncode != 0:
+            raise AssertionError(f"doveadm fetch {field} exited {done.returncode}: "
+                                 f"{done.stderr.decode(errors='replace')}")
+        out = done.stdout
+        if not out:
+            return None
+        # The pager format: "field:\nVALUE" for a multi-line field (hdr,
+        # body), "field: VALUE\n" for the others.
+        if out.startswith(field.encode() + b":\n"):
+            return out[len(field) + 2:]
+        assert out.startswith(field.encode() + b": ") and out.endswith(b"\n"), out[:200]
+        return out[len(field) + 2:-1]
+
     def expunge(self, name, *search):
         self.doveadm("expunge", "-u", name, *search)
 
     def deliver(self, name, message, sender="sender@example.org", *options):
-        """dovecot-lda -d NAME, as root (it becomes the mail owner)."""
-        return subprocess.run([DOVECOT_LDA, "-c", str(self.conf), "-d", name, "-f", sender,
+        """dovecot-lda -d NAME -f SENDER (None: no -f), as root (it becomes
+        the mail owner)."""
+        envelope = ("-f", sender) if sender is not None else ()
+        return subprocess.run([DOVECOT_LDA, "-c", str(self.conf), "-d", name, *envelope,
                                *options], input=message, capture_output=True, timeout=60,
                               env={"PATH": "/usr/bin:/bin"})
 
@@ -173,10 +196,11 @@ class PrivateDovecot:
             return ""
 
 
-@pytest.fixture
-def dovecot(tmp_path):
-    """A started PrivateDovecot whose mail owner can run lda; stopped, its
-    owner deleted, at teardown (its log is kept in tmp_path)."""
+@contextlib.contextmanager
+def private_dovecot(keep_log_in, **settings):
+    """A started PrivateDovecot (settings as configure takes them) whose
+    mail owner can run lda; stopped, its owner deleted, on leaving (its log
+    is copied into keep_log_in)."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -185,14 +209,21 @@ def dovecot(tmp_path):
     owner = UnixUser.create("ldadove", root)
     try:
         owner.allow_lda()
-        server = PrivateDovecot(root, owner)
+        server = PrivateDovecot(root, owner, **settings)
         server.start()
         try:
             yield server
         finally:
             server.stop()
             if server.log.exists():
-                shutil.copy(server.log, tmp_path / "dovecot.log")
+                shutil.copy(server.log, Path(keep_log_in) / "dovecot.log")
     finally:
         owner.delete()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(tmp_path):
+    """A started PrivateDovecot for one test (private_dovecot)."""
+    with private_dovecot(tmp_path) as server:
+        yield server

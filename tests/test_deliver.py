@@ -15,7 +15,7 @@ import pytest
 from conftest import (LDA, maildir_files, message, without_site, write_lda_toml,
                       write_maildirsize)
 
-NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+)$")
+NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+),W=(\d+)$")
 
 
 @pytest.mark.usefixtures("user_log_on_stderr")
@@ -38,12 +38,32 @@ def test_crlf_becomes_lf_and_nothing_else_changes(user):
     assert b"\r\n" not in path.read_bytes()
 
 
+@pytest.mark.parametrize("data", [b"a\r\r\nb\r\n\nc\r", b"\r\n\r\n", b"\n\r\r\n\n", b""],
+                         ids=["mixed", "crlf", "lf-cr", "empty"])
+def test_w_counts_the_same_however_the_bytes_are_split(data):
+    """W= (maildir.VirtualSize) of bytes in pieces, a CR at the end of one
+    and its LF at the start of the next included (copy_file's and a retry's
+    reads split anywhere), is what Dovecot counts for the whole."""
+    from lda.store.maildir import VirtualSize
+
+    whole = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    for i in range(len(data) + 1):
+        for j in range(i, len(data) + 1):
+            counted = VirtualSize()
+            for piece in (data[:i], data[i:j], data[j:]):
+                counted.add(piece)
+            assert counted.size == whole, (i, j)
+
+
 def test_file_name_mode_and_size_follow_the_maildir_spec(user):
     user.deliver(message(), "alice@example.org", check=0)
     [path] = maildir_files(user.maildir)
     match = NAME.match(path.name)
     assert match, path.name
     assert int(match.group(1)) == path.stat().st_size
+    # W=, as Dovecot writes it: the size with CRLF line ends (RFC822.SIZE).
+    data = path.read_bytes()
+    assert int(match.group(2)) == len(data) + data.count(b"\n") - data.count(b"\r\n")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     for sub in ("tmp", "new", "cur"):
         assert stat.S_IMODE((user.maildir / sub).stat().st_mode) == 0o700

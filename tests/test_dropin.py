@@ -142,6 +142,60 @@ def test_p_reads_the_message_from_a_file(user, tmp_path):
     assert b"Subject: from a file" in stored.read_bytes()
 
 
+FROM_LINE = b"From bounce@example.net  Wed Jan  3 01:05:34 1996\n"
+
+
+@pytest.mark.parametrize("first_line, argv, env, return_path", [
+    (FROM_LINE, [], {}, b"Return-Path: <bounce@example.net>\n"),
+    (b"From <bounce@example.net> Wed Jan  3 01:05:34 1996\n", [], {},
+     b"Return-Path: <bounce@example.net>\n"),
+    (b"From bounce@example.net Thu, 9 Nov 2002 22:33:52 +0300\n", [], {},
+     b"Return-Path: <bounce@example.net>\n"),
+    (b"From MAILER-DAEMON  Wed Jan  3 01:05:34 1996\n", [], {}, b"Return-Path: <>\n"),
+    (FROM_LINE, ["-f", "other@example.org"], {}, b"Return-Path: <other@example.org>\n"),
+    (FROM_LINE, [], {"SENDER": "env@example.org"}, b"Return-Path: <env@example.org>\n"),
+], ids=["address", "bracketed", "rfc-date", "null-sender", "f-wins", "sender-env-wins"])
+def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line, argv, env,
+                                                               return_path):
+    """dovecot-lda (src/lda/main.c) and procmail take the envelope sender
+    from a leading mbox From_ line when -f does not name one: `formail -s`
+    splitting an mbox, or pipe(8) with flag F and no ${sender}.  Postfix
+    writes MAILER-DAEMON there for the null sender."""
+    user.run(*argv, "-d", "alice", input=first_line + message(), env=env, check=0)
+    [stored] = maildir_files(user.maildir)
+    assert stored.read_bytes() == return_path + b"Delivered-To: alice\n" + message()
+
+
+@pytest.mark.parametrize("first_line, warned", [
+    (b"From bad\x01sender@example.net  Wed Jan  3 01:05:34 1996\n", b"control character"),
+    (b"From " + b"a" * 400 + b"@example.net  Wed Jan  3 01:05:34 1996\n", b"320 octets"),
+    # Past the 1,024 bytes lda reads of it: no date follows what is read.
+    (b"From " + b"a" * (3 << 20) + b"  Wed Jan  3 01:05:34 1996\n", None),
+    (b"From caf\xe9@example.net  Wed Jan  3 01:05:34 1996\n", b"not UTF-8"),
+    (b"From \n", None),
+    (b"From  Wed Jan  3 01:05:34 1996\n", None),
+    (b"From : Sender <sender@example.org>\n", None),
+    (b"From bounce@example.net\n", None),
+    (b"From bounce@example.net yesterday\n", None),
+], ids=["control", "long", "3mb", "not-utf8", "empty", "no-address", "obsolete-from-field",
+        "no-date", "not-a-date"])
+def test_a_hostile_from_line_names_no_sender(user_log_on_stderr, first_line, warned):
+    """A From_ line lda's sender check refuses (as it refuses -f) gives no
+    sender, with one warning; one without a date after the address is no
+    envelope line (RFC 5322's obsolete "From :" field, say) and names none,
+    as in dovecot-lda (mbox_from_parse).  The line is dropped all the same,
+    as dovecot-lda drops it, and the message delivered, never refused."""
+    user = user_log_on_stderr
+    done = user.run("-d", "alice", input=first_line + message(), check=0)
+    [stored] = maildir_files(user.maildir)
+    assert stored.read_bytes() == b"Delivered-To: alice\n" + message()
+    if warned:
+        [line] = [line for line in done.stderr.splitlines() if b"From_ line" in line]
+        assert b"sender ignored" in line and warned in line and len(line) < 400
+    else:
+        assert b"From_ line" not in done.stderr
+
+
 @pytest.mark.parametrize("make", ["missing", "directory"])
 def test_p_naming_no_file_defers_with_78(user, tmp_path, make):
     path = tmp_path / "message.eml"

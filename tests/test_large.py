@@ -115,7 +115,7 @@ def test_100_mb_message_is_delivered_whole_in_bounded_memory(user, tmp_path):
     assert peak_kib < PEAK_RSS_LIMIT_KIB, f"peak RSS {peak_kib} KiB"
     [stored] = maildir_files(user.maildir)
     assert stored.stat().st_size == written.size + len(PREFIX) == written.expected_size
-    assert stored.name.endswith(f",S={stored.stat().st_size}")
+    assert f",S={stored.stat().st_size},W=" in stored.name
     assert stored_digest(stored) == written.expected.hexdigest()
     assert list((user.maildir / "tmp").iterdir()) == []
 
@@ -131,6 +131,10 @@ def test_10_mb_crlf_message_is_converted_across_chunk_boundaries(user, tmp_path)
     [stored] = maildir_files(user.maildir)
     assert stored.stat().st_size == written.expected_size
     assert stored_digest(stored) == written.expected.hexdigest()
+    # W= (Dovecot's RFC822.SIZE) counted right across every chunk boundary.
+    data = stored.read_bytes()
+    vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    assert stored.name.endswith(f",S={len(data)},W={vsize}")
     # Without a Message-ID the key is a digest of the streamed body: a resend
     # of the same 10 MB is recognised.
     rc, _, _ = deliver_measured(user, source)

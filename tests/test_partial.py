@@ -72,6 +72,23 @@ def test_retry_after_raising_the_quota_delivers_one_copy(site):
     assert len(maildir_files(bob)) == 1 and records(site) == []
 
 
+def test_a_retried_copy_is_named_by_its_own_sizes(site):
+    """The spooled copy is linked as it is: S= and W= are its bytes', not
+    those of what lda's reader makes of them (a CR CR LF became CR LF when
+    the message was first read, and would become LF the second time), or
+    Dovecot finds the file's size differing from its name and a quota
+    recount is off."""
+    _, bob, record = team_partial(site, message(body=b"line\r\r\nnext\n" + b"x" * 500))
+    spooled = Path(record["spool_file"]).read_bytes()
+    assert b"line\r\nnext" in spooled
+    raise_quota(site, "bob@example.org")
+    site.run("partial", "retry", check=0)
+    [copy] = maildir_files(bob)
+    assert copy.read_bytes() == spooled
+    vsize = len(spooled) + spooled.count(b"\n") - spooled.count(b"\r\n")
+    assert copy.name.endswith(f",S={len(spooled)},W={vsize}")
+
+
 def test_retry_while_still_over_quota_is_deferred(site):
     _, bob, record = team_partial(site)
     [report] = run_json(site, "retry")

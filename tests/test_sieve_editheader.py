@@ -250,7 +250,8 @@ def test_delivery_stores_and_redirects_the_edited_message(make_site):
     [inbox] = maildir_files(box)
     [sorted_] = maildir_files(box / ".Sorted")
     assert inbox.read_bytes() == expected and sorted_.read_bytes() == expected
-    assert inbox.name.endswith(f",S={len(expected)}")
+    vsize = len(expected) + expected.count(b"\n")  # W=: the size with CRLF line ends
+    assert inbox.name.endswith(f",S={len(expected)},W={vsize}")
     [(args, sent)] = site.sent()
     assert args[-1] == "bob@elsewhere.example.net" and sent == expected
     assert list((box / "tmp").iterdir()) == []  # the edited copy is gone

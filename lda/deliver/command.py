@@ -23,7 +23,7 @@ usage: lda deliver [-ekt] [-f SENDER] [-a ADDRESS|EXTENSION] [-c CONFIG] [-d REC
 Deliver the message on standard input.  With no RECIPIENT, Postfix's
 RECIPIENT environment variable (mailbox_command) or the invoking user.
 dovecot-lda's and procmail's options mean what they mean there:
-  -f SENDER     envelope sender (default: $SENDER)
+  -f SENDER     envelope sender (default: $SENDER, else a leading From_ line's)
   -a ADDRESS    original recipient (default: $ORIGINAL_RECIPIENT); a value
                 without "@" is procmail's: the address extension ($EXTENSION)
   -d RECIPIENT  the recipient (dovecot-lda, procmail -d)

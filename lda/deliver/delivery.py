@@ -324,6 +324,8 @@ class Delivery:
             head += chunk
             if b"\n\n" in head or len(head) >= LEAD_BYTES:
                 break
+        if self.sender is None and reader.from_line:
+            self.sender = self._from_line_sender(reader.from_line)
         # The header only as far as the MTA's own fields go.
         lead = leading_prepended(unfolded(head[:LEAD_BYTES].split(b"\n\n", 1)[0]))
         if self.sender is not None and any(name == b"return-path" for name, _ in lead):
@@ -334,6 +336,22 @@ class Delivery:
                 head = trimmed
                 lead = [field for field in lead if field[0] != b"return-path"]
         return head, lead, chunks
+
+    def _from_line_sender(self, line):
+        """Without -f or SENDER, the sender of the message's From_ line, as
+        dovecot-lda (src/lda/main.c) and procmail take it; checked as -f
+        is, and one the check refuses is dropped, never the message."""
+        from .envelope import check_sender
+        from .message import from_line_sender, text
+
+        sender = from_line_sender(bytes(line))
+        if sender is None:
+            return None
+        try:
+            return check_sender(sender)
+        except LdaError as e:
+            self.log.warning(f"From_ line {text(bytes(line))[:100]!r}: sender ignored: {e}")
+            return None
 
     def _copies(self, plans, first, info, staged, unwritten):
         """Every other recipient's copy (same bytes, its own prefix) into
@@ -356,11 +374,14 @@ class Delivery:
         from .message import Reader
 
         with open(path, "rb") as spooled:
-            reader = Reader(spooled, self.config.verify_body)
-            size = sum(len(chunk) for chunk in reader.chunks())
+            counted = _Counted(spooled)
+            reader = Reader(counted, self.config.verify_body)
+            for _ in reader.chunks():
+                pass
         dir_fd = md.open_path(os.path.dirname(path))
         try:
-            staged = md.Staged(dir_fd, os.path.basename(path), size, 0)
+            staged = md.Staged(dir_fd, os.path.basename(path), counted.size, 0,
+                               vsize=counted.vsize.size)
             [result] = self._deliver_together([(plan, staged)], reader.info())
         except LdaError as e:
             result = Result(plan.recipient, e)
@@ -495,7 +516,7 @@ class Delivery:
                 for target, copy in group:
                     key = target.delivered_to_key(info)
                     if key not in found and key not in mine:
-                        mine[key] = md.unique_name(self.config.hostname) + f",S={copy.size}"
+                        mine[key] = copy.file_name(self.config.hostname)
                 db.mark_pending(list(mine.items()), info.body_digest)
             if mine:
                 db.sync_wal()  # before any link can be durable: see _claim_and_link
@@ -626,7 +647,7 @@ class Delivery:
                     if verdict is not None:
                         results[target].outcomes[target] = verdict
                         continue
-                    name = md.unique_name(self.config.hostname) + f",S={size}"
+                    name = staged[target].file_name(self.config.hostname)
                     fresh.append((target, name if target.local else None))
                 db.mark_pending([(keys[t], name) for t, name in fresh], info.body_digest)
                 duplicates = [keys[t] for t in rest
@@ -983,6 +1004,21 @@ def _reply_kind(target):
     kind = (target.key or "").partition(":")[0]
     names = {"vacation": "vacation reply", "notify": "notification"}
     return names.get(kind) or f"Sieve {kind or 'reply'} message"
+
+
+class _Counted:
+    """A stream's reader that counts the bytes as they are on disk: the
+    spooled copy is linked as it is, so its names must say its own sizes,
+    not those of the bytes Reader makes of it (a CR CR LF, which became
+    CR LF when the message came in, would become LF)."""
+
+    def __init__(self, stream):
+        self.stream, self.size, self.vsize = stream, 0, md.VirtualSize()
+
+    def read(self, n):
+        data = self.stream.read(n)
+        self.size += len(data)
+        return self.vsize.add(data)
 
 
 def _after(head, chunks):

@@ -2,7 +2,8 @@
 
 The bytes pass through unchanged except that CRLF line ends become LF (a
 Maildir file uses the local convention) and an mbox "From " envelope line,
-which Postfix local(8) puts before the message for a command, is dropped.
+which Postfix local(8) puts before the message for a command, is dropped
+(its sender kept: from_line_sender).
 Only the header block is kept in memory (up to MAX_HEADER_BYTES), so a
 100 MB body streams through a fixed buffer.
 """
@@ -16,6 +17,11 @@ MAX_HEADER_BYTES = 8 << 20
 PREPENDED_FIELDS = {b"return-path", b"delivered-to", b"x-original-to"}
 DIGEST_FIELDS = (b"from", b"to", b"cc", b"subject", b"date")
 MAX_KEY_LENGTH = 900
+# Of a From_ line, what is kept: more than "From ", a 320-octet address
+# (envelope.MAX_ADDRESS) and an asctime date.
+MAX_FROM_LINE = 1024
+NULL_SENDER_NAME = "mailer-daemon"
+WEEKDAYS = {b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"}
 
 
 def unfolded(block, other_lines=None):
@@ -102,6 +108,21 @@ def bare_address(value):
     if value.startswith("<") and ">" in value:
         value = value[1:value.index(">")]
     return value.strip().lower()
+
+
+def from_line_sender(line):
+    """The sender an mbox From_ line names ("From SENDER DATE"), unchecked,
+    or None when it names none; "" for MAILER-DAEMON, the name Postfix
+    writes there for the null sender.  Only a line whose address a date
+    follows (asctime's "Wed Jan  3", or "Thu, 9 Nov") names one, as
+    dovecot-lda's mbox_from_parse wants: "From : x" is RFC 5322's obsolete
+    field syntax, not an envelope line."""
+    address, _, rest = line[5:].split(b"\n", 1)[0].partition(b" ")
+    rest = rest.lstrip(b" ")
+    if not address or rest[:3] not in WEEKDAYS or rest[3:4] not in (b" ", b","):
+        return None
+    sender = address.decode("utf-8", "surrogateescape")
+    return "" if sender.lower() == NULL_SENDER_NAME else sender
 
 
 class MessageInfo:
@@ -191,6 +212,7 @@ class Reader:
         self.size = 0
         self._envelope = bytearray()  # None once past the first line
         self._envelope_decided = None
+        self.from_line = bytearray()  # the start of a dropped From_ line
 
     def chunks(self):
         """Yield the message bytes (converted), header block first."""
@@ -217,6 +239,9 @@ class Reader:
             data, self._envelope = bytes(self._envelope), None
             return data
         newline = self._envelope.find(b"\n")
+        room = MAX_FROM_LINE - len(self.from_line)
+        if room > 0:
+            self.from_line += self._envelope[:newline if newline != -1 else room][:room]
         if newline == -1:
             self._envelope = bytearray() if not at_end else None
             return b""

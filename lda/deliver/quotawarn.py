@@ -160,7 +160,7 @@ def _store(delivery, db, inbox, key, copy):
         if row and delivery._already_there(inbox, row):
             db.mark_delivered([key])
             return None
-        name = md.unique_name(delivery.config.hostname) + f",S={copy.size}"
+        name = copy.file_name(delivery.config.hostname)
         db.mark_pending([(key, name)])
     try:
         linked = [(inbox, *delivery._link(inbox, copy, name))]

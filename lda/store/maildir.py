@@ -361,13 +361,56 @@ class TmpFile:
             pass  # left in tmp/: swept after 36 hours
 
 
+class VirtualSize:
+    """The size of bytes written in pieces as RFC 3501 counts it, with CRLF
+    line ends: each LF that no CR precedes counts two bytes.  Dovecot reads
+    it from a file name's ",W=" as the message's RFC822.SIZE, unread."""
+
+    def __init__(self):
+        self.size = 0
+        self._cr = False  # the last piece ended with CR: a LF next ends that line
+
+    def add(self, data):
+        """Count data; returns it, for the writer to write."""
+        if data:
+            self.size += virtual_size(data)
+            if self._cr and data[:1] == b"\n":
+                self.size -= 1
+            self._cr = data[-1:] == b"\r"
+        return data
+
+
+def virtual_size(data):
+    """VirtualSize's count of bytes given whole."""
+    # Most messages hold no CR at all: a memchr finds that, where a count
+    # of CR LF would scan the bytes a second time.
+    crlf = data.count(b"\r\n") if b"\r" in data else 0
+    return len(data) + data.count(b"\n") - crlf
+
+
 class Staged:
     """The message as written (and fsynced) once for one recipient, with its
-    prefix, in a tmp/ (or the partial spool, for a retry) open as dir_fd."""
+    prefix, in a tmp/ (or the partial spool, for a retry) open as dir_fd;
+    vsize its VirtualSize (None: not known, so no W= in its names)."""
 
-    def __init__(self, dir_fd, name, size, prefix_len, lead=()):
+    def __init__(self, dir_fd, name, size, prefix_len, lead=(), vsize=None, prefix_vsize=0):
         self.dir_fd, self.name, self.size, self.prefix_len = dir_fd, name, size, prefix_len
         self.lead = lead  # the MTA's own prepended fields, for other prefixes
+        self.vsize, self.prefix_vsize = vsize, prefix_vsize
+
+    def vsize_with(self, prefix):
+        """The vsize of this message with prefix in place of its own (a
+        prefix never ends in CR: lda's fields end in LF)."""
+        if self.vsize is None:
+            return None
+        return self.vsize - self.prefix_vsize + virtual_size(prefix)
+
+    def file_name(self, hostname):
+        """A new name for a link of this file: unique_name, then its size
+        (the Maildir spec's ",S=") and vsize (",W=", as dovecot-lda writes
+        it), which Dovecot and quota recounts read instead of the file."""
+        name = f"{unique_name(hostname)},S={self.size}"
+        return name if self.vsize is None else f"{name},W={self.vsize}"
 
     def open(self):
         return os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -386,11 +429,12 @@ def stage(dir_fd, hostname, prefix, chunks, lead=()):
     recipient's is made from.  MessageTooBig past a file size limit,
     CannotCreate for any other write failure; nothing is left behind."""
     tmp = TmpFile(dir_fd, hostname, "staging tmp/")
-    size = len(prefix)
+    size, vsize = len(prefix), VirtualSize()
     try:
-        write_all(tmp.fd, prefix)
+        write_all(tmp.fd, vsize.add(prefix))
+        prefix_vsize = vsize.size
         for chunk in chunks:
-            write_all(tmp.fd, chunk)
+            write_all(tmp.fd, vsize.add(chunk))
             size += len(chunk)
         tmp.finish()
     except OSError as e:
@@ -401,7 +445,7 @@ def stage(dir_fd, hostname, prefix, chunks, lead=()):
     except BaseException:
         tmp.discard()
         raise
-    return Staged(dir_fd, tmp.name, size, len(prefix), lead)
+    return Staged(dir_fd, tmp.name, size, len(prefix), lead, vsize.size, prefix_vsize)
 
 
 def stage_copies(first, prefixes, hostname):
@@ -427,7 +471,8 @@ def stage_copies(first, prefixes, hostname):
                 continue
             run.append((i, tmp, Staged(first.dir_fd, tmp.name,
                                        first.size - first.prefix_len + len(prefix),
-                                       len(prefix))))
+                                       len(prefix), vsize=first.vsize_with(prefix),
+                                       prefix_vsize=virtual_size(prefix))))
             if len(run) >= SYNC_BATCH:
                 _finish_copies(run, staged, failed)
         _finish_copies(run, staged, failed)
@@ -448,8 +493,9 @@ def stage_edited(staged, head, skip, hostname):
     script's stores and redirects are linked or sent from.  CannotCreate
     when it cannot be written; nothing is left behind."""
     tmp = TmpFile(staged.dir_fd, hostname, "staging tmp/")
+    vsize = VirtualSize()
     try:
-        copy_file(staged.dir_fd, staged.name, skip, head, tmp)
+        copy_file(staged.dir_fd, staged.name, skip, head, tmp, vsize)
         tmp.finish()
     except OSError as e:
         tmp.discard()
@@ -457,7 +503,8 @@ def stage_edited(staged, head, skip, hostname):
     except BaseException:
         tmp.discard()
         raise
-    return Staged(staged.dir_fd, tmp.name, staged.size - skip + len(head), staged.prefix_len)
+    return Staged(staged.dir_fd, tmp.name, staged.size - skip + len(head), staged.prefix_len,
+                  vsize=vsize.size, prefix_vsize=staged.prefix_vsize)
 
 
 def _finish_copies(run, staged, failed):
@@ -590,14 +637,16 @@ def spool(staged, spool_fd, spool_path, hostname):
     return os.path.join(spool_path, name)
 
 
-def copy_file(src_dir_fd, src_name, skip, prefix, dst):
-    """Copy src (from byte `skip` on) after `prefix` into the open TmpFile dst."""
+def copy_file(src_dir_fd, src_name, skip, prefix, dst, vsize=None):
+    """Copy src (from byte `skip` on) after `prefix` into the open TmpFile
+    dst; vsize, a VirtualSize, counts what is written."""
+    count = vsize.add if vsize is not None else (lambda data: data)
     src = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
     try:
-        write_all(dst.fd, prefix)
+        write_all(dst.fd, count(prefix))
         os.lseek(src, skip, os.SEEK_SET)
         while chunk := os.read(src, 1 << 20):
-            write_all(dst.fd, chunk)
+            write_all(dst.fd, count(chunk))
     finally:
         os.close(src)
 
