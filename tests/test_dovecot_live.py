@@ -19,7 +19,17 @@ expunge, quota get and quota recalc.  Then:
 - after the last doveadm quota recalc, maildirsize, lda's own recount and
   the files on disk agree.
 
-Run with -s to see the figures.
+What Dovecot does that lda cannot change, and the tests write down:
+doveadm logs its own errors on its stderr, not in Dovecot's log (both are
+read); Dovecot's move links the file into the other folder under the same
+base name, so a retry that meets a "pending" row (a power cut took back its
+"delivered" mark) finds the message there, while one expunged meanwhile
+leaves nothing to find and is delivered again, a duplicate rather than a
+loss; `maildirsize` lines lda appends while doveadm recounts may be lost or
+counted twice (Maildir++ has no lock for them), so its figures are compared
+after the last recount (and printed before it).
+
+Run with -s to see the figures; LIVE_N_DELIVER and LIVE_N_LMTP run more.
 """
 
 import os
