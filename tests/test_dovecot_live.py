@@ -206,7 +206,7 @@ def deliver_all(box, messages, acked, failures):
             return
         done = box.server.lda("deliver", "-f", SENDER, ALICE, input=data, env=box.env)
         said = [line for line in done.stderr.decode(errors="replace").splitlines()
-                if "status=sent" not in line]
+                if "status=sent" not in line and "status=duplicate" not in line]
         if done.returncode == 0 and not said:
             acked.append(message_id)
         else:
@@ -243,6 +243,7 @@ def start_lmtp(box, log_path):
 def test_dovecot_and_lda_on_one_maildir_at_once(tmp_path):
     mix = [make(i) for i in range(N_DELIVER + N_LMTP)]
     by_id = dict(mix)
+    twice = [m for i, (m, _) in enumerate(mix[:N_DELIVER]) if tags(i) == "move-me"]
     with private_dovecot(tmp_path, quota_rule="*:storage=1G") as server:
         box = Mailbox(server)
         doveadm = Doveadm(server)
@@ -252,8 +253,10 @@ def test_dovecot_and_lda_on_one_maildir_at_once(tmp_path):
         acked, failures = [], []
         try:
             messages = queue.Queue()
-            for item in mix[:N_DELIVER]:
+            for i, item in enumerate(mix[:N_DELIVER]):
                 messages.put(item)
+                if tags(i) == "move-me":  # twice at once, as a retrying MTA
+                    messages.put(item)    # may: one meets the other's pending row
             started = time.monotonic()
             workers = [threading.Thread(target=deliver_all, args=(box, messages, acked, failures))
                        for _ in range(DELIVER_WORKERS)]
@@ -276,10 +279,10 @@ def test_dovecot_and_lda_on_one_maildir_at_once(tmp_path):
         finally:
             lmtp.terminate()
             lmtp.wait(30)
-        print(f"\n{len(acked)} delivered in {delivered_in:.1f} s while Dovecot ran "
-              f"{rounds} rounds ({doveadm.runs} doveadm runs)")
+        print(f"\n{len(acked)} delivered ({len(twice)} twice at once) in {delivered_in:.1f} s, "
+              f"Dovecot meanwhile {rounds} rounds ({doveadm.runs} doveadm runs)")
         assert failures == []
-        assert sorted(acked) == sorted(by_id)
+        assert sorted(acked) == sorted(list(by_id) + twice)
         said = [line for line in (tmp_path / "lda-lmtp.log").read_text().splitlines()
                 if "status=sent" not in line and ": lmtp: " not in line]
         assert said == []
