@@ -395,3 +395,35 @@ def test_a_pending_row_whose_file_dovecot_moved_to_another_folder(tmp_path):
         box.run("deliver", "-f", SENDER, ALICE, input=make(1)[1])
         again = [p for name, p in box.files().items() if name not in moved]
         assert [message_id_of(p.read_bytes()) for p in again] == [make(1)[0]]
+
+
+def test_contains_looks_in_every_folder_but_through_no_symlink(tmp_path):
+    """Maildir.contains (the pending-row check) without Dovecot: the base
+    name in another folder's cur/ with its info counts, from INBOX or from
+    a folder; a folder that is a symlink (to another Maildir holding that
+    name) is not followed."""
+    from lda.store.maildir import open_mailbox
+
+    root = tmp_path / "box"
+    other = tmp_path / "other"
+    for maildir in (root, root / ".Archive", root / ".Lists", other / ".Archive"):
+        for sub in ("tmp", "new", "cur"):
+            (maildir / sub).mkdir(parents=True)
+    (root / ".Archive" / "cur" / "1.M1P1.host,S=5,W=6:2,Sa").write_bytes(b"x\n")
+    (other / ".Archive" / "new" / "2.M2P2.host,S=5,W=6").write_bytes(b"y\n")
+    (root / ".Evil").symlink_to(other / ".Archive")
+    for folder in (None, ".Lists"):
+        box = open_mailbox(str(root), folder=folder, create=False)
+        try:
+            assert box.folder == folder
+            assert box.contains("1.M1P1.host,S=5,W=6")
+            assert not box.contains("2.M2P2.host,S=5,W=6")
+            assert not box.contains("3.M3P3.host,S=5,W=6")
+        finally:
+            box.close()
+    (root / ".Lists" / "new" / "2.M2P2.host,S=5,W=6").write_bytes(b"y\n")
+    box = open_mailbox(str(root), create=False)
+    try:
+        assert box.contains("2.M2P2.host,S=5,W=6")
+    finally:
+        box.close()
