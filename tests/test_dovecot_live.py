@@ -48,8 +48,10 @@ from postfix import SBIN_PATH
 ALICE = "alice@example.org"
 SENDER = "sender@example.org"
 DELIVER_WORKERS = 4
-N_DELIVER = int(os.environ.get("LIVE_N_DELIVER", 40))         # through `lda deliver`, DELIVER_WORKERS at a time
-N_LMTP = int(os.environ.get("LIVE_N_LMTP", 16))            # through one `lda lmtp`, one transaction each
+# Through `lda deliver`, DELIVER_WORKERS at a time; through one `lda lmtp`,
+# one transaction each.
+N_DELIVER = int(os.environ.get("LIVE_N_DELIVER", 40))
+N_LMTP = int(os.environ.get("LIVE_N_LMTP", 16))
 BIG = 9                 # the index of the 200 KB message
 # Message i with an X-Keyword gets it (K0..K7), as lda adds keywords while
 # Dovecot adds its own (D0..D9, $Label2): both assign dovecot-keywords
@@ -129,8 +131,9 @@ class Doveadm:
         return done.stdout
 
     def fetch(self, fields, *search):
-        """[{field: bytes}] per message: doveadm's tab format, one line each."""
-        out = self("fetch", fields, *search, formatter=("-f", "tab")).decode(errors="replace").replace("\r", "")
+        """[{field: value}] per message: doveadm's tab format, one line each."""
+        out = self("fetch", fields, *search, formatter=("-f", "tab"))
+        out = out.decode(errors="replace").replace("\r", "")
         if not out:
             return []           # no message: not even the line of names
         names, *rows = out.split("\n")
