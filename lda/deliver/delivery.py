@@ -797,7 +797,9 @@ class Delivery:
         # A pending row: its writer died holding the lock we now hold, a
         # power cut took back its unsynced "delivered" commit, or its writer
         # let the locks go and is syncing new/ (_may_sync_unlocked).  The
-        # file name in it tells whether the link into new/ happened.
+        # file name in it tells whether the link into new/ happened: found
+        # in new/, in cur/ or in another folder, where a reader (IMAP MOVE)
+        # may have taken it meanwhile (Maildir.contains).
         if not (target.local and location):
             return False  # a forward cannot be checked: a duplicate beats a loss
         try:

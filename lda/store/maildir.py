@@ -208,18 +208,61 @@ class Maildir:
         self._fds = []
 
     def contains(self, name):
-        """Whether new/NAME, or NAME moved to cur/ by a reader, exists."""
+        """Whether new/NAME, or NAME moved to cur/ by a reader, exists; or,
+        failing that, NAME moved to another folder of the mailbox: Dovecot's
+        move (IMAP MOVE, doveadm move) links the file there under the same
+        base name, and lda's names are unique over the whole Maildir."""
         if _exists(name, self.new_fd):
             return True
         base = name.split(":", 1)[0]
-        return any(entry.split(":", 1)[0] == base for entry in os.listdir(self.cur_fd))
+        if _holds(self.cur_fd, base):
+            return True
+        return self._elsewhere(base)
 
+    def _elsewhere(self, base):
+        """Whether a file of base name is in new/ or cur/ of the mailbox's
+        other folders (or its INBOX, for a folder), no symlink followed."""
+        root = os.open("..", DIR_FLAGS, dir_fd=self.dir_fd) if self.folder else self.dir_fd
+        try:
+            others = [entry for entry in os.listdir(root) if entry.startswith(".")
+                      and entry not in (".", "..", self.folder)]
+            return any(_folder_holds(root, folder, base)
+                       for folder in ([None] if self.folder else []) + others)
+        finally:
+            if root != self.dir_fd:
+                os.close(root)
 
     def sync_contents(self):
         """fsync new/ and cur/: whatever was linked (or moved) into them is
         then durable, whoever linked it."""
         os.fsync(self.new_fd)
         os.fsync(self.cur_fd)
+
+
+def _folder_holds(root, folder, base):
+    """Whether new/ or cur/ of root's folder (None: root's own) has a file
+    of base name; a folder that is a symlink or no Maildir has none."""
+    fds = []
+    try:
+        parent = root
+        if folder:
+            parent = os.open(folder, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=root)
+            fds.append(parent)
+        for sub in ("new", "cur"):
+            fds.append(os.open(sub, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent))
+            if _holds(fds[-1], base):
+                return True
+        return False
+    except OSError:
+        return False
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _holds(dir_fd, base):
+    """Whether the directory has a file of base name, whatever its info."""
+    return any(entry.split(":", 1)[0] == base for entry in os.listdir(dir_fd))
 
 
 def _exists(name, dir_fd):
