@@ -92,6 +92,21 @@ class Lda:
         return self.run(*args, input=msg, env=env, check=check)
 
 
+def mailbox_paths(state, address):
+    """(its database's root, its Maildir) for a managed mailbox, read from
+    the directory.sqlite in state (a site's state_dir)."""
+    import sqlite3
+
+    conn = sqlite3.connect(Path(state) / "directory.sqlite")
+    try:
+        root, relative = conn.execute(
+            "SELECT d.path, m.maildir FROM mailboxes m JOIN databases d "
+            "ON d.name = m.database WHERE m.address = ?", (address,)).fetchone()
+    finally:
+        conn.close()
+    return Path(root), Path(root) / relative
+
+
 def write_lda_toml(path, values):
     """An lda.toml at path with {key: value}; the path."""
     import json
@@ -270,16 +285,7 @@ class Site(Lda):
         return self.maildir(address)
 
     def maildir(self, address):
-        import sqlite3
-
-        conn = sqlite3.connect(self.state / "directory.sqlite")
-        try:
-            root, relative = conn.execute(
-                "SELECT d.path, m.maildir FROM mailboxes m JOIN databases d "
-                "ON d.name = m.database WHERE m.address = ?", (address,)).fetchone()
-        finally:
-            conn.close()
-        return Path(root) / relative
+        return mailbox_paths(self.state, address)[1]
 
     def db(self, name="default"):
         return self.state / "databases" / name / "lda.sqlite"

@@ -39,9 +39,8 @@ import sqlite3
 import subprocess
 import threading
 import time
-from pathlib import Path
 
-from conftest import LDA, message, poll, write_lda_toml
+from conftest import LDA, mailbox_paths, message, poll, write_lda_toml
 from dovecot import DOVEADM, private_dovecot
 from postfix import SBIN_PATH
 
@@ -171,15 +170,8 @@ class Mailbox:
         script.write_text(SCRIPT)
         script.chmod(0o644)
         self.run("sieve", "install", ALICE, str(script))
-        conn = sqlite3.connect(self.state / "directory.sqlite")
-        try:
-            root, relative = conn.execute(
-                "SELECT d.path, m.maildir FROM mailboxes m JOIN databases d "
-                "ON d.name = m.database WHERE m.address = ?", (ALICE,)).fetchone()
-        finally:
-            conn.close()
-        self.db_root = Path(root)
-        self.maildir = server.add_user("alice", maildir=f"{root}/{relative}")
+        self.db_root, maildir = mailbox_paths(self.state, ALICE)
+        self.maildir = server.add_user("alice", maildir=str(maildir))
 
     def run(self, *args, input=b""):
         done = self.server.lda(*args, input=input, env=self.env)

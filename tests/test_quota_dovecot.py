@@ -7,12 +7,10 @@ figures at each step.
 """
 
 import json
-import sqlite3
-from pathlib import Path
 
 import pytest
 
-from conftest import message, write_lda_toml
+from conftest import mailbox_paths, message, write_lda_toml
 from dovecot import dovecot  # noqa: F401  (the fixture)
 
 ALICE = "alice@example.org"
@@ -40,14 +38,7 @@ class Managed:
         return done
 
     def _maildir(self):
-        conn = sqlite3.connect(self.state / "directory.sqlite")
-        try:
-            root, relative = conn.execute(
-                "SELECT d.path, m.maildir FROM mailboxes m JOIN databases d "
-                "ON d.name = m.database WHERE m.address = ?", (ALICE,)).fetchone()
-        finally:
-            conn.close()
-        return Path(root) / relative
+        return mailbox_paths(self.state, ALICE)[1]
 
     def show(self):
         return json.loads(self.run("quota", "show", ALICE, "--json").stdout)

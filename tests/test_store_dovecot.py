@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from dovecot import private_dovecot
-from conftest import assert_no_traceback, write_lda_toml
+from conftest import assert_no_traceback, mailbox_paths, write_lda_toml
 
 SENDER = "sender@example.org"
 FROM_LINE = b"From bounce@example.net  Wed Jan  3 01:05:34 1996\n"
@@ -395,7 +395,6 @@ def stored_lmtp(tmp_path_factory):
     LMTP_CORPUS sent to Dovecot's lmtp and to `lda lmtp` (managed mode, its
     mailboxes Dovecot users too), one transaction each, the same bytes."""
     import smtplib
-    import sqlite3
     import subprocess
 
     from conftest import LDA, poll
@@ -415,13 +414,8 @@ def stored_lmtp(tmp_path_factory):
             address = f"m-{case.id}@example.org"
             done = server.lda("mailbox", "create", address, env=env)
             assert done.returncode == 0, done.stderr
-            conn = sqlite3.connect(state / "directory.sqlite")
-            root, relative = conn.execute(
-                "SELECT d.path, m.maildir FROM mailboxes m JOIN databases d "
-                "ON d.name = m.database WHERE m.address = ?", (address,)).fetchone()
-            conn.close()
-            maildirs[case.id, "lda"] = server.add_user(f"m-{case.id}",
-                                                       maildir=f"{root}/{relative}")
+            maildirs[case.id, "lda"] = server.add_user(
+                f"m-{case.id}", maildir=str(mailbox_paths(state, address)[1]))
             maildirs[case.id, "dovecot"] = server.add_user(f"v-{case.id}")
         socket_path = run_dir / "lmtp"
         log = (keep / "lda-lmtp.log").open("wb")
