@@ -43,6 +43,8 @@ KEYS = {
                                    "take a mailbox: a size or a percentage (\"10%\")"),
     "recipient_delimiter": ("+", str, "characters that separate a local part from its "
                                       "extension"),
+    "extension_folders": (True, bool, "an address extension (alice+lists@) files into "
+                                      "its existing folder (.lists); false: the inbox"),
     "sendmail": (["/usr/sbin/sendmail", "-i"], list, "command that re-injects forwards"),
     "log": ("auto", str, "stderr, syslog, or auto: syslog for lda deliver unless its "
                          "stderr is a terminal, stderr for the other commands"),

@@ -255,6 +255,40 @@ def test_extension_selects_an_existing_folder_only(user):
     assert len(maildir_files(user.maildir)) == 3
 
 
+def test_extension_folders_false_keeps_the_address_extension_in_the_inbox(user, tmp_path,
+                                                                          make_site):
+    """extension_folders = false, as Dovecot's lmtp by default: neither the
+    address nor Postfix's $EXTENSION files into .lists, procmail's -a
+    EXTENSION still does, and Sieve's :detail still sees the extension."""
+    for sub in ("tmp", "new", "cur"):
+        (user.maildir / ".lists" / sub).mkdir(parents=True)
+    config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user",
+                                                    "extension_folders": False})
+    user.run("deliver", "-c", str(config), "alice+lists@example.org",
+             input=message(message_id="<e1@x>"), check=0)
+    user.run("deliver", "-c", str(config), input=message(message_id="<e2@x>"),
+             env={"RECIPIENT": "alice+lists@example.org", "EXTENSION": "lists"}, check=0)
+    assert len(maildir_files(user.maildir)) == 2
+    assert maildir_files(user.maildir / ".lists") == []
+    user.run("deliver", "-c", str(config), "-a", "lists", "alice+lists@example.org",
+             input=message(message_id="<e3@x>"), check=0)
+    assert len(maildir_files(user.maildir / ".lists")) == 1
+
+    site = make_site(extension_folders=False)
+    alice = site.create("alice@example.org")
+    for sub in ("tmp", "new", "cur"):
+        (alice / ".lists" / sub).mkdir(parents=True)
+        (alice / ".sieve-lists" / sub).mkdir(parents=True)
+    (alice / "lda.sieve").write_text(
+        'require ["envelope", "subaddress", "fileinto"];\n'
+        'if envelope :detail "to" "sieve-lists" { fileinto "sieve-lists"; }\n')
+    site.deliver(message(message_id="<e4@x>"), "alice+lists@example.org", check=0)
+    site.deliver(message(message_id="<e5@x>"), "alice+sieve-lists@example.org", check=0)
+    assert len(maildir_files(alice)) == 1
+    assert maildir_files(alice / ".lists") == []
+    assert len(maildir_files(alice / ".sieve-lists")) == 1
+
+
 def test_every_recipient_delimiter_character_splits_as_in_postfix(make_site):
     """recipient_delimiter = "+-" (Postfix 2.11): the first of either splits
     the local part, for the mailbox and folder as for Sieve's :detail."""

@@ -26,8 +26,8 @@ import time
 from contextlib import contextmanager
 
 from ..deliver.delivery import Delivery
-from ..deliver.envelope import folder_for_extension, split_extension
-from ..deliver.resolve import ManagedResolver, Plan
+from ..deliver.envelope import split_extension
+from ..deliver.resolve import ManagedResolver, Plan, address_folder
 from ..errors import LdaError, TemporaryFailure, UnknownName, UnknownRecipient, UsageError
 from ..store.deliveredto import DB_FILE, DeliveredTo
 from ..store.directory import Directory
@@ -191,9 +191,9 @@ def _target(resolver, record):
     if not target.local:
         raise UnknownRecipient(f"mailbox {record['mailbox']} no longer exists")
     if record["target"] != record["mailbox"]:
-        _, extension = split_extension(record["target"],
-                                       resolver.config.recipient_delimiter)
-        target.address, target.folder = record["target"], folder_for_extension(extension)
+        _, extension = split_extension(record["target"], resolver.config.recipient_delimiter)
+        target.address = record["target"]
+        target.folder = address_folder(resolver.config, extension)
     return target
 
 

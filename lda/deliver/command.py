@@ -86,7 +86,7 @@ def _addresses(value, environ, notes):
     Postfix's `procmail -a "$EXTENSION"` makes the address extension.  An
     original recipient always has an "@" (Postfix passes the whole
     address), an extension never does, so the value tells them apart."""
-    extension = environ.get("EXTENSION")
+    extension = None  # else Postfix's $EXTENSION, read with the address (make_resolver)
     if value is not None and "@" not in value:
         extension, value = value, None
         if extension:
@@ -201,6 +201,10 @@ def _deliver(argv, stdin, environ, clock, held):
         log.warning(note)
     if args["extension"] is not None:
         environ = dict(environ, EXTENSION=args["extension"])
+    elif not config.extension_folders and "EXTENSION" in environ:
+        # Postfix's $EXTENSION is the address's own: off with it, as for
+        # the address (lda.deliver.resolve.address_folder); -a names one.
+        environ = {k: v for k, v in environ.items() if k != "EXTENSION"}
     resolver = make_resolver(config, environ, log)
     if args["folder"]:
         from .dropin import DefaultFolder

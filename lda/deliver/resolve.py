@@ -90,6 +90,14 @@ class Plan:
         return self.state is not None and self.state == resolver.state()
 
 
+def address_folder(config, extension):
+    """The folder an address's extension files into: folder_for_extension,
+    or none with extension_folders = false (as Dovecot's lmtp, whose
+    lmtp_save_to_detail_mailbox is off by default).  -m and procmail's -a
+    EXTENSION name a folder themselves, whatever this says."""
+    return folder_for_extension(extension) if config.extension_folders else None
+
+
 class UserResolver:
     """Per-user mode: every recipient is the invoking user's own Maildir."""
 
@@ -101,7 +109,8 @@ class UserResolver:
     def resolve(self, recipient):
         canonical = normalize(recipient) if recipient else self.user
         _, extension = split_extension(canonical, self.config.recipient_delimiter)
-        folder = folder_for_extension(self.extension or extension)
+        folder = (folder_for_extension(self.extension) if self.extension
+                  else address_folder(self.config, extension))
         maildir = self.config.maildir
         quota = None
         # Honour a quota Dovecot or Courier set.  Most Maildirs have no
@@ -191,7 +200,7 @@ class ManagedResolver:
             return Target(address, home_db)
         return Target(address, mailbox.db_root, mailbox=mailbox.address,
                       maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
-                      folder=folder_for_extension(extension), quota=self._quota(mailbox))
+                      folder=address_folder(self.config, extension), quota=self._quota(mailbox))
 
     def _lookup(self, address):
         """directory.mailbox(address), once per resolution."""
@@ -296,7 +305,7 @@ class ManagedResolver:
         quota = self._quota(mailbox)
         return Target(leaf, mailbox.db_root, mailbox=mailbox.address,
                       maildir_root=mailbox.db_root, maildir_relative=mailbox.maildir,
-                      folder=folder_for_extension(extension), quota=quota,
+                      folder=address_folder(self.config, extension), quota=quota,
                       primary=own is not None and mailbox.address == own.address, via=via)
 
     def _elsewhere(self, mailbox):
