@@ -79,6 +79,18 @@ def kill_sessions(listener):
             pass  # it ended meanwhile
 
 
+def signal_sessions(listener, signum):
+    """Send signum to the sshd whose pid is listener's sessions and all they
+    run: SIGSTOP makes every connection go silent with no reset (the
+    kernel still acknowledges what arrives), as a network that drops
+    everything does; SIGCONT lets them go on."""
+    for pid in children(listener):
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass  # it ended meanwhile
+
+
 class PrivateSshd:
     """sshd on 127.0.0.1:port for the user running the tests; config is
     the client's ssh_config (hosts a and b)."""
@@ -172,4 +184,5 @@ def sshd(tmp_path_factory):
         server.stop()
 
 
-__all__ = ["PrivateSshd", "children", "keygen", "kill_sessions", "require_sshd", "sshd"]
+__all__ = ["PrivateSshd", "children", "keygen", "kill_sessions", "require_sshd",
+           "signal_sessions", "sshd"]

@@ -14,23 +14,31 @@ the middle of the stream."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 from conftest import LDA, maildir_files, message, wait_until
 from postgres import postgres, postgres_cluster  # noqa: F401 (fixtures)
-from sshd import SSH, WAIT_SECONDS, keygen, sshd  # noqa: F401 (fixture)
+from sshd import SSH, WAIT_SECONDS, keygen, signal_sessions, sshd  # noqa: F401 (fixture)
 from test_hostmove import (ALICE, FORWARD, MESSAGES, S421_MOVING, S430_ELSEWHERE, kill_at,
                            make_hosts, moves_rows, populate, rows, tree)
 
+from lda.config import KEYS
 
-def over_ssh(ssh_config, lda_toml=True):
-    """a's move_command: `ssh {host} lda mailbox receive`, with -F, lda's
-    path and (unless lda_toml is false) b's -c."""
+
+def over_ssh(ssh_config, lda_toml=True, options=()):
+    """a's move_command: lda.toml's default (`ssh` with its options, `{host}
+    lda mailbox receive`), with -F, lda's path and (unless lda_toml is
+    false) b's -c.  options go first: ssh keeps an option's first value."""
+    ssh, *default_options, host, lda, mailbox, receive = KEYS["move_command"][0]
+    assert (ssh, host, lda, mailbox, receive) == ("ssh", "{host}", "lda", "mailbox", "receive")
+
     def command(b):
         config = ["-c", str(b.config)] if lda_toml else []
-        return [SSH, "-F", str(ssh_config), "{host}", LDA, *config, "mailbox", "receive"]
+        return [SSH, "-F", str(ssh_config), *options, *default_options, host, LDA, *config,
+                mailbox, receive]
     return command
 
 
@@ -151,10 +159,13 @@ def test_the_target_lda_failing_reaches_the_admin(make_site, postgres, sshd):
     assert "no lda.toml" in one_line(rolled)
 
 
+# Runs the move and, once half the files are sent and b has begun to stage
+# them, breaks the connection: "cut" kills the sshd sessions, "freeze"
+# stops them (and b's lda) so that the network goes silent.
 CUTTER = """
-import os, sys, time
+import os, signal, sys, time
 sys.path.insert(0, sys.argv[2])
-from sshd import kill_sessions
+from sshd import kill_sessions, signal_sessions
 from lda.config import load_config
 from lda.errors import LdaError
 from lda.admin.mailboxes import open_directory
@@ -168,7 +179,10 @@ def progress(phase, done, total):
         if time.monotonic() > deadline:
             sys.exit(f"nothing staged on b after {done} of {total} files")
         time.sleep(0.01)
-    kill_sessions(sshd)
+    if sys.argv[4] == "cut":
+        kill_sessions(sshd)
+    else:
+        signal_sessions(sshd, signal.SIGSTOP)
     cut.append(done)
 config = load_config(None)
 try:
@@ -190,12 +204,47 @@ def test_a_connection_cut_in_the_middle_of_the_stream(make_site, postgres, sshd)
     before = tree(a.maildir(ALICE))
     staging = b.state / "databases" / "dbb" / ".lda-receive"
     cut = subprocess.run([sys.executable, "-c", CUTTER, str(sshd.process.pid),
-                          os.path.dirname(__file__), str(staging)], env=a.env,
+                          os.path.dirname(__file__), str(staging), "cut"], env=a.env,
                          capture_output=True)
     line = one_line(cut)
     assert cut.returncode == 1 and "did not take" in line and "(exit 255)" in line, line
     wait_until(lambda: not list(staging.glob("*")), WAIT_SECONDS,  # b's lda may still be
                "the target's staging removed")                     # reading the cut stream
+    assert_nothing_moved(a, b, before)
+    a.run("mailbox", "move", ALICE, "--resume", check=0)
+    assert tree(b.alice) == before
+
+
+def test_a_network_gone_silent_ends_the_stream_by_the_keepalive(make_site, postgres, sshd):
+    """The sshd sessions and b's lda are stopped mid-stream: nothing answers
+    and nothing resets, as when a network drops everything.  The default
+    move_command's ServerAliveInterval makes ssh give up (exit 255) instead
+    of waiting for TCP for hours, with alice deferred all along; here with
+    1 s x 2 for the test's sake (given first, ssh keeps it over the
+    default's 15 s; LogLevel as ssh's default, for its reason).  Once the
+    network is back, b's lda reads a cut stream and keeps nothing, and
+    --resume sends it again whole."""
+    default = KEYS["move_command"][0]
+    assert "BatchMode=yes" in default and "ServerAliveInterval=15" in default
+    options = ["-o", "ServerAliveInterval=1", "-o", "ServerAliveCountMax=2",
+               "-o", "LogLevel=INFO"]
+    a, b = make_hosts(make_site, postgres[1], over_ssh(sshd.config, options=options))
+    populate(a, 4)
+    big = a.maildir(ALICE) / ".Archive" / "cur" / "0.M0P0.host:2,S"
+    big.write_bytes(message(message_id="<big@x>", body=os.urandom(1 << 17).hex().encode()))
+    before = tree(a.maildir(ALICE))
+    staging = b.state / "databases" / "dbb" / ".lda-receive"
+    try:
+        silent = subprocess.run([sys.executable, "-c", CUTTER, str(sshd.process.pid),
+                                 os.path.dirname(__file__), str(staging), "freeze"],
+                                env=a.env, capture_output=True, timeout=60)
+    finally:
+        signal_sessions(sshd.process.pid, signal.SIGCONT)
+    line = one_line(silent)
+    assert silent.returncode == 1 and "did not take" in line and "(exit 255)" in line, line
+    assert "not responding" in line, line                   # ssh's keepalive gave up
+    wait_until(lambda: not list(staging.glob("*")), WAIT_SECONDS,
+               "the target's staging removed")
     assert_nothing_moved(a, b, before)
     a.run("mailbox", "move", ALICE, "--resume", check=0)
     assert tree(b.alice) == before
