@@ -29,7 +29,8 @@ KEYS = {
                            "directory.sqlite is this host's mirror of it)"),
     "host_name": ("", str, "this host's name among the hosts of a shared directory "
                            "(empty: one host, every mailbox database is local)"),
-    "move_command": (["ssh", "{host}", "lda", "mailbox", "receive"], list,
+    "move_command": (["ssh", "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "{host}",
+                      "lda", "mailbox", "receive"], list,
                      "how `lda mailbox move` reaches `lda mailbox receive` on the target "
                      "host ({host}: its name)"),
     "expiration_hours": (168, int, "how long DeliveredTo remembers a message"),
