@@ -199,3 +199,34 @@ def main():
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     main()
+
+
+# The capability names of Pigeonhole 0.5's extensions and of Dovecot's own
+# plugins for it, whether or not Pigeonhole's defaults enable them.
+PIGEONHOLE_CAPABILITIES = [
+    "fileinto", "reject", "ereject", "envelope", "encoded-character", "vacation",
+    "vacation-seconds", "subaddress", "comparator-i;octet", "comparator-i;ascii-casemap",
+    "comparator-i;ascii-numeric", "comparator-i;unicode-casemap", "relational", "regex",
+    "imap4flags", "imapflags", "copy", "include", "body", "variables", "enotify", "notify",
+    "environment", "mailbox", "mailboxid", "special-use", "date", "index", "ihave",
+    "duplicate", "mime", "foreverypart", "extracttext", "editheader", "spamtest",
+    "spamtestplus", "virustest", "imapsieve", "vnd.dovecot.debug", "vnd.dovecot.duplicate",
+    "vnd.dovecot.environment", "vnd.dovecot.report", "vnd.dovecot.pipe",
+    "vnd.dovecot.filter", "vnd.dovecot.execute"]
+
+
+@needs_sieve_test
+def test_every_capability_pigeonhole_enables_by_default_is_lda_s(tmp_path):
+    """DESIGN.md's promise: a script that compiles under Pigeonhole's
+    defaults (sieve-test with no sieve_extensions) compiles under lda's."""
+    from lda.sieve import grammar
+
+    script = tmp_path / "require.sieve"
+    accepted = []
+    for name in PIGEONHOLE_CAPABILITIES:
+        script.write_text(f'require "{name}";\nkeep;\n')
+        if pigeonhole.pigeonhole(script, CORPUS / "plain.eml", "a@example.org",
+                                 "b@example.org").error is None:
+            accepted.append(name)
+    assert {"fileinto", "variables", "vnd.dovecot.debug"} <= set(accepted)  # the probe works
+    assert [name for name in accepted if name not in grammar.CAPABILITIES] == []
