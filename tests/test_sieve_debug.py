@@ -88,7 +88,9 @@ def test_a_delivery_logs_the_line_and_files_as_the_script_says(user):
     (user.home / ".lda.sieve").write_text(
         REQUIRE + 'if header :matches "subject" "*" { set "s" "${1}"; }\n'
         'debug_log "subject ${s}";\nfileinto "Lists";\n')
+    for sub in ("cur", "new", "tmp"):
+        (user.maildir / ".Lists" / sub).mkdir(parents=True)
     done = user.deliver(message(subject="hello there"), "a@example.org", check=0)
-    assert b"DEBUG: subject hello there" in done.stderr
-    assert len(maildir_files(user.maildir / ".Lists")) == 1
+    assert b"DEBUG: subject hello there" in done.stderr, done.stderr
+    assert len(maildir_files(user.maildir / ".Lists")) == 1, done.stderr
     assert maildir_files(user.maildir) == []

@@ -45,7 +45,7 @@ use .get(), `in` and item assignment only).
 """
 
 MODULES = ("body", "mime", "enotify", "include", "date", "spamtest", "vacation_seconds",
-           "reject", "ihave", "environment", "mailbox", "editheader")
+           "reject", "ihave", "environment", "mailbox", "editheader", "debug")
 _loaded = {}
 
 
