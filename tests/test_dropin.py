@@ -387,3 +387,32 @@ def test_o_lda_original_recipient_header_must_name_a_field(user, name):
     done = user.run("-o", f"lda_original_recipient_header={name}", "-d", "alice",
                     input=message())
     assert done.returncode == 78 and first_line(done).startswith("4.3.5 ")
+
+
+PROCMAILRC = b':0:\n* ^List-Id:.*python\nPython/\n'
+
+
+@pytest.mark.parametrize("sieve", [None, ".lda.sieve", ".dovecot.sieve"])
+def test_a_procmailrc_that_lda_does_not_read_is_named_in_the_log(user_log_on_stderr, sieve):
+    """A site that swaps procmail for lda keeps its users' ~/.procmailrc,
+    which lda does not read: without a Sieve script to take its place, each
+    delivery says so, naming procmail-convert, and the message still goes
+    to the inbox.  With a script, the user has moved on: nothing said."""
+    user = user_log_on_stderr
+    (user.home / ".procmailrc").write_bytes(PROCMAILRC)
+    if sieve:
+        (user.home / sieve).write_text("keep;\n")
+    done = user.run("-a", "", input=message(), check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    said = [line for line in done.stderr.decode().splitlines() if ".procmailrc" in line]
+    if sieve:
+        assert said == []
+    else:
+        [line] = said
+        assert f"{user.home}/.procmailrc is not read" in line
+        assert f"lda procmail-convert {user.home}/.procmailrc" in line
+
+
+def test_without_a_procmailrc_nothing_is_said(user_log_on_stderr):
+    done = user_log_on_stderr.run("-a", "", input=message(), check=0)
+    assert b".procmailrc" not in done.stderr and len(done.stderr.splitlines()) == 1
