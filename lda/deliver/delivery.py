@@ -740,10 +740,23 @@ class Delivery:
 
     def _scripts_exist(self, path):
         config = self.config
-        return bool(config.sieve_before or config.sieve_after or config.sieve_default
-                    or os.path.exists(config.sieve_script_for(path))
-                    or (config.per_user and os.path.lexists(os.path.join(config.home,
-                                                                         ".dovecot.sieve"))))
+        found = bool(config.sieve_before or config.sieve_after or config.sieve_default
+                     or os.path.exists(config.sieve_script_for(path))
+                     or (config.per_user and os.path.lexists(os.path.join(config.home,
+                                                                          ".dovecot.sieve"))))
+        if not found and config.per_user:
+            self._note_procmailrc()
+        return found
+
+    def _note_procmailrc(self):
+        """A user without a Sieve script whose ~/.procmailrc is still there
+        (lda took procmail's place) has recipes that no longer run: say so,
+        each delivery, with the command that translates them."""
+        procmailrc = os.path.join(self.config.home, ".procmailrc")
+        if os.path.isfile(procmailrc):
+            self.log.warning(f"{procmailrc} is not read: lda runs Sieve (~/.lda.sieve or "
+                             f"~/.dovecot.sieve); `lda procmail-convert {procmailrc}` "
+                             "prints its recipes as Sieve")
 
     def _scripts(self, target, info):
         """The trusted scripts to run for a local target (sievescripts).
