@@ -121,6 +121,9 @@ CASES = [
     Case("over-quota-tempfail-no", ("-o", "quota_full_tempfail=no"), MAILED, fill),
     Case("over-quota-tempfail-yes", ("-o", "quota_full_tempfail=yes"), "defer", fill),
     Case("over-quota-e", ("-e",), "bounce", fill),
+    # -e says how a rejection is answered (77 rather than a rejection mail),
+    # not whether over quota is one: quota_full_tempfail = yes still defers.
+    Case("over-quota-e-tempfail-yes", ("-e", "-o", "quota_full_tempfail=yes"), "defer", fill),
     Case("over-quota-null-sender", ("-o", "quota_full_tempfail=no"), "dropped", fill,
          sender=""),
     Case("larger-than-quota", dovecot=MAILED, message=TOO_LARGE),
