@@ -39,7 +39,7 @@ dovecot-lda's and procmail's options mean what they mean there:
                 postmaster_address, sendmail_path, mail_location=maildir:PATH;
                 others are ignored
   -e            over-quota primary recipient is rejected (exit 77), as with
-                quota_full = "reject"
+                quota_full = "reject", unless -o quota_full_tempfail=yes
   -k            accepted, no effect (dovecot-lda: keep the environment)
   -t            accepted, no effect (procmail: tempfail rather than bounce,
                 which lda does already)
@@ -192,7 +192,10 @@ def _deliver(argv, stdin, environ, clock, held):
     from .resolve import make_resolver
 
     config = load_config(args["config"], environ, args["overrides"])
-    if args["reject"]:
+    if args["reject"] and "quota_full" not in args["overrides"]:
+        # dovecot-lda's -e answers a rejection with 77 rather than a mail,
+        # and over quota is one under Dovecot's default; an -o
+        # quota_full_tempfail=yes on the same line still defers.
         config.quota_full = "reject"
     # The log's own lines, or its one note that syslog is missing, follow
     # the reason in `held`; under an MTA (log = "auto") they go to syslog.
