@@ -154,6 +154,10 @@ CASES = [
     Case("c-missing", ("-c", "/nonexistent/dovecot.conf"), "defer"),
     Case("unknown-option", ("-x",), "bounce"),
     Case("empty-stdin", message=b""),
+    # No fd 0 at all: dovecot-lda aborts (a signal: Postfix defers); lda
+    # must say so in one line, and -p needs no standard input.
+    Case("closed-stdin", dovecot="defer", stdin="closed"),
+    Case("closed-stdin-p-file", ("-p", "{message_file}"), stdin="closed"),
     Case("from-line-only", message=FROM_LINE),
     Case("sigterm-mid-read", stdin="sigterm"),
 ]
