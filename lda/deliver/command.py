@@ -164,7 +164,7 @@ def deliver(argv, stdin=None, environ=os.environ, clock=None):
     log = None
     reason = None
     try:
-        status, error, log = _deliver(argv, stdin or sys.stdin.buffer, environ, clock, held)
+        status, error, log = _deliver(argv, stdin, environ, clock, held)
         reason = error.reason() if error is not None else None
         return status
     except LdaError as e:
@@ -222,9 +222,20 @@ def _deliver(argv, stdin, environ, clock, held):
     if not recipients:
         raise UsageError("no recipient given and RECIPIENT is not set")
     if args["message"] is None:
-        return (*exit_status(delivery.run(recipients, stdin)), log)
+        stream = stdin if stdin is not None else standard_input()
+        return (*exit_status(delivery.run(recipients, stream)), log)
     with open_message(args["message"]) as stream:
         return (*exit_status(delivery.run(recipients, stream)), log)
+
+
+def standard_input():
+    """The message's stream when no -p names a file.  An MTA always opens
+    fd 0; a process started without it (Python's sys.stdin is then None)
+    has no message to read: 75 with one line, and the MTA keeps it."""
+    if sys.stdin is None:
+        raise TemporaryFailure("no standard input to read the message from "
+                               "(file descriptor 0 is closed)")
+    return sys.stdin.buffer
 
 
 def _smtp_client(environ):
