@@ -4,19 +4,22 @@ where a site swaps one for the other by changing the program path.
 tests/test_store_dovecot.py shows both store the same bytes when delivery
 succeeds.  Here each case runs once through dovecot-lda (Dovecot 2.3) and
 once through the installed `lda` with the same options, to two users set up
-alike in one private Dovecot (the same quota line in `maildirsize`, the same
-folders, the same damage), and compares what Postfix's pipe(8) or local(8)
-would make of each answer (deliver, defer or bounce), the RFC 3463 code that
-leads stderr where there is one, what was stored and where, and the
-rejection mail dovecot-lda sends itself.
+alike in one private Dovecot (the same quota line in `maildirsize`, the
+same folders, the same damage): dovecot-lda -d USER next to lda's managed
+mode (a pipe(8) transport), and both run as the user without -d next to
+lda's per-user mode (mailbox_command).  It compares what Postfix's pipe(8)
+or local(8) would make of each answer (deliver, defer or bounce), the RFC
+3463 code that leads stderr where there is one, what was stored and where,
+and the rejection mail dovecot-lda sends itself.
 
-Postfix's rule (pipe(8), local(8); src/global/pipe_command.c): status 0 delivers; else an
-RFC 3463 code at the start of the command's output decides, 4.X.X defers and
-5.X.X bounces; without one, 75 (EX_TEMPFAIL) and 71 (EX_OSERR) defer and any
-other status bounces; a command killed by a signal defers.
+Postfix's rule (pipe(8), local(8); src/global/pipe_command.c): status 0
+delivers; else an RFC 3463 code at the start of the command's output
+decides, 4.X.X defers and 5.X.X bounces; without one, 75 (EX_TEMPFAIL) and
+71 (EX_OSERR) defer and any other status bounces; a command killed by a
+signal defers.
 
 Everything lda does differently is named in DIFFERENCES with its reason;
-anything else is a failure.  Run with -s to see the table.
+anything else is a failure.  Run with -s to see each case's answers.
 """
 
 import os
@@ -88,6 +91,13 @@ def no_maildir(side):
     shutil.rmtree(side.maildir)
 
 
+def no_home(side):
+    """No HOME, and none to be made: the homes' directory is root's."""
+    import shutil
+
+    shutil.rmtree(side.maildir.parent)
+
+
 def folder(name):
     def make(side):
         path = side.maildir / name
@@ -106,6 +116,7 @@ class Case:
     message: bytes = MESSAGE
     sender: str | None = SENDER  # -f, or none
     recipient: str | None = None  # -d, else each side's own user
+    mode: str = "managed"       # or "user": no -d, the mail owner's HOME (below)
     stdin: str = "pipe"         # "pipe", "closed" (no fd 0), "sigterm" (mid-read)
 
 
@@ -146,20 +157,36 @@ CASES = [
     Case("f-invalid", sender="not an address@@"),
     Case("f-null", sender=""),
     Case("f-null-brackets", sender="<>"),
+    Case("f-control", dovecot="bounce", sender="a\x01b@example.org"),
+    Case("f-lf", dovecot="bounce", sender="a\nX-Injected: 1@example.org"),
+    Case("f-long", sender="a" * 1000 + "@example.org"),
+    # Postfix's ${sender} is the unquoted internal form.
+    Case("f-space", sender="john smith@example.org"),
+    Case("d-lf", dovecot="bounce", recipient="a\nX-Injected: 1@example.org"),
+    Case("d-long", dovecot="defer", recipient="a" * 1000 + "@example.org"),
     Case("p-file", ("-p", "{message_file}"), message=b"not this"),
     Case("p-missing", ("-p", "/nonexistent/message.eml"), "defer"),
     Case("o-unknown-setting", ("-o", "no_such_setting=1")),
     Case("o-not-a-pair", ("-o", "quota_full_tempfail"), "defer"),
+    Case("o-not-a-boolean", ("-o", "quota_full_tempfail=maybe"), "defer"),
     Case("c-dovecot-conf", ("-c", "{dovecot_conf}")),
     Case("c-missing", ("-c", "/nonexistent/dovecot.conf"), "defer"),
     Case("unknown-option", ("-x",), "bounce"),
     Case("empty-stdin", message=b""),
+    # The writer gone mid-line: what came is all either can know of.
+    Case("stdin-cut-mid-line", message=MESSAGE[:HALF]),
     # No fd 0 at all: dovecot-lda aborts (a signal: Postfix defers); lda
     # must say so in one line, and -p needs no standard input.
     Case("closed-stdin", dovecot="defer", stdin="closed"),
     Case("closed-stdin-p-file", ("-p", "{message_file}"), stdin="closed"),
     Case("from-line-only", message=FROM_LINE),
     Case("sigterm-mid-read", stdin="sigterm"),
+    # mailbox_command = /usr/lib/dovecot/dovecot-lda, or lda: run as the
+    # user, no -d, the Maildir ~/Maildir (lda's per-user mode).
+    Case("user-plain", mode="user"),
+    Case("user-over-quota", dovecot=MAILED, setup=fill, mode="user"),
+    Case("user-missing-maildir", setup=no_maildir, mode="user"),
+    Case("user-missing-home", dovecot="defer", setup=no_home, mode="user"),
 ]
 
 
@@ -174,6 +201,7 @@ DIFFERENCES = {
         "lda's quota_full defaults to \"tempfail\" (75, 4.2.2): Postfix keeps the "
         "message and retries while the user makes room; Dovecot's default "
         "(quota_full_tempfail = no) rejects at the first try", "defer"),
+    "user-over-quota": Difference("as over-quota, in per-user mode", "defer"),
     "over-quota-tempfail-no": Difference(
         "a rejection is lda's exit 77 with 5.2.2, and Postfix writes the bounce "
         "(an RFC 3464 DSN that honours NOTIFY and RET, in Postfix's log and queue); "
@@ -203,6 +231,16 @@ DIFFERENCES = {
         "-a only names the original recipient, which lda records and no delivery "
         "depends on: lda ignores a value it cannot take, with a warning, and "
         "delivers; dovecot-lda exits 64 and Postfix bounces the message", "deliver:INBOX"),
+    "f-long": Difference(
+        "a sender past 320 octets (64 + @ + 255; RFC 5321 4.5.3.1.3 caps a path at "
+        "256) fails lda's one sender check, as LMTP's MAIL FROM does (553 5.1.7): "
+        "65 with 5.1.7, where dovecot-lda delivers.  For the lead: Postfix's "
+        "bounce goes to that very address; lda could drop such a -f with a "
+        "warning, as it drops a From_ line's", "bounce"),
+    "d-long": Difference(
+        "a recipient past 320 octets cannot be one of lda's: 67 with 5.1.3, a "
+        "bounce now; dovecot-lda's userdb lookup fails as a temporary error, and "
+        "Postfix retries for days to bounce it in the end", "bounce"),
     "c-missing": Difference(
         "lda never reads dovecot-lda's configuration: a -c that names no lda.toml "
         "is ignored with a warning whether the file exists or not, and the "
@@ -242,6 +280,8 @@ class Side:
 
     def listing(self):
         """The names beside the Maildir, and the Maildir's own folders."""
+        if not self.maildir.parent.is_dir():
+            return set(), set()
         return ({p.name for p in self.maildir.parent.iterdir()},
                 {p.name for p in self.maildir.iterdir() if p.name.startswith(".")}
                 if self.maildir.is_dir() and os.access(self.maildir, os.R_OK) else set())
@@ -360,13 +400,18 @@ def results(tmp_path_factory):
         server.owner.chown_tree(state)
         config = write_lda_toml(server.root / "lda.toml", {"state_dir": str(state),
                                                            "log": "stderr"})
+        user_config = write_lda_toml(server.root / "lda-user.toml", {"mode": "user",
+                                                                     "log": "stderr"})
         env = {"PATH": "/usr/bin:/bin", "HOME": str(server.owner.home),
                "LDA_CONFIG": str(config)}
+        # dovecot-lda run as the mail owner logs to Dovecot's log itself.
+        server.log.chmod(0o666)
         message_file = server.root / "message.eml"
         message_file.write_bytes(message(subject="from a file"))
         message_file.chmod(0o644)
         values = {"message_file": str(message_file), "dovecot_conf": str(server.conf)}
-        create_mailboxes(server, env, [f"l-{case.id}@example.org" for case in CASES])
+        create_mailboxes(server, env, [f"l-{case.id}@example.org" for case in CASES
+                                       if case.mode == "managed"])
         # Every user before the first delivery: Dovecot's passwd-file
         # userdb may not see a line added within the same second as its
         # last read.
@@ -375,8 +420,9 @@ def results(tmp_path_factory):
             dove, ours = f"d-{case.id}@example.org", f"l-{case.id}@example.org"
             sides[case.id] = {
                 "dovecot": Side("dovecot", dove, server.add_user(dove), server),
-                "lda": Side("lda", ours, server.add_user(
-                    ours, maildir=str(mailbox_paths(state, ours)[1])), server)}
+                "lda": Side("lda", ours, server.add_user(ours) if case.mode == "user" else
+                            server.add_user(ours, maildir=str(mailbox_paths(state, ours)[1])),
+                            server)}
         table = {}
         for case in CASES:
             table[case.id] = {}
@@ -389,16 +435,21 @@ def results(tmp_path_factory):
                 rcpt = case.recipient or side.user
                 before = set(outbox.iterdir())
                 beside, folders = side.listing()
+                recipient = ("-d", rcpt) if case.mode == "managed" else ()
+                home = {"HOME": str(side.maildir.parent), "USER": side.user}
                 if agent == "dovecot":
+                    # As root with -d (it becomes the mail owner), else as him.
                     config_argv = () if "-c" in argv else ("-c", str(server.conf))
                     returncode, stderr = run(
-                        server, side, case, [DOVECOT_LDA, *config_argv, "-d", rcpt,
+                        server, side, case, [DOVECOT_LDA, *config_argv, *recipient,
                                              *envelope, *argv],
-                        {"PATH": "/usr/bin:/bin"}, user=False)
+                        {"PATH": "/usr/bin:/bin", **(home if case.mode == "user" else {})},
+                        user=case.mode == "user")
                 else:
-                    returncode, stderr = run(server, side, case,
-                                             [str(LDA), "-d", rcpt, *envelope, *argv],
-                                             env, user=True)
+                    returncode, stderr = run(
+                        server, side, case, [str(LDA), *recipient, *envelope, *argv],
+                        dict(env, **home, LDA_CONFIG=str(user_config))
+                        if case.mode == "user" else env, user=True)
                 sent = [(p.with_suffix(".args").read_text().split(), p.read_bytes())
                         for p in sorted(set(outbox.iterdir()) - before)
                         if p.suffix == ".eml"]
@@ -426,6 +477,8 @@ def test_lda_answers_postfix_as_dovecot_lda_does(results, case):
     assert outcome(ours) == (expected.lda if expected else case.dovecot), ours.stderr
     assert_no_traceback(subprocess.CompletedProcess([], ours.returncode, b"", ours.stderr))
     assert ours.sent == []  # lda never mails a rejection itself
+    for args, _ in dove.sent:  # dovecot-lda's own, to the envelope sender
+        assert args[-1] == SENDER, args
     if ours.returncode > 0:
         # lda's first line always leads with the code Postfix acts on.
         assert ours.code is not None, ours.stderr
