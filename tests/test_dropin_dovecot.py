@@ -85,6 +85,12 @@ def unwritable(side):
         path.chmod(0o555)
 
 
+def unwritable_folder(side):
+    folder(".Lists")(side)
+    for sub in ("", "tmp", "new"):
+        (side.maildir / ".Lists" / sub).chmod(0o555)
+
+
 def no_maildir(side):
     import shutil
 
@@ -146,6 +152,9 @@ CASES = [
     Case("m-missing", ("-m", "Missing", "-o", "lda_mailbox_autocreate=no")),
     Case("m-missing-autocreate", ("-m", "Missing", *AUTOCREATE), "deliver:.Missing"),
     Case("m-existing", ("-m", "Lists"), "deliver:.Lists", folder(".Lists")),
+    # Its man page says dovecot-lda saves to INBOX when -m's folder fails
+    # "for any reason"; a folder it may not write is not one of them.
+    Case("m-unwritable", ("-m", "Lists"), "defer", unwritable_folder),
     Case("m-dot-dot", ("-m", "../x", *AUTOCREATE)),
     Case("m-slash", ("-m", "a/b", *AUTOCREATE)),
     Case("m-crlf", ("-m", "Lists\r\nX-Injected: 1", *AUTOCREATE)),
