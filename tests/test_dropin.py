@@ -231,7 +231,8 @@ def test_k_t_and_e_are_accepted(user):
     (["-o", "quota_full_tempfail=no"], 77, "5.2.2"),
     (["-o", "quota_full_tempfail=yes"], 75, "4.2.2"),
     (["-e"], 77, "5.2.2"),
-], ids=["default", "tempfail-no", "tempfail-yes", "e"])
+    (["-e", "-o", "quota_full_tempfail=yes"], 75, "4.2.2"),
+], ids=["default", "tempfail-no", "tempfail-yes", "e", "e-tempfail-yes"])
 def test_o_quota_full_tempfail_decides_an_over_quota_answer(user, options, status, code):
     write_maildirsize(user.maildir, b"1000S\n1000 1\n")
     done = user.run(*options, "-d", "alice", input=message())

@@ -39,7 +39,7 @@ dovecot-lda's and procmail's options mean what they mean there:
                 postmaster_address, sendmail_path, mail_location=maildir:PATH;
                 others are ignored
   -e            over-quota primary recipient is rejected (exit 77), as with
-                quota_full = "reject"
+                quota_full = "reject", unless -o quota_full_tempfail=yes
   -k            accepted, no effect (dovecot-lda: keep the environment)
   -t            accepted, no effect (procmail: tempfail rather than bounce,
                 which lda does already)
@@ -164,7 +164,7 @@ def deliver(argv, stdin=None, environ=os.environ, clock=None):
     log = None
     reason = None
     try:
-        status, error, log = _deliver(argv, stdin or sys.stdin.buffer, environ, clock, held)
+        status, error, log = _deliver(argv, stdin, environ, clock, held)
         reason = error.reason() if error is not None else None
         return status
     except LdaError as e:
@@ -192,7 +192,10 @@ def _deliver(argv, stdin, environ, clock, held):
     from .resolve import make_resolver
 
     config = load_config(args["config"], environ, args["overrides"])
-    if args["reject"]:
+    if args["reject"] and "quota_full" not in args["overrides"]:
+        # dovecot-lda's -e answers a rejection with 77 rather than a mail,
+        # and over quota is one under Dovecot's default; an -o
+        # quota_full_tempfail=yes on the same line still defers.
         config.quota_full = "reject"
     # The log's own lines, or its one note that syslog is missing, follow
     # the reason in `held`; under an MTA (log = "auto") they go to syslog.
@@ -219,9 +222,20 @@ def _deliver(argv, stdin, environ, clock, held):
     if not recipients:
         raise UsageError("no recipient given and RECIPIENT is not set")
     if args["message"] is None:
-        return (*exit_status(delivery.run(recipients, stdin)), log)
+        stream = stdin if stdin is not None else standard_input()
+        return (*exit_status(delivery.run(recipients, stream)), log)
     with open_message(args["message"]) as stream:
         return (*exit_status(delivery.run(recipients, stream)), log)
+
+
+def standard_input():
+    """The message's stream when no -p names a file.  An MTA always opens
+    fd 0; a process started without it (Python's sys.stdin is then None)
+    has no message to read: 75 with one line, and the MTA keeps it."""
+    if sys.stdin is None:
+        raise TemporaryFailure("no standard input to read the message from "
+                               "(file descriptor 0 is closed)")
+    return sys.stdin.buffer
 
 
 def _smtp_client(environ):
