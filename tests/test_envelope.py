@@ -288,3 +288,44 @@ def test_a_forward_that_cannot_be_kept_for_retry_defers_its_recipient_alone(make
     assert replies[1].startswith("451 4.3.0 <fwd@example.org>"), replies
     assert "internal error" not in replies[1] and "cannot keep" in replies[1]
     assert len(maildir_files(plain)) == 1 and len(maildir_files(fwd)) == 1
+
+
+# --- Return-Path in RFC 5321's external form ---------------------------------------
+
+@pytest.mark.parametrize("sender, return_path", [
+    ("john smith@example.org", b'"john smith"@example.org'),     # pipe(8)'s ${sender}
+    ('"john smith"@example.org', b'"john smith"@example.org'),   # quoted already
+    ('a"b\\c@example.org', b'"a\\"b\\\\c"@example.org'),
+    (".dot@example.org", b'".dot"@example.org'),
+    ("a..b@example.org", b'"a..b"@example.org'),
+    ("dot.@example.org", b'"dot."@example.org'),
+    ("a,b@example.org", b'"a,b"@example.org'),
+    ("first.last+tag@example.org", b"first.last+tag@example.org"),
+    ("o'b$home`true`~{}|@example.org", b"o'b$home`true`~{}|@example.org"),
+    ("\u00e9l\u00e8ve@example.org", "\u00e9l\u00e8ve@example.org".encode()),  # RFC 6532
+    ("", b""),
+], ids=["space", "quoted", "quote-backslash", "leading-dot", "two-dots", "trailing-dot",
+        "comma", "plain", "atext", "utf8", "null"])
+def test_return_path_quotes_a_local_part_that_needs_it(user, sender, return_path):
+    """Postfix's pipe(8) hands ${sender} in its internal form, unquoted, so
+    "john smith@example.org" arrives as one argument.  Return-Path is RFC
+    5321's reverse-path: a local part that is no dot-atom is written as a
+    quoted string, as Postfix's local(8) writes it (quote_822_local), or
+    Dovecot reads another address out of the field."""
+    user.deliver(message(), "alice", sender=sender, check=0)
+    [path] = maildir_files(user.maildir)
+    assert path.read_bytes().split(b"\n", 1)[0] == b"Return-Path: <" + return_path + b">"
+
+
+def test_return_path_over_lmtp_is_the_quoted_form_it_came_in(site):
+    box = site.create("alice@example.org")
+    server = Server(site, "--processes", "1")
+    try:
+        mail, replies = lmtp_transaction(server, '"john smith"@example.org',
+                                         ["alice@example.org"])
+    finally:
+        code, log = server.stop()
+    assert code == 0, log
+    assert mail.startswith("250") and replies[0].startswith("250"), replies
+    [path] = maildir_files(box)
+    assert path.read_bytes().split(b"\n", 1)[0] == b'Return-Path: <"john smith"@example.org>'
