@@ -92,13 +92,15 @@ def _has_quota(target):
 
 def prefix_for(recipient, sender, lead):
     """Return-Path and Delivered-To, unless the MTA prepended them already."""
+    from .envelope import reverse_path
     from .message import bare_address
 
     names = {name for name, _ in lead}
     mta_delivered_to = {bare_address(v) for n, v in lead if n == b"delivered-to"}
     prefix = b""
     if sender is not None and b"return-path" not in names:
-        prefix += b"Return-Path: <" + sender.encode("utf-8", "surrogateescape") + b">\n"
+        prefix += (b"Return-Path: <" + reverse_path(sender).encode("utf-8", "surrogateescape")
+                   + b">\n")
     if recipient.lower() not in mta_delivered_to:
         prefix += b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"
     return prefix

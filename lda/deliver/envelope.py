@@ -12,6 +12,9 @@ from ..errors import BadAddress, BadSender
 # RFC 5321 section 4.5.3.1: a 64-octet local part, "@", a 255-octet domain.
 # Octets, not characters: an SMTPUTF8 address counts its UTF-8 bytes.
 MAX_ADDRESS = 320
+# RFC 5322 section 3.2.3's atext; any non-ASCII character too (RFC 6532).
+ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                  "!#$%&'*+-/=?^_`{|}~")
 FOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -41,6 +44,25 @@ def check_sender(sender):
     if problem:
         raise BadSender(f"{problem} in sender {value[:80]!r}")
     return value
+
+
+def reverse_path(sender):
+    """The sender as RFC 5321's reverse-path writes it (Return-Path): a
+    local part that is not a dot-atom becomes a quoted string, as Postfix's
+    local(8) writes it.  pipe(8)'s ${sender} is Postfix's internal form,
+    unquoted ("john smith@example.org"); LMTP's MAIL FROM is quoted already
+    and stays as it came."""
+    local, at, domain = sender.rpartition("@")
+    if not at:
+        local, domain = sender, ""
+    if not local or _dot_atom(local) or (len(local) > 1 and local[0] == local[-1] == '"'):
+        return sender
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"' + at + domain
+
+
+def _dot_atom(local):
+    return (not local.startswith(".") and not local.endswith(".") and ".." not in local
+            and all(c in ATEXT or c == "." or c > "\x7f" for c in local))
 
 
 def original_recipient(address):
