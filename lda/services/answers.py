@@ -41,10 +41,7 @@ class Answers:
         if attributes.get("protocol_state", "").upper() != "RCPT":
             return config.quota_status_success
         recipient = attributes.get("recipient", "")
-        size = attributes.get("size", "")
-        # Without SIZE= the message is at least one byte: a mailbox at its
-        # limit can take none.
-        size = max(1, int(size) if size.isdigit() and len(size) < 19 else 0)
+        size = max(1, declared_size(attributes.get("size", "")))
         try:
             plan = self.resolvers.get().resolve(recipient)
             failures = [quota_failure(config, t, size) for t in plan.targets]
@@ -189,6 +186,17 @@ class Answers:
             # It exists; another host delivers it, or the host that has it
             # defers it until its move is done (Postfix queues it meanwhile).
             return Plan(key, address, [], None)
+
+
+def declared_size(value):
+    """The size= attribute: ASCII digits (SMTPD_POLICY_README; RFC 1870's
+    SIZE=), anything else 0, as no size declared.  One too long to be a
+    number is no smaller: it stays larger than any quota.  Without SIZE= the
+    message is at least one byte (the caller's max): a mailbox at its limit
+    can take none."""
+    if not (value.isascii() and value.isdigit()):
+        return 0
+    return int(value) if len(value) <= 40 else 10 ** 40
 
 
 def _address(key):
