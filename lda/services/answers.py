@@ -21,6 +21,8 @@ from ..errors import (BadAddress, LdaError, MailboxMoving, OnOtherHost, QuotaToo
                       TemporaryFailure, UnknownRecipient)
 from ..store.maildirsize import quota_failure
 
+# The policy action that leaves the decision to the restrictions after.
+DUNNO = "DUNNO"
 # Socketmap replies (Postfix's socketmap_table(5)).
 OK, NOTFOUND, TEMP, PERM = "OK", "NOTFOUND", "TEMP", "PERM"
 MAPS = ("mailbox", "alias", "domain", "transport")
@@ -36,10 +38,16 @@ class Answers:
     # --- the policy service ----------------------------------------------
 
     def policy(self, attributes):
-        """The action for one smtpd_access_policy request (a dict)."""
+        """The action for one smtpd_access_policy request (a dict).
+
+        quota_status_success (which a site may set to OK) answers only a
+        recipient lda judged to fit; what lda does not judge (another
+        stage, an unknown or invalid recipient without policy_reject_unknown)
+        is DUNNO, as Dovecot's quota-status answers it, so an OK never
+        permits it past the restrictions after check_policy_service."""
         config = self.config
         if attributes.get("protocol_state", "").upper() != "RCPT":
-            return config.quota_status_success
+            return DUNNO
         recipient = attributes.get("recipient", "")
         size = max(1, declared_size(attributes.get("size", "")))
         try:
@@ -75,9 +83,7 @@ class Answers:
         return "452 4.2.2 Mailbox full"
 
     def _unknown(self, recipient, reply):
-        if self.config.policy_reject_unknown:
-            return reply
-        return self.config.quota_status_success
+        return reply if self.config.policy_reject_unknown else DUNNO
 
     # --- the socketmap ---------------------------------------------------
 
