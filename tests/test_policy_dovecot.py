@@ -11,6 +11,7 @@ reason; anything else is a failure.  Run with -s to see both answers.
 """
 
 import fnmatch
+import shutil
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -135,7 +136,7 @@ class Pair:
             rule = [f"userdb_quota_rule=*:storage={quota}"] if quota else []
             server.add_user(address, maildir=str(maildir), fields=rule)
         for name, config in configs.items():
-            self._start(name, config)
+            self.start(name, config)
         self.use("defaults")
 
     def lda(self, config, *args):
@@ -143,7 +144,7 @@ class Pair:
         assert done.returncode == 0, (args, done.stderr.decode())
         return done
 
-    def _start(self, name, config):
+    def start(self, name, config):
         path = self.run_dir / f"policy-{name}"
         log = (self.keep / f"lda-policy-{name}.log").open("wb")
         self.processes.append((subprocess.Popen(
@@ -154,6 +155,9 @@ class Pair:
             stdout=subprocess.DEVNULL, stderr=log), log))
         self.sockets[name] = path
         assert poll(path.exists, 20), f"lda policy ({name}) did not listen"
+
+    def log(self, name):
+        return (self.keep / f"lda-policy-{name}.log").read_text(errors="replace")
 
     def use(self, variant):
         """Dovecot configured as `variant`; reloaded (and waited for) when
@@ -379,3 +383,47 @@ def test_lda_policy_answers_what_quota_status_answers(pair, variant, case):
         assert lda != dovecot, f"no longer a difference: {reason}"
     else:
         assert lda == dovecot
+
+
+def damage(path):
+    """Overwrite the SQLite header in place: every later read fails."""
+    with open(path, "r+b") as f:
+        f.write(b"this is no longer a database file" * 4)
+
+
+def deferred(actions):
+    return actions if actions[0].startswith("DEFER_IF_PERMIT") else None
+
+
+def test_both_defer_when_they_cannot_tell_who_has_a_mailbox(pair):
+    """lda's directory damaged, Dovecot's userdb a symlink to itself: neither
+    can look the recipient up, and both answer DEFER_IF_PERMIT, never a
+    rejection.  lda's copy of the directory is its own (a third `lda
+    policy`), so the other cases keep theirs."""
+    pair.use("defaults")
+    state = pair.server.root / "lda-damaged"
+    shutil.copytree(pair.state, state)
+    pair.server.owner.chown_tree(state)
+    config = write_lda_toml(pair.server.root / "lda-damaged.toml",
+                            {"state_dir": str(state), "log": "stderr"})
+    damage(state / "directory.sqlite")
+    pair.start("damaged", config)
+    users = pair.server.root / "users"
+    users.rename(users.with_name("users.away"))
+    try:
+        users.symlink_to(users.name)  # stat() fails: ELOOP
+        # Dovecot's passwd-file looks at its file at most once a second,
+        # and keeps what it read for the rest of that second.
+        dovecot = poll(lambda: deferred(exchange(pair.dovecot_socket, rcpt("over"), 1)), 5)
+    finally:
+        users.unlink(missing_ok=True)
+        users.with_name("users.away").rename(users)
+    ours = exchange(pair.sockets["damaged"], rcpt("room") + rcpt("over"), 2)
+    print(f"\ndovecot {dovecot}\nlda     {ours}")
+    assert dovecot == ["DEFER_IF_PERMIT Temporary internal error"]
+    # Postfix hands the text to the SMTP client (450 4.3.0 <rcpt>: Recipient
+    # address rejected: ...): like Dovecot's, lda's names no file and no
+    # error, which go to its log.  The difference in words: lda gives RFC
+    # 3463's 4.3.0 and Postfix's own words for a table it cannot read.
+    assert ours == ["DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"] * 2
+    assert "unreadable mailbox directory" in pair.log("damaged")
