@@ -218,8 +218,11 @@ def _address(key):
 
 
 def _defer(log, recipient, error):
+    """The reply reaches the SMTP client (Postfix's 450 4.3.0 ...): it says
+    what Postfix says of a table it cannot read, and only the log names
+    the file and the error, as Dovecot's quota-status does."""
     log.warning(f"policy: {_printable(recipient)}: {error}: DEFER_IF_PERMIT")
-    return f"DEFER_IF_PERMIT 4.3.0 {_one_line(str(error))}"
+    return "DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"
 
 
 def _one_line(text, limit=200):
