@@ -1,17 +1,24 @@
 """`lda policy` next to Dovecot 2.3's quota-status (`quota-status -p postfix`),
 the service sites run today as Postfix's check_policy_service.
 
-One private Dovecot runs quota-status on a unix socket; two `lda policy`
-processes (managed mode, as Dovecot's mail owner) answer for the same
+One private Dovecot runs quota-status on a unix socket; an `lda policy`
+per variant (managed mode, as Dovecot's mail owner) answers for the same
 mailboxes: the same Maildirs, the same quotas (lda's directory, Dovecot's
-userdb quota_rule).  Every case sends the same bytes to both and compares
-the actions, once with both services' defaults and once with the same
-quota_status_* texts.  Every difference is named in DIFFERENCES with its
-reason; anything else is a failure.  Run with -s to see both answers.
+userdb quota_rule).  Every case (CASES) sends the same bytes to both and
+compares the actions in each of three configurations (VARIANTS): both
+services' defaults, the same four quota_status_* texts, and "permit" (OK
+for a recipient with room, unknown ones left to later restrictions).
+Replies that say the same in other words are in SAME_MEANING, every other
+difference in DIFFERENCES, each with its reason; anything else fails.
+
+Then both with their directory unreadable, and a real Postfix in front of
+each: the SMTP client must get the same RCPT replies.  Run with -s to see
+both answers.
 """
 
 import fnmatch
 import shutil
+import smtplib
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -20,6 +27,7 @@ import pytest
 
 from conftest import LDA, fill_mailbox, mailbox_paths, poll, write_lda_toml
 from dovecot import private_dovecot
+from postfix import WAIT_SECONDS, Postfix, free_port, require_postfix
 
 DOMAIN = "example.org"
 # name: (quota, bytes it holds).  The same limit is lda's --quota-storage
@@ -185,10 +193,13 @@ class Pair:
                 "lda": exchange(self.sockets[variant], payload, count)}
 
     def stop(self):
+        """SIGTERM each `lda policy`: each must exit 0."""
+        statuses = []
         for process, log in self.processes:
             process.terminate()
-            process.wait(30)
+            statuses.append(process.wait(30))
             log.close()
+        return statuses
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +211,8 @@ def pair(tmp_path_factory):
         try:
             yield pair
         finally:
-            pair.stop()
+            statuses = pair.stop()
+        assert statuses == [0] * len(statuses), statuses
 
 
 # --- The cases -------------------------------------------------------------------
@@ -277,7 +289,8 @@ CASES = [
 ]
 
 QUOTA_EXCEEDED = "554 5.2.2 Quota exceeded (mailbox for user is full)"
-LDA_FULL, LDA_TOOLARGE = "452 4.2.2 Mailbox full", "552 5.2.3 Message is larger than the mailbox quota"
+LDA_FULL = "452 4.2.2 Mailbox full"
+LDA_TOOLARGE = "552 5.2.3 Message is larger than the mailbox quota"
 # Replies that say the same in other words, by variant and service: each is
 # compared as what it stands for.  With both services' defaults:
 # - a recipient that fits: lda says DUNNO, Dovecot OK, which would skip the
@@ -323,17 +336,20 @@ DIFFERENCES = {
         "SMTPD_POLICY_README defines; Dovecot never reads request=",
         everywhere("DUNNO")),
     "request-other": (
-        "as request-missing", everywhere("DUNNO")),
+        "lda answers only request=smtpd_access_policy (SMTPD_POLICY_README: the "
+        "request attribute is required); Dovecot never reads request=",
+        everywhere("DUNNO")),
     "size-of-the-request-before": (
         "each request stands alone (SMTPD_POLICY_README); Dovecot keeps the size of "
         "the request before when one has none (quota-status.c, client_reset)",
         {v: [_OVER[v], _FITS[v]] for v in VARIANTS}),
     "duplicate-recipient": (
-        "Postfix never repeats an attribute and no spec says which one counts: "
-        "lda takes the last, Dovecot the first", {v: [_OVER[v]] for v in VARIANTS}),
+        "SMTPD_POLICY_README: the server may keep the first value or the last; "
+        "lda keeps the last, Dovecot the first", {v: [_OVER[v]] for v in VARIANTS}),
     "long-line-200k": (
         "lda closes a connection whose line passes 128 KiB (bounded memory; "
-        "Postfix's lines are far shorter) and Postfix applies "
+        "Postfix's lines are far shorter), as SMTPD_POLICY_README has a server in "
+        "trouble do, and Postfix retries, then applies "
         "smtpd_policy_service_default_action (451 4.3.5); Dovecot reads any length",
         everywhere("<connection closed>", "<connection closed>")),
     "long-recipient": (
@@ -342,9 +358,10 @@ DIFFERENCES = {
         "the client meets again at every retry",
         {"defaults": ["DUNNO"], "texts": [BAD_ADDRESS], "permit": ["DUNNO"]}),
     "nul-after": (
-        "\"over@example.org\\0evil\" is not over's address; Dovecot's C strings end it "
-        "at the NUL and judge over's mailbox", {"defaults": ["DUNNO"], "texts": [BAD_ADDRESS],
-                                               "permit": ["DUNNO"]}),
+        "\"over@example.org\\0evil\" is not over's address (SMTPD_POLICY_README: a "
+        "value must not contain null); Dovecot's C strings end it at the NUL and judge "
+        "over's mailbox",
+        {"defaults": ["DUNNO"], "texts": [BAD_ADDRESS], "permit": ["DUNNO"]}),
     "size-25-digits": (
         "a declared size past 2^64 is no smaller: lda takes it as too large, Dovecot's "
         "str_to_uoff overflows and takes it as no size",
@@ -427,3 +444,49 @@ def test_both_defer_when_they_cannot_tell_who_has_a_mailbox(pair):
     # 3463's 4.3.0 and Postfix's own words for a table it cannot read.
     assert ours == ["DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"] * 2
     assert "unreadable mailbox directory" in pair.log("damaged")
+
+
+# --- A real Postfix in front of each ------------------------------------------------
+
+# (recipient, SIZE= or None): what an SMTP client gets at RCPT.
+SMTP_CASES = [("room", None), ("near", 1000), ("near", 3000), ("over", None), ("tiny", 5000),
+              ("free", 5000), ("nobody", None), ("over+x", None), ("OVER", None)]
+
+
+def rcpt_replies(port, size, recipients):
+    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT_SECONDS) as smtp:
+        smtp.ehlo("client.example.net")
+        code, reply = smtp.mail("sender@example.net", [f"SIZE={size}"] if size else [])
+        assert code == 250, reply
+        return [smtp.rcpt(f"{r}@{DOMAIN}") for r in recipients]
+
+
+def test_postfix_in_front_of_each_gives_the_client_the_same_replies(pair):
+    """One private Postfix, two smtpd listeners: one asks quota-status, the
+    other `lda policy` (check_policy_service after reject_unauth_destination,
+    as SMTPD_POLICY_README says), with the same texts ("texts")."""
+    require_postfix()
+    pair.use("texts")
+    lda_socket = pair.sockets["texts"]
+    lda_socket.chmod(0o666)  # Postfix's smtpd, user postfix, connects
+    restrictions = "reject_unauth_destination, check_policy_service unix:{}"
+    root = pair.server.root / "postfix"
+    root.mkdir(mode=0o755)
+    postfix = Postfix(root, {"virtual_mailbox_domains": DOMAIN,
+                             "smtpd_recipient_restrictions":
+                                 restrictions.format(pair.dovecot_socket),
+                             "lda_recipient_restrictions": restrictions.format(lda_socket)})
+    lda_port = free_port()
+    postfix.services = (f"127.0.0.1:{lda_port} inet n - n - - smtpd -o "
+                        f"smtpd_recipient_restrictions=$lda_recipient_restrictions\n")
+    postfix.start()
+    try:
+        for size in sorted({size for _, size in SMTP_CASES}, key=str):
+            recipients = [r for r, s in SMTP_CASES if s == size]
+            dovecot = rcpt_replies(postfix.port, size, recipients)
+            ours = rcpt_replies(lda_port, size, recipients)
+            print(f"\nSIZE={size}: {recipients}\ndovecot {dovecot}\nlda     {ours}")
+            assert ours == dovecot
+    finally:
+        postfix.stop()
+        shutil.copy(postfix.maillog, pair.keep / "maillog")
