@@ -102,14 +102,15 @@ class PrivateDovecot:
 
     # --- users and their Maildirs ---
 
-    def add_user(self, name, maildir=None):
+    def add_user(self, name, maildir=None, fields=()):
         """A Dovecot user owned by the mail owner, with home homes/NAME and
         ~/Maildir there, or Maildir `maildir` (lda's managed mailbox path,
-        say) when given.  Returns the Maildir's path."""
+        say) when given, and userdb `fields` ("userdb_quota_rule=...").
+        Returns the Maildir's path."""
         home = self.homes / name
         home.mkdir(mode=0o700, exist_ok=True)
         os.chown(home, self.owner.uid, self.owner.gid)
-        extra = f"userdb_mail=maildir:{maildir}" if maildir else ""
+        extra = " ".join(([f"userdb_mail=maildir:{maildir}"] if maildir else []) + list(fields))
         with open(self.root / "users", "a") as f:
             f.write(f"{name}::{self.owner.uid}:{self.owner.gid}::{home}::{extra}\n")
         path = Path(maildir) if maildir else home / "Maildir"

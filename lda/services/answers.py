@@ -21,6 +21,8 @@ from ..errors import (BadAddress, LdaError, MailboxMoving, OnOtherHost, QuotaToo
                       TemporaryFailure, UnknownRecipient)
 from ..store.maildirsize import quota_failure
 
+# The policy action that leaves the decision to the restrictions after.
+DUNNO = "DUNNO"
 # Socketmap replies (Postfix's socketmap_table(5)).
 OK, NOTFOUND, TEMP, PERM = "OK", "NOTFOUND", "TEMP", "PERM"
 MAPS = ("mailbox", "alias", "domain", "transport")
@@ -36,15 +38,18 @@ class Answers:
     # --- the policy service ----------------------------------------------
 
     def policy(self, attributes):
-        """The action for one smtpd_access_policy request (a dict)."""
+        """The action for one smtpd_access_policy request (a dict).
+
+        quota_status_success (which a site may set to OK) answers only a
+        recipient lda judged to fit; what lda does not judge (another
+        stage, an unknown or invalid recipient without policy_reject_unknown)
+        is DUNNO, as Dovecot's quota-status answers it, so an OK never
+        permits it past the restrictions after check_policy_service."""
         config = self.config
         if attributes.get("protocol_state", "").upper() != "RCPT":
-            return config.quota_status_success
+            return DUNNO
         recipient = attributes.get("recipient", "")
-        size = attributes.get("size", "")
-        # Without SIZE= the message is at least one byte: a mailbox at its
-        # limit can take none.
-        size = max(1, int(size) if size.isdigit() and len(size) < 19 else 0)
+        size = max(1, declared_size(attributes.get("size", "")))
         try:
             plan = self.resolvers.get().resolve(recipient)
             failures = [quota_failure(config, t, size) for t in plan.targets]
@@ -78,9 +83,7 @@ class Answers:
         return "452 4.2.2 Mailbox full"
 
     def _unknown(self, recipient, reply):
-        if self.config.policy_reject_unknown:
-            return reply
-        return self.config.quota_status_success
+        return reply if self.config.policy_reject_unknown else DUNNO
 
     # --- the socketmap ---------------------------------------------------
 
@@ -191,6 +194,17 @@ class Answers:
             return Plan(key, address, [], None)
 
 
+def declared_size(value):
+    """The size= attribute: ASCII digits (SMTPD_POLICY_README; RFC 1870's
+    SIZE=), anything else 0, as no size declared.  One too long to be a
+    number is no smaller: it stays larger than any quota.  Without SIZE= the
+    message is at least one byte (the caller's max): a mailbox at its limit
+    can take none."""
+    if not (value.isascii() and value.isdigit()):
+        return 0
+    return int(value) if len(value) <= 40 else 10 ** 40
+
+
 def _address(key):
     """The normalized address of a lookup key, or None for a key that is no
     address lda delivers to."""
@@ -204,8 +218,11 @@ def _address(key):
 
 
 def _defer(log, recipient, error):
+    """The reply reaches the SMTP client (Postfix's 450 4.3.0 ...): it says
+    what Postfix says of a table it cannot read, and only the log names
+    the file and the error, as Dovecot's quota-status does."""
     log.warning(f"policy: {_printable(recipient)}: {error}: DEFER_IF_PERMIT")
-    return f"DEFER_IF_PERMIT 4.3.0 {_one_line(str(error))}"
+    return "DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"
 
 
 def _one_line(text, limit=200):

@@ -3,11 +3,13 @@ lines ended by an empty line; the reply is one action=... line and an empty
 line; a connection carries any number of requests.
 
 Only the RCPT stage asks anything of lda (answers.Answers.policy); every
-other request is answered with quota_status_success (DUNNO), so lda can sit
-in any restriction list.
+other request is answered DUNNO, whatever quota_status_success says, so lda
+can sit in any restriction list.
 """
 
 import asyncio
+
+from .answers import DUNNO
 
 MAX_ATTRIBUTES = 100  # Postfix sends about 30
 MAX_LINE = 1 << 16
@@ -40,7 +42,7 @@ async def decide(service, attributes):
     if attributes.get("request") != "smtpd_access_policy":
         service.log.warning(f"policy: not an smtpd_access_policy request: "
                             f"request={attributes.get('request', '')[:40]!r}")
-        return "DUNNO"
+        return DUNNO
     try:
         return await service.call(service.answers.policy, attributes)
     except TimeoutError:
