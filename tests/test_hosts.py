@@ -383,6 +383,16 @@ def test_policy_leaves_a_mailbox_of_another_host_to_that_host(hosts, services): 
         "DUNNO", "550 5.1.1 Unknown user"]
 
 
+def test_policy_never_permits_a_mailbox_it_did_not_judge(hosts, services):  # noqa: F811
+    """With quota_status_success = "OK", an OK skips every restriction after
+    check_policy_service: lda gives it only to a recipient whose quota it
+    read.  bob's maildirsize is on host b, so a's answer is DUNNO, as for
+    any request lda does not judge (Dovecot's quota-status answers so)."""
+    site = hosts(quota_status_success="OK")
+    policy = services(site, "policy")
+    assert ask(policy, "bob@example.org", "alice@example.org") == ["DUNNO", "OK"]
+
+
 @pytest.mark.parametrize("name", ["../x", "a/b", "a b", "a\r\nb", "-a", "a..b", "x" * 254, "é"])
 def test_a_hostile_host_name_in_lda_toml_is_refused(make_site, name):
     """lda.toml's host_name follows lda host add's rule; a delivery and an
