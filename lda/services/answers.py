@@ -42,8 +42,8 @@ class Answers:
 
         quota_status_success (which a site may set to OK) answers only a
         recipient lda judged to fit; what lda does not judge (another
-        stage, an unknown or invalid recipient without policy_reject_unknown)
-        is DUNNO, as Dovecot's quota-status answers it, so an OK never
+        stage, an unknown or invalid recipient without policy_reject_unknown,
+        a mailbox another host holds or a move is taking there) is DUNNO, as Dovecot's quota-status answers it, so an OK never
         permits it past the restrictions after check_policy_service."""
         config = self.config
         if attributes.get("protocol_state", "").upper() != "RCPT":
@@ -61,7 +61,7 @@ class Answers:
             # Its maildirsize is on that host, or on its way to another:
             # the host that delivers judges it (a move defers there, 4.2.1,
             # and Postfix queues the message rather than the sender).
-            return config.quota_status_success
+            return DUNNO
         except LdaError as e:  # unreadable directory, aliases, maildirsize; a move
             return _defer(self.log, recipient, e)
         # An alias or forward with several targets refuses only when none
