@@ -329,3 +329,13 @@ def test_return_path_over_lmtp_is_the_quoted_form_it_came_in(site):
     assert mail.startswith("250") and replies[0].startswith("250"), replies
     [path] = maildir_files(box)
     assert path.read_bytes().split(b"\n", 1)[0] == b'Return-Path: <"john smith"@example.org>'
+
+
+def test_sendmail_gets_the_sender_in_the_form_it_parses(site):
+    """Postfix's sendmail parses -f as an RFC 822 address (tok822_parse, then
+    its internal form): "john smith@example.org" unquoted is two words to
+    it, the quoted local part is the one address."""
+    site.create("fwd@example.org", "--forward", "forwarded@elsewhere.example.net")
+    site.deliver(message(), "fwd@example.org", sender="john smith@example.org", check=0)
+    [(args, _)] = site.sent()
+    assert " ".join(args).split(" -- ")[0].endswith('-f "john smith"@example.org'), args
