@@ -5,6 +5,7 @@ stdin.  The copy carries this hop's Delivered-To, so a loop back is seen."""
 import subprocess
 
 from ..errors import ForwardFailed
+from .envelope import reverse_path
 
 TIMEOUT_SECONDS = 300
 EX_TEMPFAIL = 75
@@ -12,8 +13,10 @@ EX_TEMPFAIL = 75
 
 def sendmail(command, sender, recipient, message, timeout=TIMEOUT_SECONDS):
     """Run the configured sendmail command with `message` (an open fd, or
-    bytes such as a vacation reply); raise ForwardFailed on failure."""
-    argv = [*command, "-f", sender or "<>", "--", recipient]
+    bytes such as a vacation reply); raise ForwardFailed on failure.  The
+    sender goes in RFC 5321's form, which sendmail parses (a local part with
+    a space is quoted), whatever form the MTA handed lda."""
+    argv = [*command, "-f", reverse_path(sender) if sender else "<>", "--", recipient]
     source = {"input": message} if isinstance(message, bytes) else {"stdin": message}
     try:
         done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
