@@ -367,6 +367,32 @@ def test_bad_configuration_exits_78_with_the_reason(user, tmp_path, text, fragme
     assert done.stderr.decode().startswith("4.3.5 ")
 
 
+@pytest.mark.parametrize("key, value", [
+    ("sieve_before", '["/etc/lda/before\\u0000.sieve"]'),
+    ("sieve_after", '"/etc/lda/after\\u0000"'),
+    ("sendmail", '["/usr/sbin/sendmail\\u0000", "-i"]'),
+    ("move_command", '["ssh", "{host}\\u0000", "lda", "mailbox", "receive"]'),
+    ("maildir", '"~/Mail\\u0000dir"'),
+    ("sieve_script", '"~/.lda\\u0000.sieve"'),
+    ("aliases", '"/etc/lda/aliases\\u0000"'),
+    ("recipient_delimiter", '"\\u0000"'),
+])
+def test_a_nul_in_a_configured_value_is_a_configuration_error(user, tmp_path, key, value):
+    """TOML can spell a NUL (\\u0000); no path, command or name can hold
+    one (execve and every file call refuse it).  The file is refused at load,
+    as any bad value: 78, 4.3.5 naming the key, Postfix defers, no traceback;
+    `lda config check` says the same."""
+    config = tmp_path / "lda.toml"
+    config.write_text(f'mode = "user"\n{key} = {value}\n')
+    done = user.run("deliver", "-c", str(config), "a@example.org", input=message(),
+                    check=78)
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("4.3.5 ") and key in line and "NUL" in line, line
+    assert maildir_files(user.maildir) == []
+    checked = user.run("-c", str(config), "config", "check", check=78)
+    assert key in checked.stdout.decode() + checked.stderr.decode()
+
+
 def test_unexpected_error_exits_75_with_a_one_line_reason(user, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
