@@ -232,6 +232,9 @@ class Config:
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
             raise ConfigError(f"{self.path}: {key} must be {expected(kind, key)}, "
                               f"not {value!r}")
+        if holds_nul(value):
+            raise ConfigError(f"{self.path}: {key} contains a NUL character, which no path, "
+                              "command or name can hold")
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"{self.path}: {key} must be one of "
                               f"{', '.join(CHOICES[key])}, not {value!r}")
@@ -300,6 +303,14 @@ class Config:
         if environ.get("XDG_STATE_HOME"):
             return environ["XDG_STATE_HOME"], ("lda",)
         return self.home, (".local", "state", "lda")
+
+
+def holds_nul(value):
+    """A NUL in a string value, or in a string of a list (TOML spells it
+    \u0000; no path, argv or name can hold one)."""
+    if isinstance(value, str):
+        return "\0" in value
+    return isinstance(value, list) and any(isinstance(v, str) and "\0" in v for v in value)
 
 
 HOST_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
