@@ -314,11 +314,14 @@ def test_every_recipient_delimiter_character_splits_as_in_postfix(make_site):
     assert dry.stdout.decode().split("\n")[0] == 'fileinto "lists"'
 
 
-@pytest.mark.parametrize("delimiter", ["@", "+ ", "\t", "-\x00"])
-def test_a_recipient_delimiter_that_could_split_an_address_is_refused(make_site, delimiter):
+@pytest.mark.parametrize("delimiter, said", [
+    ("@", b"must not contain"), ("+ ", b"must not contain"), ("\t", b"must not contain"),
+    ("-\x00", b"contains a NUL")])
+def test_a_recipient_delimiter_that_could_split_an_address_is_refused(make_site, delimiter,
+                                                                      said):
     site = make_site(recipient_delimiter=delimiter)
     done = site.deliver(message(), "alice@example.org", check=78)
-    assert b"recipient_delimiter must not contain" in done.stderr
+    assert b"recipient_delimiter " + said in done.stderr
 
 
 def test_delivered_to_further_down_is_a_loop(user):
