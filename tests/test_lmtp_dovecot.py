@@ -314,6 +314,7 @@ CORPUS = {
     "size-over-limit": [LHLO, cmd(f"MAIL FROM:<{SENDER}> SIZE={SIZE_LIMIT * 10}"), QUIT],
     "body-8bitmime": [LHLO, cmd(f"MAIL FROM:<{SENDER}> BODY=8BITMIME"), QUIT],
     "body-binarymime": [LHLO, cmd(f"MAIL FROM:<{SENDER}> BODY=BINARYMIME"), QUIT],
+    "body-unknown": [LHLO, cmd(f"MAIL FROM:<{SENDER}> BODY=9BIT"), QUIT],
     "smtputf8-unoffered": [LHLO, cmd(f"MAIL FROM:<j\u00f6rg@{DOMAIN}> SMTPUTF8"), QUIT],
     "utf8-sender-without-smtputf8": [LHLO, cmd(f"MAIL FROM:<j\u00f6rg@{DOMAIN}>"), QUIT],
     "dsn-mail-unoffered": [LHLO, cmd(f"MAIL FROM:<{SENDER}> RET=HDRS ENVID=QQ314159"), QUIT],
