@@ -305,6 +305,13 @@ CORPUS = {
     "exim": [LHLO, cmd(mail(SENDER, "exim")), cmd(rcpt(ALICE)), cmd(rcpt(BOB)), cmd("DATA"),
              msg("exim"), QUIT],
     "exim-chunking": [LHLO, cmd(mail(SENDER, "bdat")), cmd(rcpt(ALICE)), chunk("bdat"), QUIT],
+    # Exim's smtp transport (protocol = lmtp) pipelines QUIT after the final
+    # dot when it has nothing more to send, and starts a next transaction
+    # without RSET.
+    "exim-pipelined-quit": [
+        LHLO, cmd(mail(SENDER, "ex1"), rcpt(ALICE), "DATA"), msg("ex1"),
+        cmd(mail(SENDER, "ex2"), rcpt(BOB), "DATA"), msg("ex2", end=b".\r\nQUIT\r\n"),
+        raw(b"", 1)],
     # fetchmail --lmtp: one command at a time, RSET after the message.
     "fetchmail": [LHLO, cmd(mail(SENDER, "fm")), cmd(rcpt(ALICE)), cmd("DATA"), msg("fm"),
                   cmd("RSET"), QUIT],
@@ -335,7 +342,17 @@ CORPUS = {
         LHLO, cmd(f"MAIL FROM:<{SENDER}>", f"RCPT TO:<{NOBODY}>", "DATA"), cmd("RSET"), QUIT],
     "rset-ends-transaction": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{ALICE}>"),
                               cmd("RSET"), cmd("DATA"), QUIT],
+    "rset-with-argument": [LHLO, cmd("RSET x"), QUIT],
+    "data-with-argument": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{ALICE}>"),
+                           cmd("DATA x"), QUIT],
+    "lower-case-commands": [cmd("lhlo client.example.org"), cmd(f"mail from:<{SENDER}>"),
+                            cmd(f"rcpt to:<{ALICE}>"), cmd("data"), msg("lower"), cmd("quit")],
+    "space-after-colon": [LHLO, cmd(f"MAIL FROM: <{SENDER}>"), cmd(f"RCPT TO: <{ALICE}>"),
+                          QUIT],
+    "bare-lf-commands": [raw(b"LHLO c\nNOOP\n", 2), QUIT],
+    "many-unknown-commands": [LHLO] + [cmd(f"XYZZY{'A' * n}") for n in range(1, 13)] + [QUIT],
     # Other commands.
+    "noop-with-argument": [LHLO, cmd("NOOP hello"), QUIT],
     "unknown-command": [LHLO, cmd("FOO bar"), QUIT],
     "vrfy": [LHLO, cmd("VRFY alice"), QUIT],
     "vrfy-address": [LHLO, cmd(f"VRFY {ALICE}"), QUIT],
@@ -346,6 +363,7 @@ CORPUS = {
     "sender-without-brackets": [LHLO, cmd(f"MAIL FROM:{SENDER}"), QUIT],
     "sender-with-space": [LHLO, cmd("MAIL FROM:<a b@example.org>"), QUIT],
     "sender-without-domain": [LHLO, cmd("MAIL FROM:<sender@>"), QUIT],
+    "nul-in-sender": [LHLO, cmd("MAIL FROM:<a\0b@example.org>"), QUIT],
     "null-sender": [LHLO, cmd("MAIL FROM:<>"), cmd(f"RCPT TO:<{ALICE}>"), cmd("DATA"),
                     msg("null"), QUIT],
     "recipient-without-brackets": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:{ALICE}"),
@@ -368,6 +386,13 @@ CORPUS = {
                       raw(message("drop")[:40], 0), DROP],
     "drop-before-final-dot": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{BOB}>"),
                               cmd("DATA"), raw(message("nodot"), 0), DROP],
+    # The message.
+    "empty-message": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{ALICE}>"),
+                      cmd("DATA"), ("msg", b"", b".\r\n"), QUIT],
+    "message-over-size-limit": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>", f"RCPT TO:<{ALICE}>", f"RCPT TO:<{BOB}>", "DATA"),
+        ("msg", message("big") + (b"x" * 998 + b"\r\n") * (SIZE_LIMIT // 1000 + 10), b".\r\n"),
+        QUIT],
     # Recipients.
     "over-quota": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{CAROL}>"), cmd("DATA"),
                    msg("quota"), QUIT],
@@ -481,6 +506,14 @@ def at(index, dovecot, lda):
     return change
 
 
+def hangs_up(index, lda):
+    """lda answers `lda` to Dovecot's reply `index` and closes the connection."""
+    def change(keys):
+        assert keys[index][:1] in "45", (index, keys)
+        return keys[:index] + [lda, CLOSED.key()]
+    return change
+
+
 def inserted(index, lda):
     """lda answers one reply more, before Dovecot's reply `index`."""
     return lambda keys: keys[:index] + [lda] + keys[index:]
@@ -512,6 +545,24 @@ LENIENT_ADDRESS = (
     "space")
 
 DIFFERENCES = {
+    "message-over-size-limit": Difference(
+        "lda refuses a message over lmtp_max_message_size (here 100 KB), 552 5.3.4 for each "
+        "recipient (RFC 1870 section 6.2, RFC 2033 section 4.2); Dovecot 2.3's lmtp has no "
+        "such limit",
+        (at(6, "250 2.0.0", "552 5.3.4"), at(7, "250 2.0.0", "552 5.3.4")), stored={}),
+    "many-unknown-commands": Difference(
+        "lda hangs up at the fifth unknown command in a row (aiosmtpd's limit), Dovecot at "
+        "the eleventh; each says so with 421 first (RFC 5321 section 3.8). No LMTP client "
+        "sends unknown commands",
+        (hangs_up(6, "421 4.7.0"),)),
+    "space-after-colon": Difference(
+        LENIENT_ADDRESS + "; RFC 5321 section 3.3 notes the space after \"FROM:\" as a "
+        "common client error, which Dovecot refuses",
+        (at(2, "501 5.5.4", "250 2.1.0"), at(3, "503 5.5.0", "250 2.1.5"))),
+    "nul-in-sender": Difference(
+        "a NUL in an address: lda refuses the argument (501, RFC 3463 X.1.7, its envelope "
+        "check), Dovecot the command line (500 5.5.2); both are 5xx",
+        (at(2, "500 5.5.2", "501 5.1.7"),)),
     "exim-chunking": Difference(
         ONLY_DOVECOT["CHUNKING"] + ": the client sends DATA to lda and gets its 354",
         (inserted(4, "354"),)),
