@@ -184,7 +184,9 @@ class LdaLMTP(LMTP):
                     bogus_budget -= 1
                     if bogus_budget < 1:
                         aiosmtpd_log.warning("%r too many bogus commands", self.session.peer)
-                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                        # aiosmtpd's 502 here: RFC 5321 section 3.8 has a
+                        # server that closes say so with 421 (as Dovecot).
+                        await self.push("421 4.7.0 Too many unrecognized commands, closing")
                         self.transport.close()
                         continue
                     await self.push(f'500 Error: command "{command}" not recognized')
