@@ -2,22 +2,30 @@
 
 A site replaces Dovecot 2.3's lmtp with `lda lmtp` by pointing Postfix's
 `lmtp(8)` (or Exim's, or fetchmail's) at another socket; the client keeps
-sending what it sent.  One private Dovecot (`protocols = lmtp`) and one
-`lda lmtp` (managed mode) serve the same addresses, each into Maildirs of
-its own: alice and bob, carol who is over her quota on both, and no
-nobody.  Each conversation of the corpus goes byte for byte to both, and
-each reply is compared by its class (2/4/5), its code and its RFC 3463
-code, and after DATA by how many replies come back (one per accepted RCPT,
-RFC 2033 section 4.2).
+talking as it did.  One private Dovecot (`protocols = lmtp`) and one `lda
+lmtp` (managed mode, one process) serve the same addresses, each into
+Maildirs of its own: alice, bob, carol who is over her quota on both, and
+no nobody.  Each conversation of CORPUS is held with both, and each reply
+is compared by its class (2/4/5), its code and its RFC 3463 code; after
+DATA the client reads one reply per accepted RCPT (RFC 2033 section 4.2),
+so one more or one less shows as a reply out of step.  The messages each
+conversation stored are compared too.
+
+The bytes are the same for both, but where a real client reads the LHLO
+reply: Postfix's lmtp(8) adds SIZE=, BODY=8BITMIME, SMTPUTF8 and DSN's
+parameters only when they are offered (mail(), rcpt()), and Exim sends BDAT
+only where CHUNKING is (chunk()).  Cases named "-unoffered" send them
+regardless.
 
 The quota: Dovecot's default refuses a full mailbox for good
 (`quota_full_tempfail = no`: 552 5.2.2 at DATA, `lmtp_rcpt_check_quota =
 no`), so lda runs with `quota_full = "reject"`, its setting for the same.
 
-Every difference is named in DIFFERENCES with its reason; anything else is
-a failure.  Run with -s to see both servers' replies for each case.
+lda's differences on purpose are named with their reason: in the LHLO
+keywords (ONLY_DOVECOT, ONLY_LDA), in the RFC 3463 code of one reply code
+(ENHANCED), and per conversation (DIFFERENCES); anything else fails.  Run
+with -s to see both servers' replies for each case.
 """
-
 import re
 import socket
 import subprocess
