@@ -26,6 +26,7 @@ keywords (ONLY_DOVECOT, ONLY_LDA), in the RFC 3463 code of one reply code
 (ENHANCED), and per conversation (DIFFERENCES); anything else fails.  Run
 with -s to see both servers' replies for each case.
 """
+import contextlib
 import re
 import socket
 import subprocess
@@ -37,8 +38,8 @@ from conftest import LDA, mailbox_paths, poll, write_lda_toml
 from dovecot import private_dovecot
 
 DOMAIN = "example.org"
-USERS = ("alice", "bob", "carol")
-FULL = "carol"          # over her quota on both servers
+USERS = ("alice", "bob", "carol", "dave")
+FULL = ("carol", "dave")  # over their quota on both servers
 QUOTA = 4096            # carol's, in bytes; FILLER is more than it holds
 FILLER = b"Subject: filler\n\n" + b"x" * 8000 + b"\n"
 SIZE_LIMIT = 100_000    # lda's lmtp_max_message_size
@@ -163,73 +164,109 @@ class Client:
         self.sock.close()
 
 
-# --- The two servers ------------------------------------------------------------------
+# --- The servers ----------------------------------------------------------------------
 
 @dataclass
 class Servers:
-    sockets: dict             # {"dovecot": path, "lda": path}
+    sockets: dict             # {"dovecot": path, "lda": path, ...}
     maildirs: dict            # {("dovecot", "alice"): Path, ...}
 
-    def stored(self):
-        """{(server, user): the messages in new/}."""
-        return {key: len(list((path / "new").iterdir())) for key, path in self.maildirs.items()}
+    def stored(self, agent):
+        """{user: the messages in new/} of the server named agent."""
+        return {user: len(list((path / "new").iterdir()))
+                for (name, user), path in self.maildirs.items() if name == agent}
+
+
+@contextlib.contextmanager
+def lda_lmtp(server, socket_path, config, log_path):
+    """`lda lmtp` (one process) on socket_path, run as the mail owner."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(LDA), "lmtp", "--listen", f"unix:{socket_path}", "--processes", "1"],
+            user=server.owner.uid, group=server.owner.gid, extra_groups=[], cwd="/",
+            env={"PATH": "/usr/bin:/bin", "HOME": str(server.owner.home),
+                 "LDA_CONFIG": str(config)},
+            stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            assert poll(socket_path.exists, 20), f"lda lmtp did not listen: {log_path}"
+            yield str(socket_path)
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def fill(server, maildir):
+    """Put maildir over QUOTA."""
+    filler = maildir / "cur" / "1.filler.example.org:2,S"
+    filler.write_bytes(FILLER)
+    server.owner.chown_tree(filler)
+
+
+def dovecot_users(server, users):
+    """{user: Maildir} for Dovecot users, those in FULL over their quota
+    (a userdb field)."""
+    maildirs = {user: server.add_user(user) for user in users}
+    passwd = server.root / "users"
+    text = passwd.read_text()
+    for user in set(users) & set(FULL):
+        text = text.replace(f"/{user}::\n", f"/{user}::userdb_quota_rule=*:storage={QUOTA}B\n")
+    passwd.write_text(text)
+    for user in set(users) & set(FULL):
+        fill(server, maildirs[user])
+        server.recalc(user)
+    return maildirs
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """Dovecot's lmtp and `lda lmtp` (one process), each with its own
-    alice, bob and carol; carol over her quota on both."""
+    """Dovecot's lmtp ("dovecot") and `lda lmtp` ("lda"), each with its own
+    alice, bob and carol, carol over her quota on both; and for
+    RCPT_QUOTA_CASES, the same two checking quota at RCPT
+    (lmtp_rcpt_check_quota in both): "dovecot-rcpt-quota" with alice and
+    dave, "lda-rcpt-quota" on lda's mailboxes, dave over his quota."""
     keep = tmp_path_factory.mktemp("lmtp-dovecot")
-    with private_dovecot(keep, quota_rule=None, extra=LMTP_CONF) as server:
+    with private_dovecot(keep, quota_rule=None, extra=LMTP_CONF) as server, \
+            private_dovecot(tmp_path_factory.mktemp("lmtp-dovecot-rcpt-quota"), quota_rule=None,
+                            extra=LMTP_CONF + "lmtp_rcpt_check_quota = yes\n") as checking:
         state = server.root / "lda-state"
         run_dir = server.root / "lda-run"
         for directory in (state, run_dir):
             directory.mkdir()
             server.owner.chown_tree(directory)
-        config = write_lda_toml(server.root / "lda.toml", {
-            "state_dir": str(state), "log": "stderr", "quota_full": "reject",
-            "lmtp_max_message_size": SIZE_LIMIT})
+        settings = {"state_dir": str(state), "log": "stderr", "quota_full": "reject",
+                    "lmtp_max_message_size": SIZE_LIMIT}
+        config = write_lda_toml(server.root / "lda.toml", settings)
+        rcpt_config = write_lda_toml(server.root / "lda-rcpt-quota.toml",
+                                     {**settings, "lmtp_rcpt_check_quota": True})
         env = {"LDA_CONFIG": str(config)}
         maildirs = {}
         for user in USERS:
             address = f"{user}@{DOMAIN}"
-            quota = ("--quota-storage", f"{QUOTA}") if user == FULL else ()
+            quota = ("--quota-storage", f"{QUOTA}") if user in FULL else ()
             done = server.lda("mailbox", "create", address, *quota, env=env)
             assert done.returncode == 0, done.stderr
-            maildirs["lda", user] = mailbox_paths(state, address)[1]
-            maildirs["dovecot", user] = server.add_user(user)
-        users = server.root / "users"  # carol's quota, a userdb field
-        users.write_text(users.read_text().replace(
-            f"/{FULL}::\n", f"/{FULL}::userdb_quota_rule=*:storage={QUOTA}B\n"))
-        assert "userdb_quota_rule" in users.read_text()
-        for agent in ("dovecot", "lda"):
-            filler = maildirs[agent, FULL] / "cur" / "1.filler.example.org:2,S"
-            filler.write_bytes(FILLER)
-            server.owner.chown_tree(filler)
-        server.recalc(FULL)
-        done = server.lda("quota", "recalc", f"{FULL}@{DOMAIN}", env=env)
-        assert done.returncode == 0, done.stderr
-        socket_path = run_dir / "lmtp"
-        log = (keep / "lda-lmtp.log").open("wb")
-        lda_lmtp = subprocess.Popen(
-            [str(LDA), "lmtp", "--listen", f"unix:{socket_path}", "--processes", "1"],
-            user=server.owner.uid, group=server.owner.gid, extra_groups=[], cwd="/",
-            env={"PATH": "/usr/bin:/bin", "HOME": str(server.owner.home), **env},
-            stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            assert poll(socket_path.exists, 20), "lda lmtp did not listen"
-            yield Servers({"dovecot": str(server.root / "run" / "lmtp"),
-                           "lda": str(socket_path)}, maildirs)
-        finally:
-            lda_lmtp.terminate()
-            lda_lmtp.wait(30)
-            log.close()
+            maildirs["lda", user] = maildirs["lda-rcpt-quota", user] = mailbox_paths(
+                state, address)[1]
+            if user in FULL:
+                fill(server, maildirs["lda", user])
+                done = server.lda("quota", "recalc", address, env=env)
+                assert done.returncode == 0, done.stderr
+        for user, maildir in dovecot_users(server, USERS[:3]).items():
+            maildirs["dovecot", user] = maildir
+        for user, maildir in dovecot_users(checking, ("alice", "dave")).items():
+            maildirs["dovecot-rcpt-quota", user] = maildir
+        with lda_lmtp(server, run_dir / "lmtp", config, keep / "lda-lmtp.log") as lda, \
+                lda_lmtp(server, run_dir / "lmtp-rcpt-quota", rcpt_config,
+                         keep / "lda-lmtp-rcpt-quota.log") as lda_rcpt_quota:
+            yield Servers({"dovecot": str(server.root / "run" / "lmtp"), "lda": lda,
+                           "dovecot-rcpt-quota": str(checking.root / "run" / "lmtp"),
+                           "lda-rcpt-quota": lda_rcpt_quota}, maildirs)
 
 
 # --- The conversations ----------------------------------------------------------------
 
 SENDER = f"sender@{DOMAIN}"
-ALICE, BOB, CAROL = (f"{user}@{DOMAIN}" for user in USERS)
+ALICE, BOB, CAROL, DAVE = (f"{user}@{DOMAIN}" for user in USERS)
 NOBODY = f"nobody@{DOMAIN}"
 
 
@@ -407,6 +444,11 @@ CORPUS = {
     # Recipients.
     "over-quota": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{CAROL}>"), cmd("DATA"),
                    msg("quota"), QUIT],
+    # Quota at RCPT (Dovecot's lmtp_rcpt_check_quota, lda's of the same name).
+    "over-quota-at-rcpt": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{DAVE}>"),
+                           cmd(f"RCPT TO:<{ALICE}>"), cmd("DATA"), msg("rcptquota"), QUIT],
+    "over-quota-at-rcpt-only": [LHLO, cmd(mail(SENDER, "rcptonly"), rcpt(DAVE), "DATA"),
+                                cmd("RSET"), QUIT],
     "postmaster": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd("RCPT TO:<Postmaster>"), QUIT],
     "unknown-recipient": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{NOBODY}>"),
                           QUIT],
@@ -426,6 +468,10 @@ CORPUS = {
     "same-recipient-twice": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{BOB}>"),
                              cmd(f"RCPT TO:<{BOB}>"), cmd("DATA"), msg("twice"), QUIT],
 }
+
+
+# Held with the `lda lmtp` that checks quota at RCPT.
+RCPT_QUOTA_CASES = {"over-quota-at-rcpt", "over-quota-at-rcpt-only"}
 
 
 def converse(path, steps):
@@ -469,16 +515,19 @@ class Outcome:
 @pytest.fixture(scope="module")
 def outcomes(servers):
     """{case: {"dovecot": Outcome, "lda": Outcome}}, each conversation held
-    with Dovecot's lmtp, then with `lda lmtp`, one after the other."""
+    with Dovecot's lmtp, then with `lda lmtp` (the pair that checks quota at
+    RCPT for RCPT_QUOTA_CASES), one after the other: a message stored late
+    shows in the next case."""
     found = {}
     for case, steps in CORPUS.items():
         found[case] = {}
         for agent in ("dovecot", "lda"):
-            before = servers.stored()
-            replies, keywords = converse(servers.sockets[agent], steps)
-            after = servers.stored()
-            stored = {user: after[agent, user] - before[agent, user] for user in USERS
-                      if after[agent, user] != before[agent, user]}
+            name = f"{agent}-rcpt-quota" if case in RCPT_QUOTA_CASES else agent
+            before = servers.stored(name)
+            replies, keywords = converse(servers.sockets[name], steps)
+            after = servers.stored(name)
+            stored = {user: after[user] - before[user] for user in after
+                      if after[user] != before[user]}
             found[case][agent] = Outcome(replies, keywords, stored)
     return found
 
