@@ -63,6 +63,7 @@ class Reply:
     code: str                 # "250"; "---" when the connection closed instead
     enhanced: str = ""        # "2.1.5"; "" when there is none
     lines: list = field(default_factory=list)
+    recipient: str = ""       # after the message: the accepted RCPT it answers
 
     def key(self):
         """What is compared: the code (its class with it) and the RFC 3463 code."""
@@ -87,7 +88,7 @@ class Client:
         self.sock.settimeout(5)
         self.file = self.sock.makefile("rb")
         self.keywords = set()     # the LHLO reply's, upper case, first word each
-        self.accepted = 0         # RCPTs accepted in this transaction
+        self.accepted = []        # the RCPTs accepted in this transaction
         self.in_data = False      # DATA was answered 354
         try:
             self.sock.connect(path)
@@ -126,20 +127,32 @@ class Client:
         for line in lines:
             reply = self.reply()
             replies.append(reply)
-            self.follow(line.split(" ", 1)[0].upper(), reply)
+            self.follow(line, reply)
             if reply is CLOSED:
                 break
         return replies
 
-    def follow(self, verb, reply):
-        ok = reply.code[:1] == "2"
+    def follow(self, line, reply):
+        verb, ok = line.split(" ", 1)[0].upper(), reply.code[:1] == "2"
         if verb == "LHLO" and ok:
             self.keywords = {line[4:].split(" ")[0].upper() for line in reply.lines[1:]}
         if verb in ("LHLO", "RSET") or (verb == "MAIL" and ok):
-            self.accepted = 0
+            self.accepted = []
         elif verb == "RCPT" and ok:
-            self.accepted += 1
+            self.accepted.append(line.partition("<")[2].partition(">")[0])
         self.in_data = verb == "DATA" and reply.code == "354"
+
+    def per_recipient(self, least=0):
+        """A reply read for each accepted RCPT (at least `least`), which
+        it is taken to answer (RFC 2033 section 4.2: in RCPT order)."""
+        recipients, self.accepted = self.accepted, []
+        replies = []
+        for index in range(max(len(recipients), least)):
+            reply = self.reply()
+            if reply is not CLOSED and index < len(recipients):
+                reply.recipient = recipients[index]
+            replies.append(reply)
+        return replies
 
     def message(self, data, end=b".\r\n"):
         """After a 354: the message and `end`, a reply per accepted RCPT."""
@@ -147,8 +160,7 @@ class Client:
             return []
         self.in_data = False
         self.send(data + end)
-        count, self.accepted = self.accepted, 0
-        return [self.reply() for _ in range(count)]
+        return self.per_recipient()
 
     def chunk(self, data):
         """The message in one BDAT LAST (RFC 3030) where CHUNKING is
@@ -156,8 +168,7 @@ class Client:
         if "CHUNKING" not in self.keywords:
             return self.commands(["DATA"]) + self.message(data)
         self.send(b"BDAT %d LAST\r\n" % len(data) + data)
-        count, self.accepted = self.accepted, 0
-        return [self.reply() for _ in range(max(count, 1))]
+        return self.per_recipient(least=1)
 
     def close(self):
         self.file.close()
@@ -736,6 +747,18 @@ def test_lhlo_offers_what_dovecot_lmtp_offers(outcomes):
     assert {"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME"} <= dove & ours
     assert dove - ours == set(ONLY_DOVECOT)
     assert ours - dove == set(ONLY_LDA)
+
+
+@pytest.mark.parametrize("case", [case for case in CORPUS if any(
+    step[0] in ("msg", "chunk") for step in CORPUS[case])])
+def test_each_reply_after_the_message_names_its_recipient_in_rcpt_order(outcomes, case):
+    """RFC 2033 section 4.2, on both servers: the client reads a reply for
+    each accepted RCPT, and each names the recipient it is for."""
+    for agent in ("dovecot", "lda"):
+        after = [reply for reply in outcomes[case][agent].replies if reply.recipient]
+        assert after, agent
+        for reply in after:
+            assert f"<{reply.recipient}>" in reply.lines[0], (agent, str(reply))
 
 
 @pytest.mark.parametrize("case", ["quit-mid-transaction", "drop-mid-data",
