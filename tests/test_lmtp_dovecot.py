@@ -308,9 +308,10 @@ DROP = ("drop",)
 
 
 def mail(sender, tag, smtputf8=False):
-    """MAIL as Postfix's lmtp(8) writes it (smtp_proto.c): SIZE= and
-    BODY=8BITMIME when the LHLO reply offered them, SMTPUTF8 for a UTF-8
-    sender when offered, DSN's RET= and ENVID= when DSN was."""
+    """MAIL as Postfix's lmtp(8) writes it for an 8-bit message
+    (smtp_proto.c): SIZE= and BODY=8BITMIME when the LHLO reply offered
+    them, SMTPUTF8 for a UTF-8 sender when offered, DSN's RET= and ENVID=
+    when DSN was (neither server offers it: see the "dsn-" cases)."""
     def line(keywords):
         text = f"MAIL FROM:<{sender}>"
         if "SIZE" in keywords:
