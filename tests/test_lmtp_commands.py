@@ -52,10 +52,16 @@ class Pair(ServerPair):
 
 
 ENHANCED = re.compile(r"^([245][0-9][0-9]) [245]\.[0-9]{1,3}\.[0-9]{1,3} ")
-# lda's rewordings: aiosmtpd's 553 for an address it cannot parse, and
-# its LMTP's LHLO, which names EHLO.
+# lda's rewordings: aiosmtpd's 553 for an address it cannot parse, its
+# LMTP's LHLO, which names EHLO, its 501 for BODY=BINARYMIME, which RFC 5321
+# section 4.1.1.11 answers 555, and its 502 before it hangs up on too many
+# unknown commands, which section 3.8 answers 421 (test_lmtp_dovecot.py).
 REWORDED = {"501 malformed address": "553 Error: malformed address",
-            "501 Syntax: LHLO hostname": "501 Syntax: EHLO hostname"}
+            "501 Syntax: LHLO hostname": "501 Syntax: EHLO hostname",
+            "555 Error: BODY can only be one of 7BIT, 8BITMIME":
+                "501 Error: BODY can only be one of 7BIT, 8BITMIME",
+            "421 Too many unrecognized commands, closing":
+                "502 Too many unrecognized commands, goodbye."}
 
 
 def replies(received):

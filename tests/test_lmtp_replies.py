@@ -188,7 +188,8 @@ COMMANDS = [
     ([""], S500_SYNTAX),
     (["NOOP " + "x" * 600], S500_SYNTAX),
     (["MAIL TO:<s@example.org>"], S501_SYNTAX),
-    (["MAIL FROM:<s@example.org> BODY=9BIT"], S501_SYNTAX),
+    # A BODY lda does not take: 555 (RFC 5321 section 4.1.1.11), as Dovecot.
+    (["MAIL FROM:<s@example.org> BODY=9BIT"], "555 5.5.4"),
     (["MAIL FROM:<s@example.org> FOO=1"], "555 5.5.4"),
     (["RSET x"], S501_SYNTAX),
     (["DATA"], S503_SEQUENCE),

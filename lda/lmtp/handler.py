@@ -18,7 +18,7 @@ from email.utils import formatdate
 from ..deliver.delivery import Delivery
 from ..deliver.envelope import check_sender, normalize
 from ..deliver.resolve import ThreadResolvers
-from ..errors import BadAddress, BadSender, LdaError
+from ..errors import BadAddress, BadSender, LdaError, UnknownRecipient
 from ..store.maildirsize import quota_failure
 
 
@@ -64,6 +64,10 @@ class DeliveryHandler:
         try:
             normalize(address)
         except BadAddress as e:  # as `lda deliver` refuses it (RFC 3463 5.1.3)
+            if _quoted_with_space(address):
+                # Well formed (RFC 5321 section 4.1.2), and no mailbox of
+                # lda's has a space: no such user, as Dovecot's lmtp says.
+                return f"{UnknownRecipient.smtp_reply} <{address}>: unknown recipient {address}"
             return f"501 {e.status} {_text(e)}"
         try:
             plan = await self._work(self._check_recipient, address, envelope.mail_options)
@@ -180,6 +184,19 @@ def _peer(session):
 
 def _text(error):
     return " ".join(str(error).split())[:300] or type(error).__doc__
+
+
+def _quoted_with_space(address):
+    """A quoted local part with a space in it, and nothing else the
+    recipient check refuses: "a b"@example.org."""
+    local = address.rpartition("@")[0]
+    if not (len(local) > 2 and local[0] == local[-1] == '"' and " " in local):
+        return False
+    try:
+        normalize(address.replace(" ", ""))
+    except BadAddress:
+        return False
+    return True
 
 
 def _declared_size(mail_options):

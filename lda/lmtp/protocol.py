@@ -71,6 +71,8 @@ _HAS_CODE = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}( |$)")
 # aiosmtpd's reply to an address it cannot parse, for MAIL and RCPT alike:
 # RFC 3463 names the sender's (5.1.7) and the recipient's (5.1.3) apart.
 MALFORMED = "553 5.1.3 Error: malformed address"
+# MAIL's BODY= with a value other than 7BIT and 8BITMIME.
+UNSUPPORTED_BODY = "555 Error: BODY can only be one of 7BIT, 8BITMIME"
 # MAIL's and RCPT's keyword and the form their syntax error names.
 ADDRESS_SYNTAX = {"MAIL": ("FROM:", "MAIL FROM: <address>"),
                   "RCPT": ("TO:", "RCPT TO: <address>")}
@@ -182,7 +184,9 @@ class LdaLMTP(LMTP):
                     bogus_budget -= 1
                     if bogus_budget < 1:
                         aiosmtpd_log.warning("%r too many bogus commands", self.session.peer)
-                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                        # aiosmtpd's 502 here: RFC 5321 section 3.8 has a
+                        # server that closes say so with 421 (as Dovecot).
+                        await self.push("421 4.7.0 Too many unrecognized commands, closing")
                         self.transport.close()
                         continue
                     await self.push(f'500 Error: command "{command}" not recognized')
@@ -353,7 +357,10 @@ class LdaLMTP(LMTP):
         if values is None:
             return syntaxerr, None, None
         if not self._decode_data and values.pop("BODY", "7BIT") not in ("7BIT", "8BITMIME"):
-            return "501 Error: BODY can only be one of 7BIT, 8BITMIME", None, None
+            # aiosmtpd's 501 says the syntax is wrong; RFC 5321 section
+            # 4.1.1.11 names 555 for a parameter known and not implemented
+            # (BODY=BINARYMIME), as Dovecot's lmtp answers it.
+            return UNSUPPORTED_BODY, None, None
         smtputf8 = values.pop("SMTPUTF8", False)
         if not isinstance(smtputf8, bool):
             return "501 Error: SMTPUTF8 takes no arguments", None, None
