@@ -208,6 +208,16 @@ def test_both_recount_a_maildir_with_folders_trash_and_flags_alike(shared):
     assert (shown["storage_used"], shown["messages_used"]) == expected
 
 
+def test_a_folder_without_maildirfolder_counts_as_courier_counts_it(shared):
+    """The spec's folders are the '.Name' directories; maildirfolder tells a
+    delivery agent handed a folder to find the parent's maildirsize, and
+    Courier's recount (and Dovecot's) counts a folder a client made without
+    it."""
+    put(shared.maildir / ".NoMarker" / "new", "1.M1P1.host,S=40", 40)
+    (shared.maildir / ".NoMarker" / "cur").mkdir()
+    assert shared.recount_by("courier") == shared.recount_by("lda") == (0, (40, 1))
+
+
 @pytest.mark.parametrize("name", ["two-period directory", "size field without digits"])
 def test_expected_differences_in_the_recount(shared, name):
     expected = fill_mixed(shared)
