@@ -393,6 +393,19 @@ def warned(shared, tmp_path):
     return shared
 
 
+def test_a_warning_lda_sent_is_not_sent_again_by_deliverquota(warned):
+    """deliverquota -w sends one warning a day, marked by the mtime of
+    quotawarn in the Maildir's root (maildirquota.c, do_deliver_warning);
+    lda's warning touches it too, so the pair warns once."""
+    warned.lda(9000, check=0, **warned.settings)       # across 90 %: lda warns
+    assert warnings(warned) == (1, 0)
+    warned.courier(100, *warned.options, check=0)      # above 90 %, warned today
+    assert warnings(warned) == (1, 0)
+    stamp = warned.maildir / "quotawarn"
+    assert stamp.is_file() and time.time() - stamp.stat().st_mtime < 60
+    assert warned.summed() == warned.on_disk()
+
+
 def test_a_warning_deliverquota_sent_is_not_sent_again_by_lda(warned):
     # Handed a file, deliverquota judges -w before it appends the message's
     # own line: its warning comes with the delivery after the crossing.
