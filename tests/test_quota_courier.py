@@ -13,6 +13,7 @@ figures.  `.ci/run` installs maildrop; without deliverquota this skips.
 """
 
 import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -51,6 +52,12 @@ EXPECTED_DIFFERENCES = {
         "quota_rules = \"dovecot\", the default, counts .Trash, T-flagged messages and "
         "dot files as doveadm quota recalc does; a Maildir shared with Courier's tools "
         "wants quota_rules = \"courier\" (README, lda.toml(5))."),
+    "a warning per crossing": (
+        "lda warns when a delivery crosses one of its thresholds (Dovecot's "
+        "quota_warning; lda.toml(5)), again after the usage fell below and rose, and "
+        "for each higher threshold; deliverquota -w warns on any delivery, refused "
+        "ones too, while at or above its one level, once a day. Courier's quotawarn "
+        "holds no level, so lda writes it but does not let it silence a crossing."),
 }
 
 
@@ -67,24 +74,29 @@ class Shared:
 
     # --- the two delivery agents ---------------------------------------------
 
-    def lda(self, total, check=None, **settings):
-        """lda delivers a message it stores as `total` bytes."""
+    def lda(self, total, check=None, folder=None, **settings):
+        """lda delivers a message it stores as `total` bytes (into a folder
+        with -m)."""
         n = next(self.numbers)
         head = message(f"<lda{n}@example.org>", subject=f"lda {n}", body=b"")
         body = b"l" * (total - LDA_PREFIX - len(head) - 1) + b"\n"
         msg = message(f"<lda{n}@example.org>", subject=f"lda {n}", body=body)
         env = {"LDA_CONFIG": str(self.config(**settings))}
-        return self.user.deliver(msg, RECIPIENT, sender=SENDER, env=env, check=check)
+        into = ["-m", folder] if folder else []
+        return self.user.run("deliver", *into, "-f", SENDER, RECIPIENT, input=msg, env=env,
+                             check=check)
 
-    def courier(self, total, *options, check=None):
-        """deliverquota delivers a message of `total` bytes, read from a file
-        (as qmail and Courier hand it one: the quota is checked first)."""
+    def courier(self, total, *options, check=None, folder=None):
+        """deliverquota delivers a message of `total` bytes into the Maildir
+        or one of its folders, read from a file, so that it judges the quota
+        before writing the message (from a pipe it judges after)."""
         n = next(self.numbers)
         head = f"Message-ID: <courier{n}@example.org>\nSubject: courier {n}\n\n".encode()
         path = self.tmp / f"courier{n}.eml"
         path.write_bytes(head + b"c" * (total - len(head) - 1) + b"\n")
+        where = self.maildir / f".{folder}" if folder else self.maildir
         with open(path, "rb") as stdin:
-            done = subprocess.run([DELIVERQUOTA, *options, str(self.maildir)], stdin=stdin,
+            done = subprocess.run([DELIVERQUOTA, *options, str(where)], stdin=stdin,
                                   capture_output=True, timeout=30)
         if check is not None:
             assert done.returncode == check, (done.returncode, done.stdout, done.stderr)
@@ -99,8 +111,6 @@ class Shared:
         return self.configs[key]
 
     def show(self, **settings):
-        import json
-
         done = self.user.run("quota", "show", "--json", check=0,
                              env={"LDA_CONFIG": str(self.config(**settings))})
         return json.loads(done.stdout)
@@ -307,6 +317,21 @@ def test_alternating_deliveries_read_each_others_lines(shared, tmp_path):
     assert shared.summed() == shared.on_disk()         # the warning counted, by Courier
 
 
+def test_deliveries_into_folders_and_trash_count_alike(shared):
+    """Into a folder, each appends to the Maildir's own maildirsize (Courier
+    finds it by the folder's maildirfolder); into Trash neither counts."""
+    shared.set_quota("100000S")
+    for name in ("Work", "Trash"):
+        folder(shared, name)
+    shared.courier(1000, folder="Work", check=0)
+    shared.lda(2000, folder="Work", check=0)
+    shared.courier(4000, folder="Trash", check=0)
+    shared.lda(8000, folder="Trash", check=0)
+    assert not (shared.maildir / ".Work" / "maildirsize").exists()
+    assert shared.summed() == (3000, 2)
+    assert shared.recount_by("courier") == shared.recount_by("lda") == (0, (3000, 2))
+
+
 # --- 3. the decision at the limit ---------------------------------------------------
 
 def test_the_storage_limit_maildirmake_set_is_enforced_alike(shared):
@@ -383,9 +408,9 @@ def warnings(box):
 
 @pytest.fixture
 def warned(shared, tmp_path):
-    """10,000 bytes of quota; lda warns at 90 %, and deliverquota -w 90 with
-    a warning text of its own."""
-    shared.set_quota("10000S")
+    """20,000 bytes of quota (room for lda's warning, some 900 bytes); lda
+    warns at 90 %, and deliverquota -w 90 with a warning text of its own."""
+    shared.set_quota("20000S")
     shared.warning = tmp_path / "quotawarnmsg"
     shared.warning.write_text("From: postmaster\nSubject: Mail quota warning\n\nNearly full.\n")
     shared.options = ("-w", "90", "-W", str(shared.warning))
@@ -397,7 +422,7 @@ def test_a_warning_lda_sent_is_not_sent_again_by_deliverquota(warned):
     """deliverquota -w sends one warning a day, marked by the mtime of
     quotawarn in the Maildir's root (maildirquota.c, do_deliver_warning);
     lda's warning touches it too, so the pair warns once."""
-    warned.lda(9000, check=0, **warned.settings)       # across 90 %: lda warns
+    warned.lda(18000, check=0, **warned.settings)      # across 90 %: lda warns
     assert warnings(warned) == (1, 0)
     warned.courier(100, *warned.options, check=0)      # above 90 %, warned today
     assert warnings(warned) == (1, 0)
@@ -409,10 +434,22 @@ def test_a_warning_lda_sent_is_not_sent_again_by_deliverquota(warned):
 def test_a_warning_deliverquota_sent_is_not_sent_again_by_lda(warned):
     # Handed a file, deliverquota judges -w before it appends the message's
     # own line: its warning comes with the delivery after the crossing.
-    warned.courier(9000, *warned.options, check=0)
+    warned.courier(18000, *warned.options, check=0)
     assert warnings(warned) == (0, 0)
     warned.courier(100, *warned.options, check=0)
     assert warnings(warned) == (0, 1)
     warned.lda(100, check=0, **warned.settings)         # above already: no crossing
     assert warnings(warned) == (0, 1)
+    assert warned.summed() == warned.on_disk()
+
+
+def test_expected_difference_a_warning_per_crossing_not_per_day(warned):
+    warned.lda(18000, check=0, **warned.settings)
+    day_ago = time.time() - 86400 - 60
+    os.utime(warned.maildir / "quotawarn", (day_ago, day_ago))
+    warned.lda(100, check=0, **warned.settings)         # a day on, still above: lda is quiet
+    assert warnings(warned) == (1, 0)
+    warned.courier(100, *warned.options, check=0)      # deliverquota repeats its warning
+    print(f"\na warning per crossing: {EXPECTED_DIFFERENCES['a warning per crossing']}")
+    assert warnings(warned) == (1, 1)
     assert warned.summed() == warned.on_disk()
