@@ -260,7 +260,7 @@ def test_size_from_name_when_present_else_stat(maildir):
     put(maildir, "new", "2.M2P2.host", 10)                   # no field: stat
     put(maildir, "new", "3.M3P3.host,S=12x", 7)              # malformed: stat
     put(maildir, "cur", "4.M4P4.host,S=300,W=310:2,S", 1)    # Dovecot's S= then W=
-    put(maildir, "cur", "5.M5P5.host,S=:2,S", 3)             # no digits: stat (Courier)
+    put(maildir, "cur", "5.M5P5.host,S=:2,S", 3)             # no digits: stat (the spec)
     put(maildir, "cur", "6.M6P6.host,S=20:2,RS", 9)
     assert recalculate(maildir, Quota(), rules="courier") == Usage(
         5000 + 10 + 7 + 300 + 3 + 20, 6)
@@ -273,12 +273,12 @@ def test_folders_count_and_non_folders_do_not(maildir):
     put(maildir, "new", ".hidden", 10000)                    # a dot file: Dovecot counts it
     put(maildir, "cur", "g:2,ST", 640)                       # flagged deleted (T)
     put(make_maildir(maildir / ".Work", folder_marker=True), "cur", "b:2,S", 20)
-    put(make_maildir(maildir / ".NoMarker"), "new", "c", 40)
+    put(make_maildir(maildir / ".NoMarker"), "new", "c", 40)  # a folder all the same
     put(make_maildir(maildir / "Other", folder_marker=True), "new", "d", 80)
     put(make_maildir(maildir / "..Bad", folder_marker=True), "new", "e", 160)
     put(make_maildir(maildir / ".Trash", folder_marker=True), "new", "f", 320)
     (maildir / ".file").write_bytes(b"x" * 5000)
-    assert recalculate(maildir, Quota(), rules="courier") == Usage(30, 2)
+    assert recalculate(maildir, Quota(), rules="courier") == Usage(70, 3)
     assert recalculate(maildir, Quota()) == Usage(10 + 10000 + 640 + 20 + 40 + 320, 6)
 
 

@@ -5,6 +5,7 @@ real SQLite, the installed lda command."""
 import email
 import email.policy
 import json
+import os
 import sqlite3
 from contextlib import closing
 
@@ -162,6 +163,25 @@ def test_the_sent_record_replaces_a_symlink_rather_than_following_it(warned, tmp
     assert elsewhere.read_text() == "not lda's\n"
     record = warned.maildir_a / "lda-quota-warnings"
     assert not record.is_symlink() and record.read_text().startswith("storage 80 ")
+
+
+@pytest.mark.parametrize("planted", ["symlink", "fifo"])
+def test_courier_s_mark_is_never_followed_nor_waited_on(warned, tmp_path, planted):
+    """quotawarn (Courier's once-a-day mark, touched by each warning) is not
+    followed through a symlink nor opened blocking on a FIFO: the warning is
+    delivered, the log says the mark was not updated, the target is as it was."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not lda's\n")
+    os.utime(elsewhere, (1_000_000_000, 1_000_000_000))
+    mark = warned.maildir_a / "quotawarn"
+    if planted == "symlink":
+        mark.symlink_to(elsewhere)
+    else:
+        os.mkfifo(mark)
+    done = warned.deliver(sized("<m1@example.org>", 8500), "a@example.org", check=0)
+    assert len(warnings_in(warned.maildir_a)) == 1
+    assert elsewhere.read_text() == "not lda's\n" and elsewhere.stat().st_mtime == 1_000_000_000
+    assert f"{warned.maildir_a}/quotawarn: not updated" in done.stderr.decode()
 
 
 def test_a_mailbox_without_limit_gets_no_warning(make_site):

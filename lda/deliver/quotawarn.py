@@ -24,6 +24,9 @@ lda-quota-warnings: it moves with the mailbox (lda mailbox move renames or
 copies the whole Maildir), per-user mode has it where Dovecot's own state
 lives, and `lda quota show` reads it without opening a mailbox database.
 It is replaced atomically (tmp/ then rename), never through a symlink.
+Each warning also touches quotawarn there, Courier's mark: deliverquota -w
+sends no warning while that file is less than a day old (maildirquota.c,
+do_deliver_warning), so a Maildir shared with it is not warned twice.
 
 This module is imported only by a delivery to a mailbox with a limit when
 thresholds are configured (Delivery._warn_quota), and by `lda quota show`.
@@ -39,6 +42,8 @@ from ..store.maildirsize import Usage, counts_towards_quota, read_usage
 from .resolve import Target
 
 RECORD = "lda-quota-warnings"
+# Courier's once-a-day mark in the Maildir root: only its mtime is read.
+COURIER_MARK = "quotawarn"
 # The record holds a few lines per threshold; more is not ours.
 RECORD_MAX = 65536
 TEMPLATE_MAX = 65536
@@ -141,6 +146,11 @@ def deliver_warning(delivery, db, target, trigger_key, threshold, usage):
                              message_id)
             except OSError as e:  # delivered: only `lda quota show` misses it
                 delivery.log.warning(f"{box.root_path}/{RECORD}: not updated: {e.strerror}")
+            try:
+                touch_courier_mark(box)
+            except OSError as e:  # delivered: deliverquota -w may warn once more
+                delivery.log.warning(f"{box.root_path}/{COURIER_MARK}: not updated: "
+                                     f"{e.strerror}")
     finally:
         box.close()
     if path is not None:
@@ -333,6 +343,25 @@ def write_record(box, hostname, threshold, now, usage, quota, message_id):
             tmp.discard()
     finally:
         os.close(root_fd)
+
+
+def touch_courier_mark(box):
+    """Set quotawarn's mtime to now, creating it (mode 0600, empty) if need
+    be, in the Maildir root that is tmp/'s parent; a symlink, FIFO or
+    directory there is left alone (OSError, or nothing done)."""
+    import stat
+
+    root_fd = os.open("..", md.DIR_FLAGS, dir_fd=box.tmp_fd)
+    try:
+        fd = os.open(COURIER_MARK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                     | os.O_CLOEXEC, 0o600, dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.utime(fd)
+    finally:
+        os.close(fd)
 
 
 def describe(thresholds, maildir, quota):

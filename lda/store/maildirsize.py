@@ -10,11 +10,15 @@ the file is rebuilt from a scan of the Maildir when the spec says so.
 What a scan counts follows lda.toml's quota_rules: "dovecot" (the default)
 as Dovecot 2.3's `doveadm quota recalc` does, every file in new/ and cur/ of
 the Maildir and of every ".Name" directory, .Trash and T-flagged messages
-included; "courier" as the spec does, without .Trash, T-flagged messages,
-dot files, and directories that lack the maildirfolder file.  Where lda
-still differs from Dovecot: it never follows a symlink (Dovecot stat()s
-through one) and counts regular files only (Dovecot counts whatever stat()
-sizes, a directory in cur/ included).
+included; "courier" as the spec and Courier's maildirquota.c do, without
+.Trash, T-flagged messages and dot files (a ".Name" folder counts with or
+without its maildirfolder file, which only tells a delivery agent handed a
+folder where the parent is).  Where lda still differs from both: it never
+follows a symlink (they stat() through one), counts regular files only
+(they count whatever stat() sizes, a directory in cur/ included), never
+counts a "..Name" directory (the spec forbids them; Courier counts one), and
+stat()s a name whose ",S=" is not followed by digits (Courier reads the
+digits there are: tests/test_quota_courier.py).
 
 The limit check is Dovecot's (quota.c, quota_transaction_is_over): a
 mailbox under its storage limit takes a message that ends at most
@@ -363,6 +367,9 @@ def _latest_change(maildir, rules):
 def _mail_dirs(maildir, rules):
     """Yield an open fd for each new/ and cur/ that counts: the Maildir's own
     and those of each Maildir++ folder (but Trash, under the courier rules).
+    A folder is any ".Name" directory, as the spec's recount ("each
+    Maildir++ folder, except Trash"), Courier's and Dovecot's have it: a
+    client that made one without maildirfolder still keeps mail there.
     One pair is open at a time, so a mailbox with thousands of folders stays
     within the fd limit."""
     root = os.open(maildir, _DIR_FLAGS)   # the root may be a symlink the admin made
@@ -372,10 +379,7 @@ def _mail_dirs(maildir, rules):
             if folder is None:
                 continue
             try:
-                # The spec: a folder is marked by the maildirfolder file in
-                # it.  Dovecot lists every ".Name" directory as a folder.
-                if name == "." or rules != COURIER or _exists("maildirfolder", folder):
-                    yield from _new_and_cur(folder)
+                yield from _new_and_cur(folder)
             finally:
                 os.close(folder)
     finally:
@@ -524,14 +528,6 @@ def _open_real_dir(name, dir_fd):
         if err.errno in _NOT_A_REAL_DIR:
             return None
         raise
-
-
-def _exists(name, dir_fd):
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _is_digits(text):
