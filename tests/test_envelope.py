@@ -211,16 +211,20 @@ def test_nul_sender_over_lmtp_is_refused_at_mail(site):
     assert site.sent() == [] and "Traceback" not in log
 
 
-@pytest.mark.parametrize("sendmail", ["nul-in-argv", "missing-command", "exits-75"])
+@pytest.mark.parametrize("sendmail", ["not-executable", "missing-command", "exits-75"])
 def test_sendmail_that_cannot_take_a_copy_fails_only_that_target(make_site, tmp_path,
                                                                    sendmail):
     """A sender every border accepts, and a sendmail that cannot be run
-    (subprocess raises ValueError for the configured NUL, OSError for a
-    missing file) or refuses: each forward fails alone, over LMTP."""
+    (OSError: a file without execute permission, a missing file) or
+    refuses: each forward fails alone, over LMTP.  (A NUL in the command,
+    which made subprocess raise ValueError, is now refused in lda.toml.)"""
     failing = tmp_path / "failing-sendmail"
     failing.write_text("#!/bin/sh\necho 'queue file write error'\nexit 75\n")
     failing.chmod(0o755)
-    command = {"nul-in-argv": ["/usr/sbin/sendmail\x00", "-i"],
+    unrunnable = tmp_path / "unrunnable-sendmail"
+    unrunnable.write_text("#!/bin/sh\nexit 0\n")
+    unrunnable.chmod(0o644)
+    command = {"not-executable": [str(unrunnable), "-i"],
                "missing-command": [str(tmp_path / "no-such-sendmail"), "-i"],
                "exits-75": [str(failing), "-i"]}[sendmail]
     site = make_site(sendmail=command)
@@ -236,9 +240,10 @@ def test_sendmail_that_cannot_take_a_copy_fails_only_that_target(make_site, tmp_
     assert "status=sent" not in vacation  # not sent, logged; the message is delivered
 
 
-def test_deliver_with_an_unrunnable_sendmail_is_a_partial_delivery(make_site):
-    """`lda deliver` with several recipients: the same isolation, exit 0."""
-    site = make_site(sendmail=["/usr/sbin/sendmail\x00", "-i"])
+def test_deliver_with_an_unrunnable_sendmail_is_a_partial_delivery(make_site, tmp_path):
+    """`lda deliver` with several recipients: the same isolation, exit 0
+    (sendmail names a directory: OSError)."""
+    site = make_site(sendmail=[str(tmp_path), "-i"])
     boxes = forwarding_site(site)
     done = site.deliver(message(), *boxes)
     assert done.returncode == 0, done.stderr.decode(errors="replace")
