@@ -43,8 +43,9 @@ class Answers:
         quota_status_success (which a site may set to OK) answers only a
         recipient lda judged to fit; what lda does not judge (another
         stage, an unknown or invalid recipient without policy_reject_unknown,
-        a mailbox another host holds or a move is taking there) is DUNNO, as Dovecot's quota-status answers it, so an OK never
-        permits it past the restrictions after check_policy_service."""
+        a mailbox another host holds or a move is taking there) is DUNNO,
+        as Dovecot's quota-status answers it, so an OK never permits it past
+        the restrictions after check_policy_service."""
         config = self.config
         if attributes.get("protocol_state", "").upper() != "RCPT":
             return DUNNO
