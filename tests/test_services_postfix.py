@@ -39,9 +39,10 @@ def front(mail_root, make_postfix, lda_lmtp, services):  # noqa: F811
         "virtual_transport": server.transport,
         "smtpd_reject_unlisted_recipient": "yes",
         "virtual_mailbox_maps": f"socketmap:inet:127.0.0.1:{socketmap.port}:mailbox",
+        # As contrib/postfix/main.cf.services has it: the relay check first
+        # (SMTPD_POLICY_README), then lda's policy.
         "smtpd_recipient_restrictions":
-            f"check_policy_service inet:127.0.0.1:{policy.port}, permit_mynetworks, "
-            "reject_unauth_destination",
+            f"reject_unauth_destination, check_policy_service inet:127.0.0.1:{policy.port}",
     })
     postfix.start()
     return site, postfix, policy, socketmap
