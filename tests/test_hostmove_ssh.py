@@ -154,6 +154,7 @@ def test_the_target_lda_failing_reaches_the_admin(make_site, postgres, sshd):
     refused = a.run("mailbox", "move", ALICE, "--to", "dbb", check=75)
     line = one_line(refused)
     assert "did not take" in line and "no lda.toml" in line and "(exit 78)" in line, line
+    assert "ssh" in line and "-c FILE" in line and "move_command" in line, line  # the fix
     assert_nothing_moved(a, b, before)
     rolled = a.run("mailbox", "move", ALICE, "--rollback", check=75)  # --abort fails alike
     assert "no lda.toml" in one_line(rolled)
