@@ -55,11 +55,16 @@ def m003_hosts(db):
 class ManagedModeOnly(ConfigError):
     """A command of the mailbox directory, run in per-user mode."""
 
-    def __init__(self, config):
+    # Where `lda mailbox receive`, run by another host's move_command through
+    # ssh (which carries no environment), can be told of its lda.toml.
+    IN_MOVE_COMMAND = ("with -c FILE in the move_command of the host that runs the move "
+                       "(ssh carries no LDA_CONFIG)")
+
+    def __init__(self, config, where="with -c FILE or LDA_CONFIG"):
         super().__init__(
             "a managed-mode command, and lda is in per-user mode (no lda.toml, or "
             f"mode = \"user\"): one Maildir, {config.maildir}, and no mailbox "
-            "directory; give an lda.toml for managed mode with -c FILE or LDA_CONFIG")
+            f"directory; give an lda.toml for managed mode {where}")
 
 
 def open_directory(config):

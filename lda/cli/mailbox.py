@@ -6,7 +6,8 @@ import click
 
 from ..admin.lifecycle import KEEP, PURGE, Deletion
 from ..admin.lifecycle import create as create_mailbox
-from ..admin.mailboxes import get_mailbox, list_mailboxes, open_directory, read_directory
+from ..admin.mailboxes import (ManagedModeOnly, get_mailbox, list_mailboxes, open_directory,
+                               read_directory)
 from ..admin.hostmove import HostMove, Receiver, is_host_move
 from ..admin.move import Move
 from ..admin.quota import set_quota
@@ -185,6 +186,8 @@ def mailbox_receive(ctx, confirm, abort, as_json):
     if confirm and abort:
         raise click.UsageError("--confirm and --abort exclude each other")
     config = load(ctx)
+    if config.per_user:
+        raise ManagedModeOnly(config, ManagedModeOnly.IN_MOVE_COMMAND)
     receiver = Receiver(config, open_directory(config), confirm or abort or "")
     if confirm:
         report = receiver.confirm()
