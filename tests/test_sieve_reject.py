@@ -152,3 +152,11 @@ def test_ereject_over_lmtp_answers_only_that_recipient(lmtp):
     assert replies[2].startswith("250 ")
     assert maildir_files(site.maildir("b@example.org")) == []
     assert len(maildir_files(site.maildir("c@example.org"))) == 1
+
+
+def test_reject_mdn_says_precedence_bulk():
+    """As Pigeonhole's MDN and lda's own vacation reply: an automatic
+    message that a responder knowing Precedence but not Auto-Submitted
+    (RFC 3834 section 2) leaves unanswered."""
+    action = refusal('require "reject";\nreject "No.";')
+    assert email.message_from_bytes(action.reply_bytes)["Precedence"] == "bulk"
