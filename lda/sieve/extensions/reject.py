@@ -136,7 +136,7 @@ def mdn(execution, reason):
               ("Message-ID", f"<{boundary}.{int(now)}@{host}>")]
     if original_id:
         fields += [("In-Reply-To", original_id), ("References", original_id)]
-    fields += [("Auto-Submitted", "auto-replied"), ("MIME-Version", "1.0"),
+    fields += [("Auto-Submitted", "auto-replied"), ("Precedence", "bulk"), ("MIME-Version", "1.0"),
                ("Content-Type", "multipart/report; report-type=disposition-notification;"
                                 f'\n\tboundary="{boundary}"')]
     human = reason.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")[:MAX_REASON]
