@@ -239,8 +239,7 @@ def mime_of(part, prefix, out):
         original = part.get_payload()
         original = (original[0] if isinstance(original, list)
                     else email.message_from_string(original, policy=email.policy.compat32))
-        out[prefix + "original-header"] = tuple(f"{n}: {' '.join(v.split())}"
-                                                for n, v in original.items())
+        out[prefix + "original-header"] = tuple(f"{n}: {v}" for n, v in original.items())
     elif part.is_multipart():
         for n, sub in enumerate(part.get_payload(), 1):
             sub_prefix = f"{prefix}part{n}:"
@@ -322,6 +321,9 @@ EXPECTED = {
                             "address of the user's that the message's To named, lda from "
                             "the envelope recipient, the script owner's address (RFC 5230 "
                             "section 5.2: SHOULD be the owner's address)"),
+    "subject-cut": ({"h:subject"}, "both cut a long original subject and end it with "
+                    "\"\u2026\": lda the original at 256 characters, Pigeonhole the whole "
+                    "reply subject; no RFC sets a length, and both fit in a header line"),
     "ereject": ({"exit"}, "Pigeonhole 0.5.19 has no ereject (its script does not compile, "
                 "so the message is kept); lda refuses in the protocol, exit 77 "
                 "(RFC 5429 section 2.1.1)"),
@@ -337,10 +339,11 @@ def assert_same_but(peer, mine, *names):
                                    if k not in allowed} or f"no longer differ: {allowed - set(found)}"
 
 
-def one_each(pigeonhole, lda_side, case, script, msg=None, **kwargs):
+def one_each(pigeonhole, lda_side, case, script, msg=None, sender=None, **kwargs):
     msg = message(case) if msg is None else msg
-    peer = pigeonhole.deliver(script, msg, sender_of(case), **kwargs)
-    mine = lda_side.deliver(script, msg, sender_of(case), **kwargs)
+    sender = sender or sender_of(case)
+    peer = pigeonhole.deliver(script, msg, sender, **kwargs)
+    mine = lda_side.deliver(script, msg, sender, **kwargs)
     assert (peer.code, mine.code) == (0, 0), (peer.stderr, mine.stderr)
     assert (len(peer.sent), len(mine.sent)) == (1, 1), (peer.stderr, mine.stderr)
     return shape(*peer.sent[0]), shape(*mine.sent[0])
@@ -361,6 +364,14 @@ VACATION_CASES = {
                              {"subject": "=?iso-8859-1?q?R=E9union?= de l'=?iso-8859-1?q?"
                                          "=E9quipe?= du lundi"}),
     "no-subject": ('require "vacation"; vacation "I am away.";', {"subject": None}),
+    "long-subject": ('require "vacation"; vacation "I am away.";',
+                     {"subject": "Re: " + "x" * 300}),
+    # a thread's References go on; the envelope sender is not the From
+    "references-other-sender": (
+        'require "vacation"; vacation "I am away.";',
+        {"extra": b"References: <a@x.example> <b@x.example>\nIn-Reply-To: <b@x.example>\n"
+                  b"Reply-To: Other <other@example.net>\n",
+         "envelope": "bounce-7@lists.example.net"}),
     "mime": ('require "vacation"; vacation :mime text:\r\n'
              'Content-Type: text/plain; charset=iso-8859-1\r\n'
              'Content-Transfer-Encoding: quoted-printable\r\n\r\n'
@@ -371,12 +382,19 @@ VACATION_CASES = {
 @pytest.mark.parametrize("name", VACATION_CASES)
 def test_vacation_reply(pigeonhole, lda_side, name):
     script, kwargs = VACATION_CASES[name]
+    kwargs = dict(kwargs)
     case = f"vacation-{name}"
-    peer, mine = one_each(pigeonhole, lda_side, case, script, message(case, **kwargs))
-    assert mine["envelope-from"] == "<>" and mine["recipients"] == (sender_of(case),)
+    sender = kwargs.pop("envelope", sender_of(case))
+    peer, mine = one_each(pigeonhole, lda_side, case, script, message(case, **kwargs), sender)
+    assert mine["envelope-from"] == "<>" and mine["recipients"] == (sender,)
     assert mine["h:auto-submitted"] == "auto-replied"
     ascii_text = name not in ("non-ascii", "mime")  # mime: the script's own encoding
-    assert_same_but(peer, mine, *(VACATION if ascii_text else ["x-sieve"]))
+    expected = [*(VACATION if ascii_text else ["x-sieve"])]
+    if name == "long-subject":
+        expected.append("subject-cut")
+        assert peer["h:subject"] == "Auto: Re: " + "x" * 245 + "\u2026"
+        assert mine["h:subject"] == "Auto: Re: " + "x" * 252 + "\u2026"
+    assert_same_but(peer, mine, *expected)
 
 
 def test_vacation_addresses(pigeonhole, lda_side):
@@ -427,7 +445,9 @@ MDN = ("mdn-from-name", "mdn-subject", "mdn-threading", "mdn-text",
 
 def test_reject_mdn(pigeonhole, lda_side):
     case = "reject"
-    peer, mine = one_each(pigeonhole, lda_side, case, REJECT)
+    msg = message(case, extra=b"X-mixed-Case: folded\n\tline\n")  # comes back as it came
+    peer, mine = one_each(pigeonhole, lda_side, case, REJECT, msg)
+    assert "X-mixed-Case: folded\n\tline" in mine["part3:original-header"]
     assert mine["envelope-from"] == "<>" and mine["recipients"] == (sender_of(case),)
     assert mine["content-type"] == "multipart/report"
     for side in (peer, mine):
