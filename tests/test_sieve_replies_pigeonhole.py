@@ -491,6 +491,9 @@ NOTIFY_CASES = {
         'require "enotify"; notify :importance "3" :from "Alice <alice@example.org>" '
         '"mailto:bob@example.net?subject=Mail%20came";',
         ("notify-envelope", "notify-body")),
+    "non-ascii": ('require "enotify"; notify :message "Neue Nachricht f\u00fcr J\u00fcrgen" '
+                  ':from "alice@example.org" "mailto:bob@example.net";',
+                  ("notify-envelope", "notify-priority", "notify-body")),
     "defaults": ('require "enotify"; notify "mailto:bob@example.net";',
                  ("notify-envelope", "notify-from", "notify-priority", "notify-body")),
 }
