@@ -171,4 +171,5 @@ def test_reject_mdn_returns_the_original_header_as_it_came():
                 b"Subject: hi\r\n\r\nBody.\r\n")
     action = refusal('require "reject";\nreject "No.";', msg=original)
     third = action.reply_bytes.rsplit(b"Content-Type: text/rfc822-headers\n\n", 1)[1]
-    assert third.split(b"\n--")[0] == original.split(b"\r\n\r\n")[0].replace(b"\r\n", b"\n") + b"\n"
+    header = original.split(b"\r\n\r\n")[0].replace(b"\r\n", b"\n") + b"\n"
+    assert third.split(b"\n--")[0] == header

@@ -335,8 +335,8 @@ def assert_same_but(peer, mine, *names):
     """The shapes differ in exactly the keys of the named differences."""
     allowed = set().union(*(EXPECTED[n][0] for n in names)) if names else set()
     found = differences(peer, mine)
-    assert set(found) == allowed, {k: v for k, v in found.items()
-                                   if k not in allowed} or f"no longer differ: {allowed - set(found)}"
+    unexpected = {k: v for k, v in found.items() if k not in allowed}
+    assert set(found) == allowed, unexpected or f"no longer differ: {allowed - set(found)}"
 
 
 def one_each(pigeonhole, lda_side, case, script, msg=None, sender=None, **kwargs):
