@@ -109,3 +109,19 @@ def test_size_is_the_message_as_the_mta_handed_it(user, test, folder):
     stored = maildir_files(user.maildir / folder) if folder else maildir_files(user.maildir)
     assert len(stored) == 1
     assert stored[0].read_bytes().endswith(msg.split(b"\n\n", 1)[1])
+
+
+def test_redirected_copy_carries_delivered_to_but_no_return_path(site):
+    """The copy keeps this hop's Delivered-To (the loop check reads it) but
+    not the Return-Path lda stores with the message: RFC 5321 section 4.4,
+    a message sent on SHOULD NOT contain one (the next final delivery adds
+    its own), and neither Pigeonhole's redirect nor Postfix local(8)'s
+    forward sends one."""
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text('require "copy";\n'
+                                   'redirect :copy "bob@elsewhere.example.net";\n')
+    site.deliver(message(), "alice@example.org", check=0)
+    [(args, copy)] = site.sent()
+    assert args[args.index("-f") + 1] == "sender@example.org"
+    assert copy == b"Delivered-To: alice@example.org\n" + message()
+    assert maildir_files(box)[0].read_bytes().startswith(b"Return-Path: <sender@example.org>\n")

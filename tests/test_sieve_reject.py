@@ -152,3 +152,24 @@ def test_ereject_over_lmtp_answers_only_that_recipient(lmtp):
     assert replies[2].startswith("250 ")
     assert maildir_files(site.maildir("b@example.org")) == []
     assert len(maildir_files(site.maildir("c@example.org"))) == 1
+
+
+def test_reject_mdn_says_precedence_bulk():
+    """As Pigeonhole's MDN and lda's own vacation reply: an automatic
+    message that a responder knowing Precedence but not Auto-Submitted
+    (RFC 3834 section 2) leaves unanswered."""
+    action = refusal('require "reject";\nreject "No.";')
+    assert email.message_from_bytes(action.reply_bytes)["Precedence"] == "bulk"
+
+
+def test_reject_mdn_returns_the_original_header_as_it_came():
+    """The third part is the refused message's header byte for byte (RFC
+    3798 section 3), as Pigeonhole returns it: field names in their own
+    case ("Message-ID", not "Message-Id"), folded lines folded."""
+    original = (b"From: Coyote <coyote@desert.example.org>\r\nTo: roadrunner@acme.example.com\r\n"
+                b"Message-ID: <present@desert.example.org>\r\nX-Long: one\r\n\ttwo\r\n"
+                b"Subject: hi\r\n\r\nBody.\r\n")
+    action = refusal('require "reject";\nreject "No.";', msg=original)
+    third = action.reply_bytes.rsplit(b"Content-Type: text/rfc822-headers\n\n", 1)[1]
+    header = original.split(b"\r\n\r\n")[0].replace(b"\r\n", b"\n") + b"\n"
+    assert third.split(b"\n--")[0] == header

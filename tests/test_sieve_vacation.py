@@ -289,3 +289,13 @@ def test_a_vacation_row_goes_when_its_period_is_over(site):
         left = [r[0] for r in conn.execute("SELECT sender FROM sieve_vacations ORDER BY sender")]
     conn.close()
     assert left == ["old@example.org", "two@example.org"]
+
+
+def test_vacation_reply_asks_exchange_not_to_answer_it():
+    """X-Auto-Response-Suppress: All (MS-OXCMAIL 2.2.3.2.14), as Pigeonhole
+    writes it: an Exchange or Outlook out-of-office that ignores
+    Auto-Submitted would otherwise answer the reply, and two absent users
+    trade replies once per period each."""
+    reply, _ = vacation_of()
+    fields, _ = reply_fields(reply)
+    assert fields["X-Auto-Response-Suppress"] == "All"

@@ -884,7 +884,7 @@ class Delivery:
                 self.log.warning(f"{target.address}: maildirsize not updated: {e}")
 
     def _forward(self, target, staged):
-        from .sendmail import sendmail
+        from .sendmail import past_return_path, sendmail
 
         if target.reply is not None:  # RFC 5230 5.1: a vacation reply goes from <>
             sendmail(self.sendmail, "", target.address, target.reply)
@@ -894,6 +894,7 @@ class Delivery:
         except OSError as e:  # as a sendmail that cannot run: this target fails alone
             raise ForwardFailed(f"cannot read the copy to forward: {e.strerror}") from None
         try:
+            past_return_path(fd)
             sendmail(self.sendmail, self.sender, target.address, fd)
         finally:
             os.close(fd)

@@ -1,7 +1,9 @@
 """Re-injecting a copy for an address outside the store, as Postfix local(8)
 does for a forward: `sendmail -i -f SENDER -- RECIPIENT` with the message on
-stdin.  The copy carries this hop's Delivered-To, so a loop back is seen."""
+stdin.  The copy carries this hop's Delivered-To, so a loop back is seen,
+but not the Return-Path on top of the stored copy (past_return_path)."""
 
+import os
 import subprocess
 
 from ..errors import ForwardFailed
@@ -34,3 +36,21 @@ def sendmail(command, sender, recipient, message, timeout=TIMEOUT_SECONDS):
         detail = output[-1][:200] if output else ""
         raise ForwardFailed(f"{command[0]} exited {done.returncode} for {recipient}"
                             + (f": {detail}" if detail else ""))
+
+
+def past_return_path(fd):
+    """Move fd, a copy at its start, past the Return-Path field on top of
+    it: RFC 5321 section 4.4, a message sent on SHOULD NOT contain one (the
+    next final delivery writes its own; Pigeonhole's redirect and Postfix
+    local(8)'s forward send none)."""
+    try:
+        head = os.pread(fd, 4096, 0)
+    except OSError:
+        return  # sendmail meets what cannot be read and says so
+    if head[:12].lower() != b"return-path:":
+        return
+    end = head.find(b"\n")
+    while end >= 0 and head[end + 1:end + 2] in (b" ", b"\t"):  # folded
+        end = head.find(b"\n", end + 1)
+    if end >= 0:
+        os.lseek(fd, end + 1, os.SEEK_SET)

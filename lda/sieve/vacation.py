@@ -165,7 +165,9 @@ def reply_to_field(execution, sender):
 def build_reply(execution, node, sender, reply_from, subject):
     """RFC 5230 section 5 and RFC 3834: In-Reply-To, References,
     Auto-Submitted: auto-replied; the reason as text/plain UTF-8, or with
-    :mime as the MIME entity the script wrote."""
+    :mime as the MIME entity the script wrote.  X-Auto-Response-Suppress:
+    All (MS-OXCMAIL) as Pigeonhole: Exchange's out-of-office reads it where
+    it ignores Auto-Submitted, and would otherwise answer the reply."""
     now = execution.state.now()
     domain = split((addresses(reply_from) or [""])[0])[1] or "localhost"
     fields = [("From", encode_mailbox(reply_from)),
@@ -181,7 +183,7 @@ def build_reply(execution, node, sender, reply_from, subject):
     if references or original_id:
         fields.append(("References", " ".join(filter(None, [references, original_id]))))
     fields += [("Auto-Submitted", "auto-replied (vacation)"), ("Precedence", "bulk"),
-               ("MIME-Version", "1.0")]
+               ("X-Auto-Response-Suppress", "All"), ("MIME-Version", "1.0")]
     reason = execution.string(node["reason"]).replace("\r\n", "\n")
     if not reason.endswith("\n"):
         reason += "\n"

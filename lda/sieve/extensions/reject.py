@@ -22,8 +22,8 @@ Decisions:
   already builds).
 - ereject's reason becomes one line of printable ASCII (an LMTP reply is
   ASCII), at most MAX_PROTOCOL_REASON characters.
-- The MDN's third part is the original header (text/rfc822-headers, RFC
-  3798 section 3 allows it): the script sees the header, not the body.
+- The MDN's third part is the original header as it came
+  (text/rfc822-headers, RFC 3798 section 3 allows it), not the body.
 """
 
 import os
@@ -136,7 +136,7 @@ def mdn(execution, reason):
               ("Message-ID", f"<{boundary}.{int(now)}@{host}>")]
     if original_id:
         fields += [("In-Reply-To", original_id), ("References", original_id)]
-    fields += [("Auto-Submitted", "auto-replied"), ("MIME-Version", "1.0"),
+    fields += [("Auto-Submitted", "auto-replied"), ("Precedence", "bulk"), ("MIME-Version", "1.0"),
                ("Content-Type", "multipart/report; report-type=disposition-notification;"
                                 f'\n\tboundary="{boundary}"')]
     human = reason.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "")[:MAX_REASON]
@@ -163,12 +163,14 @@ def mdn(execution, reason):
 
 
 def original_header(execution):
-    """The message's header fields (unfolded, names capitalised as the
-    delivery path keeps them in lower case), at most MAX_ORIGINAL_HEADER."""
-    out = b""
-    for name, value in execution.message.headers.fields:
-        line = b"-".join(part.capitalize() for part in name.split(b"-")) + b": " + value + b"\n"
-        if len(out) + len(line) > MAX_ORIGINAL_HEADER:
-            break
-        out += line
-    return out
+    """The message's header block as it came (RFC 3798 section 3), LF line
+    ends, cut after the last whole line within MAX_ORIGINAL_HEADER bytes."""
+    raw = execution.message.raw(MAX_ORIGINAL_HEADER + 2).replace(b"\r\n", b"\n")
+    if raw.startswith(b"\n"):
+        return b""  # no header at all
+    end = raw.find(b"\n\n")
+    if end >= 0:
+        return raw[:end + 1]
+    if len(raw) <= MAX_ORIGINAL_HEADER:  # a message that is all header
+        return raw if raw.endswith(b"\n") else raw + b"\n"
+    return raw[:raw.rfind(b"\n", 0, MAX_ORIGINAL_HEADER) + 1]
