@@ -7,21 +7,23 @@ succeeded.  It runs once per poll (-N, no daemon), multidrop (`is * here`:
 the recipients are the To: addresses in `localdomains`, `smtpaddress
 example.org`), its log (-v) kept per source in the test's directory.
 
-What fetchmail 6.4 does with each reply (its sink.c):
+What fetchmail 6.4 does with each reply (its sink.c; the logs show it):
 - 250 after DATA for every recipient (delivered, or lda's "already
   delivered, duplicate discarded"): DELE.
 - 550 5.1.1 at RCPT: a bounce for that address through localhost:25, the
   others delivered, DELE.
-- 4xx at RCPT: RSET, nothing delivered, the message kept for the next poll,
-  no bounce.
-- a 4xx after DATA for one recipient and 250 for another: a "LMTP partial
-  delivery failure" bounce through an SMTP listener on localhost:25, saying
-  "This is a permanent error" for every recipient.  With no listener there
-  the message is kept and delivered again at the next poll, to both: a
-  resend to the one who has it (lda's DeliveredTo makes it a no-op,
-  Dovecot's lmtp stores another copy: PEER_DUPLICATES).  With a listener
-  there (a site whose Postfix sends its outgoing mail) the bounce goes out
-  and the message is deleted: the full recipient never gets it.
+- 452 at RCPT (lda's answer for a full mailbox, lmtp_rcpt_check_quota being
+  true by default): RSET, nothing delivered, the message kept for the next
+  poll, no bounce.
+- 452 after DATA for one recipient and 250 for another (lda with
+  lmtp_rcpt_check_quota = false, Dovecot's lmtp by default): an "LMTP
+  partial delivery failure" bounce through localhost:25, calling it "a
+  permanent error".  With an SMTP listener there (a site whose own MTA sends
+  its outgoing mail) the bounce goes out and the message is deleted: the
+  full recipient never gets it, which is why lda checks quota at RCPT by
+  default.  With none there the message is kept and delivered again at the
+  next poll, to both: a resend to the one who has it, which lda's
+  DeliveredTo discards and Dovecot's lmtp stores again (PEER_DUPLICATES).
 
 Needs root and Debian's fetchmail, dovecot-pop3d and dovecot-lmtpd
 (`.ci/run` installs them); skipped without them.
@@ -186,9 +188,9 @@ def rig(tmp_path_factory):
 
 # --- the POP3 mailbox, the LMTP mailboxes, fetchmail ------------------------------
 
-def message(subject, to, message_id=True):
-    lines = [f"From: Sender <{SENDER}>", "To: " + ", ".join(to), f"Subject: {subject}",
-             "Date: Sat, 05 Dec 2026 09:00:00 +0000"]
+def message(subject, to, message_id=True, extra=()):
+    lines = [*extra, f"From: Sender <{SENDER}>", "To: " + ", ".join(to),
+             f"Subject: {subject}", "Date: Sat, 05 Dec 2026 09:00:00 +0000"]
     if message_id:
         lines.append(f"Message-ID: <{subject}@example.net>")
     return ("\r\n".join(lines) + "\r\n\r\nHello.\r\n").encode()
@@ -226,13 +228,15 @@ def free(rig, agent, who, scenario):
                        "mailbox", "INBOX", "header", "Subject", f"filler-{scenario}")
 
 
-def fetch(rig, src, agent):
-    """One fetchmail poll of src into agent's LMTP socket: (exit status, log)."""
+def fetch(rig, src, agent, envelope="no envelope"):
+    """One fetchmail poll of src into agent's LMTP socket: (exit status, log).
+    envelope: fetchmail's server option for where it finds the recipients
+    ("no envelope": the To: and Cc: fields)."""
     home = rig.logs / f"home-{src}"
     home.mkdir(mode=0o700, exist_ok=True)
     rc = home / "fetchmailrc"
     rc.write_text(
-        f"poll 127.0.0.1 protocol pop3 service {rig.port} no envelope\n"
+        f"poll 127.0.0.1 protocol pop3 service {rig.port} {envelope}\n"
         f"  localdomains example.org\n"
         f'  user "{src}" password "{PASSWORD}" is * here\n'
         f'  sslproto "" lmtp smtphost "{rig.targets[agent].socket}" smtpaddress example.org\n')
@@ -300,6 +304,37 @@ def test_plain_messages_are_stored_once_and_removed_from_the_server(rig):
             copies(rig, "lda", carol, "plain-two")] == [1, 1, 1]
     # Nothing left to fetch: the next poll finds no mail.
     assert fetch(rig, src, "lda")[0] == 1
+
+
+def test_an_unknown_recipient_is_bounced_by_fetchmail_and_the_others_served(rig):
+    """550 5.1.1 at RCPT: fetchmail bounces for that address alone and
+    delivers to the others, then deletes the message."""
+    src = source("plain", "lda-data")
+    alice = address("alice", "plain")
+    put(rig, src, message("plain-unknown", [alice, "nobody@example.org"]))
+    with BounceSink() as sink:
+        log = fetch(rig, src, "lda")[1]
+    assert "550 5.1.1 <nobody@example.org>: unknown recipient" in log, log
+    assert lmtp_lines(log)[-1] == f"250 2.0.0 <{alice}> delivered", log
+    assert "POP3> DELE 1" in log and on_server(rig, src) == 0
+    [(bounce_from, bounce_to, bounce)] = sink.mail
+    assert (bounce_from, bounce_to) == ("<>", [SENDER])
+    assert b"nobody@example.org" in bounce and alice.encode() not in bounce.split(
+        b"text/rfc822-headers")[0], bounce
+    assert copies(rig, "lda", alice, "plain-unknown") == 1
+
+
+def test_multidrop_with_an_envelope_field(rig):
+    """fetchmail's `envelope X-Original-To`: the recipient is the one that
+    field names, not the To: (a list's address) of the message."""
+    src = source("plain", "dovecot")
+    alice = address("alice", "plain")
+    put(rig, src, message("plain-envelope", ["list@lists.example.net"],
+                          extra=[f"X-Original-To: {alice}"]))
+    log = fetch(rig, src, "lda", envelope='envelope "X-Original-To"')[1]
+    assert lmtp_lines(log) == [f"250 2.0.0 <{alice}> delivered"], log
+    assert on_server(rig, src) == 0
+    assert copies(rig, "lda", alice, "plain-envelope") == 1
 
 
 # --- (2) the resend after a 4xx for one recipient ----------------------------------------
