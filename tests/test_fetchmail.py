@@ -436,6 +436,9 @@ def test_a_full_mailbox_never_makes_fetchmail_bounce(rig):
     with BounceSink() as sink:
         first = fetch(rig, src, agent)[1]
         assert sink.mail == [] and on_server(rig, src) == 1, first
+        again = fetch(rig, src, agent)[1]  # carol still full: the same answer
+        assert sink.mail == [] and on_server(rig, src) == 1, again
+        assert copies(rig, agent, alice, scenario) == 0
         free(rig, agent, carol, scenario)
         second = fetch(rig, src, agent)[1]
     assert sink.mail == [], second
