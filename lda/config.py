@@ -61,7 +61,9 @@ KEYS = {
                                "or 1 per CPU with lmtp_workers)"),
     "lmtp_workers": (0, int, "delivery threads per LMTP server process (0: none, deliver "
                              "in the process's own thread)"),
-    "lmtp_rcpt_check_quota": (False, bool, "refuse an over-quota RCPT (452/552)"),
+    # True: a client such as fetchmail bounces a 4xx after DATA and deletes
+    # the message (tests/test_fetchmail.py); a 4xx at RCPT it retries.
+    "lmtp_rcpt_check_quota": (True, bool, "refuse an over-quota RCPT (452/552)"),
     "lmtp_max_message_size": ("50M", (int, str), "largest message LMTP accepts"),
     "syslog_socket": ("/dev/log", str, "the local syslog socket that log = syslog writes to"),
     "lmtp_max_sessions": (1000, int, "LMTP sessions at once, all processes together "

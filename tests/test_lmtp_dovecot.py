@@ -19,7 +19,8 @@ regardless.
 
 The quota: Dovecot's default refuses a full mailbox for good
 (`quota_full_tempfail = no`: 552 5.2.2 at DATA, `lmtp_rcpt_check_quota =
-no`), so lda runs with `quota_full = "reject"`, its setting for the same.
+no`), so lda runs with `quota_full = "reject"` and `lmtp_rcpt_check_quota =
+false` (lda's default is true), its settings for the same.
 
 lda's differences on purpose are named with their reason: in the LHLO
 keywords (ONLY_DOVECOT, ONLY_LDA), in the RFC 3463 code of one reply code
@@ -245,7 +246,7 @@ def servers(tmp_path_factory):
             directory.mkdir()
             server.owner.chown_tree(directory)
         settings = {"state_dir": str(state), "log": "stderr", "quota_full": "reject",
-                    "lmtp_max_message_size": SIZE_LIMIT}
+                    "lmtp_max_message_size": SIZE_LIMIT, "lmtp_rcpt_check_quota": False}
         config = write_lda_toml(server.root / "lda.toml", settings)
         rcpt_config = write_lda_toml(server.root / "lda-rcpt-quota.toml",
                                      {**settings, "lmtp_rcpt_check_quota": True})

@@ -1,9 +1,12 @@
 """What `lda lmtp` does with each command: the delivery core, in threads.
 
 RCPT resolves the address at once (550 5.1.1 for an unknown user, and with
-lmtp_rcpt_check_quota a 452 for a full mailbox, as Dovecot's
+lmtp_rcpt_check_quota, the default, a 452 for a full mailbox, as Dovecot's
 lmtp_rcpt_check_quota does, or 552 5.2.3 when MAIL's SIZE= is more than the
-whole quota); DATA runs the same Delivery as `lda deliver`
+whole quota).  At RCPT by default, unlike Dovecot: fetchmail answers a 4xx
+after DATA for one recipient of several with a bounce and deletes the
+message from its server (that recipient never gets it), where a 4xx at RCPT
+keeps it for the next poll.  DATA runs the same Delivery as `lda deliver`
 and answers each recipient.  Disk and SQLite work runs on the event loop,
 holding up the process's other sessions while it lasts, as a Dovecot lmtp
 process does (other processes take the new sessions), or with lmtp_workers
