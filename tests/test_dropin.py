@@ -166,6 +166,26 @@ def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line,
     assert stored.read_bytes() == return_path + b"Delivered-To: alice\n" + message()
 
 
+POSTFIX_TOP = (FROM_LINE + b"Return-Path: <bounce@example.net>\n"
+               b"X-Original-To: alice@example.org\nDelivered-To: alice@example.org\n")
+
+
+@pytest.mark.parametrize("argv, env, added", [
+    ([], {}, b""),
+    ([], {"RECIPIENT": "alice@example.org"}, b""),
+    ([], {"RECIPIENT": "bob@example.org"}, b"Delivered-To: bob@example.org\n"),
+    (["-d", "bob@example.org"], {}, b"Delivered-To: bob@example.org\n"),
+], ids=["none-named", "recipient-env", "another-named", "another-d"])
+def test_postfix_fields_on_top_are_this_deliverys(user, argv, env, added):
+    """What Postfix's local(8) hands procmail, and procmail hands lda from a
+    `| lda` recipe with RECIPIENT cleared: a Delivered-To on top that names
+    no address lda was given is still this delivery's when none was given
+    (the login name is then the recipient, and no MTA writes it)."""
+    user.run(*argv, input=POSTFIX_TOP + message(), env=env, check=0)
+    [stored] = maildir_files(user.maildir)
+    assert stored.read_bytes() == added + POSTFIX_TOP[len(FROM_LINE):] + message()
+
+
 @pytest.mark.parametrize("first_line, warned", [
     (b"From bad\x01sender@example.net  Wed Jan  3 01:05:34 1996\n", b"control character"),
     (b"From " + b"a" * 400 + b"@example.net  Wed Jan  3 01:05:34 1996\n", b"320 octets"),

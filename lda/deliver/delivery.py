@@ -90,8 +90,13 @@ def _has_quota(target):
     return target.local and target.quota is not None
 
 
-def prefix_for(recipient, sender, lead):
-    """Return-Path and Delivered-To, unless the MTA prepended them already."""
+def prefix_for(plan, sender, lead):
+    """Return-Path and Delivered-To, unless the MTA prepended them already.
+
+    With no recipient named (procmail clears Postfix's RECIPIENT before it
+    runs lda) the plan's address is the login name, which no MTA's field
+    names: a Delivered-To the MTA wrote on top is then this delivery's, as
+    it is for dovecot-lda, which adds none."""
     from .envelope import reverse_path
     from .message import bare_address
 
@@ -101,7 +106,8 @@ def prefix_for(recipient, sender, lead):
     if sender is not None and b"return-path" not in names:
         prefix += (b"Return-Path: <" + reverse_path(sender).encode("utf-8", "surrogateescape")
                    + b">\n")
-    if recipient.lower() not in mta_delivered_to:
+    recipient = plan.canonical
+    if recipient.lower() not in mta_delivered_to and not (plan.unnamed and mta_delivered_to):
         prefix += b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"
     return prefix
 
@@ -309,7 +315,7 @@ class Delivery:
         """The first recipient's copy; the MTA's own fields at its top decide
         every recipient's prefix."""
         head, lead, chunks = self.read_lead(reader)
-        prefix = prefix_for(plan.canonical, self.sender, lead)
+        prefix = prefix_for(plan, self.sender, lead)
         return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead)
 
     def read_lead(self, reader):
@@ -365,7 +371,7 @@ class Delivery:
             if loop is not None:
                 unwritten[i] = loop
             elif i:  # the first is staged already, by _stage
-                prefixes[i] = prefix_for(plan.canonical, self.sender, first.lead)
+                prefixes[i] = prefix_for(plan, self.sender, first.lead)
         copies, failed = md.stage_copies(first, prefixes, self.config.hostname)
         staged.update(copies)
         unwritten.update(failed)
