@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import LDA, assert_no_traceback, message
+from conftest import LDA, assert_no_traceback, message, write_lda_toml
 from dovecot import DOVECOT_LDA, private_dovecot
 from test_dropin_dovecot import SENDMAIL, postfix_action
 
@@ -53,6 +53,9 @@ MESSAGE = POSTFIX_TOP + message(message_id="<procmail@example.org>")
 # user's nologin here; every rc below sets a real one, as most do.  A
 # maildir $DEFAULT: procmail's mbox locking costs a second a delivery.
 HEAD = "SHELL=/bin/sh\nDEFAULT=$HOME/default/\n"
+# procmail exports what the rc assigns: lda's log on its stderr (no syslog
+# here), dovecot-lda unaffected.
+LDA_CONFIG = "LDA_CONFIG={config}\n"
 W = ":0 w\n| {agent}{args}\n"
 NO_W = ":0\n| {agent}{args}\n"
 # Dovecot's wiki's way to hand the agent's answer to the MTA: after a
@@ -202,11 +205,12 @@ def reset(home):
         (home / "Maildir" / sub).mkdir(parents=True)
 
 
-def run_case(server, case, agent, outbox):
+def run_case(server, case, agent, outbox, config):
     owner, home = server.owner, server.owner.home
     reset(home)
     rc = home / ".procmailrc"
-    rc.write_text(HEAD + case.rc.format(agent=agent, args=case.args))
+    rc.write_text(HEAD + LDA_CONFIG.format(config=config)
+                  + case.rc.format(agent=agent, args=case.args))
     if case.setup:
         case.setup(home)
     owner.chown_tree(home)
@@ -245,10 +249,12 @@ def results(tmp_path_factory):
         server.configure(extra=f"sendmail_path = {sendmail}\nlda_mailbox_autocreate = no\n")
         server.log.chmod(0o666)
         agents = {"dovecot": f"{DOVECOT_LDA} -c {server.conf}", "lda": str(LDA)}
+        config = write_lda_toml(server.root / "lda-user.toml", {"mode": "user",
+                                                               "log": "stderr"})
         table = {}
         try:
             for case in CASES:
-                table[case.id] = {name: run_case(server, case, agent, outbox)
+                table[case.id] = {name: run_case(server, case, agent, outbox, config)
                                   for name, agent in agents.items()}
         finally:
             # procmail makes the user's system mailbox, whatever $DEFAULT says.
@@ -303,3 +309,11 @@ def test_dovecot_lda_takes_the_sender_from_the_from_line_too(results):
     """Its rejection goes to the From_ line's sender: procmail sets no SENDER."""
     [(args, _)] = results["over-quota-w"]["dovecot"].sent
     assert args[-1] == BOUNCE, args
+
+
+def test_lda_run_by_procmail_does_not_call_the_procmailrc_unread(results):
+    """lda's note for a user who kept a ~/.procmailrc and has no Sieve
+    script says procmail's recipes no longer run; here procmail ran them,
+    and one of them ran lda."""
+    for case in CASES:
+        assert b"procmail-convert" not in results[case.id]["lda"].stderr, case.id
