@@ -437,3 +437,14 @@ def test_a_procmailrc_that_lda_does_not_read_is_named_in_the_log(user_log_on_std
 def test_without_a_procmailrc_nothing_is_said(user_log_on_stderr):
     done = user_log_on_stderr.run("-a", "", input=message(), check=0)
     assert b".procmailrc" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_lda_run_by_a_procmailrc_recipe_says_nothing_of_it(user_log_on_stderr):
+    """procmail exports PROCMAIL_VERSION to the programs its recipes run:
+    `| lda` in ~/.procmailrc, where the rc is read, by procmail
+    (tests/test_procmail_pipe.py runs the real one)."""
+    user = user_log_on_stderr
+    (user.home / ".procmailrc").write_bytes(b":0 w\n| lda\n")
+    done = user.run(input=message(), env={"PROCMAIL_VERSION": "3.23pre"}, check=0)
+    assert b".procmailrc" not in done.stderr
+    assert len(maildir_files(user.maildir)) == 1

@@ -130,7 +130,7 @@ class Delivery:
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
                  clock=time.time, sendmail=None, kept=None, original_header=None,
-                 peer=None):
+                 peer=None, procmail=False):
         self.config = config
         self.resolver = resolver
         self.log = log
@@ -145,6 +145,8 @@ class Delivery:
         # Postfix names to `lda deliver`, for Sieve's environment extension
         # (RFC 5183 remote-ip, remote-host); None or "" when unknown.
         self.peer = peer
+        # Run by a ~/.procmailrc recipe (`| lda`): the rc is read, by procmail.
+        self.procmail = procmail
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
         # {db_root: DeliveredTo} the caller keeps open between deliveries
@@ -752,7 +754,7 @@ class Delivery:
                      or os.path.exists(config.sieve_script_for(path))
                      or (config.per_user and os.path.lexists(os.path.join(config.home,
                                                                           ".dovecot.sieve"))))
-        if not found and config.per_user:
+        if not found and config.per_user and not self.procmail:
             self._note_procmailrc()
         return found
 
