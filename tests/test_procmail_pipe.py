@@ -61,6 +61,10 @@ NO_W = ":0\n| {agent}{args}\n"
 # Dovecot's wiki's way to hand the agent's answer to the MTA: after a
 # failed `w` recipe, its exit becomes procmail's, and /dev/null ends the rc.
 EXITCODE = W + "EXITCODE=$?\n:0\n/dev/null\n"
+# The wiki's whole rc: a folder for some, the inbox for the rest; then the
+# lines README gives, after the last recipe only (a positive EXITCODE set
+# earlier would stand even after a later recipe delivered).
+WIKI = ":0 w\n* ^Subject: test\n| {agent} -m Spam\n\n:0 w\n| {agent}{args}\n" + EXITCODE[len(W):]
 
 
 def fill(home):
@@ -71,9 +75,9 @@ def fill(home):
     (home / "Maildir" / "maildirsize").write_bytes(f"{QUOTA}S\n{size} 1\n".encode())
 
 
-def unwritable(home):
+def unwritable(home, maildir="Maildir"):
     for sub in ("", "tmp", "new"):
-        (home / "Maildir" / sub).chmod(0o555)
+        (home / maildir / sub).chmod(0o555)
 
 
 def folder(name):
@@ -117,6 +121,12 @@ CASES = [
     Case("over-quota-exitcode", "deliver:mailed", EXITCODE, setup=fill),
     Case("over-quota-e-w", "deliver:DEFAULT", args=" -e", setup=fill),
     Case("over-quota-e-exitcode", "bounce", EXITCODE, args=" -e", setup=fill),
+    Case("wiki-rc", "deliver:.Spam", WIKI, setup=folder(".Spam")),
+    # The Spam recipe fails and the next one too: the last one's answer.
+    Case("wiki-rc-over-quota", "deliver:mailed", WIKI, setup=lambda home: (
+        folder(".Spam")(home), fill(home))),
+    Case("wiki-rc-unwritable-folder", "deliver:INBOX", WIKI,
+         setup=lambda home: (folder(".Spam")(home), unwritable(home, "Maildir/.Spam"))),
 ]
 
 
@@ -149,6 +159,7 @@ DIFFERENCES = {
         "delivered: dovecot-lda's rejection mail still reaches the sender, lda's 75 "
         "reaches no one and the message is gone.  The same recipe loses a message "
         "dovecot-lda cannot store (unwritable-no-w); " + RECIPE, "deliver:lost"),
+    "wiki-rc-over-quota": Difference("as over-quota-exitcode", "defer"),
     "over-quota-exitcode": Difference(
         "with EXITCODE=$? procmail exits with lda's 75 and Postfix keeps the message "
         "while the user makes room, as README's \"the mailbox is full\" row says for "
