@@ -58,13 +58,15 @@ HEAD = "SHELL=/bin/sh\nDEFAULT=$HOME/default/\n"
 LDA_CONFIG = "LDA_CONFIG={config}\n"
 W = ":0 w\n| {agent}{args}\n"
 NO_W = ":0\n| {agent}{args}\n"
-# Dovecot's wiki's way to hand the agent's answer to the MTA: after a
-# failed `w` recipe, its exit becomes procmail's, and /dev/null ends the rc.
+# The common way to hand the agent's answer to the MTA: after a failed
+# `w` recipe, its exit becomes procmail's, and /dev/null ends the rc.
 EXITCODE = W + "EXITCODE=$?\n:0\n/dev/null\n"
-# The wiki's whole rc: a folder for some, the inbox for the rest; then the
+# A whole rc in the wiki's shape: a folder for some, the inbox for the rest; then the
 # lines README gives, after the last recipe only (a positive EXITCODE set
 # earlier would stand even after a later recipe delivered).
 WIKI = ":0 w\n* ^Subject: test\n| {agent} -m Spam\n\n:0 w\n| {agent}{args}\n" + EXITCODE[len(W):]
+
+EARLY = ":0 w\n* ^Subject: test\n| {agent} -m Spam\nEXITCODE=$?\n\n:0 w\n| {agent}{args}\n"
 
 
 def fill(home):
@@ -96,6 +98,7 @@ class Case:
     setup: object = None        # setup(home), the Maildir made
     procmail: tuple = ()        # procmail's arguments (mailbox_command's)
     message: bytes = MESSAGE
+    runs: int = 1               # 2: Postfix's retry after a deferral, same home
 
 
 FROM_LINE_ONLY = f"From {BOUNCE}  Sat Dec  5 09:00:00 2026\n".encode() + message(
@@ -111,6 +114,9 @@ CASES = [
     Case("a-extension", "deliver:INBOX", args=" -a $1", setup=folder(".lists"),
          procmail=("-a", "lists")),
     Case("a-empty-extension", "deliver:DEFAULT", args=' -a "$1"', procmail=("-a", "")),
+    # dovecot-lda's `-a $RECIPIENT` lines: procmail cleared RECIPIENT, the
+    # line ends in a bare -a, and both refuse it; written out, it works.
+    Case("a-unset-recipient", "deliver:DEFAULT", args=" -a $RECIPIENT"),
     Case("a-address", "deliver:INBOX", args=" -a alice+lists@example.org",
          setup=folder(".lists")),
     Case("unwritable-w", "deliver:DEFAULT", setup=unwritable),
@@ -126,6 +132,11 @@ CASES = [
     Case("wiki-rc-over-quota", "deliver:mailed", WIKI, setup=lambda home: (
         folder(".Spam")(home), fill(home))),
     Case("wiki-rc-unwritable-folder", "deliver:INBOX", WIKI,
+         setup=lambda home: (folder(".Spam")(home), unwritable(home, "Maildir/.Spam"))),
+    # EXITCODE=$? after a recipe other than the last: the Spam recipe fails,
+    # the inbox one delivers, and procmail still exits 75.  Postfix retries
+    # a message that arrived; the retry delivers it again.
+    Case("exitcode-too-early", "defer:INBOX+INBOX", EARLY, runs=2,
          setup=lambda home: (folder(".Spam")(home), unwritable(home, "Maildir/.Spam"))),
 ]
 
@@ -160,6 +171,12 @@ DIFFERENCES = {
         "reaches no one and the message is gone.  The same recipe loses a message "
         "dovecot-lda cannot store (unwritable-no-w); " + RECIPE, "deliver:lost"),
     "wiki-rc-over-quota": Difference("as over-quota-exitcode", "defer"),
+    "exitcode-too-early": Difference(
+        "exactly once: on Postfix's retry lda finds the message delivered and "
+        "discards the copy, where dovecot-lda stores it again.  Both still exit "
+        "75 on every retry (the Spam recipe keeps failing) until Postfix gives up "
+        "on a message the user has: README says to set EXITCODE after the last "
+        "recipe only", "defer:INBOX"),
     "over-quota-exitcode": Difference(
         "with EXITCODE=$? procmail exits with lda's 75 and Postfix keeps the message "
         "while the user makes room, as README's \"the mailbox is full\" row says for "
@@ -181,14 +198,15 @@ class Result:
 
 
 def outcome(result):
-    """Postfix's action on procmail's exit, and for a delivery where the
-    message went ("+" joins the places of a doubled one)."""
-    if result.action != "deliver":
-        return result.action
+    """Postfix's action on procmail's (last) exit, and where the message
+    went ("+" joins the places of a doubled one; "lost": delivered nowhere)."""
     places = [name or "INBOX" for name, files in result.stored.items() for _ in files]
     places += ["DEFAULT"] * result.default
     places += ["mailed"] * len(result.sent)
-    return "deliver:" + ("+".join(sorted(places)) or "lost")
+    where = "+".join(sorted(places))
+    if result.action != "deliver":
+        return f"{result.action}:{where}" if where else result.action
+    return "deliver:" + (where or "lost")
 
 
 def stored(maildir):
@@ -216,6 +234,16 @@ def reset(home):
         (home / "Maildir" / sub).mkdir(parents=True)
 
 
+def procmail(owner, case):
+    """procmail as Postfix's local(8) runs mailbox_command: as the user, the
+    message on its stdin.  No LOGFILE: the agent's stderr is procmail's,
+    which Postfix reads, and reading it to its end waits for an agent that
+    procmail without `w` leaves running when it exits."""
+    return subprocess.run([PROCMAIL, *case.procmail], input=case.message, capture_output=True,
+                          timeout=60, user=owner.uid, group=owner.gid, extra_groups=[],
+                          cwd=owner.home, env={"PATH": "/usr/bin:/bin", "HOME": str(owner.home)})
+
+
 def run_case(server, case, agent, outbox, config):
     owner, home = server.owner, server.owner.home
     reset(home)
@@ -227,13 +255,8 @@ def run_case(server, case, agent, outbox, config):
     owner.chown_tree(home)
     rc.chmod(0o644)
     before = set(outbox.iterdir())
-    # No LOGFILE: the agent's stderr is procmail's, which Postfix reads, and
-    # reading it to its end waits for an agent that procmail without `w`
-    # leaves running when it exits.
-    done = subprocess.run([PROCMAIL, *case.procmail], input=case.message,
-                          capture_output=True, timeout=60, user=owner.uid, group=owner.gid,
-                          extra_groups=[], cwd=home, env={"PATH": "/usr/bin:/bin",
-                                                          "HOME": str(home)})
+    for _ in range(case.runs):
+        done = procmail(owner, case)
     maildir = home / "Maildir"
     for sub in ("", "tmp", "new"):
         (maildir / sub).chmod(0o755)
