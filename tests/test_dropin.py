@@ -166,6 +166,26 @@ def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line,
     assert stored.read_bytes() == return_path + b"Delivered-To: alice\n" + message()
 
 
+POSTFIX_TOP = (FROM_LINE + b"Return-Path: <bounce@example.net>\n"
+               b"X-Original-To: alice@example.org\nDelivered-To: alice@example.org\n")
+
+
+@pytest.mark.parametrize("argv, env, added", [
+    ([], {}, b""),
+    ([], {"RECIPIENT": "alice@example.org"}, b""),
+    ([], {"RECIPIENT": "bob@example.org"}, b"Delivered-To: bob@example.org\n"),
+    (["-d", "bob@example.org"], {}, b"Delivered-To: bob@example.org\n"),
+], ids=["none-named", "recipient-env", "another-named", "another-d"])
+def test_postfix_fields_on_top_are_this_deliverys(user, argv, env, added):
+    """What Postfix's local(8) hands procmail, and procmail hands lda from a
+    `| lda` recipe with RECIPIENT cleared: a Delivered-To on top that names
+    no address lda was given is still this delivery's when none was given
+    (the login name is then the recipient, and no MTA writes it)."""
+    user.run(*argv, input=POSTFIX_TOP + message(), env=env, check=0)
+    [stored] = maildir_files(user.maildir)
+    assert stored.read_bytes() == added + POSTFIX_TOP[len(FROM_LINE):] + message()
+
+
 @pytest.mark.parametrize("first_line, warned", [
     (b"From bad\x01sender@example.net  Wed Jan  3 01:05:34 1996\n", b"control character"),
     (b"From " + b"a" * 400 + b"@example.net  Wed Jan  3 01:05:34 1996\n", b"320 octets"),
@@ -417,3 +437,14 @@ def test_a_procmailrc_that_lda_does_not_read_is_named_in_the_log(user_log_on_std
 def test_without_a_procmailrc_nothing_is_said(user_log_on_stderr):
     done = user_log_on_stderr.run("-a", "", input=message(), check=0)
     assert b".procmailrc" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_lda_run_by_a_procmailrc_recipe_says_nothing_of_it(user_log_on_stderr):
+    """procmail exports PROCMAIL_VERSION to the programs its recipes run:
+    `| lda` in ~/.procmailrc, where the rc is read, by procmail
+    (tests/test_procmail_pipe.py runs the real one)."""
+    user = user_log_on_stderr
+    (user.home / ".procmailrc").write_bytes(b":0 w\n| lda\n")
+    done = user.run(input=message(), env={"PROCMAIL_VERSION": "3.23pre"}, check=0)
+    assert b".procmailrc" not in done.stderr
+    assert len(maildir_files(user.maildir)) == 1

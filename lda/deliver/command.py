@@ -217,7 +217,8 @@ def _deliver(argv, stdin, environ, clock, held):
     delivery = Delivery(config, resolver, log, sender=args["sender"],
                         original_recipient=args["original"],
                         original_header=args["original_header"],
-                        peer=_smtp_client(environ), **kwargs)
+                        peer=_smtp_client(environ),
+                        procmail="PROCMAIL_VERSION" in environ, **kwargs)
     recipients = args["recipients"] or ([None] if config.per_user else [])
     if not recipients:
         raise UsageError("no recipient given and RECIPIENT is not set")

@@ -90,8 +90,13 @@ def _has_quota(target):
     return target.local and target.quota is not None
 
 
-def prefix_for(recipient, sender, lead):
-    """Return-Path and Delivered-To, unless the MTA prepended them already."""
+def prefix_for(plan, sender, lead):
+    """Return-Path and Delivered-To, unless the MTA prepended them already.
+
+    With no recipient named (procmail clears Postfix's RECIPIENT before it
+    runs lda) the plan's address is the login name, which no MTA's field
+    names: a Delivered-To the MTA wrote on top is then this delivery's, as
+    it is for dovecot-lda, which adds none."""
     from .envelope import reverse_path
     from .message import bare_address
 
@@ -101,7 +106,8 @@ def prefix_for(recipient, sender, lead):
     if sender is not None and b"return-path" not in names:
         prefix += (b"Return-Path: <" + reverse_path(sender).encode("utf-8", "surrogateescape")
                    + b">\n")
-    if recipient.lower() not in mta_delivered_to:
+    recipient = plan.canonical
+    if recipient.lower() not in mta_delivered_to and not (plan.unnamed and mta_delivered_to):
         prefix += b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"
     return prefix
 
@@ -124,7 +130,7 @@ class Delivery:
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
                  clock=time.time, sendmail=None, kept=None, original_header=None,
-                 peer=None):
+                 peer=None, procmail=False):
         self.config = config
         self.resolver = resolver
         self.log = log
@@ -139,6 +145,8 @@ class Delivery:
         # Postfix names to `lda deliver`, for Sieve's environment extension
         # (RFC 5183 remote-ip, remote-host); None or "" when unknown.
         self.peer = peer
+        # Run by a ~/.procmailrc recipe (`| lda`): the rc is read, by procmail.
+        self.procmail = procmail
         self.sendmail = sendmail or config.sendmail
         self.databases = {}
         # {db_root: DeliveredTo} the caller keeps open between deliveries
@@ -309,7 +317,7 @@ class Delivery:
         """The first recipient's copy; the MTA's own fields at its top decide
         every recipient's prefix."""
         head, lead, chunks = self.read_lead(reader)
-        prefix = prefix_for(plan.canonical, self.sender, lead)
+        prefix = prefix_for(plan, self.sender, lead)
         return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead)
 
     def read_lead(self, reader):
@@ -365,7 +373,7 @@ class Delivery:
             if loop is not None:
                 unwritten[i] = loop
             elif i:  # the first is staged already, by _stage
-                prefixes[i] = prefix_for(plan.canonical, self.sender, first.lead)
+                prefixes[i] = prefix_for(plan, self.sender, first.lead)
         copies, failed = md.stage_copies(first, prefixes, self.config.hostname)
         staged.update(copies)
         unwritten.update(failed)
@@ -746,7 +754,7 @@ class Delivery:
                      or os.path.exists(config.sieve_script_for(path))
                      or (config.per_user and os.path.lexists(os.path.join(config.home,
                                                                           ".dovecot.sieve"))))
-        if not found and config.per_user:
+        if not found and config.per_user and not self.procmail:
             self._note_procmailrc()
         return found
 

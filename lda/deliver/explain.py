@@ -196,7 +196,7 @@ class Explaining(Delivery):
                 result.error = loop_error(plan, info)
             if result.error is None:
                 self.resolver.check_current(plan)
-                copy = memory.for_prefix(prefix_for(plan.canonical, self.sender, memory.lead)) \
+                copy = memory.for_prefix(prefix_for(plan, self.sender, memory.lead)) \
                     if memory is not None else None
                 if info is not None:
                     del self.sieve_trace[:]

@@ -75,14 +75,16 @@ class Target:
 
 class Plan:
     """The targets of one envelope recipient, and the resolver's state()
-    they were resolved under (None: unknown, check everything)."""
+    they were resolved under (None: unknown, check everything).  unnamed:
+    no recipient was given, and canonical is the invoking user's login."""
 
-    def __init__(self, recipient, canonical, targets, home_db, state=None):
+    def __init__(self, recipient, canonical, targets, home_db, state=None, unnamed=False):
         self.recipient = recipient
         self.canonical = canonical
         self.targets = targets
         self.home_db = home_db
         self.state = state
+        self.unnamed = unnamed
 
     def holds(self, resolver):
         """Whether nothing this plan was resolved from has changed since:
@@ -122,7 +124,8 @@ class UserResolver:
             quota = existing_quota(maildir)
         target = Target(canonical, self.config.state_dir, mailbox=self.user,
                         maildir_root=maildir, folder=folder, quota=quota, primary=True)
-        return Plan(recipient or self.user, canonical, [target], self.config.state_dir)
+        return Plan(recipient or self.user, canonical, [target], self.config.state_dir,
+                    unnamed=not recipient)
 
     def check_current(self, plan):
         """Per-user mode has no moves."""
