@@ -55,6 +55,26 @@ plugin {{
 """
 
 
+# Dovecot's lmtp on a unix socket, run/lmtp, that any user may connect to;
+# RCPT TO:<NAME@example.org> is Dovecot's user NAME.
+LMTP_CONF = """\
+protocols = lmtp
+service lmtp {
+  unix_listener lmtp {
+    mode = 0666
+  }
+}
+auth_username_format = %Ln
+"""
+# A sendmail_path that keeps each message Dovecot sends (a rejection, a
+# vacation reply) in OUTBOX as NAME.eml, with its arguments in NAME.args.
+CAPTURE_SENDMAIL = """\
+#!/bin/sh
+f="{outbox}/$$.$(date +%s%N)"
+cat > "$f.eml" && echo "$*" > "$f.args"
+"""
+
+
 def skip_reason():
     if os.geteuid() != 0:
         return "a private Dovecot needs root (useradd, Dovecot's master)"
@@ -121,6 +141,18 @@ class PrivateDovecot:
 
     def home(self, name):
         return self.homes / name
+
+    def capture_sendmail(self, extra=""):
+        """Point sendmail_path at CAPTURE_SENDMAIL (with `extra` settings);
+        returns the outbox directory its messages go to."""
+        outbox = self.root / "outbox"
+        outbox.mkdir()
+        self.owner.chown_tree(outbox)
+        sendmail = self.root / "sendmail"
+        sendmail.write_text(CAPTURE_SENDMAIL.format(outbox=outbox))
+        sendmail.chmod(0o755)
+        self.configure(extra=f"sendmail_path = {sendmail}\n{extra}")
+        return outbox
 
     # --- Dovecot's tools ---
 

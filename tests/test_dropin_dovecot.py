@@ -38,14 +38,6 @@ QUOTA = 200 * 1024          # PrivateDovecot's quota_rule, *:storage=200K
 MESSAGE = message(message_id="<dropin@example.org>")
 HALF = 40                   # the bytes sent before SIGTERM
 FROM_LINE = b"From bounce@example.net  Wed Jan  3 01:05:34 1996\n"
-SENDMAIL = """\
-#!/bin/sh
-# dovecot-lda's sendmail_path: keeps each rejection mail and its arguments.
-f="{outbox}/$$.$(date +%s%N)"
-cat > "$f.eml" && echo "$*" > "$f.args"
-"""
-
-
 # --- What Postfix makes of an answer ---------------------------------------------
 
 CODE = re.compile(rb"^([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
@@ -397,13 +389,7 @@ def results(tmp_path_factory):
     user of its own set up alike."""
     keep = tmp_path_factory.mktemp("dropin-dovecot")
     with private_dovecot(keep) as server:
-        outbox = server.root / "outbox"
-        outbox.mkdir()
-        server.owner.chown_tree(outbox)
-        sendmail = server.root / "sendmail"
-        sendmail.write_text(SENDMAIL.format(outbox=outbox))
-        sendmail.chmod(0o755)
-        server.configure(extra=f"sendmail_path = {sendmail}\n")
+        outbox = server.capture_sendmail()  # dovecot-lda's rejection mails
         state = server.root / "lda-state"
         state.mkdir()
         server.owner.chown_tree(state)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from conftest import LDA, mailbox_paths, poll, write_lda_toml
-from dovecot import private_dovecot
+from dovecot import LMTP_CONF, private_dovecot
 
 DOMAIN = "example.org"
 USERS = ("alice", "bob", "carol", "dave")
@@ -44,17 +44,6 @@ FULL = ("carol", "dave")  # over their quota on both servers
 QUOTA = 4096            # carol's, in bytes; FILLER is more than it holds
 FILLER = b"Subject: filler\n\n" + b"x" * 8000 + b"\n"
 SIZE_LIMIT = 100_000    # lda's lmtp_max_message_size
-
-LMTP_CONF = """\
-protocols = lmtp
-service lmtp {
-  unix_listener lmtp {
-    mode = 0666
-  }
-}
-# RCPT TO:<alice@example.org> is Dovecot's user alice.
-auth_username_format = %Ln
-"""
 
 
 # --- A client that follows the conversation -----------------------------------------

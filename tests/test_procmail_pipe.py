@@ -37,7 +37,7 @@ import pytest
 
 from conftest import LDA, assert_no_traceback, message, write_lda_toml
 from dovecot import DOVECOT_LDA, private_dovecot
-from test_dropin_dovecot import SENDMAIL, postfix_action
+from test_dropin_dovecot import postfix_action
 
 PROCMAIL = shutil.which("procmail", path="/usr/bin:/bin")
 QUOTA = 200 * 1024          # PrivateDovecot's quota_rule, *:storage=200K
@@ -273,14 +273,8 @@ def results(tmp_path_factory):
         pytest.skip("procmail is not installed (apt-get install procmail)")
     keep = tmp_path_factory.mktemp("procmail-pipe")
     with private_dovecot(keep) as server:
-        outbox = server.root / "outbox"
-        outbox.mkdir()
-        server.owner.chown_tree(outbox)
-        sendmail = server.root / "sendmail"
-        sendmail.write_text(SENDMAIL.format(outbox=outbox))
-        sendmail.chmod(0o755)
         # Dovecot's own default for -m's folder (the private one's is yes).
-        server.configure(extra=f"sendmail_path = {sendmail}\nlda_mailbox_autocreate = no\n")
+        outbox = server.capture_sendmail("lda_mailbox_autocreate = no\n")
         server.log.chmod(0o666)
         agents = {"dovecot": f"{DOVECOT_LDA} -c {server.conf}", "lda": str(LDA)}
         config = write_lda_toml(server.root / "lda-user.toml", {"mode": "user",

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dovecot import private_dovecot
+from dovecot import LMTP_CONF, private_dovecot
 from conftest import assert_no_traceback, mailbox_paths, write_lda_toml
 
 SENDER = "sender@example.org"
@@ -345,16 +345,6 @@ def test_the_from_line_is_the_envelope_sender_without_f(dovecot_sieve, sender, f
 
 # --- The same over LMTP: Dovecot's lmtp next to `lda lmtp` --------------------------
 
-LMTP_CONF = """\
-protocols = lmtp
-service lmtp {
-  unix_listener lmtp {
-    mode = 0666
-  }
-}
-# RCPT TO:<v-x@example.org> is Dovecot's user v-x.
-auth_username_format = %Ln
-"""
 LMTP_CASES = ["plain-lf", "crlf", "bare-cr", "cr-crlf", "nul", "8bit-no-mime",
               "no-trailing-newline", "empty-body", "1mb-line", "200k-header-folded",
               "gt-from-body", "trace-fields-other", "dot-lines"]
