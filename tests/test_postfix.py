@@ -253,6 +253,10 @@ def test_lmtp_defers_only_the_recipient_over_quota(make_stack):
     queue_id = postfix.send(msg, list(boxes))
     deferred = postfix.wait_for_delivery(queue_id, full)
     assert (deferred.status, deferred.dsn) == (DEFERRED, "4.2.2")
+    # lmtp_rcpt_check_quota = true, the default: refused before the message
+    # is sent (a client such as fetchmail handles a 4XX there, and not
+    # after DATA, as Postfix does both).
+    assert "in reply to RCPT TO command" in deferred.detail, deferred.detail
     for recipient in list(boxes)[:4]:
         assert_sent(postfix.wait_for_delivery(queue_id, recipient))
     wait_until(lambda: postfix.queued_recipients() == [full], 10, "only <full> queued",
