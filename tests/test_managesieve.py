@@ -225,8 +225,12 @@ def test_hostile_active_script_is_refused_and_the_message_kept(site, kind, tmp_p
             os.lchown(path, site.server.owner.uid, site.server.owner.gid)
     try:
         message_id = f"<hostile-{kind}@x>"
-        site.deliver_mb(message_id)
+        log = site.deliver_mb(message_id)
         assert where(site.root, message_id) == ""
+        if kind.startswith("link"):
+            assert "not followed, no script run" in log, log
+        if kind == "huge":
+            assert "larger than 1 MiB" in log, log
     finally:
         os.unlink(site.root / "lda.sieve")
         for path in (huge, site.root / "notes"):
