@@ -148,7 +148,7 @@ def test_per_user_upload_activate_switch_and_deactivate(site):
 
 # --- (2) managed mode: the mailbox root's sieve/ and lda.sieve ------------------
 
-def test_managed_upload_activate_switch_and_deactivate(site):
+def test_managed_upload_activate_runs_and_lda_sieve_reads_the_symlink(site):
     ms = site.client("mb")
     try:
         assert ms.putscript("spam", FILEINTO.format("Junk").encode())[0] == "OK"
@@ -158,6 +158,19 @@ def test_managed_upload_activate_switch_and_deactivate(site):
         assert os.readlink(site.root / "lda.sieve") == "sieve/spam.sieve"
         site.deliver_mb("<mb1@x>")
         assert where(site.root, "<mb1@x>") == ".Junk"
+
+        listed = site.lda("sieve", "list", BOX)
+        assert listed.returncode == 0, listed.stderr.decode()
+        rows = [line.split() for line in listed.stdout.decode().splitlines()[1:]]
+        assert rows == [[BOX, "spam", "True", "58"], [BOX, "work", "False", "58"]], rows
+        shown = site.lda("sieve", "show", BOX)
+        assert shown.returncode == 0 and b':create "Junk"' in shown.stdout, shown
+        # lda sieve activate keeps ManageSieve's form: webmail sees the change.
+        done = site.lda("sieve", "activate", BOX, "work")
+        assert done.returncode == 0, done.stderr.decode()
+        assert os.readlink(site.root / "lda.sieve") == "sieve/work.sieve"
+        assert ms.listscripts() == {"spam": False, "work": True}
+        ms.setactive("spam")
 
         ms.setactive("work")
         site.deliver_mb("<mb2@x>")
