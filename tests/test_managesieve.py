@@ -170,6 +170,13 @@ def test_managed_upload_activate_runs_and_lda_sieve_reads_the_symlink(site):
         assert done.returncode == 0, done.stderr.decode()
         assert os.readlink(site.root / "lda.sieve") == "sieve/work.sieve"
         assert ms.listscripts() == {"spam": False, "work": True}
+        source = site.server.root / "vac.sieve"
+        source.write_text(FILEINTO.format("Vac"))
+        source.chmod(0o644)
+        done = site.lda("sieve", "install", BOX, str(source))
+        assert done.returncode == 0, done.stderr.decode()
+        assert os.readlink(site.root / "lda.sieve") == "sieve/vac.sieve"
+        assert ms.listscripts() == {"spam": False, "work": False, "vac": True}
         ms.setactive("spam")
 
         ms.setactive("work")
