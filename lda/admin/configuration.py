@@ -300,7 +300,9 @@ def _stored(root):
 
 
 def _is_regular(path):
-    """A regular file, not through a symlink: deliveries follow none in a Maildir."""
+    """A regular file, not through a symlink: the one link a delivery follows in
+    a Maildir is ManageSieve's lda.sieve, whose target (sieve/NAME.sieve) is
+    compiled as a stored script."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:

@@ -5,7 +5,13 @@ A delivery runs one script per mailbox, lda.sieve in the mailbox root
 a mailbox may keep several scripts by name, in sieve/NAME.sieve under its
 root, one of them active.  The active one is a copy in lda.sieve, not a
 symlink: deliveries never have to follow a link in a Maildir, and a
-stored script is active when lda.sieve has its bytes.
+stored script is active when lda.sieve has its bytes.  The one exception is
+Pigeonhole's: a site whose ManageSieve writes these scripts (`sieve =
+file:~/sieve;active=~/lda.sieve`, the mailbox root as home) has lda.sieve
+a symlink to sieve/NAME.sieve.  Such a link is read (only into sieve/, a
+file there opened without following further links), and activating keeps
+that form, a new link renamed over the old one, so that ManageSieve and
+lda agree on which script is active.
 
 Every script is compiled before it is written (a bad one changes nothing),
 and written as a new file beside its name, fsynced and renamed over it, so
@@ -58,7 +64,7 @@ def install(db, address, source, name=None, activate=True, extensions=()):
         with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
             _write(scripts_fd, name + SUFFIX, data)
         if activate or was_active:
-            _make_active(root_fd, data, hand_written=active is None)
+            _make_active(root_fd, data, hand_written=active is None, name=name)
     return {"address": row["address"], "name": name, "active": activate or was_active,
             "size": len(data), "path": os.path.join(root, SCRIPTS_DIR, name + SUFFIX)}
 
@@ -74,7 +80,7 @@ def activate(db, address, name, extensions=()):
             raise UnknownName(f"{row['address']} has no script {name!r} "
                              f"(see 'lda sieve list {row['address']}')")
         check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX), extensions)
-        _make_active(root_fd, data, hand_written=_active_name(root_fd) is None)
+        _make_active(root_fd, data, hand_written=_active_name(root_fd) is None, name=name)
     return {"address": row["address"], "name": name, "active": True, "size": len(data)}
 
 
@@ -101,7 +107,7 @@ def show(db, address):
     when the mailbox has no script of its own."""
     row, root = _mailbox(db, address, moving_ok=True)
     with _directory(root) as root_fd:
-        data = _read_at(root_fd, SCRIPT_IN_MAILBOX)
+        data = _read_active(root_fd)
         name = _active_name(root_fd, data)
     text = None if data is None else data.decode("utf-8", "replace")
     return {"address": row["address"], "name": name,
@@ -203,11 +209,22 @@ def _write(dir_fd, name, data):
     os.fsync(dir_fd)
 
 
-def _make_active(root_fd, data, hand_written):
-    """lda.sieve holds data.  A hand_written lda.sieve (one that none of
-    the stored scripts had before this command) is stored first as
-    RESCUED (or RESCUED-N), as Pigeonhole keeps a regular ~/.dovecot.sieve
-    as "dovecot.orig": activating another script loses no one's work."""
+def _make_active(root_fd, data, hand_written, name=None):
+    """lda.sieve holds data (the stored script NAME).  A hand_written
+    lda.sieve (one that none of the stored scripts had before this command)
+    is stored first as RESCUED (or RESCUED-N), as Pigeonhole keeps a regular
+    ~/.dovecot.sieve as "dovecot.orig": activating another script loses no
+    one's work.  ManageSieve's symlink stays a symlink, now to NAME."""
+    if name is not None and _link_name(root_fd) is not None:
+        tmp = f".{SCRIPT_IN_MAILBOX}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        os.symlink(f"{SCRIPTS_DIR}/{name}{SUFFIX}", tmp, dir_fd=root_fd)
+        try:
+            os.rename(tmp, SCRIPT_IN_MAILBOX, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+        except BaseException:
+            os.unlink(tmp, dir_fd=root_fd)
+            raise
+        os.fsync(root_fd)
+        return
     current = _read_at(root_fd, SCRIPT_IN_MAILBOX) if hand_written else None
     if current is not None and current != data:
         with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
@@ -237,6 +254,30 @@ def _read_at(dir_fd, name):
         return f.read(MAX_SCRIPT + 1)
 
 
+def _link_name(root_fd):
+    """NAME when lda.sieve is ManageSieve's symlink to sieve/NAME.sieve,
+    else None (no link, or one that points anywhere else)."""
+    try:
+        target = os.readlink(SCRIPT_IN_MAILBOX, dir_fd=root_fd)
+    except OSError:  # none there, or not a symlink
+        return None
+    prefix = SCRIPTS_DIR + "/"
+    name = target[len(prefix):-len(SUFFIX)]
+    if (not target.startswith(prefix) or not target.endswith(SUFFIX) or not name
+            or "/" in name or name.startswith(".")):
+        return None
+    return name
+
+
+def _read_active(root_fd):
+    """The active script's bytes: lda.sieve's, or those of the stored
+    script ManageSieve's symlink names; None when there is none."""
+    name = _link_name(root_fd)
+    if name is not None:
+        return _read_stored(root_fd, name)
+    return _read_at(root_fd, SCRIPT_IN_MAILBOX)
+
+
 def _read_stored(root_fd, name):
     try:
         with _directory(SCRIPTS_DIR, root_fd) as scripts_fd:
@@ -258,7 +299,11 @@ def _stored(root_fd):
 
 
 def _active_name(root_fd, active=False):
-    """The name of the stored script whose bytes lda.sieve has, or None."""
+    """The name of the stored script ManageSieve's symlink names, else of
+    the one whose bytes lda.sieve has, or None."""
+    linked = _link_name(root_fd)
+    if linked is not None:
+        return linked if _read_stored(root_fd, linked) is not None else None
     if active is False:
         active = _read_at(root_fd, SCRIPT_IN_MAILBOX)
     if active is None:
@@ -267,8 +312,11 @@ def _active_name(root_fd, active=False):
 
 
 def _scripts_of(address, root_fd):
-    active = _read_at(root_fd, SCRIPT_IN_MAILBOX)
-    rows = [{"address": address, "name": name, "active": data == active, "size": len(data)}
+    linked = _link_name(root_fd)
+    active = _read_active(root_fd)
+    rows = [{"address": address, "name": name,
+             "active": name == linked if linked is not None else data == active,
+             "size": len(data)}
             for name, data in _stored(root_fd).items()]
     if active is not None and not any(r["active"] for r in rows):
         rows.append({"address": address, "name": None, "active": True, "size": len(active)})

@@ -3,7 +3,9 @@
 Pigeonhole's places, so that users and admins coming from Dovecot keep
 their scripts where they are:
 - sieve_before: the admin's scripts, run first for every mailbox;
-- the mailbox's own script: in managed mode lda.sieve in the mailbox root;
+- the mailbox's own script: in managed mode lda.sieve in the mailbox root
+  (a copy that `lda sieve activate` wrote, or ManageSieve's symlink to
+  sieve/NAME.sieve there);
   in per-user mode sieve_script (~/.lda.sieve), else ~/.dovecot.sieve, the
   file or symlink ManageSieve keeps active (a configured sieve_script is
   the only one);
@@ -18,6 +20,8 @@ no script anywhere pays one stat per configured path and per place above.
 
 import os
 import stat
+
+from ..config import SCRIPTS_IN_MAILBOX as SCRIPTS_DIR
 
 DOVECOT_SCRIPT = ".dovecot.sieve"
 SUFFIX = ".sieve"
@@ -36,6 +40,8 @@ def scripts_for(config, maildir_path, warn):
 def personal_script(config, maildir_path, warn):
     """The mailbox's own script, or None."""
     path = config.sieve_script_for(maildir_path)
+    if not config.per_user:
+        return mailbox_script(maildir_path, path, warn)
     if _is_file(path):
         return path
     if config.per_user and path == config.expand("~/.lda.sieve"):
@@ -64,6 +70,31 @@ def dovecot_script(home, warn):
     real, root = os.path.realpath(link), os.path.realpath(home)
     if os.path.commonpath([real, root]) != root or real == root:
         warn(f"{link} points outside {home} (to {real}): not followed, no script run")
+        return None
+    return real if _is_file(real) else None
+
+
+def mailbox_script(maildir_path, path, warn):
+    """A managed mailbox's lda.sieve, following a symlink only to a regular
+    file in that mailbox's own sieve/ directory.
+
+    Pigeonhole's ManageSieve, with `sieve = file:~/sieve;active=~/lda.sieve`
+    and the mailbox root as home, makes lda.sieve a symlink to
+    sieve/NAME.sieve.  A link anywhere else (out of the mailbox, or to one
+    of its messages) is not a script anyone installed: refused, as
+    dovecot_script refuses one out of the home.  The resolved path is
+    returned, so nothing follows the link again after this check.
+    """
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if not stat.S_ISLNK(st.st_mode):
+        return path if stat.S_ISREG(st.st_mode) else None
+    real = os.path.realpath(path)
+    scripts = os.path.join(os.path.realpath(maildir_path), SCRIPTS_DIR)
+    if os.path.dirname(real) != scripts or not real.endswith(SUFFIX):
+        warn(f"{path} points outside {scripts} (to {real}): not followed, no script run")
         return None
     return real if _is_file(real) else None
 

@@ -1,0 +1,258 @@
+"""Scripts users upload through Dovecot's ManageSieve (RFC 5804), run by lda.
+
+A site that puts lda in place of dovecot-lda or Dovecot's lmtp keeps Dovecot
+for IMAP and ManageSieve, so webmail's filter editor (Roundcube's
+managesieve plugin, SOGo, Thunderbird's add-on) goes on writing scripts
+through Pigeonhole; lda must run what it writes:
+- per-user mode: Pigeonhole's usual `sieve = file:~/sieve;active=~/.dovecot.sieve`;
+- managed mode: the Dovecot user's home is the mailbox root and
+  `sieve = file:~/sieve;active=~/lda.sieve`, so ManageSieve keeps the scripts
+  in the root's sieve/ (where `lda sieve install` keeps them) and makes
+  lda.sieve a symlink to sieve/NAME.sieve.
+One private Dovecot (tests/dovecot.py) with its managesieve service on a
+loopback port; the client is tests/managesieve.py.  Needs root and Debian's
+dovecot-managesieved (`.ci/run` installs it); skips without them.
+"""
+
+import os
+import shutil
+import socket
+
+import pytest
+
+from conftest import mailbox_paths, maildir_files, message, write_lda_toml
+from dovecot import private_dovecot
+from managesieve import ManageSieve
+
+MANAGESIEVE = next((p for p in ("/usr/lib/dovecot/managesieve",
+                                "/usr/libexec/dovecot/managesieve") if os.access(p, os.X_OK)),
+                   None)
+BOX = "mb@example.org"
+FILEINTO = 'require ["fileinto", "mailbox"];\nfileinto :create "{}";\n'
+# Accepted by Pigeonhole (a comment's bytes are octets, RFC 5228 section 8.1),
+# refused by lda, which reads a whole script as UTF-8 (section 2.2's rule).
+LATIN1_COMMENT = b'# caf\xe9\nrequire "fileinto";\nfileinto "Latin";\n'
+
+EXTRA = """\
+protocols = sieve
+disable_plaintext_auth = no
+auth_username_format = %Ln
+service managesieve-login {{
+  inet_listener sieve {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Site:
+    """The private Dovecot; its user `pu` is a per-user lda user, its user
+    `mb` the managed mailbox BOX (home: the mailbox root)."""
+
+    def __init__(self, server, port):
+        self.server, self.port = server, port
+        self.home = server.home("pu")
+        self.pu_maildir = server.add_user("pu")
+        state = server.root / "lda-state"
+        state.mkdir()
+        server.owner.chown_tree(state)
+        config = write_lda_toml(server.root / "lda.toml",
+                                {"state_dir": str(state), "log": "stderr"})
+        self.env = {"LDA_CONFIG": str(config)}
+        user_config = write_lda_toml(server.root / "lda-user.toml",
+                                     {"mode": "user", "log": "stderr"})
+        self.user_env = {"LDA_CONFIG": str(user_config)}
+        done = server.lda("mailbox", "create", BOX, env=self.env)
+        assert done.returncode == 0, done.stderr.decode()
+        self.root = mailbox_paths(state, BOX)[1]
+        server.add_user("mb", maildir=str(self.root),
+                        fields=[f"userdb_home={self.root}",
+                                "userdb_sieve=file:~/sieve;active=~/lda.sieve"])
+
+    def client(self, user):
+        return ManageSieve(self.port, user)
+
+    def deliver_pu(self, message_id):
+        done = self.server.lda("deliver", "-f", "s@example.org", "pu@example.org",
+                               home=self.home, env=self.user_env,
+                               input=message(message_id=message_id))
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stderr.decode()
+
+    def deliver_mb(self, message_id):
+        done = self.server.lda("deliver", "-f", "s@example.org", BOX, env=self.env,
+                               input=message(message_id=message_id))
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stderr.decode()
+
+    def lda(self, *args):
+        return self.server.lda(*args, env=self.env)
+
+
+def where(maildir, message_id):
+    """The folder ("" for the inbox) whose new/ holds message_id."""
+    found = [folder for folder in ["", *sorted(p.name for p in maildir.iterdir()
+                                               if p.name.startswith("."))]
+             for f in maildir_files(maildir / folder)
+             if message_id.encode() in f.read_bytes()]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    if MANAGESIEVE is None:
+        pytest.skip("Dovecot's managesieve is not installed (apt-get install dovecot-managesieved)")
+    port = free_port()
+    with private_dovecot(tmp_path_factory.mktemp("dovecot"), quota_rule=None,
+                         extra=EXTRA.format(port=port)) as server:
+        yield Site(server, port)
+
+
+# --- (1) per-user mode: ~/sieve and ~/.dovecot.sieve --------------------------
+
+def test_per_user_upload_activate_switch_and_deactivate(site):
+    ms = site.client("pu")
+    try:
+        assert ms.putscript("work", FILEINTO.format("Work").encode())[0] == "OK"
+        assert ms.putscript("lists", FILEINTO.format("Lists").encode())[0] == "OK"
+        ms.setactive("work")
+        assert os.readlink(site.home / ".dovecot.sieve") == "sieve/work.sieve"
+        site.deliver_pu("<pu1@x>")
+        assert where(site.pu_maildir, "<pu1@x>") == ".Work"
+
+        ms.setactive("lists")
+        assert ms.listscripts() == {"work": False, "lists": True}
+        site.deliver_pu("<pu2@x>")
+        assert where(site.pu_maildir, "<pu2@x>") == ".Lists"
+
+        ms.setactive("")
+        assert not os.path.lexists(site.home / ".dovecot.sieve")
+        site.deliver_pu("<pu3@x>")
+        assert where(site.pu_maildir, "<pu3@x>") == ""
+        ms.deletescript("work")
+        assert ms.listscripts() == {"lists": False}
+    finally:
+        ms.close()
+
+
+# --- (2) managed mode: the mailbox root's sieve/ and lda.sieve ------------------
+
+def test_managed_upload_activate_runs_and_lda_sieve_reads_the_symlink(site):
+    ms = site.client("mb")
+    try:
+        assert ms.putscript("spam", FILEINTO.format("Junk").encode())[0] == "OK"
+        assert ms.putscript("work", FILEINTO.format("Work").encode())[0] == "OK"
+        ms.setactive("spam")
+        assert (site.root / "sieve" / "spam.sieve").is_file()
+        assert os.readlink(site.root / "lda.sieve") == "sieve/spam.sieve"
+        site.deliver_mb("<mb1@x>")
+        assert where(site.root, "<mb1@x>") == ".Junk"
+
+        listed = site.lda("sieve", "list", BOX)
+        assert listed.returncode == 0, listed.stderr.decode()
+        rows = [line.split() for line in listed.stdout.decode().splitlines()[1:]]
+        assert rows == [[BOX, "spam", "True", "58"], [BOX, "work", "False", "58"]], rows
+        shown = site.lda("sieve", "show", BOX)
+        assert shown.returncode == 0 and b':create "Junk"' in shown.stdout, shown
+        # lda sieve activate keeps ManageSieve's form: webmail sees the change.
+        done = site.lda("sieve", "activate", BOX, "work")
+        assert done.returncode == 0, done.stderr.decode()
+        assert os.readlink(site.root / "lda.sieve") == "sieve/work.sieve"
+        assert ms.listscripts() == {"spam": False, "work": True}
+        source = site.server.root / "vac.sieve"
+        source.write_text(FILEINTO.format("Vac"))
+        source.chmod(0o644)
+        done = site.lda("sieve", "install", BOX, str(source))
+        assert done.returncode == 0, done.stderr.decode()
+        assert os.readlink(site.root / "lda.sieve") == "sieve/vac.sieve"
+        assert ms.listscripts() == {"spam": False, "work": False, "vac": True}
+        ms.setactive("spam")
+
+        ms.setactive("work")
+        site.deliver_mb("<mb2@x>")
+        assert where(site.root, "<mb2@x>") == ".Work"
+        ms.setactive("")
+        site.deliver_mb("<mb3@x>")
+        assert where(site.root, "<mb3@x>") == ""
+    finally:
+        ms.close()
+
+
+# --- (3) accepted by ManageSieve, refused by lda ------------------------------
+
+def test_difference_a_latin1_comment_is_uploaded_but_lda_keeps_the_message(site):
+    """Named difference: Pigeonhole takes a comment's bytes as octets; lda
+    reads a script as UTF-8 (RFC 5228 2.2) and so does not compile it.  lda's
+    rule for a script that does not compile: the message is kept in the
+    inbox and one line is logged, each delivery."""
+    ms = site.client("mb")
+    try:
+        status, final = ms.putscript("latin", LATIN1_COMMENT)
+        assert status == "OK", final
+        ms.setactive("latin")
+        log = site.deliver_mb("<mb4@x>")
+        assert where(site.root, "<mb4@x>") == ""
+        lines = [line for line in log.splitlines() if "UTF-8" in line]
+        assert len(lines) == 1, log
+        ms.setactive("")
+        ms.deletescript("latin")
+    finally:
+        ms.close()
+
+
+# --- (4) hostile: what a delivery must not follow or read ---------------------
+
+def plant(root, make):
+    link = root / "lda.sieve"
+    if os.path.lexists(link):
+        os.unlink(link)
+    make(link)
+
+
+@pytest.mark.parametrize("kind", ["link-out", "link-up-and-back", "fifo", "huge"])
+def test_hostile_active_script_is_refused_and_the_message_kept(site, kind, tmp_path):
+    outside = site.server.root / "outside.sieve"
+    outside.write_text(FILEINTO.format("Stolen"))
+    site.server.owner.chown_tree(outside)
+    sieve_dir = site.root / "sieve"
+    sieve_dir.mkdir(exist_ok=True)
+    huge = sieve_dir / "huge.sieve"
+    if kind == "link-out":
+        plant(site.root, lambda p: p.symlink_to(outside))
+    elif kind == "link-up-and-back":
+        # Inside the mailbox, but not in its sieve/: a Maildir file.
+        (site.root / "notes").write_text(FILEINTO.format("Stolen"))
+        site.server.owner.chown_tree(site.root / "notes")
+        plant(site.root, lambda p: p.symlink_to("sieve/../notes"))
+    elif kind == "fifo":
+        plant(site.root, lambda p: os.mkfifo(p, 0o600))
+    else:
+        huge.write_bytes(b"#" * (1 << 20) + b"\nkeep;\n")
+        plant(site.root, lambda p: p.symlink_to("sieve/huge.sieve"))
+    for path in (site.root / "lda.sieve", huge):
+        if os.path.lexists(path):
+            os.lchown(path, site.server.owner.uid, site.server.owner.gid)
+    try:
+        message_id = f"<hostile-{kind}@x>"
+        log = site.deliver_mb(message_id)
+        assert where(site.root, message_id) == ""
+        if kind.startswith("link"):
+            assert "not followed, no script run" in log, log
+        if kind == "huge":
+            assert "larger than 1 MiB" in log, log
+    finally:
+        os.unlink(site.root / "lda.sieve")
+        for path in (huge, site.root / "notes"):
+            if path.exists():
+                path.unlink()
