@@ -98,6 +98,27 @@ def populate(a, count):
     (archive / "1.M1P1.host:2,S").write_bytes(message(message_id="<old@x>"))
 
 
+def test_managesieves_active_link_moves_to_the_other_host(make_site, postgres):
+    """ManageSieve's lda.sieve symlink to sieve/NAME.sieve arrives as that
+    symlink (the stream used to drop it: her filter stopped on the new
+    host); a link anywhere else is not carried."""
+    a, b = make_hosts(make_site, postgres[1])
+    maildir = a.maildir(ALICE)
+    (maildir / "sieve").mkdir()
+    (maildir / "sieve" / "alice.sieve").write_bytes(SCRIPT)
+    (maildir / "lda.sieve").symlink_to("sieve/alice.sieve")
+    (maildir / "sieve" / "planted.sieve").symlink_to("/etc/hostname")
+    for sub in ("cur", "new", "tmp"):
+        (maildir / ".Lists" / sub).mkdir(parents=True)
+    a.deliver(message(message_id="<l1@x>", subject="list"), ALICE, check=0)
+    assert len(maildir_files(maildir / ".Lists")) == 1
+    a.run("mailbox", "move", ALICE, "--to", "dbb", check=0)
+    assert os.readlink(b.alice / "lda.sieve") == "sieve/alice.sieve"
+    assert not os.path.lexists(b.alice / "sieve" / "planted.sieve")
+    b.deliver(message(message_id="<l2@x>", subject="list"), ALICE, check=0)
+    assert len(maildir_files(b.alice / ".Lists")) == 2
+
+
 def pg_moves(a):
     return json.loads(a.run("directory", "status", "--json", check=None).stdout or "{}")
 

@@ -95,6 +95,47 @@ def test_move_across_filesystems_copies_and_verifies(site, tmp_path):
         subprocess.run(["rm", "-rf", other], check=True)
 
 
+def managesieve_scripts(box):
+    """Scripts as Dovecot's ManageSieve keeps them in a managed mailbox
+    (`sieve = file:~/sieve;active=~/lda.sieve`, README): sieve/NAME.sieve,
+    and lda.sieve a symlink to the active one; plus a planted link out of
+    the mailbox, which no move may carry."""
+    (box / "sieve").mkdir()
+    (box / "sieve" / "work.sieve").write_text('require "fileinto";\nfileinto "Work";\n')
+    (box / "lda.sieve").symlink_to("sieve/work.sieve")
+    (box / "sieve" / "planted.sieve").symlink_to("/etc/hostname")
+    for sub in ("cur", "new", "tmp"):
+        (box / ".Work" / sub).mkdir(parents=True)
+
+
+@pytest.mark.parametrize("across", [False, True], ids=["rename", "copy"])
+def test_managesieves_active_link_moves_with_the_mailbox(site, tmp_path, across):
+    """The active script stays active after a move, rename or copy: its
+    symlink is carried as a symlink (ManageSieve reads it), where a copy
+    used to drop it and her filter stopped without a word.  A delivery
+    follows no other link (lda/deliver/sievescripts.py)."""
+    shm = "/dev/shm"
+    if across and (not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev):
+        pytest.skip("no second filesystem (/dev/shm) to move across")
+    site.create("alice@example.org")
+    managesieve_scripts(site.maildir("alice@example.org"))
+    other = (os.path.join(shm, f"lda-test-{os.getpid()}-{time.time_ns()}") if across
+             else str(tmp_path / "db2"))
+    try:
+        site.run("db", "create", "db2", "--path", other, check=0)
+        done = site.run("mailbox", "move", "alice@example.org", "--to", "db2", "--json",
+                        check=0)
+        assert f'"method": "{"copy" if across else "rename"}"'.encode() in done.stdout
+        box = site.maildir("alice@example.org")
+        assert os.readlink(box / "lda.sieve") == "sieve/work.sieve"
+        if across:  # a rename moves the directory as it is; a copy carries no other link
+            assert not os.path.lexists(box / "sieve" / "planted.sieve")
+        site.deliver(message(), "alice@example.org", check=0)
+        assert len(maildir_files(box / ".Work")) == 1 and maildir_files(box) == []
+    finally:
+        subprocess.run(["rm", "-rf", other], check=True)
+
+
 KILLER = """
 import os, signal, sys
 from lda.config import load_config
