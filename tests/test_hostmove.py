@@ -363,6 +363,13 @@ def hostile_cases():
         "rows-unknown-column": stream(*forged([GOOD[0], ("rows.json", unknown_column)])),
         "not-a-stream": b"GET / HTTP/1.0\r\n\r\n",
     }
+    # ManageSieve's active link: only sieve/NAME.sieve, to a file the stream has.
+    script = ("maildir/sieve/a.sieve", b"keep;\n")
+    for name, link in [("link-out", "/etc/passwd"), ("link-dotdot", "sieve/../../x.sieve"),
+                       ("link-to-message", "cur/1.M1.h:2,S"), ("link-missing", "sieve/b.sieve"),
+                       ("link-not-sieve", "sieve/a"), ("link-not-text", ["sieve/a.sieve"])]:
+        linked = forged([GOOD[0], script, GOOD[1]], dirs=("maildir", "maildir/sieve"))
+        cases[name] = stream({**linked[0], "active_link": link}, linked[1])
     return cases
 
 

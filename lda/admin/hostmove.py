@@ -44,7 +44,8 @@ from ..store.maildir import fsync_dir
 from .mailboxes import directory_transaction, get_mailbox, open_sqlite_directory
 from .move import COLUMNS, SIEVE_TABLES, Move, count_messages, held_lock
 from .state import state_dir
-from .transfer import ROWS, StreamRefused, maildir_entries, receive_stream, write_stream
+from .transfer import (ROWS, StreamRefused, active_link, maildir_entries, make_active_link,
+                       receive_stream, write_stream)
 
 SEND, FLIP, FLIPPED = "send", "flip", "flipped"
 STAGING = ".lda-receive"
@@ -203,7 +204,8 @@ class HostMove(Move):
         files += [(f"partial/{os.path.basename(s)}", s) for s in spools]
         files.append((ROWS, json.dumps(rows).encode()))
         header = {"address": self.address, "target_db": journal["target_db"],
-                  "target_maildir": journal["target_maildir"], "dirs": dirs}
+                  "target_maildir": journal["target_maildir"], "dirs": dirs,
+                  "active_link": active_link(source)}
         self.report.update(messages=count_messages(source),
                            rows=len(rows["delivered_to"]["rows"]),
                            sieve_rows=sum(len(rows[t]["rows"]) for t in SIEVE_TABLES),
@@ -384,6 +386,8 @@ class Receiver(Move):
     def _accept(self, journal, staging, manifest):
         """Rows into lda.sqlite in one transaction, then the Maildir into place."""
         root = self._db_path(journal["target_db"])
+        if manifest.get("active_link") is not None:  # checked before anything is kept
+            make_active_link(os.path.join(staging, "maildir"), manifest["active_link"])
         spools = {e["path"].split("/", 1)[1] for e in manifest["files"]
                   if e["path"].startswith("partial/")}
         try:

@@ -28,7 +28,7 @@ from .databases import open_deliveredto
 from .mailboxes import directory_transaction, get_mailbox
 from .partial import RUN_LOCK
 from .state import state_dir
-from .transfer import file_digest
+from .transfer import active_link, file_digest, make_active_link
 
 ROW_BATCH = 5000
 COLUMNS = ("mailbox, message_id, submit_time, delivered_at, state, location, "
@@ -427,7 +427,8 @@ def copy_file(source, target):
 
 def copy_tree(source, target, progress):
     """Copy a Maildir tree (regular files and directories only; symlinks are
-    not followed or copied) and return how many messages it held."""
+    not followed or copied, but ManageSieve's active script link, which is
+    made anew: transfer.active_link) and return how many messages it held."""
     entries = []
     for parent, dirs, files in os.walk(source):
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(parent, d))]
@@ -447,4 +448,8 @@ def copy_tree(source, target, progress):
             done += 1
             progress("maildir", done, total)
         fsync_dir(destination)
+    link = active_link(source)
+    if link is not None:  # ManageSieve's active script stays active
+        make_active_link(target, link)
+        fsync_dir(target)
     return messages

@@ -3,7 +3,9 @@ to a database on another host, `lda mailbox receive` there).
 
     lda-mailbox-stream 1\\n
     LENGTH\\n MANIFEST            JSON: address, target_db, dirs, files
-                                 (path, size, sha256, mtime_ns)
+                                 (path, size, sha256, mtime_ns), and
+                                 active_link when ManageSieve keeps the
+                                 active script as a symlink
     the files' bytes, in the manifest's order
     end SHA256\\n                 of every byte before it
 
@@ -22,6 +24,7 @@ import hashlib
 import json
 import os
 
+from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
 from ..errors import EX_DATAERR, LdaError
 from ..store.maildir import fsync_dir
 
@@ -88,6 +91,37 @@ def maildir_entries(root):
             if not os.path.islink(path) and os.path.isfile(path):
                 files.append((f"{base}/{name}", path))
     return dirs, files
+
+
+def active_link(root):
+    """The active script's symlink in the mailbox root, as ManageSieve makes
+    it (lda.sieve -> sieve/NAME.sieve), when it points to a regular file
+    directly in that mailbox's own sieve/ (the rule a delivery follows it
+    by, lda/deliver/sievescripts.py): "sieve/NAME.sieve", else None.  A
+    move carries no other link."""
+    path = os.path.join(root, SCRIPT_IN_MAILBOX)
+    if not os.path.islink(path):
+        return None
+    real = os.path.realpath(path)
+    if (os.path.dirname(real) != os.path.join(os.path.realpath(root), SCRIPTS_IN_MAILBOX)
+            or not real.endswith(".sieve") or os.path.islink(real)
+            or not os.path.isfile(real)):
+        return None
+    return f"{SCRIPTS_IN_MAILBOX}/{os.path.basename(real)}"
+
+
+def make_active_link(root, link):
+    """Make lda.sieve in the mailbox root `root` the symlink `link` that
+    active_link read at the source, once it is checked: sieve/NAME.sieve,
+    NAME a plain file name, a regular file there (a stream is not trusted:
+    StreamRefused)."""
+    directory, _, name = link.partition("/") if isinstance(link, str) else ("", "", "")
+    if (directory != SCRIPTS_IN_MAILBOX or not name.endswith(".sieve") or "/" in name
+            or name.startswith(".") or "\0" in name
+            or not os.path.isfile(os.path.join(root, link))
+            or os.path.islink(os.path.join(root, link))):
+        raise StreamRefused(f"unsafe active script link: {str(link)[:80]!r}")
+    os.symlink(link, os.path.join(root, SCRIPT_IN_MAILBOX))
 
 
 def write_stream(out, header, files, progress=lambda done, total: None):
