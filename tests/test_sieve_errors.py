@@ -106,10 +106,23 @@ def test_nesting_is_limited():
         compile_script("if " + "not " * 40 + "true {}")
 
 
-def test_script_must_be_utf8():
+def test_a_string_must_be_utf8():
     with pytest.raises(SieveError) as caught:
-        compile_script(b"keep;\n# caf\xe9\n")
-    assert caught.value.errors == [(2, 6, "the script is not valid UTF-8")]
+        compile_script(b'require "fileinto";\nfileinto "caf\xe9";\n')
+    assert caught.value.errors == [(2, 10, "a string that is not valid UTF-8")]
+    with pytest.raises(SieveError) as caught:
+        compile_script(b'keep;\nif header :is "x" text:\ncaf\xe9\n.\n{ stop; }\n')
+    assert caught.value.errors[0][2] == "a string that is not valid UTF-8"
+
+
+@pytest.mark.parametrize("comment", [b"# caf\xe9\n", b"/* caf\xe9\n \xff\xfe */\n",
+                                     b"# \xe9\r\n"], ids=["hash", "bracket", "crlf"])
+def test_a_comment_may_hold_any_octet(comment):
+    """RFC 5228 section 8.1: a comment is any octets but CRLF (and */),
+    as Pigeonhole reads it; an old ~/.dovecot.sieve commented in Latin-1
+    keeps filtering after the switch."""
+    script = compile_script(b'require "fileinto";\n' + comment + b'fileinto "Latin";\n')
+    assert script is not None
 
 
 def test_error_lines_name_the_file():

@@ -102,7 +102,7 @@ class Lexer:
             self.i += 1
             return Token(c, c, line, col)
         if c == '"':
-            return Token("string", self._quoted(line, col), line, col)
+            return Token("string", self._utf8(self._quoted(line, col), line, col), line, col)
         if c == ":":
             self.i += 1
             name = self._identifier()
@@ -115,9 +115,20 @@ class Lexer:
             name = self._identifier()
             if name.lower() == "text" and self.text.startswith(":", self.i):
                 self.i += 1
-                return Token("string", self._multiline(line, col), line, col)
+                return Token("string", self._utf8(self._multiline(line, col), line, col),
+                             line, col)
             return Token("identifier", name.lower(), line, col)
         self.error(f"unexpected character {c!r}", line, col)
+
+    def _utf8(self, value, line, col):
+        """A string's text, which must be UTF-8: script.py lets bytes that
+        are not through as surrogate escapes, for comments only."""
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                self.error("a string that is not valid UTF-8", line, col)
+        return value
 
     def _identifier(self):
         start = self.i

@@ -126,14 +126,14 @@ def _read(path):
 
 
 def _decode(data):
-    """RFC 5228 section 2.2: a script is UTF-8."""
+    """A script is UTF-8 (RFC 5228 section 2.2), but a comment may hold any
+    octet (section 8.1's grammar), as Pigeonhole reads it: bytes that are
+    not UTF-8 come through as surrogate escapes, and the parser refuses a
+    string that holds one."""
     try:
         return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        before = data[:e.start]
-        line = before.count(b"\n") + 1
-        column = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
-        raise SieveError(line, column, "the script is not valid UTF-8") from None
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
 
 
 def _remember(key, value):
