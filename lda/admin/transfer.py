@@ -99,15 +99,13 @@ def active_link(root):
     directly in that mailbox's own sieve/ (the rule a delivery follows it
     by, lda/deliver/sievescripts.py): "sieve/NAME.sieve", else None.  A
     move carries no other link."""
+    from ..deliver.sievescripts import mailbox_script
+
     path = os.path.join(root, SCRIPT_IN_MAILBOX)
     if not os.path.islink(path):
         return None
-    real = os.path.realpath(path)
-    if (os.path.dirname(real) != os.path.join(os.path.realpath(root), SCRIPTS_IN_MAILBOX)
-            or not real.endswith(".sieve") or os.path.islink(real)
-            or not os.path.isfile(real)):
-        return None
-    return f"{SCRIPTS_IN_MAILBOX}/{os.path.basename(real)}"
+    real = mailbox_script(root, path, warn=lambda line: None)
+    return None if real is None else f"{SCRIPTS_IN_MAILBOX}/{os.path.basename(real)}"
 
 
 def make_active_link(root, link):
