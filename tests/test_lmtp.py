@@ -175,6 +175,19 @@ def test_sigterm_right_after_start_is_graceful(lmtp):
     assert code == 0 and "stopped" in err and "Traceback" not in err
 
 
+def test_a_stop_signal_repeated_until_the_end_still_exits_0(lmtp):
+    """SIGTERM again and again while the server stops (a stop repeated by
+    an impatient admin or service manager): the exit is still a clean 0.
+    The interpreter's own exit used to restore SIGTERM's default action, so
+    a signal in that last window ended the server by signal 15."""
+    server = lmtp("--processes", "2")
+    while server.proc.poll() is None:
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.0005)
+    code, err = server.stop()
+    assert code == 0 and "stopped" in err and "Traceback" not in err, (code, err)
+
+
 def test_processes_stop_when_the_parent_is_killed(make_site):
     site = make_site()
     site.create("a@example.org")
