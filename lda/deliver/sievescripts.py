@@ -60,18 +60,9 @@ def dovecot_script(home, warn):
     refused.  The path returned is the resolved one: nothing follows the
     link again after this check.
     """
-    link = os.path.join(home, DOVECOT_SCRIPT)
-    try:
-        st = os.lstat(link)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    if not stat.S_ISLNK(st.st_mode):
-        return link if stat.S_ISREG(st.st_mode) else None
-    real, root = os.path.realpath(link), os.path.realpath(home)
-    if os.path.commonpath([real, root]) != root or real == root:
-        warn(f"{link} points outside {home} (to {real}): not followed, no script run")
-        return None
-    return real if _is_file(real) else None
+    root = os.path.realpath(home)
+    return _script_at(os.path.join(home, DOVECOT_SCRIPT), home, warn,
+                      lambda real: os.path.commonpath([real, root]) == root and real != root)
 
 
 def mailbox_script(maildir_path, path, warn):
@@ -85,6 +76,15 @@ def mailbox_script(maildir_path, path, warn):
     dovecot_script refuses one out of the home.  The resolved path is
     returned, so nothing follows the link again after this check.
     """
+    scripts = os.path.join(os.path.realpath(maildir_path), SCRIPTS_DIR)
+    return _script_at(path, scripts, warn,
+                      lambda real: os.path.dirname(real) == scripts and real.endswith(SUFFIX))
+
+
+def _script_at(path, where, warn, allowed):
+    """path when it is a regular file; when it is a symlink, the file it
+    resolves to if allowed(that path) and it is a regular file (a link
+    elsewhere is warned about: it points outside `where`); else None."""
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -92,9 +92,8 @@ def mailbox_script(maildir_path, path, warn):
     if not stat.S_ISLNK(st.st_mode):
         return path if stat.S_ISREG(st.st_mode) else None
     real = os.path.realpath(path)
-    scripts = os.path.join(os.path.realpath(maildir_path), SCRIPTS_DIR)
-    if os.path.dirname(real) != scripts or not real.endswith(SUFFIX):
-        warn(f"{path} points outside {scripts} (to {real}): not followed, no script run")
+    if not allowed(real):
+        warn(f"{path} points outside {where} (to {real}): not followed, no script run")
         return None
     return real if _is_file(real) else None
 
