@@ -109,7 +109,8 @@ def folder(name):
 class Case:
     id: str
     argv: tuple = ()            # both agents' options after -d and -f
-    dovecot: str = "deliver:INBOX"  # what dovecot-lda does (outcome())
+    dovecot: str | frozenset = "deliver:INBOX"  # what dovecot-lda does (outcome()),
+                                # or the outcomes it was seen to choose between
     setup: object = None        # setup(side) on each side's fresh user
     message: bytes = MESSAGE
     sender: str | None = SENDER  # -f, or none
@@ -181,7 +182,9 @@ CASES = [
     Case("closed-stdin", dovecot="defer", stdin="closed"),
     Case("closed-stdin-p-file", ("-p", "{message_file}"), stdin="closed"),
     Case("from-line-only", message=FROM_LINE),
-    Case("sigterm-mid-read", stdin="sigterm"),
+    # Which of the two depends on where the signal finds dovecot-lda's
+    # read: both were seen on Debian's 2.3.19 (the second on a CI machine).
+    Case("sigterm-mid-read", dovecot=frozenset({"deliver:INBOX", "defer"}), stdin="sigterm"),
     # mailbox_command = /usr/lib/dovecot/dovecot-lda, or lda: run as the
     # user, no -d, the Maildir ~/Maildir (lda's per-user mode).
     Case("user-plain", mode="user"),
@@ -251,9 +254,10 @@ DIFFERENCES = {
         "message's: 78 with 4.3.5, so Postfix defers until the line is fixed; "
         "dovecot-lda's 64 (EX_USAGE) bounces every message meanwhile", "defer"),
     "sigterm-mid-read": Difference(
-        "dovecot-lda, sent SIGTERM while it reads the message, stores the part it "
-        "read and exits 0: Postfix counts the message delivered and the rest is "
-        "lost; lda dies by the signal with nothing stored, and Postfix retries",
+        "dovecot-lda, sent SIGTERM while it reads the message, either stores the "
+        "part it read and exits 0 (Postfix counts the message delivered and the "
+        "rest is lost) or exits 75, as the timing falls; lda always dies by the "
+        "signal with nothing stored, and Postfix retries",
         "defer"),
 }
 
@@ -466,10 +470,11 @@ def test_lda_answers_postfix_as_dovecot_lda_does(results, case):
           f"{dove.stderr[:120]!r}\n  lda exit {ours.returncode} {outcome(ours)} "
           f"{ours.stderr.splitlines()[0][:160] if ours.stderr else b''!r}")
     # dovecot-lda does what it did when this was written (Dovecot 2.3).
-    assert outcome(dove) == case.dovecot, dove.stderr
+    seen = {case.dovecot} if isinstance(case.dovecot, str) else case.dovecot
+    assert outcome(dove) in seen, dove.stderr
     assert dove.code is None  # it never leads its stderr with an RFC 3463 code
     # lda does the same, or what DIFFERENCES names.
-    assert outcome(ours) == (expected.lda if expected else case.dovecot), ours.stderr
+    assert outcome(ours) == (expected.lda if expected else outcome(dove)), ours.stderr
     assert_no_traceback(subprocess.CompletedProcess([], ours.returncode, b"", ours.stderr))
     assert ours.sent == []  # lda never mails a rejection itself
     for args, _ in dove.sent:  # dovecot-lda's own, to the envelope sender
@@ -500,6 +505,11 @@ def test_a_hostile_m_makes_nothing_outside_the_maildir(results, case):
 
 
 def test_dovecot_lda_stores_the_part_it_read_before_sigterm(results):
-    """The evidence for DIFFERENCES["sigterm-mid-read"]."""
-    assert results["sigterm-mid-read"]["dovecot"].stored == {"": [MESSAGE[:HALF]]}
-    assert results["sigterm-mid-read"]["lda"].returncode == -signal.SIGTERM
+    """The evidence for DIFFERENCES["sigterm-mid-read"]: when dovecot-lda
+    stores anything, it is the part read, with exit 0; lda never stores."""
+    dove, ours = results["sigterm-mid-read"]["dovecot"], results["sigterm-mid-read"]["lda"]
+    if dove.stored:
+        assert (dove.returncode, dove.stored) == (0, {"": [MESSAGE[:HALF]]})
+    else:
+        assert dove.returncode == 75
+    assert (ours.returncode, ours.stored) == (-signal.SIGTERM, {})
