@@ -409,6 +409,8 @@ CORPUS = {
     "noop": [LHLO, cmd("NOOP"), QUIT],
     "help": [LHLO, cmd("HELP"), QUIT],
     "expn": [LHLO, cmd("EXPN staff"), QUIT],
+    # AUTH, which neither offers: a client configured for SASL tries it anyway.
+    "auth-unoffered": [LHLO, cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="), QUIT],
     # Addresses.
     "sender-without-brackets": [LHLO, cmd(f"MAIL FROM:{SENDER}"), QUIT],
     "sender-with-space": [LHLO, cmd("MAIL FROM:<a b@example.org>"), QUIT],
