@@ -56,6 +56,7 @@ ENHANCED = re.compile(r"^([245][0-9][0-9]) [245]\.[0-9]{1,3}\.[0-9]{1,3} ")
 # LMTP's LHLO, which names EHLO, its 501 for BODY=BINARYMIME, which RFC 5321
 # section 4.1.1.11 answers 555, and its 502 before it hangs up on too many
 # unknown commands, which section 3.8 answers 421 (test_lmtp_dovecot.py).
+# HELP's list is compared without AUTH, which lda lmtp does not do.
 REWORDED = {"501 malformed address": "553 Error: malformed address",
             "501 Syntax: LHLO hostname": "501 Syntax: EHLO hostname",
             "555 Error: BODY can only be one of 7BIT, 8BITMIME":
@@ -73,6 +74,8 @@ def replies(received):
             multi = True
             continue
         text = ENHANCED.sub(r"\1 ", line)
+        if "Supported commands:" in text:
+            text = text.replace(" AUTH ", " ")
         found.append(line[:3] if multi else REWORDED.get(text, text))
         multi = False
     return found
@@ -114,8 +117,15 @@ def test_a_transaction_gets_aiosmtpds_replies(pair):
 def test_help_lists_mail_and_rcpt_as_aiosmtpd_does(pair):
     codes, _ = same(pair, [b"LHLO c", b"HELP", b"HELP MAIL", b"HELP RCPT"])
     assert "MAIL" in codes[2] and "RCPT" in codes[2], codes
-    # Not AUTH, which lda lmtp neither offers nor does.
-    assert "AUTH" not in codes[2].split(), codes
+    # Not AUTH, which lda lmtp neither offers nor does (replies() leaves
+    # it out of aiosmtpd's list).
+    with socket.create_connection(("127.0.0.1", pair.ports["lda"]), timeout=10) as sock:
+        sock.sendall(b"LHLO c\r\nHELP\r\nQUIT\r\n")
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    [listing] = [line for line in received.split(b"\r\n") if b"Supported" in line]
+    assert b"MAIL" in listing and b"AUTH" not in listing, listing
     assert codes[3].startswith("250 Syntax: MAIL FROM:"), codes
 
 

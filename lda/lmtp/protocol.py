@@ -272,6 +272,14 @@ class LdaLMTP(LMTP):
             return address, rest
         return super()._getaddr(arg)
 
+    async def smtp_AUTH(self, arg):
+        """AUTH is never offered (no SASL; the socket's permissions and the
+        network decide who delivers): RFC 5321 section 4.2.4's 502, as
+        Dovecot's lmtp answers, rather than aiosmtpd's 538 that sends a
+        SASL client after TLS lda does not have either.  Without a syntax,
+        HELP does not list it."""
+        await self.push("502 5.5.1 Error: AUTH not supported")
+
     @syntax("LHLO hostname")
     async def smtp_LHLO(self, arg):
         """aiosmtpd's EHLO reply, with what a client may rely on added:
