@@ -68,6 +68,29 @@ def test_rcpt_time_quota_check_uses_declared_size(lmtp):
     client.close()
 
 
+def test_rcpt_time_quota_check_counts_the_fields_lda_adds(lmtp):
+    """SIZE= is the message as the client sends it; lda stores it with its
+    Return-Path, Delivered-To and Received on top.  A mailbox with room for
+    SIZE= alone and not for those is refused at RCPT (here 552 5.2.3: the
+    message is more than the whole quota), not accepted there and refused
+    after DATA, which fetchmail answers with a bounce and a delete."""
+    server = lmtp()
+    quota = 10_000
+    server.site.create("tight@example.org", "--quota-storage", str(quota))
+    data = b"Subject: tight\r\n\r\n" + b"x" * (quota - 20) + b"\r\n"
+    assert len(data) == quota  # it fits: a limit reached exactly is allowed
+    client = server.client()
+    assert client.cmd("LHLO test")[-1].startswith("250")
+    assert client.cmd(f"MAIL FROM:<s@example.org> SIZE={len(data)}").startswith("250")
+    reply = client.cmd("RCPT TO:<tight@example.org>")
+    if reply.startswith("250"):  # to show what it leads to
+        assert client.cmd("DATA").startswith("354")
+        client.sock.sendall(data + b".\r\n")
+        reply = f"{reply}, then after DATA: {client.reply()}"
+    client.close()
+    assert reply.startswith("552 5.2.3 <tight@example.org>"), reply
+
+
 @pytest.mark.parametrize(("args", "processes", "children"),
                          [((), 4, 4), (("--workers", "2"), 1, 0)],
                          ids=["own-thread", "with-threads"])
