@@ -18,7 +18,7 @@ import io
 import threading
 from email.utils import formatdate
 
-from ..deliver.delivery import Delivery
+from ..deliver.delivery import Delivery, prefix_for
 from ..deliver.envelope import check_sender, normalize
 from ..deliver.resolve import ThreadResolvers
 from ..errors import BadAddress, BadSender, LdaError, UnknownRecipient
@@ -73,7 +73,7 @@ class DeliveryHandler:
                 return f"{UnknownRecipient.smtp_reply} <{address}>: unknown recipient {address}"
             return f"501 {e.status} {_text(e)}"
         try:
-            plan = await self._work(self._check_recipient, address, envelope.mail_options)
+            plan = await self._work(self._check_recipient, address, envelope, session)
         except LdaError as e:
             return f"{e.smtp_reply} <{address}>: {_text(e)}"
         except Exception as e:  # noqa: BLE001 - answer 451, never drop the session
@@ -85,11 +85,18 @@ class DeliveryHandler:
         vars(envelope).setdefault("lda_plans", {})[address] = plan
         return "250 2.1.5 OK"
 
-    def _check_recipient(self, address, mail_options):
+    def _check_recipient(self, address, envelope, session):
         """The recipient's Plan, or the LdaError that refuses it."""
         plan = self._resolver().resolve(address)
         if self.config.lmtp_rcpt_check_quota:
-            size = _declared_size(mail_options)
+            # SIZE= is the message as sent; stored, it has lda's own fields
+            # on top, which must fit too, or a 250 here becomes a refusal
+            # after DATA (fetchmail: a bounce and a delete).
+            size = _declared_size(envelope.mail_options)
+            if size:
+                size += len(prefix_for(plan, envelope.mail_from or "", ()))
+                if self.config.lmtp_add_received_header:
+                    size += len(self.received(session, envelope))
             for target in plan.targets:
                 failure = target.primary and quota_failure(self.config, target, size)
                 if failure:
