@@ -77,14 +77,17 @@ def mailbox_script(maildir_path, path, warn):
     returned, so nothing follows the link again after this check.
     """
     scripts = os.path.join(os.path.realpath(maildir_path), SCRIPTS_DIR)
-    return _script_at(path, scripts, warn,
+    return _script_at(path, os.path.join(scripts, "*" + SUFFIX), warn,
                       lambda real: os.path.dirname(real) == scripts and real.endswith(SUFFIX))
 
 
 def _script_at(path, where, warn, allowed):
     """path when it is a regular file; when it is a symlink, the file it
-    resolves to if allowed(that path) and it is a regular file (a link
-    elsewhere is warned about: it points outside `where`); else None."""
+    resolves to if allowed(that path) and it is a regular file; else None.
+    A link that is not followed (it points outside `where`) or leads to no
+    file is passed over with warn(line), a line naming the path and why
+    (never the file's content): a delivery logs it, `lda config check`
+    reports it."""
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -95,7 +98,21 @@ def _script_at(path, where, warn, allowed):
     if not allowed(real):
         warn(f"{path} points outside {where} (to {real}): not followed, no script run")
         return None
-    return real if _is_file(real) else None
+    if not _is_file(real):
+        warn(f"{path} points to {real}, {_kind(real)}: no script run")
+        return None
+    return real
+
+
+def _kind(path):
+    """What is at path, when it is no regular file, for a log line."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return "which does not exist"
+    return "which is " + next((kind for test, kind in (
+        (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+        if test(mode)), "no regular file")
 
 
 def expand_paths(paths):
