@@ -219,7 +219,7 @@ def test_an_extension_compiles_only_when_lda_toml_turns_it_on(site):
 
 
 @pytest.mark.parametrize("kind", ["to-a-stored-script", "out-of-the-mailbox", "not-a-sieve",
-                                  "dangling"])
+                                  "dangling", "fifo"])
 def test_a_managesieve_link_that_a_delivery_does_not_follow_is_reported(site, tmp_path, kind):
     """lda.sieve a symlink, as ManageSieve makes it, but to nothing a
     delivery runs (lda/deliver/sievescripts.py, mailbox_script): the
@@ -231,10 +231,13 @@ def test_a_managesieve_link_that_a_delivery_does_not_follow_is_reported(site, tm
     target = {"to-a-stored-script": maildir / "sieve" / "main.sieve",
               "out-of-the-mailbox": tmp_path / "elsewhere.sieve",
               "not-a-sieve": maildir / "sieve" / "notes.txt",
-              "dangling": maildir / "sieve" / "gone.sieve"}[kind]
-    if kind != "dangling":
-        target.write_text(GOOD_SCRIPT)
-    link.symlink_to(target)
+              "dangling": maildir / "sieve" / "gone.sieve", "fifo": None}[kind]
+    if kind == "fifo":  # not a link, and no script either
+        os.mkfifo(link, 0o600)
+    else:
+        if kind != "dangling":
+            target.write_text(GOOD_SCRIPT)
+        link.symlink_to(target)
     if kind == "to-a-stored-script":
         assert check(site, 0) == []
         return

@@ -245,6 +245,8 @@ def test_hostile_active_script_is_refused_and_the_message_kept(site, kind, tmp_p
         assert where(site.root, message_id) == ""
         if kind.startswith("link"):
             assert "not followed, no script run" in log, log
+        if kind == "fifo":
+            assert log.count(f"{site.root}/lda.sieve is a FIFO: not read") == 1, log
         if kind == "huge":
             assert "larger than 1 MiB" in log, log
     finally:
