@@ -1,6 +1,7 @@
 """A small ManageSieve client (RFC 5804), enough for what webmail does:
-AUTHENTICATE "PLAIN", PUTSCRIPT with a literal, SETACTIVE, DELETESCRIPT,
-LISTSCRIPTS.  Each command returns (status, lines, final line)."""
+AUTHENTICATE "PLAIN", PUTSCRIPT and CHECKSCRIPT with a literal, SETACTIVE,
+RENAMESCRIPT, DELETESCRIPT, LISTSCRIPTS.  Each command returns (status,
+lines, final line)."""
 
 import base64
 import re
@@ -15,7 +16,12 @@ class ManageSieveError(AssertionError):
 
 
 def quoted(text):
-    return b'"' + text.encode().replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+    """text as a ManageSieve string (RFC 5804 section 4): quoted, or a
+    literal for what a quoted string cannot hold (CR, LF, NUL)."""
+    data = text.encode("utf-8", "surrogateescape")
+    if any(c in data for c in b"\r\n\0"):
+        return b"{%d+}\r\n" % len(data) + data
+    return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
 class ManageSieve:
@@ -69,6 +75,14 @@ class ManageSieve:
         status, _, final = self.command(b"PUTSCRIPT " + quoted(name), data)
         return status, final
 
+    def checkscript(self, data):
+        """(status, final line, which holds the errors after a NO)."""
+        status, _, final = self.command(b"CHECKSCRIPT", data)
+        return status, final
+
+    def renamescript(self, old, new):
+        self.check(b"RENAMESCRIPT " + quoted(old) + b" " + quoted(new))
+
     def setactive(self, name):
         self.check(b"SETACTIVE " + quoted(name))
 
@@ -79,7 +93,13 @@ class ManageSieve:
         """{name: active?}"""
         found = {}
         for line in self.check(b"LISTSCRIPTS"):
-            match = re.match(rb'"((?:[^"\\]|\\.)*)"( ACTIVE)?', line)
-            if match:
-                found[match.group(1).decode()] = bool(match.group(2))
+            match = re.match(rb'(?:"((?:[^"\\]|\\.)*)"|\{(\d+)\}\r\n)', line)
+            if not match:
+                continue
+            if match.group(1) is not None:  # quoted: \" and \\ stand for " and \
+                name, rest = re.sub(rb"\\(.)", rb"\1", match.group(1)), line[match.end():]
+            else:  # a literal: its length in octets, then the name
+                end = match.end() + int(match.group(2))
+                name, rest = line[match.end():end], line[end:]
+            found[name.decode()] = rest.startswith(b" ACTIVE")
         return found

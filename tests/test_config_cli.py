@@ -218,6 +218,38 @@ def test_an_extension_compiles_only_when_lda_toml_turns_it_on(site):
     assert check(site, 0) == []
 
 
+@pytest.mark.parametrize("kind", ["to-a-stored-script", "out-of-the-mailbox", "not-a-sieve",
+                                  "dangling", "fifo"])
+def test_a_managesieve_link_that_a_delivery_does_not_follow_is_reported(site, tmp_path, kind):
+    """lda.sieve a symlink, as ManageSieve makes it, but to nothing a
+    delivery runs (lda/deliver/sievescripts.py, mailbox_script): the
+    mailbox's filter is off, and the check says so, as a problem to
+    repair; a link to a stored script is the normal case."""
+    maildir = site.create(ALICE)
+    (maildir / "sieve").mkdir()
+    link = maildir / "lda.sieve"
+    target = {"to-a-stored-script": maildir / "sieve" / "main.sieve",
+              "out-of-the-mailbox": tmp_path / "elsewhere.sieve",
+              "not-a-sieve": maildir / "sieve" / "notes.txt",
+              "dangling": maildir / "sieve" / "gone.sieve", "fifo": None}[kind]
+    if kind == "fifo":  # not a link, and no script either
+        os.mkfifo(link, 0o600)
+    else:
+        if kind != "dangling":
+            target.write_text(GOOD_SCRIPT)
+        link.symlink_to(target)
+    if kind == "to-a-stored-script":
+        assert check(site, 0) == []
+        return
+    [line] = check(site, 78)
+    assert line.startswith(f"{link}: ") and "no script run" in line, line
+    assert f"lda sieve activate {ALICE} NAME" in line, line
+    done = site.run("config", "check", "--json")
+    report = json.loads(done.stdout)
+    assert done.returncode == report["exit_code"] == 78
+    assert [p["file"] for p in report["problems"]] == [str(link)]
+
+
 def test_a_missing_sieve_before_script(site, tmp_path):
     missing = tmp_path / "before.sieve"
     set_keys(site, sieve_before=[str(missing)])

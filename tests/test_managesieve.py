@@ -9,11 +9,15 @@ through Pigeonhole; lda must run what it writes:
   `sieve = file:~/sieve;active=~/lda.sieve`, so ManageSieve keeps the scripts
   in the root's sieve/ (where `lda sieve install` keeps them) and makes
   lda.sieve a symlink to sieve/NAME.sieve.
+Also compared with Pigeonhole: the script names each takes, RENAMESCRIPT of
+the active script, and what CHECKSCRIPT accepts against lda's compiler (the
+expected differences are named where they are asserted).
 One private Dovecot (tests/dovecot.py) with its managesieve service on a
 loopback port; the client is tests/managesieve.py.  Needs root and Debian's
 dovecot-managesieved (`.ci/run` installs it); skips without them.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -22,6 +26,9 @@ import pytest
 
 from conftest import mailbox_paths, maildir_files, message, write_lda_toml
 from dovecot import private_dovecot
+from lda.admin.sieve import check_name
+from lda.errors import UsageError
+from lda.sieve import SieveError, compile_script
 from managesieve import ManageSieve
 
 MANAGESIEVE = next((p for p in ("/usr/lib/dovecot/managesieve",
@@ -245,6 +252,8 @@ def test_hostile_active_script_is_refused_and_the_message_kept(site, kind, tmp_p
         assert where(site.root, message_id) == ""
         if kind.startswith("link"):
             assert "not followed, no script run" in log, log
+        if kind == "fifo":
+            assert log.count(f"{site.root}/lda.sieve is a FIFO: not read") == 1, log
         if kind == "huge":
             assert "larger than 1 MiB" in log, log
     finally:
@@ -252,3 +261,142 @@ def test_hostile_active_script_is_refused_and_the_message_kept(site, kind, tmp_p
         for path in (huge, site.root / "notes"):
             if path.exists():
                 path.unlink()
+
+
+# --- (5) script names: what ManageSieve takes, lda takes ----------------------
+
+# RFC 5804 section 1.6: a name is UTF-8 without control characters;
+# Dovecot's file storage refuses "/" too.  lda sieve activate takes these.
+SHARED_NAMES = ["my filter", '-old "café" \\ copy']
+REFUSED_BY_BOTH = ["a/b", "", "tab\tx", "cr\rx", "lf\nx", "del\x7fx", "c1\x85x", "ls\u2028x"]
+# Expected difference: Pigeonhole stores these (as sieve/..sieve,
+# sieve/...sieve, sieve/.hidden.sieve); lda refuses a name starting with
+# ".": a hidden file no `ls` shows, the namespace of lda's temporary files,
+# and "." and ".." read as paths to anyone who reads a command or a log.
+DOT_NAMES = [".", "..", ".hidden"]
+
+
+def refused_by_lda(name):
+    try:
+        check_name(name)
+    except UsageError:
+        return True
+    return False
+
+
+def test_script_names_managesieve_takes_lda_takes(site):
+    ms = site.client("mb")
+    try:
+        for name in SHARED_NAMES:
+            assert ms.putscript(name, b"keep;\n")[0] == "OK"
+        ms.setactive(SHARED_NAMES[0])  # lda keeps ManageSieve's link a link
+        for name in reversed(SHARED_NAMES):
+            done = site.lda("sieve", "activate", BOX, "--", name)
+            assert done.returncode == 0, done.stderr.decode()
+            assert os.readlink(site.root / "lda.sieve") == f"sieve/{name}.sieve"
+            assert ms.listscripts()[name] is True
+        for name in REFUSED_BY_BOTH:
+            status, final = ms.putscript(name, b"keep;\n")
+            assert (status, refused_by_lda(name)) == ("NO", True), (name, final)
+        for name in DOT_NAMES:
+            assert ms.putscript(name, b"keep;\n")[0] == "OK" and refused_by_lda(name), name
+        # Expected difference: Dovecot cuts a literal name at a NUL and
+        # stores the rest ("nul"); RFC 5804 section 1.6 allows no control
+        # character, and lda refuses the name.
+        status, _ = ms.putscript("nul\0x", b"keep;\n")
+        assert refused_by_lda("nul\0x")
+        if status == "OK":
+            assert "nul" in ms.listscripts() and not (site.root / "sieve" / "nul\0x").exists()
+            ms.deletescript("nul")
+        ms.setactive("")
+        for name in SHARED_NAMES + DOT_NAMES:
+            ms.deletescript(name)
+    finally:
+        ms.close()
+
+
+# --- (6) RENAMESCRIPT and CHECKSCRIPT -----------------------------------------
+
+def test_renaming_the_active_script_keeps_it_running(site):
+    """Pigeonhole renames sieve/NAME.sieve and rewrites lda.sieve's link:
+    the next delivery runs the script under its new name."""
+    ms = site.client("mb")
+    try:
+        assert ms.putscript("filter one", FILEINTO.format("Renamed").encode())[0] == "OK"
+        ms.setactive("filter one")
+        ms.renamescript("filter one", "filter two")
+        assert os.readlink(site.root / "lda.sieve") == "sieve/filter two.sieve"
+        scripts = ms.listscripts()
+        assert scripts["filter two"] is True and "filter one" not in scripts
+        log = site.deliver_mb("<renamed@x>")
+        assert where(site.root, "<renamed@x>") == ".Renamed" and "no script run" not in log, log
+        listed = site.lda("sieve", "list", "--json", BOX)
+        assert [r["name"] for r in json.loads(listed.stdout) if r["active"]] == ["filter two"]
+        ms.setactive("")
+        ms.deletescript("filter two")
+    finally:
+        ms.close()
+
+
+# What Pigeonhole's CHECKSCRIPT says of each script, and lda's compiler (the
+# site's lda.toml turns no extension on, as Pigeonhole's defaults here).
+CHECKED = {
+    "fileinto-create": FILEINTO.format("A").encode(),
+    "vacation": b'require "vacation";\nvacation :days 0 "away";\n',  # Pigeonhole: a warning
+    "body-variables": b'require ["body", "variables"];\nif body :contains "x" { set "a" "b"; }\n',
+    "mime": b'require ["mime", "foreverypart", "extracttext", "variables"];\nforeverypart {\n'
+            b'  if header :mime :type "content-type" "text" { extracttext "t"; }\n}\n',
+    "date-relational": b'require ["date", "relational"];\n'
+                       b'if currentdate :value "ge" "year" "2020" { keep; }\n',
+    "imap4flags-regex": b'require ["imap4flags", "regex"];\n'
+                        b'if header :regex "subject" "^a+$" { addflag "\\\\Seen"; }\n',
+    "duplicate-enotify": b'require ["duplicate", "enotify"];\n'
+                         b'if duplicate { notify "mailto:a@example.org"; }\n',
+    "include-missing": b'require "include";\ninclude :personal "nosuch";\n',  # a warning
+    "ihave-environment": b'require ["ihave", "environment"];\n'
+                         b'if environment "name" "x" { if ihave "foo" { foo; } }\n',
+    "crlf-empty": b"\r\n",
+    "unknown-command": b"frob;\n",
+    "missing-semicolon": b"keep\n",
+    "no-require": b'fileinto "A";\n',
+    "unknown-extension": b'require "vnd.nothing";\n',
+    "editheader-off": b'require "editheader";\naddheader "X" "y";\n',
+    "unterminated-string": b'if header "a" "b {\n',
+    "unknown-tag": b'if header :foo "a" "b" { keep; }\n',
+    "bad-redirect": b'redirect "not an address";\n',
+    "latin1-string": b'require "fileinto";\nfileinto "caf\xe9";\n',
+    "nested-33": b"if true {" * 33 + b"keep;" + b"}" * 33 + b"\n",
+    "spamtest": b'require ["spamtest", "relational", "comparator-i;ascii-numeric"];\n'
+                b'if spamtest :value "ge" :comparator "i;ascii-numeric" "5" { discard; }\n',
+    "virustest": b'require ["virustest", "relational", "comparator-i;ascii-numeric"];\n'
+                 b'if virustest :value "ge" :comparator "i;ascii-numeric" "3" { discard; }\n',
+    "ereject": b'require "ereject";\nereject "no";\n',
+    "vacation-seconds": b'require "vacation-seconds";\nvacation :seconds 60 "x";\n',
+    "debug": b'require "vnd.dovecot.debug";\ndebug_log "x";\n',
+}
+# Expected difference: extensions lda has on by default that Pigeonhole
+# leaves out of its default sieve_extensions (a site turns them on in
+# dovecot.conf, `sieve_extensions = +spamtest ...`, and ManageSieve then
+# takes such a script).  lda refuses nothing Pigeonhole takes, so every
+# script ManageSieve stores compiles for a delivery.
+LDA_ONLY = {"spamtest", "virustest", "ereject", "vacation-seconds", "debug"}
+
+
+def test_checkscript_and_lda_agree_on_what_compiles(site):
+    ms = site.client("mb")
+    try:
+        verdicts = {}
+        for case, data in CHECKED.items():
+            status, final = ms.checkscript(data)
+            assert status in ("OK", "NO"), final
+            try:
+                compile_script(data)
+                compiles = True
+            except (SieveError, UnicodeDecodeError):
+                compiles = False
+            verdicts[case] = (status == "OK", compiles)
+    finally:
+        ms.close()
+    assert sum(ok for ok, _ in verdicts.values()) == 10, verdicts
+    assert {case for case, (ok, compiles) in verdicts.items() if ok != compiles} == LDA_ONLY
+    assert all(compiles for case, (_, compiles) in verdicts.items() if case in LDA_ONLY)

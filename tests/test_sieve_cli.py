@@ -124,6 +124,9 @@ def test_cli_test_delivers_and_records_nothing(user, tmp_path):
 # --- lda sieve install / list / activate / show: managed mailboxes -----------
 
 import json  # noqa: E402 - the admin commands' section
+import os  # noqa: E402
+
+import pytest  # noqa: E402
 
 from conftest import maildir_files, message  # noqa: E402
 
@@ -217,12 +220,59 @@ def test_a_symlinked_scripts_directory_is_refused(site, tmp_path):
     assert list(elsewhere.iterdir()) == [] and not (alice / "lda.sieve").exists()
 
 
+# Names ManageSieve takes (RFC 5804 section 1.6: UTF-8, no control
+# characters; Dovecot's file storage refuses "/"), as webmail writes them;
+# tests/test_managesieve.py puts the same through Dovecot.  The longest one
+# fits NAME.sieve and lda's temporary name for it in 255 bytes.
+MANAGESIEVE_NAMES = ["my café filter", "-dash", ' q"x\\y ', "x" * 227]
+# Still refused: a path, a dot file ("." and ".." too), a control
+# character (C0 with CR, LF and TAB, DEL, C1, U+2028, U+2029), bytes that
+# are not UTF-8, nothing, and a name longer than a file name takes.
+HOSTILE_NAMES = ["../x", "a/b", ".hidden", ".", "..", "", "a\nb", "a\rb", "tab\tx", "del\x7fx",
+                 "c1\x85x", "ls\u2028x", b"bad\xffx", "x" * 228, "é" * 114]
+
+
+def test_names_managesieve_takes_are_taken(site, tmp_path):
+    """A script named in webmail ("my filter") is one lda sieve install,
+    activate, list and show take by that name."""
+    alice = site.create("alice@example.org")
+    for n, name in enumerate(MANAGESIEVE_NAMES):
+        path = write(tmp_path, f"{n}.sieve", FILEINTO.format(f"Named{n}"))
+        site.run("sieve", "install", "alice@example.org", path, "--name", name,
+                 "--no-activate", check=0)
+        done = site.run("sieve", "activate", "--json", "alice@example.org", "--", name, check=0)
+        assert json.loads(done.stdout)["name"] == name
+        assert (alice / "sieve" / f"{name}.sieve").is_file()
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert sorted((r["name"], r["active"]) for r in listed) == sorted(
+        (name, name == MANAGESIEVE_NAMES[-1]) for name in MANAGESIEVE_NAMES)
+    shown = json.loads(site.run("sieve", "show", "alice@example.org", "--json").stdout)
+    assert shown["name"] == MANAGESIEVE_NAMES[-1]
+
+
 def test_bad_names_and_unknown_mailboxes(site, tmp_path):
-    site.create("alice@example.org")
+    """A hostile name is refused (64) with a clear error and changes
+    nothing: each of them by the rule, a few through both commands."""
+    from lda.admin.sieve import check_name
+    from lda.errors import UsageError
+
+    for name in HOSTILE_NAMES + ["a\0b"]:  # no command line carries a NUL
+        with pytest.raises(UsageError, match="^bad script name "):
+            check_name(os.fsdecode(name))
+    alice = site.create("alice@example.org")
     path = write(tmp_path, "ok.sieve", "keep;\n")
-    for name in ("../x", ".hidden", "a/b", "x" * 65, "-opt"):
-        site.run("sieve", "install", "alice@example.org", path, "--name", name, check=64)
+    site.run("sieve", "install", "alice@example.org", path, "--name", "ok", check=0)
+    before = sorted(p.relative_to(alice) for p in alice.rglob("*"))
+    for name in ("../x", "", "a\nb", b"bad\xffx"):
+        for args in (("install", "alice@example.org", path, "--name", name),
+                     ("activate", "alice@example.org", "--", name)):
+            done = site.run("sieve", *args, check=64)
+            assert done.stderr.startswith(b"lda: bad script name "), done.stderr
+            assert b"Traceback" not in done.stderr and len(done.stderr) < 400, done.stderr
+    assert sorted(p.relative_to(alice) for p in alice.rglob("*")) == before
+    assert (alice / "lda.sieve").read_text() == "keep;\n"
     site.run("sieve", "install", "nobody@example.org", path, check=67)
+
 
 
 def test_a_hand_written_script_is_kept_when_another_is_activated(site, tmp_path):

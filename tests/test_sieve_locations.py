@@ -177,6 +177,30 @@ def test_managed_mailbox_default_and_before(site, tmp_path):
     assert len(maildir_files(alice / ".Before")) == 1 == len(maildir_files(bob / ".Before"))
 
 
+@pytest.mark.parametrize("kind", ["fifo", "link-out", "dangling"])
+def test_an_lda_sieve_passed_over_is_logged_once_per_delivery(site, tmp_path, kind):
+    """A FIFO at a managed mailbox's lda.sieve is no script a delivery runs
+    (opening it could hang, reading it would read a writer's bytes): the
+    message goes to the inbox, and the log says so, as it says why a
+    symlink is not followed (or leads to no file): one line naming the
+    path, once per delivery however many of its recipients are that
+    mailbox."""
+    alice = site.create("alice@example.org")
+    active = alice / "lda.sieve"
+    if kind == "fifo":
+        os.mkfifo(active, 0o600)
+    elif kind == "link-out":
+        active.symlink_to(script(tmp_path / "elsewhere.sieve", "discard;\n"))
+    else:  # ManageSieve's form, to a script since removed by hand
+        active.symlink_to("sieve/gone.sieve")
+    done = site.deliver(message(), "alice@example.org", "alice+lists@example.org", check=0)
+    assert maildir_files(alice) != []
+    log = done.stderr.decode()
+    assert log.count(f"{active} ") == 1, log
+    assert {"fifo": "is a FIFO: not read", "link-out": "not followed, no script run",
+            "dangling": "which does not exist: no script run"}[kind] in log, log
+
+
 def test_a_delivery_with_no_script_anywhere_imports_no_sieve_code(user, tmp_path):
     configure(user, tmp_path, sieve_before=[str(tmp_path / "nothing.sieve")],
               sieve_after=str(tmp_path / "none.d"), sieve_default=str(tmp_path / "no.sieve"))

@@ -34,7 +34,8 @@ import stat
 
 from ..config import (KEYS, SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX, find_config_path,
                       load_config, read_values)
-from ..deliver.sievescripts import DOVECOT_SCRIPT, SUFFIX, expand_paths, personal_script
+from ..deliver.sievescripts import (DOVECOT_SCRIPT, SUFFIX, expand_paths, mailbox_script,
+                                    personal_script)
 from ..errors import LdaError, NoPermission
 from ..sieve.dryrun import check as compile_errors
 from ..store.aliases import check_aliases, table_path, table_problem
@@ -277,17 +278,27 @@ def _check_site_scripts(config, findings, extensions):
 
 def _check_mailbox_scripts(tables, findings, extensions, progress):
     """Each mailbox's lda.sieve and stored scripts (sieve/NAME.sieve, which
-    include :personal reads); the count compiled."""
+    include :personal reads); the count compiled.  An lda.sieve that a
+    delivery passes over (a symlink it does not follow) is a problem: the
+    mailbox's filter is off."""
     databases, mailboxes = tables
     roots = {d["name"]: d["path"] for d in databases}
     count = 0
     for done, mailbox in enumerate(mailboxes, 1):
         root = os.path.join(roots.get(mailbox["database"], ""), mailbox["maildir"])
-        for path in [os.path.join(root, SCRIPT_IN_MAILBOX)] + _stored(root):
+        active = os.path.join(root, SCRIPT_IN_MAILBOX)
+        mailbox_script(root, active, lambda line: findings.add(
+            active, line.removeprefix(f"{active} "), _activate_hint(mailbox["address"])))
+        for path in [active] + _stored(root):
             if _is_regular(path):
                 count += _compile(path, findings, extensions)
         progress("compiling Sieve scripts", done, len(mailboxes))
     return count
+
+
+def _activate_hint(address):
+    return (f"`lda sieve activate {address} NAME` makes one of its stored scripts "
+            f"(`lda sieve list {address}`) the active one; or remove it")
 
 
 def _stored(root):
@@ -302,7 +313,7 @@ def _stored(root):
 def _is_regular(path):
     """A regular file, not through a symlink: the one link a delivery follows in
     a Maildir is ManageSieve's lda.sieve, whose target (sieve/NAME.sieve) is
-    compiled as a stored script."""
+    compiled as a stored script (and any other is reported: mailbox_script)."""
     try:
         return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:

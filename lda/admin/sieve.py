@@ -30,9 +30,10 @@ from .mailboxes import get_mailbox, list_mailboxes, mailbox_path
 SCRIPTS_DIR = SCRIPTS_IN_MAILBOX
 SUFFIX = ".sieve"
 MAX_SCRIPT = 1 << 20  # Pigeonhole's sieve_max_script_size default
-MAX_NAME = 64
+# NAME.sieve and _write's temporary beside it, ".NAME.sieve.PID.XXXXXXXX.tmp"
+# (a PID has at most 7 digits), both fit in a file name (NAME_MAX, 255 bytes).
+MAX_NAME_BYTES = 255 - len("." + SUFFIX + ".4194304.12345678.tmp")
 RESCUED = "lda.orig"  # where a hand-written lda.sieve is kept (_make_active)
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+")
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -55,7 +56,7 @@ def install(db, address, source, name=None, activate=True, extensions=()):
     `extensions`: lda.toml's sieve_extensions_extra."""
     with open(source, "rb") as f:
         data = f.read(MAX_SCRIPT + 1)
-    name = check_name(name or _name_of(source))
+    name = check_name(_name_of(source) if name is None else name)
     check_script(data, source, extensions)
     row, root = _mailbox(db, address)
     with _directory(root) as root_fd:
@@ -115,14 +116,37 @@ def show(db, address):
 
 
 def check_name(name):
-    """name if it can be a script's file name, else UsageError.  A plain
-    name: no path, no dot file, nothing a log line or a shell would
-    misread."""
-    if (not name or len(name) > MAX_NAME or name[0] in ".-"
-            or not set(name) <= _NAME_CHARS):
-        raise UsageError(f"bad script name {name!r}: use up to {MAX_NAME} letters, digits "
-                         "and . _ - +, not starting with . or -")
+    """name if it can name a stored script, else UsageError.  RFC 5804
+    section 1.6's rule, as Pigeonhole's file storage applies it, so that
+    a name webmail gave ("my filter") is one lda takes: any UTF-8 text but
+    control characters (C0, DEL, C1, U+2028, U+2029) and "/".  Unlike
+    Pigeonhole, not a name starting with "." (".", "..", a hidden file:
+    the names lda's temporary files take), and no longer than NAME.sieve
+    and its temporary name fit in a file name."""
+    why = _bad_name(name)
+    if why is not None:
+        shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
+        raise UsageError(f"bad script name {shown}: {why}; a script name is UTF-8 "
+                         f"text of up to {MAX_NAME_BYTES} bytes, with no \"/\" or control "
+                         "character, not starting with \".\"")
     return name
+
+
+def _bad_name(name):
+    """Why name cannot name a stored script, or None."""
+    if not name:
+        return "empty"
+    if any("\ud800" <= c <= "\udfff" for c in name):
+        return "not UTF-8"  # undecodable bytes from the command line
+    if "/" in name:
+        return 'a "/" (a path)'
+    if name.startswith("."):
+        return 'starts with "."'
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" for c in name):
+        return "a control character"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return f"longer than {MAX_NAME_BYTES} bytes"
+    return None
 
 
 def check_script(data, where, extensions=()):

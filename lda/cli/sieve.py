@@ -141,9 +141,13 @@ def sieve_list(ctx, address, as_json):
 def sieve_activate(ctx, address, name, as_json):
     """Make a stored script the mailbox's active one (checked first).
 
+    NAME as ManageSieve takes it ("my filter"); one starting with a dash
+    after --.
+
     \b
     Example:
         lda sieve activate alice@example.org vacation
+        lda sieve activate alice@example.org "my filter"
     """
     config = load(ctx)
     db = open_directory(config)

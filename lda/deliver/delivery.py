@@ -155,6 +155,7 @@ class Delivery:
         self.touched = set()  # Maildir (or folder) paths written to
         self.claims = {}  # see _claim_early
         self._may_run_scripts = {}  # Maildir path -> _may_have_scripts' answer
+        self._passed_over = set()  # why a script was not run, as logged (_scripts)
         self.lock_dir = os.path.join(config.state_dir, "locks")
         # As root, state directories are opened as Maildirs are (see
         # maildir.open_state); without allow_root_delivery every directory
@@ -751,7 +752,8 @@ class Delivery:
     def _scripts_exist(self, path):
         config = self.config
         found = bool(config.sieve_before or config.sieve_after or config.sieve_default
-                     or os.path.exists(config.sieve_script_for(path))
+                     # lexists: a link that leads nowhere is logged (_scripts)
+                     or os.path.lexists(config.sieve_script_for(path))
                      or (config.per_user and os.path.lexists(os.path.join(config.home,
                                                                           ".dovecot.sieve"))))
         if not found and config.per_user and not self.procmail:
@@ -776,8 +778,16 @@ class Delivery:
             return []
         from .sievescripts import scripts_for
 
-        return [path for path in scripts_for(self.config, target.maildir_path, self.log.warning)
+        return [path for path in scripts_for(self.config, target.maildir_path,
+                                             self._log_passed_over)
                 if self._trusted_script(path, info)]
+
+    def _log_passed_over(self, line):
+        """Why a script that is there does not run (sievescripts): once a
+        delivery, however many of its recipients share the mailbox."""
+        if line not in self._passed_over:
+            self._passed_over.add(line)
+            self.log.warning(line)
 
     def _sync_linked(self, linked, keys, results, done, failed):
         """Sync the directories linked into since the last call (see

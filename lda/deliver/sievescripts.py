@@ -77,25 +77,47 @@ def mailbox_script(maildir_path, path, warn):
     returned, so nothing follows the link again after this check.
     """
     scripts = os.path.join(os.path.realpath(maildir_path), SCRIPTS_DIR)
-    return _script_at(path, scripts, warn,
+    return _script_at(path, os.path.join(scripts, "*" + SUFFIX), warn,
                       lambda real: os.path.dirname(real) == scripts and real.endswith(SUFFIX))
 
 
 def _script_at(path, where, warn, allowed):
     """path when it is a regular file; when it is a symlink, the file it
-    resolves to if allowed(that path) and it is a regular file (a link
-    elsewhere is warned about: it points outside `where`); else None."""
+    resolves to if allowed(that path) and it is a regular file; else None.
+    Anything else there (a FIFO, a link that is not followed because it
+    points outside `where`, one that leads to no file) is passed over with
+    warn(line), a line naming the path and why, never a byte of the file:
+    a delivery logs it, `lda config check` reports it."""
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
     if not stat.S_ISLNK(st.st_mode):
-        return path if stat.S_ISREG(st.st_mode) else None
+        if stat.S_ISREG(st.st_mode):
+            return path
+        warn(f"{path} is {_kind(st.st_mode)}: not read, no script run")
+        return None
     real = os.path.realpath(path)
     if not allowed(real):
         warn(f"{path} points outside {where} (to {real}): not followed, no script run")
         return None
-    return real if _is_file(real) else None
+    try:
+        mode = os.stat(real).st_mode
+    except OSError:
+        mode = None
+    if mode is None or not stat.S_ISREG(mode):
+        what = "does not exist" if mode is None else f"is {_kind(mode)}"
+        warn(f"{path} points to {real}, which {what}: no script run")
+        return None
+    return real
+
+
+def _kind(mode):
+    """What a file that is not a regular one is, for a log line."""
+    return next((kind for test, kind in ((stat.S_ISDIR, "a directory"),
+                                         (stat.S_ISFIFO, "a FIFO"),
+                                         (stat.S_ISSOCK, "a socket")) if test(mode)),
+                "no regular file")
 
 
 def expand_paths(paths):
