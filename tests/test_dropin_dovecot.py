@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import LDA, assert_no_traceback, mailbox_paths, message, poll, write_lda_toml
+from conftest import (LDA, assert_no_traceback, create_mailboxes, mailbox_paths, message, poll,
+                      write_lda_toml)
 from dovecot import DOVECOT_LDA, private_dovecot
 
 SENDER = "sender@example.org"
@@ -366,23 +367,6 @@ def run(server, side, case, argv, env, user):
     return process.returncode, err
 
 
-CREATE_MAILBOXES = """\
-import sys
-from lda.cli import cli
-for address in sys.argv[1:]:
-    cli(["mailbox", "create", address], standalone_mode=False)
-"""
-
-
-def create_mailboxes(server, env, addresses):
-    """`lda mailbox create` for each address, in one interpreter (a
-    process each would cost a quarter of a second apiece)."""
-    with open(LDA, "rb") as script:
-        python = script.readline()[2:].split()[0].decode()
-    done = subprocess.run([python, "-c", CREATE_MAILBOXES, *addresses], capture_output=True,
-                          user=server.owner.uid, group=server.owner.gid, extra_groups=[],
-                          cwd="/", env=env, timeout=120)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -409,8 +393,9 @@ def results(tmp_path_factory):
         message_file.write_bytes(message(subject="from a file"))
         message_file.chmod(0o644)
         values = {"message_file": str(message_file), "dovecot_conf": str(server.conf)}
-        create_mailboxes(server, env, [f"l-{case.id}@example.org" for case in CASES
-                                       if case.mode == "managed"])
+        create_mailboxes(env, [(f"l-{case.id}@example.org",) for case in CASES
+                               if case.mode == "managed"],
+                         user=server.owner.uid, group=server.owner.gid, extra_groups=[], cwd="/")
         # Every user before the first delivery: Dovecot's passwd-file
         # userdb may not see a line added within the same second as its
         # last read.
