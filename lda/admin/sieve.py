@@ -25,14 +25,11 @@ import stat
 
 from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
 from ..errors import EX_DATAERR, LdaError, MailboxMoving, UnknownName, UnsafePath, UsageError
+from ..sieve.script import MAX_NAME_BYTES, SUFFIX, bad_name
 from .mailboxes import get_mailbox, list_mailboxes, mailbox_path
 
 SCRIPTS_DIR = SCRIPTS_IN_MAILBOX
-SUFFIX = ".sieve"
 MAX_SCRIPT = 1 << 20  # Pigeonhole's sieve_max_script_size default
-# NAME.sieve and _write's temporary beside it, ".NAME.sieve.PID.XXXXXXXX.tmp"
-# (a PID has at most 7 digits), both fit in a file name (NAME_MAX, 255 bytes).
-MAX_NAME_BYTES = 255 - len("." + SUFFIX + ".4194304.12345678.tmp")
 RESCUED = "lda.orig"  # where a hand-written lda.sieve is kept (_make_active)
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -116,37 +113,15 @@ def show(db, address):
 
 
 def check_name(name):
-    """name if it can name a stored script, else UsageError.  RFC 5804
-    section 1.6's rule, as Pigeonhole's file storage applies it, so that
-    a name webmail gave ("my filter") is one lda takes: any UTF-8 text but
-    control characters (C0, DEL, C1, U+2028, U+2029) and "/".  Unlike
-    Pigeonhole, not a name starting with "." (".", "..", a hidden file:
-    the names lda's temporary files take), and no longer than NAME.sieve
-    and its temporary name fit in a file name."""
-    why = _bad_name(name)
+    """name if it can name a stored script (sieve.script.bad_name), else
+    UsageError."""
+    why = bad_name(name)
     if why is not None:
         shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
         raise UsageError(f"bad script name {shown}: {why}; a script name is UTF-8 "
                          f"text of up to {MAX_NAME_BYTES} bytes, with no \"/\" or control "
                          "character, not starting with \".\"")
     return name
-
-
-def _bad_name(name):
-    """Why name cannot name a stored script, or None."""
-    if not name:
-        return "empty"
-    if any("\ud800" <= c <= "\udfff" for c in name):
-        return "not UTF-8"  # undecodable bytes from the command line
-    if "/" in name:
-        return 'a "/" (a path)'
-    if name.startswith("."):
-        return 'starts with "."'
-    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" for c in name):
-        return "a control character"
-    if len(name.encode()) > MAX_NAME_BYTES:
-        return f"longer than {MAX_NAME_BYTES} bytes"
-    return None
 
 
 def check_script(data, where, extensions=()):

@@ -19,12 +19,42 @@ import os
 
 from .errors import SieveError
 
+SUFFIX = ".sieve"  # a stored script is NAME.sieve
+# NAME.sieve and the temporary `lda sieve install` writes beside it,
+# ".NAME.sieve.PID.XXXXXXXX.tmp" (a PID has at most 7 digits), both fit in a
+# file name (NAME_MAX, 255 bytes).
+MAX_NAME_BYTES = 255 - len("." + SUFFIX + ".4194304.12345678.tmp")
 FORMAT = 2  # bump when the AST changes shape: older cache files are ignored
 MAX_SCRIPT_BYTES = 1 << 20
 MEMO_LIMIT = 256
 # Extensions a script may require only when sieve_extensions_extra enables them.
 OPTIONAL = frozenset({"editheader"})
 _memo = {}  # in-process: text or file stamp -> Script
+
+
+def bad_name(name):
+    """Why `name` cannot name a stored script (NAME.sieve: include's
+    :personal and :global, `lda sieve install/activate`), or None.
+
+    RFC 5804 section 1.6's rule, as Pigeonhole's file storage applies it,
+    so that a name webmail gave ("my filter") is one lda takes: any UTF-8
+    text but control characters (C0, DEL, C1, U+2028, U+2029) and "/".
+    Unlike Pigeonhole, not a name starting with "." (".", "..", a hidden
+    file: the names lda's temporary files take), and none longer than
+    NAME.sieve and its temporary name fit in a file name."""
+    if not name:
+        return "an empty name"
+    if any("\ud800" <= c <= "\udfff" for c in name):
+        return "a name that is not UTF-8"  # undecodable bytes from a command line
+    if "/" in name:
+        return 'a name with "/" (a path)'
+    if name.startswith("."):
+        return 'a name starting with "."'
+    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" for c in name):
+        return "a control character in the name"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return f"a name longer than {MAX_NAME_BYTES} bytes"
+    return None
 
 
 class Script:

@@ -21,11 +21,11 @@ which drops every action and keeps the message.  An include that does not
 run (in an if branch not taken) is no error here; Pigeonhole refuses it.
 
 Decisions:
-- A script name is refused (at compile time, with its line and column) if
-  it is empty, longer than MAX_NAME_LENGTH, contains "/" or a control
-  character (RFC 5804 section 1.6), or starts with ".": a name is one file
-  in one directory, never "..", a path, or a hidden file (Pigeonhole runs
-  ".x"; `lda sieve install` refuses such names, as this does).
+- A script name is refused (at compile time, with its line and column) by
+  the rule `lda sieve install` names a stored script by (script.bad_name):
+  empty, longer than a file name takes, with "/" or a control character
+  (RFC 5804 section 1.6), or starting with ".": a name is one file in one
+  directory, never "..", a path, or a hidden file (Pigeonhole runs ".x").
 - The file may be a symlink only to a file in the same directory tree; one
   writable by group or others is refused, as a delivery refuses its main
   script (both are runtime errors: implicit keep).
@@ -47,7 +47,7 @@ import os
 import stat
 
 from ..interpreter import RuntimeFailure, Stop
-from ..script import load_script
+from ..script import SUFFIX, bad_name, load_script
 from ..spec import STRING, STRINGS, Spec, tag
 
 CAPABILITIES = ("include",)
@@ -65,8 +65,6 @@ TAGS = {}
 
 MAX_NESTING_DEPTH = 10  # Pigeonhole's sieve_include_max_nesting_depth
 MAX_INCLUDES = 255      # includes run per delivery (Pigeonhole's max_includes: scripts)
-MAX_NAME_LENGTH = 128   # RFC 5804 section 1.6: at least 128 characters
-SUFFIX = ".sieve"
 DIRECTORY_OPTION = {"personal": "sieve_dir", "global": "sieve_global_dir"}
 NAMESPACE = "global."  # RFC 6609 section 3.4.2
 
@@ -127,21 +125,6 @@ class Includes:
             real = os.path.realpath(main)
             self.included.add(real)
             self.chain.append(real)
-
-
-def bad_name(name):
-    """Why `name` cannot name an included script, or None."""
-    if not name:
-        return "an empty name"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"longer than {MAX_NAME_LENGTH} characters"
-    if "/" in name:
-        return 'a name with "/" (a path)'
-    if name.startswith("."):
-        return 'a name starting with "."'
-    if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" for c in name):
-        return "a control character in the name"
-    return None
 
 
 # --- compile time --------------------------------------------------------------
