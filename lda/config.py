@@ -15,6 +15,11 @@ SCRIPT_IN_MAILBOX = "lda.sieve"
 # ...and its stored scripts (lda sieve install), which include :personal reads.
 SCRIPTS_IN_MAILBOX = "sieve"
 MAX_EXPIRATION_HOURS = 100 * 366 * 24
+# Dovecot's default quota_exceeded_message, which a client of either reads.
+QUOTA_EXCEEDED = "Quota exceeded (mailbox for user is full)"
+# The longest quota_exceeded_message: one reply line holds it with the
+# address and codes (RFC 5321 section 4.5.3.1.5: 512 octets).
+MAX_REPLY_TEXT = 200
 
 # key: (default, type check, description) -- the man page lists the same keys.
 KEYS = {
@@ -40,6 +45,8 @@ KEYS = {
     "quota_messages": (0, int, "default message-count quota (0: none)"),
     "quota_rules": ("dovecot", str, "what a recount counts: dovecot (every message and "
                                     "folder) or courier (no .Trash, no T-flagged)"),
+    "quota_exceeded_message": (QUOTA_EXCEEDED, str, "what the sender reads when a mailbox "
+                               "is full (the figures go to the log), as Dovecot's"),
     "quota_grace": (0, (int, str), "how far past its storage limit the last message may "
                                    "take a mailbox: a size or a percentage (\"10%\")"),
     "recipient_delimiter": ("+", str, "characters that separate a local part from its "
@@ -270,6 +277,7 @@ class Config:
                               "spaces or control characters")
         for kind in SCANNER_TOP:
             self._check_scanner(kind)
+        self._check_reply_text("quota_exceeded_message")
         if self.host_name and not is_host_name(self.host_name):
             raise ConfigError(f"{self.path}: host_name must be letters, digits, - and _ in "
                               "dot-separated labels, at most 253 characters (as lda host add)")
@@ -277,6 +285,19 @@ class Config:
         if self.directory and not self.directory.startswith(("postgresql://", "postgres://")):
             raise ConfigError(f"{self.path}: directory must be empty (directory.sqlite in "
                               "state_dir) or a postgresql:// URL")
+
+    def _check_reply_text(self, key):
+        """One line of ASCII text (RFC 5321 section 4.2: a reply's text is
+        ASCII, unless SMTPUTF8 was negotiated) for a reply an MTA or LMTP
+        client reads; Dovecot's "<FILE" form is refused, not sent as it is."""
+        text = getattr(self, key)
+        if not (text.strip() and text.isascii() and text.isprintable()
+                and len(text) <= MAX_REPLY_TEXT):
+            raise ConfigError(f"{self.path}: {key} must be one line of printable ASCII "
+                              f"text, 1 to {MAX_REPLY_TEXT} characters")
+        if text.startswith("<"):
+            raise ConfigError(f"{self.path}: {key}: lda reads no file (Dovecot's \"<FILE\"); "
+                              "give the text itself")
 
     def _check_scanner(self, kind):
         """Pigeonhole's checks of sieve_spamtest_* / sieve_virustest_*, at

@@ -50,6 +50,11 @@ class LdaError(Exception):
 
     exit_code = EX_TEMPFAIL
     smtp_reply = "451 4.3.0"
+    # What the sender's side reads where the text, str(self), is for lda's
+    # log alone: None, the text itself.  An MTA copies the reply into its
+    # bounce and an LMTP client into its own, so a full mailbox's usage and
+    # limits stay in the log (Dovecot answers its quota_exceeded_message).
+    public = None
 
     @property
     def status(self):
@@ -60,12 +65,15 @@ class LdaError(Exception):
     def permanent(self):
         return self.smtp_reply.startswith("5")
 
+    def reply_text(self):
+        """The one line the sender's side reads: `public`, else the text."""
+        return " ".join((self.public or str(self) or type(self).__doc__).split())
+
     def reason(self):
         """One line for stderr, led by the enhanced status code; an MTA
         copies it into its log and bounces, so what is not printable (an
         address's bidi override, a control character) is escaped."""
-        text = printable(" ".join(str(self).split())) or type(self).__doc__
-        return f"{self.status} {text}"
+        return f"{self.status} {printable(self.reply_text())}"
 
 
 class TemporaryFailure(LdaError):
@@ -154,12 +162,15 @@ class BadAddress(UnknownRecipient):
 
 
 class QuotaExceeded(LdaError):
-    """The mailbox is over its storage or message quota."""
+    """The mailbox is over its storage or message quota: the text names the
+    mailbox and its figures, for the log; `public` is lda.toml's
+    quota_exceeded_message."""
 
     smtp_reply = "452 4.2.2"
 
-    def __init__(self, message, reject=False):
+    def __init__(self, message, public, reject=False):
         super().__init__(message)
+        self.public = public
         if reject:
             # quota_full = "reject": a permanent answer, as dovecot-lda -e gives.
             self.exit_code = EX_NOPERM
@@ -170,10 +181,13 @@ class QuotaTooBig(LdaError):
     """The message is larger than the mailbox's whole storage quota: no
     retry can store it, so it is refused at once rather than retried for
     days as a full mailbox is (RFC 3463 X.2.3, message length exceeds
-    administrative limit)."""
+    administrative limit).  The text, with the figures, is for the log;
+    the sender reads `public`, the words of lda policy's
+    quota_status_toolarge."""
 
     exit_code = EX_NOPERM
     smtp_reply = "552 5.2.3"
+    public = "Message is larger than the mailbox quota"
 
 
 class MailboxMoving(LdaError):

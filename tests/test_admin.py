@@ -493,11 +493,13 @@ def test_bounce_counts_and_states_one_status_code(site):
     done = site.run("partial", "bounce", "--all", check=0)
     lines = done.stdout.decode().splitlines()
     assert lines[-1] == "1 bounced, 0 deferred", lines
-    assert " 5.2.2 mailbox full: " in lines[1] and "4.2.2" not in lines[1], lines
+    assert " 5.2.2 Quota exceeded (mailbox for user is full); " in lines[1] \
+        and "4.2.2" not in lines[1], lines
     [(_, raw)] = site.sent()
     _, (text, _, _) = dsn_parts(raw)
     explained = " ".join(text.get_content().split())
-    assert "<bob@example.org>: 5.2.2 mailbox full: " in explained, explained
+    assert "<bob@example.org>: 5.2.2 Quota exceeded (mailbox for user is full)" in \
+        explained, explained
     assert "4.2.2" not in explained
 
 

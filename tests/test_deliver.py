@@ -474,7 +474,7 @@ def test_the_built_in_sha256_gives_hashlibs_digests(chunks):
 def test_a_quota_that_dovecot_set_is_honoured(user):
     write_maildirsize(user.maildir, b"10000S\n9000 3\n")
     full = user.deliver(message(body=b"x" * 2000 + b"\n"), "alice@example.org", check=75)
-    assert b"mailbox full" in full.stderr
+    assert full.stderr.startswith(b"4.2.2 Quota exceeded")
     assert maildir_files(user.maildir) == []
     user.deliver(message("<small@example.org>"), "alice@example.org", check=0)
     [path] = maildir_files(user.maildir)

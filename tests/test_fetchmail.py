@@ -418,7 +418,7 @@ def test_a_4xx_after_data_makes_fetchmail_bounce_and_delete(rig):
     with BounceSink() as sink:
         log = fetch(rig, src, agent)[1]
     assert lmtp_lines(log) == [f"250 2.0.0 <{alice}> delivered", lmtp_lines(log)[1]]
-    assert lmtp_lines(log)[1].startswith(f"452 4.2.2 <{carol}> mailbox full")
+    assert lmtp_lines(log)[1] == f"452 4.2.2 <{carol}> Quota exceeded (mailbox for user is full)"
     assert "LMTP partial delivery failure" in sink.mail[0][2].decode(), sink.mail
     assert "POP3> DELE 1" in log and on_server(rig, src) == 0
     assert (copies(rig, agent, alice, scenario), copies(rig, agent, carol, scenario)) == (1, 0)
@@ -442,7 +442,8 @@ def test_a_full_mailbox_never_makes_fetchmail_bounce(rig):
         free(rig, agent, carol, scenario)
         second = fetch(rig, src, agent)[1]
     assert sink.mail == [], second
-    assert f"452 4.2.2 <{carol}>: mailbox full" in first and "RSET" in first, first
+    assert f"452 4.2.2 <{carol}>: Quota exceeded (mailbox for user is full)" in first \
+        and "RSET" in first, first
     assert lmtp_lines(second) == [f"250 2.0.0 <{alice}> delivered",
                                   f"250 2.0.0 <{carol}> delivered"], second
     assert on_server(rig, src) == 0

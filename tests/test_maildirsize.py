@@ -458,7 +458,8 @@ def test_a_mailbox_without_limits_of_its_own_keeps_the_limit_dovecot_set(site):
     # Enforced: full (fits in 2000 alone) is deferred; larger than 2000 is refused.
     full = site.deliver(message("<two@x>", body=b"y" * 1700 + b"\n"), "alice@example.org",
                         check=75)
-    assert full.stderr.decode().startswith("4.2.2 mailbox full")
+    assert full.stderr.decode().startswith("4.2.2 Quota exceeded")
+    assert " of 2000 bytes" in full.stderr.decode()  # the log line's figures
     big = site.deliver(message("<three@x>", body=b"z" * 2000 + b"\n"), "alice@example.org",
                        check=77)
     assert big.stderr.decode().startswith("5.2.3 ")

@@ -931,7 +931,8 @@ class Delivery:
                 # Neither forwarded nor kept: only a retry of this recipient
                 # keeps the copy from being lost (its delivered targets are
                 # then duplicates); the other recipients stand.
-                result.error = TemporaryFailure(f"{target.address}: {error}; {e}")
+                result.error = TemporaryFailure(
+                    f"{target.address}: {error.reply_text()}; {e}")
                 return
             result.partial.append(target)
 
@@ -1029,7 +1030,7 @@ def verdict(plan, targets, outcomes):
         permanent = all(e.permanent for e in errors)
         return (errors[0] if permanent else TemporaryFailure(
             f"no target of {plan.canonical} could take the message: "
-            + "; ".join(f"{t.address}: {e}" for t, e in failures.items()))), {}
+            + "; ".join(f"{t.address}: {e.reply_text()}" for t, e in failures.items()))), {}
     return None, failures
 
 

@@ -22,6 +22,7 @@ from ..deliver.delivery import Delivery, prefix_for
 from ..deliver.envelope import check_sender, normalize
 from ..deliver.resolve import ThreadResolvers
 from ..errors import BadAddress, BadSender, LdaError, UnknownRecipient
+from ..log import failure_status
 from ..store.maildirsize import quota_failure
 
 
@@ -75,6 +76,10 @@ class DeliveryHandler:
         try:
             plan = await self._work(self._check_recipient, address, envelope, session)
         except LdaError as e:
+            if e.public is not None:
+                # The reply leaves out what the administrator needs (a full
+                # mailbox's figures): the log line a delivery would write.
+                self.log.target(None, address, None, failure_status(e), e.status, str(e))
             return f"{e.smtp_reply} <{address}>: {_text(e)}"
         except Exception as e:  # noqa: BLE001 - answer 451, never drop the session
             self.log.error(f"RCPT {address}: {type(e).__name__}: {e}")
@@ -193,7 +198,7 @@ def _peer(session):
 
 
 def _text(error):
-    return " ".join(str(error).split())[:300] or type(error).__doc__
+    return error.reply_text()[:300]
 
 
 def _quoted_with_space(address):

@@ -566,6 +566,8 @@ def quota_judgement(config, target, size, clock=time.time, write=True):
 
 
 def _over_quota(config, target, size, limit, grace, usage):
+    """The failure, its text for the log: the sender reads its `public`
+    words alone (lda.errors.LdaError.public)."""
     if not would_exceed(usage, limit, size, grace=grace):
         return None
     if 0 < limit.storage < size:
@@ -574,5 +576,5 @@ def _over_quota(config, target, size, limit, grace, usage):
     return QuotaExceeded(
         f"mailbox full: {target.address} uses {usage.storage} of "
         f"{limit.storage or 'unlimited'} bytes, {usage.messages} of "
-        f"{limit.messages or 'unlimited'} messages",
+        f"{limit.messages or 'unlimited'} messages", config.quota_exceeded_message,
         reject=target.primary and config.quota_full == "reject")
