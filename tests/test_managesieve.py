@@ -191,6 +191,16 @@ def test_managed_upload_activate_runs_and_lda_sieve_reads_the_symlink(site):
         ms.setactive("")
         site.deliver_mb("<mb3@x>")
         assert where(site.root, "<mb3@x>") == ""
+        # With none active, lda sieve activate makes ManageSieve's symlink
+        # too: a copy there would show in webmail as no script active, and
+        # the next activation in webmail would keep it as "dovecot.orig".
+        done = site.lda("sieve", "activate", BOX, "work")
+        assert done.returncode == 0, done.stderr.decode()
+        assert os.readlink(site.root / "lda.sieve") == "sieve/work.sieve"
+        assert ms.listscripts() == {"spam": False, "work": True, "vac": False}
+        ms.setactive("spam")
+        assert ms.listscripts() == {"spam": True, "work": False, "vac": False}
+        ms.setactive("")
     finally:
         ms.close()
 
