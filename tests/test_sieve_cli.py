@@ -205,7 +205,9 @@ def test_install_replaces_a_symlink_never_writes_through_it(site, tmp_path):
     site.run("sieve", "install", "alice@example.org",
              write(tmp_path, "main.sieve", "keep;\n"), check=0)
     assert victim.read_text() == "precious\n"
-    assert not (alice / "lda.sieve").is_symlink()
+    # Both links replaced: lda.sieve is lda's own, to the script now stored.
+    assert os.readlink(alice / "lda.sieve") == "sieve/main.sieve"
+    assert not (alice / "sieve" / "main.sieve").is_symlink()
     assert (alice / "lda.sieve").read_text() == "keep;\n"
 
 

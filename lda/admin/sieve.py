@@ -208,31 +208,30 @@ def _write(dir_fd, name, data):
     os.fsync(dir_fd)
 
 
-def _make_active(root_fd, data, hand_written, name=None):
-    """lda.sieve holds data (the stored script NAME).  A hand_written
-    lda.sieve (one that none of the stored scripts had before this command)
-    is stored first as RESCUED (or RESCUED-N), as Pigeonhole keeps a regular
-    ~/.dovecot.sieve as "dovecot.orig": activating another script loses no
-    one's work.  ManageSieve's symlink stays a symlink, now to NAME."""
-    if name is not None and _link_name(root_fd) is not None:
-        tmp = f".{SCRIPT_IN_MAILBOX}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        os.symlink(f"{SCRIPTS_DIR}/{name}{SUFFIX}", tmp, dir_fd=root_fd)
-        try:
-            os.rename(tmp, SCRIPT_IN_MAILBOX, src_dir_fd=root_fd, dst_dir_fd=root_fd)
-        except BaseException:
-            os.unlink(tmp, dir_fd=root_fd)
-            raise
-        os.fsync(root_fd)
-        return
+def _make_active(root_fd, data, hand_written, name):
+    """lda.sieve becomes a symlink to sieve/NAME.sieve (whose bytes are
+    data), as Pigeonhole's ManageSieve makes it: webmail and lda then show
+    the same active script, and no copy of it goes stale.  A hand_written
+    lda.sieve (a regular file none of the stored scripts had before this
+    command) is stored first as RESCUED (or RESCUED-N), as Pigeonhole keeps
+    a regular ~/.dovecot.sieve as "dovecot.orig": activating another script
+    loses no one's work."""
     current = _read_at(root_fd, SCRIPT_IN_MAILBOX) if hand_written else None
     if current is not None and current != data:
         with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
             taken = set(os.listdir(scripts_fd))
-            name = next(f"{RESCUED}{suffix}{SUFFIX}" for suffix in
-                        ("", *(f"-{n}" for n in range(2, len(taken) + 3)))
-                        if f"{RESCUED}{suffix}{SUFFIX}" not in taken)
-            _write(scripts_fd, name, current)
-    _write(root_fd, SCRIPT_IN_MAILBOX, data)
+            rescued = next(f"{RESCUED}{suffix}{SUFFIX}" for suffix in
+                           ("", *(f"-{n}" for n in range(2, len(taken) + 3)))
+                           if f"{RESCUED}{suffix}{SUFFIX}" not in taken)
+            _write(scripts_fd, rescued, current)
+    tmp = f".{SCRIPT_IN_MAILBOX}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    os.symlink(f"{SCRIPTS_DIR}/{name}{SUFFIX}", tmp, dir_fd=root_fd)
+    try:
+        os.rename(tmp, SCRIPT_IN_MAILBOX, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+    except BaseException:
+        os.unlink(tmp, dir_fd=root_fd)
+        raise
+    os.fsync(root_fd)
 
 
 def _read_at(dir_fd, name):
