@@ -2,17 +2,19 @@
 2033 4.2), 550 at RCPT time, concurrency, and a graceful SIGTERM."""
 
 import os
+import shutil
 import signal
 import smtplib
 import socket
 import sqlite3
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import maildir_files, message, wait_until
+from conftest import LDA, maildir_files, message, wait_until
 from lmtp_session import Server
 from statuscodes import S250_DELIVERED, S250_RCPT, S452_FULL, S550_UNKNOWN, S552_FULL
 
@@ -189,6 +191,37 @@ def test_a_process_that_dies_is_replaced(lmtp):
     code, err = server.stop()
     assert code == 0 and f"process {victim} killed by signal 9" in err
     assert not server.path.exists()
+
+
+STRACE = shutil.which("strace")
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace (apt-get install strace)")
+def test_the_socket_file_appears_only_once_it_listens(make_site, tmp_path):
+    """A client that finds the socket file connects at once (Postfix's
+    lmtp(8) after a restart; a test waiting for it): between bind(), which
+    makes the file, and listen(), a connect is refused (ECONNREFUSED, which
+    CI saw, and Postfix defers on), so the file is renamed into place only
+    once the socket listens.  Seen in the order of the server's own system
+    calls, as strace records them."""
+    site = make_site()
+    path = site.root / "lmtp.sock"
+    trace = tmp_path / "trace"
+    proc = subprocess.Popen([STRACE, "-f", "-qq", "-o", str(trace), "-e",
+                             "trace=bind,listen,rename,renameat,renameat2",
+                             LDA, "lmtp", "--listen", f"unix:{path}", "--processes", "1"],
+                            env=site.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: path.exists() or proc.poll() is not None, 60, "lda lmtp to start")
+    finally:
+        for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+            os.kill(int(pid), signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    lines = trace.read_text().splitlines()
+    made = [n for n, line in enumerate(lines) if f'"{path}"' in line
+            and ("bind(" in line or "rename" in line)]
+    listening = [n for n, line in enumerate(lines) if "listen(" in line]
+    assert made and listening and listening[0] < made[0], (lines, err.decode())
 
 
 def test_sigterm_right_after_start_is_graceful(lmtp):
