@@ -8,6 +8,7 @@ import socket
 from .errors import ConfigError
 
 BACKLOG = 128
+MAX_UNIX_PATH = 108  # sun_path's size on Linux, its terminating NUL included
 
 
 def parse_listen(listen, service="lmtp"):
@@ -30,12 +31,32 @@ def bind(listen, service="lmtp"):
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
         sock = socket.create_server(address, family=family, backlog=BACKLOG)
     else:
-        os.makedirs(os.path.dirname(where) or ".", mode=0o755, exist_ok=True)
-        if os.path.exists(where):
-            os.unlink(where)  # a socket left by a previous, killed server
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.bind(where)
-        os.chmod(where, 0o660)  # the MTA's group connects; nobody else
-        sock.listen(BACKLOG)
+        sock = _bind_unix(where)
     sock.setblocking(False)
+    return sock
+
+
+def _bind_unix(where):
+    """A listening Unix socket at `where`.  bind() makes the file and a
+    connect() before listen() is refused, so the socket is bound and
+    listening under a name beside it first, then renamed over `where`: a
+    client that finds the file can connect (Postfix's lmtp(8) right after a
+    restart), and a socket a previous, killed server left is replaced in
+    one step, never missing in between."""
+    os.makedirs(os.path.dirname(where) or ".", mode=0o755, exist_ok=True)
+    staged = where + ".new"
+    if len(os.fsencode(staged)) >= MAX_UNIX_PATH:
+        staged = where  # no room for a longer name: bound in place, as before
+    if os.path.lexists(staged):
+        os.unlink(staged)  # a socket left by a previous, killed server
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(staged)
+        os.chmod(staged, 0o660)  # the MTA's group connects; nobody else
+        sock.listen(BACKLOG)
+        if staged != where:
+            os.rename(staged, where)
+    except BaseException:
+        sock.close()
+        raise
     return sock

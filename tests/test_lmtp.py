@@ -218,6 +218,8 @@ def test_the_socket_file_appears_only_once_it_listens(make_site, tmp_path):
             os.kill(int(pid), signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     lines = trace.read_text().splitlines()
+    if not any("bind(" in line for line in lines):  # ptrace not allowed here
+        pytest.skip(f"strace recorded no bind(): {err.decode()[-300:]}")
     made = [n for n, line in enumerate(lines) if f'"{path}"' in line
             and ("bind(" in line or "rename" in line)]
     listening = [n for n, line in enumerate(lines) if "listen(" in line]
