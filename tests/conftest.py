@@ -72,6 +72,22 @@ def maildir_files(maildir, sub="new"):
     return sorted(path.iterdir()) if path.is_dir() else []
 
 
+def stored_by_folder(maildir):
+    """{folder ("" for the inbox): [the bytes of each message in new/]} of
+    a Maildir and its Maildir++ folders, those with messages only; what
+    two delivery agents stored, compared."""
+    found = {}
+    if not maildir.is_dir():
+        return found
+    for path in [maildir, *sorted(p for p in maildir.iterdir() if p.name.startswith("."))]:
+        new = path / "new"
+        if new.is_dir() and os.access(new, os.R_OK):
+            files = [p.read_bytes() for p in sorted(new.iterdir())]
+            if files:
+                found["" if path == maildir else path.name] = files
+    return found
+
+
 class Lda:
     """Runs the installed lda command with a controlled environment."""
 

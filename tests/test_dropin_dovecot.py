@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from conftest import (LDA, assert_no_traceback, create_mailboxes, mailbox_paths, message, poll,
-                      write_lda_toml)
+                      stored_by_folder, write_lda_toml)
 from dovecot import DOVECOT_LDA, private_dovecot
 
 SENDER = "sender@example.org"
@@ -320,21 +320,6 @@ class Result:
         return status_code(self.stderr)
 
 
-def stored(maildir):
-    """{folder: [the bytes of each message in new/]} of a Maildir and its
-    Maildir++ folders."""
-    found = {}
-    if not maildir.is_dir():
-        return found
-    for path in [maildir, *sorted(p for p in maildir.iterdir() if p.name.startswith("."))]:
-        new = path / "new"
-        if new.is_dir() and os.access(new, os.R_OK):
-            files = [p.read_bytes() for p in sorted(new.iterdir())]
-            if files:
-                found["" if path == maildir else path.name] = files
-    return found
-
-
 def run(server, side, case, argv, env, user):
     """One agent's run of the case: (returncode, stderr)."""
     kwargs = {"user": server.owner.uid, "group": server.owner.gid, "extra_groups": []} \
@@ -439,8 +424,8 @@ def results(tmp_path_factory):
                         if p.suffix == ".eml"]
                 after = side.listing()
                 made = (after[0] - beside) | (after[1] - folders)
-                table[case.id][agent] = Result(returncode, stderr, stored(side.maildir), sent,
-                                               made)
+                table[case.id][agent] = Result(returncode, stderr,
+                                               stored_by_folder(side.maildir), sent, made)
     return table
 
 

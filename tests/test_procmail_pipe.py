@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import LDA, assert_no_traceback, message, write_lda_toml
+from conftest import LDA, assert_no_traceback, message, stored_by_folder, write_lda_toml
 from dovecot import DOVECOT_LDA, private_dovecot
 from test_dropin_dovecot import postfix_action
 
@@ -209,17 +209,6 @@ def outcome(result):
     return "deliver:" + (where or "lost")
 
 
-def stored(maildir):
-    found = {}
-    for path in [maildir, *sorted(p for p in maildir.iterdir() if p.name.startswith("."))]:
-        new = path / "new"
-        if new.is_dir() and os.access(new, os.R_OK):
-            files = [p.read_bytes() for p in sorted(new.iterdir())]
-            if files:
-                found["" if path == maildir else path.name] = files
-    return found
-
-
 def reset(home):
     """An empty home but for a fresh ~/Maildir: no $DEFAULT, no lda state."""
     for path in home.iterdir():
@@ -263,7 +252,7 @@ def run_case(server, case, agent, outbox, config):
     sent = [(p.with_suffix(".args").read_text().split(), p.read_bytes())
             for p in sorted(set(outbox.iterdir()) - before) if p.suffix == ".eml"]
     default = home / "default" / "new"
-    return Result(done.returncode, done.stderr, stored(maildir),
+    return Result(done.returncode, done.stderr, stored_by_folder(maildir),
                   len(list(default.iterdir())) if default.exists() else 0, sent)
 
 
