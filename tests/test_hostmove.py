@@ -370,6 +370,12 @@ def hostile_cases():
                        ("link-not-sieve", "sieve/a"), ("link-not-text", ["sieve/a.sieve"])]:
         linked = forged([GOOD[0], script, GOOD[1]], dirs=("maildir", "maildir/sieve"))
         cases[name] = stream({**linked[0], "active_link": link}, linked[1])
+    # A name no script may have (lda sieve's and include's rule), though
+    # the stream brings the file: a control character.
+    odd = ("maildir/sieve/a\x7fb.sieve", b"keep;\n")
+    linked = forged([GOOD[0], odd, GOOD[1]], dirs=("maildir", "maildir/sieve"))
+    cases["link-control-character"] = stream({**linked[0], "active_link": "sieve/a\x7fb.sieve"},
+                                             linked[1])
     return cases
 
 
