@@ -26,6 +26,7 @@ import os
 
 from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
 from ..errors import EX_DATAERR, LdaError
+from ..sieve.script import SUFFIX, bad_name
 from ..store.maildir import fsync_dir
 
 MAGIC = b"lda-mailbox-stream 1\n"
@@ -111,11 +112,11 @@ def active_link(root):
 def make_active_link(root, link):
     """Make lda.sieve in the mailbox root `root` the symlink `link` that
     active_link read at the source, once it is checked: sieve/NAME.sieve,
-    NAME a plain file name, a regular file there (a stream is not trusted:
-    StreamRefused)."""
+    NAME one a stored script may have (sieve.script.bad_name), a regular
+    file there (a stream is not trusted: StreamRefused)."""
     directory, _, name = link.partition("/") if isinstance(link, str) else ("", "", "")
-    if (directory != SCRIPTS_IN_MAILBOX or not name.endswith(".sieve") or "/" in name
-            or name.startswith(".") or "\0" in name
+    if (directory != SCRIPTS_IN_MAILBOX or not name.endswith(SUFFIX)
+            or bad_name(name.removesuffix(SUFFIX)) is not None
             or not os.path.isfile(os.path.join(root, link))
             or os.path.islink(os.path.join(root, link))):
         raise StreamRefused(f"unsafe active script link: {str(link)[:80]!r}")
