@@ -51,6 +51,10 @@ KEYS = {
                                    "take a mailbox: a size or a percentage (\"10%\")"),
     "recipient_delimiter": ("+", str, "characters that separate a local part from its "
                                       "extension"),
+    "subscribe_new_folders": (True, bool, "a folder a delivery makes (Sieve fileinto "
+                                          ":create, -m with lda_mailbox_autocreate) is "
+                                          "subscribed, as Dovecot's "
+                                          "lda_mailbox_autosubscribe = yes"),
     "extension_folders": (True, bool, "an address extension (alice+lists@) files into "
                                       "its existing folder (.lists); false: the inbox"),
     "sendmail": (["/usr/sbin/sendmail", "-i"], list, "command that re-injects forwards"),

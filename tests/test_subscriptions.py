@@ -140,3 +140,111 @@ def test_the_subscriptions_dovecot_reads_are_those_expected(results):
                                        ["Lists.Sub", "Entwürfe"])
     assert results["version-1-file"]["lda"][0] == b"Old\nA.B\nLists.Sub\nEntw&APw-rfe\n"
     assert results["autosubscribe-no"]["lda"][0] is None
+
+
+# --- lda alone: the lock, damage, and the other ways in ----------------------------
+
+FILE_INTO = 'require ["fileinto", "mailbox"];\nfileinto :create "{}";\n'
+
+
+def filing_alice(site, folder="Filtered", **settings):
+    if settings:
+        site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                           "log": "stderr", **settings})
+    box = site.create("alice@example.org")
+    (box / "lda.sieve").write_text(FILE_INTO.format(folder))
+    return box
+
+
+def delivered_into(box, folder):
+    return [p.name for p in (box / folder / "new").iterdir()]
+
+
+def test_a_folder_made_by_sieve_is_subscribed_in_a_file_of_the_maildirs_mode(site):
+    box = filing_alice(site, "Filtered.Deep")
+    done = site.deliver(message(), "alice@example.org", check=0)
+    assert (box / "subscriptions").read_bytes() == V2 + b"Filtered\tDeep\n"
+    assert oct((box / "subscriptions").stat().st_mode & 0o777) == \
+        oct(box.stat().st_mode & 0o666)
+    assert not (box / "subscriptions.lock").exists()
+    assert len(delivered_into(box, ".Filtered.Deep")) == 1
+    assert not [line for line in log_lines(done) if "subscribed" in line]
+
+
+def test_subscribe_new_folders_false_leaves_the_file_alone(site):
+    box = filing_alice(site, subscribe_new_folders=False)
+    site.deliver(message(), "alice@example.org", check=0)
+    assert len(delivered_into(box, ".Filtered")) == 1
+    assert not (box / "subscriptions").exists()
+
+
+def test_a_lock_another_writer_holds_delays_then_the_delivery_goes_on_unsubscribed(site):
+    box = filing_alice(site)
+    (box / "subscriptions").write_bytes(V2 + b"Old\n")
+    (box / "subscriptions.lock").write_bytes(b"")  # a live writer's: fresh
+    started = time.monotonic()
+    done = site.deliver(message(), "alice@example.org", check=0)
+    assert 1.5 < time.monotonic() - started < 30
+    assert len(delivered_into(box, ".Filtered")) == 1
+    assert (box / "subscriptions").read_bytes() == V2 + b"Old\n"
+    assert (box / "subscriptions.lock").exists()  # not ours to remove
+    [warning] = [line for line in log_lines(done) if "subscribed" in line]
+    assert "folder Filtered made but not subscribed: subscriptions.lock held" in warning
+    # The folder exists now: the next delivery into it does not subscribe it.
+    (box / "subscriptions.lock").unlink()
+    site.deliver(message(message_id="<m2@example.org>"), "alice@example.org", check=0)
+    assert (box / "subscriptions").read_bytes() == V2 + b"Old\n"
+
+
+def test_a_stale_lock_is_a_dead_writers_and_is_replaced(site):
+    box = filing_alice(site)
+    lock = box / "subscriptions.lock"
+    lock.write_bytes(b"half")
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    site.deliver(message(), "alice@example.org", check=0)
+    assert (box / "subscriptions").read_bytes() == V2 + b"Filtered\n"
+    assert not lock.exists()
+
+
+@pytest.mark.parametrize("damage", ["symlink", "fifo", "directory", "huge"])
+def test_a_subscriptions_file_lda_cannot_rewrite_is_left_as_it_is(site, tmp_path, damage):
+    box = filing_alice(site)
+    path = box / "subscriptions"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(V2 + b"Other\n")
+    if damage == "symlink":
+        path.symlink_to(elsewhere)
+    elif damage == "fifo":
+        os.mkfifo(path)
+    elif damage == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"x\n" * (1 << 20))
+    done = site.deliver(message(), "alice@example.org", check=0)
+    assert len(delivered_into(box, ".Filtered")) == 1
+    assert elsewhere.read_bytes() == V2 + b"Other\n"
+    assert path.is_symlink() or damage != "symlink"
+    assert not (box / "subscriptions.lock").exists()
+    [warning] = [line for line in log_lines(done) if "subscribed" in line]
+    assert "folder Filtered made but not subscribed: subscriptions" in warning
+
+
+def test_a_folder_a_killed_delivery_left_half_made_is_subscribed_by_the_next(site):
+    """A folder made up to its new/ (which Maildir makes last) is one
+    this delivery makes: it subscribes it."""
+    box = filing_alice(site)
+    for sub in ("tmp", "cur"):
+        (box / ".Filtered" / sub).mkdir(parents=True)
+    site.deliver(message(), "alice@example.org", check=0)
+    assert (box / "subscriptions").read_bytes() == V2 + b"Filtered\n"
+
+
+def test_lmtp_subscribes_a_folder_sieve_makes(lmtp):
+    server = lmtp()
+    box = server.site.maildir("a@example.org")
+    (box / "lda.sieve").write_text(FILE_INTO.format("ByLmtp"))
+    client = server.client()
+    _, replies = client.send("s@example.org", ["a@example.org"], message())
+    client.close()
+    assert replies[0].startswith("250 2."), replies
+    assert (box / "subscriptions").read_bytes() == V2 + b"ByLmtp\n"

@@ -423,7 +423,11 @@ class Delivery:
 
     def _open(self, target, create=True):
         box = md.open_mailbox(target.maildir_root, target.maildir_relative,
-                              target.folder, create, target.create_folder, self.owner)
+                              target.folder, create, target.create_folder, self.owner,
+                              self.config.subscribe_new_folders)
+        if box.unsubscribed:
+            self.log.warning(f"{target.address}: folder {box.folder[1:]} made but not "
+                             f"subscribed: {box.unsubscribed}")
         if target.filtered and target.folder and box.folder != target.folder:
             # fileinto without :create, as Dovecot's lda_mailbox_autocreate=no
             self.log.warning(f"{target.address}: folder {target.folder[1:]} does not "

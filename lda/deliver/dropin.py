@@ -22,6 +22,7 @@ SETTINGS = {
     "postmaster_address": "postmaster",
     "sendmail_path": "sendmail",
     "mail_location": "maildir",
+    "lda_mailbox_autosubscribe": "subscribe_new_folders",
 }
 YES = ("yes", "y", "true", "1")
 NO = ("no", "n", "false", "0")
@@ -69,6 +70,8 @@ def _setting_value(key, value):
     lda.toml's own."""
     if key == "quota_full_tempfail":
         return "tempfail" if _yes(key, value) else "reject"
+    if key == "lda_mailbox_autosubscribe":
+        return _yes(key, value)
     if key == "sendmail_path":
         # Dovecot adds sendmail's arguments itself; lda's list holds them.
         return [value, "-i"]

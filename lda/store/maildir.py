@@ -173,6 +173,8 @@ class Maildir:
     """An open Maildir (or Maildir++ folder) with fds for tmp/, new/, cur/
     and the folder itself (dir_fd: its dovecot-keywords lives there)."""
 
+    unsubscribed = None  # why a folder open_mailbox made is not subscribed
+
     def __init__(self, path, root_fd, folder=None, create=True):
         self.root_path = path        # the mailbox root: maildirsize lives here
         self.folder = folder         # ".Name" or None for INBOX
@@ -319,9 +321,11 @@ def open_tmp(root_path, relative=None, owner=None):
 
 
 def open_mailbox(root_path, relative=None, folder=None, create=True,
-                 create_folder=False, owner=None):
+                 create_folder=False, owner=None, subscribe=False):
     """Open a mailbox (its root as open_root finds it, its Maildir made
-    unless create is false)."""
+    unless create is false).  subscribe: a folder this makes is added to
+    the Maildir's subscriptions (lda.store.subscriptions); the Maildir's
+    `unsubscribed` then says why not, if it was not."""
     path = _joined(root_path, relative)
     try:
         root_fd = open_root(root_path, relative, owner, create)
@@ -336,7 +340,16 @@ def open_mailbox(root_path, relative=None, folder=None, create=True,
         if not folder or not (create_folder or _folder_exists(root_fd, folder)):
             return inbox
         inbox.close()
-        return Maildir(path, root_fd, folder, create=create_folder)
+        unsubscribed = None
+        # Subscribed before it is made, so that a delivery killed in between
+        # leaves a folder the next one completes, and subscribes, again.
+        if create_folder and subscribe and _to_be_made(root_fd, folder):
+            from .subscriptions import subscribe as add
+
+            unsubscribed = add(root_fd, folder)
+        box = Maildir(path, root_fd, folder, create=create_folder)
+        box.unsubscribed = unsubscribed
+        return box
     finally:
         os.close(root_fd)
 
@@ -348,6 +361,21 @@ def _folder_exists(root_fd, folder):
         return False
     os.close(fd)
     return True
+
+
+def _to_be_made(root_fd, folder):
+    """Whether opening folder with create makes it: no directory there, or
+    one without new/, which Maildir makes last.  Anything but a directory
+    (a symlink) is no folder a delivery makes."""
+    for name in (folder, f"{folder}/new"):
+        try:
+            if not stat.S_ISDIR(os.stat(name, dir_fd=root_fd, follow_symlinks=False).st_mode):
+                return False
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+    return False
 
 
 # --- The write protocol ----------------------------------------------------------
