@@ -121,6 +121,7 @@ class Case:
 
 
 TOO_LARGE = message(body=b"x" * (QUOTA + 1024))
+OWN_TEXT = "Mailbox full, see https://example.org/quota"
 AUTOCREATE = ("-o", "lda_mailbox_autocreate=yes")
 MAILED = "rejection-mailed"    # exit 0: dovecot-lda sent the sender its own rejection
 CASES = [
@@ -137,6 +138,9 @@ CASES = [
     Case("over-quota-e-tempfail-yes", ("-e", "-o", "quota_full_tempfail=yes"), "defer", fill),
     Case("over-quota-null-sender", ("-o", "quota_full_tempfail=no"), "dropped", fill,
          sender=""),
+    # Dovecot's quota plugin reads its text as a plugin setting.
+    Case("over-quota-e-own-text", ("-e", "-o", f"plugin/quota_exceeded_message={OWN_TEXT}"),
+         "bounce", fill),
     Case("larger-than-quota", dovecot=MAILED, message=TOO_LARGE),
     Case("larger-than-quota-tempfail-yes", ("-o", "quota_full_tempfail=yes"), "defer",
          message=TOO_LARGE),
@@ -472,6 +476,14 @@ def test_a_hostile_m_makes_nothing_outside_the_maildir(results, case):
     for agent in ("dovecot", "lda"):
         result = results[case.id][agent]
         assert result.made <= set(result.stored) - {""}, (agent, result.made)
+
+
+def test_a_quota_text_on_the_command_line_is_what_the_sender_reads(results):
+    """-o plugin/quota_exceeded_message=TEXT: the rejection both write for
+    Postfix's bounce is TEXT (lda's led by its code)."""
+    dove, ours = (results["over-quota-e-own-text"][agent] for agent in ("dovecot", "lda"))
+    assert dove.stderr.decode().splitlines() == [OWN_TEXT]
+    assert ours.stderr.decode().splitlines()[0] == f"5.2.2 {OWN_TEXT}"
 
 
 def test_dovecot_lda_stores_the_part_it_read_before_sigterm(results):
