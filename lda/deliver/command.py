@@ -35,8 +35,8 @@ dovecot-lda's and procmail's options mean what they mean there:
                 else per-user mode: ~/Maildir); one not named *.toml
                 (dovecot.conf) is ignored with a warning
   -o KEY=VALUE  a dovecot setting: quota_full_tempfail, lda_mailbox_autocreate,
-                lda_mailbox_autosubscribe, recipient_delimiter,
-                lda_original_recipient_header, hostname,
+                lda_mailbox_autosubscribe, plugin/quota_exceeded_message,
+                recipient_delimiter, lda_original_recipient_header, hostname,
                 postmaster_address, sendmail_path, mail_location=maildir:PATH;
                 others are ignored
   -e            over-quota primary recipient is rejected (exit 77), as with

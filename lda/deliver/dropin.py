@@ -23,6 +23,8 @@ SETTINGS = {
     "sendmail_path": "sendmail",
     "mail_location": "maildir",
     "lda_mailbox_autosubscribe": "subscribe_new_folders",
+    # The quota plugin's, which -o names with its plugin/ prefix.
+    "plugin/quota_exceeded_message": "quota_exceeded_message",
 }
 YES = ("yes", "y", "true", "1")
 NO = ("no", "n", "false", "0")
