@@ -201,6 +201,31 @@ def test_an_lda_sieve_passed_over_is_logged_once_per_delivery(site, tmp_path, ki
             "dangling": "which does not exist: no script run"}[kind] in log, log
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory", "dangling"])
+def test_an_lda_sieve_in_the_home_passed_over_is_logged_and_runs_no_other(user, tmp_path,
+                                                                          kind):
+    """Per-user mode: ~/.lda.sieve that is there but no script (a FIFO, a
+    directory, a symlink to a script since removed) is passed over with a
+    log line, as a managed mailbox's lda.sieve is, and ~/.dovecot.sieve,
+    Pigeonhole's script for a user who has no lda one, does not run in its
+    place."""
+    active = user.home / ".lda.sieve"
+    if kind == "fifo":
+        os.mkfifo(active, 0o600)
+    elif kind == "directory":
+        active.mkdir()
+    else:
+        active.symlink_to("sieve/gone.sieve")
+    script(user.home / ".dovecot.sieve", FILEINTO.format("Dovecot"))
+    configure(user, tmp_path)
+    done = user.deliver(message(), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1 and folder(user, "Dovecot") == []
+    log = done.stderr.decode()
+    assert log.count(f"{active} ") == 1, log
+    assert {"fifo": "is a FIFO: not read", "directory": "is a directory: not read",
+            "dangling": "which does not exist: no script run"}[kind] in log, log
+
+
 def test_a_delivery_with_no_script_anywhere_imports_no_sieve_code(user, tmp_path):
     configure(user, tmp_path, sieve_before=[str(tmp_path / "nothing.sieve")],
               sieve_after=str(tmp_path / "none.d"), sieve_default=str(tmp_path / "no.sieve"))
