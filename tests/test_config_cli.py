@@ -273,6 +273,15 @@ def test_a_per_user_dovecot_sieve_that_does_not_compile(user):
     assert line.startswith(f"{user.home}/.dovecot.sieve:4:1: ")
 
 
+def test_a_per_user_lda_sieve_a_delivery_passes_over(user):
+    """~/.lda.sieve that is a FIFO: a delivery logs it and runs no script,
+    and the check says so under that path (not ~/.dovecot.sieve's)."""
+    os.mkfifo(user.home / ".lda.sieve")
+    [line] = check(user, 78)
+    assert line == (f"{user.home}/.lda.sieve: is a FIFO: not read, no script run; "
+                    "make it a Sieve script, or remove it")
+
+
 # --- check: state ------------------------------------------------------------------
 
 

@@ -180,13 +180,22 @@ def _check_site(config, findings, summary, progress):
     extensions = config.sieve_extensions_extra
     summary["scripts"] = _check_site_scripts(config, findings, extensions)
     if config.per_user:
-        link = os.path.join(config.home, DOVECOT_SCRIPT)
-        own = personal_script(config, config.maildir, lambda line: findings.add(
-            link, line.removeprefix(f"{link} "), "point the link at a script in the home"))
+        own = personal_script(config, config.maildir, lambda line: _passed_over(
+            findings, line, config.sieve_script_for(config.maildir),
+            os.path.join(config.home, DOVECOT_SCRIPT)))
         summary["scripts"] += _compile(own, findings, extensions) if own else 0
     elif tables is not None:
         summary["mailboxes"] = len(tables[1])
         summary["scripts"] += _check_mailbox_scripts(tables, findings, extensions, progress)
+
+
+def _passed_over(findings, line, script, link):
+    """What a per-user delivery passes over (personal_script's warning
+    line, which starts with the path), as a problem to repair."""
+    path = script if line.startswith(f"{script} ") else link
+    findings.add(path, line.removeprefix(f"{path} "),
+                 "point the link at a script in the home" if path == link
+                 else "make it a Sieve script, or remove it")
 
 
 def _check_aliases(config, findings):

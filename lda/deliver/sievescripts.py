@@ -42,9 +42,21 @@ def personal_script(config, maildir_path, warn):
     path = config.sieve_script_for(maildir_path)
     if not config.per_user:
         return mailbox_script(maildir_path, path, warn)
-    if _is_file(path):
-        return path
-    if config.per_user and path == config.expand("~/.lda.sieve"):
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None:
+        if stat.S_ISREG(mode):
+            return path
+        # Something the user made there: no other script runs in its place.
+        warn(f"{path} is {_kind(mode)}: not read, no script run")
+        return None
+    if os.path.islink(path):  # the user's own link, to a script since removed
+        warn(f"{path} points to {os.path.realpath(path)}, which does not exist: "
+             "no script run")
+        return None
+    if path == config.expand("~/.lda.sieve"):
         # Not configured: the user may be one of Pigeonhole's.
         return dovecot_script(config.home, warn)
     return None
