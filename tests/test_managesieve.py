@@ -325,6 +325,37 @@ def test_script_names_managesieve_takes_lda_takes(site):
         ms.close()
 
 
+def test_an_active_script_webmail_named_with_a_leading_dot_is_one_lda_sees(site):
+    """ManageSieve stores ".hidden" as sieve/.hidden.sieve, lists it and can
+    make it the active one; a delivery runs it.  lda sieve list and show,
+    and lda config check, read the same script (lda's own install refuses
+    such a name: its temporary files are hidden ones)."""
+    ms = site.client("mb")
+    try:
+        assert ms.putscript(".hidden", b'require "fileinto";\nfileinto "Hidden"\n')[0] == "NO"
+        assert ms.putscript(".hidden", FILEINTO.format("Hidden").encode())[0] == "OK"
+        ms.setactive(".hidden")
+        assert ms.listscripts() == {".hidden": True}
+        site.deliver_mb("<hidden1@x>")
+        assert where(site.root, "<hidden1@x>") == ".Hidden"
+        listed = site.lda("sieve", "list", BOX)
+        assert listed.returncode == 0, listed.stderr.decode()
+        rows = [line.split() for line in listed.stdout.decode().splitlines()[1:]]
+        assert rows == [[BOX, ".hidden", "True", "58"]], rows
+        shown = site.lda("sieve", "show", BOX)
+        assert shown.returncode == 0 and b':create "Hidden"' in shown.stdout, shown
+        # A mistake in it is one config check finds: written as webmail's
+        # editor would leave it, not through ManageSieve, which refuses it.
+        (site.root / "sieve" / ".hidden.sieve").write_text('require "fileinto";\nfileinto "X"\n')
+        checked = site.lda("config", "check")
+        assert checked.returncode == 78, checked.stdout.decode()
+        assert ".hidden.sieve:3:1: " in checked.stdout.decode(), checked.stdout.decode()
+    finally:
+        ms.setactive("")
+        ms.deletescript(".hidden")
+        ms.close()
+
+
 # --- (6) RENAMESCRIPT and CHECKSCRIPT -----------------------------------------
 
 def test_renaming_the_active_script_keeps_it_running(site):
