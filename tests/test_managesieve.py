@@ -335,13 +335,14 @@ def test_an_active_script_webmail_named_with_a_leading_dot_is_one_lda_sees(site)
         assert ms.putscript(".hidden", b'require "fileinto";\nfileinto "Hidden"\n')[0] == "NO"
         assert ms.putscript(".hidden", FILEINTO.format("Hidden").encode())[0] == "OK"
         ms.setactive(".hidden")
-        assert ms.listscripts() == {".hidden": True}
+        assert ms.listscripts()[".hidden"] is True
         site.deliver_mb("<hidden1@x>")
         assert where(site.root, "<hidden1@x>") == ".Hidden"
         listed = site.lda("sieve", "list", BOX)
         assert listed.returncode == 0, listed.stderr.decode()
         rows = [line.split() for line in listed.stdout.decode().splitlines()[1:]]
-        assert rows == [[BOX, ".hidden", "True", "58"]], rows
+        assert [BOX, ".hidden", "True", str(len(FILEINTO.format("Hidden")))] in rows, rows
+        assert [row[1] for row in rows if row[2] == "True"] == [".hidden"], rows
         shown = site.lda("sieve", "show", BOX)
         assert shown.returncode == 0 and b':create "Hidden"' in shown.stdout, shown
         # A mistake in it is one config check finds: written as webmail's

@@ -316,7 +316,7 @@ def _stored(root):
     except OSError:
         return []
     return [os.path.join(root, SCRIPTS_IN_MAILBOX, n) for n in names
-            if n.endswith(SUFFIX) and not n.startswith(".")]
+            if n.endswith(SUFFIX) and n != SUFFIX]  # ".x.sieve" too, as ManageSieve
 
 
 def _is_regular(path):

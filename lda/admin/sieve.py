@@ -261,8 +261,7 @@ def _link_name(root_fd):
         return None
     prefix = SCRIPTS_DIR + "/"
     name = target[len(prefix):-len(SUFFIX)]
-    if (not target.startswith(prefix) or not target.endswith(SUFFIX) or not name
-            or "/" in name or name.startswith(".")):
+    if not target.startswith(prefix) or not target.endswith(SUFFIX) or not name or "/" in name:
         return None
     return name
 
@@ -288,8 +287,10 @@ def _stored(root_fd):
     """{name: bytes} of the stored scripts, in name order."""
     try:
         with _directory(SCRIPTS_DIR, root_fd) as scripts_fd:
+            # ".x.sieve" too: ManageSieve stores and lists ".x" (lda's own
+            # temporary files end in .tmp).
             names = sorted(n[: -len(SUFFIX)] for n in os.listdir(scripts_fd)
-                           if n.endswith(SUFFIX) and not n.startswith("."))
+                           if n.endswith(SUFFIX) and n != SUFFIX)
             found = {name: _read_at(scripts_fd, name + SUFFIX) for name in names}
     except FileNotFoundError:
         return {}
