@@ -119,6 +119,23 @@ def test_managesieves_active_link_moves_to_the_other_host(make_site, postgres):
     assert len(maildir_files(b.alice / ".Lists")) == 2
 
 
+def test_an_active_script_named_with_a_leading_dot_moves_too(make_site, postgres):
+    """ManageSieve stores and activates ".hidden" (sieve/.hidden.sieve), and
+    a delivery runs it: the move carries it as it carries any other, rather
+    than refusing the whole mailbox for its name."""
+    a, b = make_hosts(make_site, postgres[1])
+    maildir = a.maildir(ALICE)
+    (maildir / "sieve").mkdir()
+    (maildir / "sieve" / ".hidden.sieve").write_bytes(SCRIPT)
+    (maildir / "lda.sieve").symlink_to("sieve/.hidden.sieve")
+    for sub in ("cur", "new", "tmp"):
+        (maildir / ".Lists" / sub).mkdir(parents=True)
+    a.run("mailbox", "move", ALICE, "--to", "dbb", check=0)
+    assert os.readlink(b.alice / "lda.sieve") == "sieve/.hidden.sieve"
+    b.deliver(message(message_id="<h1@x>", subject="list"), ALICE, check=0)
+    assert len(maildir_files(b.alice / ".Lists")) == 1
+
+
 def pg_moves(a):
     return json.loads(a.run("directory", "status", "--json", check=None).stdout or "{}")
 
