@@ -116,7 +116,7 @@ def make_active_link(root, link):
     file there (a stream is not trusted: StreamRefused)."""
     directory, _, name = link.partition("/") if isinstance(link, str) else ("", "", "")
     if (directory != SCRIPTS_IN_MAILBOX or not name.endswith(SUFFIX)
-            or bad_name(name.removesuffix(SUFFIX)) is not None
+            or bad_name(name.removesuffix(SUFFIX), stored=True) is not None
             or not os.path.isfile(os.path.join(root, link))
             or os.path.islink(os.path.join(root, link))):
         raise StreamRefused(f"unsafe active script link: {str(link)[:80]!r}")

@@ -32,7 +32,7 @@ OPTIONAL = frozenset({"editheader"})
 _memo = {}  # in-process: text or file stamp -> Script
 
 
-def bad_name(name):
+def bad_name(name, stored=False):
     """Why `name` cannot name a stored script (NAME.sieve: include's
     :personal and :global, `lda sieve install/activate`), or None.
 
@@ -40,15 +40,17 @@ def bad_name(name):
     so that a name webmail gave ("my filter") is one lda takes: any UTF-8
     text but control characters (C0, DEL, C1, U+2028, U+2029) and "/".
     Unlike Pigeonhole, not a name starting with "." (".", "..", a hidden
-    file: the names lda's temporary files take), and none longer than
-    NAME.sieve and its temporary name fit in a file name."""
+    file: the names lda's temporary files take), unless `stored`: a script
+    already there, which ManageSieve may have stored as ".x" and made the
+    active one (a mailbox move carries it).  None longer than NAME.sieve
+    and its temporary name fit in a file name."""
     if not name:
         return "an empty name"
     if any("\ud800" <= c <= "\udfff" for c in name):
         return "a name that is not UTF-8"  # undecodable bytes from a command line
     if "/" in name:
         return 'a name with "/" (a path)'
-    if name.startswith("."):
+    if name.startswith(".") and not stored:
         return 'a name starting with "."'
     if any(ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f or c in "\u2028\u2029" for c in name):
         return "a control character in the name"
