@@ -129,6 +129,15 @@ def test_policy_defers_a_full_mailbox_when_lda_would(quota_site, services):
     assert ask(policy, "full@example.org") == ["452 4.2.2 Mailbox full"]
 
 
+def test_policy_says_what_a_delivery_would_when_the_mailbox_is_full(quota_site, services):
+    """Without quota_status_overquota, the text after the codes is
+    quota_exceeded_message, the one lda deliver and lda lmtp answer with:
+    a site's own text reaches the sender whichever refuses first."""
+    text = "Mailbox full, see https://example.org/quota"
+    policy = services(quota_site(quota_exceeded_message=text), "policy")
+    assert ask(policy, "full@example.org") == [f"452 4.2.2 {text}"]
+
+
 def test_policy_replies_are_the_configured_ones(quota_site, services):
     site = quota_site(policy_reject_unknown=True, quota_status_success="OK",
                       quota_status_overquota="554 5.2.2 Over quota, sorry",
