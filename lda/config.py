@@ -89,7 +89,8 @@ KEYS = {
     "quota_status_nouser": ("550 5.1.1 Unknown user", str, "lda policy's action for an "
                             "unknown recipient, with policy_reject_unknown"),
     "quota_status_overquota": ("", str, "lda policy's action for a full mailbox (empty: "
-                               "552 5.2.2 with quota_full = reject, else 452 4.2.2)"),
+                               "552 5.2.2 with quota_full = reject, else 452 4.2.2, "
+                               "then quota_exceeded_message)"),
     "quota_status_toolarge": ("552 5.2.3 Message is larger than the mailbox quota", str,
                               "lda policy's action for a message larger than a whole quota"),
     "socketmap_listen": ("", str, "lda socketmap socket: unix:PATH or HOST:PORT"),

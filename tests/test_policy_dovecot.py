@@ -289,7 +289,7 @@ CASES = [
 ]
 
 QUOTA_EXCEEDED = "554 5.2.2 Quota exceeded (mailbox for user is full)"
-LDA_FULL = "452 4.2.2 Mailbox full"
+LDA_FULL = "452 4.2.2 Quota exceeded (mailbox for user is full)"
 LDA_TOOLARGE = "552 5.2.3 Message is larger than the mailbox quota"
 # Replies that say the same in other words, by variant and service: each is
 # compared as what it stands for.  With both services' defaults:
@@ -299,7 +299,8 @@ LDA_TOOLARGE = "552 5.2.3 Message is larger than the mailbox quota"
 #   550 5.1.1) unless policy_reject_unknown is set; Dovecot rejects it.
 # - a full mailbox: lda says what its delivery would, 452 4.2.2 with
 #   quota_full = "tempfail" (its default; 552 5.2.2 with "reject"), where
-#   Dovecot says 554, RFC 5321's "transaction failed" rather than 552.
+#   Dovecot says 554, RFC 5321's "transaction failed" rather than 552; the
+#   text after the codes is quota_exceeded_message in both.
 # - a message larger than the whole quota: lda says 552 5.2.3 (RFC 3463:
 #   length exceeds an administrative limit), permanent even with quota_full
 #   = "tempfail", since no expunge makes room; Dovecot gives it the text of

@@ -11,6 +11,7 @@ import threading
 import pytest
 from conftest import LDA, fill_mailbox, wait_until
 from postfix import free_port
+from test_quota_replies import FULL
 
 DUNNO = "DUNNO"
 
@@ -116,9 +117,9 @@ def test_policy_answers_each_recipient_as_a_delivery_would(quota_site, services)
                   {"recipient": "small@example.org", "size": 20000},
                   {"recipient": "small@example.org", "size": 2000},
                   "nobody@example.org")
-    assert actions == [DUNNO, "552 5.2.2 Mailbox full", DUNNO,
+    assert actions == [DUNNO, f"552 5.2.2 {FULL}", DUNNO,
                        DUNNO,  # alice can take it: lda delivers and keeps a partial
-                       "552 5.2.2 Mailbox full", DUNNO,
+                       f"552 5.2.2 {FULL}", DUNNO,
                        "552 5.2.3 Message is larger than the mailbox quota", DUNNO,
                        DUNNO]  # unknown, but policy_reject_unknown is off
 
@@ -126,7 +127,7 @@ def test_policy_answers_each_recipient_as_a_delivery_would(quota_site, services)
 def test_policy_defers_a_full_mailbox_when_lda_would(quota_site, services):
     """quota_full = "tempfail" (the default): the MTA would be told 4.2.2."""
     policy = services(quota_site(), "policy")
-    assert ask(policy, "full@example.org") == ["452 4.2.2 Mailbox full"]
+    assert ask(policy, "full@example.org") == [f"452 4.2.2 {FULL}"]
 
 
 def test_policy_says_what_a_delivery_would_when_the_mailbox_is_full(quota_site, services):
@@ -191,7 +192,7 @@ def test_policy_serves_fifty_connections_at_once(quota_site, services):
     for t in threads:
         t.join(60)
     assert not errors
-    assert results == [[DUNNO, "552 5.2.2 Mailbox full"] * 5] * 50
+    assert results == [[DUNNO, f"552 5.2.2 {FULL}"] * 5] * 50
 
 
 def damage(path):
@@ -205,7 +206,7 @@ def damage(path):
 def test_policy_defers_when_the_directory_cannot_be_read(quota_site, services):
     site = quota_site(policy_reject_unknown=True, quota_full="reject")
     policy = services(site, "policy")
-    assert ask(policy, "full@example.org") == ["552 5.2.2 Mailbox full"]
+    assert ask(policy, "full@example.org") == [f"552 5.2.2 {FULL}"]
     damage(site.state / "directory.sqlite")
     actions = ask(policy, "full@example.org", "nobody@example.org", "alice@example.org")
     assert all(a.startswith("DEFER_IF_PERMIT 4.3.0 ") for a in actions), actions

@@ -64,7 +64,7 @@ def test_postfix_refuses_at_rcpt_what_lda_would_refuse(front):
     codes = [code for code, _ in replies]
     assert codes == [552, 550, 552, 250, 250], replies
     assert replies[0][1] == (f"5.2.2 <{address('full')}>: Recipient address rejected: "
-                             "Mailbox full").encode()
+                             "Quota exceeded (mailbox for user is full)").encode()
     assert b"5.1.1" in replies[1][1]
     assert postfix.queue() == []  # nothing was accepted, nothing queued
 

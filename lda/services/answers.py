@@ -76,12 +76,12 @@ class Answers:
 
     def overquota(self):
         """quota_status_overquota, else by quota_full: a 5XX when lda would
-        reject the message (77), a 4XX when it would defer it (75)."""
+        reject the message (77), a 4XX when it would defer it (75), with
+        the text a delivery answers (quota_exceeded_message)."""
         if self.config.quota_status_overquota:
             return self.config.quota_status_overquota
-        if self.config.quota_full == "reject":
-            return "552 5.2.2 Mailbox full"
-        return "452 4.2.2 Mailbox full"
+        code = "552 5.2.2" if self.config.quota_full == "reject" else "452 4.2.2"
+        return f"{code} {self.config.quota_exceeded_message}"
 
     def _unknown(self, recipient, reply):
         return reply if self.config.policy_reject_unknown else DUNNO
