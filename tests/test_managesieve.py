@@ -345,6 +345,12 @@ def test_an_active_script_webmail_named_with_a_leading_dot_is_one_lda_sees(site)
         assert [row[1] for row in rows if row[2] == "True"] == [".hidden"], rows
         shown = site.lda("sieve", "show", BOX)
         assert shown.returncode == 0 and b':create "Hidden"' in shown.stdout, shown
+        # lda sieve activate takes it back after webmail turned it off.
+        ms.setactive("")
+        done = site.lda("sieve", "activate", BOX, ".hidden")
+        assert done.returncode == 0, done.stderr.decode()
+        assert os.readlink(site.root / "lda.sieve") == "sieve/.hidden.sieve"
+        assert ms.listscripts()[".hidden"] is True
         # A mistake in it is one config check finds: written as webmail's
         # editor would leave it, not through ManageSieve, which refuses it.
         (site.root / "sieve" / ".hidden.sieve").write_text('require "fileinto";\nfileinto "X"\n')
