@@ -70,7 +70,7 @@ def install(db, address, source, name=None, activate=True, extensions=()):
 def activate(db, address, name, extensions=()):
     """Make the stored script NAME the mailbox's active one (compiled
     again first: a stored file may have been edited by hand)."""
-    name = check_name(name)
+    name = check_name(name, stored=True)
     row, root = _mailbox(db, address)
     with _directory(root) as root_fd:
         data = _read_stored(root_fd, name)
@@ -112,10 +112,11 @@ def show(db, address):
             "path": os.path.join(root, SCRIPT_IN_MAILBOX), "script": text}
 
 
-def check_name(name):
-    """name if it can name a stored script (sieve.script.bad_name), else
+def check_name(name, stored=False):
+    """name if it can name a stored script (sieve.script.bad_name; stored:
+    one already there, which ManageSieve may have named ".x"), else
     UsageError."""
-    why = bad_name(name)
+    why = bad_name(name, stored)
     if why is not None:
         shown = repr(name[:80]) + ("..." if len(name) > 80 else "")
         raise UsageError(f"bad script name {shown}: {why}; a script name is UTF-8 "
