@@ -22,10 +22,11 @@ run (in an if branch not taken) is no error here; Pigeonhole refuses it.
 
 Decisions:
 - A script name is refused (at compile time, with its line and column) by
-  the rule `lda sieve install` names a stored script by (script.bad_name):
-  empty, longer than a file name takes, with "/" or a control character
-  (RFC 5804 section 1.6), or starting with ".": a name is one file in one
-  directory, never "..", a path, or a hidden file (Pigeonhole runs ".x").
+  the rule a stored script's name follows (script.bad_name, stored): empty,
+  longer than a file name takes, with "/" or a control character (RFC 5804
+  section 1.6).  A name is one file in one directory, the suffix appended:
+  ".x" is the .x.sieve ManageSieve stores, as Pigeonhole includes it, and
+  ".." the file "...sieve", never the parent.
 - The file may be a symlink only to a file in the same directory tree; one
   writable by group or others is refused, as a delivery refuses its main
   script (both are runtime errors: implicit keep).
@@ -133,7 +134,7 @@ class Includes:
 def check_include(validator, node, built):
     """The name is a constant (RFC 6609 section 3.2: variables are not
     expanded in it), so it is checked here, where the error has a place."""
-    problem = bad_name(built["name"])
+    problem = bad_name(built["name"], stored=True)
     if problem:
         arg = node.args[-1]
         validator.error(arg.line, arg.col, f"include: bad script name {built['name']!r}: "
@@ -203,7 +204,7 @@ def locate(execution, location, name):
     if not directory:
         execution.fail(f"include: no {location} script directory "
                        f"({DIRECTORY_OPTION[location]} is not set)")
-    problem = bad_name(name)  # checked at compile time; again for a hand-made AST
+    problem = bad_name(name, stored=True)  # at compile time; again for a hand-made AST
     if problem:
         execution.fail(f"include: bad script name {name!r}: {problem}")
     root = os.path.realpath(directory)
