@@ -444,7 +444,8 @@ def lda_delivers(user, rc_text, msg):
 
 def landed(home, skip=()):
     """Each Maildir holding a message in new/ and each other file (an mbox),
-    relative to home."""
+    relative to home; not the Maildir's own files (its quota, a folder's
+    marker, the subscriptions lda adds a folder it makes to)."""
     found = set()
     for path in home.rglob("*"):
         rel = path.relative_to(home)
@@ -452,7 +453,7 @@ def landed(home, skip=()):
             if path.parent.name == "new":
                 found.add(str(path.parent.parent.relative_to(home)))
             elif path.parent.name not in ("cur", "tmp") and path.name not in (
-                    "maildirsize", "maildirfolder"):
+                    "maildirsize", "maildirfolder", "subscriptions"):
                 found.add(str(rel))
     return found
 
