@@ -128,6 +128,17 @@ def test_sieve_fileinto_names_the_rule_that_fired(site):
         (script, 2, "elsif (branch 2) matched"), (script, 5, "fileinto")]
     assert targets(report)[ALICE]["folder"] == "Tests"
     assert not (site.state / "sieve-cache").exists()
+    # The folder does not exist: the delivery would make it and subscribe
+    # it (subscribe_new_folders), and the explanation says so.
+    row = targets(report)[ALICE]
+    assert (row["makes_folder"], row["subscribes"]) == (True, True)
+    assert row["detail"].startswith("would make folder Tests, subscribed, and deliver to "), row
+    assert not (maildir / ".Tests").exists() and not (maildir / "subscriptions").exists()
+    for sub in ("cur", "new", "tmp"):
+        (maildir / ".Tests" / sub).mkdir(parents=True)
+    row = targets(explain(site, ALICE))[ALICE]
+    assert (row["makes_folder"], row["subscribes"]) == (False, False)
+    assert row["detail"].startswith("would deliver to maildir"), row
 
 
 def test_unknown_recipient_predicts_67(site):
