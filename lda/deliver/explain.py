@@ -242,7 +242,9 @@ class Explaining(Delivery):
                "via": list(target.via), "mailbox": target.mailbox,
                "database": target.db_root if target.local else plan.home_db}
         if target.local:
-            row.update(maildir=target.maildir_path, folder=_folder(target))
+            makes = _makes_folder(target)
+            row.update(maildir=target.maildir_path, folder=_folder(target), makes_folder=makes,
+                       subscribes=makes and self.config.subscribe_new_folders)
             row["quota"] = self._quota(target, copy)
         if info is not None:
             key = self.keys[target]
@@ -346,11 +348,22 @@ def _folder(target):
     return folder[1:] if folder else "INBOX"
 
 
+def _makes_folder(target):
+    """Whether the delivery would make the target's folder: Sieve's
+    :create (or -m with autocreate) and no folder with a new/ there
+    (maildir.open_mailbox, which then subscribes it)."""
+    return bool(target.folder and target.create_folder and not os.path.isdir(
+        os.path.join(target.maildir_path, target.folder, "new")))
+
+
 def _would(target, row):
     if target.local:
         folder = row["folder"]
         where = row["maildir"] if folder == "INBOX" else os.path.join(
             row["maildir"], "." + folder)
+        if row["makes_folder"]:
+            subscribed = ", subscribed," if row["subscribes"] else ""
+            return f"would make folder {folder}{subscribed} and deliver to maildir {where}"
         return f"would deliver to maildir {where}"
     if target.reply is not None:
         return "would send a Sieve reply"
