@@ -19,7 +19,6 @@ dovecot-managesieved (`.ci/run` installs it); skips without them.
 
 import json
 import os
-import shutil
 import socket
 
 import pytest
