@@ -362,6 +362,29 @@ def test_an_active_script_webmail_named_with_a_leading_dot_is_one_lda_sees(site)
         ms.close()
 
 
+def test_lda_sieve_deactivate_and_delete_are_what_webmail_sees(site):
+    """lda sieve deactivate is SETACTIVE "": ManageSieve then lists no
+    script active; lda sieve delete is DELETESCRIPT, and both refuse to
+    delete the active script."""
+    ms = site.client("mb")
+    try:
+        assert ms.putscript("on", FILEINTO.format("On").encode())[0] == "OK"
+        assert ms.putscript("spare", b"keep;\n")[0] == "OK"
+        ms.setactive("on")
+        assert ms.command(b'DELETESCRIPT "on"')[0] == "NO"  # the active one
+        assert site.lda("sieve", "delete", BOX, "on").returncode == 64
+        assert site.lda("sieve", "delete", BOX, "spare").returncode == 0
+        assert ms.listscripts() == {"on": True}
+        assert site.lda("sieve", "deactivate", BOX).returncode == 0
+        assert ms.listscripts() == {"on": False}
+        site.deliver_mb("<off1@x>")
+        assert where(site.root, "<off1@x>") == ""
+    finally:
+        ms.setactive("")
+        ms.deletescript("on")
+        ms.close()
+
+
 # --- (6) RENAMESCRIPT and CHECKSCRIPT -----------------------------------------
 
 def test_renaming_the_active_script_keeps_it_running(site):

@@ -287,3 +287,48 @@ def test_a_hand_written_script_is_kept_when_another_is_activated(site, tmp_path)
     assert (alice / "sieve" / "lda.orig.sieve").read_text() == "# by hand\nkeep;\n"
     listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
     assert [(r["name"], r["active"]) for r in listed] == [("lda.orig", False), ("new", True)]
+
+
+# --- deactivate and delete, as doveadm sieve and ManageSieve have them ---------------
+
+def test_deactivate_turns_the_filter_off_and_delete_removes_a_stored_script(site, tmp_path):
+    alice = site.create("alice@example.org")
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "spam.sieve", 'require "fileinto";\nfileinto "Junk";\n'), check=0)
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "old.sieve", "discard;\n"), "--no-activate", check=0)
+    # The active one is not deleted: ManageSieve refuses it too.
+    done = site.run("sieve", "delete", "alice@example.org", "spam", check=64)
+    assert b"active" in done.stderr and (alice / "sieve" / "spam.sieve").exists()
+    done = site.run("sieve", "delete", "alice@example.org", "old", "--json", check=0)
+    assert json.loads(done.stdout) == {"address": "alice@example.org", "name": "old",
+                                       "deleted": True}
+    assert not (alice / "sieve" / "old.sieve").exists()
+    site.run("sieve", "delete", "alice@example.org", "old", check=67)
+    site.run("sieve", "delete", "alice@example.org", "--", "../lda", check=64)
+    done = site.run("sieve", "deactivate", "alice@example.org", "--json", check=0)
+    assert json.loads(done.stdout) == {"address": "alice@example.org", "name": "spam",
+                                       "active": False}
+    assert not os.path.lexists(alice / "lda.sieve")
+    assert (alice / "sieve" / "spam.sieve").exists()  # kept, as ManageSieve keeps it
+    site.deliver(message(), "alice@example.org", check=0)
+    assert len(maildir_files(alice)) == 1 and not (alice / ".Junk").exists()
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert [(r["name"], r["active"]) for r in listed] == [("spam", False)]
+    # Nothing active: nothing to do, and it says so.
+    done = site.run("sieve", "deactivate", "alice@example.org", "--json", check=0)
+    assert json.loads(done.stdout)["name"] is None
+    site.run("sieve", "deactivate", "nobody@example.org", check=67)
+
+
+def test_deactivating_a_hand_written_script_keeps_it(site):
+    """A regular lda.sieve (by hand, or an older lda's copy) is stored as
+    lda.orig before it goes, as activating another script keeps it."""
+    alice = site.create("alice@example.org")
+    (alice / "lda.sieve").write_text("# by hand\ndiscard;\n")
+    done = site.run("sieve", "deactivate", "alice@example.org", "--json", check=0)
+    assert json.loads(done.stdout)["active"] is False
+    assert not os.path.lexists(alice / "lda.sieve")
+    assert (alice / "sieve" / "lda.orig.sieve").read_text() == "# by hand\ndiscard;\n"
+    site.deliver(message(), "alice@example.org", check=0)
+    assert len(maildir_files(alice)) == 1
