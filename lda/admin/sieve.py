@@ -1,17 +1,17 @@
-"""The Sieve scripts of managed mailboxes: install, list, activate, show.
+"""The Sieve scripts of managed mailboxes: install, list, activate, show,
+deactivate, delete.
 
 A delivery runs one script per mailbox, lda.sieve in the mailbox root
 (config.SCRIPT_IN_MAILBOX), so that a move carries it.  As with ManageSieve,
 a mailbox may keep several scripts by name, in sieve/NAME.sieve under its
-root, one of them active.  The active one is a copy in lda.sieve, not a
-symlink: deliveries never have to follow a link in a Maildir, and a
-stored script is active when lda.sieve has its bytes.  The one exception is
-Pigeonhole's: a site whose ManageSieve writes these scripts (`sieve =
-file:~/sieve;active=~/lda.sieve`, the mailbox root as home) has lda.sieve
-a symlink to sieve/NAME.sieve.  Such a link is read (only into sieve/, a
-file there opened without following further links), and activating keeps
-that form, a new link renamed over the old one, so that ManageSieve and
-lda agree on which script is active.
+root, one of them active: lda.sieve is then a symlink to sieve/NAME.sieve,
+the form Pigeonhole's ManageSieve makes (`sieve =
+file:~/sieve;active=~/lda.sieve`, the mailbox root as home), so that
+webmail and lda agree on which script is active.  Such a link is read only
+into sieve/ (a file there opened without following further links);
+activating makes a new link and renames it over the old one.  A regular
+lda.sieve (written by hand, or an older lda's copy) still runs, and is
+kept as lda.orig when another script replaces it.
 
 Every script is compiled before it is written (a bad one changes nothing),
 and written as a new file beside its name, fsynced and renamed over it, so
@@ -80,6 +80,49 @@ def activate(db, address, name, extensions=()):
         check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX), extensions)
         _make_active(root_fd, data, hand_written=_active_name(root_fd) is None, name=name)
     return {"address": row["address"], "name": name, "active": True, "size": len(data)}
+
+
+def deactivate(db, address):
+    """Turn the mailbox's filter off: lda.sieve goes, as ManageSieve's
+    SETACTIVE "" removes its symlink; the stored scripts stay.  A regular
+    lda.sieve (written by hand, or an older lda's copy) is stored first as
+    RESCUED, as _make_active keeps it.  name: the script that was active
+    (None: none was)."""
+    row, root = _mailbox(db, address)
+    with _directory(root) as root_fd:
+        data = _read_active(root_fd)
+        name = _active_name(root_fd, data)
+        if name is None and data is not None:
+            _rescue(root_fd, data)
+        try:
+            os.unlink(SCRIPT_IN_MAILBOX, dir_fd=root_fd)
+        except FileNotFoundError:
+            pass  # none active: nothing to do
+        except IsADirectoryError:
+            raise UnsafePath(f"{os.path.join(root, SCRIPT_IN_MAILBOX)} is a directory, "
+                             "no script: remove it by hand") from None
+        else:
+            os.fsync(root_fd)
+    return {"address": row["address"], "name": name, "active": False}
+
+
+def delete(db, address, name):
+    """Remove the stored script NAME, unless it is the active one (as
+    ManageSieve's DELETESCRIPT refuses it: deactivate it, or activate
+    another, first)."""
+    name = check_name(name, stored=True)
+    row, root = _mailbox(db, address)
+    with _directory(root) as root_fd:
+        if _read_stored(root_fd, name) is None:
+            raise UnknownName(f"{row['address']} has no script {name!r} "
+                              f"(see 'lda sieve list {row['address']}')")
+        if _active_name(root_fd) == name:
+            raise UsageError(f"{name!r} is {row['address']}'s active script: "
+                             f"'lda sieve deactivate {row['address']}' first")
+        with _directory(SCRIPTS_DIR, root_fd) as scripts_fd:
+            os.unlink(name + SUFFIX, dir_fd=scripts_fd)
+            os.fsync(scripts_fd)
+    return {"address": row["address"], "name": name, "deleted": True}
 
 
 def list_scripts(db, address=None):
@@ -219,12 +262,7 @@ def _make_active(root_fd, data, hand_written, name):
     loses no one's work."""
     current = _read_at(root_fd, SCRIPT_IN_MAILBOX) if hand_written else None
     if current is not None and current != data:
-        with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
-            taken = set(os.listdir(scripts_fd))
-            rescued = next(f"{RESCUED}{suffix}{SUFFIX}" for suffix in
-                           ("", *(f"-{n}" for n in range(2, len(taken) + 3)))
-                           if f"{RESCUED}{suffix}{SUFFIX}" not in taken)
-            _write(scripts_fd, rescued, current)
+        _rescue(root_fd, current)
     tmp = f".{SCRIPT_IN_MAILBOX}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     os.symlink(f"{SCRIPTS_DIR}/{name}{SUFFIX}", tmp, dir_fd=root_fd)
     try:
@@ -233,6 +271,16 @@ def _make_active(root_fd, data, hand_written, name):
         os.unlink(tmp, dir_fd=root_fd)
         raise
     os.fsync(root_fd)
+
+
+def _rescue(root_fd, data):
+    """Store a hand-written lda.sieve's bytes as RESCUED (or RESCUED-N)."""
+    with _directory(SCRIPTS_DIR, root_fd, create=True) as scripts_fd:
+        taken = set(os.listdir(scripts_fd))
+        rescued = next(f"{RESCUED}{suffix}{SUFFIX}" for suffix in
+                       ("", *(f"-{n}" for n in range(2, len(taken) + 3)))
+                       if f"{RESCUED}{suffix}{SUFFIX}" not in taken)
+        _write(scripts_fd, rescued, data)
 
 
 def _read_at(dir_fd, name):

@@ -1,5 +1,5 @@
-"""`lda sieve` (check, test; install, list, activate, show a managed
-mailbox's scripts) and `lda procmail-convert`."""
+"""`lda sieve` (check, test; install, list, activate, show, deactivate,
+delete a managed mailbox's scripts) and `lda procmail-convert`."""
 
 import json
 import sys
@@ -9,6 +9,8 @@ import click
 from ..admin.mailboxes import open_directory
 from ..admin.sieve import ScriptInvalid
 from ..admin.sieve import activate as activate_script
+from ..admin.sieve import deactivate as deactivate_script
+from ..admin.sieve import delete as delete_script
 from ..admin.sieve import install as install_script
 from ..admin.sieve import list_scripts as list_sieve_scripts
 from ..admin.sieve import show as show_sieve_script
@@ -174,6 +176,38 @@ def sieve_show(ctx, address, as_json):
         click.echo(f"lda: {shown['address']} has no Sieve script of its own", err=True)
         return
     click.echo(shown["script"], nl=False)
+
+
+@sieve.command("deactivate")
+@click.argument("address")
+@output_options
+@click.pass_context
+def sieve_deactivate(ctx, address, as_json):
+    """Turn a managed mailbox's filter off; its stored scripts stay.
+
+    As ManageSieve's SETACTIVE "": no script runs until one is activated.
+    A hand-written lda.sieve is kept as sieve/lda.orig.sieve first.
+
+    \b
+    Example:
+        lda sieve deactivate alice@example.org
+    """
+    emit_record(deactivate_script(open_directory(load(ctx)), address), as_json)
+
+
+@sieve.command("delete")
+@click.argument("address")
+@click.argument("name")
+@output_options
+@click.pass_context
+def sieve_delete(ctx, address, name, as_json):
+    """Remove a stored script; not the active one (deactivate it first).
+
+    \b
+    Example:
+        lda sieve delete alice@example.org old-vacation
+    """
+    emit_record(delete_script(open_directory(load(ctx)), address, name), as_json)
 
 
 @cli.command("procmail-convert")
