@@ -332,3 +332,30 @@ def test_deactivating_a_hand_written_script_keeps_it(site):
     assert (alice / "sieve" / "lda.orig.sieve").read_text() == "# by hand\ndiscard;\n"
     site.deliver(message(), "alice@example.org", check=0)
     assert len(maildir_files(alice)) == 1
+
+
+def test_rename_keeps_the_active_script_active(site, tmp_path):
+    """As ManageSieve's RENAMESCRIPT: the active script renamed stays the
+    one that runs; a name taken, or not there, changes nothing."""
+    alice = site.create("alice@example.org")
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "spam.sieve", 'require "fileinto";\nfileinto "Junk";\n'), check=0)
+    site.run("sieve", "install", "alice@example.org",
+             write(tmp_path, "old.sieve", "discard;\n"), "--no-activate", check=0)
+    done = site.run("sieve", "rename", "alice@example.org", "spam", "junk filter", "--json",
+                    check=0)
+    assert json.loads(done.stdout) == {"address": "alice@example.org", "name": "junk filter",
+                                       "old_name": "spam", "active": True}
+    assert os.readlink(alice / "lda.sieve") == "sieve/junk filter.sieve"
+    assert not (alice / "sieve" / "spam.sieve").exists()
+    site.deliver(message(), "alice@example.org", check=0)
+    assert len(maildir_files(alice / ".Junk")) == 1
+    site.run("sieve", "rename", "alice@example.org", "old", "junk filter", check=73)
+    site.run("sieve", "rename", "alice@example.org", "gone", "new", check=67)
+    site.run("sieve", "rename", "alice@example.org", "old", ".hidden", check=64)
+    site.run("sieve", "rename", "alice@example.org", "old", "../x", check=64)
+    assert (alice / "sieve" / "old.sieve").read_text() == "discard;\n"
+    site.run("sieve", "rename", "alice@example.org", "old", "older", check=0)
+    listed = json.loads(site.run("sieve", "list", "alice@example.org", "--json").stdout)
+    assert [(r["name"], r["active"]) for r in listed] == [("junk filter", True),
+                                                          ("older", False)]
