@@ -379,14 +379,14 @@ def test_lda_sieve_deactivate_and_delete_are_what_webmail_sees(site):
         assert site.lda("sieve", "deactivate", BOX).returncode == 0
         listed = ms.listscripts()
         assert "on" in listed and not any(listed.values()), listed
+        site.deliver_mb("<off1@x>")
+        assert where(site.root, "<off1@x>") == ""
         # lda sieve rename of the active script is RENAMESCRIPT's.
         ms.setactive("on")
         assert site.lda("sieve", "rename", BOX, "on", "lit").returncode == 0
         listed = ms.listscripts()
         assert listed.get("lit") is True and "on" not in listed, listed
         assert site.lda("sieve", "rename", BOX, "lit", "on").returncode == 0
-        site.deliver_mb("<off1@x>")
-        assert where(site.root, "<off1@x>") == ""
     finally:
         ms.setactive("")
         ms.deletescript("on")

@@ -291,10 +291,12 @@ def test_a_hand_written_script_is_kept_when_another_is_activated(site, tmp_path)
 
 # --- deactivate and delete, as doveadm sieve and ManageSieve have them ---------------
 
+JUNK = 'require ["fileinto", "mailbox"];\nfileinto :create "Junk";\n'
+
 def test_deactivate_turns_the_filter_off_and_delete_removes_a_stored_script(site, tmp_path):
     alice = site.create("alice@example.org")
     site.run("sieve", "install", "alice@example.org",
-             write(tmp_path, "spam.sieve", 'require "fileinto";\nfileinto "Junk";\n'), check=0)
+             write(tmp_path, "spam.sieve", JUNK), check=0)
     site.run("sieve", "install", "alice@example.org",
              write(tmp_path, "old.sieve", "discard;\n"), "--no-activate", check=0)
     # The active one is not deleted: ManageSieve refuses it too.
@@ -339,7 +341,7 @@ def test_rename_keeps_the_active_script_active(site, tmp_path):
     one that runs; a name taken, or not there, changes nothing."""
     alice = site.create("alice@example.org")
     site.run("sieve", "install", "alice@example.org",
-             write(tmp_path, "spam.sieve", 'require "fileinto";\nfileinto "Junk";\n'), check=0)
+             write(tmp_path, "spam.sieve", JUNK), check=0)
     site.run("sieve", "install", "alice@example.org",
              write(tmp_path, "old.sieve", "discard;\n"), "--no-activate", check=0)
     done = site.run("sieve", "rename", "alice@example.org", "spam", "junk filter", "--json",

@@ -1,5 +1,5 @@
 """The Sieve scripts of managed mailboxes: install, list, activate, show,
-deactivate, delete.
+deactivate, delete, rename.
 
 A delivery runs one script per mailbox, lda.sieve in the mailbox root
 (config.SCRIPT_IN_MAILBOX), so that a move carries it.  As with ManageSieve,
@@ -24,7 +24,8 @@ import os
 import stat
 
 from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
-from ..errors import EX_DATAERR, LdaError, MailboxMoving, UnknownName, UnsafePath, UsageError
+from ..errors import (EX_DATAERR, AlreadyExists, LdaError, MailboxMoving, UnknownName,
+                      UnsafePath, UsageError)
 from ..sieve.script import MAX_NAME_BYTES, SUFFIX, bad_name
 from .mailboxes import get_mailbox, list_mailboxes, mailbox_path
 
@@ -123,6 +124,33 @@ def delete(db, address, name):
             os.unlink(name + SUFFIX, dir_fd=scripts_fd)
             os.fsync(scripts_fd)
     return {"address": row["address"], "name": name, "deleted": True}
+
+
+def rename(db, address, old, new):
+    """Rename the stored script OLD to NEW, as ManageSieve's RENAMESCRIPT:
+    NEW must be free (AlreadyExists) and a name install takes; an active
+    OLD stays the active script under NEW (lda.sieve is linked to NEW
+    before OLD goes, so a delivery always finds one)."""
+    old, new = check_name(old, stored=True), check_name(new)
+    row, root = _mailbox(db, address)
+    with _directory(root) as root_fd:
+        data = _read_stored(root_fd, old)
+        if data is None:
+            raise UnknownName(f"{row['address']} has no script {old!r} "
+                              f"(see 'lda sieve list {row['address']}')")
+        active = _active_name(root_fd) == old
+        with _directory(SCRIPTS_DIR, root_fd) as scripts_fd:
+            try:  # a second name for the file: refused if NEW is taken
+                os.link(old + SUFFIX, new + SUFFIX, src_dir_fd=scripts_fd,
+                        dst_dir_fd=scripts_fd, follow_symlinks=False)
+            except FileExistsError:
+                raise AlreadyExists(f"{row['address']} has a script {new!r} already") from None
+            os.fsync(scripts_fd)
+            if active:
+                _make_active(root_fd, data, hand_written=False, name=new)
+            os.unlink(old + SUFFIX, dir_fd=scripts_fd)
+            os.fsync(scripts_fd)
+    return {"address": row["address"], "name": new, "old_name": old, "active": active}
 
 
 def list_scripts(db, address=None):

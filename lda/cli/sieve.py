@@ -1,5 +1,5 @@
 """`lda sieve` (check, test; install, list, activate, show, deactivate,
-delete a managed mailbox's scripts) and `lda procmail-convert`."""
+delete, rename a managed mailbox's scripts) and `lda procmail-convert`."""
 
 import json
 import sys
@@ -13,6 +13,7 @@ from ..admin.sieve import deactivate as deactivate_script
 from ..admin.sieve import delete as delete_script
 from ..admin.sieve import install as install_script
 from ..admin.sieve import list_scripts as list_sieve_scripts
+from ..admin.sieve import rename as rename_script
 from ..admin.sieve import show as show_sieve_script
 from ..errors import EX_DATAERR
 from ..sieve.dryrun import check as check_script
@@ -208,6 +209,22 @@ def sieve_delete(ctx, address, name, as_json):
         lda sieve delete alice@example.org old-vacation
     """
     emit_record(delete_script(open_directory(load(ctx)), address, name), as_json)
+
+
+@sieve.command("rename")
+@click.argument("address")
+@click.argument("old")
+@click.argument("new")
+@output_options
+@click.pass_context
+def sieve_rename(ctx, address, old, new, as_json):
+    """Rename a stored script; the active one stays active.
+
+    \b
+    Example:
+        lda sieve rename alice@example.org spam "junk filter"
+    """
+    emit_record(rename_script(open_directory(load(ctx)), address, old, new), as_json)
 
 
 @cli.command("procmail-convert")
