@@ -74,10 +74,7 @@ def activate(db, address, name, extensions=()):
     name = check_name(name, stored=True)
     row, root = _mailbox(db, address)
     with _directory(root) as root_fd:
-        data = _read_stored(root_fd, name)
-        if data is None:
-            raise UnknownName(f"{row['address']} has no script {name!r} "
-                             f"(see 'lda sieve list {row['address']}')")
+        data = _existing(root_fd, row, name)
         check_script(data, os.path.join(root, SCRIPTS_DIR, name + SUFFIX), extensions)
         _make_active(root_fd, data, hand_written=_active_name(root_fd) is None, name=name)
     return {"address": row["address"], "name": name, "active": True, "size": len(data)}
@@ -114,9 +111,7 @@ def delete(db, address, name):
     name = check_name(name, stored=True)
     row, root = _mailbox(db, address)
     with _directory(root) as root_fd:
-        if _read_stored(root_fd, name) is None:
-            raise UnknownName(f"{row['address']} has no script {name!r} "
-                              f"(see 'lda sieve list {row['address']}')")
+        _existing(root_fd, row, name)
         if _active_name(root_fd) == name:
             raise UsageError(f"{name!r} is {row['address']}'s active script: "
                              f"'lda sieve deactivate {row['address']}' first")
@@ -134,10 +129,7 @@ def rename(db, address, old, new):
     old, new = check_name(old, stored=True), check_name(new)
     row, root = _mailbox(db, address)
     with _directory(root) as root_fd:
-        data = _read_stored(root_fd, old)
-        if data is None:
-            raise UnknownName(f"{row['address']} has no script {old!r} "
-                              f"(see 'lda sieve list {row['address']}')")
+        data = _existing(root_fd, row, old)
         active = _active_name(root_fd) == old
         with _directory(SCRIPTS_DIR, root_fd) as scripts_fd:
             try:  # a second name for the file: refused if NEW is taken
@@ -299,6 +291,15 @@ def _make_active(root_fd, data, hand_written, name):
         os.unlink(tmp, dir_fd=root_fd)
         raise
     os.fsync(root_fd)
+
+
+def _existing(root_fd, row, name):
+    """The bytes of the mailbox's stored script NAME; UnknownName if it has none."""
+    data = _read_stored(root_fd, name)
+    if data is None:
+        raise UnknownName(f"{row['address']} has no script {name!r} "
+                          f"(see 'lda sieve list {row['address']}')")
+    return data
 
 
 def _rescue(root_fd, data):
