@@ -47,8 +47,11 @@ ARGS = {
     "quota show": [ALICE],
     "sieve activate": [ALICE, "script"],
     "sieve check": ["{root}/script.sieve"],
+    "sieve deactivate": [ALICE],
+    "sieve delete": [ALICE, "spare"],
     "sieve install": [ALICE, "{root}/script.sieve"],
     "sieve list": [ALICE],
+    "sieve rename": [ALICE, "script", "renamed"],
     "sieve show": [ALICE],
     "sieve test": ["{root}/script.sieve"],
     "procmail-convert": ["{root}/procmailrc"],
@@ -132,6 +135,8 @@ def pristine(tmp_path_factory):
     (root / "script.sieve").write_text('require "fileinto";\nfileinto "x";\n')
     (root / "procmailrc").write_text("MAILDIR=$HOME/Maildir\n:0\n* ^Subject: x\n.x/\n")
     site.run("sieve", "install", ALICE, str(root / "script.sieve"), check=0)
+    site.run("sieve", "install", ALICE, str(root / "script.sieve"), "--name", "spare",
+             "--no-activate", check=0)  # one `sieve delete` may remove
     shutil.copytree(site.state, root / "state.saved", symlinks=True)
     return site
 
