@@ -243,6 +243,12 @@ class KeywordsUnusable(LdaError):
     without keywords, and the reason logged; it never fails a delivery."""
 
 
+class SubscriptionsUnusable(LdaError):
+    """A Maildir's subscriptions file cannot be read or changed (a symlink,
+    too large, its lock held too long): the folder a delivery made is not
+    subscribed, and the reason logged; it never fails a delivery."""
+
+
 class ForwardFailed(LdaError):
     """The sendmail command did not accept a forwarded copy."""
 

@@ -14,6 +14,7 @@ from dovecot import DOVEADM, dovecot  # noqa: F401 - a fixture
 from postfix import SBIN_PATH
 from lda.errors import KeywordsUnusable
 from lda.store import keywords
+from lda.store.dotlock import DotLock
 
 JUNK_SCRIPT = 'require "imap4flags";\naddflag "$Junk";\nkeep;\n'
 # Each message's Subject becomes its keyword.
@@ -97,7 +98,8 @@ def test_dovecot_waits_for_the_lock_lda_takes(dovecot):  # noqa: F811
     assert dovecot.deliver("alice", message(message_id="<d1@x>")).returncode == 0
     fd = folder_fd(maildir)
     try:
-        with keywords.DotLock(fd, str(maildir), keywords.UIDLIST_LOCK, timeout=1):
+        with DotLock(fd, str(maildir), keywords.UIDLIST_LOCK, 1, KeywordsUnusable,
+                     keywords.STALE_LOCK_SECONDS):
             adding = subprocess.Popen([DOVEADM, "-c", str(dovecot.conf), "flags", "add", "-u",
                                        "alice", "Dove", "mailbox", "INBOX", "all"],
                                       stderr=subprocess.PIPE, env={"PATH": SBIN_PATH})

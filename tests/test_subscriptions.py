@@ -189,7 +189,7 @@ def test_a_lock_another_writer_holds_delays_then_the_delivery_goes_on_unsubscrib
     assert (box / "subscriptions").read_bytes() == V2 + b"Old\n"
     assert (box / "subscriptions.lock").exists()  # not ours to remove
     [warning] = [line for line in log_lines(done) if "subscribed" in line]
-    assert "folder Filtered made but not subscribed: subscriptions.lock held" in warning
+    assert "folder Filtered made but not subscribed: subscriptions.lock: still held" in warning
     # The folder exists now: the next delivery into it does not subscribe it.
     (box / "subscriptions.lock").unlink()
     site.deliver(message(message_id="<m2@example.org>"), "alice@example.org", check=0)

@@ -18,9 +18,9 @@ lda follows the rules of Dovecot's maildir-keywords.c, so that
   one, its mtime later than the old file's: Dovecot rereads the file only
   when the mtime changed.  The rename is durable before the message is
   linked, so no reader meets a letter without its name.
-- The dotlock holds "pid:host"; one whose process on this host is gone, or
-  that has not changed for two minutes, is stale and replaced (Dovecot's
-  file-dotlock.c, which touches a lock it holds for long).
+- The dotlock (lda.store.dotlock) holds "pid:host"; one whose process on
+  this host is gone, or that has not changed for two minutes, is stale and
+  replaced (Dovecot's file-dotlock.c, which touches a lock it holds for long).
 
 A file that cannot be used (a symlink, not a regular file, over
 MAX_FILE_BYTES, unreadable, its lock held past the timeout) raises
@@ -33,6 +33,7 @@ import stat
 import time
 
 from ..errors import KeywordsUnusable
+from .dotlock import CREATE_FLAGS, READ_FLAGS, DotLock
 
 KEYWORDS_FILE = "dovecot-keywords"
 UIDLIST_LOCK = "dovecot-uidlist.lock"
@@ -41,12 +42,9 @@ MAX_KEYWORD_LENGTH = 50           # Dovecot's mail_max_keyword_length default
 MAX_FILE_BYTES = 64 * 1024        # 26 names of 50 bytes need 1.4 KB
 MAX_LINE_BYTES = 1024             # Dovecot reads the file through a buffer this big
 STALE_LOCK_SECONDS = 120          # Dovecot's KEYWORDS/UIDLIST_LOCK_STALE_TIMEOUT
-LOCK_POLL_SECONDS = 0.05
 # RFC 3501 section 9, atom-specials, and "[" with them: a name Dovecot
 # would refuse, or a reader could take for part of a response code.
 NOT_IN_ATOM = frozenset('(){}[]%*"\\')
-READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def refusal(name):
@@ -142,7 +140,8 @@ def assign(dir_fd, path, names, timeout=60, clock=time.monotonic):
     found = [index_of.get(name.encode("ascii").lower()) for name in wanted]
     if None not in found:
         return letters(found), refused
-    with DotLock(dir_fd, path, UIDLIST_LOCK, timeout, clock):
+    with DotLock(dir_fd, path, UIDLIST_LOCK, timeout, KeywordsUnusable, STALE_LOCK_SECONDS,
+                 clock):
         lines, tail, old = read_lines(dir_fd, path)  # as it is now, under the lock
         (index_of, taken), indexes, added = parse(lines), [], []
         for name in wanted:
@@ -204,103 +203,3 @@ def _unlink_if_exists(name, dir_fd, quiet=False):
     except OSError:
         if not quiet:
             raise
-
-
-class DotLock:
-    """Dovecot's dotlock on a file of the folder open as dir_fd (context
-    manager): NAME created O_EXCL holding "pid:host", waited for until
-    timeout, a stale one replaced (see the module docstring)."""
-
-    def __init__(self, dir_fd, path, name, timeout, clock=time.monotonic,
-                 sleep=time.sleep, host=None):
-        self.dir_fd, self.path, self.name = dir_fd, path, name
-        self.timeout, self.clock, self.sleep = timeout, clock, sleep
-        self.host = host or os.uname().nodename  # Dovecot's my_hostname
-        self.inode = None
-
-    def __enter__(self):
-        deadline = self.clock() + self.timeout
-        while True:
-            try:
-                fd = os.open(self.name, CREATE_FLAGS, 0o600, dir_fd=self.dir_fd)
-                break
-            except FileExistsError:
-                if self._override_stale():
-                    continue
-                if self.clock() >= deadline:
-                    raise KeywordsUnusable(f"{self.path}/{self.name}: still held after "
-                                           f"{self.timeout} s") from None
-                self.sleep(LOCK_POLL_SECONDS)
-            except OSError as e:
-                raise KeywordsUnusable(f"{self.path}/{self.name}: {e.strerror}") from None
-        try:
-            self.inode = os.fstat(fd).st_ino
-            os.write(fd, f"{os.getpid()}:{self.host}".encode())
-        except OSError as e:  # a full disk: an empty lock would wait 2 minutes
-            self.__exit__()
-            raise KeywordsUnusable(f"{self.path}/{self.name}: {e.strerror}") from None
-        finally:
-            os.close(fd)
-        return self
-
-    def __exit__(self, *exc):
-        """Remove the lock, unless another process judged it stale and
-        replaced it meanwhile: that one is not ours to remove."""
-        try:
-            if os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False).st_ino == self.inode:
-                os.unlink(self.name, dir_fd=self.dir_fd)
-        except OSError:
-            pass  # gone already; a leftover one turns stale
-
-    def _override_stale(self):
-        """Remove the lock if it is stale: its holder, a process on this
-        host, is gone, or it has not changed for STALE_LOCK_SECONDS.
-        True when it was removed (or vanished): try again at once."""
-        try:
-            st = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            return True
-        stale = (time.time() - st.st_mtime > STALE_LOCK_SECONDS
-                 or _holder_gone(self._holder(), self.host))
-        if not stale:
-            return False
-        try:  # only the lock judged stale, not one made since (as Dovecot checks)
-            now = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
-            if (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns):
-                os.unlink(self.name, dir_fd=self.dir_fd)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            raise KeywordsUnusable(f"{self.path}/{self.name}: stale, cannot remove: "
-                                   f"{e.strerror}") from None
-        return True
-
-    def _holder(self):
-        """The lock's text ("pid:host"), or b"" when it cannot be read."""
-        try:
-            fd = os.open(self.name, READ_FLAGS, dir_fd=self.dir_fd)
-        except OSError:
-            return b""
-        try:
-            return os.read(fd, 512)
-        except OSError:
-            return b""
-        finally:
-            os.close(fd)
-
-
-def _holder_gone(text, host):
-    """Whether text names a process of this host that no longer exists.
-    A lock without a pid (being written, or another host's) is not judged
-    by its holder, only by its age."""
-    pid, colon, holder_host = text.strip().partition(b":")
-    if not (colon and pid.isdigit() and holder_host.decode("utf-8", "replace") == host):
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        return False  # EPERM: it exists, as another user's
-    # Alive, even if it is this process: an LMTP server's other thread.
-    return False

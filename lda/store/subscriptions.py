@@ -10,9 +10,9 @@ a file that starts "V<tab>2" and an empty line names a folder by its
 Maildir++ levels joined with a tab ("Lists<tab>Sub"), a file without that
 header (Dovecot's version 1) by its Maildir++ name ("Lists.Sub"); a new
 file is version 2.  Names are modified UTF-7, as on disk.  A writer holds
-`subscriptions.lock` (made with O_EXCL, Dovecot's dotlock), writes the new
-contents into it and renames it over the file; a lock left untouched for
-STALE_SECONDS is a dead writer's and is removed, as Dovecot does.
+`subscriptions.lock` (Dovecot's dotlock: lda.store.dotlock), writes the
+new contents into it and renames it over the file; a lock left untouched
+for STALE_SECONDS is a dead writer's.
 
 Kept apart from lda.store.maildir: only a delivery that makes a folder
 imports it.
@@ -21,7 +21,9 @@ imports it.
 import errno
 import os
 import stat
-import time
+
+from ..errors import SubscriptionsUnusable
+from .dotlock import READ_FLAGS, DotLock
 
 NAME = "subscriptions"
 LOCK = NAME + ".lock"
@@ -41,83 +43,38 @@ def subscribe(root_fd, folder):
     None, or why it was not added: the caller logs that and goes on, as
     Dovecot does (a subscription never fails a delivery)."""
     try:
-        fd = _lock(root_fd)
-    except OSError as e:
-        return f"{LOCK}: {e.strerror}"
-    if fd is None:
-        return f"{LOCK} held by another process for over {WAIT_SECONDS} s"
-    locked = True
-    try:
-        old, why = _read(root_fd)
-        new = _with(old, folder[1:]) if why is None else None
-        if new is not None:
-            view = memoryview(new)
-            while view:  # lda.store.maildir's write_all, which imports this module
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-            os.rename(LOCK, NAME, src_dir_fd=root_fd, dst_dir_fd=root_fd)
-            locked = False
-        return why
-    except OSError as e:
-        return f"{NAME}: {e.strerror}"
-    finally:
-        os.close(fd)
-        if locked:
-            _unlink(root_fd, LOCK)
-
-
-def _lock(root_fd):
-    """The lock file, open for writing; None after WAIT_SECONDS of another
-    writer's lock."""
-    mode = os.fstat(root_fd).st_mode & 0o666
-    deadline, delay = time.monotonic() + WAIT_SECONDS, 0.005
-    while True:
-        try:
-            fd = os.open(LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, mode, dir_fd=root_fd)
-        except FileExistsError:
-            if _stale(root_fd):
-                _unlink(root_fd, LOCK)
-                continue
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(delay)
-            delay = min(2 * delay, 0.1)
-            continue
-        os.fchmod(fd, mode)  # whatever the umask: the Maildir's own mode
-        return fd
-
-
-def _stale(root_fd):
-    try:
-        changed = os.stat(LOCK, dir_fd=root_fd, follow_symlinks=False).st_mtime
-    except FileNotFoundError:
-        return True  # gone meanwhile: try again
-    return time.time() - changed > STALE_SECONDS
+        with DotLock(root_fd, None, LOCK, WAIT_SECONDS, SubscriptionsUnusable, STALE_SECONDS,
+                     holder=False) as lock:
+            new = _with(_read(root_fd), folder[1:])
+            if new is not None:
+                lock.replace(NAME, new, os.fstat(root_fd).st_mode & 0o666)
+    except SubscriptionsUnusable as e:
+        return str(e)
+    return None
 
 
 def _read(root_fd):
-    """(the file's bytes or None when there is none, None) or (None, why
-    it is not one to rewrite)."""
+    """The file's bytes, or None when there is none; SubscriptionsUnusable
+    for one lda does not rewrite."""
     try:
-        fd = os.open(NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=root_fd)
+        fd = os.open(NAME, READ_FLAGS, dir_fd=root_fd)
     except FileNotFoundError:
-        return None, None
+        return None
     except OSError as e:
-        if e.errno == errno.ELOOP:
-            return None, f"{NAME} is a symlink; not followed"
-        raise
+        raise SubscriptionsUnusable(f"{NAME} is a symlink; not followed"
+                                    if e.errno == errno.ELOOP else f"{NAME}: {e.strerror}") from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            return None, f"{NAME} is not a regular file"
+            raise SubscriptionsUnusable(f"{NAME} is not a regular file")
         if info.st_size > MAX_BYTES:
-            return None, f"{NAME} is larger than {MAX_BYTES} bytes"
+            raise SubscriptionsUnusable(f"{NAME} is larger than {MAX_BYTES} bytes")
         chunks = []
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
-        return b"".join(chunks), None
+        return b"".join(chunks)
+    except OSError as e:
+        raise SubscriptionsUnusable(f"{NAME}: {e.strerror}") from None
     finally:
         os.close(fd)
 
@@ -136,10 +93,3 @@ def _with(old, name):
     if line in lines:
         return None
     return header + b"".join(entry + b"\n" for entry in [*lines, line])
-
-
-def _unlink(root_fd, name):
-    try:
-        os.unlink(name, dir_fd=root_fd)
-    except FileNotFoundError:
-        pass
