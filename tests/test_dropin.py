@@ -103,6 +103,35 @@ def test_an_unknown_option_defers_with_78_and_names_it(user, argv, named):
     assert maildir_files(user.maildir) == []
 
 
+@pytest.mark.parametrize("argv", [
+    ["-h"], ["--help"], ["--version"], ["-f", "sender@example.org", "-h"], ["-eh"],
+    ["deliver", "--help"], ["-c", "/etc/dovecot/dovecot.conf", "--help"],
+], ids=["h", "help", "version", "h-after-f", "in-a-cluster", "deliver-help", "after-c"])
+def test_a_request_for_help_with_a_message_waiting_defers_it(user, argv):
+    """dovecot-lda bounces -h as an unknown option (64).  lda printed its
+    usage and exited 0, which Postfix logs as delivered: the message was
+    gone.  With a message waiting it is the configuration's mistake, as any
+    unknown option is: 78 and 4.3.5, and Postfix keeps the mail."""
+    done = user.run(*argv, input=message())
+    assert done.returncode == 78, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("4.3.5 ")
+    assert maildir_files(user.maildir) == []
+
+
+def test_a_request_for_help_with_p_naming_the_message_defers_it(user, tmp_path):
+    path = tmp_path / "message.eml"
+    path.write_bytes(message())
+    done = user.run("-h", "-p", str(path))
+    assert done.returncode == 78 and first_line(done).startswith("4.3.5 ")
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["deliver", "--help"], ["--help"]])
+def test_a_request_for_help_without_a_message_still_prints_it(user, argv):
+    done = user.run(*argv, input=b"")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"usage" in done.stdout.lower()
+
+
 # --- each option -------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["Lists", "INBOX/Lists", "INBOX.Lists", "inbox.Lists"])
