@@ -62,7 +62,11 @@ def delivery_argv(argv, stdin_fd=0):
         rest = rest[2:] if rest[0] in GLOBAL_WITH_VALUE else rest[1:]
     if not rest:  # `lda -c FILE` alone
         return argv if message_waiting(stdin_fd) else None
-    if rest[0] in ADMIN_COMMANDS or rest[0] in ("--help", "--version"):
+    if rest[0] in ("--help", "--version"):
+        # An MTA's line with --help: a delivery, which refuses it (78)
+        # rather than print and exit 0, which the MTA takes for delivered.
+        return argv if message_present(stdin_fd) else None
+    if rest[0] in ADMIN_COMMANDS:
         return None
     return argv
 
@@ -76,6 +80,34 @@ def message_waiting(fd):
     except OSError:
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode)
+
+
+def message_present(fd, wait=1.0):
+    """Whether a message is waiting on fd (message_waiting) with at least
+    one byte in it, read without taking any.  A pipe still empty and open
+    after `wait` seconds counts as a message: the MTA may not have written
+    yet, and a message must never be taken for a request for help."""
+    if not message_waiting(fd):
+        return False
+    info = os.fstat(fd)
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size > os.lseek(fd, 0, os.SEEK_CUR)
+    if stat.S_ISSOCK(info.st_mode):
+        import socket
+
+        with socket.socket(fileno=os.dup(fd)) as peer:
+            peer.settimeout(wait)
+            try:
+                return peer.recv(1, socket.MSG_PEEK) != b""
+            except (TimeoutError, OSError):
+                return True
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    events = poller.poll(wait * 1000)
+    # A pipe closed empty reports POLLHUP alone; one with data, POLLIN.
+    return not events or bool(events[0][1] & select.POLLIN)
 
 
 if __name__ == "__main__":

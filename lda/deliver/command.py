@@ -44,7 +44,8 @@ dovecot-lda's and procmail's options mean what they mean there:
   -k            accepted, no effect (dovecot-lda: keep the environment)
   -t            accepted, no effect (procmail: tempfail rather than bounce,
                 which lda does already)
-An unknown option exits 78 with a 4.3.5 reason: Postfix defers the message.
+An unknown option exits 78 with a 4.3.5 reason: Postfix defers the message;
+so does -h when a message is waiting.
 """
 OPTIONS = "f:a:c:d:m:o:p:r:ekth"
 
@@ -61,6 +62,8 @@ def parse_args(argv, environ):
         raise ConfigError(f"{e} in lda's command line (see lda(1), 'lda deliver "
                           "--help')") from None
     if "-h" in options:
+        if "-p" in options:
+            raise ConfigError(_HELP_WITH_MESSAGE)
         return None
     notes = []
     recipients = ([options["-d"]] if "-d" in options else []) + operands
@@ -101,6 +104,20 @@ def _addresses(value, environ, notes):
     if ignored:
         notes.append(f"original recipient ignored: {ignored}")
     return {"original": original, "extension": extension}
+
+
+_HELP_WITH_MESSAGE = ("-h asks for lda's usage, but a message is waiting: remove -h from "
+                      "the command line (printing the usage and exiting 0 would lose it)")
+
+
+def _message_given(stdin):
+    """Whether a message came with -h: in-process, a stream with a byte
+    in it; else standard input (lda.main.message_present)."""
+    if stdin is not None:
+        return stdin.read(1) != b""
+    from ..main import message_present
+
+    return message_present(0)
 
 
 def _dovecot_options(options, notes):
@@ -185,6 +202,8 @@ def _deliver(argv, stdin, environ, clock, held):
     configuration, the resolver and the message's source, then one run."""
     args = parse_args(argv, environ)
     if args is None:
+        if _message_given(stdin):
+            raise ConfigError(_HELP_WITH_MESSAGE)
         sys.stdout.write(USAGE)
         return EX_OK, None, None
     from ..config import load_config
