@@ -132,6 +132,29 @@ def test_a_request_for_help_without_a_message_still_prints_it(user, argv):
     assert b"usage" in done.stdout.lower()
 
 
+# --- several recipients, one exit status --------------------------------------------
+
+@pytest.mark.parametrize("argv", [
+    ["-d", "alice@example.org", "-f", "sender@example.org", "extra"],
+    ["-d", "alice@example.org", "-f", "sender@example.org", "--", "nobody@example.org"],
+    ["deliver", "-f", "sender@example.org", "alice@example.org", "nobody@example.org"],
+    ["deliver", "-f", "sender@example.org", "nobody@example.org", "alice@example.org"],
+], ids=["stray-word", "stray-address", "deliver-unknown-last", "deliver-unknown-first"])
+def test_a_recipient_refused_for_good_stores_no_copy_for_the_others(site, argv):
+    """A command has one exit status for all its recipients: Postfix's
+    pipe(8) bounces every one on a 5.X.X.  lda stored alice's copy and then
+    exited 67, so the sender was told the mail failed where it had arrived,
+    and sends it again.  A recipient refused for good before the message is
+    read now stops the whole command, so the bounce is true for all (a
+    stray word after dovecot-lda's line, which dovecot-lda bounces too)."""
+    alice = site.create("alice@example.org")
+    done = site.run(*argv, input=message())
+    assert done.returncode in (64, 67), done.stderr.decode(errors="replace")
+    assert first_line(done)[:2] == "5."
+    assert maildir_files(alice) == []
+    assert b"alice@example.org" in done.stderr  # the log says why its copy was not stored
+
+
 # --- each option -------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["Lists", "INBOX/Lists", "INBOX.Lists", "inbox.Lists"])
