@@ -174,6 +174,24 @@ def test_m_makes_no_folder_unless_autocreate_says_so(user):
     assert (user.maildir / ".Lists.Python" / "maildirfolder").is_file()
 
 
+@pytest.mark.parametrize("name", ["~x", "~", "Lists.~x", "L" * 255, "\u00e9" * 127,
+                                  "L" * 253 + "\u00e9"],
+                         ids=["tilde", "tilde-alone", "tilde-below", "255-bytes", "utf7-longer",
+                              "utf7-just-longer"])
+def test_m_naming_a_folder_dovecot_cannot_open_is_the_inbox(user, name):
+    """Dovecot refuses a mailbox name that begins with "~" (its fs-name
+    check), and a folder whose directory name (".", then modified UTF-7)
+    is over 255 bytes cannot be made: dovecot-lda stores into INBOX.  lda
+    made .~x, which IMAP lists but never opens, or deferred forever on
+    "File name too long"."""
+    user.run("-m", name, "-o", "lda_mailbox_autocreate=yes", input=message(), check=0)
+    made = [p.name for p in user.maildir.iterdir() if p.name.startswith(".") and p.is_dir()]
+    if name == "Lists.~x":  # only the name's start is Dovecot's concern
+        assert made == [".Lists.~x"]
+        return
+    assert len(maildir_files(user.maildir)) == 1 and made == []
+
+
 def test_an_empty_m_is_the_inbox(user):
     """-m "${extension}" without an extension, as dovecot-lda takes it."""
     user.run("-d", "alice@example.org", "-m", "", input=message(), check=0)
