@@ -31,8 +31,17 @@ def check_folder(name):
         raise UnsafeFolder(f'folder name "{name}" has a leading, trailing or double "."')
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         raise UnsafeFolder(f"control character in folder name {name!r}")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_FOLDER_LENGTH:
-        raise UnsafeFolder(f"folder name longer than {MAX_FOLDER_LENGTH} bytes")
+    if name.startswith("~"):
+        # Dovecot refuses it ("Begins with '~'"): a folder IMAP never opens.
+        raise UnsafeFolder(f'folder name "{name[:80]}" begins with "~"')
+    try:
+        directory = maildir_folder(name)
+    except UnicodeEncodeError:  # a lone surrogate: bytes that were no UTF-8
+        raise UnsafeFolder(f"folder name {name[:80]!r} is not UTF-8") from None
+    if len(directory) > MAX_FOLDER_LENGTH:
+        # One directory entry holds every level: "." and modified UTF-7 (ASCII).
+        raise UnsafeFolder(f"folder name too long: its directory would be over "
+                           f"{MAX_FOLDER_LENGTH} bytes")
     return name
 
 
