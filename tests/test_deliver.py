@@ -669,3 +669,23 @@ def test_the_prefix_reads_the_leading_fields_as_the_whole_header_does(block):
     from lda.deliver.message import Headers, leading_prepended, unfolded
 
     assert leading_prepended(unfolded(block)) == Headers(block).leading_prepended()
+
+
+@pytest.mark.parametrize("hostname", ["mx,S=5", "mx,W=1", "h" * 300, "a/b:c"],
+                         ids=["size-field", "vsize-field", "long", "slash-colon"])
+def test_a_host_name_cannot_make_a_maildir_file_name_misread(user, tmp_path, hostname):
+    """The host name goes into every Maildir file name.  Dovecot reads the
+    size from the first ",S=" of the name, so a host name "mx,S=5" made it
+    read 5 bytes ("Cached message size smaller than expected"), and one of
+    300 characters made every delivery defer on "File name too long"."""
+    config = write_lda_toml(tmp_path / "lda.toml", {"mode": "user", "hostname": hostname})
+    user.run("-f", "sender@example.org", input=message(),
+             env={"LDA_CONFIG": str(config)}, check=0)
+    [path] = maildir_files(user.maildir)
+    fields = {}
+    for kind, value in re.findall(r",([SW])=(\d+)", path.name):
+        fields.setdefault(kind, value)  # the first, as Dovecot reads it
+    assert fields["S"] == str(path.stat().st_size), path.name
+    assert fields["W"] == re.search(r",W=(\d+)$", path.name).group(1), path.name
+    assert "/" not in path.name
+    assert path.name.count(":") == 0 and len(path.name) <= 255
