@@ -28,9 +28,19 @@ SUBDIRS = ("tmp", "new", "cur")
 _counter = 0
 
 
+MAX_HOST_IN_NAME = 100  # bytes of the escaped host; the rest of a name needs < 155
+
+
 def escape_hostname(hostname):
-    # Maildir spec: "/" and ":" would break the name; write them as octal.
-    return hostname.replace("/", "\\057").replace(":", "\\072")
+    """The host part of a file name.  The Maildir spec writes "/" and ":"
+    in octal; "," too, or Dovecot would read a host "mx,S=5" as the size
+    field.  A longer host is cut: the time, pid, counter and random part
+    keep the name unique, and the whole name fits NAME_MAX (255)."""
+    escaped = hostname.replace("/", "\\057").replace(":", "\\072").replace(",", "\\054")
+    if len(escaped) <= MAX_HOST_IN_NAME // 4:  # the usual host: no UTF-8 to count
+        return escaped
+    return escaped.encode("utf-8", "surrogateescape")[:MAX_HOST_IN_NAME].decode(
+        "utf-8", "ignore")
 
 
 def unique_name(hostname, clock_ns=None):
