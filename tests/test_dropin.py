@@ -192,6 +192,19 @@ def test_m_naming_a_folder_dovecot_cannot_open_is_the_inbox(user, name):
     assert len(maildir_files(user.maildir)) == 1 and made == []
 
 
+@pytest.mark.parametrize("key", ["lda_original_recipient_header", "mail_location",
+                                 "plugin/quota_exceeded_message", "hostname",
+                                 "postmaster_address", "recipient_delimiter", "sendmail_path"])
+def test_an_empty_o_value_is_the_setting_s_default(user, key):
+    """dovecot-lda takes -o KEY= as the setting left empty, which for the
+    first two is Dovecot's own default (no header; the mail location found
+    by itself): it delivers.  lda deferred (78) on several of them, a line
+    a site copied from its dovecot-lda transport."""
+    done = user.run("-f", "sender@example.org", "-o", f"{key}=", input=message())
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert len(maildir_files(user.maildir)) == 1
+
+
 def test_an_empty_m_is_the_inbox(user):
     """-m "${extension}" without an extension, as dovecot-lda takes it."""
     user.run("-d", "alice@example.org", "-m", "", input=message(), check=0)
