@@ -244,9 +244,9 @@ def _deliver(argv, stdin, environ, clock, held):
         raise UsageError("no recipient given and RECIPIENT is not set")
     if args["message"] is None:
         stream = stdin if stdin is not None else standard_input()
-        return (*exit_status(delivery.run(recipients, stream)), log)
+        return (*exit_status(delivery.run(recipients, stream, together=True)), log)
     with open_message(args["message"]) as stream:
-        return (*exit_status(delivery.run(recipients, stream)), log)
+        return (*exit_status(delivery.run(recipients, stream, together=True)), log)
 
 
 def standard_input():

@@ -19,6 +19,7 @@ import os
 import time
 
 from ..errors import (
+    EX_TEMPFAIL,
     CannotCreate,
     ForwardFailed,
     LdaError,
@@ -163,13 +164,17 @@ class Delivery:
         self.as_root = os.geteuid() == 0
         self.owner = 0 if self.as_root and not config.allow_root_delivery else None
 
-    def run(self, recipients, stream, resolved=None):
+    def run(self, recipients, stream, resolved=None, together=False):
         """One Result per recipient, in the order given (LMTP replies in
         RCPT order, RFC 2033 section 4.2).  resolved: {recipient: Plan}
         that the caller resolved already (LMTP, at RCPT), used while it
         holds (a mailbox moved or the aliases changed since: resolved
-        again); check_current() still checks each target under its locks."""
+        again); check_current() still checks each target under its locks.
+        together: one exit status answers for all (a command, not LMTP),
+        so a recipient refused for good stops the others (_refuse_all)."""
         results, plans = self.resolve_all(recipients, resolved)
+        if together and plans:
+            plans = self._refuse_all(results, plans)
         if plans:
             try:
                 delivered = self._deliver_plans([plan for _, plan in plans], stream)
@@ -199,6 +204,25 @@ class Delivery:
                 self.log.target(None, recipient, self._log_original,
                                 failure_status(e), e.status, str(e))
         return results, plans
+
+    def _refuse_all(self, results, plans):
+        """The plans still to deliver: none when a recipient was refused for
+        good.  The MTA bounces every recipient of a command that exits
+        5.X.X (pipe(8)), so a copy stored for another would be delivered
+        and reported failed, and sent again.  A temporary refusal lets the
+        others go on: the MTA retries all, and DeliveredTo drops the copies
+        that arrived."""
+        refused = next((r for r in results if r is not None and r.error.permanent
+                        and r.error.exit_code != EX_TEMPFAIL), None)
+        if refused is None:
+            return plans
+        for index, plan in plans:
+            results[index] = Result(plan.recipient, refused.error)
+            self.log.target(None, plan.recipient, self._log_original, "bounced",
+                            refused.error.status,
+                            f"not stored: {refused.recipient} was refused, and one exit "
+                            "status answers for every recipient of the command")
+        return []
 
     def _deliver_plans(self, plans, stream):
         from .message import Reader
