@@ -26,6 +26,7 @@ SETTINGS = {
     # The quota plugin's, which -o names with its plugin/ prefix.
     "plugin/quota_exceeded_message": "quota_exceeded_message",
 }
+BOOLEANS = ("quota_full_tempfail", "lda_mailbox_autosubscribe")
 YES = ("yes", "y", "true", "1")
 NO = ("no", "n", "false", "0")
 
@@ -43,6 +44,11 @@ def dovecot_settings(pairs):
         key = key.strip()
         if not equals or not key:
             raise ConfigError(f"-o {pair[:80]!r}: not a setting=value pair")
+        if not value and (key in SETTINGS or key == "lda_original_recipient_header") \
+                and key not in BOOLEANS:
+            # Dovecot's setting left empty, its default for the header and
+            # mail_location: lda's own default, as if -o were not there.
+            continue
         if key == "lda_mailbox_autocreate":
             autocreate = _yes(key, value)
         elif key == "lda_original_recipient_header":
