@@ -205,6 +205,15 @@ def test_an_empty_o_value_is_the_setting_s_default(user, key):
     assert len(maildir_files(user.maildir)) == 1
 
 
+def test_an_empty_m_after_a_folder_leaves_the_folder(user):
+    """dovecot-lda ignores -m "" (its ${extension} without an extension)
+    wherever it comes, so "-m Lists -m ${extension}" files into Lists;
+    lda let the last -m win and stored into the inbox."""
+    lists = folder(user, ".Lists")
+    user.run("-m", "Lists", "-m", "", input=message(), check=0)
+    assert len(maildir_files(lists)) == 1 and maildir_files(user.maildir) == []
+
+
 def test_an_empty_m_is_the_inbox(user):
     """-m "${extension}" without an extension, as dovecot-lda takes it."""
     user.run("-d", "alice@example.org", "-m", "", input=message(), check=0)
