@@ -57,7 +57,7 @@ def parse_args(argv, environ):
     exit 78 with 4.3.5, so Postfix defers the mail until it is fixed
     (a 5.X.X would bounce it)."""
     try:
-        options, operands = getopt(argv, OPTIONS, repeatable="o")
+        options, operands = getopt(argv, OPTIONS, repeatable="om")
     except GetoptError as e:
         raise ConfigError(f"{e} in lda's command line (see lda(1), 'lda deliver "
                           "--help')") from None
@@ -125,7 +125,7 @@ def _dovecot_options(options, notes):
     A line without them does not import dropin (the start-up budget of
     lda/startup/__init__.py; bench/profiles/dropin-startup.txt)."""
     config = options.get("-c")
-    if not (options.get("-o") or options.get("-m")
+    if not (options.get("-o") or any(options.get("-m", ()))
             or (config is not None and not config.endswith(".toml"))):
         return {"config": config, "overrides": {}, "folder": None, "autocreate": False,
                 "original_header": None}
@@ -137,7 +137,9 @@ def _dovecot_options(options, notes):
         config = None
     overrides, autocreate, header, warnings = dovecot_settings(options.get("-o", []))
     notes.extend(warnings)
-    folder, problem = default_folder(options.get("-m", ""))
+    # dovecot-lda ignores an empty -m (${extension} without one) wherever
+    # it comes: the last -m that names a folder counts.
+    folder, problem = default_folder(next((m for m in reversed(options.get("-m", [])) if m), ""))
     if problem:
         notes.append(problem)
     return {"config": config, "overrides": overrides, "folder": folder,
