@@ -92,22 +92,24 @@ def message_present(fd, wait=1.0):
     info = os.fstat(fd)
     if stat.S_ISREG(info.st_mode):
         return info.st_size > os.lseek(fd, 0, os.SEEK_CUR)
-    if stat.S_ISSOCK(info.st_mode):
-        import socket
-
-        with socket.socket(fileno=os.dup(fd)) as peer:
-            peer.settimeout(wait)
-            try:
-                return peer.recv(1, socket.MSG_PEEK) != b""
-            except (TimeoutError, OSError):
-                return True
     import select
 
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     events = poller.poll(wait * 1000)
-    # A pipe closed empty reports POLLHUP alone; one with data, POLLIN.
-    return not events or bool(events[0][1] & select.POLLIN)
+    if not events:
+        return True
+    if not events[0][1] & select.POLLIN:
+        return False  # POLLHUP alone: a pipe closed with nothing in it
+    if stat.S_ISSOCK(info.st_mode):  # readable at its end too: look
+        import socket
+
+        with socket.socket(fileno=os.dup(fd)) as peer:
+            try:
+                return peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+            except OSError:
+                return True
+    return True
 
 
 if __name__ == "__main__":
