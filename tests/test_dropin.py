@@ -540,3 +540,44 @@ def test_lda_run_by_a_procmailrc_recipe_says_nothing_of_it(user_log_on_stderr):
     done = user.run(input=message(), env={"PROCMAIL_VERSION": "3.23pre"}, check=0)
     assert b".procmailrc" not in done.stderr
     assert len(maildir_files(user.maildir)) == 1
+
+
+def test_message_present_tells_a_message_from_nothing_on_pipes_sockets_and_files(tmp_path):
+    """lda.main.message_present, which decides whether --help with a pipe
+    on stdin is a person's or an MTA's: it takes no byte, counts an open
+    pipe still empty after the wait as a message, and leaves the
+    descriptor blocking."""
+    import os
+    import socket
+
+    from lda.main import message_present
+
+    def pipe(data, close):
+        r, w = os.pipe()
+        os.write(w, data)
+        if close:
+            os.close(w)
+        return r, (None if close else w)
+
+    for data, close, wait, expected in ((b"", True, 1, False), (b"x", True, 1, True),
+                                        (b"", False, 0.05, True)):
+        r, w = pipe(data, close)
+        try:
+            assert message_present(r, wait=wait) is expected
+            assert os.read(r, 1) == data if close else True
+        finally:
+            os.close(r)
+            if w is not None:
+                os.close(w)
+    for data in (b"", b"x"):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            theirs.send(data)
+            theirs.shutdown(socket.SHUT_WR)
+            assert message_present(ours.fileno()) is bool(data) and ours.getblocking()
+            assert ours.recv(1) == data
+    for data in (b"", b"x"):
+        path = tmp_path / "message"
+        path.write_bytes(data)
+        with open(path, "rb") as f:
+            assert message_present(f.fileno()) is bool(data)
