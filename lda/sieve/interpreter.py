@@ -394,13 +394,14 @@ class Execution:
         return [values[-index if node.get("last") else index - 1]]
 
     def matches(self, node, values, keys):
-        """Whether any value matches any key under the node's match type and
-        comparator.  :count compares the number of values (RFC 5231 section
-        4.2); :matches and :regex set ${0}... for the variables extension."""
+        """Whether any of the values (any iterable) matches any key under the
+        node's match type and comparator.  :count compares their number (RFC
+        5231 section 4.2); :matches and :regex set ${0}... for the variables
+        extension."""
         match, comparator = node["match"], node["comparator"]
         relation = node.get("relation")
         if match == "count":
-            count = str(len(values))
+            count = str(sum(1 for _ in values))
             return any(compare("value", comparator, count, key, relation) for key in keys)
         for value in values:
             for key in keys:
