@@ -173,6 +173,25 @@ EXTENSIONS = [
          ' fileinto :flags "${fv}" "Boss";', ['fileinto "Boss" :flags "\\Flagged"']),
     case("hasflag-variables", 'require ["imap4flags", "variables"]; setflag "A" "Aflag";'
          ' setflag "B" "Bflag"; if hasflag ["a", "b"] "Bflag" {discard;}', DISCARD),
+    # RFC 5232 section 3 and RFC 3501 section 9, as Pigeonhole's
+    # sieve_ext_imap4flags_flag_is_valid: setflag/addflag drop a system flag
+    # other than the five and a keyword that is no atom (spaces alone
+    # separate flags: a tab is a control character in one); :flags drops
+    # only such system flags.
+    case("addflag-drops-invalid-flags",
+         'require "imap4flags"; addflag ["\\\\Recent", "\\\\Foo", "\\\\", "a(b", "ok",'
+         ' "\\\\seen", "a]b", "a\tb", "caf\u00e9"];', ['keep (implicit) :flags "ok \\seen"']),
+    case("flags-tag-drops-invalid-system-flags",
+         r'require "imap4flags"; keep :flags ["\\Recent", "\\", "a(b", "ok"];',
+         ['keep :flags "a(b ok"']),
+    case("hasflag-does-not-see-dropped-flags",
+         r'require "imap4flags"; setflag "\\Recent"; if not hasflag :matches "*" {discard;}',
+         DISCARD),
+    case("hasflag-drops-invalid-flags-of-a-variable",
+         r'require ["imap4flags", "variables"]; set "w" "\\Recent a)b";'
+         ' if not hasflag :matches "w" "*" {discard;}', DISCARD),
+    case("hasflag-matches-takes-a-key-whole", 'require "imap4flags"; setflag "ax by";'
+         ' if hasflag :matches "a* b*" {discard;}', ['keep (implicit) :flags "ax by"']),
     case("variables-folder", 'require ["variables", "fileinto"]; set "Folder" "Lists";'
          ' fileinto "${folder}.${FOLDER}";', ['fileinto "Lists.Lists"']),
     case("variables-string-test", 'require "variables"; set "state" "${state} pending";'
@@ -411,11 +430,11 @@ def test_flags_map_to_maildir_info_letters_in_ascii_order():
 
 
 def test_keywords_travel_apart_from_the_system_flags():
-    outcome = outcome_of('require "imap4flags"; setflag "$Junk \\\\Seen \\\\Recent";')
-    assert outcome.implicit_flags == ("$Junk", "\\Seen", "\\Recent")
-    keep = outcome.all_actions()[-1]
-    # \Recent is no keyword either: the store refuses it (and logs it).
-    assert (keep.maildir_info, keep.keywords) == ("S", ("$Junk", "\\Recent"))
+    outcome = outcome_of('require "imap4flags"; keep :flags "$Junk \\\\Seen bad(name";')
+    keep = outcome.actions[0]
+    # :flags keeps a keyword that is no atom, as Pigeonhole: the store
+    # refuses it (and logs it).
+    assert (keep.maildir_info, keep.keywords) == ("S", ("$Junk", "bad(name"))
     assert outcome.log == []
 
 
