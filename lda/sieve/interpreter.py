@@ -45,6 +45,8 @@ MODIFIERS = {
     "quoteregex": lambda v: quote_regex(v),
 }
 NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+SYSTEM_FLAGS = ("\\answered", "\\flagged", "\\deleted", "\\seen", "\\draft")
+ATOM_SPECIALS = frozenset('(){ %*"\\]')  # RFC 3501 section 9 (is_atom: CTL, 8-bit)
 
 
 class RuntimeFailure(Exception):
@@ -265,7 +267,7 @@ class Execution:
         """:flags given: those; else the internal variable (RFC 5232 section 5)."""
         if node.get("flags") is None:
             return flag_list(self.flags)
-        return flag_list(" ".join(self.strings(node["flags"])))
+        return flag_list(" ".join(self.strings(node["flags"])), any_keyword=True)
 
     def store(self, action, copy=False):
         """A second store into the same folder merges into the first one
@@ -274,7 +276,7 @@ class Execution:
             self.keep_cancelled = True
         for index, earlier in enumerate(self.actions):
             if isinstance(earlier, STORES) and earlier.folder == action.folder:
-                flags = flag_list(" ".join(earlier.flags + action.flags))
+                flags = flag_list(" ".join(earlier.flags + action.flags), any_keyword=True)
                 self.actions[index] = (Keep(flags) if isinstance(earlier, Keep) else
                                        FileInto(earlier.folder, flags,
                                                 earlier.create or action.create,
@@ -356,7 +358,9 @@ class Execution:
         else:
             flags = [f for name in node["variables"]
                      for f in flag_list(self.variables.get(name.lower(), ""))]
-        keys = flag_list(" ".join(self.strings(node["flags"])))
+        keys = self.strings(node["flags"])
+        if node["match"] in ("is", "contains"):  # as Pigeonhole: other keys stay whole
+            keys = flag_list(" ".join(keys))
         return self.matches(node, flags, keys)
 
     def test_duplicate(self, node):
@@ -431,14 +435,29 @@ def quote_regex(value):
     return quote(value)
 
 
-def flag_list(flags):
-    """Space-separated flags as a list, duplicates (any case) dropped."""
+def flag_list(flags, any_keyword=False):
+    """Space-separated flags as a list, duplicates (any case) and flags
+    that are no valid IMAP flag dropped, as Pigeonhole drops them; with
+    any_keyword (the :flags argument, as Pigeonhole's) only a system flag
+    that is none of the five (RFC 5232 section 3): the store refuses the
+    keyword that is no atom (lda/store/keywords.py)."""
     result, seen = [], set()
-    for flag in flags.split():
+    for flag in flags.split(" "):
+        if flag.startswith("\\"):
+            if flag.lower() not in SYSTEM_FLAGS:
+                continue
+        elif not flag or not (any_keyword or is_atom(flag)):
+            continue
         if flag.lower() not in seen:
             seen.add(flag.lower())
             result.append(flag)
     return result
+
+
+def is_atom(text):
+    """RFC 3501 section 9: an IMAP keyword is an atom, printable ASCII
+    without atom-specials."""
+    return all(" " < c < "\x7f" and c not in ATOM_SPECIALS for c in text)
 
 
 def duplicate_key(handle, unique_id):
