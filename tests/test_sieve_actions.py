@@ -160,6 +160,14 @@ EXTENSIONS = [
     case("fileinto-takes-current-flags",
          r'require ["imap4flags", "fileinto"]; setflag "\\Seen"; fileinto "A"; setflag "";'
          ' fileinto "B";', ['fileinto "A" :flags "\\Seen"', 'fileinto "B"']),
+    # A second store into one folder: the later store's flags, as Pigeonhole.
+    case("second-keep-takes-its-flags",
+         r'require "imap4flags"; keep :flags "\\Seen"; keep :flags "ok";', ['keep :flags "ok"']),
+    case("second-keep-takes-the-empty-internal-variable",
+         r'require "imap4flags"; keep :flags "\\Seen"; keep;', ["keep"]),
+    case("second-fileinto-takes-the-internal-variable",
+         r'require ["imap4flags", "fileinto"]; addflag "\\Seen"; fileinto "A";'
+         ' removeflag "\\\\Seen"; addflag "ok"; fileinto "A";', ['fileinto "A" :flags "ok"']),
     case("hasflag-list", 'require "imap4flags"; setflag "A B"; if hasflag ["b", "A"] {discard;}',
          DISCARD),
     case("hasflag-is-string", 'require "imap4flags"; setflag "A B"; if hasflag :is "b A"'
