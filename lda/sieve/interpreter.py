@@ -271,12 +271,16 @@ class Execution:
 
     def store(self, action, copy=False):
         """A second store into the same folder merges into the first one
-        (RFC 5228 section 2.10.3: the message lands there once)."""
+        (RFC 5228 section 2.10.3: the message lands there once), with the
+        later store's flags, as Pigeonhole's imap4flags merges them; a
+        store from a script without imap4flags has none to give, and the
+        earlier flags stay."""
         if not copy:
             self.keep_cancelled = True
         for index, earlier in enumerate(self.actions):
             if isinstance(earlier, STORES) and earlier.folder == action.folder:
-                flags = flag_list(" ".join(earlier.flags + action.flags), any_keyword=True)
+                flags = (action.flags if "imap4flags" in self.script.requires
+                         else earlier.flags)
                 self.actions[index] = (Keep(flags) if isinstance(earlier, Keep) else
                                        FileInto(earlier.folder, flags,
                                                 earlier.create or action.create,
