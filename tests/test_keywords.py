@@ -124,7 +124,7 @@ def test_the_27th_keyword_and_an_invalid_one_are_logged_and_left_out(user):
     full = "".join(f"{i} k{i}\n" for i in range(26))
     make_maildir(user.maildir, full.encode())
     (user.home / ".lda.sieve").write_text(
-        'require "imap4flags";\naddflag ["\\\\Seen", "k3", "$New", "bad(name", "K25"];\n')
+        'require "imap4flags";\nkeep :flags ["\\\\Seen", "k3", "$New", "bad(name", "K25"];\n')
     done = user.deliver(message(), "a@example.org", check=0)
     [stored] = maildir_files(user.maildir, "cur")
     assert info_of(stored) == "Sdz"  # \Seen, k3, k25

@@ -160,6 +160,14 @@ EXTENSIONS = [
     case("fileinto-takes-current-flags",
          r'require ["imap4flags", "fileinto"]; setflag "\\Seen"; fileinto "A"; setflag "";'
          ' fileinto "B";', ['fileinto "A" :flags "\\Seen"', 'fileinto "B"']),
+    # A second store into one folder: the later store's flags, as Pigeonhole.
+    case("second-keep-takes-its-flags",
+         r'require "imap4flags"; keep :flags "\\Seen"; keep :flags "ok";', ['keep :flags "ok"']),
+    case("second-keep-takes-the-empty-internal-variable",
+         r'require "imap4flags"; keep :flags "\\Seen"; keep;', ["keep"]),
+    case("second-fileinto-takes-the-internal-variable",
+         r'require ["imap4flags", "fileinto"]; addflag "\\Seen"; fileinto "A";'
+         ' removeflag "\\\\Seen"; addflag "ok"; fileinto "A";', ['fileinto "A" :flags "ok"']),
     case("hasflag-list", 'require "imap4flags"; setflag "A B"; if hasflag ["b", "A"] {discard;}',
          DISCARD),
     case("hasflag-is-string", 'require "imap4flags"; setflag "A B"; if hasflag :is "b A"'
@@ -173,6 +181,25 @@ EXTENSIONS = [
          ' fileinto :flags "${fv}" "Boss";', ['fileinto "Boss" :flags "\\Flagged"']),
     case("hasflag-variables", 'require ["imap4flags", "variables"]; setflag "A" "Aflag";'
          ' setflag "B" "Bflag"; if hasflag ["a", "b"] "Bflag" {discard;}', DISCARD),
+    # RFC 5232 section 3 and RFC 3501 section 9, as Pigeonhole's
+    # sieve_ext_imap4flags_flag_is_valid: setflag/addflag drop a system flag
+    # other than the five and a keyword that is no atom (spaces alone
+    # separate flags: a tab is a control character in one); :flags drops
+    # only such system flags.
+    case("addflag-drops-invalid-flags",
+         'require "imap4flags"; addflag ["\\\\Recent", "\\\\Foo", "\\\\", "a(b", "ok",'
+         ' "\\\\seen", "a]b", "a\tb", "caf\u00e9"];', ['keep (implicit) :flags "ok \\seen"']),
+    case("flags-tag-drops-invalid-system-flags",
+         r'require "imap4flags"; keep :flags ["\\Recent", "\\", "a(b", "ok"];',
+         ['keep :flags "a(b ok"']),
+    case("hasflag-does-not-see-dropped-flags",
+         r'require "imap4flags"; setflag "\\Recent"; if not hasflag :matches "*" {discard;}',
+         DISCARD),
+    case("hasflag-drops-invalid-flags-of-a-variable",
+         r'require ["imap4flags", "variables"]; set "w" "\\Recent a)b";'
+         ' if not hasflag :matches "w" "*" {discard;}', DISCARD),
+    case("hasflag-matches-takes-a-key-whole", 'require "imap4flags"; setflag "ax by";'
+         ' if hasflag :matches "a* b*" {discard;}', ['keep (implicit) :flags "ax by"']),
     case("variables-folder", 'require ["variables", "fileinto"]; set "Folder" "Lists";'
          ' fileinto "${folder}.${FOLDER}";', ['fileinto "Lists.Lists"']),
     case("variables-string-test", 'require "variables"; set "state" "${state} pending";'
@@ -411,11 +438,11 @@ def test_flags_map_to_maildir_info_letters_in_ascii_order():
 
 
 def test_keywords_travel_apart_from_the_system_flags():
-    outcome = outcome_of('require "imap4flags"; setflag "$Junk \\\\Seen \\\\Recent";')
-    assert outcome.implicit_flags == ("$Junk", "\\Seen", "\\Recent")
-    keep = outcome.all_actions()[-1]
-    # \Recent is no keyword either: the store refuses it (and logs it).
-    assert (keep.maildir_info, keep.keywords) == ("S", ("$Junk", "\\Recent"))
+    outcome = outcome_of('require "imap4flags"; keep :flags "$Junk \\\\Seen bad(name";')
+    keep = outcome.actions[0]
+    # :flags keeps a keyword that is no atom, as Pigeonhole: the store
+    # refuses it (and logs it).
+    assert (keep.maildir_info, keep.keywords) == ("S", ("$Junk", "bad(name"))
     assert outcome.log == []
 
 

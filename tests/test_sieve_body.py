@@ -162,6 +162,35 @@ def test_body_transforms(test, hit):
     assert body(f"body {test}") == hit
 
 
+@pytest.mark.parametrize("transform, count", [
+    (":text", 3),  # text/plain, text/html and the text/plain in the message/rfc822
+    (":raw", 1),
+    (':content ""', 8),  # the seven parts and multipart/mixed's epilogue
+    (':content "multipart"', 3),  # two prologues (one empty) and the epilogue
+    (':content "message/rfc822"', 1),
+])
+def test_body_count_counts_the_parts_a_transform_selects(transform, count):
+    assert relational(f'body :count "eq" {transform} "{count}"')
+    assert not relational(f'body :count "eq" {transform} "{count + 1}"')
+
+
+def test_body_value_compares_each_part():
+    assert relational('body :value "lt" :content "application/pdf" "%Q"')  # "%PDF-1.4..."
+    assert not relational('body :value "lt" :content "application/pdf" "%P"')
+
+
+def test_an_empty_body_is_no_raw_value():
+    empty = b"From: a@example.org\nSubject: hi\n\n"
+    assert relational('body :count "eq" :raw "0"', empty)
+    assert not body('body :raw :is ""', empty)
+    assert body('body :text :is ""', empty)  # one text/plain part, empty
+
+
+def relational(test, msg=MIXED):
+    script = f'require ["body", "relational", "fileinto"];\nif {test} {{ fileinto "hit"; }}\n'
+    return actions(script, msg=msg) == ['fileinto "hit"']
+
+
 def test_a_message_without_mime_headers_is_one_text_part():
     assert body('body :content "text/plain" :contains "invoice"', PLAIN_BODY)
     assert body('body :raw :is "Please pay the invoice.\n"', PLAIN_BODY)

@@ -124,6 +124,23 @@ def test_relational_date(test, matched):
                    state=MemoryState(now=lambda: NOW)) == (["discard"] if matched else KEEP)
 
 
+@pytest.mark.parametrize("test, matched", [
+    ('date :count "eq" "date" "hour" "1"', True),
+    ('date :count "eq" "x-missing" "hour" "0"', True),
+    ('date :count "lt" "x-missing" "hour" "1"', True),
+    ('date :count "eq" "from" "hour" "0"', True),  # no date-time in it
+    ('date :count "eq" "received" "hour" "1"', True),  # the first field only
+    ('date :count "eq" :index 3 "received" "hour" "0"', True),  # beyond the fields
+    ('date :count "eq" :index 2 :last "received" "hour" "1"', True),
+    ('date :value "ne" "x-missing" "hour" "0"', False),  # no value to compare
+], ids=str)
+def test_date_count_counts_the_field_it_reads_if_it_holds_a_date(test, matched):
+    # As Pigeonhole 0.5.19: a missing or unreadable field is 0 values, not false.
+    script = 'require ["date", "relational", "index"];\n'
+    assert actions(script + f"if {test} {{ discard; }}", msg=DATED) == (
+        ["discard"] if matched else KEEP)
+
+
 def test_variables_in_part_and_zone_are_checked_when_the_script_runs():
     outcome = outcome_of(REQUIRE + 'set "p" "yearx"; set "z" "bogus";\n'
                          'if date :zone "${z}" "date" "${p}" "2026" { discard; }\n'

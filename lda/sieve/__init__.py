@@ -115,7 +115,9 @@ Decisions
 - address :count counts addresses, so an empty field adds none (Pigeonhole
   counts it as one); i;ascii-casemap orders as upper case (RFC 4790 section
   9.2.1; Pigeonhole sorts "a" after "_"); :quoteregex is supported.
-- Storing twice into one folder stores once, with the union of the flags.
+- Storing twice into one folder stores once, with the later store's flags
+  (as Pigeonhole; the earlier ones stay when the later store's script has
+  no imap4flags).
 - duplicate without :seconds tracks for 7 days; the tracking ID is
   '"HANDLE" UNIQUE-ID'.  A message without Message-ID is never a duplicate.
 - envelope "to" is the address delivered to (its +detail included), not

@@ -34,7 +34,8 @@ def maildir_info(flags):
 def keywords(flags):
     """The flags that are no Maildir system flag: IMAP keywords such as
     $Junk, stored as Dovecot's keyword letters (lda/store/keywords.py,
-    which also refuses names that are no IMAP atom, such as \\Recent)."""
+    which also refuses names that are no IMAP atom, such as a :flags
+    argument may carry, as in Pigeonhole)."""
     return [f for f in flags if f.lower() not in MAILDIR_FLAGS]
 
 

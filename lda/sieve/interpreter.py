@@ -45,6 +45,8 @@ MODIFIERS = {
     "quoteregex": lambda v: quote_regex(v),
 }
 NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+SYSTEM_FLAGS = ("\\answered", "\\flagged", "\\deleted", "\\seen", "\\draft")
+ATOM_SPECIALS = frozenset('(){ %*"\\]')  # RFC 3501 section 9 (is_atom: CTL, 8-bit)
 
 
 class RuntimeFailure(Exception):
@@ -265,16 +267,20 @@ class Execution:
         """:flags given: those; else the internal variable (RFC 5232 section 5)."""
         if node.get("flags") is None:
             return flag_list(self.flags)
-        return flag_list(" ".join(self.strings(node["flags"])))
+        return flag_list(" ".join(self.strings(node["flags"])), any_keyword=True)
 
     def store(self, action, copy=False):
         """A second store into the same folder merges into the first one
-        (RFC 5228 section 2.10.3: the message lands there once)."""
+        (RFC 5228 section 2.10.3: the message lands there once), with the
+        later store's flags, as Pigeonhole's imap4flags merges them; a
+        store from a script without imap4flags has none to give, and the
+        earlier flags stay."""
         if not copy:
             self.keep_cancelled = True
         for index, earlier in enumerate(self.actions):
             if isinstance(earlier, STORES) and earlier.folder == action.folder:
-                flags = flag_list(" ".join(earlier.flags + action.flags))
+                flags = (action.flags if "imap4flags" in self.script.requires
+                         else earlier.flags)
                 self.actions[index] = (Keep(flags) if isinstance(earlier, Keep) else
                                        FileInto(earlier.folder, flags,
                                                 earlier.create or action.create,
@@ -356,7 +362,9 @@ class Execution:
         else:
             flags = [f for name in node["variables"]
                      for f in flag_list(self.variables.get(name.lower(), ""))]
-        keys = flag_list(" ".join(self.strings(node["flags"])))
+        keys = self.strings(node["flags"])
+        if node["match"] in ("is", "contains"):  # as Pigeonhole: other keys stay whole
+            keys = flag_list(" ".join(keys))
         return self.matches(node, flags, keys)
 
     def test_duplicate(self, node):
@@ -394,13 +402,14 @@ class Execution:
         return [values[-index if node.get("last") else index - 1]]
 
     def matches(self, node, values, keys):
-        """Whether any value matches any key under the node's match type and
-        comparator.  :count compares the number of values (RFC 5231 section
-        4.2); :matches and :regex set ${0}... for the variables extension."""
+        """Whether any of the values (any iterable) matches any key under the
+        node's match type and comparator.  :count compares their number (RFC
+        5231 section 4.2); :matches and :regex set ${0}... for the variables
+        extension."""
         match, comparator = node["match"], node["comparator"]
         relation = node.get("relation")
         if match == "count":
-            count = str(len(values))
+            count = str(sum(1 for _ in values))
             return any(compare("value", comparator, count, key, relation) for key in keys)
         for value in values:
             for key in keys:
@@ -430,14 +439,29 @@ def quote_regex(value):
     return quote(value)
 
 
-def flag_list(flags):
-    """Space-separated flags as a list, duplicates (any case) dropped."""
+def flag_list(flags, any_keyword=False):
+    """Space-separated flags as a list, duplicates (any case) and flags
+    that are no valid IMAP flag dropped, as Pigeonhole drops them; with
+    any_keyword (the :flags argument, as Pigeonhole's) only a system flag
+    that is none of the five (RFC 5232 section 3): the store refuses the
+    keyword that is no atom (lda/store/keywords.py)."""
     result, seen = [], set()
-    for flag in flags.split():
+    for flag in flags.split(" "):
+        if flag.startswith("\\"):
+            if flag.lower() not in SYSTEM_FLAGS:
+                continue
+        elif not flag or not (any_keyword or is_atom(flag)):
+            continue
         if flag.lower() not in seen:
             seen.add(flag.lower())
             result.append(flag)
     return result
+
+
+def is_atom(text):
+    """RFC 3501 section 9: an IMAP keyword is an atom, printable ASCII
+    without atom-specials."""
+    return all(" " < c < "\x7f" and c not in ATOM_SPECIALS for c in text)
 
 
 def duplicate_key(handle, unique_id):

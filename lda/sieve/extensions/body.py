@@ -7,7 +7,10 @@ multipart contributes only its prologue and epilogue and a message/rfc822
 only its header; :text (the default) the text/* parts decoded, text/html
 without its markup, as Pigeonhole gives.  The message is read (at most
 mimeparts.MAX_MESSAGE_BYTES) only when a body test runs.  As Pigeonhole,
-a body test sets no match variables.  Unlike Pigeonhole 0.5.19, a part of a
+a body test sets no match variables, and each selected part is one value,
+which relational :value compares and :count counts (RFC 5231): an empty
+body is no :raw value, a multipart's epilogue, when it has one, a value of
+its own.  Unlike Pigeonhole 0.5.19, a part of a
 multipart/digest without Content-Type is a message/rfc822 for :content
 (RFC 2046 section 5.1.5).
 """
@@ -45,30 +48,28 @@ def valid_type(kind):
 
 
 def test_body(execution, node):
-    from ..match import compare
     from ..mimeparts import message_tree
 
     tree = message_tree(execution)
-    keys = execution.strings(node["keys"])
-    for value in texts(tree, node["transform"], execution.strings(node.get("content", []))):
-        for key in keys:
-            result = compare(node["match"], node["comparator"], value, key)
-            if result is not None and result is not False:
-                return True
-    return False
+    values = texts(tree, node["transform"], execution.strings(node.get("content", [])))
+    earlier = execution.match_values
+    found = execution.matches(node, values, execution.strings(node["keys"]))
+    execution.match_values = earlier  # RFC 5173 section 5: no match variables
+    return found
 
 
 def texts(tree, transform, kinds):
     """The strings a body test matches against, one per selected part."""
     if transform == "raw":
-        yield tree.body().decode("utf-8", "replace")
+        if tree.body():
+            yield tree.body().decode("utf-8", "replace")
         return
     for part in tree.walk():
         if transform == "text":
             if part.type == "text":
                 yield part.text()
         elif any(selects(kind, part) for kind in kinds):
-            yield content(part)
+            yield from content(part)
 
 
 def selects(kind, part):
@@ -80,7 +81,10 @@ def content(part):
     """RFC 5173 section 5.2: a multipart's prologue and epilogue, a
     message/rfc822's header, any other part's decoded content."""
     if part.type == "multipart":
-        return (part.prologue + b"\n" + part.epilogue).decode("utf-8", "replace")
-    if part.content_type == "message/rfc822" and part.children:
-        return part.children[0].header_bytes.decode("utf-8", "replace")
-    return part.decoded()
+        yield part.prologue.decode("utf-8", "replace")
+        if part.epilogue:
+            yield part.epilogue.decode("utf-8", "replace")
+    elif part.content_type == "message/rfc822" and part.children:
+        yield part.children[0].header_bytes.decode("utf-8", "replace")
+    else:
+        yield part.decoded()

@@ -4,7 +4,8 @@ A date-part of a header field's date-time (`date`) or of the delivery's
 clock (`currentdate`, the state's now()) is matched like any other value.
 The date-time is the text after the field's last ";" (so Received works),
 read by lda/deliver/datefield.py; a field that is missing or holds no valid
-date-time makes the test false (RFC 5260 section 5).  Without :zone or
+date-time makes the test false (RFC 5260 section 5), and is 0 values to
+:count (RFC 5231), as in Pigeonhole.  Without :zone or
 :originalzone the date-time is shifted to the delivery's local zone
 (section 4.1; time.localtime's offset at that instant).  Without :index,
 the first occurrence of the field is used, as Pigeonhole does.
@@ -78,11 +79,9 @@ def test_date(execution, node):
     from ..fields import text
 
     values = execution.pick_index(execution.fields(execution.string(node["header"])), node)
-    if not values:
-        return False
-    found = date_time(text(values[0][:MAX_FIELD]).rpartition(";")[2])
-    if found is None:
-        return False
+    found = date_time(text(values[0][:MAX_FIELD]).rpartition(";")[2]) if values else None
+    if found is None:  # no value: false, but 0 for :count
+        return execution.matches(node, [], execution.strings(node["keys"]))
     seconds, original = found
     return match_part(execution, node, seconds, original if node.get("originalzone") else None)
 

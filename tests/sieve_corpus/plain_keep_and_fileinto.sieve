@@ -1,0 +1,4 @@
+require "fileinto";
+keep;
+fileinto "A";
+fileinto "B";
