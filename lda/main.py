@@ -12,7 +12,6 @@ with nothing to read, prints the admin help.  lda(1) states the same rule.
 
 import gc
 import os
-import stat
 import sys
 
 # The admin commands of lda/cli/; tests/test_docs.py checks the list
@@ -53,6 +52,8 @@ def delivery_argv(argv, stdin_fd=0):
     if argv[:1] == ["deliver"]:
         return argv[1:]
     if not argv:
+        from .deliver.stdin import message_waiting
+
         return [] if message_waiting(stdin_fd) else None
     if not argv[0].startswith("-"):
         return None  # an admin command, or click's "No such command"
@@ -61,55 +62,18 @@ def delivery_argv(argv, stdin_fd=0):
         # -c FILE, --config FILE; -cFILE, --config=FILE (one word)
         rest = rest[2:] if rest[0] in GLOBAL_WITH_VALUE else rest[1:]
     if not rest:  # `lda -c FILE` alone
+        from .deliver.stdin import message_waiting
+
         return argv if message_waiting(stdin_fd) else None
     if rest[0] in ("--help", "--version"):
         # An MTA's line with --help: a delivery, which refuses it (78)
         # rather than print and exit 0, which the MTA takes for delivered.
+        from .deliver.stdin import message_present
+
         return argv if message_present(stdin_fd) else None
     if rest[0] in ADMIN_COMMANDS:
         return None
     return argv
-
-
-def message_waiting(fd):
-    """Whether fd is what an MTA hands a delivery command: a pipe, a
-    socket or a file (Postfix's local(8) and pipe(8) give a pipe).  A
-    terminal, /dev/null or a closed descriptor is a person at a shell."""
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode)
-
-
-def message_present(fd, wait=1.0):
-    """Whether a message is waiting on fd (message_waiting) with at least
-    one byte in it, read without taking any.  A pipe still empty and open
-    after `wait` seconds counts as a message: the MTA may not have written
-    yet, and a message must never be taken for a request for help."""
-    if not message_waiting(fd):
-        return False
-    info = os.fstat(fd)
-    if stat.S_ISREG(info.st_mode):
-        return info.st_size > os.lseek(fd, 0, os.SEEK_CUR)
-    import select
-
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    events = poller.poll(wait * 1000)
-    if not events:
-        return True
-    if not events[0][1] & select.POLLIN:
-        return False  # POLLHUP alone: a pipe closed with nothing in it
-    if stat.S_ISSOCK(info.st_mode):  # readable at its end too: look
-        import socket
-
-        with socket.socket(fileno=os.dup(fd)) as peer:
-            try:
-                return peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
-            except OSError:
-                return True
-    return True
 
 
 if __name__ == "__main__":

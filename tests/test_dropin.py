@@ -543,14 +543,14 @@ def test_lda_run_by_a_procmailrc_recipe_says_nothing_of_it(user_log_on_stderr):
 
 
 def test_message_present_tells_a_message_from_nothing_on_pipes_sockets_and_files(tmp_path):
-    """lda.main.message_present, which decides whether --help with a pipe
+    """lda.deliver.stdin.message_present, which decides whether --help with a pipe
     on stdin is a person's or an MTA's: it takes no byte, counts an open
     pipe still empty after the wait as a message, and leaves the
     descriptor blocking."""
     import os
     import socket
 
-    from lda.main import message_present
+    from lda.deliver.stdin import message_present
 
     def pipe(data, close):
         r, w = os.pipe()

@@ -112,10 +112,10 @@ _HELP_WITH_MESSAGE = ("-h asks for lda's usage, but a message is waiting: remove
 
 def _message_given(stdin):
     """Whether a message came with -h: in-process, a stream with a byte
-    in it; else standard input (lda.main.message_present)."""
+    in it; else standard input (lda.deliver.stdin.message_present)."""
     if stdin is not None:
         return stdin.read(1) != b""
-    from ..main import message_present
+    from .stdin import message_present
 
     return message_present(0)
 
