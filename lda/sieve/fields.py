@@ -104,8 +104,25 @@ def _addr_spec(mailbox):
         if ":" in inner and inner.startswith("@"):  # obsolete source route
             inner = inner.split(":", 1)[1].strip()
         return inner
-    spec = "".join(mailbox.split())
+    spec = _without_white_space(mailbox)
     return spec or None
+
+
+def _without_white_space(text):
+    """text without the white space between its tokens: the folding white
+    space around the parts of an addr-spec is not part of it (RFC 5322
+    section 3.4.1), while inside a quoted-string it is content (3.2.4)."""
+    kept, i = [], 0
+    while i < len(text):
+        if text[i] == '"':
+            end = _quoted_end(text, i)
+            kept.append(text[i:end])
+            i = end
+            continue
+        if not text[i].isspace():
+            kept.append(text[i])
+        i += 1
+    return "".join(kept)
 
 
 def valid_address(address):
