@@ -3,7 +3,7 @@ each case as Pigeonhole 0.5.19's sieve-test reads it."""
 
 import pytest
 
-from lda.sieve.fields import addresses
+from lda.sieve.fields import address_part, addresses
 
 
 @pytest.mark.parametrize("value, found", [
@@ -15,3 +15,29 @@ from lda.sieve.fields import addresses
 def test_white_space_inside_a_quoted_local_part_is_kept(value, found):
     # RFC 5322 3.2.4: within a quoted-string, white space is content.
     assert addresses(value) == found
+
+
+@pytest.mark.parametrize("address, part, value", [
+    ('"quoted local"@b.c', "localpart", "quoted local"),
+    ('"a@b"@c.d', "localpart", "a@b"),
+    ('"a\\"b"@c.d', "localpart", 'a"b'),
+    ('"a\\ b"@c.d', "localpart", "a b"),
+    ('"q+x y"@c.d', "user", "q"),
+    ('"q+x y"@c.d', "detail", "x y"),
+    ('"plain"@c.d', "all", "plain@c.d"),
+    ('"a.b"@c.d', "all", "a.b@c.d"),
+    ('"quoted local"@b.c', "all", '"quoted local"@b.c'),
+    ('"a\\ b"@c.d', "all", '"a b"@c.d'),
+    ('"a\\"b"@c.d', "all", '"a\\"b"@c.d'),
+    ('"a@b"@c.d', "all", '"a@b"@c.d'),
+    ('".a"@c.d', "all", '".a"@c.d'),
+    ('"a..b"@c.d', "all", '"a..b"@c.d'),
+    ('"quoted local"@b.c', "domain", "b.c"),
+], ids=["space", "at", "escaped-quote", "escaped-space", "user", "detail", "all-plain",
+        "all-dot-atom", "all-space", "all-escaped-space", "all-escaped-quote", "all-at",
+        "all-leading-dot", "all-two-dots", "domain"])
+def test_parts_of_a_quoted_local_part(address, part, value):
+    # As Pigeonhole: the parts are the local part's content (RFC 5322
+    # 3.2.4: the quotes and the quoted-pair backslashes are not part of it);
+    # :all quotes it again only where a dot-atom cannot hold it.
+    assert address_part(address, part) == value
