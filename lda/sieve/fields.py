@@ -10,6 +10,10 @@ source routes are dropped.
 
 from ..deliver.envelope import split_local
 
+# RFC 5322 3.2.3 atext, and the UTF-8 of RFC 6532 3.2.
+ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                  "!#$%&'*+-/=?^_`{|}~")
+
 
 def text(raw):
     """Header bytes as text: UTF-8 (RFC 6532), else with U+FFFD, then
@@ -163,15 +167,44 @@ def address_part(address, part, delimiters="+"):
     """The :all/:localpart/:domain/:user/:detail of an address (RFC 5228
     section 2.7.4, RFC 5233 section 4), or None when it has no such part:
     a null address has none but :all, an address without "@" no :domain,
-    one without a delimiter (lda's recipient_delimiter) no :detail."""
+    one without a delimiter (lda's recipient_delimiter) no :detail.
+
+    As in Pigeonhole, a quoted local part is read as its content
+    ("a b"@c.d has the :localpart a b), and :all writes it quoted only
+    where a dot-atom cannot hold it ("ab"@c.d is ab@c.d)."""
+    local, domain = split(address)
+    quoted = len(local) > 1 and local[0] == '"' and _quoted_end(local, 0) == len(local)
     if part == "all":
+        if quoted and domain is not None:
+            return _as_local_part(_unquoted(local)) + "@" + domain
         return address
     if not address:
         return None
-    local, domain = split(address)
+    if quoted:
+        local = _unquoted(local)
     if part == "domain":
         return domain
     if part == "localpart":
         return local
     user, detail = split_local(local, delimiters)
     return user if part == "user" else detail
+
+
+def _unquoted(quoted):
+    """The content of a quoted-string: without its quotes and with each
+    quoted-pair's backslash dropped (RFC 5322 section 3.2.4)."""
+    content, i = [], 1
+    while i < len(quoted) - 1:
+        if quoted[i] == "\\" and i + 1 < len(quoted) - 1:
+            i += 1
+        content.append(quoted[i])
+        i += 1
+    return "".join(content)
+
+
+def _as_local_part(content):
+    """A local part written as a dot-atom where it can be, else quoted."""
+    atoms = content.split(".")
+    if all(atom and all(c in ATEXT or ord(c) > 127 for c in atom) for atom in atoms):
+        return content
+    return '"' + content.replace("\\", "\\\\").replace('"', '\\"') + '"'
