@@ -17,6 +17,19 @@ def test_white_space_inside_a_quoted_local_part_is_kept(value, found):
     assert addresses(value) == found
 
 
+@pytest.mark.parametrize("value, found", [
+    ("<pete(his account)@silly.test>", ["pete@silly.test"]),
+    ("Pete(A nice \\) chap) <pete(his account)@silly(his host).test>", ["pete@silly.test"]),
+    ("<pete @ silly . test>", ["pete@silly.test"]),
+    ('<"q x" (c) @ silly.test>', ['"q x"@silly.test']),
+    ("<@relay.test:pete(c)@silly.test>", ["pete@silly.test"]),
+], ids=["comment-before-at", "rfc5322-a.5", "spaces", "quoted", "source-route"])
+def test_comments_and_spaces_inside_angle_brackets_are_dropped(value, found):
+    # RFC 5322 3.4.1 and A.5: CFWS around the parts of an addr-spec is no
+    # part of it.
+    assert addresses(value) == found
+
+
 @pytest.mark.parametrize("address, part, value", [
     ('"quoted local"@b.c', "localpart", "quoted local"),
     ('"a@b"@c.d', "localpart", "a@b"),
