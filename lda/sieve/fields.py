@@ -104,9 +104,9 @@ def _comment_end(value, i):
 def _addr_spec(mailbox):
     if "<" in mailbox:
         inner = mailbox[mailbox.rfind("<") + 1:]
-        inner = inner.split(">", 1)[0].strip()
+        inner = _without_white_space(inner.split(">", 1)[0])
         if ":" in inner and inner.startswith("@"):  # obsolete source route
-            inner = inner.split(":", 1)[1].strip()
+            inner = inner.split(":", 1)[1]
         return inner
     spec = _without_white_space(mailbox)
     return spec or None
