@@ -3,7 +3,7 @@ each case as Pigeonhole 0.5.19's sieve-test reads it."""
 
 import pytest
 
-from lda.sieve.fields import address_part, addresses
+from lda.sieve.fields import address_part, addresses, text
 
 
 @pytest.mark.parametrize("value, found", [
@@ -54,3 +54,20 @@ def test_parts_of_a_quoted_local_part(address, part, value):
     # 3.2.4: the quotes and the quoted-pair backslashes are not part of it);
     # :all quotes it again only where a dot-atom cannot hold it.
     assert address_part(address, part) == value
+
+
+@pytest.mark.parametrize("raw, value", [
+    (b"x ", "x"),
+    (b"x \t ", "x"),
+    (b" ", ""),
+    (b" a", " a"),
+    (b"=?utf-8?q?x_?=", "x"),
+    (b"=?utf-8?q?_x?=", " x"),
+    (b"a\tb", "a\tb"),
+], ids=["space", "space-and-tab", "only-space", "leading-space-kept", "encoded-space",
+        "encoded-leading-space", "inner-tab"])
+def test_a_value_ends_at_its_last_character_that_is_no_space_or_tab(raw, value):
+    # A whitespace-only continuation line leaves a space at the end of the
+    # unfolded value ("Subject: x" + "\n\t"): Pigeonhole trims spaces and
+    # tabs at the end, after decoding, and keeps those at the start.
+    assert text(raw) == value
