@@ -17,14 +17,18 @@ ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 def text(raw):
     """Header bytes as text: UTF-8 (RFC 6532), else with U+FFFD, then
-    encoded-words decoded."""
+    encoded-words decoded, without the spaces and tabs at its end.
+
+    Pigeonhole trims those after decoding: a continuation line of only
+    white space would otherwise leave a space at the end of the unfolded
+    value ("Subject: Beep" and a line with a tab reads "Beep")."""
     value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if "=?" not in value:
-        return value
+        return value.rstrip(" \t")
     # Only a value with an encoded-word loads the decoder.
     from ..startup.email_header import decode_words
 
-    return decode_words(value)
+    return decode_words(value).rstrip(" \t")
 
 
 def valid_header_name(name):
