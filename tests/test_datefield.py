@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lda.deliver.datefield import parse_date
+from lda.deliver.datefield import date_time, parse_date
 
 AGREES = [
     "Tue, 24 Nov 2026 10:00:00 +0000",
@@ -98,6 +98,8 @@ KEPT = [
     ("24 Nov 2026 10:00 +100", "2026-11-24T10:00:00Z"),
     ("Tue, 24 Nov \u0662\u0660\u0662\u0666 10:00:00 +0000", "2026-11-24T10:00:00Z"),
     ("Tue, 24 Nov 2026 10:00:00 +2400", ""),
+    ("(sent) Tue, 24 Nov 2026 10:00:00 +0000", ""),  # the Sieve date test reads it
+    ("Tue, 4 Nov 2026 1:2:3 +0000", "2026-11-04T01:02:03Z"),  # the Sieve date test refuses it
 ]
 
 
@@ -114,3 +116,30 @@ def test_digits_int_refuses_give_empty(value):
     """str.isdigit() says yes to superscript digits, int() refuses them: this
     raised ValueError, failing the delivery (exit 75) at every retry."""
     assert parse_date(value) == ""
+
+
+# The Sieve date test (RFC 5260) reads Date values as Pigeonhole does, which
+# the DeliveredTo key (parse_date, above) must not follow.
+@pytest.mark.parametrize("value, plain", [
+    ("(sent) Tue, 24 Nov 2026 10:00:00 +0000", "Tue, 24 Nov 2026 10:00:00 +0000"),
+    ("Tue,(c) 24 (d) Nov (e) 2026 (f) 10:05:09 (g) +0100 (CET)",
+     "Tue, 24 Nov 2026 10:05:09 +0100"),
+    ("Tue, 24 Nov 2026 10 : 05 : 09 +0100", "Tue, 24 Nov 2026 10:05:09 +0100"),
+    ("(a (nested \\) one)) 24 Nov 2026 10:00 +0000", "24 Nov 2026 10:00 +0000"),
+    ("24 nov 2026 10:00 (comment) +0100", "24 Nov 2026 10:00 +0100"),
+    ("Tue, 4 Nov 2026 1:02:03 +0000", "Tue, 4 Nov 2026 01:02:03 +0000"),
+], ids=["leading-comment", "comments-everywhere", "spaces-around-colons", "nested-comment",
+        "comment-before-zone", "one-digit-hour"])
+def test_the_sieve_date_test_skips_comments_and_folding_white_space(value, plain):
+    # RFC 5322 3.3: CFWS may stand before and between the parts of a date-time.
+    assert date_time(value) == date_time(plain) is not None
+
+
+@pytest.mark.parametrize("value", [
+    "Tue, 4 Nov 2026 1:2:3 +0000", "Tue, 4 Nov 2026 10:2:03 +0000",
+    "Tue, 4 Nov 2026 10:02:3 +0000", "(unclosed Tue, 4 Nov 2026 10:02:03 +0000",
+], ids=["one-digit-each", "one-digit-minute", "one-digit-second", "unclosed-comment"])
+def test_the_sieve_date_test_wants_two_digit_minutes_and_seconds(value):
+    # RFC 5322 3.3 time-of-day: minute and second are 2DIGIT; Pigeonhole
+    # refuses anything else, and takes a one-digit hour.
+    assert date_time(value) is None

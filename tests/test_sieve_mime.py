@@ -76,11 +76,25 @@ def test_header_without_mime_in_a_loop_reads_the_message_header():
     (':mime :anychild :param "charset" :matches "content-type" "*"', True),
     (':mime :anychild "subject" "order confirmed"', True),  # the nested message's header
     (':mime "subject" "order confirmed"', False),
-    (':mime :anychild :param "nothing" :matches "content-type" "*"', False),
+    (':mime :anychild :param "nothing" :matches "content-type" "*"', True),  # "", below
+    (':mime :param "nothing" :is "content-type" ""', True),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_header_mime(test, hit):
     script = REQUIRE + f'if header {test} {{ discard; }}'
     assert actions(script, msg=MIXED.decode()) == (["discard"] if hit else KEEP)
+
+
+@pytest.mark.parametrize("value, params, found", [
+    ("text/plain", ["charset"], [""]),
+    ("text/plain; format=flowed", ["charset"], [""]),
+    ("text/plain; format=flowed", ["charset", "format"], ["flowed"]),
+    ("text/plain; charset=utf-8; format=flowed", ["charset", "format"], ["utf-8", "flowed"]),
+    ('text/plain; charset=""', ["charset"], [""]),
+], ids=["no-parameters", "another-parameter", "one-of-two", "both", "empty"])
+def test_a_parameter_the_field_lacks_is_the_empty_string(value, params, found):
+    # As Pigeonhole: a field that has none of the parameters asked for
+    # gives one value, "" (so :is "" and :matches "*" match and :count is 1).
+    assert mime.mime_values(value, None, params) == found
 
 
 def test_address_and_exists_mime():

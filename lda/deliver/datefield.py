@@ -1,8 +1,14 @@
 """The Date: field (RFC 5322 section 3.3, with the obsolete forms of 4.3)
 normalised to UTC, without email._parseaddr (it drags in calendar, locale
 and re on every delivery) and without datetime: the calendar arithmetic
-below is a few lines (bench/profiles/startup-figures.txt).  The Sieve date
-extension (lda/sieve/extensions/date.py) reads the same parser."""
+below is a few lines (bench/profiles/startup-figures.txt).
+
+Two readers share it.  The DeliveredTo key (parse_date) reads a value as
+lda always has, so the key of a message resent after an upgrade stays the
+same.  The Sieve date extension (lda/sieve/extensions/date.py, date_time)
+reads it as Pigeonhole does: comments and folding white space skipped
+(RFC 5322 3.3 allows CFWS between the parts), minutes and seconds of two
+digits."""
 
 MONTHS = {m: i for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
@@ -39,7 +45,7 @@ def _fields(text):
 
 def parse_date(value):
     """"2026-11-24T10:00:00Z" for a valid Date value, else ""."""
-    found = date_time(value)
+    found = _instant(_fields(value))
     if found is None:
         return ""
     seconds = found[0]
@@ -53,9 +59,37 @@ def parse_date(value):
 
 def date_time(value):
     """(seconds since the epoch, the zone's offset in minutes east of UTC)
-    for a valid Date value, else None.  The Sieve date test (RFC 5260)
-    needs the writer's zone as well as the instant."""
-    fields = _fields(value)
+    for a valid Date value as the Sieve date test (RFC 5260) reads it, else
+    None.  The test needs the writer's zone as well as the instant."""
+    fields = _fields(_without_cfws(value))
+    if fields is None or not all(len(p) == 2 for p in fields[3].split(":")[1:]):
+        return None
+    return _instant(fields)
+
+
+def _without_cfws(value):
+    """value with each comment a space and no white space around ":"."""
+    kept, depth, i = [], 0, 0
+    while i < len(value):
+        c = value[i]
+        if depth and c == "\\":
+            i += 2
+            continue
+        if c == "(":
+            depth += 1
+        elif depth and c == ")":
+            depth -= 1
+            kept.append(" ")
+        elif not depth:
+            kept.append(c)
+        i += 1
+    if depth:  # an unclosed comment: no date
+        return ""
+    return ":".join(part.strip() for part in "".join(kept).split(":"))
+
+
+def _instant(fields):
+    """(seconds since the epoch, zone offset in minutes) of _fields(), or None."""
     if fields is None:
         return None
     day, month, year, clock, zone = fields

@@ -10,17 +10,25 @@ source routes are dropped.
 
 from ..deliver.envelope import split_local
 
+# RFC 5322 3.2.3 atext, and the UTF-8 of RFC 6532 3.2.
+ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                  "!#$%&'*+-/=?^_`{|}~")
+
 
 def text(raw):
     """Header bytes as text: UTF-8 (RFC 6532), else with U+FFFD, then
-    encoded-words decoded."""
+    encoded-words decoded, without the spaces and tabs at its end.
+
+    Pigeonhole trims those after decoding: a continuation line of only
+    white space would otherwise leave a space at the end of the unfolded
+    value ("Subject: Beep" and a line with a tab reads "Beep")."""
     value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     if "=?" not in value:
-        return value
+        return value.rstrip(" \t")
     # Only a value with an encoded-word loads the decoder.
     from ..startup.email_header import decode_words
 
-    return decode_words(value)
+    return decode_words(value).rstrip(" \t")
 
 
 def valid_header_name(name):
@@ -100,12 +108,29 @@ def _comment_end(value, i):
 def _addr_spec(mailbox):
     if "<" in mailbox:
         inner = mailbox[mailbox.rfind("<") + 1:]
-        inner = inner.split(">", 1)[0].strip()
+        inner = _without_white_space(inner.split(">", 1)[0])
         if ":" in inner and inner.startswith("@"):  # obsolete source route
-            inner = inner.split(":", 1)[1].strip()
+            inner = inner.split(":", 1)[1]
         return inner
-    spec = "".join(mailbox.split())
+    spec = _without_white_space(mailbox)
     return spec or None
+
+
+def _without_white_space(text):
+    """text without the white space between its tokens: the folding white
+    space around the parts of an addr-spec is not part of it (RFC 5322
+    section 3.4.1), while inside a quoted-string it is content (3.2.4)."""
+    kept, i = [], 0
+    while i < len(text):
+        if text[i] == '"':
+            end = _quoted_end(text, i)
+            kept.append(text[i:end])
+            i = end
+            continue
+        if not text[i].isspace():
+            kept.append(text[i])
+        i += 1
+    return "".join(kept)
 
 
 def valid_address(address):
@@ -146,15 +171,44 @@ def address_part(address, part, delimiters="+"):
     """The :all/:localpart/:domain/:user/:detail of an address (RFC 5228
     section 2.7.4, RFC 5233 section 4), or None when it has no such part:
     a null address has none but :all, an address without "@" no :domain,
-    one without a delimiter (lda's recipient_delimiter) no :detail."""
+    one without a delimiter (lda's recipient_delimiter) no :detail.
+
+    As in Pigeonhole, a quoted local part is read as its content
+    ("a b"@c.d has the :localpart a b), and :all writes it quoted only
+    where a dot-atom cannot hold it ("ab"@c.d is ab@c.d)."""
+    local, domain = split(address)
+    quoted = len(local) > 1 and local[0] == '"' and _quoted_end(local, 0) == len(local)
     if part == "all":
+        if quoted and domain is not None:
+            return _as_local_part(_unquoted(local)) + "@" + domain
         return address
     if not address:
         return None
-    local, domain = split(address)
+    if quoted:
+        local = _unquoted(local)
     if part == "domain":
         return domain
     if part == "localpart":
         return local
     user, detail = split_local(local, delimiters)
     return user if part == "user" else detail
+
+
+def _unquoted(quoted):
+    """The content of a quoted-string: without its quotes and with each
+    quoted-pair's backslash dropped (RFC 5322 section 3.2.4)."""
+    content, i = [], 1
+    while i < len(quoted) - 1:
+        if quoted[i] == "\\" and i + 1 < len(quoted) - 1:
+            i += 1
+        content.append(quoted[i])
+        i += 1
+    return "".join(content)
+
+
+def _as_local_part(content):
+    """A local part written as a dot-atom where it can be, else quoted."""
+    atoms = content.split(".")
+    if all(atom and all(c in ATEXT or ord(c) > 127 for c in atom) for atom in atoms):
+        return content
+    return '"' + content.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -175,14 +175,17 @@ def test_header(execution, node):
 
 
 def mime_values(value, option, params):
-    """A MIME field's value as header :mime reads it (RFC 5703 section 4.2)."""
+    """A MIME field's value as header :mime reads it (RFC 5703 section 4.2).
+
+    With :param, the values of the parameters named, or "" when the field
+    has none of them: Pigeonhole reads an absent parameter as empty."""
     if option is None and params is None:
         return [value]
     from ..mimeparts import split_parameters
 
     head, found = split_parameters(value)
     if params is not None:
-        return [found[p.lower()] for p in params if p.lower() in found]
+        return [found[p.lower()] for p in params if p.lower() in found] or [""]
     kind, slash, subtype = head.partition("/")
     kind, subtype = kind.strip().lower(), subtype.strip().lower()
     if option == "type":
