@@ -1,7 +1,8 @@
 """`lda explain`: the whole decision a delivery would make, and no write.
 
 It runs Delivery's own code up to the first write: resolve_all() (aliases,
-the directory, forwards), read_lead() and prefix_for() (the size each copy
+the directory, forwards) and _refuse_all() (one recipient refused for good
+stops the others), read_lead() and prefix_for() (the size each copy
 would have), loop_error(), check_current(), _filter() (the Sieve scripts,
 through filtering.run_scripts), Target.delivered_to_key(), DeliveredTo.lookup()
 and judge() (duplicate, quota), verdict() (failure, partial delivery) and
@@ -159,6 +160,7 @@ class Explaining(Delivery):
     def explain(self, recipients, stream):
         """The explanation as a dict (lda(1), "lda explain", --json)."""
         results, plans = self.resolve_all(recipients)
+        plans = self._refuse_all(results, plans)  # one exit status, as `lda deliver`
         entries = [None] * len(recipients)
         memory = info = None
         if plans and stream is not None:
