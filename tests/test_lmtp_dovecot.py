@@ -375,6 +375,14 @@ CORPUS = {
     "dsn-rcpt-unoffered": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"),
                            cmd(f"RCPT TO:<{ALICE}> NOTIFY=FAILURE ORCPT=rfc822;{ALICE}"),
                            QUIT],
+    # ORCPT= alone: Dovecot's lmtp takes it unoffered (its proxy and director
+    # add ORCPT=rfc822;<original> for a backend whether DSN is offered or not).
+    "orcpt-unoffered": [LHLO, cmd(f"MAIL FROM:<{SENDER}>", f"RCPT TO:<{ALICE}> ORCPT=rfc822;{ALICE}",
+                                  f"RCPT TO:<{BOB}> ORCPT=rfc822;alice+2Bx@{DOMAIN}", "DATA"),
+                        msg("orcpt"), QUIT],
+    "orcpt-malformed": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<{ALICE}> ORCPT=bogus"),
+                        QUIT],
+    "starttls-unoffered": [LHLO, cmd("STARTTLS"), QUIT],
     # The order of commands.
     "before-lhlo": [cmd(f"MAIL FROM:<{SENDER}>"), cmd("RSET"), cmd("NOOP"), LHLO, QUIT],
     "helo-ehlo": [cmd("HELO client.example.org"), cmd("EHLO client.example.org"), QUIT],
@@ -401,6 +409,8 @@ CORPUS = {
     "lhlo-address-literal": [cmd("LHLO [127.0.0.1]"), QUIT],
     "bare-lf-commands": [raw(b"LHLO c\nNOOP\n", 2), QUIT],
     "many-unknown-commands": [LHLO] + [cmd(f"XYZZY{'A' * n}") for n in range(1, 13)] + [QUIT],
+    "unknown-commands-between-others": [LHLO] + [cmd(f"XYZZY{n}", "NOOP") for n in range(8)]
+    + [QUIT],
     # Other commands.
     "noop-with-argument": [LHLO, cmd("NOOP hello"), QUIT],
     "unknown-command": [LHLO, cmd("FOO bar"), QUIT],
