@@ -88,11 +88,23 @@ def pair():
     servers.close()
 
 
+HANG_UP = "502 Too many unrecognized commands, goodbye."
+
+
 def same(pair, lines, end=END):
     data = b"".join(line + b"\r\n" for line in lines) + end
     reference = pair.transcript("aiosmtpd", data)
     ours, envelopes = pair.transcript("lda", data)
-    assert (one_reply_after_data(ours, envelopes), envelopes) == reference
+    answered = one_reply_after_data(ours, envelopes)
+    if HANG_UP in reference[0] and HANG_UP not in answered:
+        # aiosmtpd hangs up at the fifth unknown command of the session,
+        # lda at the fifth in a row, as Dovecot's lmtp counts them
+        # (test_lmtp_dovecot.py): the same up to there, then lda goes on.
+        at = reference[0].index(HANG_UP)
+        assert answered[:at] == reference[0][:at]
+        assert answered[at].startswith("500 Error: command"), answered
+        return ours, envelopes
+    assert (answered, envelopes) == reference
     return ours, envelopes
 
 

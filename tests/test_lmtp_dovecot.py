@@ -409,7 +409,7 @@ CORPUS = {
     "lhlo-address-literal": [cmd("LHLO [127.0.0.1]"), QUIT],
     "bare-lf-commands": [raw(b"LHLO c\nNOOP\n", 2), QUIT],
     "many-unknown-commands": [LHLO] + [cmd(f"XYZZY{'A' * n}") for n in range(1, 13)] + [QUIT],
-    "unknown-commands-between-others": [LHLO] + [cmd(f"XYZZY{n}", "NOOP") for n in range(8)]
+    "unknown-commands-between-others": [LHLO] + [cmd(f"XYZZY{'A' * n}", "NOOP") for n in range(1, 9)]
     + [QUIT],
     # Other commands.
     "noop-with-argument": [LHLO, cmd("NOOP hello"), QUIT],

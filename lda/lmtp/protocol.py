@@ -191,6 +191,7 @@ class LdaLMTP(LMTP):
                         continue
                     await self.push(f'500 Error: command "{command}" not recognized')
                     continue
+                bogus_budget = BOGUS_LIMIT  # unknown commands in a row count, as in Dovecot
                 await method(arg)
             except (asyncio.CancelledError, ConnectionResetError):
                 self._writer.close()
@@ -279,6 +280,12 @@ class LdaLMTP(LMTP):
         SASL client after TLS lda does not have either.  Without a syntax,
         HELP does not list it."""
         await self.push("502 5.5.1 Error: AUTH not supported")
+
+    async def smtp_STARTTLS(self, arg):
+        """TLS is never offered either: 502, as Dovecot's lmtp answers,
+        rather than aiosmtpd's 454, a temporary failure a client would
+        retry as if TLS might come back."""
+        await self.push("502 5.5.1 Error: TLS not supported")
 
     @syntax("LHLO hostname")
     async def smtp_LHLO(self, arg):
@@ -395,6 +402,13 @@ class LdaLMTP(LMTP):
             values = self._getparams(options)
             if values is None:
                 return syntaxerr, None, None
+            # RFC 3461's ORCPT= is taken though DSN is not offered, as
+            # Dovecot's lmtp takes it: its proxy and director send it to
+            # every backend.  It names the original recipient, which lda
+            # gets from the delivery itself; only its form is checked.
+            orcpt = values.pop("ORCPT", None)
+            if orcpt is not None and not _orcpt_form(orcpt):
+                return "501 5.5.4 Invalid ORCPT= parameter", None, None
             if values:
                 return "555 RCPT TO parameters not recognized or not implemented", None, None
         return None, address, options
@@ -551,3 +565,19 @@ async def read_data(reader, size_limit):
         return None
     data = b"".join(parts)
     return (data[1:] if data.startswith(b".") else data).replace(b"\r\n.", b"\r\n")
+
+
+def _orcpt_form(value):
+    """RFC 3461 section 4.2: addr-type ";" xtext, the type an atom and the
+    text printable ASCII without "=" and with "+" only before two hex digits."""
+    if not isinstance(value, str):
+        return False
+    kind, semicolon, text = value.partition(";")
+    if not semicolon or not kind or not text or not all(
+            c.isascii() and c.isalnum() or c == "-" for c in kind):
+        return False
+    if any(not "!" <= c <= "~" or c == "=" for c in text):
+        return False
+    return all(len(part) >= 2 and all(c in "0123456789ABCDEF" for c in part[:2])
+               for part in text.split("+")[1:])
+
