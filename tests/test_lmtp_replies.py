@@ -10,6 +10,7 @@ in the same write: a server that answers one recipient too few makes it read
 that command's reply as the last recipient's.
 """
 
+import os
 import re
 import resource
 import signal
@@ -88,14 +89,21 @@ def test_a_message_over_the_size_limit_gets_552_each(lmtp, count):
 
 @COUNTS
 def test_an_unexpected_error_gets_451_each(lmtp, count):
-    """A host name longer than a file name may be, which every Maildir
-    file name carries: the open() fails (ENAMETOOLONG) for every recipient.
-    (A NUL there, which made a ValueError, is now refused in lda.toml.)"""
-    server = lmtp("--processes", "1", hostname="mx" * 200)
+    """No file descriptor left once the message has come: staging it
+    fails (EMFILE) for every recipient.  (A host name longer than a file
+    name may be did it until host names were cut to fit; a NUL there,
+    which made a ValueError, is refused in lda.toml.)"""
+    server = lmtp("--processes", "1")
     rcpts = recipients(count)
-    client = start_data(server, rcpts, message())
+    client = start_data(server, rcpts, message(), then=b"")
+    time.sleep(0.3)  # the message is read; the dot is not sent yet
+    soft, hard = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)
+    used = len(os.listdir(f"/proc/{server.proc.pid}/fd"))
+    resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (used, hard))
+    client.sock.sendall(b".\r\nRSET\r\n")
     replies = client.replies(count + 1)
     client.close()
+    resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
     assert_one_reply_each(replies, rcpts, S451_INTERNAL)
     assert status(replies[-1]) == S250_OK, replies
     assert not any("Traceback" in r or "ValueError" in r for r in replies)
@@ -113,7 +121,6 @@ def test_a_stop_while_data_arrives_gets_421_each_and_delivers_nothing(lmtp, coun
     assert len(replies) == count, replies  # then the connection is closed
     assert_one_reply_each(replies, rcpts, S421_SHUTDOWN)
     assert maildir_files(server.site.maildir(BOX)) == []
-
 
 @COUNTS
 def test_a_stop_during_the_delivery_answers_it_then_421(lmtp, tmp_path, count):
@@ -134,7 +141,6 @@ def test_a_stop_during_the_delivery_answers_it_then_421(lmtp, tmp_path, count):
     assert [status(r) for r in replies[count:]] in ([S421_SHUTDOWN], [S250_OK, S421_SHUTDOWN])
     assert len(maildir_files(server.site.maildir("fwd@example.org"))) == 1
 
-
 @COUNTS
 def test_a_client_silent_in_data_gets_421_each_and_nothing_is_delivered(lmtp, count):
     server = lmtp("--processes", "1", lmtp_idle_timeout=1)
@@ -147,7 +153,6 @@ def test_a_client_silent_in_data_gets_421_each_and_nothing_is_delivered(lmtp, co
     assert len(replies) == count, replies
     assert_one_reply_each(replies, rcpts, S421_IDLE)
     assert maildir_files(server.site.maildir(BOX)) == []
-
 
 @COUNTS
 def test_a_connection_lost_in_data_delivers_nothing(lmtp, count):
@@ -165,7 +170,6 @@ def test_a_connection_lost_in_data_delivers_nothing(lmtp, count):
     code, err = server.stop()
     assert code == 0 and "Traceback" not in err, err
 
-
 # -- every reply carries an enhanced status code -----------------------------
 
 def test_lhlo_advertises_pipelining_and_enhanced_status_codes(lmtp):
@@ -174,7 +178,6 @@ def test_lhlo_advertises_pipelining_and_enhanced_status_codes(lmtp):
     client.close()
     keywords = {line[4:].split()[0] for line in lines[1:]}
     assert {"PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "SIZE"} <= keywords, lines
-
 
 COMMANDS = [
     # (commands sent after LHLO, the status of the last one's reply)
@@ -203,7 +206,6 @@ COMMANDS = [
     (["QUIT"], S221_BYE),
 ]
 
-
 @pytest.mark.parametrize(("commands", "expected"), COMMANDS,
                          ids=[c[-1].split(":")[0][:12] or "empty" for c, _ in COMMANDS])
 def test_every_reply_carries_an_enhanced_code(lmtp, commands, expected):
@@ -214,13 +216,11 @@ def test_every_reply_carries_an_enhanced_code(lmtp, commands, expected):
     client.drop()
     assert status(reply) == expected, reply
 
-
 def test_a_command_before_lhlo_is_out_of_sequence(lmtp):
     client = lmtp().client()
     reply = client.cmd("MAIL FROM:<s@example.org>")
     client.drop()
     assert status(reply) == S503_SEQUENCE, reply
-
 
 # -- limits --------------------------------------------------------------------
 
@@ -234,7 +234,6 @@ def test_an_idle_session_is_closed_with_421(lmtp):
     assert [status(r) for r in replies] == [S421_IDLE]
     assert 0.5 < time.monotonic() - started < 30
 
-
 def test_recipients_over_the_limit_get_452_and_the_rest_a_second_transaction(lmtp):
     server = lmtp("--processes", "1", lmtp_max_recipients=3)
     rcpts = recipients(5)
@@ -247,14 +246,12 @@ def test_recipients_over_the_limit_get_452_and_the_rest_a_second_transaction(lmt
     client.close()
     assert [status(r) for r in replies] == [S250_DELIVERED] * 2
 
-
 def raise_open_files(needed):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < needed:
         pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
     if soft != resource.RLIM_INFINITY and soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-
 
 def open_idle(path, count):
     """`count` connections that say nothing; each gets its first reply."""
@@ -272,14 +269,11 @@ def open_idle(path, count):
         raise
     return socks, greetings
 
-
 def close_all(socks):
     for sock in socks:
         sock.close()
 
-
 IDLE = 3000
-
 
 @pytest.mark.parametrize(("settings", "held"), [({"lmtp_max_sessions": 50}, 50), ({}, 1000)],
                          ids=["at-most-50", "default"])
@@ -318,7 +312,6 @@ def test_thousands_of_idle_connections_then_a_delivery(lmtp, settings, held):
 
     assert status(wait_until(delivered, 30, "a session to be served")[0]) == S250_DELIVERED
 
-
 def test_sessions_are_held_to_what_the_open_files_limit_allows(lmtp):
     """With 300 descriptors a process cannot hold lmtp_max_sessions (1000):
     it holds what it can (less a reserve for its own files) and answers the
@@ -333,7 +326,6 @@ def test_sessions_are_held_to_what_the_open_files_limit_allows(lmtp):
     code, err = server.stop()
     assert code == 0 and "236 sessions at once, not lmtp_max_sessions = 1000" in err, err
 
-
 # -- MAIL and RCPT are checked as lda deliver checks them -------------------
 
 HOSTILE = {
@@ -347,7 +339,6 @@ HOSTILE = {
     "LF": "a\nX-Injected: yes@example.net",
 }
 
-
 def deliver_status(site, *, sender=SENDER, recipient=BOX):
     """The enhanced code lda deliver gives (2.0.0 when it delivers); None
     when argv cannot carry the address (a NUL)."""
@@ -358,7 +349,6 @@ def deliver_status(site, *, sender=SENDER, recipient=BOX):
     if done.returncode == 0:
         return "2.0.0"
     return re.search(r"^([245]\.\d{1,3}\.\d{1,3}) ", done.stderr.decode(), re.M)[1]
-
 
 def lmtp_status(server, command):
     """The status of the reply to `command` (a line that may hold CR, NUL and
@@ -372,7 +362,6 @@ def lmtp_status(server, command):
     client.drop()
     return reply
 
-
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_a_hostile_sender_is_refused_at_mail_as_lda_deliver_refuses_it(lmtp, name):
     server = lmtp("--processes", "1")
@@ -384,7 +373,6 @@ def test_a_hostile_sender_is_refused_at_mail_as_lda_deliver_refuses_it(lmtp, nam
     else:  # RFC 3463 5.1.7: bad sender's mailbox address syntax
         assert status(reply) == S501_BAD_SENDER, reply
         assert expected in (None, "5.1.7")
-
 
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_a_hostile_recipient_is_refused_at_rcpt_as_lda_deliver_refuses_it(lmtp, name):
@@ -398,7 +386,6 @@ def test_a_hostile_recipient_is_refused_at_rcpt_as_lda_deliver_refuses_it(lmtp, 
         assert status(reply) == S501_BAD_RCPT, reply
         assert expected in (None, "5.1.3")
 
-
 def test_a_sender_with_a_line_break_never_reaches_return_path(lmtp):
     server = lmtp("--processes", "1")
     client = server.client()
@@ -409,7 +396,6 @@ def test_a_sender_with_a_line_break_never_reaches_return_path(lmtp):
     client.drop()
     assert [status(r) for r in replies] == [S501_BAD_SENDER, "503 5.5.1", "503 5.5.1"]
     assert maildir_files(server.site.maildir(BOX)) == []
-
 
 def test_the_idle_timeout_cuts_neither_a_slow_message_nor_a_long_delivery(lmtp, tmp_path):
     """The idle time counts from the last byte read (aiosmtpd counts from
