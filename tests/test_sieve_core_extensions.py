@@ -218,7 +218,8 @@ def test_quoteregex_makes_a_value_literal():
     ("a(", 'unmatched "("'), ("a)", 'unmatched ")"'), ("*a", 'nothing to repeat before "*"'),
     ("[a", 'unmatched "["'), ("a{3,1}", "invalid repetition count {3,1} (at most 32767, "
                               "minimum first)"),
-    ("(a)\\\\1", "back-references are not supported"),
+    ("\\\\1(a)", "back-reference \\1 names no group closed before it"),
+    ("(a\\\\1)", "back-reference \\1 names no group closed before it"),
     ("[[:word:]]", 'unknown character class "[:word"'),
     ("x" * 1025, "regular expression longer than 1024 characters"),
 ])
@@ -436,6 +437,49 @@ def test_regex_agrees_with_python_re_on_small_safe_patterns(casemap):
             assert ours[0] == longest
 
     check()
+
+
+@pytest.mark.parametrize("casemap", [False, True])
+def test_regex_with_a_back_reference_agrees_with_python_re(casemap):
+    """A back-reference (glibc's ERE has them, so Pigeonhole runs them) is
+    searched depth first: the same answer as re on which text matches, and
+    the overall match the leftmost-longest one."""
+    import re
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from lda.sieve.regex import compile_regex
+
+    @settings(max_examples=300, deadline=None)
+    @given(_ere(), st.sampled_from(["", "*", "?", "{1,2}"]), st.one_of(st.just(""), _ere()),
+           st.text("abAB", max_size=8))
+    def check(inner, quantifier, tail, text):
+        pattern = f"({inner}){quantifier}{tail}\\1"
+        flags = re.DOTALL | (re.IGNORECASE if casemap else 0)
+        python = pattern.replace("[[:alpha:]]", "[a-zA-Z]")
+        ours = compile_regex(pattern, casemap).search(text)
+        assert (ours is not None) == (re.search(python, text, flags) is not None)
+        if ours is not None:
+            longest = next(text[s:e] for s in range(len(text) + 1)
+                           for e in range(len(text), s - 1, -1)
+                           if re.fullmatch(python, text[s:e], flags))
+            assert ours[0] == longest
+
+    check()
+
+
+@pytest.mark.parametrize("pattern", ["(a*)*\\\\1c", "(a+)+\\\\1$", "(a|b)*\\\\1z"])
+def test_a_back_reference_that_would_take_exponential_time_gives_up_and_keeps(pattern):
+    """No automaton follows a back-reference, so its search is bounded by
+    MAX_BACKTRACK_STEPS instead: the test fails, the message is kept."""
+    script = REGEX + f'if header :regex "x" "{pattern}" {{ discard; }}'
+    start = time.perf_counter()
+    outcome = outcome_of(script, msg=with_headers("X: " + "a" * 5000 + "b"))
+    assert time.perf_counter() - start < 10
+    assert outcome.describe() == KEEP
+    [error] = outcome.errors
+    assert ":regex gave up after 250000 steps" in error
 
 
 def test_a_repeated_group_takes_no_extra_empty_turn():

@@ -12,7 +12,7 @@ encoded-character) and every extension Pigeonhole enables by default.
 In the core (grammar.py, interpreter.py, match.py), because they change
 how every test matches: variables (RFC 5229), relational (RFC 5231),
 comparator-i;ascii-numeric (RFC 4790), regex (draft-ietf-sieve-regex-01:
-POSIX ERE run by regex.py without backtracking), index (RFC 5260 section
+POSIX ERE run by regex.py without backtracking but for back-references), index (RFC 5260 section
 6), and fileinto, mailbox (fileinto :create, RFC 5490), envelope, copy (RFC
 3894), imap4flags (RFC 5232), duplicate (RFC 7352), vacation (RFC 5230),
 subaddress (RFC 5233, split at lda's recipient_delimiter).

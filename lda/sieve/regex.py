@@ -1,5 +1,6 @@
 """POSIX extended regular expressions for the Sieve :regex match type
-(draft-ietf-sieve-regex-01), matched without backtracking.
+(draft-ietf-sieve-regex-01), matched without backtracking unless the
+pattern holds a back-reference.
 
 A pattern is parsed into a tree, compiled into a small NFA program and run
 by a Pike VM (Thompson's simulation carrying capture positions): every
@@ -11,14 +12,21 @@ here.  Caps: MAX_PATTERN_LENGTH and MAX_PROGRAM bound the program,
 MAX_VALUE_LENGTH the text looked at (a longer value is matched on its first
 MAX_VALUE_LENGTH characters), MAX_STEPS the work of one search.
 
+A back-reference ("\\1", which glibc's ERE has, so Pigeonhole runs it) is
+what no automaton can follow: such a pattern is searched depth first over
+the same program (Regex._backtrack), each state entered once, and gives up
+after MAX_BACKTRACK_STEPS.  Giving up is a runtime error of that test (the
+message is kept), never a stalled delivery.
+
 Syntax (POSIX ERE): "." (any character, newline too: no REG_NEWLINE, as in
 Pigeonhole), bracket expressions with ranges and the classes [:alpha:]
 [:digit:] [:alnum:] [:upper:] [:lower:] [:space:] [:blank:] [:punct:]
 [:print:] [:graph:] [:cntrl:] [:xdigit:] (ASCII, the C locale), "^" and
 "$" (the ends of the value), groups, "|", and "*" "+" "?" "{m}" "{m,}"
 "{m,n}" ("{,n}" is "{0,n}", as in glibc).  A backslash makes the next
-character literal; a back-reference ("\\1") is refused, as it cannot be
-matched in linear time.  [=x=] and [.x.] name one character (no locale's
+character literal, but for "\\1" to "\\9", a back-reference to a group closed
+before it (glibc refuses any other, and so does lda); with i;ascii-casemap
+it matches in either case.  [=x=] and [.x.] name one character (no locale's
 collating elements).  Matching is by character (code point), not by byte.
 
 Which match is reported: the overall match is POSIX's leftmost-longest.
@@ -35,6 +43,7 @@ MAX_PATTERN_LENGTH = 1024
 MAX_PROGRAM = 4096  # instructions, after {m,n} is expanded
 MAX_VALUE_LENGTH = 16384
 MAX_STEPS = 1_000_000  # thread steps of one search (about a second)
+MAX_BACKTRACK_STEPS = 250_000  # states of one search with back-references, each remembered
 MAX_REPEAT = 32767  # glibc's RE_DUP_MAX; MAX_PROGRAM is the real bound
 MAX_CACHED = 256
 
@@ -53,9 +62,10 @@ CLASSES = {
     "xdigit": lambda c: c in "0123456789abcdefABCDEF",
 }
 SPECIAL = frozenset("\\.[]()*+?{}|^$")
+ASCII_FOLD = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 # Instructions: [opcode, a, b].
-CHAR, ANY, SET, SPLIT, JMP, SAVE, BOL, EOL, MATCH = range(9)
+CHAR, ANY, SET, SPLIT, JMP, SAVE, BOL, EOL, MATCH, BACKREF = range(10)
 _cache = {}
 
 
@@ -100,6 +110,7 @@ class _Parser:
 
     def __init__(self, pattern):
         self.p, self.i, self.groups = pattern, 0, 0
+        self.closed = set()  # the groups a back-reference may name (glibc: completed ones)
 
     def error(self, message):
         raise RegexError(message)
@@ -162,6 +173,7 @@ class _Parser:
             if self.peek() != ")":
                 self.error('unmatched "("')
             self.i += 1
+            self.closed.add(index)
             return ("group", index, inner)
         if c in "*+?{":
             self.error(f'nothing to repeat before "{c}"')
@@ -179,7 +191,9 @@ class _Parser:
             c = self.p[self.i]
             self.i += 1
             if "1" <= c <= "9":
-                self.error("back-references are not supported")
+                if int(c) not in self.closed:
+                    self.error(f"back-reference \\{c} names no group closed before it")
+                return ("backref", int(c))
         return ("char", c)
 
     def bracket(self):
@@ -264,6 +278,8 @@ class _Compiler:
             self.emit(SAVE, 2 * tree[1] + 1)
         elif kind == "alt":
             self.alternatives(tree[1])
+        elif kind == "backref":
+            self.emit(BACKREF, tree[1])
         else:
             self.repeat(*tree[1:])
 
@@ -314,11 +330,79 @@ def _in_set(spec, c, casemap):
 class Regex:
     def __init__(self, code, groups, casemap):
         self.code, self.groups, self.casemap = code, groups, casemap
+        # The capture slots a back-reference reads: all that a state's
+        # future depends on besides its instruction and position.
+        self.echoed = sorted({slot for op, a, _ in code if op == BACKREF
+                              for slot in (2 * a, 2 * a + 1)})
+        self.backtracks = bool(self.echoed)
 
     def search(self, value):
         """[whole match, group 1, ...] ("" for a group that took no part) for
         the leftmost-longest match in `value`, or None."""
         text = value[:MAX_VALUE_LENGTH]
+        best = self._backtrack(text) if self.backtracks else self._pike(text)
+        if best is None:
+            return None
+        return [text[best[2 * k]:best[2 * k + 1]] if best[2 * k] is not None else ""
+                for k in range(self.groups + 1)]
+
+    def _too_costly(self, n, limit=MAX_STEPS):
+        return RegexTooCostly(f":regex gave up after {limit} steps (a {len(self.code)}"
+                              f"-instruction pattern on {n} characters)")
+
+    def _backtrack(self, text):
+        """The captures of the leftmost-longest match of a pattern with
+        back-references, which no automaton can follow: a depth-first
+        search over the program, each start position in turn, every way
+        from the first that matches tried for the longest end (the groups
+        of the first way, in priority order, to reach it, as _pike gives).
+        A state is entered once per start: its instruction, position and
+        the captures a back-reference reads, which decide all that can
+        follow (a later way there has lower priority and the same ends).
+        That ends empty loops; MAX_BACKTRACK_STEPS bounds the rest."""
+        code, casemap, n, echoed = self.code, self.casemap, len(text), self.echoed
+        empty = (None,) * (2 * self.groups + 2)
+        steps = 0
+        for start in range(n + 1):
+            best, seen, stack = None, set(), [(0, start, empty)]
+            while stack:
+                pc, i, caps = stack.pop()
+                while (state := (pc, i, *[caps[slot] for slot in echoed])) not in seen:
+                    seen.add(state)
+                    steps += 1
+                    if steps > MAX_BACKTRACK_STEPS:
+                        raise self._too_costly(n, MAX_BACKTRACK_STEPS)
+                    op, a, b = code[pc]
+                    if op == MATCH:
+                        if best is None or caps[1] > best[1]:
+                            best = caps
+                        break
+                    if op in (JMP, SPLIT):
+                        if op == SPLIT:
+                            stack.append((b, i, caps))
+                        pc = a
+                        continue
+                    if op == SAVE:
+                        caps = caps[:a] + (i,) + caps[a + 1:]
+                    elif op == BOL or op == EOL:
+                        if i != (0 if op == BOL else n):
+                            break
+                    elif op == BACKREF:
+                        i = _echo(text, i, caps[2 * a], caps[2 * a + 1], casemap)
+                        if i is None:
+                            break
+                    elif i < n and (op == ANY or (a == (_fold(text[i]) if casemap else text[i])
+                                                  if op == CHAR else _in_set(a, text[i], casemap))):
+                        i += 1
+                    else:
+                        break
+                    pc += 1
+            if best is not None:
+                return best
+        return None
+
+    def _pike(self, text):
+        """The captures of the leftmost-longest match, in linear time."""
         code, casemap, n = self.code, self.casemap, len(text)
         empty = (None,) * (2 * self.groups + 2)
         threads, seen = [], set()
@@ -329,13 +413,11 @@ class Regex:
                 self._add(threads, seen, 0, empty, i, n)
             c = text[i] if i < n else None
             if casemap and c is not None:
-                folded = c.lower() if c.isascii() else c
+                folded = _fold(c)
             following, next_seen = [], set()
             steps += len(threads)
             if steps > MAX_STEPS:
-                raise RegexTooCostly(f":regex gave up after {MAX_STEPS} steps "
-                                     f"(a {len(code)}-instruction pattern on {n} "
-                                     "characters)")
+                raise self._too_costly(n)
             for pc, caps in threads:
                 op, a, _ = code[pc]
                 if op == MATCH:
@@ -358,10 +440,7 @@ class Regex:
             threads, seen = following, next_seen
             if best is not None and not threads:
                 break
-        if best is None:
-            return None
-        return [text[best[2 * k]:best[2 * k + 1]] if best[2 * k] is not None else ""
-                for k in range(self.groups + 1)]
+        return best
 
     def _add(self, threads, seen, pc, caps, i, n):
         """Follow the empty moves from `pc` depth first, so `threads` stays
@@ -390,3 +469,20 @@ class Regex:
                     stack.append((pc + 1, caps))
             else:
                 threads.append((pc, caps))
+
+
+def _fold(c):
+    return c.lower() if c.isascii() else c
+
+
+def _echo(text, i, start, end, casemap):
+    """Where a back-reference to text[start:end] ends when it matches at
+    i, else None; a group that took no part matches nothing (glibc)."""
+    if start is None:
+        return None
+    group = text[start:end]
+    found = text[i:i + len(group)]
+    if casemap:
+        group, found = group.translate(ASCII_FOLD), found.translate(ASCII_FOLD)
+    return i + len(group) if found == group else None
+
