@@ -95,6 +95,10 @@ class EditedHeaders:
         self.edited = header
         self.fields = [(name, value) for name, value, _ in header]
 
+    def as_written(self):
+        """The edited values are Sieve's already (Headers.as_written)."""
+        return self.fields
+
 
 class HeaderMismatch(Exception):
     """The staged copy's header is not the one the script saw."""

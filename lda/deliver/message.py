@@ -24,20 +24,30 @@ NULL_SENDER_NAME = "mailer-daemon"
 WEEKDAYS = {b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"}
 
 
-def unfolded(block, other_lines=None):
+def unfolded(block, other_lines=None, as_written=False):
     """The fields of a header block in order, as (lower-case name, value)
-    with continuation lines joined; lines that are no field go to
-    other_lines (when given).  A field is yielded once the next field
-    begins, so a reader that stops early has each field whole."""
+    with continuation lines joined by one space (the values the DeliveredTo
+    key is made of); lines that are no field go to other_lines (when
+    given).  A field is yielded once the next field begins, so a reader
+    that stops early has each field whole.
+
+    as_written: each value as RFC 5322 section 2.2.3 unfolds it, what Sieve
+    tests see: the line breaks go and the white space stays, a tab that
+    begins a line read as a space, as Dovecot reads it."""
     field = None
     for line in block.split(b"\n"):
         if line[:1] in (b" ", b"\t") and field is not None:
-            field = (field[0], field[1] + b" " + line.strip())
+            if as_written:
+                line = line.removesuffix(b"\r")
+                field = (field[0], field[1] + (b" " + line[1:] if line[:1] == b"\t" else line))
+            else:
+                field = (field[0], field[1] + b" " + line.strip())
         elif b":" in line:
             if field is not None:
                 yield field
             name, _, value = line.partition(b":")
-            field = (name.strip().lower(), value.strip())
+            value = value.lstrip(b" \t").removesuffix(b"\r") if as_written else value.strip()
+            field = (name.strip().lower(), value)
         elif line and other_lines is not None:
             other_lines.append(line)
     if field is not None:
@@ -60,8 +70,17 @@ class Headers:
     """The unfolded header fields of a message, in order, as bytes."""
 
     def __init__(self, block):
+        self.block = block
         self.other_lines = []  # lines that are not fields: kept for the digest
         self.fields = list(unfolded(block, self.other_lines))  # (lower-case name, value)
+        self._written = None
+
+    def as_written(self):
+        """The fields as Sieve reads them, in the same order (unfolded's
+        as_written), made when a script first asks."""
+        if self._written is None:
+            self._written = list(unfolded(self.block, as_written=True))
+        return self._written
 
     def first(self, name):
         for field, value in self.fields:

@@ -161,7 +161,7 @@ class Execution:
             return []
         if self._fields is None:
             self._fields = {}
-            fields = self.message.headers.fields if self.header is None else self.header
+            fields = self.message.headers.as_written() if self.header is None else self.header
             for field, value, *_ in fields:
                 self._fields.setdefault(field, []).append(value)
         return self._fields.get(name.lower().encode("utf-8", "surrogateescape"), [])

@@ -90,7 +90,7 @@ def _entity(message, start, end, depth, default_type, count):
         block_end = body_start = end
     else:
         body_start = block_end + 2
-    part = Part(message, Headers(message[start:block_end]).fields, body_start, end, depth,
+    part = Part(message, Headers(message[start:block_end]).as_written(), body_start, end, depth,
                 default_type)
     part.header_bytes = message[start:block_end]
     if depth >= MAX_DEPTH or count[0] >= MAX_PARTS:

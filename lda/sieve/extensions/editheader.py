@@ -160,7 +160,7 @@ def _working(execution, node):
         headers = execution.message.headers
         start = getattr(headers, "edited", None)
         execution.header = list(start) if start is not None else [
-            (name, value, i) for i, (name, value) in enumerate(headers.fields)]
+            (name, value, i) for i, (name, value) in enumerate(headers.as_written())]
     return execution.header
 
 
@@ -229,4 +229,4 @@ def unfolded(raw):
     (lda.deliver.message), so a test sees what a reader of the copy sees."""
     from ...deliver.message import Headers
 
-    return Headers(raw.rstrip(b"\n")).fields[0][1]
+    return Headers(raw.rstrip(b"\n")).as_written()[0][1]
