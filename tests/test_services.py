@@ -176,6 +176,48 @@ def test_policy_hostile_recipients_get_a_clear_answer_and_nothing_changes(
     assert ask(policy, "alice@example.org") == [DUNNO]  # the connection still works
 
 
+def test_policy_reads_a_recipient_with_a_trailing_dot_as_postfix_delivers_it(quota_site,
+                                                                          services):
+    """Postfix hands the policy service RCPT TO's address as the client
+    wrote it and strips a trailing dot of the domain itself when it routes:
+    with policy_reject_unknown, lda refused a real mailbox (550, seen through
+    a real Postfix) and left a full one unchecked."""
+    policy = services(quota_site(policy_reject_unknown=True, quota_full="reject"), "policy")
+    assert ask(policy, "alice@example.org.", "full@example.org.") == [
+        DUNNO, f"552 5.2.2 {FULL}"]
+
+
+def test_policy_attributes_it_does_not_use_cannot_push_out_those_it_does(quota_site,
+                                                                       services):
+    """Past the 100th attribute, lda dropped the rest silently, the
+    recipient or the request itself with them: a mailbox with room got
+    553, a full one went unchecked.  Only the attributes a decision reads
+    are kept, however many others come."""
+    policy = services(quota_site(policy_reject_unknown=True, quota_full="reject"), "policy")
+    junk = {f"x_attr{n}": "v" for n in range(120)}
+    assert ask(policy, {"recipient": "alice@example.org", **junk},
+               {"recipient": "full@example.org", **junk}) == [DUNNO, f"552 5.2.2 {FULL}"]
+    late = (b"".join(b"x_attr%d=v\n" % n for n in range(120))
+            + b"request=smtpd_access_policy\nprotocol_state=RCPT\n"
+            b"recipient=full@example.org\n\n")
+    assert ask(policy, late, raw=True) == [f"552 5.2.2 {FULL}"]
+
+
+@pytest.mark.parametrize("lines, expected", [
+    (b"RECIPIENT=full@example.org\n", DUNNO),  # names are exact, as quota-status reads them
+    (b"recipient=full@example.org\r\r\n", None),  # one CR is the line end, the other a byte
+], ids=["upper-case-name", "two-crs"])
+def test_policy_reads_lines_as_dovecot_quota_status_does(quota_site, services, lines,
+                                                          expected):
+    policy = services(quota_site(quota_full="reject"), "policy")
+    head = b"request=smtpd_access_policy\nprotocol_state=RCPT\n"
+    [action] = ask(policy, head + lines + b"\n", raw=True)
+    if expected is not None:
+        assert action == expected
+    else:  # the address with a CR in it is no mailbox: not judged full
+        assert action != f"552 5.2.2 {FULL}", action
+
+
 def test_policy_serves_fifty_connections_at_once(quota_site, services):
     policy = services(quota_site(quota_full="reject"), "policy")
     results, errors = [], []
@@ -314,6 +356,24 @@ def test_socketmap_closes_a_connection_that_speaks_no_netstrings(quota_site, ser
         conn.shutdown(socket.SHUT_WR)
         assert reader.read() == b""
     assert lookup(socketmap, "mailbox alice@example.org") == [("OK", "alice@example.org")]
+
+
+def test_socketmap_a_domain_longer_than_any_is_not_found_not_temp(quota_site, services):
+    """A key of 50,000 characters made SQLite's LIKE refuse the pattern,
+    which lda reported as TEMP with a false "unreadable mailbox directory"
+    in its log; no domain is longer than 255 octets."""
+    socketmap = services(quota_site(), "socketmap")
+    assert lookup(socketmap, "domain " + "a" * 50010, "transport " + "a" * 50010) == [
+        ("NOTFOUND", ""), ("NOTFOUND", "")]
+    assert "unreadable" not in socketmap.log()
+
+
+def test_socketmap_refuses_an_unknown_map_within_postfixs_reply_limit(quota_site, services):
+    """The PERM reply named the whole map name, escaped: 99,000 NULs gave
+    a reply of 396 KB, past Postfix's socketmap_max_reply_size (100,000)."""
+    socketmap = services(quota_site(), "socketmap")
+    [(status, text)] = lookup(socketmap, "\0" * 99000 + " x")
+    assert status == "PERM" and len(text) < 1000, len(text)
 
 
 def test_a_service_without_a_listen_address_is_a_configuration_error(site):
