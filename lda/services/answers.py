@@ -49,7 +49,11 @@ class Answers:
         config = self.config
         if attributes.get("protocol_state", "").upper() != "RCPT":
             return DUNNO
+        # As written in RCPT TO: Postfix strips a dot that ends the
+        # domain when it routes the address, so a delivery never sees it.
         recipient = attributes.get("recipient", "")
+        if recipient.endswith(".") and "@" in recipient:
+            recipient = recipient[:-1]
         size = max(1, declared_size(attributes.get("size", "")))
         try:
             plan = self.resolvers.get().resolve(recipient)
@@ -92,7 +96,7 @@ class Answers:
         """(status, value) for a socketmap request `name key`."""
         method = getattr(self, "map_" + name, None) if name in MAPS else None
         if method is None:
-            return PERM, f"no map named {name!r} (lda has {', '.join(MAPS)})"
+            return PERM, f"no map named {_printable(name, 80)!r} (lda has {', '.join(MAPS)})"
         try:
             return method(key)
         except LdaError as e:
@@ -124,7 +128,9 @@ class Answers:
         """The domains lda has mailboxes or aliases in, for
         virtual_mailbox_domains."""
         domain = key.strip().lower().rstrip(".")
-        if not domain or not _printable_ascii(domain) or "@" in domain:
+        # RFC 5321 section 4.5.3.1.2: no domain is longer (and SQLite's
+        # LIKE refuses a pattern of 50,000 characters).
+        if not domain or len(domain) > 255 or not _printable_ascii(domain) or "@" in domain:
             return NOTFOUND, ""
         resolver = self.resolvers.get()
         if resolver.directory.has_domain(domain) or (

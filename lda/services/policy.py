@@ -11,8 +11,7 @@ import asyncio
 
 from .answers import DUNNO
 
-MAX_ATTRIBUTES = 100  # Postfix sends about 30
-MAX_LINE = 1 << 16
+USED = frozenset({b"request", b"protocol_state", b"recipient", b"size"})  # what decide() reads
 
 
 async def session(service, reader, writer):
@@ -25,12 +24,13 @@ async def session(service, reader, writer):
         except asyncio.LimitOverrunError:
             service.log.warning("policy: a request line longer than 128 KiB: connection closed")
             return
-        line = line.rstrip(b"\r\n")
+        line = line[:-1].removesuffix(b"\r")  # one CR of the line end; another is a byte
         if line:
+            # Names as Postfix writes them and Dovecot's quota-status reads
+            # them, exactly; the others are never stored, however many come.
             name, equals, value = line.partition(b"=")
-            if equals and len(line) <= MAX_LINE and len(attributes) < MAX_ATTRIBUTES:
-                attributes[name.decode("ascii", "replace").lower()] = value.decode(
-                    "utf-8", "surrogateescape")
+            if equals and name in USED:
+                attributes[name.decode("ascii")] = value.decode("utf-8", "surrogateescape")
             continue
         writer.write(f"action={await decide(service, attributes)}\n\n".encode("utf-8"))
         await writer.drain()
