@@ -163,6 +163,13 @@ UNTRANSLATED = [
     ("stray-brace", "}\n", 1, 'a "}" without its "{"'),
     ("two-folders", ":0\nA/ B/\n", 1, "more than one folder"),
     ("unsafe-folder", ":0\nA..B/\n", 1, "leading, trailing or double"),
+    # Found side by side with procmail: each converted silently and filed
+    # the message elsewhere.  \/ marks where $MATCH starts and matches
+    # nothing; b alone stores the body without its header; f on a forward
+    # feeds the message through a filter and goes on.
+    ("match-marker", ":0\n* ^Subject:.*foo\\/bar\nHit/\n", 1, "\\/"),
+    ("body-only", ":0 b\nHit/\n", 1, "only the body would be stored (flag b)"),
+    ("filtered-forward", ":0 f\n! fwd@example.net\n", 1, "flag f"),
 ]
 
 
