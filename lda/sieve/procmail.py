@@ -39,7 +39,7 @@ TO_FIELDS = tuple(f"{original}{resent}{kind}" for original in ("", "original-")
 PRINTABLE = "\t" + "".join(chr(c) for c in range(0x20, 0x7f))
 NOT_IN_ADDRESS = [c for c in PRINTABLE if not (c.isalnum() or c in "-_.")]
 NOT_IN_WORD = [c for c in PRINTABLE if not c.isalpha()]
-IGNORED_FLAGS = set("HWwfir")  # defaults, or meaningful only for pipes
+IGNORED_FLAGS = set("HWwfir")  # defaults, or meaningful only for pipes (f on "!" is refused)
 RECIPE = re.compile(r"^:(\d*)\s*([A-Za-z\s]*?)\s*(?::\s*(\S*))?\s*$")
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 HEADER_REGEX = re.compile(r"^\^([A-Za-z0-9_-]+):(.*)$")
@@ -335,6 +335,8 @@ class Converter:
                 return ["if duplicate {", INDENT + "discard;", INDENT + "stop;", "}"]
             raise Untranslated("a pipe to a program")
         if text.startswith("!"):
+            if "f" in flags:  # procmail feeds the message through the forward and goes on
+                raise Untranslated("a forward with flag f (used as a filter)")
             targets = self.expand(text[1:]).split()
             if not targets or not all(valid_address(t) for t in targets):
                 raise Untranslated("forward to something that is not a full address")
@@ -343,6 +345,8 @@ class Converter:
             return [f"redirect{copy_tag} {quote(t)};" for t in targets] + stop
         if "h" in flags and "b" not in flags:
             raise Untranslated("only the header would be stored (flag h)")
+        if "b" in flags and "h" not in flags:  # either flag leaves out the other's default
+            raise Untranslated("only the body would be stored (flag b)")
         target = self.folder(text)
         if target is None:
             if copy:
@@ -460,6 +464,8 @@ def pattern(regex, start_anchored):
         c = regex[i]
         if c == "\\" and regex[i + 1:i + 2] in ("<", ">"):
             raise Untranslated(f"word boundary in {regex!r}")
+        if c == "\\" and regex[i + 1:i + 2] == "/":
+            raise Untranslated(f"\\/ (the start of procmail's $MATCH) in {regex!r}")
         if c == "\\" and i + 1 < len(regex) and not regex[i + 1].isalnum():
             tokens.append(("lit", regex[i + 1]))
             i += 2
