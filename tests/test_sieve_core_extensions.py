@@ -412,29 +412,33 @@ def _ere():
     return st.recursive(atom, extend, max_leaves=6)
 
 
-@pytest.mark.parametrize("casemap", [False, True])
-def test_regex_agrees_with_python_re_on_small_safe_patterns(casemap):
-    """Same answer as re on which text matches, and the overall match is the
-    leftmost-longest one (found here by trying every substring)."""
+def agrees_with_python_re(pattern, text, casemap):
+    """Same answer as re on whether text matches, and the overall match
+    the leftmost-longest one (found here by trying every substring)."""
     import re
 
+    from lda.sieve.regex import compile_regex
+
+    flags = re.DOTALL | (re.IGNORECASE if casemap else 0)
+    python = pattern.replace("[[:alpha:]]", "[a-zA-Z]")
+    ours = compile_regex(pattern, casemap).search(text)
+    assert (ours is not None) == (re.search(python, text, flags) is not None)
+    if ours is not None:
+        longest = next(text[s:e] for s in range(len(text) + 1)
+                       for e in range(len(text), s - 1, -1)
+                       if re.fullmatch(python, text[s:e], flags))
+        assert ours[0] == longest
+
+
+@pytest.mark.parametrize("casemap", [False, True])
+def test_regex_agrees_with_python_re_on_small_safe_patterns(casemap):
     from hypothesis import given, settings
     from hypothesis import strategies as st
-
-    from lda.sieve.regex import compile_regex
 
     @settings(max_examples=300, deadline=None)
     @given(_ere(), st.text("abAB", max_size=6))
     def check(pattern, text):
-        flags = re.DOTALL | (re.IGNORECASE if casemap else 0)
-        python = pattern.replace("[[:alpha:]]", "[a-zA-Z]")
-        ours = compile_regex(pattern, casemap).search(text)
-        assert (ours is not None) == (re.search(python, text, flags) is not None)
-        if ours is not None:
-            longest = next(text[s:e] for s in range(len(text) + 1)
-                           for e in range(len(text), s - 1, -1)
-                           if re.fullmatch(python, text[s:e], flags))
-            assert ours[0] == longest
+        agrees_with_python_re(pattern, text, casemap)
 
     check()
 
@@ -442,29 +446,15 @@ def test_regex_agrees_with_python_re_on_small_safe_patterns(casemap):
 @pytest.mark.parametrize("casemap", [False, True])
 def test_regex_with_a_back_reference_agrees_with_python_re(casemap):
     """A back-reference (glibc's ERE has them, so Pigeonhole runs them) is
-    searched depth first: the same answer as re on which text matches, and
-    the overall match the leftmost-longest one."""
-    import re
-
+    searched depth first, with the same answers."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
-
-    from lda.sieve.regex import compile_regex
 
     @settings(max_examples=300, deadline=None)
     @given(_ere(), st.sampled_from(["", "*", "?", "{1,2}"]), st.one_of(st.just(""), _ere()),
            st.text("abAB", max_size=8))
     def check(inner, quantifier, tail, text):
-        pattern = f"({inner}){quantifier}{tail}\\1"
-        flags = re.DOTALL | (re.IGNORECASE if casemap else 0)
-        python = pattern.replace("[[:alpha:]]", "[a-zA-Z]")
-        ours = compile_regex(pattern, casemap).search(text)
-        assert (ours is not None) == (re.search(python, text, flags) is not None)
-        if ours is not None:
-            longest = next(text[s:e] for s in range(len(text) + 1)
-                           for e in range(len(text), s - 1, -1)
-                           if re.fullmatch(python, text[s:e], flags))
-            assert ours[0] == longest
+        agrees_with_python_re(f"({inner}){quantifier}{tail}\\1", text, casemap)
 
     check()
 
