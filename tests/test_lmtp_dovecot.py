@@ -425,6 +425,11 @@ CORPUS = {
     "sender-without-brackets": [LHLO, cmd(f"MAIL FROM:{SENDER}"), QUIT],
     "sender-with-space": [LHLO, cmd("MAIL FROM:<a b@example.org>"), QUIT],
     "sender-without-domain": [LHLO, cmd("MAIL FROM:<sender@>"), QUIT],
+    # The root's dot after the domain: fetchmail hands on the sender a
+    # message names, and drops, unbounced, one whose MAIL gets 501 (its
+    # default antispam codes).
+    "sender-trailing-dot": [LHLO, cmd(f"MAIL FROM:<{SENDER}.>"), cmd(f"RCPT TO:<{ALICE}>"),
+                            cmd("DATA"), msg("tdot"), QUIT],
     "nul-in-sender": [LHLO, cmd("MAIL FROM:<a\0b@example.org>"), QUIT],
     "null-sender": [LHLO, cmd("MAIL FROM:<>"), cmd(f"RCPT TO:<{ALICE}>"), cmd("DATA"),
                     msg("null"), QUIT],
