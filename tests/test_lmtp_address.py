@@ -46,6 +46,11 @@ rests = st.sampled_from(["", " SIZE=100", "  BODY=8BITMIME", "\tX", " (comment) 
 def test_address_like_arguments_parse_as_aiosmtpd_parses_them(local, domain, rest, limit):
     fast, reference = parsers(limit)
     arg = f"<{local}@{domain}>{rest}"
+    if domain.endswith(".") and _PLAIN_ADDRESS.match(arg):
+        # The root's dot after a plain domain: read without it, as Dovecot's
+        # lmtp takes the address (aiosmtpd's parser refuses it).
+        assert fast(arg) == reference(f"<{local}@{domain[:-1]}>{rest}")
+        return
     assert fast(arg) == reference(arg)
 
 

@@ -44,7 +44,9 @@ from aiosmtpd.smtp import log as aiosmtpd_log
 # this gives the same (address, rest) for these, and the parser gets the
 # rest (quoted local parts, source routes, comments, <>, UTF-8).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>"
+# A domain may end with the root's dot (example.org.), which Dovecot's lmtp
+# takes and Postfix strips when it routes: the address is read without it.
+_PLAIN_ADDRESS = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)\.?>"
                             r"(?![ \t]*[(])[ \t]*")
 # Control characters but the tab, which may separate an address from its
 # parameters.
