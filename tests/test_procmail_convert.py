@@ -333,8 +333,8 @@ CHANGED = [
      5, "MAILDIR is set inside a block", 'header :contains "from" "x"'),
     # Found side by side with procmail: it writes a folder named INBOX
     # (.INBOX/), which the conversion filed into the inbox without a word.
-    ("folder-named-inbox", ":0\n.INBOX/\n", 2, "procmail writes the Maildir++ folder "
-     "/home/u/Maildir/.INBOX/, which an IMAP client cannot tell from the INBOX", None),
+    ("folder-named-inbox", ":0\n.INBOX/\n", 2, "procmail writes the Maildir "
+     "/home/u/Maildir/.INBOX/, a folder an IMAP client cannot tell from the INBOX", None),
     ("mbox-default", "DEFAULT=/var/mail/u\n", 2, "DEFAULT: /var/mail/u is outside the "
      "Maildir; what no recipe delivers is kept in the INBOX of /home/u/Maildir", None),
 ]

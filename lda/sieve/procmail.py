@@ -375,7 +375,10 @@ class Converter:
                 "a Maildir" if written.endswith("/") else "an mbox file (no trailing /)")
         plus = not relative or ("/" not in relative and relative.startswith("."))
         shown = "the INBOX" if target == "INBOX" else f"the Maildir++ folder {target}"
-        if kind != "a Maildir":
+        if relative and target == "INBOX" and kind == "a Maildir":  # .INBOX/, INBOX/
+            self.changes.append(f"procmail writes the Maildir {path}/, a folder an IMAP "
+                                "client cannot tell from the INBOX: it becomes the INBOX")
+        elif kind != "a Maildir":
             self.changes.append(f"{path} is {kind}: it becomes {shown} "
                                 f"of {self.maildir}")
         elif not plus:
