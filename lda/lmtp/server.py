@@ -229,7 +229,9 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None, counts=No
     `parent` is the supervisor's pid, in a child that shares the socket and
     keeps its session count in counts.slots[slot]."""
     loop = asyncio.get_running_loop()
-    threads = (ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver")
+    threads = (ThreadPoolExecutor(config.lmtp_workers, thread_name_prefix="deliver",
+                                  initializer=signal.pthread_sigmask,
+                                  initargs=(signal.SIG_BLOCK, STOP_SIGNALS))
                if config.lmtp_workers else contextlib.nullcontext())
     with threads as pool:  # None without threads: the handler delivers on the loop
         handler = DeliveryHandler(config, pool, log, clock=clock)
@@ -245,9 +247,12 @@ async def serve(config, log, sock, grace=300, clock=None, parent=None, counts=No
         if parent is not None:
             _stop_when_orphaned(loop, parent, stop)
         await stop.wait()
+        # Once stopping, a second SIGTERM must not kill the process while
+        # asyncio.run() restores the default handlers on its way out, nor in
+        # the instant between remove_signal_handler (SIG_DFL) and SIG_IGN
+        # here: blocked first, it waits, and is then ignored (run()).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         for signum in STOP_SIGNALS:
-            # Once stopping, a second SIGTERM must not kill the process while
-            # asyncio.run() restores the default handlers on its way out.
             loop.remove_signal_handler(signum)
             signal.signal(signum, signal.SIG_IGN)
         acceptor.close()
