@@ -62,6 +62,7 @@ CLASSES = {
     "xdigit": lambda c: c in "0123456789abcdefABCDEF",
 }
 SPECIAL = frozenset("\\.[]()*+?{}|^$")
+# match.fold's table: match imports this module, so it is not imported back.
 ASCII_FOLD = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
 
 # Instructions: [opcode, a, b].
@@ -260,7 +261,7 @@ class _Compiler:
         kind = tree[0]
         if kind == "char":
             c = tree[1]
-            self.emit(CHAR, c.lower() if self.casemap and c.isascii() else c)
+            self.emit(CHAR, fold(c) if self.casemap else c)
         elif kind == "any":
             self.emit(ANY)
         elif kind == "bol":
@@ -391,7 +392,7 @@ class Regex:
                         i = _echo(text, i, caps[2 * a], caps[2 * a + 1], casemap)
                         if i is None:
                             break
-                    elif i < n and (op == ANY or (a == (_fold(text[i]) if casemap else text[i])
+                    elif i < n and (op == ANY or (a == (fold(text[i]) if casemap else text[i])
                                                   if op == CHAR else _in_set(a, text[i], casemap))):
                         i += 1
                     else:
@@ -413,7 +414,7 @@ class Regex:
                 self._add(threads, seen, 0, empty, i, n)
             c = text[i] if i < n else None
             if casemap and c is not None:
-                folded = _fold(c)
+                folded = fold(c)
             following, next_seen = [], set()
             steps += len(threads)
             if steps > MAX_STEPS:
@@ -471,10 +472,6 @@ class Regex:
                 threads.append((pc, caps))
 
 
-def _fold(c):
-    return c.lower() if c.isascii() else c
-
-
 def _echo(text, i, start, end, casemap):
     """Where a back-reference to text[start:end] ends when it matches at
     i, else None; a group that took no part matches nothing (glibc)."""
@@ -483,6 +480,11 @@ def _echo(text, i, start, end, casemap):
     group = text[start:end]
     found = text[i:i + len(group)]
     if casemap:
-        group, found = group.translate(ASCII_FOLD), found.translate(ASCII_FOLD)
+        group, found = fold(group), fold(found)
     return i + len(group) if found == group else None
+
+
+def fold(text):
+    """ASCII letters in lower case, as i;ascii-casemap compares them."""
+    return text.translate(ASCII_FOLD)
 
