@@ -65,6 +65,12 @@ class LdaError(Exception):
     def permanent(self):
         return self.smtp_reply.startswith("5")
 
+    @property
+    def bounces(self):
+        """Whether a command that exits with it has the MTA bounce the
+        message: a permanent reply that does not exit 75."""
+        return self.permanent and self.exit_code != EX_TEMPFAIL
+
     def reply_text(self):
         """The one line the sender's side reads: `public`, else the text."""
         return " ".join((self.public or str(self) or type(self).__doc__).split())

@@ -10,7 +10,7 @@ import io
 import os
 import sys
 
-from ..errors import (EX_OK, EX_TEMPFAIL, ConfigError, LdaError, TemporaryFailure,
+from ..errors import (EX_OK, ConfigError, LdaError, TemporaryFailure,
                       UsageError, is_file_problem, unexpected)
 from ..startup.getopt import GetoptError, getopt
 from .envelope import check_sender, original_recipient
@@ -153,7 +153,7 @@ def exit_status(results):
     errors = [r.error for r in results if r.error is not None]
     if not errors:
         return EX_OK, None
-    temporary = [e for e in errors if e.exit_code == EX_TEMPFAIL or not e.permanent]
+    temporary = [e for e in errors if not e.bounces]
     chosen = temporary[0] if temporary else errors[0]
     return chosen.exit_code, chosen
 

@@ -19,7 +19,6 @@ import os
 import time
 
 from ..errors import (
-    EX_TEMPFAIL,
     CannotCreate,
     ForwardFailed,
     LdaError,
@@ -212,8 +211,7 @@ class Delivery:
         and reported failed, and sent again.  A temporary refusal lets the
         others go on: the MTA retries all, and DeliveredTo drops the copies
         that arrived."""
-        refused = next((r for r in results if r is not None and r.error.permanent
-                        and r.error.exit_code != EX_TEMPFAIL), None)
+        refused = next((r for r in results if r is not None and r.error.bounces), None)
         if refused is None:
             return plans
         for index, plan in plans:
