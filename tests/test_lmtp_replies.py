@@ -416,3 +416,31 @@ def test_the_idle_timeout_cuts_neither_a_slow_message_nor_a_long_delivery(lmtp, 
     replies = client.replies(2)
     client.close()
     assert [status(r) for r in replies] == [S250_DELIVERED, S250_OK], replies
+
+
+@pytest.mark.parametrize("damage", ["new-is-a-symlink", "maildir-is-a-file"])
+def test_a_failure_of_the_server_s_own_files_names_no_path_to_the_client(lmtp, damage):
+    """The reply reaches the sender (an MTA copies it into its bounce):
+    it says "internal error", as Dovecot's lmtp says, and the path and the
+    reason go to lda's log alone, where the administrator reads them."""
+    server = lmtp("--processes", "1")
+    maildir = server.site.maildir(BOX)
+    if damage == "new-is-a-symlink":
+        (maildir / "new").rmdir()
+        (maildir / "new").symlink_to(maildir / "cur")
+    else:
+        for sub in ("new", "cur", "tmp"):
+            (maildir / sub).rmdir()
+        maildir.rmdir()
+        maildir.write_text("not a directory\n")
+    client = server.client()
+    rcpt_replies, replies = client.send(SENDER, [BOX, "b@example.org"], message())
+    client.close()
+    failed, delivered = replies if len(replies) == 2 else (rcpt_replies[BOX], replies[0])
+    assert failed.startswith("451 4.3.") and f"<{BOX}>" in failed, replies
+    assert "internal error" in failed, failed
+    assert str(server.site.root) not in failed and "/" not in failed.split(">", 1)[1], failed
+    assert status(delivered) == S250_DELIVERED, replies
+    code, log = server.stop()
+    assert code == 0, log
+    assert str(maildir) in log and BOX in log, log
