@@ -691,20 +691,22 @@ def test_a_host_name_cannot_make_a_maildir_file_name_misread(user, tmp_path, hos
     assert path.name.count(":") == 0 and len(path.name) <= 255
 
 
-@pytest.mark.parametrize("recipients", [("alice@example.org", "bob@example.org"),
-                                        ("team@example.org",)], ids=["two", "alias"])
-def test_one_mailbox_s_damaged_maildir_holds_back_no_other_recipient(site, recipients):
+@pytest.mark.parametrize("recipients, status", [
+    (("alice@example.org", "bob@example.org"), 78),  # UnsafePath: Postfix defers
+    (("team@example.org",), 0)], ids=["two", "alias"])  # a partial delivery, kept
+def test_one_mailbox_s_damaged_maildir_holds_back_no_other_recipient(site, recipients,
+                                                                    status):
     """The first recipient's Maildir is where the message is written first;
     when that Maildir is damaged (a file where its directory should be),
     the message is written in the database's tmp/ instead, and only that
-    recipient is deferred: the others have their copy now, not after the
+    recipient waits: the others have their copy now, not after the
     administrator's repair (DeliveredTo drops theirs on the retry)."""
     alice, bob = site.create("alice@example.org"), site.create("bob@example.org")
     site.aliases.write_text("team: alice@example.org, bob@example.org\n")
     shutil.rmtree(alice)
     alice.write_text("not a directory\n")
-    done = site.deliver(message(), *recipients)
-    assert done.returncode == 78, done.stderr  # UnsafePath: Postfix defers
-    assert len(maildir_files(bob)) == 1, done.stderr
-    again = site.deliver(message(), *recipients)
-    assert again.returncode == 78 and len(maildir_files(bob)) == 1, again.stderr
+    for _ in range(2):
+        done = site.deliver(message(), *recipients)
+        assert done.returncode == status, done.stderr
+        assert len(maildir_files(bob)) == 1, done.stderr
+        assert b"alice: symlink or non-directory in path" in done.stderr

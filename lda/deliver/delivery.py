@@ -24,7 +24,9 @@ from ..errors import (
     LdaError,
     MaildirMissing,
     MailLoop,
+    NotOwner,
     TemporaryFailure,
+    UnsafePath,
 )
 from ..log import failure_status
 from ..store import maildir as md
@@ -290,7 +292,9 @@ class Delivery:
                         failure_status(error), error.status, str(error))
 
     def _staging_dir(self, plan):
-        """tmp/ of the first local target (so hard links work), else the db's.
+        """tmp/ of the first local target (so hard links work), else the db's:
+        also when that Maildir is damaged or not the owner's, whose own
+        delivery then fails alone, at its link, not every recipient's.
 
         The Maildir is not created here, outside the mailbox locks: one that
         `lda mailbox move` took away since the recipient was resolved would
@@ -304,8 +308,8 @@ class Delivery:
                         return md.open_tmp(target.maildir_root, target.maildir_relative,
                                            self.owner)
                     box = self._open(target, create=False)
-                except CannotCreate:
-                    break  # not there (yet): stage in the database's tmp/
+                except (CannotCreate, UnsafePath, NotOwner):
+                    break  # not there (yet), or unusable: the database's tmp/
                 try:
                     return os.dup(box.tmp_fd)
                 finally:
