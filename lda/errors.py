@@ -55,6 +55,11 @@ class LdaError(Exception):
     # bounce and an LMTP client into its own, so a full mailbox's usage and
     # limits stay in the log (Dovecot answers its quota_exceeded_message).
     public = None
+    # Whether the text is about the server's own state (its paths, files,
+    # locks, databases, configuration) rather than the message or the
+    # recipient: an LMTP reply then says only "internal error", as
+    # Dovecot's lmtp does, and the text goes to lda's log alone.
+    internal = False
 
     @property
     def status(self):
@@ -84,6 +89,8 @@ class LdaError(Exception):
 
 class TemporaryFailure(LdaError):
     """Delivery failed for a reason that a later retry may not meet."""
+
+    internal = True
 
 
 class UsageError(LdaError):
@@ -129,6 +136,8 @@ class Rejected(LdaError):
 
 class ConfigError(LdaError):
     """The configuration is wrong; Postfix defers, so mail waits for the fix."""
+
+    internal = True
 
     exit_code = EX_CONFIG
     smtp_reply = "451 4.3.5"
@@ -206,6 +215,8 @@ class OnOtherHost(TemporaryFailure):
     """The mailbox's database is held by another host of a shared
     directory; the MTA retries, and its transport map sends it there."""
 
+    internal = False  # a host name, for the MTA's transport map
+
     def __init__(self, address, host):
         super().__init__(f"mailbox {address} is on host {host}")
         self.address, self.host = address, host
@@ -222,6 +233,7 @@ class CannotCreate(LdaError):
     """A mailbox file or directory cannot be created (and retrying may help)."""
 
     smtp_reply = "451 4.3.0"
+    internal = True
 
 
 class MaildirMissing(CannotCreate):
@@ -234,6 +246,7 @@ class UnsafePath(LdaError):
 
     exit_code = EX_CONFIG
     smtp_reply = "451 4.3.5"
+    internal = True
 
 
 class NotOwner(LdaError):
@@ -241,6 +254,7 @@ class NotOwner(LdaError):
 
     exit_code = EX_CONFIG
     smtp_reply = "451 4.3.5"
+    internal = True
 
 
 class KeywordsUnusable(LdaError):
@@ -257,6 +271,8 @@ class SubscriptionsUnusable(LdaError):
 
 class ForwardFailed(LdaError):
     """The sendmail command did not accept a forwarded copy."""
+
+    internal = True
 
 
 def unexpected(error, log=None, held=None):

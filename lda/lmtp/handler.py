@@ -76,9 +76,9 @@ class DeliveryHandler:
         try:
             plan = await self._work(self._check_recipient, address, envelope, session)
         except LdaError as e:
-            if e.public is not None:
+            if e.public is not None or e.internal:
                 # The reply leaves out what the administrator needs (a full
-                # mailbox's figures): the log line a delivery would write.
+                # mailbox's figures, a path): the log line a delivery would write.
                 self.log.target(None, address, None, failure_status(e), e.status, str(e))
             return f"{e.smtp_reply} <{address}>: {_text(e)}"
         except Exception as e:  # noqa: BLE001 - answer 451, never drop the session
@@ -198,6 +198,11 @@ def _peer(session):
 
 
 def _text(error):
+    """What the client reads: an MTA copies it into the sender's bounce, so
+    a failure of the server's own files names none of them (lda's log
+    has the text), as Dovecot's lmtp answers an internal error."""
+    if error.internal:
+        return "internal error, details in the server log"
     return error.reply_text()[:300]
 
 
