@@ -205,6 +205,14 @@ class QuotaTooBig(LdaError):
     public = "Message is larger than the mailbox quota"
 
 
+class DirectoryStale(TemporaryFailure):
+    """An address no mailbox answers to, in a directory mirror that has not
+    heard from its source for a while: the mailbox may exist and not be
+    copied here yet.  The text names the mirror's age, no path."""
+
+    internal = False
+
+
 class MailboxMoving(LdaError):
     """The mailbox is being moved to another database; retry shortly."""
 

@@ -15,7 +15,8 @@ it, and its `mirror` row says how fresh it is (unknown()).
 import os
 import time
 
-from ..errors import ConfigError, OnOtherHost, TemporaryFailure, UnknownRecipient
+from ..errors import (ConfigError, DirectoryStale, OnOtherHost, TemporaryFailure,
+                      UnknownRecipient)
 from ..startup.collections import record
 from ..startup.sqlite3 import sqlite3
 
@@ -151,10 +152,10 @@ class Directory:
         if mirror:
             age = self.mirror_age(clock)
             if age is None:
-                return TemporaryFailure(f"unknown recipient {address}: the directory "
+                return DirectoryStale(f"unknown recipient {address}: the directory "
                                         "mirror has never been synced")
             if age > MIRROR_STALE_SECONDS:
-                return TemporaryFailure(f"unknown recipient {address}: directory mirror "
+                return DirectoryStale(f"unknown recipient {address}: directory mirror "
                                         f"is {int(age)} s old")
         return UnknownRecipient(f"unknown recipient {address}")
 
