@@ -337,6 +337,15 @@ CHANGED = [
      "/home/u/Maildir/.INBOX/, a folder an IMAP client cannot tell from the INBOX", None),
     ("mbox-default", "DEFAULT=/var/mail/u\n", 2, "DEFAULT: /var/mail/u is outside the "
      "Maildir; what no recipe delivers is kept in the INBOX of /home/u/Maildir", None),
+    # Found side by side with procmail: Sieve compares RFC 2047 decoded text,
+    # procmail the field as sent, so a condition on an encoded word's own
+    # marks, or on non-ASCII text (which mail sends encoded), silently
+    # matched other mail.
+    ("encoded-word-marks", ":0\n* ^Subject:.*=\\?gb2312\\?\n.Gb/\n", 2,
+     "^Subject:.*=\\?gb2312\\?: procmail matches the field as sent, RFC 2047 encoded "
+     "words undecoded", '"=?gb2312?"'),
+    ("non-ascii-text", ":0\n* ^Subject:.*café\n.Cafe/\n", 2, "^Subject:.*café: procmail "
+     "matches the field as sent, RFC 2047 encoded words undecoded", '"café"'),
 ]
 
 
@@ -501,6 +510,10 @@ SIDE_BY_SIDE = [
      ":0\n* ^Subject:foo\n.Foo/\n", "Subject: foo"),
     ("assignment-in-a-block-not-run", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
      ":0\n* ^Subject:.*never\n{{\n  DEFAULT=$MAILDIR/.Never/\n}}\n", "Subject: x"),
+    ("encoded-word-marks", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject:.*=\\?utf-8\\?\n.Encoded/\n", "Subject: =?utf-8?q?caf=C3=A9?="),
+    ("non-ascii-text", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject:.*café\n.Cafe/\n", "Subject: =?utf-8?q?caf=C3=A9?="),
 ]
 
 
