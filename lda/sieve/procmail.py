@@ -13,12 +13,12 @@ What is translated (procmailrc(5), procmailex(5)):
 - assignments (MAILDIR, DEFAULT, others for $VAR in paths); a DEFAULT in
   the Maildir ends the script with its fileinto.
 What Sieve does differently (an mbox, MH or non-Maildir++ target, a MAILDIR
-or DEFAULT outside the Maildir, flag D, `^Header:text`, size, assignments in
-blocks) is translated with a CHANGED MEANING comment; what has no Sieve
-equivalent (pipes, body conditions, other regular expressions, A/a/E/e
-chaining, scoring, INCLUDERC) is left out as a NOT TRANSLATED comment.  Each
-is a Problem with its line number: the CLI's exit status says whether there
-was any.
+or DEFAULT outside the Maildir, flag D, `^Header:text`, non-ASCII text or an
+encoded word's =? in a condition, size, assignments in blocks) is translated
+with a CHANGED MEANING comment; what has no Sieve equivalent (pipes, body
+conditions, other regular expressions, A/a/E/e chaining, scoring, INCLUDERC)
+is left out as a NOT TRANSLATED comment.  Each is a Problem with its line
+number: the CLI's exit status says whether there was any.
 """
 
 import os
@@ -308,6 +308,7 @@ class Converter:
         for prefix, boundary in (("^TO_", NOT_IN_ADDRESS), ("^TO", NOT_IN_WORD)):
             if text.startswith(prefix):
                 keys = destination_keys(text[len(prefix):], boundary)
+                self.decoded(text, keys[0])
                 return (f"header :matches{comparator}\n{INDENT}{string_list(TO_FIELDS)}\n"
                         f"{INDENT}{string_list(keys)}")
         found = HEADER_REGEX.match(text)
@@ -321,7 +322,25 @@ class Converter:
         match, key = pattern(rest[1:] if rest[:1] == " " else rest, start_anchored=True)
         if match == "exists":
             return f"exists {quote(name.lower())}"
+        self.decoded(text, key)
         return f"header :{match}{comparator} {quote(name.lower())} {quote(key)}"
+
+    def decoded(self, text, key):
+        """Sieve compares a field's RFC 2047 decoded text (RFC 5228 section
+        2.7.2), procmail the field as sent.  Said where the condition is
+        about the difference: text outside ASCII, which mail sends encoded,
+        or the marks =? and ?= of an encoded word (in key, a "?" either the
+        character or any one).  For ASCII words the decoding finds what the
+        condition was written for, in encoded fields too: lda(1) says so
+        once, rather than a note on every recipe."""
+        if not text.isascii():
+            effect = "so non-ASCII text, which mail sends encoded, matches only here"
+        elif any(mark in key.replace("\\", "") for mark in ("=?", "?=")):
+            effect = "which has no =? or ?= of an encoded word"
+        else:
+            return
+        self.changes.append(f"{text}: procmail matches the field as sent, RFC 2047 encoded "
+                            f"words undecoded; Sieve compares the decoded text, {effect}")
 
     def action(self, text, flags, copy):
         """Sieve lines for the action line; a delivering one ends with
