@@ -96,6 +96,12 @@ TRANSLATED = [
     ("size-over", ":0\n* > 1000000\n.Big/\n", stored("size :over 1000000", "Big"), FILEINTO),
     ("size-under-negated", ":0\n* ! < 100\n.Big/\n", stored("not size :under 100", "Big"),
      FILEINTO),
+    # procmail reads the field as sent, where a space follows the colon: a
+    # "." or ".*" first takes it, as it took nothing in the value Sieve sees.
+    ("dot-star-reaches-the-space", ":0\n* ^Subject:.* foo\n.Foo/\n",
+     stored('header :matches "subject" ["* foo*", "foo*"]', "Foo"), FILEINTO),
+    ("dot-is-the-space", ":0\n* ^Subject:.foo\n.Foo/\n",
+     stored('header :matches "subject" "foo*"', "Foo"), FILEINTO),
     ("comments-and-assignments-ignored", "# hello\nLOGFILE=$HOME/log\nVERBOSE=off\n\n"
      ":0\n# a comment between\n* ^Subject:.*x\n.X/\n",
      stored('header :contains "subject" "x"', "X"), FILEINTO),
@@ -346,6 +352,15 @@ CHANGED = [
      "words undecoded", '"=?gb2312?"'),
     ("non-ascii-text", ":0\n* ^Subject:.*café\n.Cafe/\n", 2, "^Subject:.*café: procmail "
      "matches the field as sent, RFC 2047 encoded words undecoded", '"café"'),
+    # Found side by side with procmail: white space Sieve's value never has,
+    # which the conversion dropped (before $) or kept in a key that could
+    # not match (after the colon's one space) without a word.
+    ("two-spaces-after-colon", ":0\n* ^Subject:  foo\n.Foo/\n", 2, "^Subject: with '  ' "
+     "after the colon: procmail wants that white space, not the one space", '"foo*"'),
+    ("tab-after-colon", ":0\n* ^Subject:\tfoo\n.Foo/\n", 2, "^Subject: with '\\t' after "
+     "the colon: procmail wants that white space, not the one space", '"foo*"'),
+    ("white-space-before-dollar", ":0\n* ^Subject: foo $\n.Foo/\n", 2, "^Subject: foo $: "
+     "procmail wants white space at the end of the field", '"foo"'),
 ]
 
 
@@ -514,6 +529,14 @@ SIDE_BY_SIDE = [
      ":0\n* ^Subject:.*=\\?utf-8\\?\n.Encoded/\n", "Subject: =?utf-8?q?caf=C3=A9?="),
     ("non-ascii-text", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
      ":0\n* ^Subject:.*café\n.Cafe/\n", "Subject: =?utf-8?q?caf=C3=A9?="),
+    ("dot-star-reaches-the-space", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject:.* foo\n.Foo/\n", "Subject: foo"),
+    ("dot-is-the-space", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject:.foo\n.Foo/\n", "Subject: foo"),
+    ("two-spaces-after-colon", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject:  foo\n.Foo/\n", "Subject: foo"),
+    ("white-space-before-dollar", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0\n* ^Subject: foo $\n.Foo/\n", "Subject: foo"),
 ]
 
 
