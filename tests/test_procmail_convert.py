@@ -566,6 +566,9 @@ def side_by_side(user, tmp_path, rc, header):
 # it, and there the script does what the condition was written for.
 NOT_REPORTED = [
     ("ascii-text-encoded", ":0\n* ^Subject:.*cafe\n.Cafe/\n", "Subject: =?utf-8?q?caf=65?="),
+    ("no-space-after-colon", ":0\n* ^Subject: foo\n.Foo/\n", "Subject:foo"),
+    ("tab-after-colon", ":0\n* ^Subject: foo\n.Foo/\n", "Subject:\tfoo"),
+    ("white-space-at-the-end", ":0\n* ^Subject:.*foo$\n.Foo/\n", "Subject: foo  "),
 ]
 
 

@@ -3,7 +3,9 @@
 What is translated (procmailrc(5), procmailex(5)):
 - `:0` / `:0:` recipes, flags c (copy), D (case-sensitive: i;octet), H, W/w;
 - conditions `^Header:.*text` (:contains), `^Header: text` (:matches
-  "text*"), `^Header: text$` (:is), `.` and `.*` inside (? and *), `^TO_x`
+  "text*"), `^Header: text$` (:is), `.` and `.*` inside (? and *; a first
+  one may be the space after the colon, `^Header:.* text` -> :matches
+  ["* text*", "text*"]), `^TO_x`
   and `^TO` (header :matches over procmail's destination fields, with one
   key per boundary character), `!` (not), `< N` / `> N` (size);
 - actions: a Maildir++ folder of the Maildir (`.Lists/` with MAILDIR set to
@@ -13,8 +15,9 @@ What is translated (procmailrc(5), procmailex(5)):
 - assignments (MAILDIR, DEFAULT, others for $VAR in paths); a DEFAULT in
   the Maildir ends the script with its fileinto.
 What Sieve does differently (an mbox, MH or non-Maildir++ target, a MAILDIR
-or DEFAULT outside the Maildir, flag D, `^Header:text`, non-ASCII text or an
-encoded word's =? in a condition, size, assignments in blocks) is translated
+or DEFAULT outside the Maildir, flag D, `^Header:text` or other white space
+than one space there, white space before `$`, non-ASCII text or an encoded
+word's =? in a condition, size, assignments in blocks) is translated
 with a CHANGED MEANING comment; what has no Sieve equivalent (pipes, body
 conditions, other regular expressions, A/a/E/e chaining, scoring, INCLUDERC)
 is left out as a NOT TRANSLATED comment.  Each is a Problem with its line
@@ -42,6 +45,7 @@ NOT_IN_WORD = [c for c in PRINTABLE if not c.isalpha()]
 IGNORED_FLAGS = set("HWwfir")  # defaults, or meaningful only for pipes (f on "!" is refused)
 RECIPE = re.compile(r"^:(\d*)\s*([A-Za-z\s]*?)\s*(?::\s*(\S*))?\s*$")
 ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+BLANKS = (("lit", " "), ("lit", "\t"))  # tokens no Sieve value starts or ends with
 HEADER_REGEX = re.compile(r"^\^([A-Za-z0-9_-]+):(.*)$")
 VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 FORMAIL_DEDUP = re.compile(r"^formail\s+-D\s+\d+\s+\S+\s*$")
@@ -307,35 +311,75 @@ class Converter:
                                 "field names ignore case")
         for prefix, boundary in (("^TO_", NOT_IN_ADDRESS), ("^TO", NOT_IN_WORD)):
             if text.startswith(prefix):
-                keys = destination_keys(text[len(prefix):], boundary)
-                self.decoded(text, keys[0])
+                tokens = self.trailing(text, regex_tokens(text[len(prefix):]))
+                keys = destination_keys(tokens, boundary)
+                self.decoded(text, keys[:1])
                 return (f"header :matches{comparator}\n{INDENT}{string_list(TO_FIELDS)}\n"
                         f"{INDENT}{string_list(keys)}")
         found = HEADER_REGEX.match(text)
         if not found:
             raise Untranslated(f"condition {text!r} is not ^Header:... or ^TO_...")
         name, rest = found.groups()
-        if rest[:1] not in ("", " ") and not rest.startswith(".*"):
+        patterns = self.value_patterns(text, name, rest)
+        if ["*"] in patterns:
+            return f"exists {quote(name.lower())}"
+        if len(patterns) == 1:
+            match, key = keyed(patterns[0])
+            keys, shown = [key], quote(key)
+        else:  # a key for each way a first ".*" may take the space
+            keys = [glob(p) for p in patterns]
+            match, shown = "matches", string_list(keys)
+        self.decoded(text, keys)
+        return f"header :{match}{comparator} {quote(name.lower())} {shown}"
+
+    def value_patterns(self, text, name, rest):
+        """Token lists for the value Sieve compares, which has no white space
+        at either end, where procmail matches rest after the colon of the
+        field as sent.  A field has one space there: a first " " or "." is
+        that space and a first ".*" may take it, so the two agree on every
+        field written so.  A rest that wants other white space there, or
+        none, matches only unusual fields: it is translated without that
+        white space, and said."""
+        tokens = self.trailing(text, regex_tokens(rest))
+        patterns = [p for p in after_space(tokens) if not (p and p[0] in BLANKS)]
+        if patterns:
+            return patterns
+        blank = next((i for i, t in enumerate(tokens) if t not in BLANKS), len(tokens))
+        if blank:
+            spaces = "".join(t[1] for t in tokens[:blank])
+            self.changes.append(f"^{name}: with {spaces!r} after the colon: procmail wants "
+                                "that white space, not the one space a field has; Sieve "
+                                "compares the value without its leading white space")
+        else:
             self.changes.append(f"^{name}:{rest[:1]}...: procmail wants no space after "
                                 "the colon; Sieve compares the value without its "
                                 "leading white space")
-        match, key = pattern(rest[1:] if rest[:1] == " " else rest, start_anchored=True)
-        if match == "exists":
-            return f"exists {quote(name.lower())}"
-        self.decoded(text, key)
-        return f"header :{match}{comparator} {quote(name.lower())} {quote(key)}"
+        return [tokens[blank:]]
 
-    def decoded(self, text, key):
+    def trailing(self, text, tokens):
+        """Tokens without white space before a final $, which procmail
+        wants and Sieve's value never ends with (white space alone is the
+        space after the colon: ^Subject: $)."""
+        end = len(tokens)
+        while end and tokens[end - 1] in BLANKS:
+            end -= 1
+        if end in (0, len(tokens)):
+            return tokens
+        self.changes.append(f"{text}: procmail wants white space at the end of the field; "
+                            "Sieve compares the value without its trailing white space")
+        return tokens[:end]
+
+    def decoded(self, text, keys):
         """Sieve compares a field's RFC 2047 decoded text (RFC 5228 section
         2.7.2), procmail the field as sent.  Said where the condition is
         about the difference: text outside ASCII, which mail sends encoded,
-        or the marks =? and ?= of an encoded word (in key, a "?" either the
+        or the marks =? and ?= of an encoded word (in keys, a "?" either the
         character or any one).  For ASCII words the decoding finds what the
         condition was written for, in encoded fields too: lda(1) says so
         once, rather than a note on every recipe."""
         if not text.isascii():
             effect = "so non-ASCII text, which mail sends encoded, matches only here"
-        elif any(mark in key.replace("\\", "") for mark in ("=?", "?=")):
+        elif any(mark in key.replace("\\", "") for key in keys for mark in ("=?", "?=")):
             effect = "which has no =? or ?= of an encoded word"
         else:
             return
@@ -475,12 +519,14 @@ def indented(line):
     return "\n".join(INDENT + part if part else part for part in line.split("\n"))
 
 
-def pattern(regex, start_anchored):
-    """(match type, key) for a procmail regex made of literals, "." and
-    ".*", with an optional final "$"; raises Untranslated for anything else."""
+def regex_tokens(regex):
+    """A procmail regex made of literals, "." and ".*", with an optional
+    final "$", as the text it matches from the start: ("lit", c), "?" (any
+    one character) and "*" (any text, added at an open end); raises
+    Untranslated for anything else."""
     end_anchored = regex.endswith("$") and not regex.endswith("\\$")
     if end_anchored:
-        regex = regex[:-1].rstrip(" ")
+        regex = regex[:-1]
     tokens, i = [], 0
     while i < len(regex):
         c = regex[i]
@@ -492,7 +538,7 @@ def pattern(regex, start_anchored):
             tokens.append(("lit", regex[i + 1]))
             i += 2
         elif c == "." and regex[i + 1:i + 2] == "*":
-            tokens.append("*")
+            tokens += [] if tokens[-1:] == ["*"] else ["*"]
             i += 2
         elif c == ".":
             tokens.append("?")
@@ -503,10 +549,23 @@ def pattern(regex, start_anchored):
         else:
             tokens.append(("lit", c))
             i += 1
-    if not start_anchored and tokens[:1] != ["*"]:
-        tokens.insert(0, "*")
     if not end_anchored and tokens[-1:] != ["*"]:
         tokens.append("*")
+    return tokens
+
+
+def after_space(tokens):
+    """Token lists that match a value where tokens matches a space and
+    then the value: the field after its colon, as procmail reads it."""
+    if tokens[:1] in (["?"], [("lit", " ")]):
+        return [tokens[1:]]
+    if tokens[:1] == ["*"]:  # it takes the space, or leaves it to the rest
+        return [tokens] + after_space(tokens[1:])
+    return []
+
+
+def keyed(tokens):
+    """(match type, key) for tokens: exists, is, contains or matches."""
     wildcard = [t for t in tokens if not isinstance(t, tuple)]
     literal = "".join(t[1] for t in tokens if isinstance(t, tuple))
     if tokens == ["*"]:
@@ -515,21 +574,19 @@ def pattern(regex, start_anchored):
         return "is", literal
     if (tokens[0] == tokens[-1] == "*" and len(wildcard) == 2 and len(tokens) > 2):
         return "contains", literal
-    return "matches", "".join(matches_key(t[1]) if isinstance(t, tuple) else t
-                              for t in tokens)
+    return "matches", glob(tokens)
 
 
-def destination_keys(regex, boundary):
-    """:matches keys for the text after ^TO_ or ^TO: the text first in the
-    value, or anywhere after one of the boundary characters.  Sieve has no
-    character classes, so the boundary is spelled out, one key each."""
-    match, key = pattern(regex, start_anchored=True)
-    if match == "exists":
-        return ["*"]
-    if match == "is":
-        key = matches_key(key)
-    elif match == "contains":
-        key = "*" + matches_key(key) + "*"
+def glob(tokens):
+    """Tokens as a :matches key."""
+    return "".join(matches_key(t[1]) if isinstance(t, tuple) else t for t in tokens)
+
+
+def destination_keys(tokens, boundary):
+    """:matches keys for the tokens after ^TO_ or ^TO: the text first in
+    the value, or anywhere after one of the boundary characters.  Sieve has
+    no character classes, so the boundary is spelled out, one key each."""
+    key = glob(tokens)
     if key.startswith("*"):
         return [key]
     return [key] + ["*" + matches_key(c) + key for c in boundary]
