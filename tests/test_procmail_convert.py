@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -361,6 +362,15 @@ CHANGED = [
      "the colon: procmail wants that white space, not the one space", '"foo*"'),
     ("white-space-before-dollar", ":0\n* ^Subject: foo $\n.Foo/\n", 2, "^Subject: foo $: "
      "procmail wants white space at the end of the field", '"foo"'),
+    # Found side by side with procmail: it stores a copy each time, Sieve
+    # into a folder once (RFC 5228 section 2.10.3), so a :0c copy and a later
+    # delivery to the same folder left one message where procmail left two.
+    ("copy-then-the-same-folder", ":0c\n.Backup/\n\n:0\n* ^Subject:.*x\n.Backup/\n", 5,
+     "procmail stores another copy in the Maildir++ folder Backup, where the :0c recipe "
+     "on line 2 stored one", 'fileinto :create "Backup";'),
+    ("copy-to-the-inbox-then-default", ":0c\n$MAILDIR/\nDEFAULT=$MAILDIR/\n", 4,
+     "DEFAULT: procmail stores another copy in the INBOX, where the :0c recipe on line 2 "
+     "stored one", "keep;"),
 ]
 
 
@@ -478,18 +488,19 @@ def lda_delivers(user, rc_text, msg):
 
 
 def landed(home, skip=()):
-    """Each Maildir holding a message in new/ and each other file (an mbox),
-    relative to home; not the Maildir's own files (its quota, a folder's
-    marker, the subscriptions lda adds a folder it makes to)."""
-    found = set()
+    """How many messages each Maildir holds in new/, and each other file
+    (an mbox) once, relative to home; not the Maildir's own files (its
+    quota, a folder's marker, the subscriptions lda adds a folder it makes
+    to)."""
+    found = Counter()
     for path in home.rglob("*"):
         rel = path.relative_to(home)
         if path.is_file() and rel.parts[0] not in skip:
             if path.parent.name == "new":
-                found.add(str(path.parent.parent.relative_to(home)))
+                found[str(path.parent.parent.relative_to(home))] += 1
             elif path.parent.name not in ("cur", "tmp") and path.name not in (
                     "maildirsize", "maildirfolder", "subscriptions"):
-                found.add(str(rel))
+                found[str(rel)] = 1
     return found
 
 
@@ -537,6 +548,12 @@ SIDE_BY_SIDE = [
      ":0\n* ^Subject:  foo\n.Foo/\n", "Subject: foo"),
     ("white-space-before-dollar", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
      ":0\n* ^Subject: foo $\n.Foo/\n", "Subject: foo"),
+    ("copy-then-the-same-folder", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0c\n.Tagged/\n:0\n* ^Subject:.*tag\n.Tagged/\n", "Subject: tagged"),
+    ("copy-to-the-inbox-then-default", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/\n"
+     ":0c\n$MAILDIR/\n", "Subject: x"),
+    ("copy-then-the-default-folder", "MAILDIR={home}/Maildir\nDEFAULT=$MAILDIR/.Rest/\n"
+     ":0c\n.Rest/\n", "Subject: x"),
 ]
 
 
