@@ -4,10 +4,10 @@ What is translated (procmailrc(5), procmailex(5)):
 - `:0` / `:0:` recipes, flags c (copy), D (case-sensitive: i;octet), H, W/w;
 - conditions `^Header:.*text` (:contains), `^Header: text` (:matches
   "text*"), `^Header: text$` (:is), `.` and `.*` inside (? and *; a first
-  one may be the space after the colon, `^Header:.* text` -> :matches
-  ["* text*", "text*"]), `^TO_x`
-  and `^TO` (header :matches over procmail's destination fields, with one
-  key per boundary character), `!` (not), `< N` / `> N` (size);
+  one may be the space after the colon: `^Header:.* text` -> :matches
+  ["* text*", "text*"]), `^TO_x` and `^TO` (header :matches over
+  procmail's destination fields, with one key per boundary character),
+  `!` (not), `< N` / `> N` (size);
 - actions: a Maildir++ folder of the Maildir (`.Lists/` with MAILDIR set to
   it, `$MAILDIR/.Lists/`) -> fileinto :create "Lists"; the Maildir -> keep;
   /dev/null -> discard; `! address` -> redirect; `{ ... }` nested recipes;
@@ -17,11 +17,12 @@ What is translated (procmailrc(5), procmailex(5)):
 What Sieve does differently (an mbox, MH or non-Maildir++ target, a MAILDIR
 or DEFAULT outside the Maildir, flag D, `^Header:text` or other white space
 than one space there, white space before `$`, non-ASCII text or an encoded
-word's =? in a condition, size, assignments in blocks) is translated
-with a CHANGED MEANING comment; what has no Sieve equivalent (pipes, body
-conditions, other regular expressions, A/a/E/e chaining, scoring, INCLUDERC)
-is left out as a NOT TRANSLATED comment.  Each is a Problem with its line
-number: the CLI's exit status says whether there was any.
+word's =? in a condition, size, a folder stored into again after a :0c copy,
+assignments in blocks) is translated with a CHANGED MEANING comment; what
+has no Sieve equivalent (pipes, body conditions, other regular expressions,
+A/a/E/e chaining, scoring, INCLUDERC) is left out as a NOT TRANSLATED
+comment.  Each is a Problem with its line number: the CLI's exit status
+says whether there was any.
 """
 
 import os
@@ -109,6 +110,7 @@ class Converter:
         self.requires = set()
         self.problems = []
         self.changes = []  # reasons the recipe being translated changes meaning
+        self.copies = {}  # folder -> line of the first :0c recipe storing into it
 
     def convert(self, text):
         """The script for text: its recipes in order, then DEFAULT's
@@ -275,7 +277,7 @@ class Converter:
                 raise Untranslated("a cloned block (:0c {...}) is not translatable")
             body = inner[1:] if inner[:1] == [""] else inner
         else:
-            body = self.action(action.text.strip(), flags, copy)
+            body = self.action(action.text.strip(), flags, copy, header.number)
         if not tests:
             return body
         test = tests[0] if len(tests) == 1 else "allof(" + ", ".join(tests) + ")"
@@ -386,9 +388,10 @@ class Converter:
         self.changes.append(f"{text}: procmail matches the field as sent, RFC 2047 encoded "
                             f"words undecoded; Sieve compares the decoded text, {effect}")
 
-    def action(self, text, flags, copy):
-        """Sieve lines for the action line; a delivering one ends with
-        stop, as procmail stops at its first delivery (unless flag c)."""
+    def action(self, text, flags, copy, number):
+        """Sieve lines for the action line of the recipe on line number; a
+        delivering one ends with stop, as procmail stops at its first
+        delivery (unless flag c)."""
         copy_tag = " :copy" if copy else ""
         stop = [] if copy else ["stop;"]
         if text.startswith("|"):
@@ -415,6 +418,7 @@ class Converter:
             if copy:
                 raise Untranslated("a copy to /dev/null does nothing")
             return ["discard;", *stop]
+        self.stored(target, copy, number)
         if target == "INBOX":
             return ["keep;", *stop]
         self.requires.update(("fileinto", "mailbox"))
@@ -437,7 +441,7 @@ class Converter:
         kind = ("an MH folder (/.)" if written.endswith("/.") else
                 "a Maildir" if written.endswith("/") else "an mbox file (no trailing /)")
         plus = not relative or ("/" not in relative and relative.startswith("."))
-        shown = "the INBOX" if target == "INBOX" else f"the Maildir++ folder {target}"
+        shown = described(target)
         if relative and target == "INBOX" and kind == "a Maildir":  # .INBOX/, INBOX/
             self.changes.append(f"procmail writes the Maildir {path}/, a folder an IMAP "
                                 "client cannot tell from the INBOX: it becomes the INBOX")
@@ -449,6 +453,17 @@ class Converter:
                                 f"Maildir++ folder: it becomes {shown} "
                                 f"({self.maildir}/.{target}/)")
         return target
+
+    def stored(self, target, copy, number):
+        """Keep the line of a :0c copy into target; say when a later
+        delivery names the same folder, which procmail stores a copy into
+        each time and Sieve once (RFC 5228 section 2.10.3)."""
+        if target in self.copies:
+            self.changes.append(f"procmail stores another copy in {described(target)}, "
+                                f"where the :0c recipe on line {self.copies[target]} stored "
+                                "one; Sieve stores a message into a folder once")
+        elif copy:
+            self.copies[target] = number
 
     def current_directory(self, path):
         """procmail's directory, which a relative path is taken from."""
@@ -488,6 +503,8 @@ class Converter:
             self.note_change(out, self.default_line, f"DEFAULT: {e}; what no recipe "
                              f"delivers is kept in the INBOX of {self.maildir}")
             return out
+        if target is not None:
+            self.stored(target, False, self.default_line)
         for reason in self.changes:
             self.note_change(out, self.default_line, f"DEFAULT: {reason}")
         if target is None:
@@ -505,6 +522,11 @@ class Converter:
             return check_folder(name)
         except UnsafeFolder as e:
             raise Untranslated(f"folder {relative!r}: {e}") from None
+
+
+def described(target):
+    """A folder name as the notes name it."""
+    return "the INBOX" if target == "INBOX" else f"the Maildir++ folder {target}"
 
 
 def within(path, root):
