@@ -17,7 +17,7 @@ What is translated (procmailrc(5), procmailex(5)):
 What Sieve does differently (an mbox, MH or non-Maildir++ target, a MAILDIR
 or DEFAULT outside the Maildir, flag D, `^Header:text` or other white space
 than one space there, white space before `$`, non-ASCII text or an encoded
-word's =? in a condition, size, a folder stored into again after a :0c copy,
+word's =? in a condition, a folder stored into again after a :0c copy,
 assignments in blocks) is translated with a CHANGED MEANING comment; what
 has no Sieve equivalent (pipes, body conditions, other regular expressions,
 A/a/E/e chaining, scoring, INCLUDERC) is left out as a NOT TRANSLATED
