@@ -3,10 +3,13 @@ over real sockets by the installed `lda` command, from a real directory.
 The Postfix end-to-end cases are in test_services_postfix.py."""
 
 import os
+import select
 import signal
 import socket
 import subprocess
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import LDA, fill_mailbox, wait_until
@@ -374,6 +377,76 @@ def test_socketmap_refuses_an_unknown_map_within_postfixs_reply_limit(quota_site
     socketmap = services(quota_site(), "socketmap")
     [(status, text)] = lookup(socketmap, "\0" * 99000 + " x")
     assert status == "PERM" and len(text) < 1000, len(text)
+
+
+# --- both services: clients that send no request ----------------------------------
+
+IDLE = 2  # seconds: policy_idle_timeout and socketmap_idle_timeout in these tests
+# A whole request of each service, and lda's answer to it.
+WHOLE = {"policy": (request("alice@example.org"), b"action=DUNNO\n\n"),
+         "socketmap": (netstring(b"mailbox alice@example.org"),
+                       netstring(b"OK alice@example.org"))}
+
+
+def idle_service(quota_site, services, name, idle=IDLE):
+    return services(quota_site(**{f"{name}_idle_timeout": idle}), name)
+
+
+def raw(service):
+    return socket.create_connection(("127.0.0.1", service.port), timeout=30)
+
+
+def seconds_until_closed(conn, trickle=b"", limit=IDLE + 5):
+    """Seconds until lda closes conn, unanswered; meanwhile `trickle` goes
+    out a byte every IDLE / 4 s.  None if conn is still open after `limit`."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if select.select([conn], [], [], IDLE / 4)[0]:
+            try:
+                data = conn.recv(4096)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"", data  # no answer to a request never finished
+            return time.monotonic() - started
+        if trickle:
+            conn.sendall(trickle[:1])
+            trickle = trickle[1:]
+    return None
+
+
+def answer(conn, whole, expected):
+    conn.sendall(whole)
+    data = b""
+    while len(data) < len(expected) and (chunk := conn.recv(4096)):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("name", ["policy", "socketmap"])
+def test_a_client_that_sends_no_whole_request_in_time_is_closed(quota_site, services, name):
+    """A client that connected and sent nothing, or half a request, or a
+    request a byte at a time, held its connection for ever: 1,000 of them
+    and lda refused every other one, Postfix's lookups with them, until a
+    restart.  Each is closed once `<name>_idle_timeout` has passed since
+    it connected (or since lda's last reply to it); a client that is slow
+    within that time is answered, and gets the time again after each reply."""
+    service = idle_service(quota_site, services, name)
+    whole, expected = WHOLE[name]
+    idle, half, trickling, slow = (raw(service) for _ in range(4))
+    with idle, half, trickling, slow, ThreadPoolExecutor(3) as pool:
+        half.sendall(whole[:len(whole) // 2])
+        closing = [pool.submit(seconds_until_closed, idle), pool.submit(seconds_until_closed, half),
+                   pool.submit(seconds_until_closed, trickling, whole[:-1])]
+        slow.sendall(whole[:10])
+        time.sleep(IDLE * 0.6)
+        assert answer(slow, whole[10:], expected) == expected
+        time.sleep(IDLE * 0.6)  # 1.2 times the timeout since it connected
+        assert answer(slow, whole, expected) == expected
+        closed_after = [future.result() for future in closing]
+    assert all(s is not None and IDLE * 0.75 <= s <= IDLE + 3 for s in closed_after), \
+        closed_after
+    with raw(service) as conn:  # the service goes on answering
+        assert answer(conn, whole, expected) == expected
 
 
 def test_a_service_without_a_listen_address_is_a_configuration_error(site):
