@@ -449,6 +449,34 @@ def test_a_client_that_sends_no_whole_request_in_time_is_closed(quota_site, serv
         assert answer(conn, whole, expected) == expected
 
 
+# Settings that make each reply some 2 KB, and a request that gets one: the
+# replies fill the socket buffers long before the requests run out.
+LONG_REPLIES = {"policy": ({"quota_status_success": "WARN " + "x" * 2000},
+                           request("alice@example.org")),
+                "socketmap": ({"socketmap_transport": "lmtp:inet:" + "x" * 2000},
+                              netstring(b"transport alice@example.org"))}
+
+
+@pytest.mark.parametrize("name", ["policy", "socketmap"])
+def test_a_client_that_takes_no_replies_is_closed(quota_site, services, name):
+    """A client that sent requests and read none of the replies held its
+    connection for ever: lda waited, with its answers, for the client to
+    take them.  It has `<name>_idle_timeout` to take each, and is closed
+    then, its unsent answers dropped, though it never reads again."""
+    settings, whole = LONG_REPLIES[name]
+    service = services(quota_site(**{f"{name}_idle_timeout": IDLE}, **settings), name)
+    with socket.socket() as conn:
+        conn.connect(("127.0.0.1", service.port))
+        conn.setblocking(False)
+        while select.select([], [conn], [], 1)[1]:  # until lda reads no more
+            conn.send(whole * 100)
+        closed = select.poll()
+        closed.register(conn, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+        started = time.monotonic()
+        assert closed.poll((IDLE + 5) * 1000), "still open"  # and nothing read
+        assert time.monotonic() - started <= IDLE + 3
+
+
 def test_a_service_without_a_listen_address_is_a_configuration_error(site):
     done = site.run("policy", check=None)
     assert done.returncode == 78, done.stderr
