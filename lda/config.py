@@ -83,6 +83,8 @@ KEYS = {
     "lmtp_max_recipients": (1000, int, "RCPTs per LMTP transaction (beyond: 452 4.5.3)"),
     "lmtp_add_received_header": (False, bool, "LMTP adds a Received: header field"),
     "policy_listen": ("", str, "lda policy socket: unix:PATH or HOST:PORT"),
+    "policy_idle_timeout": (300, int, "seconds an lda policy client has for each whole "
+                                      "request, and to take each reply (then closed)"),
     "policy_reject_unknown": (False, bool, "lda policy refuses an unknown recipient "
                                            "(quota_status_nouser)"),
     "quota_status_success": ("DUNNO", str, "lda policy's action for a recipient that fits"),
@@ -94,6 +96,8 @@ KEYS = {
     "quota_status_toolarge": ("552 5.2.3 Message is larger than the mailbox quota", str,
                               "lda policy's action for a message larger than a whole quota"),
     "socketmap_listen": ("", str, "lda socketmap socket: unix:PATH or HOST:PORT"),
+    "socketmap_idle_timeout": (300, int, "seconds an lda socketmap client has for each "
+                                         "whole request, and to take each reply"),
     "socketmap_transport": ("", str, "the transport map's value (empty: lmtp: and "
                                      "lmtp_listen)"),
     "quota_warnings": ([], list, 'thresholds that deliver a warning into the mailbox, '
@@ -267,7 +271,8 @@ class Config:
         if self.sieve_editheader_max_header_size < 1024:  # RFC 5293 section 4: >= 998
             raise ConfigError(f"{self.path}: sieve_editheader_max_header_size must be "
                               ">= 1024, as Pigeonhole's")
-        for key in ("lmtp_max_sessions", "lmtp_idle_timeout", "lmtp_max_recipients"):
+        for key in ("lmtp_max_sessions", "lmtp_idle_timeout", "lmtp_max_recipients",
+                    "policy_idle_timeout", "socketmap_idle_timeout"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{self.path}: {key} must be >= 1")
         if self.quota_messages < 0 or self.lock_timeout_seconds < 1:

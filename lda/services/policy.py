@@ -15,26 +15,32 @@ USED = frozenset({b"request", b"protocol_state", b"recipient", b"size"})  # what
 
 
 async def session(service, reader, writer):
+    while (attributes := await service.next_request(read_request(service, reader))) is not None:
+        action = await decide(service, attributes)
+        await service.send(writer, f"action={action}\n\n".encode("utf-8"))
+
+
+async def read_request(service, reader):
+    """The attributes decide() reads of the next request, up to its empty
+    line; None when the client closed the connection or sent a line too
+    long to read."""
     attributes = {}
     while True:
         try:
             line = await reader.readuntil(b"\n")
         except asyncio.IncompleteReadError:
-            return  # the client closed the connection
+            return None
         except asyncio.LimitOverrunError:
             service.log.warning("policy: a request line longer than 128 KiB: connection closed")
-            return
+            return None
         line = line[:-1].removesuffix(b"\r")  # one CR of the line end; another is a byte
-        if line:
-            # Names as Postfix writes them and Dovecot's quota-status reads
-            # them, exactly; the others are never stored, however many come.
-            name, equals, value = line.partition(b"=")
-            if equals and name in USED:
-                attributes[name.decode("ascii")] = value.decode("utf-8", "surrogateescape")
-            continue
-        writer.write(f"action={await decide(service, attributes)}\n\n".encode("utf-8"))
-        await writer.drain()
-        attributes = {}
+        if not line:
+            return attributes
+        # Names as Postfix writes them and Dovecot's quota-status reads
+        # them, exactly; the others are never stored, however many come.
+        name, equals, value = line.partition(b"=")
+        if equals and name in USED:
+            attributes[name.decode("ascii")] = value.decode("utf-8", "surrogateescape")
 
 
 async def decide(service, attributes):

@@ -15,6 +15,16 @@ smtpd_policy_service_default_action (451 4.3.5) for the policy service, a
 lookup error that defers the message for a socketmap table.  Either way no
 message is rejected because lda is unwell.
 
+A client has `policy_idle_timeout` (`socketmap_idle_timeout`) seconds
+from its connection, and again from each reply, to send its whole next
+request, and as long to take each reply; then its connection is closed,
+so that clients silent, trickling or not reading cannot hold the
+MAX_CONNECTIONS for ever.  Postfix closes its own idle connections no
+later (smtpd_policy_service_max_idle, 300 s; a socketmap's after 10 s);
+when lda closes one first, Postfix sees it before its next request and
+connects again (attr_clnt, dict_sockmap), so no lookup fails.  Dovecot's
+quota-status has no such limit: an idle client keeps its process.
+
 SIGTERM or SIGINT stops accepting and closes the connections; Postfix
 reconnects to the next server.
 """
@@ -32,23 +42,73 @@ THREADS = 4
 LOOKUP_SECONDS = 10
 # Postfix opens one connection per smtpd process (default_process_limit 100).
 MAX_CONNECTIONS = 1000
+# Connections closed for idling are logged at most once in this many
+# seconds, with how many there were.
+REPORT_SECONDS = 60
 
 
 class Service:
     """What a connection handler needs: the answers, the threads they run
-    in, the log, and how long a lookup may take."""
+    in, the log, how long a lookup may take and how long a client may idle."""
 
-    def __init__(self, config, log, threads=THREADS, timeout=LOOKUP_SECONDS):
+    def __init__(self, config, log, name, threads=THREADS, timeout=LOOKUP_SECONDS):
         self.answers = Answers(config, ThreadResolvers(config, log=log), log)
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lookup")
         self.log = log
         self.timeout = timeout
+        self.idle_timeout = getattr(config, f"{name}_idle_timeout")
         self.connections = 0
+        self.idled = Tally(log.info, name, f"closed: idle past {name}_idle_timeout "
+                                           f"({self.idle_timeout} s)")
 
     async def call(self, fn, *args):
         """fn(*args) in a lookup thread; TimeoutError after `timeout`."""
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+
+    async def next_request(self, read):
+        """What `read` (a coroutine reading the client's next whole request)
+        returns; TimeoutError if it takes longer than idle_timeout."""
+        async with asyncio.timeout(self.idle_timeout):
+            return await read
+
+    async def send(self, writer, reply):
+        """The reply to the client, which has idle_timeout to take it: one
+        that sends requests and reads no replies would otherwise hold its
+        connection, blocked here, for ever.  TimeoutError after."""
+        writer.write(reply)
+        async with asyncio.timeout(self.idle_timeout):
+            await writer.drain()
+
+
+class Tally:
+    """Connections that something happened to, logged without flooding the
+    log: the first at once, then one line every REPORT_SECONDS with how
+    many since, for as long as more come."""
+
+    def __init__(self, write, name, what):
+        self.write, self.name, self.what = write, name, what
+        self.count = 0
+        self.timer = None
+
+    def add(self):
+        self.count += 1
+        if self.timer is None:
+            self._report()
+
+    def _report(self):
+        if self.count:
+            self.flush()
+            self.timer = asyncio.get_running_loop().call_later(REPORT_SECONDS, self._report)
+        else:
+            self.timer = None
+
+    def flush(self):
+        """The line for those counted since the last one, if any."""
+        if self.count:
+            plural = "s" if self.count > 1 else ""
+            self.write(f"{self.name}: {self.count} connection{plural} {self.what}")
+            self.count = 0
 
 
 def check(config):
@@ -73,7 +133,7 @@ def run(config, log, listen, name):
         from .socketmap import session
     sock = bind(listen, name)
     log.info(f"{name}: listening on {listen}")
-    asyncio.run(serve(Service(config, log), session, sock))
+    asyncio.run(serve(Service(config, log, name), session, sock))
 
 
 async def serve(service, session, sock):
@@ -93,6 +153,9 @@ async def serve(service, session, sock):
             await session(service, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except TimeoutError:  # from next_request() or send(): the client idled
+            service.idled.add()
+            writer.transport.abort()  # close() would wait for it to take the replies
         except Exception as e:  # noqa: BLE001 - one connection, never the server
             service.log.error(f"connection: {type(e).__name__}: {e}")
         finally:
@@ -105,4 +168,5 @@ async def serve(service, session, sock):
         await stop.wait()
     for writer in list(open_writers):
         writer.close()
+    service.idled.flush()
     service.executor.shutdown(wait=False, cancel_futures=True)

@@ -42,7 +42,7 @@ def netstring(data):
 async def session(service, reader, writer):
     while True:
         try:
-            request = await read_netstring(reader)
+            request = await service.next_request(read_netstring(reader))
         except BadNetstring as e:
             service.log.warning(f"socketmap: {e}: connection closed")
             return
@@ -52,8 +52,7 @@ async def session(service, reader, writer):
         name, _, key = text.partition(" ")
         status, value = await lookup(service, name, key)
         reply = f"{status} {value}".encode("utf-8", "surrogateescape")
-        writer.write(netstring(reply))
-        await writer.drain()
+        await service.send(writer, netstring(reply))
 
 
 async def lookup(service, name, key):
