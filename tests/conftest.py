@@ -3,6 +3,7 @@ Maildirs and real SQLite files under tmp_path."""
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,16 @@ def wait_until(predicate, timeout, what, details=lambda: ""):
     if value is None:
         pytest.fail(f"timed out after {timeout}s waiting for {what}\n{details()}")
     return value
+
+
+def raise_open_files(needed):
+    """This process's soft limit of open files (which the servers it starts
+    inherit) raised to `needed`; the test is skipped if the hard one is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def without_site(script, env):

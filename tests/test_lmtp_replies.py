@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import maildir_files, message, wait_until
+from conftest import maildir_files, message, raise_open_files, wait_until
 from lmtp_session import Client
 from statuscodes import (
     S221_BYE, S250_DELIVERED, S250_OK, S250_RCPT, S250_SENDER, S421_IDLE, S421_SHUTDOWN,
@@ -245,13 +245,6 @@ def test_recipients_over_the_limit_get_452_and_the_rest_a_second_transaction(lmt
     rcpt_replies, replies = client.send(SENDER, rcpts[3:], message())
     client.close()
     assert [status(r) for r in replies] == [S250_DELIVERED] * 2
-
-def raise_open_files(needed):
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        pytest.skip(f"needs {needed} open files, the hard limit is {hard}")
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 def open_idle(path, count):
     """`count` connections that say nothing; each gets its first reply."""

@@ -3,6 +3,7 @@ over real sockets by the installed `lda` command, from a real directory.
 The Postfix end-to-end cases are in test_services_postfix.py."""
 
 import os
+import re
 import select
 import signal
 import socket
@@ -12,24 +13,28 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import LDA, fill_mailbox, wait_until
+from conftest import LDA, fill_mailbox, raise_open_files, wait_until
 from postfix import free_port
 from test_quota_replies import FULL
+
+from lda.services.server import MAX_CONNECTIONS
 
 DUNNO = "DUNNO"
 
 
 class Service:
-    """`lda policy` or `lda socketmap` for a site, on a loopback port."""
+    """`lda policy` or `lda socketmap` for a site, on a loopback port, or
+    with unix=True on a unix socket in the site's directory."""
 
-    def __init__(self, site, name, *args):
+    def __init__(self, site, name, *args, unix=False):
         self.site, self.name = site, name
-        self.port = free_port()
+        self.port = None if unix else free_port()
+        self.path = site.root / f"{name}.sock" if unix else None
         self.output = site.root / f"{name}.log"
+        listen = f"unix:{self.path}" if unix else f"127.0.0.1:{self.port}"
         with open(self.output, "wb") as out:
-            self.process = subprocess.Popen(
-                [str(LDA), name, "--listen", f"127.0.0.1:{self.port}", *args],
-                env=site.env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen([str(LDA), name, "--listen", listen, *args],
+                                            env=site.env, stdout=out, stderr=subprocess.STDOUT)
         wait_until(self._ready, 30, f"lda {name}", self.log)
 
     def log(self):
@@ -39,13 +44,26 @@ class Service:
         if self.process.poll() is not None:
             pytest.fail(f"lda {self.name} exited {self.process.returncode}:\n{self.log()}")
         try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            self.socket(timeout=1).close()
             return True
         except OSError:
             return False
 
+    def socket(self, timeout=30):
+        """A new connection to the service."""
+        if self.path is None:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        conn = socket.socket(socket.AF_UNIX)
+        try:
+            conn.connect(str(self.path))  # blocking: waits while the backlog is full
+        except OSError:
+            conn.close()
+            raise
+        conn.settimeout(timeout)
+        return conn
+
     def connect(self):
-        conn = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        conn = self.socket()
         return conn, conn.makefile("rb")
 
     def stop(self):
@@ -61,8 +79,8 @@ class Service:
 def services():
     started = []
 
-    def start(site, name, *args):
-        service = Service(site, name, *args)
+    def start(site, name, *args, **options):
+        service = Service(site, name, *args, **options)
         started.append(service)
         return service
 
@@ -388,12 +406,8 @@ WHOLE = {"policy": (request("alice@example.org"), b"action=DUNNO\n\n"),
                        netstring(b"OK alice@example.org"))}
 
 
-def idle_service(quota_site, services, name, idle=IDLE):
-    return services(quota_site(**{f"{name}_idle_timeout": idle}), name)
-
-
-def raw(service):
-    return socket.create_connection(("127.0.0.1", service.port), timeout=30)
+def idle_service(quota_site, services, name, idle=IDLE, **options):
+    return services(quota_site(**{f"{name}_idle_timeout": idle}), name, **options)
 
 
 def seconds_until_closed(conn, trickle=b"", limit=IDLE + 5):
@@ -432,7 +446,7 @@ def test_a_client_that_sends_no_whole_request_in_time_is_closed(quota_site, serv
     within that time is answered, and gets the time again after each reply."""
     service = idle_service(quota_site, services, name)
     whole, expected = WHOLE[name]
-    idle, half, trickling, slow = (raw(service) for _ in range(4))
+    idle, half, trickling, slow = (service.socket() for _ in range(4))
     with idle, half, trickling, slow, ThreadPoolExecutor(3) as pool:
         half.sendall(whole[:len(whole) // 2])
         closing = [pool.submit(seconds_until_closed, idle), pool.submit(seconds_until_closed, half),
@@ -445,7 +459,7 @@ def test_a_client_that_sends_no_whole_request_in_time_is_closed(quota_site, serv
         closed_after = [future.result() for future in closing]
     assert all(s is not None and IDLE * 0.75 <= s <= IDLE + 3 for s in closed_after), \
         closed_after
-    with raw(service) as conn:  # the service goes on answering
+    with service.socket() as conn:  # the service goes on answering
         assert answer(conn, whole, expected) == expected
 
 
@@ -475,6 +489,42 @@ def test_a_client_that_takes_no_replies_is_closed(quota_site, services, name):
         started = time.monotonic()
         assert closed.poll((IDLE + 5) * 1000), "still open"  # and nothing read
         assert time.monotonic() - started <= IDLE + 3
+
+
+def counted(log, what):
+    """How many connections the log's lines say were `what`, and in how many lines."""
+    counts = [int(n) for n in re.findall(rf": (\d+) connections? {what}", log)]
+    return sum(counts), len(counts)
+
+
+def test_a_connection_past_the_limit_is_logged_and_idle_ones_make_room(quota_site, services):
+    """With MAX_CONNECTIONS open, lda closed each further connection
+    unanswered and said nothing, so nobody could tell why Postfix's lookups
+    failed.  Each refusal is counted in the log, the first at once, then one
+    line a minute at most (and at the stop); once the idle connections are
+    closed, lda answers again."""
+    raise_open_files(MAX_CONNECTIONS + 200)
+    held_for = 5
+    policy = idle_service(quota_site, services, "policy", idle=held_for, unix=True)
+    held = []
+    try:
+        held.extend(policy.socket() for _ in range(MAX_CONNECTIONS))
+        for _ in range(3):
+            with policy.socket() as refused:
+                refused.sendall(request("alice@example.org"))
+                assert seconds_until_closed(refused, limit=5) is not None
+        assert wait_until(lambda: counted(policy.log(), "refused") == (1, 1), 5,
+                          "the first refusal in the log", policy.log)
+        deadline = time.monotonic() + held_for + 10
+        for conn in held:
+            assert seconds_until_closed(conn, limit=deadline - time.monotonic()) is not None
+    finally:
+        for conn in held:
+            conn.close()
+    assert ask(policy, "alice@example.org") == [DUNNO]
+    assert policy.stop() == 0
+    assert counted(policy.log(), "refused") == (3, 2), policy.log()
+    assert counted(policy.log(), "closed")[0] == MAX_CONNECTIONS, policy.log()
 
 
 def test_a_service_without_a_listen_address_is_a_configuration_error(site):
