@@ -23,7 +23,9 @@ MAX_CONNECTIONS for ever.  Postfix closes its own idle connections no
 later (smtpd_policy_service_max_idle, 300 s; a socketmap's after 10 s);
 when lda closes one first, Postfix sees it before its next request and
 connects again (attr_clnt, dict_sockmap), so no lookup fails.  Dovecot's
-quota-status has no such limit: an idle client keeps its process.
+quota-status has no such limit: an idle client keeps its process.  A
+connection beyond MAX_CONNECTIONS is closed at once, and counted in the
+log, so that an administrator whose Postfix defers mail can see why.
 
 SIGTERM or SIGINT stops accepting and closes the connections; Postfix
 reconnects to the next server.
@@ -42,8 +44,9 @@ THREADS = 4
 LOOKUP_SECONDS = 10
 # Postfix opens one connection per smtpd process (default_process_limit 100).
 MAX_CONNECTIONS = 1000
-# Connections closed for idling are logged at most once in this many
-# seconds, with how many there were.
+# Connections refused at MAX_CONNECTIONS, or closed for idling, are logged
+# at most once in this many seconds, with how many there were (Dovecot's
+# master says "process_limit reached" at most once a second).
 REPORT_SECONDS = 60
 
 
@@ -58,6 +61,8 @@ class Service:
         self.timeout = timeout
         self.idle_timeout = getattr(config, f"{name}_idle_timeout")
         self.connections = 0
+        self.refused = Tally(log.warning, name, f"refused: {MAX_CONNECTIONS} open, "
+                                                f"the most lda {name} serves")
         self.idled = Tally(log.info, name, f"closed: idle past {name}_idle_timeout "
                                            f"({self.idle_timeout} s)")
 
@@ -145,6 +150,7 @@ async def serve(service, session, sock):
 
     async def connected(reader, writer):
         if service.connections >= MAX_CONNECTIONS:
+            service.refused.add()
             writer.close()
             return
         service.connections += 1
@@ -168,5 +174,6 @@ async def serve(service, session, sock):
         await stop.wait()
     for writer in list(open_writers):
         writer.close()
+    service.refused.flush()
     service.idled.flush()
     service.executor.shutdown(wait=False, cancel_futures=True)
