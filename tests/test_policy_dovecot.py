@@ -244,6 +244,7 @@ CASES = [
     Case("size-10e18", rcpt("tiny", "1" + "0" * 18)),
     Case("size-10e19", rcpt("tiny", "1" + "0" * 19)),
     Case("size-25-digits", rcpt("tiny", "9" * 25)),
+    Case("size-nul", rcpt("near", "3000\0")),
     Case("extension", rcpt("over+x")),
     Case("extension-fits", rcpt("room+x")),
     Case("extension-size", rcpt("near+x", "3000")),
@@ -378,6 +379,20 @@ for _id in ("no-domain", "domain-only", "missing-recipient", "empty-recipient",
     DIFFERENCES[_id] = ("with policy_reject_unknown lda refuses an invalid address, "
                         "Dovecot leaves it (DUNNO) or finds no such user",
                         {"texts": [BAD_ADDRESS]})
+
+
+# A size= that is not ASCII digits (Postfix writes none) tells lda nothing of
+# the message: it judges one byte, so a full mailbox is refused all the same,
+# but a recipient with room gets DUNNO, never quota_status_success.
+for _id in ("size-not-a-number", "size-negative", "size-space", "size-superscript-digit",
+            "size-arabic-indic-digits"):
+    DIFFERENCES[_id] = ("a size lda cannot read is not judged to fit: DUNNO, where Dovecot "
+                        "takes it as 0 and answers its success reply",
+                        {"texts": ["DUNNO"], "permit": ["DUNNO"]})
+DIFFERENCES["size-nul"] = (
+    "\"3000\\0\" is no number to lda (SMTPD_POLICY_README: a value holds no NUL), so a "
+    "mailbox with room for a byte gets DUNNO; Dovecot's C string ends at the NUL and "
+    "refuses near for 3000 bytes", everywhere("DUNNO"))
 
 
 def meaning(variant, agent, actions):

@@ -239,6 +239,26 @@ def test_policy_reads_lines_as_dovecot_quota_status_does(quota_site, services, l
         assert action != f"552 5.2.2 {FULL}", action
 
 
+def test_policy_a_size_it_cannot_read_gets_no_success_reply(quota_site, services):
+    """size=30000\\0: Dovecot's quota-status reads the 30000 before the NUL
+    (its C string ends there); lda read no size, judged one byte, and with
+    quota_status_success = "OK" let a message larger than small's whole
+    quota past every restriction after it.  Postfix writes no such value
+    (SMTPD_POLICY_README: no NUL, and SIZE= is digits); one that is not
+    ASCII digits is judged as one byte, so a full mailbox is still refused,
+    but a recipient with room gets DUNNO, not the success reply, since lda
+    has not judged the message, and the log says so.  An empty size= is no
+    size, as before."""
+    policy = services(quota_site(quota_full="reject", quota_status_success="OK"), "policy")
+    assert ask(policy, {"recipient": "small@example.org", "size": "30000\0"},
+               {"recipient": "full@example.org", "size": "3000\0"},
+               {"recipient": "alice@example.org", "size": "3000x"},
+               {"recipient": "alice@example.org", "size": ""},
+               {"recipient": "alice@example.org", "size": "3000"}) == [
+        DUNNO, f"552 5.2.2 {FULL}", DUNNO, "OK", "OK"]
+    assert "small@example.org: size='30000\\x00' is not a number" in policy.log()
+
+
 def test_policy_serves_fifty_connections_at_once(quota_site, services):
     policy = services(quota_site(quota_full="reject"), "policy")
     results, errors = [], []
