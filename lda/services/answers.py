@@ -43,9 +43,10 @@ class Answers:
         quota_status_success (which a site may set to OK) answers only a
         recipient lda judged to fit; what lda does not judge (another
         stage, an unknown or invalid recipient without policy_reject_unknown,
-        a mailbox another host holds or a move is taking there) is DUNNO,
-        as Dovecot's quota-status answers it, so an OK never permits it past
-        the restrictions after check_policy_service."""
+        a mailbox another host holds or a move is taking there, room for a
+        message whose size= is no number) is DUNNO, as Dovecot's
+        quota-status answers most of it, so an OK never permits it past the
+        restrictions after check_policy_service."""
         config = self.config
         if attributes.get("protocol_state", "").upper() != "RCPT":
             return DUNNO
@@ -54,10 +55,14 @@ class Answers:
         recipient = attributes.get("recipient", "")
         if recipient.endswith(".") and "@" in recipient:
             recipient = recipient[:-1]
-        size = max(1, declared_size(attributes.get("size", "")))
+        size = declared_size(attributes.get("size", ""))
+        if size is None:
+            self.log.warning(f"policy: {_printable(recipient)}: "
+                             f"size={attributes['size'][:40]!r} is not a number: "
+                             "judged as one byte, DUNNO rather than a success")
         try:
             plan = self.resolvers.get().resolve(recipient)
-            failures = [quota_failure(config, t, size) for t in plan.targets]
+            failures = [quota_failure(config, t, max(1, size or 0)) for t in plan.targets]
         except BadAddress as e:
             return self._unknown(recipient, f"553 5.1.3 {e}")
         except UnknownRecipient:
@@ -73,7 +78,8 @@ class Answers:
         # of them could take the message: otherwise lda delivers to the
         # others and keeps a partial delivery for the full one.
         if any(f is None for f in failures):
-            return config.quota_status_success
+            # Room for one byte says nothing of a message of unknown size.
+            return DUNNO if size is None else config.quota_status_success
         if all(isinstance(f, QuotaTooBig) for f in failures):
             return config.quota_status_toolarge
         return self.overquota()
@@ -203,12 +209,16 @@ class Answers:
 
 def declared_size(value):
     """The size= attribute: ASCII digits (SMTPD_POLICY_README; RFC 1870's
-    SIZE=), anything else 0, as no size declared.  One too long to be a
-    number is no smaller: it stays larger than any quota.  Without SIZE= the
-    message is at least one byte (the caller's max): a mailbox at its limit
-    can take none."""
-    if not (value.isascii() and value.isdigit()):
+    SIZE=), empty or absent as 0, no size declared; None for anything else,
+    which Postfix never writes ("3000" and a NUL, which Dovecot's C string
+    reads as 3000, "-1", "abc"): a size lda cannot read.  One too long to be
+    a number is no smaller: it stays larger than any quota.  Without SIZE=
+    the message is at least one byte (the caller's max): a mailbox at its
+    limit can take none."""
+    if not value:
         return 0
+    if not (value.isascii() and value.isdigit()):
+        return None
     return int(value) if len(value) <= 40 else 10 ** 40
 
 
