@@ -417,7 +417,7 @@ def test_socketmap_refuses_an_unknown_map_within_postfixs_reply_limit(quota_site
     assert status == "PERM" and len(text) < 1000, len(text)
 
 
-# --- both services: clients that send no request ----------------------------------
+# --- both services: idle clients and the connection limit --------------------
 
 IDLE = 2  # seconds: policy_idle_timeout and socketmap_idle_timeout in these tests
 # A whole request of each service, and lda's answer to it.
