@@ -318,6 +318,9 @@ def test_sessions_are_held_to_what_the_open_files_limit_allows(lmtp):
     assert [status(g) for g in greetings[welcomed:]] == [S421_TOO_MANY_SESSIONS] * (600 - welcomed)
     code, err = server.stop()
     assert code == 0 and "236 sessions at once, not lmtp_max_sessions = 1000" in err, err
+    # Each refusal is counted in the log, in a line or two (not one each).
+    counted = re.findall(r"lmtp: (\d+) connections? refused: 236 sessions open", err)
+    assert 1 <= len(counted) <= 3 and sum(map(int, counted)) == 600 - welcomed, err
 
 # -- MAIL and RCPT are checked as lda deliver checks them -------------------
 
