@@ -1,7 +1,9 @@
 """The listening sockets of lda's servers: `lda lmtp`, `lda policy` and
 `lda socketmap` take the same unix:PATH or HOST:PORT, the forms Postfix
-writes its own service addresses in."""
+writes its own service addresses in, and log what they turn away alike
+(Tally)."""
 
+import asyncio
 import os
 import socket
 
@@ -9,6 +11,10 @@ from .errors import ConfigError
 
 BACKLOG = 128
 MAX_UNIX_PATH = 108  # sun_path's size on Linux, its terminating NUL included
+# Connections refused at a server's limit, or closed for idling, are logged
+# at most once in this many seconds, with how many there were (Dovecot's
+# master says "process_limit reached" at most once a second).
+REPORT_SECONDS = 60
 
 
 def parse_listen(listen, service="lmtp"):
@@ -60,3 +66,33 @@ def _bind_unix(where):
         sock.close()
         raise
     return sock
+
+
+class Tally:
+    """Connections that something happened to, logged without flooding the
+    log: the first at once, then one line every REPORT_SECONDS with how
+    many since, for as long as more come."""
+
+    def __init__(self, write, name, what):
+        self.write, self.name, self.what = write, name, what
+        self.count = 0
+        self.timer = None
+
+    def add(self):
+        self.count += 1
+        if self.timer is None:
+            self._report()
+
+    def _report(self):
+        if self.count:
+            self.flush()
+            self.timer = asyncio.get_running_loop().call_later(REPORT_SECONDS, self._report)
+        else:
+            self.timer = None
+
+    def flush(self):
+        """The line for those counted since the last one, if any."""
+        if self.count:
+            plural = "s" if self.count > 1 else ""
+            self.write(f"{self.name}: {self.count} connection{plural} {self.what}")
+            self.count = 0

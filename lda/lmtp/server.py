@@ -39,7 +39,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..sockets import bind, parse_listen
+from ..sockets import Tally, bind, parse_listen
 from .handler import DeliveryHandler, preload
 from .protocol import LdaLMTP
 
@@ -146,6 +146,8 @@ class Acceptor:
         self.open = set()  # the sessions' protocols, for a stop to close them
         self.waited = False
         self.tasks = set()
+        self.refused = Tally(log.warning, "lmtp", f"refused: {limit} sessions open, "
+                                                  "the most lda lmtp holds")
         loop.add_reader(sock, self._accept)
 
     def protocol(self):
@@ -185,6 +187,7 @@ class Acceptor:
             return
         if not self.counts.take(self.slot, self.limit):
             _refuse(conn)
+            self.refused.add()
             return
         self.sessions += 1
         conn.setblocking(False)
@@ -206,6 +209,7 @@ class Acceptor:
         if self.sock.fileno() >= 0:
             self.loop.remove_reader(self.sock)
             self.sock.close()
+        self.refused.flush()
 
     def close_sessions(self, status):
         for session in list(self.open):

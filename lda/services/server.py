@@ -37,17 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..deliver.resolve import ThreadResolvers
 from ..errors import ConfigError
-from ..sockets import bind
+from ..sockets import Tally, bind
 from .answers import Answers
 
 THREADS = 4
 LOOKUP_SECONDS = 10
 # Postfix opens one connection per smtpd process (default_process_limit 100).
 MAX_CONNECTIONS = 1000
-# Connections refused at MAX_CONNECTIONS, or closed for idling, are logged
-# at most once in this many seconds, with how many there were (Dovecot's
-# master says "process_limit reached" at most once a second).
-REPORT_SECONDS = 60
 
 
 class Service:
@@ -84,36 +80,6 @@ class Service:
         writer.write(reply)
         async with asyncio.timeout(self.idle_timeout):
             await writer.drain()
-
-
-class Tally:
-    """Connections that something happened to, logged without flooding the
-    log: the first at once, then one line every REPORT_SECONDS with how
-    many since, for as long as more come."""
-
-    def __init__(self, write, name, what):
-        self.write, self.name, self.what = write, name, what
-        self.count = 0
-        self.timer = None
-
-    def add(self):
-        self.count += 1
-        if self.timer is None:
-            self._report()
-
-    def _report(self):
-        if self.count:
-            self.flush()
-            self.timer = asyncio.get_running_loop().call_later(REPORT_SECONDS, self._report)
-        else:
-            self.timer = None
-
-    def flush(self):
-        """The line for those counted since the last one, if any."""
-        if self.count:
-            plural = "s" if self.count > 1 else ""
-            self.write(f"{self.name}: {self.count} connection{plural} {self.what}")
-            self.count = 0
 
 
 def check(config):
