@@ -34,13 +34,16 @@ Run with -s to see the figures; LIVE_N_DELIVER and LIVE_N_LMTP run more.
 
 import os
 import queue
+import shutil
 import smtplib
 import sqlite3
 import subprocess
 import threading
 import time
 
-from conftest import LDA, mailbox_paths, message, poll, write_lda_toml
+import pytest
+
+from conftest import LDA, mailbox_paths, message, poll, wait_until, write_lda_toml
 from dovecot import DOVEADM, private_dovecot
 from postfix import SBIN_PATH
 
@@ -422,3 +425,66 @@ def test_contains_looks_in_every_folder_but_through_no_symlink(tmp_path):
         assert box.contains("2.M2P2.host,S=5,W=6")
     finally:
         box.close()
+
+
+# linkat's number, which /proc/PID/syscall shows while strace holds it there.
+LINKAT = {"x86_64": 265, "aarch64": 37}.get(os.uname().machine)
+
+
+def held_in(proc, number):
+    """Whether strace's child (the traced lda) is inside syscall number."""
+    try:
+        children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
+        return any(open(f"/proc/{pid}/syscall").read().split()[0] == str(number)
+                   for pid in children)
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(shutil.which("strace") is None or LINKAT is None,
+                    reason="needs strace on x86_64 or aarch64")
+def test_a_folder_deleted_while_lda_stores_into_it_loses_no_message(tmp_path):
+    """IMAP DELETE of a folder (doveadm mailbox delete) renames .Lists to
+    ..DOVECOT-TRASHED at once, then empties and removes it.  A delivery
+    that opened .Lists before and links into it after the rename (held
+    here in its linkat by strace, and Dovecot in its rmdirs) put the
+    message where Dovecot then deleted it, and answered "delivered".  It
+    must find the folder gone and answer 4.x.x, so the retry stores it
+    where a message arriving after the delete goes (:create makes the
+    folder again)."""
+    with private_dovecot(tmp_path, quota_rule=None) as server:
+        box = Mailbox(server)
+        doveadm = Doveadm(server)
+        doveadm("mailbox create", "Lists")
+        message_id, data = make(3)  # "[list]": the script files it into Lists
+        held = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=linkat",
+                "-e", "inject=linkat:delay_enter=3000000"]
+        env = {"HOME": str(server.owner.home), "PATH": "/usr/bin:/bin", **box.env}
+        (tmp_path / "msg").write_bytes(data)
+        with (tmp_path / "msg").open("rb") as stdin:
+            lda = subprocess.Popen(held + [str(LDA), "deliver", "-f", SENDER, ALICE],
+                                   stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   user=server.owner.uid, group=server.owner.gid,
+                                   extra_groups=[], cwd="/", env=env)
+        wait_until(lambda: held_in(lda, LINKAT) or lda.poll() is not None, 30,
+                   "lda to reach its link into the folder")
+        assert lda.poll() is None, lda.stderr.read().decode()
+        delete = subprocess.Popen(
+            ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=rmdir",
+             "-e", "inject=rmdir:delay_enter=2000000", DOVEADM, "-c", str(server.conf),
+             "mailbox", "delete", "-u", "alice", "Lists"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": SBIN_PATH})
+        wait_until(lambda: not (box.maildir / ".Lists").exists(), 30,
+                   "Dovecot to rename .Lists")
+        stderr = lda.communicate(timeout=60)[1].decode()
+        deleted = delete.communicate(timeout=60)
+        assert delete.returncode == 0, deleted
+        found = doveadm("search", "mailbox", "*", "header", "message-id", message_id)
+        if lda.returncode == 0:  # delivered: then where Dovecot sees it
+            assert found.strip(), stderr
+        else:
+            assert lda.returncode == 75 and stderr.startswith("4."), stderr
+            assert not found.strip()
+            box.run("deliver", "-f", SENDER, ALICE, input=data)
+            found = doveadm("search", "mailbox", "*", "header", "message-id", message_id)
+            assert len(found.splitlines()) == 1, found
