@@ -40,6 +40,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -433,10 +434,11 @@ LINKAT = {"x86_64": 265, "aarch64": 37}.get(os.uname().machine)
 
 def held_in(proc, number):
     """Whether strace's child (the traced lda) is inside syscall number."""
+    proc_dir = Path("/proc")
     try:
-        children = open(f"/proc/{proc.pid}/task/{proc.pid}/children").read().split()
-        return any(open(f"/proc/{pid}/syscall").read().split()[0] == str(number)
-                   for pid in children)
+        children = (proc_dir / str(proc.pid) / "task" / str(proc.pid) / "children").read_text()
+        return any((proc_dir / pid / "syscall").read_text().split()[0] == str(number)
+                   for pid in children.split())
     except OSError:
         return False
 
