@@ -192,6 +192,8 @@ class Maildir:
         self._fds = []
         try:
             if folder:
+                # The root too, for in_place(): a reader may take the folder away.
+                self.root_fd = self._keep(os.dup(root_fd))
                 dir_fd = self._keep(open_dir(folder, root_fd, create=create))
                 if create:
                     _touch(dir_fd, "maildirfolder")
@@ -218,6 +220,22 @@ class Maildir:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+    def in_place(self):
+        """Whether the folder opened is still the one at its name: IMAP
+        DELETE (Dovecot) renames it away (..DOVECOT-TRASHED) and then
+        empties it, and RENAME moves it, while its descriptors here still
+        work.  A message linked in before the rename was in the folder
+        when the user deleted or renamed it; one linked in after it is in
+        no folder the user has."""
+        if not self.folder:
+            return True  # the INBOX is the Maildir itself
+        try:
+            there = os.stat(self.folder, dir_fd=self.root_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        here = os.fstat(self.dir_fd)
+        return (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino)
 
     def contains(self, name):
         """Whether new/NAME, or NAME moved to cur/ by a reader, exists; or,
@@ -659,9 +677,18 @@ def link(staged, box, name, flags, hostname, keywords=""):
             if e.errno != errno.EXDEV:
                 raise
             _copy_in(box, staged, final, dst_fd, hostname)
-        return os.dup(dst_fd), path
     except OSError as e:
         raise CannotCreate(f"{path}: {e.strerror}") from None
+    if not box.in_place():
+        # Linked into a folder a reader deleted or renamed meanwhile: taken
+        # back, and retried, as a message that comes after the delete.
+        try:
+            os.unlink(final, dir_fd=dst_fd)
+        except OSError:
+            pass  # the reader removed it already
+        raise CannotCreate(f"{box.path}: the folder was deleted or renamed while "
+                           "the message was stored into it")
+    return os.dup(dst_fd), path
 
 
 def _copy_in(box, staged, name, dst_fd, hostname):
