@@ -5,6 +5,7 @@ bounces; a hostile value in a new option is refused or ignored with a
 clear line, and the message is never lost."""
 
 import io
+import shutil
 
 import pytest
 
@@ -172,6 +173,21 @@ def test_m_makes_no_folder_unless_autocreate_says_so(user):
              input=message(message_id="<2@x>"), check=0)
     assert len(maildir_files(user.maildir / ".Lists.Python")) == 1
     assert (user.maildir / ".Lists.Python" / "maildirfolder").is_file()
+
+
+def test_a_resend_of_a_delivered_message_makes_no_folder_the_user_deleted(user):
+    """The first copy made .Lists; the user deleted the folder and the
+    message with it; the MTA resends.  DeliveredTo discards the resend,
+    and that is all it does: the folder was made when the message was
+    first written, before the check, and came back, empty and subscribed."""
+    msg = message(message_id="<again@x>")
+    options = ("-m", "Lists", "-o", "lda_mailbox_autocreate=yes")
+    user.run(*options, input=msg, check=0)
+    assert len(maildir_files(user.maildir / ".Lists")) == 1
+    shutil.rmtree(user.maildir / ".Lists")
+    user.run(*options, input=msg, check=0)
+    assert not (user.maildir / ".Lists").exists()
+    assert maildir_files(user.maildir) == []
 
 
 @pytest.mark.parametrize("name", ["~x", "~", "Lists.~x", "L" * 255, "\u00e9" * 127,
