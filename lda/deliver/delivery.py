@@ -292,7 +292,7 @@ class Delivery:
                         failure_status(error), error.status, str(error))
 
     def _staging_dir(self, plan):
-        """tmp/ of the first local target (so hard links work), else the db's:
+        """tmp/ of the first local target's Maildir (so hard links work), else the db's:
         also when that Maildir is damaged or not the owner's, whose own
         delivery then fails alone, at its link, not every recipient's.
 
@@ -304,16 +304,14 @@ class Delivery:
         for target in plan.targets:
             if target.local:
                 try:
-                    if not target.folder:  # tmp/ alone: new/ and cur/ are _link's
-                        return md.open_tmp(target.maildir_root, target.maildir_relative,
-                                           self.owner)
-                    box = self._open(target, create=False)
+                    # The INBOX's tmp/ alone, for a folder too: opening the
+                    # folder would make it (autocreate, :create) before
+                    # DeliveredTo has said the message is new, so a resend
+                    # would bring back a folder the user deleted.
+                    return md.open_tmp(target.maildir_root, target.maildir_relative,
+                                       self.owner)
                 except (CannotCreate, UnsafePath, NotOwner):
                     break  # not there (yet), or unusable: the database's tmp/
-                try:
-                    return os.dup(box.tmp_fd)
-                finally:
-                    box.close()
         return self._open_state(plan.home_db, "tmp")
 
     def _open_state(self, db_root, sub=None):
