@@ -150,6 +150,27 @@ def test_mailbox_command_delivers_once_to_a_unix_user(make_postfix, make_user):
     postfix.wait_for_queue_empty()
 
 
+@pytest.mark.parametrize("line", [f"{LDA} deliver", f'{LDA} -f "$SENDER" -a "$RECIPIENT"'],
+                         ids=["deliver", "dovecot-lda-line"])
+def test_mailbox_command_keeps_local_s_return_path_for_a_sender_it_filtered(
+        make_postfix, make_user, line):
+    """local(8) writes Return-Path: <o'brien@...> on top, and hands the
+    command $SENDER through command_expansion_filter: o_brien@...  lda took
+    local(8)'s field for a stale one and replaced it with the filtered
+    address (and Sieve's replies would go there); dovecot-lda keeps it.
+    Both of local(8)'s fields are the delivery's own: lda adds neither."""
+    user = make_user()
+    postfix = make_postfix(main={"mailbox_command": line, "recipient_delimiter": "+"})
+    recipient = f"{user.name}+a&b@{LOCAL_DOMAIN}"
+    sender = "o'brien&co@example.org"
+    queued = postfix.send(message(message_id="<filtered@example.org>"), [recipient],
+                          sender=sender)
+    assert_sent(postfix.wait_for_delivery(queued, recipient))
+    path = one_file(user.home / "Maildir")
+    assert fields(path).get_all("Return-Path") == [f"<{sender}>"]
+    assert fields(path).get_all("Delivered-To") == [recipient]
+
+
 @pytest.mark.parametrize("configured", [False, True], ids=["no-lda.toml", "syslog_socket"])
 def test_mailbox_command_over_quota_defers_with_the_reason_alone(make_postfix, make_user,
                                                                  mail_root, configured):
