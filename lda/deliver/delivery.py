@@ -104,6 +104,10 @@ def prefix_for(plan, sender, lead):
 
     names = {name for name, _ in lead}
     mta_delivered_to = {bare_address(v) for n, v in lead if n == b"delivered-to"}
+    if "_" in plan.canonical:  # given as local(8) filters it: its field says the same
+        from .envelope import expansion_filtered
+
+        mta_delivered_to |= {expansion_filtered(d) for d in mta_delivered_to}
     prefix = b""
     if sender is not None and b"return-path" not in names:
         prefix += (b"Return-Path: <" + reverse_path(sender).encode("utf-8", "surrogateescape")
@@ -363,6 +367,8 @@ class Delivery:
             self.sender = self._from_line_sender(reader.from_line)
         # The header only as far as the MTA's own fields go.
         lead = leading_prepended(unfolded(head[:LEAD_BYTES].split(b"\n\n", 1)[0]))
+        if self.sender and "_" in self.sender:
+            self.sender = self._unfiltered_sender(lead)
         if self.sender is not None and any(name == b"return-path" for name, _ in lead):
             from .message import without_stale_return_path
 
@@ -371,6 +377,26 @@ class Delivery:
                 head = trimmed
                 lead = [field for field in lead if field[0] != b"return-path"]
         return head, lead, chunks
+
+    def _unfiltered_sender(self, lead):
+        """The sender, or the MTA's Return-Path on top when the sender is
+        that address as local(8) filtered it for a mailbox_command
+        (o'brien@ handed over as o_brien@): the field is right, and stays."""
+        from .envelope import check_sender, expansion_filtered
+        from .message import text
+
+        for name, value in lead:
+            if name != b"return-path":
+                continue
+            path = text(value).strip()
+            if path.startswith("<") and path.endswith(">"):
+                path = path[1:-1]
+            if path != self.sender and expansion_filtered(path) == self.sender:
+                try:
+                    return check_sender(path)
+                except LdaError:
+                    break
+        return self.sender
 
     def _from_line_sender(self, line):
         """Without -f or SENDER, the sender of the message's From_ line, as

@@ -16,6 +16,11 @@ MAX_ADDRESS = 320
 ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                   "!#$%&'*+-/=?^_`{|}~")
 FOLDER_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+# Postfix's command_expansion_filter (its default): local(8) makes every
+# other byte of $SENDER, $RECIPIENT and the rest "_" for a mailbox_command,
+# where the Return-Path and Delivered-To it writes on top are as they are.
+EXPANSION_SAFE = frozenset(b"1234567890!@%-_=+:,./"
+                           b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 def normalize(address):
@@ -44,6 +49,13 @@ def check_sender(sender):
     if problem:
         raise BadSender(f"{problem} in sender {value[:80]!r}")
     return value
+
+
+def expansion_filtered(address):
+    """address as local(8) hands it to a mailbox_command (EXPANSION_SAFE):
+    what the MTA's own field on top says, when lda was given this."""
+    raw = address.encode("utf-8", "surrogateescape")
+    return bytes(b if b in EXPANSION_SAFE else 0x5F for b in raw).decode("ascii")
 
 
 def reverse_path(sender):
