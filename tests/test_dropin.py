@@ -5,13 +5,18 @@ bounces; a hostile value in a new option is refused or ignored with a
 clear line, and the message is never lost."""
 
 import io
+import os
+import pwd
 import shutil
 
 import pytest
 
 from conftest import maildir_files, message, without_site, write_lda_toml, write_maildirsize
 
-DOVECOT_LINE = ["-f", "sender@example.org", "-d", "alice@example.org",
+# Per-user mode's -d must name the running user (a line naming another one
+# is meant for managed mode: 78); these tests run as whoever runs pytest.
+ME = pwd.getpwuid(os.getuid()).pw_name
+DOVECOT_LINE = ["-f", "sender@example.org", "-d", f"{ME}@example.org",
                 "-a", "alice+lists@example.org"]
 
 
@@ -31,11 +36,11 @@ def folder(user, name):
 
 @pytest.mark.parametrize("argv", [
     DOVECOT_LINE,
-    ["-c", "/etc/dovecot/dovecot.conf", "-d", "alice@example.org"],
+    ["-c", "/etc/dovecot/dovecot.conf", "-d", f"{ME}@example.org"],
     ["-a", ""],  # procmail -a "$EXTENSION" for a recipient without one
     ["-f", "sender@example.org"],
-    ["-d", "alice"],  # procmail -d USER
-    ["-ek", "-fsender@example.org", "-dalice@example.org"],  # clustered, attached
+    ["-d", ME],  # procmail -d USER
+    ["-ek", "-fsender@example.org", f"-d{ME}@example.org"],  # clustered, attached
     [],  # mailbox_command = /usr/bin/procmail
 ], ids=["dovecot-lda-pipe", "dovecot-conf", "procmail-empty-extension", "sender-only",
         "procmail-d", "clustered", "bare"])
@@ -43,6 +48,23 @@ def test_a_line_without_deliver_delivers(user, argv):
     done = user.run(*argv, input=message())
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert len(maildir_files(user.maildir)) == 1
+
+
+@pytest.mark.parametrize("destination", ["alice@example.org", "alice", "ALICE+x@example.org"],
+                         ids=["virtual-user", "procmail-user", "with-extension"])
+def test_d_naming_another_user_in_per_user_mode_defers(user, destination):
+    """dovecot-lda's virtual line (`-d ${user}@${nexthop}`, run as vmail)
+    with only the path changed and no lda.toml: per-user mode stored every
+    user's mail, unknown users' too, in vmail's own Maildir, and Postfix
+    logged each one sent.  -d names the user to deliver to; per-user mode
+    can only deliver to the running one: 78, 4.3.5, the MTA keeps it."""
+    done = user.run("-f", "sender@example.org", "-d", destination, input=message())
+    assert done.returncode == 78, done.stderr
+    assert first_line(done).startswith("4.3.5 ") and 'mode = "managed"' in first_line(done)
+    assert maildir_files(user.maildir) == []
+    mine = user.run("-f", "sender@example.org", "-d", f"{ME.upper()}+x@example.org",
+                    input=message())
+    assert mine.returncode == 0 and len(maildir_files(user.maildir)) == 1
 
 
 def test_main_knows_every_admin_command():
@@ -79,7 +101,8 @@ def test_the_admin_form_with_c_still_works(site):
 
 def test_the_dovecot_line_delivers_to_a_managed_mailbox(site):
     alice = site.create("alice@example.org")
-    done = site.run(*DOVECOT_LINE, input=message(), check=0)
+    done = site.run("-f", "sender@example.org", "-d", "alice@example.org",
+                    "-a", "alice+lists@example.org", input=message(), check=0)
     assert b"orig_to=<alice+lists@example.org>" in done.stderr
     [path] = maildir_files(alice)
     assert path.read_bytes().startswith(b"Return-Path: <sender@example.org>\n"
@@ -91,10 +114,10 @@ def test_the_dovecot_line_delivers_to_a_managed_mailbox(site):
 @pytest.mark.parametrize("argv, named", [
     (["-x", "alice@example.org"], "-x"),
     (["deliver", "-x", "alice@example.org"], "-x"),
-    (["-Y", "-d", "alice"], "-Y"),  # procmail's -Y
+    (["-Y", "-d", ME], "-Y"),  # procmail's -Y
     (["--bogus", "alice@example.org"], "--bogus"),
     (["-ez", "alice@example.org"], "-z"),
-    (["-d", "alice@example.org", "-m"], "-m requires an argument"),
+    (["-d", f"{ME}@example.org", "-m"], "-m requires an argument"),
 ], ids=["x", "deliver-x", "procmail-Y", "long", "in-a-cluster", "missing-value"])
 def test_an_unknown_option_defers_with_78_and_names_it(user, argv, named):
     done = user.run(*argv, input=message())
@@ -161,7 +184,7 @@ def test_a_recipient_refused_for_good_stores_no_copy_for_the_others(site, argv):
 @pytest.mark.parametrize("name", ["Lists", "INBOX/Lists", "INBOX.Lists", "inbox.Lists"])
 def test_m_names_the_default_folder(user, name):
     lists = folder(user, ".Lists")
-    user.run("-d", "alice@example.org", "-m", name, input=message(), check=0)
+    user.run("-d", f"{ME}@example.org", "-m", name, input=message(), check=0)
     assert len(maildir_files(lists)) == 1 and maildir_files(user.maildir) == []
 
 
@@ -232,7 +255,7 @@ def test_an_empty_m_after_a_folder_leaves_the_folder(user):
 
 def test_an_empty_m_is_the_inbox(user):
     """-m "${extension}" without an extension, as dovecot-lda takes it."""
-    user.run("-d", "alice@example.org", "-m", "", input=message(), check=0)
+    user.run("-d", f"{ME}@example.org", "-m", "", input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1
 
 
@@ -245,7 +268,7 @@ def test_a_without_at_is_procmails_extension(user):
 def test_p_reads_the_message_from_a_file(user, tmp_path):
     path = tmp_path / "message.eml"
     path.write_bytes(message(subject="from a file"))
-    user.run("-d", "alice@example.org", "-p", str(path), input=b"not this", check=0)
+    user.run("-d", f"{ME}@example.org", "-p", str(path), input=b"not this", check=0)
     [stored] = maildir_files(user.maildir)
     assert b"Subject: from a file" in stored.read_bytes()
 
@@ -269,9 +292,9 @@ def test_the_from_line_names_the_sender_when_nothing_else_does(user, first_line,
     from a leading mbox From_ line when -f does not name one: `formail -s`
     splitting an mbox, or pipe(8) with flag F and no ${sender}.  Postfix
     writes MAILER-DAEMON there for the null sender."""
-    user.run(*argv, "-d", "alice", input=first_line + message(), env=env, check=0)
+    user.run(*argv, "-d", ME, input=first_line + message(), env=env, check=0)
     [stored] = maildir_files(user.maildir)
-    assert stored.read_bytes() == return_path + b"Delivered-To: alice\n" + message()
+    assert stored.read_bytes() == return_path + f"Delivered-To: {ME}\n".encode() + message()
 
 
 POSTFIX_TOP = (FROM_LINE + b"Return-Path: <bounce@example.net>\n"
@@ -282,7 +305,7 @@ POSTFIX_TOP = (FROM_LINE + b"Return-Path: <bounce@example.net>\n"
     ([], {}, b""),
     ([], {"RECIPIENT": "alice@example.org"}, b""),
     ([], {"RECIPIENT": "bob@example.org"}, b"Delivered-To: bob@example.org\n"),
-    (["-d", "bob@example.org"], {}, b"Delivered-To: bob@example.org\n"),
+    (["-d", f"{ME}@example.org"], {}, f"Delivered-To: {ME}@example.org\n".encode()),
 ], ids=["none-named", "recipient-env", "another-named", "another-d"])
 def test_postfix_fields_on_top_are_this_deliverys(user, argv, env, added):
     """What Postfix's local(8) hands procmail, and procmail hands lda from a
@@ -314,9 +337,9 @@ def test_a_hostile_from_line_names_no_sender(user_log_on_stderr, first_line, war
     as in dovecot-lda (mbox_from_parse).  The line is dropped all the same,
     as dovecot-lda drops it, and the message delivered, never refused."""
     user = user_log_on_stderr
-    done = user.run("-d", "alice", input=first_line + message(), check=0)
+    done = user.run("-d", ME, input=first_line + message(), check=0)
     [stored] = maildir_files(user.maildir)
-    assert stored.read_bytes() == b"Delivered-To: alice\n" + message()
+    assert stored.read_bytes() == f"Delivered-To: {ME}\n".encode() + message()
     if warned:
         [line] = [line for line in done.stderr.splitlines() if b"From_ line" in line]
         assert b"sender ignored" in line and warned in line and len(line) < 400
@@ -329,7 +352,7 @@ def test_p_naming_no_file_defers_with_78(user, tmp_path, make):
     path = tmp_path / "message.eml"
     if make == "directory":
         path.mkdir()
-    done = user.run("-d", "alice@example.org", "-p", str(path), input=message())
+    done = user.run("-d", f"{ME}@example.org", "-p", str(path), input=message())
     assert done.returncode == 78 and first_line(done).startswith("4.3.5 -p ")
 
 
@@ -343,14 +366,14 @@ def test_r_is_the_recipient_without_d(site):
 
 
 def test_c_naming_dovecot_conf_is_ignored_with_a_warning(user_log_on_stderr):
-    done = user_log_on_stderr.run("-c", "/etc/dovecot/dovecot.conf", "-d", "alice",
+    done = user_log_on_stderr.run("-c", "/etc/dovecot/dovecot.conf", "-d", ME,
                                   input=message(), check=0)
     assert b"/etc/dovecot/dovecot.conf" in done.stderr and b"ignored" in done.stderr
     assert len(maildir_files(user_log_on_stderr.maildir)) == 1
 
 
 def test_k_t_and_e_are_accepted(user):
-    user.run("-k", "-t", "-e", "-d", "alice", input=message(), check=0)
+    user.run("-k", "-t", "-e", "-d", ME, input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1
 
 
@@ -363,7 +386,7 @@ def test_k_t_and_e_are_accepted(user):
 ], ids=["default", "tempfail-no", "tempfail-yes", "e", "e-tempfail-yes"])
 def test_o_quota_full_tempfail_decides_an_over_quota_answer(user, options, status, code):
     write_maildirsize(user.maildir, b"1000S\n1000 1\n")
-    done = user.run(*options, "-d", "alice", input=message())
+    done = user.run(*options, "-d", ME, input=message())
     assert done.returncode == status and first_line(done).startswith(code + " ")
 
 
@@ -371,13 +394,13 @@ def test_o_recipient_delimiter_and_mail_location(user, tmp_path):
     lists = tmp_path / "Mail" / ".lists"
     for sub in ("tmp", "new", "cur"):
         (lists / sub).mkdir(parents=True)
-    user.run("-d", "alice-lists@example.org", "-o", "recipient_delimiter=-",
+    user.run("-d", f"{ME}-lists@example.org", "-o", "recipient_delimiter=-",
              "-o", f"mail_location=maildir:{tmp_path / 'Mail'}", input=message(), check=0)
     assert len(maildir_files(lists)) == 1 and maildir_files(user.maildir) == []
 
 
 def test_o_without_an_lda_equivalent_is_one_warning(user_log_on_stderr):
-    done = user_log_on_stderr.run("-o", "mail_plugins=quota sieve", "-d", "alice",
+    done = user_log_on_stderr.run("-o", "mail_plugins=quota sieve", "-d", ME,
                                   input=message(), check=0)
     warned = [line for line in done.stderr.decode().splitlines() if "mail_plugins" in line]
     assert len(warned) == 1 and "ignored" in warned[0]
@@ -391,7 +414,7 @@ def test_o_without_an_lda_equivalent_is_one_warning(user_log_on_stderr):
 ], ids=["not-yes-or-no", "empty-bool", "no-equals", "no-key", "delimiter-lf",
         "delimiter-at", "mbox", "layout-option", "variable"])
 def test_o_with_a_value_lda_cannot_take_defers_with_78(user, setting):
-    done = user.run("-o", setting, "-d", "alice", input=message())
+    done = user.run("-o", setting, "-d", ME, input=message())
     assert done.returncode == 78, done.stderr.decode(errors="replace")
     assert first_line(done).startswith("4.3.5 ")
     assert maildir_files(user.maildir) == []
@@ -410,7 +433,7 @@ FOLDER_ATTACKS = {
 def test_a_hostile_folder_or_extension_goes_to_the_inbox(user_log_on_stderr, tmp_path,
                                                         option, value):
     user = user_log_on_stderr
-    done = user.run(option, value, "-d", "alice", "-o", "lda_mailbox_autocreate=yes",
+    done = user.run(option, value, "-d", ME, "-o", "lda_mailbox_autocreate=yes",
                     input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1
     assert sorted(p.name for p in user.maildir.iterdir()) == ["cur", "new", "tmp"]
@@ -434,10 +457,10 @@ def test_a_hostile_d_or_r_is_refused_as_a_recipient_is(site, option, value):
                          ids=["lf", "long", "dot-dot-cr"])
 def test_a_hostile_p_or_c_is_a_clear_78_or_warning(user_log_on_stderr, value):
     user = user_log_on_stderr
-    done = user.run("-d", "alice", "-p", value, input=message())
+    done = user.run("-d", ME, "-p", value, input=message())
     assert done.returncode == 78 and first_line(done).startswith("4.3.5 -p ")
     assert len(first_line(done)) < 400
-    done = user.run("-d", "alice", "-c", value, input=message(), check=0)
+    done = user.run("-d", ME, "-c", value, input=message(), check=0)
     assert "\n" not in value or "x\ny" not in done.stderr.decode()
     assert len(maildir_files(user.maildir)) == 1
 
@@ -451,13 +474,13 @@ def test_a_nul_in_process_is_refused_or_ignored(tmp_path, argv, status):
     """No execve passes a NUL; an in-process caller may."""
     from lda.deliver.command import deliver
 
-    assert deliver([*argv, "-d", "alice"], stdin=io.BytesIO(message()),
+    assert deliver([*argv, "-d", ME], stdin=io.BytesIO(message()),
                    environ={"HOME": str(tmp_path)}) == status
     assert len(maildir_files(tmp_path / "Maildir")) == (status == 0)
 
 
 def test_a_long_o_key_is_warned_shortly(user_log_on_stderr):
-    done = user_log_on_stderr.run("-o", "k" * 10000 + "=1", "-d", "alice",
+    done = user_log_on_stderr.run("-o", "k" * 10000 + "=1", "-d", ME,
                                   input=message(), check=0)
     assert max(map(len, done.stderr.decode().splitlines())) < 400
 
@@ -471,14 +494,14 @@ def test_help_lists_every_option(user):
 def test_the_config_file_of_a_toml_name_is_still_read(user, tmp_path):
     config = write_lda_toml(tmp_path / "other.toml", {"mode": "user",
                                                       "maildir": str(tmp_path / "M")})
-    user.run("-c", str(config), "-d", "alice", input=message(), check=0)
+    user.run("-c", str(config), "-d", ME, input=message(), check=0)
     assert len(maildir_files(tmp_path / "M")) == 1
 
 
 @pytest.mark.parametrize("argv, absent", [
-    (["-f", "s@x.org", "-d", "alice"], ("lda.deliver.dropin", "lda.store.folders")),
-    (["-f", "s@x.org", "-a", "", "-d", "alice"], ("lda.deliver.dropin",)),
-    (["-d", "alice", "-m", "INBOX/Lists"], ("lda.sieve",)),
+    (["-f", "s@x.org", "-d", ME], ("lda.deliver.dropin", "lda.store.folders")),
+    (["-f", "s@x.org", "-a", "", "-d", ME], ("lda.deliver.dropin",)),
+    (["-d", ME, "-m", "INBOX/Lists"], ("lda.sieve",)),
 ], ids=["plain", "empty-extension", "m"])
 def test_a_delivery_imports_only_the_options_it_uses(user, argv, absent):
     """The start-up budget (lda/startup/__init__.py): dovecot-lda's options
@@ -505,7 +528,7 @@ def test_o_lda_original_recipient_header(user_log_on_stderr, argv, header, logge
     given; checked as -a is, since a sender could write it too."""
     user = user_log_on_stderr
     done = user.run(*argv, "-o", "lda_original_recipient_header=X-Original-To", "-d",
-                    "alice@example.org", input=header + message(), check=0)
+                    f"{ME}@example.org", input=header + message(), check=0)
     assert logged in done.stderr.decode(errors="replace")
     assert len(maildir_files(user.maildir)) == 1
 
@@ -513,7 +536,7 @@ def test_o_lda_original_recipient_header(user_log_on_stderr, argv, header, logge
 @pytest.mark.parametrize("name", [" ", "X Original", "X-Original:To", "X-\u00e9"],
                          ids=["blank", "space", "colon", "non-ascii"])
 def test_o_lda_original_recipient_header_must_name_a_field(user, name):
-    done = user.run("-o", f"lda_original_recipient_header={name}", "-d", "alice",
+    done = user.run("-o", f"lda_original_recipient_header={name}", "-d", ME,
                     input=message())
     assert done.returncode == 78 and first_line(done).startswith("4.3.5 ")
 
