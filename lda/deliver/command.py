@@ -79,7 +79,8 @@ def parse_args(argv, environ):
     if sender is not None:
         sender = check_sender(sender)
     args = {"sender": sender, "recipients": recipients, "notes": notes,
-            "reject": "-e" in options, "message": options.get("-p")}
+            "reject": "-e" in options, "message": options.get("-p"),
+            "destination": options.get("-d")}
     args.update(_addresses(options.get("-a"), environ, notes))
     args.update(_dovecot_options(options, notes))
     return args
@@ -230,6 +231,8 @@ def _deliver(argv, stdin, environ, clock, held):
         # Postfix's $EXTENSION is the address's own: off with it, as for
         # the address (lda.deliver.resolve.address_folder); -a names one.
         environ = {k: v for k, v in environ.items() if k != "EXTENSION"}
+    if config.per_user and args["destination"] is not None:
+        _own_destination(config, args["destination"])
     resolver = make_resolver(config, environ, log)
     if args["folder"]:
         from .dropin import DefaultFolder
@@ -249,6 +252,25 @@ def _deliver(argv, stdin, environ, clock, held):
         return (*exit_status(delivery.run(recipients, stream, together=True)), log)
     with open_message(args["message"]) as stream:
         return (*exit_status(delivery.run(recipients, stream, together=True)), log)
+
+
+def _own_destination(config, destination):
+    """Per-user mode stores into the running user's own Maildir, whoever a
+    recipient names.  -d names the user to deliver to (dovecot-lda's
+    userdb user, procmail's -d USER): another user's name is a line meant
+    for managed mode, as dovecot-lda's virtual `-d ${user}@${nexthop}` run
+    as vmail, where every user's mail would land in vmail's Maildir.  78,
+    so the MTA keeps the mail until the configuration is fixed."""
+    from .envelope import normalize, split_extension
+    from .resolve import current_user
+
+    me = current_user()
+    base, _ = split_extension(normalize(destination), config.recipient_delimiter)
+    if base.partition("@")[0] != me.lower():
+        raise ConfigError(f"-d {destination[:80]!r}: per-user mode (no lda.toml, or "
+                          f'mode = "user") delivers only into the running user\'s '
+                          f"({me}) own Maildir; for the users -d names, set "
+                          'mode = "managed" in lda.toml (lda(1))')
 
 
 def standard_input():
