@@ -172,11 +172,12 @@ DIFFERENCES = {
         "dovecot-lda cannot store (unwritable-no-w); " + RECIPE, "deliver:lost"),
     "wiki-rc-over-quota": Difference("as over-quota-exitcode", "defer"),
     "exitcode-too-early": Difference(
-        "exactly once: on Postfix's retry lda finds the message delivered and "
-        "discards the copy, where dovecot-lda stores it again.  Both still exit "
-        "75 on every retry (the Spam recipe keeps failing) until Postfix gives up "
-        "on a message the user has: README says to set EXITCODE after the last "
-        "recipe only", "defer:INBOX"),
+        "exactly once: on Postfix's retry lda finds the message delivered to the "
+        "mailbox (the inbox copy) and discards it for both recipes, the Spam one "
+        "too, so procmail exits 0 and Postfix is done; dovecot-lda stores it again "
+        "and exits 75 on every retry (the Spam recipe keeps failing) until Postfix "
+        "gives up on a message the user has.  README says to set EXITCODE after "
+        "the last recipe only", "deliver:INBOX"),
     "over-quota-exitcode": Difference(
         "with EXITCODE=$? procmail exits with lda's 75 and Postfix keeps the message "
         "while the user makes room, as README's \"the mailbox is full\" row says for "
