@@ -86,7 +86,8 @@ def skip_reason():
 class PrivateDovecot:
     """One Dovecot master, its users and their Maildirs under root."""
 
-    def __init__(self, root, owner, quota_rule="*:storage=200K", grace="0", extra=""):
+    def __init__(self, root, owner, quota_rule="*:storage=200K", grace="0", extra="",
+                 more_rules=()):
         self.root = Path(root)
         self.owner = owner
         self.conf = self.root / "dovecot.conf"
@@ -95,15 +96,17 @@ class PrivateDovecot:
         self.homes.mkdir(mode=0o755, exist_ok=True)
         (self.root / "users").write_text("")
         self.master = None
-        self.configure(quota_rule, grace, extra)
+        self.configure(quota_rule, grace, extra, more_rules)
 
-    def configure(self, quota_rule="*:storage=200K", grace="0", extra=""):
+    def configure(self, quota_rule="*:storage=200K", grace="0", extra="", more_rules=()):
         """(Re)write dovecot.conf: quota_rule None for no limit in Dovecot's
         configuration (then Dovecot takes the maildirsize quota line);
-        grace as Dovecot's quota_grace ("0", "10%%", "1M")."""
+        grace as Dovecot's quota_grace ("0", "10%%", "1M"); more_rules as
+        quota_rule2, quota_rule3... ("Trash:ignore")."""
         rules = [f"  quota_grace = {grace}"]
         if quota_rule is not None:
             rules.append(f"  quota_rule = {quota_rule}")
+        rules += [f"  quota_rule{n} = {rule}" for n, rule in enumerate(more_rules, 2)]
         self.conf.write_text(CONF.format(root=self.root, owner=self.owner.name,
                                          rules="\n".join(rules), extra=extra))
         if self.master is not None:

@@ -161,3 +161,74 @@ def test_quota_grace_decides_as_dovecot_does(dovecot, grace, lda_exits):  # noqa
               f"{by_dovecot.stderr.decode()[:120]!r}")
     assert [code == 0 for code in taken["lda"]] == [code == 0 for code in taken["dovecot"]]
     assert taken["lda"] == lda_exits
+
+
+def inbox_on_disk(maildir, ignored):
+    """on_disk without the folders Dovecot's `NAME:ignore` rules leave out."""
+    everything, skipped = on_disk(maildir), [on_disk(maildir / f".{name}") for name in ignored]
+    return (everything[0] - sum(s[0] for s in skipped),
+            everything[1] - sum(s[1] for s in skipped))
+
+
+def test_a_folder_dovecot_ignores_is_left_out_of_every_lda_recount(dovecot):  # noqa: F811
+    """Dovecot's `quota_rule2 = Trash:ignore`, lda's quota_ignore_folders =
+    ["Trash"]: lda's recounts (`lda quota recalc`, and a delivery's when
+    maildirsize cannot be trusted) write what `doveadm quota recalc` writes,
+    a copy lda files into Trash adds no line, and a message that fits by
+    Dovecot's rules is taken by lda and by dovecot-lda alike."""
+    dovecot.configure(more_rules=["Trash:ignore"])
+    box = Managed(dovecot, quota_ignore_folders=["Trash"])
+    dovecot.recalc("alice")
+
+    def deliver(n, size, *options):
+        return box.server.lda("deliver", "-f", "s@example.org", *options, ALICE,
+                              input=message(f"<q{n}@x>", body=b"q" * size + b"\n"),
+                              env={"LDA_CONFIG": str(box.config)})
+
+    def by_dovecot(n, size, *options):
+        done = dovecot.deliver("alice", message(f"<d{n}@x>", body=b"d" * size + b"\n"),
+                               "s@example.org", *options)
+        return done.returncode, done.stderr.decode().strip()
+
+    def recalc_by_doveadm():
+        before = (box.maildir / "maildirsize").read_text()
+        dovecot.recalc("alice")
+        return before, (box.maildir / "maildirsize").read_text()
+
+    for n in range(3):                           # 150K that Dovecot does not count
+        assert by_dovecot(n, 50_000, "-m", "Trash") == (0, "")
+    assert deliver(10, 20_000, "-m", "Trash").returncode == 0
+    assert (box.maildir / ".Trash").is_dir()
+    for n in range(20, 22):
+        assert deliver(n, 40_000).returncode == 0
+    assert by_dovecot(22, 40_000) == (0, "")
+    inbox = inbox_on_disk(box.maildir, ["Trash"])
+    print(f"\nINBOX {inbox}, Trash {on_disk(box.maildir / '.Trash')}")
+    # dovecot-lda adds no line for Trash; neither may lda.
+    assert in_maildirsize(box.maildir) == ("204800S", inbox)
+
+    box.run("quota", "recalc", ALICE)
+    by_lda, by_doveadm = recalc_by_doveadm()
+    print(f"lda quota recalc: {by_lda.split()}, doveadm quota recalc: {by_doveadm.split()}")
+    assert by_lda == by_doveadm == f"204800S\n{inbox[0]} {inbox[1]}\n"
+
+    # Two lines and over the limit with the next message: lda recounts.
+    assert by_dovecot(30, 30_000) == (0, "")
+    refused = deliver(31, 60_000)
+    assert refused.returncode == 75, refused.stderr
+    by_lda, by_doveadm = recalc_by_doveadm()
+    print(f"lda's recount at delivery: {by_lda.split()}, "
+          f"doveadm quota recalc: {by_doveadm.split()}")
+    assert by_lda == by_doveadm
+    assert by_lda == "204800S\n%d %d\n" % inbox_on_disk(box.maildir, ["Trash"])
+
+    # 10K fits by Dovecot's rules (Trash left out): both take it.
+    taken = deliver(40, 10_000)
+    assert taken.returncode == 0, taken.stderr
+    assert by_dovecot(41, 10_000, "-e") == (0, "")
+    dove, shown = dovecot.quota("alice"), box.show()
+    print(f"doveadm quota get: {dove}, lda quota show: {shown['storage_used']} "
+          f"{shown['messages_used']}")
+    assert in_maildirsize(box.maildir)[1] == inbox_on_disk(box.maildir, ["Trash"])
+    assert (dove["STORAGE"][0], dove["MESSAGE"][0]) == (
+        (shown["storage_used"] + 1023) // 1024, shown["messages_used"])
