@@ -45,6 +45,8 @@ KEYS = {
     "quota_messages": (0, int, "default message-count quota (0: none)"),
     "quota_rules": ("dovecot", str, "what a recount counts: dovecot (every message and "
                                     "folder) or courier (no .Trash, no T-flagged)"),
+    "quota_ignore_folders": ([], list, "folders the quota does not count, as Dovecot's "
+                                       "quota_rule NAME:ignore: [\"Trash\"]"),
     "quota_exceeded_message": (QUOTA_EXCEEDED, str, "what the sender reads when a mailbox "
                                "is full (the figures go to the log), as Dovecot's"),
     "quota_grace": (0, (int, str), "how far past its storage limit the last message may "
@@ -177,6 +179,7 @@ class Config:
                                                                        "lmtp.sock")
         self.lmtp_max_message_size = self._in_file(parse_size, "lmtp_max_message_size")
         self.quota_warnings = parse_thresholds(self.quota_warnings, self.path)
+        self.quota_ignore_folders = parse_folder_masks(self.quota_ignore_folders, self.path)
         self.sieve_before = self._paths("sieve_before")
         self.sieve_after = self._paths("sieve_after")
         self.sieve_default = self.expand(self.sieve_default) if self.sieve_default else ""
@@ -441,6 +444,30 @@ def parse_thresholds(entries, path="lda.toml"):
             raise ConfigError(f"{path}: quota_warnings: {entry!r} is listed twice")
         found.append((words[0], int(number)))
     return tuple(sorted(found, key=lambda t: (THRESHOLD_KINDS.index(t[0]), -t[1])))
+
+
+def parse_folder_masks(entries, path="lda.toml"):
+    """quota_ignore_folders as a tuple of masks, each matched against whole
+    folder names (lda.store.maildirsize.Rules) as Dovecot matches the NAME of
+    `quota_rule = NAME:ignore` against mailbox names: "INBOX" in any case is
+    the inbox, "*" and "?" are wildcards.  Dovecot's "/" separator is read as
+    Maildir++'s "." and a leading "INBOX." (a namespace prefix) is dropped,
+    as lda reads every folder name (store.folders.check_folder)."""
+    masks = []
+    for entry in entries:
+        if not isinstance(entry, str) or not entry:
+            raise ConfigError(f"{path}: quota_ignore_folders: {entry!r} is not a folder name")
+        if entry in ("*", "?"):
+            raise ConfigError(f"{path}: quota_ignore_folders: {entry!r} names Dovecot's "
+                              "default rule, not a mailbox: list the folders")
+        mask = "INBOX" if entry.upper() == "INBOX" else entry.replace("/", ".")
+        if mask[:6].upper() == "INBOX.":
+            mask = mask[6:]
+        if not mask or mask.startswith("."):
+            raise ConfigError(f"{path}: quota_ignore_folders: {entry!r} is not a folder "
+                              'name (a folder is named as IMAP shows it: "Trash", not ".Trash")')
+        masks.append(mask)
+    return tuple(masks)
 
 
 def _passwd_home():

@@ -13,9 +13,11 @@ from lda.config import Config
 from lda.deliver.resolve import Target
 from lda.errors import CannotCreate, ConfigError, QuotaExceeded, QuotaTooBig
 from lda.store.maildirsize import (
+    COURIER,
     MAX_SIZE,
     STALE_SECONDS,
     Quota,
+    Rules,
     Usage,
     add_usage,
     counts_towards_quota,
@@ -109,9 +111,77 @@ def test_would_exceed(usage, quota, size, count, exceeds):
 def test_trash_and_deleted_count_unless_the_courier_rules_say_not():
     assert counts_towards_quota(None)
     assert counts_towards_quota(".Trash", "ST")
-    assert counts_towards_quota(".Work", rules="courier")
-    assert not counts_towards_quota(".Trash", rules="courier")
-    assert not counts_towards_quota(None, "ST", rules="courier")
+    assert counts_towards_quota(".Work", rules=Rules(COURIER))
+    assert not counts_towards_quota(".Trash", rules=Rules(COURIER))
+    assert not counts_towards_quota(None, "ST", rules=Rules(COURIER))
+
+
+IGNORED = ["Trash", "Archive/20??", "Lists.*", "Entwürfe", "*Junk*"]
+
+
+@pytest.mark.parametrize("folder, counts", [
+    (None, True), (".Trash", False), (".trash", True), (".Trash.Old", True),
+    (".Archive.2023", False), (".Archive.202", True), (".Archive.2023.Q1", True),
+    (".Lists", True), (".Lists.a.b", False), (".Entw&APw-rfe", False),
+    (".My Junk Mail", False), (".Work", True),
+], ids=str)
+def test_quota_ignore_folders_matches_as_dovecot_matches_quota_rule_names(folder, counts):
+    """Dovecot's quota_rule NAME:ignore: the whole mailbox name, case and all,
+    "*" and "?" wildcards, "/" its namespace separator, non-ASCII names as
+    IMAP shows them (modified UTF-7 on disk)."""
+    rules = Rules.of(Config({"quota_ignore_folders": IGNORED}))
+    assert rules.counts_folder(folder) is counts
+    assert counts_towards_quota(folder, rules=rules) is counts
+
+
+def test_only_the_name_inbox_leaves_the_inbox_out(maildir):
+    put(maildir, "new", "a", 10)
+    put(make_maildir(maildir / ".Work"), "new", "b", 20)
+    everything = Rules.of(Config({"quota_ignore_folders": ["*?*", "INBOX.*"]}))
+    assert everything.counts_folder(None) and not everything.counts_folder(".Work")
+    assert recalculate(maildir, Quota(), rules=everything) == Usage(10, 1)
+    inbox = Rules.of(Config({"quota_ignore_folders": ["inbox"]}))
+    assert recalculate(maildir, Quota(), rules=inbox) == Usage(20, 1)
+
+
+def test_ignored_folders_are_left_out_under_the_courier_rules_too(maildir):
+    put(make_maildir(maildir / ".Trash"), "new", "a", 10)
+    put(make_maildir(maildir / ".Spam"), "new", "b", 20)
+    put(make_maildir(maildir / ".Work"), "new", "c", 40)
+    rules = Rules.of(Config({"quota_rules": "courier", "quota_ignore_folders": ["Spam"]}))
+    assert recalculate(maildir, Quota(), rules=rules) == Usage(40, 1)
+    assert recalculate(maildir, Quota(), rules=Rules(COURIER)) == Usage(60, 2)
+
+
+@pytest.mark.parametrize("entries, masks", [
+    (["Trash", "INBOX.Junk", "inbox/Spam", "Inbox", "A/B/*"],
+     ("Trash", "Junk", "Spam", "INBOX", "A.B.*")),
+    ([], ()),
+], ids=["normalised", "none"])
+def test_quota_ignore_folders_are_read_as_lda_reads_folder_names(entries, masks):
+    assert Config({"quota_ignore_folders": entries}).quota_ignore_folders == masks
+
+
+@pytest.mark.parametrize("entry", ["*", "?", "", ".Trash", "INBOX.", 3],
+                         ids=["star", "question", "empty", "directory", "prefix-only",
+                              "number"])
+def test_quota_ignore_folders_refuses_what_names_no_folder(entry):
+    with pytest.raises(ConfigError, match="quota_ignore_folders"):
+        Config({"quota_ignore_folders": [entry]})
+
+
+def test_a_delivery_recount_leaves_ignored_folders_out(maildir):
+    """The check a delivery, LMTP and the policy service make (quota_failure)
+    recounts an untrusted maildirsize with the same rules."""
+    put(maildir, "cur", "1.M1P1.host,S=500:2,S", 1)
+    put(make_maildir(maildir / ".Trash"), "cur", "2.M2P2.host,S=400:2,S", 1)
+    target = _target(maildir, Quota(1000))
+    write_maildirsize(maildir, b"1000S\n500 1\n400 1\n", MTIME)
+    assert quota_failure(Config({"quota_ignore_folders": ["Trash"]}), target, 200) is None
+    assert (maildir / "maildirsize").read_bytes() == b"1000S\n500 1\n"
+    write_maildirsize(maildir, b"1000S\n500 1\n400 1\n", MTIME)
+    assert isinstance(quota_failure(Config(), target, 200), QuotaExceeded)
+    assert (maildir / "maildirsize").read_bytes() == b"1000S\n900 2\n"
 
 
 @pytest.mark.parametrize("usage, size, grace, exceeds", [
@@ -262,7 +332,7 @@ def test_size_from_name_when_present_else_stat(maildir):
     put(maildir, "cur", "4.M4P4.host,S=300,W=310:2,S", 1)    # Dovecot's S= then W=
     put(maildir, "cur", "5.M5P5.host,S=:2,S", 3)             # no digits: stat (the spec)
     put(maildir, "cur", "6.M6P6.host,S=20:2,RS", 9)
-    assert recalculate(maildir, Quota(), rules="courier") == Usage(
+    assert recalculate(maildir, Quota(), rules=Rules(COURIER)) == Usage(
         5000 + 10 + 7 + 300 + 3 + 20, 6)
     # Dovecot reads "S=" without digits as 0 bytes (quota-maildir.c).
     assert recalculate(maildir, Quota()) == Usage(5000 + 10 + 7 + 300 + 0 + 20, 6)
@@ -278,7 +348,7 @@ def test_folders_count_and_non_folders_do_not(maildir):
     put(make_maildir(maildir / "..Bad", folder_marker=True), "new", "e", 160)
     put(make_maildir(maildir / ".Trash", folder_marker=True), "new", "f", 320)
     (maildir / ".file").write_bytes(b"x" * 5000)
-    assert recalculate(maildir, Quota(), rules="courier") == Usage(70, 3)
+    assert recalculate(maildir, Quota(), rules=Rules(COURIER)) == Usage(70, 3)
     assert recalculate(maildir, Quota()) == Usage(10 + 10000 + 640 + 20 + 40 + 320, 6)
 
 

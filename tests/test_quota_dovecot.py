@@ -232,3 +232,47 @@ def test_a_folder_dovecot_ignores_is_left_out_of_every_lda_recount(dovecot):  # 
     assert in_maildirsize(box.maildir)[1] == inbox_on_disk(box.maildir, ["Trash"])
     assert (dove["STORAGE"][0], dove["MESSAGE"][0]) == (
         (shown["storage_used"] + 1023) // 1024, shown["messages_used"])
+
+
+# A site's namespace and the quota_rule masks it writes in its names;
+# lda.toml lists the same masks.  Each folder, its Maildir++ directory, and
+# whether Dovecot counts it: case matters, "*" takes the separator too, "?"
+# one character, a non-ASCII name is matched as IMAP shows it.
+NAMESPACES = {
+    "default": ("", ["Archive.*", "Entwürfe", "Spam?"]),
+    "separator /": ("namespace inbox {\n  inbox = yes\n  separator = /\n}\n",
+                    ["Archive/*", "Entwürfe", "Spam?"]),
+    "prefix INBOX.": ("namespace inbox {\n  inbox = yes\n  prefix = INBOX.\n"
+                      "  separator = .\n}\n", ["INBOX.Archive.*", "INBOX.Entwürfe",
+                                             "INBOX.Spam?"]),
+}
+FOLDERS = [(".Archive", True), (".Archive.2023", False), (".Archive.2023.Q1", False),
+           (".archive.2023", True), (".Entw&APw-rfe", False), (".Entw&APw-rfe.Alt", True),
+           (".Spam1", False), (".Spam", True), (".Spam12", True)]
+
+
+@pytest.mark.parametrize("namespace", NAMESPACES, ids=str)
+def test_quota_ignore_folders_names_what_dovecot_quota_rules_name(dovecot, namespace):  # noqa: F811
+    """The same masks in Dovecot's quota_rule2, 3... (NAME:ignore) and in
+    lda's quota_ignore_folders: `lda quota recalc` and `doveadm quota
+    recalc` write the same maildirsize, whatever the namespace."""
+    extra, masks = NAMESPACES[namespace]
+    dovecot.configure(extra=extra, more_rules=[f"{mask}:ignore" for mask in masks])
+    box = Managed(dovecot, quota_ignore_folders=masks)
+    dovecot.recalc("alice")
+    box.run("deliver", "-f", "s@example.org", ALICE, input=message("<inbox@x>"))
+    for n, (directory, _) in enumerate(FOLDERS):
+        folder = box.maildir / directory
+        for sub in ("cur", "new", "tmp"):
+            (folder / sub).mkdir(parents=True)
+        (folder / "new" / f"{n}.M1P1.host,S={1000 * (n + 1)}").write_bytes(b"x")
+    dovecot.owner.chown_tree(box.maildir)
+    counted = [d for d, counts in FOLDERS if counts]
+    expected = in_maildirsize(box.maildir)[1][0] + sum(
+        1000 * (n + 1) for n, (d, _) in enumerate(FOLDERS) if d in counted)
+    box.run("quota", "recalc", ALICE)
+    by_lda = (box.maildir / "maildirsize").read_text()
+    dovecot.recalc("alice")
+    by_doveadm = (box.maildir / "maildirsize").read_text()
+    print(f"\n{namespace}: lda {by_lda.split()}, doveadm {by_doveadm.split()}")
+    assert by_lda == by_doveadm == f"204800S\n{expected} {1 + len(counted)}\n"

@@ -46,7 +46,7 @@ from .state import check_access
 # them as written, which lda.toml reads back to the same setting.
 AS_WRITTEN = frozenset({"quota_storage", "quota_grace", "partial_expiration",
                         "lmtp_max_message_size", "sieve_editheader_max_header_size",
-                        "quota_warnings", "sieve_spamtest_text_values",
+                        "quota_warnings", "quota_ignore_folders", "sieve_spamtest_text_values",
                         "sieve_virustest_text_values"})
 # Defaults that Config derives from something else rather than KEYS.
 DERIVED = {"hostname": "derived (uname)", "postmaster": "derived (hostname)",

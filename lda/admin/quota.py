@@ -17,7 +17,7 @@ from ..deliver.resolve import current_user
 from ..errors import LdaError
 from ..store import maildirsize
 from ..store.locks import MailboxLocks
-from ..store.maildirsize import Quota
+from ..store.maildirsize import Quota, Rules
 from .mailboxes import QUOTA_COLUMNS, get_mailbox, list_mailboxes, mailbox_path, set_mailbox_quota
 
 
@@ -58,7 +58,7 @@ def show(db, config, address, clock=time.time):
     row = get_mailbox(db, address)
     path = mailbox_path(db, row)
     quota = maildirsize.quota_for(own_quota(config, row), path)
-    usage = maildirsize.read_usage(path, quota, clock, rules=config.quota_rules)
+    usage = maildirsize.read_usage(path, quota, clock, rules=Rules.of(config))
     return describe(config, row, quota, usage, maildir=path)
 
 
@@ -71,9 +71,9 @@ def show_user(config, clock=time.time):
     quota = maildirsize.existing_quota(path)
     row = {"address": current_user(), "quota_storage": 0, "quota_messages": 0}
     if quota is not None:
-        usage = maildirsize.read_usage(path, quota, clock, rules=config.quota_rules)
+        usage = maildirsize.read_usage(path, quota, clock, rules=Rules.of(config))
     elif os.path.isdir(path):
-        quota, usage = Quota(), maildirsize.count_usage(path, rules=config.quota_rules)
+        quota, usage = Quota(), maildirsize.count_usage(path, rules=Rules.of(config))
     else:
         quota, usage = Quota(), maildirsize.Usage(0, 0)  # no mail delivered yet
     result = describe(config, row, quota, usage, maildir=path)
@@ -105,7 +105,7 @@ def recount(db, config, row, lifted=None):
         quota = maildirsize.quota_for(own, path)
         if own.unlimited() and quota == lifted:
             quota = own
-        return quota, maildirsize.recalculate(path, quota, rules=config.quota_rules)
+        return quota, maildirsize.recalculate(path, quota, rules=Rules.of(config))
 
 
 def recalc(db, config, address):

@@ -944,11 +944,12 @@ class Delivery:
 
     def _add_usage(self, target, staged, folder):
         """One maildirsize line for the message stored in folder (the
-        courier rules leave .Trash and T-flagged messages out)."""
+        folders of quota_ignore_folders, and under the courier rules .Trash
+        and T-flagged messages, are left out)."""
         if _has_quota(target):
-            from ..store.maildirsize import add_usage, counts_towards_quota
+            from ..store.maildirsize import Rules, add_usage, counts_towards_quota
 
-            if not counts_towards_quota(folder, target.info, self.config.quota_rules):
+            if not counts_towards_quota(folder, target.info, Rules.of(self.config)):
                 return
             try:
                 add_usage(target.maildir_path, staged.size)

@@ -38,7 +38,7 @@ import os
 import time
 
 from ..store import maildir as md
-from ..store.maildirsize import Usage, counts_towards_quota, read_usage
+from ..store.maildirsize import Rules, Usage, counts_towards_quota, read_usage
 from .resolve import Target
 
 RECORD = "lda-quota-warnings"
@@ -99,7 +99,7 @@ def _warn_mailbox(delivery, db, targets, keys, staged):
     """The usage after this group's copies (maildirsize, read as a delivery
     reads it) and before them (minus the copies that count: a Trash copy
     does not), and a warning for each threshold crossed between."""
-    rules = delivery.config.quota_rules
+    rules = Rules.of(delivery.config)
     counted = [t for t in targets if counts_towards_quota(t.folder, t.info, rules)]
     if not counted:
         return

@@ -54,6 +54,28 @@ def maildir_folder(name):
     return "." + modified_utf7(name)
 
 
+def folder_name(directory):
+    """maildir_folder's inverse: the folder name of a Maildir++ directory
+    (".Entw&APw-rfe" -> "Entwürfe"), as IMAP clients and Dovecot's mailbox
+    names show it.  A run that is not modified UTF-7 is kept as it is."""
+    name, out, pos = directory[1:], [], 0
+    while (start := name.find("&", pos)) >= 0 and (end := name.find("-", start)) >= 0:
+        run = name[start + 1:end]
+        out += [name[pos:start], _utf7_run(run) if run else "&"]
+        pos = end + 1
+    return "".join(out) + name[pos:]
+
+
+def _utf7_run(run):
+    from binascii import Error, a2b_base64
+
+    try:
+        return a2b_base64(run.replace(",", "/") + "=" * (-len(run) % 4),
+                          strict_mode=True).decode("utf-16-be")
+    except (Error, UnicodeDecodeError):
+        return f"&{run}-"
+
+
 def modified_utf7(text):
     out, run = [], []
 

@@ -13,12 +13,19 @@ the Maildir and of every ".Name" directory, .Trash and T-flagged messages
 included; "courier" as the spec and Courier's maildirquota.c do, without
 .Trash, T-flagged messages and dot files (a ".Name" folder counts with or
 without its maildirfolder file, which only tells a delivery agent handed a
-folder where the parent is).  Where lda still differs from both: it never
-follows a symlink (they stat() through one), counts regular files only
-(they count whatever stat() sizes, a directory in cur/ included), never
-counts a "..Name" directory (the spec forbids them; Courier counts one), and
-stat()s a name whose ",S=" is not followed by digits (Courier reads the
-digits there are: tests/test_quota_courier.py).
+folder where the parent is).  Under either, the folders quota_ignore_folders
+names are left out, as Dovecot leaves out a mailbox that a `quota_rule =
+NAME:ignore` names (quota-maildir.c, maildir_list_next; quota-util.c,
+quota_root_rule_find): the whole name, case-sensitive, "*" and "?" as
+wildcards.  Rules holds both settings, and every count asks it: a delivery's
+line, a recount, `lda quota`, the policy service, quota warnings.
+
+Where lda still differs from both: it never follows a symlink (they stat()
+through one), counts regular files only (they count whatever stat() sizes,
+a directory in cur/ included), never counts a "..Name" directory (the spec
+forbids them; Courier counts one), and stat()s a name whose ",S=" is not
+followed by digits (Courier reads the digits there are:
+tests/test_quota_courier.py).
 
 The limit check is Dovecot's (quota.c, quota_transaction_is_over): a
 mailbox under its storage limit takes a message that ends at most
@@ -53,6 +60,8 @@ STALE_SECONDS = 15 * 60
 TRASH = ".Trash"
 # lda.toml's quota_rules.
 DOVECOT, COURIER = "dovecot", "courier"
+# The inbox's name in quota_ignore_folders (config.parse_folder_masks).
+INBOX = "INBOX"
 # Scans to try when the Maildir keeps changing under a recalculation.
 RECALCULATION_PASSES = 3
 
@@ -84,6 +93,52 @@ _File = record("_File", "data mtime")
 # usage is None when the file cannot be trusted; lines: usage lines after the
 # quota line.
 _Contents = record("_Contents", "quota usage lines")
+
+
+class Rules(record("Rules", "kind ignored", defaults=(DOVECOT, ()))):
+    """What counts towards the quota: kind is lda.toml's quota_rules
+    (DOVECOT or COURIER), ignored its quota_ignore_folders (the masks
+    config.parse_folder_masks makes of it)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, config):
+        return cls(config.quota_rules, config.quota_ignore_folders)
+
+    def counts_folder(self, folder) -> bool:
+        """Whether the messages of a folder (".Name"; None or "" for INBOX)
+        count.  A wildcard never leaves the inbox out: only "INBOX" does."""
+        folder = (folder or "").rstrip("/")
+        if self.kind == COURIER and folder == TRASH:
+            return False
+        if not self.ignored:
+            return True
+        if not folder:
+            return INBOX not in self.ignored
+        from .folders import folder_name   # only with quota_ignore_folders set
+
+        name = folder_name(folder)
+        return not any(_matches(name, mask) for mask in self.ignored)
+
+
+def _matches(name, mask):
+    """Dovecot's wildcard_match: the whole name, "*" for any run of
+    characters (the hierarchy separator too), "?" for exactly one."""
+    at = position = 0
+    retry = None    # (mask position after the last "*", name position it took)
+    while at < len(name):
+        if position < len(mask) and mask[position] == "*":
+            retry = (position + 1, at)
+            position += 1
+        elif position < len(mask) and mask[position] in ("?", name[at]):
+            at, position = at + 1, position + 1
+        elif retry is not None:
+            retry = (retry[0], retry[1] + 1)   # the "*" takes one character more
+            position, at = retry
+        else:
+            return False
+    return not mask[position:].strip("*")
 
 
 def format_quota(quota: Quota) -> str:
@@ -139,13 +194,14 @@ def grace_bytes(quota: Quota, grace: tuple) -> int:
 
 
 def counts_towards_quota(folder: str | None, info: str | None = None,
-                         rules: str = DOVECOT) -> bool:
+                         rules: Rules = Rules()) -> bool:
     """Whether a message stored in a folder (".Name"; None or "" for INBOX)
-    with Maildir info flags ("ST") counts.  Under the courier rules Trash and
-    T-flagged messages do not, so a delivery there calls no add_usage()."""
-    if rules != COURIER:
-        return True
-    return (folder or "").rstrip("/") != TRASH and "T" not in (info or "")
+    with Maildir info flags ("ST") counts: not in a folder the rules leave
+    out, nor flagged T under the courier rules.  A delivery of one that
+    does not count calls no add_usage()."""
+    if not rules.counts_folder(folder):
+        return False
+    return rules.kind != COURIER or "T" not in (info or "")
 
 
 def quota_for(own: Quota, maildir: str) -> Quota:
@@ -159,7 +215,7 @@ def quota_for(own: Quota, maildir: str) -> Quota:
 
 
 def read_usage(maildir: str, quota: Quota, clock=time.time, *,
-               size: int = 0, count: int = 0, rules: str = DOVECOT, grace: int = 0) -> Usage:
+               size: int = 0, count: int = 0, rules: Rules = Rules(), grace: int = 0) -> Usage:
     """The usage of the Maildir rooted at maildir, from maildirsize when the
     spec trusts it, else from a recalculation that rewrites the file.
 
@@ -175,7 +231,7 @@ def read_usage(maildir: str, quota: Quota, clock=time.time, *,
     return judged_usage(maildir, quota, clock, size, count, rules, grace)[0]
 
 
-def judged_usage(maildir, quota, clock=time.time, size=0, count=0, rules=DOVECOT, grace=0,
+def judged_usage(maildir, quota, clock=time.time, size=0, count=0, rules=Rules(), grace=0,
                  write=True):
     """(usage, recounted): read_usage's figures, and whether maildirsize
     could not be trusted and was recounted (write=False: counted, the file
@@ -248,7 +304,7 @@ def add_usage(maildir: str, size: int, count: int = 1) -> None:
         os.close(fd)
 
 
-def recalculate(maildir: str, quota: Quota, *, rules: str = DOVECOT) -> Usage:
+def recalculate(maildir: str, quota: Quota, *, rules: Rules = Rules()) -> Usage:
     """Count the Maildir and its folders afresh, replace maildirsize with the
     quota line and one usage line, and return the usage.
 
@@ -267,7 +323,7 @@ def recalculate(maildir: str, quota: Quota, *, rules: str = DOVECOT) -> Usage:
     return usage
 
 
-def count_usage(maildir: str, *, rules: str = DOVECOT) -> Usage:
+def count_usage(maildir: str, *, rules: Rules = Rules()) -> Usage:
     """Count the Maildir as recalculate() does, writing nothing: for a
     Maildir that has no maildirsize and must not get one from a reader
     (per-user mode's, which its deliveries never give one)."""
@@ -366,7 +422,8 @@ def _latest_change(maildir, rules):
 
 def _mail_dirs(maildir, rules):
     """Yield an open fd for each new/ and cur/ that counts: the Maildir's own
-    and those of each Maildir++ folder (but Trash, under the courier rules).
+    (unless the rules leave the INBOX out) and those of each Maildir++
+    folder the rules count (Rules.counts_folder).
     A folder is any ".Name" directory, as the spec's recount ("each
     Maildir++ folder, except Trash"), Courier's and Dovecot's have it: a
     client that made one without maildirfolder still keeps mail there.
@@ -374,7 +431,8 @@ def _mail_dirs(maildir, rules):
     within the fd limit."""
     root = os.open(maildir, _DIR_FLAGS)   # the root may be a symlink the admin made
     try:
-        for name in [".", *_folder_names(root, rules)]:
+        inbox = ["."] if rules.counts_folder(None) else []
+        for name in [*inbox, *_folder_names(root, rules)]:
             folder = _open_real_dir(name, root)
             if folder is None:
                 continue
@@ -398,20 +456,20 @@ def _new_and_cur(folder):
 
 
 def _folder_names(root, rules):
-    """Entries that may be Maildir++ folders: ".Name" directories that are
-    not symlinks.  The spec forbids names starting with two periods (and
-    Dovecot keeps its half-deleted folders under "..DOVECOT-TRASHED")."""
+    """Entries that may be Maildir++ folders and count: ".Name" directories
+    that are not symlinks.  The spec forbids names starting with two periods
+    (and Dovecot keeps its half-deleted folders under "..DOVECOT-TRASHED")."""
     with os.scandir(root) as entries:
         return [entry.name for entry in entries
                 if entry.name.startswith(".") and not entry.name.startswith("..")
-                and (rules != COURIER or entry.name != TRASH)
+                and rules.counts_folder(entry.name)
                 and entry.is_dir(follow_symlinks=False)]
 
 
 def _message_size(entry, rules):
     """A message's size as the rules count it, or None if it does not count."""
     name = entry.name
-    if rules != COURIER:
+    if rules.kind != COURIER:
         # quota-maildir.c, maildir_sum_dir: only ".", ".." and "..name" are
         # passed over; dot files and T-flagged messages count.
         if name.startswith(".."):
@@ -561,7 +619,7 @@ def quota_judgement(config, target, size, clock=time.time, write=True):
     limit = target.quota
     grace = grace_bytes(limit, config.quota_grace)
     usage, recounted = judged_usage(target.maildir_path, limit, clock, size, 1,
-                                    config.quota_rules, grace, write)
+                                    Rules.of(config), grace, write)
     return _over_quota(config, target, size, limit, grace, usage), usage, recounted
 
 
