@@ -198,6 +198,19 @@ def test_m_makes_no_folder_unless_autocreate_says_so(user):
     assert (user.maildir / ".Lists.Python" / "maildirfolder").is_file()
 
 
+@pytest.mark.parametrize("script", [None, "keep;\n", 'if header :is "subject" "x" { discard; }\n'],
+                         ids=["no-script", "keep", "implicit-keep"])
+def test_m_with_autocreate_makes_the_folder_a_sieve_keep_goes_to(user, script):
+    """dovecot-lda's -m with lda_mailbox_autocreate: the keep (a script's,
+    or the implicit one) goes to that folder, made if need be, with or
+    without a Sieve script, as dovecot-lda makes it."""
+    if script is not None:
+        (user.home / ".lda.sieve").write_text(script)
+    user.run("-m", "Lists", "-o", "lda_mailbox_autocreate=yes", input=message(), check=0)
+    assert len(maildir_files(user.maildir / ".Lists")) == 1
+    assert maildir_files(user.maildir) == []
+
+
 def test_a_resend_of_a_delivered_message_makes_no_folder_the_user_deleted(user):
     """The first copy made .Lists; the user deleted the folder and the
     message with it; the MTA resends.  DeliveredTo discards the resend,
