@@ -113,8 +113,11 @@ def targets_for(outcome, target, log, log_id):
         kind = type(action).__name__
         if kind in ("Keep", "FileInto"):
             folder = action.maildir_folder if kind == "FileInto" else target.folder
+            # A keep goes where the target went, made as it would have been
+            # (dovecot-lda's -m with lda_mailbox_autocreate).
+            create = action.create if kind == "FileInto" else target.create_folder
             store = target.derive(folder=folder, info=action.maildir_info or None,
-                                  create_folder=kind == "FileInto" and action.create,
+                                  create_folder=create,
                                   suffix=None if stores == 0 else f"#{folder or 'INBOX'}",
                                   keywords=action.keywords)
             derived.append(store)
