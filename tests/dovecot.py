@@ -217,13 +217,14 @@ class PrivateDovecot:
                                *options], input=message, capture_output=True, timeout=60,
                               env={"PATH": "/usr/bin:/bin"})
 
-    def lda(self, *args, home=None, input=b"", env=None):
+    def lda(self, *args, home=None, input=b"", env=None, groups=()):
         """The installed lda as the mail owner, HOME the Dovecot user's home
-        (per-user mode: ~/Maildir is that user's Maildir)."""
+        (per-user mode: ~/Maildir is that user's Maildir); groups: its
+        supplementary group ids (none by default)."""
         environ = {"HOME": str(home or self.owner.home), "PATH": "/usr/bin:/bin", **(env or {})}
         return subprocess.run([str(LDA), *args], input=input, capture_output=True, timeout=60,
-                              user=self.owner.uid, group=self.owner.gid, extra_groups=[],
-                              cwd="/", env=environ)
+                              user=self.owner.uid, group=self.owner.gid,
+                              extra_groups=list(groups), cwd="/", env=environ)
 
     def log_tail(self, lines=10):
         try:

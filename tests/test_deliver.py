@@ -70,6 +70,66 @@ def test_file_name_mode_and_size_follow_the_maildir_spec(user):
     assert list((user.maildir / "tmp").iterdir()) == []
 
 
+def test_a_maildir_open_to_its_group_gets_folders_and_files_its_group_reads(user):
+    """In a ~/Maildir of mode 0750, whatever lda's umask (077, Postfix's for
+    delivery: lda/main.py): a folder lda makes (its directory, cur/, new/,
+    tmp/) is 0750 and every message and maildirfolder 0640, as Dovecot makes
+    them (tests/test_store_dovecot.py compares the two, groups too)."""
+    for sub in ("", "tmp", "new", "cur"):
+        (user.maildir / sub).mkdir(mode=0o750)
+        (user.maildir / sub).chmod(0o750)
+    user.deliver(message(), check=0)
+    user.run("deliver", "-f", "sender@example.org", "-m", "Lists", "-o",
+             "lda_mailbox_autocreate=yes", input=message("<m2@example.org>"), check=0)
+    folder = user.maildir / ".Lists"
+    [inbox_message], [folder_message] = maildir_files(user.maildir), maildir_files(folder)
+    made = [folder, *(folder / sub for sub in ("cur", "new", "tmp")),
+            folder / "maildirfolder", inbox_message, folder_message]
+    assert [oct(stat.S_IMODE(path.stat().st_mode)) for path in made] == \
+        ["0o750"] * 4 + ["0o640"] * 3
+
+
+def test_a_folder_takes_the_permissions_of_its_own_directory_or_of_the_one_above(user):
+    """As Dovecot: a message takes its folder's permissions (a folder made
+    0700 in a 0750 Maildir holds 0600 files, the inbox 0640 ones: a Sieve
+    fileinto and keep store two files, not links of one), and a folder made
+    below another takes that one's (.A.B those of .A, not the root's)."""
+    for sub in ("", "tmp", "new", "cur"):
+        (user.maildir / sub).mkdir(mode=0o750)
+        (user.maildir / sub).chmod(0o750)
+    for sub in ("", "tmp", "new", "cur"):
+        (user.maildir / ".A" / sub).mkdir(mode=0o700)
+    (user.home / ".dovecot.sieve").write_text('require "fileinto";\nfileinto "A";\nkeep;\n')
+    (user.home / ".dovecot.sieve").chmod(0o600)
+    user.deliver(message(), check=0)
+    (user.home / ".dovecot.sieve").unlink()
+    user.run("deliver", "-f", "sender@example.org", "-m", "A.B", "-o",
+             "lda_mailbox_autocreate=yes", input=message("<m2@example.org>"), check=0)
+    [inbox], [in_a] = maildir_files(user.maildir), maildir_files(user.maildir / ".A")
+    [in_b] = maildir_files(user.maildir / ".A.B")
+    made = [inbox, in_a, user.maildir / ".A.B", *(user.maildir / ".A.B" / sub
+                                                   for sub in ("cur", "new", "tmp")), in_b]
+    assert [oct(stat.S_IMODE(path.stat().st_mode)) for path in made] == \
+        ["0o640", "0o600", "0o700", "0o700", "0o700", "0o700", "0o600"]
+    assert inbox.stat().st_ino != in_a.stat().st_ino
+
+
+def test_one_copy_is_linked_only_into_mailboxes_whose_files_take_its_mode(site):
+    """An alias's copy is one file hard-linked into each mailbox, and a
+    hard link shares its mode: a mailbox whose files take another mode
+    (its root opened to a group) gets a copy of its own, as Dovecot copies
+    rather than links between mailboxes whose permissions differ."""
+    alice, bob = site.create_many(("alice@example.org",), ("bob@example.org",))
+    bob.chmod(0o750)
+    site.aliases.write_text("team: alice@example.org, bob@example.org\n")
+    site.deliver(message(), "team@example.org", check=0)
+    [to_alice], [to_bob] = maildir_files(alice), maildir_files(bob)
+    assert (oct(stat.S_IMODE(to_alice.stat().st_mode)),
+            oct(stat.S_IMODE(to_bob.stat().st_mode))) == ("0o600", "0o640")
+    assert to_alice.read_bytes() == to_bob.read_bytes()
+    assert to_alice.stat().st_ino != to_bob.stat().st_ino
+
+
 @pytest.mark.usefixtures("user_log_on_stderr")
 def test_same_message_twice_gives_one_file(user):
     user.deliver(message(), "alice@example.org", check=0)

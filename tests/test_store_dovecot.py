@@ -25,12 +25,14 @@ Run with -s to see each case's figures.
 import calendar
 import os
 import re
+import subprocess
 import time
 from dataclasses import dataclass, field
 
 import pytest
 
 from dovecot import LMTP_CONF, private_dovecot
+from postfix import SBIN_PATH, UnixUser
 from conftest import assert_no_traceback, mailbox_paths, write_lda_toml
 
 SENDER = "sender@example.org"
@@ -413,7 +415,6 @@ def stored_lmtp(tmp_path_factory):
     LMTP_CORPUS sent to Dovecot's lmtp and to `lda lmtp` (managed mode, its
     mailboxes Dovecot users too), one transaction each, the same bytes."""
     import smtplib
-    import subprocess
 
     from conftest import LDA, poll
 
@@ -486,3 +487,146 @@ def test_lda_lmtp_stores_what_dovecot_lmtp_stores(stored_lmtp, case):
         assert lda_rest == dove_rest
     for name, data in ((dove_name, dove_data), (lda_name, lda_data)):
         assert sizes_in_name(name) == {"S": len(data), "W": virtual_size(data)}, name
+
+
+# --- The permissions of what each agent makes, from the Maildir's root --------------
+
+# A Maildir whose root lets a group in (a backup or webmail group, say):
+# Dovecot gives what it makes there the root's permissions (lib-storage's
+# mailbox_list_get_permissions): a directory the root's mode, 0700 at
+# least; a file its read and write bits, 0600 at least; the root's group
+# as a setgid root hands it down, or given when it is not the process's
+# and the group's bits differ from the others'.  The kinds of root:
+# {kind: (its mode, its group: the mail owner's or another, whether the
+# mail owner is in that group)}.
+ROOTS = {
+    "0750": (0o750, "owner", False),
+    "0750-other-group": (0o750, "other", True),   # the group given with chown
+    "2750-other-group-setgid": (0o2750, "other", False),  # handed down by the kernel
+}
+# What Dovecot makes in each: (a directory's st_mode, a file's, its group).
+EXPECTED_MODES = {
+    "0750": (0o40750, 0o100640, "owner"),
+    "0750-other-group": (0o40750, 0o100640, "other"),
+    "2750-other-group-setgid": (0o42750, 0o100640, "other"),
+}
+FILING_SCRIPT = """\
+require ["fileinto", "mailbox"];
+if header :contains "subject" "[sieve]" { fileinto :create "Filtered"; }
+"""
+AUTOCREATE = ("-o", "lda_mailbox_autocreate=yes")
+# The deliveries into each Maildir, in order: (Subject, options); the last
+# with ~/.dovecot.sieve FILING_SCRIPT, the others with no script (-m alone
+# decides).
+FILING_RUNS = [("inbox", ()),
+               ("made", ("-m", "Made", *AUTOCREATE)),
+               ("made below", ("-m", "Made.Sub", *AUTOCREATE)),
+               ("[sieve]", ())]
+# The folders they make ("" the inbox), each with one message in new/.
+FILED = ["", ".Made", ".Filtered", ".Made.Sub"]
+
+
+def permissions_made(maildir, groups):
+    """{path in the Maildir: (st_mode, whose group)} of what the deliveries
+    made: each folder with its cur/, new/, tmp/ and maildirfolder, and the
+    message in each new/."""
+    seen = {}
+    for folder in FILED:
+        box = maildir / folder
+        names = [".", "cur", "new", "tmp", "maildirfolder"] if folder else []
+        [message] = (box / "new").iterdir()
+        for name, path in [*((n, box / n) for n in names), ("new/message", message)]:
+            st = path.lstat()
+            seen[f"{folder or 'INBOX'}/{name}"] = (st.st_mode, groups.get(st.st_gid, st.st_gid))
+    return seen
+
+
+@pytest.fixture(scope="module")
+def permissions(tmp_path_factory):
+    """{kind: {"dovecot": permissions_made, "lda": ..., "renames": {(old,
+    new): (doveadm's exit, its stderr)}}}: for each kind of root, FILING_RUNS
+    through dovecot-lda to one user and through the installed lda (per-user
+    mode, umask 077 as Postfix runs delivery and lda/main.py sets) to
+    another; then doveadm renames, in lda's Maildir, folders lda made and
+    folders Dovecot made under each other."""
+    keep = tmp_path_factory.mktemp("store-dovecot-permissions")
+    with private_dovecot(keep, quota_rule=None, extra=SIEVE_WITH_LDA) as server:
+        other = UnixUser.create("ldagrp", server.root)  # for its group alone
+        try:
+            subprocess.run(["usermod", "-aG", other.name, server.owner.name], check=True,
+                           capture_output=True, env={"PATH": SBIN_PATH})
+            groups = {server.owner.gid: "owner", other.gid: "other"}
+            gids = {"owner": server.owner.gid, "other": other.gid}
+            config = write_lda_toml(server.root / "lda.toml", {"mode": "user", "log": "stderr"})
+            users = {}
+            for kind, (mode, group, member) in ROOTS.items():
+                for agent in ("dovecot", "lda"):
+                    user = f"{agent[0]}-perm-{kind}"
+                    fields = [f"userdb_mail_access_groups={other.name}"] if member else []
+                    maildir = server.add_user(user, fields=fields)
+                    for path in (maildir, *(maildir / sub for sub in ("cur", "new", "tmp"))):
+                        os.chown(path, server.owner.uid, gids[group])
+                        path.chmod(mode)
+                    users[kind, agent] = (user, maildir)
+            time.sleep(1.2)  # Dovecot's passwd-file userdb rereads a changed file a second on
+            results = {}
+            for kind, (_, _, member) in ROOTS.items():
+                results[kind] = {}
+                for agent in ("dovecot", "lda"):
+                    user, maildir = users[kind, agent]
+                    for subject, options in FILING_RUNS:
+                        if (subject, options) == FILING_RUNS[-1]:
+                            script = server.home(user) / ".dovecot.sieve"
+                            script.write_text(FILING_SCRIPT)
+                            os.chown(script, server.owner.uid, server.owner.gid)
+                            script.chmod(0o600)
+                        msg = head(b"Subject: " + subject.encode(),
+                                   message_id=f"<{subject}@perm>".encode()) + b"\nbody\n"
+                        if agent == "dovecot":
+                            done = server.deliver(user, msg, SENDER, *options)
+                        else:
+                            done = server.lda("deliver", "-f", SENDER, *options,
+                                              home=server.home(user), input=msg,
+                                              env={"LDA_CONFIG": str(config)},
+                                              groups=[other.gid] if member else [])
+                        assert done.returncode == 0, (kind, agent, subject, done.stderr)
+                    results[kind][agent] = permissions_made(maildir, groups)
+                user = users[kind, "lda"][0]
+                for folder in ("ByDovecot", "ByDovecot2"):
+                    server.doveadm("mailbox", "create", "-u", user, folder)
+                renames = {}
+                for old, new in (("Made", "ByDovecot.Made"),
+                                 ("ByDovecot2", "Filtered.ByDovecot2")):
+                    done = server.doveadm("mailbox", "rename", "-u", user, old, new,
+                                          check=False)
+                    renames[old, new] = (done.returncode, done.stderr.strip())
+                results[kind]["renames"] = renames
+        finally:
+            other.delete()
+    return results
+
+
+@pytest.mark.parametrize("kind", ROOTS)
+def test_what_lda_makes_has_the_permissions_dovecot_gives_it(permissions, kind):
+    """A folder made by -m with lda_mailbox_autocreate or by Sieve's
+    fileinto :create (its directory, cur/, new/, tmp/ and maildirfolder),
+    and each message, in the inbox too, has the mode and group that
+    dovecot-lda gives it in a Maildir of the same root."""
+    dovecot, lda = permissions[kind]["dovecot"], permissions[kind]["lda"]
+    print(f"\n{kind}\n  {'':<24} {'dovecot-lda':<17} lda")
+    for path in dovecot:
+        print(f"  {path:<24}" + "".join(f" {oct(mode):>9} {group:<7}"
+                                        for mode, group in (dovecot[path], lda[path])))
+    directory, file, group = EXPECTED_MODES[kind]
+    assert dovecot == {path: ((directory if path.endswith(("/.", "/cur", "/new", "/tmp"))
+                               else file), group) for path in dovecot}
+    assert lda == dovecot
+
+
+@pytest.mark.parametrize("kind", ROOTS)
+def test_dovecot_renames_folders_lda_made_under_its_own_and_back(permissions, kind):
+    """Dovecot renames a folder under another only when both have the same
+    permissions ("Renaming not supported across conflicting directory
+    permissions"): one lda made under one Dovecot made, and back."""
+    assert permissions[kind]["renames"] == {
+        ("Made", "ByDovecot.Made"): (0, ""), ("ByDovecot2", "Filtered.ByDovecot2"): (0, "")}
