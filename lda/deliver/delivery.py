@@ -232,8 +232,8 @@ class Delivery:
         from .message import Reader
 
         reader = Reader(stream, self.config.verify_body)
-        staging_dir = self._staging_dir(plans[0])
-        first = self._stage(plans[0], reader, staging_dir)
+        staging_dir, perms, origin = self._staging_dir(plans[0])
+        first = self._stage(plans[0], reader, staging_dir, perms, origin)
         info = reader.info()
         if self.original_header and self.original_recipient is None:
             self._original_from_header(info, len(plans))
@@ -296,9 +296,12 @@ class Delivery:
                         failure_status(error), error.status, str(error))
 
     def _staging_dir(self, plan):
-        """tmp/ of the first local target's Maildir (so hard links work), else the db's:
-        also when that Maildir is damaged or not the owner's, whose own
-        delivery then fails alone, at its link, not every recipient's.
+        """(a descriptor of tmp/, the permissions of the files made there,
+        the path of the mailbox they come from) of the first local target's
+        Maildir (so hard links work), else of the db's (lda's own
+        permissions, no mailbox's): also when that Maildir is damaged or not
+        the owner's, whose own delivery then fails alone, at its link, not
+        every recipient's.
 
         The Maildir is not created here, outside the mailbox locks: one that
         `lda mailbox move` took away since the recipient was resolved would
@@ -316,7 +319,7 @@ class Delivery:
                                        self.owner)
                 except (CannotCreate, UnsafePath, NotOwner):
                     break  # not there (yet), or unusable: the database's tmp/
-        return self._open_state(plan.home_db, "tmp")
+        return self._open_state(plan.home_db, "tmp"), md.PRIVATE, None
 
     def _open_state(self, db_root, sub=None):
         """A descriptor of a state directory, db_root or its sub (created if
@@ -342,12 +345,13 @@ class Delivery:
             return None
         return lambda: self._open_state(db_root, sub)
 
-    def _stage(self, plan, reader, dir_fd):
-        """The first recipient's copy; the MTA's own fields at its top decide
-        every recipient's prefix."""
+    def _stage(self, plan, reader, dir_fd, perms, origin):
+        """The first recipient's copy (md.stage); the MTA's own fields at
+        its top decide every recipient's prefix."""
         head, lead, chunks = self.read_lead(reader)
         prefix = prefix_for(plan, self.sender, lead)
-        return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead)
+        return md.stage(dir_fd, self.config.hostname, prefix, _after(head, chunks), lead,
+                        perms, origin)
 
     def read_lead(self, reader):
         """(the header read so far, the MTA's own fields at its top, the

@@ -135,7 +135,8 @@ def deliver_warning(delivery, db, target, trigger_key, threshold, usage):
                    target.quota, now, message_id)
     box = delivery._open(inbox)
     try:
-        copy = md.stage(box.tmp_fd, config.hostname, b"", [text])
+        copy = md.stage(box.tmp_fd, config.hostname, b"", [text], perms=box.permissions(),
+                        origin=box.path)
         try:
             path = _store(delivery, db, inbox, (target.mailbox, message_id, ""), copy)
         finally:

@@ -1,8 +1,10 @@
 """Maildir writing as the Maildir spec (cr.yp.to/proto/maildir.html) asks.
 
-A file is created O_EXCL with mode 0600 in tmp/, written, fsynced, then
-linked into new/ under a unique name, and new/ itself is fsynced so the name
-survives a crash; only then does the delivery count.  The whole protocol is
+A file is created O_EXCL in tmp/, written, fsynced, then linked into new/
+under a unique name, and new/ itself is fsynced so the name survives a
+crash; only then does the delivery count.  What lda makes in a mailbox
+takes its permissions from the mailbox's directory, as Dovecot's does (see
+"Permissions" below): 0600 files and 0700 directories in lda's own roots.  The whole protocol is
 the "write protocol" section below (stage, stage_copies, link or link_new,
 sync_linked, spool), which a delivery calls in that order; batching splits it into runs,
 so it is not one function as in CPython's Maildir.add.  Every directory below
@@ -16,6 +18,7 @@ mailbox_command as the recipient, and what root made in a user's HOME would
 fail every later delivery as that user.
 """
 
+import _thread
 import errno
 import os
 import stat
@@ -53,6 +56,106 @@ def unique_name(hostname, clock_ns=None):
     sec, usec = divmod(ns // 1000, 1_000_000)
     return (f"{sec}.M{usec}P{os.getpid()}Q{_counter}R{os.urandom(8).hex()}"
             f".{escape_hostname(hostname)}")
+
+
+# --- Permissions ---------------------------------------------------------------
+# Dovecot gives what it makes in a mailbox the permissions of the mailbox's
+# directory (lib-storage's mailbox_list_get_permissions; a folder about to
+# be made, its nearest parent's: folder_permissions), and refuses to rename
+# a folder under another whose permissions differ.  lda derives its own
+# the same way, so that the two make the same folders and files, and a
+# group the root lets in (backup, webmail) reads what both make.  lda runs
+# with umask 077 (lda/main.py; Postfix runs delivery so too): a mode is
+# given with fchmod, after the group, so that nothing is ever open to more
+# than it is meant for.
+
+# (directory mode, file mode, group to give or -1): in a root of mode 0700.
+PRIVATE = (0o700, 0o600, -1)
+_UMASK = _thread.allocate_lock()  # held while _mkdir changes the process's umask
+
+
+def permissions(st):
+    """The permissions of what is made in the mailbox directory whose stat
+    is st: directories its mode (0700 at least), files its read and write
+    bits (0600 at least), both its group, unless the kernel hands that down
+    (a setgid directory), it is this process's own, or the group may do no
+    more than others may anyway."""
+    mode = st.st_mode
+    if (mode & stat.S_ISGID or (mode >> 3) & 0o7 == mode & 0o7
+            or st.st_gid == os.getegid()):
+        gid = -1
+    else:
+        gid = st.st_gid
+    return (mode & 0o777) | 0o700, (mode & 0o666) | 0o600, gid
+
+
+def folder_permissions(root_fd, folder):
+    """The permissions of a Maildir++ folder about to be made in the root
+    open as root_fd: its nearest parent folder's (".A" for ".A.B"), else
+    the root's, as Dovecot takes them."""
+    parent = folder
+    while "." in parent[1:]:
+        parent = parent[:parent.rindex(".")]
+        try:
+            st = os.stat(parent, dir_fd=root_fd, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            return permissions(st)
+    return permissions(os.fstat(root_fd))
+
+
+def _give(fd, mode, gid, current):
+    """Give what was just made (open as fd, of mode `current`) the group
+    gid (-1: the one it has), then mode.  A group this process may not
+    give (not one of its own) leaves the group's bits closed."""
+    if gid != -1:
+        try:
+            os.fchown(fd, -1, gid)
+        except PermissionError:
+            mode &= ~0o070
+    if mode != current:
+        os.fchmod(fd, mode)
+
+
+def _mkdir(name, dir_fd, perms):
+    """Make the directory name in dir_fd: 0700, less the umask, for
+    _give_dir to finish (perms None: as it is).  But a setgid parent of a
+    group this process is not in hands down a setgid bit that fchmod would
+    clear: then, as Dovecot makes it, with perms's directory mode and a
+    umask that leaves it whole for that one call.  The umask is the
+    process's: _UMASK keeps two delivery threads from restoring each
+    other's, but a file another thread makes in that instant with a mode
+    wider than lda's own 0600 (a new SQLite database) takes it."""
+    if perms is None or perms[0] == 0o700 or perms[2] != -1 or not _foreign_setgid(dir_fd):
+        os.mkdir(name, 0o700, dir_fd=dir_fd)
+        return
+    mode = perms[0]
+    with _UMASK:
+        umask = os.umask(0o777 & ~mode)
+        try:
+            os.mkdir(name, mode, dir_fd=dir_fd)
+        finally:
+            os.umask(umask)
+
+
+def _foreign_setgid(dir_fd):
+    """Whether the directory open as dir_fd is setgid, of a group this
+    process may not chmod in."""
+    st = os.fstat(dir_fd)
+    return bool(st.st_mode & stat.S_ISGID) and not (
+        os.geteuid() == 0 or st.st_gid == os.getegid() or st.st_gid in os.getgroups())
+
+
+def _give_dir(fd, perms):
+    """_give for a directory just made 0700 (less the umask): perms's
+    directory mode, keeping the setgid bit a setgid parent handed down
+    unless another group is given (as Dovecot's mkdir_chgrp)."""
+    mode, _, gid = perms
+    current = stat.S_IMODE(os.fstat(fd).st_mode)
+    if gid == -1:
+        mode |= current & stat.S_ISGID
+    _give(fd, mode, gid, current)
 
 
 def open_path(path, create=False):
@@ -102,11 +205,14 @@ def _check_parent(path, owner):
                        "set allow_root_delivery = true")
 
 
-def open_dir(name, dir_fd=None, create=False, follow=False, owner=None, path=None):
+def open_dir(name, dir_fd=None, create=False, follow=False, owner=None, path=None,
+             perms=None):
     """Open (creating if asked) one directory level, never through a symlink.
 
     owner: the uid it must belong to (None: any); a directory given by
-    dir_fd was checked by the caller, so one made in it needs no check."""
+    dir_fd was checked by the caller, so one made in it needs no check.
+    perms: for a directory this makes, a function that returns the
+    permissions to give it (None: 0700, less the umask)."""
     flags = DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
@@ -115,11 +221,19 @@ def open_dir(name, dir_fd=None, create=False, follow=False, owner=None, path=Non
             raise
         if dir_fd is None:
             _check_parent(name, owner)
+        given = perms() if perms is not None else None
         try:
-            os.mkdir(name, 0o700, dir_fd=dir_fd)
+            _mkdir(name, dir_fd, given)
+            made = given is not None
         except FileExistsError:
-            pass
+            made = False
         fd = os.open(name, flags, dir_fd=dir_fd)
+        if made:
+            try:
+                _give_dir(fd, given)
+            except BaseException:
+                os.close(fd)
+                raise
     try:
         check_owner(fd, path or name, owner)
     except NotOwner:
@@ -190,21 +304,24 @@ class Maildir:
         self.folder = folder         # ".Name" or None for INBOX
         self.path = os.path.join(path, folder) if folder else path
         self._fds = []
+        self._perms = None
         try:
             if folder:
                 # The root too, for in_place(): a reader may take the folder away.
                 self.root_fd = self._keep(os.dup(root_fd))
-                dir_fd = self._keep(open_dir(folder, root_fd, create=create))
+                self.dir_fd = self._keep(open_dir(
+                    folder, root_fd, create=create,
+                    perms=lambda: folder_permissions(root_fd, folder)))
                 if create:
-                    _touch(dir_fd, "maildirfolder")
+                    _touch(self.dir_fd, "maildirfolder", self.permissions)
             else:  # the caller closes root_fd
-                dir_fd = self._keep(os.dup(root_fd))
-            self.dir_fd = dir_fd
+                self.dir_fd = self._keep(os.dup(root_fd))
             # new/ made last: a Maildir with new/ has its tmp/ and cur/ too,
             # even when a delivery was killed while making it (link_new).
-            self.tmp_fd = self._keep(open_dir("tmp", dir_fd, create=create))
-            self.cur_fd = self._keep(open_dir("cur", dir_fd, create=create))
-            self.new_fd = self._keep(open_dir("new", dir_fd, create=create))
+            perms = self.permissions
+            self.tmp_fd = self._keep(open_dir("tmp", self.dir_fd, create=create, perms=perms))
+            self.cur_fd = self._keep(open_dir("cur", self.dir_fd, create=create, perms=perms))
+            self.new_fd = self._keep(open_dir("new", self.dir_fd, create=create, perms=perms))
         except OSError as e:
             self.close()
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -215,6 +332,13 @@ class Maildir:
     def _keep(self, fd):
         self._fds.append(fd)
         return fd
+
+    def permissions(self):
+        """The permissions of what is made in this Maildir (see
+        permissions()), from its directory, read once."""
+        if self._perms is None:
+            self._perms = permissions(os.fstat(self.dir_fd))
+        return self._perms
 
     def close(self):
         for fd in self._fds:
@@ -303,11 +427,18 @@ def _exists(name, dir_fd):
         return False
 
 
-def _touch(dir_fd, name):
+def _touch(dir_fd, name, perms):
+    """Make the empty file name, unless it exists, with the file mode and
+    group of perms() (a function: called only when the file is made)."""
     try:
-        os.close(os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd))
+        fd = os.open(name, FILE_FLAGS, 0o600, dir_fd=dir_fd)
     except FileExistsError:
-        pass
+        return
+    try:
+        _, mode, gid = perms()
+        _give(fd, mode, gid, 0o600)
+    finally:
+        os.close(fd)
 
 
 def _joined(root_path, relative):
@@ -326,10 +457,11 @@ def open_root(root_path, relative, owner, create=False):
 
 
 def open_tmp(root_path, relative=None, owner=None):
-    """A descriptor of a mailbox's tmp/ (its INBOX's), nothing created:
-    where a delivery stages its file, so that a hard link reaches the
-    Maildir's new/.  Only tmp/ is opened: _link opens the Maildir again
-    under the mailbox locks.  Errors as open_mailbox's."""
+    """(a descriptor of a mailbox's tmp/ (its INBOX's), the permissions of
+    the files made there, the mailbox's path), nothing created: where a
+    delivery stages its file, so that a hard link reaches the Maildir's
+    new/.  Only tmp/ is opened: _link opens the Maildir again under the
+    mailbox locks.  Errors as open_mailbox's."""
     try:
         root_fd = open_root(root_path, relative, owner)
     except FileNotFoundError:
@@ -338,7 +470,7 @@ def open_tmp(root_path, relative=None, owner=None):
         raise CannotCreate(f"{root_path}: cannot open mailbox: {e.strerror}") from None
     path = _joined(root_path, relative)
     try:
-        return open_dir("tmp", root_fd)
+        return open_dir("tmp", root_fd), permissions(os.fstat(root_fd)), path
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafePath(f"{path}: symlink or non-directory in Maildir") from None
@@ -429,20 +561,27 @@ def write_all(fd, data):
 
 
 class TmpFile:
-    """A new file in a tmp/ directory (given by fd): O_EXCL, 0600, no symlinks."""
+    """A new file in a tmp/ directory (given by fd): O_EXCL, no symlinks,
+    the file mode and group of perms (see permissions())."""
 
-    def __init__(self, dir_fd, hostname, label="tmp"):
+    def __init__(self, dir_fd, hostname, label="tmp", perms=PRIVATE):
         self.dir_fd = dir_fd
         for _ in range(100):
             self.name = unique_name(hostname)
             try:
                 self.fd = os.open(self.name, FILE_FLAGS, 0o600, dir_fd=self.dir_fd)
-                return
+                break
             except FileExistsError:
                 continue  # another writer had this name: pick a new one
             except OSError as e:
                 raise CannotCreate(f"{label}: {e.strerror}") from None
-        raise CannotCreate(f"{label}: no unique file name after 100 tries")
+        else:
+            raise CannotCreate(f"{label}: no unique file name after 100 tries")
+        try:
+            _give(self.fd, perms[1], perms[2], 0o600)
+        except OSError as e:
+            self.discard()
+            raise CannotCreate(f"{label}: {e.strerror}") from None
 
     def finish(self):
         """fsync and close; the file is then safe to link into new/."""
@@ -490,12 +629,23 @@ def virtual_size(data):
 class Staged:
     """The message as written (and fsynced) once for one recipient, with its
     prefix, in a tmp/ (or the partial spool, for a retry) open as dir_fd;
-    vsize its VirtualSize (None: not known, so no W= in its names)."""
+    vsize its VirtualSize (None: not known, so no W= in its names); perms
+    the permissions it was made with, those of the mailbox directory at
+    path origin (None: no mailbox's; lda's own, PRIVATE)."""
 
-    def __init__(self, dir_fd, name, size, prefix_len, lead=(), vsize=None, prefix_vsize=0):
+    def __init__(self, dir_fd, name, size, prefix_len, lead=(), vsize=None, prefix_vsize=0,
+                 perms=PRIVATE, origin=None):
         self.dir_fd, self.name, self.size, self.prefix_len = dir_fd, name, size, prefix_len
         self.lead = lead  # the MTA's own prepended fields, for other prefixes
         self.vsize, self.prefix_vsize = vsize, prefix_vsize
+        self.perms, self.origin = perms, origin
+
+    def fits(self, path, perms):
+        """Whether a hard link of this file may go into the mailbox
+        directory at path, whose permissions perms() returns (called only
+        for another mailbox's): its files take this file's mode and group.
+        A link shares them, so Dovecot links only then, and copies else."""
+        return path == self.origin or perms()[1:] == self.perms[1:]
 
     def vsize_with(self, prefix):
         """The vsize of this message with prefix in place of its own (a
@@ -522,12 +672,13 @@ class Staged:
             pass  # left in tmp/: swept after 36 hours; the outcome stands
 
 
-def stage(dir_fd, hostname, prefix, chunks, lead=()):
+def stage(dir_fd, hostname, prefix, chunks, lead=(), perms=PRIVATE, origin=None):
     """Write prefix and then the message's chunks into a new file in the
     tmp/ open as dir_fd, and fsync it: the Staged copy every link of this
-    recipient's is made from.  MessageTooBig past a file size limit,
+    recipient's is made from, with the permissions perms of the mailbox
+    at origin (Staged).  MessageTooBig past a file size limit,
     CannotCreate for any other write failure; nothing is left behind."""
-    tmp = TmpFile(dir_fd, hostname, "staging tmp/")
+    tmp = TmpFile(dir_fd, hostname, "staging tmp/", perms)
     size, vsize = len(prefix), VirtualSize()
     try:
         write_all(tmp.fd, vsize.add(prefix))
@@ -544,7 +695,8 @@ def stage(dir_fd, hostname, prefix, chunks, lead=()):
     except BaseException:
         tmp.discard()
         raise
-    return Staged(dir_fd, tmp.name, size, len(prefix), lead, vsize.size, prefix_vsize)
+    return Staged(dir_fd, tmp.name, size, len(prefix), lead, vsize.size, prefix_vsize,
+                  perms, origin)
 
 
 def stage_copies(first, prefixes, hostname):
@@ -558,7 +710,7 @@ def stage_copies(first, prefixes, hostname):
     try:
         for i, prefix in prefixes.items():
             try:
-                tmp = TmpFile(first.dir_fd, hostname, "staging tmp/")
+                tmp = TmpFile(first.dir_fd, hostname, "staging tmp/", first.perms)
             except CannotCreate as e:
                 failed[i] = e
                 continue
@@ -571,7 +723,8 @@ def stage_copies(first, prefixes, hostname):
             run.append((i, tmp, Staged(first.dir_fd, tmp.name,
                                        first.size - first.prefix_len + len(prefix),
                                        len(prefix), vsize=first.vsize_with(prefix),
-                                       prefix_vsize=virtual_size(prefix))))
+                                       prefix_vsize=virtual_size(prefix),
+                                       perms=first.perms, origin=first.origin)))
             if len(run) >= SYNC_BATCH:
                 _finish_copies(run, staged, failed)
         _finish_copies(run, staged, failed)
@@ -591,7 +744,7 @@ def stage_edited(staged, head, skip, hostname):
     follows byte for byte), in the same tmp/, fsynced: the copy the
     script's stores and redirects are linked or sent from.  CannotCreate
     when it cannot be written; nothing is left behind."""
-    tmp = TmpFile(staged.dir_fd, hostname, "staging tmp/")
+    tmp = TmpFile(staged.dir_fd, hostname, "staging tmp/", staged.perms)
     vsize = VirtualSize()
     try:
         copy_file(staged.dir_fd, staged.name, skip, head, tmp, vsize)
@@ -603,7 +756,8 @@ def stage_edited(staged, head, skip, hostname):
         tmp.discard()
         raise
     return Staged(staged.dir_fd, tmp.name, staged.size - skip + len(head), staged.prefix_len,
-                  vsize=vsize.size, prefix_vsize=staged.prefix_vsize)
+                  vsize=vsize.size, prefix_vsize=staged.prefix_vsize, perms=staged.perms,
+                  origin=staged.origin)
 
 
 def _finish_copies(run, staged, failed):
@@ -626,13 +780,17 @@ def link_new(staged, root_path, relative, name, owner=None):
     (open_mailbox, then link) instead: no new/ there (a Maildir to make:
     Maildir makes new/ last), no cur/ (a Maildir half made by an older lda,
     which made new/ first: open_mailbox completes it for its readers),
-    another filesystem, or any other error, which that way reports as it
-    always has."""
+    files of another mode or group there (link copies), another
+    filesystem, or any other error, which that way reports as it always
+    has."""
+    path = _joined(root_path, relative)
     try:
         root_fd = open_root(root_path, relative, owner)
     except OSError:
         return None
     try:
+        if not staged.fits(path, lambda: permissions(os.fstat(root_fd))):
+            return None
         if not stat.S_ISDIR(os.stat("cur", dir_fd=root_fd, follow_symlinks=False).st_mode):
             return None
         new_fd = open_dir("new", root_fd)
@@ -646,7 +804,6 @@ def link_new(staged, root_path, relative, name, owner=None):
     except OSError:
         os.close(new_fd)
         return None
-    path = _joined(root_path, relative)
     return new_fd, f"{path}/new"
 
 
@@ -661,7 +818,8 @@ def link(staged, box, name, flags, hostname, keywords=""):
     """Link the staged file into box's new/ as name, or into cur/ as
     name:2,INFO (the Maildir spec's place for a message with info, here
     Sieve imap4flags: system flag letters, then Dovecot keyword letters);
-    on another filesystem, copy it into box's tmp/ and fsync it first.
+    on another filesystem, or when box's files take another mode or group
+    (Staged.fits), copy it into box's tmp/ and fsync it first.
     Returns (a descriptor of that directory, its path): the link is not
     durable, and the delivery does not count, until sync_linked has
     fsynced it.  CannotCreate when it fails."""
@@ -670,13 +828,16 @@ def link(staged, box, name, flags, hostname, keywords=""):
         "new", box.new_fd, name)
     path = f"{box.path}/{sub}"
     try:
-        try:
-            os.link(staged.name, final, src_dir_fd=staged.dir_fd,
-                    dst_dir_fd=dst_fd, follow_symlinks=False)
-        except OSError as e:
-            if e.errno != errno.EXDEV:
-                raise
+        if not staged.fits(box.path, box.permissions):
             _copy_in(box, staged, final, dst_fd, hostname)
+        else:
+            try:
+                os.link(staged.name, final, src_dir_fd=staged.dir_fd,
+                        dst_dir_fd=dst_fd, follow_symlinks=False)
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
+                _copy_in(box, staged, final, dst_fd, hostname)
     except OSError as e:
         raise CannotCreate(f"{path}: {e.strerror}") from None
     if not box.in_place():
@@ -692,9 +853,10 @@ def link(staged, box, name, flags, hostname, keywords=""):
 
 
 def _copy_in(box, staged, name, dst_fd, hostname):
-    """Another filesystem: copy into its tmp/, fsync, link into dst_fd
-    (new/, or cur/ for a message with flags)."""
-    tmp = TmpFile(box.tmp_fd, hostname, f"{box.path}/tmp")
+    """Another filesystem, or other permissions: copy into its tmp/ (with
+    box's), fsync, link into dst_fd (new/, or cur/ for a message with
+    flags)."""
+    tmp = TmpFile(box.tmp_fd, hostname, f"{box.path}/tmp", box.permissions())
     try:
         copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
         tmp.finish()
@@ -728,18 +890,28 @@ def sync_linked(linked):
 def spool(staged, spool_fd, spool_path, hostname):
     """Keep a copy of the staged message in the directory open as spool_fd
     (a database's partial/, for `lda partial retry`): a hard link, or a
-    fsynced copy on another filesystem; the directory is fsynced so that the
-    copy the record names survives a crash.  Returns the copy's path."""
-    name = unique_name(hostname)
-    try:
-        os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=spool_fd,
-                follow_symlinks=False)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
+    fsynced copy on another filesystem or of a file made with a mailbox's
+    permissions (a retry takes the copy as lda's own, PRIVATE); the
+    directory is fsynced so that the copy the record names survives a
+    crash.  Returns the copy's path."""
+    name = None
+    if staged.perms[1:] == PRIVATE[1:]:
+        name = unique_name(hostname)
+        try:
+            os.link(staged.name, name, src_dir_fd=staged.dir_fd, dst_dir_fd=spool_fd,
+                    follow_symlinks=False)
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            name = None
+    if name is None:
         tmp = TmpFile(spool_fd, hostname, spool_path)
-        copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
-        tmp.finish()
+        try:
+            copy_file(staged.dir_fd, staged.name, 0, b"", tmp)
+            tmp.finish()
+        except BaseException:
+            tmp.discard()
+            raise
         name = tmp.name
     os.fsync(spool_fd)
     return os.path.join(spool_path, name)
