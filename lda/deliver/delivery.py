@@ -387,14 +387,12 @@ class Delivery:
         that address as local(8) filtered it for a mailbox_command
         (o'brien@ handed over as o_brien@): the field is right, and stays."""
         from .envelope import check_sender, expansion_filtered
-        from .message import text
+        from .message import address_of
 
         for name, value in lead:
             if name != b"return-path":
                 continue
-            path = text(value).strip()
-            if path.startswith("<") and path.endswith(">"):
-                path = path[1:-1]
+            path = address_of(value)
             if path != self.sender and expansion_filtered(path) == self.sender:
                 try:
                     return check_sender(path)

@@ -122,11 +122,17 @@ def text(value):
     return value.decode("utf-8", "backslashreplace")
 
 
-def bare_address(value):
+def address_of(value):
+    """The address a Return-Path or Delivered-To value names, its <> taken
+    off, as written."""
     value = text(value).strip()
     if value.startswith("<") and ">" in value:
         value = value[1:value.index(">")]
-    return value.strip().lower()
+    return value.strip()
+
+
+def bare_address(value):
+    return address_of(value).lower()
 
 
 def from_line_sender(line):
