@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import maildir_files, message, without_site, write_lda_toml, write_maildirsize
+from conftest import fill_mailbox, maildir_files, message, without_site, write_lda_toml, write_maildirsize
 
 # Per-user mode's -d must name the running user (a line naming another one
 # is meant for managed mode: 78); these tests run as whoever runs pytest.
@@ -177,6 +177,84 @@ def test_a_recipient_refused_for_good_stores_no_copy_for_the_others(site, argv):
     assert first_line(done)[:2] == "5."
     assert maildir_files(alice) == []
     assert b"alice@example.org" in done.stderr  # the log says why its copy was not stored
+
+
+def looping(message_id, address):
+    """A message that says it was delivered to `address` already."""
+    return message(message_id=message_id).replace(
+        b"Subject:", f"Delivered-To: {address}\nSubject:".encode(), 1)
+
+
+@pytest.mark.parametrize("order", ["looping-last", "looping-first"])
+def test_a_mail_loop_for_one_recipient_stores_no_copy_for_the_others(site, order):
+    """A loop is found once the header is read, after resolving: lda stored
+    bob's copy, then exited 65 for alice's loop, and pipe(8) bounced both."""
+    site.create("alice@example.org")
+    bob = site.create("bob@example.org")
+    recipients = ["bob@example.org", "alice@example.org"]
+    if order == "looping-first":
+        recipients.reverse()
+    done = site.deliver(looping("<loop@x>", "alice@example.org"), *recipients)
+    assert done.returncode == 65, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("5.4.6 ")
+    assert maildir_files(bob) == []
+    assert b"not stored: alice@example.org was refused" in done.stderr
+
+
+@pytest.mark.parametrize("how", ["quota_full-reject", "-e"])
+def test_a_full_mailbox_refused_for_good_stores_no_copy_for_the_others(site, how):
+    """Over quota with quota_full = "reject" (or dovecot-lda's -e) is 77,
+    5.2.2, for every recipient of the command: alice's copy was stored."""
+    if how == "quota_full-reject":
+        site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                           "log": "stderr", "quota_full": "reject"})
+    alice = site.create("alice@example.org")
+    full = site.create("full@example.org", "--quota-storage", "1K")
+    fill_mailbox(full, 1024)
+    argv = ["deliver", "-f", "sender@example.org", "alice@example.org", "full@example.org"]
+    if how == "-e":
+        argv[1:1] = ["-e"]
+    done = site.run(*argv, input=message())
+    assert done.returncode == 77, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("5.2.2 ")
+    assert maildir_files(alice) == [] and maildir_files(full) == []
+    assert b"not stored: full@example.org was refused" in done.stderr
+
+
+def test_a_full_mailbox_that_has_the_message_already_stops_no_one(site):
+    """A resend: full@ got the message before it filled up, so its copy is
+    a duplicate, not a refusal, and bob's copy goes in."""
+    site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                       "log": "stderr", "quota_full": "reject"})
+    full = site.create("full@example.org", "--quota-storage", "2K")
+    site.deliver(message(), "full@example.org", check=0)
+    fill_mailbox(full, 2048)
+    bob = site.create("bob@example.org")
+    site.deliver(message(), "bob@example.org", "full@example.org", check=0)
+    assert len(maildir_files(bob)) == 1 and len(maildir_files(full)) == 1
+
+
+def test_an_ereject_of_one_recipient_of_several_sends_the_mdn_instead(site):
+    """A Sieve ereject refuses in the protocol, for one recipient; a command
+    has one status for all, so lda exited 77 with bob's copy stored.  As for
+    one mailbox of an alias, the refusal goes out as an MDN instead."""
+    alice, bob = site.create("alice@example.org"), site.create("bob@example.org")
+    (alice / "lda.sieve").write_text('require "ereject";\nereject "Not me.";\n')
+    site.deliver(message(), "alice@example.org", "bob@example.org",
+                 sender="carol@example.net", check=0)
+    assert maildir_files(alice) == [] and len(maildir_files(bob)) == 1
+    [(args, mdn)] = site.sent()
+    assert args[-1] == "carol@example.net" and b"Not me." in mdn
+
+
+def test_no_recipient_in_managed_mode_is_a_configuration_error(site):
+    """`lda deliver -f S` with no recipient and no RECIPIENT: a pipe line
+    that lost its ${recipient}.  It exited 64, 5.5.4, and Postfix bounced
+    the mail; it is the line's mistake, as an unknown option's is: 78."""
+    site.create("alice@example.org")
+    done = site.run("deliver", "-f", "sender@example.org", input=message())
+    assert done.returncode == 78, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("4.3.5 ")
 
 
 # --- each option -------------------------------------------------------------------
