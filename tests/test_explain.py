@@ -327,3 +327,20 @@ def test_explain_agrees_with_the_delivery(site):
                                                                           "partial"}
     pending = targets(again)[CAROL]["partial_pending"]
     assert pending is not None and pending["attempts"] >= 1
+
+
+def test_a_recipient_refused_once_the_message_is_read_stops_the_others(site):
+    """lda deliver stores no copy for alice when full@ of the same command
+    is refused for good; lda explain said alice's copy would be stored."""
+    site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                       "log": "stderr", "quota_full": "reject"})
+    alice = site.create(ALICE)
+    full = site.create("full@example.org", "--quota-storage", "1K")
+    fill_mailbox(full, 1024)
+    report = explain(site, ALICE, "full@example.org", msg=BIG)
+    assert report["exit_code"] == 77
+    [row] = report["recipients"][0]["targets"]
+    assert row["outcome"] == "fail" and row["reply"].startswith("552 5.2.2")
+    assert "not stored: full@example.org was refused" in row["detail"]
+    site.deliver(BIG, ALICE, "full@example.org", check=77)
+    assert maildir_files(alice) == []
