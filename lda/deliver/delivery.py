@@ -133,6 +133,10 @@ class Delivery:
     # Sieve commands ran (interpreter.Execution.trace).
     writes = True
     sieve_trace = None
+    # One exit status answers for several recipients (a command's, set by
+    # run(together=True)): a refusal for good of one must not come after
+    # another's copy is stored (_refuse_all, _refused_once_read).
+    shared_status = False
 
     def __init__(self, config, resolver, log, sender=None, original_recipient=None,
                  clock=time.time, sendmail=None, kept=None, original_header=None,
@@ -180,6 +184,7 @@ class Delivery:
         results, plans = self.resolve_all(recipients, resolved)
         if together and plans:
             plans = self._refuse_all(results, plans)
+        self.shared_status = together and len(plans) > 1
         if plans:
             try:
                 delivered = self._deliver_plans([plan for _, plan in plans], stream)
@@ -221,12 +226,50 @@ class Delivery:
         if refused is None:
             return plans
         for index, plan in plans:
-            results[index] = Result(plan.recipient, refused.error)
-            self.log.target(None, plan.recipient, self._log_original, "bounced",
-                            refused.error.status,
-                            f"not stored: {refused.recipient} was refused, and one exit "
-                            "status answers for every recipient of the command")
+            results[index] = self._not_stored(plan, refused.recipient, refused.error, None)
         return []
+
+    def _not_stored(self, plan, refused, error, log_id):
+        """The Result (logged) of a recipient whose copy is not stored
+        because `refused`, another recipient of the command, was refused
+        for good with error (_refuse_all, _refused_once_read)."""
+        self.log.target(log_id, plan.recipient, self._log_original, "bounced", error.status,
+                        f"not stored: {refused} was refused, and one exit "
+                        "status answers for every recipient of the command")
+        return Result(plan.recipient, error)
+
+    def _refused_once_read(self, plans, staged, unwritten, info):
+        """With one exit status for several recipients (shared_status), the
+        first (index, error) that would bounce them all, found once the
+        message is read and before any copy is stored: a mail loop, or a
+        mailbox over quota under quota_full = "reject" (judged as
+        _claim_and_link judges it, but without the locks and without
+        rewriting maildirsize).  A mailbox that has the message already is
+        left to DeliveredTo (a duplicate, not a refusal), one with a Sieve
+        script to its script; a refusal that comes only under the locks
+        (a race with another delivery) is reported as before.  None when
+        nothing is refused for good."""
+        for i, plan in enumerate(plans):
+            error = unwritten.get(i)
+            if error is None:
+                error = next(filter(None, (self._quota_refusal(t, staged[i].size, info)
+                                           for t in plan.targets)), None)
+            if error is not None and error.bounces:
+                return i, error
+        return None
+
+    def _quota_refusal(self, target, size, info):
+        """_refused_once_read's judgement of one target's quota."""
+        if (not target.local or not _has_quota(target) or target.quota.unlimited()
+                or self._may_have_scripts(target)):
+            return None
+        from ..store.maildirsize import quota_judgement
+
+        failure = quota_judgement(self.config, target, size, self.clock, write=False)[0]
+        if failure is None or not failure.bounces:
+            return None
+        key = target.delivered_to_key(info)
+        return None if self.database(target.db_root).lookup([key]).get(key) else failure
 
     def _deliver_plans(self, plans, stream):
         from .message import Reader
@@ -241,6 +284,14 @@ class Delivery:
         results = [None] * len(plans)
         try:
             self._copies(plans, first, info, staged, unwritten)
+            refused = self._refused_once_read(plans, staged, unwritten, info) \
+                if self.shared_status else None
+            if refused is not None:
+                index, error = refused
+                self._log_failed(plans[index], error, info)
+                return [Result(plan.recipient, error) if i == index else
+                        self._not_stored(plan, plans[index].recipient, error, info.log_id)
+                        for i, plan in enumerate(plans)]
             batch, mailboxes = [], set()
             for i, plan in enumerate(plans):
                 if i in unwritten:

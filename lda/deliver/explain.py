@@ -172,6 +172,8 @@ class Explaining(Delivery):
             claimed = {}  # key -> the recipient whose delivery would write it first
             for index, plan in plans:
                 results[index], entries[index] = self._explain_plan(plan, info, memory, claimed)
+            if len(plans) > 1:
+                self._store_none(plans, results, entries)
         finally:
             if memory is not None:
                 memory.close()
@@ -187,6 +189,24 @@ class Explaining(Delivery):
                 "sender": self.sender, "message": _message(info, memory),
                 "recipients": entries, **_answer(error), "exit_code": status,
                 "log": self.log.lines}
+
+    def _store_none(self, plans, results, entries):
+        """A recipient refused for good once the message is read stops the
+        others, as Delivery._refused_once_read does: one exit status
+        answers for all."""
+        refused = next(((i, results[i].error) for i, _ in plans
+                        if results[i].error is not None and results[i].error.bounces), None)
+        if refused is None:
+            return
+        index, error = refused
+        for i, plan in plans:
+            if i == index:
+                continue
+            results[i] = self._not_stored(plan, results[index].recipient, error, None)
+            for row in entries[i]["targets"]:
+                if row["outcome"] == "deliver":
+                    row.update(outcome="fail", detail=f"not stored: {results[index].recipient} "
+                               "was refused", reply=error.smtp_reply, reason=error.reason())
 
     def _explain_plan(self, plan, info, memory, claimed):
         result = Result(plan.recipient)

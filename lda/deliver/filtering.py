@@ -162,9 +162,10 @@ def filter_target(delivery, scripts, plan, target, info, staged):
     if outcome is None:
         return [target], None
     refusal = next((a for a in outcome.actions if type(a).__name__ == "Ereject"), None)
-    if refusal is not None and len(plan.targets) == 1:
+    if refusal is not None and len(plan.targets) == 1 and not delivery.shared_status:
         # RFC 5429 section 2.1.1: refused in the protocol, nothing stored.
-        # A mailbox among several of one recipient sends its MDN instead.
+        # A mailbox among several of one recipient, or one recipient among
+        # several that share a command's exit status, sends its MDN instead.
         raise Rejected(refusal.reason)
     derived = targets_for(outcome, target, delivery.log, info.log_id)
     if outcome.header is not None and delivery.writes:
