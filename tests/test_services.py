@@ -4,6 +4,7 @@ The Postfix end-to-end cases are in test_services_postfix.py."""
 
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -24,17 +25,21 @@ DUNNO = "DUNNO"
 
 class Service:
     """`lda policy` or `lda socketmap` for a site, on a loopback port, or
-    with unix=True on a unix socket in the site's directory."""
+    with unix=True on a unix socket in the site's directory; open_files:
+    its RLIMIT_NOFILE (soft, hard); pass_fds: descriptors it inherits."""
 
-    def __init__(self, site, name, *args, unix=False):
+    def __init__(self, site, name, *args, unix=False, open_files=None, pass_fds=()):
         self.site, self.name = site, name
         self.port = None if unix else free_port()
         self.path = site.root / f"{name}.sock" if unix else None
         self.output = site.root / f"{name}.log"
         listen = f"unix:{self.path}" if unix else f"127.0.0.1:{self.port}"
         with open(self.output, "wb") as out:
-            self.process = subprocess.Popen([str(LDA), name, "--listen", listen, *args],
-                                            env=site.env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [str(LDA), name, "--listen", listen, *args], env=site.env, stdout=out,
+                stderr=subprocess.STDOUT, pass_fds=pass_fds,
+                preexec_fn=open_files and (lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                      open_files)))
         wait_until(self._ready, 30, f"lda {name}", self.log)
 
     def log(self):
@@ -554,3 +559,109 @@ def test_a_service_without_a_listen_address_is_a_configuration_error(site):
     done = site.run("policy", check=None)
     assert done.returncode == 78, done.stderr
     assert "policy_listen" in done.stderr.decode()
+
+
+# --- both services: open files -----------------------------------------------
+
+def open_files_of(pid):
+    """(soft, hard) RLIMIT_NOFILE of a running process."""
+    with open(f"/proc/{pid}/limits") as limits:
+        [line] = [line for line in limits if line.startswith("Max open files")]
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def cpu_seconds(pid):
+    """The user and system CPU time a process has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("name", ["policy", "socketmap"])
+def test_a_service_raises_its_open_files_limit_as_far_as_its_connections_need(
+        quota_site, services, name):
+    """Started under a soft limit of 256 open files (1,024 is common), lda
+    kept it, so MAX_CONNECTIONS could never be held: accept() failed with
+    EMFILE long before.  The soft limit is raised for MAX_CONNECTIONS and
+    what else lda keeps open, and no further: the hard limit may be huge."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4 * MAX_CONNECTIONS:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    service = services(quota_site(), name, open_files=(256, hard))
+    soft, kept_hard = open_files_of(service.process.pid)
+    assert MAX_CONNECTIONS < soft <= 2 * MAX_CONNECTIONS, soft
+    assert kept_hard == (hard if hard != resource.RLIM_INFINITY else kept_hard)
+    assert "open files" not in service.log()
+
+
+def test_a_service_under_a_low_hard_limit_refuses_what_it_cannot_hold(quota_site, services):
+    """Under a hard limit of 128 open files, lda policy accepted until
+    accept() failed with EMFILE; the connections after waited unanswered
+    in the listen queue for as long as the others stayed, and asyncio
+    printed a traceback a second meanwhile.  lda now says at its start how
+    many connections its descriptors hold, and refuses those past that as
+    it does past MAX_CONNECTIONS: closed at once, counted in the log."""
+    policy = services(quota_site(), "policy", unix=True, open_files=(128, 128))
+    connections = 150
+    held = []
+    try:
+        held.extend(policy.socket() for _ in range(connections))
+        assert seconds_until_closed(held[-1], limit=5) is not None, policy.log()
+        assert ask_soon(policy) is None  # refused too: the limit is reached
+        time.sleep(2)
+    finally:
+        for conn in held:
+            conn.close()
+    assert wait_until(lambda: ask_soon(policy) == [DUNNO], 10, "an answer", policy.log)
+    assert policy.stop() == 0
+    log = policy.log()
+    limit = int(re.search(r"policy: at most 128 open files \(ulimit -n\): (\d+) connections",
+                          log)[1])
+    assert 0 < limit < 128 - 16
+    assert "Traceback" not in log and "Too many open files" not in log, log
+    refused, lines = counted(log, "refused")
+    assert refused >= connections - limit and lines <= 3, log
+
+
+def ask_soon(service):
+    """ask() for alice; None when the connection is refused (closed)."""
+    try:
+        return ask(service, "alice@example.org")
+    except (AssertionError, ConnectionError):
+        return None
+
+
+def test_a_service_out_of_descriptors_neither_spins_nor_floods_the_log(quota_site, services):
+    """With its descriptors gone before its connection limit (here 100
+    inherited ones; in the field the system's own limit, ENFILE), lda's
+    accept() fails with EMFILE.  It did not spin or die (asyncio pauses a
+    second), but asyncio printed a traceback, unescaped, on stderr whatever
+    `log` said, once a second for as long as it lasted.  The pauses are
+    counted in lda's log instead, as refusals are; lda answers again once
+    descriptors are free, and uses no CPU while it waits."""
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(100)]
+    try:
+        policy = services(quota_site(), "policy", unix=True, open_files=(256, 256),
+                          pass_fds=spare)
+    finally:
+        for fd in spare:
+            os.close(fd)
+    held = []
+    try:
+        held.extend(policy.socket() for _ in range(160))
+        assert seconds_until_closed(held[-1], limit=1) is None  # waits, unaccepted
+        used = cpu_seconds(policy.process.pid)
+        time.sleep(4)
+        assert cpu_seconds(policy.process.pid) - used < 0.5
+        assert policy.process.poll() is None
+    finally:
+        for conn in held:
+            conn.close()
+    assert wait_until(lambda: ask_soon(policy) == [DUNNO], 10, "an answer", policy.log)
+    assert policy.stop() == 0
+    log = policy.log()
+    assert "Traceback" not in log, log
+    failures = [int(n) for n in re.findall(r"policy: (\d+) accept\(\) failures?", log)]
+    assert len(failures) <= 2 and sum(failures) >= 3, log
+    assert "Too many open files" in log
