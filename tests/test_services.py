@@ -6,6 +6,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from postfix import free_port
 from test_quota_replies import FULL
 
 from lda.services.server import MAX_CONNECTIONS
+from lda.sockets import BACKLOG
 
 DUNNO = "DUNNO"
 
@@ -665,3 +667,29 @@ def test_a_service_out_of_descriptors_neither_spins_nor_floods_the_log(quota_sit
     failures = [int(n) for n in re.findall(r"policy: (\d+) accept\(\) failures?", log)]
     assert len(failures) <= 2 and sum(failures) >= 3, log
     assert "Too many open files" in log
+
+
+# --- every server: the listen queue ------------------------------------------
+
+def listen_backlog(port):
+    """The backlog of the socket listening on the loopback port: ss shows
+    it as a listener's Send-Q."""
+    ss = shutil.which("ss") or pytest.skip("no ss (iproute2) to read the backlog with")
+    out = subprocess.run([ss, "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    [(state, queued, backlog, *_)] = [line.split() for line in out.splitlines()]
+    return int(backlog)
+
+
+@pytest.mark.parametrize("name", ["policy", "socketmap", "lmtp"])
+def test_every_server_listens_with_the_backlog_lda_sets(quota_site, services, lmtp, name):
+    """asyncio's start_server() listened again with its own default, 100,
+    over the BACKLOG (128) that lda's bind() had set, for lda policy and
+    lda socketmap: a burst of Postfix's smtpd processes connecting (100 by
+    default) filled it sooner.  lda lmtp accepts by itself and kept it."""
+    if name == "lmtp":
+        port = free_port()
+        lmtp(listen=f"127.0.0.1:{port}")
+    else:
+        port = services(quota_site(), name).port
+    assert listen_backlog(port) == BACKLOG
