@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..deliver.resolve import ThreadResolvers
 from ..errors import ConfigError
-from ..sockets import Tally, bind
+from ..sockets import BACKLOG, Tally, bind
 from .answers import Answers
 
 THREADS = 4
@@ -135,7 +135,9 @@ async def serve(service, session, sock):
             open_writers.discard(writer)
             writer.close()
 
-    server = await asyncio.start_server(connected, sock=sock, limit=1 << 17)
+    # The backlog again, or asyncio's listen() would make it 100.
+    server = await asyncio.start_server(connected, sock=sock, limit=1 << 17,
+                                        backlog=BACKLOG)
     async with server:
         await stop.wait()
     for writer in list(open_writers):
