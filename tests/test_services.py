@@ -2,6 +2,7 @@
 over real sockets by the installed `lda` command, from a real directory.
 The Postfix end-to-end cases are in test_services_postfix.py."""
 
+import contextlib
 import os
 import re
 import resource
@@ -693,3 +694,65 @@ def test_every_server_listens_with_the_backlog_lda_sets(quota_site, services, lm
     else:
         port = services(quota_site(), name).port
     assert listen_backlog(port) == BACKLOG
+
+
+# --- both services: what a bad client can make lda log ------------------------
+
+def counts(log, pattern):
+    """(the sum of the counts the log's lines matching `pattern` state, how
+    many such lines): pattern has one group, the count."""
+    found = [int(n) for n in re.findall(pattern, log)]
+    return sum(found), len(found)
+
+
+BAD = 500
+
+
+def test_policy_bad_requests_are_counted_not_logged_one_by_one(quota_site, services):
+    """Each request that was not smtpd_access_policy, and each size= that
+    was no number, got a warning line of its own: 500 of each from one
+    client made 1,000 lines, and a client that went on would fill the disk.
+    Each kind is logged as refusals are: the first at once, saying from
+    whom and what was wrong (escaped, cut short), then one line a minute
+    with the count, and the rest at the stop."""
+    policy = services(quota_site(), "policy")
+    junk = b"request=" + b"\x1bsomething_else" * 10 + b"\nrecipient=full@example.org\n\n"
+    bad_size = request("alice@example.org", size="3000\0")
+    assert ask(policy, *[junk, bad_size] * BAD, raw=True) == [DUNNO] * (2 * BAD)
+    assert policy.stop() == 0
+    log = policy.log()
+    assert counts(log, r"policy: (\d+) requests? not understood") == (BAD, 2), log
+    assert counts(log, r"policy: (\d+) requests? with a size= that is no number") == (BAD, 2)
+    assert len(log.splitlines()) <= 6, log
+    assert re.search(r"not understood: from 127\.0\.0\.1:\d+: not an smtpd_access_policy "
+                     r"request: request='(\\x1bsomething_else)+", log), log
+    assert re.search(r"no number.*: from 127\.0\.0\.1:\d+: alice@example\.org: "
+                     r"size='3000\\x00'", log), log
+    assert "\x1b" not in log and len(max(log.splitlines(), key=len)) < 400
+
+
+def test_bad_requests_that_close_their_connections_are_counted(quota_site, services):
+    """A line longer than 128 KiB (policy), or no netstring (socketmap),
+    closes the connection, with a warning line each: a client connecting
+    again and again logged a line a connection.  They are counted as the
+    other bad requests are; the first line names the client (a unix socket
+    client by its pid and uid)."""
+    policy = services(quota_site(), "policy", unix=True)
+    socketmap = services(quota_site(), "socketmap")
+    for _ in range(20):
+        with policy.socket() as conn:
+            conn.sendall(b"request=" + b"x" * (129 << 10))
+            with contextlib.suppress(ConnectionError):
+                assert conn.recv(10) == b""
+    for _ in range(BAD):
+        with socketmap.socket() as conn:
+            conn.sendall(b"abc")
+            with contextlib.suppress(ConnectionError):
+                assert conn.recv(10) == b""
+    assert policy.stop() == 0 and socketmap.stop() == 0
+    assert counts(policy.log(), r"policy: (\d+) requests? not understood") == (20, 2)
+    assert re.search(rf"from pid {os.getpid()} uid {os.getuid()}: a line longer than 128 KiB",
+                     policy.log()), policy.log()
+    log = socketmap.log()
+    assert counts(log, r"socketmap: (\d+) requests? not understood") == (BAD, 2), log
+    assert re.search(r"from 127\.0\.0\.1:\d+: bad netstring length b'a'", log), log
