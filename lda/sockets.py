@@ -7,6 +7,7 @@ import asyncio
 import os
 import resource
 import socket
+import struct
 
 from .errors import ConfigError
 
@@ -94,6 +95,22 @@ def connection_limit(connections, log, name):
     log.warning(f"{name}: at most {soft} open files (ulimit -n): {limit} connections at once, "
                 f"not {connections}")
     return limit
+
+
+def peer(writer):
+    """Who is at the other end of a connection, for the log: HOST:PORT, or
+    on a unix socket the pid and uid the kernel vouches for (SO_PEERCRED)."""
+    sock = writer.get_extra_info("socket")
+    try:
+        if sock.family == socket.AF_UNIX:
+            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                          struct.calcsize("3i"))
+            pid, uid, _ = struct.unpack("3i", credentials)
+            return f"pid {pid} uid {uid}"
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "a client that has gone"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Tally:

@@ -55,11 +55,7 @@ class Answers:
         recipient = attributes.get("recipient", "")
         if recipient.endswith(".") and "@" in recipient:
             recipient = recipient[:-1]
-        size = declared_size(attributes.get("size", ""))
-        if size is None:
-            self.log.warning(f"policy: {_printable(recipient)}: "
-                             f"size={attributes['size'][:40]!r} is not a number: "
-                             "judged as one byte, DUNNO rather than a success")
+        size = declared_size(attributes.get("size", ""))  # None: policy.decide logs it
         try:
             plan = self.resolvers.get().resolve(recipient)
             failures = [quota_failure(config, t, max(1, size or 0)) for t in plan.targets]

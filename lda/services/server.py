@@ -75,6 +75,11 @@ class Service:
                                                 f"the most lda {name} serves")
         self.unaccepted = Tally(log.warning, name, "(accepting paused 1 s after each)",
                                 unit="accept() failure")
+        # A client can send bad requests as fast as it likes: counted too.
+        self.not_understood = Tally(log.warning, name, "not understood", unit="request")
+        self.bad_sizes = Tally(log.warning, name, "with a size= that is no number (judged "
+                                                  "as one byte: DUNNO rather than a success)",
+                               unit="request")  # policy's alone
         self.idled = Tally(log.info, name, f"closed: idle past {name}_idle_timeout "
                                            f"({self.idle_timeout} s)")
 
@@ -207,4 +212,6 @@ async def serve(service, session, sock):
     service.refused.flush()
     service.idled.flush()
     service.unaccepted.flush()
+    service.not_understood.flush()
+    service.bad_sizes.flush()
     service.executor.shutdown(wait=False, cancel_futures=True)
