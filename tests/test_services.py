@@ -10,6 +10,7 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -756,3 +757,45 @@ def test_bad_requests_that_close_their_connections_are_counted(quota_site, servi
     log = socketmap.log()
     assert counts(log, r"socketmap: (\d+) requests? not understood") == (BAD, 2), log
     assert re.search(r"from 127\.0\.0\.1:\d+: bad netstring length b'a'", log), log
+
+
+def test_lookups_that_fail_are_counted_not_logged_one_by_one(quota_site, services):
+    """With the directory unreadable, each request logged the error again:
+    500 policy requests made 500 lines, 500 socketmap lookups 500 more,
+    for as long as Postfix kept asking.  The failures are counted as bad
+    requests are, the first line saying what cannot be read and why."""
+    site = quota_site()
+    policy, socketmap = services(site, "policy"), services(site, "socketmap")
+    damage(site.state / "directory.sqlite")
+    actions = ask(policy, *["full@example.org"] * BAD)
+    assert set(actions) == {"DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"}
+    assert {status for status, _ in lookup(socketmap, *["mailbox alice@example.org"] * BAD)} \
+        == {"TEMP"}
+    assert policy.stop() == 0 and socketmap.stop() == 0
+    for service in policy, socketmap:
+        log = service.log()
+        assert counts(log, rf"{service.name}: (\d+) lookups? failed") == (BAD, 2), log
+        assert "directory.sqlite" in log and len(log.splitlines()) <= 4, log
+
+
+def test_lookups_that_time_out_are_counted_not_logged_one_by_one(quota_site, services):
+    """Lookups slower than LOOKUP_SECONDS (here the directory locked by
+    another program) logged a line each: many connections asking at once,
+    as Postfix's smtpd processes do, made a line each.  They are counted."""
+    site = quota_site()
+    policy = services(site, "policy")
+    clients = 20
+    locked = sqlite3.connect(site.state / "directory.sqlite", isolation_level=None)
+    try:
+        locked.execute("PRAGMA locking_mode = EXCLUSIVE")
+        locked.execute("BEGIN EXCLUSIVE")
+        with ThreadPoolExecutor(clients) as pool:
+            actions = list(pool.map(lambda _: ask(policy, "full@example.org"), range(clients)))
+    finally:
+        locked.close()
+    assert actions == [["DEFER_IF_PERMIT 4.4.3 recipient lookup timed out"]] * clients
+    assert ask(policy, "alice@example.org") == [DUNNO]
+    assert policy.stop() == 0
+    log = policy.log()
+    assert counts(log, r"policy: (\d+) lookups? unanswered within 10 s") == (clients, 2), log
+    assert "full@example.org" in log and len(log.splitlines()) <= 3, log
