@@ -68,8 +68,7 @@ async def decide(service, attributes, client):
     try:
         return await service.call(service.answers.policy, attributes)
     except TimeoutError:
-        service.log.warning(f"policy: {attributes.get('recipient', '')[:200]!r}: no answer "
-                            f"within {service.timeout} s: DEFER_IF_PERMIT")
+        service.timed_out.add(attributes.get("recipient", "")[:200])
         return "DEFER_IF_PERMIT 4.4.3 recipient lookup timed out"
     except Exception as e:  # noqa: BLE001 - defer, never reject, when lda fails
         service.log.error(f"policy: {type(e).__name__}: {e}")

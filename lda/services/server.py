@@ -64,7 +64,8 @@ class Service:
 
     def __init__(self, config, log, name, threads=THREADS, timeout=LOOKUP_SECONDS,
                  limit=MAX_CONNECTIONS):
-        self.answers = Answers(config, ThreadResolvers(config, log=log), log)
+        self.answers = Answers(config, ThreadResolvers(config, log=log), self._failed)
+        self.loop = None  # serve()'s
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lookup")
         self.log = log
         self.timeout = timeout
@@ -73,6 +74,8 @@ class Service:
         self.limit = limit
         self.refused = Tally(log.warning, name, f"refused: {limit} open, "
                                                 f"the most lda {name} serves")
+        self.idled = Tally(log.info, name, f"closed: idle past {name}_idle_timeout "
+                                           f"({self.idle_timeout} s)")
         self.unaccepted = Tally(log.warning, name, "(accepting paused 1 s after each)",
                                 unit="accept() failure")
         # A client can send bad requests as fast as it likes: counted too.
@@ -80,8 +83,21 @@ class Service:
         self.bad_sizes = Tally(log.warning, name, "with a size= that is no number (judged "
                                                   "as one byte: DUNNO rather than a success)",
                                unit="request")  # policy's alone
-        self.idled = Tally(log.info, name, f"closed: idle past {name}_idle_timeout "
-                                           f"({self.idle_timeout} s)")
+        # Postfix asks on every RCPT: a fault that fails each lookup would
+        # otherwise log a line each.
+        temporary = "DEFER_IF_PERMIT" if name == "policy" else "TEMP"
+        self.failed = Tally(log.warning, name, f"failed ({temporary})", unit="lookup")
+        self.timed_out = Tally(log.warning, name, f"unanswered within {timeout} s "
+                                                  f"({temporary})", unit="lookup")
+        self.tallies = (self.refused, self.idled, self.unaccepted, self.not_understood,
+                        self.bad_sizes, self.failed, self.timed_out)
+
+    def _failed(self, detail):
+        """From a lookup thread: counted in the loop's Tally."""
+        try:
+            self.loop.call_soon_threadsafe(self.failed.add, detail)
+        except RuntimeError:
+            pass  # the loop has closed: lda is stopping, the answer is dropped
 
     async def call(self, fn, *args):
         """fn(*args) in a lookup thread; TimeoutError after `timeout`."""
@@ -177,7 +193,7 @@ class Acceptor:
 
 
 async def serve(service, session, sock):
-    loop = asyncio.get_running_loop()
+    loop = service.loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
@@ -209,9 +225,6 @@ async def serve(service, session, sock):
     acceptor.close()
     for writer in list(open_writers):
         writer.close()
-    service.refused.flush()
-    service.idled.flush()
-    service.unaccepted.flush()
-    service.not_understood.flush()
-    service.bad_sizes.flush()
+    for tally in service.tallies:
+        tally.flush()
     service.executor.shutdown(wait=False, cancel_futures=True)

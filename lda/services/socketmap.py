@@ -60,7 +60,7 @@ async def lookup(service, name, key):
     try:
         return await service.call(service.answers.lookup, name, key)
     except TimeoutError:
-        service.log.warning(f"socketmap {name}: no answer within {service.timeout} s")
+        service.timed_out.add(f"{name[:80]} {key[:200]}")
         return "TEMP", "lookup timed out"
     except Exception as e:  # noqa: BLE001 - TEMP, never NOTFOUND, when lda fails
         service.log.error(f"socketmap {name}: {type(e).__name__}: {e}")
