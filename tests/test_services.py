@@ -612,7 +612,6 @@ def test_a_service_under_a_low_hard_limit_refuses_what_it_cannot_hold(quota_site
     try:
         held.extend(policy.socket() for _ in range(connections))
         assert seconds_until_closed(held[-1], limit=5) is not None, policy.log()
-        assert ask_soon(policy) is None  # refused too: the limit is reached
         time.sleep(2)
     finally:
         for conn in held:
@@ -625,7 +624,8 @@ def test_a_service_under_a_low_hard_limit_refuses_what_it_cannot_hold(quota_site
     assert 0 < limit < 128 - 16
     assert "Traceback" not in log and "Too many open files" not in log, log
     refused, lines = counted(log, "refused")
-    assert refused >= connections - limit and lines <= 3, log
+    # One more when the readiness probe's connection still held its place.
+    assert connections - limit <= refused <= connections - limit + 1 and lines <= 3, log
 
 
 def ask_soon(service):
@@ -709,6 +709,13 @@ def counts(log, pattern):
 BAD = 500
 
 
+def tallied(n):
+    """What counts() finds for n events logged as a Tally logs them: the
+    first at once, the rest at the stop, and one more line should a
+    minute pass meanwhile on a slow machine."""
+    return [(n, 2), (n, 3)]
+
+
 def test_policy_bad_requests_are_counted_not_logged_one_by_one(quota_site, services):
     """Each request that was not smtpd_access_policy, and each size= that
     was no number, got a warning line of its own: 500 of each from one
@@ -722,9 +729,10 @@ def test_policy_bad_requests_are_counted_not_logged_one_by_one(quota_site, servi
     assert ask(policy, *[junk, bad_size] * BAD, raw=True) == [DUNNO] * (2 * BAD)
     assert policy.stop() == 0
     log = policy.log()
-    assert counts(log, r"policy: (\d+) requests? not understood") == (BAD, 2), log
-    assert counts(log, r"policy: (\d+) requests? with a size= that is no number") == (BAD, 2)
-    assert len(log.splitlines()) <= 6, log
+    assert counts(log, r"policy: (\d+) requests? not understood") in tallied(BAD), log
+    assert counts(log, r"policy: (\d+) requests? with a size= that is no number") in \
+        tallied(BAD)
+    assert len(log.splitlines()) <= 7, log
     assert re.search(r"not understood: from 127\.0\.0\.1:\d+: not an smtpd_access_policy "
                      r"request: request='(\\x1bsomething_else)+", log), log
     assert re.search(r"no number.*: from 127\.0\.0\.1:\d+: alice@example\.org: "
@@ -751,11 +759,11 @@ def test_bad_requests_that_close_their_connections_are_counted(quota_site, servi
             with contextlib.suppress(ConnectionError):
                 assert conn.recv(10) == b""
     assert policy.stop() == 0 and socketmap.stop() == 0
-    assert counts(policy.log(), r"policy: (\d+) requests? not understood") == (20, 2)
+    assert counts(policy.log(), r"policy: (\d+) requests? not understood") in tallied(20)
     assert re.search(rf"from pid {os.getpid()} uid {os.getuid()}: a line longer than 128 KiB",
                      policy.log()), policy.log()
     log = socketmap.log()
-    assert counts(log, r"socketmap: (\d+) requests? not understood") == (BAD, 2), log
+    assert counts(log, r"socketmap: (\d+) requests? not understood") in tallied(BAD), log
     assert re.search(r"from 127\.0\.0\.1:\d+: bad netstring length b'a'", log), log
 
 
@@ -774,8 +782,8 @@ def test_lookups_that_fail_are_counted_not_logged_one_by_one(quota_site, service
     assert policy.stop() == 0 and socketmap.stop() == 0
     for service in policy, socketmap:
         log = service.log()
-        assert counts(log, rf"{service.name}: (\d+) lookups? failed") == (BAD, 2), log
-        assert "directory.sqlite" in log and len(log.splitlines()) <= 4, log
+        assert counts(log, rf"{service.name}: (\d+) lookups? failed") in tallied(BAD), log
+        assert "directory.sqlite" in log and len(log.splitlines()) <= 5, log
 
 
 def test_lookups_that_time_out_are_counted_not_logged_one_by_one(quota_site, services):
@@ -797,5 +805,5 @@ def test_lookups_that_time_out_are_counted_not_logged_one_by_one(quota_site, ser
     assert ask(policy, "alice@example.org") == [DUNNO]
     assert policy.stop() == 0
     log = policy.log()
-    assert counts(log, r"policy: (\d+) lookups? unanswered within 10 s") == (clients, 2), log
-    assert "full@example.org" in log and len(log.splitlines()) <= 3, log
+    assert counts(log, r"policy: (\d+) lookups? unanswered within 10 s") in tallied(clients)
+    assert "full@example.org" in log and len(log.splitlines()) <= 4, log
