@@ -5,7 +5,9 @@ writes its own service addresses in, and log what they turn away alike
 
 import asyncio
 import os
+import resource
 import socket
+import struct
 
 from .errors import ConfigError
 
@@ -15,6 +17,9 @@ MAX_UNIX_PATH = 108  # sun_path's size on Linux, its terminating NUL included
 # at most once in this many seconds, with how many there were (Dovecot's
 # master says "process_limit reached" at most once a second).
 REPORT_SECONDS = 60
+# Descriptors a server keeps for other things than its connections: the
+# listening socket, the event loop's, SQLite files, a maildirsize being read.
+FILES_RESERVED = 64
 
 
 def parse_listen(listen, service="lmtp"):
@@ -68,31 +73,75 @@ def _bind_unix(where):
     return sock
 
 
+def connection_limit(connections, log, name):
+    """How many connections a server can hold at once, at most
+    `connections`: each holds a descriptor, and a server out of them can
+    accept nobody, not even to refuse.  The soft open-files limit (often
+    1,024) is raised for them and FILES_RESERVED, and no further, since the
+    hard limit may be a million; the log says when not even the hard limit
+    holds them."""
+    needed = connections + FILES_RESERVED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return connections
+    limit = max(1, soft - FILES_RESERVED)
+    log.warning(f"{name}: at most {soft} open files (ulimit -n): {limit} connections at once, "
+                f"not {connections}")
+    return limit
+
+
+def peer(writer):
+    """Who is at the other end of a connection, for the log: HOST:PORT, or
+    on a unix socket the pid and uid the kernel vouches for (SO_PEERCRED)."""
+    sock = writer.get_extra_info("socket")
+    try:
+        if sock.family == socket.AF_UNIX:
+            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                          struct.calcsize("3i"))
+            pid, uid, _ = struct.unpack("3i", credentials)
+            return f"pid {pid} uid {uid}"
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "a client that has gone"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class Tally:
-    """Connections that something happened to, logged without flooding the
-    log: the first at once, then one line every REPORT_SECONDS with how
+    """Events that a client can cause over and over (connections refused or
+    closed, bad requests), logged without flooding the log: the first at
+    once, with its `detail`, then one line every REPORT_SECONDS with how
     many since, for as long as more come."""
 
-    def __init__(self, write, name, what):
-        self.write, self.name, self.what = write, name, what
+    def __init__(self, write, name, what, unit="connection"):
+        self.write, self.name, self.what, self.unit = write, name, what, unit
         self.count = 0
         self.timer = None
 
-    def add(self):
+    def add(self, detail=""):
+        """Count one; `detail` (say what was wrong and from whom) is logged
+        only if this one is logged at once."""
         self.count += 1
         if self.timer is None:
-            self._report()
+            self._report(detail)
 
-    def _report(self):
+    def _report(self, detail=""):
         if self.count:
-            self.flush()
+            self.flush(detail)
             self.timer = asyncio.get_running_loop().call_later(REPORT_SECONDS, self._report)
         else:
             self.timer = None
 
-    def flush(self):
+    def flush(self, detail=""):
         """The line for those counted since the last one, if any."""
         if self.count:
             plural = "s" if self.count > 1 else ""
-            self.write(f"{self.name}: {self.count} connection{plural} {self.what}")
+            self.write(f"{self.name}: {self.count} {self.unit}{plural} {self.what}"
+                       + (f": {detail}" if detail else ""))
             self.count = 0

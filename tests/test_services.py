@@ -2,11 +2,15 @@
 over real sockets by the installed `lda` command, from a real directory.
 The Postfix end-to-end cases are in test_services_postfix.py."""
 
+import contextlib
 import os
 import re
+import resource
 import select
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -18,23 +22,28 @@ from postfix import free_port
 from test_quota_replies import FULL
 
 from lda.services.server import MAX_CONNECTIONS
+from lda.sockets import BACKLOG
 
 DUNNO = "DUNNO"
 
 
 class Service:
     """`lda policy` or `lda socketmap` for a site, on a loopback port, or
-    with unix=True on a unix socket in the site's directory."""
+    with unix=True on a unix socket in the site's directory; open_files:
+    its RLIMIT_NOFILE (soft, hard); pass_fds: descriptors it inherits."""
 
-    def __init__(self, site, name, *args, unix=False):
+    def __init__(self, site, name, *args, unix=False, open_files=None, pass_fds=()):
         self.site, self.name = site, name
         self.port = None if unix else free_port()
         self.path = site.root / f"{name}.sock" if unix else None
         self.output = site.root / f"{name}.log"
         listen = f"unix:{self.path}" if unix else f"127.0.0.1:{self.port}"
         with open(self.output, "wb") as out:
-            self.process = subprocess.Popen([str(LDA), name, "--listen", listen, *args],
-                                            env=site.env, stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [str(LDA), name, "--listen", listen, *args], env=site.env, stdout=out,
+                stderr=subprocess.STDOUT, pass_fds=pass_fds,
+                preexec_fn=open_files and (lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                                                      open_files)))
         wait_until(self._ready, 30, f"lda {name}", self.log)
 
     def log(self):
@@ -554,3 +563,247 @@ def test_a_service_without_a_listen_address_is_a_configuration_error(site):
     done = site.run("policy", check=None)
     assert done.returncode == 78, done.stderr
     assert "policy_listen" in done.stderr.decode()
+
+
+# --- both services: open files -----------------------------------------------
+
+def open_files_of(pid):
+    """(soft, hard) RLIMIT_NOFILE of a running process."""
+    with open(f"/proc/{pid}/limits") as limits:
+        [line] = [line for line in limits if line.startswith("Max open files")]
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def cpu_seconds(pid):
+    """The user and system CPU time a process has used."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("name", ["policy", "socketmap"])
+def test_a_service_raises_its_open_files_limit_as_far_as_its_connections_need(
+        quota_site, services, name):
+    """Started under a soft limit of 256 open files (1,024 is common), lda
+    kept it, so MAX_CONNECTIONS could never be held: accept() failed with
+    EMFILE long before.  The soft limit is raised for MAX_CONNECTIONS and
+    what else lda keeps open, and no further: the hard limit may be huge."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4 * MAX_CONNECTIONS:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    service = services(quota_site(), name, open_files=(256, hard))
+    soft, kept_hard = open_files_of(service.process.pid)
+    assert MAX_CONNECTIONS < soft <= 2 * MAX_CONNECTIONS, soft
+    assert kept_hard == (hard if hard != resource.RLIM_INFINITY else kept_hard)
+    assert "open files" not in service.log()
+
+
+def test_a_service_under_a_low_hard_limit_refuses_what_it_cannot_hold(quota_site, services):
+    """Under a hard limit of 128 open files, lda policy accepted until
+    accept() failed with EMFILE; the connections after waited unanswered
+    in the listen queue for as long as the others stayed, and asyncio
+    printed a traceback a second meanwhile.  lda now says at its start how
+    many connections its descriptors hold, and refuses those past that as
+    it does past MAX_CONNECTIONS: closed at once, counted in the log."""
+    policy = services(quota_site(), "policy", unix=True, open_files=(128, 128))
+    connections = 150
+    held = []
+    try:
+        held.extend(policy.socket() for _ in range(connections))
+        assert seconds_until_closed(held[-1], limit=5) is not None, policy.log()
+        time.sleep(2)
+    finally:
+        for conn in held:
+            conn.close()
+    assert wait_until(lambda: ask_soon(policy) == [DUNNO], 10, "an answer", policy.log)
+    assert policy.stop() == 0
+    log = policy.log()
+    limit = int(re.search(r"policy: at most 128 open files \(ulimit -n\): (\d+) connections",
+                          log)[1])
+    assert 0 < limit < 128 - 16
+    assert "Traceback" not in log and "Too many open files" not in log, log
+    refused, lines = counted(log, "refused")
+    # One more when the readiness probe's connection still held its place.
+    assert connections - limit <= refused <= connections - limit + 1 and lines <= 3, log
+
+
+def ask_soon(service):
+    """ask() for alice; None when the connection is refused (closed)."""
+    try:
+        return ask(service, "alice@example.org")
+    except (AssertionError, ConnectionError):
+        return None
+
+
+def test_a_service_out_of_descriptors_neither_spins_nor_floods_the_log(quota_site, services):
+    """With its descriptors gone before its connection limit (here 100
+    inherited ones; in the field the system's own limit, ENFILE), lda's
+    accept() fails with EMFILE.  It did not spin or die (asyncio pauses a
+    second), but asyncio printed a traceback, unescaped, on stderr whatever
+    `log` said, once a second for as long as it lasted.  The pauses are
+    counted in lda's log instead, as refusals are; lda answers again once
+    descriptors are free, and uses no CPU while it waits."""
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(100)]
+    try:
+        policy = services(quota_site(), "policy", unix=True, open_files=(256, 256),
+                          pass_fds=spare)
+    finally:
+        for fd in spare:
+            os.close(fd)
+    held = []
+    try:
+        held.extend(policy.socket() for _ in range(160))
+        assert seconds_until_closed(held[-1], limit=1) is None  # waits, unaccepted
+        used = cpu_seconds(policy.process.pid)
+        time.sleep(4)
+        assert cpu_seconds(policy.process.pid) - used < 0.5
+        assert policy.process.poll() is None
+    finally:
+        for conn in held:
+            conn.close()
+    assert wait_until(lambda: ask_soon(policy) == [DUNNO], 10, "an answer", policy.log)
+    assert policy.stop() == 0
+    log = policy.log()
+    assert "Traceback" not in log, log
+    failures = [int(n) for n in re.findall(r"policy: (\d+) accept\(\) failures?", log)]
+    assert len(failures) <= 2 and sum(failures) >= 3, log
+    assert "Too many open files" in log
+
+
+# --- every server: the listen queue ------------------------------------------
+
+def listen_backlog(port):
+    """The backlog of the socket listening on the loopback port: ss shows
+    it as a listener's Send-Q."""
+    ss = shutil.which("ss") or pytest.skip("no ss (iproute2) to read the backlog with")
+    out = subprocess.run([ss, "-Hltn", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    [(state, queued, backlog, *_)] = [line.split() for line in out.splitlines()]
+    return int(backlog)
+
+
+@pytest.mark.parametrize("name", ["policy", "socketmap", "lmtp"])
+def test_every_server_listens_with_the_backlog_lda_sets(quota_site, services, lmtp, name):
+    """asyncio's start_server() listened again with its own default, 100,
+    over the BACKLOG (128) that lda's bind() had set, for lda policy and
+    lda socketmap: a burst of Postfix's smtpd processes connecting (100 by
+    default) filled it sooner.  lda lmtp accepts by itself and kept it."""
+    if name == "lmtp":
+        port = free_port()
+        lmtp(listen=f"127.0.0.1:{port}")
+    else:
+        port = services(quota_site(), name).port
+    assert listen_backlog(port) == BACKLOG
+
+
+# --- both services: what a bad client can make lda log ------------------------
+
+def counts(log, pattern):
+    """(the sum of the counts the log's lines matching `pattern` state, how
+    many such lines): pattern has one group, the count."""
+    found = [int(n) for n in re.findall(pattern, log)]
+    return sum(found), len(found)
+
+
+BAD = 500
+
+
+def tallied(n):
+    """What counts() finds for n events logged as a Tally logs them: the
+    first at once, the rest at the stop, and one more line should a
+    minute pass meanwhile on a slow machine."""
+    return [(n, 2), (n, 3)]
+
+
+def test_policy_bad_requests_are_counted_not_logged_one_by_one(quota_site, services):
+    """Each request that was not smtpd_access_policy, and each size= that
+    was no number, got a warning line of its own: 500 of each from one
+    client made 1,000 lines, and a client that went on would fill the disk.
+    Each kind is logged as refusals are: the first at once, saying from
+    whom and what was wrong (escaped, cut short), then one line a minute
+    with the count, and the rest at the stop."""
+    policy = services(quota_site(), "policy")
+    junk = b"request=" + b"\x1bsomething_else" * 10 + b"\nrecipient=full@example.org\n\n"
+    bad_size = request("alice@example.org", size="3000\0")
+    assert ask(policy, *[junk, bad_size] * BAD, raw=True) == [DUNNO] * (2 * BAD)
+    assert policy.stop() == 0
+    log = policy.log()
+    assert counts(log, r"policy: (\d+) requests? not understood") in tallied(BAD), log
+    assert counts(log, r"policy: (\d+) requests? with a size= that is no number") in \
+        tallied(BAD)
+    assert len(log.splitlines()) <= 7, log
+    assert re.search(r"not understood: from 127\.0\.0\.1:\d+: not an smtpd_access_policy "
+                     r"request: request='(\\x1bsomething_else)+", log), log
+    assert re.search(r"no number.*: from 127\.0\.0\.1:\d+: alice@example\.org: "
+                     r"size='3000\\x00'", log), log
+    assert "\x1b" not in log and len(max(log.splitlines(), key=len)) < 400
+
+
+def test_bad_requests_that_close_their_connections_are_counted(quota_site, services):
+    """A line longer than 128 KiB (policy), or no netstring (socketmap),
+    closes the connection, with a warning line each: a client connecting
+    again and again logged a line a connection.  They are counted as the
+    other bad requests are; the first line names the client (a unix socket
+    client by its pid and uid)."""
+    policy = services(quota_site(), "policy", unix=True)
+    socketmap = services(quota_site(), "socketmap")
+    for _ in range(20):
+        with policy.socket() as conn:
+            conn.sendall(b"request=" + b"x" * (129 << 10))
+            with contextlib.suppress(ConnectionError):
+                assert conn.recv(10) == b""
+    for _ in range(BAD):
+        with socketmap.socket() as conn:
+            conn.sendall(b"abc")
+            with contextlib.suppress(ConnectionError):
+                assert conn.recv(10) == b""
+    assert policy.stop() == 0 and socketmap.stop() == 0
+    assert counts(policy.log(), r"policy: (\d+) requests? not understood") in tallied(20)
+    assert re.search(rf"from pid {os.getpid()} uid {os.getuid()}: a line longer than 128 KiB",
+                     policy.log()), policy.log()
+    log = socketmap.log()
+    assert counts(log, r"socketmap: (\d+) requests? not understood") in tallied(BAD), log
+    assert re.search(r"from 127\.0\.0\.1:\d+: bad netstring length b'a'", log), log
+
+
+def test_lookups_that_fail_are_counted_not_logged_one_by_one(quota_site, services):
+    """With the directory unreadable, each request logged the error again:
+    500 policy requests made 500 lines, 500 socketmap lookups 500 more,
+    for as long as Postfix kept asking.  The failures are counted as bad
+    requests are, the first line saying what cannot be read and why."""
+    site = quota_site()
+    policy, socketmap = services(site, "policy"), services(site, "socketmap")
+    damage(site.state / "directory.sqlite")
+    actions = ask(policy, *["full@example.org"] * BAD)
+    assert set(actions) == {"DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"}
+    assert {status for status, _ in lookup(socketmap, *["mailbox alice@example.org"] * BAD)} \
+        == {"TEMP"}
+    assert policy.stop() == 0 and socketmap.stop() == 0
+    for service in policy, socketmap:
+        log = service.log()
+        assert counts(log, rf"{service.name}: (\d+) lookups? failed") in tallied(BAD), log
+        assert "directory.sqlite" in log and len(log.splitlines()) <= 5, log
+
+
+def test_lookups_that_time_out_are_counted_not_logged_one_by_one(quota_site, services):
+    """Lookups slower than LOOKUP_SECONDS (here the directory locked by
+    another program) logged a line each: many connections asking at once,
+    as Postfix's smtpd processes do, made a line each.  They are counted."""
+    site = quota_site()
+    policy = services(site, "policy")
+    clients = 20
+    locked = sqlite3.connect(site.state / "directory.sqlite", isolation_level=None)
+    try:
+        locked.execute("PRAGMA locking_mode = EXCLUSIVE")
+        locked.execute("BEGIN EXCLUSIVE")
+        with ThreadPoolExecutor(clients) as pool:
+            actions = list(pool.map(lambda _: ask(policy, "full@example.org"), range(clients)))
+    finally:
+        locked.close()
+    assert actions == [["DEFER_IF_PERMIT 4.4.3 recipient lookup timed out"]] * clients
+    assert ask(policy, "alice@example.org") == [DUNNO]
+    assert policy.stop() == 0
+    log = policy.log()
+    assert counts(log, r"policy: (\d+) lookups? unanswered within 10 s") in tallied(clients)
+    assert "full@example.org" in log and len(log.splitlines()) <= 4, log

@@ -30,10 +30,11 @@ MAPS = ("mailbox", "alias", "domain", "transport")
 
 class Answers:
     """The policy decision and the socketmap lookups; `resolvers` is a
-    ThreadResolvers, so each server thread has its own."""
+    ThreadResolvers, so each server thread has its own; `failed` is called
+    (in that thread) with what made an answer a temporary failure."""
 
-    def __init__(self, config, resolvers, log):
-        self.config, self.resolvers, self.log = config, resolvers, log
+    def __init__(self, config, resolvers, failed):
+        self.config, self.resolvers, self.failed = config, resolvers, failed
 
     # --- the policy service ----------------------------------------------
 
@@ -55,11 +56,7 @@ class Answers:
         recipient = attributes.get("recipient", "")
         if recipient.endswith(".") and "@" in recipient:
             recipient = recipient[:-1]
-        size = declared_size(attributes.get("size", ""))
-        if size is None:
-            self.log.warning(f"policy: {_printable(recipient)}: "
-                             f"size={attributes['size'][:40]!r} is not a number: "
-                             "judged as one byte, DUNNO rather than a success")
+        size = declared_size(attributes.get("size", ""))  # None: policy.decide logs it
         try:
             plan = self.resolvers.get().resolve(recipient)
             failures = [quota_failure(config, t, max(1, size or 0)) for t in plan.targets]
@@ -73,7 +70,7 @@ class Answers:
             # and Postfix queues the message rather than the sender).
             return DUNNO
         except LdaError as e:  # unreadable directory, aliases, maildirsize; a move
-            return _defer(self.log, recipient, e)
+            return _defer(self.failed, recipient, e)
         # An alias or forward with several targets refuses only when none
         # of them could take the message: otherwise lda delivers to the
         # others and keeps a partial delivery for the full one.
@@ -106,7 +103,7 @@ class Answers:
         try:
             return method(key)
         except LdaError as e:
-            self.log.warning(f"socketmap {name} {_printable(key)}: {e}")
+            self.failed(f"{name} {_printable(key)}: {e}")
             return TEMP, _one_line(str(e))
 
     def map_mailbox(self, key):
@@ -234,11 +231,11 @@ def _address(key):
     return address if domain_of(address) else None
 
 
-def _defer(log, recipient, error):
+def _defer(failed, recipient, error):
     """The reply reaches the SMTP client (Postfix's 450 4.3.0 ...): it says
     what Postfix says of a table it cannot read, and only the log names
     the file and the error, as Dovecot's quota-status does."""
-    log.warning(f"policy: {_printable(recipient)}: {error}: DEFER_IF_PERMIT")
+    failed(f"{_printable(recipient)}: {error}")
     return "DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"
 
 

@@ -18,49 +18,86 @@ message is rejected because lda is unwell.
 A client has `policy_idle_timeout` (`socketmap_idle_timeout`) seconds
 from its connection, and again from each reply, to send its whole next
 request, and as long to take each reply; then its connection is closed,
-so that clients silent, trickling or not reading cannot hold the
-MAX_CONNECTIONS for ever.  Postfix closes its own idle connections no
+so that clients silent, trickling or not reading cannot hold every
+connection lda serves for ever.  Postfix closes its own idle connections no
 later (smtpd_policy_service_max_idle, 300 s; a socketmap's after 10 s);
 when lda closes one first, Postfix sees it before its next request and
 connects again (attr_clnt, dict_sockmap), so no lookup fails.  Dovecot's
 quota-status has no such limit: an idle client keeps its process.  A
-connection beyond MAX_CONNECTIONS is closed at once, and counted in the
+connection beyond MAX_CONNECTIONS (or beyond what the open-files limit
+holds, sockets.connection_limit) is closed at once, and counted in the
 log, so that an administrator whose Postfix defers mail can see why.
+Should the descriptors run out all the same (the system's own limit),
+lda stops accepting for a second at a time, and counts those pauses in
+its log as it counts refusals (Acceptor).
 
 SIGTERM or SIGINT stops accepting and closes the connections; Postfix
 reconnects to the next server.
 """
 
 import asyncio
+import errno
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from ..deliver.resolve import ThreadResolvers
 from ..errors import ConfigError
-from ..sockets import Tally, bind
+from ..sockets import BACKLOG, Tally, bind, connection_limit
 from .answers import Answers
 
 THREADS = 4
 LOOKUP_SECONDS = 10
 # Postfix opens one connection per smtpd process (default_process_limit 100).
 MAX_CONNECTIONS = 1000
+# What accept() fails with when descriptors or memory run out: accepting
+# pauses this long, as asyncio's own server does (ACCEPT_RETRY_DELAY).
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+PAUSE_SECONDS = 1
+# The longest request line lda policy reads (a StreamReader's limit).
+LINE_LIMIT = 1 << 17
 
 
 class Service:
     """What a connection handler needs: the answers, the threads they run
-    in, the log, how long a lookup may take and how long a client may idle."""
+    in, the log, how long a lookup may take, how long a client may idle and
+    how many may be connected at once."""
 
-    def __init__(self, config, log, name, threads=THREADS, timeout=LOOKUP_SECONDS):
-        self.answers = Answers(config, ThreadResolvers(config, log=log), log)
+    def __init__(self, config, log, name, threads=THREADS, timeout=LOOKUP_SECONDS,
+                 limit=MAX_CONNECTIONS):
+        self.answers = Answers(config, ThreadResolvers(config, log=log), self._failed)
+        self.loop = None  # serve()'s
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lookup")
         self.log = log
         self.timeout = timeout
         self.idle_timeout = getattr(config, f"{name}_idle_timeout")
         self.connections = 0
-        self.refused = Tally(log.warning, name, f"refused: {MAX_CONNECTIONS} open, "
+        self.limit = limit
+        self.refused = Tally(log.warning, name, f"refused: {limit} open, "
                                                 f"the most lda {name} serves")
         self.idled = Tally(log.info, name, f"closed: idle past {name}_idle_timeout "
                                            f"({self.idle_timeout} s)")
+        self.unaccepted = Tally(log.warning, name, "(accepting paused 1 s after each)",
+                                unit="accept() failure")
+        # A client can send bad requests as fast as it likes: counted too.
+        self.not_understood = Tally(log.warning, name, "not understood", unit="request")
+        self.bad_sizes = Tally(log.warning, name, "with a size= that is no number (judged "
+                                                  "as one byte: DUNNO rather than a success)",
+                               unit="request")  # policy's alone
+        # Postfix asks on every RCPT: a fault that fails each lookup would
+        # otherwise log a line each.
+        temporary = "DEFER_IF_PERMIT" if name == "policy" else "TEMP"
+        self.failed = Tally(log.warning, name, f"failed ({temporary})", unit="lookup")
+        self.timed_out = Tally(log.warning, name, f"unanswered within {timeout} s "
+                                                  f"({temporary})", unit="lookup")
+        self.tallies = (self.refused, self.idled, self.unaccepted, self.not_understood,
+                        self.bad_sizes, self.failed, self.timed_out)
+
+    def _failed(self, detail):
+        """From a lookup thread: counted in the loop's Tally."""
+        try:
+            self.loop.call_soon_threadsafe(self.failed.add, detail)
+        except RuntimeError:
+            pass  # the loop has closed: lda is stopping, the answer is dropped
 
     async def call(self, fn, *args):
         """fn(*args) in a lookup thread; TimeoutError after `timeout`."""
@@ -102,26 +139,71 @@ def run(config, log, listen, name):
         from .policy import session
     else:
         from .socketmap import session
+    limit = connection_limit(MAX_CONNECTIONS, log, name)
     sock = bind(listen, name)
     log.info(f"{name}: listening on {listen}")
-    asyncio.run(serve(Service(config, log, name), session, sock))
+    asyncio.run(serve(Service(config, log, name, limit=limit), session, sock))
+
+
+class Acceptor:
+    """Connections taken from the listening socket one at a time.  One past
+    the limit is closed before the next accept(), so refusing never holds
+    more than one descriptor: asyncio's own server accepts a whole backlog
+    at a go and closes none until their tasks run, which ran out of
+    descriptors under a low limit.  An accept() that finds none pauses
+    accepting for PAUSE_SECONDS, counted in the log (asyncio printed a
+    traceback on stderr each time)."""
+
+    def __init__(self, loop, sock, service, connected):
+        self.loop, self.sock, self.service, self.connected = loop, sock, service, connected
+        self.tasks = set()
+        loop.add_reader(sock, self._accept)
+
+    def _accept(self):
+        service = self.service
+        for _ in range(BACKLOG):  # then the loop's other work, and back
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in OUT_OF_RESOURCES:
+                    service.unaccepted.add(e.strerror)
+                    self.loop.remove_reader(self.sock)
+                    self.loop.call_later(PAUSE_SECONDS, self._resume)
+                    return
+                continue  # that connection's own error (accept(2): ECONNABORTED, EPROTO...)
+            if service.connections >= service.limit:
+                conn.close()
+                service.refused.add()
+                continue
+            service.connections += 1
+            task = self.loop.create_task(self.connected(conn))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _resume(self):
+        if self.sock.fileno() >= 0:
+            self.loop.add_reader(self.sock, self._accept)
+
+    def close(self):
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.sock)
+            self.sock.close()
 
 
 async def serve(service, session, sock):
-    loop = asyncio.get_running_loop()
+    loop = service.loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     open_writers = set()
 
-    async def connected(reader, writer):
-        if service.connections >= MAX_CONNECTIONS:
-            service.refused.add()
-            writer.close()
-            return
-        service.connections += 1
-        open_writers.add(writer)
+    async def connected(conn):
+        writer = None
         try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=LINE_LIMIT)
+            open_writers.add(writer)
             await session(service, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -132,14 +214,17 @@ async def serve(service, session, sock):
             service.log.error(f"connection: {type(e).__name__}: {e}")
         finally:
             service.connections -= 1
-            open_writers.discard(writer)
-            writer.close()
+            if writer is None:
+                conn.close()
+            else:
+                open_writers.discard(writer)
+                writer.close()
 
-    server = await asyncio.start_server(connected, sock=sock, limit=1 << 17)
-    async with server:
-        await stop.wait()
+    acceptor = Acceptor(loop, sock, service, connected)
+    await stop.wait()
+    acceptor.close()
     for writer in list(open_writers):
         writer.close()
-    service.refused.flush()
-    service.idled.flush()
+    for tally in service.tallies:
+        tally.flush()
     service.executor.shutdown(wait=False, cancel_futures=True)

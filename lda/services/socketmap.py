@@ -4,7 +4,7 @@ VALUE", "NOTFOUND ", "TEMP REASON" or "PERM REASON"; a connection carries
 any number of requests.  answers.Answers.lookup decides.
 """
 
-import asyncio
+from ..sockets import peer
 
 MAX_REQUEST = 100000  # Postfix's own limit on a socketmap request
 
@@ -40,11 +40,12 @@ def netstring(data):
 
 
 async def session(service, reader, writer):
+    client = peer(writer)
     while True:
         try:
             request = await service.next_request(read_netstring(reader))
         except BadNetstring as e:
-            service.log.warning(f"socketmap: {e}: connection closed")
+            service.not_understood.add(f"from {client}: {e}: connection closed")
             return
         if request is None:
             return
@@ -59,7 +60,7 @@ async def lookup(service, name, key):
     try:
         return await service.call(service.answers.lookup, name, key)
     except TimeoutError:
-        service.log.warning(f"socketmap {name}: no answer within {service.timeout} s")
+        service.timed_out.add(f"{name[:80]} {key[:200]}")
         return "TEMP", "lookup timed out"
     except Exception as e:  # noqa: BLE001 - TEMP, never NOTFOUND, when lda fails
         service.log.error(f"socketmap {name}: {type(e).__name__}: {e}")
