@@ -76,6 +76,7 @@ Outcome
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
     .implicit_flags   flags for the implicit keep (imap4flags)
+    .flags            imap4flags' internal variable as the script left it
     .all_actions()    .actions plus Keep(implicit=True) when it applies
     .errors, .log     lines for the delivery log ("line N: ...")
     .header           None, or the header editheader left (actions.Outcome):
@@ -151,15 +152,17 @@ __all__ = ["compile_script", "load_script", "run", "evaluate", "SieveError", "Sc
            "Vacation"]
 
 
-def run(script, message, envelope, state=None):
+def run(script, message, envelope, state=None, flags=()):
     from .interpreter import run as interpret
 
-    return interpret(script, message, envelope, state)
+    return interpret(script, message, envelope, state, flags)
 
 
-def evaluate(path, cache_dir, message, envelope, state):
+def evaluate(path, cache_dir, message, envelope, state, flags=()):
     """The delivery path's one call: None without a script; a broken script
-    is an implicit keep with its errors in Outcome.errors."""
+    is an implicit keep with its errors in Outcome.errors.  `flags`: what
+    imap4flags' internal variable starts with (the previous script's
+    Outcome.flags in a sequence)."""
     try:
         script = load_script(path, cache_dir,
                              envelope.options.get("sieve_extensions_extra", ()))
@@ -167,4 +170,4 @@ def evaluate(path, cache_dir, message, envelope, state):
         return Outcome(errors=e.lines(str(path)))
     if script is None:
         return None
-    return run(script, message, envelope, state)
+    return run(script, message, envelope, state, flags)

@@ -59,9 +59,12 @@ class Stop(Exception):
     """The stop command: end the script, keep what was decided."""
 
 
-def run(script, message, envelope, state=None):
-    """Outcome of `script` for one message; never raises for script problems."""
+def run(script, message, envelope, state=None, flags=()):
+    """Outcome of `script` for one message; never raises for script problems.
+    `flags` start the internal variable: Pigeonhole carries it from one
+    script of a sequence to the next (sieve_before, the user's, sieve_after)."""
     execution = Execution(script, message, envelope, state or MemoryState())
+    execution.flags = " ".join(flags)
     try:
         execution.block(script.commands)
     except Stop:
@@ -99,8 +102,10 @@ class Execution:
     def outcome(self):
         implicit = not self.keep_cancelled
         flags = flag_list(self.flags) if implicit else []
-        return Outcome(self.actions, implicit, flags, [], self.log, self.records,
-                       self.header)
+        outcome = Outcome(self.actions, implicit, flags, [], self.log, self.records,
+                          self.header)
+        outcome.flags = tuple(flag_list(self.flags))
+        return outcome
 
     def failed(self, error):
         return Outcome([], True, [], [error], self.log, [])
