@@ -183,3 +183,40 @@ def test_flags_across_a_sequence_of_scripts_are_pigeonhole_s(sequenced, case):
         folder = SEQUENCE_DIFFERENCES[case]
         assert (theirs.pop(folder), ours.pop(folder)) == ([[]], [])
     assert ours == theirs
+
+
+# --- Keywords with "[" and "}": IMAP atom characters ------------------------------
+#
+# RFC 3501 section 9: atom-specials are "(", ")", "{", SP, CTL, "%", "*",
+# '"', "\\" and "]"; "[" and "}" are atom characters.  The same script
+# through dovecot-lda and through lda deliver; doveadm fetch flags reads
+# what each stored (the letters in the file name, dovecot-keywords).
+
+KEYWORDS = ["a[b", "a}b", "[x", "}", "$Label[1]", "a]b", "a{b", "a(b", "ok"]
+
+
+def test_keywords_with_brackets_are_stored_as_dovecot_stores_them(tmp_path):
+    import time
+
+    from conftest import write_lda_toml
+    from dovecot import private_dovecot
+
+    script = ('require "imap4flags";\n'
+              + "".join(f'addflag "{k}";\n' for k in KEYWORDS))
+    with private_dovecot(tmp_path, extra=SIEVE_WITH_LDA) as server:
+        for name in ("dove", "ours"):
+            server.add_user(name)
+            (server.home(name) / ".dovecot.sieve").write_text(script)
+        write_lda_toml(server.home("ours") / "lda.toml", {"mode": "user", "log": "stderr"})
+        for name in ("dove", "ours"):
+            server.owner.chown_tree(server.home(name))
+        time.sleep(1.2)  # Dovecot's passwd-file userdb rereads a changed file a second on
+        done = server.deliver("dove", MESSAGE)
+        assert done.returncode == 0, done.stderr
+        home = server.home("ours")
+        done = server.lda("deliver", "ours@example.org", home=home, input=MESSAGE,
+                          env={"LDA_CONFIG": str(home / "lda.toml")})
+        assert done.returncode == 0, done.stderr
+        theirs, ours = server.flags("dove"), server.flags("ours")
+    assert {"a[b", "a}b", "ok"} <= theirs[0]  # the probe works: Dovecot stores them
+    assert ours == theirs
