@@ -220,3 +220,48 @@ def test_keywords_with_brackets_are_stored_as_dovecot_stores_them(tmp_path):
         theirs, ours = server.flags("dove"), server.flags("ours")
     assert {"a[b", "a}b", "ok"} <= theirs[0]  # the probe works: Dovecot stores them
     assert ours == theirs
+
+
+# --- A part whose header has no blank line after it: no body ---------------------
+#
+# Pigeonhole's body test gives such a part no value (:text, :content), at
+# any depth; a blank line with nothing after it is an empty body, which is
+# one.  The script files the message by how many values the test saw.
+
+HEADER_ONLY = {
+    "header-only": b"From: a@example.org\nSubject: hi\n",
+    "header-only-no-newline": b"From: a@example.org\nSubject: hi",
+    "html-header-only": b"From: a@example.org\nContent-Type: text/html\n",
+    "multipart-header-only": b"From: a@example.org\nContent-Type: multipart/mixed; boundary=XX\n",
+    "empty-body": b"From: a@example.org\nSubject: hi\n\n",
+    "part-header-only": (b"From: a@example.org\nContent-Type: multipart/mixed; boundary=XX\n\n"
+                         b"--XX\nContent-Type: text/plain\n--XX\nContent-Type: text/plain\n\n"
+                         b"hello\n--XX--\n"),
+    "rfc822-header-only": (b"From: a@example.org\nContent-Type: message/rfc822\n\n"
+                           b"From: b@example.org\nSubject: inner\n"),
+}
+TRANSFORMS = {"text": ":text", "content-text": ':content "text"', "content-any": ':content ""',
+              "raw": ":raw"}
+COUNTING = """require ["body", "fileinto", "relational", "comparator-i;ascii-numeric"];
+if body {t} :count "eq" :comparator "i;ascii-numeric" "0" {{ fileinto "none"; }}
+elsif body {t} :count "eq" :comparator "i;ascii-numeric" "1" {{ fileinto "one"; }}
+elsif body {t} :count "eq" :comparator "i;ascii-numeric" "2" {{ fileinto "two"; }}
+else {{ fileinto "more"; }}
+"""
+PARTS = """require ["foreverypart", "extracttext", "fileinto", "variables"];
+set "seen" "";
+foreverypart { extracttext "text"; set "seen" "${seen}[${text}]"; }
+fileinto "parts ${seen}";
+"""
+BODY_CASES = [(f"{m}-{t}", COUNTING.format(t=TRANSFORMS[t]), HEADER_ONLY[m])
+              for m in HEADER_ONLY for t in TRANSFORMS]
+BODY_CASES += [(f"{m}-foreverypart", PARTS, HEADER_ONLY[m]) for m in HEADER_ONLY]
+
+
+@needs_sieve_test
+@pytest.mark.parametrize("script, message", [case[1:] for case in BODY_CASES],
+                         ids=[case[0] for case in BODY_CASES])
+def test_a_part_without_a_body_is_no_body_value(user, tmp_path, script, message):
+    theirs, ours = side_by_side(user, tmp_path, script, message)
+    assert theirs.error is None
+    assert ours.show() == theirs.show()
