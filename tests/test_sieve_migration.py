@@ -2,6 +2,8 @@
 where lda and Pigeonhole 0.5.19 (sieve-test, tests/pigeonhole.py) once
 decided differently, each table run through both side by side."""
 
+import tempfile
+
 import pytest
 
 import pigeonhole
@@ -265,3 +267,65 @@ def test_a_part_without_a_body_is_no_body_value(user, tmp_path, script, message)
     theirs, ours = side_by_side(user, tmp_path, script, message)
     assert theirs.error is None
     assert ours.show() == theirs.show()
+
+
+# --- Malformed addresses in the address test ------------------------------------
+#
+# RFC 5228 section 2.7.4: an address that is not syntactically valid is
+# matched by no :localpart or :domain.  Pigeonhole skips such an address
+# in a field that holds a valid one, and takes a field that holds none
+# as one value, its text as written, which only :all sees.  The script
+# logs (vnd.dovecot.debug) what each address part matched first and how
+# many values :all saw; the two logs must be the same.
+
+MALFORMED = [
+    "<a@b.c", "a", "a@", "@b", "a@b@c", "a b@c", "a@b.c>", "<a@b.c> junk", "a..b@c",
+    ".a@c", "a.@b.c", "a@b..c", "a@.b", "a@b.", "a@b.c.", "Name <a@b.c", "Name a@b.c",
+    "a@b.c, <d@e", "<d@e, a@b.c", "a@, x@y.z", "a@b@c, d@e.f", "undisclosed-recipients:;",
+    "group: <a@b.c;", "<>", "a@b.c (unterminated", '"unterminated a@b.c', "<<a@b.c>>",
+    "<a@b.c>>", "a@b.c)", 'a"b"@c.d', "a\\b@c.d", "\u00e4@b.c", "   <a@b.c   ",
+    "x@y.z, a@",
+    # valid ones, which must stay as they were
+    "a@b .c", '"a b"@c', "a@[1.2.3.4]", "a@\u00e4.c", "a(b)@c.d",
+    "<@r.s:a@b.c>", "group: a@b.c;", '"a"@b.c', "Name <a@b.c>, c@d.e",
+]
+ADDRESS_LOG = """require ["vnd.dovecot.debug", "variables", "relational",
+         "comparator-i;ascii-numeric"];
+if address :all :matches "to" "*" { debug_log "all=[${1}]"; } else { debug_log "all=none"; }
+if address :localpart :matches "to" "*" { debug_log "local=[${1}]"; }
+else { debug_log "local=none"; }
+if address :domain :matches "to" "*" { debug_log "domain=[${1}]"; }
+else { debug_log "domain=none"; }
+if address :all :count "eq" :comparator "i;ascii-numeric" "to" "1" { debug_log "one"; }
+if address :all :count "eq" :comparator "i;ascii-numeric" "to" "2" { debug_log "two"; }
+"""
+
+
+def debug_logs(user, tmp_path, script, message):
+    """(Pigeonhole's debug_log lines, lda's) for one script and message."""
+    import json
+
+    script_path, message_path = tmp_path / "log.sieve", tmp_path / "log.eml"
+    script_path.write_text(script)
+    message_path.write_bytes(message)
+    # A directory nobody can enter, as pigeonhole.SieveTest needs (not tmp_path).
+    with tempfile.TemporaryDirectory(prefix="pigeonhole-") as root:
+        tester = pigeonhole.SieveTest(root)
+        done = tester.run(tester.copy_in(script_path), tester.copy_in(message_path),
+                          "a@example.org", "b@example.org")
+    assert done.returncode == 0, done.stderr
+    theirs = [line.split("DEBUG: ", 1)[1].removesuffix(".")
+              for line in done.stderr.decode().splitlines() if "DEBUG: " in line]
+    done = user.run("sieve", "test", str(script_path), "--json", input=message)
+    ours = [line.split("DEBUG: ", 1)[1] for line in json.loads(done.stdout)["log"]
+            if "DEBUG: " in line]
+    return theirs, ours
+
+
+@needs_sieve_test
+@pytest.mark.parametrize("to", MALFORMED)
+def test_a_malformed_address_is_read_as_pigeonhole_reads_it(user, tmp_path, to):
+    message = f"From: x@y.z\nTo: {to}\nSubject: hi\n\nbody\n".encode()
+    theirs, ours = debug_logs(user, tmp_path, ADDRESS_LOG, message)
+    assert len(theirs) >= 3  # the probe works
+    assert ours == theirs
