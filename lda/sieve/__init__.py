@@ -110,11 +110,16 @@ Decisions
   (RFC 5228 section 2.4.2.2); address takes only fields that hold
   addresses (section 5.1: grammar.ADDRESS_HEADERS, a compile error for a
   constant other name, as in Pigeonhole, which allows fewer of them).
+- address reads a field as Pigeonhole does (fields.address_values): an
+  address that is not valid (no "@", an empty local part or domain label,
+  an unterminated "<") is skipped, and a field with no valid address is
+  one value, its text, which only :all sees (RFC 5228 section 2.7.4).
 - redirect takes an RFC 5322 mailbox ("Bob <bob@example.org>"); two
   redirects are one when their local parts match exactly and their domains
   in any case (RFC 5321 section 2.4).
-- address :count counts addresses, so an empty field adds none (Pigeonhole
-  counts it as one); i;ascii-casemap orders as upper case (RFC 4790 section
+- address :count counts addresses, so an empty field adds none, nor does
+  a field without a valid address to :localpart or :domain (Pigeonhole
+  counts each as one); i;ascii-casemap orders as upper case (RFC 4790 section
   9.2.1; Pigeonhole sorts "a" after "_"); :quoteregex is supported.
 - Storing twice into one folder stores once, with the later store's flags
   (as Pigeonhole; the earlier ones stay when the later store's script has

@@ -22,7 +22,7 @@ from .actions import (
 from .extensions import load
 from .fields import (
     address_part,
-    addresses,
+    address_values,
     redirect_address,
     same_address,
     text,
@@ -344,7 +344,7 @@ class Execution:
         raw = self.pick_index([v for name in self.strings(node["headers"])
                                for v in self.fields(name)], node)
         for field in raw:
-            for address in addresses(field.decode("utf-8", "replace")):
+            for address in address_values(field.decode("utf-8", "replace")):
                 values.append(address_part(address, node["part"], self.envelope.delimiters))
         return self.matches(node, [v for v in values if v is not None],
                             self.strings(node["keys"]))
