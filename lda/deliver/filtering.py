@@ -298,9 +298,11 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
     # own Return-Path and Delivered-To on top of the copy are not counted.
     size = staged.size - staged.prefix_len
     message = Message(info.headers, size, staged)
-    outcomes = []
+    outcomes, flags = [], ()
     for path in scripts:
-        outcome = evaluate(path, cache, message, envelope, state)
+        # imap4flags' internal variable goes on from one script to the next,
+        # as in Pigeonhole: a flag sieve_before adds reaches the implicit keep.
+        outcome = evaluate(path, cache, message, envelope, state, flags)
         if outcome is None:
             continue  # removed since it was found
         for line in outcome.errors:
@@ -308,6 +310,7 @@ def run_scripts(delivery, scripts, plan, target, info, staged):
         for line in outcome.log:
             delivery.log.info(f"{info.log_id}: {path}: {line}")
         outcomes.append(outcome)
+        flags = outcome.flags
         if outcome.errors or not _keeps(outcome):
             break
         if outcome.header is not None:  # the next script sees the edits
@@ -343,20 +346,29 @@ def sequence_outcome(outcomes):
 
     A keep in any script but the last that ran only let the next one run
     (Pigeonhole: the message goes to INBOX only if the last script keeps);
-    every other action stands.  As Pigeonhole, nothing is done twice: one
-    store per folder (flags merged), one redirect per address, only the
-    first vacation reply, and one notification per address.
+    every other action stands.  As in Pigeonhole (dovecot-lda side by
+    side, tests/test_sieve_migration.py), the keep that stores is the last
+    explicit one, and an implicit keep at the end stores with the flags of
+    an earlier script's explicit keep when there is one; nothing is done
+    twice: one store per folder, with the flags of the first script that
+    stored there (Pigeonhole has stored it before the next script runs),
+    one redirect per address, only the first vacation reply, and one
+    notification per address.
     """
     from ..sieve import Keep, Outcome
 
     if len(outcomes) == 1:
         return outcomes[0]  # one script: its own outcome, exactly as it was
-    actions = []
+    actions, kept = [], None
     for i, outcome in enumerate(outcomes):
         last = i == len(outcomes) - 1
         for action in outcome.all_actions() if last else outcome.actions:
-            if last or not isinstance(action, Keep):
-                _merge(actions, action)
+            if isinstance(action, Keep) and not last:
+                kept = action
+                continue
+            if isinstance(action, Keep) and action.implicit and kept is not None:
+                action = kept
+            _merge(actions, action)
     records = [record for outcome in outcomes for record in outcome.records]
     # Each script began with the header its predecessor left: the last
     # edited one holds every edit.
@@ -365,7 +377,8 @@ def sequence_outcome(outcomes):
 
 
 def _merge(actions, action):
-    """Add action to actions unless one already does the same."""
+    """Add action to actions unless one already does the same (a store
+    into a folder stored into already: the first, with its flags)."""
     from ..sieve import Discard, FileInto, Keep, Redirect, Vacation
 
     kind = type(action)
@@ -381,9 +394,6 @@ def _merge(actions, action):
             return  # a notification (enotify) to one address goes once
         if (kind in (Keep, FileInto) and type(done) in (Keep, FileInto)
                 and done.maildir_folder == action.maildir_folder):
-            flags = tuple(dict.fromkeys(done.flags + action.flags))
-            actions[i] = (Keep(flags, done.implicit) if type(done) is Keep else
-                          FileInto(done.folder, flags, done.create or action.create, done.copy))
             return
     actions.append(action)
 

@@ -76,6 +76,7 @@ Outcome
     .implicit_keep    True unless keep, fileinto, redirect (without :copy)
                       or discard ran (RFC 5228 section 2.10.2)
     .implicit_flags   flags for the implicit keep (imap4flags)
+    .flags            imap4flags' internal variable as the script left it
     .all_actions()    .actions plus Keep(implicit=True) when it applies
     .errors, .log     lines for the delivery log ("line N: ...")
     .header           None, or the header editheader left (actions.Outcome):
@@ -109,11 +110,16 @@ Decisions
   (RFC 5228 section 2.4.2.2); address takes only fields that hold
   addresses (section 5.1: grammar.ADDRESS_HEADERS, a compile error for a
   constant other name, as in Pigeonhole, which allows fewer of them).
+- address reads a field as Pigeonhole does (fields.address_values): an
+  address that is not valid (no "@", an empty local part or domain label,
+  an unterminated "<") is skipped, and a field with no valid address is
+  one value, its text, which only :all sees (RFC 5228 section 2.7.4).
 - redirect takes an RFC 5322 mailbox ("Bob <bob@example.org>"); two
   redirects are one when their local parts match exactly and their domains
   in any case (RFC 5321 section 2.4).
-- address :count counts addresses, so an empty field adds none (Pigeonhole
-  counts it as one); i;ascii-casemap orders as upper case (RFC 4790 section
+- address :count counts addresses, so an empty field adds none, nor does
+  a field without a valid address to :localpart or :domain (Pigeonhole
+  counts each as one); i;ascii-casemap orders as upper case (RFC 4790 section
   9.2.1; Pigeonhole sorts "a" after "_"); :quoteregex is supported.
 - Storing twice into one folder stores once, with the later store's flags
   (as Pigeonhole; the earlier ones stay when the later store's script has
@@ -151,15 +157,17 @@ __all__ = ["compile_script", "load_script", "run", "evaluate", "SieveError", "Sc
            "Vacation"]
 
 
-def run(script, message, envelope, state=None):
+def run(script, message, envelope, state=None, flags=()):
     from .interpreter import run as interpret
 
-    return interpret(script, message, envelope, state)
+    return interpret(script, message, envelope, state, flags)
 
 
-def evaluate(path, cache_dir, message, envelope, state):
+def evaluate(path, cache_dir, message, envelope, state, flags=()):
     """The delivery path's one call: None without a script; a broken script
-    is an implicit keep with its errors in Outcome.errors."""
+    is an implicit keep with its errors in Outcome.errors.  `flags`: what
+    imap4flags' internal variable starts with (the previous script's
+    Outcome.flags in a sequence)."""
     try:
         script = load_script(path, cache_dir,
                              envelope.options.get("sieve_extensions_extra", ()))
@@ -167,4 +175,4 @@ def evaluate(path, cache_dir, message, envelope, state):
         return Outcome(errors=e.lines(str(path)))
     if script is None:
         return None
-    return run(script, message, envelope, state)
+    return run(script, message, envelope, state, flags)

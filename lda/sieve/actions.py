@@ -192,6 +192,7 @@ class Outcome:
         self.log = list(log)
         self.records = list(records)
         self.header = header
+        self.flags = ()  # imap4flags' internal variable as the script left it
 
     def all_actions(self):
         """The explicit actions plus, when it applies, Keep(implicit=True):

@@ -135,6 +135,7 @@ class Validator:
         self.granted = set()  # what ihave gave some block (extensions/ihave.py)
         self._match_checked = set()  # id() of the nodes check_match has seen
         self.disabled = disabled  # capabilities lda.toml has not enabled (script.py)
+        self.decided = set()  # id() of the if chains with a branch constantly true
 
     def error(self, line, col, message):
         self.errors.append((line, col, message))
@@ -175,19 +176,33 @@ class Validator:
         return result
 
     def branch(self, chain, node):
-        """elsif and else join the if before them, as one node."""
+        """elsif and else join the if before them, as one node.  After a
+        branch whose test is constantly true they never run: as in
+        Pigeonhole, neither their test nor their block is validated."""
+        decided = id(chain) in self.decided
         if node.name == "elsif":
-            chain["branches"].append(self.guarded(node))
+            chain["branches"].append(self.guarded(chain, node, decided))
         else:
             if node.args or node.tests:
                 self.error(node.line, node.col, "else takes no arguments or test")
-            chain["else"] = self.body(node)
+            chain["else"] = self.body(node, decided)
 
-    def guarded(self, node):
-        """[test, block] of an if or elsif.  RFC 5463 section 4: the block
-        an ihave test guards is compiled with its capabilities required,
-        and not at all when one is unknown (it never runs)."""
+    def guarded(self, chain, node, decided=False):
+        """[test, block] of an if or elsif.  A block whose test is
+        constantly false (constant()) is not validated and compiles empty,
+        as Pigeonhole skips it: whatever it holds never runs.  RFC 5463
+        section 4: the block an ihave test guards is compiled with its
+        capabilities required, and not at all when one is unknown."""
+        if decided:
+            self.condition(node, validate=False)
+            return [{"test": "false", "line": node.line}, self.body(node, skip=True)]
+        errors = len(self.errors)
         test = self.condition(node)
+        value = constant(test) if len(self.errors) == errors else None
+        if value is False:
+            return [test, self.body(node, skip=True)]
+        if value:
+            self.decided.add(id(chain))
         granted = set(granted_capabilities(test))
         if not granted:
             return [test, self.body(node)]
@@ -201,25 +216,26 @@ class Validator:
         finally:
             self.requires = before
 
-    def body(self, node):
+    def body(self, node, skip=False):
         if node.block is None:
             self.error(node.line, node.col, f"{node.name} needs a block {{ ... }}")
             return []
-        return self.block(node.block)
+        return [] if skip else self.block(node.block)
 
-    def condition(self, node):
+    def condition(self, node, validate=True):
         if node.args or len(node.tests) != 1 or node.test_list:
             self.error(node.line, node.col, f"{node.name} takes one test")
             return {"test": "false", "line": node.line}
-        return self.test(node.tests[0])
+        return self.test(node.tests[0]) if validate else None
 
     def command(self, node):
         if node.name == "require":
             return self.error(node.line, node.col,
                               "require must come before every other command")
         if node.name == "if":
-            return {"cmd": "if", "line": node.line,
-                    "branches": [self.guarded(node)], "else": None}
+            chain = {"cmd": "if", "line": node.line, "branches": [], "else": None}
+            chain["branches"].append(self.guarded(chain, node))
+            return chain
         spec = self.lookup(node, COMMANDS, "command")
         if spec is None:
             return None
@@ -240,7 +256,12 @@ class Validator:
             if node.args or not node.tests or (node.name == "not") == node.test_list:
                 self.error(node.line, node.col, f"{node.name} takes "
                            + ("one test" if node.name == "not" else "a list of tests (...)"))
-            built["tests"] = [self.test(t) for t in node.tests]
+            built["tests"], errors = [], len(self.errors)
+            for member in node.tests:
+                built["tests"].append(self.test(member))
+                if node.name in TEST_LISTS and len(self.errors) == errors \
+                        and constant(built["tests"][-1]) is (node.name == "anyof"):
+                    break  # it decides the list: the rest never runs (Pigeonhole)
             return built
         spec = self.lookup(node, TESTS, "test")
         if spec is not None and node.tests:
@@ -511,6 +532,29 @@ class Validator:
         if built["header"] is not None and built["uniqueid"] is not None:
             self.error(node.line, node.col, "duplicate: :header and :uniqueid exclude "
                        "each other")
+
+
+def constant(test):
+    """A test's value when no message is needed to know it (True or False),
+    else None: Pigeonhole's rule for the code it leaves unvalidated (its
+    validator's validate_const): true and false, not of a constant, an
+    allof with a false member or only true ones (anyof: the reverse), and
+    an ihave of a capability lda does not have."""
+    name = test["test"]
+    if name in ("true", "false"):
+        return name == "true"
+    if name == "ihave":
+        return None if test.get("available") else False
+    if name == "not":
+        value = constant(test["tests"][0]) if test["tests"] else None
+        return None if value is None else not value
+    if name in TEST_LISTS and test["tests"]:
+        values = [constant(member) for member in test["tests"]]
+        decisive = name == "anyof"
+        if decisive in values:
+            return decisive
+        return None if None in values else not decisive
+    return None
 
 
 def granted_capabilities(test):

@@ -22,7 +22,7 @@ from .actions import (
 from .extensions import load
 from .fields import (
     address_part,
-    addresses,
+    address_values,
     redirect_address,
     same_address,
     text,
@@ -59,9 +59,12 @@ class Stop(Exception):
     """The stop command: end the script, keep what was decided."""
 
 
-def run(script, message, envelope, state=None):
-    """Outcome of `script` for one message; never raises for script problems."""
+def run(script, message, envelope, state=None, flags=()):
+    """Outcome of `script` for one message; never raises for script problems.
+    `flags` start the internal variable: Pigeonhole carries it from one
+    script of a sequence to the next (sieve_before, the user's, sieve_after)."""
     execution = Execution(script, message, envelope, state or MemoryState())
+    execution.flags = " ".join(flags)
     try:
         execution.block(script.commands)
     except Stop:
@@ -99,8 +102,10 @@ class Execution:
     def outcome(self):
         implicit = not self.keep_cancelled
         flags = flag_list(self.flags) if implicit else []
-        return Outcome(self.actions, implicit, flags, [], self.log, self.records,
-                       self.header)
+        outcome = Outcome(self.actions, implicit, flags, [], self.log, self.records,
+                          self.header)
+        outcome.flags = tuple(flag_list(self.flags))
+        return outcome
 
     def failed(self, error):
         return Outcome([], True, [], [error], self.log, [])
@@ -339,7 +344,7 @@ class Execution:
         raw = self.pick_index([v for name in self.strings(node["headers"])
                                for v in self.fields(name)], node)
         for field in raw:
-            for address in addresses(field.decode("utf-8", "replace")):
+            for address in address_values(field.decode("utf-8", "replace")):
                 values.append(address_part(address, node["part"], self.envelope.delimiters))
         return self.matches(node, [v for v in values if v is not None],
                             self.strings(node["keys"]))

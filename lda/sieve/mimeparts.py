@@ -37,6 +37,7 @@ class Part:
         if not self.type or not self.subtype:  # unparseable: RFC 2045 section 5.2
             self.type, self.subtype, self.params = "text", "plain", {}
         self.header_bytes = b""
+        self.has_body = True  # False when no blank line ends the header
 
     @property
     def content_type(self):
@@ -84,15 +85,18 @@ def parse(message):
 def _entity(message, start, end, depth, default_type, count):
     count[0] += 1
     block_end = message.find(b"\n\n", start, end)
+    has_body = True
     if message[start:start + 1] == b"\n":
         block_end, body_start = start, start + 1
-    elif block_end < 0:
+    elif block_end < 0:  # header fields only: no body at all, not an empty one
         block_end = body_start = end
+        has_body = False
     else:
         body_start = block_end + 2
     part = Part(message, Headers(message[start:block_end]).as_written(), body_start, end, depth,
                 default_type)
     part.header_bytes = message[start:block_end]
+    part.has_body = has_body
     if depth >= MAX_DEPTH or count[0] >= MAX_PARTS:
         return part
     if part.type == "multipart" and part.params.get("boundary"):

@@ -42,16 +42,16 @@ MAX_KEYWORD_LENGTH = 50           # Dovecot's mail_max_keyword_length default
 MAX_FILE_BYTES = 64 * 1024        # 26 names of 50 bytes need 1.4 KB
 MAX_LINE_BYTES = 1024             # Dovecot reads the file through a buffer this big
 STALE_LOCK_SECONDS = 120          # Dovecot's KEYWORDS/UIDLIST_LOCK_STALE_TIMEOUT
-# RFC 3501 section 9, atom-specials, and "[" with them: a name Dovecot
-# would refuse, or a reader could take for part of a response code.
-NOT_IN_ATOM = frozenset('(){}[]%*"\\')
+# RFC 3501 section 9, atom-specials (with SP, CTL and 8-bit, below): "["
+# and "}" are atom characters, and Dovecot stores keywords with them.
+NOT_IN_ATOM = frozenset('(){%*"\\]')
 
 
 def refusal(name):
     """Why name cannot be stored as a keyword, or None when it can: an
     IMAP atom (printable ASCII without atom-specials), 1..50 characters."""
     if not name or any(not "!" <= c <= "~" or c in NOT_IN_ATOM for c in name):
-        return "not a valid IMAP keyword (an atom: no spaces, ()[]{}%*\"\\, controls or 8-bit)"
+        return "not a valid IMAP keyword (an atom: no spaces, (){%*\"\\], controls or 8-bit)"
     if len(name) > MAX_KEYWORD_LENGTH:
         return f"longer than {MAX_KEYWORD_LENGTH} characters"
     return None

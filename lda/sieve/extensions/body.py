@@ -10,7 +10,9 @@ mimeparts.MAX_MESSAGE_BYTES) only when a body test runs.  As Pigeonhole,
 a body test sets no match variables, and each selected part is one value,
 which relational :value compares and :count counts (RFC 5231): an empty
 body is no :raw value, a multipart's epilogue, when it has one, a value of
-its own.  Unlike Pigeonhole 0.5.19, a part of a
+its own.  A part whose header no blank line ends (a message of header
+fields only) has no body, so no value, as in Pigeonhole.  Unlike
+Pigeonhole 0.5.19, a part of a
 multipart/digest without Content-Type is a message/rfc822 for :content
 (RFC 2046 section 5.1.5).
 """
@@ -65,6 +67,8 @@ def texts(tree, transform, kinds):
             yield tree.body().decode("utf-8", "replace")
         return
     for part in tree.walk():
+        if not part.has_body:
+            continue
         if transform == "text":
             if part.type == "text":
                 yield part.text()

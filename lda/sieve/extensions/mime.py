@@ -196,14 +196,14 @@ def mime_values(value, option, params):
 
 
 def test_address(execution, node):
-    from ..fields import address_part, addresses
+    from ..fields import address_part, address_values
 
     names, keys = execution.strings(node["headers"]), execution.strings(node["keys"])
     for part in _parts(execution, node):
         values = []
         for name in names:
             for raw in _values(part, name):
-                for address in addresses(raw.decode("utf-8", "replace")):
+                for address in address_values(raw.decode("utf-8", "replace")):
                     values.append(address_part(address, node["part"],
                                                execution.envelope.delimiters))
         if execution.matches(node, [v for v in values if v is not None], keys):
