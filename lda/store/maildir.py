@@ -118,6 +118,14 @@ def _give(fd, mode, gid, current):
         os.fchmod(fd, mode)
 
 
+def give_file(fd, perms):
+    """Give a file just made 0600 (open as fd) perms's file mode and
+    group: what lda writes beside the messages (maildirsize,
+    dovecot-keywords, subscriptions, its quota-warning state) takes them
+    as Dovecot gives its own, from the directory it lies in."""
+    _give(fd, perms[1], perms[2], 0o600)
+
+
 def _mkdir(name, dir_fd, perms):
     """Make the directory name in dir_fd: 0700, less the umask, for
     _give_dir to finish (perms None: as it is).  But a setgid parent of a
@@ -506,7 +514,8 @@ def open_mailbox(root_path, relative=None, folder=None, create=True,
         if create_folder and subscribe and _to_be_made(root_fd, folder):
             from .subscriptions import subscribe as add
 
-            unsubscribed = add(root_fd, folder)
+            perms = permissions(os.fstat(root_fd))
+            unsubscribed = add(root_fd, folder, lambda fd: give_file(fd, perms))
         box = Maildir(path, root_fd, folder, create=create_folder)
         box.unsubscribed = unsubscribed
         return box
