@@ -127,15 +127,20 @@ def give_file(fd, perms):
 
 
 def _mkdir(name, dir_fd, perms):
-    """Make the directory name in dir_fd: 0700, less the umask, for
-    _give_dir to finish (perms None: as it is).  But a setgid parent of a
-    group this process is not in hands down a setgid bit that fchmod would
-    clear: then, as Dovecot makes it, with perms's directory mode and a
-    umask that leaves it whole for that one call.  The umask is the
-    process's: _UMASK keeps two delivery threads from restoring each
-    other's, but a file another thread makes in that instant with a mode
-    wider than lda's own 0600 (a new SQLite database) takes it."""
-    if perms is None or perms[0] == 0o700 or perms[2] != -1 or not _foreign_setgid(dir_fd):
+    """Make the directory name in dir_fd for _give_dir to finish (perms
+    None: 0700, less the umask, as it is).  With perms, as Dovecot makes
+    it: with its directory mode already, under a umask that leaves the
+    mode whole for that one call, so that nobody finds it with another
+    mode (a second delivery that finds a new folder makes its cur/, new/,
+    tmp/ with the folder's mode); a setgid parent's setgid bit is handed
+    down too.  But a group to give (not one the kernel hands down) comes
+    with chown after mkdir: until then the directory is 0700, not open to
+    this process's own group, and one who finds it then takes 0700, as
+    Dovecot's own mkdir-then-chown leaves it.  The umask is the process's:
+    _UMASK keeps two delivery threads from restoring each other's, but a
+    file another thread makes in that instant with a mode wider than
+    lda's own 0600 (a new SQLite database) takes it."""
+    if perms is None or perms[0] == 0o700 or perms[2] != -1:
         os.mkdir(name, 0o700, dir_fd=dir_fd)
         return
     mode = perms[0]
@@ -147,18 +152,11 @@ def _mkdir(name, dir_fd, perms):
             os.umask(umask)
 
 
-def _foreign_setgid(dir_fd):
-    """Whether the directory open as dir_fd is setgid, of a group this
-    process may not chmod in."""
-    st = os.fstat(dir_fd)
-    return bool(st.st_mode & stat.S_ISGID) and not (
-        os.geteuid() == 0 or st.st_gid == os.getegid() or st.st_gid in os.getgroups())
-
-
 def _give_dir(fd, perms):
-    """_give for a directory just made 0700 (less the umask): perms's
-    directory mode, keeping the setgid bit a setgid parent handed down
-    unless another group is given (as Dovecot's mkdir_chgrp)."""
+    """_give for a directory _mkdir just made: perms's directory mode
+    (nothing to change when mkdir gave it), keeping the setgid bit a
+    setgid parent handed down unless another group is given (as
+    Dovecot's mkdir_chgrp)."""
     mode, _, gid = perms
     current = stat.S_IMODE(os.fstat(fd).st_mode)
     if gid == -1:
