@@ -190,6 +190,29 @@ def test_a_mailbox_moves_whole_to_the_other_host(hosts):
     assert len(a.sent()) == MESSAGES and len(b.sent()) == 1
 
 
+def test_a_maildir_open_to_a_group_arrives_with_its_modes_and_group(hosts):
+    """Every directory and file of a Maildir open to a group (2750 and
+    0640 of that group, as deliveries make them there; one file kept
+    0600 of root's group) arrives on the other host with its mode and
+    group.  The receiver made them all 0700 and 0600 of its own group."""
+    from test_move import MAIL_GID, modes_and_groups
+
+    a, b = hosts
+    maildir = a.maildir(ALICE)
+    for parent, dirs, files in os.walk(maildir):
+        for name in [*dirs, *files] + ([""] if parent == str(maildir) else []):
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                continue
+            os.chown(path, -1, MAIL_GID)
+            os.chmod(path, 0o2750 if os.path.isdir(path) else 0o640)
+    os.chown(maildir / "lda.sieve", -1, 0)
+    os.chmod(maildir / "lda.sieve", 0o600)
+    before = modes_and_groups(maildir)
+    a.run("mailbox", "move", ALICE, "--to", "dbb", check=0)
+    assert modes_and_groups(b.alice) == before
+
+
 def test_a_client_every_50_ms_during_the_move_gets_each_message_delivered_once(hosts):
     """Each message goes to a, and to b when a defers it (as Postfix would
     retry it via the transport map): while the move runs, the two never
