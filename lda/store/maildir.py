@@ -126,6 +126,13 @@ def give_file(fd, perms):
     _give(fd, perms[1], perms[2], 0o600)
 
 
+def give_carried(fd, mode, gid):
+    """Give what a mailbox move made (open as fd) the mode and group that
+    its source had (gid -1: none), group first; a group this process may
+    not give leaves the group's bits closed, as _give does."""
+    _give(fd, mode, gid, -1)
+
+
 def _mkdir(name, dir_fd, perms):
     """Make the directory name in dir_fd for _give_dir to finish (perms
     None: 0700, less the umask, as it is).  With perms, as Dovecot makes
