@@ -402,6 +402,11 @@ def hostile_cases():
         "rows-missing-a-column": stream(*forged([GOOD[0], ("rows.json", no_submit)])),
         "rows-unknown-column": stream(*forged([GOOD[0], ("rows.json", unknown_column)])),
         "not-a-stream": b"GET / HTTP/1.0\r\n\r\n",
+        "mode-not-a-number": stream({**manifest, "files": [
+            {**manifest["files"][0], "mode": "0777", "group": None}, manifest["files"][1]]},
+            payload),
+        "dir-mode-of-no-dir": stream({**manifest, "dir_modes": {"maildir/x": [0o750, None]}},
+                                     payload),
     }
     # ManageSieve's active link: only sieve/NAME.sieve, to a file the stream has.
     script = ("maildir/sieve/a.sieve", b"keep;\n")
@@ -449,6 +454,28 @@ def test_hostile_streams_are_refused_and_leave_nothing(receiving):
     assert tree(b.alice) == {"cur/1.M1.h:2,S": hashlib.sha256(GOOD[0][1]).hexdigest()}
     a.run("mailbox", "move", ALICE, "--rollback", check=0)
     assert not b.alice.exists() and rows(b.dbb) == []
+
+
+def test_carried_modes_are_kept_to_what_a_maildir_needs(receiving):
+    """A stream's modes and groups are given as far as a Maildir needs
+    them: a file no setuid or execute bit and no write for others, a
+    directory no sticky bit nor others' write, the owner's bits always;
+    a group this host does not know has its bits closed."""
+    from test_move import MAIL_GID
+
+    a, b = receiving
+    other = ("maildir/cur/2.M2.h:2,S", b"Subject: y\r\n\r\nho\r\n")
+    manifest, payload = forged([GOOD[0], other, GOOD[1]])
+    manifest["files"][0].update(mode=0o4777, group="mail")
+    manifest["files"][1].update(mode=0o040, group="no-such-group-here")
+    manifest["dirs"] = ["maildir", "maildir/cur"]
+    manifest["dir_modes"] = {"maildir": [0o7777, "mail"], "maildir/cur": [0o2750, "mail"]}
+    b.run("mailbox", "receive", input=stream(manifest, payload), check=0)
+    got = {p: (os.stat(b.alice / p).st_mode, os.stat(b.alice / p).st_gid)
+           for p in (".", "cur", "cur/1.M1.h:2,S", "cur/2.M2.h:2,S")}
+    assert got == {".": (0o42775, MAIL_GID), "cur": (0o42750, MAIL_GID),
+                   "cur/1.M1.h:2,S": (0o100664, MAIL_GID), "cur/2.M2.h:2,S": (0o100600, 0)}
+    a.run("mailbox", "move", ALICE, "--rollback", check=0)
 
 
 def test_a_symlink_in_the_maildir_is_not_carried(receiving):
