@@ -20,9 +20,10 @@ O_NOFOLLOW) under a staging directory it made itself, the declared sizes
 must fit the disk, and every hash and the trailer must match before the
 caller accepts anything.  The Maildir's files and directories keep their
 modes and groups (a Maildir open to a group: maildir.permissions), a group
-by its name, as hosts may number it differently; a receiver gives no more
-than read and write to a file, no setuid or sticky bit, and always the
-owner's bits, and closes the group's bits where it cannot give the group.
+by its name, as hosts may number it differently; a receiver gives a file
+no more than read and write, nothing setuid or sticky, others never
+write, the owner always its bits, and closes the group's bits where it
+cannot give the group.
 """
 
 import errno
@@ -104,10 +105,11 @@ def dir_modes(root, dirs):
 
 def _give_carried(fd, carried, directory):
     """Give what the receiver made (open as fd) a carried [mode, group]:
-    no more than a Maildir's file or directory may have, the owner's bits
+    no more than a Maildir's file or directory needs (no setuid, sticky
+    or execute bit on a file, others never write), the owner's bits
     always, the group's bits closed for a group unknown here."""
     mode, group = carried
-    mode = (mode & 0o2777 | 0o700) if directory else (mode & 0o666 | 0o600)
+    mode = (mode & 0o2775 | 0o700) if directory else (mode & 0o664 | 0o600)
     gid = -1
     if group is not None:
         try:
