@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import (LDA, maildir_files, message, without_site, write_lda_toml,
-                      write_maildirsize)
+from conftest import (LDA, maildir_files, message, wait_until, without_site,
+                      write_lda_toml, write_maildirsize)
 
 NAME = re.compile(r"^\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^/:]+,S=(\d+),W=(\d+)$")
 
@@ -112,6 +112,49 @@ def test_a_folder_takes_the_permissions_of_its_own_directory_or_of_the_one_above
     assert [oct(stat.S_IMODE(path.stat().st_mode)) for path in made] == \
         ["0o640", "0o600", "0o700", "0o700", "0o700", "0o700", "0o600"]
     assert inbox.stat().st_ino != in_a.stat().st_ino
+
+
+# fchmod's number, which /proc/PID/syscall shows while strace holds it there.
+FCHMOD = {"x86_64": 91, "aarch64": 52}.get(os.uname().machine)
+
+
+@pytest.mark.skipif(shutil.which("strace") is None or FCHMOD is None,
+                    reason="needs strace on x86_64 or aarch64")
+def test_two_deliveries_making_one_folder_at_once_give_it_the_maildir_s_mode(user, tmp_path):
+    """Two first deliveries into a folder of a 0750 Maildir at once (here
+    two lda with state directories, so mailbox locks, of their own, as
+    lda and dovecot-lda or Dovecot's IMAP CREATE take none in common):
+    the one that finds the folder made must not take the mode it has for
+    an instant.  The first is held by strace in each fchmod once the
+    folder is there; the second makes the folder's cur/, new/, tmp/ then.
+    They were 0700: the first made the folder 0700 and gave it 0750 with
+    fchmod after, and the second read 0700."""
+    from test_dovecot_live import held_in
+
+    for sub in ("", "tmp", "new", "cur"):
+        (user.maildir / sub).mkdir(mode=0o750)
+        (user.maildir / sub).chmod(0o750)
+    folder = user.maildir / ".Lists"
+    args = ["deliver", "-f", "sender@example.org", "-m", "Lists", "-o",
+            "lda_mailbox_autocreate=yes"]
+    held = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=fchmod",
+            "-e", "inject=fchmod:delay_enter=1500000"]
+    (tmp_path / "msg").write_bytes(message())
+    with (tmp_path / "msg").open("rb") as stdin:
+        first = subprocess.Popen(held + [LDA, *args], stdin=stdin, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=user.env)
+    try:
+        wait_until(lambda: (folder.exists() and held_in(first, FCHMOD))
+                   or first.poll() is not None, 60, "the first lda to make the folder")
+        second = user.run(*args, input=message("<m2@example.org>"),
+                          env={"XDG_STATE_HOME": str(tmp_path / "other-state")})
+    finally:
+        stderr = first.communicate(timeout=120)[1].decode()
+    assert (first.returncode, second.returncode) == (0, 0), (stderr, second.stderr)
+    assert len(maildir_files(folder)) == 2
+    made = (".", "cur", "new", "tmp")
+    assert {sub: oct(stat.S_IMODE((folder / sub).stat().st_mode)) for sub in made} == \
+        dict.fromkeys(made, "0o750")
 
 
 def test_one_copy_is_linked_only_into_mailboxes_whose_files_take_its_mode(site):

@@ -190,6 +190,29 @@ def test_a_mailbox_moves_whole_to_the_other_host(hosts):
     assert len(a.sent()) == MESSAGES and len(b.sent()) == 1
 
 
+def test_a_maildir_open_to_a_group_arrives_with_its_modes_and_group(hosts):
+    """Every directory and file of a Maildir open to a group (2750 and
+    0640 of that group, as deliveries make them there; one file kept
+    0600 of root's group) arrives on the other host with its mode and
+    group.  The receiver made them all 0700 and 0600 of its own group."""
+    from test_move import MAIL_GID, modes_and_groups
+
+    a, b = hosts
+    maildir = a.maildir(ALICE)
+    for parent, dirs, files in os.walk(maildir):
+        for name in [*dirs, *files] + ([""] if parent == str(maildir) else []):
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                continue
+            os.chown(path, -1, MAIL_GID)
+            os.chmod(path, 0o2750 if os.path.isdir(path) else 0o640)
+    os.chown(maildir / "lda.sieve", -1, 0)
+    os.chmod(maildir / "lda.sieve", 0o600)
+    before = modes_and_groups(maildir)
+    a.run("mailbox", "move", ALICE, "--to", "dbb", check=0)
+    assert modes_and_groups(b.alice) == before
+
+
 def test_a_client_every_50_ms_during_the_move_gets_each_message_delivered_once(hosts):
     """Each message goes to a, and to b when a defers it (as Postfix would
     retry it via the transport map): while the move runs, the two never
@@ -379,6 +402,11 @@ def hostile_cases():
         "rows-missing-a-column": stream(*forged([GOOD[0], ("rows.json", no_submit)])),
         "rows-unknown-column": stream(*forged([GOOD[0], ("rows.json", unknown_column)])),
         "not-a-stream": b"GET / HTTP/1.0\r\n\r\n",
+        "mode-not-a-number": stream({**manifest, "files": [
+            {**manifest["files"][0], "mode": "0777", "group": None}, manifest["files"][1]]},
+            payload),
+        "dir-mode-of-no-dir": stream({**manifest, "dir_modes": {"maildir/x": [0o750, None]}},
+                                     payload),
     }
     # ManageSieve's active link: only sieve/NAME.sieve, to a file the stream has.
     script = ("maildir/sieve/a.sieve", b"keep;\n")
@@ -426,6 +454,28 @@ def test_hostile_streams_are_refused_and_leave_nothing(receiving):
     assert tree(b.alice) == {"cur/1.M1.h:2,S": hashlib.sha256(GOOD[0][1]).hexdigest()}
     a.run("mailbox", "move", ALICE, "--rollback", check=0)
     assert not b.alice.exists() and rows(b.dbb) == []
+
+
+def test_carried_modes_are_kept_to_what_a_maildir_needs(receiving):
+    """A stream's modes and groups are given as far as a Maildir needs
+    them: a file no setuid or execute bit and no write for others, a
+    directory no sticky bit nor others' write, the owner's bits always;
+    a group this host does not know has its bits closed."""
+    from test_move import MAIL_GID
+
+    a, b = receiving
+    other = ("maildir/cur/2.M2.h:2,S", b"Subject: y\r\n\r\nho\r\n")
+    manifest, payload = forged([GOOD[0], other, GOOD[1]])
+    manifest["files"][0].update(mode=0o4777, group="mail")
+    manifest["files"][1].update(mode=0o040, group="no-such-group-here")
+    manifest["dirs"] = ["maildir", "maildir/cur"]
+    manifest["dir_modes"] = {"maildir": [0o7777, "mail"], "maildir/cur": [0o2750, "mail"]}
+    b.run("mailbox", "receive", input=stream(manifest, payload), check=0)
+    got = {p: (os.stat(b.alice / p).st_mode, os.stat(b.alice / p).st_gid)
+           for p in (".", "cur", "cur/1.M1.h:2,S", "cur/2.M2.h:2,S")}
+    assert got == {".": (0o42775, MAIL_GID), "cur": (0o42750, MAIL_GID),
+                   "cur/1.M1.h:2,S": (0o100664, MAIL_GID), "cur/2.M2.h:2,S": (0o100600, 0)}
+    a.run("mailbox", "move", ALICE, "--rollback", check=0)
 
 
 def test_a_symlink_in_the_maildir_is_not_carried(receiving):

@@ -255,12 +255,14 @@ def test_a_stale_lock_is_replaced(tmp_path, holder, age):
     assert (tmp_path / "dovecot-keywords").read_text() == "0 $Junk\n"
 
 
-def test_the_rewritten_file_has_a_later_mtime_and_the_old_permissions(tmp_path):
-    # Dovecot rereads dovecot-keywords only when its mtime changed; a
-    # folder Dovecot shares with a group has its files group-readable.
+def test_the_rewritten_file_has_a_later_mtime_and_its_folder_s_permissions(tmp_path):
+    # Dovecot rereads dovecot-keywords only when its mtime changed; it
+    # gives the file its folder's permissions whatever the old file had
+    # (a folder it shares with a group has its files group-readable).
+    tmp_path.chmod(0o750)
     path = tmp_path / "dovecot-keywords"
     path.write_text("0 $Junk\n")
-    path.chmod(0o640)
+    path.chmod(0o600)
     future = int(time.time()) + 100
     os.utime(path, (future, future))
     fd = folder_fd(tmp_path)

@@ -224,13 +224,17 @@ def test_reads_courier_padded_lines(maildir):
     assert read_usage(maildir, Quota(1000), clock=at(0)) == Usage(200, 1)
 
 
-def test_missing_file_is_recalculated_and_created(maildir):
+@pytest.mark.parametrize("root, mode", [(0o700, 0o600), (0o755, 0o644), (0o750, 0o640)],
+                         ids=["root-0700", "root-0755", "root-0750"])
+def test_missing_file_is_recalculated_and_created(maildir, root, mode):
+    """With the root's read and write bits, as Dovecot writes it."""
+    maildir.chmod(root)
     put(maildir, "new", "1.M1P1.host,S=300", 1)
     put(maildir, "cur", "2.M2P2.host:2,S", 20)
     assert read_usage(maildir, Quota(5000, 10)) == Usage(320, 2)
     path = maildir / "maildirsize"
     assert path.read_bytes() == b"5000S,10C\n320 2\n"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert oct(stat.S_IMODE(path.stat().st_mode)) == oct(mode)
     assert os.listdir(maildir / "tmp") == []
 
 

@@ -15,6 +15,9 @@ import pytest
 
 from conftest import LDA, maildir_files, message
 
+# A group every Debian system has, not root's: the group a Maildir is open to.
+MAIL_GID = 8
+
 POPULATE_NAME = "{i}.M0P1Q{i}R{i:016x}.test,S={size}"
 
 
@@ -132,6 +135,60 @@ def test_managesieves_active_link_moves_with_the_mailbox(site, tmp_path, across)
             assert not os.path.lexists(box / "sieve" / "planted.sieve")
         site.deliver(message(), "alice@example.org", check=0)
         assert len(maildir_files(box / ".Work")) == 1 and maildir_files(box) == []
+    finally:
+        subprocess.run(["rm", "-rf", other], check=True)
+
+
+def modes_and_groups(root):
+    """{relative path: (st_mode, st_gid)} of the directories and files
+    under root, root itself as "."."""
+    found = {}
+    for parent, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files] if parent == str(root) else [*dirs, *files]:
+            path = os.path.join(parent, name)
+            st = os.lstat(path)
+            found[os.path.normpath(os.path.relpath(path, root))] = (st.st_mode, st.st_gid)
+    return found
+
+
+def open_to_a_group(box, gid):
+    """box as a site gives a Maildir to a group (a webmail's, a backup's):
+    2750 and that group, so that what deliveries make is the group's and
+    0640 (a folder 2750), as Dovecot makes it too."""
+    for path in (box, *(box / sub for sub in ("cur", "new", "tmp"))):
+        os.chown(path, -1, gid)
+        path.chmod(0o2750)
+
+
+@pytest.mark.parametrize("across", [False, True], ids=["rename", "copy"])
+def test_a_maildir_open_to_a_group_moves_with_its_modes_and_group(site, tmp_path, across):
+    """A Maildir whose root lets a group in keeps, moved, every directory's
+    and file's mode and group.  A copy across filesystems made them lda's
+    own, 0700 and 0600 of root's group: the group lost the mailbox, and
+    Dovecot then refused to rename a folder it made under one copied."""
+    shm = "/dev/shm"
+    if across and (not os.path.isdir(shm) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev):
+        pytest.skip("no second filesystem (/dev/shm) to move across")
+    site.create("alice@example.org", "--quota-storage", "1M")
+    box = site.maildir("alice@example.org")
+    open_to_a_group(box, MAIL_GID)
+    site.deliver(message(), "alice@example.org", check=0)
+    site.run("deliver", "-f", "sender@example.org", "-m", "Lists", "-o",
+             "lda_mailbox_autocreate=yes", "alice@example.org",
+             input=message("<m2@example.org>"), check=0)
+    before = modes_and_groups(box)
+    assert {before[p] for p in ("maildirsize", ".Lists/maildirfolder")} == {
+        (0o100640, MAIL_GID)} and before[".Lists/new"] == (0o42750, MAIL_GID), before
+    other = (os.path.join(shm, f"lda-test-{os.getpid()}-{time.time_ns()}") if across
+             else str(tmp_path / "db2"))
+    try:
+        site.run("db", "create", "db2", "--path", other, check=0)
+        done = site.run("mailbox", "move", "alice@example.org", "--to", "db2", "--json",
+                        check=0)
+        assert f'"method": "{"copy" if across else "rename"}"'.encode() in done.stdout
+        moved = site.maildir("alice@example.org")
+        assert str(moved).startswith(other)
+        assert modes_and_groups(moved) == before
     finally:
         subprocess.run(["rm", "-rf", other], check=True)
 

@@ -114,6 +114,46 @@ def test_root_delivers_into_its_own_maildir(base):
     assert owners_under(own) == {0}
 
 
+def root_stats_per_open(trace, root):
+    """For each descriptor of the directory root that the strace -f log
+    shows opened (openat ... = FD), how often it was fstat'ed before it
+    was closed or the log ended, in order."""
+    counts, open_fds = [], {}
+    for line in trace.splitlines():
+        _, _, call = line.partition(" ")
+        if call.startswith("openat(") and f'"{root}"' in call and "= " in call:
+            fd = call.rsplit("= ", 1)[1].split()[0]
+            if fd.isdigit():
+                open_fds[fd] = len(counts)
+                counts.append(0)
+        elif call.startswith(("newfstatat(", "fstat(")):
+            fd = call[call.index("(") + 1:].split(",")[0]
+            if fd in open_fds and (call.startswith("fstat(") or ', "",' in call):
+                counts[open_fds[fd]] += 1
+        elif call.startswith("close("):
+            open_fds.pop(call[len("close("):].split(")")[0], None)
+    return counts
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_root_reads_its_maildir_s_owner_and_permissions_with_one_fstat(base):
+    """As root, the Maildir's root is checked for its owner (NotOwner) and
+    read for the permissions of what is staged in it: one fstat of the
+    descriptor answers both.  It was fstat'ed twice while staging."""
+    own = base / "root-home"
+    (own / "Maildir").mkdir(parents=True)
+    assert as_root(own).returncode == 0
+    trace = base / "trace"
+    argv = ["strace", "-f", "-qq", "-o", str(trace), "-e",
+            "trace=openat,close,fstat,newfstatat", LDA, "deliver", "-f",
+            "sender@example.org", "nobody@example.org"]
+    done = subprocess.run(argv, input=message("<m2@example.org>"), env=clean_env(own),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    counts = root_stats_per_open(trace.read_text(), own / "Maildir")
+    assert counts and max(counts) == 1, counts
+
+
 def test_root_creates_no_home(base):
     """A HOME that does not exist is not lda's to make: useradd -m would then
     find it there, owned by root."""

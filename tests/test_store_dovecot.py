@@ -630,3 +630,107 @@ def test_dovecot_renames_folders_lda_made_under_its_own_and_back(permissions, ki
     permissions"): one lda made under one Dovecot made, and back."""
     assert permissions[kind]["renames"] == {
         ("Made", "ByDovecot.Made"): (0, ""), ("ByDovecot2", "Filtered.ByDovecot2"): (0, "")}
+
+
+# --- The permissions of the files around the messages -----------------------------
+
+# Besides folders and messages, both agents write files of their own in a
+# Maildir: maildirsize (the quota), dovecot-keywords (in the root for the
+# inbox, in a folder for its messages) and subscriptions.  Dovecot gives
+# each the file permissions of the directory it lies in, as it gives a
+# message (dovecot-lda and doveadm, seen in each kind of root below).  lda's
+# quota-warning state (lda-quota-warnings, Courier's quotawarn mark) has no
+# Dovecot counterpart (its quota_warning runs a command) and follows the
+# same rule: it lies beside maildirsize, which a group the root lets in reads.
+AUX_ROOTS = {
+    "0750": (0o750, "owner", False),
+    "0750-other-group": (0o750, "other", True),
+    "2770-other-group-setgid": (0o2770, "other", False),
+}
+# A file's st_mode and group in each.
+AUX_EXPECTED = {
+    "0750": (0o100640, "owner"),
+    "0750-other-group": (0o100640, "other"),
+    "2770-other-group-setgid": (0o100660, "other"),
+}
+KEYWORDS_SCRIPT = """\
+require ["fileinto", "mailbox", "imap4flags"];
+if header :contains "subject" "[folder]" { addflag "$Label1"; fileinto :create "Filtered"; }
+elsif header :contains "subject" "[inbox]" { addflag "$Label2"; keep; }
+"""
+AUX_FILES = ["maildirsize", "dovecot-keywords", ".Filtered/dovecot-keywords", "subscriptions"]
+LDA_ONLY_FILES = ["lda-quota-warnings", "quotawarn"]
+
+
+@pytest.fixture(scope="module")
+def aux_permissions(tmp_path_factory):
+    """{kind: {"dovecot": {file: (st_mode, whose group)}, "lda": ...}}:
+    three deliveries into each kind of root, through dovecot-lda (with a
+    quota, so it writes maildirsize) and through lda (per-user mode, umask
+    077, a maildirsize with a quota line but no usage, so it recounts and
+    writes its own, and a quota warning due): a plain one, one a Sieve
+    script files into a new folder with a keyword (subscribed), one it
+    keeps in the inbox with another keyword."""
+    keep = tmp_path_factory.mktemp("store-dovecot-aux-permissions")
+    with private_dovecot(keep, quota_rule="*:storage=10M",
+                         extra=SIEVE_WITH_LDA + "lda_mailbox_autosubscribe = yes\n") as server:
+        other = UnixUser.create("ldagrp", server.root)
+        try:
+            subprocess.run(["usermod", "-aG", other.name, server.owner.name], check=True,
+                           capture_output=True, env={"PATH": SBIN_PATH})
+            groups = {server.owner.gid: "owner", other.gid: "other"}
+            gids = {"owner": server.owner.gid, "other": other.gid}
+            config = write_lda_toml(server.root / "lda.toml", {
+                "mode": "user", "log": "stderr", "quota_warnings": ["messages 50%"]})
+            users = {}
+            for kind, (mode, group, member) in AUX_ROOTS.items():
+                for agent in ("dovecot", "lda"):
+                    user = f"{agent[0]}-aux-{kind}"
+                    fields = [f"userdb_mail_access_groups={other.name}"] if member else []
+                    maildir = server.add_user(user, fields=fields)
+                    for path in (maildir, *(maildir / sub for sub in ("cur", "new", "tmp"))):
+                        os.chown(path, server.owner.uid, gids[group])
+                        path.chmod(mode)
+                    script = server.home(user) / ".dovecot.sieve"
+                    script.write_text(KEYWORDS_SCRIPT)
+                    os.chown(script, server.owner.uid, server.owner.gid)
+                    if agent == "lda":
+                        (maildir / "maildirsize").write_text("0S,4C\n")
+                        os.chown(maildir / "maildirsize", server.owner.uid, server.owner.gid)
+                    users[kind, agent] = (user, maildir, member)
+            time.sleep(1.2)  # Dovecot's passwd-file userdb rereads a changed file a second on
+            results = {}
+            for (kind, agent), (user, maildir, member) in users.items():
+                for subject in ("plain", "[folder]", "[inbox]"):
+                    msg = head(b"Subject: " + subject.encode(),
+                               message_id=f"<{subject}@aux>".encode()) + b"\nbody\n"
+                    if agent == "dovecot":
+                        done = server.deliver(user, msg, SENDER)
+                    else:
+                        done = server.lda("deliver", "-f", SENDER, home=server.home(user),
+                                          input=msg, env={"LDA_CONFIG": str(config)},
+                                          groups=[other.gid] if member else [])
+                    assert done.returncode == 0, (kind, agent, subject, done.stderr)
+                seen = {}
+                for name in AUX_FILES + (LDA_ONLY_FILES if agent == "lda" else []):
+                    st = (maildir / name).lstat()
+                    seen[name] = (st.st_mode, groups.get(st.st_gid, st.st_gid))
+                results.setdefault(kind, {})[agent] = seen
+        finally:
+            other.delete()
+    return results
+
+
+@pytest.mark.parametrize("kind", AUX_ROOTS)
+def test_the_files_beside_the_messages_have_the_permissions_dovecot_gives_them(
+        aux_permissions, kind):
+    """maildirsize, dovecot-keywords (the inbox's and a folder's) and
+    subscriptions have the mode and group that Dovecot gives them in a
+    Maildir of the same root; lda's quota-warning files the same."""
+    dovecot, lda = aux_permissions[kind]["dovecot"], aux_permissions[kind]["lda"]
+    print(f"\n{kind}\n  {'':<28} {'dovecot-lda':<17} lda")
+    for path in lda:
+        print(f"  {path:<28}" + "".join(f" {oct(mode):>9} {group:<7}" for mode, group in
+                                        (dovecot.get(path, (0, "-")), lda[path])))
+    assert dovecot == {path: AUX_EXPECTED[kind] for path in AUX_FILES}
+    assert lda == {path: AUX_EXPECTED[kind] for path in AUX_FILES + LDA_ONLY_FILES}

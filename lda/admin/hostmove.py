@@ -44,8 +44,8 @@ from ..store.maildir import fsync_dir
 from .mailboxes import directory_transaction, get_mailbox, open_sqlite_directory
 from .move import COLUMNS, SIEVE_TABLES, Move, count_messages, held_lock
 from .state import state_dir
-from .transfer import (ROWS, StreamRefused, active_link, maildir_entries, make_active_link,
-                       receive_stream, write_stream)
+from .transfer import (ROWS, StreamRefused, active_link, dir_modes, maildir_entries,
+                       make_active_link, receive_stream, write_stream)
 
 SEND, FLIP, FLIPPED = "send", "flip", "flipped"
 STAGING = ".lda-receive"
@@ -205,6 +205,7 @@ class HostMove(Move):
         files.append((ROWS, json.dumps(rows).encode()))
         header = {"address": self.address, "target_db": journal["target_db"],
                   "target_maildir": journal["target_maildir"], "dirs": dirs,
+                  "dir_modes": dir_modes(source, dirs),
                   "active_link": active_link(source)}
         self.report.update(messages=count_messages(source),
                            rows=len(rows["delivered_to"]["rows"]),

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from ..errors import AlreadyExists, ConfigError, TemporaryFailure, UnknownName
 from ..store.locks import lock_path, stripe_of
-from ..store.maildir import fsync_dir
+from ..store.maildir import fsync_dir, give_carried
 from .databases import open_deliveredto
 from .mailboxes import directory_transaction, get_mailbox
 from .partial import RUN_LOCK
@@ -409,17 +409,19 @@ def _listdir(path):
 
 
 def copy_file(source, target):
-    """Copy with fsync, keep the mtime (IMAP servers read it as the arrival
-    time), and verify by reading the copy back."""
+    """Copy with fsync, keep the mode and group (what Dovecot and lda gave
+    it in a Maildir open to a group: maildir.permissions) and the mtime
+    (IMAP servers read it as the arrival time), and verify by reading the
+    copy back."""
     digest = hashlib.sha256()
     with open(source, "rb") as src, open(target, "xb") as dst:
+        stat = os.fstat(src.fileno())
+        give_carried(dst.fileno(), stat.st_mode & 0o7777, stat.st_gid)
         while chunk := src.read(1 << 20):
             digest.update(chunk)
             dst.write(chunk)
         dst.flush()
         os.fsync(dst.fileno())
-    os.chmod(target, 0o600)
-    stat = os.stat(source)
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     if file_digest(target) != digest.hexdigest():
         raise TemporaryFailure(f"{target}: copy does not match {source}")
@@ -428,7 +430,9 @@ def copy_file(source, target):
 def copy_tree(source, target, progress):
     """Copy a Maildir tree (regular files and directories only; symlinks are
     not followed or copied, but ManageSieve's active script link, which is
-    made anew: transfer.active_link) and return how many messages it held."""
+    made anew: transfer.active_link) and return how many messages it held.
+    Files and directories keep their modes and groups (copy_file; a
+    directory's once all is copied into it)."""
     entries = []
     for parent, dirs, files in os.walk(source):
         dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(parent, d))]
@@ -452,4 +456,18 @@ def copy_tree(source, target, progress):
     if link is not None:  # ManageSieve's active script stays active
         make_active_link(target, link)
         fsync_dir(target)
+    for parent, _ in reversed(entries):
+        _carry_dir(parent, os.path.normpath(os.path.join(target,
+                                                         os.path.relpath(parent, source))))
     return messages
+
+
+def _carry_dir(source, target):
+    """Give the directory target the mode and group of source."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(target, flags)
+    try:
+        stat = os.stat(source, follow_symlinks=False)
+        give_carried(fd, stat.st_mode & 0o7777, stat.st_gid)
+    finally:
+        os.close(fd)

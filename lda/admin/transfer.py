@@ -3,7 +3,9 @@ to a database on another host, `lda mailbox receive` there).
 
     lda-mailbox-stream 1\\n
     LENGTH\\n MANIFEST            JSON: address, target_db, dirs, files
-                                 (path, size, sha256, mtime_ns), and
+                                 (path, size, sha256, mtime_ns, and for
+                                 the Maildir's mode and group), dir_modes
+                                 (each directory's mode and group), and
                                  active_link when ManageSieve keeps the
                                  active script as a symlink
     the files' bytes, in the manifest's order
@@ -16,10 +18,16 @@ state and partial-delivery rows).  The receiver trusts none of it: every
 path is checked before it becomes one, files are created anew (O_EXCL,
 O_NOFOLLOW) under a staging directory it made itself, the declared sizes
 must fit the disk, and every hash and the trailer must match before the
-caller accepts anything.
+caller accepts anything.  The Maildir's files and directories keep their
+modes and groups (a Maildir open to a group: maildir.permissions), a group
+by its name, as hosts may number it differently; a receiver gives a file
+no more than read and write, nothing setuid or sticky, others never
+write, the owner always its bits, and closes the group's bits where it
+cannot give the group.
 """
 
 import errno
+import grp
 import hashlib
 import json
 import os
@@ -27,7 +35,7 @@ import os
 from ..config import SCRIPT_IN_MAILBOX, SCRIPTS_IN_MAILBOX
 from ..errors import EX_DATAERR, LdaError
 from ..sieve.script import SUFFIX, bad_name
-from ..store.maildir import fsync_dir
+from ..store.maildir import fsync_dir, give_carried
 
 MAGIC = b"lda-mailbox-stream 1\n"
 ROWS = "rows.json"
@@ -68,10 +76,55 @@ def file_digest(path):
 
 
 def manifest_entry(name, path):
-    """The manifest's entry for the file at path, carried as name."""
+    """The manifest's entry for the file at path, carried as name (one of
+    the Maildir's with its mode and group)."""
     stat = os.stat(path)
-    return {"path": name, "size": stat.st_size, "sha256": file_digest(path),
-            "mtime_ns": stat.st_mtime_ns}
+    entry = {"path": name, "size": stat.st_size, "sha256": file_digest(path),
+             "mtime_ns": stat.st_mtime_ns}
+    if name.startswith("maildir/"):
+        entry["mode"], entry["group"] = mode_and_group(stat)
+    return entry
+
+
+def mode_and_group(stat):
+    """[mode, group name or None (a gid without a name)] of a stat."""
+    try:
+        group = grp.getgrgid(stat.st_gid).gr_name
+    except KeyError:
+        group = None
+    return [stat.st_mode & 0o7777, group]
+
+
+def dir_modes(root, dirs):
+    """{path: mode_and_group} of the Maildir's directories, as maildir_entries
+    names them (root is "maildir")."""
+    return {path: mode_and_group(os.stat(os.path.join(root, path[len("maildir/"):])
+                                         if path != "maildir" else root))
+            for path in dirs}
+
+
+def _give_carried(fd, carried, directory):
+    """Give what the receiver made (open as fd) a carried [mode, group]:
+    no more than a Maildir's file or directory needs (no setuid, sticky
+    or execute bit on a file, others never write), the owner's bits
+    always, the group's bits closed for a group unknown here."""
+    mode, group = carried
+    mode = (mode & 0o2775 | 0o700) if directory else (mode & 0o664 | 0o600)
+    gid = -1
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            pass
+    if gid == -1:
+        mode &= ~0o070
+    give_carried(fd, mode, gid)
+
+
+def _carried(value):
+    """Whether value is a [mode, group] a manifest may carry."""
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], int)
+            and 0 <= value[0] <= 0o7777 and (value[1] is None or isinstance(value[1], str)))
 
 
 def maildir_entries(root):
@@ -196,11 +249,15 @@ def read_manifest(reader):
                 raise StreamRefused(f"path twice in stream: {entry['path'][:80]!r}")
             seen.add(entry["path"])
             if (not isinstance(entry["size"], int) or entry["size"] < 0
-                    or not isinstance(entry["sha256"], str) or len(entry["sha256"]) != 64):
+                    or not isinstance(entry["sha256"], str) or len(entry["sha256"]) != 64
+                    or ("mode" in entry and not _carried([entry["mode"], entry["group"]]))):
                 raise StreamRefused(f"malformed manifest entry for {entry['path'][:80]!r}")
         for path in dirs:
             if path != "maildir" and not checked_path(path).startswith("maildir/"):
                 raise StreamRefused(f"unsafe directory in stream: {path[:80]!r}")
+        modes, known = manifest.get("dir_modes", {}), set(dirs)
+        if not all(path in known and _carried(value) for path, value in modes.items()):
+            raise StreamRefused("malformed directory modes in manifest")
     except (ValueError, KeyError, TypeError, AttributeError):
         raise StreamRefused("malformed manifest") from None
     return manifest
@@ -225,6 +282,14 @@ def receive_stream(stream, place):
             os.makedirs(os.path.join(staging, path), mode=0o700, exist_ok=True)
         for entry in manifest["files"]:
             _receive_file(reader, staging, entry)
+        # Deepest first, once all is in them: a mode may leave them unwritable.
+        for path, carried in sorted(manifest.get("dir_modes", {}).items(), reverse=True):
+            fd = os.open(os.path.join(staging, path),
+                         os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                _give_carried(fd, carried, directory=True)
+            finally:
+                os.close(fd)
         for parent, _, _ in os.walk(staging):
             fsync_dir(parent)
     except OSError as e:
@@ -242,6 +307,12 @@ def _receive_file(reader, staging, entry):
     digest = hashlib.sha256()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  0o600)
+    if "mode" in entry and entry["path"].startswith("maildir/"):
+        try:
+            _give_carried(fd, [entry["mode"], entry["group"]], directory=False)
+        except BaseException:
+            os.close(fd)
+            raise
     with os.fdopen(fd, "wb") as f:
         left = entry["size"]
         while left > 0:

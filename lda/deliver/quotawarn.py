@@ -325,9 +325,11 @@ def read_record(root_fd):
 
 def write_record(box, hostname, threshold, now, usage, quota, message_id):
     """Add (or replace) threshold's line: a new file in tmp/ (O_EXCL, no
-    symlink), fsynced, renamed over the old one in the root, which rename
-    replaces rather than follows.  The root is tmp/'s parent, as opened
-    already (no path is walked again).  Called under the mailbox lock."""
+    symlink) with the root's file permissions (those of maildirsize
+    beside it), fsynced, renamed over the old one in the root, which
+    rename replaces rather than follows.  The root is tmp/'s parent, as
+    opened already (no path is walked again); box is the INBOX.  Called
+    under the mailbox lock."""
     root_fd = os.open("..", md.DIR_FLAGS, dir_fd=box.tmp_fd)
     try:
         record = read_record(root_fd)
@@ -335,7 +337,7 @@ def write_record(box, hostname, threshold, now, usage, quota, message_id):
         record[threshold] = (now, getattr(usage, kind), getattr(quota, kind), message_id)
         data = "".join(f"{k} {p} {int(s)} {u} {lim} {m}\n"
                        for (k, p), (s, u, lim, m) in sorted(record.items())).encode()
-        tmp = md.TmpFile(box.tmp_fd, hostname, f"{box.path}/tmp")
+        tmp = md.TmpFile(box.tmp_fd, hostname, f"{box.path}/tmp", box.permissions())
         try:
             md.write_all(tmp.fd, data)
             tmp.finish()
@@ -347,15 +349,25 @@ def write_record(box, hostname, threshold, now, usage, quota, message_id):
 
 
 def touch_courier_mark(box):
-    """Set quotawarn's mtime to now, creating it (mode 0600, empty) if need
-    be, in the Maildir root that is tmp/'s parent; a symlink, FIFO or
-    directory there is left alone (OSError, or nothing done)."""
+    """Set quotawarn's mtime to now, creating it (empty, with the root's
+    file permissions, box being the INBOX) if need be, in the Maildir root
+    that is tmp/'s parent; a symlink, FIFO or directory there is left
+    alone (OSError, or nothing done)."""
     import stat
 
+    flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     root_fd = os.open("..", md.DIR_FLAGS, dir_fd=box.tmp_fd)
     try:
-        fd = os.open(COURIER_MARK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
-                     | os.O_CLOEXEC, 0o600, dir_fd=root_fd)
+        try:
+            fd = os.open(COURIER_MARK, flags | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=root_fd)
+        except FileExistsError:
+            fd = os.open(COURIER_MARK, flags, dir_fd=root_fd)
+        else:
+            try:
+                md.give_file(fd, box.permissions())
+            except BaseException:
+                os.close(fd)
+                raise
     finally:
         os.close(root_fd)
     try:

@@ -67,12 +67,13 @@ class DotLock:
             self.fd = fd
         return self
 
-    def replace(self, target, data, mode):
-        """Write data into the lock (holder=False), fsync it, give it mode
-        and rename it over target: the lock is then gone, the file
-        replaced in one step."""
+    def replace(self, target, data, give):
+        """Write data into the lock (holder=False), fsync it, give it the
+        target's permissions (give: a function of its descriptor; see
+        maildir.give_file) and rename it over target: the lock is then
+        gone, the file replaced in one step."""
         try:
-            os.fchmod(self.fd, mode)
+            give(self.fd)
             view = memoryview(data)
             while view:
                 view = view[os.write(self.fd, view):]

@@ -34,6 +34,7 @@ import time
 
 from ..errors import KeywordsUnusable
 from .dotlock import CREATE_FLAGS, READ_FLAGS, DotLock
+from .maildir import give_file, permissions
 
 KEYWORDS_FILE = "dovecot-keywords"
 UIDLIST_LOCK = "dovecot-uidlist.lock"
@@ -166,9 +167,10 @@ def write_lines(dir_fd, path, lines, tail, old):
     as they were (lda discards nothing it did not write; Dovecot reads them
     as before), and the new.  Written to dovecot-keywords.lock (a leftover
     one removed first: the caller holds the uidlist lock, as Dovecot does)
-    with the old file's permissions (a group Dovecot shares the folder
-    with keeps reading it), its mtime past the old one (old: the old
-    file's stat), fsynced, renamed into place, the directory fsynced.
+    with the folder's file permissions, as Dovecot gives them whatever the
+    old file had (maildir.permissions: a group the folder lets in reads
+    it), its mtime past the old one (old: the old file's stat), fsynced,
+    renamed into place, the directory fsynced.
     KeywordsUnusable when any step fails."""
     temp = KEYWORDS_FILE + ".lock"
     data = b"".join(line + b"\n" for line in lines) + tail
@@ -176,8 +178,7 @@ def write_lines(dir_fd, path, lines, tail, old):
         _unlink_if_exists(temp, dir_fd)
         fd = os.open(temp, CREATE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
-            if old is not None and stat.S_IMODE(old.st_mode) & 0o666 != 0o600:
-                os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o666)
+            give_file(fd, permissions(os.fstat(dir_fd)))
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]

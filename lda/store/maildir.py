@@ -118,16 +118,36 @@ def _give(fd, mode, gid, current):
         os.fchmod(fd, mode)
 
 
+def give_file(fd, perms):
+    """Give a file just made 0600 (open as fd) perms's file mode and
+    group: what lda writes beside the messages (maildirsize,
+    dovecot-keywords, subscriptions, its quota-warning state) takes them
+    as Dovecot gives its own, from the directory it lies in."""
+    _give(fd, perms[1], perms[2], 0o600)
+
+
+def give_carried(fd, mode, gid):
+    """Give what a mailbox move made (open as fd) the mode and group that
+    its source had (gid -1: none), group first; a group this process may
+    not give leaves the group's bits closed, as _give does."""
+    _give(fd, mode, gid, -1)
+
+
 def _mkdir(name, dir_fd, perms):
-    """Make the directory name in dir_fd: 0700, less the umask, for
-    _give_dir to finish (perms None: as it is).  But a setgid parent of a
-    group this process is not in hands down a setgid bit that fchmod would
-    clear: then, as Dovecot makes it, with perms's directory mode and a
-    umask that leaves it whole for that one call.  The umask is the
-    process's: _UMASK keeps two delivery threads from restoring each
-    other's, but a file another thread makes in that instant with a mode
-    wider than lda's own 0600 (a new SQLite database) takes it."""
-    if perms is None or perms[0] == 0o700 or perms[2] != -1 or not _foreign_setgid(dir_fd):
+    """Make the directory name in dir_fd for _give_dir to finish (perms
+    None: 0700, less the umask, as it is).  With perms, as Dovecot makes
+    it: with its directory mode already, under a umask that leaves the
+    mode whole for that one call, so that nobody finds it with another
+    mode (a second delivery that finds a new folder makes its cur/, new/,
+    tmp/ with the folder's mode); a setgid parent's setgid bit is handed
+    down too.  But a group to give (not one the kernel hands down) comes
+    with chown after mkdir: until then the directory is 0700, not open to
+    this process's own group, and one who finds it then takes 0700, as
+    Dovecot's own mkdir-then-chown leaves it.  The umask is the process's:
+    _UMASK keeps two delivery threads from restoring each other's, but a
+    file another thread makes in that instant with a mode wider than
+    lda's own 0600 (a new SQLite database) takes it."""
+    if perms is None or perms[0] == 0o700 or perms[2] != -1:
         os.mkdir(name, 0o700, dir_fd=dir_fd)
         return
     mode = perms[0]
@@ -139,18 +159,11 @@ def _mkdir(name, dir_fd, perms):
             os.umask(umask)
 
 
-def _foreign_setgid(dir_fd):
-    """Whether the directory open as dir_fd is setgid, of a group this
-    process may not chmod in."""
-    st = os.fstat(dir_fd)
-    return bool(st.st_mode & stat.S_ISGID) and not (
-        os.geteuid() == 0 or st.st_gid == os.getegid() or st.st_gid in os.getgroups())
-
-
 def _give_dir(fd, perms):
-    """_give for a directory just made 0700 (less the umask): perms's
-    directory mode, keeping the setgid bit a setgid parent handed down
-    unless another group is given (as Dovecot's mkdir_chgrp)."""
+    """_give for a directory _mkdir just made: perms's directory mode
+    (nothing to change when mkdir gave it), keeping the setgid bit a
+    setgid parent handed down unless another group is given (as
+    Dovecot's mkdir_chgrp)."""
     mode, _, gid = perms
     current = stat.S_IMODE(os.fstat(fd).st_mode)
     if gid == -1:
@@ -175,16 +188,19 @@ def fsync_dir(path):
 
 
 def check_owner(fd, path, owner):
-    """NotOwner unless the directory open as fd belongs to owner (None: any)."""
+    """NotOwner unless the directory open as fd belongs to owner (None: any).
+    Returns the fstat it read (None: none read, for owner None)."""
     if owner is None:
-        return
-    uid = os.fstat(fd).st_uid
+        return None
+    st = os.fstat(fd)
+    uid = st.st_uid
     if uid != owner:
         # Files root writes there would be unreadable to the owner's IMAP
         # server; Postfix should run lda as that user instead.
         raise NotOwner(f"refusing to deliver as root into {path}, owned by uid {uid}: "
                        "run lda as that user (Postfix: user= in master.cf) or set "
                        "allow_root_delivery = true")
+    return st
 
 
 def _check_parent(path, owner):
@@ -206,13 +222,14 @@ def _check_parent(path, owner):
 
 
 def open_dir(name, dir_fd=None, create=False, follow=False, owner=None, path=None,
-             perms=None):
+             perms=None, with_stat=False):
     """Open (creating if asked) one directory level, never through a symlink.
 
     owner: the uid it must belong to (None: any); a directory given by
     dir_fd was checked by the caller, so one made in it needs no check.
     perms: for a directory this makes, a function that returns the
-    permissions to give it (None: 0700, less the umask)."""
+    permissions to give it (None: 0700, less the umask).  with_stat:
+    returns (the descriptor, its fstat), the one the owner check read."""
     flags = DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)
     try:
         fd = os.open(name, flags, dir_fd=dir_fd)
@@ -235,26 +252,30 @@ def open_dir(name, dir_fd=None, create=False, follow=False, owner=None, path=Non
                 os.close(fd)
                 raise
     try:
-        check_owner(fd, path or name, owner)
-    except NotOwner:
+        st = check_owner(fd, path or name, owner)
+        if with_stat:
+            return fd, st or os.fstat(fd)
+    except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def walk_confined(root, relative, create=True, owner=None):
-    """Open root/relative one component at a time, refusing '..' and symlinks."""
+def walk_confined(root, relative, create=True, owner=None, with_stat=False):
+    """Open root/relative one component at a time, refusing '..' and
+    symlinks (with_stat: as open_dir's, for the last)."""
     parts = relative.split("/")
     if any(p in ("", ".", "..") or "\0" in p for p in parts):
         raise UnsafePath(f"unsafe mailbox path {relative!r}")
     fd = open_dir(root, create=create, follow=True, owner=owner)
-    path = root
+    path, st = root, None
     try:
-        for part in parts:
+        for i, part in enumerate(parts, 1):
             path = os.path.join(path, part)
-            next_fd = open_dir(part, fd, create=create, owner=owner, path=path)
+            last = with_stat and i == len(parts)
+            next_fd = open_dir(part, fd, create=create, owner=owner, path=path, with_stat=last)
             os.close(fd)
-            fd = next_fd
+            fd, st = next_fd if last else (next_fd, None)
     except OSError as e:
         os.close(fd)
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -263,7 +284,7 @@ def walk_confined(root, relative, create=True, owner=None):
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return (fd, st) if with_stat else fd
 
 
 def is_below(path, base):
@@ -446,14 +467,16 @@ def _joined(root_path, relative):
     return os.path.join(root_path, relative) if relative else root_path
 
 
-def open_root(root_path, relative, owner, create=False):
+def open_root(root_path, relative, owner, create=False, with_stat=False):
     """A descriptor of a mailbox's root: root_path itself (per-user mode,
     which may be a symlink the user made) or root_path/relative confined
     below a database root.  owner: the uid it must belong to, checked
-    before anything is created in it (None: any).  OSError as it comes."""
+    before anything is created in it (None: any); with_stat: (the
+    descriptor, its fstat), one fstat for both.  OSError as it comes."""
     if relative:
-        return walk_confined(root_path, relative, create, owner)
-    return open_dir(root_path, create=create, follow=True, owner=owner)
+        return walk_confined(root_path, relative, create, owner, with_stat)
+    return open_dir(root_path, create=create, follow=True, owner=owner,
+                    with_stat=with_stat)
 
 
 def open_tmp(root_path, relative=None, owner=None):
@@ -463,14 +486,14 @@ def open_tmp(root_path, relative=None, owner=None):
     new/.  Only tmp/ is opened: _link opens the Maildir again under the
     mailbox locks.  Errors as open_mailbox's."""
     try:
-        root_fd = open_root(root_path, relative, owner)
+        root_fd, st = open_root(root_path, relative, owner, with_stat=True)
     except FileNotFoundError:
         raise MaildirMissing(f"{root_path}: mailbox directory does not exist") from None
     except OSError as e:
         raise CannotCreate(f"{root_path}: cannot open mailbox: {e.strerror}") from None
     path = _joined(root_path, relative)
     try:
-        return open_dir("tmp", root_fd), permissions(os.fstat(root_fd)), path
+        return open_dir("tmp", root_fd), permissions(st), path
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafePath(f"{path}: symlink or non-directory in Maildir") from None
@@ -506,7 +529,8 @@ def open_mailbox(root_path, relative=None, folder=None, create=True,
         if create_folder and subscribe and _to_be_made(root_fd, folder):
             from .subscriptions import subscribe as add
 
-            unsubscribed = add(root_fd, folder)
+            perms = permissions(os.fstat(root_fd))
+            unsubscribed = add(root_fd, folder, lambda fd: give_file(fd, perms))
         box = Maildir(path, root_fd, folder, create=create_folder)
         box.unsubscribed = unsubscribed
         return box

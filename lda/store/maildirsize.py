@@ -48,6 +48,7 @@ import time
 
 from ..errors import CannotCreate, QuotaExceeded, QuotaTooBig
 from ..startup.collections import record
+from .maildir import give_file, permissions
 
 FILENAME = "maildirsize"
 # The spec: a maildirsize of at least 5120 bytes is rebuilt; this bounds both
@@ -533,7 +534,9 @@ def _flagged_trashed(info):
 def _replace(maildir, quota, usage):
     """Write maildirsize anew: a unique file in tmp/, then rename() over the
     old one, so a reader sees the old file or the new, never a part (the
-    spec, step 4).  No fsync: a file lost in a crash is simply rebuilt."""
+    spec, step 4), with the root's file permissions, as Dovecot writes it
+    (maildir.permissions).  No fsync: a file lost in a crash is simply
+    rebuilt."""
     # Dovecot writes "0S" rather than an empty quota line; both mean unlimited.
     data = f"{format_quota(quota) or '0S'}\n{usage.storage} {usage.messages}\n".encode()
     root = os.open(maildir, _DIR_FLAGS)
@@ -542,7 +545,7 @@ def _replace(maildir, quota, usage):
         if tmp is None:
             raise FileNotFoundError(errno.ENOENT, "no tmp/ directory", "tmp")
         try:
-            name = _write_unique(tmp, data)
+            name = _write_unique(tmp, data, permissions(os.fstat(root)))
             try:
                 os.rename(name, FILENAME, src_dir_fd=tmp, dst_dir_fd=root)
             except OSError:
@@ -554,8 +557,9 @@ def _replace(maildir, quota, usage):
         os.close(root)
 
 
-def _write_unique(tmp, data):
-    """Create a new file in tmp/ (O_EXCL, mode 0600), write data, return its name."""
+def _write_unique(tmp, data, perms):
+    """Create a new file in tmp/ (O_EXCL, mode 0600, then perms's file
+    mode and group), write data, return its name."""
     for _ in range(10):
         name = f"{time.time_ns()}.P{os.getpid()}R{os.urandom(8).hex()}_maildirsize"
         try:
@@ -566,6 +570,7 @@ def _write_unique(tmp, data):
     else:
         raise FileExistsError(errno.EEXIST, "no unique name in tmp/", name)
     try:
+        give_file(fd, perms)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

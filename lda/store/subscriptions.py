@@ -37,9 +37,11 @@ WAIT_SECONDS = 2
 MAX_BYTES = 1 << 20
 
 
-def subscribe(root_fd, folder):
+def subscribe(root_fd, folder, give):
     """Add folder (a Maildir++ directory name: ".Lists.Sub") to the
-    subscriptions file of the Maildir open as root_fd, unless it is there.
+    subscriptions file of the Maildir open as root_fd, unless it is there;
+    give(fd) gives the new file the root's file mode and group, as Dovecot
+    gives them (maildir.give_file).
     None, or why it was not added: the caller logs that and goes on, as
     Dovecot does (a subscription never fails a delivery)."""
     try:
@@ -47,7 +49,7 @@ def subscribe(root_fd, folder):
                      holder=False) as lock:
             new = _with(_read(root_fd), folder[1:])
             if new is not None:
-                lock.replace(NAME, new, os.fstat(root_fd).st_mode & 0o666)
+                lock.replace(NAME, new, give)
     except SubscriptionsUnusable as e:
         return str(e)
     return None
