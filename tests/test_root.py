@@ -121,6 +121,7 @@ def root_stats_per_open(trace, root):
     counts, open_fds = [], {}
     for line in trace.splitlines():
         _, _, call = line.partition(" ")
+        call = call.lstrip()  # strace pads a short PID: "2678  openat(...)"
         if call.startswith("openat(") and f'"{root}"' in call and "= " in call:
             fd = call.rsplit("= ", 1)[1].split()[0]
             if fd.isdigit():
