@@ -6,13 +6,22 @@ must give the same (address, rest): the fast path is a shortcut, never a
 different reading of an address.  The two cases where lda is stricter than
 the email parser on purpose (a "<" without ">", a control character) are
 tested apart.
+
+Then the recipient as each border reads it: `lda lmtp`'s RCPT and `lda
+deliver`'s argv must agree on which mailbox an address is (or that it is
+none), whatever form the MTA writes it in.
 """
 
+import re
+
+import pytest
 from aiosmtpd.lmtp import LMTP
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
+from conftest import maildir_files, message
 from lda.lmtp.protocol import _CONTROL, _PLAIN_ADDRESS, LdaLMTP
+from statuscodes import S250_DELIVERED, S501_BAD_RCPT, S550_UNKNOWN
 
 
 def parsers(limit=0):
@@ -94,3 +103,61 @@ def test_what_mtas_send_takes_the_fast_path():
         assert _PLAIN_ADDRESS.match(arg), arg
     for arg in ("<>", '<"a b"@c>', "<a@b> (comment)", "<üser@example.org>"):
         assert not _PLAIN_ADDRESS.match(arg), arg
+
+
+# --- The recipient at both borders ----------------------------------------------------
+
+# (RCPT's address, as Postfix's lmtp(8) quotes a local part that needs it;
+# pipe(8)'s ${recipient}, Postfix's internal form, unquoted; the mailbox it
+# is delivered to, or the LMTP reply and `lda deliver`'s enhanced code).
+QUOTED = {
+    # Dovecot's lmtp splits the content of a quoted local part at the first
+    # recipient delimiter (smtp_address_detail_parse) and looks up the user
+    # before it: what follows is the extension, whatever it holds.
+    "extension-with-a-space": ('"a+x y"@example.org', "a+x y@example.org", "a@example.org"),
+    "extension-with-specials": ('"a+x@y \\"z\\""@example.org', 'a+x@y "z"@example.org',
+                                "a@example.org"),
+    "extension-of-a-space": ('"b+ "@example.org', "b+ @example.org", "b@example.org"),
+    # A user with a space is nobody's mailbox, as today and as in Dovecot.
+    "space-before-the-extension": ('"a b+x"@example.org', "a b+x@example.org",
+                                   (S550_UNKNOWN, "5.1.3")),
+    "space-and-no-extension": ('"a b"@example.org', "a b@example.org",
+                               (S550_UNKNOWN, "5.1.3")),
+}
+
+
+def lmtp_delivers(server, address):
+    """The reply to RCPT, or after DATA when RCPT took the address."""
+    client = server.client()
+    rcpt_replies, replies = client.send("s@example.org", [address],
+                                        message(message_id=f"<{hash(address)}@lmtp>"))
+    client.close()
+    return replies[0] if replies else rcpt_replies[address]
+
+
+def deliver_status(site, *args):
+    done = site.run("deliver", "-f", "s@example.org", *args,
+                    input=message(message_id=f"<{hash(args)}@deliver>"))
+    if done.returncode == 0:
+        return "2.0.0"
+    return re.search(r"^([245]\.\d{1,3}\.\d{1,3}) ", done.stderr.decode(), re.M)[1]
+
+
+@pytest.mark.parametrize("case", list(QUOTED))
+def test_a_quoted_local_part_is_one_mailbox_at_both_borders(lmtp, case):
+    """RCPT with the quoted form, `lda deliver` with pipe(8)'s unquoted one
+    and with the quoted one too: the same mailbox, or the same refusal."""
+    quoted, internal, expected = QUOTED[case]
+    server = lmtp("--processes", "1")
+    site = server.site
+    reply = lmtp_delivers(server, quoted)
+    if isinstance(expected, tuple):
+        assert " ".join(reply.split()[:2]) == expected[0], reply
+        assert deliver_status(site, "--", internal) == expected[1]
+        assert deliver_status(site, "--", quoted) == expected[1]
+        return
+    assert reply.startswith(f"{S250_DELIVERED} <{quoted}>"), reply  # named as given
+    assert len(maildir_files(site.maildir(expected))) == 1
+    assert deliver_status(site, "--", internal) == "2.0.0"
+    assert deliver_status(site, "--", quoted) == "2.0.0"
+    assert len(maildir_files(site.maildir(expected))) == 3
