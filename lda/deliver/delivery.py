@@ -273,7 +273,8 @@ class Delivery:
         raw = info.headers.first(self.original_header.lower().encode("ascii", "replace"))
         if raw is None:
             return
-        self.original_recipient, ignored = original_recipient(text(raw).strip())
+        self.original_recipient, ignored = original_recipient(
+            text(raw).strip(), self.config.recipient_delimiter)
         if ignored:
             self.log.warning(f"{self.original_header}: original recipient ignored: {ignored}")
         self._log_original = self.original_recipient if recipients == 1 else None

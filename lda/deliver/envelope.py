@@ -23,15 +23,21 @@ EXPANSION_SAFE = frozenset(b"1234567890!@%-_=+:,./"
                            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def normalize(address):
+def normalize(address, delimiters=""):
     """Strip <>, lower-case; refuse what no mail system would deliver to.
 
     The one recipient check of every border: `lda deliver` (argv, RECIPIENT),
-    LMTP at RCPT, and -a / ORIGINAL_RECIPIENT (see original_recipient)."""
+    LMTP at RCPT, and -a / ORIGINAL_RECIPIENT (see original_recipient).
+    delimiters (recipient_delimiter) tell the user from the extension: a
+    space is refused in the user, which no mailbox has, and taken in the
+    extension ("alice+a b"@example.org, pipe(8)'s alice+a b@example.org),
+    as Dovecot's lmtp takes it."""
     value = _unbracket(address)
     if not value or value.startswith("@") or value.endswith("@"):
         raise BadAddress(f"invalid recipient address {address[:80]!r}")
-    problem = _problem(value, allow_space=False)
+    problem = _problem(value, allow_space=True)
+    if not problem and " " in split_extension(value, delimiters)[0]:
+        problem = "space"
     if problem:
         raise BadAddress(f"{problem} in recipient {value[:80]!r}")
     return value.lower()
@@ -67,9 +73,34 @@ def reverse_path(sender):
     local, at, domain = sender.rpartition("@")
     if not at:
         local, domain = sender, ""
-    if not local or _dot_atom(local) or (len(local) > 1 and local[0] == local[-1] == '"'):
+    if len(local) > 1 and local[0] == local[-1] == '"':
         return sender
-    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"' + at + domain
+    return _as_local_part(local) + at + domain
+
+
+def _as_local_part(local):
+    """local as RFC 5321 section 4.1.2 writes it: a dot-atom as it is, else
+    a quoted string (alice, "john smith")."""
+    if not local or _dot_atom(local):
+        return local
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quoted_content(local):
+    """The content of a local part that is one quoted string ("a b" gives
+    a b; each quoted pair's backslash dropped), or None for any other."""
+    if len(local) < 2 or local[0] != '"' or local[-1] != '"':
+        return None
+    content, escaped = [], False
+    for char in local[1:-1]:
+        if escaped or char != "\\":
+            if char == '"' and not escaped:
+                return None  # a quote inside: "a"b"
+            content.append(char)
+            escaped = False
+        else:
+            escaped = True
+    return None if escaped else "".join(content)
 
 
 def _dot_atom(local):
@@ -77,14 +108,14 @@ def _dot_atom(local):
             and all(c in ATEXT or c == "." or c > "\x7f" for c in local))
 
 
-def original_recipient(address):
+def original_recipient(address, delimiters=""):
     """(-a or ORIGINAL_RECIPIENT without <>, None) when the recipient check
     takes it, else (None, why not).  It only names the recipient in the log
     and to Sieve, so one that is refused is dropped, never the message."""
     if not address:
         return None, None
     try:
-        normalize(address)
+        normalize(address, delimiters)
     except BadAddress as e:
         return None, str(e)
     return _unbracket(address), None
@@ -113,13 +144,20 @@ def _problem(value, allow_space):
 
 
 def split_extension(address, delimiters):
-    """("alice@example.org", "lists") from "alice+lists@example.org"."""
+    """("alice@example.org", "lists") from "alice+lists@example.org".
+
+    A quoted local part is split in its content, as Dovecot's lmtp splits
+    it (lib-smtp's smtp_address_detail_parse): ("alice@example.org", "a b")
+    from "alice+a b"@example.org; a user that needs the quotes keeps them."""
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
-    base, extension = split_local(local, delimiters)
+    content = _quoted_content(local)
+    base, extension = split_local(local if content is None else content, delimiters)
     if extension is None or not base:
         return address, None
+    if content is not None:
+        base = _as_local_part(base)
     return (f"{base}@{domain}" if at else base), extension
 
 

@@ -66,7 +66,7 @@ class DeliveryHandler:
             # another transaction.
             return "452 4.5.3 too many recipients"
         try:
-            normalize(address)
+            normalize(address, self.config.recipient_delimiter)
         except BadAddress as e:  # as `lda deliver` refuses it (RFC 3463 5.1.3)
             if _quoted_with_space(address):
                 # Well formed (RFC 5321 section 4.1.2), and no mailbox of
