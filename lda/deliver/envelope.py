@@ -10,8 +10,14 @@ up safely, because it is never turned into a path.
 from ..errors import BadAddress, BadSender
 
 # RFC 5321 section 4.5.3.1: a 64-octet local part, "@", a 255-octet domain.
-# Octets, not characters: an SMTPUTF8 address counts its UTF-8 bytes.
+# Octets, not characters: an SMTPUTF8 address counts its UTF-8 bytes.  A
+# sender is held to it, and so is a recipient without its extension: the
+# user that is looked up and names a mailbox.
 MAX_ADDRESS = 320
+# A recipient with its extension, which Dovecot's lmtp takes at any length
+# its 4 KB command line holds: lda writes it into Delivered-To, and RFC
+# 5322 section 2.1.1 holds that line to 998 octets.
+MAX_RECIPIENT = 998 - len("Delivered-To: ")
 # RFC 5322 section 3.2.3's atext; any non-ASCII character too (RFC 6532).
 ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                   "!#$%&'*+-/=?^_`{|}~")
@@ -35,9 +41,8 @@ def normalize(address, delimiters=""):
     value = _unbracket(address)
     if not value or value.startswith("@") or value.endswith("@"):
         raise BadAddress(f"invalid recipient address {address[:80]!r}")
-    problem = _problem(value, allow_space=True)
-    if not problem and " " in split_extension(value, delimiters)[0]:
-        problem = "space"
+    problem = _problem(value, allow_space=True, limit=MAX_RECIPIENT) or _user_problem(
+        value, split_extension(value, delimiters)[0])
     if problem:
         raise BadAddress(f"{problem} in recipient {value[:80]!r}")
     return value.lower()
@@ -125,7 +130,18 @@ def _unbracket(address):
     return address[1:-1] if address.startswith("<") and address.endswith(">") else address
 
 
-def _problem(value, allow_space):
+def _user_problem(value, user):
+    """What keeps the user part of a recipient (the address without its
+    extension) from naming a mailbox, or None."""
+    if " " in user:
+        return "space"
+    if len(user.encode("utf-8")) > MAX_ADDRESS:
+        return f"more than {MAX_ADDRESS} octets" + ("" if user == value else
+                                                    " without its extension")
+    return None
+
+
+def _problem(value, allow_space, limit=MAX_ADDRESS):
     """What keeps `value` out of an envelope, or None.  Not printable, as
     for an alias name: C0 and C1 controls, DEL, the line and paragraph
     separators str.splitlines() (and a log reader) breaks lines at, and
@@ -138,8 +154,8 @@ def _problem(value, allow_space):
         return "control character"
     if not allow_space and " " in value:
         return "space"
-    if size > MAX_ADDRESS:
-        return f"more than {MAX_ADDRESS} octets"
+    if size > limit:
+        return f"more than {limit} octets"
     return None
 
 
