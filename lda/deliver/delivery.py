@@ -185,6 +185,9 @@ class Delivery:
                 delivered = self._deliver_plans([plan for _, plan in plans], stream)
             except LdaError as e:  # the message could not even be written once
                 delivered = [Result(plan.recipient, e) for _, plan in plans]
+                for _, plan in plans:  # one status line each, as for the others
+                    self.log.target(None, plan.canonical, self._log_original,
+                                    failure_status(e), e.status, str(e))
             for (index, _), result in zip(plans, delivered):
                 results[index] = result
         self._cleanup_databases()

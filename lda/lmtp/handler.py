@@ -116,13 +116,11 @@ class DeliveryHandler:
             envelope.original_content = (self.received(session, envelope)
                                          + envelope.original_content)
         try:
+            # The Delivery logs each recipient's outcome, once (its status
+            # line has the path and reason that an internal error's reply,
+            # _text, leaves out).
             results = await self._work(self._deliver, envelope, _peer(session))
             replies = [_reply(r) for r in results]
-            for result in results:
-                if result.error is not None and result.error.internal:
-                    # The reply names none of it (_text): the log has it all.
-                    self.log.warning(f"lmtp: <{result.recipient}> answered "
-                                     f"{result.error.smtp_reply}: {result.error}")
         except Exception as e:  # noqa: BLE001 - 451 for all: the MTA retries
             self.log.exception(e)
             replies = [f"451 4.3.0 <{r}>: internal error, try again later"
