@@ -181,6 +181,9 @@ LONG = {
                                             .replace("@", "+ext@"), (S550_UNKNOWN, "5.1.1")),
     "user-past-320-octets": (padded("", "@example.org", 321, "u").replace("@", "+ext@"),
                              (S501_BAD_RCPT, "5.1.3")),
+    # Nobody's, as "a b"@ is (QUOTED), however long its extension.
+    "space-in-the-user-and-a-long-extension": (padded('"a b+', '"@example.org', 600),
+                                               (S550_UNKNOWN, "5.1.3")),
 }
 
 
