@@ -68,7 +68,7 @@ class DeliveryHandler:
         try:
             normalize(address, self.config.recipient_delimiter)
         except BadAddress as e:  # as `lda deliver` refuses it (RFC 3463 5.1.3)
-            if _quoted_with_space(address):
+            if _quoted_with_space(address, self.config.recipient_delimiter):
                 # Well formed (RFC 5321 section 4.1.2), and no mailbox of
                 # lda's has a space: no such user, as Dovecot's lmtp says.
                 return f"{UnknownRecipient.smtp_reply} <{address}>: unknown recipient {address}"
@@ -209,14 +209,14 @@ def _text(error):
     return error.reply_text()[:300]
 
 
-def _quoted_with_space(address):
+def _quoted_with_space(address, delimiters):
     """A quoted local part with a space in it, and nothing else the
-    recipient check refuses: "a b"@example.org."""
+    recipient check refuses: "a b"@example.org, "a b+x"@example.org."""
     local = address.rpartition("@")[0]
     if not (len(local) > 2 and local[0] == local[-1] == '"' and " " in local):
         return False
     try:
-        normalize(address.replace(" ", ""))
+        normalize(address.replace(" ", ""), delimiters)
     except BadAddress:
         return False
     return True
