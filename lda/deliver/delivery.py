@@ -994,6 +994,8 @@ class Delivery:
                 # then duplicates); the other recipients stand.
                 result.error = TemporaryFailure(
                     f"{target.address}: {error.reply_text()}; {e}")
+                # Its status line (_log_outcomes) says why, once.
+                result.outcomes[target] = result.error
                 return
             result.partial.append(target)
 
