@@ -479,6 +479,32 @@ CORPUS = {
                          QUIT],
     "recipient-quoted-space": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"),
                                cmd(f'RCPT TO:<"a b"@{DOMAIN}>'), QUIT],
+    # A quoted local part (RFC 5321 section 4.1.2) is read as its content,
+    # split at the first recipient delimiter, as Dovecot's lmtp splits it
+    # (smtp_address_detail_parse): the extension may hold what a quoted
+    # string may, the user before it is looked up.
+    "recipient-quoted-extension-space": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f'RCPT TO:<"alice+a b"@{DOMAIN}>'),
+        cmd("DATA"), msg("qext"), QUIT],
+    "recipient-quoted-extension-specials": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f'RCPT TO:<"alice+a@b \\"c\\""@{DOMAIN}>'),
+        cmd("DATA"), msg("qspecials"), QUIT],
+    "recipient-quoted-extension-only-space": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f'RCPT TO:<"bob++ "@{DOMAIN}>'),
+        cmd("DATA"), msg("qonlyspace"), QUIT],
+    "recipient-quoted-space-before-extension": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f'RCPT TO:<"al ice+x"@{DOMAIN}>'), QUIT],
+    "recipient-extension-space-unquoted": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<alice+a b@{DOMAIN}>"), QUIT],
+    # An extension that takes the address past 320 octets: the user is
+    # looked up, the extension is the user's business.
+    "recipient-long-extension": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>"),
+        cmd(f"RCPT TO:<alice+{'x' * (984 - len(ALICE) - 1)}@{DOMAIN}>"),
+        cmd("DATA"), msg("longext"), QUIT],
+    "recipient-extension-past-984-octets": [
+        LHLO, cmd(f"MAIL FROM:<{SENDER}>"), cmd(f"RCPT TO:<alice+{'x' * 2000}@{DOMAIN}>"),
+        QUIT],
     "recipient-source-route": [LHLO, cmd(f"MAIL FROM:<{SENDER}>"),
                                cmd(f"RCPT TO:<@relay.example.net:{ALICE}>"), QUIT],
     "recipient-and-its-extension": [
@@ -707,6 +733,16 @@ DIFFERENCES = {
         "one's (550 5.1.1); Dovecot looks users up by the local part here "
         "(auth_username_format = %Ln) and finds alice. Postfix always sends a domain",
         (at(3, "250 2.1.5", "550 5.1.1"),)),
+    "recipient-extension-space-unquoted": Difference(
+        LENIENT_ADDRESS + ": the space is in the extension, which lda reads as in "
+        "\"alice+a b\"@, and takes",
+        (at(3, "501 5.5.4", "250 2.1.5"),)),
+    "recipient-extension-past-984-octets": Difference(
+        "lda writes the recipient into Delivered-To, and RFC 5322 section 2.1.1 holds a "
+        "line to 998 octets: a recipient of more than 984 is refused (501 5.1.3) by every "
+        "border of lda's; Dovecot's lmtp takes any that fits its 4 KB command line and "
+        "writes the longer line",
+        (at(3, "250 2.1.5", "501 5.1.3"),)),
     "sender-1000": Difference(PATH_TOO_LONG, (at(2, "250 2.1.0", "501 5.1.7"),)),
     "recipient-1000": Difference(
         PATH_TOO_LONG + "; Dovecot's user lookup fails on it and answers 451 4.3.0, so "

@@ -440,3 +440,36 @@ def test_a_failure_of_the_server_s_own_files_names_no_path_to_the_client(lmtp, d
     code, log = server.stop()
     assert code == 0, log
     assert str(maildir) in log and BOX in log, log
+
+
+
+@pytest.mark.parametrize("damage", ["one-maildir", "every-tmp"])
+def test_an_internal_failure_is_logged_once_per_recipient(lmtp, damage):
+    """One log line per recipient and outcome, as Postfix logs one status
+    per recipient: a log reader that counts them counts each failure
+    once.  "one-maildir": a's copy fails at its link (a target's outcome);
+    "every-tmp": no tmp/ to write the message in at all, so every
+    recipient fails before any target is tried."""
+    server = lmtp("--processes", "1")
+    site = server.site
+    maildir = site.maildir(BOX)
+    (maildir / "new").rmdir()
+    (maildir / "new").symlink_to(maildir / "cur")
+    rcpts = [BOX, "b@example.org"]
+    if damage == "every-tmp":
+        for path in (maildir / "tmp", maildir.parent.parent / "tmp"):
+            if path.is_dir():
+                path.rmdir()
+            path.write_text("not a directory\n")
+    client = server.client()
+    _, replies = client.send(SENDER, rcpts, message())
+    client.close()
+    failed = rcpts if damage == "every-tmp" else [BOX]
+    assert [status(r)[:5] for r in replies] == [
+        "451 4" if r in failed else "250 2" for r in rcpts], replies
+    code, log = server.stop()
+    assert code == 0, log
+    for rcpt in rcpts:
+        lines = [line for line in log.splitlines() if f"<{rcpt}>" in line]
+        assert len(lines) == 1, lines
+        assert ("status=deferred" if rcpt in failed else "status=sent") in lines[0], lines

@@ -100,11 +100,9 @@ def _addresses(value, environ, notes):
             problem = extension_folder_problem(extension)
             if problem:
                 notes.append(problem)
-    original, ignored = original_recipient(value if value is not None
-                                           else environ.get("ORIGINAL_RECIPIENT"))
-    if ignored:
-        notes.append(f"original recipient ignored: {ignored}")
-    return {"original": original, "extension": extension}
+    # Checked once the configuration names recipient_delimiter (_deliver).
+    return {"original": value if value is not None else environ.get("ORIGINAL_RECIPIENT"),
+            "extension": extension}
 
 
 _HELP_WITH_MESSAGE = ("-h asks for lda's usage, but a message is waiting: remove -h from "
@@ -223,6 +221,10 @@ def _deliver(argv, stdin, environ, clock, held):
     # The log's own lines, or its one note that syslog is missing, follow
     # the reason in `held`; under an MTA (log = "auto") they go to syslog.
     log = Log.configured(config, stream=held, mta_stderr=sys.stderr)
+    args["original"], ignored = original_recipient(args["original"],
+                                                   config.recipient_delimiter)
+    if ignored:
+        args["notes"].append(f"original recipient ignored: {ignored}")
     for note in args["notes"]:
         log.warning(note)
     if args["extension"] is not None:
@@ -267,7 +269,8 @@ def _own_destination(config, destination):
     from .resolve import current_user
 
     me = current_user()
-    base, _ = split_extension(normalize(destination), config.recipient_delimiter)
+    base, _ = split_extension(normalize(destination, config.recipient_delimiter),
+                              config.recipient_delimiter)
     if base.partition("@")[0] != me.lower():
         raise ConfigError(f"-d {destination[:80]!r}: per-user mode (no lda.toml, or "
                           f'mode = "user") delivers only into the running user\'s '

@@ -190,6 +190,9 @@ class Delivery:
                 delivered = self._deliver_plans([plan for _, plan in plans], stream)
             except LdaError as e:  # the message could not even be written once
                 delivered = [Result(plan.recipient, e) for _, plan in plans]
+                for _, plan in plans:  # one status line each, as for the others
+                    self.log.target(None, plan.canonical, self._log_original,
+                                    failure_status(e), e.status, str(e))
             for (index, _), result in zip(plans, delivered):
                 results[index] = result
         self._cleanup_databases()
@@ -324,7 +327,8 @@ class Delivery:
         raw = info.headers.first(self.original_header.lower().encode("ascii", "replace"))
         if raw is None:
             return
-        self.original_recipient, ignored = original_recipient(text(raw).strip())
+        self.original_recipient, ignored = original_recipient(
+            text(raw).strip(), self.config.recipient_delimiter)
         if ignored:
             self.log.warning(f"{self.original_header}: original recipient ignored: {ignored}")
         self._log_original = self.original_recipient if recipients == 1 else None
@@ -1041,6 +1045,8 @@ class Delivery:
                 # then duplicates); the other recipients stand.
                 result.error = TemporaryFailure(
                     f"{target.address}: {error.reply_text()}; {e}")
+                # Its status line (_log_outcomes) says why, once.
+                result.outcomes[target] = result.error
                 return
             result.partial.append(target)
 

@@ -10,8 +10,14 @@ up safely, because it is never turned into a path.
 from ..errors import BadAddress, BadSender
 
 # RFC 5321 section 4.5.3.1: a 64-octet local part, "@", a 255-octet domain.
-# Octets, not characters: an SMTPUTF8 address counts its UTF-8 bytes.
+# Octets, not characters: an SMTPUTF8 address counts its UTF-8 bytes.  A
+# sender is held to it, and so is a recipient without its extension: the
+# user that is looked up and names a mailbox.
 MAX_ADDRESS = 320
+# A recipient with its extension, which Dovecot's lmtp takes at any length
+# its 4 KB command line holds: lda writes it into Delivered-To, and RFC
+# 5322 section 2.1.1 holds that line to 998 octets.
+MAX_RECIPIENT = 998 - len("Delivered-To: ")
 # RFC 5322 section 3.2.3's atext; any non-ASCII character too (RFC 6532).
 ATEXT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                   "!#$%&'*+-/=?^_`{|}~")
@@ -23,15 +29,20 @@ EXPANSION_SAFE = frozenset(b"1234567890!@%-_=+:,./"
                            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
-def normalize(address):
+def normalize(address, delimiters=""):
     """Strip <>, lower-case; refuse what no mail system would deliver to.
 
     The one recipient check of every border: `lda deliver` (argv, RECIPIENT),
-    LMTP at RCPT, and -a / ORIGINAL_RECIPIENT (see original_recipient)."""
+    LMTP at RCPT, and -a / ORIGINAL_RECIPIENT (see original_recipient).
+    delimiters (recipient_delimiter) tell the user from the extension: a
+    space is refused in the user, which no mailbox has, and taken in the
+    extension ("alice+a b"@example.org, pipe(8)'s alice+a b@example.org),
+    as Dovecot's lmtp takes it."""
     value = _unbracket(address)
     if not value or value.startswith("@") or value.endswith("@"):
         raise BadAddress(f"invalid recipient address {address[:80]!r}")
-    problem = _problem(value, allow_space=False)
+    problem = _problem(value, allow_space=True, limit=MAX_RECIPIENT) or _user_problem(
+        value, split_extension(value, delimiters)[0])
     if problem:
         raise BadAddress(f"{problem} in recipient {value[:80]!r}")
     return value.lower()
@@ -67,9 +78,34 @@ def reverse_path(sender):
     local, at, domain = sender.rpartition("@")
     if not at:
         local, domain = sender, ""
-    if not local or _dot_atom(local) or (len(local) > 1 and local[0] == local[-1] == '"'):
+    if len(local) > 1 and local[0] == local[-1] == '"':
         return sender
-    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"' + at + domain
+    return _as_local_part(local) + at + domain
+
+
+def _as_local_part(local):
+    """local as RFC 5321 section 4.1.2 writes it: a dot-atom as it is, else
+    a quoted string (alice, "john smith")."""
+    if not local or _dot_atom(local):
+        return local
+    return '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _quoted_content(local):
+    """The content of a local part that is one quoted string ("a b" gives
+    a b; each quoted pair's backslash dropped), or None for any other."""
+    if len(local) < 2 or local[0] != '"' or local[-1] != '"':
+        return None
+    content, escaped = [], False
+    for char in local[1:-1]:
+        if escaped or char != "\\":
+            if char == '"' and not escaped:
+                return None  # a quote inside: "a"b"
+            content.append(char)
+            escaped = False
+        else:
+            escaped = True
+    return None if escaped else "".join(content)
 
 
 def _dot_atom(local):
@@ -77,14 +113,14 @@ def _dot_atom(local):
             and all(c in ATEXT or c == "." or c > "\x7f" for c in local))
 
 
-def original_recipient(address):
+def original_recipient(address, delimiters=""):
     """(-a or ORIGINAL_RECIPIENT without <>, None) when the recipient check
     takes it, else (None, why not).  It only names the recipient in the log
     and to Sieve, so one that is refused is dropped, never the message."""
     if not address:
         return None, None
     try:
-        normalize(address)
+        normalize(address, delimiters)
     except BadAddress as e:
         return None, str(e)
     return _unbracket(address), None
@@ -94,7 +130,18 @@ def _unbracket(address):
     return address[1:-1] if address.startswith("<") and address.endswith(">") else address
 
 
-def _problem(value, allow_space):
+def _user_problem(value, user):
+    """What keeps the user part of a recipient (the address without its
+    extension) from naming a mailbox, or None."""
+    if " " in user:
+        return "space"
+    if len(user.encode("utf-8")) > MAX_ADDRESS:
+        return f"more than {MAX_ADDRESS} octets" + ("" if user == value else
+                                                    " without its extension")
+    return None
+
+
+def _problem(value, allow_space, limit=MAX_ADDRESS):
     """What keeps `value` out of an envelope, or None.  Not printable, as
     for an alias name: C0 and C1 controls, DEL, the line and paragraph
     separators str.splitlines() (and a log reader) breaks lines at, and
@@ -107,19 +154,26 @@ def _problem(value, allow_space):
         return "control character"
     if not allow_space and " " in value:
         return "space"
-    if size > MAX_ADDRESS:
-        return f"more than {MAX_ADDRESS} octets"
+    if size > limit:
+        return f"more than {limit} octets"
     return None
 
 
 def split_extension(address, delimiters):
-    """("alice@example.org", "lists") from "alice+lists@example.org"."""
+    """("alice@example.org", "lists") from "alice+lists@example.org".
+
+    A quoted local part is split in its content, as Dovecot's lmtp splits
+    it (lib-smtp's smtp_address_detail_parse): ("alice@example.org", "a b")
+    from "alice+a b"@example.org; a user that needs the quotes keeps them."""
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
-    base, extension = split_local(local, delimiters)
+    content = _quoted_content(local)
+    base, extension = split_local(local if content is None else content, delimiters)
     if extension is None or not base:
         return address, None
+    if content is not None:
+        base = _as_local_part(base)
     return (f"{base}@{domain}" if at else base), extension
 
 

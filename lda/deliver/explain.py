@@ -433,7 +433,7 @@ def explain(config, recipients, stream, sender=None, original=None, environ=os.e
     if original is not None:
         from .envelope import original_recipient
 
-        original, ignored = original_recipient(original)
+        original, ignored = original_recipient(original, config.recipient_delimiter)
         if ignored:
             log.warning(f"original recipient ignored: {ignored}")
     delivery = Explaining(config, resolver, log, sender=sender, original_recipient=original,

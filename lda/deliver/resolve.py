@@ -109,7 +109,8 @@ class UserResolver:
         self.extension = extension
 
     def resolve(self, recipient):
-        canonical = normalize(recipient) if recipient else self.user
+        canonical = (normalize(recipient, self.config.recipient_delimiter) if recipient
+                     else self.user)
         _, extension = split_extension(canonical, self.config.recipient_delimiter)
         folder = (folder_for_extension(self.extension) if self.extension
                   else address_folder(self.config, extension))
@@ -261,7 +262,7 @@ class ManagedResolver:
     def resolve(self, recipient):
         from ..store.aliases import expand
 
-        canonical = normalize(recipient)
+        canonical = normalize(recipient, self.config.recipient_delimiter)
         self._domain = domain_of(canonical)
         self._found = {}
         # The version and every lookup from one snapshot of the directory

@@ -66,9 +66,9 @@ class DeliveryHandler:
             # another transaction.
             return "452 4.5.3 too many recipients"
         try:
-            normalize(address)
+            normalize(address, self.config.recipient_delimiter)
         except BadAddress as e:  # as `lda deliver` refuses it (RFC 3463 5.1.3)
-            if _quoted_with_space(address):
+            if _quoted_with_space(address, self.config.recipient_delimiter):
                 # Well formed (RFC 5321 section 4.1.2), and no mailbox of
                 # lda's has a space: no such user, as Dovecot's lmtp says.
                 return f"{UnknownRecipient.smtp_reply} <{address}>: unknown recipient {address}"
@@ -116,13 +116,11 @@ class DeliveryHandler:
             envelope.original_content = (self.received(session, envelope)
                                          + envelope.original_content)
         try:
+            # The Delivery logs each recipient's outcome, once (its status
+            # line has the path and reason that an internal error's reply,
+            # _text, leaves out).
             results = await self._work(self._deliver, envelope, _peer(session))
             replies = [_reply(r) for r in results]
-            for result in results:
-                if result.error is not None and result.error.internal:
-                    # The reply names none of it (_text): the log has it all.
-                    self.log.warning(f"lmtp: <{result.recipient}> answered "
-                                     f"{result.error.smtp_reply}: {result.error}")
         except Exception as e:  # noqa: BLE001 - 451 for all: the MTA retries
             self.log.exception(e)
             replies = [f"451 4.3.0 <{r}>: internal error, try again later"
@@ -211,14 +209,14 @@ def _text(error):
     return error.reply_text()[:300]
 
 
-def _quoted_with_space(address):
+def _quoted_with_space(address, delimiters):
     """A quoted local part with a space in it, and nothing else the
-    recipient check refuses: "a b"@example.org."""
+    recipient check refuses: "a b"@example.org, "a b+x"@example.org."""
     local = address.rpartition("@")[0]
     if not (len(local) > 2 and local[0] == local[-1] == '"' and " " in local):
         return False
     try:
-        normalize(address.replace(" ", ""))
+        normalize(address.replace(" ", ""), delimiters)
     except BadAddress:
         return False
     return True
