@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from lmtp_pair import ServerPair
 
+from lda.log import printable
+
 END = b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n"
 
 
@@ -48,7 +50,7 @@ class Pair(ServerPair):
             received = b""
             while chunk := sock.recv(65536):
                 received += chunk
-        return replies(received.decode("utf-8", "replace")), list(capture.envelopes)
+        return replies(received.decode("utf-8", "surrogateescape")), list(capture.envelopes)
 
 
 ENHANCED = re.compile(r"^([245][0-9][0-9]) [245]\.[0-9]{1,3}\.[0-9]{1,3} ")
@@ -65,6 +67,9 @@ REWORDED = {"501 malformed address": "553 Error: malformed address",
                 "502 Too many unrecognized commands, goodbye."}
 
 
+UNKNOWN = '500 Error: command "'
+
+
 def replies(received):
     """Each reply as "code text" without an enhanced code; a multi-line
     reply as its code alone."""
@@ -74,6 +79,8 @@ def replies(received):
             multi = True
             continue
         text = ENHANCED.sub(r"\1 ", line)
+        if text.startswith(UNKNOWN):  # lda escapes what aiosmtpd echoes raw
+            text = printable(text)
         if "Supported commands:" in text:
             text = text.replace(" AUTH ", " ")
         found.append(line[:3] if multi else REWORDED.get(text, text))
@@ -187,3 +194,20 @@ def test_any_commands_get_aiosmtpds_replies_and_envelope(pair, lhlo, lines, unkn
     most one unknown command (the text after a refused DATA adds three:
     aiosmtpd hangs up at five)."""
     same(pair, ([lhlo] if lhlo else []) + lines + ([unknown] if unknown else []))
+
+
+@pytest.mark.parametrize("line", [b"\x00\x00\x00", b"\x01X\x7f", b"A\x1b[2JB",
+                                  "X\u202eY".encode(), "X\u0085Y".encode()])
+def test_an_unknown_command_is_echoed_escaped(pair, line):
+    """aiosmtpd echoed an unknown command's characters as they came (NULs,
+    escape sequences, bidi overrides) into its 500 reply, and into
+    Postfix's log of it; lda escapes them, as in its own log."""
+    with socket.create_connection(("127.0.0.1", pair.ports["lda"]), timeout=10) as sock:
+        sock.sendall(line + b"\r\nQUIT\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    [_, reply, _] = received.decode("utf-8").split("\r\n")[:-1]
+    assert reply.startswith("500 5.5.1 Error: command"), reply
+    assert reply.isprintable() and reply.isascii(), reply
