@@ -209,5 +209,5 @@ def test_an_unknown_command_is_echoed_escaped(pair, line):
         while chunk := sock.recv(65536):
             received += chunk
     [_, reply, _] = received.decode("utf-8").split("\r\n")[:-1]
-    assert reply.startswith("500 5.5.1 Error: command"), reply
+    assert reply.startswith("500 5.5."), reply  # not recognized, or bad syntax
     assert reply.isprintable() and reply.isascii(), reply

@@ -37,6 +37,8 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import BOGUS_LIMIT, MISSING, SMTP, syntax
 from aiosmtpd.smtp import log as aiosmtpd_log
 
+from ..log import printable
+
 # <local@domain> with a dot-atom local part and domain, ASCII, then spaces
 # and nothing that starts a comment: what MTAs send in MAIL and RCPT.
 # aiosmtpd parses every address with the email package's header parser and
@@ -191,7 +193,7 @@ class LdaLMTP(LMTP):
                         await self.push("421 4.7.0 Too many unrecognized commands, closing")
                         self.transport.close()
                         continue
-                    await self.push(f'500 Error: command "{command}" not recognized')
+                    await self.push(f'500 Error: command "{printable(command)}" not recognized')
                     continue
                 bogus_budget = BOGUS_LIMIT  # unknown commands in a row count, as in Dovecot
                 await method(arg)
