@@ -160,6 +160,18 @@ def test_policy_defers_a_full_mailbox_when_lda_would(quota_site, services):
     assert ask(policy, "full@example.org") == [f"452 4.2.2 {FULL}"]
 
 
+@pytest.mark.parametrize("address", ["full+a b@example.org", "full+" + "x" * 400 + "@example.org"],
+                         ids=["space-in-extension", "long-extension"])
+def test_policy_judges_a_recipient_by_its_user_whatever_its_extension(quota_site, services,
+                                                                       address):
+    """An extension with a space, or one that takes the address past 320
+    octets, delivers into the user's mailbox (as Dovecot's lmtp): the
+    policy service answered DUNNO, and a full mailbox was found only at
+    delivery, after the SMTP client was gone."""
+    policy = services(quota_site(), "policy")
+    assert ask(policy, address) == [f"452 4.2.2 {FULL}"]
+
+
 def test_policy_says_what_a_delivery_would_when_the_mailbox_is_full(quota_site, services):
     """Without quota_status_overquota, the text after the codes is
     quota_exceeded_message, the one lda deliver and lda lmtp answer with:
@@ -351,6 +363,17 @@ def test_socketmap_answers_every_map(quota_site, services):
         ("OK", "lmtp:unix:/run/lda/lmtp"), ("OK", "lmtp:unix:/run/lda/lmtp"),
         ("NOTFOUND", ""), ("NOTFOUND", ""),
         ("PERM", "no map named 'users' (lda has mailbox, alias, domain, transport)")]
+
+
+def test_socketmap_takes_an_extension_as_a_delivery_does(quota_site, services):
+    """An extension with a space, or one past 320 octets in all, delivers
+    into the user's mailbox; the maps answered NOTFOUND for such an
+    address, so only Postfix's own retry with the bare user found it."""
+    socketmap = services(quota_site(lmtp_listen="unix:/run/lda/lmtp"), "socketmap")
+    long = "alice+" + "x" * 400 + "@example.org"
+    assert lookup(socketmap, "mailbox alice+a b@example.org", f"mailbox {long}",
+                  "transport alice+a b@example.org") == [
+        ("OK", "alice+a b@example.org"), ("OK", long), ("OK", "lmtp:unix:/run/lda/lmtp")]
 
 
 def test_the_alias_map_answers_a_bare_key_in_the_domain_asked(quota_site, services):
