@@ -121,7 +121,7 @@ class Answers:
         too, a forward that keeps a copy ("alice -> carol, alice") would
         reach carol twice, once from Postfix and once from alice's host,
         which resolves alice again."""
-        address = _address(key)
+        address = _address(key, self.config.recipient_delimiter)
         if address is None:
             return NOTFOUND, ""
         members = self.resolvers.get().members(address)
@@ -158,9 +158,9 @@ class Answers:
         if self._plan(key) is None:
             return NOTFOUND, ""
         resolver = self.resolvers.get()
-        mailbox = resolver.directory.mailbox(_address(key))
+        mailbox = resolver.directory.mailbox(_address(key, self.config.recipient_delimiter))
         if mailbox is None:  # alice+tag@: the mailbox of the address without it
-            base, _ = split_extension(_address(key), self.config.recipient_delimiter)
+            base, _ = split_extension(_address(key, self.config.recipient_delimiter), self.config.recipient_delimiter)
             mailbox = resolver.directory.mailbox(base)
         if mailbox is None or not mailbox.host:
             return self._default_transport()
@@ -191,7 +191,7 @@ class Answers:
         """The delivery's Plan for an address key, None when lda would not
         take it (unknown, or no valid address: "@domain" and bare local
         parts, which Postfix also asks, included)."""
-        address = _address(key)
+        address = _address(key, self.config.recipient_delimiter)
         if address is None:
             return None
         try:
@@ -219,13 +219,14 @@ def declared_size(value):
     return int(value) if len(value) <= 40 else 10 ** 40
 
 
-def _address(key):
+def _address(key, delimiters):
     """The normalized address of a lookup key, or None for a key that is no
-    address lda delivers to."""
+    address lda delivers to (read as a delivery reads it: a space or
+    length in the extension is the extension's, see envelope.normalize)."""
     if "@" not in key or key.startswith("@"):
         return None
     try:
-        address = normalize(key)
+        address = normalize(key, delimiters)
     except BadAddress:
         return None
     return address if domain_of(address) else None
