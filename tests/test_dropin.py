@@ -257,6 +257,21 @@ def test_no_recipient_in_managed_mode_is_a_configuration_error(site):
     assert first_line(done).startswith("4.3.5 ")
 
 
+@pytest.mark.parametrize("word", ["alice@example.org", "alice", "delivr"])
+def test_a_word_that_names_no_command_with_a_message_waiting_defers_it(site, word):
+    """`mailbox_command = lda "$RECIPIENT"` (procmail's habit, not lda's
+    form) got the admin's "No such command" and exit 64: Postfix bounced
+    every message (64), with no status code in its reason.  A mistake in the
+    MTA's line is a configuration error: 78, 4.3.5, and the mail waits."""
+    alice = site.create("alice@example.org")
+    done = site.run(word, input=message())
+    assert done.returncode == 78, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("4.3.5 ") and "lda deliver" in first_line(done)
+    assert maildir_files(alice) == []
+    done = site.run(word, input=b"")  # no message: an admin's typo, as before
+    assert done.returncode == 64 and b"No such command" in done.stderr
+
+
 # --- each option -------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["Lists", "INBOX/Lists", "INBOX.Lists", "inbox.Lists"])
