@@ -7,7 +7,10 @@ no admin command (dovecot-lda's and procmail's command lines with only the
 program path changed: `lda -f SENDER -d USER`, `lda -a "$EXTENSION"`); and
 a bare `lda` whose standard input is a pipe, socket or file (procmail's
 `mailbox_command = /usr/bin/procmail`).  A bare `lda` on a terminal, or
-with nothing to read, prints the admin help.  lda(1) states the same rule.
+with nothing to read, prints the admin help.  A first word that names no
+command while a message waits is the MTA's line gone wrong: 78 (Postfix
+defers), not the admin's "No such command" (64, a bounce).  lda(1) states
+the same rule.
 """
 
 import gc
@@ -20,6 +23,10 @@ ADMIN_COMMANDS = frozenset({"aliases", "config", "db", "dedup", "deliver", "dire
                             "explain", "host", "lmtp", "mailbox", "partial", "policy",
                             "procmail-convert", "quota", "sieve", "socketmap"})
 GLOBAL_WITH_VALUE = ("-c", "--config")
+# delivery_argv's answer for a first word that names no command while a
+# message waits (`mailbox_command = lda "$RECIPIENT"`): the MTA's line is
+# wrong, and exit 64 would bounce the mail; 78 defers it.
+NO_COMMAND = "--no-such-command"
 
 
 def main(argv=None):
@@ -31,6 +38,12 @@ def main(argv=None):
     # process, not in the library (tests call it in-process).
     os.umask(0o077)
     delivery = delivery_argv(argv)
+    if delivery is not None and delivery[:1] == [NO_COMMAND]:
+        sys.stderr.write(f"4.3.5 {delivery[1][:80]!r} names no lda command, and a message "
+                         "is waiting: deliver with 'lda deliver RECIPIENT...' or dovecot-lda's "
+                         "options ('lda -d USER'); see lda(1)\n")
+        sys.stderr.flush()
+        os._exit(78)
     if delivery is not None:
         # One message, then exit: a cyclic GC pass would walk every module
         # just imported to free next to nothing, while reference counting
@@ -56,6 +69,11 @@ def delivery_argv(argv, stdin_fd=0):
 
         return [] if message_waiting(stdin_fd) else None
     if not argv[0].startswith("-"):
+        if argv[0] not in ADMIN_COMMANDS:
+            from .deliver.stdin import message_present
+
+            if message_present(stdin_fd):
+                return [NO_COMMAND, argv[0]]
         return None  # an admin command, or click's "No such command"
     rest = argv
     while rest and rest[0].startswith(("-c", "--config")):
