@@ -5,7 +5,9 @@ With no configuration file lda runs in per-user mode (the invoking user's
 `|lda deliver` in ~/.forward need nothing else.
 """
 
+import errno
 import os
+import stat
 
 from .errors import ConfigError, TemporaryFailure, is_file_problem
 
@@ -495,12 +497,23 @@ def load_config(option=None, environ=os.environ, overrides=None):
     return Config({**read_values(path), **overrides}, path=path, environ=environ)
 
 
+def _read_file(path):
+    """The bytes of the regular file at path.  Opened without blocking, so
+    that a FIFO named as the configuration is refused (EISDIR's 78, as a
+    directory is) instead of waited on until a writer comes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EISDIR, "not a regular file")
+    with open(fd, "rb") as f:
+        return f.read()
+
+
 def read_values(path):
     """The keys the file at `path` sets, as written (`lda config show` tells
     them from defaults)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read_file(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
     except OSError as e:  # an I/O error is the disk's, not the configuration's (75)

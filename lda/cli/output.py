@@ -10,11 +10,20 @@ import click
 
 from ..admin.databases import iso_utc, parse_moment
 from ..errors import LdaError, UsageError
+from ..log import printable
 
 
 def warn(text):
-    """One line on stderr, led by "lda: " as every error lda prints."""
-    click.echo(f"lda: {text}", err=True)
+    """One line on stderr, led by "lda: " as every error lda prints; what
+    is not printable in it (an argument's line break or escape sequence, a
+    byte that was not UTF-8) escaped, so that it stays one line."""
+    click.echo(f"lda: {printable(text)}", err=True)
+
+
+def note(text):
+    """A line on stderr as a compiler prints it (FILE:LINE:COL: message),
+    escaped as warn() escapes."""
+    click.echo(printable(text), err=True)
 
 
 def output_options(fn):

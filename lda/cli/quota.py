@@ -61,7 +61,7 @@ def quota_recalc(ctx, address, every, as_json, in_bytes):
         summary = recalc_all(open_directory(config), config, lambda done, total:
                              progress.update("recounting", done, total))
     for failed in summary["failed"]:
-        click.echo(f"lda: {failed['address']}: {failed['error']}", err=True)
+        warn(f"{failed['address']}: {failed['error']}")
     if as_json:
         emit_record(summary, True)
     else:

@@ -19,7 +19,7 @@ from ..errors import EX_DATAERR
 from ..sieve.dryrun import check as check_script
 from ..sieve.dryrun import dry_run
 from ..sieve.procmail import convert as procmail_to_sieve
-from .output import emit, emit_record, output_options
+from .output import emit, emit_record, note, output_options, warn
 from .root import cli, load
 
 
@@ -40,7 +40,7 @@ def sieve_check(ctx, path):
     """
     errors = check_script(path, load(ctx).sieve_extensions_extra)
     for line in errors:
-        click.echo(line, err=True)
+        note(line)
     sys.exit(EX_DATAERR if errors else 0)
 
 
@@ -71,7 +71,7 @@ def sieve_test(ctx, path, sender, recipient, original, as_json):
                                      config.sieve_dir if config.per_user else None,
                                      original, as_json)
     for line in notes:
-        click.echo(line, err=True)
+        note(line)
     for line in actions:
         click.echo(line)
     sys.exit(status)
@@ -87,7 +87,7 @@ def sieve_admin(call, as_json):
         if as_json:
             click.echo(json.dumps({"error": str(e), "errors": e.lines}, indent=2))
         for line in e.lines:
-            click.echo(line, err=True)
+            note(line)
         raise
 
 
@@ -174,7 +174,7 @@ def sieve_show(ctx, address, as_json):
     if as_json:
         return emit_record(shown, True)
     if shown["script"] is None:
-        click.echo(f"lda: {shown['address']} has no Sieve script of its own", err=True)
+        warn(f"{shown['address']} has no Sieve script of its own")
         return
     click.echo(shown["script"], nl=False)
 
@@ -250,5 +250,5 @@ def procmail_convert(ctx, path):
                                          maildir=config.maildir if config.per_user else None)
     click.echo(script, nl=False)
     for line, kind, reason in sorted(problems, key=lambda problem: problem.line):
-        click.echo(f"{path}:{line}: {kind}: {reason}", err=True)
+        note(f"{path}:{line}: {kind}: {reason}")
     sys.exit(EX_DATAERR if problems else 0)
