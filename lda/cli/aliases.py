@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ..admin.mailboxes import AliasFileInvalid, compile_aliases
+from ..admin.mailboxes import AliasFileInvalid, aliases_file, compile_aliases
 from ..errors import EX_CONFIG
 from ..store.aliases import check_aliases
 from .output import emit, emit_record, output_options, warn
@@ -21,7 +21,7 @@ def aliases_path(config, path):
     """The file given on the command line, else the configured one."""
     if not (path or config.aliases):
         raise click.UsageError("no aliases file given or configured")
-    return path or config.aliases
+    return aliases_file(path or config.aliases)
 
 
 @aliases.command("compile")

@@ -19,7 +19,7 @@ from ..errors import EX_DATAERR
 from ..sieve.dryrun import check as check_script
 from ..sieve.dryrun import dry_run
 from ..sieve.procmail import convert as procmail_to_sieve
-from .output import emit, emit_record, note, output_options, warn
+from .output import ADDRESS, emit, emit_record, note, output_options, warn
 from .root import cli, load
 
 
@@ -92,7 +92,7 @@ def sieve_admin(call, as_json):
 
 
 @sieve.command("install")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", help="Store it under this name (default: the file's, less .sieve).")
 @click.option("--activate/--no-activate", default=True, show_default=True,
@@ -119,7 +119,7 @@ def sieve_install(ctx, address, path, name, activate, as_json):
 
 
 @sieve.command("list")
-@click.argument("address", required=False)
+@click.argument("address", type=ADDRESS, required=False)
 @output_options
 @click.pass_context
 def sieve_list(ctx, address, as_json):
@@ -137,7 +137,7 @@ def sieve_list(ctx, address, as_json):
 
 
 @sieve.command("activate")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("name")
 @output_options
 @click.pass_context
@@ -160,7 +160,7 @@ def sieve_activate(ctx, address, name, as_json):
 
 
 @sieve.command("show")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @output_options
 @click.pass_context
 def sieve_show(ctx, address, as_json):
@@ -180,7 +180,7 @@ def sieve_show(ctx, address, as_json):
 
 
 @sieve.command("deactivate")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @output_options
 @click.pass_context
 def sieve_deactivate(ctx, address, as_json):
@@ -197,7 +197,7 @@ def sieve_deactivate(ctx, address, as_json):
 
 
 @sieve.command("delete")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("name")
 @output_options
 @click.pass_context
@@ -212,7 +212,7 @@ def sieve_delete(ctx, address, name, as_json):
 
 
 @sieve.command("rename")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("old")
 @click.argument("new")
 @output_options
