@@ -33,8 +33,10 @@ BENIGN = {"address": "alice@example.org", "name": "x", "old": "x", "new": "y",
           "url": "postgresql://lda@127.0.0.1:1/lda"}
 # Every status an admin command may answer a hostile value with: done (a
 # lookup that finds nothing, `lda explain` refusing a recipient), usage,
-# bad data, no such name, configuration (an aliases file given that is none).
-ANSWERS = {0, 64, 65, 67, 78}
+# bad data, no such name, there already (the good address of `mailbox
+# create` while another option's value passes), configuration (an aliases
+# file given that is none).
+ANSWERS = {0, 64, 65, 67, 73, 78}
 
 
 def cases():
