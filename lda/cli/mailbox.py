@@ -11,10 +11,10 @@ from ..admin.mailboxes import (ManagedModeOnly, get_mailbox, list_mailboxes, ope
 from ..admin.hostmove import HostMove, Receiver, is_host_move
 from ..admin.move import Move
 from ..admin.quota import set_quota
-from ..config import parse_size
+from ..config import parse_count, parse_size
 from ..errors import UnknownName
 from .output import (ADDRESS, DATABASE, DEFAULT, Parsed, Progress, emit, emit_record,
-                     output_options, parse_count, size_option, warn)
+                     output_options, size_option, warn)
 from .root import cli, load
 
 

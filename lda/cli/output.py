@@ -10,7 +10,7 @@ import click
 
 from ..admin.databases import iso_utc, parse_moment
 from ..admin.hostmove import MAX_ADDRESS
-from ..errors import LdaError, UsageError
+from ..errors import LdaError
 from ..log import printable
 
 
@@ -196,12 +196,6 @@ def article(noun):
 # A Sieve script's name has its own check, sieve.script.bad_name (64).
 ADDRESS, DATABASE, HOST, RECORD = (Name(kind) for kind in (
     "address", "database name", "host name", "partial delivery id"))
-
-
-def parse_count(value, key="count"):
-    if not (value.strip().isascii() and value.strip().isdigit()):
-        raise UsageError(f"{key}: {value!r} is not a number of messages")
-    return int(value)
 
 
 class Progress:
