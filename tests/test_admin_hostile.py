@@ -246,3 +246,20 @@ def test_click_usage_errors_are_escaped(hostile_site, args):
     """Click's own usage errors, printed by LdaGroup: one line, 64."""
     site, _ = hostile_site
     assert_one_clean_line(site.run(*args), {64})
+
+
+@pytest.mark.parametrize("nesting", ["[" * 2000 + "]" * 2000, "{a = " * 2000 + "1" + "}" * 2000],
+                         ids=["arrays", "inline-tables"])
+def test_a_toml_file_nested_too_deep_is_78_in_one_line(site, nesting):
+    """Found by fuzz_config.py: tomllib recurses once per level, and a
+    file nested 2000 deep was a RecursionError traceback (75) in every
+    command, lda deliver's included."""
+    site.config.write_text(site.config.read_text() + f"quota_status_success = {nesting}\n")
+    check = site.run("config", "check")  # its problems are lines on stdout
+    assert_no_traceback(check)
+    assert check.returncode == 78 and b"invalid TOML" in check.stdout, check
+    line = assert_one_clean_line(site.run("mailbox", "list"), {78})
+    assert "invalid TOML" in line, line
+    done = site.deliver(b"Subject: x\n\nx\n", "alice@example.org")
+    assert_no_traceback(done)
+    assert done.returncode == 78, done.stderr
