@@ -555,4 +555,7 @@ def read_values(path):
             values = tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        except RecursionError:  # tomllib recurses once per level of [ and {
+            raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too "
+                              "deep") from None
     return values
