@@ -5,7 +5,9 @@ With no configuration file lda runs in per-user mode (the invoking user's
 `|lda deliver` in ~/.forward need nothing else.
 """
 
+import errno
 import os
+import stat
 
 from .errors import ConfigError, TemporaryFailure, is_file_problem
 
@@ -15,6 +17,27 @@ SCRIPT_IN_MAILBOX = "lda.sieve"
 # ...and its stored scripts (lda sieve install), which include :personal reads.
 SCRIPTS_IN_MAILBOX = "sieve"
 MAX_EXPIRATION_HOURS = 100 * 366 * 24
+# The bounds of the numbers lda takes (lda.toml(5) and lda(1) list them):
+# far beyond any real site, and far below what overflows a C long, a
+# timeout or SQLite's 64-bit integer.
+MAX_SIZE = 1024**5  # 1024T: sizes and storage quotas
+MAX_DURATION = MAX_EXPIRATION_HOURS * 3600  # 100 years: partial_expiration, --older-than
+MAX_MESSAGES = 10**9  # a message-count quota
+DAY = 86400
+# key: (least, most, what a value means where it is special).
+RANGES = {
+    "expiration_hours": (1, MAX_EXPIRATION_HOURS, " (100 years)"),
+    "cleanup_interval_seconds": (1, 366 * DAY, " (a year)"),
+    "lock_timeout_seconds": (1, DAY, " (a day)"),
+    "quota_messages": (0, MAX_MESSAGES, " (0: none)"),
+    "lmtp_processes": (0, 1024, " (0: automatic)"),
+    "lmtp_workers": (0, 1024, " (0: no threads)"),
+    "lmtp_max_sessions": (1, 100_000, ""),
+    "lmtp_max_recipients": (1, 100_000, ""),
+    "lmtp_idle_timeout": (1, DAY, " (a day)"),
+    "policy_idle_timeout": (1, DAY, " (a day)"),
+    "socketmap_idle_timeout": (1, DAY, " (a day)"),
+}
 # Dovecot's default quota_exceeded_message, which a client of either reads.
 QUOTA_EXCEEDED = "Quota exceeded (mailbox for user is full)"
 # The longest quota_exceeded_message: one reply line holds it with the
@@ -262,25 +285,13 @@ class Config:
         setattr(self, key, value)
 
     def _check_ranges(self):
-        if not 1 <= self.expiration_hours <= MAX_EXPIRATION_HOURS:
-            raise ConfigError(f"{self.path}: expiration_hours must be between 1 "
-                              f"and {MAX_EXPIRATION_HOURS} (100 years)")
-        if self.cleanup_interval_seconds < 1:
-            raise ConfigError(f"{self.path}: cleanup_interval_seconds must be >= 1")
-        if self.lmtp_workers < 0:
-            raise ConfigError(f"{self.path}: lmtp_workers must be >= 0 (0: no threads)")
-        if self.lmtp_processes < 0:
-            raise ConfigError(f"{self.path}: lmtp_processes must be >= 0 (0: automatic)")
+        for key, (least, most, meaning) in RANGES.items():
+            if not least <= getattr(self, key) <= most:
+                raise ConfigError(f"{self.path}: {key} must be at least {least} and at most "
+                                  f"{most}{meaning}, not {getattr(self, key)}")
         if self.sieve_editheader_max_header_size < 1024:  # RFC 5293 section 4: >= 998
             raise ConfigError(f"{self.path}: sieve_editheader_max_header_size must be "
                               ">= 1024, as Pigeonhole's")
-        for key in ("lmtp_max_sessions", "lmtp_idle_timeout", "lmtp_max_recipients",
-                    "policy_idle_timeout", "socketmap_idle_timeout"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{self.path}: {key} must be >= 1")
-        if self.quota_messages < 0 or self.lock_timeout_seconds < 1:
-            raise ConfigError(f"{self.path}: quota_messages must be >= 0 and "
-                              "lock_timeout_seconds >= 1")
         if not self.sendmail or not all(isinstance(a, str) for a in self.sendmail):
             raise ConfigError(f"{self.path}: sendmail must be a list of strings")
         if not self.move_command or not all(isinstance(a, str) for a in self.move_command):
@@ -390,6 +401,8 @@ def parse_size(value, key="size"):
         number = int(digits) * SIZE_SUFFIXES[suffix]
     if number < 0:
         raise ConfigError(f"{key} must not be negative")
+    if number > MAX_SIZE:
+        raise ConfigError(f"{key}: {value!r} is more than lda takes: at most 1024T")
     return number
 
 
@@ -401,6 +414,8 @@ def parse_grace(value, key="quota_grace"):
         if not (digits.isascii() and digits.isdigit()):
             raise ConfigError(f"{key}: {value!r} is not a size like 1M or a "
                               "percentage like 10%")
+        if int(digits) > 100:
+            raise ConfigError(f"{key}: {value!r} is more than lda takes: at most 100%")
         return int(digits), 0
     return 0, parse_size(value, key)
 
@@ -421,7 +436,19 @@ def parse_duration(value, key="duration"):
         seconds = int(digits) * DURATION_UNITS[unit]
     if seconds <= 0:
         raise ConfigError(f"{key} must be positive")
+    if seconds > MAX_DURATION:
+        raise ConfigError(f"{key}: {value!r} is more than lda takes: at most 100 years")
     return seconds
+
+
+def parse_count(value, key="count"):
+    """A number of messages, 0 to MAX_MESSAGES, from the command line."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigError(f"{key}: {value!r} is not a number of messages")
+    if int(text) > MAX_MESSAGES:
+        raise ConfigError(f"{key}: {value!r} is more than lda takes: at most {MAX_MESSAGES}")
+    return int(text)
 
 
 THRESHOLD_KINDS = ("storage", "messages")
@@ -495,12 +522,23 @@ def load_config(option=None, environ=os.environ, overrides=None):
     return Config({**read_values(path), **overrides}, path=path, environ=environ)
 
 
+def _read_file(path):
+    """The bytes of the regular file at path.  Opened without blocking, so
+    that a FIFO named as the configuration is refused (EISDIR's 78, as a
+    directory is) instead of waited on until a writer comes."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EISDIR, "not a regular file")
+    with open(fd, "rb") as f:
+        return f.read()
+
+
 def read_values(path):
     """The keys the file at `path` sets, as written (`lda config show` tells
     them from defaults)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = _read_file(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
     except OSError as e:  # an I/O error is the disk's, not the configuration's (75)
@@ -517,4 +555,7 @@ def read_values(path):
             values = tomllib.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        except RecursionError:  # tomllib recurses once per level of [ and {
+            raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too "
+                              "deep") from None
     return values

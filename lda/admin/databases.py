@@ -26,21 +26,27 @@ def iso_utc(timestamp):
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# 10000-01-01T00:00:00Z: datetime, and so every date lda prints, ends before it.
+LAST_MOMENT = 253402300800
+
+
 def parse_moment(text, key="time"):
     """A moment as an admin writes it: Unix seconds ("1800000000") or ISO
     8601 ("2026-12-04T10:00:00Z", "2026-12-04"); without a zone it is UTC,
     as every time lda prints is.  UsageError (64) otherwise."""
     text = text.strip()
     if text.isascii() and text.replace(".", "", 1).isdigit():
-        return float(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{key}: {text!r} is neither Unix seconds nor an ISO 8601 "
-                         "time such as 2026-12-04T10:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+        moment = float(text)
+    else:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise UsageError(f"{key}: {text!r} is neither Unix seconds nor an ISO 8601 "
+                             "time such as 2026-12-04T10:00:00Z") from None
+        moment = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    if not 0 <= moment < LAST_MOMENT:  # what iso_utc can print
+        raise UsageError(f"{key}: {text!r} is not between 1970 and the year 9999")
+    return moment
 
 
 def database_row(db, name):

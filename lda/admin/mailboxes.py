@@ -311,6 +311,17 @@ class AliasFileInvalid(ConfigError):
         self.problems = problems
 
 
+def aliases_file(path):
+    """path, absolute, if there is something there to read; else a
+    ConfigError (78) in one line, as for the configured file."""
+    path = os.path.abspath(path)
+    try:
+        os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read aliases: {e.strerror}") from None
+    return path
+
+
 def compile_aliases(config, path):
     """Check the aliases file and write its compiled table (aliases.table_path
     under state_dir): each key with its members, :include: files expanded,
@@ -323,11 +334,7 @@ def compile_aliases(config, path):
     still refused (AliasFileInvalid, every problem listed; the old table
     then stays): they are no typo on one line, and the file read on each
     delivery already defers only the addresses on them."""
-    path = os.path.abspath(path)
-    try:
-        os.stat(path)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read aliases: {e.strerror}") from None
+    path = aliases_file(path)
     problems, aliases = checked_aliases(path)
     skipped = [p for p in aliases.problems if p.line]
     if len(skipped) < len(problems):

@@ -5,10 +5,10 @@ import sys
 
 import click
 
-from ..admin.mailboxes import AliasFileInvalid, compile_aliases
+from ..admin.mailboxes import AliasFileInvalid, aliases_file, compile_aliases
 from ..errors import EX_CONFIG
 from ..store.aliases import check_aliases
-from .output import emit, emit_record, output_options
+from .output import emit, emit_record, output_options, warn
 from .root import cli, load
 
 
@@ -21,7 +21,7 @@ def aliases_path(config, path):
     """The file given on the command line, else the configured one."""
     if not (path or config.aliases):
         raise click.UsageError("no aliases file given or configured")
-    return path or config.aliases
+    return aliases_file(path or config.aliases)
 
 
 @aliases.command("compile")
@@ -50,11 +50,11 @@ def aliases_compile(ctx, path, as_json):
         if as_json:
             click.echo(json.dumps({"source": path, "problems": problems}, indent=2))
         for problem in e.problems:
-            click.echo(f"lda: {problem}", err=True)
+            warn(str(problem))
         raise
     for problem in summary["problems"]:
-        click.echo(f"lda: warning: {problem['path']}:{problem['line']}: "
-                   f"{problem['message']}; line skipped", err=True)
+        warn(f"warning: {problem['path']}:{problem['line']}: {problem['message']}; "
+             "line skipped")
     if as_json:
         return emit_record(summary, True)
     skipped = len(summary["problems"])

@@ -8,7 +8,8 @@ from ..admin.check import check as check_state
 from ..admin.databases import list_databases, show_database
 from ..admin.hosts import create_database_on
 from ..admin.mailboxes import open_directory
-from .output import Progress, emit, emit_record, output_options, size_option
+from .output import (DATABASE, HOST, Progress, StoredPath, emit, emit_record, output_options,
+                     size_option)
 from .root import cli, load
 
 
@@ -37,10 +38,10 @@ def db_list(ctx, as_json, in_bytes):
 
 
 @database_group.command("create")
-@click.argument("name")
-@click.option("--path", type=click.Path(file_okay=False),
+@click.argument("name", type=DATABASE)
+@click.option("--path", type=StoredPath(file_okay=False),
               help="Its directory (default: STATE_DIR/databases/NAME).")
-@click.option("--host", help="The host that holds it, one 'lda host add' registered "
+@click.option("--host", type=HOST, help="The host that holds it, one 'lda host add' registered "
                              "(default: none; every host delivers to it).  From another "
                              "host, its directory is made there, not here.")
 @output_options
@@ -61,7 +62,7 @@ def db_create(ctx, name, path, host, as_json, in_bytes):
 
 
 @database_group.command("show")
-@click.argument("name")
+@click.argument("name", type=DATABASE)
 @output_options
 @size_option
 @click.pass_context
@@ -77,7 +78,7 @@ def db_show(ctx, name, as_json, in_bytes):
 
 
 @database_group.command("check")
-@click.argument("name", required=False)
+@click.argument("name", type=DATABASE, required=False)
 @output_options
 @click.pass_context
 def db_check(ctx, name, as_json):

@@ -7,8 +7,8 @@ import click
 from ..admin.dedup import (LOOKUP_COLUMNS, cleanup, cleanup_preview, directory_for, forget, lookup,
                            stats)
 from ..config import parse_duration
-from .output import (Parsed, Progress, clock_at, dry_run_options, emit, emit_record, output_options,
-                     warn)
+from .output import (ADDRESS, DATABASE, Parsed, Progress, clock_at, dry_run_options, emit,
+                     emit_record, output_options, warn)
 from .root import cli, load
 
 
@@ -19,7 +19,7 @@ def dedup():
 
 @dedup.command("lookup")
 @click.option("--message-id", required=True, help="With or without <>.")
-@click.option("--mailbox", help="Only this mailbox (and its database).")
+@click.option("--mailbox", type=ADDRESS, help="Only this mailbox (and its database).")
 @output_options
 @click.pass_context
 def dedup_lookup(ctx, message_id, mailbox, as_json):
@@ -36,7 +36,8 @@ def dedup_lookup(ctx, message_id, mailbox, as_json):
 
 @dedup.command("forget")
 @click.option("--message-id", required=True, help="With or without <>.")
-@click.option("--mailbox", help="Only this mailbox's rows (default: every mailbox's).")
+@click.option("--mailbox", type=ADDRESS,
+              help="Only this mailbox's rows (default: every mailbox's).")
 @output_options
 @click.pass_context
 def dedup_forget(ctx, message_id, mailbox, as_json):
@@ -58,7 +59,7 @@ def dedup_forget(ctx, message_id, mailbox, as_json):
 
 
 @dedup.command("cleanup")
-@click.option("--db", "database", help="Only this database (default: all).")
+@click.option("--db", "database", type=DATABASE, help="Only this database (default: all).")
 @click.option("--older-than", type=Parsed("duration", parse_duration),
               help="e.g. 36h or 7d (default: expiration_hours).")
 @dry_run_options
@@ -94,7 +95,7 @@ def dedup_cleanup(ctx, database, older_than, dry_run, now, as_json):
 
 
 @dedup.command("stats")
-@click.option("--db", "database", help="Only this database (default: all).")
+@click.option("--db", "database", type=DATABASE, help="Only this database (default: all).")
 @output_options
 @click.pass_context
 def dedup_stats(ctx, database, as_json):

@@ -4,7 +4,7 @@ import click
 
 from ..admin.hosts import add_host, list_hosts, remove_host
 from ..admin.mailboxes import open_directory, read_directory
-from .output import emit, emit_record, output_options, warn
+from .output import HOST, emit, emit_record, output_options, warn
 from .root import cli, load
 
 HOST_COLUMNS = ["name", "transport", "databases", "created"]
@@ -16,7 +16,7 @@ def host_group():
 
 
 @host_group.command("add")
-@click.argument("name")
+@click.argument("name", type=HOST)
 @click.option("--transport", required=True, metavar="TRANSPORT:NEXTHOP",
               help="What a front-end Postfix's transport map answers for the host's "
                    "mailboxes, e.g. lmtp:inet:10.0.0.2:24.")
@@ -52,7 +52,7 @@ def shown(row, as_json):
 
 
 @host_group.command("remove")
-@click.argument("name")
+@click.argument("name", type=HOST)
 @output_options
 @click.pass_context
 def host_remove(ctx, name, as_json):

@@ -11,10 +11,10 @@ from ..admin.mailboxes import (ManagedModeOnly, get_mailbox, list_mailboxes, ope
 from ..admin.hostmove import HostMove, Receiver, is_host_move
 from ..admin.move import Move
 from ..admin.quota import set_quota
-from ..config import parse_size
+from ..config import parse_count, parse_size
 from ..errors import UnknownName
-from .output import (DEFAULT, Parsed, Progress, emit, emit_record, output_options, parse_count,
-                     size_option, warn)
+from .output import (ADDRESS, DATABASE, DEFAULT, Parsed, Progress, emit, emit_record,
+                     output_options, size_option, warn)
 from .root import cli, load
 
 
@@ -24,14 +24,14 @@ def mailbox():
 
 
 @mailbox.command("create")
-@click.argument("address")
-@click.option("--db", "database", default="default", show_default=True,
+@click.argument("address", type=ADDRESS)
+@click.option("--db", "database", type=DATABASE, default="default", show_default=True,
               help="Mailbox database that holds it.")
 @click.option("--quota-storage", type=Parsed("size", parse_size),
               help="Storage quota, e.g. 500M (default: lda.toml).")
 @click.option("--quota-messages", type=Parsed("count", parse_count),
               help="Message-count quota.")
-@click.option("--forward", multiple=True, help="Forward copies to this address.")
+@click.option("--forward", type=ADDRESS, multiple=True, help="Forward copies to this address.")
 @click.option("--keep-copy/--no-keep-copy", default=True, show_default=True,
               help="With --forward, also deliver to the mailbox itself.")
 @click.option("--adopt", is_flag=True,
@@ -63,7 +63,7 @@ def mailbox_create(ctx, address, database, quota_storage, quota_messages, forwar
 
 
 @mailbox.command("list")
-@click.option("--db", "database", help="Only this database.")
+@click.option("--db", "database", type=DATABASE, help="Only this database.")
 @output_options
 @size_option
 @click.pass_context
@@ -80,7 +80,7 @@ def mailbox_list(ctx, database, as_json, in_bytes):
 
 
 @mailbox.command("show")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @output_options
 @size_option
 @click.pass_context
@@ -95,7 +95,7 @@ def mailbox_show(ctx, address, as_json, in_bytes):
 
 
 @mailbox.command("delete")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.option("--keep-maildir", is_flag=True,
               help="Rename the Maildir aside to MAILDIR.deleted-TIME (the default).")
 @click.option("--purge", is_flag=True, help="Remove the Maildir and its mail.")
@@ -130,8 +130,9 @@ def mailbox_delete(ctx, address, keep_maildir, purge, as_json):
 
 
 @mailbox.command("move")
-@click.argument("address")
-@click.option("--to", "target", help="Target mailbox database (on this host or another).")
+@click.argument("address", type=ADDRESS)
+@click.option("--to", "target", type=DATABASE,
+              help="Target mailbox database (on this host or another).")
 @click.option("--resume", is_flag=True, help="Go on with the unfinished move, wherever it goes.")
 @click.option("--rollback", is_flag=True, help="Undo an unfinished move instead.")
 @output_options
@@ -164,9 +165,9 @@ def mailbox_move(ctx, address, target, resume, rollback, as_json):
 
 
 @mailbox.command("receive")
-@click.option("--confirm", "confirm", metavar="ADDRESS",
+@click.option("--confirm", "confirm", type=ADDRESS, metavar="ADDRESS",
               help="Check that this host now serves ADDRESS (after the flip).")
-@click.option("--abort", "abort", metavar="ADDRESS",
+@click.option("--abort", "abort", type=ADDRESS, metavar="ADDRESS",
               help="Drop what a move of ADDRESS to this host left here.")
 @output_options
 @click.pass_context
@@ -215,7 +216,7 @@ def move_summary(report, rollback):
 
 
 @mailbox.command("set-quota")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.option("--storage", type=Parsed("size", parse_size, keep_default=True),
               help="Bytes, e.g. 500M or 2G; 0 = unlimited; 'default' = lda.toml's.")
 @click.option("--messages", type=Parsed("count", parse_count, keep_default=True),

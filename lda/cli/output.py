@@ -9,12 +9,22 @@ import time
 import click
 
 from ..admin.databases import iso_utc, parse_moment
-from ..errors import LdaError, UsageError
+from ..admin.hostmove import MAX_ADDRESS
+from ..errors import LdaError
+from ..log import printable
 
 
 def warn(text):
-    """One line on stderr, led by "lda: " as every error lda prints."""
-    click.echo(f"lda: {text}", err=True)
+    """One line on stderr, led by "lda: " as every error lda prints; what
+    is not printable in it (an argument's line break or escape sequence, a
+    byte that was not UTF-8) escaped, so that it stays one line."""
+    click.echo(f"lda: {printable(text)}", err=True)
+
+
+def note(text):
+    """A line on stderr as a compiler prints it (FILE:LINE:COL: message),
+    escaped as warn() escapes."""
+    click.echo(printable(text), err=True)
 
 
 def output_options(fn):
@@ -135,10 +145,57 @@ class Parsed(click.ParamType):
             self.fail(str(e).removeprefix(f"{self.name}: "), param, ctx)
 
 
-def parse_count(value, key="count"):
-    if not (value.strip().isascii() and value.strip().isdigit()):
-        raise UsageError(f"{key}: {value!r} is not a number of messages")
-    return int(value)
+class Name(click.ParamType):
+    """A name lda stores and looks up: a mailbox address, a database, a
+    host, a partial delivery's [DB:]ID.  What no stored
+    name can hold is refused here, one usage error (64) for every command,
+    before a lookup hands it to SQLite (a byte that was not UTF-8 is a
+    lone surrogate there: UnicodeEncodeError) or says "no mailbox" with a
+    raw line break: text that is not printable (bytes that were not UTF-8,
+    control characters, line breaks, bidi overrides) or longer than an
+    address may be (MAX_ADDRESS).  What a kind of name allows beyond this
+    (an address's syntax, a database's characters) the library checks."""
+
+    def __init__(self, kind):
+        self.name = kind
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        if not value.isprintable():
+            self.fail(f"'{value[:100]}' is not {article(self.name)}: it holds "
+                      f"{unprintable(value)}", param, ctx)
+        if len(value) > MAX_ADDRESS:
+            self.fail(f"'{value[:100]}...' is not {article(self.name)}: longer than "
+                      f"{MAX_ADDRESS} characters", param, ctx)
+        return value
+
+
+class StoredPath(click.Path):
+    """A path lda keeps in its directory (a database's), so one it can
+    store and print: printable text, as Name's rule."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.isprintable():
+            self.fail(f"'{value[:100]}' holds {unprintable(value)}; lda stores only a path "
+                      "that is printable text", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def unprintable(value):
+    """What keeps value from being printable text, in the reader's words."""
+    if any("\udc80" <= c <= "\udcff" for c in value):  # surrogateescape's bytes
+        return "a byte that is not UTF-8"
+    return "a control character (a line break, an escape, a bidi override)"
+
+
+def article(noun):
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+# A Sieve script's name has its own check, sieve.script.bad_name (64).
+ADDRESS, DATABASE, HOST, RECORD = (Name(kind) for kind in (
+    "address", "database name", "host name", "partial delivery id"))
 
 
 class Progress:

@@ -10,7 +10,8 @@ from ..admin.partial import bounce_partials, bounce_preview, list_partials, retr
 from ..config import parse_duration
 from ..errors import EX_TEMPFAIL
 from ..log import Log
-from .output import Parsed, Progress, clock_at, dry_run_options, emit, output_options
+from .output import (DATABASE, RECORD, Parsed, Progress, clock_at, dry_run_options, emit,
+                     output_options)
 from .root import cli, load
 
 
@@ -44,7 +45,7 @@ def partial_summary(reports, as_json, bounce=False):
 
 
 @partial.command("list")
-@click.option("--db", "database", help="Only this database.")
+@click.option("--db", "database", type=DATABASE, help="Only this database.")
 @output_options
 @click.pass_context
 def partial_list(ctx, database, as_json):
@@ -60,7 +61,7 @@ def partial_list(ctx, database, as_json):
 
 
 @partial.command("retry")
-@click.option("--id", "ids", multiple=True, metavar="[DB:]ID",
+@click.option("--id", "ids", type=RECORD, multiple=True, metavar="[DB:]ID",
               help="Only this record (repeatable); default: all.")
 @output_options
 @click.pass_context
@@ -93,7 +94,7 @@ def partial_retry(ctx, ids, as_json):
 
 
 @partial.command("bounce")
-@click.option("--id", "ids", multiple=True, metavar="[DB:]ID",
+@click.option("--id", "ids", type=RECORD, multiple=True, metavar="[DB:]ID",
               help="This record (repeatable).")
 @click.option("--older-than", type=Parsed("duration", parse_duration),
               help="Records older than this, e.g. 5d or 36h.")

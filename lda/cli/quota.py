@@ -7,7 +7,8 @@ import click
 from ..admin.mailboxes import open_directory, read_directory
 from ..admin.quota import recalc, recalc_all, show_user
 from ..admin.quota import show as show_quota
-from .output import Progress, emit_record, human_size, output_options, size_option, warn
+from .output import (ADDRESS, Progress, emit_record, human_size, output_options, size_option,
+                     warn)
 from .root import cli, load
 
 
@@ -17,7 +18,7 @@ def quota():
 
 
 @quota.command("show")
-@click.argument("address", required=False)
+@click.argument("address", type=ADDRESS, required=False)
 @output_options
 @size_option
 @click.pass_context
@@ -39,7 +40,7 @@ def quota_show(ctx, address, as_json, in_bytes):
 
 
 @quota.command("recalc")
-@click.argument("address", required=False)
+@click.argument("address", type=ADDRESS, required=False)
 @click.option("--all", "every", is_flag=True, help="Every mailbox.")
 @output_options
 @size_option
@@ -61,7 +62,7 @@ def quota_recalc(ctx, address, every, as_json, in_bytes):
         summary = recalc_all(open_directory(config), config, lambda done, total:
                              progress.update("recounting", done, total))
     for failed in summary["failed"]:
-        click.echo(f"lda: {failed['address']}: {failed['error']}", err=True)
+        warn(f"{failed['address']}: {failed['error']}")
     if as_json:
         emit_record(summary, True)
     else:

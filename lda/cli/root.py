@@ -8,6 +8,7 @@ import click
 from ..admin.state import failure
 from ..config import load_config
 from ..errors import EX_USAGE, LdaError, unexpected
+from .output import warn
 
 
 class LdaGroup(click.Group):
@@ -15,27 +16,40 @@ class LdaGroup(click.Group):
     and anything unexpected into a logged traceback and 75 (EX_TEMPFAIL), so
     a timer or a script retries instead of reading Python's 1.  An SQLite
     or OS error that the library met past the point where it names the file
-    (admin_sqlite) is still one line, with the same exit status rule."""
+    (admin_sqlite) is still one line, with the same exit status rule.  The
+    line is printed by warn(), which escapes what it quotes of the command
+    line (a line break, an escape sequence, a byte that was not UTF-8)."""
+
+    def parse_args(self, ctx, args):
+        # lda's own options (-c), parsed before invoke(): the same one line.
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            usage_error(e)
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except LdaError as e:
-            click.echo(f"lda: {e}", err=True)
+            warn(str(e))
             sys.exit(e.exit_code)
         except click.UsageError as e:
-            # EX_USAGE, not click's 2 (no sysexits code), and one line.
-            where = e.ctx.command_path if e.ctx else "lda"
-            click.echo(f"lda: {e.format_message()} (try '{where} --help')", err=True)
-            sys.exit(EX_USAGE)
+            usage_error(e)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as e:  # noqa: BLE001
             known = failure(e)
             if known is not None:
-                click.echo(f"lda: {known}", err=True)
+                warn(str(known))
                 sys.exit(known.exit_code)
             sys.exit(unexpected(e, None))
+
+
+def usage_error(error):
+    """EX_USAGE, not click's 2 (no sysexits code), and one line."""
+    where = error.ctx.command_path if error.ctx else "lda"
+    warn(f"{error.format_message()} (try '{where} --help')")
+    sys.exit(EX_USAGE)
 
 
 def load(ctx):
@@ -44,7 +58,7 @@ def load(ctx):
 
 @click.group(cls=LdaGroup)
 @click.version_option(package_name="lda")
-@click.option("-c", "--config", envvar="LDA_CONFIG", type=click.Path(dir_okay=False),
+@click.option("-c", "--config", envvar="LDA_CONFIG", metavar="FILE",
               help="Configuration file (default /etc/lda/lda.toml).")
 @click.pass_context
 def cli(ctx, config):

@@ -4,19 +4,20 @@ every other command)."""
 
 import click
 
+from ..config import DAY, RANGES
 from ..log import Log
 from .root import cli, load
 
 
 @cli.command()
 @click.option("--listen", help="unix:PATH or HOST:PORT (default: lmtp_listen).")
-@click.option("--processes", type=click.IntRange(min=0),
+@click.option("--processes", type=click.IntRange(*RANGES["lmtp_processes"][:2]),
               help="Server processes; 0: 4 per CPU (at most 32), or 1 per CPU with "
                    "--workers (default: lmtp_processes).")
-@click.option("--workers", type=click.IntRange(min=0),
+@click.option("--workers", type=click.IntRange(*RANGES["lmtp_workers"][:2]),
               help="Delivery threads in each process; 0: none, deliver in the "
                    "process's own thread (default: lmtp_workers).")
-@click.option("--grace", default=300, show_default=True, type=click.IntRange(min=0),
+@click.option("--grace", default=300, show_default=True, type=click.IntRange(0, DAY),
               help="Seconds to finish deliveries after SIGTERM.")
 @click.pass_context
 def lmtp(ctx, listen, processes, workers, grace):

@@ -19,7 +19,7 @@ from ..errors import EX_DATAERR
 from ..sieve.dryrun import check as check_script
 from ..sieve.dryrun import dry_run
 from ..sieve.procmail import convert as procmail_to_sieve
-from .output import emit, emit_record, output_options
+from .output import ADDRESS, emit, emit_record, note, output_options, warn
 from .root import cli, load
 
 
@@ -40,7 +40,7 @@ def sieve_check(ctx, path):
     """
     errors = check_script(path, load(ctx).sieve_extensions_extra)
     for line in errors:
-        click.echo(line, err=True)
+        note(line)
     sys.exit(EX_DATAERR if errors else 0)
 
 
@@ -71,7 +71,7 @@ def sieve_test(ctx, path, sender, recipient, original, as_json):
                                      config.sieve_dir if config.per_user else None,
                                      original, as_json)
     for line in notes:
-        click.echo(line, err=True)
+        note(line)
     for line in actions:
         click.echo(line)
     sys.exit(status)
@@ -87,12 +87,12 @@ def sieve_admin(call, as_json):
         if as_json:
             click.echo(json.dumps({"error": str(e), "errors": e.lines}, indent=2))
         for line in e.lines:
-            click.echo(line, err=True)
+            note(line)
         raise
 
 
 @sieve.command("install")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", help="Store it under this name (default: the file's, less .sieve).")
 @click.option("--activate/--no-activate", default=True, show_default=True,
@@ -119,7 +119,7 @@ def sieve_install(ctx, address, path, name, activate, as_json):
 
 
 @sieve.command("list")
-@click.argument("address", required=False)
+@click.argument("address", type=ADDRESS, required=False)
 @output_options
 @click.pass_context
 def sieve_list(ctx, address, as_json):
@@ -137,7 +137,7 @@ def sieve_list(ctx, address, as_json):
 
 
 @sieve.command("activate")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("name")
 @output_options
 @click.pass_context
@@ -160,7 +160,7 @@ def sieve_activate(ctx, address, name, as_json):
 
 
 @sieve.command("show")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @output_options
 @click.pass_context
 def sieve_show(ctx, address, as_json):
@@ -174,13 +174,13 @@ def sieve_show(ctx, address, as_json):
     if as_json:
         return emit_record(shown, True)
     if shown["script"] is None:
-        click.echo(f"lda: {shown['address']} has no Sieve script of its own", err=True)
+        warn(f"{shown['address']} has no Sieve script of its own")
         return
     click.echo(shown["script"], nl=False)
 
 
 @sieve.command("deactivate")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @output_options
 @click.pass_context
 def sieve_deactivate(ctx, address, as_json):
@@ -197,7 +197,7 @@ def sieve_deactivate(ctx, address, as_json):
 
 
 @sieve.command("delete")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("name")
 @output_options
 @click.pass_context
@@ -212,7 +212,7 @@ def sieve_delete(ctx, address, name, as_json):
 
 
 @sieve.command("rename")
-@click.argument("address")
+@click.argument("address", type=ADDRESS)
 @click.argument("old")
 @click.argument("new")
 @output_options
@@ -250,5 +250,5 @@ def procmail_convert(ctx, path):
                                          maildir=config.maildir if config.per_user else None)
     click.echo(script, nl=False)
     for line, kind, reason in sorted(problems, key=lambda problem: problem.line):
-        click.echo(f"{path}:{line}: {kind}: {reason}", err=True)
+        note(f"{path}:{line}: {kind}: {reason}")
     sys.exit(EX_DATAERR if problems else 0)
