@@ -31,8 +31,8 @@ Should the descriptors run out all the same (the system's own limit),
 lda stops accepting for a second at a time, and counts those pauses in
 its log as it counts refusals (Acceptor).
 
-SIGTERM or SIGINT stops accepting and closes the connections; Postfix
-reconnects to the next server.
+SIGTERM or SIGINT stops accepting and closes the connections, saying how
+many in the log; Postfix reconnects to the next server.
 """
 
 import asyncio
@@ -64,6 +64,7 @@ class Service:
 
     def __init__(self, config, log, name, threads=THREADS, timeout=LOOKUP_SECONDS,
                  limit=MAX_CONNECTIONS):
+        self.name = name
         self.answers = Answers(config, ThreadResolvers(config, log=log), self._failed)
         self.loop = None  # serve()'s
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lookup")
@@ -223,6 +224,9 @@ async def serve(service, session, sock):
     acceptor = Acceptor(loop, sock, service, connected)
     await stop.wait()
     acceptor.close()
+    plural = "s" if service.connections != 1 else ""
+    service.log.info(f"{service.name}: stopping; {service.connections} connection{plural} "
+                     "closed")
     for writer in list(open_writers):
         writer.close()
     for tally in service.tallies:
