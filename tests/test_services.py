@@ -17,7 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import LDA, fill_mailbox, raise_open_files, wait_until
+from conftest import LDA, fill_mailbox, open_files_of, raise_open_files, wait_until
 from postfix import free_port
 from test_quota_replies import FULL
 
@@ -612,14 +612,6 @@ def test_a_stop_with_clients_connected_is_quiet_and_prompt(quota_site, services,
 
 
 # --- both services: open files -----------------------------------------------
-
-def open_files_of(pid):
-    """(soft, hard) RLIMIT_NOFILE of a running process."""
-    with open(f"/proc/{pid}/limits") as limits:
-        [line] = [line for line in limits if line.startswith("Max open files")]
-    soft, hard = line.split()[3:5]
-    return int(soft), int(hard)
-
 
 def cpu_seconds(pid):
     """The user and system CPU time a process has used."""
