@@ -4,6 +4,7 @@ writes its own service addresses in, and log what they turn away alike
 (Tally)."""
 
 import asyncio
+import errno
 import os
 import resource
 import socket
@@ -19,8 +20,15 @@ MAX_UNIX_PATH = 108  # sun_path's size on Linux, its terminating NUL included
 # master says "process_limit reached" at most once a second).
 REPORT_SECONDS = 60
 # Descriptors a server keeps for other things than its connections: the
-# listening socket, the event loop's, SQLite files, a maildirsize being read.
+# listening socket, the event loop's, SQLite files, a maildirsize being read,
+# a message being written, a sendmail's pipes.
 FILES_RESERVED = 64
+# What accept() fails with when descriptors or memory run out: a server
+# stops accepting this long, as asyncio's own server does
+# (ACCEPT_RETRY_DELAY), rather than spin, and counts the pauses
+# (accept_failures).
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+PAUSE_SECONDS = 1
 
 
 def parse_listen(listen, service="lmtp"):
@@ -119,13 +127,13 @@ def _check_replaceable(path):
                           "listen somewhere else or remove it")
 
 
-def connection_limit(connections, log, name):
+def connection_limit(connections, log, name, unit="connections", wanted=None):
     """How many connections a server can hold at once, at most
     `connections`: each holds a descriptor, and a server out of them can
     accept nobody, not even to refuse.  The soft open-files limit (often
     1,024) is raised for them and FILES_RESERVED, and no further, since the
     hard limit may be a million; the log says when not even the hard limit
-    holds them."""
+    holds them (`unit` and `wanted`, the setting asked for, name them)."""
     needed = connections + FILES_RESERVED
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -138,9 +146,16 @@ def connection_limit(connections, log, name):
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return connections
     limit = max(1, soft - FILES_RESERVED)
-    log.warning(f"{name}: at most {soft} open files (ulimit -n): {limit} connections at once, "
-                f"not {connections}")
+    log.warning(f"{name}: at most {soft} open files (ulimit -n): {limit} {unit} at once, "
+                f"not {wanted or connections}")
     return limit
+
+
+def accept_failures(log, name):
+    """The Tally of accept() calls that found no descriptor or memory
+    (OUT_OF_RESOURCES), each followed by a pause of PAUSE_SECONDS."""
+    return Tally(log.warning, name, f"(accepting paused {PAUSE_SECONDS} s after each)",
+                 unit="accept() failure")
 
 
 def peer(writer):
