@@ -4,7 +4,6 @@ address that cannot be served is the administrator's to fix: exit 78 and
 one line naming it, never a traceback, never 75 (waiting mends nothing),
 and nothing on disk touched."""
 
-import os
 import socket
 import subprocess
 
