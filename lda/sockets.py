@@ -4,9 +4,11 @@ writes its own service addresses in, and log what they turn away alike
 (Tally)."""
 
 import asyncio
+import errno
 import os
 import resource
 import socket
+import stat
 import struct
 
 from .errors import ConfigError
@@ -18,19 +20,49 @@ MAX_UNIX_PATH = 108  # sun_path's size on Linux, its terminating NUL included
 # master says "process_limit reached" at most once a second).
 REPORT_SECONDS = 60
 # Descriptors a server keeps for other things than its connections: the
-# listening socket, the event loop's, SQLite files, a maildirsize being read.
+# listening socket, the event loop's, SQLite files, a maildirsize being read,
+# a message being written, a sendmail's pipes.
 FILES_RESERVED = 64
+# What accept() fails with when descriptors or memory run out: a server
+# stops accepting this long, as asyncio's own server does
+# (ACCEPT_RETRY_DELAY), rather than spin, and counts the pauses
+# (accept_failures).
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+PAUSE_SECONDS = 1
 
 
 def parse_listen(listen, service="lmtp"):
-    """("unix", path) or ("tcp", (host, port)) from unix:PATH, PATH or HOST:PORT."""
+    """("unix", path) or ("tcp", (host, port)) from unix:PATH, PATH or
+    HOST:PORT ([IPv6]:PORT, as Postfix writes it); ConfigError for an
+    address that no socket could have."""
     if listen.startswith("unix:") or listen.startswith("/"):
-        return "unix", listen.removeprefix("unix:")
+        return "unix", _unix_path(listen, service)
+    return "tcp", _tcp_address(listen, service)
+
+
+def _unix_path(listen, service):
+    path = listen.removeprefix("unix:")
+    if not path:
+        raise ConfigError(f"{service} listen address {listen!r}: no path after unix:")
+    if len(os.fsencode(path)) >= MAX_UNIX_PATH:
+        raise ConfigError(f"{service} listen address {listen!r}: longer than a unix "
+                          f"socket's path can be ({MAX_UNIX_PATH} bytes)")
+    return path
+
+
+def _tcp_address(listen, service):
     host, _, port = listen.rpartition(":")
-    if not port.isdigit() or not host:
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:  # an IPv6 address needs brackets: [::1]:24
+        host = ""
+    # isdigit() is true for "²" too; 0 is a port the kernel picks, which no
+    # Postfix table can name.
+    if (not host or "[" in host or "]" in host or not (port.isascii() and port.isdigit())
+            or not 0 < int(port) <= 65535):
         raise ConfigError(f"{service} listen address {listen!r} is neither unix:PATH "
-                          "nor HOST:PORT")
-    return "tcp", (host.strip("[]"), int(port))
+                          "nor HOST:PORT with a port from 1 to 65535 ([::1]:PORT for IPv6)")
+    return host, int(port)
 
 
 def bind(listen, service="lmtp"):
@@ -53,11 +85,21 @@ def _bind_unix(where):
     listening under a name beside it first, then renamed over `where`: a
     client that finds the file can connect (Postfix's lmtp(8) right after a
     restart), and a socket a previous, killed server left is replaced in
-    one step, never missing in between."""
-    os.makedirs(os.path.dirname(where) or ".", mode=0o755, exist_ok=True)
+    one step, never missing in between.  Only a socket is replaced, and the
+    directory must exist: as with Postfix's and Dovecot's sockets, its
+    owner and mode are the administrator's to choose (the unit makes it)."""
+    directory = os.path.dirname(where) or "."
+    try:
+        found = stat.S_ISDIR(os.stat(directory).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        found = False
+    if not found:
+        raise ConfigError(f"{where}: its directory {directory} does not exist")
     staged = where + ".new"
     if len(os.fsencode(staged)) >= MAX_UNIX_PATH:
         staged = where  # no room for a longer name: bound in place, as before
+    for path in {staged, where}:
+        _check_replaceable(path)
     if os.path.lexists(staged):
         os.unlink(staged)  # a socket left by a previous, killed server
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -73,13 +115,25 @@ def _bind_unix(where):
     return sock
 
 
-def connection_limit(connections, log, name):
+def _check_replaceable(path):
+    """ConfigError unless path is free or a socket (an earlier server's):
+    a mistyped address must not cost a file its contents."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(f"{path}: not a socket, which lda would replace; "
+                          "listen somewhere else or remove it")
+
+
+def connection_limit(connections, log, name, unit="connections", wanted=None):
     """How many connections a server can hold at once, at most
     `connections`: each holds a descriptor, and a server out of them can
     accept nobody, not even to refuse.  The soft open-files limit (often
     1,024) is raised for them and FILES_RESERVED, and no further, since the
     hard limit may be a million; the log says when not even the hard limit
-    holds them."""
+    holds them (`unit` and `wanted`, the setting asked for, name them)."""
     needed = connections + FILES_RESERVED
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -92,9 +146,16 @@ def connection_limit(connections, log, name):
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return connections
     limit = max(1, soft - FILES_RESERVED)
-    log.warning(f"{name}: at most {soft} open files (ulimit -n): {limit} connections at once, "
-                f"not {connections}")
+    log.warning(f"{name}: at most {soft} open files (ulimit -n): {limit} {unit} at once, "
+                f"not {wanted or connections}")
     return limit
+
+
+def accept_failures(log, name):
+    """The Tally of accept() calls that found no descriptor or memory
+    (OUT_OF_RESOURCES), each followed by a pause of PAUSE_SECONDS."""
+    return Tally(log.warning, name, f"(accepting paused {PAUSE_SECONDS} s after each)",
+                 unit="accept() failure")
 
 
 def peer(writer):

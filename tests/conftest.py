@@ -66,6 +66,14 @@ def raise_open_files(needed):
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+def open_files_of(pid):
+    """(soft, hard) RLIMIT_NOFILE of a running process."""
+    with open(f"/proc/{pid}/limits") as limits:
+        [line] = [line for line in limits if line.startswith("Max open files")]
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
 def without_site(script, env):
     """Run script in a fresh interpreter started with -S, lda importable
     through PYTHONPATH: what the environment's .pth files import (an
@@ -395,12 +403,13 @@ def lmtp(make_site):
 
     servers = []
 
-    def start(*args, listen=None, cpus=None, open_files=None, **settings):
+    def start(*args, listen=None, cpus=None, open_files=None, pass_fds=(), **settings):
         site = make_site(**settings)
         *_, full = site.create_many(*[(f"{name}@example.org",) for name in "abcd"],
                                     ("full@example.org", "--quota-storage", "1M"))
         fill_mailbox(full, 1024**2)
-        server = Server(site, *args, listen=listen, cpus=cpus, open_files=open_files)
+        server = Server(site, *args, listen=listen, cpus=cpus, open_files=open_files,
+                        pass_fds=pass_fds)
         server.site = site
         servers.append(server)
         return server

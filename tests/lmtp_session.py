@@ -106,19 +106,22 @@ def limit_child(cpus, open_files):
     if cpus:
         os.sched_setaffinity(0, cpus)
     if open_files:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+        resource.setrlimit(resource.RLIMIT_NOFILE, open_files if isinstance(open_files, tuple)
+                           else (open_files, open_files))
 
 
 class Server:
-    def __init__(self, site, *args, listen=None, cpus=None, session=False, open_files=None):
+    def __init__(self, site, *args, listen=None, cpus=None, session=False, open_files=None,
+                 pass_fds=()):
         """session: in a process group of its own, which kill() ends at once;
         cpus: the CPUs it may run on; open_files: its RLIMIT_NOFILE, soft
-        and hard."""
+        and hard, or a (soft, hard) pair; pass_fds: descriptors it inherits."""
         self.path = site.root / "lmtp.sock"
         self.listen = listen or f"unix:{self.path}"
         self.proc = subprocess.Popen([LDA, "lmtp", "--listen", self.listen, *args],
                                      env=site.env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=session,
+                                     pass_fds=pass_fds,
                                      preexec_fn=lambda: limit_child(cpus, open_files))
         wait_until(lambda: self.listening() or self.proc.poll() is not None, 30,
                    "lda lmtp to start")

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import maildir_files, message, raise_open_files, wait_until
+from conftest import maildir_files, message, open_files_of, raise_open_files, wait_until
 from lmtp_session import Client
 from statuscodes import (
     S221_BYE, S250_DELIVERED, S250_OK, S250_RCPT, S250_SENDER, S421_IDLE, S421_SHUTDOWN,
@@ -321,6 +321,57 @@ def test_sessions_are_held_to_what_the_open_files_limit_allows(lmtp):
     # Each refusal is counted in the log, in a line or two (not one each).
     counted = re.findall(r"lmtp: (\d+) connections? refused: 236 sessions open", err)
     assert 1 <= len(counted) <= 3 and sum(map(int, counted)) == 600 - welcomed, err
+
+def test_the_open_files_limit_is_raised_as_far_as_the_sessions_need(lmtp):
+    """Started under a soft limit of 256 open files, lda lmtp raised it to
+    the hard limit, however high (a million on some systems), in every
+    process.  It is raised for lmtp_max_sessions and the files a process
+    keeps besides, and no further, as lda policy and lda socketmap do."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4 * 1000:
+        pytest.skip(f"the hard limit of open files is {hard}")
+    server = lmtp("--processes", "1", open_files=(256, hard))
+    soft, kept_hard = open_files_of(server.proc.pid)
+    assert 1000 < soft <= 2 * 1000, soft
+    assert kept_hard == (hard if hard != resource.RLIM_INFINITY else kept_hard)
+    code, err = server.stop()
+    assert code == 0 and "open files" not in err, err
+
+def test_accept_failures_out_of_descriptors_are_counted_not_logged_each_second(lmtp):
+    """With its descriptors gone before lmtp_max_sessions (here 100
+    inherited ones; in the field the system's own limit, ENFILE), accept()
+    fails with EMFILE: lda lmtp logged "cannot accept: ...; pausing 1s"
+    once a second for as long as it lasted.  The pauses are counted in the
+    log as lda policy counts its own; lda lmtp serves again after."""
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(100)]
+    try:
+        server = lmtp("--processes", "1", open_files=256, pass_fds=spare)
+    finally:
+        for fd in spare:
+            os.close(fd)
+    held = []
+    try:
+        for _ in range(160):
+            held.append(socket.socket(socket.AF_UNIX))
+            held[-1].connect(str(server.path))
+        time.sleep(5)
+    finally:
+        close_all(held)
+
+    def greeted():
+        try:
+            client = server.client()
+        except (ConnectionError, OSError):
+            return False
+        client.drop()
+        return client.greeting.startswith("220 ")
+
+    assert wait_until(greeted, 30, "a greeting")
+    code, err = server.stop()
+    assert code == 0 and "Traceback" not in err, err
+    failures = [int(n) for n in re.findall(r"lmtp: (\d+) accept\(\) failures?", err)]
+    assert len(failures) <= 2 and sum(failures) >= 3, err
+    assert "Too many open files" in err and "pausing" not in err, err
 
 # -- MAIL and RCPT are checked as lda deliver checks them -------------------
 

@@ -16,6 +16,10 @@ processes (each keeps its count in memory they share): a connection beyond
 that is answered 421 4.3.2 and closed at once, so that a flood of idle
 connections neither exhausts the descriptors nor leaves the next client
 waiting for a greeting that never comes.
+The soft open-files limit is raised for them and no further, as for lda
+policy (sockets.connection_limit); should descriptors run out all the same
+(the system's own limit), a process stops accepting for a second at a
+time, and counts those pauses in the log (sockets.accept_failures).
 
 SIGTERM or SIGINT closes the listening socket at once; each process lets
 every delivery under way finish and answer (up to `grace` seconds), and
@@ -27,19 +31,18 @@ retry harmless.  The unix socket is removed last.
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import gc
 import mmap
 import os
-import resource
 import signal
 import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..sockets import Tally, bind, parse_listen
+from ..sockets import (OUT_OF_RESOURCES, PAUSE_SECONDS, Tally, accept_failures, bind,
+                       connection_limit, parse_listen)
 from .handler import DeliveryHandler, preload
 from .protocol import LdaLMTP
 
@@ -66,9 +69,6 @@ MAX_AUTO_PROCESSES = 32
 
 SHUTTING_DOWN = "421 4.3.2 lda LMTP shutting down, try again later"
 TOO_MANY_SESSIONS = b"421 4.3.2 too many sessions, try again later\r\n"
-# Descriptors a process keeps for other things than sessions: the listening
-# socket, SQLite files, a message being written, a sendmail's pipes.
-FILES_RESERVED = 64
 
 
 class SessionCounts:
@@ -101,22 +101,9 @@ class SessionCounts:
 
 def session_limit(config, log):
     """lmtp_max_sessions, or fewer if the open-files limit would not hold
-    them: each session holds a descriptor, and a process out of them can
-    accept nobody, not even to say 421.  The soft limit (often 1,024) is
-    raised to the hard one first."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):
-            pass  # an unlimited hard limit is over the kernel's nr_open
-    if soft == resource.RLIM_INFINITY or soft - FILES_RESERVED >= config.lmtp_max_sessions:
-        return config.lmtp_max_sessions
-    limit = max(1, soft - FILES_RESERVED)
-    log.warning(f"lmtp: at most {soft} open files (ulimit -n): {limit} sessions at once, "
-                f"not lmtp_max_sessions = {config.lmtp_max_sessions}")
-    return limit
+    them (sockets.connection_limit): any one process may hold them all."""
+    return connection_limit(config.lmtp_max_sessions, log, "lmtp", "sessions",
+                            f"lmtp_max_sessions = {config.lmtp_max_sessions}")
 
 
 def process_count(config):
@@ -148,6 +135,7 @@ class Acceptor:
         self.tasks = set()
         self.refused = Tally(log.warning, "lmtp", f"refused: {limit} sessions open, "
                                                   "the most lda lmtp holds")
+        self.unaccepted = accept_failures(log, "lmtp")
         loop.add_reader(sock, self._accept)
 
     def protocol(self):
@@ -178,12 +166,11 @@ class Acceptor:
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another process took it
         except OSError as e:
-            if e.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            if e.errno not in OUT_OF_RESOURCES:
                 raise
-            # Out of descriptors: pause, as asyncio's server does, rather than spin.
-            self.log.warning(f"lmtp: cannot accept: {e.strerror}; pausing 1s")
+            self.unaccepted.add(e.strerror)
             self.loop.remove_reader(self.sock)
-            self.loop.call_later(1, self._resume)
+            self.loop.call_later(PAUSE_SECONDS, self._resume)
             return
         if not self.counts.take(self.slot, self.limit):
             _refuse(conn)
@@ -210,6 +197,7 @@ class Acceptor:
             self.loop.remove_reader(self.sock)
             self.sock.close()
         self.refused.flush()
+        self.unaccepted.flush()
 
     def close_sessions(self, status):
         for session in list(self.open):

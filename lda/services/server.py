@@ -31,28 +31,24 @@ Should the descriptors run out all the same (the system's own limit),
 lda stops accepting for a second at a time, and counts those pauses in
 its log as it counts refusals (Acceptor).
 
-SIGTERM or SIGINT stops accepting and closes the connections; Postfix
-reconnects to the next server.
+SIGTERM or SIGINT stops accepting and closes the connections, saying how
+many in the log; Postfix reconnects to the next server.
 """
 
 import asyncio
-import errno
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
 from ..deliver.resolve import ThreadResolvers
 from ..errors import ConfigError
-from ..sockets import BACKLOG, Tally, bind, connection_limit
+from ..sockets import (BACKLOG, OUT_OF_RESOURCES, PAUSE_SECONDS, Tally, accept_failures, bind,
+                       connection_limit)
 from .answers import Answers
 
 THREADS = 4
 LOOKUP_SECONDS = 10
 # Postfix opens one connection per smtpd process (default_process_limit 100).
 MAX_CONNECTIONS = 1000
-# What accept() fails with when descriptors or memory run out: accepting
-# pauses this long, as asyncio's own server does (ACCEPT_RETRY_DELAY).
-OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-PAUSE_SECONDS = 1
 # The longest request line lda policy reads (a StreamReader's limit).
 LINE_LIMIT = 1 << 17
 
@@ -64,6 +60,7 @@ class Service:
 
     def __init__(self, config, log, name, threads=THREADS, timeout=LOOKUP_SECONDS,
                  limit=MAX_CONNECTIONS):
+        self.name = name
         self.answers = Answers(config, ThreadResolvers(config, log=log), self._failed)
         self.loop = None  # serve()'s
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lookup")
@@ -76,8 +73,7 @@ class Service:
                                                 f"the most lda {name} serves")
         self.idled = Tally(log.info, name, f"closed: idle past {name}_idle_timeout "
                                            f"({self.idle_timeout} s)")
-        self.unaccepted = Tally(log.warning, name, "(accepting paused 1 s after each)",
-                                unit="accept() failure")
+        self.unaccepted = accept_failures(log, name)
         # A client can send bad requests as fast as it likes: counted too.
         self.not_understood = Tally(log.warning, name, "not understood", unit="request")
         self.bad_sizes = Tally(log.warning, name, "with a size= that is no number (judged "
@@ -223,6 +219,9 @@ async def serve(service, session, sock):
     acceptor = Acceptor(loop, sock, service, connected)
     await stop.wait()
     acceptor.close()
+    plural = "s" if service.connections != 1 else ""
+    service.log.info(f"{service.name}: stopping; {service.connections} connection{plural} "
+                     "closed")
     for writer in list(open_writers):
         writer.close()
     for tally in service.tallies:

@@ -1,0 +1,183 @@
+"""Where every server listens: `lda lmtp`, `lda policy` and `lda socketmap`
+on unix:PATH or HOST:PORT, from --listen or lda.toml's *_listen keys.  An
+address that cannot be served is the administrator's to fix: exit 78 and
+one line naming it, never a traceback, never 75 (waiting mends nothing),
+and nothing on disk touched."""
+
+import socket
+import subprocess
+
+import pytest
+from conftest import LDA, wait_until
+
+SERVERS = ("lmtp", "policy", "socketmap")
+# lda lmtp in one process: a test that times out kills all of it.
+ARGS = {"lmtp": ["--processes", "1"], "policy": [], "socketmap": []}
+
+
+def start(site, name, *listen):
+    """lda `name` (on `listen`, an option, or else its lda.toml key) in the
+    site's directory."""
+    return subprocess.Popen([LDA, name, *listen, *ARGS[name]], env=site.env, cwd=site.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def refused(site, name, *listen):
+    """The one line of stderr of a server that must exit 78 at once."""
+    server = start(site, name, *listen)
+    try:
+        _, err = server.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        _, err = server.communicate()
+        pytest.fail(f"lda {name} {' '.join(listen)} served: {err.decode()}")
+    lines = err.decode().splitlines()
+    assert server.returncode == 78 and len(lines) == 1, (server.returncode, lines)
+    assert lines[0].startswith("lda: "), lines
+    return lines[0]
+
+
+def serves(server, path):
+    """Whether the server answers on the unix socket at path."""
+    if server.poll() is not None:
+        pytest.fail(f"exited {server.returncode}: {server.stderr.read().decode()}")
+    conn = socket.socket(socket.AF_UNIX)
+    try:
+        conn.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def stop(server):
+    server.terminate()
+    _, err = server.communicate(timeout=60)
+    assert server.returncode == 0 and b"Traceback" not in err, err.decode()
+
+
+# --- unix:PATH ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_file_at_the_socket_path_is_never_replaced(site, name):
+    """`--listen unix:PATH` renamed its socket over whatever PATH was: a
+    mistyped path (lda.toml, a .cf file) lost that file's contents, then
+    served there.  Only a socket is replaced; anything else is named, kept."""
+    precious = site.root / "main.cf"
+    precious.write_text("precious\n")
+    line = refused(site, name, "--listen", f"unix:{precious}")
+    assert str(precious) in line and "not a socket" in line, line
+    assert precious.read_text() == "precious\n"
+    assert not (site.root / "main.cf.new").exists()
+
+
+def test_a_file_at_the_staging_name_is_never_removed_either(site):
+    """The socket is bound beside its path first, as PATH.new, and whatever
+    was at PATH.new was unlinked, socket or not."""
+    path = site.root / "lmtp"
+    precious = site.root / "lmtp.new"
+    precious.write_text("precious\n")
+    line = refused(site, "lmtp", "--listen", f"unix:{path}")
+    assert str(precious) in line and "not a socket" in line, line
+    assert precious.read_text() == "precious\n" and not path.exists()
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_socket_a_killed_server_left_is_replaced(site, name):
+    """A server killed outright leaves its socket file: the next one
+    replaces it (its staging name too), or a restart after a crash fails."""
+    path = site.root / f"{name}.sock"
+    for left in (path, site.root / f"{name}.sock.new"):
+        with socket.socket(socket.AF_UNIX) as dead:
+            dead.bind(str(left))
+    server = start(site, name, "--listen", f"unix:{path}")
+    try:
+        assert wait_until(lambda: serves(server, path), 30, f"lda {name} on {path}")
+    finally:
+        stop(server)
+
+
+def test_a_socket_in_a_directory_that_does_not_exist_is_refused(site):
+    """lda made every missing directory of the path (`unix:/nonexistent/dir/x`
+    served there).  The directory is the administrator's to make, with the
+    owner and mode the MTA needs, as Postfix's and Dovecot's are: lda says
+    which one is missing and makes nothing."""
+    missing = site.root / "missing" / "dir"
+    line = refused(site, "socketmap", "--listen", f"unix:{missing}/socketmap")
+    assert str(missing) in line, line
+    assert not (site.root / "missing").exists()
+
+
+def test_an_empty_socket_path_is_refused(site):
+    """`unix:` bound a socket named `.new` in the working directory, then
+    failed to rename it into the empty name: "lda: .new: No such file or
+    directory", and the `.new` stayed behind."""
+    line = refused(site, "lmtp", "--listen", "unix:")
+    assert "'unix:'" in line, line
+    assert not (site.root / ".new").exists()
+
+
+def test_a_socket_path_too_long_for_a_unix_socket_is_a_configuration_error(site):
+    """A path longer than a unix socket's address holds (108 bytes on
+    Linux) exited 75 ("AF_UNIX path too long"): a configuration error, which
+    a retry does not mend."""
+    path = site.root / ("x" * 120)
+    line = refused(site, "policy", "--listen", f"unix:{path}")
+    assert "108" in line, line
+    assert not path.exists()
+
+
+# --- HOST:PORT ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "listen"), [
+    ("policy", "127.0.0.1:99999"),
+    ("socketmap", "127.0.0.1:65536"),
+    ("lmtp", "127.0.0.1:0"),
+    ("policy", "127.0.0.1:2\u00b2"),
+    ("socketmap", "[::1:2424"),
+    ("lmtp", "[]:2424"),
+    ("policy", "localhost:24:25"),
+    ("socketmap", "::1:2424"),
+    ("lmtp", ":2424"),
+    ("policy", "127.0.0.1:"),
+], ids=["port-99999", "port-65536", "port-0", "superscript-digit", "unclosed-bracket",
+        "empty-brackets", "two-ports", "ipv6-without-brackets", "no-host", "no-port"])
+def test_a_tcp_address_that_is_no_address_is_a_configuration_error(site, name, listen):
+    """Port 99999 was bound as 34463 (the port modulo 65536) while the log
+    said 99999; port 0 as one the kernel picked, which no Postfix table
+    names; `[::1:2424` as ::1; "2²" is a digit to str.isdigit() and
+    failed int() with a traceback; `h:1:2` and `[]:2424` failed name
+    resolution and exited 75."""
+    line = refused(site, name, "--listen", listen)
+    assert repr(listen) in line, line
+
+
+def test_a_bad_address_in_lda_toml_is_refused_as_the_option_is(make_site):
+    site = make_site(policy_listen="127.0.0.1:99999")
+    line = refused(site, "policy")
+    assert "'127.0.0.1:99999'" in line, line
+
+
+def test_an_ipv6_address_in_brackets_is_served(site):
+    with socket.socket(socket.AF_INET6) as probe:
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        port = probe.getsockname()[1]
+    server = start(site, "socketmap", "--listen", f"[::1]:{port}")
+
+    def answering():
+        if server.poll() is not None:
+            pytest.fail(server.stderr.read().decode())
+        try:
+            socket.create_connection(("::1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    try:
+        assert wait_until(answering, 30, "lda socketmap on [::1]")
+    finally:
+        stop(server)
