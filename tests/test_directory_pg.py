@@ -96,8 +96,12 @@ def test_admin_commands_write_postgresql_and_the_mirror_follows_at_once(pg_site)
 def test_hostile_addresses_are_refused_on_postgresql_too(pg_site, address):
     done = pg_site.run("mailbox", "create", address)
     assert done.returncode == 64, out(done)
-    assert pg_site.cluster.psql("SELECT count(*) FROM mailboxes",
-                                dbname(pg_site.dsn)).strip() == "0"
+    # Refused at the argument, the directory's tables may not exist yet.
+    tables = pg_site.cluster.psql("SELECT count(*) FROM information_schema.tables "
+                                  "WHERE table_name = 'mailboxes'", dbname(pg_site.dsn))
+    if tables.strip() != "0":
+        assert pg_site.cluster.psql("SELECT count(*) FROM mailboxes",
+                                    dbname(pg_site.dsn)).strip() == "0"
 
 
 def test_a_slash_in_an_address_never_becomes_a_path_on_postgresql(pg_site):

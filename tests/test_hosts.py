@@ -129,11 +129,15 @@ def test_hostile_host_names_are_refused_and_nothing_changes(hosts):
     for name in HOSTILE_NAMES:
         done = site.run("host", "add", "--transport", TRANSPORT_A, "--", name)
         assert done.returncode == 64, (name, done.stderr)
-        assert done.stderr.startswith(b"lda: invalid host name"), (name, done.stderr)
+        # lda's own check, or the argument's (cli.output.Name) for bytes no
+        # name may hold: one line either way.
+        assert done.stderr.startswith((b"lda: invalid host name", b"lda: Invalid value")) \
+            and b"host name" in done.stderr, (name, done.stderr)
         assert done.stderr.count(b"\n") == 1, (name, done.stderr)
         done = site.run("db", "create", "dbz", f"--host={name}")
         assert done.returncode == 64, (name, done.stderr)
-        assert done.stderr.startswith(b"lda: invalid host name"), (name, done.stderr)
+        assert done.stderr.startswith((b"lda: invalid host name", b"lda: Invalid value")) \
+            and b"host name" in done.stderr, (name, done.stderr)
     assert (listing(site, "host", "list"), listing(site, "db", "list")) == before
     assert not (site.state / "databases" / "dbz").exists()
 
