@@ -1045,8 +1045,9 @@ class Delivery:
                 # then duplicates); the other recipients stand.
                 result.error = TemporaryFailure(
                     f"{target.address}: {error.reply_text()}; {e}")
-                # Its status line (_log_outcomes) says why, once.
-                result.outcomes[target] = result.error
+                # Its status line (_log_outcomes) says why, once, with the
+                # figures the public reason leaves out.
+                result.outcomes[target] = TemporaryFailure(f"{error}; {e}")
                 return
             result.partial.append(target)
 
