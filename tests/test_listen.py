@@ -84,6 +84,47 @@ def test_a_file_at_the_staging_name_is_never_removed_either(site):
 
 
 @pytest.mark.parametrize("name", SERVERS)
+def test_a_socket_another_server_listens_on_is_not_taken(site, name):
+    """A second server on the same path renamed its socket over the first
+    one's, which then served nobody, and Postfix's connections went to
+    whichever started last.  As Dovecot's master, a socket that answers is
+    in use: 78, named; the first server goes on serving."""
+    path = site.root / f"{name}.sock"
+    first = start(site, name, "--listen", f"unix:{path}")
+    try:
+        assert wait_until(lambda: serves(first, path), 30, f"lda {name} on {path}")
+        inode = path.stat().st_ino
+        line = refused(site, name, "--listen", f"unix:{path}")
+        assert str(path) in line and "listening" in line, line
+        assert path.stat().st_ino == inode and serves(first, path)
+    finally:
+        stop(first)
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_server_removes_its_own_socket_and_only_its_own(site, name):
+    """At its stop, lda lmtp unlinked whatever was at its path, a successor's
+    socket too, and lda policy and lda socketmap left theirs behind."""
+    path = site.root / f"{name}.sock"
+    server = start(site, name, "--listen", f"unix:{path}")
+    assert wait_until(lambda: serves(server, path), 30, f"lda {name} on {path}")
+    stop(server)
+    assert not path.exists()
+    server = start(site, name, "--listen", f"unix:{path}")
+    try:
+        assert wait_until(lambda: serves(server, path), 30, f"lda {name} on {path}")
+        path.unlink()  # as a successor replaces it
+        with socket.socket(socket.AF_UNIX) as successor:
+            successor.bind(str(path))
+            successor.listen()
+            stop(server)
+            assert path.exists(), "the successor's socket was removed"
+    finally:
+        if server.poll() is None:
+            stop(server)
+
+
+@pytest.mark.parametrize("name", SERVERS)
 def test_a_socket_a_killed_server_left_is_replaced(site, name):
     """A server killed outright leaves its socket file: the next one
     replaces it (its staging name too), or a restart after a crash fails."""
