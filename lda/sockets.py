@@ -29,6 +29,8 @@ FILES_RESERVED = 64
 # (accept_failures).
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 PAUSE_SECONDS = 1
+# path -> (st_dev, st_ino) of each unix socket this process bound (release).
+_BOUND = {}
 
 
 def parse_listen(listen, service="lmtp"):
@@ -100,6 +102,9 @@ def _bind_unix(where):
         staged = where  # no room for a longer name: bound in place, as before
     for path in {staged, where}:
         _check_replaceable(path)
+    if _answers(where):
+        raise ConfigError(f"{where}: another server is listening there; stop it, or "
+                          "listen somewhere else")
     if os.path.lexists(staged):
         os.unlink(staged)  # a socket left by a previous, killed server
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -109,10 +114,40 @@ def _bind_unix(where):
         sock.listen(BACKLOG)
         if staged != where:
             os.rename(staged, where)
+        found = os.stat(where)
+        _BOUND[where] = (found.st_dev, found.st_ino)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def release(listen, service="lmtp"):
+    """At a server's stop: remove its unix socket, if the file at its path
+    is still the one it bound (a successor may have replaced it since)."""
+    kind, where = parse_listen(listen, service)
+    if kind != "unix" or where not in _BOUND:
+        return
+    try:
+        found = os.stat(where)
+        if (found.st_dev, found.st_ino) == _BOUND.pop(where):
+            os.unlink(where)
+    except FileNotFoundError:
+        pass
+
+
+def _answers(path):
+    """Whether a server accepts connections on the unix socket at path (a
+    socket left by a killed one refuses them, and is replaced)."""
+    if not os.path.lexists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(path)
+        except OSError:  # ECONNREFUSED: nobody listens; a full backlog: EAGAIN
+            return False
+    return True
 
 
 def _check_replaceable(path):

@@ -42,7 +42,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..sockets import (OUT_OF_RESOURCES, PAUSE_SECONDS, Tally, accept_failures, bind,
-                       connection_limit, parse_listen)
+                       connection_limit, release)
 from .handler import DeliveryHandler, preload
 from .protocol import LdaLMTP
 
@@ -304,9 +304,7 @@ def run(config, log, listen=None, grace=300):
             # the process on its way out.
             signal.signal(signum, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        kind, where = parse_listen(listen)
-        if kind == "unix" and os.path.exists(where):
-            os.unlink(where)
+        release(listen)
     log.info("lmtp: stopped")
 
 

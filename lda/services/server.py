@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..deliver.resolve import ThreadResolvers
 from ..errors import ConfigError
 from ..sockets import (BACKLOG, OUT_OF_RESOURCES, PAUSE_SECONDS, Tally, accept_failures, bind,
-                       connection_limit)
+                       connection_limit, release)
 from .answers import Answers
 
 THREADS = 4
@@ -138,7 +138,11 @@ def run(config, log, listen, name):
     limit = connection_limit(MAX_CONNECTIONS, log, name)
     sock = bind(listen, name)
     log.info(f"{name}: listening on {listen}")
-    asyncio.run(serve(Service(config, log, name, limit=limit), session, sock))
+    try:
+        asyncio.run(serve(Service(config, log, name, limit=limit), session, sock))
+    finally:
+        sock.close()
+        release(listen, name)
 
 
 class Acceptor:
