@@ -37,6 +37,7 @@ import tempfile
 import time
 from contextlib import ExitStack, contextmanager
 
+from ..deliver.envelope import MAX_ADDRESS
 from ..errors import (AlreadyExists, TemporaryFailure, UnknownName, UnknownRecipient,
                       UsageError)
 from ..store.directory import Directory
@@ -311,8 +312,6 @@ def run_command_line(argv, feed):
 
 
 # -- the target's side: `lda mailbox receive` ---------------------------------
-
-MAX_ADDRESS = 320  # RFC 3696's 64 + 1 + 255
 
 
 def checked_address(address):

@@ -9,7 +9,7 @@ import time
 import click
 
 from ..admin.databases import iso_utc, parse_moment
-from ..admin.hostmove import MAX_ADDRESS
+from ..deliver.envelope import MAX_ADDRESS
 from ..errors import LdaError
 from ..log import printable
 
