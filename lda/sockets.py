@@ -186,6 +186,25 @@ def connection_limit(connections, log, name, unit="connections", wanted=None):
     return limit
 
 
+def accept(loop, sock, failures, resume):
+    """The next connection waiting on the listening sock, or None: none is
+    waiting (or another process took it), that connection failed on its
+    own (accept(2)'s ECONNABORTED, EPROTO...), or descriptors or memory ran
+    out (OUT_OF_RESOURCES): then accepting pauses for PAUSE_SECONDS, the
+    pause counted in `failures` (accept_failures), and resume() follows."""
+    try:
+        conn, _ = sock.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        if e.errno in OUT_OF_RESOURCES:
+            failures.add(e.strerror)
+            loop.remove_reader(sock)
+            loop.call_later(PAUSE_SECONDS, resume)
+        return None
+    return conn
+
+
 def accept_failures(log, name):
     """The Tally of accept() calls that found no descriptor or memory
     (OUT_OF_RESOURCES), each followed by a pause of PAUSE_SECONDS."""

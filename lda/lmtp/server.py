@@ -41,8 +41,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from ..sockets import (OUT_OF_RESOURCES, PAUSE_SECONDS, Tally, accept_failures, bind,
-                       connection_limit, release)
+from ..sockets import Tally, accept, accept_failures, bind, connection_limit, release
 from .handler import DeliveryHandler, preload
 from .protocol import LdaLMTP
 
@@ -161,16 +160,8 @@ class Acceptor:
                                      MAX_ACCEPT_DELAY), self._resume, True)
             return
         self.waited = False
-        try:
-            conn, _ = self.sock.accept()
-        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-            return  # another process took it
-        except OSError as e:
-            if e.errno not in OUT_OF_RESOURCES:
-                raise
-            self.unaccepted.add(e.strerror)
-            self.loop.remove_reader(self.sock)
-            self.loop.call_later(PAUSE_SECONDS, self._resume)
+        conn = accept(self.loop, self.sock, self.unaccepted, self._resume)
+        if conn is None:
             return
         if not self.counts.take(self.slot, self.limit):
             _refuse(conn)

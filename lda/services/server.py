@@ -41,8 +41,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..deliver.resolve import ThreadResolvers
 from ..errors import ConfigError
-from ..sockets import (BACKLOG, OUT_OF_RESOURCES, PAUSE_SECONDS, Tally, accept_failures, bind,
-                       connection_limit, release)
+from ..sockets import (BACKLOG, Tally, accept, accept_failures, bind, connection_limit,
+                       release)
 from .answers import Answers
 
 THREADS = 4
@@ -151,7 +151,7 @@ class Acceptor:
     more than one descriptor: asyncio's own server accepts a whole backlog
     at a go and closes none until their tasks run, which ran out of
     descriptors under a low limit.  An accept() that finds none pauses
-    accepting for PAUSE_SECONDS, counted in the log (asyncio printed a
+    accepting for a while (sockets.accept), counted in the log (asyncio printed a
     traceback on stderr each time)."""
 
     def __init__(self, loop, sock, service, connected):
@@ -162,17 +162,9 @@ class Acceptor:
     def _accept(self):
         service = self.service
         for _ in range(BACKLOG):  # then the loop's other work, and back
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                if e.errno in OUT_OF_RESOURCES:
-                    service.unaccepted.add(e.strerror)
-                    self.loop.remove_reader(self.sock)
-                    self.loop.call_later(PAUSE_SECONDS, self._resume)
-                    return
-                continue  # that connection's own error (accept(2): ECONNABORTED, EPROTO...)
+            conn = accept(self.loop, self.sock, service.unaccepted, self._resume)
+            if conn is None:
+                return  # the reader calls again for any still waiting
             if service.connections >= service.limit:
                 conn.close()
                 service.refused.add()
