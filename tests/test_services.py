@@ -465,9 +465,11 @@ def idle_service(quota_site, services, name, idle=IDLE, **options):
 def seconds_until_closed(conn, trickle=b"", limit=IDLE + 5):
     """Seconds until lda closes conn, unanswered; meanwhile `trickle` goes
     out a byte every IDLE / 4 s.  None if conn is still open after `limit`."""
+    readable = select.poll()  # not select(): past MAX_CONNECTIONS the fd is > 1023
+    readable.register(conn, select.POLLIN | select.POLLHUP | select.POLLERR)
     started = time.monotonic()
     while time.monotonic() - started < limit:
-        if select.select([conn], [], [], IDLE / 4)[0]:
+        if readable.poll(IDLE / 4 * 1000):
             try:
                 data = conn.recv(4096)
             except ConnectionResetError:
