@@ -234,6 +234,73 @@ def test_a_full_mailbox_that_has_the_message_already_stops_no_one(site):
     assert len(maildir_files(bob)) == 1 and len(maildir_files(full)) == 1
 
 
+def reject_when_full(site):
+    site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                       "log": "stderr", "quota_full": "reject"})
+
+
+@pytest.mark.parametrize("order", ["full-last", "full-first"])
+def test_a_refusal_found_after_another_copy_is_stored_goes_out_as_a_dsn(site, order):
+    """A full mailbox with a Sieve script is judged only when its script
+    has run, under the locks, after bob's copy may be stored (so is one
+    that filled in a race with the pre-check).  lda exited 77 with bob's
+    copy stored: pipe(8) bounced both, and the sender sends bob's again.
+    The one refused recipient now gets its own DSN, as Postfix's local(8)
+    bounces one recipient, and the command succeeds for bob."""
+    reject_when_full(site)
+    bob = site.create("bob@example.org")
+    full = site.create("full@example.org", "--quota-storage", "1K")
+    (full / "lda.sieve").write_text("keep;\n")
+    fill_mailbox(full, 1024)
+    recipients = ["bob@example.org", "full@example.org"]
+    if order == "full-first":
+        recipients.reverse()
+    done = site.deliver(message(), *recipients, sender="carol@example.net")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert len(maildir_files(bob)) == 1 and maildir_files(full) == []
+    [(args, dsn)] = site.sent()
+    assert args[-4:] == ["-f", "<>", "--", "carol@example.net"], args
+    assert b"report-type=delivery-status" in dsn and b"Status: 5.2.2" in dsn
+    assert b"Final-Recipient: rfc822; full@example.org" in dsn
+    assert b"bob@example.org" not in dsn.split(b"Content-Type: text/rfc822-headers")[0]
+    assert b"DSN sent to carol@example.net" in done.stderr
+    # A resend of the same message: bob's copy is a duplicate, full's still
+    # refused; the sender hears of it again (a new attempt), bob gets nothing.
+    again = site.deliver(message(), *recipients, sender="carol@example.net")
+    assert again.returncode == 0, again.stderr.decode(errors="replace")
+    assert len(maildir_files(bob)) == 1 and len(site.sent()) == 2
+
+
+def test_a_refusal_after_a_stored_copy_with_the_null_sender_sends_nothing(site):
+    """A bounce is never bounced (RFC 5321 section 4.5.5): with -f "" the
+    refusal is logged, no DSN goes out, and bob's copy stands."""
+    reject_when_full(site)
+    bob = site.create("bob@example.org")
+    full = site.create("full@example.org", "--quota-storage", "1K")
+    (full / "lda.sieve").write_text("keep;\n")
+    fill_mailbox(full, 1024)
+    done = site.deliver(message(), "bob@example.org", "full@example.org", sender="")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert len(maildir_files(bob)) == 1 and site.sent() == []
+    assert b"no DSN to the null sender" in done.stderr
+
+
+def test_a_refusal_after_a_stored_copy_whose_dsn_cannot_go_out_bounces_all(site):
+    """When sendmail refuses the DSN, the command's 77 is the only way left
+    to tell the sender: as before, with the reason logged."""
+    reject_when_full(site)
+    (site.root / "sendmail").write_text("#!/bin/sh\necho refused >&2\nexit 75\n")
+    bob = site.create("bob@example.org")
+    full = site.create("full@example.org", "--quota-storage", "1K")
+    (full / "lda.sieve").write_text("keep;\n")
+    fill_mailbox(full, 1024)
+    done = site.deliver(message(), "bob@example.org", "full@example.org",
+                        sender="carol@example.net")
+    assert done.returncode == 77, done.stderr.decode(errors="replace")
+    assert first_line(done).startswith("5.2.2 ")
+    assert b"DSN not sent" in done.stderr
+
+
 def test_an_ereject_of_one_recipient_of_several_sends_the_mdn_instead(site):
     """A Sieve ereject refuses in the protocol, for one recipient; a command
     has one status for all, so lda exited 77 with bob's copy stored.  As for
