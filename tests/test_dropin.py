@@ -236,7 +236,8 @@ def test_a_full_mailbox_that_has_the_message_already_stops_no_one(site):
 
 def reject_when_full(site):
     site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
-                       "log": "stderr", "quota_full": "reject"})
+                       "sendmail": [str(site.root / "sendmail"), "-i"], "log": "stderr",
+                       "quota_full": "reject"})
 
 
 @pytest.mark.parametrize("order", ["full-last", "full-first"])
@@ -260,7 +261,7 @@ def test_a_refusal_found_after_another_copy_is_stored_goes_out_as_a_dsn(site, or
     assert len(maildir_files(bob)) == 1 and maildir_files(full) == []
     [(args, dsn)] = site.sent()
     assert args[-4:] == ["-f", "<>", "--", "carol@example.net"], args
-    assert b"report-type=delivery-status" in dsn and b"Status: 5.2.2" in dsn
+    assert b'report-type="delivery-status"' in dsn and b"Status: 5.2.2" in dsn
     assert b"Final-Recipient: rfc822; full@example.org" in dsn
     assert b"bob@example.org" not in dsn.split(b"Content-Type: text/rfc822-headers")[0]
     assert b"DSN sent to carol@example.net" in done.stderr

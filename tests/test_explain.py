@@ -344,3 +344,24 @@ def test_a_recipient_refused_once_the_message_is_read_stops_the_others(site):
     assert "not stored: full@example.org was refused" in row["detail"]
     site.deliver(BIG, ALICE, "full@example.org", check=77)
     assert maildir_files(alice) == []
+
+
+def test_a_recipient_refused_under_the_locks_is_predicted_bounced_alone(site):
+    """A full mailbox with a Sieve script is judged after the others' copies
+    are stored, and bounced alone with a DSN (exit 0); lda explain said 77
+    and no copy for alice."""
+    site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
+                       "sendmail": [str(site.root / "sendmail"), "-i"],
+                       "log": "stderr", "quota_full": "reject"})
+    alice = site.create(ALICE)
+    full = site.create("full@example.org", "--quota-storage", "1K")
+    (full / "lda.sieve").write_text("keep;\n")
+    fill_mailbox(full, 1024)
+    report = explain(site, "-f", "sender@example.org", ALICE, "full@example.org", msg=BIG)
+    assert report["exit_code"] == 0
+    assert [t["outcome"] for t in report["recipients"][0]["targets"]] == ["deliver"]
+    refused = report["recipients"][1]
+    assert refused["reply"].startswith("552 5.2.2")
+    assert refused["bounced_alone"] == "DSN to sender@example.org"
+    site.deliver(BIG, ALICE, "full@example.org", check=0)
+    assert len(maildir_files(alice)) == 1 and len(site.sent()) == 1

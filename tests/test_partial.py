@@ -333,7 +333,7 @@ def test_list_and_retry_across_two_databases(site):
     ("something else", "5.0.0"),
 ], ids=["quota", "sendmail", "mta-status", "moving", "default"])
 def test_dsn_status_from_the_reason(reason, status):
-    from lda.admin.dsn import status_for
+    from lda.deliver.dsn import status_for
 
     assert status_for(reason) == status
 

@@ -98,7 +98,7 @@ def bounce_preview(config, clock=time.time, ids=None, older_than=None):
     """The reports bounce_partials() would give, with the outcome
     WOULD_BOUNCE, sending and removing nothing (`--dry-run`; with `--now`,
     the ages at that moment).  Takes no run lock: it changes nothing."""
-    from .dsn import status_for  # lazy, as in _bounce_one
+    from ..deliver.dsn import status_for  # lazy, as in _bounce_one
 
     reports = []
     for record in _to_bounce(config, clock, ids, older_than):
@@ -209,7 +209,7 @@ def _bounce_one(config, log, record, clock, sendmail):
     a bounce is never bounced), then remove record and copy."""
     # Lazy: dsn brings the email package, which only a bounce needs and
     # every other admin command (cli imports this module) would load.
-    from . import dsn
+    from ..deliver import dsn
 
     status = dsn.status_for(record["reason"])
     if record["sender"]:

@@ -311,11 +311,59 @@ class Delivery:
                 mailboxes |= locked
             if batch:
                 self._deliver_batch(plans, staged, batch, info, results)
+            if self.shared_status and self.writes:
+                self._bounce_alone(plans, results, staged, info)
         finally:
             for item in staged.values():
                 item.unlink()
             os.close(staging_dir)
         return results
+
+    def _bounce_alone(self, plans, results, staged, info):
+        """With one exit status for several recipients (shared_status), a
+        recipient refused for good once another's copy is stored would make
+        the MTA bounce them all, the stored ones too, and the sender send
+        them again.  Such a refusal comes only under the locks: a full
+        mailbox whose Sieve script ran, or one that filled in a race with
+        _refused_once_read.  The recipient is bounced alone, with lda's own
+        DSN (as Postfix's local(8) bounces one recipient), and the status
+        is the others'.  A temporary failure of any leaves everything to the
+        MTA's retry (which DeliveredTo makes safe); a DSN that cannot be
+        sent leaves the refusal to the exit status, as before."""
+        for i in bounced_alone(results):
+            result = results[i]
+            where = f"{info.log_id}: {plans[i].recipient}: refused ({result.error.status})"
+            why = "one exit status answers for every recipient, and another's copy is stored"
+            if not self.sender:  # a bounce is never bounced (RFC 5321 section 4.5.5)
+                self.log.info(f"{where}; no DSN to the null sender, as {why}")
+            else:
+                try:
+                    self._send_dsn(plans[i], result.error, staged.get(i), info)
+                except LdaError as e:
+                    self.log.warning(f"{where}; DSN not sent: {e}")
+                    continue
+                self.log.info(f"{where}; DSN sent to {self.sender}, as {why}")
+            result.error = None
+
+    def _send_dsn(self, plan, error, staged, info):
+        """The DSN of _bounce_alone for plan's recipient, refused with error."""
+        from . import dsn
+
+        data = b""  # the sender's header, without lda's prefix
+        if staged is not None:
+            fd = staged.open()
+            try:
+                data = os.pread(fd, dsn.MAX_HEADER_BYTES, staged.prefix_len)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        now = self.clock()
+        record = {"sender": self.sender, "recipient": plan.recipient, "target": plan.canonical,
+                  "reason": error.reason(), "created": now, "last_attempt": now,
+                  "attempts": 1, "kept": False}
+        report = dsn.build_dsn(self.config, record, dsn.header_of(data) or None, now)
+        dsn.send_dsn(self.config, self.sender, report, self.sendmail)
 
     def _original_from_header(self, info, recipients):
         """The original recipient from original_header when neither -a nor
@@ -1127,6 +1175,16 @@ class Delivery:
             for name in md.sweep_tmp(path, self.clock()):
                 self.log.info(f"removed stale {path}/tmp/{name}")
         self.touched = set()
+
+
+def bounced_alone(results):
+    """The indexes of the recipients refused for good that a command bounces
+    alone (Delivery._bounce_alone): none when one failed only for now (the
+    MTA retries them all) or none has its copy."""
+    if (all(r.error is not None for r in results)
+            or any(r.error is not None and not r.error.bounces for r in results)):
+        return []
+    return [i for i, r in enumerate(results) if r.error is not None]
 
 
 def verdict(plan, targets, outcomes):

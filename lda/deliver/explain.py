@@ -18,13 +18,22 @@ state commit, quota warnings and cleanup.
 import os
 import time
 
-from ..errors import EX_OK, LdaError
+from ..errors import EX_OK, LdaError, MailLoop
 from ..log import Log, printable
 from ..startup.sqlite3 import sqlite3
 from ..store.aliases import member_sources
 from ..store.deliveredto import DB_FILE, SCHEMA, DeliveredTo, database_failure
 from .command import exit_status
-from .delivery import DUPLICATE, Delivery, Result, _has_quota, loop_error, prefix_for, verdict
+from .delivery import (
+    DUPLICATE,
+    Delivery,
+    Result,
+    _has_quota,
+    bounced_alone,
+    loop_error,
+    prefix_for,
+    verdict,
+)
 from .envelope import domain_of, split_extension
 from .message import Reader
 
@@ -161,6 +170,7 @@ class Explaining(Delivery):
         """The explanation as a dict (lda(1), "lda explain", --json)."""
         results, plans = self.resolve_all(recipients)
         plans = self._refuse_all(results, plans)  # one exit status, as `lda deliver`
+        self.shared_status = len(plans) > 1  # run(together=True)
         entries = [None] * len(recipients)
         memory = info = None
         if plans and stream is not None:
@@ -184,7 +194,8 @@ class Explaining(Delivery):
                 entries[index] = {"recipient": result.recipient, "targets": [],
                                   "expansion": []}
             entries[index].update(_answer(result.error))
-        status, error = exit_status(results)
+        alone = self._bounce_alone(results, entries) if len(plans) > 1 else []
+        status, error = exit_status([r for i, r in enumerate(results) if i not in alone])
         return {"mode": "user" if self.config.per_user else "managed",
                 "sender": self.sender, "message": _message(info, memory),
                 "recipients": entries, **_answer(error), "exit_code": status,
@@ -199,6 +210,10 @@ class Explaining(Delivery):
         if refused is None:
             return
         index, error = refused
+        plan = next(p for i, p in plans if i == index)
+        if not (isinstance(error, MailLoop)
+                or not any(self._may_have_scripts(t) for t in plan.targets if t.local)):
+            return  # judged under the locks, after others' copies: _bounce_alone
         for i, plan in plans:
             if i == index:
                 continue
@@ -207,6 +222,15 @@ class Explaining(Delivery):
                 if row["outcome"] == "deliver":
                     row.update(outcome="fail", detail=f"not stored: {results[index].recipient} "
                                "was refused", reply=error.smtp_reply, reason=error.reason())
+
+    def _bounce_alone(self, results, entries):
+        """The recipients Delivery._bounce_alone would bounce alone, each
+        entry saying so; assumes sendmail takes the DSN."""
+        alone = bounced_alone(results)
+        for i in alone:
+            entries[i]["bounced_alone"] = (f"DSN to {self.sender}" if self.sender
+                                           else "no DSN to the null sender")
+        return alone
 
     def _explain_plan(self, plan, info, memory, claimed):
         result = Result(plan.recipient)
@@ -498,6 +522,9 @@ def _recipient_lines(entry):
             outcome = f"fails: {target['reason']}"
         yield f"    => {outcome}"
     yield f"  => exit {entry['exit_code']}, {_reply(entry)}"
+    if entry.get("bounced_alone"):
+        yield (f"     bounced alone ({entry['bounced_alone']}): another recipient's copy "
+               "is stored, and one exit status answers for all")
 
 
 def _reply(answer):

@@ -1,16 +1,21 @@
-"""Delivery status notifications (RFC 3464) for partial deliveries given up.
+"""Delivery status notifications (RFC 3464): lda bouncing one recipient alone.
 
-A partial delivery reached every recipient but one forward target; when
-`lda partial` stops retrying that target, the sender learns of it from a
-`multipart/report; report-type=delivery-status` message (RFC 6522): a
-human-readable part, the machine-readable `message/delivery-status` part, and
-the returned message's header block as `text/rfc822-headers` (RFC 6522
-section 3.3: the headers only, not the body).  It is sent with the null
-envelope sender so that it can never itself be bounced (RFC 5321 section
-4.5.5).
+Two recipients are bounced by lda itself rather than by the MTA:
+- a partial delivery given up: it reached every target but one forward,
+  and `lda partial` stops retrying that target;
+- one recipient of several that share a command's exit status, refused for
+  good once another's copy is stored (delivery.Delivery._bounce_alone): a
+  5.X.X exit would make pipe(8) bounce the stored ones too.
 
-Admin-path code: it uses the standard `email` package, which the delivery
-path never imports (it would re-serialize, and cost import time).
+The sender learns of it from a `multipart/report; report-type=delivery-status`
+message (RFC 6522): a human-readable part, the machine-readable
+`message/delivery-status` part, and the returned message's header block as
+`text/rfc822-headers` (RFC 6522 section 3.3: the headers only, not the
+body).  It is sent with the null envelope sender so that it can never itself
+be bounced (RFC 5321 section 4.5.5).
+
+It uses the standard `email` package, which a delivery imports only to send
+one: it would re-serialize a message, and it costs import time.
 """
 
 import email.policy
@@ -21,7 +26,7 @@ import textwrap
 from datetime import datetime, timezone
 from email.message import EmailMessage, Message, MIMEPart
 
-from ..deliver.sendmail import sendmail as run_sendmail
+from .sendmail import sendmail as run_sendmail
 
 SUBJECT = "Undelivered Mail Returned to Sender (partial delivery)"
 # A header block larger than this is cut at a line end: the sender needs to
@@ -73,7 +78,8 @@ def build_dsn(config, record, header_block, now):
     """The DSN for one partial-delivery record, as bytes ready for sendmail.
 
     record: a partial_deliveries row (sender, recipient, target, reason,
-    created, last_attempt, attempts); header_block: the spooled message's
+    created, last_attempt, attempts), or the same of a recipient bounced at
+    its first attempt with "kept": False; header_block: the message's
     header bytes, or None when the spooled copy is gone."""
     # One line: a header field or a text line must never be split by a reason.
     record = {**record, "reason": " ".join(str(record["reason"]).split())}
@@ -83,7 +89,7 @@ def build_dsn(config, record, header_block, now):
     report["To"] = record["sender"]
     report["Subject"] = SUBJECT
     report["Date"] = mail_date(now)
-    report["Message-ID"] = email.utils.make_msgid("lda.admin.dsn", domain=config.hostname)
+    report["Message-ID"] = email.utils.make_msgid("lda.dsn", domain=config.hostname)
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834 section 5
     report.set_type("multipart/report")
     report.set_param("report-type", "delivery-status")
@@ -137,13 +143,14 @@ def explanation(config, record, now):
     via = (f" (a recipient of <{record['recipient']}>)"
            if record["recipient"] and record["recipient"] != record["target"] else "")
     attempts = record["attempts"]
+    kept = (f"  It was kept and tried again for {duration(now - record['created'])} "
+            f"({attempts} attempt{'s' if attempts != 1 else ''}), and has now been "
+            "given up." if record.get("kept", True) else "")
     paragraphs = [
         f"This is the mail system at host {config.hostname}.",
         "Your message was delivered to its other recipients, but it could not be "
-        f"delivered to <{record['target']}>{via}.  It was kept and tried again for "
-        f"{duration(now - record['created'])} ({attempts} attempt"
-        f"{'s' if attempts != 1 else ''}), and has now been given up.  The other "
-        "recipients are not affected.",
+        f"delivered to <{record['target']}>{via}.{kept}  The other recipients are "
+        "not affected.",
         f"<{record['target']}>: {final_reason(record['reason'])}",
         "The delivery status report and the header of your message follow.",
     ]
@@ -174,6 +181,12 @@ def read_header_block(path, limit=MAX_HEADER_BYTES):
             data = spooled.read(limit)
     except FileNotFoundError:
         return None
+    return header_of(data, limit)
+
+
+def header_of(data, limit=MAX_HEADER_BYTES):
+    """The header block of a message's first `limit` bytes, data: up to its
+    blank line, or cut at a line end when it goes on past them."""
     end = data.find(b"\n\n")
     if end != -1:
         return data[:end + 1]
