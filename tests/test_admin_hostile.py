@@ -263,3 +263,14 @@ def test_a_toml_file_nested_too_deep_is_78_in_one_line(site, nesting):
     done = site.deliver(b"Subject: x\n\nx\n", "alice@example.org")
     assert_no_traceback(done)
     assert done.returncode == 78, done.stderr
+
+
+@pytest.mark.parametrize("value", HOSTILE_TEXT.values(), ids=HOSTILE_TEXT.keys())
+def test_dedup_forget_echoes_a_hostile_message_id_escaped(hostile_site, value):
+    """`lda dedup forget` found nothing and said so with the Message-ID as
+    given: escapes, bidi overrides and line breaks reached the terminal."""
+    site, _ = hostile_site
+    done = site.run("dedup", "forget", "--message-id", value, check=0)
+    out = done.stdout.decode("utf-8", "replace")
+    assert out.endswith("\n") and out[:-1].isprintable(), out  # one line, escaped
+    assert "forgot 0 DeliveredTo rows" in out
