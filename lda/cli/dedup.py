@@ -7,6 +7,7 @@ import click
 from ..admin.dedup import (LOOKUP_COLUMNS, cleanup, cleanup_preview, directory_for, forget, lookup,
                            stats)
 from ..config import parse_duration
+from ..log import printable
 from .output import (ADDRESS, DATABASE, Parsed, Progress, clock_at, dry_run_options, emit,
                      emit_record, output_options, warn)
 from .root import cli, load
@@ -55,7 +56,8 @@ def dedup_forget(ctx, message_id, mailbox, as_json):
         click.echo(f"{row['mailbox']} ({row['database']}): {row['state']} "
                    f"{row['delivered_at']}")
     click.echo(f"forgot {len(rows)} DeliveredTo rows; the next delivery of "
-               f"{message_id} to {'them' if rows else 'any mailbox'} is not a duplicate")
+               f"{printable(message_id)} to {'them' if rows else 'any mailbox'} is not a "
+               "duplicate")
 
 
 @dedup.command("cleanup")
