@@ -2,10 +2,11 @@
 vacation and duplicate, with DeliveredTo still deciding what is a resend."""
 
 import email
+import subprocess
 
 import pytest
 
-from conftest import maildir_files, message
+from conftest import LDA, maildir_files, message
 
 
 def sieve(user, text):
@@ -125,3 +126,23 @@ def test_redirected_copy_carries_delivered_to_but_no_return_path(site):
     assert args[args.index("-f") + 1] == "sender@example.org"
     assert copy == b"Delivered-To: alice@example.org\n" + message()
     assert maildir_files(box)[0].read_bytes().startswith(b"Return-Path: <sender@example.org>\n")
+
+
+@pytest.mark.usefixtures("user_log_on_stderr")
+def test_a_fallback_to_the_inbox_that_then_fails_is_not_logged_delivered(user):
+    """`fileinto` of a missing folder logged "delivered to INBOX instead"
+    when the INBOX was opened, before the link: a link that then failed
+    (here strace makes linkat fail with EIO) deferred the message under a
+    log line that said it was delivered.  The line now comes once the copy
+    is stored."""
+    sieve(user, 'require "fileinto";\nfileinto "Nowhere";\n')
+    failing = ["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=linkat",
+               "-e", "inject=linkat:error=EIO", LDA, "deliver", "-f", "sender@example.org"]
+    done = subprocess.run(failing, input=message(), capture_output=True, env=user.env,
+                          timeout=60)
+    assert done.returncode == 75, done.stderr.decode(errors="replace")
+    assert b"Input/output error" in done.stderr and b"INBOX instead" not in done.stderr
+    assert maildir_files(user.maildir) == []
+    done = user.deliver(message(), "a@example.org", check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert b"does not exist; delivered to INBOX instead" in done.stderr
