@@ -583,10 +583,6 @@ class Delivery:
         if box.unsubscribed:
             self.log.warning(f"{target.address}: folder {box.folder[1:]} made but not "
                              f"subscribed: {box.unsubscribed}")
-        if target.filtered and target.folder and box.folder != target.folder:
-            # fileinto without :create, as Dovecot's lda_mailbox_autocreate=no
-            self.log.warning(f"{target.address}: folder {target.folder[1:]} does not "
-                             "exist; delivered to INBOX instead")
         return box
 
     def _deliver_together(self, entries, info):
@@ -1132,6 +1128,7 @@ class Delivery:
         for target, outcome in result.outcomes.items():
             if outcome == DELIVERED:
                 status, dsn, detail = "sent", "2.0.0", self._sent_detail(target, result)
+                self._log_fallback(target, result)
             elif outcome == DUPLICATE:
                 status, dsn, detail = "duplicate", "2.0.0", (
                     "already delivered within expiration_hours; discarded")
@@ -1145,6 +1142,15 @@ class Delivery:
                 status, dsn, detail = failure_status(outcome), outcome.status, str(outcome)
             self.log.target(info.log_id, target.address,
                             self._log_original or plan.canonical, status, dsn, detail)
+
+    def _log_fallback(self, target, result):
+        """A Sieve fileinto of a folder that does not exist (no :create, as
+        Dovecot's lda_mailbox_autocreate = no) stored into the INBOX: said
+        once the copy is there, not when the INBOX was opened for it."""
+        if (target.filtered and target.folder and target.local
+                and result.stored_in.get(target) == target.maildir_path):
+            self.log.warning(f"{target.address}: folder {target.folder[1:]} does not "
+                             "exist; delivered to INBOX instead")
 
     def _sent_detail(self, target, result):
         """Where a copy went: the Maildir or the folder (an address
