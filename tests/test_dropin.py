@@ -234,10 +234,17 @@ def test_a_full_mailbox_that_has_the_message_already_stops_no_one(site):
     assert len(maildir_files(bob)) == 1 and len(maildir_files(full)) == 1
 
 
-def reject_when_full(site):
+def full_with_a_script(site):
+    """(bob's Maildir, full's): full@ is over quota under quota_full =
+    "reject", and has a Sieve script, so it is judged under its locks."""
     site.write_config({"state_dir": str(site.state), "aliases": str(site.aliases),
                        "sendmail": [str(site.root / "sendmail"), "-i"], "log": "stderr",
                        "quota_full": "reject"})
+    bob = site.create("bob@example.org")
+    full = site.create("full@example.org", "--quota-storage", "1K")
+    (full / "lda.sieve").write_text("keep;\n")
+    fill_mailbox(full, 1024)
+    return bob, full
 
 
 @pytest.mark.parametrize("order", ["full-last", "full-first"])
@@ -248,11 +255,7 @@ def test_a_refusal_found_after_another_copy_is_stored_goes_out_as_a_dsn(site, or
     copy stored: pipe(8) bounced both, and the sender sends bob's again.
     The one refused recipient now gets its own DSN, as Postfix's local(8)
     bounces one recipient, and the command succeeds for bob."""
-    reject_when_full(site)
-    bob = site.create("bob@example.org")
-    full = site.create("full@example.org", "--quota-storage", "1K")
-    (full / "lda.sieve").write_text("keep;\n")
-    fill_mailbox(full, 1024)
+    bob, full = full_with_a_script(site)
     recipients = ["bob@example.org", "full@example.org"]
     if order == "full-first":
         recipients.reverse()
@@ -275,11 +278,7 @@ def test_a_refusal_found_after_another_copy_is_stored_goes_out_as_a_dsn(site, or
 def test_a_refusal_after_a_stored_copy_with_the_null_sender_sends_nothing(site):
     """A bounce is never bounced (RFC 5321 section 4.5.5): with -f "" the
     refusal is logged, no DSN goes out, and bob's copy stands."""
-    reject_when_full(site)
-    bob = site.create("bob@example.org")
-    full = site.create("full@example.org", "--quota-storage", "1K")
-    (full / "lda.sieve").write_text("keep;\n")
-    fill_mailbox(full, 1024)
+    bob, full = full_with_a_script(site)
     done = site.deliver(message(), "bob@example.org", "full@example.org", sender="")
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert len(maildir_files(bob)) == 1 and site.sent() == []
@@ -289,16 +288,13 @@ def test_a_refusal_after_a_stored_copy_with_the_null_sender_sends_nothing(site):
 def test_a_refusal_after_a_stored_copy_whose_dsn_cannot_go_out_bounces_all(site):
     """When sendmail refuses the DSN, the command's 77 is the only way left
     to tell the sender: as before, with the reason logged."""
-    reject_when_full(site)
+    bob, full = full_with_a_script(site)
     (site.root / "sendmail").write_text("#!/bin/sh\necho refused >&2\nexit 75\n")
-    bob = site.create("bob@example.org")
-    full = site.create("full@example.org", "--quota-storage", "1K")
-    (full / "lda.sieve").write_text("keep;\n")
-    fill_mailbox(full, 1024)
     done = site.deliver(message(), "bob@example.org", "full@example.org",
                         sender="carol@example.net")
     assert done.returncode == 77, done.stderr.decode(errors="replace")
     assert first_line(done).startswith("5.2.2 ")
+    assert len(maildir_files(bob)) == 1 and maildir_files(full) == []
     assert b"DSN not sent" in done.stderr
 
 
