@@ -324,6 +324,41 @@ def test_lmtp_delivers_a_line_of_5000_bytes_whole_to_each_recipient(make_stack):
         assert len(postfix.deliveries(recipient, SENT, queue_id)) == 1
 
 
+def test_a_pipe_command_for_two_recipients_bounces_the_refused_one_alone(
+        mail_root, make_postfix, make_user):
+    """pipe(8) with lda_destination_recipient_limit = 2 hands lda both
+    recipients, and bounces both on a 5.X.X exit.  full@ (over quota under
+    quota_full = "reject", with a Sieve script) is judged after bob's copy
+    is stored: lda exited 77 and Postfix returned the message for bob too.
+    lda now sends full@'s DSN itself, and Postfix counts both delivered."""
+    postfix = make_postfix(start=False)
+    (mail_root / "site-two").mkdir(mode=0o755)
+    site = Site(mail_root / "site-two", quota_full="reject")
+    owner = make_user("ldavm")
+    postfix.main.update({"virtual_transport": "lda", "lda_destination_recipient_limit": "2"})
+    # No D flag: pipe(8) prepends Delivered-To for one recipient only.
+    postfix.services += (f"lda unix - n n - - pipe\n  flags=Rhu user={owner.name} "
+                         f"argv={LDA} deliver -c {site.config} -f ${{sender}} ${{recipient}}\n")
+    stack = Stack(site, postfix.start(), owner)
+    bob = stack.create("bob")
+    full = stack.create("full", "--quota-storage", "1K")
+    (full / "lda.sieve").write_text("keep;\n")
+    fill_mailbox(full, 1024)
+    owner.chown_tree(site.root)  # the script, the filler, the sendmail stand-in's outbox
+
+    recipients = [address("bob"), address("full")]
+    queue_id = postfix.send(message(message_id="<two@example.org>"), recipients)
+    for recipient in recipients:
+        assert_sent(postfix.wait_for_delivery(queue_id, recipient))
+    postfix.wait_for_removal(queue_id)
+    assert postfix.deliveries(status=BOUNCED) == [] and postfix.deliveries(status=DEFERRED) == []
+    assert len(maildir_files(bob)) == 1 and maildir_files(full) == []
+    [(args, dsn)] = site.sent()
+    assert args[-4:] == ["-f", "<>", "--", SENDER], args
+    assert f"Final-Recipient: rfc822; {address('full')}".encode() in dsn
+    assert b"Status: 5.2.2" in dsn
+
+
 @pytest.mark.parametrize("transport", ["pipe", "lmtp-unix"])
 def test_alias_with_a_full_member_is_sent_and_recorded_as_partial(make_stack, transport):
     stack = make_stack(transport)
