@@ -909,3 +909,29 @@ def test_lookups_that_time_out_are_counted_not_logged_one_by_one(quota_site, ser
     log = policy.log()
     assert counts(log, r"policy: (\d+) lookups? unanswered within 10 s") in tallied(clients)
     assert "full@example.org" in log and len(log.splitlines()) <= 4, log
+
+
+def test_lookups_answered_as_timed_out_are_not_run_once_the_stall_ends(quota_site, services):
+    """A lookup answered DEFER_IF_PERMIT 4.4.3 (LOOKUP_SECONDS passed)
+    stayed queued for the threads: through a stall (the directory locked
+    by another program while Postfix keeps asking) the queue grew for as
+    long as it lasted, and once it ended the threads worked through
+    requests nobody waited for.  Here a damaged file replaces the directory
+    before the lock goes, so that each lookup run after the stall fails and
+    is counted in the log: of the timed-out ones, only those a thread had
+    started by then may run."""
+    site = quota_site()
+    policy = services(site, "policy")
+    clients = 10 * THREADS
+    with locked_directory(site), ThreadPoolExecutor(clients) as pool:
+        actions = list(pool.map(lambda _: ask(policy, "full@example.org"), range(clients)))
+        damaged = site.state / "damaged.sqlite"
+        damaged.write_bytes(b"this is no longer a database file" * 4)
+        damaged.rename(site.state / "directory.sqlite")
+    assert actions == [["DEFER_IF_PERMIT 4.4.3 recipient lookup timed out"]] * clients
+    started = time.monotonic()
+    assert ask(policy, "alice@example.org") == ["DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"]
+    assert time.monotonic() - started < 1
+    assert policy.stop() == 0
+    failed, _ = counts(policy.log(), r"policy: (\d+) lookups? failed")
+    assert failed <= THREADS + 1, policy.log()  # and the fresh one
