@@ -8,7 +8,8 @@ and maybe a maildirsize, which is disk work, so it runs in a thread
 its own resolver (ThreadResolvers).
 
 A lookup that takes longer than LOOKUP_SECONDS is answered as a temporary
-failure (DEFER_IF_PERMIT, TEMP) while it finishes in its thread.  Should
+failure (DEFER_IF_PERMIT, TEMP): if no thread has started it, it never
+runs; if one has, it finishes there, its answer dropped.  Should
 lda not answer at all (stopped, or its threads stuck), Postfix applies its
 own timeout and default: smtpd_policy_service_timeout (100 s) and
 smtpd_policy_service_default_action (451 4.3.5) for the policy service, a
@@ -39,6 +40,7 @@ program holds locked, and its answer has nobody to go to.
 
 import asyncio
 import collections
+import contextlib
 import signal
 import threading
 from concurrent.futures import Future
@@ -100,9 +102,10 @@ class Service:
             pass  # the loop has closed: lda is stopping, the answer is dropped
 
     async def call(self, fn, *args):
-        """fn(*args) in a lookup thread; TimeoutError after `timeout`."""
+        """fn(*args) in a lookup thread; TimeoutError after `timeout`, the
+        lookup then withdrawn if no thread has started it."""
         future = asyncio.wrap_future(self.threads.submit(fn, *args))
-        return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        return await asyncio.wait_for(future, self.timeout)
 
     async def next_request(self, read):
         """What `read` (a coroutine reading the client's next whole request)
@@ -124,7 +127,13 @@ class LookupThreads:
     its own resolver, ThreadResolvers).  Daemon threads: lda's stop does
     not wait for them, where concurrent.futures joins its threads at the
     interpreter's exit, so a lookup waiting on a locked directory (SQLite's
-    busy timeout, 30 s) held the stop as long."""
+    busy timeout, 30 s) held the stop as long.
+
+    A lookup cancelled before a thread takes it (its client was answered
+    as timed out, or lda is stopping) leaves the queue at once, so what
+    waits is only what clients wait for, one a connection at most: through
+    a stall the queue stays within the connection limit, and once the
+    stall ends the threads go to the requests of now, not to stale ones."""
 
     def __init__(self, count):
         self.waiting = collections.deque()
@@ -135,17 +144,23 @@ class LookupThreads:
     def submit(self, fn, *args):
         """A Future of fn(*args), run in the next free thread."""
         future = Future()
+        work = (future, fn, args)
         with self.ready:
-            self.waiting.append((future, fn, args))
+            self.waiting.append(work)
             self.ready.notify()
+        future.add_done_callback(lambda done: done.cancelled() and self._withdraw(work))
         return future
+
+    def _withdraw(self, work):
+        with self.ready:
+            with contextlib.suppress(ValueError):  # a thread took it first
+                self.waiting.remove(work)
 
     def stop(self):
         """Start nothing more: what waits is cancelled."""
         with self.ready:
-            for future, _, _ in self.waiting:
-                future.cancel()
-            self.waiting.clear()
+            while self.waiting:
+                self.waiting.popleft()[0].cancel()
 
     def _run(self):
         while True:
