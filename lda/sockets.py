@@ -29,6 +29,13 @@ FILES_RESERVED = 64
 # (accept_failures).
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 PAUSE_SECONDS = 1
+# What bind() refuses a TCP address for that waiting does not mend: the
+# administrator changes the address, or stops the program that holds it (a
+# stopping lda closes its listening socket at once).  Exit 78, as for a
+# unix socket another server listens on.
+UNSERVABLE = {errno.EACCES: "a port below 1024 needs root or CAP_NET_BIND_SERVICE",
+              errno.EADDRNOTAVAIL: "no interface of this host has that address",
+              errno.EADDRINUSE: "stop the program listening there, or listen somewhere else"}
 # path -> (st_dev, st_ino) of each unix socket this process bound (release).
 _BOUND = {}
 
@@ -70,15 +77,23 @@ def _tcp_address(listen, service):
 def bind(listen, service="lmtp"):
     """The listening socket, bound before any fork so every child shares it."""
     kind, where = parse_listen(listen, service)
-    if kind == "tcp":
-        host, port = where
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        sock = socket.create_server(address, family=family, backlog=BACKLOG)
-    else:
-        sock = _bind_unix(where)
+    sock = _bind_tcp(listen, *where, service) if kind == "tcp" else _bind_unix(where)
     sock.setblocking(False)
     return sock
+
+
+def _bind_tcp(listen, host, port, service):
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    try:
+        return socket.create_server(address, family=family, backlog=BACKLOG)
+    except OSError as e:
+        if e.errno not in UNSERVABLE:
+            raise
+        why = os.strerror(e.errno)  # e.strerror has the address as Python writes it
+        if e.errno != errno.EACCES or port < 1024:  # above: a security module's refusal
+            why += f"; {UNSERVABLE[e.errno]}"
+        raise ConfigError(f"{service} listen address {listen!r}: {why}") from None
 
 
 def _bind_unix(where):

@@ -4,27 +4,30 @@ address that cannot be served is the administrator's to fix: exit 78 and
 one line naming it, never a traceback, never 75 (waiting mends nothing),
 and nothing on disk touched."""
 
+import os
+import shutil
 import socket
 import subprocess
 
 import pytest
 from conftest import LDA, wait_until
+from postfix import free_port
 
 SERVERS = ("lmtp", "policy", "socketmap")
 # lda lmtp in one process: a test that times out kills all of it.
 ARGS = {"lmtp": ["--processes", "1"], "policy": [], "socketmap": []}
 
 
-def start(site, name, *listen):
+def start(site, name, *listen, runner=()):
     """lda `name` (on `listen`, an option, or else its lda.toml key) in the
-    site's directory."""
-    return subprocess.Popen([LDA, name, *listen, *ARGS[name]], env=site.env, cwd=site.root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    site's directory, through `runner` (a command and its options)."""
+    return subprocess.Popen([*runner, LDA, name, *listen, *ARGS[name]], env=site.env,
+                            cwd=site.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def refused(site, name, *listen):
+def refused(site, name, *listen, runner=()):
     """The one line of stderr of a server that must exit 78 at once."""
-    server = start(site, name, *listen)
+    server = start(site, name, *listen, runner=runner)
     try:
         _, err = server.communicate(timeout=30)
     except subprocess.TimeoutExpired:
@@ -198,6 +201,56 @@ def test_a_bad_address_in_lda_toml_is_refused_as_the_option_is(make_site):
     site = make_site(policy_listen="127.0.0.1:99999")
     line = refused(site, "policy")
     assert "'127.0.0.1:99999'" in line, line
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_an_address_this_host_does_not_have_is_a_configuration_error(site, name):
+    """192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface here: bind()
+    fails with EADDRNOTAVAIL, which lda exited 75 for, as if waiting could
+    bring the address, with Python's own words for it."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("192.0.2.1", 0))
+            pytest.skip("this host has 192.0.2.1")
+        except OSError:
+            pass
+    line = refused(site, name, "--listen", "192.0.2.1:2525")
+    assert "listen address '192.0.2.1:2525': Cannot assign requested address" in line, line
+
+
+def without_bind_privilege(port):
+    """A runner under which lda may not bind `port` (below 1024): as root,
+    setpriv takes CAP_NET_BIND_SERVICE away (lda still reads the site as
+    root does); anyone else has no such privilege."""
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as start_of:
+        if port >= int(start_of.read()):
+            pytest.skip("ip_unprivileged_port_start lets anyone bind that port")
+    if os.geteuid() != 0:
+        return ()
+    setpriv = shutil.which("setpriv") or pytest.skip("setpriv is not installed")
+    return (setpriv, "--inh-caps=-net_bind_service", "--bounding-set=-net_bind_service")
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_privileged_port_without_the_privilege_is_a_configuration_error(site, name):
+    """Port 24 without root's CAP_NET_BIND_SERVICE: bind() fails with
+    EACCES, which lda reported as 77, with "run lda as the user that owns
+    state_dir", about a directory that was never the problem."""
+    line = refused(site, name, "--listen", "127.0.0.1:24", runner=without_bind_privilege(24))
+    assert "listen address '127.0.0.1:24': Permission denied" in line, line
+    assert "state_dir" not in line and "1024" in line, line
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_port_another_program_listens_on_is_a_configuration_error(site, name):
+    """A TCP port another program listens on exited 75, where a unix
+    socket another server listens on is 78 (above): a stopping lda closes
+    its listening socket at once, so only a program that goes on serving
+    holds the port, and waiting for it mends nothing."""
+    port = free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        line = refused(site, name, "--listen", f"127.0.0.1:{port}")
+    assert f"listen address '127.0.0.1:{port}': Address already in use" in line, line
 
 
 def test_an_ipv6_address_in_brackets_is_served(site):

@@ -21,7 +21,7 @@ from conftest import LDA, fill_mailbox, open_files_of, raise_open_files, wait_un
 from postfix import free_port
 from test_quota_replies import FULL
 
-from lda.services.server import MAX_CONNECTIONS
+from lda.services.server import MAX_CONNECTIONS, THREADS
 from lda.sockets import BACKLOG
 
 DUNNO = "DUNNO"
@@ -636,6 +636,51 @@ def test_a_stop_with_clients_connected_is_quiet_and_prompt(quota_site, services,
     assert elapsed < 5, elapsed
 
 
+@contextlib.contextmanager
+def locked_directory(site):
+    """The directory held as another program's long write transaction
+    holds it: every lookup waits on the lock (SQLite's busy timeout, 30 s)."""
+    locked = sqlite3.connect(site.state / "directory.sqlite", isolation_level=None)
+    try:
+        locked.execute("PRAGMA locking_mode = EXCLUSIVE")
+        locked.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        locked.close()
+
+
+@pytest.mark.parametrize("name", ["policy", "socketmap"])
+def test_a_stop_does_not_wait_for_lookups_stuck_on_a_locked_directory(quota_site, services,
+                                                                      name):
+    """With the directory locked by another program, a SIGTERM ended lda
+    only once the lookups its threads were running gave up or the lock
+    was gone (30 s here, SQLite's busy timeout; some 3 s in the field): the
+    threads were joined at the interpreter's exit.  A stop closes the
+    connections, answers nothing more and ends at once."""
+    site = quota_site()
+    service = services(site, name)
+    whole, _ = WHOLE[name]
+    held = []
+    try:
+        with locked_directory(site):
+            for _ in range(THREADS + 2):  # every thread waiting, and more queued
+                held.append(service.connect())
+                held[-1][0].sendall(whole)
+            time.sleep(1)
+            started = time.monotonic()
+            service.process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.process.wait(timeout=10)
+            elapsed = time.monotonic() - started
+        assert service.process.returncode == 0 and elapsed < 1, (elapsed, service.log())
+        assert all(reader.read() == b"" for _, reader in held)  # closed, unanswered
+    finally:
+        for conn, reader in held:
+            reader.close()
+            conn.close()
+    assert "Traceback" not in service.log()
+
+
 # --- both services: open files -----------------------------------------------
 
 def cpu_seconds(pid):
@@ -856,17 +901,37 @@ def test_lookups_that_time_out_are_counted_not_logged_one_by_one(quota_site, ser
     site = quota_site()
     policy = services(site, "policy")
     clients = 20
-    locked = sqlite3.connect(site.state / "directory.sqlite", isolation_level=None)
-    try:
-        locked.execute("PRAGMA locking_mode = EXCLUSIVE")
-        locked.execute("BEGIN EXCLUSIVE")
-        with ThreadPoolExecutor(clients) as pool:
-            actions = list(pool.map(lambda _: ask(policy, "full@example.org"), range(clients)))
-    finally:
-        locked.close()
+    with locked_directory(site), ThreadPoolExecutor(clients) as pool:
+        actions = list(pool.map(lambda _: ask(policy, "full@example.org"), range(clients)))
     assert actions == [["DEFER_IF_PERMIT 4.4.3 recipient lookup timed out"]] * clients
     assert ask(policy, "alice@example.org") == [DUNNO]
     assert policy.stop() == 0
     log = policy.log()
     assert counts(log, r"policy: (\d+) lookups? unanswered within 10 s") in tallied(clients)
     assert "full@example.org" in log and len(log.splitlines()) <= 4, log
+
+
+def test_lookups_answered_as_timed_out_are_not_run_once_the_stall_ends(quota_site, services):
+    """A lookup answered DEFER_IF_PERMIT 4.4.3 (LOOKUP_SECONDS passed)
+    stayed queued for the threads: through a stall (the directory locked
+    by another program while Postfix keeps asking) the queue grew for as
+    long as it lasted, and once it ended the threads worked through
+    requests nobody waited for.  Here a damaged file replaces the directory
+    before the lock goes, so that each lookup run after the stall fails and
+    is counted in the log: of the timed-out ones, only those a thread had
+    started by then may run."""
+    site = quota_site()
+    policy = services(site, "policy")
+    clients = 10 * THREADS
+    with locked_directory(site), ThreadPoolExecutor(clients) as pool:
+        actions = list(pool.map(lambda _: ask(policy, "full@example.org"), range(clients)))
+        damaged = site.state / "damaged.sqlite"
+        damaged.write_bytes(b"this is no longer a database file" * 4)
+        damaged.rename(site.state / "directory.sqlite")
+    assert actions == [["DEFER_IF_PERMIT 4.4.3 recipient lookup timed out"]] * clients
+    started = time.monotonic()
+    assert ask(policy, "alice@example.org") == ["DEFER_IF_PERMIT 4.3.0 Temporary lookup failure"]
+    assert time.monotonic() - started < 1
+    assert policy.stop() == 0
+    failed, _ = counts(policy.log(), r"policy: (\d+) lookups? failed")
+    assert failed <= THREADS + 1, policy.log()  # and the fresh one

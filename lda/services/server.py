@@ -8,7 +8,8 @@ and maybe a maildirsize, which is disk work, so it runs in a thread
 its own resolver (ThreadResolvers).
 
 A lookup that takes longer than LOOKUP_SECONDS is answered as a temporary
-failure (DEFER_IF_PERMIT, TEMP) while it finishes in its thread.  Should
+failure (DEFER_IF_PERMIT, TEMP): if no thread has started it, it never
+runs; if one has, it finishes there, its answer dropped.  Should
 lda not answer at all (stopped, or its threads stuck), Postfix applies its
 own timeout and default: smtpd_policy_service_timeout (100 s) and
 smtpd_policy_service_default_action (451 4.3.5) for the policy service, a
@@ -32,12 +33,17 @@ lda stops accepting for a second at a time, and counts those pauses in
 its log as it counts refusals (Acceptor).
 
 SIGTERM or SIGINT stops accepting and closes the connections, saying how
-many in the log; Postfix reconnects to the next server.
+many in the log; Postfix reconnects to the next server.  No lookup is
+waited for (LookupThreads): one can wait 30 s on a directory another
+program holds locked, and its answer has nobody to go to.
 """
 
 import asyncio
+import collections
+import contextlib
 import signal
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future
 
 from ..deliver.resolve import ThreadResolvers
 from ..errors import ConfigError
@@ -63,7 +69,7 @@ class Service:
         self.name = name
         self.answers = Answers(config, ThreadResolvers(config, log=log), self._failed)
         self.loop = None  # serve()'s
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lookup")
+        self.threads = LookupThreads(threads)
         self.log = log
         self.timeout = timeout
         self.idle_timeout = getattr(config, f"{name}_idle_timeout")
@@ -96,9 +102,10 @@ class Service:
             pass  # the loop has closed: lda is stopping, the answer is dropped
 
     async def call(self, fn, *args):
-        """fn(*args) in a lookup thread; TimeoutError after `timeout`."""
-        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        """fn(*args) in a lookup thread; TimeoutError after `timeout`, the
+        lookup then withdrawn if no thread has started it."""
+        future = asyncio.wrap_future(self.threads.submit(fn, *args))
+        return await asyncio.wait_for(future, self.timeout)
 
     async def next_request(self, read):
         """What `read` (a coroutine reading the client's next whole request)
@@ -113,6 +120,60 @@ class Service:
         writer.write(reply)
         async with asyncio.timeout(self.idle_timeout):
             await writer.drain()
+
+
+class LookupThreads:
+    """The threads lookups run in, taking them in turn (each thread keeps
+    its own resolver, ThreadResolvers).  Daemon threads: lda's stop does
+    not wait for them, where concurrent.futures joins its threads at the
+    interpreter's exit, so a lookup waiting on a locked directory (SQLite's
+    busy timeout, 30 s) held the stop as long.
+
+    A lookup cancelled before a thread takes it (its client was answered
+    as timed out, or lda is stopping) leaves the queue at once, so what
+    waits is only what clients wait for, one a connection at most: through
+    a stall the queue stays within the connection limit, and once the
+    stall ends the threads go to the requests of now, not to stale ones."""
+
+    def __init__(self, count):
+        self.waiting = collections.deque()
+        self.ready = threading.Condition()
+        for n in range(count):
+            threading.Thread(target=self._run, name=f"lookup-{n}", daemon=True).start()
+
+    def submit(self, fn, *args):
+        """A Future of fn(*args), run in the next free thread."""
+        future = Future()
+        work = (future, fn, args)
+        with self.ready:
+            self.waiting.append(work)
+            self.ready.notify()
+        future.add_done_callback(lambda done: done.cancelled() and self._withdraw(work))
+        return future
+
+    def _withdraw(self, work):
+        with self.ready:
+            with contextlib.suppress(ValueError):  # a thread took it first
+                self.waiting.remove(work)
+
+    def stop(self):
+        """Start nothing more: what waits is cancelled."""
+        with self.ready:
+            while self.waiting:
+                self.waiting.popleft()[0].cancel()
+
+    def _run(self):
+        while True:
+            with self.ready:
+                while not self.waiting:
+                    self.ready.wait()
+                future, fn, args = self.waiting.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - the caller's to report
+                future.set_exception(e)
 
 
 def check(config):
@@ -135,11 +196,13 @@ def run(config, log, listen, name):
         from .policy import session
     else:
         from .socketmap import session
-    limit = connection_limit(MAX_CONNECTIONS, log, name)
+    # Its threads started before the socket exists: a SIGTERM that comes
+    # once a client can connect finds serve()'s handler the sooner.
+    service = Service(config, log, name, limit=connection_limit(MAX_CONNECTIONS, log, name))
     sock = bind(listen, name)
     log.info(f"{name}: listening on {listen}")
     try:
-        asyncio.run(serve(Service(config, log, name, limit=limit), session, sock))
+        asyncio.run(serve(service, session, sock))
     finally:
         sock.close()
         release(listen, name)
@@ -222,4 +285,4 @@ async def serve(service, session, sock):
         writer.close()
     for tally in service.tallies:
         tally.flush()
-    service.executor.shutdown(wait=False, cancel_futures=True)
+    service.threads.stop()
