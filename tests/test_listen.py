@@ -275,3 +275,21 @@ def test_an_ipv6_address_in_brackets_is_served(site):
         assert wait_until(answering, 30, "lda socketmap on [::1]")
     finally:
         stop(server)
+
+
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_socket_directory_lda_may_not_write_is_a_configuration_error(site, name, tmp_path):
+    """A unix socket in a directory lda may not write (a run-time
+    directory the unit made for another user) exited 77 with "run lda as
+    the user that owns state_dir", about a directory that was never the
+    problem.  It is the listen address's mistake: 78, naming the path."""
+    sockets = tmp_path / "sockets"
+    sockets.mkdir(mode=0o555)
+    runner = ()
+    if os.geteuid() == 0:  # root writes anywhere until CAP_DAC_OVERRIDE is gone
+        os.chown(sockets, 65534, 65534)
+        setpriv = shutil.which("setpriv") or pytest.skip("setpriv is not installed")
+        runner = (setpriv, "--inh-caps=-dac_override", "--bounding-set=-dac_override")
+    line = refused(site, name, "--listen", f"unix:{sockets}/{name}", runner=runner)
+    assert f"{sockets}/{name}" in line and "Permission denied" in line, line
+    assert "state_dir" not in line, line
