@@ -120,10 +120,10 @@ def _bind_unix(where):
     if _answers(where):
         raise ConfigError(f"{where}: another server is listening there; stop it, or "
                           "listen somewhere else")
-    if os.path.lexists(staged):
-        os.unlink(staged)  # a socket left by a previous, killed server
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        if os.path.lexists(staged):
+            os.unlink(staged)  # a socket left by a previous, killed server
         sock.bind(staged)
         os.chmod(staged, 0o660)  # the MTA's group connects; nobody else
         sock.listen(BACKLOG)
@@ -131,6 +131,12 @@ def _bind_unix(where):
             os.rename(staged, where)
         found = os.stat(where)
         _BOUND[where] = (found.st_dev, found.st_ino)
+    except PermissionError as e:
+        sock.close()
+        # The directory is the administrator's (above): lda's own state
+        # is not what refused it.
+        raise ConfigError(f"{where}: {e.strerror}: lda may not make its socket in "
+                          f"{directory}") from None
     except BaseException:
         sock.close()
         raise
