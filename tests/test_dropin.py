@@ -542,6 +542,51 @@ def test_c_naming_dovecot_conf_is_ignored_with_a_warning(user_log_on_stderr):
     assert len(maildir_files(user_log_on_stderr.maildir)) == 1
 
 
+needs_doveconf = pytest.mark.skipif(not os.access("/usr/bin/doveconf", os.X_OK),
+                                    reason="Dovecot's doveconf is not installed")
+
+
+@needs_doveconf
+@pytest.mark.parametrize("conf", [
+    "lda_mailbox_autocreate = yes\n",
+    "protocol lda {\n  lda_mailbox_autocreate = yes\n}\n",
+    "lda_mailbox_autocreate = yes\nprotocol imap {\n  lda_mailbox_autocreate = no\n}\n",
+], ids=["global", "protocol-lda", "protocol-imap-says-no"])
+def test_m_makes_its_folder_when_the_dovecot_conf_c_names_says_so(user, tmp_path, conf):
+    """A site's dovecot-lda line, -c and all: the folder dovecot-lda made
+    (lda_mailbox_autocreate = yes in its dovecot.conf, as `protocol lda`
+    sees it) is made, where lda stored into the INBOX."""
+    (tmp_path / "dovecot.conf").write_text(conf)
+    user.run("-c", str(tmp_path / "dovecot.conf"), "-m", "Lists", input=message(), check=0)
+    assert len(maildir_files(user.maildir / ".Lists")) == 1
+    assert maildir_files(user.maildir) == []
+
+
+@needs_doveconf
+def test_o_on_the_line_wins_over_dovecot_conf(user, tmp_path):
+    (tmp_path / "dovecot.conf").write_text("lda_mailbox_autocreate = yes\n")
+    user.run("-c", str(tmp_path / "dovecot.conf"), "-m", "Lists", "-o",
+             "lda_mailbox_autocreate=no", input=message(), check=0)
+    assert len(maildir_files(user.maildir)) == 1
+    assert not (user.maildir / ".Lists").exists()
+
+
+@needs_doveconf
+def test_a_broken_dovecot_conf_defers_a_folder_it_would_decide(user, tmp_path):
+    """dovecot-lda cannot start on a dovecot.conf Dovecot cannot parse
+    (it exits 75): lda defers too, 78 with 4.3.5 naming the file, when it
+    needs the file, for a -m folder that does not exist yet."""
+    conf = tmp_path / "dovecot.conf"
+    conf.write_text("lda_mailbox_autocreate = maybe\n")
+    done = user.run("-c", str(conf), "-m", "Lists", input=message())
+    assert done.returncode == 78
+    assert first_line(done).startswith("4.3.5 ") and str(conf) in first_line(done)
+    assert maildir_files(user.maildir) == []
+    lists = folder(user, ".Lists")
+    user.run("-c", str(conf), "-m", "Lists", input=message(), check=0)
+    assert len(maildir_files(lists)) == 1
+
+
 def test_k_t_and_e_are_accepted(user):
     user.run("-k", "-t", "-e", "-d", ME, input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1

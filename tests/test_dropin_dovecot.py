@@ -157,6 +157,21 @@ CASES = [
     Case("m-slash", ("-m", "a/b", *AUTOCREATE)),
     Case("m-crlf", ("-m", "Lists\r\nX-Injected: 1", *AUTOCREATE)),
     Case("m-long", ("-m", "L" * 300, *AUTOCREATE)),
+    # No -o: lda_mailbox_autocreate from the dovecot.conf -c names, as the
+    # `protocol lda` filter reads it (the private Dovecot's says yes; the
+    # CONF_VARIANTS below).  A site whose 15-lda.conf says so relies on it.
+    Case("m-missing-conf-autocreate", ("-c", "{dovecot_conf}", "-m", "Missing"),
+         "deliver:.Missing"),
+    Case("m-missing-conf-subscribe", ("-c", "{subscribe_conf}", "-m", "Missing"),
+         "deliver:.Missing"),
+    Case("m-missing-conf-protocol-lda", ("-c", "{protocol_lda_conf}", "-m", "Missing"),
+         "deliver:.Missing"),
+    Case("m-missing-conf-o-wins", ("-c", "{subscribe_conf}", "-m", "Missing",
+                                   "-o", "lda_mailbox_autocreate=no")),
+    Case("m-missing-conf-broken", ("-c", "{broken_conf}", "-m", "Missing"), "defer"),
+    Case("m-existing-conf-broken", ("-c", "{broken_conf}", "-m", "Lists"), "defer",
+         folder(".Lists")),
+    Case("m-missing-c-missing", ("-c", "/nonexistent/dovecot.conf", "-m", "Missing"), "defer"),
     Case("e-k", ("-e", "-k")),
     Case("r", ("-r", "final@example.org")),
     Case("a", ("-a", "original@example.org")),
@@ -254,6 +269,16 @@ DIFFERENCES = {
         "lda never reads dovecot-lda's configuration: a -c that names no lda.toml "
         "is ignored with a warning whether the file exists or not, and the "
         "delivery uses lda's own; dovecot-lda cannot start without it", "deliver:INBOX"),
+    "m-missing-c-missing": Difference(
+        "as c-missing: without the file lda takes lda_mailbox_autocreate as if "
+        "-c were not there (one warning names the file) and stores into the "
+        "INBOX", "deliver:INBOX"),
+    "m-existing-conf-broken": Difference(
+        "lda reads dovecot.conf only for what it takes from there, the -m "
+        "folder's lda_mailbox_autocreate and lda_mailbox_autosubscribe, and "
+        "only when that folder is to be made: a folder that exists takes the "
+        "message whatever the file says; dovecot-lda cannot start at all",
+        "deliver:.Lists"),
     "unknown-option": Difference(
         "an option lda does not know is the master.cf line's mistake, not the "
         "message's: 78 with 4.3.5, so Postfix defers until the line is fixed; "
@@ -314,6 +339,7 @@ class Result:
     stored: dict                # {folder name: [message bytes]}, INBOX ""
     sent: list = field(default_factory=list)   # [(args, bytes)] dovecot-lda mailed
     made: set = field(default_factory=set)  # names new beside the Maildir or in it
+    subscriptions: bytes | None = None  # the Maildir's subscriptions file, if any
 
     @property
     def action(self):
@@ -322,6 +348,19 @@ class Result:
     @property
     def code(self):
         return status_code(self.stderr)
+
+
+AUTOCREATE_LINE = "lda_mailbox_autocreate = yes\n"
+# dovecot.conf files a case's -c names, each made from the private Dovecot's
+# (which says lda_mailbox_autocreate = yes and nothing of autosubscribe).
+CONF_VARIANTS = {
+    "subscribe_conf": lambda conf: conf + "lda_mailbox_autosubscribe = yes\n",
+    # Only the `protocol lda` filter says so, as in Debian's 15-lda.conf.
+    "protocol_lda_conf": lambda conf: conf.replace(AUTOCREATE_LINE, "") + (
+        "protocol lda {\n  lda_mailbox_autocreate = yes\n"
+        "  lda_mailbox_autosubscribe = yes\n}\n"),
+    "broken_conf": lambda conf: conf + "lda_mailbox_autocreate = maybe\n",
+}
 
 
 def run(server, side, case, argv, env, user):
@@ -382,6 +421,11 @@ def results(tmp_path_factory):
         message_file.write_bytes(message(subject="from a file"))
         message_file.chmod(0o644)
         values = {"message_file": str(message_file), "dovecot_conf": str(server.conf)}
+        for name, variant in CONF_VARIANTS.items():
+            path = server.root / f"{name}.conf"
+            path.write_text(variant(server.conf.read_text()))
+            path.chmod(0o644)
+            values[name] = str(path)
         create_mailboxes(env, [(f"l-{case.id}@example.org",) for case in CASES
                                if case.mode == "managed"],
                          user=server.owner.uid, group=server.owner.gid, extra_groups=[], cwd="/")
@@ -428,8 +472,10 @@ def results(tmp_path_factory):
                         if p.suffix == ".eml"]
                 after = side.listing()
                 made = (after[0] - beside) | (after[1] - folders)
-                table[case.id][agent] = Result(returncode, stderr,
-                                               stored_by_folder(side.maildir), sent, made)
+                subscriptions = side.maildir / "subscriptions"
+                table[case.id][agent] = Result(
+                    returncode, stderr, stored_by_folder(side.maildir), sent, made,
+                    subscriptions.read_bytes() if subscriptions.exists() else None)
     return table
 
 
@@ -476,6 +522,29 @@ def test_a_hostile_m_makes_nothing_outside_the_maildir(results, case):
     for agent in ("dovecot", "lda"):
         result = results[case.id][agent]
         assert result.made <= set(result.stored) - {""}, (agent, result.made)
+
+
+V2_MISSING = b"V\t2\n\nMissing\n"   # Dovecot's subscriptions file naming Missing
+
+
+@pytest.mark.parametrize("case_id, dovecot", [
+    ("m-missing-conf-subscribe", V2_MISSING),
+    ("m-missing-conf-protocol-lda", V2_MISSING),
+    ("m-missing-conf-o-wins", None),
+    # lda_mailbox_autosubscribe left at Dovecot's default: lda's own
+    # subscribe_new_folders (true) decides, as for -o lda_mailbox_autocreate
+    # alone (tests/test_subscriptions.py, DIFFERENCES["default"]).
+    ("m-missing-conf-autocreate", None),
+    ("m-missing-autocreate", None),
+], ids=["conf-subscribe", "conf-protocol-lda", "conf-o-wins", "conf-autocreate-only",
+        "o-autocreate-only"])
+def test_a_folder_made_for_m_is_subscribed_as_the_configuration_says(results, case_id,
+                                                                        dovecot):
+    dove, ours = results[case_id]["dovecot"], results[case_id]["lda"]
+    assert dove.subscriptions == dovecot
+    # lda subscribes every folder it makes for -m here (subscribe_new_folders).
+    assert outcome(ours) == outcome(dove)
+    assert ours.subscriptions == (V2_MISSING if outcome(dove) == "deliver:.Missing" else None)
 
 
 def test_a_quota_text_on_the_command_line_is_what_the_sender_reads(results):
