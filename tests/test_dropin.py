@@ -587,6 +587,50 @@ def test_a_broken_dovecot_conf_defers_a_folder_it_would_decide(user, tmp_path):
     assert len(maildir_files(lists)) == 1
 
 
+def test_a_dovecot_conf_that_cannot_be_read_is_one_warning(user_log_on_stderr, tmp_path):
+    missing = tmp_path / "no" / "dovecot.conf"
+    done = user_log_on_stderr.run("-c", str(missing), "-m", "Lists", input=message(), check=0)
+    assert done.stderr.decode().count(str(missing)) == 1
+    assert len(maildir_files(user_log_on_stderr.maildir)) == 1
+    assert not (user_log_on_stderr.maildir / ".Lists").exists()
+
+
+@pytest.mark.parametrize("doveconf, conf", [
+    (("/nonexistent/doveconf",), "lda_mailbox_autocreate = yes\n"),
+    (("/usr/bin/doveconf",), None),
+], ids=["no-doveconf", "no-file"])
+def test_without_doveconf_or_the_file_the_settings_are_lda_s(tmp_path, doveconf, conf):
+    """As without Dovecot: autocreate no, subscribe as lda.toml says."""
+    from lda.deliver.dropin import FolderSettings
+
+    path = tmp_path / "dovecot.conf"
+    if conf is not None:
+        path.write_text(conf)
+    assert FolderSettings(conf=str(path), doveconf=doveconf).for_new_folder() == (False, None)
+
+
+@needs_doveconf
+@pytest.mark.parametrize("conf, given, settings", [
+    ("lda_mailbox_autocreate = yes\nlda_mailbox_autosubscribe = yes\n", {}, (True, True)),
+    ("lda_mailbox_autosubscribe = yes\n", {}, (False, True)),
+    # Dovecot's default, written or not, leaves lda.toml's subscribe_new_folders.
+    ("lda_mailbox_autocreate = yes\nlda_mailbox_autosubscribe = no\n", {}, (True, None)),
+    ("protocol imap {\n  lda_mailbox_autocreate = yes\n}\n", {}, (False, None)),
+    ("lda_mailbox_autocreate = yes\nprotocol lda {\n  lda_mailbox_autocreate = no\n}\n",
+     {}, (False, None)),
+    ("lda_mailbox_autocreate = yes\nlda_mailbox_autosubscribe = yes\n",
+     {"autocreate": False, "subscribe_given": True}, (False, None)),
+], ids=["both", "subscribe-only", "written-default", "other-protocol", "protocol-lda-says-no",
+        "o-gave-both"])
+def test_dovecot_conf_is_read_as_the_protocol_lda_filter_sees_it(tmp_path, conf, given,
+                                                                  settings):
+    from lda.deliver.dropin import FolderSettings
+
+    (tmp_path / "dovecot.conf").write_text(conf)
+    assert FolderSettings(conf=str(tmp_path / "dovecot.conf"),
+                          **given).for_new_folder() == settings
+
+
 def test_k_t_and_e_are_accepted(user):
     user.run("-k", "-t", "-e", "-d", ME, input=message(), check=0)
     assert len(maildir_files(user.maildir)) == 1

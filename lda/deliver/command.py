@@ -122,18 +122,16 @@ def _message_given(stdin):
 def _dovecot_options(options, notes):
     """-c, -m and -o: what lda takes from dovecot-lda's configuration.
     A line without them does not import dropin (the start-up budget of
-    lda/startup/__init__.py; bench/profiles/dropin-startup.txt)."""
+    lda/startup/__init__.py; bench/profiles/dropin-startup.txt).  A -c
+    that is not an lda.toml is dovecot-lda's dovecot.conf: read, as
+    DOVECOT_CONF is without -c, only for -m's folder (folder_settings)."""
     config = options.get("-c")
-    if not (options.get("-o") or any(options.get("-m", ()))
-            or (config is not None and not config.endswith(".toml"))):
+    dovecot_conf = config is not None and not config.endswith(".toml")
+    if not (options.get("-o") or any(options.get("-m", ())) or dovecot_conf):
         return {"config": config, "overrides": {}, "folder": None, "autocreate": False,
                 "original_header": None}
-    from .dropin import default_folder, dovecot_settings
+    from .dropin import default_folder, dovecot_settings, folder_settings
 
-    if config is not None and not config.endswith(".toml"):
-        notes.append(f"-c {config[:80]!r}: not an lda.toml (dovecot-lda's "
-                     "configuration?); ignored")
-        config = None
     overrides, autocreate, header, warnings = dovecot_settings(options.get("-o", []))
     notes.extend(warnings)
     # dovecot-lda ignores an empty -m (${extension} without one) wherever
@@ -141,8 +139,10 @@ def _dovecot_options(options, notes):
     folder, problem = default_folder(next((m for m in reversed(options.get("-m", [])) if m), ""))
     if problem:
         notes.append(problem)
-    return {"config": config, "overrides": overrides, "folder": folder,
-            "autocreate": autocreate, "original_header": header}
+    create = folder_settings(folder, config if dovecot_conf else None, autocreate,
+                             "subscribe_new_folders" in overrides, notes)
+    return {"config": None if dovecot_conf else config, "overrides": overrides,
+            "folder": folder, "autocreate": create, "original_header": header}
 
 
 def exit_status(results):
