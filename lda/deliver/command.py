@@ -29,11 +29,12 @@ dovecot-lda's and procmail's options mean what they mean there:
   -d RECIPIENT  the recipient (dovecot-lda, procmail -d)
   -r ADDRESS    final recipient: the recipient when -d is not given
   -m FOLDER     default folder instead of INBOX ("Lists", "INBOX/Lists",
-                "INBOX.Lists"); made only with -o lda_mailbox_autocreate=yes
+                "INBOX.Lists"); made only with lda_mailbox_autocreate=yes
+                (-o, else dovecot.conf, as dovecot-lda reads it)
   -p FILE       read the message from FILE instead of standard input
   -c CONFIG     configuration file (default: $LDA_CONFIG, /etc/lda/lda.toml,
-                else per-user mode: ~/Maildir); one not named *.toml
-                (dovecot.conf) is ignored with a warning
+                else per-user mode: ~/Maildir); one not named *.toml is
+                dovecot-lda's dovecot.conf: only -m's folder settings are read
   -o KEY=VALUE  a dovecot setting: quota_full_tempfail, lda_mailbox_autocreate,
                 lda_mailbox_autosubscribe, plugin/quota_exceeded_message,
                 recipient_delimiter, lda_original_recipient_header, hostname,
