@@ -345,6 +345,18 @@ def test_m_names_the_default_folder(user, name):
     assert len(maildir_files(lists)) == 1 and maildir_files(user.maildir) == []
 
 
+@pytest.mark.parametrize("name", ["INBOX.INBOX", "inbox.INBOX", "INBOX/INBOX"])
+def test_m_inbox_within_the_inbox_namespace_is_the_inbox(user, name):
+    """"INBOX." is the namespace prefix lda drops ("INBOX.Lists" is
+    .Lists), so "INBOX.INBOX" is the INBOX.  It was a TypeError since
+    1ec6d52: 75 with a traceback, on every retry until the message bounced."""
+    done = user.run("-d", f"{ME}@example.org", "-m", name, "-o",
+                    "lda_mailbox_autocreate=yes", input=message())
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert len(maildir_files(user.maildir)) == 1
+    assert not (user.maildir / ".INBOX").exists()
+
+
 def test_m_makes_no_folder_unless_autocreate_says_so(user):
     user.run("-m", "Lists/Python", input=message(message_id="<1@x>"), check=0)
     assert len(maildir_files(user.maildir)) == 1
