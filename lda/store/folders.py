@@ -18,11 +18,12 @@ class UnsafeFolder(ValueError):
 def check_folder(name):
     """The folder as the script named it, normalised: "INBOX" for the inbox,
     else the name without a leading "INBOX." (the namespace prefix Courier
-    and Dovecot clients show).  Raises UnsafeFolder."""
-    if name.upper() == INBOX:
-        return INBOX
+    and Dovecot clients show; "INBOX.INBOX" is then the inbox too).  Raises
+    UnsafeFolder."""
     if name[:6].upper() == "INBOX.":
         name = name[6:]
+    if name.upper() == INBOX:
+        return INBOX
     if not name:
         raise UnsafeFolder("empty folder name")
     if "/" in name:
