@@ -65,6 +65,21 @@ def test_alias_with_include_and_forward_over_quota_is_a_partial_delivery(site):
     assert maildir_files(carol) == []
 
 
+@pytest.mark.parametrize("recipient", ["team@example.org", "team+x@example.org"])
+def test_an_alias_is_explained_from_the_compiled_table_too(site, recipient):
+    """Once `lda aliases compile` had run, lda explain of an alias exited
+    75 with an AttributeError ('AliasTable' object has no attribute
+    'key_for'); deliveries were fine.  It names the alias's line as from
+    the file."""
+    team_with_forward_over_quota(site)
+    site.run("aliases", "compile", check=0)
+    report = explain(site, "-f", "sender@example.org", recipient, msg=BIG)
+    [entry] = report["recipients"]
+    steps = {(s["from"], s["to"]): s for s in entry["expansion"]}
+    alias = steps[(recipient, ALICE)]
+    assert (alias["by"], alias["file"], alias["line"]) == ("alias", str(site.aliases), 2)
+
+
 def test_mailbox_over_quota_predicts_the_temporary_failure(site):
     bob = site.create(BOB, "--quota-storage", "1K")
     fill_mailbox(bob, 1024)
