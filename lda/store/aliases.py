@@ -355,15 +355,39 @@ class AliasTable:
     def lookup(self, address, local_part=True):
         """As Aliases.lookup()."""
         if self._parsed is None:
-            from ..startup.sqlite3 import sqlite3
-
             try:
-                return self._query(address.lower(), local_part)
-            except (sqlite3.Error, AttributeError, TypeError) as e:
-                self._warn(f"aliases table {self.table} is unreadable ({e}); "
-                           f"reading {self.path} instead; {_RECOMPILE}")
-                self._parsed = _parsed(self.path, self.table, self._warn, time.time)
+                found = self._query(address.lower(), local_part)
+                members = found[1].split("\n") if found and found[1] is not None else None
+            except self._unreadable() as e:
+                self._read_source(e)
+            else:
+                if found is not None and members is None:
+                    raise deferred(found[0], found[2])
+                return members
         return self._parsed.lookup(address, local_part)
+
+    def key_for(self, address, local_part=True):
+        """As Aliases.key_for() (lda explain names the alias's line)."""
+        if self._parsed is None:
+            try:
+                found = self._query(address.lower(), local_part)
+            except self._unreadable() as e:
+                self._read_source(e)
+            else:
+                return None if found is None else found[0]
+        return self._parsed.key_for(address, local_part)
+
+    @staticmethod
+    def _unreadable():
+        from ..startup.sqlite3 import sqlite3
+
+        return (sqlite3.Error, AttributeError, TypeError)
+
+    def _read_source(self, e):
+        """The table failed under a query: the source answers from now on."""
+        self._warn(f"aliases table {self.table} is unreadable ({e}); "
+                   f"reading {self.path} instead; {_RECOMPILE}")
+        self._parsed = _parsed(self.path, self.table, self._warn, time.time)
 
     def has_domain(self, domain):
         """As Aliases.has_domain()."""
@@ -382,18 +406,13 @@ class AliasTable:
         return self._parsed.has_domain(domain)
 
     def _query(self, address, local_part):
+        """(key, members, problem) of the row address looks up, or None."""
         local, at, _ = address.rpartition("@")
         # Both keys in one query; the full address wins, as in key_for().
         keys = (address, local) if local_part and at else (address, address)
-        found = {key: (members, problem) for key, members, problem in self._conn.execute(
+        found = {key: (key, members, problem) for key, members, problem in self._conn.execute(
             "SELECT key, members, problem FROM aliases WHERE key IN (?, ?)", keys)}
-        key = address if address in found else local
-        if key not in found:
-            return None
-        members, problem = found[key]
-        if members is None:
-            raise deferred(key, problem)
-        return members.split("\n")
+        return found.get(address) or found.get(local)
 
 
 def write_table(aliases, target):
