@@ -98,11 +98,11 @@ def bounce_preview(config, clock=time.time, ids=None, older_than=None):
     """The reports bounce_partials() would give, with the outcome
     WOULD_BOUNCE, sending and removing nothing (`--dry-run`; with `--now`,
     the ages at that moment).  Takes no run lock: it changes nothing."""
-    from ..deliver.dsn import status_for  # lazy, as in _bounce_one
+    from ..deliver.dsn import returned_to, status_for  # lazy, as in _bounce_one
 
     reports = []
     for record in _to_bounce(config, clock, ids, older_than):
-        note = (f"DSN to <{record['sender']}>" if record["sender"]
+        note = (f"DSN to <{record['sender']}>" if returned_to(record["sender"])
                 else "null sender, no DSN")
         reports.append({**_report(record, WOULD_BOUNCE, f"{status_for(record['reason'])} "
                                                         f"{record['reason']}; {note}"),
@@ -212,7 +212,7 @@ def _bounce_one(config, log, record, clock, sendmail):
     from ..deliver import dsn
 
     status = dsn.status_for(record["reason"])
-    if record["sender"]:
+    if dsn.returned_to(record["sender"]):
         message = dsn.build_dsn(config, record, dsn.read_header_block(record["spool_file"]),
                                 clock())
         try:

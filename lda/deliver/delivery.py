@@ -334,7 +334,7 @@ class Delivery:
             result = results[i]
             where = f"{info.log_id}: {plans[i].recipient}: refused ({result.error.status})"
             why = "one exit status answers for every recipient, and another's copy is stored"
-            if not self.sender:  # a bounce is never bounced (RFC 5321 section 4.5.5)
+            if not self._dsn_to():
                 self.log.info(f"{where}; no DSN to the null sender, as {why}")
             else:
                 try:
@@ -344,6 +344,14 @@ class Delivery:
                     continue
                 self.log.info(f"{where}; DSN sent to {self.sender}, as {why}")
             result.error = None
+
+    def _dsn_to(self):
+        """dsn.returned_to(sender), with no import when there is none."""
+        if not self.sender:
+            return None
+        from .dsn import returned_to
+
+        return returned_to(self.sender)
 
     def _send_dsn(self, plan, error, staged, info):
         """The DSN of _bounce_alone for plan's recipient, refused with error."""

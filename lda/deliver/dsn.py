@@ -55,6 +55,16 @@ LEADING_STATUS = re.compile(r"^[245]\.\d{1,3}\.\d{1,3} ")
 REPLY_CODES = {"5.2.2": "552", "5.1.1": "550", "5.2.1": "550"}
 
 
+def returned_to(sender):
+    """Whom a DSN for a message from sender goes to: None for the null
+    sender, and for MAILER-DAEMON, the name Postfix's pipe(8) gives it
+    unless its line sets null_sender= (a bounce is never bounced, RFC 5321
+    section 4.5.5)."""
+    if not sender or sender.lower() == "mailer-daemon":
+        return None
+    return sender
+
+
 def status_for(reason):
     """The RFC 3463 status for a final failure with this reason (default 5.0.0)."""
     found = ENHANCED_STATUS.search(reason)

@@ -228,7 +228,7 @@ class Explaining(Delivery):
         entry saying so; assumes sendmail takes the DSN."""
         alone = bounced_alone(results)
         for i in alone:
-            entries[i]["bounced_alone"] = (f"DSN to {self.sender}" if self.sender
+            entries[i]["bounced_alone"] = (f"DSN to {self.sender}" if self._dsn_to()
                                            else "no DSN to the null sender")
         return alone
 
