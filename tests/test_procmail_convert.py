@@ -84,6 +84,13 @@ TRANSLATED = [
      'require ["copy", "fileinto", "mailbox"];'),
     ("formail-dedup", ":0 Wh: msgid.lock\n| formail -D 8192 msgid.cache\n",
      ["if duplicate {", "    discard;", "    stop;", "}"], 'require ["duplicate"];'),
+    ("formail-dedup-header-and-body", ":0 Whb: msgid.lock\n| formail -D 8192 msgid.cache\n",
+     ["if duplicate {", "    discard;", "    stop;", "}"], 'require ["duplicate"];'),
+    ("forward-header-and-body", ":0 hb\n! me@elsewhere.example\n",
+     ['redirect "me@elsewhere.example";', "stop;"], None),
+    ("copy-forward-then-another-address", ":0c\n! a@example.org\n:0\n! b@example.org\n",
+     ['redirect :copy "a@example.org";', 'redirect "b@example.org";', "stop;"],
+     'require ["copy"];'),
     ("nested-block", ":0\n* ^From:.*friends\n{\n  :0c\n  ! archive@example.org\n\n"
      "  :0\n  .Friends/\n}\n",
      ['if header :contains "from" "friends" {', '    redirect :copy "archive@example.org";',
@@ -177,6 +184,16 @@ UNTRANSLATED = [
     ("match-marker", ":0\n* ^Subject:.*foo\\/bar\nHit/\n", 1, "\\/"),
     ("body-only", ":0 b\nHit/\n", 1, "only the body would be stored (flag b)"),
     ("filtered-forward", ":0 f\n! fwd@example.net\n", 1, "flag f"),
+    # Found side by side with procmail: formail -D fed only the body finds no
+    # Message-ID there, and one on a copy or as a filter does not end the
+    # delivery, so procmail discards nothing where the conversion discarded
+    # the message the second time round.
+    ("formail-dedup-body-only", ":0 Wb: msgid.lock\n| formail -D 8192 msgid.cache\n", 1,
+     "only the body would be fed to formail -D (flag b)"),
+    ("formail-dedup-copy", ":0 Whc: msgid.lock\n| formail -D 8192 msgid.cache\n", 1,
+     "formail -D on a copy (flag c)"),
+    ("formail-dedup-filter", ":0 Whf: msgid.lock\n| formail -D 8192 msgid.cache\n", 1,
+     "formail -D as a filter (flag f)"),
 ]
 
 
@@ -371,6 +388,23 @@ CHANGED = [
     ("copy-to-the-inbox-then-default", ":0c\n$MAILDIR/\nDEFAULT=$MAILDIR/\n", 4,
      "DEFAULT: procmail stores another copy in the INBOX, where the :0c recipe on line 2 "
      "stored one", "keep;"),
+    # Found side by side with procmail: flag b or h alone forwards that part
+    # of the message, and a :0c forward then another to the same address
+    # sends two; redirect sends the whole message, and a redirect given twice
+    # once (lda/sieve/interpreter.py), and the conversion said nothing.
+    ("forward-body-only", ":0b\n! fwd@example.net\n", 2, "flag b: procmail forwards "
+     "only the body, without the header; Sieve's redirect sends the whole message",
+     'redirect "fwd@example.net";'),
+    ("forward-header-only", ":0h\n! fwd@example.net\n", 2, "flag h: procmail forwards "
+     "only the header, without the body; Sieve's redirect sends the whole message",
+     'redirect "fwd@example.net";'),
+    ("copy-forward-then-the-same-address", ":0c\n! fwd@example.net\n\n:0\n* ^Subject:.*x"
+     "\n! fwd@example.net\n", 5, "procmail forwards another copy to fwd@example.net, "
+     "where the :0c recipe on line 2 forwarded one; Sieve redirects a message to an "
+     "address once", 'redirect "fwd@example.net";'),
+    ("copy-forward-then-among-others", ":0c\n! fwd@example.net\n:0\n! other@example.com "
+     "fwd@example.net\n", 4, "procmail forwards another copy to fwd@example.net, where "
+     "the :0c recipe on line 2 forwarded one", 'redirect "other@example.com";'),
 ]
 
 
@@ -470,7 +504,7 @@ def procmail_delivers(tmp_path, rc_text, msg):
     password file, not the environment)."""
     home = tmp_path / "procmail-home"
     for directory in ("Maildir", "mail"):  # procmail stays put if it cannot chdir
-        (home / directory).mkdir(parents=True)
+        (home / directory).mkdir(parents=True, exist_ok=True)
     rc = tmp_path / "procmail.rc"
     rc.write_text(f"MAILDIR={home}\n" + rc_text.format(home=home))
     subprocess.run([PROCMAIL, "-m", str(rc)], input=msg, capture_output=True, check=True,
@@ -577,6 +611,90 @@ def side_by_side(user, tmp_path, rc, header):
     assert header != "Subject: x" or len(msg) == 83  # the size cases: a byte either side
     by_lda, problems = lda_delivers(user, rc, msg)
     return procmail_delivers(tmp_path, rc, msg), by_lda, problems
+
+
+def sendmail_stand_in(directory):
+    """A sendmail that keeps each message it is given in directory, with its
+    arguments; the path."""
+    directory.mkdir()
+    script = directory / "sendmail"
+    script.write_text(f'#!/bin/sh\nf="{directory}/$$.$(date +%s%N)"\n'
+                      'echo "$@" > "$f.args" && cat > "$f.msg"\n')
+    script.chmod(0o755)
+    return script
+
+
+def forwarded(directory):
+    """How many copies of which part of the message each address was sent:
+    procmail's sendmail gets the addresses after its flags, lda's after "--"."""
+    found = Counter()
+    for args in directory.glob("*.args"):
+        words = args.read_text().split()
+        addresses = words[words.index("--") + 1:] if "--" in words else \
+            [w for w in words if not w.startswith("-")]
+        header, _, body = args.with_suffix(".msg").read_bytes().partition(b"\n\n")
+        part = "header" * (b"Message-ID: <m@example.org>" in header) + \
+            "body" * (b"body" in body or header == b"body\n")
+        found.update(f"{address} {part}" for address in addresses)
+    return found
+
+
+FORWARDS = [
+    ("forward", ":0\n! fwd@example.net\n"),
+    ("forward-body-only", ":0b\n! fwd@example.net\n"),
+    ("forward-header-only", ":0h\n! fwd@example.net\n"),
+    ("forward-header-and-body", ":0hb\n! fwd@example.net\n"),
+    ("copy-forward-then-the-same-address", ":0c\n! fwd@example.net\n:0\n! fwd@example.net\n"),
+    ("copy-forward-then-among-others", ":0c\n! fwd@example.net\n"
+     ":0\n! other@example.com fwd@example.net\n"),
+    ("copy-forward-then-another-address", ":0c\n! fwd@example.net\n:0\n! other@example.com\n"),
+]
+
+
+@needs_procmail
+@pytest.mark.parametrize("rc", [pytest.param(rc, id=i) for i, rc in FORWARDS])
+def test_converted_script_forwards_what_procmail_does_unless_it_says(user, tmp_path, rc):
+    """procmail's SENDMAIL and lda's sendmail, stand-ins that keep what they
+    are given: the same copies of the same parts to the same addresses when
+    the conversion reports nothing."""
+    msg = (b"From: b@example.org\nTo: u@example.org\nSubject: x\n"
+           b"Message-ID: <m@example.org>\n\nbody\n")
+    rc = "MAILDIR={home}/Maildir/\nDEFAULT=$MAILDIR\n" + rc
+    by_procmail = procmail_delivers(
+        tmp_path, f"SENDMAIL={sendmail_stand_in(tmp_path / 'procmail-sent')}\n" + rc, msg)
+    config = write_lda_toml(tmp_path / "lda.toml", {
+        "mode": "user", "sendmail": [str(sendmail_stand_in(tmp_path / "lda-sent")), "-i"]})
+    user.env = dict(user.env, LDA_CONFIG=str(config))
+    by_lda, problems = lda_delivers(user, rc, msg)
+    by_procmail += forwarded(tmp_path / "procmail-sent")
+    by_lda += forwarded(tmp_path / "lda-sent")
+    assert by_procmail  # each case forwards something
+    assert (by_lda == by_procmail) == (problems == []), (by_procmail, by_lda, problems)
+
+
+@needs_procmail
+@pytest.mark.parametrize("flags, translated", [
+    ("Wh", True), ("W", True), ("Whb", True),
+    ("Wb", False), ("Whc", False), ("Whf", False),
+], ids=["header", "header-by-default", "header-and-body", "body-only", "copy", "filter"])
+def test_formail_dedup_discards_where_procmail_does(user, tmp_path, flags, translated):
+    """Two messages with one Message-ID: procmail with formail -D keeps the
+    second out only when formail reads the header and its answer ends the
+    delivery; where it does not, the conversion leaves the recipe out, as
+    not translated.  (Their Date fields differ, so that lda's DeliveredTo
+    takes the second for a message of its own, not a resend.)"""
+    first, second = ((f"From: b@example.org\nTo: u@example.org\nSubject: x\nDate: {date}\n"
+                      "Message-ID: <m@example.org>\n\nbody\n").encode()
+                     for date in ("Mon, 1 Jan 2024 10:00:00 +0000",
+                                  "Mon, 1 Jan 2024 11:00:00 +0000"))
+    rc = (f"MAILDIR={{home}}/Maildir/\nDEFAULT=$MAILDIR\n:0 {flags}: {{home}}/../msgid.lock\n"
+          "| formail -D 8192 {home}/../msgid.cache\n")
+    procmail_delivers(tmp_path, rc, first)
+    by_procmail = procmail_delivers(tmp_path, rc, second)
+    lda_delivers(user, rc, first)
+    by_lda, problems = lda_delivers(user, rc, second)
+    assert by_lda == by_procmail == Counter({"Maildir": 1 if translated else 2})
+    assert [p.kind for p in problems] == ([] if translated else ["not translated"])
 
 
 # What lda(1) says the conversion does not report: only some messages show

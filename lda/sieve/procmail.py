@@ -18,10 +18,12 @@ What Sieve does differently (an mbox, MH or non-Maildir++ target, a MAILDIR
 or DEFAULT outside the Maildir, flag D, `^Header:text` or other white space
 than one space there, white space before `$`, non-ASCII text or an encoded
 word's =? in a condition, a folder stored into again after a :0c copy,
-assignments in blocks) is translated with a CHANGED MEANING comment; what
-has no Sieve equivalent (pipes, body conditions, other regular expressions,
-A/a/E/e chaining, scoring, INCLUDERC) is left out as a NOT TRANSLATED
-comment.  Each is a Problem with its line number: the CLI's exit status
+a forward of the header or the body alone (flag h or b), an address
+forwarded to again after a :0c forward, assignments in blocks) is
+translated with a CHANGED MEANING comment; what has no Sieve equivalent
+(pipes, formail -D that never ends the delivery (flag b, c or f), body
+conditions, other regular expressions, A/a/E/e chaining, scoring,
+INCLUDERC) is left out as a NOT TRANSLATED comment.  Each is a Problem with its line number: the CLI's exit status
 says whether there was any.
 """
 
@@ -30,7 +32,7 @@ import re
 from collections import namedtuple
 
 from .actions import UnsafeFolder, check_folder
-from .fields import valid_address
+from .fields import same_address, valid_address
 
 # procmailrc(5): ^TO_ and ^TO stand for
 # (^((Original-)?(Resent-)?(To|Cc|Bcc)|(X-Envelope|Apparently(-Resent)?)-To):
@@ -111,6 +113,7 @@ class Converter:
         self.problems = []
         self.changes = []  # reasons the recipe being translated changes meaning
         self.copies = {}  # folder -> line of the first :0c recipe storing into it
+        self.forwards = []  # (address, line) of each :0c recipe's forward
 
     def convert(self, text):
         """The script for text: its recipes in order, then DEFAULT's
@@ -395,20 +398,9 @@ class Converter:
         copy_tag = " :copy" if copy else ""
         stop = [] if copy else ["stop;"]
         if text.startswith("|"):
-            command = text[1:].strip()
-            if FORMAIL_DEDUP.match(command):
-                self.requires.add("duplicate")
-                return ["if duplicate {", INDENT + "discard;", INDENT + "stop;", "}"]
-            raise Untranslated("a pipe to a program")
+            return self.deduplicate(text[1:].strip(), flags, copy)
         if text.startswith("!"):
-            if "f" in flags:  # procmail feeds the message through the forward and goes on
-                raise Untranslated("a forward with flag f (used as a filter)")
-            targets = self.expand(text[1:]).split()
-            if not targets or not all(valid_address(t) for t in targets):
-                raise Untranslated("forward to something that is not a full address")
-            if copy:
-                self.requires.add("copy")
-            return [f"redirect{copy_tag} {quote(t)};" for t in targets] + stop
+            return self.forward(text[1:], flags, copy, number)
         if "h" in flags and "b" not in flags:
             raise Untranslated("only the header would be stored (flag h)")
         if "b" in flags and "h" not in flags:  # either flag leaves out the other's default
@@ -425,6 +417,55 @@ class Converter:
         if copy:
             self.requires.add("copy")
         return [f"fileinto{copy_tag} :create {quote(target)};", *stop]
+
+    def deduplicate(self, command, flags, copy):
+        """The duplicate test for procmailex(5)'s `| formail -D N cache`,
+        which ends the delivery when formail finds the header's Message-ID
+        in its cache; with flag b, c or f formail never ends it, and
+        procmail keeps every copy (tests/test_procmail_convert.py runs it)."""
+        if not FORMAIL_DEDUP.match(command):
+            raise Untranslated("a pipe to a program")
+        if "b" in flags and "h" not in flags:
+            raise Untranslated("only the body would be fed to formail -D (flag b), which "
+                               "looks for the Message-ID there")
+        if copy:
+            raise Untranslated("formail -D on a copy (flag c): procmail goes on with the "
+                               "message, duplicate or not")
+        if "f" in flags:
+            raise Untranslated("formail -D as a filter (flag f): procmail goes on with "
+                               "the message, duplicate or not")
+        self.requires.add("duplicate")
+        return ["if duplicate {", INDENT + "discard;", INDENT + "stop;", "}"]
+
+    def forward(self, text, flags, copy, number):
+        """A redirect for each address of `! addresses`.  Sieve's redirect
+        sends the message as it came, and to an address once
+        (lda/sieve/interpreter.py), where procmail with flag b or h alone
+        forwards that part of it, and forwards again after a :0c forward:
+        said, as the nearest Sieve has."""
+        if "f" in flags:  # procmail feeds the message through the forward and goes on
+            raise Untranslated("a forward with flag f (used as a filter)")
+        targets = self.expand(text).split()
+        if not targets or not all(valid_address(t) for t in targets):
+            raise Untranslated("forward to something that is not a full address")
+        for flag, part, other in (("b", "body", "header"), ("h", "header", "body")):
+            if flag in flags and other[0] not in flags:
+                self.changes.append(f"flag {flag}: procmail forwards only the {part}, "
+                                    f"without the {other}; Sieve's redirect sends the "
+                                    "whole message")
+        for target in dict.fromkeys(targets):
+            first = next((line for address, line in self.forwards
+                          if same_address(address, target)), None)
+            if first is not None:
+                self.changes.append(f"procmail forwards another copy to {target}, where "
+                                    f"the :0c recipe on line {first} forwarded one; Sieve "
+                                    "redirects a message to an address once")
+            elif copy:
+                self.forwards.append((target, number))
+        if not copy:
+            return [f"redirect {quote(t)};" for t in targets] + ["stop;"]
+        self.requires.add("copy")
+        return [f"redirect :copy {quote(t)};" for t in targets]
 
     def folder(self, text):
         """"INBOX", a folder name, or None for /dev/null.  What procmail
