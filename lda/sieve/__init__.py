@@ -114,9 +114,12 @@ Decisions
   address that is not valid (no "@", an empty local part or domain label,
   an unterminated "<") is skipped, and a field with no valid address is
   one value, its text, which only :all sees (RFC 5228 section 2.7.4).
-- redirect takes an RFC 5322 mailbox ("Bob <bob@example.org>"); two
-  redirects are one when their local parts match exactly and their domains
-  in any case (RFC 5321 section 2.4).
+- redirect takes an RFC 5322 mailbox ("Bob <bob@example.org>") and nothing
+  else, as Pigeonhole (address.py): a script that writes another does not
+  compile, one that variables build is a runtime error; a local part that
+  is no dot-atom ("roadrunner.") goes to sendmail quoted.  Two redirects
+  are one when their local parts match exactly and their domains in any
+  case (RFC 5321 section 2.4).
 - address :count counts addresses, so an empty field adds none, nor does
   a field without a valid address to :localpart or :domain (Pigeonhole
   counts each as one); i;ascii-casemap orders as upper case (RFC 4790 section

@@ -273,7 +273,7 @@ def _checked_spec(tokens):
     labels, expect = [], True
     rest = [t for t in tokens[i + 1:] if t[0] != "space"]
     if rest[:1] and rest[0][0] == "literal":
-        return _as_local_part("".join(local)) + "@" + rest[0][1], len(rest) > 1
+        return as_local_part("".join(local)) + "@" + rest[0][1], len(rest) > 1
     for kind, token in rest:
         if expect and kind == "atom":
             labels.append(token)
@@ -283,10 +283,10 @@ def _checked_spec(tokens):
         elif expect:
             return None, False
         else:
-            return _as_local_part("".join(local)) + "@" + ".".join(labels), True
+            return as_local_part("".join(local)) + "@" + ".".join(labels), True
     if expect:
         return None, False
-    return _as_local_part("".join(local)) + "@" + ".".join(labels), False
+    return as_local_part("".join(local)) + "@" + ".".join(labels), False
 
 
 def valid_address(address):
@@ -295,17 +295,6 @@ def valid_address(address):
     local, at, domain = address.rpartition("@")
     return (bool(at) and bool(local) and bool(domain) and len(address) <= 320
             and not any(ord(c) <= 32 or ord(c) == 127 or c in ",;<>()" for c in address))
-
-
-def redirect_address(text):
-    """The addr-spec a redirect names: "bob@example.org", or the one in
-    "Bob <bob@example.org>" (RFC 5228 section 2.4.2.3 takes an RFC 5322
-    mailbox, as Pigeonhole does); "" when it names none or several."""
-    text = text.strip()
-    if "<" not in text and "(" not in text and '"' not in text:
-        return text
-    found = addresses(text)
-    return found[0] if len(found) == 1 else ""
 
 
 def same_address(a, b):
@@ -339,7 +328,7 @@ def address_part(address, part, delimiters="+"):
     quoted = len(local) > 1 and local[0] == '"' and _quoted_end(local, 0) == len(local)
     if part == "all":
         if quoted and domain is not None:
-            return _as_local_part(_unquoted(local)) + "@" + domain
+            return as_local_part(_unquoted(local)) + "@" + domain
         return address
     if not address:
         return None
@@ -365,7 +354,7 @@ def _unquoted(quoted):
     return "".join(content)
 
 
-def _as_local_part(content):
+def as_local_part(content):
     """A local part written as a dot-atom where it can be, else quoted."""
     atoms = content.split(".")
     if all(atom and all(c in ATEXT or ord(c) > 127 for c in atom) for atom in atoms):

@@ -8,9 +8,10 @@ is raised, so `lda sieve check` can list every problem at once.
 """
 
 from .actions import UnsafeFolder, check_folder
+from .address import InvalidAddress, smtp_address
 from .errors import SieveError
 from .extensions import MODULES, load
-from .fields import addresses, redirect_address, valid_address, valid_header_name
+from .fields import addresses, valid_address, valid_header_name
 from .spec import (
     COPY,
     FLAGS,
@@ -501,9 +502,14 @@ class Validator:
         built["name"] = built["name"].lower()
 
     def check_redirect(self, node, built):
-        if self.constant(built["address"]) and not valid_address(
-                redirect_address(built["address"])):
-            self.error(node.line, node.col, f'redirect: invalid address "{built["address"]}"')
+        """An address the script writes is checked here, one variables
+        build when the redirect runs (interpreter.py), as in Pigeonhole."""
+        if self.constant(built["address"]):
+            try:
+                smtp_address(built["address"])
+            except InvalidAddress:
+                self.error(node.line, node.col,
+                           f'redirect: invalid address "{built["address"]}"')
 
     def check_fileinto(self, node, built):
         """A constant name is normalised ("INBOX.x" is "x"); one that cannot

@@ -19,14 +19,13 @@ from .actions import (
     UnsafeFolder,
     check_folder,
 )
+from .address import InvalidAddress, smtp_address
 from .extensions import load
 from .fields import (
     address_part,
     address_values,
-    redirect_address,
     same_address,
     text,
-    valid_address,
     valid_header_name,
 )
 from .match import compare, quote_wildcards
@@ -214,10 +213,13 @@ class Execution:
                    node["copy"])
 
     def cmd_redirect(self, node):
-        written = self.string(node["address"]).strip()
-        address = redirect_address(written)
-        if not valid_address(address):
-            self.fail(f'redirect: invalid address "{written}"')
+        written = self.string(node["address"])
+        try:
+            address = smtp_address(written)
+        except InvalidAddress:
+            # RFC 5228 section 2.4.2.3: no address, so no redirect; never
+            # one to whatever address a reader could find in the damage.
+            self.fail(f'redirect: invalid address "{written.strip()}"')
         if not node["copy"]:
             self.keep_cancelled = True
         if any(isinstance(a, Redirect) and same_address(a.address, address)
