@@ -23,8 +23,8 @@ forwarded to again after a :0c forward, assignments in blocks) is
 translated with a CHANGED MEANING comment; what has no Sieve equivalent
 (pipes, formail -D that never ends the delivery (flag b, c or f), body
 conditions, other regular expressions, A/a/E/e chaining, scoring,
-INCLUDERC) is left out as a NOT TRANSLATED comment.  Each is a Problem with its line number: the CLI's exit status
-says whether there was any.
+INCLUDERC) is left out as a NOT TRANSLATED comment.  Each is a Problem
+with its line number: the CLI's exit status says whether there was any.
 """
 
 import os
