@@ -609,6 +609,20 @@ def test_a_dovecot_conf_that_cannot_be_read_is_one_warning(user_log_on_stderr, t
     assert not (user_log_on_stderr.maildir / ".Lists").exists()
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_dovecot_conf_that_is_no_file_is_one_warning(user_log_on_stderr, tmp_path, kind):
+    """-c naming a FIFO opened (non-blocking) as readable, and doveconf then
+    waited on it for a writer: the delivery hung until pipe(8)'s time limit.
+    Only a regular file is read; anything else is one warning, as a file
+    that cannot be read is."""
+    conf = tmp_path / "dovecot.conf"
+    os.mkfifo(conf) if kind == "fifo" else conf.mkdir()
+    done = user_log_on_stderr.run("-c", str(conf), "-m", "Lists", input=message(), check=0,
+                                  timeout=30)
+    assert done.stderr.decode().count(str(conf)) == 1
+    assert len(maildir_files(user_log_on_stderr.maildir)) == 1
+
+
 @pytest.mark.parametrize("doveconf, conf", [
     (("/nonexistent/doveconf",), "lda_mailbox_autocreate = yes\n"),
     (("/usr/bin/doveconf",), None),
