@@ -11,6 +11,7 @@ what was left out.
 """
 
 import os
+import stat
 
 from ..errors import ConfigError, TemporaryFailure
 from ..store.folders import UnsafeFolder, check_folder, maildir_folder
@@ -155,14 +156,19 @@ def folder_settings(folder, named, autocreate, subscribe_given, notes):
 
 
 def _unreadable(path):
-    """Why path cannot be opened for reading, or None."""
+    """Why path is no file doveconf can read, or None: a FIFO (which
+    doveconf would wait on for a writer) or a directory is none."""
     try:
-        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))  # a FIFO must not block
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
     except OSError as e:
         return e.strerror
     except ValueError:  # a NUL, which only an in-process caller can pass
         return "not a path"
-    return None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+    return None if regular else "not a regular file"
 
 
 class FolderSettings:
