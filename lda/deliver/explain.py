@@ -211,8 +211,8 @@ class Explaining(Delivery):
             return
         index, error = refused
         plan = next(p for i, p in plans if i == index)
-        if not (isinstance(error, MailLoop)
-                or not any(self._may_have_scripts(t) for t in plan.targets if t.local)):
+        if not isinstance(error, MailLoop) and any(
+                self._may_have_scripts(t) for t in plan.targets if t.local):
             return  # judged under the locks, after others' copies: _bounce_alone
         for i, plan in plans:
             if i == index:
